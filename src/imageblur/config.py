@@ -1,0 +1,234 @@
+"""One validated settings object, from `IMAGEBLUR_*` environment variables and an optional
+TOML or YAML config file.
+
+Precedence, highest first: explicit arguments (CLI flags) > environment variables >
+config file (`--config` or `IMAGEBLUR_CONFIG`) > defaults. Back ends are chosen from
+closed sets (Literal), never from import paths that configuration could control.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "IMAGEBLUR_"
+
+
+class SettingsError(Exception):
+    """A setting has a wrong value; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+    _config_file: ClassVar[Path | None] = None
+
+    # --- HTTP -------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the API listens on.")
+    root_path: str = Field("", description="URL prefix when served behind a proxy.")
+
+    # --- back ends --------------------------------------------------------------
+    store: Literal["local", "s3"] = Field("local", description="Object store back end.")
+    repository: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="Metadata database back end."
+    )
+    queue: Literal["memory", "rabbitmq"] = Field("memory", description="Job queue back end.")
+
+    data_dir: Path = Field(
+        Path("data"), description="Folder of the embedded store and SQLite database."
+    )
+    sqlite_path: Path | None = Field(
+        None, description="SQLite file; default DATA_DIR/imageblur.sqlite3."
+    )
+
+    postgres_dsn: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/imageblur"),
+        description="PostgreSQL connection string (libpq URI or key=value).",
+    )
+    postgres_schema: str = Field(
+        "public", pattern=r"^[a-z_][a-z0-9_]*$", description="Schema holding the tables."
+    )
+    postgres_pool_min: int = Field(1, ge=0, description="Smallest connection pool size.")
+    postgres_pool_max: int = Field(10, ge=1, description="Largest connection pool size.")
+    postgres_timeout_s: float = Field(5.0, gt=0, description="Connect and pool wait timeout.")
+
+    rabbitmq_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F"), description="AMQP URL of RabbitMQ."
+    )
+    rabbitmq_queue: str = Field("imageblur.jobs", min_length=1, description="Job queue name.")
+    rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="Queue type of the job queue."
+    )
+    rabbitmq_prefetch: int = Field(1, ge=1, le=1000, description="Unacked jobs per worker.")
+    rabbitmq_timeout_s: float = Field(5.0, gt=0, description="Connect and confirm timeout.")
+
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint (MinIO, moto); unset for AWS."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key; unset to use the standard AWS credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="S3 addressing; `path` for MinIO."
+    )
+    s3_input_bucket: str = Field("input", min_length=3, description="Bucket of originals.")
+    s3_input_prefix: str = Field("", description="Key prefix of originals.")
+    s3_output_bucket: str = Field("output", min_length=3, description="Bucket of results.")
+    s3_output_prefix: str = Field("", description="Key prefix of results.")
+    s3_create_buckets: bool = Field(False, description="Create the buckets at start.")
+    s3_timeout_s: float = Field(10.0, gt=0, description="S3 connect and read timeout.")
+
+    result_delivery: Literal["proxy", "presigned"] = Field(
+        "proxy", description="Serve results through the API, or redirect to a presigned URL."
+    )
+    presigned_ttl_s: int = Field(300, ge=1, le=604800, description="Presigned URL lifetime.")
+
+    # --- limits -----------------------------------------------------------------
+    max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted upload.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height.")
+    page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
+
+    # --- anonymization ----------------------------------------------------------
+    blur_mode: Literal["blur", "pixelate", "solid"] = Field(
+        "blur", description="How a face is hidden."
+    )
+    mask_shape: Literal["ellipse", "box"] = Field("ellipse", description="Shape of the mask.")
+    mask_scale: float = Field(1.3, ge=1.0, le=3.0, description="Mask size / detected box.")
+    detection_threshold: float = Field(
+        0.35, gt=0.0, lt=1.0, description="Face score threshold."
+    )
+    detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
+    model_path: Path | None = Field(
+        None, description="CenterFace ONNX file; default: the one installed with the package."
+    )
+    jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+
+    # --- worker -----------------------------------------------------------------
+    worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")
+    lease_s: float = Field(300.0, gt=0, description="How long a claimed job is held.")
+    max_attempts: int = Field(5, ge=1, description="Attempts before a job is dead-lettered.")
+    retry_base_delay_s: float = Field(1.0, ge=0, description="First retry delay.")
+    retry_max_delay_s: float = Field(60.0, ge=0, description="Longest retry delay.")
+    receive_timeout_s: float = Field(1.0, gt=0, description="How long one receive waits.")
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="How often stuck jobs are re-published."
+    )
+    pending_grace_s: float = Field(
+        60.0, ge=0, description="Age of a pending job before it is re-published."
+    )
+    orphan_grace_s: float = Field(
+        3600.0, ge=0, description="Age of an unreferenced object before it is deleted."
+    )
+    keep_originals: bool = Field(
+        False, description="Keep the unblurred original after success (off: deleted)."
+    )
+    shutdown_grace_s: float = Field(
+        60.0, ge=0, description="How long a stopping worker may finish its job."
+    )
+
+    # --- logs -------------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`auto`: console on a terminal, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.postgres_pool_min > self.postgres_pool_max:
+            raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
+        if self.retry_base_delay_s > self.retry_max_delay_s:
+            raise ValueError("retry_base_delay_s must not exceed retry_max_delay_s")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "s3_access_key_id and s3_secret_access_key must be set together (or neither)"
+            )
+        return self
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path or self.data_dir / "imageblur.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = cls._config_file
+        if path is not None:
+            if path.suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """Every effective setting, secrets masked, credentials in URLs hidden."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def load_settings(
+    config_file: str | Path | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings, raising `SettingsError` that names each wrong setting."""
+    path_text = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(path_text) if path_text else None
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"config file not found: {path}")
+        if path.suffix not in {".toml", ".yaml", ".yml"}:
+            raise SettingsError(f"config file must be .toml, .yaml or .yml: {path}")
+    cls = _settings_class(path)
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except ValueError as exc:  # a malformed config file
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+
+
+def _settings_class(path: Path | None) -> type[Settings]:
+    # A subclass per call carries the file path into settings_customise_sources
+    # without global state shared between loads.
+    return type("Settings", (Settings,), {"_config_file": path})
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = f"{ENV_PREFIX}{loc.upper()}" if err["loc"] else ""
+        label = f"{loc} ({env})" if env else loc
+        lines.append(f"invalid setting {label}: {err['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,163 @@
+"""The image record, its status, the job message and the domain errors.
+
+Nothing here does I/O; adapters and services share these types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One uploaded image. The repository row is the source of truth for its state."""
+
+    id: str
+    name: str
+    status: Status
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+    input_key: str
+    created_at: datetime
+    updated_at: datetime
+    output_key: str | None = None
+    url: str | None = None
+    faces: int | None = None
+    error: str | None = None
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    idempotency_key: str | None = None
+
+    def with_changes(self, **changes: Any) -> ImageRecord:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """The queue message: ids only, never image bytes or secrets."""
+
+    image_id: str
+    attempt: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps({"image_id": self.image_id, "attempt": self.attempt}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Job:
+        try:
+            data = json.loads(raw)
+            image_id = data["image_id"]
+            attempt = int(data.get("attempt", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidJob(f"malformed job message: {exc}") from exc
+        if not isinstance(image_id, str) or not image_id:
+            raise InvalidJob("malformed job message: image_id must be a non-empty string")
+        return cls(image_id=image_id, attempt=attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A job as handed out by a queue; `tag` is the adapter's own handle for ack/retry."""
+
+    job: Job
+    tag: Any = field(compare=False)
+    redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """A detected face box in pixel coordinates of the upright image."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    size: int
+    modified_at: datetime
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class ImageblurError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class InvalidImage(ImageblurError):  # noqa: N818 - a domain name, not a "...Error" suffix
+    """The upload is not an image we accept. `http_status` says which 4xx fits."""
+
+    def __init__(self, message: str, *, http_status: int = 400, code: str = "invalid_image"):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+
+
+class InvalidJob(ImageblurError):  # noqa: N818
+    """A queue message we cannot parse; it is dead-lettered, never retried."""
+
+
+class NotFound(ImageblurError):  # noqa: N818
+    """No image with that id."""
+
+
+class NotReady(ImageblurError):  # noqa: N818
+    """The anonymized image is not available (yet, or any more)."""
+
+
+class ObjectMissing(ImageblurError):  # noqa: N818
+    """The object store has no object under that key."""
+
+
+class BackendUnavailable(ImageblurError):  # noqa: N818
+    """A back end (store, database, broker) cannot be reached; transient by assumption."""
+
+    backend = "backend"
+
+
+class StoreUnavailable(BackendUnavailable):
+    backend = "object store"
+
+
+class RepositoryUnavailable(BackendUnavailable):
+    backend = "database"
+
+
+class QueueUnavailable(BackendUnavailable):
+    backend = "queue"
+
+
+class ProcessingError(ImageblurError):
+    """Processing failed for a reason that retrying will not fix (corrupt data, say)."""

@@ -1,0 +1,131 @@
+"""The small interfaces the services depend on. Adapters implement them; nothing else
+in the core imports a driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from imageblur.domain import Delivery, Face, ImageRecord, Job, StoredObject
+
+RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, C-contiguous
+
+
+class ObjectStore(Protocol):
+    """Blobs under server-made keys, in one location (a folder, or a bucket plus prefix).
+
+    Raises `ObjectMissing` for an absent key and `StoreUnavailable` when the store
+    cannot be reached.
+    """
+
+    def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store `data` atomically: readers see the whole object or none."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting an absent key is not an error."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Every object whose key starts with `prefix` (for garbage collection)."""
+
+    def url(self, key: str) -> str:
+        """A stable address of the object, recorded in the metadata (`file://`, `s3://`)."""
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        """A time-limited URL a client can fetch directly, or None if the store has none."""
+
+    def check(self) -> None:
+        """Raise `StoreUnavailable` unless the store is reachable and usable."""
+
+    def close(self) -> None: ...
+
+
+class ImageRepository(Protocol):
+    """The image metadata, and the job state machine on top of it.
+
+    State changes are conditional updates so that many workers, duplicate messages and
+    crashed workers (expired leases) can never produce two results for one image.
+    Raises `RepositoryUnavailable` when the database cannot be reached.
+    """
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent and safe to run concurrently."""
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        """Insert a new record. If its idempotency key is already used, return the existing
+        record instead of inserting."""
+
+    def get(self, image_id: str) -> ImageRecord | None: ...
+
+    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+        """Newest first."""
+
+    def count(self) -> int: ...
+
+    def delete(self, image_id: str) -> ImageRecord | None:
+        """Remove the record and return what it was, or None if there was none."""
+
+    def claim(
+        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> ImageRecord | None:
+        """Take the job: pending, or processing with an expired lease, becomes processing
+        under `owner` until now + lease_s, attempts + 1. None if it cannot be taken
+        (done, failed, deleted, or leased by a live worker)."""
+
+    def complete(
+        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+    ) -> bool:
+        """processing (held by owner) -> done. False if the lease was lost."""
+
+    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
+        """-> failed with a reason. With owner None, from pending (unprocessable message)."""
+
+    def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        """processing (held by owner) -> pending, keeping the reason; for retries."""
+
+    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
+        """Ids the reconciler must re-publish: pending since before `pending_before`, or
+        processing with a lease expired at `now`."""
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JobQueue(Protocol):
+    """At-least-once delivery of small JSON jobs, with delayed retry and a dead letter.
+
+    Raises `QueueUnavailable` when the broker cannot be reached.
+    """
+
+    def publish(self, job: Job) -> None:
+        """Hand the job to the broker durably (confirmed) before returning."""
+
+    def receive(self, *, timeout_s: float) -> Delivery | None:
+        """The next job, or None after `timeout_s` without one."""
+
+    def ack(self, delivery: Delivery) -> None: ...
+
+    def retry(self, delivery: Delivery, *, delay_s: float, reason: str) -> None:
+        """Settle this delivery and deliver the job again, attempt + 1, after `delay_s`."""
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Settle this delivery and park the job, with its reason, for a human."""
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FaceDetector(Protocol):
+    """Finds faces in an upright RGB image. Loaded once, shared, thread-safe."""
+
+    def detect(self, image: RGBImage) -> list[Face]: ...
