@@ -111,9 +111,7 @@ class Settings(BaseSettings):
     )
     mask_shape: Literal["ellipse", "box"] = Field("ellipse", description="Shape of the mask.")
     mask_scale: float = Field(1.3, ge=1.0, le=3.0, description="Mask size / detected box.")
-    detection_threshold: float = Field(
-        0.35, gt=0.0, lt=1.0, description="Face score threshold."
-    )
+    detection_threshold: float = Field(0.35, gt=0.0, lt=1.0, description="Face score threshold.")
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
     model_path: Path | None = Field(
         None, description="CenterFace ONNX file; default: the one installed with the package."
@@ -198,9 +196,7 @@ class Settings(BaseSettings):
         return out
 
 
-def load_settings(
-    config_file: str | Path | None = None, **overrides: Any
-) -> Settings:
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings, raising `SettingsError` that names each wrong setting."""
     path_text = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
     path = Path(path_text) if path_text else None

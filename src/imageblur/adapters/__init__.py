@@ -1,0 +1,1 @@
+"""One module per technology; each implements a port from `imageblur.ports`."""

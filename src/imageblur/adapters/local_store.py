@@ -1,0 +1,111 @@
+"""Object store in a local folder: the embedded default.
+
+Keys are made by the server, but the store still guards paths (no absolute paths, no
+`..`, no escaping the root through symlinks) and writes atomically (temp file in the
+same folder, fsync, rename), so a crash never leaves a half-written object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_TMP_SUFFIX = ".partial"
+
+
+class LocalObjectStore:
+    def __init__(self, root: Path) -> None:
+        self._root = root.resolve()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.fullmatch(key) or ".." in key.split("/") or key.endswith(_TMP_SUFFIX):
+            raise ValueError(f"invalid object key: {key!r}")
+        path = (self._root / key).resolve()
+        if not path.is_relative_to(self._root):
+            raise ValueError(f"object key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                Path(tmp).replace(path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {key}: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot delete {key}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        if not self._root.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(self._root):
+            for name in files:
+                if name.endswith(_TMP_SUFFIX):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self._root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # deleted while we walked
+                    continue
+                yield StoredObject(
+                    key=key,
+                    size=stat.st_size,
+                    modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        return None  # a local folder has no way to grant time-limited direct access
+
+    def check(self) -> None:
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._root, prefix=".check", suffix=_TMP_SUFFIX)
+            os.close(fd)
+            Path(tmp).unlink()
+        except OSError as exc:
+            raise StoreUnavailable(f"store folder {self._root} not writable: {exc}") from exc
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,288 @@
+"""Image metadata in SQLite: the embedded default.
+
+One connection guarded by a lock (SQLite serialises writers anyway); WAL so readers do
+not block the worker. Every state change is a single conditional UPDATE, so the job
+state machine has the same guarantees as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+
+# Versioned migrations: append only, never edit a released one.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed')),
+        content_type TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT,
+        faces INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        idempotency_key TEXT UNIQUE,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    """,
+]
+
+_COLUMNS = (
+    "id, name, url, status, content_type, bytes, width, height, input_key, output_key, "
+    "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
+    "created_at, updated_at"
+)
+
+
+def _ts(value: datetime) -> str:
+    # Fixed-width UTC text sorts like the instant it names.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_ts(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _row_to_record(row: sqlite3.Row) -> ImageRecord:
+    created = _parse_ts(row["created_at"])
+    updated = _parse_ts(row["updated_at"])
+    assert created is not None and updated is not None
+    return ImageRecord(
+        id=row["id"],
+        name=row["name"],
+        url=row["url"],
+        status=Status(row["status"]),
+        content_type=row["content_type"],
+        bytes=row["bytes"],
+        width=row["width"],
+        height=row["height"],
+        input_key=row["input_key"],
+        output_key=row["output_key"],
+        faces=row["faces"],
+        error=row["error"],
+        attempts=row["attempts"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_parse_ts(row["lease_expires_at"]),
+        idempotency_key=row["idempotency_key"],
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+class SqliteImageRepository:
+    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+        self._path = path
+        self._timeout_s = timeout_s
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=self._timeout_s,
+                    check_same_thread=False,  # guarded by self._lock
+                    isolation_level=None,  # explicit transactions only
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except (sqlite3.Error, OSError) as exc:
+                raise RepositoryUnavailable(f"cannot open SQLite {self._path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                raise RepositoryUnavailable(f"SQLite error: {exc}") from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return list(self._connection().execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise RepositoryUnavailable(f"SQLite error: {exc}") from exc
+
+    def migrate(self) -> None:
+        with self._tx() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version, script in enumerate(_MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        try:
+            with self._tx() as conn:
+                if record.idempotency_key is not None:
+                    row = conn.execute(
+                        f"SELECT {_COLUMNS} FROM images WHERE idempotency_key = ?",
+                        (record.idempotency_key,),
+                    ).fetchone()
+                    if row is not None:
+                        return _row_to_record(row)
+                conn.execute(
+                    f"INSERT INTO images ({_COLUMNS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        record.name,
+                        record.url,
+                        record.status.value,
+                        record.content_type,
+                        record.bytes,
+                        record.width,
+                        record.height,
+                        record.input_key,
+                        record.output_key,
+                        record.faces,
+                        record.error,
+                        record.attempts,
+                        record.lease_owner,
+                        _ts(record.lease_expires_at) if record.lease_expires_at else None,
+                        record.idempotency_key,
+                        _ts(record.created_at),
+                        _ts(record.updated_at),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise RepositoryUnavailable(f"cannot insert image {record.id}: {exc}") from exc
+        return record
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,))
+        return _row_to_record(rows[0]) if rows else None
+
+    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM images ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [_row_to_record(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+
+    def delete(self, image_id: str) -> ImageRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            return _row_to_record(row)
+
+    def claim(
+        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> ImageRecord | None:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE images SET status = 'processing', lease_owner = ?, lease_expires_at = ?, "
+                "attempts = attempts + 1, updated_at = ? "
+                "WHERE id = ? AND (status = 'pending' OR "
+                "(status = 'processing' AND lease_expires_at <= ?))",
+                (owner, _ts(now + timedelta(seconds=lease_s)), _ts(now), image_id, _ts(now)),
+            )
+            if cur.rowcount != 1:
+                return None
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)
+            ).fetchone()
+            return _row_to_record(row)
+
+    def _transition(self, sql: str, params: Sequence[Any]) -> bool:
+        with self._tx() as conn:
+            return conn.execute(sql, params).rowcount == 1
+
+    def complete(
+        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+    ) -> bool:
+        return self._transition(
+            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, error = NULL, "
+            "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            (output_key, url, faces, _ts(now), image_id, owner),
+        )
+
+    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
+        if owner is None:
+            return self._transition(
+                "UPDATE images SET status = 'failed', error = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'pending'",
+                (error, _ts(now), image_id),
+            )
+        return self._transition(
+            "UPDATE images SET status = 'failed', error = ?, lease_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            (error, _ts(now), image_id, owner),
+        )
+
+    def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        return self._transition(
+            "UPDATE images SET status = 'pending', error = ?, lease_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            (error, _ts(now), image_id, owner),
+        )
+
+    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
+        rows = self._query(
+            "SELECT id FROM images WHERE (status = 'pending' AND updated_at <= ?) "
+            "OR (status = 'processing' AND lease_expires_at <= ?) "
+            "ORDER BY updated_at LIMIT ?",
+            (_ts(pending_before), _ts(now), limit),
+        )
+        return [r["id"] for r in rows]
+
+    def check(self) -> None:
+        self._query("SELECT 1 FROM images LIMIT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

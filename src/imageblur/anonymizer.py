@@ -1,0 +1,61 @@
+"""Bytes in, anonymized bytes out: decode, detect, blur, re-encode.
+
+Shared by the worker and the `blur` command so that both apply exactly the same
+detector, mask and encoder settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from imageblur import imaging
+from imageblur.blurring import anonymize
+from imageblur.ports import FaceDetector
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizeOptions:
+    mode: Literal["blur", "pixelate", "solid"] = "blur"
+    shape: Literal["ellipse", "box"] = "ellipse"
+    mask_scale: float = 1.3
+    jpeg_quality: int = 95
+    max_pixels: int = 50_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizedImage:
+    data: bytes
+    content_type: str
+    extension: str
+    faces: int
+    width: int
+    height: int
+
+
+class Anonymizer:
+    def __init__(self, detector: FaceDetector, options: AnonymizeOptions) -> None:
+        self._detector = detector
+        self._options = options
+
+    @property
+    def options(self) -> AnonymizeOptions:
+        return self._options
+
+    def __call__(self, data: bytes) -> AnonymizedImage:
+        """Raises `InvalidImage` for data that cannot be decoded (a permanent failure)."""
+        opts = self._options
+        decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+        faces = self._detector.detect(decoded.rgb)
+        decoded.rgb = anonymize(
+            decoded.rgb, faces, mode=opts.mode, shape=opts.shape, mask_scale=opts.mask_scale
+        )
+        height, width = decoded.rgb.shape[:2]
+        return AnonymizedImage(
+            data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality),
+            content_type=decoded.format.content_type,
+            extension=decoded.format.extension,
+            faces=len(faces),
+            width=width,
+            height=height,
+        )

@@ -1,0 +1,266 @@
+"""The worker's use cases: process one job, and reconcile what crashes left behind.
+
+The record is the source of truth. A job is claimed (conditional update with a lease),
+processed, its result stored under a key made from the image id (so a second run
+overwrites, never duplicates), then marked done, then acknowledged. A crash anywhere
+leaves the record pending or leased; the reconciler re-publishes it, and duplicate
+messages find nothing to claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from imageblur.anonymizer import Anonymizer
+from imageblur.domain import (
+    BackendUnavailable,
+    Delivery,
+    ImageRecord,
+    InvalidImage,
+    Job,
+    ObjectMissing,
+    QueueUnavailable,
+    Status,
+    utcnow,
+)
+from imageblur.logs import get_logger
+from imageblur.ports import ImageRepository, JobQueue, ObjectStore
+from imageblur.services import image_id_of_key, object_key
+
+log = get_logger(__name__)
+
+
+def worker_identity() -> str:
+    """Unique per process: a lease names the process that holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    RETRY = "retry"
+    DEAD_LETTERED = "dead_lettered"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay_s(self, attempt: int) -> float:
+        """Exponential back-off: base, 2 base, 4 base, ... capped."""
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** max(attempt - 1, 0)))
+
+
+class JobProcessor:
+    def __init__(
+        self,
+        *,
+        repository: ImageRepository,
+        originals: ObjectStore,
+        results: ObjectStore,
+        queue: JobQueue,
+        anonymizer: Anonymizer,
+        retry: RetryPolicy,
+        lease_s: float,
+        keep_originals: bool = False,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._repo = repository
+        self._originals = originals
+        self._results = results
+        self._queue = queue
+        self._anonymize = anonymizer
+        self._retry = retry
+        self._lease_s = lease_s
+        self._keep_originals = keep_originals
+        self.owner = owner or worker_identity()
+        self._clock = clock
+
+    def handle(self, delivery: Delivery) -> Outcome:
+        """Process one delivery and settle it (ack, retry or dead letter)."""
+        job = delivery.job
+        bound = log.bind(image_id=job.image_id, attempt=job.attempt)
+        try:
+            record = self._repo.claim(
+                job.image_id, owner=self.owner, lease_s=self._lease_s, now=self._clock()
+            )
+        except BackendUnavailable as exc:
+            # We cannot even read the truth; the message carries the attempt count.
+            return self._retry_or_dead_letter(delivery, None, f"{exc.backend}: {exc}")
+        if record is None:
+            bound.info("job.skipped", reason="not claimable (done, failed, deleted or leased)")
+            self._settle(self._queue.ack, delivery)
+            return Outcome.SKIPPED
+        bound = bound.bind(attempt=record.attempts)
+        bound.info("job.claimed")
+        try:
+            return self._process(delivery, record)
+        except InvalidImage as exc:
+            return self._fail(delivery, record, f"cannot decode the image: {exc.message}")
+        except ObjectMissing:
+            return self._fail(delivery, record, "the original is missing from the store")
+        except BackendUnavailable as exc:
+            return self._retry_or_dead_letter(delivery, record, f"{exc.backend}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retry, then park
+            bound.exception("job.error")
+            return self._retry_or_dead_letter(
+                delivery, record, f"internal error: {type(exc).__name__}: {exc}"
+            )
+
+    def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
+        original = self._originals.get(record.input_key)
+        result = self._anonymize(original)
+        out_key = object_key(record.id, result.extension)
+        self._results.put(out_key, result.data, content_type=result.content_type)
+        done = self._repo.complete(
+            record.id,
+            owner=self.owner,
+            output_key=out_key,
+            url=self._results.url(out_key),
+            faces=result.faces,
+            now=self._clock(),
+        )
+        if not done:
+            # The lease was lost: the image was deleted meanwhile, or our lease expired
+            # and another worker took over (it writes the same key, so no duplicate).
+            if self._repo.get(record.id) is None:
+                self._results.delete(out_key)
+            log.warning("job.lease_lost", image_id=record.id)
+            self._settle(self._queue.ack, delivery)
+            return Outcome.SKIPPED
+        log.info("job.done", image_id=record.id, faces=result.faces, bytes=len(result.data))
+        if not self._keep_originals:
+            self._delete_quietly(self._originals, record.input_key, record.id)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.DONE
+
+    def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
+        self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
+        log.warning("job.failed", image_id=record.id, reason=reason)
+        if not self._keep_originals:
+            self._delete_quietly(self._originals, record.input_key, record.id)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.FAILED
+
+    def _retry_or_dead_letter(
+        self, delivery: Delivery, record: ImageRecord | None, reason: str
+    ) -> Outcome:
+        attempt = record.attempts if record is not None else delivery.job.attempt + 1
+        image_id = delivery.job.image_id
+        now = self._clock()
+        if attempt >= self._retry.max_attempts:
+            if record is not None:
+                try:
+                    self._repo.fail(image_id, owner=self.owner, error=f"gave up: {reason}", now=now)
+                except BackendUnavailable:
+                    log.warning("job.fail_not_recorded", image_id=image_id)
+            log.error("job.dead_lettered", image_id=image_id, attempt=attempt, reason=reason)
+            self._settle(lambda d: self._queue.dead_letter(d, reason=reason), delivery)
+            return Outcome.DEAD_LETTERED
+        if record is not None:
+            # If this fails the lease expires by itself, then the job can be claimed again.
+            with contextlib.suppress(BackendUnavailable):
+                self._repo.release(image_id, owner=self.owner, error=reason, now=now)
+        delay_s = self._retry.delay_s(attempt)
+        log.warning("job.retry", image_id=image_id, attempt=attempt, delay_s=delay_s, reason=reason)
+        self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+        return Outcome.RETRY
+
+    def _settle(self, action: Callable[[Delivery], None], delivery: Delivery) -> None:
+        try:
+            action(delivery)
+        except QueueUnavailable:
+            # The broker redelivers an unsettled message; claiming makes that harmless.
+            log.warning("job.settle_failed", image_id=delivery.job.image_id)
+
+    @staticmethod
+    def _delete_quietly(store: ObjectStore, key: str, image_id: str) -> None:
+        try:
+            store.delete(key)
+        except BackendUnavailable:
+            log.warning("original.delete_failed", image_id=image_id)  # the reconciler retries
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    republished: int = 0
+    originals_deleted: int = 0
+    results_deleted: int = 0
+
+
+class Reconciler:
+    """Re-publishes jobs stuck pending or with an expired lease; deletes objects that no
+    record references (a crash before the record was written, a failed delete) and
+    originals of finished images."""
+
+    def __init__(
+        self,
+        *,
+        repository: ImageRepository,
+        originals: ObjectStore,
+        results: ObjectStore,
+        queue: JobQueue,
+        pending_grace_s: float,
+        orphan_grace_s: float,
+        keep_originals: bool = False,
+        batch: int = 500,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._repo = repository
+        self._originals = originals
+        self._results = results
+        self._queue = queue
+        self._pending_grace = timedelta(seconds=pending_grace_s)
+        self._orphan_grace = timedelta(seconds=orphan_grace_s)
+        self._keep_originals = keep_originals
+        self._batch = batch
+        self._clock = clock
+
+    def republish(self, *, everything_pending: bool = False) -> int:
+        now = self._clock()
+        before = now if everything_pending else now - self._pending_grace
+        ids = self._repo.stale(pending_before=before, now=now, limit=self._batch)
+        for image_id in ids:
+            self._queue.publish(Job(image_id=image_id))
+            log.info("job.republished", image_id=image_id)
+        return len(ids)
+
+    def collect_garbage(self) -> tuple[int, int]:
+        cutoff = self._clock() - self._orphan_grace
+        finished = () if self._keep_originals else (Status.DONE, Status.FAILED)
+        originals = self._sweep(self._originals, cutoff, finished)
+        results = self._sweep(self._results, cutoff, ())
+        return originals, results
+
+    def _sweep(self, store: ObjectStore, cutoff: datetime, drop_when: tuple[Status, ...]) -> int:
+        deleted = 0
+        for obj in store.list():
+            if obj.modified_at > cutoff:
+                continue  # may belong to an upload in flight
+            image_id = image_id_of_key(obj.key)
+            record = self._repo.get(image_id) if image_id else None
+            referenced = record is not None and obj.key in (record.input_key, record.output_key)
+            if referenced and record is not None and record.status not in drop_when:
+                continue
+            if record is not None and obj.key == record.output_key:
+                continue  # a result is never garbage while its record exists
+            store.delete(obj.key)
+            deleted += 1
+            log.info("object.collected", image_id=image_id, key=obj.key)
+        return deleted
+
+    def run_once(self, *, everything_pending: bool = False) -> ReconcileReport:
+        republished = self.republish(everything_pending=everything_pending)
+        originals, results = self.collect_garbage()
+        return ReconcileReport(republished, originals, results)

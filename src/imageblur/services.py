@@ -1,0 +1,205 @@
+"""The API's use cases: submit, read, list, delete an image and fetch its result.
+
+They see only ports. Order of writes on submit: original object, then record, then
+job. A crash between any two leaves either an unreferenced object (collected by the
+reconciler) or a pending record (re-published by the reconciler): never a lost image.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from imageblur import imaging
+from imageblur.domain import (
+    BackendUnavailable,
+    ImageRecord,
+    Job,
+    NotFound,
+    NotReady,
+    ObjectMissing,
+    QueueUnavailable,
+    Status,
+    utcnow,
+)
+from imageblur.logs import get_logger
+from imageblur.ports import ImageRepository, JobQueue, ObjectStore
+
+log = get_logger(__name__)
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_NAME_CHARS = 255
+
+
+def new_image_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_image_id(text: str) -> bool:
+    return bool(_ID.fullmatch(text))
+
+
+def object_key(image_id: str, extension: str) -> str:
+    """Storage keys come from the server-made id only, never from the client's name."""
+    return f"{image_id}{extension}"
+
+
+def image_id_of_key(key: str) -> str | None:
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return stem if is_image_id(stem) else None
+
+
+def clean_name(name: str | None, *, extension: str) -> str:
+    """The client's file name as a display label: base name, printable, bounded."""
+    text = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip()
+    return text[:MAX_NAME_CHARS] or f"upload{extension}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What GET /picture/{id}/image answers: the bytes, or a presigned redirect."""
+
+    content_type: str
+    name: str
+    data: bytes | None = None
+    redirect_url: str | None = None
+
+
+class ImageService:
+    def __init__(
+        self,
+        *,
+        repository: ImageRepository,
+        originals: ObjectStore,
+        results: ObjectStore,
+        queue: JobQueue,
+        max_pixels: int,
+        presigned_ttl_s: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        id_factory: Callable[[], str] = new_image_id,
+    ) -> None:
+        self._repo = repository
+        self._originals = originals
+        self._results = results
+        self._queue = queue
+        self._max_pixels = max_pixels
+        self._presigned_ttl_s = presigned_ttl_s
+        self._clock = clock
+        self._new_id = id_factory
+
+    def submit(
+        self, data: bytes, *, name: str | None = None, idempotency_key: str | None = None
+    ) -> ImageRecord:
+        """Check, store and queue an upload. Raises `InvalidImage` (nothing stored) or
+        `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
+        checked = imaging.check(data, max_pixels=self._max_pixels)
+        image_id = self._new_id()
+        key = object_key(image_id, checked.format.extension)
+        now = self._clock()
+        record = ImageRecord(
+            id=image_id,
+            name=clean_name(name, extension=checked.format.extension),
+            status=Status.PENDING,
+            content_type=checked.format.content_type,
+            bytes=len(data),
+            width=checked.width,
+            height=checked.height,
+            input_key=key,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+        )
+        self._originals.put(key, data, content_type=checked.format.content_type)
+        try:
+            stored = self._repo.add(record)
+        except BackendUnavailable:
+            self._forget_object(self._originals, key)
+            raise
+        if stored.id != image_id:  # the idempotency key was used before: a replay
+            self._forget_object(self._originals, key)
+            log.info("image.replayed", image_id=stored.id)
+            return stored
+        try:
+            self._queue.publish(Job(image_id=image_id))
+        except QueueUnavailable:
+            # Undo, so that the client's retry after our 503 does not make a second
+            # image. If the undo fails too, the reconciler publishes the pending record.
+            try:
+                self._repo.delete(image_id)
+                self._originals.delete(key)
+            except BackendUnavailable:
+                log.warning("image.undo_failed", image_id=image_id)
+            raise
+        log.info(
+            "image.accepted",
+            image_id=image_id,
+            content_type=record.content_type,
+            bytes=record.bytes,
+            width=record.width,
+            height=record.height,
+        )
+        return stored
+
+    def get(self, image_id: str) -> ImageRecord:
+        record = self._repo.get(image_id) if is_image_id(image_id) else None
+        if record is None:
+            raise NotFound(f"no image with id {image_id}")
+        return record
+
+    def list(self, *, limit: int, offset: int) -> tuple[Sequence[ImageRecord], int]:
+        return self._repo.list(limit=limit, offset=offset), self._repo.count()
+
+    def delete(self, image_id: str) -> ImageRecord:
+        """Remove the record, then every stored object of it (originals and result).
+        An object whose deletion fails is unreferenced from then on, and collected."""
+        record = self._repo.delete(image_id) if is_image_id(image_id) else None
+        if record is None:
+            raise NotFound(f"no image with id {image_id}")
+        self._forget_object(self._originals, record.input_key)
+        if record.output_key:
+            self._forget_object(self._results, record.output_key)
+        log.info("image.deleted", image_id=image_id)
+        return record
+
+    def result(self, image_id: str) -> Result:
+        record = self.get(image_id)
+        if record.status is not Status.DONE or record.output_key is None:
+            detail = f": {record.error}" if record.status is Status.FAILED and record.error else ""
+            raise NotReady(f"image {image_id} is {record.status.value}{detail}")
+        if self._presigned_ttl_s is not None:
+            url = self._results.presigned_url(record.output_key, expires_s=self._presigned_ttl_s)
+            if url is not None:
+                return Result(content_type=record.content_type, name=record.name, redirect_url=url)
+        try:
+            data = self._results.get(record.output_key)
+        except ObjectMissing:
+            raise NotReady(f"the result of image {image_id} is missing from the store") from None
+        return Result(content_type=record.content_type, name=record.name, data=data)
+
+    def check(self) -> dict[str, str | None]:
+        """Reachability of every back end: name -> None if fine, else the reason."""
+        report: dict[str, str | None] = {}
+        for name, probe in (
+            ("database", self._repo.check),
+            ("originals", self._originals.check),
+            ("results", self._results.check),
+            ("queue", self._queue.check),
+        ):
+            try:
+                probe()
+                report[name] = None
+            except BackendUnavailable as exc:
+                report[name] = str(exc) or type(exc).__name__
+        return report
+
+    @staticmethod
+    def _forget_object(store: ObjectStore, key: str) -> None:
+        try:
+            store.delete(key)
+        except BackendUnavailable:
+            log.warning("object.delete_failed", key=key)
