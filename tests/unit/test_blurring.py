@@ -1,0 +1,139 @@
+"""Anonymization: detail destroyed inside the masks, pixels identical outside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from imageblur.blurring import PIXELATE_CELLS, anonymize, full_mask, mask_boxes, region_mask
+from imageblur.domain import Face
+
+PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
+MODES = ("blur", "pixelate", "solid")
+
+
+def load_rgb(name: str) -> np.ndarray:
+    path = PICTURES / name
+    if not path.is_file():
+        pytest.skip(f"example picture missing: {path}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def detail(pixels: np.ndarray) -> float:
+    """Mean absolute Laplacian: high for sharp texture, near zero once blurred."""
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F)).mean())
+
+
+def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# Boxes of the example faces (what the detector returns, rounded); no model needed here.
+GATES = Face(698, 279, 1449, 1220, 0.92)
+LINUS = Face(163, 14, 200, 63, 0.84)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", ["ellipse", "box"])
+def test_outside_the_mask_is_pixel_identical(mode: str, shape: str) -> None:
+    image = noise(300, 400)
+    faces = [Face(50, 40, 150, 170, 0.9), Face(300, 200, 330, 240, 0.5)]
+    out = anonymize(image, faces, mode=mode, shape=shape, mask_scale=1.3)  # type: ignore[arg-type]
+    mask = full_mask(faces, 400, 300, mask_scale=1.3, shape=shape)  # type: ignore[arg-type]
+    assert out is not image
+    assert np.array_equal(out[~mask], image[~mask])
+    assert not np.array_equal(out[mask], image[mask])
+
+
+def test_input_is_not_modified() -> None:
+    image = noise(100, 100)
+    before = image.copy()
+    anonymize(image, [Face(10, 10, 60, 60, 0.9)])
+    assert np.array_equal(image, before)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("name", "face"), [("bill-gates.jpg", GATES), ("linus-trovalds.jpg", LINUS)]
+)
+def test_example_faces_lose_their_detail(name: str, face: Face, mode: str) -> None:
+    image = load_rgb(name)
+    out = anonymize(image, [face], mode=mode)  # type: ignore[arg-type]
+    x0, y0, x1, y1 = (int(v) for v in (face.x0, face.y0, face.x1, face.y1))
+    # The inner part of the face box is inside the ellipse whatever the mode.
+    inner = (
+        slice(y0 + (y1 - y0) // 5, y1 - (y1 - y0) // 5),
+        slice(x0 + (x1 - x0) // 5, x1 - (x1 - x0) // 5),
+    )
+    assert detail(image[inner]) > 2.0
+    if mode == "pixelate":
+        # Block edges are sharp on purpose; what matters is how few values are left.
+        colours = np.unique(out[inner].reshape(-1, 3), axis=0)
+        assert len(colours) <= (PIXELATE_CELLS + 1) ** 2
+        assert len(colours) < 0.1 * len(np.unique(image[inner].reshape(-1, 3), axis=0))
+    else:
+        assert detail(out[inner]) < 0.25 * detail(image[inner])
+    mask = full_mask([face], image.shape[1], image.shape[0])
+    assert np.array_equal(out[~mask], image[~mask])
+
+
+@pytest.mark.parametrize("size", [40, 400])
+def test_blur_strength_follows_the_face_size(size: int) -> None:
+    # Random noise at two face sizes: after blurring, the number of distinct "features"
+    # left across the face must be about the same, i.e. the kernel grows with the face.
+    image = cv2.resize(
+        noise(64, 64, seed=size), (size * 2, size * 2), interpolation=cv2.INTER_NEAREST
+    )
+    face = Face(size / 2, size / 2, size * 1.5, size * 1.5, 0.9)
+    out = anonymize(image, [face], mode="blur", shape="box", mask_scale=1.0)
+    crop = out[size // 2 : size * 3 // 2, size // 2 : size * 3 // 2]
+    # Resample to 40 px and measure detail: similar (low) for both sizes.
+    small = cv2.resize(crop, (40, 40), interpolation=cv2.INTER_AREA)
+    assert detail(small) < 3.0
+
+
+def test_solid_fills_with_black() -> None:
+    image = noise(100, 100)
+    out = anonymize(image, [Face(20, 20, 80, 80, 0.9)], mode="solid", shape="box", mask_scale=1.0)
+    assert (out[20:80, 20:80] == 0).all()
+
+
+def test_pixelate_makes_blocks() -> None:
+    image = noise(200, 200)
+    out = anonymize(
+        image, [Face(0, 0, 160, 160, 0.9)], mode="pixelate", shape="box", mask_scale=1.0
+    )
+    block = out[0:20, 0:20]
+    assert (block == block[0, 0]).all()
+
+
+def test_mask_boxes_grow_about_the_centre_and_clip() -> None:
+    faces = [Face(100, 100, 200, 150, 0.9), Face(-5, 0, 10, 20, 0.9)]
+    assert mask_boxes(faces, 1000, 1000, 1.5) == [(75, 87, 225, 163), (0, 0, 14, 25)]
+    assert mask_boxes([Face(50, 50, 60, 60, 0.9)], 40, 40, 1.3) == []
+
+
+def test_ellipse_covers_the_box_centre_not_its_corners() -> None:
+    mask = region_mask((0, 0, 40, 20), "ellipse")
+    assert mask.shape == (20, 40)
+    assert mask[10, 20] and mask[10, 0] and mask[0, 20]
+    assert not mask[0, 0] and not mask[19, 39]
+    assert region_mask((0, 0, 40, 20), "box").all()
+
+
+def test_no_faces_returns_an_equal_copy() -> None:
+    image = noise(50, 50)
+    out = anonymize(image, [])
+    assert np.array_equal(out, image) and out is not image
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        anonymize(np.zeros((5, 5), np.uint8), [])
+    with pytest.raises(ValueError):
+        anonymize(noise(5, 5), [], mode="smudge")  # type: ignore[arg-type]
