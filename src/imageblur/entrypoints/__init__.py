@@ -1,0 +1,1 @@
+"""Process entry points: the HTTP API, the worker and the command line."""

@@ -1,0 +1,177 @@
+"""The `imageblur` command: serve | api | worker | blur | migrate | config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from imageblur import __version__
+from imageblur.config import Settings, SettingsError, load_settings
+from imageblur.logs import configure_logging, get_logger
+
+log = get_logger("imageblur.cli")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imageblur", description="Privacy-first image anonymization: blur every face."
+    )
+    parser.add_argument("--version", action="version", version=f"imageblur {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML or YAML settings file (or IMAGEBLUR_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, text in (
+        ("serve", "API and worker in one process (the embedded default)"),
+        ("api", "the HTTP API alone"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--host", help="listen address (IMAGEBLUR_HOST)")
+        p.add_argument("--port", type=int, help="listen port (IMAGEBLUR_PORT)")
+
+    p = sub.add_parser("worker", help="process jobs from the queue")
+    p.add_argument("--threads", type=int, dest="worker_threads", help="jobs at once")
+    p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+
+    p = sub.add_parser("blur", help="anonymize local files or folders, no server needed")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
+    p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
+
+    sub.add_parser("migrate", help="create or upgrade the metadata schema")
+    p = sub.add_parser("config", help="print the effective settings, secrets masked")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {
+        k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
+    }
+    try:
+        settings = load_settings(args.config, **overrides)
+    except SettingsError as exc:
+        print(f"imageblur: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    command = args.command
+    if command in ("serve", "api"):
+        return _serve(settings, run_worker=command == "serve")
+    if command == "worker":
+        return _worker(settings, burst=args.burst)
+    if command == "blur":
+        return _blur(settings, args.paths, args.output)
+    if command == "migrate":
+        return _migrate(settings)
+    return _print_config(settings, as_json=args.json)
+
+
+def _serve(settings: Settings, *, run_worker: bool) -> int:
+    import uvicorn
+
+    from imageblur.entrypoints.api import create_app
+
+    uvicorn.run(
+        create_app(settings, run_worker=run_worker),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # ours, configured above
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
+    return 0
+
+
+def _worker(settings: Settings, *, burst: bool) -> int:
+    from imageblur.bootstrap import build
+    from imageblur.entrypoints.worker import WorkerRuntime
+
+    container = build(settings, with_detector=True)
+    runtime = WorkerRuntime(container, burst=burst)
+    runtime.install_signal_handlers()
+    try:
+        runtime.start()
+        runtime.wait()
+    finally:
+        runtime.stop()
+        container.close()
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from imageblur.bootstrap import build_repository
+
+    repository = build_repository(settings)
+    try:
+        repository.migrate()
+    finally:
+        repository.close()
+    log.info("schema.migrated", repository=settings.repository)
+    return 0
+
+
+def _print_config(settings: Settings, *, as_json: bool) -> int:
+    values = settings.masked()
+    if as_json:
+        print(json.dumps(values, indent=2, default=str))
+    else:
+        for name, value in values.items():
+            print(f"IMAGEBLUR_{name.upper()}={'' if value is None else value}")
+    return 0
+
+
+def _collect(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
+    """(file, its path relative to the output folder) for every image under `paths`."""
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                    yield file, file.relative_to(path.parent)
+        else:
+            yield path, Path(path.name)
+
+
+def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
+    from tqdm import tqdm
+
+    from imageblur.anonymizer import Anonymizer
+    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.domain import InvalidImage
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"imageblur: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    files = list(_collect(paths))
+    anonymize = Anonymizer(build_detector(settings), anonymize_options(settings))
+    failures = 0
+    out_root = output.resolve()
+    for source, relative in tqdm(files, unit="image", disable=None):
+        target = out_root / relative
+        if target.resolve() == source.resolve():
+            print(f"imageblur: refusing to overwrite the input {source}", file=sys.stderr)
+            failures += 1
+            continue
+        try:
+            result = anonymize(source.read_bytes())
+        except (InvalidImage, OSError) as exc:
+            tqdm.write(f"{source}: skipped: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        target = target.with_suffix(result.extension)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(result.data)
+        log.info("file.blurred", source=str(source), target=str(target), faces=result.faces)
+    print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Reading an upload off the wire with a byte cap enforced while streaming.
+
+Starlette does not cap file parts for us; we count bytes as they arrive and stop
+reading the moment the cap is passed, so an oversized body is never held in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from imageblur.domain import InvalidImage
+
+# Room for the multipart boundary and part headers around the image itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def too_large(max_bytes: int) -> InvalidImage:
+    return InvalidImage(
+        f"the upload is larger than {max_bytes} bytes", http_status=413, code="too_large"
+    )
+
+
+async def _capped(request: Request, max_bytes: int) -> AsyncGenerator[bytes, None]:
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise too_large(max_bytes)
+        yield chunk
+
+
+def _check_declared_length(request: Request, max_bytes: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+
+
+async def read_raw(request: Request, *, max_bytes: int) -> bytes:
+    _check_declared_length(request, max_bytes)
+    body = bytearray()
+    async for chunk in _capped(request, max_bytes):
+        body += chunk
+    return bytes(body)
+
+
+async def read_multipart(request: Request, *, max_bytes: int) -> tuple[bytes, str | None]:
+    """The `image` part's bytes and its client-side file name (a label only)."""
+    limit = max_bytes + MULTIPART_OVERHEAD_BYTES
+    _check_declared_length(request, limit)
+    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidImage(
+            f"malformed multipart body: {exc.message}", http_status=400, code="bad_multipart"
+        ) from exc
+    try:
+        part = form.get("image")
+        if not isinstance(part, UploadFile):
+            raise InvalidImage(
+                "the multipart body has no file part named 'image' "
+                '(send it as: curl -F "image=@photo.jpg" ...)',
+                http_status=400,
+                code="missing_image",
+            )
+        data = await part.read()
+        if len(data) > max_bytes:
+            raise too_large(max_bytes)
+        return data, part.filename
+    finally:
+        await form.close()

@@ -1,0 +1,99 @@
+"""The worker: receive -> process -> ack / retry / dead letter, and a reconciler beside it.
+
+Stopping (SIGTERM, or the API's shutdown in embedded mode) lets the job in hand finish;
+a job cut short by a hard kill is taken over after its lease expires.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from imageblur.bootstrap import Container
+from imageblur.domain import BackendUnavailable, QueueUnavailable
+from imageblur.logs import get_logger
+from imageblur.processing import JobProcessor, Reconciler
+
+log = get_logger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(self, container: Container, *, burst: bool = False) -> None:
+        self._c = container
+        self._burst = burst
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        s = self._c.settings
+        processor = self._c.processor()
+        for n in range(s.worker_threads):
+            self._spawn(f"worker-{n}", self._work, processor)
+        if not self._burst:
+            self._spawn("reconciler", self._reconcile, self._c.reconciler())
+        log.info("worker.started", owner=processor.owner, threads=s.worker_threads)
+
+    def _spawn(self, name: str, target: object, arg: object) -> None:
+        thread = threading.Thread(target=target, args=(arg,), name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _work(self, processor: JobProcessor) -> None:
+        queue, timeout_s = self._c.queue, self._c.settings.receive_timeout_s
+        backoff_s = 0.5
+        while not self._stop.is_set():
+            try:
+                delivery = queue.receive(timeout_s=timeout_s)
+            except QueueUnavailable as exc:
+                log.warning("queue.unavailable", error=str(exc), retry_in_s=backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 30.0)
+                continue
+            backoff_s = 0.5
+            if delivery is not None:
+                processor.handle(delivery)
+            elif self._burst:
+                return  # burst mode: the queue is drained
+        log.info("worker.thread_stopped")
+
+    def _reconcile(self, reconciler: Reconciler) -> None:
+        interval_s = self._c.settings.reconcile_interval_s
+        # With an in-process queue, jobs queued before a restart are gone: re-publish
+        # every pending record at once. With a broker they are still queued.
+        everything_pending = self._c.embedded_queue
+        while not self._stop.is_set():
+            try:
+                report = reconciler.run_once(everything_pending=everything_pending)
+                everything_pending = False
+                if report.republished or report.originals_deleted or report.results_deleted:
+                    log.info(
+                        "reconciler.pass",
+                        republished=report.republished,
+                        originals_deleted=report.originals_deleted,
+                        results_deleted=report.results_deleted,
+                    )
+            except BackendUnavailable as exc:
+                log.warning("reconciler.unavailable", error=str(exc))
+            self._stop.wait(interval_s)
+
+    def stop(self, *, timeout_s: float | None = None) -> None:
+        self._stop.set()
+        grace = self._c.settings.shutdown_grace_s if timeout_s is None else timeout_s
+        for thread in self._threads:
+            thread.join(timeout=grace)
+        log.info("worker.stopped")
+
+    def wait(self) -> None:
+        """Block until stopped (by `stop`, a signal, or a drained queue in burst mode)."""
+        for thread in self._threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("worker.signal", signal=signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
