@@ -1,0 +1,214 @@
+"""The whole embedded path through a real server process: HTTP upload -> worker ->
+anonymized result, with real pictures."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from support import (
+    BILL,
+    BILL_FACE,
+    LINUS,
+    LINUS_FACE,
+    Server,
+    decode,
+    detail,
+    jpeg_bytes,
+    run_server,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("embedded") / "data") as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+def inner(box: tuple[int, int, int, int], keep: float = 0.6) -> tuple[slice, slice]:
+    """The central part of a face box: certainly face, whatever the mask's margin."""
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * (1 - keep) / 2, (y1 - y0) * (1 - keep) / 2
+    return slice(int(y0 + dy), int(y1 - dy)), slice(int(x0 + dx), int(x1 - dx))
+
+
+def outside(shape: tuple[int, ...], box: tuple[int, int, int, int], grow: float) -> np.ndarray:
+    """True away from the face (box grown by `grow` of its size on each side)."""
+    x0, y0, x1, y1 = box
+    gx, gy = (x1 - x0) * grow, (y1 - y0) * grow
+    mask = np.ones(shape[:2], bool)
+    mask[max(int(y0 - gy), 0) : int(y1 + gy), max(int(x0 - gx), 0) : int(x1 + gx)] = False
+    return mask
+
+
+@pytest.mark.parametrize(("picture", "face"), [(BILL, BILL_FACE), (LINUS, LINUS_FACE)])
+def test_example_pictures_come_back_with_the_face_blurred(
+    server: Server, client: httpx.Client, picture: Path, face: tuple[int, int, int, int]
+) -> None:
+    original = picture.read_bytes()
+    response = client.post("/picture", files={"image": (picture.name, original, "image/jpeg")})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["name"] == picture.name
+    assert response.headers["location"] == f"/picture/{body['id']}"
+
+    done = server.wait_done(client, body["id"])
+    assert done["status"] == "done", done
+    assert done["faces"] >= 1
+    assert done["url"]
+
+    result = client.get(f"/picture/{body['id']}/image")
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "image/jpeg"
+    before, after = decode(original), decode(result.content)
+    assert before.shape == after.shape
+
+    rows, cols = inner(face)
+    assert detail(after[rows, cols]) < 0.25 * detail(before[rows, cols])
+    away = outside(before.shape, face, grow=0.5)
+    diff = np.abs(before.astype(int) - after.astype(int))[away]
+    assert diff.mean() < 2.0  # only re-encoding noise away from the face
+
+
+def test_exif_orientation_applied_and_metadata_removed(
+    server: Server, client: httpx.Client
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x010F] = "SecretCam"  # Make
+    gps = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)}
+    exif[0x8825] = gps
+    data = jpeg_bytes(80, 40, exif=exif)
+    assert b"SecretCam" in data
+
+    response = client.post("/picture", files={"image": ("gps.jpg", data, "image/jpeg")})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (40, 80)
+    assert server.wait_done(client, body["id"])["status"] == "done"
+
+    out = client.get(f"/picture/{body['id']}/image").content
+    img = Image.open(io.BytesIO(out))
+    assert img.size == (40, 80)  # upright: portrait
+    assert not img.getexif()
+    assert "exif" not in img.info and "xmp" not in img.info and "comment" not in img.info
+    assert b"SecretCam" not in out and b"Exif" not in out
+
+
+def test_raw_body_upload_with_filename(server: Server, client: httpx.Client) -> None:
+    data = LINUS.read_bytes()
+    response = client.post(
+        "/picture?filename=torvalds.jpg", content=data, headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["name"] == "torvalds.jpg"
+    assert server.wait_done(client, response.json()["id"])["status"] == "done"
+
+
+def test_png_keeps_format_and_transparency(server: Server, client: httpx.Client) -> None:
+    buf = io.BytesIO()
+    Image.new("RGBA", (50, 30), (200, 10, 10, 100)).save(buf, "PNG")
+    response = client.post("/picture", files={"image": ("a.png", buf.getvalue(), "image/png")})
+    assert response.status_code == 202
+    image_id = response.json()["id"]
+    assert server.wait_done(client, image_id)["status"] == "done"
+    result = client.get(f"/picture/{image_id}/image")
+    assert result.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(result.content))
+    assert img.mode == "RGBA" and img.getpixel((3, 3)) == (200, 10, 10, 100)
+
+
+def test_result_is_409_until_done_and_original_never_served(
+    server: Server, client: httpx.Client
+) -> None:
+    # Many uploads at once: the last one is still queued when we ask.
+    ids = [
+        client.post("/picture", files={"image": ("b.jpg", BILL.read_bytes(), "image/jpeg")}).json()[
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    early = client.get(f"/picture/{ids[-1]}/image")
+    assert early.status_code == 409
+    assert early.json()["error"] == "not_ready"
+    for image_id in ids:
+        assert server.wait_done(client, image_id)["status"] == "done"
+        served = client.get(f"/picture/{image_id}/image").content
+        assert served != BILL.read_bytes()
+
+
+def test_list_is_newest_first_and_paginated(server: Server, client: httpx.Client) -> None:
+    ids = [
+        client.post(
+            "/picture", files={"image": (f"{i}.jpg", jpeg_bytes(seed=i), "image/jpeg")}
+        ).json()["id"]
+        for i in range(3)
+    ]
+    page = client.get("/pictures", params={"limit": 2}).json()
+    assert [item["id"] for item in page["items"]] == ids[::-1][:2]
+    assert page["total"] >= 3 and page["next"]
+    second = client.get(page["next"]).json()
+    assert second["items"][0]["id"] == ids[0]
+
+
+def test_delete_removes_record_and_every_object(server: Server, client: httpx.Client) -> None:
+    response = client.post("/picture", files={"image": ("x.jpg", jpeg_bytes(seed=9), "image/jpeg")})
+    image_id = response.json()["id"]
+    server.wait_done(client, image_id)
+    assert any(image_id in p.name for p in server.stored_files())
+    assert client.delete(f"/picture/{image_id}").status_code == 204
+    assert client.get(f"/picture/{image_id}").status_code == 404
+    assert client.get(f"/picture/{image_id}/image").status_code == 404
+    assert not any(image_id in p.name for p in server.stored_files())
+    assert client.delete(f"/picture/{image_id}").status_code == 404
+
+
+def test_original_is_deleted_once_done(server: Server, client: httpx.Client) -> None:
+    response = client.post("/picture", files={"image": ("o.jpg", jpeg_bytes(seed=5), "image/jpeg")})
+    image_id = response.json()["id"]
+    server.wait_done(client, image_id)
+    originals = list((server.data_dir / "originals").glob(f"{image_id}*"))
+    results = list((server.data_dir / "results").glob(f"{image_id}*"))
+    assert originals == [] and len(results) == 1
+
+
+def test_idempotency_key_returns_the_same_record(server: Server, client: httpx.Client) -> None:
+    files = {"image": ("k.jpg", jpeg_bytes(seed=11), "image/jpeg")}
+    first = client.post("/picture", files=files, headers={"Idempotency-Key": "abc-123"})
+    second = client.post("/picture", files=files, headers={"Idempotency-Key": "abc-123"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+
+
+def test_health_readiness_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    spec = client.get("/openapi.json").json()
+    assert "/picture" in spec["paths"] and "/picture/{image_id}/image" in spec["paths"]
+    body = spec["paths"]["/picture"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body
+
+
+def test_logs_are_json_lines_with_the_image_id(server: Server, client: httpx.Client) -> None:
+    import json
+
+    response = client.post("/picture", files={"image": ("l.jpg", jpeg_bytes(seed=3), "image/jpeg")})
+    image_id = response.json()["id"]
+    server.wait_done(client, image_id)
+    events = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    mine = {e["event"] for e in events if e.get("image_id") == image_id}
+    assert {"image.accepted", "job.claimed", "job.done"} <= mine
