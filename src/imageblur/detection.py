@@ -276,7 +276,7 @@ def _load_session(model_path: Path, threads: int) -> Any:
             "run `make model` to reinstall it"
         )
     model = onnx.load(str(model_path))
-    _make_dims_dynamic(model)
+    _prepare_graph(model)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -287,16 +287,23 @@ def _load_session(model_path: Path, threads: int) -> Any:
     )
 
 
-def _make_dims_dynamic(model: Any) -> None:
-    """Declare batch and spatial dims of the input and the four outputs symbolic.
+def _prepare_graph(model: Any) -> None:
+    """Make the exported graph usable at any input size, and fast.
 
-    The exported graph fixes them (10 x 3 x 32 x 32); onnxruntime would refuse any
-    other size. Only the declared shapes change, never a weight.
+    The export fixes the input and output shapes (10 x 3 x 32 x 32); onnxruntime would
+    refuse any other size, so batch and spatial dims become symbolic. It also lists every
+    weight as a graph input (an old exporter habit), which tells onnxruntime the weights
+    may be overridden at run time and so blocks constant folding, batch-norm fusion
+    included: dropping them from the inputs halves the inference time. No weight changes.
     """
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     wanted = {_INPUT, *_OUTPUTS}
     for value in [*model.graph.input, *model.graph.output]:
         if value.name not in wanted:
-            continue  # old exporters list initializers as inputs too
+            continue
         dims = value.type.tensor_type.shape.dim
         for axis, name in ((0, "batch"), (2, "height"), (3, "width")):
             dims[axis].ClearField("dim_value")
