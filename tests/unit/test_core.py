@@ -1,0 +1,251 @@
+"""The use cases (submit, process, reconcile, delete) with in-memory fakes, asserting on
+state: records, stored objects, queued and dead-lettered jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imageblur.adapters.memory_queue import MemoryJobQueue
+from imageblur.adapters.sqlite_repo import SqliteImageRepository
+from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.domain import (
+    Face,
+    InvalidImage,
+    Job,
+    NotFound,
+    NotReady,
+    QueueUnavailable,
+    Status,
+    StoreUnavailable,
+)
+from imageblur.processing import JobProcessor, Outcome, Reconciler, RetryPolicy
+from imageblur.services import ImageService
+from support import jpeg_bytes
+from unit.fakes import Clock, FakeDetector, FakeStore
+
+
+@dataclass
+class World:
+    repo: SqliteImageRepository
+    originals: FakeStore
+    results: FakeStore
+    queue: MemoryJobQueue
+    detector: FakeDetector
+    clock: Clock
+    images: ImageService
+
+    def processor(self, owner: str = "w1", **kw: object) -> JobProcessor:
+        options = {
+            "retry": RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0),
+            "lease_s": 60.0,
+            **kw,
+        }
+        return JobProcessor(
+            repository=self.repo,
+            originals=self.originals,
+            results=self.results,
+            queue=self.queue,
+            anonymizer=Anonymizer(self.detector, AnonymizeOptions()),
+            owner=owner,
+            clock=self.clock,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            repository=self.repo,
+            originals=self.originals,
+            results=self.results,
+            queue=self.queue,
+            pending_grace_s=30,
+            orphan_grace_s=600,
+            clock=self.clock,
+        )
+
+    def next_delivery(self):  # type: ignore[no-untyped-def]
+        delivery = self.queue.receive(timeout_s=0.1)
+        assert delivery is not None
+        return delivery
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    repo = SqliteImageRepository(tmp_path / "db.sqlite3")
+    repo.migrate()
+    originals, results, queue, clock = FakeStore("in"), FakeStore("out"), MemoryJobQueue(), Clock()
+    images = ImageService(
+        repository=repo,
+        originals=originals,
+        results=results,
+        queue=queue,
+        max_pixels=10_000_000,
+        clock=clock,
+    )
+    detector = FakeDetector([Face(5, 5, 30, 30, 0.9)])
+    return World(repo, originals, results, queue, detector, clock, images)
+
+
+def test_submit_stores_original_then_record_then_job(world: World) -> None:
+    record = world.images.submit(jpeg_bytes(), name="dir/../me.jpg")
+    assert record.status is Status.PENDING and record.name == "me.jpg"
+    assert list(world.originals.objects) == [f"{record.id}.jpg"]
+    assert world.repo.get(record.id) == record
+    assert world.next_delivery().job == Job(record.id)
+
+
+def test_invalid_upload_stores_nothing(world: World) -> None:
+    with pytest.raises(InvalidImage):
+        world.images.submit(b"not an image")
+    assert world.originals.objects == {} and world.repo.count() == 0 and world.queue.depth() == 0
+
+
+def test_store_down_on_submit_leaves_nothing(world: World) -> None:
+    world.originals.down = True
+    with pytest.raises(StoreUnavailable):
+        world.images.submit(jpeg_bytes())
+    assert world.repo.count() == 0 and world.queue.depth() == 0
+
+
+def test_queue_down_on_submit_undoes_record_and_object(world: World) -> None:
+    world.queue.close()
+    with pytest.raises(QueueUnavailable):
+        world.images.submit(jpeg_bytes())
+    assert world.repo.count() == 0 and world.originals.objects == {}
+
+
+def test_idempotency_key_replays_without_storing_twice(world: World) -> None:
+    first = world.images.submit(jpeg_bytes(), idempotency_key="k1")
+    second = world.images.submit(jpeg_bytes(seed=2), idempotency_key="k1")
+    assert second.id == first.id
+    assert world.repo.count() == 1 and len(world.originals.objects) == 1
+    assert world.queue.depth() == 1
+
+
+def test_process_blurs_stores_result_marks_done_and_drops_original(world: World) -> None:
+    record = world.images.submit(jpeg_bytes(64, 48))
+    outcome = world.processor().handle(world.next_delivery())
+    assert outcome is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE and done.faces == 1
+    assert done.url == f"fake://out/{record.id}.jpg" and done.lease_owner is None
+    assert list(world.results.objects) == [f"{record.id}.jpg"]
+    assert world.originals.objects == {}
+    assert world.queue.depth() == 0
+    assert world.images.result(record.id).data == world.results.objects[f"{record.id}.jpg"][0]
+
+
+def test_duplicate_message_is_harmless(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.queue.publish(Job(record.id))  # e.g. the reconciler raced the first delivery
+    processor = world.processor()
+    outcomes = [processor.handle(world.next_delivery()) for _ in range(2)]
+    assert outcomes == [Outcome.DONE, Outcome.SKIPPED]
+    assert world.results.puts == 1 and world.detector.calls == 1
+
+
+def test_result_is_not_ready_before_done(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    with pytest.raises(NotReady):
+        world.images.result(record.id)
+
+
+def test_transient_store_failure_retries_then_dead_letters(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.results.down = True
+    processor = world.processor()
+    outcomes = [processor.handle(world.next_delivery()) for _ in range(3)]
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.DEAD_LETTERED]
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert "out is down" in (failed.error or "")
+    [dead] = world.queue.dead_letters
+    assert dead.job.image_id == record.id and "out is down" in dead.reason
+
+
+def test_transient_failure_then_success(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.results.down = True
+    processor = world.processor()
+    assert processor.handle(world.next_delivery()) is Outcome.RETRY
+    pending = world.repo.get(record.id)
+    assert pending is not None and pending.status is Status.PENDING
+    world.results.down = False
+    assert processor.handle(world.next_delivery()) is Outcome.DONE
+
+
+def test_undecodable_original_fails_for_good(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.originals.objects[record.input_key] = (b"\xff\xd8\xff garbage", world.clock())
+    assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED and failed.error
+    assert world.queue.dead_letters == [] and world.queue.depth() == 0
+
+
+def test_expired_lease_is_taken_over_without_a_second_result(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.next_delivery()  # worker 1 takes the message and dies before claiming... or after:
+    assert world.repo.claim(record.id, owner="dead", lease_s=60, now=world.clock()) is not None
+    # Within the lease nobody else may take it.
+    assert world.reconciler().republish() == 0
+    world.clock.advance(61)
+    assert world.reconciler().republish() == 1
+    assert world.processor(owner="w2").handle(world.next_delivery()) is Outcome.DONE
+    # The dead worker's late completion is refused.
+    assert not world.repo.complete(
+        record.id, owner="dead", output_key="x", url="x", faces=0, now=world.clock()
+    )
+    assert world.results.puts == 1
+
+
+def test_reconciler_republishes_old_pending_jobs(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.next_delivery()  # the message is lost with a crashed in-process queue
+    assert world.reconciler().republish() == 0  # too young: probably still queued
+    world.clock.advance(31)
+    assert world.reconciler().republish() == 1
+    assert world.next_delivery().job.image_id == record.id
+
+
+def test_reconciler_collects_unreferenced_objects(world: World) -> None:
+    world.originals.put("0123456789abcdef0123456789abcdef.jpg", b"x", content_type="image/jpeg")
+    world.originals.put("not-an-id.jpg", b"x", content_type="image/jpeg")
+    kept = world.images.submit(jpeg_bytes())
+    for key in world.originals.objects:
+        world.originals.age(key, 3600)
+    world.clock.now = world.clock.now.replace(year=2100)  # everything is old
+    originals, results = world.reconciler().collect_garbage()
+    assert originals == 2 and results == 0
+    assert list(world.originals.objects) == [kept.input_key]  # pending: still needed
+
+
+def test_delete_removes_record_and_objects(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.processor().handle(world.next_delivery())
+    world.images.delete(record.id)
+    assert world.repo.get(record.id) is None
+    assert world.originals.objects == {} and world.results.objects == {}
+    with pytest.raises(NotFound):
+        world.images.delete(record.id)
+
+
+def test_delete_during_processing_leaves_no_result(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    delivery = world.next_delivery()
+
+    class DeletingDetector(FakeDetector):
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            world.images.delete(record.id)
+            return []
+
+    world.detector.__class__ = DeletingDetector
+    assert world.processor().handle(delivery) is Outcome.SKIPPED
+    assert world.results.objects == {} and world.repo.get(record.id) is None
+
+
+def test_retry_policy_grows_and_caps() -> None:
+    policy = RetryPolicy(max_attempts=9, base_delay_s=1, max_delay_s=10)
+    assert [policy.delay_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
