@@ -1,0 +1,419 @@
+"""Image metadata in PostgreSQL (psycopg 3 with a connection pool).
+
+Every state change is one conditional UPDATE: PostgreSQL takes the row lock and
+re-checks the WHERE clause after a concurrent writer commits, so two workers racing
+for one job (or a duplicate message) can never both win. Claiming is by id (the id
+comes from the queue message), so the row lock of the UPDATE is all we need; a
+`FOR UPDATE SKIP LOCKED` scan is used only by `stale`, where many reconcilers may scan
+at once and must not block one another.
+
+Each transition is also appended to `image_transitions` in the same statement, an
+audit trail that lets an operator (and the fault tests) prove a job went `done` once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from imageblur.config import Settings
+from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+
+# Versioned migrations: append, never edit. `{s}` is the schema identifier.
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the image table with the original system's `name` and `url` columns.
+    """
+    CREATE TABLE {s}.images (
+        id               text PRIMARY KEY,
+        name             text NOT NULL,
+        status           text NOT NULL
+                         CHECK (status IN ('pending', 'processing', 'done', 'failed')),
+        content_type     text NOT NULL,
+        bytes            bigint NOT NULL,
+        width            integer NOT NULL,
+        height           integer NOT NULL,
+        input_key        text NOT NULL,
+        output_key       text,
+        url              text,
+        faces            integer,
+        error            text,
+        attempts         integer NOT NULL DEFAULT 0,
+        lease_owner      text,
+        lease_expires_at timestamptz,
+        idempotency_key  text UNIQUE,
+        created_at       timestamptz NOT NULL,
+        updated_at       timestamptz NOT NULL
+    );
+    CREATE INDEX images_created_idx ON {s}.images (created_at DESC, id DESC);
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing');
+    """,
+    # 2: an append-only audit trail of state changes.
+    """
+    CREATE TABLE {s}.image_transitions (
+        seq         bigserial PRIMARY KEY,
+        image_id    text NOT NULL,
+        from_status text,
+        to_status   text NOT NULL,
+        owner       text,
+        at          timestamptz NOT NULL
+    );
+    CREATE INDEX image_transitions_image_idx ON {s}.image_transitions (image_id);
+    """,
+)
+
+_COLUMNS = (
+    "id, name, status, content_type, bytes, width, height, input_key, output_key, url, "
+    "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
+    "created_at, updated_at"
+)
+
+
+class PostgresImageRepository:
+    """`ImageRepository` on PostgreSQL; thread-safe (the pool hands out connections)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_min: int = 1,
+        pool_max: int = 10,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._schema = schema
+        self._s = sql.Identifier(schema)
+        self._timeout_s = timeout_s
+        # `check` pings a connection before handing it out, so connections broken by a
+        # database restart are replaced instead of failing the first request after it.
+        self._pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=pool_min,
+            max_size=pool_max,
+            timeout=timeout_s,
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": "-c timezone=UTC",
+                "application_name": "imageblur",
+            },
+            name=f"imageblur-{schema}",
+        )
+        self._opened = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresImageRepository:
+        return cls(
+            settings.postgres_dsn.get_secret_value(),
+            schema=settings.postgres_schema,
+            pool_min=settings.postgres_pool_min,
+            pool_max=settings.postgres_pool_max,
+            timeout_s=settings.postgres_timeout_s,
+        )
+
+    # --- plumbing ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self._opened:
+            # wait=False: opening never blocks or fails; a database that is down shows
+            # up as a pool timeout on first use, mapped to RepositoryUnavailable.
+            self._pool.open(wait=False)
+            self._opened = True
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+            raise RepositoryUnavailable(f"database error: {_describe(exc)}") from exc
+
+    def _one(self, query: sql.Composed, params: dict[str, Any]) -> ImageRecord | None:
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            row = cur.fetchone()
+        return _record(row) if row else None
+
+    def _transition(
+        self, set_clause: str, where_clause: str, to_status: Status, params: dict[str, Any]
+    ) -> ImageRecord | None:
+        """One conditional UPDATE plus its audit row, atomically (a single statement)."""
+        query = sql.SQL(
+            "WITH old AS (SELECT id, status FROM {s}.images WHERE id = %(id)s), "
+            "upd AS (UPDATE {s}.images i SET " + set_clause + ", updated_at = %(now)s "
+            "WHERE i.id = %(id)s AND (" + where_clause + ") RETURNING i.*), "
+            "log AS (INSERT INTO {s}.image_transitions "
+            "(image_id, from_status, to_status, owner, at) "
+            "SELECT upd.id, old.status, %(to_status)s, %(owner)s, %(now)s "
+            "FROM upd JOIN old USING (id)) "
+            "SELECT " + _COLUMNS + " FROM upd"
+        ).format(s=self._s)
+        params = {"owner": None, **params, "to_status": str(to_status)}
+        return self._one(query, params)
+
+    # --- ImageRepository ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self._conn() as conn, conn.transaction():
+            # One lock per schema, held to the end of the transaction: concurrent
+            # `imageblur migrate` runs queue up here and the later ones find nothing to do.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"imageblur:{self._schema}",)
+            )
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}").format(s=self._s))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {s}.schema_migrations "
+                    "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(s=self._s)
+            )
+            row = conn.execute(
+                sql.SQL("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations").format(
+                    s=self._s
+                )
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            for version, text in enumerate(_MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                conn.execute(sql.SQL(text).format(s=self._s))
+                conn.execute(
+                    sql.SQL("INSERT INTO {s}.schema_migrations (version) VALUES (%s)").format(
+                        s=self._s
+                    ),
+                    (version,),
+                )
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        params = _params(record)
+        insert = sql.SQL(
+            "INSERT INTO {s}.images ("
+            + _COLUMNS
+            + ") VALUES ("
+            + ", ".join(f"%({c.strip()})s" for c in _COLUMNS.split(","))
+            + ") ON CONFLICT DO NOTHING RETURNING "
+            + _COLUMNS
+        ).format(s=self._s)
+        log = sql.SQL(
+            "INSERT INTO {s}.image_transitions (image_id, from_status, to_status, at) "
+            "VALUES (%(id)s, NULL, %(status)s, %(created_at)s)"
+        ).format(s=self._s)
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(insert, params)
+            row = cur.fetchone()
+            if row is not None:
+                cur.execute(log, params)
+                return _record(row)
+            # Lost to an existing row: the same idempotency key (or the same id).
+            if record.idempotency_key is not None:
+                cur.execute(
+                    sql.SQL(
+                        "SELECT " + _COLUMNS + " FROM {s}.images WHERE idempotency_key = %s"
+                    ).format(s=self._s),
+                    (record.idempotency_key,),
+                )
+                row = cur.fetchone()
+            if row is None:
+                cur.execute(
+                    sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = %s").format(
+                        s=self._s
+                    ),
+                    (record.id,),
+                )
+                row = cur.fetchone()
+        if row is None:  # deleted between the two statements: vanishingly rare
+            raise RepositoryUnavailable("conflicting record vanished; retry")
+        return _record(row)
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self._one(
+            sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = %(id)s").format(s=self._s),
+            {"id": image_id},
+        )
+
+    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+        query = sql.SQL(
+            "SELECT " + _COLUMNS + " FROM {s}.images "
+            "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+        ).format(s=self._s)
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, (limit, offset))
+            return [_record(row) for row in cur.fetchall()]
+
+    def count(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {s}.images").format(s=self._s))
+            result = row.fetchone()
+        return int(result[0]) if result else 0
+
+    def delete(self, image_id: str) -> ImageRecord | None:
+        return self._one(
+            sql.SQL("DELETE FROM {s}.images WHERE id = %(id)s RETURNING " + _COLUMNS).format(
+                s=self._s
+            ),
+            {"id": image_id},
+        )
+
+    def claim(
+        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> ImageRecord | None:
+        return self._transition(
+            "status = 'processing', lease_owner = %(owner)s, "
+            "lease_expires_at = %(expires)s, attempts = i.attempts + 1",
+            "i.status = 'pending' OR (i.status = 'processing' AND i.lease_expires_at <= %(now)s)",
+            Status.PROCESSING,
+            {
+                "id": image_id,
+                "owner": owner,
+                "now": now,
+                "expires": now + timedelta(seconds=lease_s),
+            },
+        )
+
+    def complete(
+        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+    ) -> bool:
+        return (
+            self._transition(
+                "status = 'done', output_key = %(output_key)s, url = %(url)s, "
+                "faces = %(faces)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL",
+                "i.status = 'processing' AND i.lease_owner = %(owner)s",
+                Status.DONE,
+                {
+                    "id": image_id,
+                    "owner": owner,
+                    "now": now,
+                    "output_key": output_key,
+                    "url": url,
+                    "faces": faces,
+                },
+            )
+            is not None
+        )
+
+    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
+        where = (
+            "i.status = 'pending'"
+            if owner is None
+            else "i.status = 'processing' AND i.lease_owner = %(owner)s"
+        )
+        return (
+            self._transition(
+                "status = 'failed', error = %(error)s, lease_owner = NULL, lease_expires_at = NULL",
+                where,
+                Status.FAILED,
+                {"id": image_id, "owner": owner, "now": now, "error": error},
+            )
+            is not None
+        )
+
+    def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        return (
+            self._transition(
+                "status = 'pending', error = %(error)s, lease_owner = NULL, "
+                "lease_expires_at = NULL",
+                "i.status = 'processing' AND i.lease_owner = %(owner)s",
+                Status.PENDING,
+                {"id": image_id, "owner": owner, "now": now, "error": error},
+            )
+            is not None
+        )
+
+    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
+        query = sql.SQL(
+            "SELECT id FROM {s}.images WHERE "
+            "(status = 'pending' AND updated_at <= %(before)s) OR "
+            "(status = 'processing' AND lease_expires_at <= %(now)s) "
+            "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+        ).format(s=self._s)
+        with self._conn() as conn:
+            rows = conn.execute(
+                query, {"before": pending_before, "now": now, "limit": limit}
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def transitions(self, image_id: str) -> builtins.list[tuple[str | None, str]]:
+        """The (from, to) status changes of one image, oldest first (audit and tests)."""
+        query = sql.SQL(
+            "SELECT from_status, to_status FROM {s}.image_transitions "
+            "WHERE image_id = %s ORDER BY seq"
+        ).format(s=self._s)
+        with self._conn() as conn:
+            rows = conn.execute(query, (image_id,)).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def check(self) -> None:
+        with self._conn() as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close(timeout=self._timeout_s)
+            self._opened = False
+
+
+def _params(record: ImageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": str(record.status),
+        "content_type": record.content_type,
+        "bytes": record.bytes,
+        "width": record.width,
+        "height": record.height,
+        "input_key": record.input_key,
+        "output_key": record.output_key,
+        "url": record.url,
+        "faces": record.faces,
+        "error": record.error,
+        "attempts": record.attempts,
+        "lease_owner": record.lease_owner,
+        "lease_expires_at": record.lease_expires_at,
+        "idempotency_key": record.idempotency_key,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _record(row: dict[str, Any]) -> ImageRecord:
+    created = _utc(row["created_at"])
+    updated = _utc(row["updated_at"])
+    assert created is not None and updated is not None  # NOT NULL columns
+    return ImageRecord(
+        id=row["id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        content_type=row["content_type"],
+        bytes=int(row["bytes"]),
+        width=int(row["width"]),
+        height=int(row["height"]),
+        input_key=row["input_key"],
+        output_key=row["output_key"],
+        url=row["url"],
+        faces=row["faces"],
+        error=row["error"],
+        attempts=int(row["attempts"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_utc(row["lease_expires_at"]),
+        idempotency_key=row["idempotency_key"],
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    # The first line only: psycopg messages can carry the query text with values.
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
