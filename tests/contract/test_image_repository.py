@@ -1,0 +1,213 @@
+"""The ImageRepository contract, on every adapter (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.ports import ImageRepository
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def record(*, at: datetime = T0, key: str | None = None, **changes: object) -> ImageRecord:
+    image_id = uuid.uuid4().hex
+    base = ImageRecord(
+        id=image_id,
+        name="bill-gates.jpg",
+        status=Status.PENDING,
+        content_type="image/jpeg",
+        bytes=1234,
+        width=640,
+        height=480,
+        input_key=f"in/{image_id}",
+        created_at=at,
+        updated_at=at,
+        idempotency_key=key,
+    )
+    return base.with_changes(**changes)
+
+
+def test_migrate_is_idempotent(repo: ImageRepository) -> None:
+    repo.migrate()
+    repo.migrate()
+    assert repo.count() == 0
+
+
+def test_concurrent_migrations_are_safe(repo_factory: Callable[[], ImageRepository]) -> None:
+    repos = [repo_factory() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: r.migrate(), repos))
+    rec = repos[0].add(record())
+    assert repos[3].get(rec.id) == rec
+
+
+def test_add_then_get_round_trips_every_field(repo: ImageRepository) -> None:
+    rec = record(key="idem-1", name="ünïcode name.png", content_type="image/png")
+    assert repo.add(rec) == rec
+    got = repo.get(rec.id)
+    assert got == rec
+    assert got is not None and got.created_at.tzinfo is not None
+    assert repo.get("absent") is None
+
+
+def test_same_idempotency_key_returns_the_first_record(repo: ImageRepository) -> None:
+    first = repo.add(record(key="k-1"))
+    again = repo.add(record(key="k-1"))
+    assert again.id == first.id
+    assert repo.count() == 1
+
+
+def test_concurrent_adds_with_one_key_make_one_record(
+    repo_factory: Callable[[], ImageRepository],
+) -> None:
+    repos = [repo_factory() for _ in range(4)]
+    repos[0].migrate()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: repos[i % 4].add(record(key="race")), range(16)))
+    assert len({r.id for r in results}) == 1
+    assert repos[0].count() == 1
+
+
+def test_list_is_newest_first_and_paginates(repo: ImageRepository) -> None:
+    recs = [repo.add(record(at=T0 + timedelta(seconds=i))) for i in range(5)]
+    assert [r.id for r in repo.list(limit=10)] == [r.id for r in reversed(recs)]
+    assert [r.id for r in repo.list(limit=2, offset=1)] == [recs[3].id, recs[2].id]
+    assert repo.list(limit=10, offset=5) == []
+    assert repo.count() == 5
+
+
+def test_delete_returns_what_was_removed(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert repo.delete(rec.id) == rec
+    assert repo.get(rec.id) is None
+    assert repo.delete(rec.id) is None
+
+
+def test_claim_complete_lifecycle(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    now = T0 + timedelta(seconds=1)
+    claimed = repo.claim(rec.id, owner="w1", lease_s=30, now=now)
+    assert claimed is not None
+    assert claimed.status is Status.PROCESSING
+    assert claimed.attempts == 1
+    assert claimed.lease_owner == "w1"
+    assert claimed.lease_expires_at == now + timedelta(seconds=30)
+
+    assert repo.claim(rec.id, owner="w2", lease_s=30, now=now) is None  # leased
+    assert not repo.complete(rec.id, owner="w2", output_key="o", url="u", faces=1, now=now)
+
+    done_at = now + timedelta(seconds=2)
+    assert repo.complete(
+        rec.id, owner="w1", output_key="out/x", url="s3://b/out/x", faces=2, now=done_at
+    )
+    done = repo.get(rec.id)
+    assert done is not None
+    assert (done.status, done.output_key, done.url, done.faces) == (
+        Status.DONE,
+        "out/x",
+        "s3://b/out/x",
+        2,
+    )
+    assert done.lease_owner is None and done.updated_at == done_at
+    # Done is final: duplicates of the message can neither claim nor complete again.
+    assert repo.claim(rec.id, owner="w3", lease_s=30, now=done_at + timedelta(days=1)) is None
+    assert not repo.complete(rec.id, owner="w1", output_key="o2", url="u", faces=0, now=done_at)
+
+
+def test_an_expired_lease_is_taken_over(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert repo.claim(rec.id, owner="dead", lease_s=10, now=T0)
+    later = T0 + timedelta(seconds=11)
+    taken = repo.claim(rec.id, owner="alive", lease_s=10, now=later)
+    assert taken is not None and taken.attempts == 2 and taken.lease_owner == "alive"
+    # The dead worker wakes up: it has lost the job and cannot finish it.
+    assert not repo.complete(rec.id, owner="dead", output_key="o", url="u", faces=0, now=later)
+    assert not repo.release(rec.id, owner="dead", error="x", now=later)
+    assert repo.complete(rec.id, owner="alive", output_key="o", url="u", faces=0, now=later)
+
+
+def test_exactly_one_of_many_concurrent_claims_wins(
+    repo_factory: Callable[[], ImageRepository],
+) -> None:
+    repos = [repo_factory() for _ in range(4)]
+    repos[0].migrate()
+    rec = repos[0].add(record())
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> bool:
+        barrier.wait()
+        return repos[i % 4].claim(rec.id, owner=f"w{i}", lease_s=60, now=T0) is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(claim, range(8)))
+    assert wins.count(True) == 1
+
+
+def test_fail_from_pending_and_from_processing(repo: ImageRepository) -> None:
+    a = repo.add(record())
+    assert repo.fail(a.id, owner=None, error="unparseable", now=T0)
+    got = repo.get(a.id)
+    assert got is not None and got.status is Status.FAILED and got.error == "unparseable"
+    assert not repo.fail(a.id, owner=None, error="again", now=T0)
+
+    b = repo.add(record())
+    assert repo.claim(b.id, owner="w", lease_s=5, now=T0)
+    assert not repo.fail(b.id, owner=None, error="not pending", now=T0)
+    assert not repo.fail(b.id, owner="other", error="not mine", now=T0)
+    assert repo.fail(b.id, owner="w", error="corrupt", now=T0)
+    got = repo.get(b.id)
+    assert got is not None and got.status is Status.FAILED and got.lease_owner is None
+
+
+def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert repo.claim(rec.id, owner="w", lease_s=5, now=T0)
+    assert repo.release(rec.id, owner="w", error="store down", now=T0 + timedelta(seconds=1))
+    got = repo.get(rec.id)
+    assert got is not None
+    assert (got.status, got.error, got.lease_owner, got.attempts) == (
+        Status.PENDING,
+        "store down",
+        None,
+        1,
+    )
+    again = repo.claim(rec.id, owner="w2", lease_s=5, now=T0 + timedelta(seconds=2))
+    assert again is not None and again.attempts == 2
+
+
+def test_stale_finds_old_pending_and_expired_leases(repo: ImageRepository) -> None:
+    old_pending = repo.add(record(at=T0))
+    fresh_pending = repo.add(record(at=T0 + timedelta(seconds=100)))
+    expired = repo.add(record(at=T0))
+    live = repo.add(record(at=T0))
+    done = repo.add(record(at=T0))
+    assert repo.claim(expired.id, owner="w", lease_s=10, now=T0)
+    assert repo.claim(live.id, owner="w", lease_s=1000, now=T0)
+    assert repo.claim(done.id, owner="w", lease_s=10, now=T0)
+    assert repo.complete(done.id, owner="w", output_key="o", url="u", faces=0, now=T0)
+
+    now = T0 + timedelta(seconds=120)
+    ids = set(repo.stale(pending_before=T0 + timedelta(seconds=50), now=now, limit=100))
+    assert ids == {old_pending.id, expired.id}
+    assert fresh_pending.id not in ids
+    assert len(repo.stale(pending_before=now, now=now, limit=1)) == 1
+
+
+def test_check_passes_when_reachable(repo: ImageRepository) -> None:
+    repo.check()
+
+
+def test_unreachable_database_raises_repository_unavailable(
+    broken_repo: ImageRepository,
+) -> None:
+    with pytest.raises(RepositoryUnavailable):
+        broken_repo.check()
+    with pytest.raises(RepositoryUnavailable):
+        broken_repo.migrate()

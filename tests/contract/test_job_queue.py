@@ -1,0 +1,220 @@
+"""The JobQueue contract, on every adapter (in-process, RabbitMQ quorum and classic)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+
+import pika
+import pytest
+
+from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
+from imageblur.domain import Delivery, Job, QueueUnavailable
+from imageblur.ports import JobQueue
+
+from .conftest import dead_letters
+
+
+def receive_all(queue: JobQueue, n: int, *, timeout_s: float = 15) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        d = queue.receive(timeout_s=0.5)
+        if d is not None:
+            got.append(d)
+    return got
+
+
+def test_publish_then_receive_and_ack(queue: JobQueue) -> None:
+    queue.publish(Job(image_id="img-1"))
+    d = queue.receive(timeout_s=5)
+    assert d is not None
+    assert d.job == Job(image_id="img-1", attempt=0)
+    queue.ack(d)
+    assert queue.receive(timeout_s=0.5) is None
+
+
+def test_receive_times_out_with_none(queue: JobQueue) -> None:
+    started = time.monotonic()
+    assert queue.receive(timeout_s=0.3) is None
+    assert 0.25 <= time.monotonic() - started < 3
+
+
+def test_publisher_and_consumer_handles_share_the_queue(
+    queue_factory: Callable[[], JobQueue],
+) -> None:
+    api, worker = queue_factory(), queue_factory()
+    api.publish(Job(image_id="shared"))
+    d = worker.receive(timeout_s=5)
+    assert d is not None and d.job.image_id == "shared"
+    worker.ack(d)
+
+
+def test_retry_redelivers_after_the_delay_with_attempt_plus_one(queue: JobQueue) -> None:
+    queue.publish(Job(image_id="r", attempt=0))
+    d = queue.receive(timeout_s=5)
+    assert d is not None
+    started = time.monotonic()
+    queue.retry(d, delay_s=1.0, reason="store unavailable")
+    assert queue.receive(timeout_s=0.5) is None  # not before the delay
+    again = queue.receive(timeout_s=10)
+    assert again is not None
+    assert time.monotonic() - started >= 0.9
+    assert again.job == Job(image_id="r", attempt=1)
+    queue.ack(again)
+
+
+def test_short_retry_is_not_held_back_by_a_long_one(queue: JobQueue) -> None:
+    queue.publish(Job(image_id="slow"))
+    queue.publish(Job(image_id="fast"))
+    first, second = receive_all(queue, 2)
+    by_id = {first.job.image_id: first, second.job.image_id: second}
+    queue.retry(by_id["slow"], delay_s=30, reason="long")
+    queue.retry(by_id["fast"], delay_s=0.5, reason="short")
+    d = queue.receive(timeout_s=10)
+    assert d is not None and d.job.image_id == "fast"
+    queue.ack(d)
+
+
+def test_dead_letter_parks_the_job_with_its_reason(queue: JobQueue) -> None:
+    queue.publish(Job(image_id="doomed", attempt=4))
+    d = queue.receive(timeout_s=5)
+    assert d is not None
+    queue.dead_letter(d, reason="gave up after 5 attempts: corrupt image")
+    assert queue.receive(timeout_s=0.5) is None
+    parked = dead_letters(queue, expect=1)
+    assert parked == [
+        (Job(image_id="doomed", attempt=4), "gave up after 5 attempts: corrupt image")
+    ]
+
+
+def test_many_publishers_one_consumer_nothing_lost_or_doubled(
+    queue_factory: Callable[[], JobQueue],
+) -> None:
+    api, worker = queue_factory(), queue_factory()
+    ids = [f"job-{i}" for i in range(200)]
+    errors: list[BaseException] = []
+
+    def publish(chunk: list[str]) -> None:
+        try:
+            for image_id in chunk:
+                api.publish(Job(image_id=image_id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(ids[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < len(ids) and time.monotonic() < deadline:
+        d = worker.receive(timeout_s=0.5)
+        if d is not None:
+            seen.append(d.job.image_id)
+            worker.ack(d)
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(seen) == sorted(ids)
+    assert worker.receive(timeout_s=0.5) is None
+
+
+def test_worker_threads_share_one_handle(queue: JobQueue) -> None:
+    for i in range(40):
+        queue.publish(Job(image_id=f"t{i}"))
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        idle = 0
+        while idle < 3:
+            d = queue.receive(timeout_s=0.3)
+            if d is None:
+                idle += 1
+                continue
+            with lock:
+                seen.append(d.job.image_id)
+            queue.ack(d)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == sorted(f"t{i}" for i in range(40))
+
+
+def test_check_passes_when_reachable(queue: JobQueue) -> None:
+    queue.check()
+
+
+def test_unreachable_broker_raises_queue_unavailable(broken_queue: JobQueue) -> None:
+    with pytest.raises(QueueUnavailable):
+        broken_queue.check()
+    with pytest.raises(QueueUnavailable):
+        broken_queue.publish(Job(image_id="x"))
+
+
+# --- RabbitMQ specifics: what only a real broker can do -------------------------------------
+
+
+@pytest.fixture
+def rabbit(rabbit_factory: Callable[[], RabbitMQJobQueue]) -> RabbitMQJobQueue:
+    return rabbit_factory()
+
+
+def test_unacked_job_is_redelivered_when_its_consumer_dies(
+    rabbit: RabbitMQJobQueue, rabbit_factory: Callable[[], RabbitMQJobQueue]
+) -> None:
+    rabbit.publish(Job(image_id="orphan"))
+    doomed = rabbit_factory()
+    d = doomed.receive(timeout_s=5)
+    assert d is not None and not d.redelivered
+    doomed.close()  # the worker died holding the job, never acked
+    again = rabbit.receive(timeout_s=10)
+    assert again is not None and again.job.image_id == "orphan" and again.redelivered
+    rabbit.ack(again)
+    doomed.ack(d)  # a late ack from the dead handle is harmless
+
+
+def test_both_connections_recover_after_the_broker_drops_them(
+    rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
+) -> None:
+    rabbit.publish(Job(image_id="before"))
+    held = rabbit.receive(timeout_s=5)
+    assert held is not None
+    # What a broker restart looks like to clients: every connection closed under them.
+    vhost = urllib.parse.urlparse(request.getfixturevalue("rabbitmq_url")).path.lstrip("/")
+    subprocess.run(
+        ["rabbitmqctl", "close_all_connections", "-p", vhost, "test: simulated restart"],
+        check=True,
+        capture_output=True,
+    )
+    rabbit.ack(held)  # settling a delivery of the dead connection is a harmless no-op
+    rabbit.publish(Job(image_id="after"))  # reconnects by itself
+    got: set[str] = set()
+    deadline = time.monotonic() + 20
+    while got != {"before", "after"} and time.monotonic() < deadline:
+        try:
+            d = rabbit.receive(timeout_s=0.5)
+        except QueueUnavailable:
+            continue  # the first receive on the dead connection reports it
+        if d is not None:
+            got.add(d.job.image_id)
+            rabbit.ack(d)
+    assert got == {"before", "after"}  # the unacked one came back
+
+
+def test_malformed_message_is_dead_lettered_not_delivered(
+    rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
+) -> None:
+    rabbit.check()  # declares the topology
+    params = pika.URLParameters(request.getfixturevalue("rabbitmq_url"))
+    with pika.BlockingConnection(params) as conn:
+        conn.channel().basic_publish("", rabbit.queue, b"{not json")
+    assert rabbit.receive(timeout_s=1) is None
+    parked = rabbit.take_dead_letters()
+    assert len(parked) == 1 and parked[0].job is None and "malformed" in parked[0].reason
