@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Build the container image with podman and prove it works: no registry needed for the base.
+#
+#   scripts/image_test.sh base    make the base image (debootstrap + podman import), once
+#   scripts/image_test.sh build   base + `podman build` of the project image
+#   scripts/image_test.sh test    build, then run it read-only and do one upload round trip
+#   scripts/image_test.sh tools   only install podman, runc, debootstrap... if missing
+#
+# Environment: IMAGE (default localhost/imageblur:dev), BASE_IMAGE (debian:bookworm-slim),
+# IMAGE_TEST_PORT (18080), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
+# DEBIAN_MIRROR, CA_BUNDLE (host CA bundle handed to pip in the build). Needs root (apt-get, debootstrap, rootful podman).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+IMAGE=${IMAGE:-localhost/imageblur:dev}
+BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
+PORT=${IMAGE_TEST_PORT:-18080}
+PICTURE=${IMAGE_TEST_PICTURE:-$ROOT/../shared/example-pictures/linus-trovalds.jpg}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/containers.conf}
+NAME=imageblur-image-test-$$
+T0=$(date +%s)
+
+log() { printf '[image-test %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+apt_updated=0
+apt_install() {  # apt_install PACKAGE... (only the missing ones are passed in)
+    [ "$(id -u)" -eq 0 ] || die "run as root to install: $*"
+    if [ "$apt_updated" -eq 0 ]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_tools() {
+    local missing=()
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3)
+    # podman's networking for published ports and its overlay storage helpers
+    dpkg -s netavark >/dev/null 2>&1 || dpkg -s containernetworking-plugins >/dev/null 2>&1 \
+        || missing+=(containernetworking-plugins)
+    dpkg -s iptables >/dev/null 2>&1 || missing+=(iptables)
+    dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+    [ "$(id -u)" -eq 0 ] || die "podman runs rootful here and debootstrap needs root: run as root"
+}
+
+# The base image, made from Debian's archive alone: the same bytes a registry's
+# debian:bookworm-slim would give, minus docs. Cached: skipped when the image exists.
+ensure_base() {
+    if podman image exists "$BASE_IMAGE"; then
+        log "base image $BASE_IMAGE present"
+        return
+    fi
+    log "making base image $BASE_IMAGE with debootstrap (about a minute)"
+    local dir
+    dir=$(mktemp -d /var/tmp/imageblur-base.XXXXXX)
+    # shellcheck disable=SC2064
+    trap "rm -rf '$dir'" RETURN
+    debootstrap --variant=minbase bookworm "$dir/rootfs" "$DEBIAN_MIRROR" >"$dir/debootstrap.log" 2>&1 \
+        || { tail -20 "$dir/debootstrap.log" >&2; die "debootstrap failed"; }
+    local rootfs=$dir/rootfs
+    cat >"$rootfs/etc/apt/sources.list" <<EOF
+deb $DEBIAN_MIRROR bookworm main
+deb $DEBIAN_MIRROR bookworm-updates main
+deb ${DEBIAN_MIRROR%/debian}/debian-security bookworm-security main
+EOF
+    # keep later apt-get installs slim, like the registry's -slim images
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/var/log/*.log
+    tar -C "$rootfs" --numeric-owner -c . \
+        | podman import --quiet --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+    log "base image $BASE_IMAGE imported"
+}
+
+build() {
+    ensure_tools
+    ensure_base
+    log "building $IMAGE"
+    # --format docker keeps HEALTHCHECK and SHELL (the OCI format drops them). The host's CA
+    # bundle goes in as an optional build secret, for networks that intercept TLS.
+    local secret=()
+    [ -s "$CA_BUNDLE" ] && secret=(--secret "id=ca-certificates,src=$CA_BUNDLE")
+    local build_log
+    build_log=$(mktemp /tmp/imageblur-build.XXXXXX.log)
+    podman build --format docker --network host --pull=never "${secret[@]}" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f Dockerfile . >"$build_log" 2>&1 \
+        || { tail -40 "$build_log" >&2; die "podman build failed (full log: $build_log)"; }
+    grep -E '^\[[0-9]/[0-9]\] STEP' "$build_log" | cut -c1-110 >&2 || true
+    rm -f "$build_log"
+    log "built $IMAGE ($(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
+}
+
+cleanup() {
+    local rc=$?
+    if podman container exists "$NAME" 2>/dev/null; then
+        if [ "$rc" -ne 0 ]; then
+            log "container logs:"
+            podman logs --tail 60 "$NAME" >&2 || true
+        fi
+        podman rm -f -t 5 "$NAME" >/dev/null 2>&1 || true
+    fi
+    podman volume rm -f "$NAME" >/dev/null 2>&1 || true
+    rm -rf "${WORK:-/nonexistent}"
+    exit "$rc"
+}
+
+json_field() {  # json_field FILE KEY
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+round_trip() {
+    [ -f "$PICTURE" ] || die "example picture not found: $PICTURE"
+    WORK=$(mktemp -d)
+    trap cleanup EXIT
+
+    log "static checks of the image"
+    local uid
+    uid=$(podman run --rm --no-healthcheck --entrypoint id "$IMAGE" -u)
+    [ "$uid" != 0 ] || die "image runs as root"
+    podman run --rm --no-healthcheck --entrypoint sh "$IMAGE" -c \
+        'for c in gcc cc g++ c++ make; do if command -v $c; then exit 1; fi; done' \
+        || die "a compiler is in the final image"
+    podman run --rm --no-healthcheck --read-only --entrypoint imageblur "$IMAGE" --help >/dev/null \
+        || die "imageblur --help fails"
+
+    # a fresh named volume for /data: podman copies the image's /data ownership into it
+    podman volume create "$NAME" >/dev/null
+    log "running $IMAGE serve (read-only root, no capabilities) on 127.0.0.1:$PORT"
+    # --health-interval disable: no systemd timer here; the check is run once by hand below
+    podman run -d --name "$NAME" --health-interval disable \
+        --read-only --tmpfs /tmp:rw,size=256m,mode=1777 \
+        -v "$NAME:/data" \
+        --cap-drop ALL --security-opt no-new-privileges \
+        -p "127.0.0.1:$PORT:8080" "$IMAGE" serve \
+        > /dev/null 2> >(grep -v 'systemd connection' >&2)
+    local base="http://127.0.0.1:$PORT"
+
+    local deadline=$(($(date +%s) + 120))
+    until curl -fsS -o /dev/null "$base/healthz" 2>/dev/null; do
+        [ "$(podman inspect -f '{{.State.Running}}' "$NAME")" = true ] || die "container exited"
+        [ "$(date +%s)" -lt "$deadline" ] || die "/healthz not up after 120 s"
+        sleep 1
+    done
+    log "/healthz answers"
+    podman healthcheck run "$NAME" >/dev/null || die "the image's HEALTHCHECK fails"
+
+    log "uploading $(basename "$PICTURE")"
+    local code
+    code=$(curl -sS -o "$WORK/created.json" -w '%{http_code}' -F "image=@$PICTURE" "$base/picture")
+    case "$code" in 200 | 201 | 202) ;; *) cat "$WORK/created.json" >&2; die "POST /picture: HTTP $code" ;; esac
+    local id status
+    id=$(json_field "$WORK/created.json" id)
+    log "picture $id accepted (HTTP $code); waiting for the worker"
+
+    deadline=$(($(date +%s) + 180))
+    while :; do
+        curl -fsS -o "$WORK/status.json" "$base/picture/$id" || die "GET /picture/$id failed"
+        status=$(json_field "$WORK/status.json" status)
+        case "$status" in
+            done) break ;;
+            failed | error | dead) cat "$WORK/status.json" >&2; die "job ended as $status" ;;
+        esac
+        [ "$(date +%s)" -lt "$deadline" ] || die "job still '$status' after 180 s"
+        sleep 1
+    done
+    log "job done"
+
+    curl -fsS -o "$WORK/result.jpg" "$base/picture/$id/image" || die "GET /picture/$id/image failed"
+    local magic
+    magic=$(head -c 3 "$WORK/result.jpg" | od -An -tx1 | tr -d ' \n')
+    [ "$magic" = ffd8ff ] || die "result is not a JPEG (magic $magic)"
+    cmp -s "$PICTURE" "$WORK/result.jpg" && die "result is byte-identical to the upload"
+    [ -z "${IMAGE_TEST_OUTPUT:-}" ] || cp "$WORK/result.jpg" "$IMAGE_TEST_OUTPUT"
+    log "result is a JPEG of $(wc -c <"$WORK/result.jpg") bytes, different from the upload"
+    log "PASS: image round trip in $(($(date +%s) - T0)) s"
+}
+
+case "${1:-test}" in
+    tools) ensure_tools ;;
+    base) ensure_tools && ensure_base ;;
+    build) build ;;
+    test) build && round_trip ;;
+    *) echo "usage: $0 [tools|base|build|test]" >&2; exit 2 ;;
+esac
