@@ -28,10 +28,13 @@ class WorkerRuntime:
     def start(self) -> None:
         s = self._c.settings
         processor = self._c.processor()
+        if self._burst:
+            # One pass first, so that a drained queue really means nothing is left to do.
+            self._c.reconciler().republish(everything_pending=self._c.embedded_queue)
+        else:
+            self._spawn("reconciler", self._reconcile, self._c.reconciler())
         for n in range(s.worker_threads):
             self._spawn(f"worker-{n}", self._work, processor)
-        if not self._burst:
-            self._spawn("reconciler", self._reconcile, self._c.reconciler())
         log.info("worker.started", owner=processor.owner, threads=s.worker_threads)
 
     def _spawn(self, name: str, target: object, arg: object) -> None:

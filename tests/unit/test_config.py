@@ -1,0 +1,75 @@
+"""Settings: environment, config files, precedence, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imageblur.config import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    s = load_settings()
+    assert (s.store, s.repository, s.queue) == ("local", "sqlite", "memory")
+    assert s.max_upload_bytes == 25_000_000 and s.max_pixels == 50_000_000
+    assert s.port == 8080
+
+
+def test_precedence_flag_over_env_over_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('port = 7000\nlog_level = "debug"\nmax_pixels = 1234\n')
+    monkeypatch.setenv("IMAGEBLUR_PORT", "7100")
+    monkeypatch.setenv("IMAGEBLUR_LOG_LEVEL", "warning")
+    s = load_settings(toml, log_level="error")
+    assert s.port == 7100  # env beats file
+    assert s.log_level == "error"  # flag beats env
+    assert s.max_pixels == 1234  # file beats default
+
+
+def test_yaml_file_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("queue: rabbitmq\nrabbitmq_prefetch: 4\n")
+    monkeypatch.setenv("IMAGEBLUR_CONFIG", str(yaml))
+    s = load_settings()
+    assert s.queue == "rabbitmq" and s.rabbitmq_prefetch == 4
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("IMAGEBLUR_PORT", "99999", "IMAGEBLUR_PORT"),
+        ("IMAGEBLUR_STORE", "ftp", "IMAGEBLUR_STORE"),
+        ("IMAGEBLUR_MAX_UPLOAD_BYTES", "lots", "IMAGEBLUR_MAX_UPLOAD_BYTES"),
+        ("IMAGEBLUR_JPEG_QUALITY", "50", "IMAGEBLUR_JPEG_QUALITY"),
+    ],
+)
+def test_wrong_values_fail_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings()
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="prot"):
+        load_settings(path)
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_POSTGRES_DSN", "postgresql://u:hunter2@db/x")
+    monkeypatch.setenv("IMAGEBLUR_S3_ACCESS_KEY_ID", "AKIA")
+    monkeypatch.setenv("IMAGEBLUR_S3_SECRET_ACCESS_KEY", "topsecret")
+    shown = str(load_settings().masked())
+    assert "hunter2" not in shown and "topsecret" not in shown and "AKIA" not in shown
