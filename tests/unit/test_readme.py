@@ -1,0 +1,28 @@
+"""The README stays true: its set-up commands come first and its table lists every setting."""
+
+from __future__ import annotations
+
+import re
+
+from support import REPO
+
+from imageblur.config import Settings
+
+README = (REPO / "README.md").read_text()
+
+
+def test_setup_commands_come_first() -> None:
+    first_block = README.split("```")[1]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
+        "make run",
+        "make test",
+    ]
+
+
+def test_configuration_table_lists_every_setting() -> None:
+    documented = set(re.findall(r"^\| `IMAGEBLUR_([A-Z0-9_]+)`", README, re.MULTILINE))
+    assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_ci_calls_the_readme_test_command() -> None:
+    assert "make test" in (REPO / ".ci" / "run").read_text()
