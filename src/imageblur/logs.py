@@ -12,6 +12,12 @@ from typing import Any, Literal
 import structlog
 
 
+def _drop_color_message(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    # uvicorn adds an ANSI-coloured copy of its message; one copy is enough.
+    event.pop("color_message", None)
+    return event
+
+
 def configure_logging(
     *, fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
 ) -> None:
@@ -32,6 +38,7 @@ def configure_logging(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _drop_color_message,
                 structlog.processors.format_exc_info,
                 renderer,
             ],
