@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
 
 
-def _drop_color_message(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_color_message(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     # uvicorn adds an ANSI-coloured copy of its message; one copy is enough.
     event.pop("color_message", None)
     return event
