@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from support import REPO
-
 from imageblur.config import Settings
+from support import REPO
 
 README = (REPO / "README.md").read_text()
 
