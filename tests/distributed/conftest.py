@@ -1,0 +1,66 @@
+"""Fixtures of the distributed tests: fresh back-end namespaces per test, private
+PostgreSQL / RabbitMQ instances for the tests that stop them, and deployments of real
+`imageblur` processes that are always stopped afterwards."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# `services` lives in tests/; make it importable however pytest set up sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Backends, Deployment
+
+import services
+
+
+@pytest.fixture
+def moto() -> Iterator[services.MotoServer]:
+    server = services.MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backends(moto: services.MotoServer) -> Iterator[Backends]:
+    """The machine's PostgreSQL and RabbitMQ, in a fresh schema and vhost."""
+    dsn = services.ensure_postgres()
+    services.ensure_rabbitmq()
+    with services.postgres_schema(dsn) as schema, services.rabbitmq_vhost() as url:
+        yield Backends(postgres_dsn=dsn, schema=schema, rabbitmq_url=url, s3=moto)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[services.PrivatePostgres]:
+    pg = services.PrivatePostgres().init()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def private_rabbitmq() -> Iterator[services.PrivateRabbitMQ]:
+    rmq = services.PrivateRabbitMQ(nodes=1).start()
+    yield rmq
+    rmq.destroy()
+
+
+DeploymentFactory = Callable[..., Deployment]
+
+
+@pytest.fixture
+def deploy(tmp_path: Path) -> Iterator[DeploymentFactory]:
+    """`deploy(backends, workers=2, **settings)`: migrate, start an API and workers."""
+    made: list[Deployment] = []
+
+    def factory(backends: Backends, *, workers: int = 2, **settings: str) -> Deployment:
+        deployment = Deployment(backends, tmp_path, **settings)
+        made.append(deployment)
+        return deployment.start(workers=workers)
+
+    yield factory
+    for deployment in made:
+        deployment.stop()

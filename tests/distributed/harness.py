@@ -1,0 +1,281 @@
+"""A distributed deployment made of real processes: `imageblur migrate`, one `imageblur
+api` and any number of `imageblur worker`s, on PostgreSQL, RabbitMQ and a moto S3
+server, plus the checks every end-to-end and fault test ends with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+import services
+from imageblur.adapters.postgres_repo import PostgresImageRepository
+from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
+from imageblur.adapters.s3_store import S3ObjectStore
+from imageblur.domain import Status
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "example-pictures"
+
+
+def generated_jpeg(seed: int, width: int = 320, height: int = 240) -> bytes:
+    """A small, unique, face-free JPEG (smooth gradients plus noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+@dataclass
+class Backends:
+    """Where a deployment keeps its state; each test gets fresh names."""
+
+    postgres_dsn: str
+    schema: str
+    rabbitmq_url: str
+    s3: services.MotoServer
+    queue: str = field(default_factory=lambda: services.unique("jobs"))
+    input_bucket: str = field(default_factory=lambda: services.unique("in").replace("_", "-"))
+    output_bucket: str = field(default_factory=lambda: services.unique("out").replace("_", "-"))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "IMAGEBLUR_REPOSITORY": "postgres",
+            "IMAGEBLUR_POSTGRES_DSN": self.postgres_dsn,
+            "IMAGEBLUR_POSTGRES_SCHEMA": self.schema,
+            "IMAGEBLUR_POSTGRES_TIMEOUT_S": "2",
+            "IMAGEBLUR_QUEUE": "rabbitmq",
+            "IMAGEBLUR_RABBITMQ_URL": self.rabbitmq_url,
+            "IMAGEBLUR_RABBITMQ_QUEUE": self.queue,
+            "IMAGEBLUR_RABBITMQ_TIMEOUT_S": "3",
+            "IMAGEBLUR_STORE": "s3",
+            "IMAGEBLUR_S3_INPUT_BUCKET": self.input_bucket,
+            "IMAGEBLUR_S3_OUTPUT_BUCKET": self.output_bucket,
+            "IMAGEBLUR_S3_CREATE_BUCKETS": "true",
+            "IMAGEBLUR_S3_TIMEOUT_S": "2",
+            **self.s3.env(),
+        }
+
+    def repository(self) -> PostgresImageRepository:
+        return PostgresImageRepository(self.postgres_dsn, schema=self.schema, pool_min=0)
+
+    def store(self, role: str) -> S3ObjectStore:
+        return S3ObjectStore(
+            bucket=self.input_bucket if role == "input" else self.output_bucket,
+            endpoint_url=self.s3.endpoint_url,
+            access_key_id="testing",
+            secret_access_key="testing",
+            addressing_style="path",
+            create_bucket=True,
+        )
+
+    def queue_handle(self) -> RabbitMQJobQueue:
+        return RabbitMQJobQueue(self.rabbitmq_url, queue=self.queue)
+
+
+# Settings that make recovery happen within a test's patience.
+FAST_RECOVERY = {
+    "IMAGEBLUR_LOG_FORMAT": "json",
+    "IMAGEBLUR_DETECTOR_THREADS": "1",
+    "IMAGEBLUR_LEASE_S": "8",
+    "IMAGEBLUR_RECONCILE_INTERVAL_S": "1",
+    "IMAGEBLUR_PENDING_GRACE_S": "10",
+    "IMAGEBLUR_ORPHAN_GRACE_S": "5",
+    "IMAGEBLUR_MAX_ATTEMPTS": "10",
+    "IMAGEBLUR_RETRY_BASE_DELAY_S": "0.5",
+    "IMAGEBLUR_RETRY_MAX_DELAY_S": "3",
+    "IMAGEBLUR_RECEIVE_TIMEOUT_S": "0.5",
+    "IMAGEBLUR_SHUTDOWN_GRACE_S": "10",
+}
+
+
+class Deployment:
+    """One API and several workers as separate processes."""
+
+    def __init__(self, backends: Backends, workdir: Path, **settings: str) -> None:
+        self.backends = backends
+        self.workdir = workdir
+        self.port = services.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            **FAST_RECOVERY,
+            **backends.env(),
+            **{f"IMAGEBLUR_{k.upper()}": v for k, v in settings.items()},
+            "IMAGEBLUR_PORT": str(self.port),
+        }
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Path] = []
+        self.statuses: Counter[int] = Counter()  # every HTTP status the API answered
+        self._status_lock = threading.Lock()
+
+    # --- processes -------------------------------------------------------------------
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        self._logs.append(log)
+        with log.open("ab") as fh:
+            return subprocess.Popen(
+                [str(BIN / "imageblur"), *args], env=self.env, stdout=fh, stderr=subprocess.STDOUT
+            )
+
+    def migrate(self) -> None:
+        subprocess.run([str(BIN / "imageblur"), "migrate"], env=self.env, check=True, timeout=60)
+
+    def start_api(self) -> None:
+        self.api = self._spawn(f"api-{uuid.uuid4().hex[:4]}", "api")
+        services.wait_for(
+            lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
+            timeout_s=60,
+            what="the API",
+        )
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        proc = self._spawn(f"worker-{len(self.workers)}", "worker")
+        self.workers.append(proc)
+        return proc
+
+    def start(self, *, workers: int = 2) -> Deployment:
+        self.migrate()
+        self.start_api()
+        for _ in range(workers):
+            self.start_worker()
+        return self
+
+    def kill_api(self) -> None:
+        assert self.api is not None
+        self.api.kill()
+        self.api.wait()
+
+    def stop(self) -> None:
+        procs = [p for p in (self.api, *self.workers) if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"===== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self._logs
+        )
+
+    # --- client ------------------------------------------------------------------------
+
+    def upload(self, data: bytes, *, name: str, key: str | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": key} if key else {}
+        response = httpx.post(
+            f"{self.url}/picture",
+            files={"image": (name, data, "image/jpeg")},
+            headers=headers,
+            timeout=30,
+        )
+        with self._status_lock:
+            self.statuses[response.status_code] += 1
+        return response
+
+    def submit(self, data: bytes, *, name: str, deadline_s: float = 120) -> str:
+        """Upload until accepted, retrying 503s and dropped connections with the same
+        Idempotency-Key, as a well-behaved client would. Returns the image id."""
+        key = uuid.uuid4().hex
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                response = self.upload(data, name=name, key=key)
+                if response.status_code == 202:
+                    return str(response.json()["id"])
+                assert response.status_code == 503, (response.status_code, response.text)
+            except httpx.TransportError:
+                pass  # the API is down or restarting
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"upload of {name} never accepted")
+            time.sleep(0.3)
+
+    def submit_many(self, images: Iterable[tuple[str, bytes]], *, clients: int = 4) -> list[str]:
+        items = list(images)
+        ids: list[str | None] = [None] * len(items)
+        errors: list[BaseException] = []
+
+        def run(start: int) -> None:
+            try:
+                for i in range(start, len(items), clients):
+                    ids[i] = self.submit(items[i][1], name=items[i][0])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return [i for i in ids if i is not None]
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def wait_final(self, ids: Iterable[str], *, timeout_s: float = 180) -> None:
+        """Wait until every image is done or failed, reading the database directly."""
+        pending = set(ids)
+        repo = self.backends.repository()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while pending and time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    for image_id in list(pending):
+                        record = repo.get(image_id)
+                        if record is not None and record.status in (Status.DONE, Status.FAILED):
+                            pending.discard(image_id)
+                time.sleep(0.5)
+        finally:
+            repo.close()
+        assert not pending, f"{len(pending)} jobs not finished:\n{self.logs()}"
+
+    def assert_done_exactly_once(self, ids: Iterable[str]) -> None:
+        """Every image is done with one `done` transition and one result object, and no
+        original is left behind."""
+        ids = list(ids)
+        repo = self.backends.repository()
+        outputs = self.backends.store("output")
+        originals = self.backends.store("input")
+        try:
+            for image_id in ids:
+                record = repo.get(image_id)
+                assert record is not None, image_id
+                assert record.status is Status.DONE, (image_id, record.status, record.error)
+                assert record.output_key is not None and record.faces is not None
+                assert record.url == outputs.url(record.output_key)
+                dones = [t for t in repo.transitions(image_id) if t[1] == "done"]
+                assert len(dones) == 1, (image_id, repo.transitions(image_id))
+                assert outputs.exists(record.output_key)
+            result_keys = [o.key for o in outputs.list()]
+            assert sorted(result_keys) == sorted(r.output_key for r in map(repo.get, ids) if r)
+            leftover = [o.key for o in originals.list()]
+            assert leftover == [], f"originals left behind: {leftover}"
+        finally:
+            repo.close()
+            outputs.close()
+            originals.close()

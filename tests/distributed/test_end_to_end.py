@@ -1,0 +1,46 @@
+"""The whole distributed path with separate processes: one API, two workers, PostgreSQL,
+RabbitMQ and an S3 server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from harness import EXAMPLES, Backends, generated_jpeg
+
+from .conftest import DeploymentFactory
+
+
+@pytest.mark.slow
+def test_examples_and_fifty_generated_images_end_done(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(backends, workers=2)
+    examples = sorted(EXAMPLES.glob("*.jpg"))
+    assert examples, f"no example pictures in {EXAMPLES}"
+    images = [(p.name, p.read_bytes()) for p in examples]
+    images += [(f"generated-{i}.jpg", generated_jpeg(i)) for i in range(50)]
+
+    ids = app.submit_many(images)
+    assert len(set(ids)) == len(images)
+    app.wait_final(ids)
+    app.assert_done_exactly_once(ids)
+
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        for (name, data), image_id in zip(images, ids, strict=True):
+            body = client.get(f"/picture/{image_id}").json()
+            assert body["status"] == "done"
+            assert body["name"] == name
+            assert body["content_type"] == "image/jpeg"
+            assert body["bytes"] == len(data)
+            assert body["url"].startswith(f"s3://{backends.output_bucket}/")
+        # Each example picture shows one face, and the result is served by the API.
+        for image_id in ids[: len(examples)]:
+            assert client.get(f"/picture/{image_id}").json()["faces"] >= 1
+            result = client.get(f"/picture/{image_id}/image")
+            assert result.status_code == 200
+            assert result.headers["content-type"] == "image/jpeg"
+            assert result.content[:2] == b"\xff\xd8"
+        assert client.get("/readyz").status_code == 200
+        listed = client.get("/pictures", params={"limit": 100}).json()
+        assert listed["total"] == len(images)
+    assert app.statuses[500] == 0
