@@ -1,0 +1,45 @@
+"""What the issue asks of the Dockerfile, read from the file (the image itself is built and
+run by scripts/image_test.sh, `make image-test`)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.deploy.conftest import ROOT
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+STAGES = re.split(r"(?m)^FROM ", DOCKERFILE)[1:]
+
+
+def test_base_image_is_an_argument() -> None:
+    assert re.search(r"(?m)^ARG BASE_IMAGE=debian:bookworm-slim$", DOCKERFILE)
+    assert all(stage.startswith("${BASE_IMAGE}") for stage in STAGES)
+
+
+def test_multi_stage_with_model_fetched_before_install() -> None:
+    assert len(STAGES) >= 2
+    build = STAGES[0]
+    assert build.index("scripts/fetch_model.py") < build.index("pip install --quiet --no-deps")
+
+
+def test_final_stage_has_no_compilers_and_runs_as_numeric_user() -> None:
+    final = STAGES[-1]
+    for package in ("gcc", "g++", "build-essential", "-dev ", "clang", "make"):
+        assert package not in final, package
+    user = re.search(r"(?m)^USER (\S+)", final)
+    assert user is not None
+    uid = re.sub(r"\$\{UID\}", re.search(r"ARG UID=(\d+)", final).group(1), user.group(1))  # type: ignore[union-attr]
+    assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", uid), uid
+
+
+def test_healthcheck_and_roles() -> None:
+    final = STAGES[-1]
+    assert "HEALTHCHECK" in final and "/healthz" in final
+    assert 'ENTRYPOINT ["tini", "--", "imageblur"]' in final
+    assert 'CMD ["serve"]' in final
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "**" in lines  # deny by default
+    assert "src/imageblur/models/*.onnx" in lines  # the build fetches its own checked model

@@ -1,0 +1,350 @@
+"""Every overlay renders, validates against the Kubernetes schemas (strict), is hardened,
+and gives the application a complete, valid distributed configuration."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate
+import pytest
+from tests.deploy.conftest import (
+    OVERLAYS,
+    Doc,
+    by_prefix,
+    find,
+    one,
+    pod_spec,
+    rendered,
+    secret_data,
+)
+
+from imageblur.config import Settings, load_settings
+
+# Custom resources: no schema ships with kubernetes-validate. Only these kinds are skipped;
+# any other object without a schema fails the test.
+CRD_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
+}
+# the oldest Kubernetes release we support, and the newest the validator knows
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+# Objects that the manifests reference but that something else creates.
+EXTERNAL = {
+    ("Secret", "imageblur-pg-app"): "CloudNativePG, for the Cluster imageblur-pg",
+    ("ConfigMap", "rds-ca-bundle"): "the operator (aws overlay: the RDS CA bundle)",
+}
+EXTERNAL_SECRET_VALUES = {
+    (
+        "imageblur-pg-app",
+        "uri",
+    ): "postgresql://imageblur:x@imageblur-pg-rw.imageblur:5432/imageblur",
+}
+# Services that exist at run time without a manifest of ours (made by an operator).
+EXTERNAL_SERVICES = {"imageblur-pg-rw", "imageblur-pg-ro", "imageblur-pg-r"}
+
+APP_COMPONENTS = ("api", "worker", "migrate")
+FIELDS = {f"IMAGEBLUR_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_every_overlay_is_found() -> None:
+    assert {"dev", "ha", "aws"} <= set(OVERLAYS)
+
+
+def test_renders_into_one_namespace(docs: list[Doc]) -> None:
+    assert docs
+    namespaced = [d for d in docs if d["kind"] not in {"Namespace"}]
+    assert {d["metadata"].get("namespace") for d in namespaced} == {"imageblur"}
+    assert one(docs, "Namespace", "imageblur")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_validates_against_kubernetes_schemas(docs: list[Doc], version: str) -> None:
+    errors = []
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: no schema: {exc}")
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def _containers(spec: Doc) -> list[Doc]:
+    return list(spec.get("initContainers") or []) + list(spec["containers"])
+
+
+def test_every_pod_is_hardened(docs: list[Doc]) -> None:
+    problems = []
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        pod_sc = spec.get("securityContext") or {}
+        if pod_sc.get("runAsNonRoot") is not True:
+            problems.append(f"{where}: runAsNonRoot")
+        if (pod_sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile RuntimeDefault")
+        for c in _containers(spec):
+            sc = c.get("securityContext") or {}
+            name = f"{where}[{c['name']}]"
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{name}: allowPrivilegeEscalation false")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{name}: readOnlyRootFilesystem")
+            if (sc.get("capabilities") or {}).get("drop") != ["ALL"]:
+                problems.append(f"{name}: capabilities drop ALL")
+            resources = c.get("resources") or {}
+            for part, key in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+                if key not in (resources.get(part) or {}):
+                    problems.append(f"{name}: resources.{part}.{key}")
+    assert not problems, "\n".join(problems)
+
+
+def test_references_resolve(docs: list[Doc]) -> None:
+    missing = []
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        refs: list[tuple[str, str]] = []
+        for c in _containers(spec):
+            for src in c.get("envFrom") or []:
+                if "configMapRef" in src:
+                    refs.append(("ConfigMap", src["configMapRef"]["name"]))
+                if "secretRef" in src:
+                    refs.append(("Secret", src["secretRef"]["name"]))
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    refs.append(("Secret", ref["name"]))
+        for vol in spec.get("volumes") or []:
+            if "configMap" in vol:
+                refs.append(("ConfigMap", vol["configMap"]["name"]))
+            if "secret" in vol:
+                refs.append(("Secret", vol["secret"]["secretName"]))
+        if spec.get("serviceAccountName"):
+            refs.append(("ServiceAccount", spec["serviceAccountName"]))
+        for kind, name in refs:
+            if (kind, name) not in EXTERNAL and not find(docs, kind, name):
+                missing.append(f"{doc['kind']}/{doc['metadata']['name']} -> {kind}/{name}")
+    assert not missing, "\n".join(missing)
+
+
+# --- the application's settings ------------------------------------------------------
+
+
+def _app_workloads(docs: list[Doc]) -> dict[str, Doc]:
+    found = {}
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/name") == "imageblur" and pod_spec(doc) is not None:
+            found[labels["app.kubernetes.io/component"]] = doc
+    return found
+
+
+def _effective_env(docs: list[Doc], container: Doc) -> dict[str, str]:
+    """The environment a container gets: envFrom first, then `env` (which wins)."""
+    env: dict[str, str] = {}
+    for src in container.get("envFrom") or []:
+        if "configMapRef" in src:
+            env.update(one(docs, "ConfigMap", src["configMapRef"]["name"])["data"])
+        if "secretRef" in src:
+            env.update(secret_data(one(docs, "Secret", src["secretRef"]["name"])))
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        secret = find(docs, "Secret", ref["name"])
+        env[item["name"]] = (
+            secret_data(secret[0])[ref["key"]]
+            if secret
+            else EXTERNAL_SECRET_VALUES[(ref["name"], ref["key"])]
+        )
+    return env
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    with monkeypatch.context() as m:
+        for key in [k for k in os.environ if k.startswith("IMAGEBLUR_")]:
+            m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        return load_settings()
+
+
+def test_the_application_workloads_exist(docs: list[Doc]) -> None:
+    assert set(_app_workloads(docs)) == set(APP_COMPONENTS)
+
+
+def test_every_imageblur_variable_is_a_setting(docs: list[Doc]) -> None:
+    unknown = set()
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            names: list[str] = list(doc.get("data") or {})
+        elif doc["kind"] == "Secret":
+            names = list(secret_data(doc))
+        elif pod_spec(doc) is not None:
+            names = [
+                e["name"] for c in _containers(pod_spec(doc) or {}) for e in c.get("env") or []
+            ]
+        else:
+            continue
+        unknown |= {n for n in names if n.startswith("IMAGEBLUR_") and n not in FIELDS}
+    assert not unknown, f"not fields of imageblur.config.Settings: {sorted(unknown)}"
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def _services(docs: list[Doc]) -> set[str]:
+    return {d["metadata"]["name"] for d in find(docs, "Service")} | EXTERNAL_SERVICES
+
+
+@pytest.mark.parametrize("component", APP_COMPONENTS)
+def test_distributed_settings_are_complete(
+    docs: list[Doc], component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload = _app_workloads(docs)[component]
+    container = pod_spec(workload)["containers"][0]  # type: ignore[index]
+    env = _effective_env(docs, container)
+    # set explicitly, never left to a default made for the embedded mode
+    required = {
+        "IMAGEBLUR_STORE",
+        "IMAGEBLUR_REPOSITORY",
+        "IMAGEBLUR_QUEUE",
+        "IMAGEBLUR_POSTGRES_DSN",
+        "IMAGEBLUR_RABBITMQ_URL",
+        "IMAGEBLUR_S3_INPUT_BUCKET",
+        "IMAGEBLUR_S3_OUTPUT_BUCKET",
+        "IMAGEBLUR_S3_REGION",
+    }
+    assert required <= set(env), f"missing: {sorted(required - set(env))}"
+    settings = _settings(monkeypatch, env)
+    assert (settings.store, settings.repository, settings.queue) == ("s3", "postgres", "rabbitmq")
+
+    in_cluster = {d["metadata"]["name"] for d in find(docs, "StatefulSet")}
+    local = {"127.0.0.1", "localhost", "::1"}
+    dsn_host = _host(settings.postgres_dsn.get_secret_value())
+    amqp_host = _host(settings.rabbitmq_url.get_secret_value())
+    assert dsn_host not in local and amqp_host not in local
+    if "rabbitmq" in in_cluster:
+        assert amqp_host in _services(docs), f"RabbitMQ host {amqp_host} is no Service"
+    if find(docs, "Cluster") or "postgres" in in_cluster:
+        assert dsn_host.split(".")[0] in _services(docs), f"PostgreSQL host {dsn_host}"
+    if "minio" in in_cluster:
+        assert settings.s3_endpoint_url, "in-cluster MinIO needs IMAGEBLUR_S3_ENDPOINT_URL"
+        assert _host(settings.s3_endpoint_url) in _services(docs)
+        assert settings.s3_addressing_style == "path"
+        assert settings.s3_access_key_id is not None
+    else:
+        # AWS S3: the standard credential chain (IRSA), no endpoint, no static keys
+        assert settings.s3_endpoint_url is None
+        assert settings.s3_access_key_id is None
+
+
+def test_api_probes_port_and_host(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> None:
+    api = _app_workloads(docs)["api"]
+    container = pod_spec(api)["containers"][0]  # type: ignore[index]
+    settings = _settings(monkeypatch, _effective_env(docs, container))
+    assert settings.host == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == settings.port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    service = one(docs, "Service", "imageblur-api")
+    assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+
+
+def test_api_scaling_and_disruption(docs: list[Doc]) -> None:
+    hpa = one(docs, "HorizontalPodAutoscaler", "imageblur-api")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "imageblur-api"
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    for name in ("imageblur-api", "imageblur-worker"):
+        pdb = one(docs, "PodDisruptionBudget", name)
+        workload = one(docs, "Deployment", name)
+        assert pdb["spec"]["selector"] == workload["spec"]["selector"]
+        # HPA / KEDA own the replica count; a fixed one would fight them on every apply
+        assert "replicas" not in workload["spec"]
+
+
+def test_worker_grace_period_covers_a_job(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = _app_workloads(docs)["worker"]
+    spec: Any = pod_spec(worker)
+    settings = _settings(monkeypatch, _effective_env(docs, spec["containers"][0]))
+    assert spec["terminationGracePeriodSeconds"] >= settings.shutdown_grace_s + 15
+    cpu_limit = spec["containers"][0]["resources"]["limits"]["cpu"]
+    cores = float(cpu_limit[:-1]) / 1000 if cpu_limit.endswith("m") else float(cpu_limit)
+    assert 1 <= settings.detector_threads <= max(1, cores)
+
+
+def test_keda_scales_workers_on_the_job_queue(
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scaled = one(docs, "ScaledObject", "imageblur-worker")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "imageblur-worker"
+    worker = _app_workloads(docs)["worker"]
+    settings = _settings(
+        monkeypatch,
+        _effective_env(docs, pod_spec(worker)["containers"][0]),  # type: ignore[index]
+    )
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["queueName"] == settings.rabbitmq_queue
+    auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "host"
+    secret = one(docs, "Secret", ref["name"])
+    assert secret_data(secret)[ref["key"]] == settings.rabbitmq_url.get_secret_value()
+
+
+def test_migrate_job(docs: list[Doc]) -> None:
+    job = one(docs, "Job", "imageblur-migrate")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["migrate"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
+
+
+def test_network_policies_deny_by_default(docs: list[Doc]) -> None:
+    deny = one(docs, "NetworkPolicy", "default-deny-all")
+    assert deny["spec"]["podSelector"] == {}
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    # each back end that runs in the cluster admits connections through a policy of its own
+    backends = {
+        (d["spec"]["template"]["metadata"]["labels"] or {}).get("imageblur.io/backend")
+        for d in find(docs, "StatefulSet")
+    } - {None}
+    if find(docs, "Cluster"):
+        backends.add("postgres")
+    guarded = {
+        (p["spec"]["podSelector"].get("matchLabels") or {}).get("imageblur.io/backend")
+        for p in find(docs, "NetworkPolicy")
+        if "Ingress" in p["spec"]["policyTypes"]
+    }
+    assert backends <= guarded, f"back ends without an ingress policy: {backends - guarded}"
+
+
+def test_ha_back_ends_survive_one_node() -> None:
+    docs = rendered("ha")
+    rabbit = one(docs, "StatefulSet", "rabbitmq")
+    assert rabbit["spec"]["replicas"] == 3
+    anti = rabbit["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert one(docs, "PodDisruptionBudget", "rabbitmq")["spec"]["maxUnavailable"] == 1
+    conf = by_prefix(docs, "ConfigMap", "rabbitmq-config")
+    assert conf is not None
+    assert "rabbit_peer_discovery_k8s" in conf["data"]["rabbitmq.conf"]
+    assert "default_queue_type = quorum" in conf["data"]["rabbitmq.conf"]
+    cluster = one(docs, "Cluster", "imageblur-pg")
+    assert cluster["spec"]["instances"] == 3
+    assert cluster["spec"]["affinity"]["podAntiAffinityType"] == "required"
