@@ -1,0 +1,244 @@
+"""Fault tests: a crash or an outage in the middle of a batch, and still every job ends
+`done` exactly once (one `done` transition, one result object, no original left).
+
+The tests that stop PostgreSQL or RabbitMQ use private instances, so that nothing else
+on the machine notices.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+import httpx
+import pytest
+from harness import Backends, Deployment, generated_jpeg
+
+import services
+from imageblur.domain import ImageRecord, Status, utcnow
+from imageblur.services import new_image_id, object_key
+
+from .conftest import DeploymentFactory
+
+pytestmark = pytest.mark.slow
+
+
+def batch(n: int, *, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[tuple[str, bytes]]:
+    return [(f"img-{seed + i}.jpg", generated_jpeg(seed + i, *size)) for i in range(n)]
+
+
+class Uploader(threading.Thread):
+    """Submits a batch in the background (retrying 503s like a real client)."""
+
+    def __init__(self, app: Deployment, images: list[tuple[str, bytes]]) -> None:
+        super().__init__(daemon=True)
+        self.app, self.images = app, images
+        self.ids: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.ids = self.app.submit_many(self.images, clients=2)
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self, timeout_s: float = 180) -> list[str]:
+        self.join(timeout_s)
+        assert not self.is_alive(), "uploads did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.ids
+
+
+def probe_statuses(app: Deployment, image_id: str, seconds: float) -> Counter[int]:
+    """Hit the API for `seconds` and count the statuses (transport errors as 0)."""
+    seen: Counter[int] = Counter()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path in (f"/picture/{image_id}", "/readyz", "/pictures"):
+            try:
+                seen[httpx.get(app.url + path, timeout=10).status_code] += 1
+            except httpx.TransportError:
+                seen[0] += 1
+        time.sleep(0.2)
+    return seen
+
+
+def test_worker_killed_mid_job(backends: Backends, deploy: DeploymentFactory) -> None:
+    app = deploy(backends, workers=2)
+    ids = app.submit_many(batch(8, size=(1600, 1200)))
+    worker_pids = {p.pid for p in app.workers}
+
+    repo = backends.repository()
+    victim: ImageRecord | None = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        for record in repo.list(limit=100):
+            owner_pid = int(record.lease_owner.split(":")[1]) if record.lease_owner else -1
+            if record.status is Status.PROCESSING and owner_pid in worker_pids:
+                victim = record
+                os.kill(owner_pid, signal.SIGKILL)  # mid-job: claimed, result not stored
+                break
+        time.sleep(0.02)
+    assert victim is not None, "never saw a job in processing"
+
+    app.wait_final(ids)
+    app.assert_done_exactly_once(ids)
+    recovered = repo.get(victim.id)
+    assert recovered is not None and recovered.attempts >= 2  # taken over after the lease
+    repo.close()
+
+
+def test_rabbitmq_restart_during_batch(
+    backends: Backends, private_rabbitmq: services.PrivateRabbitMQ, deploy: DeploymentFactory
+) -> None:
+    backends.rabbitmq_url = private_rabbitmq.urls[0]
+    app = deploy(backends, workers=2)
+    uploads = Uploader(app, batch(30))
+    uploads.start()
+    time.sleep(1.5)
+    private_rabbitmq.kill(0)  # a crash, the harshest restart
+    time.sleep(2)
+    private_rabbitmq.restart(0)
+    ids = uploads.result()
+    app.wait_final(ids)
+    app.assert_done_exactly_once(ids)
+    assert app.statuses[500] == 0
+
+
+def test_postgres_restart_during_batch(
+    backends: Backends, private_postgres: services.PrivatePostgres, deploy: DeploymentFactory
+) -> None:
+    backends.postgres_dsn = private_postgres.dsn
+    app = deploy(backends, workers=2)
+    first = app.submit(generated_jpeg(999), name="before.jpg")
+    uploads = Uploader(app, batch(30))
+    uploads.start()
+    time.sleep(1)
+    private_postgres.stop()
+    during = probe_statuses(app, first, seconds=4)
+    private_postgres.start()
+    ids = [first, *uploads.result()]
+    app.wait_final(ids)
+    app.assert_done_exactly_once(ids)
+    assert during[503] > 0, during  # the API said "unavailable" while the database was down
+    assert during[500] == 0 and app.statuses[500] == 0, (during, app.statuses)
+    assert httpx.get(app.url + "/readyz", timeout=10).status_code == 200  # recovered
+
+
+def test_s3_unreachable_for_a_while(backends: Backends, deploy: DeploymentFactory) -> None:
+    app = deploy(backends, workers=2)
+    first = app.submit(generated_jpeg(999), name="before.jpg")
+    uploads = Uploader(app, batch(20))
+    uploads.start()
+    time.sleep(1)
+    backends.s3.pause()  # requests hang: timeouts, not refusals
+    during = probe_statuses(app, first, seconds=5)
+    backends.s3.resume()
+    ids = [first, *uploads.result()]
+    app.wait_final(ids)
+    app.assert_done_exactly_once(ids)
+    assert during[500] == 0 and app.statuses[500] == 0, (during, app.statuses)
+
+
+def test_s3_outage_beyond_the_retry_limit_dead_letters_with_a_reason(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(
+        backends,
+        workers=1,
+        max_attempts="2",
+        s3_timeout_s="1",
+        retry_base_delay_s="0.2",
+        retry_max_delay_s="0.2",
+        pending_grace_s="3600",  # no re-publishing: we want to see the dead letter
+    )
+    image_id = app.submit(generated_jpeg(1), name="doomed.jpg")
+    backends.s3.pause()
+    try:
+        repo = backends.repository()
+        services.wait_for(
+            lambda: (r := repo.get(image_id)) is not None and r.status is Status.FAILED,
+            timeout_s=90,
+            what="the job to be given up",
+        )
+        record = repo.get(image_id)
+        repo.close()
+    finally:
+        backends.s3.resume()
+    assert record is not None and record.error is not None
+    assert "object store" in record.error
+    queue = backends.queue_handle()
+    parked = queue.take_dead_letters()
+    queue.close()
+    assert [d.job.image_id for d in parked if d.job] == [image_id]
+    assert "object store" in parked[0].reason
+
+
+def test_api_crash_between_storing_the_original_and_publishing(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    """The two states a crash there can leave: an original without a record, and a
+    pending record whose job was never published. Both are made exactly as the API
+    makes them, then the running system must clean up and finish."""
+    app = deploy(backends, workers=2, pending_grace_s="2", orphan_grace_s="2")
+    originals, repo = backends.store("input"), backends.repository()
+    data = generated_jpeg(7)
+
+    orphan_key = object_key(new_image_id(), ".jpg")  # crashed before the record
+    originals.put(orphan_key, data, content_type="image/jpeg")
+
+    unpublished_id = new_image_id()  # crashed after the record, before publishing
+    key = object_key(unpublished_id, ".jpg")
+    originals.put(key, data, content_type="image/jpeg")
+    now = utcnow() - timedelta(seconds=1)
+    repo.add(
+        ImageRecord(
+            id=unpublished_id,
+            name="unpublished.jpg",
+            status=Status.PENDING,
+            content_type="image/jpeg",
+            bytes=len(data),
+            width=320,
+            height=240,
+            input_key=key,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    app.wait_final([unpublished_id], timeout_s=60)
+    services.wait_for(
+        lambda: not originals.exists(orphan_key), timeout_s=30, what="the orphan to be collected"
+    )
+    app.assert_done_exactly_once([unpublished_id])
+    originals.close()
+    repo.close()
+
+
+def test_api_killed_during_uploads(backends: Backends, deploy: DeploymentFactory) -> None:
+    """kill -9 the API while clients upload, at whatever step it happens to be; restart
+    it. Every record that exists ends done once and no original is left behind."""
+    app = deploy(backends, workers=2, pending_grace_s="2", orphan_grace_s="2")
+    uploads = Uploader(app, batch(30))
+    uploads.start()
+    time.sleep(1.5)
+    app.kill_api()
+    time.sleep(0.5)
+    app.start_api()
+    client_ids = uploads.result()
+
+    repo = backends.repository()
+    all_ids = [r.id for r in repo.list(limit=1000)]
+    repo.close()
+    assert set(client_ids) <= set(all_ids)
+    app.wait_final(all_ids)
+    originals = backends.store("input")
+    services.wait_for(
+        lambda: not list(originals.list()), timeout_s=30, what="orphaned originals to go"
+    )
+    originals.close()
+    app.assert_done_exactly_once(all_ids)
