@@ -1,0 +1,48 @@
+# Container image and Kubernetes deployment (included by the Makefile).
+#   make image                      build localhost/imageblur:dev with podman
+#   make image-test                 build it, run it read-only, upload a picture, get it blurred
+#   make deploy OVERLAY=dev|ha|aws  kubectl apply -k deploy/k8s/overlays/$(OVERLAY)
+#   make undeploy OVERLAY=...       delete it all but the namespace and its volumes
+#   make deploy-check               render every overlay; schemas, hadolint, checkov, settings
+IMAGE     ?= localhost/imageblur:dev
+OVERLAY   ?= dev
+NAMESPACE ?= imageblur
+KUBECTL   ?= kubectl
+OVERLAY_DIR := deploy/k8s/overlays/$(OVERLAY)
+
+.PHONY: image image-test deploy undeploy deploy-check deploy-render
+
+image:  ## build the container image with podman (makes the Debian base image first if missing)
+	IMAGE=$(IMAGE) scripts/image_test.sh build
+
+image-test:  ## build the image, run it read-only, and do an upload -> blurred result round trip
+	IMAGE=$(IMAGE) scripts/image_test.sh test
+
+deploy-render:  ## print the manifests of OVERLAY (dev, ha, aws)
+	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }
+	$(KUBECTL) kustomize $(OVERLAY_DIR)
+
+# A Job's pod template cannot change: the previous migrate Job goes first, the new one
+# then runs the (idempotent) migration of this version.
+deploy:  ## kubectl apply -k the OVERLAY (default dev) into the current kube context
+	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }
+	$(KUBECTL) -n $(NAMESPACE) delete job imageblur-migrate --ignore-not-found
+	$(KUBECTL) apply -k $(OVERLAY_DIR)
+	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete job/imageblur-migrate --timeout=300s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-api --timeout=300s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-worker --timeout=300s
+
+# Everything but the Namespace goes, so the back ends' PersistentVolumeClaims (and their
+# data) stay for the next deploy; PURGE=1 deletes the Namespace too, and with it the data.
+undeploy:  ## kubectl delete the OVERLAY's objects, keeping the namespace and its volumes (PURGE=1: all)
+	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }
+ifeq ($(PURGE),1)
+	$(KUBECTL) delete -k $(OVERLAY_DIR) --ignore-not-found
+else
+	$(KUBECTL) kustomize $(OVERLAY_DIR) \
+	  | awk 'BEGIN { RS = "\n---\n"; ORS = "\n---\n" } !/(^|\n)kind: Namespace\n/' \
+	  | $(KUBECTL) delete --ignore-not-found -f -
+endif
+
+deploy-check: install  ## render every overlay, validate (strict schemas) and lint (hadolint, checkov)
+	$(BIN)/python -m pytest tests/deploy -q
