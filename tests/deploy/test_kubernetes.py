@@ -348,3 +348,27 @@ def test_ha_back_ends_survive_one_node() -> None:
     cluster = one(docs, "Cluster", "imageblur-pg")
     assert cluster["spec"]["instances"] == 3
     assert cluster["spec"]["affinity"]["podAntiAffinityType"] == "required"
+
+
+def test_connection_pools_fit_postgres(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> None:
+    """At full scale, every pool at its largest stays under max_connections (in-cluster PG)."""
+    clusters = find(docs, "Cluster")
+    if clusters:
+        params = clusters[0]["spec"].get("postgresql", {}).get("parameters", {})
+        max_connections = int(params.get("max_connections", 100))
+    elif find(docs, "StatefulSet", "postgres"):
+        max_connections = 100  # the image's default
+    else:
+        pytest.skip("PostgreSQL outside the cluster: size max_connections for the numbers here")
+    workloads = _app_workloads(docs)
+    hpa = one(docs, "HorizontalPodAutoscaler", "imageblur-api")
+    scaled = one(docs, "ScaledObject", "imageblur-worker")
+    most = {"api": hpa["spec"]["maxReplicas"], "worker": scaled["spec"]["maxReplicaCount"]}
+    most["migrate"] = 1
+    total = 0
+    for component, count in most.items():
+        container = pod_spec(workloads[component])["containers"][0]  # type: ignore[index]
+        settings = _settings(monkeypatch, _effective_env(docs, container))
+        total += count * settings.postgres_pool_max
+    reserved = 10  # superuser, replication and the operator's own connections
+    assert total + reserved <= max_connections, f"{total} pooled connections"
