@@ -7,7 +7,7 @@
 #   scripts/image_test.sh tools   only install podman, runc, debootstrap... if missing
 #
 # Environment: IMAGE (default localhost/imageblur:dev), BASE_IMAGE (debian:bookworm-slim),
-# IMAGE_TEST_PORT (18080), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
+# IMAGE_TEST_PORT (default: a free one), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
 # DEBIAN_MIRROR, CA_BUNDLE (host CA bundle handed to pip in the build). Needs root (apt-get, debootstrap, rootful podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ ROOT=$PWD
 
 IMAGE=${IMAGE:-localhost/imageblur:dev}
 BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
-PORT=${IMAGE_TEST_PORT:-18080}
+PORT=${IMAGE_TEST_PORT:-}  # default: a free port, so that parallel runs do not collide
 PICTURE=${IMAGE_TEST_PICTURE:-$ROOT/../shared/example-pictures/linus-trovalds.jpg}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
@@ -141,8 +141,13 @@ round_trip() {
     podman run --rm --no-healthcheck --read-only --entrypoint imageblur "$IMAGE" --help >/dev/null \
         || die "imageblur --help fails"
 
+    if [ -z "$PORT" ]; then
+        PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fi
     # a fresh named volume for /data: podman copies the image's /data ownership into it
     podman volume create "$NAME" >/dev/null
+    podman run --rm --no-healthcheck --read-only --cap-drop ALL -v "$NAME:/data" "$IMAGE" migrate \
+        >/dev/null 2>&1 || die "the migrate role fails on the data volume"
     log "running $IMAGE serve (read-only root, no capabilities) on 127.0.0.1:$PORT"
     # --health-interval disable: no systemd timer here; the check is run once by hand below
     podman run -d --name "$NAME" --health-interval disable \
@@ -190,6 +195,15 @@ round_trip() {
     cmp -s "$PICTURE" "$WORK/result.jpg" && die "result is byte-identical to the upload"
     [ -z "${IMAGE_TEST_OUTPUT:-}" ] || cp "$WORK/result.jpg" "$IMAGE_TEST_OUTPUT"
     log "result is a JPEG of $(wc -c <"$WORK/result.jpg") bytes, different from the upload"
+    # SIGTERM reaches the app through tini and it stops cleanly, well within the grace time
+    local t_stop
+    t_stop=$(date +%s)
+    podman stop -t 30 "$NAME" >/dev/null
+    local exit_code
+    exit_code=$(podman inspect -f '{{.State.ExitCode}}' "$NAME")
+    # 0, or 143 (uvicorn re-raises SIGTERM once its graceful shutdown is done); 137 = killed
+    case "$exit_code" in 0 | 143) ;; *) die "exit code $exit_code after SIGTERM" ;; esac
+    log "stopped cleanly on SIGTERM in $(($(date +%s) - t_stop)) s"
     log "PASS: image round trip in $(($(date +%s) - T0)) s"
 }
 
