@@ -22,15 +22,19 @@ deploy-render:  ## print the manifests of OVERLAY (dev, ha, aws)
 	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }
 	$(KUBECTL) kustomize $(OVERLAY_DIR)
 
-# A Job's pod template cannot change: the previous migrate Job goes first, the new one
-# then runs the (idempotent) migration of this version.
-deploy:  ## kubectl apply -k the OVERLAY (default dev) into the current kube context
+# Schema first, then code: (1) everything but the API and worker objects (namespace,
+# settings, back ends, policies, the migrate Job), (2) wait for the migration, (3) the
+# rest, so new pods only start on a migrated schema (expand/contract: docs/operations.md).
+# A Job's pod template cannot change: the previous migrate Job is deleted first.
+deploy:  ## kubectl apply -k the OVERLAY (default dev): migrate first, then roll out API and workers
 	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }
 	$(KUBECTL) -n $(NAMESPACE) delete job imageblur-migrate --ignore-not-found
+	$(KUBECTL) apply -k $(OVERLAY_DIR) \
+	  -l 'app.kubernetes.io/component!=api,app.kubernetes.io/component!=worker'
+	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete job/imageblur-migrate --timeout=900s
 	$(KUBECTL) apply -k $(OVERLAY_DIR)
-	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete job/imageblur-migrate --timeout=300s
-	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-api --timeout=300s
-	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-worker --timeout=300s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-api --timeout=600s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/imageblur-worker --timeout=600s
 
 # Everything but the Namespace goes, so the back ends' PersistentVolumeClaims (and their
 # data) stay for the next deploy; PURGE=1 deletes the Namespace too, and with it the data.

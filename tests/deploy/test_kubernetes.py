@@ -372,3 +372,28 @@ def test_connection_pools_fit_postgres(docs: list[Doc], monkeypatch: pytest.Monk
         total += count * settings.postgres_pool_max
     reserved = 10  # superuser, replication and the operator's own connections
     assert total + reserved <= max_connections, f"{total} pooled connections"
+
+
+def test_deploy_phase_one_migrates_before_any_new_pod(docs: list[Doc]) -> None:
+    """`make deploy` first applies what the selector
+    app.kubernetes.io/component!=api,app.kubernetes.io/component!=worker keeps: that must
+    be everything the migrate Job needs, and none of the API or worker objects."""
+    first = [
+        d
+        for d in docs
+        if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+        not in {"api", "worker"}
+    ]
+    names = {(d["kind"], d["metadata"]["name"]) for d in first}
+    job = one(first, "Job", "imageblur-migrate")
+    spec: Any = pod_spec(job)
+    needed = {("ServiceAccount", spec["serviceAccountName"]), ("Namespace", "imageblur")}
+    for src in spec["containers"][0]["envFrom"]:
+        kind = "ConfigMap" if "configMapRef" in src else "Secret"
+        needed.add((kind, (src.get("configMapRef") or src.get("secretRef"))["name"]))
+    assert needed <= names
+    assert not any(
+        d["kind"] in {"Deployment", "ScaledObject"}
+        for d in first
+        if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "imageblur"
+    )
