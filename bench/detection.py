@@ -16,8 +16,11 @@ Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px
   detectors);
 - protected recall: at least 80% of the face box lies under the blur mask (what privacy
   needs: a loose or shifted box still protects the face if the mask covers it);
-- false positives per image: detections with IoU < 0.1 to every labelled face, of any
-  size, valid or not (a box on an unlabelled face in a crowd counts against us);
+- false positives per image: detections matching no labelled face (of any size, valid
+  or not) at IoU >= 0.5, the usual detection convention; it reproduces the baseline
+  figures of issue 4 (single CenterFace pass: 5.1 FP/image at threshold 0.2, 1.0 at
+  0.36). `fp_no_overlap_per_image` counts only detections overlapping no labelled
+  face at all (IoU < 0.1): mostly real false alarms rather than loose boxes;
 - collateral area: share of the image blurred outside every labelled face box, averaged
   over images.
 The threshold curve reuses one detection run: decoding at the lowest threshold and then
@@ -44,7 +47,8 @@ from imageblur.detection import CenterFaceDetector
 from imageblur.domain import Face
 
 CURVE = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
-FP_IOU = 0.1
+FP_IOU = 0.5
+NO_OVERLAP_IOU = 0.1
 MATCH_IOU = 0.5
 PROTECTED_SHARE = 0.8
 
@@ -113,6 +117,7 @@ class Tally:
     protected_20: int = 0
     protected_40: int = 0
     false_pos: int = 0
+    no_overlap: int = 0
     collateral: float = 0.0
     images: int = 0
 
@@ -124,6 +129,7 @@ class Tally:
             "protected_recall_20": self.protected_20 / max(self.faces_20, 1),
             "protected_recall_40": self.protected_40 / max(self.faces_40, 1),
             "fp_per_image": self.false_pos / n,
+            "fp_no_overlap_per_image": self.no_overlap / n,
             "collateral_area": self.collateral / n,
             "faces_20": self.faces_20,
             "faces_40": self.faces_40,
@@ -163,6 +169,7 @@ def score_image(
     if len(det):
         best = ious.max(axis=0) if len(truth.boxes) else np.zeros(len(det))
         tally.false_pos += int((best < FP_IOU).sum())
+        tally.no_overlap += int((best < NO_OVERLAP_IOU).sum())
     tally.collateral += float((mask & ~labelled).mean())
     tally.images += 1
     return protected

@@ -16,7 +16,7 @@ from imageblur.detection import (
     ModelError,
     PyramidConfig,
     default_model_path,
-    nms,
+    group,
     pyramid_scales,
     tiles,
 )
@@ -154,14 +154,20 @@ def test_tiles_cover_with_overlap() -> None:
         assert end - start >= 200
 
 
-def test_nms_drops_overlaps_and_nested_boxes() -> None:
+def test_group_merges_passes_with_noisy_or() -> None:
     dets = np.array(
         [
-            [0, 0, 100, 100, 0.9],
-            [5, 5, 105, 105, 0.8],  # overlaps the first
-            [20, 20, 60, 60, 0.7],  # nested in the first
-            [300, 300, 350, 350, 0.6],  # elsewhere
+            [0, 0, 100, 100, 0.5, 0],
+            [5, 5, 105, 105, 0.4, 1],  # the same face at another pass
+            [2, 2, 102, 102, 0.3, 1],  # a weaker cell of that pass: not counted twice
+            [20, 20, 60, 60, 0.2, 0],  # nested in the first
+            [300, 300, 350, 350, 0.6, 2],  # elsewhere
         ],
         np.float32,
     )
-    assert nms(dets, 0.4).tolist() == [0, 3]
+    out = group(dets, 0.4)
+    out = out[np.argsort(out[:, 0])]
+    assert len(out) == 2
+    assert out[0][:4].tolist() == [0, 0, 100, 100]
+    assert out[0][4] == pytest.approx(1 - 0.5 * 0.6)
+    assert out[1][4] == pytest.approx(0.6)
