@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,6 +111,7 @@ class PostgresImageRepository:
             name=f"imageblur-{schema}",
         )
         self._opened = False
+        self._open_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresImageRepository:
@@ -126,10 +128,12 @@ class PostgresImageRepository:
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         if not self._opened:
-            # wait=False: opening never blocks or fails; a database that is down shows
-            # up as a pool timeout on first use, mapped to RepositoryUnavailable.
-            self._pool.open(wait=False)
-            self._opened = True
+            with self._open_lock:
+                if not self._opened:
+                    # wait=False: opening never blocks or fails; a database that is down
+                    # shows up as a pool timeout on first use (RepositoryUnavailable).
+                    self._pool.open(wait=False)
+                    self._opened = True
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -355,9 +359,10 @@ class PostgresImageRepository:
             conn.execute("SELECT 1")
 
     def close(self) -> None:
-        if self._opened:
-            self._pool.close(timeout=self._timeout_s)
-            self._opened = False
+        with self._open_lock:
+            if self._opened:
+                self._pool.close(timeout=self._timeout_s)
+                self._opened = False
 
 
 def _params(record: ImageRecord) -> dict[str, Any]:
