@@ -152,7 +152,9 @@ class RabbitMQJobQueue:
             settings.rabbitmq_url.get_secret_value(),
             queue=settings.rabbitmq_queue,
             queue_type=settings.rabbitmq_queue_type,
-            prefetch=settings.rabbitmq_prefetch,
+            # All worker threads of a process share one consumer channel: with fewer
+            # unacked deliveries allowed than threads, some threads would sit idle.
+            prefetch=max(settings.rabbitmq_prefetch, settings.worker_threads),
             timeout_s=settings.rabbitmq_timeout_s,
         )
 
