@@ -193,12 +193,18 @@ def run_worker(folder: Path, inflight: int, threads: int) -> dict[str, Any]:
 # --- deface -----------------------------------------------------------------------
 
 
+def _clean_env() -> dict[str, str]:
+    # Our PYTHONPATH or virtual env must not leak into deface's interpreter.
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def install_deface(where: Path) -> Path:
     venv.create(where, with_pip=True)
     python = where / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", DEFACE, "onnx", "onnxruntime"],
         check=True,
+        env=_clean_env(),
     )
     return where / "bin" / "deface"
 
@@ -206,26 +212,36 @@ def install_deface(where: Path) -> Path:
 def peak_rss_of(cmd: Sequence[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child, via wait4's own rusage."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_clean_env()
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed with exit code {proc.returncode}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise SystemExit(f"{cmd[0]} failed with exit code {code}:\n{err[-2000:]}")
     return seconds, usage.ru_maxrss / 1024
 
 
 def run_deface(deface: Path, photos: Sequence[Path], tmp: Path) -> dict[str, float]:
+    """deface with its defaults; it writes NAME_anonymized.jpg beside each input (its
+    -o takes one file), so it gets its own copy of the folder."""
+    work = tmp / "deface-in"
+    work.mkdir(exist_ok=True)
+    copies = []
+    for path in photos:
+        copy = work / path.name
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
     tiny = tmp / "tiny.jpg"
     Image.new("RGB", (32, 32), (128, 128, 128)).save(tiny)
-    startup, _ = peak_rss_of([str(deface), str(tiny), "-o", str(tmp / "tiny-out.jpg")])
-    outdir = tmp / "deface-out"
-    outdir.mkdir(exist_ok=True)
-    seconds, peak = peak_rss_of([str(deface), *map(str, photos), "-o", str(outdir)])
-    work = max(seconds - startup, 1e-9)
+    startup, _ = peak_rss_of([str(deface), str(tiny)])
+    seconds, peak = peak_rss_of([str(deface), *map(str, copies)])
+    busy = max(seconds - startup, 1e-9)
     return {
-        "images_per_s": len(photos) / work,
-        "seconds": work,
+        "images_per_s": len(copies) / busy,
+        "seconds": busy,
         "startup_s": startup,
         "peak_rss_mb": peak,
     }
