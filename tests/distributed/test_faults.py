@@ -54,6 +54,18 @@ class Uploader(threading.Thread):
         return self.ids
 
 
+def assert_mid_batch(backends: Backends, uploads: Uploader) -> None:
+    """The fault must hit while uploads or processing are still going on."""
+    if uploads.is_alive():
+        return
+    repo = backends.repository()
+    try:
+        unfinished = [r for r in repo.list(limit=1000) if r.status is not Status.DONE]
+    finally:
+        repo.close()
+    assert unfinished, "the batch was over before the fault"
+
+
 def probe_statuses(app: Deployment, image_id: str, seconds: float) -> Counter[int]:
     """Hit the API for `seconds` and count the statuses (transport errors as 0)."""
     seen: Counter[int] = Counter()
@@ -98,9 +110,10 @@ def test_rabbitmq_restart_during_batch(
 ) -> None:
     backends.rabbitmq_url = private_rabbitmq.urls[0]
     app = deploy(backends, workers=2)
-    uploads = Uploader(app, batch(30))
+    uploads = Uploader(app, batch(100, size=(640, 480)))
     uploads.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
+    assert_mid_batch(backends, uploads)
     private_rabbitmq.kill(0)  # a crash, the harshest restart
     time.sleep(2)
     private_rabbitmq.restart(0)
@@ -116,9 +129,10 @@ def test_postgres_restart_during_batch(
     backends.postgres_dsn = private_postgres.dsn
     app = deploy(backends, workers=2)
     first = app.submit(generated_jpeg(999), name="before.jpg")
-    uploads = Uploader(app, batch(30))
+    uploads = Uploader(app, batch(100, size=(640, 480)))
     uploads.start()
     time.sleep(1)
+    assert_mid_batch(backends, uploads)
     private_postgres.stop()
     during = probe_statuses(app, first, seconds=4)
     private_postgres.start()
@@ -133,9 +147,10 @@ def test_postgres_restart_during_batch(
 def test_s3_unreachable_for_a_while(backends: Backends, deploy: DeploymentFactory) -> None:
     app = deploy(backends, workers=2)
     first = app.submit(generated_jpeg(999), name="before.jpg")
-    uploads = Uploader(app, batch(20))
+    uploads = Uploader(app, batch(100, size=(640, 480)))
     uploads.start()
     time.sleep(1)
+    assert_mid_batch(backends, uploads)
     backends.s3.pause()  # requests hang: timeouts, not refusals
     during = probe_statuses(app, first, seconds=5)
     backends.s3.resume()
@@ -223,9 +238,10 @@ def test_api_killed_during_uploads(backends: Backends, deploy: DeploymentFactory
     """kill -9 the API while clients upload, at whatever step it happens to be; restart
     it. Every record that exists ends done once and no original is left behind."""
     app = deploy(backends, workers=2, pending_grace_s="2", orphan_grace_s="2")
-    uploads = Uploader(app, batch(30))
+    uploads = Uploader(app, batch(150))
     uploads.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
+    assert uploads.is_alive(), "the uploads were over before the API was killed"
     app.kill_api()
     time.sleep(0.5)
     app.start_api()

@@ -10,12 +10,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Backends, generated_jpeg
+from harness import Backends
 
 import services
 
 from .conftest import DeploymentFactory
-from .test_faults import Uploader
+from .test_faults import Uploader, assert_mid_batch, batch
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +46,10 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
     # Every process knows all three nodes and fails over to the next one.
     backends.rabbitmq_url = ",".join(cluster.urls)
     app = deploy(backends, workers=2, rabbitmq_queue_type="quorum")
-    uploads = Uploader(app, [(f"ha-{i}.jpg", generated_jpeg(i)) for i in range(60)])
+    uploads = Uploader(app, batch(100, size=(640, 480)))
     uploads.start()
     time.sleep(1.5)
+    assert_mid_batch(backends, uploads)
 
     leader = queue_leader(cluster, backends.queue, ask=1)
     assert leader is not None, "the job queue was not declared"
@@ -62,7 +63,6 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
         what="a new quorum queue leader",
     )
 
-    assert uploads.is_alive(), "the batch was over before the leader died"
     ids = uploads.result()
     app.wait_final(ids)
     app.assert_done_exactly_once(ids)
