@@ -222,6 +222,13 @@ def rabbit_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[], Rabb
 
 
 @pytest.fixture
+def quorum_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[], RabbitMQJobQueue]]:
+    """Handles on one RabbitMQ quorum queue (for quorum-only features)."""
+    for factory in _queue_factory(request, "rabbitmq-quorum"):
+        yield lambda make=factory: cast(RabbitMQJobQueue, make())
+
+
+@pytest.fixture
 def queue(queue_factory: Callable[[], JobQueue]) -> JobQueue:
     return queue_factory()
 

@@ -15,7 +15,7 @@ from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.domain import Delivery, Job, QueueUnavailable
 from imageblur.ports import JobQueue
 
-from .conftest import dead_letters
+from .conftest import dead_letters, services
 
 
 def receive_all(queue: JobQueue, n: int, *, timeout_s: float = 15) -> list[Delivery]:
@@ -218,3 +218,37 @@ def test_malformed_message_is_dead_lettered_not_delivered(
     assert rabbit.receive(timeout_s=1) is None
     parked = rabbit.take_dead_letters()
     assert len(parked) == 1 and parked[0].job is None and "malformed" in parked[0].reason
+
+
+def test_cluster_urls_fail_over_to_a_live_node(
+    rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
+) -> None:
+    live = request.getfixturevalue("rabbitmq_url")
+    dead = f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F"
+    other = RabbitMQJobQueue(
+        f"{dead}, {live}", queue=rabbit.queue, queue_type=rabbit._queue_type, timeout_s=2
+    )
+    try:
+        other.publish(Job(image_id="via-second-url"))
+    finally:
+        other.close()
+    d = rabbit.receive(timeout_s=5)
+    assert d is not None and d.job.image_id == "via-second-url"
+    rabbit.ack(d)
+
+
+def test_a_job_that_kills_every_consumer_is_parked_by_the_broker(
+    quorum_factory: Callable[[], RabbitMQJobQueue],
+) -> None:
+    # x-delivery-limit is a quorum queue feature; classic queues have no equivalent.
+    first = quorum_factory()
+    first.publish(Job(image_id="poison"))
+    for _ in range(25):  # more than the delivery limit (20)
+        consumer = quorum_factory()
+        d = consumer.receive(timeout_s=2)
+        consumer.close()  # "crashes" without settling
+        if d is None:
+            break
+    parked = dead_letters(first, expect=1)
+    assert [job.image_id for job, _ in parked] == ["poison"]
+    assert "delivery_limit" in parked[0][1]

@@ -44,3 +44,21 @@ def test_examples_and_fifty_generated_images_end_done(
         listed = client.get("/pictures", params={"limit": 100}).json()
         assert listed["total"] == len(images)
     assert app.statuses[500] == 0
+
+
+@pytest.mark.slow
+def test_results_can_be_served_by_presigned_url(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(backends, workers=1, result_delivery="presigned", presigned_ttl_s="60")
+    image_id = app.submit(generated_jpeg(3), name="presigned.jpg")
+    app.wait_final([image_id])
+    app.assert_done_exactly_once([image_id])
+    response = httpx.get(f"{app.url}/picture/{image_id}/image", timeout=30)
+    assert response.status_code == 307
+    location = response.headers["location"]
+    assert location.startswith(backends.s3.endpoint_url)
+    assert backends.output_bucket in location and "Signature" in location
+    fetched = httpx.get(location, timeout=30)  # straight from S3, not through the API
+    assert fetched.status_code == 200
+    assert fetched.content[:2] == b"\xff\xd8"
