@@ -99,8 +99,10 @@ def test_blur_strength_follows_the_face_size(size: int) -> None:
 
 def test_solid_fills_with_black() -> None:
     image = noise(100, 100)
-    out = anonymize(image, [Face(20, 20, 80, 80, 0.9)], mode="solid", shape="box", mask_scale=1.0)
+    face = Face(20, 20, 80, 80, 0.9)
+    out = anonymize(image, [face], mode="solid", shape="box", mask_scale=1.0, margin_px=0)
     assert (out[20:80, 20:80] == 0).all()
+    assert (out[:20] == image[:20]).all()
 
 
 def test_pixelate_makes_blocks() -> None:
@@ -114,8 +116,14 @@ def test_pixelate_makes_blocks() -> None:
 
 def test_mask_boxes_grow_about_the_centre_and_clip() -> None:
     faces = [Face(100, 100, 200, 150, 0.9), Face(-5, 0, 10, 20, 0.9)]
-    assert mask_boxes(faces, 1000, 1000, 1.5) == [(75, 87, 225, 163), (0, 0, 14, 25)]
+    assert mask_boxes(faces, 1000, 1000, 1.5, margin_px=0) == [(75, 87, 225, 163), (0, 0, 14, 25)]
     assert mask_boxes([Face(50, 50, 60, 60, 0.9)], 40, 40, 1.3) == []
+
+
+def test_mask_margin_is_added_in_pixels() -> None:
+    face = Face(100, 100, 120, 130, 0.9)
+    assert mask_boxes([face], 1000, 1000, 1.0, margin_px=3) == [(97, 97, 123, 133)]
+    assert mask_boxes([face], 1000, 1000, 1.0, margin_px=0) == [(100, 100, 120, 130)]
 
 
 def test_ellipse_covers_the_box_centre_not_its_corners() -> None:
