@@ -10,13 +10,16 @@ NAMESPACE ?= imageblur
 KUBECTL   ?= kubectl
 OVERLAY_DIR := deploy/k8s/overlays/$(OVERLAY)
 
-.PHONY: image image-test deploy undeploy deploy-check deploy-render
+.PHONY: image image-test image-test-distributed deploy undeploy deploy-check deploy-render
 
 image:  ## build the container image with podman (makes the Debian base image first if missing)
 	IMAGE=$(IMAGE) scripts/image_test.sh build
 
 image-test:  ## build the image, run it read-only, and do an upload -> blurred result round trip
 	IMAGE=$(IMAGE) scripts/image_test.sh test
+
+image-test-distributed: install  ## the image's migrate/api/worker roles on local PostgreSQL, RabbitMQ, moto S3
+	IMAGE=$(IMAGE) scripts/image_test.sh distributed
 
 deploy-render:  ## print the manifests of OVERLAY (dev, ha, aws)
 	@test -f $(OVERLAY_DIR)/kustomization.yaml || { echo "no overlay $(OVERLAY)"; exit 2; }

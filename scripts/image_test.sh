@@ -5,6 +5,8 @@
 #   scripts/image_test.sh build   base + `podman build` of the project image
 #   scripts/image_test.sh test    build, then run it read-only and do one upload round trip
 #   scripts/image_test.sh tools   only install podman, runc, debootstrap... if missing
+#   scripts/image_test.sh distributed   build, then migrate + api + 2 workers against this
+#                                 machine's PostgreSQL and RabbitMQ and a moto S3 server
 #
 # Environment: IMAGE (default localhost/imageblur:dev), BASE_IMAGE (debian:bookworm-slim),
 # IMAGE_TEST_PORT (default: a free one), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
@@ -207,10 +209,123 @@ round_trip() {
     log "PASS: image round trip in $(($(date +%s) - T0)) s"
 }
 
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_done() {  # wait_done BASE_URL ID: poll until `done`; fail on `failed` or after 180 s
+    local deadline=$(($(date +%s) + 180)) status
+    while :; do
+        curl -fsS -o "$WORK/status.json" "$1/picture/$2" || die "GET /picture/$2 failed"
+        status=$(json_field "$WORK/status.json" status)
+        case "$status" in
+            done) return 0 ;;
+            failed) cat "$WORK/status.json" >&2; die "job $2 failed" ;;
+        esac
+        [ "$(date +%s)" -lt "$deadline" ] || die "job $2 still '$status' after 180 s"
+        sleep 1
+    done
+}
+
+# The distributed roles of the image (migrate, api, two workers; host network) against
+# this machine's PostgreSQL and RabbitMQ (a private database and vhost, dropped after)
+# and a moto S3 server from the project's .venv. Opt-in: make image-test-distributed.
+DIST_DB="" DIST_VHOST="" DIST_MOTO_PID="" DIST_NAMES=()
+dist_cleanup() {
+    local rc=$? n
+    for n in "${DIST_NAMES[@]}"; do
+        if [ "$rc" -ne 0 ]; then
+            log "logs of $n:"
+            podman logs --tail 30 "$n" >&2 || true
+        fi
+        podman rm -f -t 5 "$n" >/dev/null 2>&1 || true
+    done
+    if [ -n "$DIST_DB" ]; then dropdb -h 127.0.0.1 -U postgres --if-exists "$DIST_DB" || true; fi
+    if [ -n "$DIST_VHOST" ]; then rabbitmqctl -q delete_vhost "$DIST_VHOST" >/dev/null 2>&1 || true; fi
+    if [ -n "$DIST_MOTO_PID" ]; then kill "$DIST_MOTO_PID" 2>/dev/null || true; fi
+    rm -rf "${WORK:-/nonexistent}"
+    exit "$rc"
+}
+
+distributed() {
+    local py=${MOTO_PYTHON:-$ROOT/.venv/bin/python}
+    [ -x "$py" ] || die "no $py: run make install first (moto S3 server)"
+    command -v createdb >/dev/null && command -v rabbitmqctl >/dev/null \
+        || die "needs PostgreSQL and RabbitMQ on this machine"
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || die "PostgreSQL is not on 127.0.0.1:5432"
+    (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || die "RabbitMQ is not on 127.0.0.1:5672"
+    WORK=$(mktemp -d)
+    trap dist_cleanup EXIT
+    DIST_DB=imageblur_image_test_$$
+    DIST_VHOST=imageblur_image_test_$$
+    createdb -h 127.0.0.1 -U postgres "$DIST_DB"
+    rabbitmqctl -q add_vhost "$DIST_VHOST" >/dev/null
+    rabbitmqctl -q set_permissions -p "$DIST_VHOST" guest '.*' '.*' '.*' >/dev/null
+    local s3_port api_port
+    s3_port=$(free_port)
+    api_port=$(free_port)
+    "$py" -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
+    DIST_MOTO_PID=$!
+    {
+        echo "IMAGEBLUR_STORE=s3"
+        echo "IMAGEBLUR_REPOSITORY=postgres"
+        echo "IMAGEBLUR_QUEUE=rabbitmq"
+        echo "IMAGEBLUR_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/$DIST_DB"
+        echo "IMAGEBLUR_RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/$DIST_VHOST"
+        echo "IMAGEBLUR_S3_ENDPOINT_URL=http://127.0.0.1:$s3_port"
+        echo "IMAGEBLUR_S3_ACCESS_KEY_ID=testing"
+        echo "IMAGEBLUR_S3_SECRET_ACCESS_KEY=testing"
+        echo "IMAGEBLUR_S3_ADDRESSING_STYLE=path"
+        echo "IMAGEBLUR_S3_CREATE_BUCKETS=true"
+        echo "IMAGEBLUR_PORT=$api_port"
+        echo "IMAGEBLUR_DETECTOR_THREADS=1"
+    } >"$WORK/env"
+    local run=(podman run --network host --read-only --cap-drop ALL
+        --security-opt no-new-privileges --no-healthcheck --env-file "$WORK/env")
+    local deadline=$(($(date +%s) + 30))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "moto S3 server not up"
+        sleep 0.5
+    done
+    log "migrate, api and two workers as containers (host network, S3 on :$s3_port)"
+    "${run[@]}" --rm "$IMAGE" migrate >/dev/null 2>&1 || die "migrate failed"
+    local role n
+    for role in api worker worker; do
+        n=imageblur-image-test-$$-$role-${#DIST_NAMES[@]}
+        DIST_NAMES+=("$n")
+        "${run[@]}" -d --name "$n" "$IMAGE" "$role" >/dev/null
+    done
+    local base="http://127.0.0.1:$api_port"
+    deadline=$(($(date +%s) + 120))
+    until curl -fsS -o /dev/null "$base/readyz" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "/readyz not ready after 120 s"
+        sleep 1
+    done
+    log "/readyz: database, queue and both buckets reachable"
+    local ids=() f
+    for f in "$ROOT"/../shared/example-pictures/*.jpg; do
+        curl -fsS -o "$WORK/created.json" -F "image=@$f" "$base/picture" || die "upload of $f"
+        ids+=("$(json_field "$WORK/created.json" id)")
+    done
+    [ "${#ids[@]}" -gt 0 ] || die "no example pictures"
+    for f in "${ids[@]}"; do wait_done "$base" "$f"; done
+    curl -fsS -o "$WORK/result" "$base/picture/${ids[0]}/image" || die "result download"
+    log "${#ids[@]} pictures done: API -> RabbitMQ -> workers -> S3"
+    for n in "${DIST_NAMES[@]}"; do
+        podman stop -t 30 "$n" >/dev/null
+        case "$(podman inspect -f '{{.State.ExitCode}}' "$n")" in
+            0 | 143) ;;
+            *) die "$n did not stop cleanly" ;;
+        esac
+    done
+    log "PASS: distributed roles in $(($(date +%s) - T0)) s"
+}
+
 case "${1:-test}" in
     tools) ensure_tools ;;
     base) ensure_tools && ensure_base ;;
     build) build ;;
     test) build && round_trip ;;
-    *) echo "usage: $0 [tools|base|build|test]" >&2; exit 2 ;;
+    distributed) build && distributed ;;
+    *) echo "usage: $0 [tools|base|build|test|distributed]" >&2; exit 2 ;;
 esac
