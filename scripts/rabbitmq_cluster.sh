@@ -54,7 +54,7 @@ start_node() {
     local i=$1
     ( node_env "$i"; rabbitmq-server -detached >/dev/null 2>&1 )
     # await_startup waits for the boot to finish (or fail) once the VM answers.
-    for _ in $(seq 1 40); do
+    for _ in $(seq 1 90); do
         if ctl "$i" await_startup --timeout 60 >/dev/null 2>&1; then return 0; fi
         sleep 0.5
     done
@@ -78,9 +78,13 @@ start)
     for i in $(seq 0 $((n - 1))); do start_node "$i" & done
     wait
     for i in $(seq 1 $((n - 1))); do
-        ctl "$i" stop_app
-        ctl "$i" join_cluster "$(node 0)"
-        ctl "$i" start_app
+        # Retried: right after boot a join can time out on a busy machine.
+        for try in 1 2 3; do
+            if ctl "$i" stop_app && ctl "$i" join_cluster "$(node 0)" && ctl "$i" start_app
+            then break; fi
+            [[ $try == 3 ]] && { echo "node $(node "$i") could not join" >&2; exit 1; }
+            sleep 2
+        done
     done
     ctl 0 await_startup
     ;;

@@ -217,12 +217,25 @@ class PrivateRabbitMQ:
             "RMQ_BASE_PORT": str(self.base_port),
             "RMQ_DIR": str(self.dir),
         }
-        subprocess.run(
-            ["bash", str(script), *args], check=True, env=env, timeout=300, capture_output=True
+        done = subprocess.run(
+            ["bash", str(script), *args], env=env, timeout=300, capture_output=True, text=True
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"rabbitmq_cluster.sh {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            )
 
     def start(self) -> PrivateRabbitMQ:
-        self._script("start", str(self.nodes))
+        try:
+            self._script("start", str(self.nodes))
+        except RuntimeError:
+            # A loaded machine can make a boot or a join time out: one fresh try.
+            self.destroy()
+            self.dir = Path(tempfile.mkdtemp(prefix="imageblur-rmq-"))
+            self.base_port = _free_port_block(self.nodes)
+            self.name = unique("ib")
+            self._script("start", str(self.nodes))
         return self
 
     def kill(self, i: int) -> None:
@@ -233,7 +246,7 @@ class PrivateRabbitMQ:
         self._script("restart", str(i))
 
     def destroy(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError):
+        with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
             self._script("stop", str(self.nodes))
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -110,17 +110,26 @@ def test_rabbitmq_restart_during_batch(
 ) -> None:
     backends.rabbitmq_url = private_rabbitmq.urls[0]
     app = deploy(backends, workers=2)
-    uploads = Uploader(app, batch(100, size=(640, 480)))
+    first = app.submit(generated_jpeg(999), name="before.jpg")
+    uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
     time.sleep(1.0)
     assert_mid_batch(backends, uploads)
     private_rabbitmq.kill(0)  # a crash, the harshest restart
-    time.sleep(2)
+    during = probe_statuses(app, first, seconds=2)
     private_rabbitmq.restart(0)
-    ids = uploads.result()
+    ids = [first, *uploads.result()]
     app.wait_final(ids)
     app.assert_done_exactly_once(ids)
-    assert app.statuses[500] == 0
+    assert during[503] > 0, during  # readiness said "unavailable" while the broker was down
+    assert during[500] == 0 and app.statuses[500] == 0, (during, app.statuses)
+    # The API recovered without a restart: ready again, and it accepts uploads.
+    services.wait_for(
+        lambda: httpx.get(app.url + "/readyz", timeout=10).status_code == 200,
+        timeout_s=30,
+        what="the API to be ready again",
+    )
+    assert app.upload(generated_jpeg(12345), name="after.jpg").status_code == 202
 
 
 def test_postgres_restart_during_batch(
@@ -129,7 +138,7 @@ def test_postgres_restart_during_batch(
     backends.postgres_dsn = private_postgres.dsn
     app = deploy(backends, workers=2)
     first = app.submit(generated_jpeg(999), name="before.jpg")
-    uploads = Uploader(app, batch(100, size=(640, 480)))
+    uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
     time.sleep(1)
     assert_mid_batch(backends, uploads)
@@ -147,7 +156,7 @@ def test_postgres_restart_during_batch(
 def test_s3_unreachable_for_a_while(backends: Backends, deploy: DeploymentFactory) -> None:
     app = deploy(backends, workers=2)
     first = app.submit(generated_jpeg(999), name="before.jpg")
-    uploads = Uploader(app, batch(100, size=(640, 480)))
+    uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
     time.sleep(1)
     assert_mid_batch(backends, uploads)

@@ -46,7 +46,7 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
     # Every process knows all three nodes and fails over to the next one.
     backends.rabbitmq_url = ",".join(cluster.urls)
     app = deploy(backends, workers=2, rabbitmq_queue_type="quorum")
-    uploads = Uploader(app, batch(100, size=(640, 480)))
+    uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
     time.sleep(1.5)
     assert_mid_batch(backends, uploads)
