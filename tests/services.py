@@ -235,7 +235,11 @@ class PrivateRabbitMQ:
             self.dir = Path(tempfile.mkdtemp(prefix="imageblur-rmq-"))
             self.base_port = _free_port_block(self.nodes)
             self.name = unique("ib")
-            self._script("start", str(self.nodes))
+            try:
+                self._script("start", str(self.nodes))
+            except RuntimeError:
+                self.destroy()  # leave no half-started node behind
+                raise
         return self
 
     def kill(self, i: int) -> None:
