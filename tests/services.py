@@ -123,12 +123,19 @@ class PrivatePostgres:
         )
 
     def init(self) -> PrivatePostgres:
+        try:
+            self._init()
+        except BaseException:
+            self.destroy()  # leave no half-started server behind
+            raise
+        return self
+
+    def _init(self) -> None:
         self._as_postgres(
             str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
             "--no-sync",
         )  # fmt: skip
         self.start()
-        return self
 
     def start(self) -> None:
         self._as_postgres(
