@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     keep_originals: bool = Field(
         False, description="Keep the unblurred original after success (off: deleted)."
     )
+    heartbeat_file: Path | None = Field(
+        None, description="File a worker touches on every loop, for a liveness probe."
+    )
+    heartbeat_max_age_s: float = Field(
+        300.0, gt=0, description="`imageblur alive` fails when the heartbeat is older."
+    )
     shutdown_grace_s: float = Field(
         60.0, ge=0, description="How long a stopping worker may finish its job."
     )

@@ -103,6 +103,12 @@ class JobProcessor:
             self._settle(self._queue.ack, delivery)
             return Outcome.SKIPPED
         bound = bound.bind(attempt=record.attempts)
+        if record.attempts > self._retry.max_attempts:
+            # Earlier attempts ended without settling: the worker died on this image
+            # (out of memory, a crash in native code). Stop before it kills another.
+            return self._retry_or_dead_letter(
+                delivery, record, "the worker stopped while processing it, every attempt"
+            )
         bound.info("job.claimed")
         try:
             return self._process(delivery, record)

@@ -89,3 +89,13 @@ def test_worker_burst_mode_processes_what_is_pending_then_exits(tmp_path: Path) 
     container = build(load_settings(data_dir=tmp_path), with_detector=False)
     assert container.images.get(record.id).status == "done"
     container.close()
+
+
+def test_alive_reports_a_worker_heartbeat(tmp_path: Path) -> None:
+    beat = tmp_path / "alive"
+    env = {"IMAGEBLUR_DATA_DIR": str(tmp_path), "IMAGEBLUR_HEARTBEAT_FILE": str(beat)}
+    assert imageblur("alive", env=env).returncode == 1  # no worker ran yet
+    assert imageblur("worker", "--burst", env=env).returncode == 0
+    assert imageblur("alive", env=env).returncode == 0
+    os.utime(beat, (0, 0))
+    assert imageblur("alive", env=env).returncode == 1

@@ -249,3 +249,20 @@ def test_delete_during_processing_leaves_no_result(world: World) -> None:
 def test_retry_policy_grows_and_caps() -> None:
     policy = RetryPolicy(max_attempts=9, base_delay_s=1, max_delay_s=10)
     assert [policy.delay_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: World) -> None:
+    """A crash leaves no trace but the attempt count; re-publishing must stop somewhere."""
+    record = world.images.submit(jpeg_bytes())
+    world.next_delivery()
+    for _ in range(3):  # max_attempts: each worker claims, then dies
+        assert world.repo.claim(record.id, owner="doomed", lease_s=1, now=world.clock())
+        world.clock.advance(2)
+        assert world.reconciler().republish() == 1
+        world.next_delivery()
+    world.queue.publish(Job(record.id))
+    assert world.processor().handle(world.next_delivery()) is Outcome.DEAD_LETTERED
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert world.detector.calls == 0
+    assert [d.job.image_id for d in world.queue.dead_letters] == [record.id]

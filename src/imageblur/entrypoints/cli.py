@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
     p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
 
+    sub.add_parser(
+        "alive", help="liveness probe of a worker: its heartbeat file is fresh (exit 0) or not"
+    )
     sub.add_parser("migrate", help="create or upgrade the metadata schema")
     p = sub.add_parser("config", help="print the effective settings, secrets masked")
     p.add_argument("--json", action="store_true", help="as JSON")
@@ -70,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _blur(settings, args.paths, args.output)
     if command == "migrate":
         return _migrate(settings)
+    if command == "alive":
+        return _alive(settings)
     return _print_config(settings, as_json=args.json)
 
 
@@ -114,6 +119,24 @@ def _migrate(settings: Settings) -> int:
     finally:
         repository.close()
     log.info("schema.migrated", repository=settings.repository)
+    return 0
+
+
+def _alive(settings: Settings) -> int:
+    import time
+
+    path = settings.heartbeat_file
+    if path is None:
+        print("imageblur: IMAGEBLUR_HEARTBEAT_FILE is not set", file=sys.stderr)
+        return 2
+    try:
+        age_s = time.time() - path.stat().st_mtime
+    except OSError:
+        print(f"imageblur: no heartbeat at {path}", file=sys.stderr)
+        return 1
+    if age_s > settings.heartbeat_max_age_s:
+        print(f"imageblur: heartbeat is {age_s:.0f} s old", file=sys.stderr)
+        return 1
     return 0
 
 

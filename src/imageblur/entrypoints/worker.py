@@ -54,11 +54,21 @@ class WorkerRuntime:
                 backoff_s = min(backoff_s * 2, 30.0)
                 continue
             backoff_s = 0.5
+            self._beat()
             if delivery is not None:
                 processor.handle(delivery)
             elif self._burst:
                 return  # burst mode: the queue is drained
         log.info("worker.thread_stopped")
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file: proof for a liveness probe that the loop turns."""
+        path = self._c.settings.heartbeat_file
+        if path is not None:
+            try:
+                path.touch()
+            except OSError as exc:
+                log.warning("worker.heartbeat_failed", error=exc.strerror)
 
     def _reconcile(self, reconciler: Reconciler) -> None:
         interval_s = self._c.settings.reconcile_interval_s
