@@ -89,6 +89,7 @@ class PostgresImageRepository:
         pool_min: int = 1,
         pool_max: int = 10,
         timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
     ) -> None:
         self._schema = schema
         self._s = sql.Identifier(schema)
@@ -105,7 +106,10 @@ class PostgresImageRepository:
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, round(timeout_s)),
-                "options": "-c timezone=UTC",
+                # A database that accepts connections but hangs must not hang every
+                # API thread with it: a stuck statement fails, as 503.
+                "options": "-c timezone=UTC "
+                f"-c statement_timeout={round(statement_timeout_s * 1000)}",
                 "application_name": "imageblur",
             },
             name=f"imageblur-{schema}",
@@ -167,6 +171,7 @@ class PostgresImageRepository:
 
     def migrate(self) -> None:
         with self._conn() as conn, conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = 0")  # index builds may take long
             # One lock per schema, held to the end of the transaction: concurrent
             # `imageblur migrate` runs queue up here and the later ones find nothing to do.
             conn.execute(
