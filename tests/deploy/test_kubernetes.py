@@ -360,8 +360,8 @@ def test_connection_pools_fit_postgres(docs: list[Doc], monkeypatch: pytest.Monk
         max_connections = 100  # the image's default
     else:
         # PostgreSQL outside the cluster (RDS): the overlay's pools must fit the smallest
-        # instance we support, whose max_connections is about 100.
-        max_connections = 100
+        # instance docs/operations.md asks for (max_connections >= 200).
+        max_connections = 200
     workloads = _app_workloads(docs)
     hpa = one(docs, "HorizontalPodAutoscaler", "imageblur-api")
     scaled = one(docs, "ScaledObject", "imageblur-worker")
