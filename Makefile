@@ -5,15 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck unit model clean
+.PHONY: help install run test lint typecheck unit model lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/fetch_model.py
+$(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python scripts/fetch_model.py
 	touch $(STAMP)
 
@@ -34,6 +34,12 @@ typecheck: install  ## mypy strict on the package
 
 test: install lint typecheck  ## every test: lint, types, unit, contract, end-to-end
 	$(BIN)/python -m pytest
+
+lock:  ## refresh constraints.txt from a clean install of the newest allowed versions
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^imageblur'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
