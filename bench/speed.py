@@ -363,6 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["images_per_s"] = worker["images_per_s"]
         report["peak_rss_mb"] = worker["peak_rss_mb"]
         report["worker"] = worker
+        # Whole-worker cost per image against decode + detect + encode of the same mix
+        # (target <= 1.15). Only meaningful with one image in flight.
+        core_s = sum(
+            len(paths) * sum(stages[label][k] for k in ("decode_ms", "detect_ms", "encode_ms"))
+            for label, paths in photos.items()
+        ) / (1000 * sum(map(len, photos.values())))
+        report["overhead_ratio"] = (1 / worker["images_per_s"]) / core_s
         if defaces:
             best = max(defaces, key=lambda d: d["images_per_s"])
             best["peak_rss_mb"] = max(d["peak_rss_mb"] for d in defaces)
@@ -416,6 +423,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"worker ({report['inflight']} in flight x {report['threads'] or 'all'} thread(s)): "
         f"{w['images']} photos in {w['seconds']:.1f} s = {w['images_per_s']:.2f} images/s, "
         f"peak RSS {w['peak_rss_mb']:.0f} MB (best of {_rounded(w['all_images_per_s'])})"
+    )
+    print(
+        f"worker cost per image / (decode + detect + encode): {report['overhead_ratio']:.2f}"
+        " (target <= 1.15, meaningful with 1 image in flight)"
     )
     if "deface" in report:
         d = report["deface"]

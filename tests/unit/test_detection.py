@@ -171,3 +171,11 @@ def test_group_merges_passes_with_noisy_or() -> None:
     assert out[0][:4].tolist() == [0, 0, 100, 100]
     assert out[0][4] == pytest.approx(1 - 0.5 * 0.6)
     assert out[1][4] == pytest.approx(0.6)
+
+
+def test_optional_upscaled_pass_still_finds_the_face() -> None:
+    detector = CenterFaceDetector(pyramid=PyramidConfig(upscale=1.41))
+    assert pyramid_scales(300, 168, detector.pyramid) == [1.41, 1.0]
+    faces = detector.detect(load_rgb("linus-trovalds.jpg"))
+    assert len(faces) == 1
+    assert covered(faces[0], 168, 22, 195, 56) > 0.9
