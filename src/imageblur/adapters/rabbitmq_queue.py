@@ -228,7 +228,12 @@ class RabbitMQJobQueue:
                 return
         # The original is requeued (its record is already final, so it will only be
         # acked); park a copy anyway so that the reason reaches a human.
-        self._on_publisher("dead-letter", lambda ch: _publish(ch, self.dead_queue, body, headers))
+        try:
+            self._on_publisher(
+                "dead-letter", lambda ch: _publish(ch, self.dead_queue, body, headers)
+            )
+        except QueueUnavailable as exc:
+            log.warning("rabbitmq dead letter of %s not parked: %s", delivery.job.image_id, exc)
 
     def check(self) -> None:
         self._on_publisher("check", lambda ch: ch.queue_declare(self.queue, passive=True))
