@@ -18,7 +18,7 @@ from imageblur.ports import FaceDetector
 class AnonymizeOptions:
     mode: Literal["blur", "pixelate", "solid"] = "blur"
     shape: Literal["ellipse", "box"] = "ellipse"
-    mask_scale: float = 1.3
+    mask_scale: float = 1.25
     jpeg_quality: int = 95
     max_pixels: int = 50_000_000
 
