@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         30.0, gt=0, description="How often stuck jobs are re-published."
     )
+    gc_interval_s: float = Field(
+        600.0, gt=0, description="How often unreferenced objects are looked for (lists stores)."
+    )
     pending_grace_s: float = Field(
         60.0, ge=0, description="Age of a pending job before it is re-published."
     )

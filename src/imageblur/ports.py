@@ -91,9 +91,14 @@ class ImageRepository(Protocol):
     def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         """processing (held by owner) -> pending, keeping the reason; for retries."""
 
-    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
-        """Ids the reconciler must re-publish: pending since before `pending_before`, or
-        processing with a lease expired at `now`."""
+    def requeue_stale(
+        self, *, pending_before: datetime, now: datetime, limit: int
+    ) -> Sequence[str]:
+        """Take the jobs the reconciler must re-publish (pending, untouched since before
+        `pending_before`; or processing with a lease expired at `now`), make them pending
+        as of `now`, and return their ids. Touching them is what keeps a long backlog
+        from being re-published on every pass, and concurrent reconcilers from taking
+        the same rows."""
 
     def check(self) -> None: ...
 

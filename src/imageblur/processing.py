@@ -96,8 +96,14 @@ class JobProcessor:
                 job.image_id, owner=self.owner, lease_s=self._lease_s, now=self._clock()
             )
         except BackendUnavailable as exc:
-            # We cannot even read the truth; the message carries the attempt count.
-            return self._retry_or_dead_letter(delivery, None, f"{exc.backend}: {exc}")
+            # The record cannot be read, so the attempt cannot count: an outage of the
+            # database must not park good jobs. Wait the longest delay and try again; the
+            # record stays pending, and the reconciler re-publishes it in any case.
+            delay_s = self._retry.max_delay_s
+            reason = f"{exc.backend}: {exc}"
+            bound.warning("job.claim_unavailable", delay_s=delay_s, reason=reason)
+            self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+            return Outcome.RETRY
         if record is None:
             bound.info("job.skipped", reason="not claimable (done, failed, deleted or leased)")
             self._settle(self._queue.ack, delivery)
@@ -160,24 +166,22 @@ class JobProcessor:
         return Outcome.FAILED
 
     def _retry_or_dead_letter(
-        self, delivery: Delivery, record: ImageRecord | None, reason: str
+        self, delivery: Delivery, record: ImageRecord, reason: str
     ) -> Outcome:
-        attempt = record.attempts if record is not None else delivery.job.attempt + 1
+        attempt = record.attempts
         image_id = delivery.job.image_id
         now = self._clock()
         if attempt >= self._retry.max_attempts:
-            if record is not None:
-                try:
-                    self._repo.fail(image_id, owner=self.owner, error=f"gave up: {reason}", now=now)
-                except BackendUnavailable:
-                    log.warning("job.fail_not_recorded", image_id=image_id)
+            try:
+                self._repo.fail(image_id, owner=self.owner, error=f"gave up: {reason}", now=now)
+            except BackendUnavailable:
+                log.warning("job.fail_not_recorded", image_id=image_id)
             log.error("job.dead_lettered", image_id=image_id, attempt=attempt, reason=reason)
             self._settle(lambda d: self._queue.dead_letter(d, reason=reason), delivery)
             return Outcome.DEAD_LETTERED
-        if record is not None:
-            # If this fails the lease expires by itself, then the job can be claimed again.
-            with contextlib.suppress(BackendUnavailable):
-                self._repo.release(image_id, owner=self.owner, error=reason, now=now)
+        # If this fails the lease expires by itself, then the job can be claimed again.
+        with contextlib.suppress(BackendUnavailable):
+            self._repo.release(image_id, owner=self.owner, error=reason, now=now)
         delay_s = self._retry.delay_s(attempt)
         log.warning("job.retry", image_id=image_id, attempt=attempt, delay_s=delay_s, reason=reason)
         self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
@@ -236,7 +240,7 @@ class Reconciler:
     def republish(self, *, everything_pending: bool = False) -> int:
         now = self._clock()
         before = now if everything_pending else now - self._pending_grace
-        ids = self._repo.stale(pending_before=before, now=now, limit=self._batch)
+        ids = self._repo.requeue_stale(pending_before=before, now=now, limit=self._batch)
         for image_id in ids:
             self._queue.publish(Job(image_id=image_id))
             log.info("job.republished", image_id=image_id)
@@ -266,7 +270,9 @@ class Reconciler:
             log.info("object.collected", image_id=image_id, key=obj.key)
         return deleted
 
-    def run_once(self, *, everything_pending: bool = False) -> ReconcileReport:
+    def run_once(
+        self, *, everything_pending: bool = False, collect: bool = True
+    ) -> ReconcileReport:
         republished = self.republish(everything_pending=everything_pending)
-        originals, results = self.collect_garbage()
+        originals, results = self.collect_garbage() if collect else (0, 0)
         return ReconcileReport(republished, originals, results)

@@ -182,7 +182,7 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     assert again is not None and again.attempts == 2
 
 
-def test_stale_finds_old_pending_and_expired_leases(repo: ImageRepository) -> None:
+def test_requeue_stale_takes_old_pending_and_expired_leases(repo: ImageRepository) -> None:
     old_pending = repo.add(record(at=T0))
     fresh_pending = repo.add(record(at=T0 + timedelta(seconds=100)))
     expired = repo.add(record(at=T0))
@@ -194,10 +194,18 @@ def test_stale_finds_old_pending_and_expired_leases(repo: ImageRepository) -> No
     assert repo.complete(done.id, owner="w", output_key="o", url="u", faces=0, now=T0)
 
     now = T0 + timedelta(seconds=120)
-    ids = set(repo.stale(pending_before=T0 + timedelta(seconds=50), now=now, limit=100))
+    before = T0 + timedelta(seconds=50)
+    ids = set(repo.requeue_stale(pending_before=before, now=now, limit=100))
     assert ids == {old_pending.id, expired.id}
     assert fresh_pending.id not in ids
-    assert len(repo.stale(pending_before=now, now=now, limit=1)) == 1
+    # The expired lease is released: anyone may claim it now, its dead owner may not finish.
+    taken = repo.get(expired.id)
+    assert taken is not None and taken.status is Status.PENDING and taken.lease_owner is None
+    assert not repo.complete(expired.id, owner="w", output_key="o", url="u", faces=0, now=now)
+    # Taken rows count as re-published now: the next pass does not take them again.
+    assert repo.requeue_stale(pending_before=before, now=now, limit=100) == []
+    later = now + timedelta(seconds=100)
+    assert len(repo.requeue_stale(pending_before=later, now=later, limit=1)) == 1
 
 
 def test_check_passes_when_reachable(repo: ImageRepository) -> None:

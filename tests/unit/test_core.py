@@ -266,3 +266,24 @@ def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: Worl
     assert failed is not None and failed.status is Status.FAILED
     assert world.detector.calls == 0
     assert [d.job.image_id for d in world.queue.dead_letters] == [record.id]
+
+
+def test_database_down_at_claim_retries_without_parking(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imageblur.domain import RepositoryUnavailable
+
+    record = world.images.submit(jpeg_bytes())
+
+    def down(*_: object, **__: object) -> None:
+        raise RepositoryUnavailable("db is down")
+
+    monkeypatch.setattr(world.repo, "claim", down)
+    processor = world.processor()
+    for _ in range(5):  # more than max_attempts
+        assert processor.handle(world.next_delivery()) is Outcome.RETRY
+    assert world.queue.dead_letters == []
+    monkeypatch.undo()
+    assert processor.handle(world.next_delivery()) is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE

@@ -4,7 +4,7 @@ Every state change is one conditional UPDATE: PostgreSQL takes the row lock and
 re-checks the WHERE clause after a concurrent writer commits, so two workers racing
 for one job (or a duplicate message) can never both win. Claiming is by id (the id
 comes from the queue message), so the row lock of the UPDATE is all we need; a
-`FOR UPDATE SKIP LOCKED` scan is used only by `stale`, where many reconcilers may scan
+`FOR UPDATE SKIP LOCKED` scan is used only by `requeue_stale`, where many reconcilers may scan
 at once and must not block one another.
 
 Each transition is also appended to `image_transitions` in the same statement, an
@@ -336,12 +336,23 @@ class PostgresImageRepository:
             is not None
         )
 
-    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
+    def requeue_stale(
+        self, *, pending_before: datetime, now: datetime, limit: int
+    ) -> Sequence[str]:
+        # SKIP LOCKED: concurrent reconcilers each take different rows, none waits.
         query = sql.SQL(
-            "SELECT id FROM {s}.images WHERE "
+            "WITH picked AS (SELECT id, status FROM {s}.images WHERE "
             "(status = 'pending' AND updated_at <= %(before)s) OR "
             "(status = 'processing' AND lease_expires_at <= %(now)s) "
-            "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+            "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+            "upd AS (UPDATE {s}.images i SET status = 'pending', lease_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = %(now)s FROM picked "
+            "WHERE i.id = picked.id RETURNING i.id, picked.status AS old_status), "
+            "log AS (INSERT INTO {s}.image_transitions "
+            "(image_id, from_status, to_status, owner, at) "
+            "SELECT id, old_status, 'pending', NULL, %(now)s FROM upd "
+            "WHERE old_status <> 'pending') "
+            "SELECT id FROM upd"
         ).format(s=self._s)
         with self._conn() as conn:
             rows = conn.execute(

@@ -269,14 +269,23 @@ class SqliteImageRepository:
             (error, _ts(now), image_id, owner),
         )
 
-    def stale(self, *, pending_before: datetime, now: datetime, limit: int) -> Sequence[str]:
-        rows = self._query(
-            "SELECT id FROM images WHERE (status = 'pending' AND updated_at <= ?) "
-            "OR (status = 'processing' AND lease_expires_at <= ?) "
-            "ORDER BY updated_at LIMIT ?",
-            (_ts(pending_before), _ts(now), limit),
-        )
-        return [r["id"] for r in rows]
+    def requeue_stale(
+        self, *, pending_before: datetime, now: datetime, limit: int
+    ) -> Sequence[str]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id FROM images WHERE (status = 'pending' AND updated_at <= ?) "
+                "OR (status = 'processing' AND lease_expires_at <= ?) "
+                "ORDER BY updated_at LIMIT ?",
+                (_ts(pending_before), _ts(now), limit),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            conn.executemany(
+                "UPDATE images SET status = 'pending', lease_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                [(_ts(now), image_id) for image_id in ids],
+            )
+        return ids
 
     def check(self) -> None:
         self._query("SELECT 1 FROM images LIMIT 1")

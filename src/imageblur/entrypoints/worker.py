@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
 
 from imageblur.bootstrap import Container
@@ -51,7 +52,9 @@ class WorkerRuntime:
             except QueueUnavailable as exc:
                 log.warning("queue.unavailable", error=str(exc), retry_in_s=backoff_s)
                 self._stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 30.0)
+                # Capped low: a broker restart takes seconds, and a worker that sleeps
+                # long after it is back leaves the queue to grow.
+                backoff_s = min(backoff_s * 2, 5.0)
                 continue
             backoff_s = 0.5
             self._beat()
@@ -72,12 +75,18 @@ class WorkerRuntime:
 
     def _reconcile(self, reconciler: Reconciler) -> None:
         interval_s = self._c.settings.reconcile_interval_s
+        gc_interval_s = self._c.settings.gc_interval_s
         # With an in-process queue, jobs queued before a restart are gone: re-publish
         # every pending record at once. With a broker they are still queued.
         everything_pending = self._c.embedded_queue
+        # Garbage collection lists whole stores: far less often than re-publishing.
+        next_gc = time.monotonic()
         while not self._stop.is_set():
             try:
-                report = reconciler.run_once(everything_pending=everything_pending)
+                collect = time.monotonic() >= next_gc
+                report = reconciler.run_once(everything_pending=everything_pending, collect=collect)
+                if collect:
+                    next_gc = time.monotonic() + gc_interval_s
                 everything_pending = False
                 if report.republished or report.originals_deleted or report.results_deleted:
                     log.info(
