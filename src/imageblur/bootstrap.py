@@ -145,6 +145,7 @@ def build(settings: Settings, *, with_detector: bool) -> Container:
         results=results,
         queue=queue,
         max_pixels=settings.max_pixels,
+        max_concurrent_checks=settings.max_concurrent_checks,
         presigned_ttl_s=settings.presigned_ttl_s
         if settings.result_delivery == "presigned"
         else None,

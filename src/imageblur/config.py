@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # --- limits -----------------------------------------------------------------
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted upload.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height.")
+    max_concurrent_checks: int = Field(
+        4, ge=1, le=256, description="Uploads decoded at once per API process (memory bound)."
+    )
     page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
 
     # --- anonymization ----------------------------------------------------------
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How often unreferenced objects are looked for (lists stores)."
     )
     pending_grace_s: float = Field(
-        60.0, ge=0, description="Age of a pending job before it is re-published."
+        900.0, ge=0, description="Age of a pending job before it is re-published."
     )
     orphan_grace_s: float = Field(
         3600.0, ge=0, description="Age of an unreferenced object before it is deleted."
@@ -166,6 +169,15 @@ class Settings(BaseSettings):
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
         if self.retry_base_delay_s > self.retry_max_delay_s:
             raise ValueError("retry_base_delay_s must not exceed retry_max_delay_s")
+        if self.s3_input_bucket == self.s3_output_bucket and (
+            self.s3_input_prefix.startswith(self.s3_output_prefix)
+            or self.s3_output_prefix.startswith(self.s3_input_prefix)
+        ):
+            # Results would overwrite originals, or one store's sweep see the other's.
+            raise ValueError(
+                "s3 input and output locations overlap: use two buckets, or two prefixes "
+                "neither of which starts with the other"
+            )
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError(
                 "s3_access_key_id and s3_secret_access_key must be set together (or neither)"

@@ -159,5 +159,11 @@ class QueueUnavailable(BackendUnavailable):
     backend = "queue"
 
 
+class Overloaded(BackendUnavailable):
+    """This process has too much work in hand right now; retry shortly (503)."""
+
+    backend = "image checker"
+
+
 class ProcessingError(ImageblurError):
     """Processing failed for a reason that retrying will not fix (corrupt data, say)."""

@@ -126,7 +126,12 @@ def _load(img: Image.Image, fmt: ImageFormat) -> Image.Image:
 
 
 def _displayed_size(img: Image.Image) -> tuple[int, int]:
-    orientation = img.getexif().get(0x0112, 1)
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception as exc:  # Pillow raises many kinds on bad EXIF
+        raise InvalidImage(
+            f"corrupt EXIF metadata: {exc}", http_status=400, code="corrupt_image"
+        ) from exc
     width, height = img.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
@@ -148,7 +153,12 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
         _check_header(img, fmt, max_pixels=max_pixels)
         _load(img, fmt)
         icc = img.info.get("icc_profile")
-        upright = ImageOps.exif_transpose(img)
+        try:
+            upright = ImageOps.exif_transpose(img)
+        except Exception as exc:  # Pillow raises many kinds on bad EXIF
+            raise InvalidImage(
+                f"corrupt EXIF metadata: {exc}", http_status=400, code="corrupt_image"
+            ) from exc
         grayscale = upright.mode in ("1", "L", "LA", "I", "I;16", "F")
         has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
             upright.mode == "P" and "transparency" in upright.info

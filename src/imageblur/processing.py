@@ -158,7 +158,12 @@ class JobProcessor:
         return Outcome.DONE
 
     def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
-        self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
+        try:
+            self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
+        except BackendUnavailable:
+            # Unsettled, the message comes back; the lease expires and it is judged again.
+            log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
+            return Outcome.RETRY
         log.warning("job.failed", image_id=record.id, reason=reason)
         if not self._keep_originals:
             self._delete_quietly(self._originals, record.input_key, record.id)
@@ -259,12 +264,15 @@ class Reconciler:
             if obj.modified_at > cutoff:
                 continue  # may belong to an upload in flight
             image_id = image_id_of_key(obj.key)
-            record = self._repo.get(image_id) if image_id else None
-            referenced = record is not None and obj.key in (record.input_key, record.output_key)
-            if referenced and record is not None and record.status not in drop_when:
+            if image_id is None:
+                continue  # not a key we made: not ours to delete
+            record = self._repo.get(image_id)
+            if record is not None and (
+                record.status not in drop_when or obj.key != record.input_key
+            ):
+                # Kept while its record lives: a result, or an original still needed. (A
+                # pending record may be rewriting this very result right now.)
                 continue
-            if record is not None and obj.key == record.output_key:
-                continue  # a result is never garbage while its record exists
             store.delete(obj.key)
             deleted += 1
             log.info("object.collected", image_id=image_id, key=obj.key)

@@ -8,6 +8,7 @@ reconciler) or a pending record (re-published by the reconciler): never a lost i
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from imageblur.domain import (
     NotFound,
     NotReady,
     ObjectMissing,
+    Overloaded,
     QueueUnavailable,
     Status,
     utcnow,
@@ -32,7 +34,9 @@ from imageblur.ports import ImageRepository, JobQueue, ObjectStore
 log = get_logger(__name__)
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"^([0-9a-f]{32})\.[a-z]{3,4}$")
 MAX_NAME_CHARS = 255
+CHECK_WAIT_S = 30.0
 
 
 def new_image_id() -> str:
@@ -49,8 +53,9 @@ def object_key(image_id: str, extension: str) -> str:
 
 
 def image_id_of_key(key: str) -> str | None:
-    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
-    return stem if is_image_id(stem) else None
+    """The image id of a key made by `object_key`; None for anything else."""
+    match = _KEY.fullmatch(key)
+    return match.group(1) if match else None
 
 
 def clean_name(name: str | None, *, extension: str) -> str:
@@ -80,6 +85,7 @@ class ImageService:
         queue: JobQueue,
         max_pixels: int,
         presigned_ttl_s: int | None = None,
+        max_concurrent_checks: int = 4,
         clock: Callable[[], datetime] = utcnow,
         id_factory: Callable[[], str] = new_image_id,
     ) -> None:
@@ -89,6 +95,9 @@ class ImageService:
         self._queue = queue
         self._max_pixels = max_pixels
         self._presigned_ttl_s = presigned_ttl_s
+        # A full decode of a large image takes hundreds of MB; bound how many at once so
+        # a burst of uploads cannot exhaust the API's memory.
+        self._check_slots = threading.BoundedSemaphore(max_concurrent_checks)
         self._clock = clock
         self._new_id = id_factory
 
@@ -97,7 +106,12 @@ class ImageService:
     ) -> ImageRecord:
         """Check, store and queue an upload. Raises `InvalidImage` (nothing stored) or
         `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
-        checked = imaging.check(data, max_pixels=self._max_pixels)
+        if not self._check_slots.acquire(timeout=CHECK_WAIT_S):
+            raise Overloaded("too many uploads are being checked at once; retry shortly")
+        try:
+            checked = imaging.check(data, max_pixels=self._max_pixels)
+        finally:
+            self._check_slots.release()
         image_id = self._new_id()
         key = object_key(image_id, checked.format.extension)
         now = self._clock()

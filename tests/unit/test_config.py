@@ -73,3 +73,13 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBLUR_S3_SECRET_ACCESS_KEY", "topsecret")
     shown = str(load_settings().masked())
     assert "hunter2" not in shown and "topsecret" not in shown and "AKIA" not in shown
+
+
+def test_overlapping_s3_locations_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_S3_INPUT_BUCKET", "photos")
+    monkeypatch.setenv("IMAGEBLUR_S3_OUTPUT_BUCKET", "photos")
+    monkeypatch.setenv("IMAGEBLUR_S3_OUTPUT_PREFIX", "blurred/")
+    with pytest.raises(SettingsError, match="overlap"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_S3_INPUT_PREFIX", "originals/")
+    assert load_settings().s3_input_prefix == "originals/"

@@ -114,3 +114,18 @@ def test_animation_is_refused() -> None:
     with pytest.raises(InvalidImage) as err:
         imaging.check(data, max_pixels=1000)
     assert err.value.http_status == 415
+
+
+def test_corrupt_exif_is_a_400_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow raises SyntaxError, struct.error, ... on broken EXIF blocks."""
+    import struct
+
+    def broken(self: Image.Image) -> Image.Exif:
+        raise struct.error("unpack requires a buffer of 2 bytes")
+
+    monkeypatch.setattr(Image.Image, "getexif", broken)
+    data = jpeg_bytes()
+    for step in (imaging.check, imaging.decode):
+        with pytest.raises(InvalidImage) as err:
+            step(data, max_pixels=10**6)
+        assert err.value.http_status == 400 and err.value.code == "corrupt_image"

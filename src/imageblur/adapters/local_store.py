@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _TMP_SUFFIX = ".partial"
+# A write takes seconds; a temp file this old was left by a crash mid-write.
+_ABANDONED_AFTER_S = 3600.0
 
 
 class LocalObjectStore:
@@ -76,9 +79,10 @@ class LocalObjectStore:
             return
         for dirpath, _dirs, files in os.walk(self._root):
             for name in files:
-                if name.endswith(_TMP_SUFFIX):
-                    continue
                 path = Path(dirpath) / name
+                if name.endswith(_TMP_SUFFIX):
+                    self._drop_if_abandoned(path)
+                    continue
                 key = path.relative_to(self._root).as_posix()
                 if not key.startswith(prefix):
                     continue
@@ -91,6 +95,16 @@ class LocalObjectStore:
                     size=stat.st_size,
                     modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
                 )
+
+    @staticmethod
+    def _drop_if_abandoned(path: Path) -> None:
+        """Remove a temp file a crash left mid-write: it may hold an original's bytes,
+        and no key names it, so nothing else would ever delete it."""
+        try:
+            if time.time() - path.stat().st_mtime > _ABANDONED_AFTER_S:
+                path.unlink()
+        except OSError:
+            pass  # gone already, or a concurrent sweep took it
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()

@@ -138,7 +138,6 @@ class RabbitMQJobQueue:
         self._timeout_s = timeout_s
         self._delivery_limit = delivery_limit
         parameters = [_parameters(u, timeout_s) for u in split_urls(url)]
-        self._declared_delays: set[str] = set()  # "generation:name" declared on a channel
         self._delay_names: set[str] = set()
         self._publisher = _Link(parameters, self._declare, "publisher")
         self._consumer = _Link(parameters, self._declare_consumer, "consumer")
@@ -309,20 +308,18 @@ class RabbitMQJobQueue:
     def _delay_queue(self, channel: BlockingChannel, delay_s: float) -> str:
         ttl_ms = max(1, round(delay_s * 1000))
         name = f"{self.queue}.delay.{ttl_ms}"
-        # Declare on every new channel generation too: cheap, and it revives a delay
-        # queue that expired while idle.
-        key = f"{self._consumer.generation}:{name}"
-        if key not in self._declared_delays:
-            args = self._queue_arguments() | {
-                "x-message-ttl": ttl_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.queue,
-                # Long after its last message has expired, an idle delay queue goes.
-                "x-expires": 2 * ttl_ms + 600_000,
-            }
-            channel.queue_declare(name, durable=True, arguments=args)
-            self._declared_delays.add(key)
-            self._delay_names.add(name)
+        # Declared on every retry: publishing does not count as use for `x-expires`, so
+        # a queue declared once would expire under a steady trickle of retries (and
+        # take the waiting ones with it). Retries are rare; one round trip is cheap.
+        args = self._queue_arguments() | {
+            "x-message-ttl": ttl_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue,
+            # Long after its last message has expired, an idle delay queue goes.
+            "x-expires": 2 * ttl_ms + 600_000,
+        }
+        channel.queue_declare(name, durable=True, arguments=args)
+        self._delay_names.add(name)
         return name
 
     def _on_message(

@@ -56,13 +56,13 @@ class Error(BaseModel):
     message: str
 
 
-def picture(record: ImageRecord) -> Picture:
+def picture(record: ImageRecord, root: str = "") -> Picture:
     return Picture(
         id=record.id,
         name=record.name,
         status=record.status.value,
         url=record.url,
-        image_url=f"/picture/{record.id}/image",
+        image_url=f"{root}/picture/{record.id}/image",
         faces=record.faces,
         width=record.width,
         height=record.height,
@@ -131,6 +131,10 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         lifespan=lifespan,
         root_path=settings.root_path,
     )
+
+    def root(request: Request) -> str:
+        """The proxy prefix (IMAGEBLUR_ROOT_PATH), for the URLs we hand out."""
+        return str(request.scope.get("root_path", "")).rstrip("/")
 
     def services(request: Request) -> Container:
         container: Container = request.app.state.container
@@ -224,15 +228,15 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             services(request).images.submit, data, name=name, idempotency_key=idempotency_key
         )
         return JSONResponse(
-            picture(record).model_dump(mode="json"),
+            picture(record, root(request)).model_dump(mode="json"),
             status_code=202,
-            headers={"Location": f"/picture/{record.id}"},
+            headers={"Location": f"{root(request)}/picture/{record.id}"},
         )
 
     @app.get("/picture/{image_id}", response_model=Picture, responses=_ERRORS)
     async def get_picture(request: Request, image_id: str) -> Picture:
         record = await run_in_threadpool(services(request).images.get, image_id)
-        return picture(record)
+        return picture(record, root(request))
 
     @app.get(
         "/picture/{image_id}/image",
@@ -259,7 +263,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     async def list_pictures(
         request: Request,
         limit: Annotated[int, Query(ge=1)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
     ) -> PictureList:
         limit = min(limit, settings.page_size_max)
         records, total = await run_in_threadpool(
@@ -267,11 +271,11 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         )
         nxt = offset + len(records)
         return PictureList(
-            items=[picture(r) for r in records],
+            items=[picture(r, root(request)) for r in records],
             total=total,
             limit=limit,
             offset=offset,
-            next=f"/pictures?limit={limit}&offset={nxt}" if nxt < total else None,
+            next=f"{root(request)}/pictures?limit={limit}&offset={nxt}" if nxt < total else None,
         )
 
     @app.delete("/picture/{image_id}", status_code=204, responses=_ERRORS)

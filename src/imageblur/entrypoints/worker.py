@@ -59,7 +59,11 @@ class WorkerRuntime:
             backoff_s = 0.5
             self._beat()
             if delivery is not None:
-                processor.handle(delivery)
+                try:
+                    processor.handle(delivery)
+                except Exception:  # the loop must outlive any one job
+                    # Unsettled: the broker redelivers it, or the reconciler re-publishes.
+                    log.exception("job.unhandled_error", image_id=delivery.job.image_id)
             elif self._burst:
                 return  # burst mode: the queue is drained
         log.info("worker.thread_stopped")
@@ -97,13 +101,16 @@ class WorkerRuntime:
                     )
             except BackendUnavailable as exc:
                 log.warning("reconciler.unavailable", error=str(exc))
+            except Exception:  # one bad pass must not end reconciling
+                log.exception("reconciler.error")
             self._stop.wait(interval_s)
 
     def stop(self, *, timeout_s: float | None = None) -> None:
         self._stop.set()
         grace = self._c.settings.shutdown_grace_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + grace  # one grace for all threads, not one each
         for thread in self._threads:
-            thread.join(timeout=grace)
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         log.info("worker.stopped")
 
     def wait(self) -> None:
