@@ -32,7 +32,7 @@ from imageblur.domain import (
 )
 from imageblur.logs import get_logger
 from imageblur.ports import ImageRepository, JobQueue, ObjectStore
-from imageblur.services import image_id_of_key, object_key
+from imageblur.services import delete_quietly, image_id_of_key, object_key
 
 log = get_logger(__name__)
 
@@ -153,7 +153,7 @@ class JobProcessor:
             return Outcome.SKIPPED
         log.info("job.done", image_id=record.id, faces=result.faces, bytes=len(result.data))
         if not self._keep_originals:
-            self._delete_quietly(self._originals, record.input_key, record.id)
+            delete_quietly(self._originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
 
@@ -166,7 +166,7 @@ class JobProcessor:
             return Outcome.RETRY
         log.warning("job.failed", image_id=record.id, reason=reason)
         if not self._keep_originals:
-            self._delete_quietly(self._originals, record.input_key, record.id)
+            delete_quietly(self._originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.FAILED
 
@@ -198,13 +198,6 @@ class JobProcessor:
         except QueueUnavailable:
             # The broker redelivers an unsettled message; claiming makes that harmless.
             log.warning("job.settle_failed", image_id=delivery.job.image_id)
-
-    @staticmethod
-    def _delete_quietly(store: ObjectStore, key: str, image_id: str) -> None:
-        try:
-            store.delete(key)
-        except BackendUnavailable:
-            log.warning("original.delete_failed", image_id=image_id)  # the reconciler retries
 
 
 @dataclass(frozen=True, slots=True)

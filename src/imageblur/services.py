@@ -65,6 +65,16 @@ def clean_name(name: str | None, *, extension: str) -> str:
     return text[:MAX_NAME_CHARS] or f"upload{extension}"
 
 
+def delete_quietly(store: ObjectStore, key: str, *, image_id: str | None = None) -> None:
+    """Delete an object, logging (not raising) if the store is down: an object left
+    behind is unreferenced or belongs to a finished image, and the reconciler's sweep
+    deletes it later."""
+    try:
+        store.delete(key)
+    except BackendUnavailable:
+        log.warning("object.delete_failed", image_id=image_id, key=key)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What GET /picture/{id}/image answers: the bytes, or a presigned redirect."""
@@ -132,10 +142,10 @@ class ImageService:
         try:
             stored = self._repo.add(record)
         except BackendUnavailable:
-            self._forget_object(self._originals, key)
+            delete_quietly(self._originals, key, image_id=image_id)
             raise
         if stored.id != image_id:  # the idempotency key was used before: a replay
-            self._forget_object(self._originals, key)
+            delete_quietly(self._originals, key, image_id=image_id)
             log.info("image.replayed", image_id=stored.id)
             return stored
         try:
@@ -174,9 +184,9 @@ class ImageService:
         record = self._repo.delete(image_id) if is_image_id(image_id) else None
         if record is None:
             raise NotFound(f"no image with id {image_id}")
-        self._forget_object(self._originals, record.input_key)
+        delete_quietly(self._originals, record.input_key, image_id=image_id)
         if record.output_key:
-            self._forget_object(self._results, record.output_key)
+            delete_quietly(self._results, record.output_key, image_id=image_id)
         log.info("image.deleted", image_id=image_id)
         return record
 
@@ -210,10 +220,3 @@ class ImageService:
             except BackendUnavailable as exc:
                 report[name] = str(exc) or type(exc).__name__
         return report
-
-    @staticmethod
-    def _forget_object(store: ObjectStore, key: str) -> None:
-        try:
-            store.delete(key)
-        except BackendUnavailable:
-            log.warning("object.delete_failed", key=key)
