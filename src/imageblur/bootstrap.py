@@ -111,6 +111,9 @@ class Container:
             pending_grace_s=s.pending_grace_s,
             orphan_grace_s=s.orphan_grace_s,
             keep_originals=s.keep_originals,
+            # The collecting process renews its lease every gc interval; half an interval
+            # of slack keeps a slow pass from handing collection to a second process.
+            gc_lease_s=1.5 * s.gc_interval_s,
         )
 
     @property

@@ -134,7 +134,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often stuck jobs are re-published."
     )
     gc_interval_s: float = Field(
-        600.0, gt=0, description="How often unreferenced objects are looked for (lists stores)."
+        600.0,
+        gt=0,
+        description="How often unreferenced objects are looked for (lists stores; one "
+        "worker at a time does it).",
     )
     pending_grace_s: float = Field(
         900.0, ge=0, description="Age of a pending job before it is re-published."

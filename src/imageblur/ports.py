@@ -65,6 +65,10 @@ class ImageRepository(Protocol):
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """The records of those ids that exist, by id, in one round trip (garbage
+        collection looks up a whole page of stored keys at once)."""
+
     def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
         """Newest first."""
 
@@ -99,6 +103,12 @@ class ImageRepository(Protocol):
         as of `now`, and return their ids. Touching them is what keeps a long backlog
         from being re-published on every pass, and concurrent reconcilers from taking
         the same rows."""
+
+    def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
+        """Hold the named maintenance task until now + ttl_s if it is free, expired or
+        already `owner`'s; True if `owner` holds it now. Lets one process out of many
+        run a periodic job such as garbage collection, and another take over when that
+        process dies."""
 
     def check(self) -> None: ...
 

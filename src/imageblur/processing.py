@@ -210,7 +210,14 @@ class ReconcileReport:
 class Reconciler:
     """Re-publishes jobs stuck pending or with an expired lease; deletes objects that no
     record references (a crash before the record was written, a failed delete) and
-    originals of finished images."""
+    originals of finished images.
+
+    Every worker runs a reconciler, but garbage collection lists whole stores, so only
+    the holder of the `gc` lease collects: one process at a time, and another one after
+    `gc_lease_s` if that process dies. Stored keys are looked up a page at a time.
+    """
+
+    GC_LEASE = "gc"
 
     def __init__(
         self,
@@ -223,9 +230,13 @@ class Reconciler:
         orphan_grace_s: float,
         keep_originals: bool = False,
         batch: int = 500,
+        owner: str | None = None,
+        gc_lease_s: float = 900.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._repo = repository
+        self._owner = owner or worker_identity()
+        self._gc_lease_s = gc_lease_s
         self._originals = originals
         self._results = results
         self._queue = queue
@@ -244,8 +255,14 @@ class Reconciler:
             log.info("job.republished", image_id=image_id)
         return len(ids)
 
-    def collect_garbage(self) -> tuple[int, int]:
-        cutoff = self._clock() - self._orphan_grace
+    def collect_garbage(self) -> tuple[int, int] | None:
+        """(originals, results) deleted; None when another process holds the gc lease."""
+        now = self._clock()
+        if not self._repo.take_lease(
+            self.GC_LEASE, owner=self._owner, ttl_s=self._gc_lease_s, now=now
+        ):
+            return None
+        cutoff = now - self._orphan_grace
         finished = () if self._keep_originals else (Status.DONE, Status.FAILED)
         originals = self._sweep(self._originals, cutoff, finished)
         results = self._sweep(self._results, cutoff, ())
@@ -253,27 +270,41 @@ class Reconciler:
 
     def _sweep(self, store: ObjectStore, cutoff: datetime, drop_when: tuple[Status, ...]) -> int:
         deleted = 0
+        page: list[tuple[str, str]] = []
         for obj in store.list():
             if obj.modified_at > cutoff:
                 continue  # may belong to an upload in flight
             image_id = image_id_of_key(obj.key)
             if image_id is None:
                 continue  # not a key we made: not ours to delete
-            record = self._repo.get(image_id)
-            if record is not None and (
-                record.status not in drop_when or obj.key != record.input_key
-            ):
+            page.append((image_id, obj.key))
+            if len(page) >= self._batch:
+                deleted += self._sweep_page(store, page, drop_when)
+                page = []
+        if page:
+            deleted += self._sweep_page(store, page, drop_when)
+        return deleted
+
+    def _sweep_page(
+        self, store: ObjectStore, page: list[tuple[str, str]], drop_when: tuple[Status, ...]
+    ) -> int:
+        records = self._repo.get_many([image_id for image_id, _ in page])
+        deleted = 0
+        for image_id, key in page:
+            record = records.get(image_id)
+            if record is not None and (record.status not in drop_when or key != record.input_key):
                 # Kept while its record lives: a result, or an original still needed. (A
                 # pending record may be rewriting this very result right now.)
                 continue
-            store.delete(obj.key)
+            store.delete(key)
             deleted += 1
-            log.info("object.collected", image_id=image_id, key=obj.key)
+            log.info("object.collected", image_id=image_id, key=key)
         return deleted
 
     def run_once(
         self, *, everything_pending: bool = False, collect: bool = True
     ) -> ReconcileReport:
         republished = self.republish(everything_pending=everything_pending)
-        originals, results = self.collect_garbage() if collect else (0, 0)
+        collected = self.collect_garbage() if collect else None
+        originals, results = collected or (0, 0)
         return ReconcileReport(republished, originals, results)

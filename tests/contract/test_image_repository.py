@@ -208,6 +208,50 @@ def test_requeue_stale_takes_old_pending_and_expired_leases(repo: ImageRepositor
     assert len(repo.requeue_stale(pending_before=later, now=later, limit=1)) == 1
 
 
+def test_get_many_returns_the_existing_records_by_id(repo: ImageRepository) -> None:
+    stored = [repo.add(record()) for _ in range(3)]
+    missing = uuid.uuid4().hex
+    ids = [stored[0].id, missing, stored[2].id, stored[0].id]
+    found = repo.get_many(ids)
+    assert found == {stored[0].id: stored[0], stored[2].id: stored[2]}
+    assert repo.get_many([]) == {}
+
+
+def test_get_many_takes_a_large_page(repo: ImageRepository) -> None:
+    stored = [repo.add(record()) for _ in range(3)]
+    ids = [uuid.uuid4().hex for _ in range(1200)] + [r.id for r in stored]
+    assert set(repo.get_many(ids)) == {r.id for r in stored}
+
+
+def test_a_lease_is_held_renewed_and_taken_over_when_expired(repo: ImageRepository) -> None:
+    assert repo.take_lease("gc", owner="a", ttl_s=60, now=T0)
+    assert not repo.take_lease("gc", owner="b", ttl_s=60, now=T0 + timedelta(seconds=30))
+    assert repo.take_lease("other", owner="b", ttl_s=60, now=T0)  # leases are per name
+    # The holder renews: the lease now runs to T0 + 50 + 60.
+    assert repo.take_lease("gc", owner="a", ttl_s=60, now=T0 + timedelta(seconds=50))
+    assert not repo.take_lease("gc", owner="b", ttl_s=60, now=T0 + timedelta(seconds=100))
+    # The holder died: once its lease expires, another process takes over, and the
+    # old holder does not get it back until that one's expires in turn.
+    assert repo.take_lease("gc", owner="b", ttl_s=60, now=T0 + timedelta(seconds=111))
+    assert not repo.take_lease("gc", owner="a", ttl_s=60, now=T0 + timedelta(seconds=120))
+
+
+def test_exactly_one_of_many_concurrent_lease_takers_wins(
+    repo_factory: Callable[[], ImageRepository],
+) -> None:
+    repos = [repo_factory() for _ in range(4)]
+    repos[0].migrate()
+    barrier = threading.Barrier(8)
+
+    def take(i: int) -> bool:
+        barrier.wait()
+        return repos[i % 4].take_lease("gc", owner=f"w{i}", ttl_s=60, now=T0)
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(take, range(8)))
+    assert wins.count(True) == 1
+
+
 def test_check_passes_when_reachable(repo: ImageRepository) -> None:
     repo.check()
 

@@ -4,6 +4,7 @@ state: records, stored objects, queued and dead-lettered jobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,15 +55,14 @@ class World:
             **options,  # type: ignore[arg-type]
         )
 
-    def reconciler(self) -> Reconciler:
+    def reconciler(self, **options: object) -> Reconciler:
         return Reconciler(
             repository=self.repo,
             originals=self.originals,
             results=self.results,
             queue=self.queue,
-            pending_grace_s=30,
-            orphan_grace_s=600,
             clock=self.clock,
+            **{"pending_grace_s": 30, "orphan_grace_s": 600, "owner": "this-worker", **options},  # type: ignore[arg-type]
         )
 
     def next_delivery(self):  # type: ignore[no-untyped-def]
@@ -221,6 +221,32 @@ def test_reconciler_collects_unreferenced_objects(world: World) -> None:
     assert originals == 1 and results == 0
     # Pending: still needed. A key we did not make is not ours to delete.
     assert sorted(world.originals.objects) == sorted([kept.input_key, "not-an-id.jpg"])
+
+
+def test_only_the_holder_of_the_gc_lease_collects(world: World) -> None:
+    world.clock.now = datetime.now(UTC) + timedelta(hours=2)  # stored objects are old
+    holder = world.reconciler(gc_lease_s=900)
+    other = world.reconciler(owner="another-worker", gc_lease_s=900)
+    assert holder.collect_garbage() == (0, 0)  # nothing to collect; it holds the lease now
+    orphan = "0123456789abcdef0123456789abcdef.jpg"
+    world.originals.put(orphan, b"x", content_type="image/jpeg")
+    world.originals.age(orphan, 3600)
+    assert other.collect_garbage() is None
+    assert other.run_once(collect=True).originals_deleted == 0
+    assert orphan in world.originals.objects
+    world.clock.advance(901)  # the holder is gone: its lease expires, another takes over
+    assert other.collect_garbage() == (1, 0)
+    assert orphan not in world.originals.objects
+
+
+def test_garbage_collection_looks_records_up_a_page_at_a_time(world: World) -> None:
+    kept = [world.images.submit(jpeg_bytes(seed=i)) for i in range(3)]
+    orphans = [f"{i:032x}.jpg" for i in range(5)]
+    for key in orphans:
+        world.originals.put(key, b"x", content_type="image/jpeg")
+    world.clock.now = datetime.now(UTC) + timedelta(hours=2)  # stored objects are old
+    assert world.reconciler(batch=2).collect_garbage() == (5, 0)
+    assert sorted(world.originals.objects) == sorted(r.input_key for r in kept)
 
 
 def test_delete_removes_record_and_objects(world: World) -> None:

@@ -69,6 +69,14 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX image_transitions_image_idx ON {s}.image_transitions (image_id);
     """,
+    # 3: named leases for maintenance that one process out of many should run.
+    """
+    CREATE TABLE {s}.leases (
+        name       text PRIMARY KEY,
+        owner      text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
 )
 
 _COLUMNS = (
@@ -248,6 +256,16 @@ class PostgresImageRepository:
             {"id": image_id},
         )
 
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        if not image_ids:
+            return {}
+        query = sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = ANY(%s)").format(
+            s=self._s
+        )
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, (builtins.list(image_ids),))
+            return {row["id"]: _record(row) for row in cur.fetchall()}
+
     def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
         query = sql.SQL(
             "SELECT " + _COLUMNS + " FROM {s}.images "
@@ -359,6 +377,26 @@ class PostgresImageRepository:
                 query, {"before": pending_before, "now": now, "limit": limit}
             ).fetchall()
         return [str(row[0]) for row in rows]
+
+    def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
+        # The upsert locks the row and re-checks the WHERE after a concurrent writer
+        # commits: of many processes racing for a free lease, exactly one gets a row back.
+        query = sql.SQL(
+            "INSERT INTO {s}.leases AS l (name, owner, expires_at) "
+            "VALUES (%(name)s, %(owner)s, %(expires)s) "
+            "ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE l.owner = EXCLUDED.owner OR l.expires_at <= %(now)s "
+            "RETURNING l.owner"
+        ).format(s=self._s)
+        params = {
+            "name": name,
+            "owner": owner,
+            "now": now,
+            "expires": now + timedelta(seconds=ttl_s),
+        }
+        with self._conn() as conn:
+            return conn.execute(query, params).fetchone() is not None
 
     def transitions(self, image_id: str) -> builtins.list[tuple[str | None, str]]:
         """The (from, to) status changes of one image, oldest first (audit and tests)."""

@@ -43,7 +43,17 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX images_created ON images (created_at DESC, id DESC);
     CREATE INDEX images_status ON images (status, updated_at);
     """,
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
+
+# SQLite before 3.32 allows 999 bound parameters per statement.
+_IDS_PER_QUERY = 500
 
 _COLUMNS = (
     "id, name, url, status, content_type, bytes, width, height, input_key, output_key, "
@@ -195,6 +205,16 @@ class SqliteImageRepository:
         rows = self._query(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,))
         return _row_to_record(rows[0]) if rows else None
 
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        found: dict[str, ImageRecord] = {}
+        unique = list(dict.fromkeys(image_ids))
+        for start in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", chunk)
+            found.update((row["id"], _row_to_record(row)) for row in rows)
+        return found
+
     def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
         rows = self._query(
             f"SELECT {_COLUMNS} FROM images ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
@@ -286,6 +306,17 @@ class SqliteImageRepository:
                 [(_ts(now), image_id) for image_id in ids],
             )
         return ids
+
+    def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at "
+                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+                (name, owner, _ts(now + timedelta(seconds=ttl_s)), _ts(now)),
+            )
+            return cur.rowcount == 1
 
     def check(self) -> None:
         self._query("SELECT 1 FROM images LIMIT 1")
