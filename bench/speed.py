@@ -156,11 +156,14 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
         with ThreadPoolExecutor(max_workers=inflight) as pool:
             faces = list(pool.map(one, paths))
         seconds = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        whole_s, core_s = overhead_seconds(anonymizer, store, paths)
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "whole_s_per_image": whole_s / len(paths),
+                "core_s_per_image": core_s / len(paths),
                 "cpu_s_per_image": (_cpu_seconds(usage) - cpu_before) / len(paths),
                 "images": len(paths),
                 "faces": faces,
@@ -168,6 +171,37 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
             }
         )
     )
+
+
+def overhead_seconds(
+    anonymizer: Any, store: Any, paths: Sequence[Path], rounds: int = 3
+) -> tuple[float, float]:
+    """(whole, core): seconds over the photos of the whole worker path (read, decode,
+    detect, blur, encode, store) and of decode + detect + encode alone, each photo the
+    fastest of `rounds` alternating runs. Alternating and taking minima cancels the
+    machine's drift (other load only ever adds time), so their ratio is the overhead
+    around the model, not noise."""
+    from imageblur import imaging
+
+    opts = anonymizer.options
+    detector = anonymizer.detector  # the very detector the worker ran
+    whole = core = 0.0
+    for path in paths:
+        whole_runs, core_runs = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            result = anonymizer(path.read_bytes())
+            store.put(f"out/{path.name}", result.data, content_type=result.content_type)
+            whole_runs.append(time.perf_counter() - start)
+            data = path.read_bytes()
+            start = time.perf_counter()
+            decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+            detector.detect(decoded.rgb)
+            imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
+            core_runs.append(time.perf_counter() - start)
+        whole += min(whole_runs)
+        core += min(core_runs)
+    return whole, core
 
 
 def _cpu_seconds(usage: Any) -> float:
@@ -363,13 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["images_per_s"] = worker["images_per_s"]
         report["peak_rss_mb"] = worker["peak_rss_mb"]
         report["worker"] = worker
-        # Whole-worker cost per image against decode + detect + encode of the same mix
-        # (target <= 1.15). Only meaningful with one image in flight.
-        core_s = sum(
-            len(paths) * sum(stages[label][k] for k in ("decode_ms", "detect_ms", "encode_ms"))
-            for label, paths in photos.items()
-        ) / (1000 * sum(map(len, photos.values())))
-        report["overhead_ratio"] = (1 / worker["images_per_s"]) / core_s
+        # Whole-worker cost per image against decode + detect + encode of the same photos
+        # in the same process (target <= 1.15), from alternating runs.
+        report["overhead_ratio"] = worker["whole_s_per_image"] / worker["core_s_per_image"]
         if defaces:
             best = max(defaces, key=lambda d: d["images_per_s"])
             best["peak_rss_mb"] = max(d["peak_rss_mb"] for d in defaces)
@@ -426,7 +456,7 @@ def print_report(report: dict[str, Any]) -> None:
     )
     print(
         f"worker cost per image / (decode + detect + encode): {report['overhead_ratio']:.2f}"
-        " (target <= 1.15, meaningful with 1 image in flight)"
+        " (target <= 1.15; fastest of 3 alternating runs per photo)"
     )
     if "deface" in report:
         d = report["deface"]

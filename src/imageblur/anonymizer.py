@@ -39,6 +39,10 @@ class Anonymizer:
         self._options = options
 
     @property
+    def detector(self) -> FaceDetector:
+        return self._detector
+
+    @property
     def options(self) -> AnonymizeOptions:
         return self._options
 
@@ -48,7 +52,12 @@ class Anonymizer:
         decoded = imaging.decode(data, max_pixels=opts.max_pixels)
         faces = self._detector.detect(decoded.rgb)
         decoded.rgb = anonymize(
-            decoded.rgb, faces, mode=opts.mode, shape=opts.shape, mask_scale=opts.mask_scale
+            decoded.rgb,
+            faces,
+            mode=opts.mode,
+            shape=opts.shape,
+            mask_scale=opts.mask_scale,
+            in_place=True,  # the decoded original is not needed afterwards
         )
         height, width = decoded.rgb.shape[:2]
         return AnonymizedImage(

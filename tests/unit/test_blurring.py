@@ -58,6 +58,16 @@ def test_input_is_not_modified() -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_in_place_gives_the_same_pixels_without_a_copy(mode: str) -> None:
+    image = noise(200, 300)
+    faces = [Face(20, 20, 120, 140, 0.9), Face(90, 100, 200, 190, 0.8)]  # overlapping
+    expected = anonymize(image, faces, mode=mode)  # type: ignore[arg-type]
+    out = anonymize(image, faces, mode=mode, in_place=True)  # type: ignore[arg-type]
+    assert out is image
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     ("name", "face"), [("bill-gates.jpg", GATES), ("linus-trovalds.jpg", LINUS)]
 )
