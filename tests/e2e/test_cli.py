@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from support import BILL, BILL_FACE, LINUS, decode, detail
+from support import BILL, BILL_FACE, LINUS, decode, detail, run_server
 
 
 def imageblur(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
@@ -99,3 +100,11 @@ def test_alive_reports_a_worker_heartbeat(tmp_path: Path) -> None:
     assert imageblur("alive", env=env).returncode == 0
     os.utime(beat, (0, 0))
     assert imageblur("alive", env=env).returncode == 1
+
+
+def test_sigterm_stops_the_server_cleanly_with_exit_0(tmp_path: Path) -> None:
+    # Orchestrators stop a pod with SIGTERM; a clean stop must not look like a crash.
+    with run_server(tmp_path / "data") as server:
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, server.logs()
+        assert '"api.stopped"' in server.logs()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from imageblur import __version__
 from imageblur.config import Settings, SettingsError, load_settings
@@ -83,15 +85,29 @@ def _serve(settings: Settings, *, run_worker: bool) -> int:
 
     from imageblur.entrypoints.api import create_app
 
-    uvicorn.run(
-        create_app(settings, run_worker=run_worker),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # ours, configured above
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, run_worker=run_worker),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,  # ours, configured above
+            server_header=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
     )
+    # After a graceful shutdown uvicorn restores the SIGTERM handler it found and raises
+    # the signal again, so with the default handler the process dies of it (exit 143)
+    # and an orchestrator records a clean stop as an error. Ours ends it with exit 0.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _worker(settings: Settings, *, burst: bool) -> int:
