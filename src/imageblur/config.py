@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port the API listens on.")
     root_path: str = Field("", description="URL prefix when served behind a proxy.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="If set, every request except /healthz, /readyz and the API docs must "
+        "carry `Authorization: Bearer <token>` (at least 16 characters).",
+    )
 
     # --- back ends --------------------------------------------------------------
     store: Literal["local", "s3"] = Field("local", description="Object store back end.")
@@ -168,6 +173,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.api_token is not None and len(self.api_token.get_secret_value()) < 16:
+            raise ValueError("api_token must be at least 16 characters (or unset)")
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
         if self.retry_base_delay_s > self.retry_max_delay_s:

@@ -212,3 +212,28 @@ def test_logs_are_json_lines_with_the_image_id(server: Server, client: httpx.Cli
     events = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
     mine = {e["event"] for e in events if e.get("image_id") == image_id}
     assert {"image.accepted", "job.claimed", "job.done"} <= mine
+
+
+def test_an_api_token_guards_every_endpoint_but_health_and_docs(tmp_path: Path) -> None:
+    secret = "s3cret-token-for-tests-0123456789"
+    with run_server(tmp_path / "data", env={"IMAGEBLUR_API_TOKEN": secret}) as srv:
+        with srv.client() as anonymous:
+            refused = anonymous.post("/picture", files={"image": ("a.jpg", jpeg_bytes())})
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "unauthorized"
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            assert anonymous.get("/pictures").status_code == 401
+            wrong = {"Authorization": "Bearer not-the-token-at-all-000"}
+            assert anonymous.get("/pictures", headers=wrong).status_code == 401
+            assert anonymous.get("/picture/0123456789abcdef0123456789abcdef").status_code == 401
+            for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+                assert anonymous.get(path).status_code == 200, path
+        assert srv.stored_files() == []  # nothing refused was stored
+        with httpx.Client(
+            base_url=srv.url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
+        ) as client:
+            created = client.post("/picture", files={"image": ("a.jpg", jpeg_bytes())})
+            assert created.status_code == 202
+            assert srv.wait_done(client, created.json()["id"])["status"] == "done"
+            assert client.get("/pictures").json()["total"] == 1
+        assert secret not in srv.logs()

@@ -71,8 +71,16 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBLUR_POSTGRES_DSN", "postgresql://u:hunter2@db/x")
     monkeypatch.setenv("IMAGEBLUR_S3_ACCESS_KEY_ID", "AKIA")
     monkeypatch.setenv("IMAGEBLUR_S3_SECRET_ACCESS_KEY", "topsecret")
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", "bearer-token-0123456789")
     shown = str(load_settings().masked())
     assert "hunter2" not in shown and "topsecret" not in shown and "AKIA" not in shown
+    assert "bearer-token" not in shown
+
+
+def test_a_short_api_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", "short")
+    with pytest.raises(SettingsError, match="api_token"):
+        load_settings()
 
 
 def test_overlapping_s3_locations_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -101,7 +102,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Error} for code in (400, 404, 409, 413, 415, 422, 503)
+    code: {"model": Error} for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -178,6 +179,33 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.internal_error", path=request.url.path)
         return error(500, "internal_error", "internal error; it has been logged")
+
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+    public = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
+    # Added before the logging middleware, so it runs inside it: a refused request is
+    # logged, and answered before its body is read.
+    @app.middleware("http")
+    async def _require_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if token is None:
+            return await call_next(request)
+        path = request.url.path
+        prefix = settings.root_path.rstrip("/")
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :]
+        if path in public:
+            return await call_next(request)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            return error(
+                401,
+                "unauthorized",
+                "send the API token as 'Authorization: Bearer <token>'",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
 
     @app.middleware("http")
     async def _log_requests(
