@@ -109,6 +109,7 @@ class Container:
             results=self.results,
             queue=self.queue,
             pending_grace_s=s.pending_grace_s,
+            queued_grace_s=s.queued_grace_s,
             orphan_grace_s=s.orphan_grace_s,
             keep_originals=s.keep_originals,
             # The collecting process renews its lease every gc interval; half an interval

@@ -145,7 +145,16 @@ class Settings(BaseSettings):
         "worker at a time does it).",
     )
     pending_grace_s: float = Field(
-        900.0, ge=0, description="Age of a pending job before it is re-published."
+        300.0,
+        ge=0,
+        description="Age of a pending job whose message was never confirmed before it is "
+        "published (again).",
+    )
+    queued_grace_s: float = Field(
+        21600.0,
+        ge=0,
+        description="Age of a queued job (published, still pending) before it is published "
+        "again, in case the broker lost its message.",
     )
     orphan_grace_s: float = Field(
         3600.0, ge=0, description="Age of an unreferenced object before it is deleted."

@@ -95,14 +95,25 @@ class ImageRepository(Protocol):
     def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         """processing (held by owner) -> pending, keeping the reason; for retries."""
 
+    def mark_published(self, image_id: str, *, now: datetime) -> None:
+        """Note that the job's message is in the queue (the broker confirmed it), so the
+        reconciler need not publish it again while it waits its turn."""
+
     def requeue_stale(
-        self, *, pending_before: datetime, now: datetime, limit: int
+        self,
+        *,
+        pending_before: datetime,
+        published_before: datetime,
+        now: datetime,
+        limit: int,
     ) -> Sequence[str]:
-        """Take the jobs the reconciler must re-publish (pending, untouched since before
-        `pending_before`; or processing with a lease expired at `now`), make them pending
-        as of `now`, and return their ids. Touching them is what keeps a long backlog
-        from being re-published on every pass, and concurrent reconcilers from taking
-        the same rows."""
+        """Take the jobs the reconciler must (re-)publish and return their ids: pending
+        without a confirmed message and untouched since `pending_before` (the API died
+        between record and message, or a publish failed); pending with a message
+        published before `published_before` (a safety net for a message the broker
+        lost, far longer than any backlog should wait); processing with a lease expired
+        at `now`. They become pending and unpublished as of `now`: a long backlog is not
+        re-published on every pass, and concurrent reconcilers never take the same row."""
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         """Hold the named maintenance task until now + ttl_s if it is free, expired or

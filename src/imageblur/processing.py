@@ -32,7 +32,7 @@ from imageblur.domain import (
 )
 from imageblur.logs import get_logger
 from imageblur.ports import ImageRepository, JobQueue, ObjectStore
-from imageblur.services import delete_quietly, image_id_of_key, object_key
+from imageblur.services import delete_quietly, image_id_of_key, mark_published, object_key
 
 log = get_logger(__name__)
 
@@ -228,6 +228,7 @@ class Reconciler:
         queue: JobQueue,
         pending_grace_s: float,
         orphan_grace_s: float,
+        queued_grace_s: float = 6 * 3600.0,
         keep_originals: bool = False,
         batch: int = 500,
         owner: str | None = None,
@@ -241,6 +242,7 @@ class Reconciler:
         self._results = results
         self._queue = queue
         self._pending_grace = timedelta(seconds=pending_grace_s)
+        self._queued_grace = timedelta(seconds=queued_grace_s)
         self._orphan_grace = timedelta(seconds=orphan_grace_s)
         self._keep_originals = keep_originals
         self._batch = batch
@@ -248,12 +250,25 @@ class Reconciler:
 
     def republish(self, *, everything_pending: bool = False) -> int:
         now = self._clock()
-        before = now if everything_pending else now - self._pending_grace
-        ids = self._repo.requeue_stale(pending_before=before, now=now, limit=self._batch)
-        for image_id in ids:
-            self._queue.publish(Job(image_id=image_id))
-            log.info("job.republished", image_id=image_id)
-        return len(ids)
+        if everything_pending:
+            # The queue itself was lost (in-process, restarted): every pending job, in as
+            # many batches as it takes. Rows taken in this pass are stamped `now`, after
+            # the cut-off, so no batch takes them twice.
+            before = published_before = now - timedelta(microseconds=1)
+        else:
+            before, published_before = now - self._pending_grace, now - self._queued_grace
+        total = 0
+        while True:
+            ids = self._repo.requeue_stale(
+                pending_before=before, published_before=published_before, now=now, limit=self._batch
+            )
+            for image_id in ids:
+                self._queue.publish(Job(image_id=image_id))
+                mark_published(self._repo, image_id, now)
+                log.info("job.republished", image_id=image_id)
+            total += len(ids)
+            if len(ids) < self._batch:
+                return total
 
     def collect_garbage(self) -> tuple[int, int] | None:
         """(originals, results) deleted; None when another process holds the gc lease."""

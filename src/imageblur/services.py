@@ -75,6 +75,15 @@ def delete_quietly(store: ObjectStore, key: str, *, image_id: str | None = None)
         log.warning("object.delete_failed", image_id=image_id, key=key)
 
 
+def mark_published(repo: ImageRepository, image_id: str, now: datetime) -> None:
+    """Record a confirmed publish; if the database is down, the reconciler publishes the
+    job once more later, which is harmless (only one claim wins)."""
+    try:
+        repo.mark_published(image_id, now=now)
+    except BackendUnavailable:
+        log.warning("job.publish_not_recorded", image_id=image_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What GET /picture/{id}/image answers: the bytes, or a presigned redirect."""
@@ -159,6 +168,7 @@ class ImageService:
             except BackendUnavailable:
                 log.warning("image.undo_failed", image_id=image_id)
             raise
+        mark_published(self._repo, image_id, self._clock())
         log.info(
             "image.accepted",
             image_id=image_id,

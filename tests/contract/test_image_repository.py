@@ -14,6 +14,7 @@ from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
 from imageblur.ports import ImageRepository
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+DAY = timedelta(days=1)
 
 
 def record(*, at: datetime = T0, key: str | None = None, **changes: object) -> ImageRecord:
@@ -182,9 +183,13 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     assert again is not None and again.attempts == 2
 
 
-def test_requeue_stale_takes_old_pending_and_expired_leases(repo: ImageRepository) -> None:
+def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
+    repo: ImageRepository,
+) -> None:
     old_pending = repo.add(record(at=T0))
     fresh_pending = repo.add(record(at=T0 + timedelta(seconds=100)))
+    queued = repo.add(record(at=T0))
+    repo.mark_published(queued.id, now=T0)
     expired = repo.add(record(at=T0))
     live = repo.add(record(at=T0))
     done = repo.add(record(at=T0))
@@ -195,17 +200,49 @@ def test_requeue_stale_takes_old_pending_and_expired_leases(repo: ImageRepositor
 
     now = T0 + timedelta(seconds=120)
     before = T0 + timedelta(seconds=50)
-    ids = set(repo.requeue_stale(pending_before=before, now=now, limit=100))
+    ids = set(
+        repo.requeue_stale(pending_before=before, published_before=T0 - DAY, now=now, limit=100)
+    )
     assert ids == {old_pending.id, expired.id}
-    assert fresh_pending.id not in ids
+    assert fresh_pending.id not in ids and queued.id not in ids
     # The expired lease is released: anyone may claim it now, its dead owner may not finish.
     taken = repo.get(expired.id)
     assert taken is not None and taken.status is Status.PENDING and taken.lease_owner is None
     assert not repo.complete(expired.id, owner="w", output_key="o", url="u", faces=0, now=now)
-    # Taken rows count as re-published now: the next pass does not take them again.
-    assert repo.requeue_stale(pending_before=before, now=now, limit=100) == []
+    # Taken rows count as touched now: the next pass does not take them again.
+    assert (
+        repo.requeue_stale(pending_before=before, published_before=T0 - DAY, now=now, limit=100)
+        == []
+    )
     later = now + timedelta(seconds=100)
-    assert len(repo.requeue_stale(pending_before=later, now=later, limit=1)) == 1
+    assert (
+        len(repo.requeue_stale(pending_before=later, published_before=T0 - DAY, now=later, limit=1))
+        == 1
+    )
+
+
+def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRepository) -> None:
+    queued = repo.add(record(at=T0))
+    repo.mark_published(queued.id, now=T0 + timedelta(seconds=1))
+    late = T0 + DAY
+    assert repo.requeue_stale(pending_before=late, published_before=T0, now=late, limit=10) == []
+    ids = repo.requeue_stale(
+        pending_before=late, published_before=T0 + timedelta(seconds=1), now=late, limit=10
+    )
+    assert ids == [queued.id]
+    # Taken, it counts as unpublished until the reconciler confirms its new publish.
+    later = late + timedelta(seconds=10)
+    assert repo.requeue_stale(pending_before=later, published_before=T0, now=later, limit=10) == [
+        queued.id
+    ]
+
+
+def test_a_released_job_counts_as_published(repo: ImageRepository) -> None:
+    rec = repo.add(record(at=T0))
+    assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
+    assert repo.release(rec.id, owner="w", error="store down", now=T0 + timedelta(seconds=1))
+    late = T0 + DAY
+    assert repo.requeue_stale(pending_before=late, published_before=T0, now=late, limit=10) == []
 
 
 def test_get_many_returns_the_existing_records_by_id(repo: ImageRepository) -> None:

@@ -14,6 +14,7 @@ from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.domain import (
     Face,
+    ImageRecord,
     InvalidImage,
     Job,
     NotFound,
@@ -201,13 +202,53 @@ def test_expired_lease_is_taken_over_without_a_second_result(world: World) -> No
     assert world.results.puts == 1
 
 
-def test_reconciler_republishes_old_pending_jobs(world: World) -> None:
+def test_a_queued_job_is_not_republished_while_it_waits_its_turn(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
-    world.next_delivery()  # the message is lost with a crashed in-process queue
-    assert world.reconciler().republish() == 0  # too young: probably still queued
+    world.next_delivery()  # the broker lost the message (or it is deep in a backlog)
+    world.clock.advance(3600)
+    assert world.reconciler(queued_grace_s=7200).republish() == 0  # confirmed: still queued
+    world.clock.advance(3601)
+    assert world.reconciler(queued_grace_s=7200).republish() == 1  # the safety net
+    assert world.next_delivery().job.image_id == record.id
+    assert world.reconciler(queued_grace_s=7200).republish() == 0  # once, not every pass
+
+
+def test_a_job_never_published_is_published_after_the_grace(world: World) -> None:
+    # What an API that died between writing the record and publishing leaves behind.
+    now = world.clock()
+    record = world.repo.add(
+        ImageRecord(
+            id="0123456789abcdef0123456789abcdef",
+            name="a.jpg",
+            status=Status.PENDING,
+            content_type="image/jpeg",
+            bytes=3,
+            width=1,
+            height=1,
+            input_key="0123456789abcdef0123456789abcdef.jpg",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    assert world.reconciler().republish() == 0  # too young: the API may still publish it
     world.clock.advance(31)
     assert world.reconciler().republish() == 1
     assert world.next_delivery().job.image_id == record.id
+    world.clock.advance(31)
+    assert world.reconciler().republish() == 0  # its publish is confirmed now
+
+
+def test_every_pending_job_is_published_when_the_queue_was_lost(world: World) -> None:
+    records = [world.images.submit(jpeg_bytes(seed=i)) for i in range(5)]
+    for _ in records:
+        world.next_delivery()  # an in-process queue dies with its process
+    world.clock.advance(1)  # the restart
+    assert world.reconciler(batch=2).republish(everything_pending=True) == 5
+    assert sorted(world.next_delivery().job.image_id for _ in records) == sorted(
+        r.id for r in records
+    )
+    assert world.queue.receive(timeout_s=0.05) is None  # each exactly once
+    assert world.reconciler(batch=2).republish() == 0
 
 
 def test_reconciler_collects_unreferenced_objects(world: World) -> None:

@@ -77,6 +77,10 @@ _MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     );
     """,
+    # 4: when the job's message was confirmed by the broker (NULL: not, or not yet).
+    """
+    ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
+    """,
 )
 
 _COLUMNS = (
@@ -343,10 +347,11 @@ class PostgresImageRepository:
         )
 
     def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        # The retry's message is published right after: count it as published now.
         return (
             self._transition(
                 "status = 'pending', error = %(error)s, lease_owner = NULL, "
-                "lease_expires_at = NULL",
+                "lease_expires_at = NULL, published_at = %(now)s",
                 "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.PENDING,
                 {"id": image_id, "owner": owner, "now": now, "error": error},
@@ -354,17 +359,28 @@ class PostgresImageRepository:
             is not None
         )
 
+    def mark_published(self, image_id: str, *, now: datetime) -> None:
+        query = sql.SQL("UPDATE {s}.images SET published_at = %s WHERE id = %s").format(s=self._s)
+        with self._conn() as conn:
+            conn.execute(query, (now, image_id))
+
     def requeue_stale(
-        self, *, pending_before: datetime, now: datetime, limit: int
+        self,
+        *,
+        pending_before: datetime,
+        published_before: datetime,
+        now: datetime,
+        limit: int,
     ) -> Sequence[str]:
         # SKIP LOCKED: concurrent reconcilers each take different rows, none waits.
         query = sql.SQL(
             "WITH picked AS (SELECT id, status FROM {s}.images WHERE "
-            "(status = 'pending' AND updated_at <= %(before)s) OR "
+            "(status = 'pending' AND published_at IS NULL AND updated_at <= %(before)s) OR "
+            "(status = 'pending' AND published_at <= %(published_before)s) OR "
             "(status = 'processing' AND lease_expires_at <= %(now)s) "
             "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
             "upd AS (UPDATE {s}.images i SET status = 'pending', lease_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = %(now)s FROM picked "
+            "lease_expires_at = NULL, published_at = NULL, updated_at = %(now)s FROM picked "
             "WHERE i.id = picked.id RETURNING i.id, picked.status AS old_status), "
             "log AS (INSERT INTO {s}.image_transitions "
             "(image_id, from_status, to_status, owner, at) "
@@ -373,9 +389,13 @@ class PostgresImageRepository:
             "SELECT id FROM upd"
         ).format(s=self._s)
         with self._conn() as conn:
-            rows = conn.execute(
-                query, {"before": pending_before, "now": now, "limit": limit}
-            ).fetchall()
+            params = {
+                "before": pending_before,
+                "published_before": published_before,
+                "now": now,
+                "limit": limit,
+            }
+            rows = conn.execute(query, params).fetchall()
         return [str(row[0]) for row in rows]
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:

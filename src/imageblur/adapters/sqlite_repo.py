@@ -50,6 +50,9 @@ _MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE images ADD COLUMN published_at TEXT;
+    """,
 ]
 
 # SQLite before 3.32 allows 999 bound parameters per statement.
@@ -282,27 +285,39 @@ class SqliteImageRepository:
         )
 
     def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        # The retry's message is published right after: count it as published now.
         return self._transition(
             "UPDATE images SET status = 'pending', error = ?, lease_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = ? "
+            "lease_expires_at = NULL, updated_at = ?, published_at = ? "
             "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (error, _ts(now), image_id, owner),
+            (error, _ts(now), _ts(now), image_id, owner),
         )
 
+    def mark_published(self, image_id: str, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE images SET published_at = ? WHERE id = ?", (_ts(now), image_id))
+
     def requeue_stale(
-        self, *, pending_before: datetime, now: datetime, limit: int
+        self,
+        *,
+        pending_before: datetime,
+        published_before: datetime,
+        now: datetime,
+        limit: int,
     ) -> Sequence[str]:
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id FROM images WHERE (status = 'pending' AND updated_at <= ?) "
+                "SELECT id FROM images WHERE "
+                "(status = 'pending' AND published_at IS NULL AND updated_at <= ?) "
+                "OR (status = 'pending' AND published_at <= ?) "
                 "OR (status = 'processing' AND lease_expires_at <= ?) "
                 "ORDER BY updated_at LIMIT ?",
-                (_ts(pending_before), _ts(now), limit),
+                (_ts(pending_before), _ts(published_before), _ts(now), limit),
             ).fetchall()
             ids = [r["id"] for r in rows]
             conn.executemany(
                 "UPDATE images SET status = 'pending', lease_owner = NULL, "
-                "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                "lease_expires_at = NULL, published_at = NULL, updated_at = ? WHERE id = ?",
                 [(_ts(now), image_id) for image_id in ids],
             )
         return ids
