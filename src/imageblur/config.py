@@ -131,7 +131,12 @@ class Settings(BaseSettings):
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")
     lease_s: float = Field(300.0, gt=0, description="How long a claimed job is held.")
-    max_attempts: int = Field(5, ge=1, description="Attempts before a job is dead-lettered.")
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts (errors, crashes) before a job is dead-lettered; a back "
+        "end's outage does not count.",
+    )
     retry_base_delay_s: float = Field(1.0, ge=0, description="First retry delay.")
     retry_max_delay_s: float = Field(60.0, ge=0, description="Longest retry delay.")
     receive_timeout_s: float = Field(1.0, gt=0, description="How long one receive waits.")

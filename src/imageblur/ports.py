@@ -92,8 +92,12 @@ class ImageRepository(Protocol):
     def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
         """-> failed with a reason. With owner None, from pending (unprocessable message)."""
 
-    def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
-        """processing (held by owner) -> pending, keeping the reason; for retries."""
+    def release(
+        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+    ) -> bool:
+        """processing (held by owner) -> pending, keeping the reason; for retries. With
+        `count_attempt` False the claim's attempt is given back: a back-end outage is
+        not the image's fault and must not use up its attempts."""
 
     def mark_published(self, image_id: str, *, now: datetime) -> None:
         """Note that the job's message is in the queue (the broker confirmed it), so the

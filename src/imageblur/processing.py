@@ -123,7 +123,7 @@ class JobProcessor:
         except ObjectMissing:
             return self._fail(delivery, record, "the original is missing from the store")
         except BackendUnavailable as exc:
-            return self._retry_or_dead_letter(delivery, record, f"{exc.backend}: {exc}")
+            return self._wait_for_backend(delivery, record, f"{exc.backend}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retry, then park
             bound.exception("job.error")
             return self._retry_or_dead_letter(
@@ -161,14 +161,32 @@ class JobProcessor:
         try:
             self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
         except BackendUnavailable:
-            # Unsettled, the message comes back; the lease expires and it is judged again.
+            # Settle anyway: an unsettled message would hold this worker's prefetch
+            # slot until the broker's consumer timeout. The retry comes back after the
+            # longest delay; once our lease has expired it is judged again.
+            delay_s = self._retry.max_delay_s
             log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
+            self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
             return Outcome.RETRY
         log.warning("job.failed", image_id=record.id, reason=reason)
         if not self._keep_originals:
             delete_quietly(self._originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.FAILED
+
+    def _wait_for_backend(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
+        """A back end failed mid-job. Not the image's fault: the attempt is given back and
+        the job retried, with delays growing to `max_delay_s`, for as long as the outage
+        lasts. Counting it would dead-letter every image in flight during a 15 s store
+        restart, and garbage collection would then delete their originals."""
+        with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
+            self._repo.release(
+                record.id, owner=self.owner, error=reason, now=self._clock(), count_attempt=False
+            )
+        delay_s = self._retry.delay_s(delivery.job.attempt + 1)
+        log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
+        self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+        return Outcome.RETRY
 
     def _retry_or_dead_letter(
         self, delivery: Delivery, record: ImageRecord, reason: str

@@ -183,6 +183,15 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     assert again is not None and again.attempts == 2
 
 
+def test_release_can_give_the_attempt_back(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    for n in range(3):
+        now = T0 + timedelta(seconds=n)
+        claimed = repo.claim(rec.id, owner="w", lease_s=5, now=now)
+        assert claimed is not None and claimed.attempts == 1
+        assert repo.release(rec.id, owner="w", error="db down", now=now, count_attempt=False)
+
+
 def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
     repo: ImageRepository,
 ) -> None:

@@ -153,17 +153,19 @@ def test_result_is_not_ready_before_done(world: World) -> None:
         world.images.result(record.id)
 
 
-def test_transient_store_failure_retries_then_dead_letters(world: World) -> None:
+def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     world.results.down = True
-    processor = world.processor()
-    outcomes = [processor.handle(world.next_delivery()) for _ in range(3)]
-    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.DEAD_LETTERED]
-    failed = world.repo.get(record.id)
-    assert failed is not None and failed.status is Status.FAILED
-    assert "out is down" in (failed.error or "")
-    [dead] = world.queue.dead_letters
-    assert dead.job.image_id == record.id and "out is down" in dead.reason
+    processor = world.processor()  # max_attempts 3
+    outcomes = [processor.handle(world.next_delivery()) for _ in range(10)]
+    assert outcomes == [Outcome.RETRY] * 10
+    waiting = world.repo.get(record.id)
+    assert waiting is not None and waiting.status is Status.PENDING and waiting.attempts == 0
+    assert "out is down" in (waiting.error or "")
+    assert world.queue.dead_letters == []
+    assert record.input_key in world.originals.objects  # nothing to collect
+    world.results.down = False
+    assert processor.handle(world.next_delivery()) is Outcome.DONE
 
 
 def test_transient_failure_then_success(world: World) -> None:
@@ -380,3 +382,6 @@ def test_failure_to_record_a_failure_leaves_the_job_for_later(
     monkeypatch.setattr(world.repo, "fail", down)
     assert world.processor().handle(world.next_delivery()) is Outcome.RETRY
     assert world.originals.objects  # nothing decided, nothing deleted
+    # Settled with a retry, not left unacked (that would hold the worker's prefetch).
+    retried = world.next_delivery()
+    assert retried.job.image_id == record.id and retried.job.attempt == 1

@@ -346,15 +346,24 @@ class PostgresImageRepository:
             is not None
         )
 
-    def release(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+    def release(
+        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+    ) -> bool:
         # The retry's message is published right after: count it as published now.
         return (
             self._transition(
                 "status = 'pending', error = %(error)s, lease_owner = NULL, "
-                "lease_expires_at = NULL, published_at = %(now)s",
+                "lease_expires_at = NULL, published_at = %(now)s, "
+                "attempts = greatest(i.attempts - %(refund)s, 0)",
                 "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.PENDING,
-                {"id": image_id, "owner": owner, "now": now, "error": error},
+                {
+                    "id": image_id,
+                    "owner": owner,
+                    "now": now,
+                    "error": error,
+                    "refund": 0 if count_attempt else 1,
+                },
             )
             is not None
         )
