@@ -187,8 +187,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.api_token is not None and len(self.api_token.get_secret_value()) < 16:
-            raise ValueError("api_token must be at least 16 characters (or unset)")
+        if self.api_token is not None:
+            token = self.api_token.get_secret_value()
+            if len(token) < 16 or any(ch.isspace() for ch in token):
+                # A Secret written with `echo` ends in a newline: refuse it here rather
+                # than answer every request 401.
+                raise ValueError(
+                    "api_token must be at least 16 characters without spaces or newlines (or unset)"
+                )
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
         if self.retry_base_delay_s > self.retry_max_delay_s:

@@ -77,8 +77,11 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "bearer-token" not in shown
 
 
-def test_a_short_api_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", "short")
+@pytest.mark.parametrize("token", ["short", "a-long-enough-token-with-newline\n"])
+def test_a_short_or_blank_containing_api_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", token)
     with pytest.raises(SettingsError, match="api_token"):
         load_settings()
 

@@ -53,6 +53,9 @@ class LocalObjectStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            # The rename is durable only once the folder is synced: without it, a power
+            # cut after our 202 could keep the record (SQLite syncs) and lose the file.
+            _fsync_dir(path.parent)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
 
@@ -123,3 +126,11 @@ class LocalObjectStore:
 
     def close(self) -> None:
         pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

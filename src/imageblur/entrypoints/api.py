@@ -319,9 +319,14 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     async def readyz(request: Request) -> JSONResponse:
         checks = await run_in_threadpool(services(request).images.check)
         ready = all(v is None for v in checks.values())
+        for name, reason in checks.items():
+            if reason is not None:
+                log.warning("readiness.failed", backend=name, error=reason)
+        # Which back end, not why: the probe is public, and error texts name hosts,
+        # users and paths. The reason is in the log above.
         body = {
             "status": "ready" if ready else "unavailable",
-            "checks": {k: v or "ok" for k, v in checks.items()},
+            "checks": {k: "ok" if v is None else "unavailable" for k, v in checks.items()},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
