@@ -84,6 +84,10 @@ class ImageRepository(Protocol):
         under `owner` until now + lease_s, attempts + 1. None if it cannot be taken
         (done, failed, deleted, or leased by a live worker)."""
 
+    def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
+        """Hold a claimed job until now + lease_s: a worker renews its lease while it
+        works, so a slow image is not taken over. False if the lease was lost."""
+
     def complete(
         self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
     ) -> bool:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -131,10 +132,11 @@ class JobProcessor:
             )
 
     def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
-        original = self._originals.get(record.input_key)
-        result = self._anonymize(original)
-        out_key = object_key(record.id, result.extension)
-        self._results.put(out_key, result.data, content_type=result.content_type)
+        with self._keep_lease(record.id):
+            original = self._originals.get(record.input_key)
+            result = self._anonymize(original)
+            out_key = object_key(record.id, result.extension)
+            self._results.put(out_key, result.data, content_type=result.content_type)
         done = self._repo.complete(
             record.id,
             owner=self.owner,
@@ -156,6 +158,31 @@ class JobProcessor:
             delete_quietly(self._originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
+
+    @contextlib.contextmanager
+    def _keep_lease(self, image_id: str) -> Iterator[None]:
+        """Renew the lease every third of its length while the job runs: on a slow or
+        throttled node a large image may take longer than one lease, and a job taken
+        over mid-way would run twice and count an attempt it did not fail."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self._lease_s / 3):
+                try:
+                    now = self._clock()
+                    if not self._repo.extend_lease(
+                        image_id, owner=self.owner, lease_s=self._lease_s, now=now
+                    ):
+                        return  # lost (deleted, or taken over): `complete` will say so
+                except BackendUnavailable:
+                    log.warning("job.lease_not_renewed", image_id=image_id)
+
+        keeper = threading.Thread(target=renew, name=f"lease-{image_id[:8]}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
         try:

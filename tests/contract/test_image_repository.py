@@ -183,6 +183,20 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     assert again is not None and again.attempts == 2
 
 
+def test_only_the_holder_extends_a_live_lease(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert not repo.extend_lease(rec.id, owner="w", lease_s=10, now=T0)  # not claimed
+    assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
+    assert not repo.extend_lease(rec.id, owner="other", lease_s=10, now=T0)
+    assert repo.extend_lease(rec.id, owner="w", lease_s=100, now=T0 + timedelta(seconds=5))
+    # Past the first lease, but within the extended one: nobody can take it.
+    assert repo.claim(rec.id, owner="other", lease_s=10, now=T0 + timedelta(seconds=50)) is None
+    held = repo.get(rec.id)
+    assert held is not None and held.lease_owner == "w" and held.attempts == 1
+    assert repo.complete(rec.id, owner="w", output_key="o", url="u", faces=0, now=T0)
+    assert not repo.extend_lease(rec.id, owner="w", lease_s=10, now=T0)  # done
+
+
 def test_release_can_give_the_attempt_back(repo: ImageRepository) -> None:
     rec = repo.add(record())
     for n in range(3):

@@ -3,6 +3,7 @@ state: records, stored objects, queued and dead-lettered jobs."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,6 +167,26 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     assert record.input_key in world.originals.objects  # nothing to collect
     world.results.down = False
     assert processor.handle(world.next_delivery()) is Outcome.DONE
+
+
+def test_the_lease_is_renewed_while_a_slow_image_is_processed(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    taken_over: list[bool] = []
+
+    class SlowDetector(FakeDetector):
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            for _ in range(6):  # 3 s of (fake) work against a 1 s lease, renewed each 1/3 s
+                world.clock.advance(0.5)
+                time.sleep(0.4)
+            claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
+            taken_over.append(claim is not None)
+            return super().detect(image)
+
+    world.detector.__class__ = SlowDetector
+    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is Outcome.DONE
+    assert taken_over == [False]
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE and done.attempts == 1
 
 
 def test_transient_failure_then_success(world: World) -> None:

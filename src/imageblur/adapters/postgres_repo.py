@@ -309,6 +309,16 @@ class PostgresImageRepository:
             },
         )
 
+    def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
+        # Not a change of status: no audit row.
+        query = sql.SQL(
+            "UPDATE {s}.images SET lease_expires_at = %s "
+            "WHERE id = %s AND status = 'processing' AND lease_owner = %s"
+        ).format(s=self._s)
+        with self._conn() as conn:
+            cur = conn.execute(query, (now + timedelta(seconds=lease_s), image_id, owner))
+            return cur.rowcount == 1
+
     def complete(
         self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
     ) -> bool:

@@ -260,6 +260,13 @@ class SqliteImageRepository:
         with self._tx() as conn:
             return conn.execute(sql, params).rowcount == 1
 
+    def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
+        return self._transition(
+            "UPDATE images SET lease_expires_at = ? "
+            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            (_ts(now + timedelta(seconds=lease_s)), image_id, owner),
+        )
+
     def complete(
         self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
     ) -> bool:
