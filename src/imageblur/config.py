@@ -109,7 +109,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted upload.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height.")
     max_concurrent_checks: int = Field(
-        4, ge=1, le=256, description="Uploads decoded at once per API process (memory bound)."
+        4,
+        ge=1,
+        le=256,
+        description="Uploads decoded at once per API process (memory bound); past 4 times "
+        "as many in hand, uploads get 503 at once.",
     )
     page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
 

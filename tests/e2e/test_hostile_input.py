@@ -7,6 +7,7 @@ import socket
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -192,3 +193,27 @@ def test_client_file_name_never_becomes_a_key(server: Server, client: httpx.Clie
     server.wait_done(client, body["id"])
     assert all(p.name.startswith(body["id"]) for p in server.stored_files())
     assert client.delete(f"/picture/{body['id']}").status_code == 204
+
+
+def test_an_upload_burst_gets_quick_503s_and_reads_stay_served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    big = jpeg_bytes(3000, 2000, seed=7)  # noise: a slow strict decode
+    data_dir = tmp_path_factory.mktemp("burst") / "data"
+    with run_server(data_dir, env={"IMAGEBLUR_MAX_CONCURRENT_CHECKS": "1"}) as srv:
+
+        def upload(_: int) -> httpx.Response:
+            with srv.client() as c:
+                return c.post("/picture", files={"image": ("big.jpg", big)})
+
+        with ThreadPoolExecutor(16) as pool:
+            uploads = [pool.submit(upload, i) for i in range(16)]
+            with srv.client() as reader:
+                ready = reader.get("/readyz")  # while the burst is in hand
+            answers = [f.result() for f in uploads]
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) <= {202, 503}, statuses
+        assert statuses.count(202) >= 1 and statuses.count(503) >= 1, statuses
+        refused = next(a for a in answers if a.status_code == 503)
+        assert refused.json()["error"] == "unavailable" and "Retry-After" in refused.headers
+        assert ready.status_code == 200

@@ -20,7 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imageblur import __version__, imaging
 from imageblur.bootstrap import Container, build
 from imageblur.config import Settings
-from imageblur.domain import BackendUnavailable, ImageRecord, InvalidImage, NotFound, NotReady
+from imageblur.domain import (
+    BackendUnavailable,
+    ImageRecord,
+    InvalidImage,
+    NotFound,
+    NotReady,
+    Overloaded,
+)
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
@@ -224,6 +231,13 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             )
         return response
 
+    # An upload waits for a check slot (IMAGEBLUR_MAX_CONCURRENT_CHECKS) inside a thread
+    # of the shared pool (40 threads). A burst of uploads would otherwise hold all of
+    # them and starve reads, deletes and /readyz, so that every pod turns unready at
+    # once; past this many uploads in hand the API answers 503 at once instead.
+    max_in_hand = 4 * settings.max_concurrent_checks
+    in_hand = 0
+
     @app.post(
         "/picture",
         status_code=202,
@@ -252,9 +266,16 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
                 http_status=415,
                 code="unsupported_media_type",
             )
-        record = await run_in_threadpool(
-            services(request).images.submit, data, name=name, idempotency_key=idempotency_key
-        )
+        nonlocal in_hand
+        if in_hand >= max_in_hand:
+            raise Overloaded("too many uploads are being checked at once; retry shortly")
+        in_hand += 1  # the event loop's thread only: no lock needed
+        try:
+            record = await run_in_threadpool(
+                services(request).images.submit, data, name=name, idempotency_key=idempotency_key
+            )
+        finally:
+            in_hand -= 1
         return JSONResponse(
             picture(record, root(request)).model_dump(mode="json"),
             status_code=202,
