@@ -18,6 +18,8 @@ from imageblur.processing import JobProcessor, Reconciler
 
 log = get_logger(__name__)
 
+RECONCILER_STOP_S = 5.0
+
 
 class WorkerRuntime:
     def __init__(self, container: Container, *, burst: bool = False) -> None:
@@ -110,12 +112,24 @@ class WorkerRuntime:
         grace = self._c.settings.shutdown_grace_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + grace  # one grace for all threads, not one each
         for thread in self._threads:
-            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if thread.name == "reconciler":
+                # Its work is idempotent and safe to drop, and a call to a back end that
+                # hangs (a store shutting down with us) must not hold the stop for the
+                # whole grace; the thread is a daemon and ends with the process.
+                remaining = min(remaining, RECONCILER_STOP_S)
+            thread.join(timeout=remaining)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("worker.stopped_with_threads_busy", threads=alive)
         log.info("worker.stopped")
 
     def wait(self) -> None:
-        """Block until stopped (by `stop`, a signal, or a drained queue in burst mode)."""
+        """Block until the job threads end (after `stop`, a signal, or a drained queue in
+        burst mode); `stop` then gives the reconciler a short while."""
         for thread in self._threads:
+            if thread.name == "reconciler":
+                continue
             while thread.is_alive():
                 thread.join(timeout=0.5)
 
