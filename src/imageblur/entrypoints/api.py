@@ -232,11 +232,33 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         return response
 
     # An upload waits for a check slot (IMAGEBLUR_MAX_CONCURRENT_CHECKS) inside a thread
-    # of the shared pool (40 threads). A burst of uploads would otherwise hold all of
-    # them and starve reads, deletes and /readyz, so that every pod turns unready at
-    # once; past this many uploads in hand the API answers 503 at once instead.
+    # of the shared pool (40 threads), and holds its body in memory. A burst of uploads
+    # would otherwise hold every thread, starving reads, deletes and /readyz (every pod
+    # unready at once), and memory without bound; past this many uploads in hand the
+    # API answers 503 at once instead.
     max_in_hand = 4 * settings.max_concurrent_checks
     in_hand = 0
+
+    async def _accept_upload(
+        request: Request, filename: str | None, idempotency_key: str | None
+    ) -> ImageRecord:
+        max_bytes = settings.max_upload_bytes
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            data, name = await read_multipart(request, max_bytes=max_bytes)
+        elif content_type.startswith("image/") or content_type == "application/octet-stream":
+            data, name = await read_raw(request, max_bytes=max_bytes), filename
+        else:
+            raise InvalidImage(
+                "send multipart/form-data with a file part named 'image', "
+                "or the raw image with an image/* Content-Type",
+                http_status=415,
+                code="unsupported_media_type",
+            )
+        record: ImageRecord = await run_in_threadpool(
+            services(request).images.submit, data, name=name, idempotency_key=idempotency_key
+        )
+        return record
 
     @app.post(
         "/picture",
@@ -253,27 +275,14 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
         ] = None,
     ) -> JSONResponse:
-        max_bytes = settings.max_upload_bytes
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            data, name = await read_multipart(request, max_bytes=max_bytes)
-        elif content_type.startswith("image/") or content_type == "application/octet-stream":
-            data, name = await read_raw(request, max_bytes=max_bytes), filename
-        else:
-            raise InvalidImage(
-                "send multipart/form-data with a file part named 'image', "
-                "or the raw image with an image/* Content-Type",
-                http_status=415,
-                code="unsupported_media_type",
-            )
         nonlocal in_hand
         if in_hand >= max_in_hand:
-            raise Overloaded("too many uploads are being checked at once; retry shortly")
+            raise Overloaded("too many uploads are in hand; retry shortly")
+        # Counted from before the body is read: each upload in hand holds up to
+        # IMAGEBLUR_MAX_UPLOAD_BYTES of memory, so the gate bounds that memory too.
         in_hand += 1  # the event loop's thread only: no lock needed
         try:
-            record = await run_in_threadpool(
-                services(request).images.submit, data, name=name, idempotency_key=idempotency_key
-            )
+            record = await _accept_upload(request, filename, idempotency_key)
         finally:
             in_hand -= 1
         return JSONResponse(
