@@ -99,9 +99,10 @@ class ImageRepository(Protocol):
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
     ) -> bool:
-        """processing (held by owner) -> pending, keeping the reason; for retries. With
-        `count_attempt` False the claim's attempt is given back: a back-end outage is
-        not the image's fault and must not use up its attempts."""
+        """processing (held by owner) -> pending, keeping the reason; for retries. The
+        job counts as unpublished (its retry message may be lost on the way back from a
+        delay queue). With `count_attempt` False the claim's attempt is given back: a
+        back-end outage is not the image's fault and must not use up its attempts."""
 
     def mark_published(self, image_id: str, *, now: datetime) -> None:
         """Note that the job's message is in the queue (the broker confirmed it), so the

@@ -260,12 +260,18 @@ def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRe
     ]
 
 
-def test_a_released_job_counts_as_published(repo: ImageRepository) -> None:
+def test_a_released_job_is_requeued_after_the_pending_grace(repo: ImageRepository) -> None:
+    # Its retry waits in a delay queue that may drop it: it counts as unconfirmed.
     rec = repo.add(record(at=T0))
+    repo.mark_published(rec.id, now=T0)
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
-    assert repo.release(rec.id, owner="w", error="store down", now=T0 + timedelta(seconds=1))
-    late = T0 + DAY
-    assert repo.requeue_stale(pending_before=late, published_before=T0, now=late, limit=10) == []
+    released_at = T0 + timedelta(seconds=1)
+    assert repo.release(rec.id, owner="w", error="store down", now=released_at)
+    assert repo.requeue_stale(pending_before=T0, published_before=T0 - DAY, now=T0, limit=10) == []
+    later = released_at + timedelta(seconds=1)
+    assert repo.requeue_stale(
+        pending_before=released_at, published_before=T0 - DAY, now=later, limit=10
+    ) == [rec.id]
 
 
 def test_get_many_returns_the_existing_records_by_id(repo: ImageRepository) -> None:

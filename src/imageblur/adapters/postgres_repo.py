@@ -359,11 +359,13 @@ class PostgresImageRepository:
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
     ) -> bool:
-        # The retry's message is published right after: count it as published now.
+        # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
+        # way back (dead-lettering is at most once on classic queues), so the job is
+        # treated like one never confirmed: re-published after the pending grace.
         return (
             self._transition(
                 "status = 'pending', error = %(error)s, lease_owner = NULL, "
-                "lease_expires_at = NULL, published_at = %(now)s, "
+                "lease_expires_at = NULL, published_at = NULL, "
                 "attempts = greatest(i.attempts - %(refund)s, 0)",
                 "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.PENDING,

@@ -294,13 +294,15 @@ class SqliteImageRepository:
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
     ) -> bool:
-        # The retry's message is published right after: count it as published now.
+        # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
+        # way back (dead-lettering is at most once on classic queues), so the job is
+        # treated like one never confirmed: re-published after the pending grace.
         return self._transition(
             "UPDATE images SET status = 'pending', error = ?, lease_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = ?, published_at = ?, "
+            "lease_expires_at = NULL, updated_at = ?, published_at = NULL, "
             "attempts = MAX(attempts - ?, 0) "
             "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (error, _ts(now), _ts(now), 0 if count_attempt else 1, image_id, owner),
+            (error, _ts(now), 0 if count_attempt else 1, image_id, owner),
         )
 
     def mark_published(self, image_id: str, *, now: datetime) -> None:
