@@ -7,6 +7,7 @@ imported only when selected, so the embedded install does not need them.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -99,6 +100,8 @@ class Container:
             lease_s=s.lease_s,
             keep_originals=s.keep_originals,
             owner=owner,
+            # Retries come at most every retry_max_delay_s once the back-off has grown.
+            outage_retries=math.ceil(s.outage_patience_s / max(s.retry_max_delay_s, 1.0)),
         )
 
     def reconciler(self) -> Reconciler:

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         description="Attempts (errors, crashes) before a job is dead-lettered; a back "
         "end's outage does not count.",
     )
+    outage_patience_s: float = Field(
+        21600.0,
+        gt=0,
+        description="How long a job waits out a back end's outage, retrying without using "
+        "up its attempts; after that the error counts as the image's own.",
+    )
     retry_base_delay_s: float = Field(1.0, ge=0, description="First retry delay.")
     retry_max_delay_s: float = Field(60.0, ge=0, description="Longest retry delay.")
     receive_timeout_s: float = Field(1.0, gt=0, description="How long one receive waits.")

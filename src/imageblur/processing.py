@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# A job's lease is renewed while it runs, for at most this many lease lengths (20 min at
+# the default 300 s; the largest photo takes well under a minute).
+MAX_RENEWED_LEASES = 4
+
+
 class Outcome(StrEnum):
     DONE = "done"
     FAILED = "failed"
@@ -59,7 +65,9 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int) -> float:
         """Exponential back-off: base, 2 base, 4 base, ... capped."""
-        return float(min(self.max_delay_s, self.base_delay_s * 2 ** max(attempt - 1, 0)))
+        # The exponent is capped: a retry count in the thousands (a long outage) would
+        # overflow the float long after the delay reached its cap.
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** min(max(attempt - 1, 0), 60)))
 
 
 class JobProcessor:
@@ -75,8 +83,10 @@ class JobProcessor:
         lease_s: float,
         keep_originals: bool = False,
         owner: str | None = None,
+        outage_retries: int = 360,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._outage_retries = outage_retries
         self._repo = repository
         self._originals = originals
         self._results = results
@@ -166,8 +176,12 @@ class JobProcessor:
         over mid-way would run twice and count an attempt it did not fail."""
         stop = threading.Event()
 
+        # Not for ever: a job hung in native code would otherwise hold its lease as long
+        # as the process lives, out of reach of the reconciler and the crash guard.
+        renew_until = time.monotonic() + MAX_RENEWED_LEASES * self._lease_s
+
         def renew() -> None:
-            while not stop.wait(self._lease_s / 3):
+            while not stop.wait(self._lease_s / 3) and time.monotonic() < renew_until:
                 try:
                     now = self._clock()
                     if not self._repo.extend_lease(
@@ -205,7 +219,12 @@ class JobProcessor:
         """A back end failed mid-job. Not the image's fault: the attempt is given back and
         the job retried, with delays growing to `max_delay_s`, for as long as the outage
         lasts. Counting it would dead-letter every image in flight during a 15 s store
-        restart, and garbage collection would then delete their originals."""
+        restart, and garbage collection would then delete their originals.
+
+        Patience has an end: after `outage_retries` retries of the message, the error is
+        treated as the image's own (a store refusing one object, say) and counts."""
+        if delivery.job.attempt >= self._outage_retries:
+            return self._retry_or_dead_letter(delivery, record, reason)
         with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
             self._repo.release(
                 record.id, owner=self.owner, error=reason, now=self._clock(), count_attempt=False
@@ -295,13 +314,16 @@ class Reconciler:
 
     def republish(self, *, everything_pending: bool = False) -> int:
         now = self._clock()
+        # Rows taken in this pass are stamped `now`, after every cut-off (even with a
+        # grace of 0), so no batch of the loop below takes them twice.
+        latest = now - timedelta(microseconds=1)
         if everything_pending:
             # The queue itself was lost (in-process, restarted): every pending job, in as
-            # many batches as it takes. Rows taken in this pass are stamped `now`, after
-            # the cut-off, so no batch takes them twice.
-            before = published_before = now - timedelta(microseconds=1)
+            # many batches as it takes.
+            before = published_before = latest
         else:
-            before, published_before = now - self._pending_grace, now - self._queued_grace
+            before = min(now - self._pending_grace, latest)
+            published_before = min(now - self._queued_grace, latest)
         total = 0
         while True:
             ids = self._repo.requeue_stale(

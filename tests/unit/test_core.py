@@ -189,6 +189,29 @@ def test_the_lease_is_renewed_while_a_slow_image_is_processed(world: World) -> N
     assert done is not None and done.status is Status.DONE and done.attempts == 1
 
 
+def test_lease_renewal_stops_for_a_job_that_hangs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imageblur.processing
+
+    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", 1)
+    record = world.images.submit(jpeg_bytes())
+    taken_over: list[bool] = []
+
+    class HangingDetector(FakeDetector):
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            for _ in range(6):  # well past one lease of renewals
+                world.clock.advance(0.5)
+                time.sleep(0.4)
+            claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
+            taken_over.append(claim is not None)
+            return super().detect(image)
+
+    world.detector.__class__ = HangingDetector
+    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is Outcome.SKIPPED
+    assert taken_over == [True]  # the reconciler could take it over
+
+
 def test_transient_failure_then_success(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     world.results.down = True
@@ -340,6 +363,25 @@ def test_delete_during_processing_leaves_no_result(world: World) -> None:
 def test_retry_policy_grows_and_caps() -> None:
     policy = RetryPolicy(max_attempts=9, base_delay_s=1, max_delay_s=10)
     assert [policy.delay_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+    assert policy.delay_s(5000) == 10  # a day-long outage's retry count does not overflow
+
+
+def test_an_outage_that_never_ends_counts_in_the_end(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    world.results.down = True  # a store that refuses this image for good
+    processor = world.processor(outage_retries=4)  # max_attempts 3
+    outcomes = [processor.handle(world.next_delivery()) for _ in range(7)]
+    assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+
+
+def test_republishing_with_no_grace_takes_each_job_once(world: World) -> None:
+    for i in range(5):
+        world.images.submit(jpeg_bytes(seed=i))
+    world.clock.advance(1)
+    reconciler = world.reconciler(batch=2, pending_grace_s=0, queued_grace_s=0)
+    assert reconciler.republish() == 5
 
 
 def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: World) -> None:
