@@ -104,9 +104,11 @@ class ImageRepository(Protocol):
         delay queue). With `count_attempt` False the claim's attempt is given back: a
         back-end outage is not the image's fault and must not use up its attempts."""
 
-    def mark_published(self, image_id: str, *, now: datetime) -> None:
+    def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         """Note that the job's message is in the queue (the broker confirmed it), so the
-        reconciler need not publish it again while it waits its turn."""
+        reconciler need not publish it again while it waits its turn. Only if the record
+        is still pending as of `if_updated_at`, the version the publisher saw: a worker
+        may have claimed and released it meanwhile, and its retry must stay unconfirmed."""
 
     def requeue_stale(
         self,

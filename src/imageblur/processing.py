@@ -331,7 +331,7 @@ class Reconciler:
             )
             for image_id in ids:
                 self._queue.publish(Job(image_id=image_id))
-                mark_published(self._repo, image_id, now)
+                mark_published(self._repo, image_id, now, seen_at=now)  # as taken
                 log.info("job.republished", image_id=image_id)
             total += len(ids)
             if len(ids) < self._batch:

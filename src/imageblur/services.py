@@ -75,11 +75,13 @@ def delete_quietly(store: ObjectStore, key: str, *, image_id: str | None = None)
         log.warning("object.delete_failed", image_id=image_id, key=key)
 
 
-def mark_published(repo: ImageRepository, image_id: str, now: datetime) -> None:
+def mark_published(
+    repo: ImageRepository, image_id: str, now: datetime, *, seen_at: datetime
+) -> None:
     """Record a confirmed publish; if the database is down, the reconciler publishes the
     job once more later, which is harmless (only one claim wins)."""
     try:
-        repo.mark_published(image_id, now=now)
+        repo.mark_published(image_id, now=now, if_updated_at=seen_at)
     except BackendUnavailable:
         log.warning("job.publish_not_recorded", image_id=image_id)
 
@@ -168,7 +170,7 @@ class ImageService:
             except BackendUnavailable:
                 log.warning("image.undo_failed", image_id=image_id)
             raise
-        mark_published(self._repo, image_id, self._clock())
+        mark_published(self._repo, image_id, self._clock(), seen_at=stored.updated_at)
         log.info(
             "image.accepted",
             image_id=image_id,

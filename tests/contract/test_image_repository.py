@@ -212,7 +212,7 @@ def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
     old_pending = repo.add(record(at=T0))
     fresh_pending = repo.add(record(at=T0 + timedelta(seconds=100)))
     queued = repo.add(record(at=T0))
-    repo.mark_published(queued.id, now=T0)
+    repo.mark_published(queued.id, now=T0, if_updated_at=queued.updated_at)
     expired = repo.add(record(at=T0))
     live = repo.add(record(at=T0))
     done = repo.add(record(at=T0))
@@ -246,7 +246,7 @@ def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
 
 def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRepository) -> None:
     queued = repo.add(record(at=T0))
-    repo.mark_published(queued.id, now=T0 + timedelta(seconds=1))
+    repo.mark_published(queued.id, now=T0 + timedelta(seconds=1), if_updated_at=T0)
     late = T0 + DAY
     assert repo.requeue_stale(pending_before=late, published_before=T0, now=late, limit=10) == []
     ids = repo.requeue_stale(
@@ -260,10 +260,23 @@ def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRe
     ]
 
 
+def test_a_late_publish_mark_does_not_cover_a_release(repo: ImageRepository) -> None:
+    # The API publishes; a worker claims and releases before the API marks it published.
+    rec = repo.add(record(at=T0))
+    assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
+    released_at = T0 + timedelta(seconds=1)
+    assert repo.release(rec.id, owner="w", error="store down", now=released_at)
+    repo.mark_published(rec.id, now=released_at, if_updated_at=rec.updated_at)  # too late
+    later = released_at + timedelta(seconds=1)
+    assert repo.requeue_stale(
+        pending_before=released_at, published_before=T0 - DAY, now=later, limit=10
+    ) == [rec.id]
+
+
 def test_a_released_job_is_requeued_after_the_pending_grace(repo: ImageRepository) -> None:
     # Its retry waits in a delay queue that may drop it: it counts as unconfirmed.
     rec = repo.add(record(at=T0))
-    repo.mark_published(rec.id, now=T0)
+    repo.mark_published(rec.id, now=T0, if_updated_at=T0)
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
     released_at = T0 + timedelta(seconds=1)
     assert repo.release(rec.id, owner="w", error="store down", now=released_at)

@@ -380,10 +380,13 @@ class PostgresImageRepository:
             is not None
         )
 
-    def mark_published(self, image_id: str, *, now: datetime) -> None:
-        query = sql.SQL("UPDATE {s}.images SET published_at = %s WHERE id = %s").format(s=self._s)
+    def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
+        query = sql.SQL(
+            "UPDATE {s}.images SET published_at = %s "
+            "WHERE id = %s AND status = 'pending' AND updated_at = %s"
+        ).format(s=self._s)
         with self._conn() as conn:
-            conn.execute(query, (now, image_id))
+            conn.execute(query, (now, image_id, if_updated_at))
 
     def requeue_stale(
         self,

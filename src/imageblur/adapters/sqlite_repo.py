@@ -305,9 +305,13 @@ class SqliteImageRepository:
             (error, _ts(now), 0 if count_attempt else 1, image_id, owner),
         )
 
-    def mark_published(self, image_id: str, *, now: datetime) -> None:
+    def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         with self._tx() as conn:
-            conn.execute("UPDATE images SET published_at = ? WHERE id = ?", (_ts(now), image_id))
+            conn.execute(
+                "UPDATE images SET published_at = ? "
+                "WHERE id = ? AND status = 'pending' AND updated_at = ?",
+                (_ts(now), image_id, _ts(if_updated_at)),
+            )
 
     def requeue_stale(
         self,
