@@ -331,6 +331,16 @@ def test_exactly_one_of_many_concurrent_lease_takers_wins(
     assert wins.count(True) == 1
 
 
+def test_check_fails_until_the_schema_is_migrated(
+    repo_factory: Callable[[], ImageRepository],
+) -> None:
+    fresh = repo_factory()
+    with pytest.raises(RepositoryUnavailable, match="migrate"):
+        fresh.check()
+    fresh.migrate()
+    fresh.check()
+
+
 def test_check_passes_when_reachable(repo: ImageRepository) -> None:
     repo.check()
 

@@ -453,8 +453,23 @@ class PostgresImageRepository:
         return [(row[0], row[1]) for row in rows]
 
     def check(self) -> None:
-        with self._conn() as conn:
-            conn.execute("SELECT 1")
+        # Reachable, and migrated at least as far as this release needs (a newer schema
+        # is fine: migrations only add). Behind, its statements would fail on missing
+        # columns and tables, so an API is not ready until `imageblur migrate` has run.
+        query = sql.SQL("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations").format(
+            s=self._s
+        )
+        try:
+            with self._conn() as conn:
+                row = conn.execute(query).fetchone()
+        except RepositoryUnavailable as exc:
+            raise RepositoryUnavailable(f"{exc}; run `imageblur migrate`") from exc
+        version = int(row[0]) if row else 0
+        if version < len(_MIGRATIONS):
+            raise RepositoryUnavailable(
+                f"the schema is at version {version}, this release needs {len(_MIGRATIONS)}: "
+                "run `imageblur migrate`"
+            )
 
     def close(self) -> None:
         with self._open_lock:

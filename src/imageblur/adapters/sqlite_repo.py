@@ -350,10 +350,23 @@ class SqliteImageRepository:
             return cur.rowcount == 1
 
     def check(self) -> None:
-        self._query("SELECT 1 FROM images LIMIT 1")
+        try:
+            rows = self._query("SELECT MAX(version) FROM schema_version")
+        except RepositoryUnavailable as exc:
+            raise RepositoryUnavailable(f"{exc}; run `imageblur migrate`") from exc
+        _require_schema(int(rows[0][0] or 0))
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _require_schema(version: int) -> None:
+    # Behind: this release's statements would fail on missing columns and tables.
+    if version < len(_MIGRATIONS):
+        raise RepositoryUnavailable(
+            f"the schema is at version {version}, this release needs {len(_MIGRATIONS)}: "
+            "run `imageblur migrate`"
+        )
