@@ -203,8 +203,9 @@ class JobProcessor:
             self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
         except BackendUnavailable:
             # Settle anyway: an unsettled message would hold this worker's prefetch
-            # slot until the broker's consumer timeout. The retry comes back after the
-            # longest delay; once our lease has expired it is judged again.
+            # slot until the broker's consumer timeout. If the retry comes back while
+            # our lease still runs it is skipped; once the lease has expired the
+            # reconciler re-publishes the job and it is judged again.
             delay_s = self._retry.max_delay_s
             log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
             self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
