@@ -113,7 +113,7 @@ class JobProcessor:
             delay_s = self._retry.max_delay_s
             reason = f"{exc.backend}: {exc}"
             bound.warning("job.claim_unavailable", delay_s=delay_s, reason=reason)
-            self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+            self._retry_later(delivery, delay_s, reason)
             return Outcome.RETRY
         if record is None:
             bound.info("job.skipped", reason="not claimable (done, failed, deleted or leased)")
@@ -208,7 +208,7 @@ class JobProcessor:
             # reconciler re-publishes the job and it is judged again.
             delay_s = self._retry.max_delay_s
             log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
-            self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+            self._retry_later(delivery, delay_s, reason)
             return Outcome.RETRY
         log.warning("job.failed", image_id=record.id, reason=reason)
         if not self._keep_originals:
@@ -232,7 +232,7 @@ class JobProcessor:
             )
         delay_s = self._retry.delay_s(delivery.job.attempt + 1)
         log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
-        self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+        self._retry_later(delivery, delay_s, reason)
         return Outcome.RETRY
 
     def _retry_or_dead_letter(
@@ -254,8 +254,11 @@ class JobProcessor:
             self._repo.release(image_id, owner=self.owner, error=reason, now=now)
         delay_s = self._retry.delay_s(attempt)
         log.warning("job.retry", image_id=image_id, attempt=attempt, delay_s=delay_s, reason=reason)
-        self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
+        self._retry_later(delivery, delay_s, reason)
         return Outcome.RETRY
+
+    def _retry_later(self, delivery: Delivery, delay_s: float, reason: str) -> None:
+        self._settle(lambda d: self._queue.retry(d, delay_s=delay_s, reason=reason), delivery)
 
     def _settle(self, action: Callable[[Delivery], None], delivery: Delivery) -> None:
         try:

@@ -169,47 +169,41 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     assert processor.handle(world.next_delivery()) is Outcome.DONE
 
 
-def test_the_lease_is_renewed_while_a_slow_image_is_processed(world: World) -> None:
-    record = world.images.submit(jpeg_bytes())
-    taken_over: list[bool] = []
-
-    class SlowDetector(FakeDetector):
-        def detect(self, image):  # type: ignore[no-untyped-def]
-            for _ in range(6):  # 3 s of (fake) work against a 1 s lease, renewed each 1/3 s
-                world.clock.advance(0.5)
-                time.sleep(0.4)
-            claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
-            taken_over.append(claim is not None)
-            return super().detect(image)
-
-    world.detector.__class__ = SlowDetector
-    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is Outcome.DONE
-    assert taken_over == [False]
-    done = world.repo.get(record.id)
-    assert done is not None and done.status is Status.DONE and done.attempts == 1
-
-
-def test_lease_renewal_stops_for_a_job_that_hangs(
-    world: World, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("renewed_leases", "outcome", "taken_over"),
+    [
+        (4, Outcome.DONE, False),  # slow: 3 s of work against a 1 s lease, renewed
+        (1, Outcome.SKIPPED, True),  # hung past its renewals: another worker takes over
+    ],
+)
+def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    renewed_leases: int,
+    outcome: Outcome,
+    taken_over: bool,
 ) -> None:
     import imageblur.processing
 
-    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", 1)
+    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", renewed_leases)
     record = world.images.submit(jpeg_bytes())
-    taken_over: list[bool] = []
+    claims: list[bool] = []
 
-    class HangingDetector(FakeDetector):
+    class SlowDetector(FakeDetector):
         def detect(self, image):  # type: ignore[no-untyped-def]
-            for _ in range(6):  # well past one lease of renewals
+            for _ in range(6):  # renewals come every 1/3 s of real time
                 world.clock.advance(0.5)
                 time.sleep(0.4)
             claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
-            taken_over.append(claim is not None)
+            claims.append(claim is not None)
             return super().detect(image)
 
-    world.detector.__class__ = HangingDetector
-    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is Outcome.SKIPPED
-    assert taken_over == [True]  # the reconciler could take it over
+    world.detector.__class__ = SlowDetector
+    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is outcome
+    assert claims == [taken_over]
+    if not taken_over:
+        done = world.repo.get(record.id)
+        assert done is not None and done.status is Status.DONE and done.attempts == 1
 
 
 def test_transient_failure_then_success(world: World) -> None:

@@ -26,7 +26,8 @@ class WorkerRuntime:
         self._c = container
         self._burst = burst
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # the job threads
+        self._reconciler: threading.Thread | None = None
 
     def start(self) -> None:
         s = self._c.settings
@@ -35,15 +36,15 @@ class WorkerRuntime:
             # One pass first, so that a drained queue really means nothing is left to do.
             self._c.reconciler().republish(everything_pending=self._c.embedded_queue)
         else:
-            self._spawn("reconciler", self._reconcile, self._c.reconciler())
+            self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
         for n in range(s.worker_threads):
-            self._spawn(f"worker-{n}", self._work, processor)
+            self._threads.append(self._start(f"worker-{n}", self._work, processor))
         log.info("worker.started", owner=processor.owner, threads=s.worker_threads)
 
-    def _spawn(self, name: str, target: object, arg: object) -> None:
+    def _start(self, name: str, target: object, arg: object) -> threading.Thread:
         thread = threading.Thread(target=target, args=(arg,), name=name, daemon=True)  # type: ignore[arg-type]
         thread.start()
-        self._threads.append(thread)
+        return thread
 
     def _work(self, processor: JobProcessor) -> None:
         queue, timeout_s = self._c.queue, self._c.settings.receive_timeout_s
@@ -112,24 +113,25 @@ class WorkerRuntime:
         grace = self._c.settings.shutdown_grace_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + grace  # one grace for all threads, not one each
         for thread in self._threads:
-            remaining = max(deadline - time.monotonic(), 0.0)
-            if thread.name == "reconciler":
-                # Its work is idempotent and safe to drop, and a call to a back end that
-                # hangs (a store shutting down with us) must not hold the stop for the
-                # whole grace; the thread is a daemon and ends with the process.
-                remaining = min(remaining, RECONCILER_STOP_S)
-            thread.join(timeout=remaining)
-        alive = [t.name for t in self._threads if t.is_alive()]
-        if alive:
-            log.warning("worker.stopped_with_threads_busy", threads=alive)
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        if self._reconciler is not None:
+            # Its work is idempotent and safe to drop, and a call to a back end that hangs
+            # (a store shutting down with us) must not hold the stop for the whole grace;
+            # the thread is a daemon and ends with the process.
+            self._reconciler.join(
+                timeout=min(max(deadline - time.monotonic(), 0.0), RECONCILER_STOP_S)
+            )
+        busy = [
+            t.name for t in [*self._threads, self._reconciler] if t is not None and t.is_alive()
+        ]
+        if busy:
+            log.warning("worker.stopped_with_threads_busy", threads=busy)
         log.info("worker.stopped")
 
     def wait(self) -> None:
         """Block until the job threads end (after `stop`, a signal, or a drained queue in
         burst mode); `stop` then gives the reconciler a short while."""
         for thread in self._threads:
-            if thread.name == "reconciler":
-                continue
             while thread.is_alive():
                 thread.join(timeout=0.5)
 
