@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -82,7 +83,9 @@ class Container:
     detector: FaceDetector | None = None
     _closed: bool = field(default=False, repr=False)
 
-    def processor(self, *, owner: str | None = None) -> JobProcessor:
+    def processor(
+        self, *, owner: str | None = None, on_lease_renewed: Callable[[], None] | None = None
+    ) -> JobProcessor:
         if self.detector is None:
             raise RuntimeError("this container was built without a face detector")
         s = self.settings
@@ -102,6 +105,7 @@ class Container:
             owner=owner,
             # Retries come at most every retry_max_delay_s once the back-off has grown.
             outage_retries=math.ceil(s.outage_patience_s / max(s.retry_max_delay_s, 1.0)),
+            on_lease_renewed=on_lease_renewed,
         )
 
     def reconciler(self) -> Reconciler:

@@ -85,7 +85,14 @@ class JobProcessor:
         owner: str | None = None,
         outage_retries: int = 360,
         clock: Callable[[], datetime] = utcnow,
+        on_lease_renewed: Callable[[], None] | None = None,
+        max_renewed_leases: int = MAX_RENEWED_LEASES,
     ) -> None:
+        # Told after every renewal that succeeded: the worker's heartbeat, so that a
+        # liveness probe sees a long job that makes progress as alive, and a hung one
+        # (renewals stopped) as stuck.
+        self._on_lease_renewed = on_lease_renewed
+        self._max_renewed_leases = max_renewed_leases
         self._outage_retries = outage_retries
         self._repo = repository
         self._originals = originals
@@ -178,7 +185,7 @@ class JobProcessor:
 
         # Not for ever: a job hung in native code would otherwise hold its lease as long
         # as the process lives, out of reach of the reconciler and the crash guard.
-        renew_until = time.monotonic() + MAX_RENEWED_LEASES * self._lease_s
+        renew_until = time.monotonic() + self._max_renewed_leases * self._lease_s
 
         def renew() -> None:
             while not stop.wait(self._lease_s / 3) and time.monotonic() < renew_until:
@@ -190,6 +197,9 @@ class JobProcessor:
                         return  # lost (deleted, or taken over): `complete` will say so
                 except BackendUnavailable:
                     log.warning("job.lease_not_renewed", image_id=image_id)
+                    continue
+                if self._on_lease_renewed is not None:
+                    self._on_lease_renewed()
 
         keeper = threading.Thread(target=renew, name=f"lease-{image_id[:8]}", daemon=True)
         keeper.start()
@@ -197,6 +207,9 @@ class JobProcessor:
             yield
         finally:
             stop.set()
+            # No renewal (nor heartbeat) outlives its job; bounded, as a renewal in
+            # flight may be waiting for a slow database.
+            keeper.join(timeout=self._lease_s / 3)
 
     def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
         try:

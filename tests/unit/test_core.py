@@ -3,7 +3,7 @@ state: records, stored objects, queued and dead-lettered jobs."""
 
 from __future__ import annotations
 
-import time
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from imageblur.domain import (
 )
 from imageblur.processing import JobProcessor, Outcome, Reconciler, RetryPolicy
 from imageblur.services import ImageService
-from support import jpeg_bytes
+from support import jpeg_bytes, wait_until
 from unit.fakes import Clock, FakeDetector, FakeStore
 
 
@@ -172,35 +172,41 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
 @pytest.mark.parametrize(
     ("renewed_leases", "outcome", "taken_over"),
     [
-        (4, Outcome.DONE, False),  # slow: 3 s of work against a 1 s lease, renewed
+        (4, Outcome.DONE, False),  # slow: 2 s of work against a 1 s lease, renewed
         (1, Outcome.SKIPPED, True),  # hung past its renewals: another worker takes over
     ],
 )
 def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
-    world: World,
-    monkeypatch: pytest.MonkeyPatch,
-    renewed_leases: int,
-    outcome: Outcome,
-    taken_over: bool,
+    world: World, renewed_leases: int, outcome: Outcome, taken_over: bool
 ) -> None:
-    import imageblur.processing
-
-    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", renewed_leases)
     record = world.images.submit(jpeg_bytes())
+    renewed = threading.Event()
     claims: list[bool] = []
+
+    def keeper_running() -> bool:
+        return any(t.name.startswith("lease-") for t in threading.enumerate())
 
     class SlowDetector(FakeDetector):
         def detect(self, image):  # type: ignore[no-untyped-def]
-            for _ in range(6):  # renewals come every 1/3 s of real time
-                world.clock.advance(0.5)
-                time.sleep(0.4)
+            if taken_over:  # hung: the job outlives its renewals, then its last lease
+                assert wait_until(lambda: not keeper_running(), timeout_s=30)
+                world.clock.advance(1.5)
+            else:  # slow: 2 s of work, a quarter of a second after each renewal
+                for _ in range(8):
+                    renewed.clear()
+                    assert renewed.wait(timeout=30), "the lease was not renewed"
+                    world.clock.advance(0.25)
             claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
             claims.append(claim is not None)
             return super().detect(image)
 
     world.detector.__class__ = SlowDetector
-    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is outcome
+    processor = world.processor(
+        lease_s=1.0, max_renewed_leases=renewed_leases, on_lease_renewed=renewed.set
+    )
+    assert processor.handle(world.next_delivery()) is outcome
     assert claims == [taken_over]
+    assert wait_until(lambda: not keeper_running(), timeout_s=10)  # none outlives its job
     if not taken_over:
         done = world.repo.get(record.id)
         assert done is not None and done.status is Status.DONE and done.attempts == 1

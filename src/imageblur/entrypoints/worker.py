@@ -31,7 +31,8 @@ class WorkerRuntime:
 
     def start(self) -> None:
         s = self._c.settings
-        processor = self._c.processor()
+        # A job that renews its lease is making progress: it keeps the heartbeat fresh.
+        processor = self._c.processor(on_lease_renewed=self._beat)
         if self._burst:
             # One pass first, so that a drained queue really means nothing is left to do.
             self._c.reconciler().republish(everything_pending=self._c.embedded_queue)
@@ -72,7 +73,8 @@ class WorkerRuntime:
         log.info("worker.thread_stopped")
 
     def _beat(self) -> None:
-        """Touch the heartbeat file: proof for a liveness probe that the loop turns."""
+        """Touch the heartbeat file: proof for a liveness probe that the loop turns or a
+        job's lease renewals succeed."""
         path = self._c.settings.heartbeat_file
         if path is not None:
             try:
