@@ -1,7 +1,9 @@
 # The distributed set-up on this machine, in one command (see docs/distributed.md):
-# PostgreSQL and RabbitMQ from the machine (started if down), a loopback moto S3 server
-# unless IMAGEBLUR_S3_ENDPOINT_URL is set, `imageblur migrate`, one `imageblur api` on
-# IMAGEBLUR_PORT (default 8080) and two `imageblur worker`s. Ctrl-C or SIGTERM stops all.
+# PostgreSQL and RabbitMQ from the machine (started if down), then scripts/run_distributed.py
+# supervises a loopback moto S3 server (unless IMAGEBLUR_S3_ENDPOINT_URL is set),
+# `imageblur migrate`, one `imageblur api` on IMAGEBLUR_PORT (default 8080) and two
+# `imageblur worker`s: a worker that dies is restarted, a crash loop or the death of the
+# API or S3 server stops everything. Ctrl-C or SIGTERM stops all.
 #
 # Any IMAGEBLUR_* variable in the environment wins over the defaults below.
 
@@ -10,10 +12,10 @@
 DIST_MOTO_PORT ?= 9000
 DIST_WORKERS ?= 2
 
-# bash, for /dev/tcp probes, `wait -n` and traps (for this target only).
+# bash, for /dev/tcp probes (for this target only).
 run-distributed: SHELL := /bin/bash
 
-run-distributed: install  ## PostgreSQL + RabbitMQ + S3 (moto), migrate, one api and two workers
+run-distributed: install  ## PostgreSQL + RabbitMQ + S3 (moto), migrate, one api and two supervised workers
 	@set -eu; \
 	port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$$1") 2>/dev/null; }; \
 	wait_port() { for _ in $$(seq 1 120); do port_open "$$1" && return 0; sleep 0.5; done; \
@@ -31,25 +33,6 @@ run-distributed: install  ## PostgreSQL + RabbitMQ + S3 (moto), migrate, one api
 	if ! port_open 5672; then \
 	    echo "starting RabbitMQ"; rabbitmq-server -detached; wait_port 5672; \
 	fi; \
-	pids=""; \
-	stop() { trap - INT TERM EXIT; echo "run-distributed: stopping"; \
-	    for p in $$pids; do kill -TERM "$$p" 2>/dev/null || true; done; \
-	    for p in $$pids; do wait "$$p" 2>/dev/null || true; done; }; \
-	trap stop INT TERM EXIT; \
-	if [ -z "$${IMAGEBLUR_S3_ENDPOINT_URL:-}" ]; then \
-	    $(BIN)/python -m moto.server -H 127.0.0.1 -p $(DIST_MOTO_PORT) >/dev/null 2>&1 & \
-	    pids="$$pids $$!"; wait_port $(DIST_MOTO_PORT); \
-	    echo "S3 (moto, in memory) on http://127.0.0.1:$(DIST_MOTO_PORT)"; \
-	    export IMAGEBLUR_S3_ENDPOINT_URL="http://127.0.0.1:$(DIST_MOTO_PORT)"; \
-	    export IMAGEBLUR_S3_ACCESS_KEY_ID="$${IMAGEBLUR_S3_ACCESS_KEY_ID:-testing}"; \
-	    export IMAGEBLUR_S3_SECRET_ACCESS_KEY="$${IMAGEBLUR_S3_SECRET_ACCESS_KEY:-testing}"; \
-	    export IMAGEBLUR_S3_ADDRESSING_STYLE="$${IMAGEBLUR_S3_ADDRESSING_STYLE:-path}"; \
-	    export IMAGEBLUR_S3_CREATE_BUCKETS="$${IMAGEBLUR_S3_CREATE_BUCKETS:-true}"; \
-	fi; \
 	export IMAGEBLUR_REPOSITORY=postgres IMAGEBLUR_QUEUE=rabbitmq IMAGEBLUR_STORE=s3; \
 	export IMAGEBLUR_PORT="$${IMAGEBLUR_PORT:-8080}"; \
-	$(BIN)/imageblur migrate; \
-	$(BIN)/imageblur api & pids="$$pids $$!"; \
-	for _ in $$(seq 1 $(DIST_WORKERS)); do $(BIN)/imageblur worker & pids="$$pids $$!"; done; \
-	echo "imageblur API on http://127.0.0.1:$$IMAGEBLUR_PORT with $(DIST_WORKERS) workers; Ctrl-C stops"; \
-	wait -n $$pids || true
+	exec $(BIN)/python scripts/run_distributed.py --workers $(DIST_WORKERS) --s3-port $(DIST_MOTO_PORT)

@@ -1,11 +1,18 @@
-"""`make run-distributed` starts the whole set-up in one command and Ctrl-C stops it."""
+"""`make run-distributed` starts the whole set-up in one command and supervises it like a
+small Kubernetes: a killed worker is restarted while the API keeps serving, a crash loop
+or the death of the API or the S3 server stops everything, Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import time
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,13 +21,70 @@ import pytest
 from harness import generated_jpeg
 
 import services
+from imageblur.adapters.postgres_repo import PostgresImageRepository
+from imageblur.adapters.s3_store import S3ObjectStore
+from imageblur.domain import Status
 
 REPO = Path(__file__).resolve().parents[2]
+DSN = "postgresql://postgres@127.0.0.1:5432/imageblur"  # the set-up's default database
 
 pytestmark = pytest.mark.slow
 
 
-def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@dataclass
+class RunDistributed:
+    make: subprocess.Popen[bytes]
+    log_path: Path
+    url: str
+    port: int
+    s3_port: int
+    schema: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self, name: str) -> list[int]:
+        """Every pid the supervisor said it started `name` with, oldest first."""
+        return [int(p) for p in re.findall(rf"{re.escape(name)} started \(pid (\d+)\)", self.log())]
+
+    def wait_ready(self) -> None:
+        services.wait_for(
+            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
+            timeout_s=120,
+            what=f"make run-distributed to serve:\n{self.log()[-3000:]}",
+        )
+
+    def upload(self, data: bytes, name: str) -> str:
+        response = httpx.post(
+            f"{self.url}/picture", files={"image": (name, data, "image/jpeg")}, timeout=30
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def status(self, image_id: str) -> str:
+        return str(httpx.get(f"{self.url}/picture/{image_id}", timeout=5).json()["status"])
+
+    def repository(self) -> PostgresImageRepository:
+        return PostgresImageRepository(DSN, schema=self.schema, pool_min=0)
+
+    def exit_code(self, timeout_s: float = 90) -> int:
+        return self.make.wait(timeout=timeout_s)
+
+    def assert_all_stopped(self) -> None:
+        services.wait_for(
+            lambda: (
+                not services.port_open("127.0.0.1", self.port)
+                and not services.port_open("127.0.0.1", self.s3_port)
+            ),
+            timeout_s=30,
+            what="the API and the S3 server to stop",
+        )
+
+
+@contextmanager
+def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]:
+    """`make run-distributed` in its own corner of the machine's services (schema, queue,
+    ports), in its own process group as a terminal would start it; always torn down."""
     services.ensure_postgres()
     services.ensure_rabbitmq()
     port, s3_port = services.free_port(), services.free_port()
@@ -29,59 +93,170 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         **os.environ,
         "IMAGEBLUR_PORT": str(port),
         "DIST_MOTO_PORT": str(s3_port),
-        # Our own corner of the machine's services: nobody else's workers or rows.
         "IMAGEBLUR_POSTGRES_SCHEMA": schema,
         "IMAGEBLUR_RABBITMQ_QUEUE": queue,
         "IMAGEBLUR_LOG_FORMAT": "json",
         "IMAGEBLUR_DETECTOR_THREADS": "1",
+        **{f"IMAGEBLUR_{k.upper()}": v for k, v in settings.items()},
     }
-    log = (tmp_path / "make.log").open("wb")
-    make = subprocess.Popen(
-        ["make", "--no-print-directory", "run-distributed"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as a terminal would give it
-    )
+    log_path = tmp_path / "make.log"
+    with log_path.open("wb") as log:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "run-distributed"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        services.wait_for(
-            lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-            timeout_s=120,
-            what="make run-distributed to serve",
-        )
-        response = httpx.post(
-            f"{url}/picture",
-            files={"image": ("x.jpg", generated_jpeg(1), "image/jpeg")},
-            timeout=30,
-        )
-        assert response.status_code == 202, response.text
-        image = f"{url}/picture/{response.json()['id']}"
-        services.wait_for(
-            lambda: httpx.get(image, timeout=5).json()["status"] == "done",
-            timeout_s=60,
-            what="the image to be done",
-        )
-        assert httpx.get(image, timeout=5).json()["url"].startswith("s3://output/")
-
-        os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
-        assert make.wait(timeout=60) is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            services.port_open("127.0.0.1", port) or services.port_open("127.0.0.1", s3_port)
-        ):
-            time.sleep(0.2)
-        assert not services.port_open("127.0.0.1", port), "the API still runs"
-        assert not services.port_open("127.0.0.1", s3_port), "the S3 server still runs"
+        yield RunDistributed(make, log_path, url, port, s3_port, schema)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
-        log.close()
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/imageblur", autocommit=True
-        ) as conn:
+        with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         for name in (queue, f"{queue}.dead"):
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], capture_output=True)
+
+
+def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    with run_distributed(tmp_path) as run:
+        run.wait_ready()
+        image_id = run.upload(generated_jpeg(1), "x.jpg")
+        services.wait_for(
+            lambda: run.status(image_id) == "done", timeout_s=60, what="the image to be done"
+        )
+        body = httpx.get(f"{run.url}/picture/{image_id}", timeout=5).json()
+        assert body["url"].startswith("s3://output/")
+
+        os.killpg(run.make.pid, signal.SIGINT)  # Ctrl-C
+        # make ends by the signal it was sent (as for any interrupted recipe: status 130
+        # in a shell); the supervisor under it stopped everything and exited 0.
+        assert run.exit_code() == -signal.SIGINT, run.log()[-3000:]
+        assert run.log().rstrip().endswith("run-distributed: stopped")
+        run.assert_all_stopped()
+
+
+class Prober(threading.Thread):
+    """Asks the API about a picture and its readiness, again and again, until stopped."""
+
+    def __init__(self, url: str, image_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.image_id = url, image_id
+        self.done = threading.Event()
+        self.statuses: Counter[int] = Counter()  # 0: no answer
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            for path in (f"/picture/{self.image_id}", "/readyz"):
+                try:
+                    self.statuses[httpx.get(self.url + path, timeout=10).status_code] += 1
+                except httpx.TransportError:
+                    self.statuses[0] += 1
+
+    def stop(self) -> Counter[int]:
+        self.done.set()
+        self.join(timeout=30)
+        return self.statuses
+
+
+def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once(
+    tmp_path: Path,
+) -> None:
+    # Short leases: the killed worker's job is taken over within seconds.
+    with run_distributed(
+        tmp_path, lease_s="3", reconcile_interval_s="1", receive_timeout_s="0.5"
+    ) as run:
+        run.wait_ready()
+        ids = [run.upload(generated_jpeg(i, 1280, 960), f"img-{i}.jpg") for i in range(10)]
+        workers = set(run.pids("worker-1") + run.pids("worker-2"))
+        assert len(workers) == 2, run.log()[-3000:]
+        prober = Prober(run.url, ids[0])
+        prober.start()
+
+        repo = run.repository()
+        try:
+            victim: list[int] = []
+
+            def kill_a_worker_holding_a_job() -> bool:
+                for record in repo.list(limit=100):
+                    owner = record.lease_owner
+                    pid = int(owner.split(":")[1]) if owner else -1
+                    if record.status is Status.PROCESSING and pid in workers:
+                        os.kill(pid, signal.SIGKILL)  # mid-job: claimed, result not stored
+                        victim.append(pid)
+                        return True
+                return False
+
+            services.wait_for(
+                kill_a_worker_holding_a_job, timeout_s=60, interval_s=0.02, what="a job in hand"
+            )
+            services.wait_for(
+                lambda: all(run.status(i) == "done" for i in ids),
+                timeout_s=180,
+                what=f"every picture to be done:\n{run.log()[-3000:]}",
+            )
+            statuses = prober.stop()
+
+            assert re.search(
+                rf"worker-\d \(pid {victim[0]}\) exited \(code -9\); restart", run.log()
+            )
+            assert len(set(run.pids("worker-1") + run.pids("worker-2"))) == 3  # one restart
+            assert set(statuses) == {200}, statuses  # the API answered all along
+            results = S3ObjectStore(
+                bucket="output",
+                endpoint_url=f"http://127.0.0.1:{run.s3_port}",
+                access_key_id="testing",
+                secret_access_key="testing",
+                addressing_style="path",
+            )
+            result_keys = sorted(o.key for o in results.list())
+            results.close()
+            records = [repo.get(i) for i in ids]
+            assert result_keys == sorted(r.output_key for r in records if r and r.output_key)
+            for image_id in ids:  # exactly one result: one `done` transition each
+                assert [t[1] for t in repo.transitions(image_id)].count("done") == 1
+        finally:
+            prober.stop()
+            repo.close()
+
+
+@pytest.mark.parametrize(
+    ("who", "name"), [("api", "the API"), ("s3", "the S3 server (moto)")], ids=["api", "s3"]
+)
+def test_the_death_of_the_api_or_the_s3_server_stops_everything(
+    tmp_path: Path, who: str, name: str
+) -> None:
+    with run_distributed(tmp_path) as run:
+        run.wait_ready()
+        workers = run.pids("worker-1") + run.pids("worker-2")
+        os.kill(run.pids(name)[0], signal.SIGKILL)
+        assert run.exit_code() != 0
+        assert f"run-distributed: {name} exited (code -9); stopping everything" in run.log()
+        run.assert_all_stopped()
+        for pid in workers:
+            services.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
+
+
+def test_a_worker_that_crashes_at_start_stops_the_set_up_with_its_error(tmp_path: Path) -> None:
+    """A crash loop (here: no face model) ends with the worker's last error, not for ever."""
+    missing = tmp_path / "no-such-model.onnx"
+    with run_distributed(tmp_path, model_path=str(missing)) as run:
+        assert run.exit_code(timeout_s=120) != 0
+        log = run.log()
+        assert re.search(r"worker-\d exited 3 times within a minute", log), log[-3000:]
+        tail = log[log.index("times within a minute") :]
+        assert str(missing) in tail  # the worker's own error, shown with the stop
+        assert "restarting it in 1 s" in log and "restarting it in 2 s" in log
+        run.assert_all_stopped()
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(") ")[1][0] != "Z"  # a zombie has ended too
