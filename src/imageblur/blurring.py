@@ -109,7 +109,8 @@ def anonymize(
     margin_px: float = MASK_MARGIN_PX,
     in_place: bool = False,
 ) -> RGBImage:
-    """A new image with every face hidden; the input is not modified.
+    """The image with every face hidden: a new one, the input untouched (unless
+    `in_place`).
 
     `mode`: `blur` (strong, size-relative), `pixelate` (blocks) or `solid` (black fill).
     `shape`: the hidden region is the ellipse or the whole rectangle of each face's box

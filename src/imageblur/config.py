@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     s3_input_prefix: str = Field("", description="Key prefix of originals.")
     s3_output_bucket: str = Field("output", min_length=3, description="Bucket of results.")
     s3_output_prefix: str = Field("", description="Key prefix of results.")
-    s3_create_buckets: bool = Field(False, description="Create the buckets at start.")
+    s3_create_buckets: bool = Field(False, description="Create a missing bucket on first use.")
     s3_timeout_s: float = Field(10.0, gt=0, description="S3 connect and read timeout.")
 
     result_delivery: Literal["proxy", "presigned"] = Field(
@@ -247,7 +247,8 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def masked(self) -> dict[str, Any]:
-        """Every effective setting, secrets masked, credentials in URLs hidden."""
+        """Every effective setting, for display: a secret one (the API token, the
+        PostgreSQL DSN, the RabbitMQ URL, the S3 keys) shown as asterisks, whole."""
         out: dict[str, Any] = {}
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):

@@ -52,13 +52,6 @@ def sniff_format(data: bytes) -> ImageFormat:
     )
 
 
-def format_for_content_type(content_type: str) -> ImageFormat:
-    for fmt in FORMATS:
-        if fmt.content_type == content_type:
-            return fmt
-    raise ValueError(f"unsupported content type {content_type}")
-
-
 @dataclass(frozen=True, slots=True)
 class CheckedImage:
     """An upload that passed every check. `width`/`height` are as displayed (EXIF applied)."""

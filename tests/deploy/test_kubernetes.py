@@ -287,6 +287,20 @@ def test_worker_grace_period_covers_a_job(docs: list[Doc], monkeypatch: pytest.M
     assert 1 <= settings.detector_threads <= max(1, cores)
 
 
+def test_worker_liveness_probe_fits_the_lease(
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job touches the heartbeat at every lease renewal (a third of the lease): the probe
+    tolerates a whole lease without one, so it restarts a worker only when its job could
+    be taken over anyway, never a slow one that renews."""
+    container: Any = pod_spec(_app_workloads(docs)["worker"])["containers"][0]  # type: ignore[index]
+    settings = _settings(monkeypatch, _effective_env(docs, container))
+    assert container["livenessProbe"]["exec"]["command"] == ["imageblur", "alive"]
+    assert settings.heartbeat_file is not None
+    assert settings.heartbeat_max_age_s >= settings.lease_s
+    assert settings.heartbeat_max_age_s >= 10 * settings.receive_timeout_s
+
+
 def test_keda_scales_workers_on_the_job_queue(
     docs: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -183,6 +184,21 @@ class Deployment:
         return "\n".join(
             f"===== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self._logs
         )
+
+    def events(self, event: str, **fields: str) -> int:
+        """How many JSON log lines of every process so far are `event` with `fields`."""
+        count = 0
+        for path in self._logs:
+            for line in path.read_text(errors="replace").splitlines():
+                if f'"{event}"' not in line:
+                    continue
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == event and all(
+                        entry.get(k) == v for k, v in fields.items()
+                    ):
+                        count += 1
+        return count
 
     # --- client ------------------------------------------------------------------------
 

@@ -54,6 +54,19 @@ class Uploader(threading.Thread):
         return self.ids
 
 
+def wait_under_way(backends: Backends, uploads: Uploader, *, accepted: int = 5) -> None:
+    """Wait (bounded) until the batch is under way (`accepted` uploads stored), then check
+    that it is not over yet."""
+    repo = backends.repository()
+    try:
+        services.wait_for(
+            lambda: repo.count() >= accepted, timeout_s=60, what=f"{accepted} uploads accepted"
+        )
+    finally:
+        repo.close()
+    assert_mid_batch(backends, uploads)
+
+
 def assert_mid_batch(backends: Backends, uploads: Uploader) -> None:
     """The fault must hit while uploads or processing are still going on."""
     if uploads.is_alive():
@@ -113,8 +126,7 @@ def test_rabbitmq_restart_during_batch(
     first = app.submit(generated_jpeg(999), name="before.jpg")
     uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
-    time.sleep(1.0)
-    assert_mid_batch(backends, uploads)
+    wait_under_way(backends, uploads)
     private_rabbitmq.kill(0)  # a crash, the harshest restart
     during = probe_statuses(app, first, seconds=2)
     private_rabbitmq.restart(0)
@@ -140,8 +152,7 @@ def test_postgres_restart_during_batch(
     first = app.submit(generated_jpeg(999), name="before.jpg")
     uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
-    time.sleep(1)
-    assert_mid_batch(backends, uploads)
+    wait_under_way(backends, uploads)
     private_postgres.stop()
     during = probe_statuses(app, first, seconds=4)
     private_postgres.start()
@@ -158,8 +169,7 @@ def test_s3_unreachable_for_a_while(backends: Backends, deploy: DeploymentFactor
     first = app.submit(generated_jpeg(999), name="before.jpg")
     uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
-    time.sleep(1)
-    assert_mid_batch(backends, uploads)
+    wait_under_way(backends, uploads)
     backends.s3.pause()  # requests hang: timeouts, not refusals
     during = probe_statuses(app, first, seconds=5)
     backends.s3.resume()
@@ -192,7 +202,11 @@ def test_an_s3_outage_longer_than_every_retry_loses_no_image(
             timeout_s=60,
             what="the outage to be noticed",
         )
-        time.sleep(8)  # many retries: far more than max_attempts
+        services.wait_for(  # many retries: far more than max_attempts
+            lambda: app.events("job.backend_unavailable", image_id=image_id) >= 5,
+            timeout_s=120,
+            what="five retries in the outage",
+        )
         record = repo.get(image_id)
         assert record is not None and record.status in (Status.PENDING, Status.PROCESSING)
         assert record.attempts <= 2
@@ -252,10 +266,9 @@ def test_api_killed_during_uploads(backends: Backends, deploy: DeploymentFactory
     app = deploy(backends, workers=2, pending_grace_s="2", orphan_grace_s="2")
     uploads = Uploader(app, batch(150))
     uploads.start()
-    time.sleep(1.0)
+    wait_under_way(backends, uploads, accepted=10)
     assert uploads.is_alive(), "the uploads were over before the API was killed"
     app.kill_api()
-    time.sleep(0.5)
     app.start_api()
     client_ids = uploads.result()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from harness import Backends
 import services
 
 from .conftest import DeploymentFactory
-from .test_faults import Uploader, assert_mid_batch, batch
+from .test_faults import Uploader, batch, wait_under_way
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +47,7 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
     app = deploy(backends, workers=2, rabbitmq_queue_type="quorum")
     uploads = Uploader(app, batch(60, size=(640, 480)))
     uploads.start()
-    time.sleep(1.5)
-    assert_mid_batch(backends, uploads)
+    wait_under_way(backends, uploads)
 
     leader = queue_leader(cluster, backends.queue, ask=1)
     assert leader is not None, "the job queue was not declared"

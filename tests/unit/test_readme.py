@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
+from imageblur import ports
 from imageblur.config import Settings
 from support import REPO
 
@@ -25,3 +27,12 @@ def test_configuration_table_lists_every_setting() -> None:
 
 def test_ci_calls_the_readme_test_command() -> None:
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_interfaces_are_described_as_they_are() -> None:
+    described = dict(re.findall(r"`(\w+)`[^`(]{0,10}\((\d+) methods?", README))
+    assert set(described) == {"ObjectStore", "ImageRepository", "JobQueue", "FaceDetector"}
+    for name, count in described.items():
+        port = getattr(ports, name)
+        methods = [m for m, _ in inspect.getmembers(port, inspect.isfunction) if m[0] != "_"]
+        assert len(methods) == int(count), (name, methods)

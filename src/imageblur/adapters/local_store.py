@@ -27,10 +27,6 @@ class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self._root = root.resolve()
 
-    @property
-    def root(self) -> Path:
-        return self._root
-
     def _path(self, key: str) -> Path:
         if not _KEY.fullmatch(key) or ".." in key.split("/") or key.endswith(_TMP_SUFFIX):
             raise ValueError(f"invalid object key: {key!r}")

@@ -2,7 +2,7 @@
 
 Jobs live only in memory; that is acceptable because the database is the source of
 truth and the reconciler re-publishes whatever a restart dropped. Test hooks:
-`wait_idle()` and `dead_letters`.
+`depth()` and `dead_letters`.
 """
 
 from __future__ import annotations
@@ -100,13 +100,3 @@ class MemoryJobQueue:
         with self._cond:
             return len(self._heap) + len(self._in_flight)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no job is waiting or in flight; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._heap or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(timeout=min(remaining, 0.1))
-            return True

@@ -260,16 +260,6 @@ class RabbitMQJobQueue:
 
         return self._on_publisher("read dead letters", take)
 
-    def depth(self) -> tuple[int, int]:
-        """(ready messages in the job queue, in the dead-letter queue)."""
-
-        def depth(channel: BlockingChannel) -> tuple[int, int]:
-            jobs = channel.queue_declare(self.queue, passive=True).method.message_count
-            dead = channel.queue_declare(self.dead_queue, passive=True).method.message_count
-            return int(jobs), int(dead)
-
-        return self._on_publisher("depth", depth)
-
     def delete_topology(self) -> None:
         """Delete the job, dead-letter and known delay queues (tests, tear-down)."""
 

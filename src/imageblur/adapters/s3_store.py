@@ -89,10 +89,6 @@ class S3ObjectStore:
             timeout_s=settings.s3_timeout_s,
         )
 
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
     # --- ObjectStore -----------------------------------------------------------------
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:

@@ -1,4 +1,4 @@
-"""The `imageblur` command: serve | api | worker | blur | migrate | config."""
+"""The `imageblur` command: serve | api | worker | blur | alive | migrate | config."""
 
 from __future__ import annotations
 
