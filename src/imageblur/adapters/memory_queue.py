@@ -99,4 +99,3 @@ class MemoryJobQueue:
         """Jobs waiting or in flight."""
         with self._cond:
             return len(self._heap) + len(self._in_flight)
-
