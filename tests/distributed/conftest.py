@@ -5,6 +5,7 @@ PostgreSQL / RabbitMQ instances for the tests that stop them, and deployments of
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Backends, Deployment
 
 import services
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Every client thread a test started (uploaders, probers) ends with the test."""
+    before = set(threading.enumerate())
+    yield
+    services.wait_for(
+        lambda: set(threading.enumerate()) <= before,
+        timeout_s=60,
+        what="the test's threads to end",
+    )
 
 
 @pytest.fixture

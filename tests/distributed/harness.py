@@ -128,6 +128,7 @@ class Deployment:
         self.workers: list[subprocess.Popen[bytes]] = []
         self._logs: list[Path] = []
         self.statuses: Counter[int] = Counter()  # every HTTP status the API answered
+        self._stopped = threading.Event()  # ends the clients' retries once torn down
         self._status_lock = threading.Lock()
 
     # --- processes -------------------------------------------------------------------
@@ -169,6 +170,7 @@ class Deployment:
         self.api.wait()
 
     def stop(self) -> None:
+        self._stopped.set()
         procs = [p for p in (self.api, *self.workers) if p is not None]
         for proc in procs:
             if proc.poll() is None:
@@ -229,7 +231,8 @@ class Deployment:
                 pass  # the API is down or restarting
             if time.monotonic() > deadline:
                 raise TimeoutError(f"upload of {name} never accepted")
-            time.sleep(0.3)
+            if self._stopped.wait(0.3):
+                raise RuntimeError("the deployment was stopped")
 
     def submit_many(self, images: Iterable[tuple[str, bytes]], *, clients: int = 4) -> list[str]:
         items = list(images)
