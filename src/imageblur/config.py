@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         False, description="Keep the unblurred original after success (off: deleted)."
     )
     heartbeat_file: Path | None = Field(
-        None, description="File a worker touches on every loop, for a liveness probe."
+        None, description="File a worker touches on every loop and lease renewal (liveness probe)."
     )
     heartbeat_max_age_s: float = Field(
         300.0, gt=0, description="`imageblur alive` fails when the heartbeat is older."
