@@ -60,6 +60,7 @@ def _s3(server: services.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
         bucket=bucket,
         prefix=prefix,
         endpoint_url=server.endpoint_url,
+        region="us-east-1",
         access_key_id="testing",
         secret_access_key="testing",
         addressing_style="path",
@@ -108,9 +109,13 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
     else:
         store = S3ObjectStore(
             bucket="nowhere",
+            prefix="",
             endpoint_url=f"http://127.0.0.1:{services.free_port()}",
+            region="us-east-1",
             access_key_id="testing",
             secret_access_key="testing",
+            addressing_style="auto",
+            create_bucket=False,
             timeout_s=1,
             max_attempts=1,
         )
@@ -172,6 +177,7 @@ def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Imag
             f"postgresql://postgres@127.0.0.1:{services.free_port()}/test",
             schema="nowhere",
             pool_min=0,
+            pool_max=1,
             timeout_s=1,
         )
     yield repo
@@ -241,7 +247,11 @@ def broken_queue(request: pytest.FixtureRequest) -> Iterator[JobQueue]:
         queue.close()  # the in-process queue's only way to be unavailable
     else:
         queue = RabbitMQJobQueue(
-            f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F", timeout_s=1
+            f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F",
+            queue="nowhere",
+            queue_type="quorum",
+            prefetch=1,
+            timeout_s=1,
         )
     yield queue
     queue.close()

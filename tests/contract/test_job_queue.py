@@ -226,7 +226,11 @@ def test_cluster_urls_fail_over_to_a_live_node(
     live = request.getfixturevalue("rabbitmq_url")
     dead = f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F"
     other = RabbitMQJobQueue(
-        f"{dead}, {live}", queue=rabbit.queue, queue_type=rabbit._queue_type, timeout_s=2
+        f"{dead}, {live}",
+        queue=rabbit.queue,
+        queue_type=rabbit._queue_type,
+        prefetch=1,
+        timeout_s=2,
     )
     try:
         other.publish(Job(image_id="via-second-url"))

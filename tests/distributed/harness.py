@@ -75,20 +75,27 @@ class Backends:
         }
 
     def repository(self) -> PostgresImageRepository:
-        return PostgresImageRepository(self.postgres_dsn, schema=self.schema, pool_min=0)
+        return PostgresImageRepository(
+            self.postgres_dsn, schema=self.schema, pool_min=0, pool_max=10, timeout_s=5
+        )
 
     def store(self, role: str) -> S3ObjectStore:
         return S3ObjectStore(
             bucket=self.input_bucket if role == "input" else self.output_bucket,
+            prefix="",
             endpoint_url=self.s3.endpoint_url,
+            region="us-east-1",
             access_key_id="testing",
             secret_access_key="testing",
             addressing_style="path",
             create_bucket=True,
+            timeout_s=10,
         )
 
     def queue_handle(self) -> RabbitMQJobQueue:
-        return RabbitMQJobQueue(self.rabbitmq_url, queue=self.queue)
+        return RabbitMQJobQueue(
+            self.rabbitmq_url, queue=self.queue, queue_type="quorum", prefetch=1, timeout_s=5
+        )
 
 
 # Settings that make recovery happen within a test's patience.

@@ -19,8 +19,7 @@ import pytest
 from harness import Backends, Deployment, generated_jpeg
 
 import services
-from imageblur.domain import ImageRecord, Status, utcnow
-from imageblur.services import new_image_id, object_key
+from imageblur.domain import ImageRecord, Status, new_image_id, object_key, utcnow
 
 from .conftest import DeploymentFactory
 

@@ -215,5 +215,8 @@ def test_an_upload_burst_gets_quick_503s_and_reads_stay_served(
         assert set(statuses) <= {202, 503}, statuses
         assert statuses.count(202) >= 1 and statuses.count(503) >= 1, statuses
         refused = next(a for a in answers if a.status_code == 503)
-        assert refused.json()["error"] == "unavailable" and "Retry-After" in refused.headers
+        assert refused.json()["error"] == "overloaded" and "Retry-After" in refused.headers
         assert ready.status_code == 200
+        # Logged as an overload, not as a back end that is down.
+        assert '"event": "api.overloaded"' in srv.logs()
+        assert "backend.unavailable" not in srv.logs()

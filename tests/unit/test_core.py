@@ -12,7 +12,9 @@ import pytest
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
+from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.backends import Backends
 from imageblur.domain import (
     Face,
     ImageRecord,
@@ -24,7 +26,8 @@ from imageblur.domain import (
     Status,
     StoreUnavailable,
 )
-from imageblur.processing import JobProcessor, Outcome, Reconciler, RetryPolicy
+from imageblur.jobs import JobProcessor, Outcome, RetryPolicy
+from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
 from support import jpeg_bytes
 from unit.fakes import Clock, FakeDetector, FakeStore
@@ -40,31 +43,42 @@ class World:
     clock: Clock
     images: ImageService
 
+    @property
+    def backends(self) -> Backends:
+        return Backends(self.repo, self.originals, self.results, self.queue)
+
     def processor(self, owner: str = "w1", **kw: object) -> JobProcessor:
         options = {
             "retry": RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0),
             "lease_s": 60.0,
+            "lease_renew_interval_s": 20.0,
+            "max_lease_renewals": 4,
+            # With no back-off delay, one retry per second of patience.
+            "outage_patience_s": 360.0,
+            "keep_originals": False,
             **kw,
         }
         return JobProcessor(
-            repository=self.repo,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
-            anonymizer=Anonymizer(self.detector, AnonymizeOptions()),
+            backends=self.backends,
+            anonymizer=Anonymizer(self.detector, OPTIONS),
             owner=owner,
             clock=self.clock,
             **options,  # type: ignore[arg-type]
         )
 
     def reconciler(self, **options: object) -> Reconciler:
+        defaults = {
+            "pending_grace_s": 30,
+            "queued_grace_s": 6 * 3600.0,
+            "orphan_grace_s": 600,
+            "keep_originals": False,
+            "gc_lease_s": 900.0,
+            "owner": "this-worker",
+        }
         return Reconciler(
-            repository=self.repo,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
+            backends=self.backends,
             clock=self.clock,
-            **{"pending_grace_s": 30, "orphan_grace_s": 600, "owner": "this-worker", **options},  # type: ignore[arg-type]
+            **{**defaults, **options},  # type: ignore[arg-type]
         )
 
     def next_delivery(self):  # type: ignore[no-untyped-def]
@@ -73,17 +87,21 @@ class World:
         return delivery
 
 
+OPTIONS = AnonymizeOptions(
+    mode="blur", shape="ellipse", mask_scale=1.25, jpeg_quality=95, max_pixels=10_000_000
+)
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     repo = SqliteImageRepository(tmp_path / "db.sqlite3")
     repo.migrate()
     originals, results, queue, clock = FakeStore("in"), FakeStore("out"), MemoryJobQueue(), Clock()
     images = ImageService(
-        repository=repo,
-        originals=originals,
-        results=results,
-        queue=queue,
+        backends=Backends(repo, originals, results, queue),
+        gate=UploadGate(max_checking=4, max_in_hand=16),
         max_pixels=10_000_000,
+        presigned_ttl_s=None,
         clock=clock,
     )
     detector = FakeDetector([Face(5, 5, 30, 30, 0.9)])
@@ -177,15 +195,8 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     ],
 )
 def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
-    world: World,
-    monkeypatch: pytest.MonkeyPatch,
-    renewed_leases: int,
-    outcome: Outcome,
-    taken_over: bool,
+    world: World, renewed_leases: int, outcome: Outcome, taken_over: bool
 ) -> None:
-    import imageblur.processing
-
-    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", renewed_leases)
     record = world.images.submit(jpeg_bytes())
     claims: list[bool] = []
 
@@ -199,7 +210,10 @@ def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
             return super().detect(image)
 
     world.detector.__class__ = SlowDetector
-    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is outcome
+    processor = world.processor(
+        lease_s=1.0, lease_renew_interval_s=1 / 3, max_lease_renewals=renewed_leases
+    )
+    assert processor.handle(world.next_delivery()) is outcome
     assert claims == [taken_over]
     if not taken_over:
         done = world.repo.get(record.id)
@@ -363,7 +377,7 @@ def test_retry_policy_grows_and_caps() -> None:
 def test_an_outage_that_never_ends_counts_in_the_end(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     world.results.down = True  # a store that refuses this image for good
-    processor = world.processor(outage_retries=4)  # max_attempts 3
+    processor = world.processor(outage_patience_s=4.0)  # max_attempts 3
     outcomes = [processor.handle(world.next_delivery()) for _ in range(7)]
     assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
     failed = world.repo.get(record.id)

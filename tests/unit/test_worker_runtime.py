@@ -11,7 +11,7 @@ import pytest
 from imageblur.bootstrap import build
 from imageblur.config import load_settings
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
-from imageblur.processing import ReconcileReport
+from imageblur.reconciler import ReconcileReport
 from unit.fakes import FakeDetector
 
 

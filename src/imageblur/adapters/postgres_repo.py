@@ -25,7 +25,6 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.config import Settings
 from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
 
 # Versioned migrations: append, never edit. `{s}` is the schema identifier.
@@ -97,10 +96,10 @@ class PostgresImageRepository:
         self,
         dsn: str,
         *,
-        schema: str = "public",
-        pool_min: int = 1,
-        pool_max: int = 10,
-        timeout_s: float = 5.0,
+        schema: str,
+        pool_min: int,
+        pool_max: int,
+        timeout_s: float,
         statement_timeout_s: float = 30.0,
     ) -> None:
         self._schema = schema
@@ -128,16 +127,6 @@ class PostgresImageRepository:
         )
         self._opened = False
         self._open_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PostgresImageRepository:
-        return cls(
-            settings.postgres_dsn.get_secret_value(),
-            schema=settings.postgres_schema,
-            pool_min=settings.postgres_pool_min,
-            pool_max=settings.postgres_pool_max,
-            timeout_s=settings.postgres_timeout_s,
-        )
 
     # --- plumbing ------------------------------------------------------------------
 
