@@ -16,6 +16,7 @@ from imageblur.config import Settings
 from imageblur.entrypoints.access_log import AccessLogMiddleware
 from imageblur.entrypoints.auth import BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
+from imageblur.entrypoints.head import HeadAsGetMiddleware
 from imageblur.entrypoints.routes import router
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     )
     app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.api_token is not None:
         # Added first, so it runs inside the access log: a refused request is logged.
         app.add_middleware(
