@@ -18,12 +18,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from harness import generated_jpeg
 
-import services
+import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.domain import Status
+
+from .harness import generated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 DSN = "postgresql://postgres@127.0.0.1:5432/imageblur"  # the set-up's default database
@@ -48,7 +49,7 @@ class RunDistributed:
         return [int(p) for p in re.findall(rf"{re.escape(name)} started \(pid (\d+)\)", self.log())]
 
     def wait_ready(self) -> None:
-        services.wait_for(
+        servers.wait_for(
             lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
             timeout_s=120,
             what=f"make run-distributed to serve:\n{self.log()[-3000:]}",
@@ -71,10 +72,10 @@ class RunDistributed:
         return self.make.wait(timeout=timeout_s)
 
     def assert_all_stopped(self) -> None:
-        services.wait_for(
+        servers.wait_for(
             lambda: (
-                not services.port_open("127.0.0.1", self.port)
-                and not services.port_open("127.0.0.1", self.s3_port)
+                not servers.port_open("127.0.0.1", self.port)
+                and not servers.port_open("127.0.0.1", self.s3_port)
             ),
             timeout_s=30,
             what="the API and the S3 server to stop",
@@ -85,10 +86,10 @@ class RunDistributed:
 def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]:
     """`make run-distributed` in its own corner of the machine's services (schema, queue,
     ports), in its own process group as a terminal would start it; always torn down."""
-    services.ensure_postgres()
-    services.ensure_rabbitmq()
-    port, s3_port = services.free_port(), services.free_port()
-    schema, queue = services.unique("t"), services.unique("jobs")
+    servers.ensure_postgres()
+    servers.ensure_rabbitmq()
+    port, s3_port = servers.free_port(), servers.free_port()
+    schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
         "IMAGEBLUR_PORT": str(port),
@@ -126,7 +127,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
     with run_distributed(tmp_path) as run:
         run.wait_ready()
         image_id = run.upload(generated_jpeg(1), "x.jpg")
-        services.wait_for(
+        servers.wait_for(
             lambda: run.status(image_id) == "done", timeout_s=60, what="the image to be done"
         )
         body = httpx.get(f"{run.url}/picture/{image_id}", timeout=5).json()
@@ -191,10 +192,10 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
                         return True
                 return False
 
-            services.wait_for(
+            servers.wait_for(
                 kill_a_worker_holding_a_job, timeout_s=60, interval_s=0.02, what="a job in hand"
             )
-            services.wait_for(
+            servers.wait_for(
                 lambda: all(run.status(i) == "done" for i in ids),
                 timeout_s=180,
                 what=f"every picture to be done:\n{run.log()[-3000:]}",
@@ -238,7 +239,7 @@ def test_the_death_of_the_api_or_the_s3_server_stops_everything(
         assert f"run-distributed: {name} exited (code -9); stopping everything" in run.log()
         run.assert_all_stopped()
         for pid in workers:
-            services.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
+            servers.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
 
 
 def test_a_worker_that_crashes_at_start_stops_the_set_up_with_its_error(tmp_path: Path) -> None:

@@ -10,50 +10,56 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from imageblur.bootstrap import build
-from imageblur.config import load_settings
+from imageblur.adapters.memory_queue import MemoryJobQueue
+from imageblur.backends import Backends
+from imageblur.bootstrap import Container, build_gate, build_images
+from imageblur.config import Settings, load_settings
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
-from imageblur.processing import ReconcileReport
+from imageblur.ports import FaceDetector
 from support import jpeg_bytes, wait_until
-from unit.fakes import FakeDetector
+from unit.fakes import FakeDetector, FakeRepository, FakeStore
 
 IMAGEBLUR = Path(sys.executable).parent / "imageblur"
 
 
-class HangingReconciler:
-    """A reconciler whose back end stopped answering (a store shutting down with us),
-    until the test lets it go."""
+def container_of(settings: Settings, repo: FakeRepository, detector: FaceDetector) -> Container:
+    """A worker's container on fakes (and the in-process queue)."""
+    repo.migrate()
+    backends = Backends(repo, FakeStore("in"), FakeStore("out"), MemoryJobQueue())
+    gate = build_gate(settings)
+    return Container(
+        settings=settings,
+        backends=backends,
+        gate=gate,
+        images=build_images(settings, backends, gate),
+        detector=detector,
+    )
 
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
 
-    def run_once(self, **_: object) -> ReconcileReport:
-        self.entered.set()
-        self.release.wait(timeout=120)
-        return ReconcileReport()
+def test_stop_does_not_wait_for_a_hung_reconciler(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, shutdown_grace_s=60)
+    repo = FakeRepository()
+    entered, release = threading.Event(), threading.Event()
 
+    def hang_the_reconciler(operation: str) -> None:
+        # A database that stopped answering (shutting down with us), for the reconciler.
+        if operation == "requeue_stale":
+            entered.set()
+            release.wait(120)
 
-def test_stop_does_not_wait_for_a_hung_reconciler(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    container = build(load_settings(data_dir=tmp_path, shutdown_grace_s=60), with_detector=False)
-    container.detector = FakeDetector()
-    hanging = HangingReconciler()
-    monkeypatch.setattr(container, "reconciler", lambda: hanging)
+    repo.before = hang_the_reconciler
+    container = container_of(settings, repo, FakeDetector())
     runtime, before = WorkerRuntime(container), set(threading.enumerate())
     runtime.start()
     try:
-        assert hanging.entered.wait(10)
+        assert entered.wait(10)
         started = time.monotonic()
         runtime.stop()
         runtime.wait()
         # Bounded by the reconciler's short stop, not the 60 s grace nor its 120 s hang.
         assert time.monotonic() - started < RECONCILER_STOP_S + 10
     finally:
-        hanging.release.set()
+        release.set()
         container.close()
     assert wait_until(lambda: set(threading.enumerate()) <= before, timeout_s=10), "threads left"
 
@@ -97,8 +103,8 @@ def test_a_job_longer_than_the_heartbeat_age_keeps_the_worker_alive_until_it_han
         receive_timeout_s=0.2,
         shutdown_grace_s=5,
     )
-    container = build(settings, with_detector=False)
-    container.detector = detector = HungDetector()
+    detector = HungDetector()
+    container = container_of(settings, FakeRepository(), detector)
     runtime, before = WorkerRuntime(container), set(threading.enumerate())
     runtime.start()
     try:
