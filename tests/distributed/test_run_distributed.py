@@ -66,7 +66,16 @@ class RunDistributed:
         return str(httpx.get(f"{self.url}/picture/{image_id}", timeout=5).json()["status"])
 
     def repository(self) -> PostgresImageRepository:
-        return PostgresImageRepository(DSN, schema=self.schema, pool_min=0)
+        return PostgresImageRepository(DSN, schema=self.schema, pool_min=0, pool_max=2, timeout_s=5)
+
+    def transitions_to(self, image_id: str) -> list[str]:
+        """The statuses one image went to, oldest first (the PostgreSQL audit trail)."""
+        query = (
+            f'SELECT to_status FROM "{self.schema}".image_transitions '
+            "WHERE image_id = %s ORDER BY seq"
+        )
+        with psycopg.connect(DSN, connect_timeout=5) as conn:
+            return [str(row[0]) for row in conn.execute(query, (image_id,)).fetchall()]
 
     def exit_code(self, timeout_s: float = 90) -> int:
         return self.make.wait(timeout=timeout_s)
@@ -209,17 +218,21 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
             assert set(statuses) == {200}, statuses  # the API answered all along
             results = S3ObjectStore(
                 bucket="output",
+                prefix="",
                 endpoint_url=f"http://127.0.0.1:{run.s3_port}",
+                region="us-east-1",
                 access_key_id="testing",
                 secret_access_key="testing",
                 addressing_style="path",
+                create_bucket=False,
+                timeout_s=10,
             )
             result_keys = sorted(o.key for o in results.list())
             results.close()
             records = [repo.get(i) for i in ids]
             assert result_keys == sorted(r.output_key for r in records if r and r.output_key)
             for image_id in ids:  # exactly one result: one `done` transition each
-                assert [t[1] for t in repo.transitions(image_id)].count("done") == 1
+                assert run.transitions_to(image_id).count("done") == 1
         finally:
             prober.stop()
             repo.close()
