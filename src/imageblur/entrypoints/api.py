@@ -28,6 +28,7 @@ from imageblur.domain import (
     NotReady,
     Overloaded,
 )
+from imageblur.entrypoints import page
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
@@ -202,7 +203,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         prefix = settings.root_path.rstrip("/")
         if prefix and path.startswith(prefix):
             path = path[len(prefix) :]
-        if path in public:
+        if path in public or page.is_public(path):
             return await call_next(request)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
@@ -360,4 +361,5 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    page.mount(app, settings)
     return app
