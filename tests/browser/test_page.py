@@ -52,7 +52,8 @@ def upload(page: Page, *files: Path) -> None:
 
 
 def done_cards(page: Page) -> list[str]:
-    return [c.get_attribute("data-id") or "" for c in page.find_all("#uploads .card[data-status=done]")]
+    cards = page.find_all("#uploads .card[data-status=done]")
+    return [c.get_attribute("data-id") or "" for c in cards]
 
 
 def test_both_example_pictures_are_uploaded_anonymized_and_shown(
@@ -149,9 +150,9 @@ def test_history_pages_and_deletes(page: Page, server: Server) -> None:
     assert f"of {total}" in page.find("#history-position").text
 
     page.find("#history-older").click()
-    page.wait(lambda: page.find("#history-position").text.startswith("11–"))
+    page.wait(lambda: page.find("#history-position").text.startswith("11\N{EN DASH}"))
     page.find("#history-newer").click()
-    page.wait(lambda: page.find("#history-position").text.startswith("1–"))
+    page.wait(lambda: page.find("#history-position").text.startswith("1\N{EN DASH}"))
 
     row = page.find(f"#history-list .history-row[data-id='{ids[-1]}']")
     delete = row.find_element("css selector", "button.danger")

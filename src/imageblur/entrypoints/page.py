@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.responses import FileResponse
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -32,9 +33,8 @@ async def _index(scope: Scope, receive: Receive, send: Send) -> None:
 
 def mount(app: FastAPI, settings: Settings) -> None:
     """Serve the page at `/` and its files at `/web/`, with the page's security headers."""
-    app.add_route(
-        "/", PageHeaders(_index, settings), methods=["GET", "HEAD"], include_in_schema=False
-    )
+    index = PageHeaders(_index, settings)
+    app.router.routes.append(Route("/", index, methods=["GET", "HEAD"], include_in_schema=False))
     app.mount(
         STATIC_PREFIX.rstrip("/"),
         PageHeaders(StaticFiles(directory=WEB_DIR), settings),
