@@ -19,11 +19,13 @@ from support import BILL, LINUS, Server, jpeg_bytes, run_server
 
 # A file name that would be markup if the page ever used it as HTML.
 MARKUP_NAME = "<img src=x onerror=alert(1)>linus.jpg"
+MAX_UPLOAD_BYTES = 1_000_000  # the example pictures are smaller
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("browser") / "data") as srv:
+    env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}
+    with run_server(tmp_path_factory.mktemp("browser") / "data", env=env) as srv:
         yield srv
 
 
@@ -39,11 +41,13 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copy(LINUS, folder / LINUS.name)
     shutil.copy(LINUS, folder / MARKUP_NAME)
     (folder / "notes.txt").write_text("not a picture\n")
+    (folder / "huge.jpg").write_bytes(jpeg_bytes(1200, 1000))
     return {
         "bill": folder / BILL.name,
         "linus": folder / LINUS.name,
         "markup": folder / MARKUP_NAME,
         "text": folder / "notes.txt",
+        "huge": folder / "huge.jpg",
     }
 
 
@@ -123,6 +127,29 @@ def test_before_after_view_uses_the_local_file(page: Page, pictures: dict[str, P
             page.driver.save_screenshot(f"{shots}/compare-{width}.png")
 
 
+DROP_A_PICTURE = """
+const done = arguments[arguments.length - 1];
+const canvas = document.createElement('canvas');
+canvas.width = 64; canvas.height = 48;
+canvas.getContext('2d').fillRect(8, 8, 20, 20);
+canvas.toBlob((blob) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], 'dropped.jpg', { type: 'image/jpeg' }));
+  const zone = document.getElementById('drop-zone');
+  const drop = { dataTransfer: transfer, bubbles: true, cancelable: true };
+  zone.dispatchEvent(new DragEvent('drop', drop));
+  done();
+}, 'image/jpeg');
+"""
+
+
+def test_a_dropped_picture_is_uploaded(page: Page) -> None:
+    page.open()
+    page.driver.execute_async_script(DROP_A_PICTURE)
+    page.wait(lambda: len(done_cards(page)) == 1, timeout_s=60, what="dropped picture done")
+    assert page.find("#uploads .file-name").text == "dropped.jpg"
+
+
 def test_a_text_file_gets_a_visible_error(page: Page, pictures: dict[str, Path]) -> None:
     page.allow_console("status of 415")
     page.open()
@@ -130,6 +157,15 @@ def test_a_text_file_gets_a_visible_error(page: Page, pictures: dict[str, Path])
     error = page.visible("#uploads .card .error")
     assert "not a picture the service accepts" in error.text
     assert "JPEG, PNG or WebP" in error.text
+
+
+def test_a_file_too_large_gets_a_visible_error(page: Page, pictures: dict[str, Path]) -> None:
+    assert pictures["huge"].stat().st_size > MAX_UPLOAD_BYTES
+    page.allow_console("status of 413")
+    page.open()
+    upload(page, pictures["huge"])
+    error = page.visible("#uploads .card .error")
+    assert "too large" in error.text
 
 
 def test_history_pages_and_deletes(page: Page, server: Server) -> None:

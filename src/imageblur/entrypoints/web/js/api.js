@@ -57,7 +57,7 @@ export async function request(path, options = {}) {
         headers: { ...authHeaders(), ...(options.headers || {}) },
       });
     } catch {
-      throw new ApiError(0, 'network', 'cannot reach the server; check the connection');
+      throw new ApiError(0, 'network', 'no answer came back: the network, or a browser policy (CORS), stopped the request');
     }
     if (response.status === 401) {
       await promptAfter401();
