@@ -71,7 +71,7 @@ function resetView() {
   if (beforeUrl) URL.revokeObjectURL(beforeUrl);
   beforeUrl = null;
   for (const id of ['before-image', 'divider', 'regions', 'regions-legend', 'compare-controls',
-    'compare-pick', 'download-link', 'regions-button']) $(id).hidden = true;
+    'compare-pick', 'download-link', 'regions-button']) $(id).toggleAttribute('hidden', true);
   $('after-image').removeAttribute('src');
   $('before-image').removeAttribute('src');
   $('compare-file').value = '';
@@ -126,7 +126,7 @@ async function toggleRegions() {
   const button = $('regions-button');
   const shown = button.getAttribute('aria-pressed') === 'true';
   if (shown) {
-    $('regions').hidden = true;
+    $('regions').toggleAttribute('hidden', true); // an SVG element: no `hidden` property
     $('regions-legend').hidden = true;
     button.setAttribute('aria-pressed', 'false');
     button.textContent = 'Show hidden regions';
@@ -153,7 +153,7 @@ export function drawRegions(record, regions) {
     class: [region.hidden ? 'hidden-region' : 'shown-region', region.uncertain ? 'uncertain' : '']
       .join(' ').trim(),
   })));
-  layer.hidden = false;
+  layer.toggleAttribute('hidden', false);
   const hidden = regions.filter((r) => r.hidden).length;
   const uncertain = regions.filter((r) => r.uncertain).length;
   const legend = $('regions-legend');
