@@ -150,6 +150,28 @@ def test_a_dropped_picture_is_uploaded(page: Page) -> None:
     assert page.find("#uploads .file-name").text == "dropped.jpg"
 
 
+def test_a_picture_from_the_history_compares_with_a_file_chosen_again(
+    page: Page, server: Server, pictures: dict[str, Path]
+) -> None:
+    with server.client() as client:
+        data = pictures["linus"].read_bytes()
+        created = client.post("/picture", files={"image": ("again.jpg", data, "image/jpeg")})
+        server.wait_done(client, created.json()["id"])
+    page.open()
+    row = f"#history-list .history-row[data-id='{created.json()['id']}']"
+    page.visible(f"{row} button").click()  # View
+    page.visible("#after-image")
+    assert "stays on your computer" in page.find("#result-note").text
+    # A file the browser cannot show (like HEIC): it says so instead of a slider.
+    page.visible("#compare-file").send_keys(str(pictures["text"]))
+    page.wait(lambda: "cannot show" in page.find("#result-note").text)
+    assert not page.find("#compare-range").is_displayed()
+    page.find("#compare-file").send_keys(str(pictures["linus"]))
+    before = page.visible("#before-image")
+    page.wait(lambda: page.image_loaded(before))
+    assert page.find("#compare-range").is_displayed()
+
+
 def test_a_text_file_gets_a_visible_error(page: Page, pictures: dict[str, Path]) -> None:
     page.allow_console("status of 415")
     page.open()
