@@ -4,6 +4,7 @@ sessionStorage only, sends it as a header, and asks again on a 401."""
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator
 
 import httpx
@@ -33,6 +34,13 @@ def test_the_page_is_public_and_the_api_is_not(server: Server) -> None:
     for path in ("/", "/web/js/main.js", "/web/style.css", "/web/icon.svg"):
         assert httpx.get(f"{server.url}{PREFIX}{path}").status_code == 200, path
     assert httpx.get(f"{server.url}{PREFIX}/pictures").status_code == 401
+    # The public prefix opens no way around the token to the API or out of the folder.
+    host, port = server.url.removeprefix("http://").split(":")
+    for raw in ("/web/../pictures", "/web/%2e%2e/pictures", "/web/../../../etc/passwd"):
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", PREFIX + raw)
+        assert connection.getresponse().status == 404, raw
+        connection.close()
 
 
 def enter_token(page: Page, token: str) -> None:
