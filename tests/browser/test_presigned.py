@@ -12,7 +12,7 @@ import pytest
 from selenium import webdriver
 
 from browser.conftest import Page, fresh_page
-from services import MotoServer, unique
+from servers import MotoServer, unique
 from support import LINUS, Server, run_server
 
 TOKEN = "presigned-test-token-0123456789"

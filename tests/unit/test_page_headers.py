@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from imageblur.config import Settings
-from imageblur.entrypoints.page import WEB_DIR, is_public
+from imageblur.entrypoints.page import WEB_DIR
 from imageblur.entrypoints.page_headers import content_security_policy, store_origins
 from support import REPO
 
@@ -61,14 +61,6 @@ def test_presigned_results_on_aws_allow_the_bucket_hosts() -> None:
         "https://out.s3.eu-west-1.amazonaws.com",
         "https://out.s3.amazonaws.com",
     ]
-
-
-def test_only_the_page_and_its_files_are_public() -> None:
-    assert is_public("/")
-    assert is_public("/web/js/main.js")
-    assert not is_public("/pictures")
-    assert not is_public("/webhooks")
-    assert not is_public("/picture/x/image")
 
 
 def test_every_page_file_is_package_data() -> None:

@@ -20,11 +20,9 @@ from imageblur.entrypoints.page_headers import PageHeaders
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_PREFIX = "/web/"
-
-
-def is_public(path: str) -> bool:
-    """The page's own paths (relative to the root path), which need no token."""
-    return path in ("", "/") or path.startswith(STATIC_PREFIX)
+# The page's own paths (relative to the root path), which need no token: they hold no data.
+PUBLIC_PATHS = frozenset({"", "/"})
+PUBLIC_PREFIXES = (STATIC_PREFIX,)
 
 
 async def _index(scope: Scope, receive: Receive, send: Send) -> None:
