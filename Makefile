@@ -21,11 +21,16 @@ install: $(STAMP) browser  ## create .venv with the package, every back end, the
 
 # The browser tests (tests/browser) drive Debian's Chromium through its ChromeDriver:
 # installed from the distribution when missing, never downloaded by a test tool.
+# Without root (a developer's own machine) it only warns: `make run` needs no browser.
 browser:  ## Debian's chromium and chromium-driver, installed when missing (needs root)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "warning: tests/browser needs chromium and chromium-driver: run 'make browser' as root"; \
+	else \
 	    echo "installing chromium and chromium-driver (for tests/browser)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	        --no-install-recommends chromium chromium-driver >/dev/null; }
+	        --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
 
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py
