@@ -14,7 +14,9 @@ from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends
 from imageblur.config import Settings
+from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
+from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
@@ -26,6 +28,8 @@ LEASE_RENEWALS_PER_LEASE = 3
 MAX_LEASE_RENEWALS = 4
 # Uploads in hand per upload being decoded, before the API answers 503 `overloaded`.
 UPLOADS_IN_HAND_PER_CHECK = 4
+# The picture gauges read the database at most this often, however often it is scraped.
+PICTURE_GAUGES_EVERY_S = 15.0
 
 
 def build_repository(settings: Settings) -> ImageRepository:
@@ -129,7 +133,12 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
 
 
 def build_processor(
-    settings: Settings, backends: Backends, detector: FaceDetector, *, owner: str | None = None
+    settings: Settings,
+    backends: Backends,
+    detector: FaceDetector,
+    *,
+    owner: str | None = None,
+    metrics: Metrics | None = None,
 ) -> JobProcessor:
     s = settings
     return JobProcessor(
@@ -146,6 +155,7 @@ def build_processor(
         outage_patience_s=s.outage_patience_s,
         keep_originals=s.keep_originals,
         owner=owner,
+        metrics=metrics,
     )
 
 
@@ -172,12 +182,23 @@ class Container:
     gate: UploadGate
     images: ImageService
     detector: FaceDetector | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     _closed: bool = field(default=False, repr=False)
 
     def processor(self, *, owner: str | None = None) -> JobProcessor:
         if self.detector is None:
             raise RuntimeError("this container was built without a face detector")
-        return build_processor(self.settings, self.backends, self.detector, owner=owner)
+        return build_processor(
+            self.settings, self.backends, self.detector, owner=owner, metrics=self.metrics
+        )
+
+    def export_picture_gauges(self) -> None:
+        """The API process exports the picture gauges (one reader per process)."""
+        self.metrics.watch_pictures(
+            self.backends.repository.picture_stats,
+            statuses=[status.value for status in Status],
+            every_s=PICTURE_GAUGES_EVERY_S,
+        )
 
     def reconciler(self) -> Reconciler:
         return build_reconciler(self.settings, self.backends)
@@ -194,10 +215,12 @@ class Container:
         self.backends.close()
 
 
-def build(settings: Settings, *, with_detector: bool) -> Container:
-    """Wire the process. With `with_detector` the face model is loaded (workers only)."""
+def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = None) -> Container:
+    """Wire the process. With `with_detector` the face model is loaded (workers only).
+    `metrics`: the process's collectors, when the API made them before the container."""
     detector = build_detector(settings) if with_detector else None
-    backends = build_backends(settings)
+    metrics = metrics if metrics is not None else Metrics()
+    backends = count_backend_errors(build_backends(settings), metrics)
     if settings.repository == "sqlite":
         # A local file has a single owner: create/upgrade it on start. PostgreSQL is
         # migrated by the explicit `imageblur migrate` step (a Job on Kubernetes).
@@ -213,4 +236,5 @@ def build(settings: Settings, *, with_detector: bool) -> Container:
         gate=gate,
         images=build_images(settings, backends, gate),
         detector=detector,
+        metrics=metrics,
     )

@@ -25,7 +25,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable, Status
 
 # Versioned migrations: append, never edit. `{s}` is the schema identifier.
 _MIGRATIONS: tuple[str, ...] = (
@@ -80,12 +80,21 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
     """,
+    # 5: the upload's request id; the oldest pending picture found without a scan.
+    """
+    ALTER TABLE {s}.images ADD COLUMN request_id text;
+    CREATE INDEX images_pending_created_idx ON {s}.images (created_at)
+        WHERE status = 'pending';
+    """,
 )
+# Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
+# the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
+_EXACT_COUNT_ROWS = 100_000
 
 _COLUMNS = (
     "id, name, status, content_type, bytes, width, height, input_key, output_key, url, "
     "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
+    "created_at, updated_at, request_id"
 )
 
 
@@ -431,6 +440,39 @@ class PostgresImageRepository:
         with self._conn() as conn:
             return conn.execute(query, params).fetchone() is not None
 
+    def picture_stats(self) -> PictureStats:
+        """Open statuses counted exactly (a partial index holds only them), the rest
+        estimated once the table is large, and the oldest pending upload from an index:
+        cheap on a table of millions, so that a metrics scrape never scans it."""
+        s = self._s
+        estimate = sql.SQL(
+            "SELECT c.reltuples, st.most_common_vals::text::text[], st.most_common_freqs "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_stats st ON st.schemaname = n.nspname "
+            "AND st.tablename = c.relname AND st.attname = 'status' "
+            "WHERE n.nspname = %s AND c.relname = 'images'"
+        )
+        with self._conn() as conn:
+            row = conn.execute(estimate, (self._schema,)).fetchone()
+            rows, values, freqs = row if row else (-1.0, None, None)
+            exact = rows < _EXACT_COUNT_ROWS  # -1: never analyzed (a new table)
+            where = sql.SQL("" if exact else "WHERE status IN ('pending', 'processing') ")
+            counted = conn.execute(
+                sql.SQL("SELECT status, count(*) FROM {s}.images {w}GROUP BY status").format(
+                    s=s, w=where
+                )
+            ).fetchall()
+            oldest = conn.execute(
+                sql.SQL("SELECT min(created_at) FROM {s}.images WHERE status = 'pending'").format(
+                    s=s
+                )
+            ).fetchone()
+        counts = {str(status): int(n) for status, n in counted}
+        if not exact:
+            for value, freq in zip(values or [], freqs or [], strict=False):
+                counts.setdefault(str(value), round(float(freq) * float(rows)))
+        return PictureStats(counts=counts, oldest_pending_at=_utc(oldest[0] if oldest else None))
+
     def transitions(self, image_id: str) -> builtins.list[tuple[str | None, str]]:
         """The (from, to) status changes of one image, oldest first (audit and tests)."""
         query = sql.SQL(
@@ -487,6 +529,7 @@ def _params(record: ImageRecord) -> dict[str, Any]:
         "idempotency_key": record.idempotency_key,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
+        "request_id": record.request_id,
     }
 
 
@@ -517,6 +560,7 @@ def _record(row: dict[str, Any]) -> ImageRecord:
         idempotency_key=row["idempotency_key"],
         created_at=created,
         updated_at=updated,
+        request_id=row["request_id"],
     )
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable, Status
 
 # Versioned migrations: append only, never edit a released one.
 _MIGRATIONS: list[str] = [
@@ -53,6 +53,10 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN published_at TEXT;
     """,
+    """
+    ALTER TABLE images ADD COLUMN request_id TEXT;
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    """,
 ]
 
 # SQLite before 3.32 allows 999 bound parameters per statement.
@@ -61,7 +65,7 @@ _IDS_PER_QUERY = 500
 _COLUMNS = (
     "id, name, url, status, content_type, bytes, width, height, input_key, output_key, "
     "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
+    "created_at, updated_at, request_id"
 )
 
 
@@ -99,6 +103,7 @@ def _row_to_record(row: sqlite3.Row) -> ImageRecord:
         idempotency_key=row["idempotency_key"],
         created_at=created,
         updated_at=updated,
+        request_id=row["request_id"],
     )
 
 
@@ -178,7 +183,7 @@ class SqliteImageRepository:
                         return _row_to_record(row)
                 conn.execute(
                     f"INSERT INTO images ({_COLUMNS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.name,
@@ -198,6 +203,7 @@ class SqliteImageRepository:
                         record.idempotency_key,
                         _ts(record.created_at),
                         _ts(record.updated_at),
+                        record.request_id,
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -227,6 +233,16 @@ class SqliteImageRepository:
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+
+    def picture_stats(self) -> PictureStats:
+        """Counted exactly (an embedded database is small; the status index covers it);
+        the oldest pending upload from its own index."""
+        counted = self._query("SELECT status, COUNT(*) FROM images GROUP BY status")
+        oldest = self._query("SELECT MIN(created_at) FROM images WHERE status = 'pending'")
+        return PictureStats(
+            counts={str(row[0]): int(row[1]) for row in counted},
+            oldest_pending_at=_parse_ts(oldest[0][0]),
+        )
 
     def delete(self, image_id: str) -> ImageRecord | None:
         with self._tx() as conn:

@@ -1,0 +1,82 @@
+"""HTTP metrics: a small pure-ASGI middleware.
+
+`imageblur_http_requests_total{route,method,status}` and
+`imageblur_http_request_duration_seconds{route,method}` by route template (never the
+raw path, whose ids would make a series per picture; `unmatched` when no route fits),
+and `imageblur_uploads_rejected_total{reason}` with the error code of a refused upload.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imageblur.metrics import Metrics
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+_MAX_ERROR_BODY = 4096  # an error answer is a small JSON object; no more is kept
+
+
+class HttpMetricsMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, upload: tuple[str, str] = ("POST", "/picture")
+    ) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._upload = upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        route = route_template(scope)
+        is_upload = (method, route) == self._upload
+        status = 500  # unless a response starts: an exception answered outside us
+        error_body = bytearray()
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif is_upload and status >= 400 and len(error_body) < _MAX_ERROR_BODY:
+                error_body.extend(message.get("body", b"")[:_MAX_ERROR_BODY])
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_counted)
+        finally:
+            m = self._metrics
+            m.http_requests.labels(route=route, method=method, status=str(status)).inc()
+            m.http_duration.labels(route=route, method=method).observe(
+                time.perf_counter() - started
+            )
+            if is_upload and status >= 400:
+                m.uploads_rejected.labels(reason=error_code(bytes(error_body), status)).inc()
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route this request goes to, such as
+    `/picture/{image_id}`; a path that only lacks the method (405) counts as its route."""
+    partial = None
+    for route in scope["app"].router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED))
+        if match is Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", UNMATCHED))
+    return partial or UNMATCHED
+
+
+def error_code(body: bytes, status: int) -> str:
+    """The `error` of our JSON error answer, or the status for anything else."""
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        code = None
+    return code if isinstance(code, str) and code.isidentifier() else f"http_{status}"
