@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             token=settings.api_token.get_secret_value(),
             root_path=settings.root_path,
         )
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics, root_path=settings.root_path)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

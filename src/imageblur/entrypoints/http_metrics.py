@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from starlette.routing import Match
+from starlette.datastructures import URL
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageblur.metrics import Metrics
@@ -23,10 +23,16 @@ _MAX_ERROR_BODY = 4096  # an error answer is a small JSON object; no more is kep
 
 class HttpMetricsMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, upload: tuple[str, str] = ("POST", "/picture")
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        root_path: str = "",
+        upload: tuple[str, str] = ("POST", "/picture"),
     ) -> None:
         self._app = app
         self._metrics = metrics
+        self._prefix = root_path.rstrip("/")
         self._upload = upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,8 +41,11 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         method = scope["method"] if scope["method"] in METHODS else "other"
-        route = route_template(scope)
-        is_upload = (method, route) == self._upload
+        # By path, not route: a refused token is answered before the routes are matched.
+        path = URL(scope=scope).path
+        if self._prefix and path.startswith(self._prefix):
+            path = path[len(self._prefix) :]
+        is_upload = (method, path) == self._upload
         status = 500  # unless a response starts: an exception answered outside us
         error_body = bytearray()
 
@@ -51,6 +60,7 @@ class HttpMetricsMiddleware:
         try:
             await self._app(scope, receive, send_counted)
         finally:
+            route = route_template(scope)
             m = self._metrics
             m.http_requests.labels(route=route, method=method, status=str(status)).inc()
             m.http_duration.labels(route=route, method=method).observe(
@@ -61,16 +71,13 @@ class HttpMetricsMiddleware:
 
 
 def route_template(scope: Scope) -> str:
-    """The path template of the route this request goes to, such as
-    `/picture/{image_id}`; a path that only lacks the method (405) counts as its route."""
-    partial = None
-    for route in scope["app"].router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", UNMATCHED))
-        if match is Match.PARTIAL and partial is None:
-            partial = str(getattr(route, "path", UNMATCHED))
-    return partial or UNMATCHED
+    """The path template of the route that took the request, such as
+    `/picture/{image_id}` (also for a 405: the path matched, the method did not), as the
+    router left it in the scope; `unmatched` when none did, or none was asked (a request
+    refused before routing, such as a missing API token)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
 
 
 def error_code(body: bytes, status: int) -> str:
