@@ -132,6 +132,16 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A parked job as read back from a queue's dead letters (for operators and tests):
+    the job, or None if its message could not be parsed, the raw body, and why."""
+
+    job: Job | None
+    body: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Face:
     """A detected face box in pixel coordinates of the upright image."""
 

@@ -67,6 +67,10 @@ class RetryPolicy:
 
 
 class JobProcessor:
+    """Processes one delivered job and settles it. `outage_patience_s` is how long a job
+    waits out a back end's outage before the error counts as an attempt; the lease is
+    renewed every `lease_renew_interval_s`, at most `max_lease_renewals` leases long."""
+
     def __init__(
         self,
         *,

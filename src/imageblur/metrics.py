@@ -56,6 +56,18 @@ class Metrics:
         # No `*_created` series: they double the output and no rule or panel reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = r = registry if registry is not None else CollectorRegistry()
+        self._http_collectors(r)
+        self._job_collectors(r)
+        self._maintenance_collectors(r)
+        # Series that alerts take `increase()` of exist from the start at 0: a series
+        # born at 1 would hide its first increase.
+        for stage in STAGES:
+            self.job_stage.labels(stage=stage)
+        for kind in GC_KINDS:
+            self.gc_deleted.labels(kind=kind)
+
+    def _http_collectors(self, r: CollectorRegistry) -> None:
+        """The API's: requests, their times, refused uploads."""
         self.http_requests = Counter(
             "imageblur_http_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -75,6 +87,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def _job_collectors(self, r: CollectorRegistry) -> None:
+        """The worker's: outcomes, stage times, queue wait, faces, image sizes."""
         self.jobs = Counter(
             "imageblur_jobs", "Jobs settled by a worker, by outcome.", ["outcome"], registry=r
         )
@@ -98,6 +113,9 @@ class Metrics:
             buckets=MEGAPIXEL_BUCKETS,
             registry=r,
         )
+
+    def _maintenance_collectors(self, r: CollectorRegistry) -> None:
+        """Back-end errors (every process), the reconciler's work (workers)."""
         self.backend_errors = Counter(
             "imageblur_backend_errors",
             "Calls to a back end that failed as unavailable, by back end and operation.",
@@ -110,12 +128,6 @@ class Metrics:
         self.gc_deleted = Counter(
             "imageblur_gc_deleted", "Unneeded objects deleted, by kind.", ["kind"], registry=r
         )
-        # Series that alerts take `increase()` of exist from the start at 0: a series
-        # born at 1 would hide its first increase.
-        for stage in STAGES:
-            self.job_stage.labels(stage=stage)
-        for kind in GC_KINDS:
-            self.gc_deleted.labels(kind=kind)
 
     def outcomes(self, names: Iterable[str]) -> None:
         """Make the job outcome series exist at 0 (the worker knows its outcomes)."""

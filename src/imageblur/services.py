@@ -1,8 +1,9 @@
 """The API's use cases: submit, read, list, delete an image and fetch its result.
 
-They see only ports. Order of writes on submit: original object, then record, then
-job. A crash between any two leaves either an unreferenced object (collected by the
-reconciler) or a pending record (re-published by the reconciler): never a lost image.
+They see only the ports, in the `Backends` bundle. Order of writes on submit: original
+object, then record, then job. A crash between any two leaves either an unreferenced
+object (collected by the reconciler) or a pending record (re-published by the
+reconciler): never a lost image.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Result:
 
 
 class ImageService:
+    """The API's use cases. Uploads are decoded under the `UploadGate`'s decode slots;
+    with `presigned_ttl_s`, results are handed out as presigned URLs where the store has
+    them."""
+
     def __init__(
         self,
         *,

@@ -1,4 +1,5 @@
-"""The ImageRepository contract, on every adapter (SQLite, PostgreSQL)."""
+"""The ImageRepository contract, on every adapter (SQLite, PostgreSQL) and on the unit
+tests' fake."""
 
 from __future__ import annotations
 
@@ -153,16 +154,14 @@ def test_exactly_one_of_many_concurrent_claims_wins(
     assert wins.count(True) == 1
 
 
-def test_fail_from_pending_and_from_processing(repo: ImageRepository) -> None:
+def test_only_the_holder_fails_a_job(repo: ImageRepository) -> None:
     a = repo.add(record())
-    assert repo.fail(a.id, owner=None, error="unparseable", now=T0)
+    assert not repo.fail(a.id, owner="w", error="not claimed", now=T0)
     got = repo.get(a.id)
-    assert got is not None and got.status is Status.FAILED and got.error == "unparseable"
-    assert not repo.fail(a.id, owner=None, error="again", now=T0)
+    assert got is not None and got.status is Status.PENDING and got.error is None
 
     b = repo.add(record())
     assert repo.claim(b.id, owner="w", lease_s=5, now=T0)
-    assert not repo.fail(b.id, owner=None, error="not pending", now=T0)
     assert not repo.fail(b.id, owner="other", error="not mine", now=T0)
     assert repo.fail(b.id, owner="w", error="corrupt", now=T0)
     got = repo.get(b.id)
@@ -367,7 +366,8 @@ def test_picture_stats_count_each_status_and_find_the_oldest_pending(
     done, failed = repo.list(limit=4)[2:]  # the two oldest uploads finish
     assert repo.claim(done.id, owner="w", lease_s=60, now=T0)
     assert repo.complete(done.id, owner="w", output_key="k", url="u", faces=1, now=T0)
-    assert repo.fail(failed.id, owner=None, error="bad", now=T0)
+    assert repo.claim(failed.id, owner="w", lease_s=60, now=T0)
+    assert repo.fail(failed.id, owner="w", error="bad", now=T0)
     stats = repo.picture_stats()
     assert {k: v for k, v in stats.counts.items() if v} == {"pending": 2, "done": 1, "failed": 1}
     assert stats.oldest_pending_at == oldest.created_at

@@ -6,21 +6,20 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
-
-from .conftest import services
 
 DONE_ROWS = 150_000  # past the exact-count limit
 
 
 def test_a_large_table_is_estimated_and_the_open_statuses_counted(postgres_dsn: str) -> None:
-    with services.postgres_schema(postgres_dsn) as schema:
+    with servers.postgres_schema(postgres_dsn) as schema:
         repo = PostgresImageRepository(
-            services.PG_ADMIN_DSN, schema=schema, pool_min=0, pool_max=2, timeout_s=5
+            servers.PG_ADMIN_DSN, schema=schema, pool_min=0, pool_max=2, timeout_s=5
         )
         try:
             repo.migrate()
-            with psycopg.connect(services.PG_ADMIN_DSN, autocommit=True) as conn:
+            with psycopg.connect(servers.PG_ADMIN_DSN, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO {s}.images (id, name, status, content_type, bytes, width, "

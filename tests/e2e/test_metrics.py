@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-import services
+import servers
 from metrics_scrape import Samples, delta, get, scrape, total, wait_for_sample
 from support import BILL, LINUS, Server, run_server
 
@@ -127,7 +127,7 @@ def test_one_picture_can_be_followed_by_its_request_id(server: Server) -> None:
         }
 
     # API and worker, from the upload to the acknowledgement.
-    services.wait_for(
+    servers.wait_for(
         lambda: {"http.request", "image.accepted", "job.claimed", "job.done"} <= events(),
         timeout_s=30,
         what="the request id in the log lines of the upload and of the job",

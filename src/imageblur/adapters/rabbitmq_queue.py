@@ -39,7 +39,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from imageblur.domain import Delivery, InvalidJob, Job, QueueUnavailable
+from imageblur.domain import DeadLetter, Delivery, InvalidJob, Job, QueueUnavailable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -56,15 +56,6 @@ _PIKA_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSEr
 class _Tag:
     generation: int
     delivery_tag: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A parked job as read back from the dead-letter queue (for operators and tests)."""
-
-    job: Job | None
-    body: bytes
-    reason: str
 
 
 class _Link:
@@ -230,8 +221,6 @@ class RabbitMQJobQueue:
                 link.reset()
         self._buffer.clear()
 
-    # --- operator helpers (not part of the port) --------------------------------------
-
     def take_dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
         """Take up to `limit` parked jobs off the dead-letter queue, with their reasons."""
 
@@ -246,6 +235,8 @@ class RabbitMQJobQueue:
             return out
 
         return self._on_publisher("read dead letters", take)
+
+    # --- operator helpers (not part of the port) --------------------------------------
 
     def depth(self) -> tuple[int, int]:
         """(ready messages in the job queue, in the dead-letter queue)."""

@@ -16,6 +16,7 @@ from imageblur.config import Settings
 from imageblur.entrypoints.access_log import AccessLogMiddleware
 from imageblur.entrypoints.auth import BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
+from imageblur.entrypoints.head import HeadAsGetMiddleware
 from imageblur.entrypoints.http_metrics import HttpMetricsMiddleware
 from imageblur.entrypoints.metrics_route import router as metrics_router
 from imageblur.entrypoints.request_id import RequestIdMiddleware
@@ -66,8 +67,9 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(router)
     app.include_router(metrics_router)
     install_error_handlers(app)
-    # The last added runs first: request id, access log, metrics, token check, routes.
-    # So a refused request is logged and counted, and every line carries its id.
+    # The last added runs first: request id, access log, metrics, token check, HEAD,
+    # routes. So a refused request is logged and counted, and every line carries its id.
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.api_token is not None:
         app.add_middleware(
             BearerTokenMiddleware,

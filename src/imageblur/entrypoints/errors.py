@@ -32,7 +32,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
 }
 RETRY_AFTER_S = 5
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -89,15 +89,20 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method of every route on this path (RFC 9110: a 405 lists them all), not
-    only those of the first route that matched the path."""
-    found: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        methods = getattr(route, "methods", None)
-        if match is not Match.NONE and methods:
-            found |= set(methods)
-    return sorted(found, key=lambda m: ((*_METHOD_ORDER, m)).index(m))
+    """Every method some route answers on this path (RFC 9110: a 405 lists them all),
+    not only those of the first route that matched the path: each method is tried
+    against the routes, as the router itself would. HEAD goes with GET (head.py)."""
+    allowed = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return [method for method in _METHODS if method in allowed]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -94,7 +94,7 @@ async def post_picture(
     )
 
 
-@router.get("/picture/{image_id}", response_model=Picture, responses=errors(401, 404, 503))
+@router.get("/picture/{image_id}", response_model=Picture, responses=errors(401, 404, 422, 503))
 async def get_picture(images: Images, root: Root, image_id: str) -> Picture:
     record = await run_in_threadpool(images.get, image_id)
     return picture(record, root)
@@ -105,7 +105,7 @@ async def get_picture(images: Images, root: Root, image_id: str) -> Picture:
     responses={
         200: {"content": {ct: {} for ct in imaging.SUPPORTED_CONTENT_TYPES}},
         307: {"description": "A presigned URL of the result (IMAGEBLUR_RESULT_DELIVERY)."},
-        **errors(401, 404, 409, 503),
+        **errors(401, 404, 409, 422, 503),
     },
     response_class=Response,
     summary="The anonymized picture (never the original)",
@@ -145,7 +145,7 @@ async def list_pictures(
     )
 
 
-@router.delete("/picture/{image_id}", status_code=204, responses=errors(401, 404, 503))
+@router.delete("/picture/{image_id}", status_code=204, responses=errors(401, 404, 422, 503))
 async def delete_picture(images: Images, image_id: str) -> Response:
     await run_in_threadpool(images.delete, image_id)
     return Response(status_code=204)

@@ -67,7 +67,7 @@ _ERROR_MEANINGS = {
     409: "The anonymized image is not available (yet, or any more).",
     413: "The upload is too large (bytes or pixels).",
     415: "Not a JPEG, PNG or WebP image, or an unsupported Content-Type.",
-    422: "A query parameter or header has an invalid value.",
+    422: "A parameter or header has an invalid value.",
     503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
 }
 
