@@ -9,6 +9,8 @@
 
 DIST_MOTO_PORT ?= 9000
 DIST_WORKERS ?= 2
+# Worker n (from 0) serves its Prometheus metrics on DIST_METRICS_PORT + n.
+DIST_METRICS_PORT ?= 9101
 
 # bash, for /dev/tcp probes, `wait -n` and traps (for this target only).
 run-distributed: SHELL := /bin/bash
@@ -50,6 +52,9 @@ run-distributed: install  ## PostgreSQL + RabbitMQ + S3 (moto), migrate, one api
 	export IMAGEBLUR_PORT="$${IMAGEBLUR_PORT:-8080}"; \
 	$(BIN)/imageblur migrate; \
 	$(BIN)/imageblur api & pids="$$pids $$!"; \
-	for _ in $$(seq 1 $(DIST_WORKERS)); do $(BIN)/imageblur worker & pids="$$pids $$!"; done; \
+	for n in $$(seq 0 $$(( $(DIST_WORKERS) - 1 ))); do \
+	    IMAGEBLUR_METRICS_PORT=$$(( $(DIST_METRICS_PORT) + n )) $(BIN)/imageblur worker & \
+	    pids="$$pids $$!"; \
+	done; \
 	echo "imageblur API on http://127.0.0.1:$$IMAGEBLUR_PORT with $(DIST_WORKERS) workers; Ctrl-C stops"; \
 	wait -n $$pids || true

@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+import metrics_scrape
 import servers
 
 from .harness import generated_jpeg
@@ -24,12 +25,13 @@ pytestmark = pytest.mark.slow
 def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     servers.ensure_postgres()
     servers.ensure_rabbitmq()
-    port, s3_port = servers.free_port(), servers.free_port()
+    port, s3_port, metrics_port = servers.free_port(), servers.free_port(), two_free_ports()
     schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
         "IMAGEBLUR_PORT": str(port),
         "DIST_MOTO_PORT": str(s3_port),
+        "DIST_METRICS_PORT": str(metrics_port),
         # Our own corner of the machine's services: nobody else's workers or rows.
         "IMAGEBLUR_POSTGRES_SCHEMA": schema,
         "IMAGEBLUR_RABBITMQ_QUEUE": queue,
@@ -65,6 +67,21 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
             what="the image to be done",
         )
         assert httpx.get(image, timeout=5).json()["url"].startswith("s3://output/")
+        # Each worker on its own metrics port; one of them did the job.
+        workers = [f"http://127.0.0.1:{metrics_port + n}/metrics" for n in (0, 1)]
+        servers.wait_for(
+            lambda: (
+                sum(
+                    metrics_scrape.get(
+                        metrics_scrape.scrape(w), "imageblur_jobs_total", outcome="done"
+                    )
+                    for w in workers
+                )
+                == 1
+            ),
+            timeout_s=30,
+            what="one job done on the workers' metrics ports",
+        )
 
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
         assert make.wait(timeout=60) is not None
@@ -75,6 +92,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
             time.sleep(0.2)
         assert not servers.port_open("127.0.0.1", port), "the API still runs"
         assert not servers.port_open("127.0.0.1", s3_port), "the S3 server still runs"
+        assert not servers.port_open("127.0.0.1", metrics_port), "a worker still runs"
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
@@ -86,3 +104,12 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         for name in (queue, f"{queue}.dead"):
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], capture_output=True)
+
+
+def two_free_ports() -> int:
+    """A port that is free, and so is the next one (the workers' metrics ports)."""
+    for _ in range(50):
+        port = servers.free_port()
+        if port < 65535 and not servers.port_open("127.0.0.1", port + 1):
+            return port
+    raise AssertionError("no two consecutive free ports")
