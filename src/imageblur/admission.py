@@ -22,17 +22,18 @@ class UploadGate:
     def __init__(self, *, max_checking: int, max_in_hand: int) -> None:
         if not 1 <= max_checking <= max_in_hand:
             raise ValueError("need 1 <= max_checking <= max_in_hand")
-        self.max_in_hand = max_in_hand
+        self._max_in_hand = max_in_hand
         self._in_hand = 0
         self._lock = threading.Lock()
-        # No timeout needed on the wait: at most max_in_hand - max_checking uploads wait.
+        # The wait for a decode slot needs no timeout: admission bounds how many uploads
+        # can wait (max_in_hand - max_checking).
         self._checking = threading.BoundedSemaphore(max_checking)
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold one upload for the block; raises `Overloaded` at once when full."""
         with self._lock:
-            if self._in_hand >= self.max_in_hand:
+            if self._in_hand >= self._max_in_hand:
                 raise Overloaded("too many uploads are in hand; retry shortly")
             self._in_hand += 1
         try:
