@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
 from imageblur.backends import Backends
 from imageblur.domain import Job, PictureStats, StoredObject, StoreUnavailable
 from imageblur.entrypoints.http_metrics import error_code
+from imageblur.entrypoints.metrics_server import MetricsServer
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.metrics import STAGES, Metrics, PictureCollector, count_backend_errors
 from support import jpeg_bytes
@@ -139,3 +141,31 @@ def test_the_request_id_is_optional_in_a_job_message_and_checked() -> None:
 )
 def test_an_upload_is_rejected_with_its_error_code(body: bytes, status: int, code: str) -> None:
     assert error_code(body, status) == code
+
+
+def test_a_republished_job_carries_the_uploads_request_id(world: World) -> None:  # noqa: F811
+    record = world.images.submit(jpeg_bytes(), request_id="upload-7")
+    assert world.next_delivery().job.request_id == "upload-7"  # the message is then lost
+    world.clock.advance(1)
+    # The safety net for a confirmed message that the broker lost (a grace of 0 here).
+    assert world.reconciler(queued_grace_s=0).republish() == 1
+    assert world.next_delivery().job == Job(record.id, request_id="upload-7")
+
+
+def test_a_workers_metrics_port_asks_for_the_token_when_one_is_set() -> None:
+    metrics = Metrics()
+    metrics.outcomes(Outcome)
+    server = MetricsServer(metrics.registry, host="127.0.0.1", port=0, token="t" * 20)
+    port = server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 401
+        wrong = {"Authorization": "Bearer " + "x" * 20}
+        assert httpx.get(f"{url}/metrics", headers=wrong, timeout=5).status_code == 401
+        right = {"Authorization": "Bearer " + "t" * 20}
+        answer = httpx.get(f"{url}/metrics", headers=right, timeout=5)
+        assert answer.status_code == 200
+        assert 'imageblur_jobs_total{outcome="done"} 0.0' in answer.text
+        assert httpx.get(f"{url}/other", headers=right, timeout=5).status_code == 404
+    finally:
+        server.stop()
