@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from harness import EXAMPLES, Backends
 
 from metrics_scrape import Samples, delta, get, scrape, total, wait_for_sample
 
 from .conftest import DeploymentFactory
+from .harness import EXAMPLES, Backends
 
 
 @pytest.mark.slow
