@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from imageblur import __version__
 from imageblur.bootstrap import build
 from imageblur.config import Settings
+from imageblur.entrypoints import page
 from imageblur.entrypoints.access_log import AccessLogMiddleware
-from imageblur.entrypoints.auth import BearerTokenMiddleware
+from imageblur.entrypoints.auth import PUBLIC_PATHS, BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.head import HeadAsGetMiddleware
 from imageblur.entrypoints.http_metrics import HttpMetricsMiddleware
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(metrics_router)
+    page.mount(app, settings)
     install_error_handlers(app)
     # The last added runs first: request id, access log, metrics, token check, HEAD,
     # routes. So a refused request is logged and counted, and every line carries its id.
@@ -75,6 +77,8 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             BearerTokenMiddleware,
             token=settings.api_token.get_secret_value(),
             root_path=settings.root_path,
+            public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
+            public_prefixes=page.PUBLIC_PREFIXES,
         )
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, root_path=settings.root_path)
     app.add_middleware(AccessLogMiddleware)

@@ -12,6 +12,7 @@ import json
 import time
 
 from starlette.datastructures import URL
+from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageblur.metrics import Metrics
@@ -40,6 +41,7 @@ class HttpMetricsMiddleware:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
+        before_routing = dict(scope)  # routing rewrites root_path and path_params
         method = scope["method"] if scope["method"] in METHODS else "other"
         # By path, not route: a refused token is answered before the routes are matched.
         path = URL(scope=scope).path
@@ -60,7 +62,7 @@ class HttpMetricsMiddleware:
         try:
             await self._app(scope, receive, send_counted)
         finally:
-            route = route_template(scope)
+            route = route_template(scope, before_routing)
             m = self._metrics
             m.http_requests.labels(route=route, method=method, status=str(status)).inc()
             m.http_duration.labels(route=route, method=method).observe(
@@ -70,14 +72,21 @@ class HttpMetricsMiddleware:
                 m.uploads_rejected.labels(reason=error_code(bytes(error_body), status)).inc()
 
 
-def route_template(scope: Scope) -> str:
+def route_template(scope: Scope, before_routing: Scope) -> str:
     """The path template of the route that took the request, such as
     `/picture/{image_id}` (also for a 405: the path matched, the method did not), as the
-    router left it in the scope; `unmatched` when none did, or none was asked (a request
-    refused before routing, such as a missing API token)."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+    API's router left it in the scope; for the plain routes and mounts of the app (the
+    web page, its files under `/web/{path}`), the one whose pattern matches; else
+    `unmatched` (no route, or a request refused before routing: a missing API token)."""
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    for route in scope["app"].router.routes:
+        if isinstance(route, Route | Mount):
+            match, _ = route.matches(before_routing)
+            if match is Match.FULL:
+                return f"{route.path}/{{path}}" if isinstance(route, Mount) else route.path
+    return UNMATCHED
 
 
 def error_code(body: bytes, status: int) -> str:
