@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test lint typecheck unit model lock clean
+.PHONY: help install browser run test lint typecheck unit model lock clean promtool
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,7 +45,12 @@ lint: install  ## ruff
 typecheck: install  ## mypy strict on the package
 	$(BIN)/mypy
 
-test: install lint typecheck  ## every test: lint, types, unit, contract, end-to-end
+# The alert rules' tests (tests/deploy/test_alerts.py) need promtool.
+promtool:  ## install promtool (Debian's prometheus package) when missing
+	@command -v promtool >/dev/null || { apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
+test: install promtool lint typecheck  ## every test: lint, types, unit, contract, end-to-end
 	$(BIN)/python -m pytest
 
 lock:  ## refresh constraints.txt from a clean install of the newest allowed versions

@@ -11,6 +11,8 @@
 
 DIST_MOTO_PORT ?= 9000
 DIST_WORKERS ?= 2
+# Worker n (from 0) serves its Prometheus metrics on DIST_METRICS_PORT + n.
+DIST_METRICS_PORT ?= 9101
 
 # bash, for /dev/tcp probes (for this target only).
 run-distributed: SHELL := /bin/bash
@@ -35,4 +37,5 @@ run-distributed: install  ## PostgreSQL + RabbitMQ + S3 (moto), migrate, one api
 	fi; \
 	export IMAGEBLUR_REPOSITORY=postgres IMAGEBLUR_QUEUE=rabbitmq IMAGEBLUR_STORE=s3; \
 	export IMAGEBLUR_PORT="$${IMAGEBLUR_PORT:-8080}"; \
-	exec $(BIN)/python scripts/run_distributed.py --workers $(DIST_WORKERS) --s3-port $(DIST_MOTO_PORT)
+	exec $(BIN)/python scripts/run_distributed.py --workers $(DIST_WORKERS) --s3-port $(DIST_MOTO_PORT) \
+	    --metrics-port $(DIST_METRICS_PORT)

@@ -51,5 +51,5 @@ else
 	  | $(KUBECTL) delete --ignore-not-found -f -
 endif
 
-deploy-check: install  ## render every overlay, validate (strict schemas) and lint (hadolint, checkov)
+deploy-check: install promtool  ## render every overlay, validate (strict schemas) and lint (hadolint, checkov)
 	$(BIN)/python -m pytest tests/deploy -q

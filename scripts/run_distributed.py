@@ -49,6 +49,7 @@ class Child:
     name: str
     argv: Sequence[str]
     echo: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
     proc: subprocess.Popen[bytes] | None = None
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
     exits: list[float] = field(default_factory=list)  # monotonic times of unplanned exits
@@ -56,7 +57,11 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         self.restart_at = None
@@ -87,7 +92,7 @@ def port_open(port: int) -> bool:
 
 
 class Supervisor:
-    def __init__(self, workers: int, s3_port: int) -> None:
+    def __init__(self, workers: int, s3_port: int, metrics_port: int | None = None) -> None:
         self.stopping = threading.Event()
         self.s3: Child | None = None
         if not os.environ.get("IMAGEBLUR_S3_ENDPOINT_URL"):
@@ -106,7 +111,17 @@ class Supervisor:
                 os.environ.setdefault(f"IMAGEBLUR_S3_{name}", value)
         imageblur = str(BIN / "imageblur")
         self.api = Child("the API", [imageblur, "api"])
-        self.workers = [Child(f"worker-{n + 1}", [imageblur, "worker"]) for n in range(workers)]
+        # Worker n (from 0) serves its Prometheus metrics on metrics_port + n.
+        self.workers = [
+            Child(
+                f"worker-{n + 1}",
+                [imageblur, "worker"],
+                env={}
+                if metrics_port is None
+                else {"IMAGEBLUR_METRICS_PORT": str(metrics_port + n)},
+            )
+            for n in range(workers)
+        ]
         self.s3_port = s3_port
 
     def run(self) -> int:
@@ -209,8 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--s3-port", type=int, default=9000)
+    parser.add_argument("--metrics-port", type=int, default=None, help="worker n gets PORT + n")
     args = parser.parse_args(argv)
-    return Supervisor(args.workers, args.s3_port).run()
+    return Supervisor(args.workers, args.s3_port, args.metrics_port).run()
 
 
 if __name__ == "__main__":

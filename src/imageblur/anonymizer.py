@@ -6,7 +6,8 @@ detector, mask and encoder settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 from imageblur import imaging
@@ -31,6 +32,8 @@ class AnonymizedImage:
     faces: int
     width: int
     height: int
+    # Seconds per stage (decode, detect, blur, encode), for the worker's metrics.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Anonymizer:
@@ -49,8 +52,11 @@ class Anonymizer:
     def __call__(self, data: bytes) -> AnonymizedImage:
         """Raises `InvalidImage` for data that cannot be decoded (a permanent failure)."""
         opts = self._options
+        clock = _Stopwatch()
         decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+        clock.lap("decode")
         faces = self._detector.detect(decoded.rgb)
+        clock.lap("detect")
         decoded.rgb = anonymize(
             decoded.rgb,
             faces,
@@ -59,12 +65,27 @@ class Anonymizer:
             mask_scale=opts.mask_scale,
             in_place=True,  # the decoded original is not needed afterwards
         )
+        clock.lap("blur")
         height, width = decoded.rgb.shape[:2]
+        encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
+        clock.lap("encode")
         return AnonymizedImage(
-            data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality),
+            data=encoded,
             content_type=decoded.format.content_type,
             extension=decoded.format.extension,
             faces=len(faces),
             width=width,
             height=height,
+            timings=clock.laps,
         )
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now

@@ -15,7 +15,9 @@ from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends
 from imageblur.config import Settings
+from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
+from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
@@ -27,6 +29,8 @@ LEASE_RENEWALS_PER_LEASE = 3
 MAX_LEASE_RENEWALS = 4
 # Uploads in hand per upload being decoded, before the API answers 503 `overloaded`.
 UPLOADS_IN_HAND_PER_CHECK = 4
+# The picture gauges read the database at most this often, however often it is scraped.
+PICTURE_GAUGES_EVERY_S = 15.0
 
 
 def build_repository(settings: Settings) -> ImageRepository:
@@ -136,6 +140,7 @@ def build_processor(
     *,
     owner: str | None = None,
     on_lease_renewed: Callable[[], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> JobProcessor:
     s = settings
     return JobProcessor(
@@ -153,6 +158,7 @@ def build_processor(
         keep_originals=s.keep_originals,
         owner=owner,
         on_lease_renewed=on_lease_renewed,
+        metrics=metrics,
     )
 
 
@@ -179,6 +185,7 @@ class Container:
     gate: UploadGate
     images: ImageService
     detector: FaceDetector | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -192,6 +199,15 @@ class Container:
             self.detector,
             owner=owner,
             on_lease_renewed=on_lease_renewed,
+            metrics=self.metrics,
+        )
+
+    def export_picture_gauges(self) -> None:
+        """The API process exports the picture gauges (one reader per process)."""
+        self.metrics.watch_pictures(
+            self.backends.repository.picture_stats,
+            statuses=[status.value for status in Status],
+            every_s=PICTURE_GAUGES_EVERY_S,
         )
 
     def reconciler(self) -> Reconciler:
@@ -209,10 +225,12 @@ class Container:
         self.backends.close()
 
 
-def build(settings: Settings, *, with_detector: bool) -> Container:
-    """Wire the process. With `with_detector` the face model is loaded (workers only)."""
+def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = None) -> Container:
+    """Wire the process. With `with_detector` the face model is loaded (workers only).
+    `metrics`: the process's collectors, when the API made them before the container."""
     detector = build_detector(settings) if with_detector else None
-    backends = build_backends(settings)
+    metrics = metrics if metrics is not None else Metrics()
+    backends = count_backend_errors(build_backends(settings), metrics)
     if settings.repository == "sqlite":
         # A local file has a single owner: create/upgrade it on start. PostgreSQL is
         # migrated by the explicit `imageblur migrate` step (a Job on Kubernetes).
@@ -228,4 +246,5 @@ def build(settings: Settings, *, with_detector: bool) -> Container:
         gate=gate,
         images=build_images(settings, backends, gate),
         detector=detector,
+        metrics=metrics,
     )

@@ -43,8 +43,21 @@ class Settings(BaseSettings):
     root_path: str = Field("", description="URL prefix when served behind a proxy.")
     api_token: SecretStr | None = Field(
         None,
-        description="If set, every request except /healthz, /readyz, the API docs and the web "
-        "page must carry `Authorization: Bearer <token>` (at least 16 characters).",
+        description="If set, every request except /healthz, /readyz, /metrics, the API docs "
+        "and the web page must carry `Authorization: Bearer <token>` (at least 16 characters).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="If set, GET /metrics (and a worker's metrics port) needs "
+        "`Authorization: Bearer <token>` (at least 16 characters); unset, /metrics is open "
+        "like /healthz.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of a worker's Prometheus metrics, on IMAGEBLUR_HOST; unset: no "
+        "listener, 0: any free port (logged). The API serves GET /metrics on its own port.",
     )
 
     # --- back ends --------------------------------------------------------------
@@ -197,13 +210,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.api_token is not None:
-            token = self.api_token.get_secret_value()
-            if len(token) < 16 or any(ch.isspace() for ch in token):
+        for name in ("api_token", "metrics_token"):
+            secret: SecretStr | None = getattr(self, name)
+            token = secret.get_secret_value() if secret is not None else None
+            if token is not None and (len(token) < 16 or any(ch.isspace() for ch in token)):
                 # A Secret written with `echo` ends in a newline: refuse it here rather
                 # than answer every request 401.
                 raise ValueError(
-                    "api_token must be at least 16 characters without spaces or newlines (or unset)"
+                    f"{name} must be at least 16 characters without spaces or newlines (or unset)"
                 )
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")

@@ -21,6 +21,8 @@ def utcnow() -> datetime:
 # --- the key scheme ---------------------------------------------------------------
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+# What a client may send as X-Request-ID: short, and safe in logs and headers.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _KEY = re.compile(r"^([0-9a-f]{32})\.[a-z]{3,4}$")
 
 
@@ -30,6 +32,14 @@ def new_image_id() -> str:
 
 def is_image_id(text: str) -> bool:
     return bool(_ID.fullmatch(text))
+
+
+def is_request_id(text: str) -> bool:
+    return bool(_REQUEST_ID.fullmatch(text))
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 def object_key(image_id: str, extension: str) -> str:
@@ -72,6 +82,7 @@ class ImageRecord:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     idempotency_key: str | None = None
+    request_id: str | None = None  # of the upload, to follow the picture through the logs
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
@@ -83,9 +94,17 @@ class Job:
 
     image_id: str
     attempt: int = 0
+    request_id: str | None = None  # the upload's, carried into the worker's logs
 
     def to_json(self) -> bytes:
-        return json.dumps({"image_id": self.image_id, "attempt": self.attempt}).encode()
+        data: dict[str, Any] = {"image_id": self.image_id, "attempt": self.attempt}
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        return json.dumps(data).encode()
+
+    def next_attempt(self) -> Job:
+        """The same job, to be tried again (a retry message)."""
+        return replace(self, attempt=self.attempt + 1)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Job:
@@ -97,7 +116,10 @@ class Job:
             raise InvalidJob(f"malformed job message: {exc}") from exc
         if not isinstance(image_id, str) or not image_id:
             raise InvalidJob("malformed job message: image_id must be a non-empty string")
-        return cls(image_id=image_id, attempt=attempt)
+        request_id = data.get("request_id")
+        if not isinstance(request_id, str) or not is_request_id(request_id):
+            request_id = None  # optional: a message without one (or a bad one) still runs
+        return cls(image_id=image_id, attempt=attempt, request_id=request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +158,14 @@ class Face:
     @property
     def height(self) -> float:
         return self.y1 - self.y0
+
+
+@dataclass(frozen=True, slots=True)
+class PictureStats:
+    """Pictures per status, and when the oldest pending one was uploaded (the gauges)."""
+
+    counts: dict[str, int]
+    oldest_pending_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

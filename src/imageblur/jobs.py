@@ -10,6 +10,7 @@ messages find nothing to claim.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import socket
@@ -34,6 +35,7 @@ from imageblur.domain import (
     utcnow,
 )
 from imageblur.logs import get_logger
+from imageblur.metrics import Metrics
 
 log = get_logger(__name__)
 
@@ -86,6 +88,7 @@ class JobProcessor:
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_lease_renewed: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._b = backends
         self._repo = backends.repository
@@ -102,6 +105,7 @@ class JobProcessor:
         self.owner = owner or worker_identity()
         self._clock = clock
         self._on_lease_renewed = on_lease_renewed
+        self._metrics = metrics or Metrics()
 
     def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery and settle it (ack, retry or dead letter)."""
@@ -132,6 +136,8 @@ class JobProcessor:
                 delivery, record, "the worker stopped while processing it, every attempt"
             )
         bound.info("job.claimed")
+        if record.attempts == 1:  # the wait since upload, not a retry's back-off
+            self._metrics.claimed(created_at=record.created_at, now=self._clock())
         try:
             return self._process(delivery, record)
         except InvalidImage as exc:
@@ -148,10 +154,12 @@ class JobProcessor:
 
     def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
         with self._keep_lease(record.id):
-            original = self._b.originals.get(record.input_key)
+            with self._metrics.stage("read"):
+                original = self._b.originals.get(record.input_key)
             result = self._anonymize(original)
             out_key = object_key(record.id, result.extension)
-            self._b.results.put(out_key, result.data, content_type=result.content_type)
+            with self._metrics.stage("store"):
+                self._b.results.put(out_key, result.data, content_type=result.content_type)
         done = self._repo.complete(
             record.id,
             owner=self.owner,
@@ -169,6 +177,9 @@ class JobProcessor:
             self._settle(self._queue.ack, delivery)
             return Outcome.SKIPPED
         log.info("job.done", image_id=record.id, faces=result.faces, bytes=len(result.data))
+        self._metrics.anonymized(
+            faces=result.faces, width=result.width, height=result.height, timings=result.timings
+        )
         if not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
@@ -199,7 +210,11 @@ class JobProcessor:
                 if self._on_lease_renewed is not None:
                     self._on_lease_renewed()
 
-        keeper = threading.Thread(target=renew, name=f"lease-{image_id[:8]}", daemon=True)
+        # In the job's log context (its request id), which a new thread does not inherit.
+        context = contextvars.copy_context()
+        keeper = threading.Thread(
+            target=context.run, args=(renew,), name=f"lease-{image_id[:8]}", daemon=True
+        )
         keeper.start()
         try:
             yield

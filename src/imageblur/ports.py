@@ -11,7 +11,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from imageblur.domain import DeadLetter, Delivery, Face, ImageRecord, Job, StoredObject
+from imageblur.domain import (
+    DeadLetter,
+    Delivery,
+    Face,
+    ImageRecord,
+    Job,
+    PictureStats,
+    StoredObject,
+)
 
 RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, C-contiguous
 
@@ -73,6 +81,11 @@ class ImageRepository(Protocol):
         """Newest first."""
 
     def count(self) -> int: ...
+
+    def picture_stats(self) -> PictureStats:
+        """Pictures per status and the oldest pending upload, for the metrics gauges:
+        cheap on a table of millions (indexes, or the planner's estimate for the
+        finished statuses of a large table), never a full scan per call."""
 
     def delete(self, image_id: str) -> ImageRecord | None:
         """Remove the record and return what it was, or None if there was none."""

@@ -7,7 +7,7 @@ record needs any more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,13 +80,19 @@ class Reconciler:
             ids = self._repo.requeue_stale(
                 pending_before=before, published_before=published_before, now=now, limit=self._batch
             )
+            request_ids = self._request_ids(ids)
             for image_id in ids:
-                self._b.queue.publish(Job(image_id=image_id))
+                request_id = request_ids.get(image_id)
+                self._b.queue.publish(Job(image_id=image_id, request_id=request_id))
                 self._b.mark_published(image_id, now, seen_at=now)  # as taken
-                log.info("job.republished", image_id=image_id)
+                log.info("job.republished", image_id=image_id, request_id=request_id)
             total += len(ids)
             if len(ids) < self._batch:
                 return total
+
+    def _request_ids(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """The uploads' request ids, which the messages carry into the worker's logs."""
+        return {i: r.request_id for i, r in self._repo.get_many(ids).items()} if ids else {}
 
     def collect_garbage(self) -> tuple[int, int] | None:
         """(originals, results) deleted; None when another process holds the gc lease."""

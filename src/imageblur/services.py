@@ -77,7 +77,12 @@ class ImageService:
         self._new_id = id_factory
 
     def submit(
-        self, data: bytes, *, name: str | None = None, idempotency_key: str | None = None
+        self,
+        data: bytes,
+        *,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
     ) -> ImageRecord:
         """Check, store and queue an upload. Raises `InvalidImage` (nothing stored) or
         `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
@@ -98,6 +103,7 @@ class ImageService:
             created_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
+            request_id=request_id,
         )
         return self._store(record, data)
 
@@ -114,7 +120,7 @@ class ImageService:
             log.info("image.replayed", image_id=stored.id)
             return stored
         try:
-            b.queue.publish(Job(image_id=image_id))
+            b.queue.publish(Job(image_id=image_id, request_id=record.request_id))
         except QueueUnavailable:
             # Undo, so that the client's retry after our 503 does not make a second
             # image. If the undo fails too, the reconciler publishes the pending record.

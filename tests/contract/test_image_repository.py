@@ -51,7 +51,9 @@ def test_concurrent_migrations_are_safe(repo_factory: Callable[[], ImageReposito
 
 
 def test_add_then_get_round_trips_every_field(repo: ImageRepository) -> None:
-    rec = record(key="idem-1", name="ünïcode name.png", content_type="image/png")
+    rec = record(
+        key="idem-1", name="ünïcode name.png", content_type="image/png", request_id="req-1.a_B"
+    )
     assert repo.add(rec) == rec
     got = repo.get(rec.id)
     assert got == rec
@@ -351,3 +353,25 @@ def test_unreachable_database_raises_repository_unavailable(
         broken_repo.check()
     with pytest.raises(RepositoryUnavailable):
         broken_repo.migrate()
+
+
+def test_picture_stats_count_each_status_and_find_the_oldest_pending(
+    repo: ImageRepository,
+) -> None:
+    empty = repo.picture_stats()
+    assert sum(empty.counts.values()) == 0 and empty.oldest_pending_at is None
+    oldest, newer = record(at=T0 - DAY), record(at=T0)
+    for rec in (newer, oldest, record(at=T0 - 2 * DAY), record(at=T0 - 3 * DAY)):
+        repo.add(rec)
+    done, failed = repo.list(limit=4)[2:]  # the two oldest uploads finish
+    assert repo.claim(done.id, owner="w", lease_s=60, now=T0)
+    assert repo.complete(done.id, owner="w", output_key="k", url="u", faces=1, now=T0)
+    assert repo.claim(failed.id, owner="w", lease_s=60, now=T0)
+    assert repo.fail(failed.id, owner="w", error="bad", now=T0)
+    stats = repo.picture_stats()
+    assert {k: v for k, v in stats.counts.items() if v} == {"pending": 2, "done": 1, "failed": 1}
+    assert stats.oldest_pending_at == oldest.created_at
+    assert repo.claim(oldest.id, owner="w", lease_s=60, now=T0)
+    after = repo.picture_stats()
+    assert after.oldest_pending_at == newer.created_at
+    assert after.counts["processing"] == 1

@@ -67,6 +67,17 @@ def test_retry_redelivers_after_the_delay_with_attempt_plus_one(queue: JobQueue)
     queue.ack(again)
 
 
+def test_the_request_id_travels_with_the_job_and_its_retries(queue: JobQueue) -> None:
+    queue.publish(Job(image_id="traced", request_id="req-42"))
+    d = queue.receive(timeout_s=5)
+    assert d is not None and d.job.request_id == "req-42"
+    queue.retry(d, delay_s=0.1, reason="store unavailable")
+    again = queue.receive(timeout_s=10)
+    assert again is not None
+    assert again.job == Job(image_id="traced", attempt=1, request_id="req-42")
+    queue.ack(again)
+
+
 def test_short_retry_is_not_held_back_by_a_long_one(queue: JobQueue) -> None:
     queue.publish(Job(image_id="slow"))
     queue.publish(Job(image_id="fast"))

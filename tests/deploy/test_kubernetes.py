@@ -28,6 +28,9 @@ CRD_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("postgresql.cnpg.io/v1", "Cluster"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 # the oldest Kubernetes release we support, and the newest the validator knows
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())

@@ -183,6 +183,22 @@ class Deployment:
             self.start_worker()
         return self
 
+    def worker_metrics_urls(self, *, timeout_s: float = 60) -> list[str]:
+        """Each worker's metrics URL, from the port it logged (IMAGEBLUR_METRICS_PORT=0)."""
+        urls: list[str] = []
+        for n in range(len(self.workers)):
+            log = self.workdir / f"worker-{n}.log"
+
+            def port(log: Path = log) -> int | None:
+                for line in log.read_text(errors="replace").splitlines():
+                    if '"metrics.listening"' in line:
+                        return int(json.loads(line)["port"])
+                return None
+
+            servers.wait_for(lambda: port() is not None, timeout_s=timeout_s, what=f"{log}")
+            urls.append(f"http://127.0.0.1:{port()}/metrics")
+        return urls
+
     def kill_api(self) -> None:
         assert self.api is not None
         self.api.kill()

@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 
+import metrics_scrape
 import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.s3_store import S3ObjectStore
@@ -39,6 +40,7 @@ class RunDistributed:
     url: str
     port: int
     s3_port: int
+    metrics_port: int  # worker n serves its metrics on metrics_port + n
     schema: str
 
     def log(self) -> str:
@@ -85,6 +87,7 @@ class RunDistributed:
             lambda: (
                 not servers.port_open("127.0.0.1", self.port)
                 and not servers.port_open("127.0.0.1", self.s3_port)
+                and not servers.port_open("127.0.0.1", self.metrics_port)
             ),
             timeout_s=30,
             what="the API and the S3 server to stop",
@@ -97,12 +100,13 @@ def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]
     ports), in its own process group as a terminal would start it; always torn down."""
     servers.ensure_postgres()
     servers.ensure_rabbitmq()
-    port, s3_port = servers.free_port(), servers.free_port()
+    port, s3_port, metrics_port = servers.free_port(), servers.free_port(), two_free_ports()
     schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
         "IMAGEBLUR_PORT": str(port),
         "DIST_MOTO_PORT": str(s3_port),
+        "DIST_METRICS_PORT": str(metrics_port),
         "IMAGEBLUR_POSTGRES_SCHEMA": schema,
         "IMAGEBLUR_RABBITMQ_QUEUE": queue,
         "IMAGEBLUR_LOG_FORMAT": "json",
@@ -121,7 +125,7 @@ def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        yield RunDistributed(make, log_path, url, port, s3_port, schema)
+        yield RunDistributed(make, log_path, url, port, s3_port, metrics_port, schema)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
@@ -141,6 +145,21 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         )
         body = httpx.get(f"{run.url}/picture/{image_id}", timeout=5).json()
         assert body["url"].startswith("s3://output/")
+        # Each worker on its own metrics port; one of them did the job.
+        workers = [f"http://127.0.0.1:{run.metrics_port + n}/metrics" for n in (0, 1)]
+        servers.wait_for(
+            lambda: (
+                sum(
+                    metrics_scrape.get(
+                        metrics_scrape.scrape(w), "imageblur_jobs_total", outcome="done"
+                    )
+                    for w in workers
+                )
+                == 1
+            ),
+            timeout_s=30,
+            what="one job done on the workers' metrics ports",
+        )
 
         os.killpg(run.make.pid, signal.SIGINT)  # Ctrl-C
         # make ends by the signal it was sent (as for any interrupted recipe: status 130
@@ -274,3 +293,12 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.split(") ")[1][0] != "Z"  # a zombie has ended too
+
+
+def two_free_ports() -> int:
+    """A port that is free, and so is the next one (the workers' metrics ports)."""
+    for _ in range(50):
+        port = servers.free_port()
+        if port < 65535 and not servers.port_open("127.0.0.1", port + 1):
+            return port
+    raise AssertionError("no two consecutive free ports")

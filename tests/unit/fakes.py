@@ -7,6 +7,7 @@ to fail one operation, block in it to hang one)."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from imageblur.domain import (
     Face,
     ImageRecord,
     ObjectMissing,
+    PictureStats,
     RepositoryUnavailable,
     Status,
     StoredObject,
@@ -165,6 +167,16 @@ class FakeRepository:
     def count(self) -> int:
         self._guard("count")
         return len(self.db.records)
+
+    def picture_stats(self) -> PictureStats:
+        self._guard("picture_stats")
+        with self.db.lock:
+            records = list(self.db.records.values())
+        pending = [r.created_at for r in records if r.status is Status.PENDING]
+        return PictureStats(
+            counts=dict(Counter(r.status.value for r in records)),
+            oldest_pending_at=min(pending, default=None),
+        )
 
     def delete(self, image_id: str) -> ImageRecord | None:
         self._guard("delete")

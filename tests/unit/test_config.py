@@ -77,12 +77,13 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "bearer-token" not in shown
 
 
+@pytest.mark.parametrize("name", ["api_token", "metrics_token"])
 @pytest.mark.parametrize("token", ["short", "a-long-enough-token-with-newline\n"])
-def test_a_short_or_blank_containing_api_token_is_refused(
-    monkeypatch: pytest.MonkeyPatch, token: str
+def test_a_short_or_blank_containing_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch, token: str, name: str
 ) -> None:
-    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", token)
-    with pytest.raises(SettingsError, match="api_token"):
+    monkeypatch.setenv(f"IMAGEBLUR_{name.upper()}", token)
+    with pytest.raises(SettingsError, match=name):
         load_settings()
 
 

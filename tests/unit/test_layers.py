@@ -24,14 +24,16 @@ ALLOWED: dict[str, set[str]] = {
     "detection": CORE,
     "anonymizer": CORE | {"imaging", "blurring"},
     "backends": CORE | {"logs"},
+    # The Prometheus collectors, and the proxies that count back-end errors.
+    "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
-    "jobs": CORE | {"backends", "anonymizer", "logs"},
+    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
     "adapters.": {"domain", "adapters."},
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
-    | {"jobs", "reconciler", "services"},
+    | {"jobs", "reconciler", "services", "metrics"},
     "entrypoints.": {"*"},  # the outer layer: anything
 }
 

@@ -65,7 +65,7 @@ class MemoryJobQueue:
     def retry(self, delivery: Delivery, *, delay_s: float, reason: str) -> None:
         with self._cond:
             job = self._settle(delivery)
-            self._push(Job(image_id=job.image_id, attempt=job.attempt + 1), delay_s)
+            self._push(job.next_attempt(), delay_s)
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._cond:

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from imageblur.adapters import sql_rows
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable, Status
 
 # Versioned migrations: append, never edit. `{s}` is the schema identifier.
 _MIGRATIONS: tuple[str, ...] = (
@@ -82,7 +82,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
     """,
+    # 5: the upload's request id; the oldest pending picture found without a scan.
+    """
+    ALTER TABLE {s}.images ADD COLUMN request_id text;
+    CREATE INDEX images_pending_created_idx ON {s}.images (created_at)
+        WHERE status = 'pending';
+    """,
 )
+# Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
+# the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
+_EXACT_COUNT_ROWS = 100_000
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
@@ -420,6 +429,42 @@ class PostgresImageRepository:
         }
         with self._conn() as conn:
             return conn.execute(query, params).fetchone() is not None
+
+    def picture_stats(self) -> PictureStats:
+        """Open statuses counted exactly (a partial index holds only them), the rest
+        estimated once the table is large, and the oldest pending upload from an index:
+        cheap on a table of millions, so that a metrics scrape never scans it."""
+        s = self._s
+        estimate = sql.SQL(
+            "SELECT c.reltuples, st.most_common_vals::text::text[], st.most_common_freqs "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_stats st ON st.schemaname = n.nspname "
+            "AND st.tablename = c.relname AND st.attname = 'status' "
+            "WHERE n.nspname = %s AND c.relname = 'images'"
+        )
+        with self._conn() as conn:
+            row = conn.execute(estimate, (self._schema,)).fetchone()
+            rows, values, freqs = row if row else (-1.0, None, None)
+            exact = rows < _EXACT_COUNT_ROWS  # -1: never analyzed (a new table)
+            where = sql.SQL("" if exact else "WHERE status IN ('pending', 'processing') ")
+            counted = conn.execute(
+                sql.SQL("SELECT status, count(*) FROM {s}.images {w}GROUP BY status").format(
+                    s=s, w=where
+                )
+            ).fetchall()
+            oldest = conn.execute(
+                sql.SQL("SELECT min(created_at) FROM {s}.images WHERE status = 'pending'").format(
+                    s=s
+                )
+            ).fetchone()
+        counts = {str(status): int(n) for status, n in counted}
+        if not exact:
+            for value, freq in zip(values or [], freqs or [], strict=False):
+                counts.setdefault(str(value), round(float(freq) * float(rows)))
+        oldest_at = oldest[0] if oldest else None
+        return PictureStats(
+            counts=counts, oldest_pending_at=_utc(oldest_at) if oldest_at is not None else None
+        )
 
     def check(self) -> None:
         # Reachable, and migrated at least as far as this release needs (a newer schema

@@ -181,7 +181,7 @@ class RabbitMQJobQueue:
                 channel.basic_ack(delivery.tag.delivery_tag)
 
     def retry(self, delivery: Delivery, *, delay_s: float, reason: str) -> None:
-        job = Job(image_id=delivery.job.image_id, attempt=delivery.job.attempt + 1)
+        job = delivery.job.next_attempt()
         with self._settling(delivery, "retry") as channel:
             if channel is None:
                 return  # requeued by the broker: back at once rather than after the delay

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imageblur.adapters import sql_rows
-from imageblur.domain import ImageRecord, RepositoryUnavailable
+from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable
 
 # Versioned migrations: append only, never edit a released one.
 _MIGRATIONS: list[str] = [
@@ -53,6 +53,10 @@ _MIGRATIONS: list[str] = [
     """,
     """
     ALTER TABLE images ADD COLUMN published_at TEXT;
+    """,
+    """
+    ALTER TABLE images ADD COLUMN request_id TEXT;
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
     """,
 ]
 
@@ -180,6 +184,17 @@ class SqliteImageRepository:
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+
+    def picture_stats(self) -> PictureStats:
+        """Counted exactly (an embedded database is small; the status index covers it);
+        the oldest pending upload from its own index."""
+        counted = self._query("SELECT status, COUNT(*) FROM images GROUP BY status")
+        oldest = self._query("SELECT MIN(created_at) FROM images WHERE status = 'pending'")
+        oldest_at = oldest[0][0]
+        return PictureStats(
+            counts={str(row[0]): int(row[1]) for row in counted},
+            oldest_pending_at=_parse_ts(oldest_at) if oldest_at is not None else None,
+        )
 
     def delete(self, image_id: str) -> ImageRecord | None:
         with self._tx() as conn:

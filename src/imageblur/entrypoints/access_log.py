@@ -12,7 +12,7 @@ from imageblur.logs import get_logger
 
 log = get_logger("imageblur.entrypoints.api")
 
-QUIET_PATHS = frozenset({"/healthz", "/readyz"})
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLogMiddleware:

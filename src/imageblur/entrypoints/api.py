@@ -18,19 +18,26 @@ from imageblur.entrypoints.access_log import AccessLogMiddleware
 from imageblur.entrypoints.auth import PUBLIC_PATHS, BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.head import HeadAsGetMiddleware
+from imageblur.entrypoints.http_metrics import HttpMetricsMiddleware
+from imageblur.entrypoints.metrics_route import router as metrics_router
+from imageblur.entrypoints.request_id import RequestIdMiddleware
 from imageblur.entrypoints.routes import router
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
+from imageblur.metrics import Metrics
 
 log = get_logger(__name__)
 
 
 def _lifespan(
-    settings: Settings, *, run_worker: bool
+    settings: Settings, metrics: Metrics, *, run_worker: bool
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await run_in_threadpool(build, settings, with_detector=run_worker)
+        container = await run_in_threadpool(
+            build, settings, with_detector=run_worker, metrics=metrics
+        )
+        container.export_picture_gauges()
         runtime = WorkerRuntime(container) if run_worker else None
         if runtime is not None:
             runtime.start()
@@ -48,20 +55,24 @@ def _lifespan(
 
 
 def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
-    """The API alone (`api`), or with the worker in the same process (`serve`)."""
+    """The API alone (`api`), or with the worker in the same process (`serve`), whose
+    metrics then show on the API's /metrics too."""
+    metrics = Metrics()
     app = FastAPI(
         title="imageblur",
         version=__version__,
         description="Upload a picture; get it back with every face blurred.",
-        lifespan=_lifespan(settings, run_worker=run_worker),
+        lifespan=_lifespan(settings, metrics, run_worker=run_worker),
         root_path=settings.root_path,
     )
     app.include_router(router)
+    app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)
+    # The last added runs first: request id, access log, metrics, token check, HEAD,
+    # routes. So a refused request is logged and counted, and every line carries its id.
     app.add_middleware(HeadAsGetMiddleware)
     if settings.api_token is not None:
-        # Added first, so it runs inside the access log: a refused request is logged.
         app.add_middleware(
             BearerTokenMiddleware,
             token=settings.api_token.get_secret_value(),
@@ -69,5 +80,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
             public_prefixes=page.PUBLIC_PREFIXES,
         )
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics, root_path=settings.root_path)
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return app

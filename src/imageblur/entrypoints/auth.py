@@ -13,9 +13,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageblur.entrypoints.errors import error_response
 
-# Probes and the API description stay open: an orchestrator has no token.
+# Probes, the API description and the metrics stay open: an orchestrator has no token,
+# and /metrics has its own (IMAGEBLUR_METRICS_TOKEN).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
 )
 
 

@@ -9,10 +9,15 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from imageblur import __version__
 from imageblur.config import Settings, SettingsError, load_settings
 from imageblur.logs import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from imageblur.bootstrap import Container
+    from imageblur.entrypoints.metrics_server import MetricsServer
 
 log = get_logger("imageblur.cli")
 
@@ -117,13 +122,38 @@ def _worker(settings: Settings, *, burst: bool) -> int:
     container = build(settings, with_detector=True)
     runtime = WorkerRuntime(container, burst=burst)
     runtime.install_signal_handlers()
+    metrics = _metrics_server(settings, container)
     try:
         runtime.start()
         runtime.wait()
     finally:
         runtime.stop()
+        if metrics is not None:
+            metrics.stop()
         container.close()
     return 0
+
+
+def _metrics_server(settings: Settings, container: Container) -> MetricsServer | None:
+    """The worker's own metrics port (IMAGEBLUR_METRICS_PORT), if one is set."""
+    from imageblur.entrypoints.metrics_server import MetricsServer
+
+    if settings.metrics_port is None:
+        return None
+    token = settings.metrics_token
+    server = MetricsServer(
+        container.metrics.registry,
+        host=settings.host,
+        port=settings.metrics_port,
+        token=token.get_secret_value() if token is not None else None,
+    )
+    try:
+        port = server.start()
+    except BaseException:
+        container.close()
+        raise
+    log.info("metrics.listening", host=settings.host, port=port, path="/metrics")
+    return server
 
 
 def _migrate(settings: Settings) -> int:

@@ -81,7 +81,11 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     log.exception("http.internal_error", path=request.url.path)
-    return error_response(500, "internal_error", "internal error; it has been logged")
+    # Answered outside the middlewares (Starlette's last resort), so the request id is
+    # added here; it is what an operator looks up in the log line above.
+    request_id = getattr(request.state, "request_id", None)
+    headers = {"X-Request-ID": request_id} if isinstance(request_id, str) else {}
+    return error_response(500, "internal_error", "internal error; it has been logged", **headers)
 
 
 def allowed_methods(request: Request) -> list[str]:

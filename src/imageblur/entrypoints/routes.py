@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from imageblur import imaging
 from imageblur.bootstrap import Container
 from imageblur.domain import ImageRecord, InvalidImage
+from imageblur.entrypoints.request_id import request_id_of
 from imageblur.entrypoints.schemas import UPLOAD_BODY, Picture, PictureList, errors, picture
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.logs import get_logger
@@ -80,7 +81,11 @@ async def post_picture(
     with services.gate.admit():
         data, name = await _read_upload(request, filename, services.settings.max_upload_bytes)
         record: ImageRecord = await run_in_threadpool(
-            services.images.submit, data, name=name, idempotency_key=idempotency_key
+            services.images.submit,
+            data,
+            name=name,
+            idempotency_key=idempotency_key,
+            request_id=request_id_of(request.scope),
         )
     return JSONResponse(
         picture(record, root).model_dump(mode="json"),

@@ -25,6 +25,7 @@ class Picture(BaseModel):
     created_at: datetime
     updated_at: datetime
     error: str | None
+    request_id: str | None = None  # the upload's X-Request-ID, to find its log lines
 
 
 class PictureList(BaseModel):
@@ -55,6 +56,7 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         created_at=record.created_at,
         updated_at=record.updated_at,
         error=record.error,
+        request_id=record.request_id,
     )
 
 

@@ -9,17 +9,32 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
+import structlog
+
 from imageblur.bootstrap import Container
-from imageblur.domain import BackendUnavailable, QueueUnavailable
-from imageblur.jobs import JobProcessor
+from imageblur.domain import BackendUnavailable, Job, QueueUnavailable
+from imageblur.jobs import JobProcessor, Outcome
 from imageblur.logs import get_logger
 from imageblur.reconciler import Reconciler
 
 log = get_logger(__name__)
 
 RECONCILER_STOP_S = 5.0
+
+
+@contextmanager
+def job_log_context(job: Job) -> Iterator[None]:
+    """Every log line while a job is handled names its image and its upload's request id,
+    so one picture can be followed from the upload to the acknowledgement."""
+    context = {"image_id": job.image_id}
+    if job.request_id is not None:
+        context["request_id"] = job.request_id
+    with structlog.contextvars.bound_contextvars(**context):
+        yield
 
 
 class WorkerRuntime:
@@ -34,9 +49,11 @@ class WorkerRuntime:
         s = self._c.settings
         # A job that renews its lease is making progress: it keeps the heartbeat fresh.
         processor = self._c.processor(on_lease_renewed=self._beat)
+        self._c.metrics.outcomes(Outcome)
         if self._burst:
             # One pass first, so that a drained queue really means nothing is left to do.
-            self._c.reconciler().republish(everything_pending=self._c.embedded_queue)
+            republished = self._c.reconciler().republish(everything_pending=self._c.embedded_queue)
+            self._c.metrics.reconciled(republished=republished)
         else:
             self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
         for n in range(s.worker_threads):
@@ -64,11 +81,14 @@ class WorkerRuntime:
             backoff_s = 0.5
             self._beat()
             if delivery is not None:
-                try:
-                    processor.handle(delivery)
-                except Exception:  # the loop must outlive any one job
-                    # Unsettled: the broker redelivers it, or the reconciler re-publishes.
-                    log.exception("job.unhandled_error", image_id=delivery.job.image_id)
+                with job_log_context(delivery.job):
+                    try:
+                        outcome = processor.handle(delivery)
+                    except Exception:  # the loop must outlive any one job
+                        # Unsettled: the broker redelivers it, or the reconciler re-publishes.
+                        log.exception("job.unhandled_error", image_id=delivery.job.image_id)
+                    else:
+                        self._c.metrics.jobs.labels(outcome=outcome).inc()
             elif self._burst:
                 return  # burst mode: the queue is drained
         log.info("worker.thread_stopped")
@@ -98,6 +118,11 @@ class WorkerRuntime:
                 if collect:
                     next_gc = time.monotonic() + gc_interval_s
                 everything_pending = False
+                self._c.metrics.reconciled(
+                    republished=report.republished,
+                    originals=report.originals_deleted,
+                    results=report.results_deleted,
+                )
                 if report.republished or report.originals_deleted or report.results_deleted:
                     log.info(
                         "reconciler.pass",

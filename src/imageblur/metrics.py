@@ -1,0 +1,272 @@
+"""Prometheus metrics: every series the service exports, on one registry per process.
+
+The names and labels are a contract (dashboards and alerts query them; a test checks
+that every name they use is exported here): add series, never rename one.
+
+Histogram buckets come from measured times (docs/detection.md, 2-core reference
+machine): a 1080p photo decodes in ~7 ms and is detected in 0.15-0.2 s, a 12 MP one in
+~0.1 s and ~1.1 s, a 50 MP one takes ~6 s in all; blur, encode and a local store write
+take milliseconds, an S3 write tens of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from imageblur.backends import Backends
+from imageblur.domain import BackendUnavailable, PictureStats, utcnow
+
+STAGES = ("read", "decode", "detect", "blur", "encode", "store")
+GC_KINDS = ("original", "result")
+# From 1 ms (a small image's blur) to 30 s (a 50 MP photo on a throttled node); dense
+# around the 1080p (0.15-0.2 s) and 12 MP (~1.1 s) detection times.
+STAGE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3,
+    0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# From an idle worker's pick-up (a fraction of a second) to a backlog of an hour.
+QUEUE_WAIT_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
+)  # fmt: skip
+# Reads and small JSON answers take milliseconds; an upload of a 25 MB photo is checked
+# (a full decode) in up to ~1 s.
+HTTP_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Thumbnails, 1080p (2 MP), 12 MP phone photos, up to the 50 MP limit.
+MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 36.0, 50.0)
+
+
+class Metrics:
+    """The service's collectors, registered on `registry` (a fresh one by default, so
+    that several apps in one process, as in tests, never share counts)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `*_created` series: they double the output and no rule or panel reads them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self._http_collectors(r)
+        self._job_collectors(r)
+        self._maintenance_collectors(r)
+        # Series that alerts take `increase()` of exist from the start at 0: a series
+        # born at 1 would hide its first increase.
+        for stage in STAGES:
+            self.job_stage.labels(stage=stage)
+        for kind in GC_KINDS:
+            self.gc_deleted.labels(kind=kind)
+
+    def _http_collectors(self, r: CollectorRegistry) -> None:
+        """The API's: requests, their times, refused uploads."""
+        self.http_requests = Counter(
+            "imageblur_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "imageblur_http_request_duration_seconds",
+            "Time to answer an HTTP request, body included.",
+            ["route", "method"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.uploads_rejected = Counter(
+            "imageblur_uploads_rejected",
+            "Uploads refused, by error code.",
+            ["reason"],
+            registry=r,
+        )
+
+    def _job_collectors(self, r: CollectorRegistry) -> None:
+        """The worker's: outcomes, stage times, queue wait, faces, image sizes."""
+        self.jobs = Counter(
+            "imageblur_jobs", "Jobs settled by a worker, by outcome.", ["outcome"], registry=r
+        )
+        self.job_stage = Histogram(
+            "imageblur_job_stage_seconds",
+            "Time of each stage of a job.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "imageblur_queue_wait_seconds",
+            "From upload accepted to the job's first claim by a worker.",
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.faces = Counter("imageblur_faces", "Regions hidden in finished images.", registry=r)
+        self.megapixels = Histogram(
+            "imageblur_image_megapixels",
+            "Size of the images anonymized.",
+            buckets=MEGAPIXEL_BUCKETS,
+            registry=r,
+        )
+
+    def _maintenance_collectors(self, r: CollectorRegistry) -> None:
+        """Back-end errors (every process), the reconciler's work (workers)."""
+        self.backend_errors = Counter(
+            "imageblur_backend_errors",
+            "Calls to a back end that failed as unavailable, by back end and operation.",
+            ["backend", "operation"],
+            registry=r,
+        )
+        self.republished = Counter(
+            "imageblur_reconciler_republished", "Jobs re-published by a reconciler.", registry=r
+        )
+        self.gc_deleted = Counter(
+            "imageblur_gc_deleted", "Unneeded objects deleted, by kind.", ["kind"], registry=r
+        )
+
+    def outcomes(self, names: Iterable[str]) -> None:
+        """Make the job outcome series exist at 0 (the worker knows its outcomes)."""
+        for name in names:
+            self.jobs.labels(outcome=name)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage of a job; a stage that raises is not recorded."""
+        started = time.perf_counter()
+        yield
+        self.job_stage.labels(stage=name).observe(time.perf_counter() - started)
+
+    def anonymized(self, *, faces: int, width: int, height: int, timings: dict[str, float]) -> None:
+        self.faces.inc(faces)
+        self.megapixels.observe(width * height / 1e6)
+        for stage, seconds in timings.items():
+            self.job_stage.labels(stage=stage).observe(seconds)
+
+    def claimed(self, *, created_at: datetime, now: datetime) -> None:
+        self.queue_wait.observe(max((now - created_at).total_seconds(), 0.0))
+
+    def reconciled(self, *, republished: int, originals: int = 0, results: int = 0) -> None:
+        self.republished.inc(republished)
+        self.gc_deleted.labels(kind="original").inc(originals)
+        self.gc_deleted.labels(kind="result").inc(results)
+
+    def watch_pictures(
+        self, read: Callable[[], PictureStats], *, statuses: Iterable[str], every_s: float
+    ) -> None:
+        """Export `imageblur_pictures{status}` and `imageblur_oldest_pending_age_seconds`
+        (the API process does), reading the database at most once per `every_s`."""
+        self.registry.register(PictureCollector(read, statuses=tuple(statuses), every_s=every_s))
+
+
+class PictureCollector(Collector):
+    """Gauges read from the database, cached: Prometheus may scrape every few seconds,
+    and several Prometheus servers may scrape each API pod. When the read fails the
+    gauges are left out (a stale number would look current) and the failure shows in
+    `imageblur_backend_errors_total`."""
+
+    def __init__(
+        self,
+        read: Callable[[], PictureStats],
+        *,
+        statuses: tuple[str, ...],
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._read = read
+        self._statuses = statuses
+        self._every_s = every_s
+        self._clock = clock
+        self._now = now
+        self._cached: PictureStats | None = None
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()  # concurrent scrapes read the database once
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unknown until read; keeps registration from calling the database
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return []
+        pictures = GaugeMetricFamily(
+            "imageblur_pictures",
+            "Pictures by status (done and failed: the planner's estimate on PostgreSQL).",
+            labels=["status"],
+        )
+        for status in self._statuses:
+            pictures.add_metric([status], stats.counts.get(status, 0))
+        oldest = stats.oldest_pending_at
+        age = 0.0 if oldest is None else max((self._now() - oldest).total_seconds(), 0.0)
+        return [
+            pictures,
+            GaugeMetricFamily(
+                "imageblur_oldest_pending_age_seconds",
+                "Age of the oldest pending picture (0 when none is pending).",
+                value=age,
+            ),
+        ]
+
+    def _stats(self) -> PictureStats | None:
+        with self._lock:
+            now = self._clock()
+            if now - self._read_at >= self._every_s:
+                self._read_at = now  # a failed read waits for the next interval too
+                try:
+                    self._cached = self._read()
+                except Exception:  # noqa: BLE001 - a scrape must never fail for this
+                    self._cached = None
+            return self._cached
+
+
+def count_backend_errors(backends: Backends, metrics: Metrics) -> Backends:
+    """The same back ends, each call that raises `BackendUnavailable` counted in
+    `imageblur_backend_errors_total{backend,operation}` (then re-raised), so that no use
+    case needs a line of its own for it."""
+    counter = metrics.backend_errors
+    return Backends(
+        repository=cast(Any, _Counted(backends.repository, "database", counter)),
+        originals=cast(Any, _Counted(backends.originals, "originals", counter)),
+        results=cast(Any, _Counted(backends.results, "results", counter)),
+        queue=cast(Any, _Counted(backends.queue, "queue", counter)),
+    )
+
+
+class _Counted:
+    """A proxy of one back end: its methods, with unavailability counted."""
+
+    def __init__(self, target: object, backend: str, counter: Counter) -> None:
+        self._target = target
+        self._backend = backend
+        self._counter = counter
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+        errors = self._counter.labels(backend=self._backend, operation=name)
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+            except BackendUnavailable:
+                errors.inc()
+                raise
+            # A store's listing fails while it is being iterated, not when it is made.
+            return _counting_iterator(result, errors) if isinstance(result, Iterator) else result
+
+        return call
+
+
+def _counting_iterator(items: Iterator[Any], errors: Any) -> Iterator[Any]:
+    try:
+        yield from items
+    except BackendUnavailable:
+        errors.inc()
+        raise
