@@ -18,7 +18,8 @@ from imageblur.ports import FaceDetector
 class AnonymizeOptions:
     mode: Literal["blur", "pixelate", "solid"] = "blur"
     shape: Literal["ellipse", "box"] = "ellipse"
-    mask_scale: float = 1.25
+    mask_scale: float = 1.1
+    margin_px: float = 12.0
     jpeg_quality: int = 95
     max_pixels: int = 50_000_000
 
@@ -57,6 +58,7 @@ class Anonymizer:
             mode=opts.mode,
             shape=opts.shape,
             mask_scale=opts.mask_scale,
+            margin_px=opts.margin_px,
             in_place=True,  # the decoded original is not needed afterwards
         )
         height, width = decoded.rgb.shape[:2]

@@ -55,6 +55,7 @@ def build_detector(settings: Settings) -> FaceDetector:
     return CenterFaceDetector(
         model_path=settings.model_path,
         threshold=settings.detection_threshold,
+        small_threshold=settings.detection_small_threshold,
         threads=settings.detector_threads,
     )
 
@@ -64,6 +65,7 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         mode=settings.blur_mode,
         shape=settings.mask_shape,
         mask_scale=settings.mask_scale,
+        margin_px=settings.mask_margin_px,
         jpeg_quality=settings.jpeg_quality,
         max_pixels=settings.max_pixels,
     )
