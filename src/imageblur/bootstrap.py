@@ -56,6 +56,7 @@ def build_detector(settings: Settings) -> FaceDetector:
         model_path=settings.model_path,
         threshold=settings.detection_threshold,
         small_threshold=settings.detection_small_threshold,
+        large_threshold=settings.detection_large_threshold,
         threads=settings.detector_threads,
     )
 

@@ -29,18 +29,21 @@ ENV_PREFIX = "IMAGEBLUR_"
 # patches on background and misses more faces.
 PRIVACY_THRESHOLD = 0.12
 PRIVACY_SMALL_THRESHOLD = 0.35
+PRIVACY_LARGE_THRESHOLD = 0.25
 PRIVACY_MASK_SCALE = 1.1
 PRIVACY_MASK_MARGIN_PX = 12.0
 DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
     "privacy": {
         "detection_threshold": PRIVACY_THRESHOLD,
         "detection_small_threshold": PRIVACY_SMALL_THRESHOLD,
+        "detection_large_threshold": PRIVACY_LARGE_THRESHOLD,
         "mask_scale": PRIVACY_MASK_SCALE,
         "mask_margin_px": PRIVACY_MASK_MARGIN_PX,
     },
     "tidy": {
         "detection_threshold": 0.39,
         "detection_small_threshold": None,
+        "detection_large_threshold": None,
         "mask_scale": 1.25,
         "mask_margin_px": 3.0,
     },
@@ -145,12 +148,12 @@ class Settings(BaseSettings):
         "blur", description="How a face is hidden."
     )
     mask_shape: Literal["ellipse", "box"] = Field("ellipse", description="Shape of the mask.")
-    # The defaults of the four preset-controlled settings below are the `privacy`
+    # The defaults of the five preset-controlled settings below are the `privacy`
     # preset's (DETECTION_PRESETS); a preset fills in whichever of them is not set.
     detection_preset: Literal["privacy", "tidy"] = Field(
         "privacy",
         description="`privacy`: hide more faces, more blurred background; `tidy`: fewer "
-        "blurred patches, more faces missed. Sets the four settings below unless they are set.",
+        "blurred patches, more faces missed. Sets the five settings below unless they are set.",
     )
     detection_threshold: float = Field(
         PRIVACY_THRESHOLD, gt=0.0, lt=1.0, description="Face score threshold."
@@ -159,8 +162,15 @@ class Settings(BaseSettings):
         PRIVACY_SMALL_THRESHOLD,
         gt=0.0,
         lt=1.0,
-        description="Score threshold of boxes of 14 px and less, rising to it from 22 px "
-        "(never below the threshold; unset: the threshold).",
+        description="Score threshold of boxes of 14 px and less, linearly to the threshold "
+        "at 22 px (never below the threshold; unset: the threshold).",
+    )
+    detection_large_threshold: float | None = Field(
+        PRIVACY_LARGE_THRESHOLD,
+        gt=0.0,
+        lt=1.0,
+        description="Score threshold of boxes of 128 px and more, linearly from the "
+        "threshold at 64 px (never below the threshold; unset: the threshold).",
     )
     mask_scale: float = Field(
         PRIVACY_MASK_SCALE, ge=1.0, le=3.0, description="Mask size / detected box."

@@ -101,6 +101,7 @@ def test_the_privacy_preset_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     s = load_settings()
     assert s.detection_preset == "privacy"
     assert (s.detection_threshold, s.detection_small_threshold) == (0.12, 0.35)
+    assert s.detection_large_threshold == 0.25
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
 
 
@@ -108,6 +109,7 @@ def test_the_tidy_preset_is_the_previous_operating_point(monkeypatch: pytest.Mon
     monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "tidy")
     s = load_settings()
     assert (s.detection_threshold, s.detection_small_threshold) == (0.39, None)
+    assert s.detection_large_threshold is None
     assert (s.mask_scale, s.mask_margin_px) == (1.25, 3.0)
 
 

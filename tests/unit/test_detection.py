@@ -182,16 +182,19 @@ def test_optional_upscaled_pass_still_finds_the_face() -> None:
     assert covered(faces[0], 168, 22, 195, 56) > 0.9
 
 
-def test_small_boxes_need_a_higher_score() -> None:
-    # sqrt(area) of 10, 14, 18, 22 and 40 px
-    boxes = np.array([[0, 0, s, s, 0] for s in (10, 14, 18, 22, 40)], np.float32)
-    need = size_thresholds(boxes, 0.12, 0.36)
-    assert need == pytest.approx([0.36, 0.36, 0.24, 0.12, 0.12])
+def test_small_and_large_boxes_need_a_higher_score() -> None:
+    # boxes whose sqrt(area) is 10, 14, 18, 22, 40, 64, 96, 128 and 300 px
+    sides = (10, 14, 18, 22, 40, 64, 96, 128, 300)
+    boxes = np.array([[0, 0, s, s, 0] for s in sides], np.float32)
+    need = size_thresholds(boxes, 0.12, 0.36, 0.2)
+    assert need == pytest.approx([0.36, 0.36, 0.24, 0.12, 0.12, 0.12, 0.16, 0.2, 0.2])
 
 
 def test_the_small_threshold_is_never_below_the_threshold() -> None:
-    assert CenterFaceDetector(threshold=0.5, small_threshold=0.35).small_threshold == 0.5
-    assert CenterFaceDetector(threshold=0.39).small_threshold == 0.39
+    high = CenterFaceDetector(threshold=0.5, small_threshold=0.35, large_threshold=0.25)
+    assert (high.small_threshold, high.large_threshold) == (0.5, 0.5)
+    plain = CenterFaceDetector(threshold=0.39)
+    assert (plain.small_threshold, plain.large_threshold) == (0.39, 0.39)
     with pytest.raises(ValueError):
         CenterFaceDetector(small_threshold=1.0)
 
@@ -204,10 +207,14 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     settings = load_settings()
     detector = build_detector(settings)
     assert isinstance(detector, CenterFaceDetector)
-    assert (detector.threshold, detector.small_threshold) == (0.12, 0.35)
+    assert (detector.threshold, detector.small_threshold, detector.large_threshold) == (
+        0.12,
+        0.35,
+        0.25,
+    )
     options = anonymize_options(settings)
     assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
     monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "tidy")
     tidy = build_detector(load_settings())
     assert isinstance(tidy, CenterFaceDetector)
-    assert (tidy.threshold, tidy.small_threshold) == (0.39, 0.39)
+    assert (tidy.threshold, tidy.small_threshold, tidy.large_threshold) == (0.39, 0.39, 0.39)
