@@ -127,17 +127,14 @@ class CenterFaceDetector:
             tagged = np.column_stack([dets[keep], np.full(int(keep.sum()), index, np.float32)])
             found.append(tagged.astype(np.float32))
         dets = group(np.concatenate(found), self.pyramid.group_iou)
+        dets[:, [0, 2]] = np.clip(dets[:, [0, 2]], 0.0, float(width))
+        dets[:, [1, 3]] = np.clip(dets[:, [1, 3]], 0.0, float(height))
+        # Sized as returned (clipped), so an evaluation replaying these faces at another
+        # threshold applies the very same rule.
         need = size_thresholds(dets, self.threshold, self.small_threshold, self.large_threshold)
-        dets = dets[dets[:, 4] >= need]
         return [
-            Face(
-                x0=float(max(0.0, d[0])),
-                y0=float(max(0.0, d[1])),
-                x1=float(min(float(width), d[2])),
-                y1=float(min(float(height), d[3])),
-                score=float(d[4]),
-            )
-            for d in dets
+            Face(x0=float(d[0]), y0=float(d[1]), x1=float(d[2]), y1=float(d[3]), score=float(d[4]))
+            for d in dets[dets[:, 4] >= need]
         ]
 
     def _detect_at_scale(self, image: RGBImage, scale: float) -> FloatArray:
