@@ -32,9 +32,6 @@ from imageblur.domain import Face, ImageblurError
 from imageblur.ports import RGBImage
 
 MODEL_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
-# One flat threshold, the `tidy` operating point, when a caller sets none. The service's
-# default (the `privacy` preset, size-dependent) comes from the settings.
-DEFAULT_THRESHOLD = 0.39
 # The box sizes (sqrt of the area, px) where the score a group needs changes: the small
 # threshold up to 14 px, the threshold from 22 to 64 px, the large threshold from 128 px,
 # linearly in between. On the WIDER FACE development subset, 3 in 4 low-scoring groups
@@ -90,7 +87,7 @@ class CenterFaceDetector:
         self,
         *,
         model_path: Path | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float,
         small_threshold: float | None = None,
         large_threshold: float | None = None,
         threads: int = 0,
