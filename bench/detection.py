@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure face detection and the blur mask on a dataset in WIDER FACE layout.
 
-    python bench/detection.py DATASET_DIR [--json] [--limit N]
+    python bench/detection.py DATASET_DIR [--json] [--limit N] [--vs-deface]
 
 DATASET_DIR holds `images/` and one `*_bbx_gt.txt` (path, count, then one
 `x y w h blur expression illumination invalid occlusion pose` line per face). The data
@@ -22,10 +22,17 @@ Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px
   0.36). `fp_no_overlap_per_image` counts only detections overlapping no labelled
   face at all (IoU < 0.1): mostly real false alarms rather than loose boxes;
 - collateral area: share of the image blurred outside every labelled face box, averaged
-  over images.
+  over images;
+- stray regions per image: connected hidden regions (8-neighbourhood) touching no
+  labelled box at all: the blurred patches of background a user sees.
 The threshold curve reuses one detection run: decoding at the lowest threshold and then
 dropping lower scores gives the same boxes as running at the higher threshold, because
-suppression only ever removes a box in favour of a better-scored one.
+grouping only ever merges a box into a better-scored one.
+
+`--vs-deface` runs both tools end to end, side by side: lossless PNG copies of the images
+in a temporary folder, our detector + `anonymize` and deface 1.5.0 with its defaults
+(installed into a throwaway virtual environment, as bench/speed.py does), both in solid
+mode, and each tool's hidden area read from the pixels it wrote (bench/side_by_side.py).
 """
 
 from __future__ import annotations
@@ -33,20 +40,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from side_by_side import hidden_pixels, run_deface, stray_regions, write_copy
+from speed import install_deface
 
 from imageblur import imaging
-from imageblur.blurring import full_mask
-from imageblur.config import load_settings
-from imageblur.detection import CenterFaceDetector
+from imageblur.blurring import anonymize, full_mask
+from imageblur.config import Settings, load_settings
+from imageblur.detection import CenterFaceDetector, size_thresholds
 from imageblur.domain import Face
 
-CURVE = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+# Thresholds of the curve; a small-face threshold stays at least the threshold. Not
+# below 0.1, the lowest per-pass score that joins a group: the grouping stays the same.
+CURVE = (0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.39, 0.45, 0.5, 0.6)
 FP_IOU = 0.5
 NO_OVERLAP_IOU = 0.1
 MATCH_IOU = 0.5
@@ -69,6 +82,46 @@ class ImageResult:
     height: int
     truth: Truth
     faces: list[Face]  # at the lowest threshold evaluated
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """An operating point: the detector's thresholds and the mask."""
+
+    threshold: float
+    small_threshold: float | None
+    large_threshold: float | None
+    mask_scale: float
+    margin_px: float
+    shape: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Point:
+        return cls(
+            settings.detection_threshold,
+            settings.detection_small_threshold,
+            settings.detection_large_threshold,
+            settings.mask_scale,
+            settings.mask_margin_px,
+            settings.mask_shape,
+        )
+
+    def at(self, threshold: float) -> Point:
+        small, large = (max(threshold, t or threshold) for t in self.size_levels())
+        return Point(threshold, small, large, self.mask_scale, self.margin_px, self.shape)
+
+    def size_levels(self) -> tuple[float, float]:
+        """The small and large thresholds as the detector applies them."""
+        small = max(self.threshold, self.small_threshold or self.threshold)
+        return small, max(self.threshold, self.large_threshold or self.threshold)
+
+    def keep(self, faces: Sequence[Face]) -> list[Face]:
+        """The faces the detector returns at this point (same rule as `detect`)."""
+        if not faces:
+            return []
+        rows = np.array([[f.x0, f.y0, f.x1, f.y1, f.score] for f in faces], np.float32)
+        need = size_thresholds(rows, self.threshold, *self.size_levels())
+        return [f for f, ok in zip(faces, rows[:, 4] >= need, strict=True) if ok]
 
 
 def read_truth(dataset: Path) -> list[Truth]:
@@ -119,6 +172,7 @@ class Tally:
     false_pos: int = 0
     no_overlap: int = 0
     collateral: float = 0.0
+    stray: int = 0
     images: int = 0
 
     def summary(self) -> dict[str, float]:
@@ -131,67 +185,78 @@ class Tally:
             "fp_per_image": self.false_pos / n,
             "fp_no_overlap_per_image": self.no_overlap / n,
             "collateral_area": self.collateral / n,
+            "stray_per_image": self.stray / n,
             "faces_20": self.faces_20,
             "faces_40": self.faces_40,
             "images": self.images,
         }
 
 
-def score_image(
-    result: ImageResult, threshold: float, mask_scale: float, shape: str, tally: Tally
-) -> np.ndarray:
+def score_image(result: ImageResult, point: Point, tally: Tally) -> np.ndarray:
     """Add one image to the tally; return, per labelled face, whether it is protected."""
-    faces = [f for f in result.faces if f.score >= threshold]
+    faces = point.keep(result.faces)
     det = np.array([[f.x0, f.y0, f.x1, f.y1] for f in faces], float).reshape(-1, 4)
     truth = result.truth
     ious = iou_matrix(truth.boxes, det)
     hit = ious.max(axis=1) >= MATCH_IOU if len(det) else np.zeros(len(truth.boxes), bool)
-    mask = full_mask(faces, result.width, result.height, mask_scale=mask_scale, shape=shape)  # type: ignore[arg-type]
+    mask = full_mask(
+        faces,
+        result.width,
+        result.height,
+        mask_scale=point.mask_scale,
+        shape=point.shape,  # type: ignore[arg-type]
+        margin_px=point.margin_px,
+    )
+    for limit in (20, 40):
+        valid = ~truth.invalid & (truth.boxes[:, 3] - truth.boxes[:, 1] >= limit)
+        setattr(tally, f"hit_{limit}", getattr(tally, f"hit_{limit}") + int((hit & valid).sum()))
+    if len(det):
+        best = ious.max(axis=0) if len(truth.boxes) else np.zeros(len(det))
+        tally.false_pos += int((best < FP_IOU).sum())
+        tally.no_overlap += int((best < NO_OVERLAP_IOU).sum())
+    return score_hidden(truth, mask, tally)
+
+
+def score_hidden(truth: Truth, hidden: np.ndarray, tally: Tally) -> np.ndarray:
+    """Add what a hidden-pixel mask protects and costs to the tally; return, per
+    labelled face, whether it is protected."""
+    height, width = hidden.shape
     protected = np.zeros(len(truth.boxes), bool)
-    labelled = np.zeros_like(mask)
+    labelled = np.zeros_like(hidden)
     for i, (x0, y0, x1, y1) in enumerate(truth.boxes):
         xa, ya = max(0, round(x0)), max(0, round(y0))
-        xb, yb = min(result.width, round(x1)), min(result.height, round(y1))
+        xb, yb = min(width, round(x1)), min(height, round(y1))
         if xb <= xa or yb <= ya:
             continue
         labelled[ya:yb, xa:xb] = True
-        protected[i] = mask[ya:yb, xa:xb].mean() >= PROTECTED_SHARE
-    height = truth.boxes[:, 3] - truth.boxes[:, 1]
+        protected[i] = hidden[ya:yb, xa:xb].mean() >= PROTECTED_SHARE
     for limit in (20, 40):
-        valid = ~truth.invalid & (height >= limit)
+        valid = ~truth.invalid & (truth.boxes[:, 3] - truth.boxes[:, 1] >= limit)
         setattr(tally, f"faces_{limit}", getattr(tally, f"faces_{limit}") + int(valid.sum()))
-        setattr(tally, f"hit_{limit}", getattr(tally, f"hit_{limit}") + int((hit & valid).sum()))
         setattr(
             tally,
             f"protected_{limit}",
             getattr(tally, f"protected_{limit}") + int((protected & valid).sum()),
         )
-    if len(det):
-        best = ious.max(axis=0) if len(truth.boxes) else np.zeros(len(det))
-        tally.false_pos += int((best < FP_IOU).sum())
-        tally.no_overlap += int((best < NO_OVERLAP_IOU).sum())
-    tally.collateral += float((mask & ~labelled).mean())
+    tally.collateral += float((hidden & ~labelled).mean())
+    tally.stray += stray_regions(hidden, truth.boxes)
     tally.images += 1
     return protected
 
 
-def evaluate(
-    results: Sequence[ImageResult], threshold: float, mask_scale: float, shape: str
-) -> dict[str, float]:
+def evaluate(results: Sequence[ImageResult], point: Point) -> dict[str, float]:
     tally = Tally()
     for result in results:
-        score_image(result, threshold, mask_scale, shape, tally)
+        score_image(result, point, tally)
     return tally.summary()
 
 
-def misses_by_attribute(
-    results: Sequence[ImageResult], threshold: float, mask_scale: float, shape: str
-) -> dict[str, float]:
+def misses_by_attribute(results: Sequence[ImageResult], point: Point) -> dict[str, float]:
     """Protected recall of valid faces >= 20 px split by the hard WIDER attributes."""
     groups: dict[str, list[int]] = {}
     names = {"heavy blur": (0, 2), "heavy occlusion": (4, 2), "atypical pose": (5, 1)}
     for result in results:
-        protected = score_image(result, threshold, mask_scale, shape, Tally())
+        protected = score_image(result, point, Tally())
         height = result.truth.boxes[:, 3] - result.truth.boxes[:, 1]
         valid = ~result.truth.invalid & (height >= 20)
         for label, (col, value) in names.items():
@@ -203,59 +268,92 @@ def misses_by_attribute(
 
 
 def run_detector(
-    dataset: Path, truths: Sequence[Truth], detector: CenterFaceDetector
+    images: Sequence[Path], truths: Sequence[Truth], detector: CenterFaceDetector
 ) -> Iterator[tuple[ImageResult, float]]:
-    for truth in truths:
-        data = (dataset / "images" / truth.name).read_bytes()
-        image = imaging.decode(data, max_pixels=1 << 31).rgb
+    for path, truth in zip(images, truths, strict=True):
+        image = imaging.decode(path.read_bytes(), max_pixels=1 << 31).rgb
         start = time.perf_counter()
         faces = detector.detect(image)
         seconds = time.perf_counter() - start
         yield ImageResult(image.shape[1], image.shape[0], truth, faces), seconds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = load_settings()
+def our_hidden(copy: Path, faces: Sequence[Face], point: Point) -> np.ndarray:
+    """What the worker's write path hides in solid mode, read back from its PNG."""
+    decoded = imaging.decode(copy.read_bytes(), max_pixels=1 << 31)
+    decoded.rgb = anonymize(
+        decoded.rgb,
+        faces,
+        mode="solid",
+        shape=point.shape,  # type: ignore[arg-type]
+        mask_scale=point.mask_scale,
+        margin_px=point.margin_px,
+    )
+    out = Path(f"{copy}.ours.png")
+    out.write_bytes(imaging.encode(decoded, jpeg_quality=95))
+    hidden = hidden_pixels(out)
+    out.unlink()
+    return hidden
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Path, help="folder with images/ and *_bbx_gt.txt")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--threshold", type=float, default=settings.detection_threshold)
-    parser.add_argument("--mask-scale", type=float, default=settings.mask_scale)
-    parser.add_argument("--shape", choices=["ellipse", "box"], default=settings.mask_shape)
-    parser.add_argument("--threads", type=int, default=settings.detector_threads)
+    parser.add_argument("--preset", choices=["privacy", "tidy"], help="default: the settings'")
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--small-threshold", type=float)
+    parser.add_argument("--large-threshold", type=float)
+    parser.add_argument("--mask-scale", type=float)
+    parser.add_argument("--margin", type=float, help="mask margin in px on each side")
+    parser.add_argument("--shape", choices=["ellipse", "box"])
+    parser.add_argument("--threads", type=int)
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
+    parser.add_argument("--vs-deface", action="store_true", help="also run deface 1.5.0")
     args = parser.parse_args(argv)
+    # Unset flags fall back to the worker's settings, the preset applied as it does.
+    settings = load_settings(
+        detection_preset=args.preset,
+        detection_threshold=args.threshold,
+        detection_small_threshold=args.small_threshold,
+        detection_large_threshold=args.large_threshold,
+        mask_scale=args.mask_scale,
+        mask_margin_px=args.margin,
+        mask_shape=args.shape,
+        detector_threads=args.threads,
+    )
+    args.settings = settings
+    return args, Point.of(settings)
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, point = parse_args(argv)
+    settings: Settings = args.settings
     truths = read_truth(args.dataset)
     if args.limit:
         truths = truths[: args.limit]
-    lowest = min(args.threshold, *CURVE)
+    lowest = min(point.threshold, *CURVE)
     detector = CenterFaceDetector(
-        model_path=settings.model_path, threshold=lowest, threads=args.threads
+        model_path=settings.model_path, threshold=lowest, threads=settings.detector_threads
     )
-    results: list[ImageResult] = []
-    seconds = 0.0
-    pixels = 0
-    for i, (result, took) in enumerate(run_detector(args.dataset, truths, detector), 1):
-        results.append(result)
-        seconds += took
-        pixels += result.width * result.height
-        if not args.json and i % 50 == 0:
-            print(f"  {i}/{len(truths)} images", file=sys.stderr)
-
-    main_figures = evaluate(results, args.threshold, args.mask_scale, args.shape)
-    curve = {t: evaluate(results, t, args.mask_scale, args.shape) for t in CURVE}
-    report = {
-        **main_figures,
-        "threshold": args.threshold,
-        "mask_scale": args.mask_scale,
-        "shape": args.shape,
-        "detect_ms_per_megapixel": 1000 * seconds / max(pixels / 1e6, 1e-9),
-        "protected_recall_20_by_attribute": misses_by_attribute(
-            results, args.threshold, args.mask_scale, args.shape
-        ),
-        "curve": [{"threshold": t, **v} for t, v in curve.items()],
-    }
+    with tempfile.TemporaryDirectory(prefix="imageblur-eval-") as tmp_text:
+        tmp = Path(tmp_text)
+        images = [args.dataset / "images" / t.name for t in truths]
+        if args.vs_deface:
+            images = [tmp / f"{i:05d}.png" for i in range(len(truths))]
+            for truth, copy in zip(truths, images, strict=True):
+                write_copy(args.dataset / "images" / truth.name, copy)
+        results: list[ImageResult] = []
+        seconds = pixels = 0.0
+        for i, (result, took) in enumerate(run_detector(images, truths, detector), 1):
+            results.append(result)
+            seconds += took
+            pixels += result.width * result.height
+            if not args.json and i % 50 == 0:
+                print(f"  {i}/{len(truths)} images", file=sys.stderr)
+        report = figures(results, point, 1000 * seconds / max(pixels / 1e6, 1e-9))
+        if args.vs_deface:
+            report.update(versus_deface(results, images, point, tmp, quiet=args.json))
     if args.json:
         print(json.dumps(report))
     else:
@@ -263,13 +361,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def figures(results: Sequence[ImageResult], point: Point, ms_per_mp: float) -> dict[str, Any]:
+    curve = [{"threshold": t, **evaluate(results, point.at(t))} for t in CURVE]
+    return {
+        **evaluate(results, point),
+        "threshold": point.threshold,
+        "small_threshold": point.small_threshold,
+        "large_threshold": point.large_threshold,
+        "mask_scale": point.mask_scale,
+        "margin_px": point.margin_px,
+        "shape": point.shape,
+        "detect_ms_per_megapixel": ms_per_mp,
+        "protected_recall_20_by_attribute": misses_by_attribute(results, point),
+        "curve": curve,
+    }
+
+
+def versus_deface(
+    results: Sequence[ImageResult], copies: Sequence[Path], point: Point, tmp: Path, *, quiet: bool
+) -> dict[str, Any]:
+    """Both tools' figures from the pixels they wrote on the same PNG copies."""
+    ours, theirs = Tally(), Tally()
+    for result, copy in zip(results, copies, strict=True):
+        score_hidden(result.truth, our_hidden(copy, point.keep(result.faces), point), ours)
+    if not quiet:
+        print("installing deface 1.5.0 into a throwaway venv...", file=sys.stderr)
+    deface = install_deface(tmp / "deface-venv")
+    out_dir = tmp / "deface-out"
+    out_dir.mkdir()
+    for result, output in zip(results, run_deface(deface, copies, out_dir), strict=True):
+        score_hidden(result.truth, hidden_pixels(output), theirs)
+    keys = ("protected_recall_20", "protected_recall_40", "collateral_area", "stray_per_image")
+    a, b = ours.summary(), theirs.summary()
+    return {
+        **{f"deface_{k}": b[k] for k in keys},
+        "vs_deface": {"imageblur": {k: a[k] for k in keys}, "deface": {k: b[k] for k in keys}},
+    }
+
+
 def print_report(report: dict[str, object]) -> None:
     print(
-        f"threshold {report['threshold']}, mask {report['shape']} x{report['mask_scale']}, "
+        f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}, "
+        f">= 128 px: {report['large_threshold']}), "
+        f"mask {report['shape']} x{report['mask_scale']} + {report['margin_px']} px, "
         f"{report['images']} images, {report['faces_20']} valid faces >= 20 px, "
         f"{report['faces_40']} >= 40 px"
     )
-    header = "threshold  recall20 recall40  protected20 protected40  FP/image  collateral"
+    header = (
+        "threshold  recall20 recall40  protected20 protected40  FP/image  collateral  stray/image"
+    )
     print(header)
     rows = [{"threshold": report["threshold"], **report}, *report["curve"]]  # type: ignore[list-item]
     for i, row in enumerate(rows):
@@ -278,11 +418,34 @@ def print_report(report: dict[str, object]) -> None:
             f"{mark}{row['threshold']:<9.2f} {row['recall_20']:8.3f} {row['recall_40']:8.3f}"
             f"  {row['protected_recall_20']:11.3f} {row['protected_recall_40']:11.3f}"
             f"  {row['fp_per_image']:8.2f}  {100 * row['collateral_area']:9.2f}%"
+            f"  {row['stray_per_image']:11.2f}"
         )
     print("protected recall (>= 20 px) of hard faces:", end="")
     for label, value in report["protected_recall_20_by_attribute"].items():  # type: ignore[attr-defined]
         print(f"  {label} {value:.3f}", end="")
     print(f"\ndetection: {report['detect_ms_per_megapixel']:.0f} ms per megapixel")
+    if "vs_deface" in report:
+        print_versus(report["vs_deface"])  # type: ignore[arg-type]
+
+
+def print_versus(both: dict[str, dict[str, float]]) -> None:
+    """The side-by-side table, each tool's figures from its output pixels."""
+    ours, theirs = both["imageblur"], both["deface"]
+    print("\nsolid mode, hidden area from output pixels (PNG copies)")
+    print("                  protected20 protected40  collateral  stray/image")
+    for label, row in (("imageblur", ours), ("deface 1.5.0", theirs)):
+        print(
+            f"  {label:<15} {row['protected_recall_20']:11.3f} {row['protected_recall_40']:11.3f}"
+            f"  {100 * row['collateral_area']:9.2f}%  {row['stray_per_image']:11.2f}"
+        )
+    d = {k: ours[k] - theirs[k] for k in ours}
+    ratio_area = ours["collateral_area"] / max(theirs["collateral_area"], 1e-9)
+    ratio_stray = ours["stray_per_image"] / max(theirs["stray_per_image"], 1e-9)
+    print(
+        f"  {'difference':<15} {d['protected_recall_20']:+11.3f} {d['protected_recall_40']:+11.3f}"
+        f"  {100 * d['collateral_area']:+9.2f}%  {d['stray_per_image']:+11.2f}"
+    )
+    print(f"  {'ratio':<15} {'':11} {'':11}  {ratio_area:9.2f}x  {ratio_stray:10.2f}x")
 
 
 if __name__ == "__main__":

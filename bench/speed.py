@@ -112,7 +112,12 @@ def stage_times(path: Path, threads: int, runs: int) -> dict[str, float]:
             "detect_ms": best_ms(lambda: detector.detect(decoded.rgb), runs),
             "blur_ms": best_ms(
                 lambda: anonymize(
-                    decoded.rgb, faces, mode=opts.mode, shape=opts.shape, mask_scale=opts.mask_scale
+                    decoded.rgb,
+                    faces,
+                    mode=opts.mode,
+                    shape=opts.shape,
+                    mask_scale=opts.mask_scale,
+                    margin_px=opts.margin_px,
                 ),
                 runs,
             ),

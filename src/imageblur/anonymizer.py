@@ -20,6 +20,7 @@ class AnonymizeOptions:
     mode: Literal["blur", "pixelate", "solid"]
     shape: Literal["ellipse", "box"]
     mask_scale: float
+    margin_px: float
     jpeg_quality: int
     max_pixels: int
 
@@ -63,6 +64,7 @@ class Anonymizer:
             mode=opts.mode,
             shape=opts.shape,
             mask_scale=opts.mask_scale,
+            margin_px=opts.margin_px,
             in_place=True,  # the decoded original is not needed afterwards
         )
         clock.lap("blur")

@@ -33,7 +33,8 @@ SOLID_RGB = (0, 0, 0)
 # 4 px grid, so its error has a part that does not shrink with the face: 3 px is 15% of
 # a 20 px face and nothing on a 200 px one. On the WIDER FACE development subset,
 # 1.25x + 3 px protects 2 points more faces >= 20 px than 1.3x alone for about the
-# same blurred area (docs/detection.md).
+# same blurred area (docs/detection.md). The default of the functions below (the `tidy`
+# preset's margin); the worker passes the preset's `mask_margin_px`.
 MASK_MARGIN_PX = 3.0
 
 

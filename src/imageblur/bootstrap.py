@@ -104,6 +104,8 @@ def build_detector(settings: Settings) -> FaceDetector:
     return CenterFaceDetector(
         model_path=settings.model_path,
         threshold=settings.detection_threshold,
+        small_threshold=settings.detection_small_threshold,
+        large_threshold=settings.detection_large_threshold,
         threads=settings.detector_threads,
     )
 
@@ -113,6 +115,7 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         mode=settings.blur_mode,
         shape=settings.mask_shape,
         mask_scale=settings.mask_scale,
+        margin_px=settings.mask_margin_px,
         jpeg_quality=settings.jpeg_quality,
         max_pixels=settings.max_pixels,
     )

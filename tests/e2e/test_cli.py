@@ -59,6 +59,21 @@ def test_config_prints_effective_settings_with_secrets_masked() -> None:
     assert "s3cret" not in result.stdout
 
 
+def test_config_shows_the_presets_effective_detection_values() -> None:
+    default = json.loads(imageblur("config", "--json").stdout)
+    assert (default["detection_preset"], default["detection_threshold"]) == ("privacy", 0.12)
+    env = {"IMAGEBLUR_DETECTION_PRESET": "tidy", "IMAGEBLUR_MASK_SCALE": "1.4"}
+    result = imageblur("config", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = set(result.stdout.splitlines())
+    assert {
+        "IMAGEBLUR_DETECTION_PRESET=tidy",
+        "IMAGEBLUR_DETECTION_THRESHOLD=0.39",
+        "IMAGEBLUR_MASK_SCALE=1.4",  # explicit: beats the preset's 1.25
+        "IMAGEBLUR_MASK_MARGIN_PX=3.0",
+    } <= lines
+
+
 def test_a_wrong_setting_fails_at_start_naming_it() -> None:
     result = imageblur("serve", env={"IMAGEBLUR_MAX_PIXELS": "-5"})
     assert result.returncode == 2

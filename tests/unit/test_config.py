@@ -95,3 +95,58 @@ def test_overlapping_s3_locations_are_refused(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     monkeypatch.setenv("IMAGEBLUR_S3_INPUT_PREFIX", "originals/")
     assert load_settings().s3_input_prefix == "originals/"
+
+
+def test_the_privacy_preset_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    s = load_settings()
+    assert s.detection_preset == "privacy"
+    assert (s.detection_threshold, s.detection_small_threshold) == (0.12, 0.35)
+    assert s.detection_large_threshold == 0.25
+    assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
+
+
+def test_the_tidy_preset_is_the_previous_operating_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "tidy")
+    s = load_settings()
+    assert (s.detection_threshold, s.detection_small_threshold) == (0.39, None)
+    assert s.detection_large_threshold is None
+    assert (s.mask_scale, s.mask_margin_px) == (1.25, 3.0)
+
+
+@pytest.mark.parametrize("preset", ["privacy", "tidy"])
+@pytest.mark.parametrize("where", ["env", "file", "flag"])
+def test_an_explicit_threshold_or_mask_scale_overrides_the_preset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, preset: str, where: str
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", preset)
+    flags: dict[str, float] = {}
+    toml = tmp_path / "c.toml"
+    toml.write_text("")
+    if where == "env":
+        monkeypatch.setenv("IMAGEBLUR_DETECTION_THRESHOLD", "0.5")
+        monkeypatch.setenv("IMAGEBLUR_MASK_SCALE", "1.7")
+    elif where == "file":
+        toml.write_text("detection_threshold = 0.5\nmask_scale = 1.7\n")
+    else:
+        flags = {"detection_threshold": 0.5, "mask_scale": 1.7}
+    s = load_settings(toml, **flags)
+    assert (s.detection_threshold, s.mask_scale) == (0.5, 1.7)
+    # What was not set explicitly still comes from the preset.
+    assert s.mask_margin_px == (12.0 if preset == "privacy" else 3.0)
+
+
+def test_a_preset_in_the_file_yields_to_a_threshold_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("detection_preset: tidy\n")
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_THRESHOLD", "0.2")
+    s = load_settings(yaml)
+    assert (s.detection_preset, s.detection_threshold, s.mask_scale) == ("tidy", 0.2, 1.25)
+
+
+def test_an_unknown_preset_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "strict")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTION_PRESET"):
+        load_settings()

@@ -87,7 +87,12 @@ class World:
 
 
 OPTIONS = AnonymizeOptions(
-    mode="blur", shape="ellipse", mask_scale=1.25, jpeg_quality=95, max_pixels=10_000_000
+    mode="blur",
+    shape="ellipse",
+    mask_scale=1.25,
+    margin_px=3.0,
+    jpeg_quality=95,
+    max_pixels=10_000_000,
 )
 
 

@@ -19,12 +19,18 @@ from imageblur.detection import (
     default_model_path,
     group,
     pyramid_scales,
+    size_thresholds,
     tiles,
 )
 from imageblur.domain import Face
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
 THRESHOLD: float = Settings.model_fields["detection_threshold"].default  # the shipped one
+SHIPPED = {  # the shipped thresholds, size-dependent
+    "threshold": THRESHOLD,
+    "small_threshold": Settings.model_fields["detection_small_threshold"].default,
+    "large_threshold": Settings.model_fields["detection_large_threshold"].default,
+}
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -37,7 +43,7 @@ def load_rgb(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> CenterFaceDetector:
-    return CenterFaceDetector(threshold=THRESHOLD)
+    return CenterFaceDetector(**SHIPPED)
 
 
 def covered(face: Face, x0: float, y0: float, x1: float, y1: float) -> float:
@@ -176,8 +182,46 @@ def test_group_merges_passes_with_noisy_or() -> None:
 
 
 def test_optional_upscaled_pass_still_finds_the_face() -> None:
-    detector = CenterFaceDetector(threshold=THRESHOLD, pyramid=PyramidConfig(upscale=1.41))
+    detector = CenterFaceDetector(**SHIPPED, pyramid=PyramidConfig(upscale=1.41))
     assert pyramid_scales(300, 168, detector.pyramid) == [1.41, 1.0]
     faces = detector.detect(load_rgb("linus-trovalds.jpg"))
     assert len(faces) == 1
     assert covered(faces[0], 168, 22, 195, 56) > 0.9
+
+
+def test_small_and_large_boxes_need_a_higher_score() -> None:
+    # boxes whose sqrt(area) is 10, 14, 18, 22, 40, 64, 96, 128 and 300 px
+    sides = (10, 14, 18, 22, 40, 64, 96, 128, 300)
+    boxes = np.array([[0, 0, s, s, 0] for s in sides], np.float32)
+    need = size_thresholds(boxes, 0.12, 0.36, 0.2)
+    assert need == pytest.approx([0.36, 0.36, 0.24, 0.12, 0.12, 0.12, 0.16, 0.2, 0.2])
+
+
+def test_the_small_threshold_is_never_below_the_threshold() -> None:
+    high = CenterFaceDetector(threshold=0.5, small_threshold=0.35, large_threshold=0.25)
+    assert (high.small_threshold, high.large_threshold) == (0.5, 0.5)
+    plain = CenterFaceDetector(threshold=0.39)
+    assert (plain.small_threshold, plain.large_threshold) == (0.39, 0.39)
+    with pytest.raises(ValueError):
+        CenterFaceDetector(threshold=THRESHOLD, small_threshold=1.0)
+
+
+def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.config import load_settings
+
+    monkeypatch.delenv("IMAGEBLUR_DETECTION_PRESET", raising=False)
+    settings = load_settings()
+    detector = build_detector(settings)
+    assert isinstance(detector, CenterFaceDetector)
+    assert (detector.threshold, detector.small_threshold, detector.large_threshold) == (
+        0.12,
+        0.35,
+        0.25,
+    )
+    options = anonymize_options(settings)
+    assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "tidy")
+    tidy = build_detector(load_settings())
+    assert isinstance(tidy, CenterFaceDetector)
+    assert (tidy.threshold, tidy.small_threshold, tidy.large_threshold) == (0.39, 0.39, 0.39)

@@ -1,0 +1,91 @@
+"""The detection preset reaches what users run: `imageblur blur` and the service's worker
+hide exactly the pixels the preset's thresholds and mask call for."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imageblur.blurring import full_mask
+from imageblur.bootstrap import build_detector
+from imageblur.config import load_settings
+from support import LINUS, decode, run_server
+
+
+def blur_command(source: Path, out: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", str(source), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "IMAGEBLUR_LOG_FORMAT": "json", **env},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def lifted_png(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """The example picture as PNG (lossless), pure black lifted to (1, 1, 1): afterwards
+    a black output pixel is one the solid fill wrote."""
+    rgb = decode(LINUS.read_bytes()).copy()
+    rgb[(rgb == 0).all(axis=2)] = 1
+    path = tmp_path / "linus.png"
+    Image.fromarray(rgb).save(path)
+    return path, rgb
+
+
+def expected_hidden(rgb: np.ndarray, **settings: object) -> np.ndarray:
+    """The mask the given settings call for, computed in this process."""
+    s = load_settings(**settings)
+    faces = build_detector(s).detect(rgb)
+    assert faces, "the example face must be found"
+    height, width = rgb.shape[:2]
+    return full_mask(
+        faces,
+        width,
+        height,
+        mask_scale=s.mask_scale,
+        shape=s.mask_shape,
+        margin_px=s.mask_margin_px,
+    )
+
+
+def black(data: bytes) -> np.ndarray:
+    return np.asarray((decode(data) == 0).all(axis=2))
+
+
+def test_blur_command_uses_the_preset_and_explicit_overrides(tmp_path: Path) -> None:
+    source, rgb = lifted_png(tmp_path)
+    env = {"IMAGEBLUR_BLUR_MODE": "solid", "IMAGEBLUR_DETECTOR_THREADS": "2"}
+    runs = {
+        "privacy": ({}, {"detection_preset": "privacy"}),
+        "tidy, mask x1.6": (
+            {"IMAGEBLUR_DETECTION_PRESET": "tidy", "IMAGEBLUR_MASK_SCALE": "1.6"},
+            {"detection_preset": "tidy", "mask_scale": 1.6},
+        ),
+    }
+    hidden = {}
+    for label, (extra_env, settings) in runs.items():
+        out = tmp_path / label
+        blur_command(source, out, {**env, **extra_env})
+        hidden[label] = black((out / "linus.png").read_bytes())
+        assert np.array_equal(hidden[label], expected_hidden(rgb, **settings)), label
+    assert not np.array_equal(hidden["privacy"], hidden["tidy, mask x1.6"])
+
+
+def test_the_service_hides_what_the_default_preset_calls_for(tmp_path: Path) -> None:
+    source, rgb = lifted_png(tmp_path)
+    env = {"IMAGEBLUR_BLUR_MODE": "solid"}
+    with run_server(tmp_path / "data", env=env) as server, server.client() as client:
+        files = {"image": ("linus.png", source.read_bytes(), "image/png")}
+        image_id = client.post("/picture", files=files).json()["id"]
+        assert server.wait_done(client, image_id)["status"] == "done"
+        out = client.get(f"/picture/{image_id}/image")
+        assert out.status_code == 200
+    assert Image.open(io.BytesIO(out.content)).format == "PNG"
+    assert np.array_equal(black(out.content), expected_hidden(rgb))
