@@ -145,8 +145,14 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         )
         body = httpx.get(f"{run.url}/picture/{image_id}", timeout=5).json()
         assert body["url"].startswith("s3://output/")
-        # Each worker on its own metrics port; one of them did the job.
+        # Each worker on its own metrics port; one of them did the job. The other may
+        # still be loading its model on a busy machine: wait until both answer.
         workers = [f"http://127.0.0.1:{run.metrics_port + n}/metrics" for n in (0, 1)]
+        servers.wait_for(
+            lambda: all(metrics_scrape.scrape(w) is not None for w in workers),
+            timeout_s=120,
+            what="both workers' metrics ports to answer",
+        )
         servers.wait_for(
             lambda: (
                 sum(
