@@ -233,21 +233,21 @@ class PrivateRabbitMQ:
                 f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
             )
 
-    def start(self) -> PrivateRabbitMQ:
-        try:
-            self._script("start", str(self.nodes))
-        except RuntimeError:
-            # A loaded machine can make a boot or a join time out: one fresh try.
-            self.destroy()
-            self.dir = Path(tempfile.mkdtemp(prefix="imageblur-rmq-"))
-            self.base_port = _free_port_block(self.nodes)
-            self.name = unique("ib")
+    def start(self, *, tries: int = 3) -> PrivateRabbitMQ:
+        # A loaded machine can make a node's boot or join time out: fresh tries, each in
+        # a new directory on new ports, and no half-started node left behind.
+        for attempt in range(1, tries + 1):
             try:
                 self._script("start", str(self.nodes))
+                return self
             except RuntimeError:
-                self.destroy()  # leave no half-started node behind
-                raise
-        return self
+                self.destroy()
+                if attempt == tries:
+                    raise
+                self.dir = Path(tempfile.mkdtemp(prefix="imageblur-rmq-"))
+                self.base_port = _free_port_block(self.nodes)
+                self.name = unique("ib")
+        raise AssertionError("unreachable")
 
     def kill(self, i: int) -> None:
         """kill -9 one node's Erlang VM."""
