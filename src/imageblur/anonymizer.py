@@ -21,6 +21,7 @@ class AnonymizeOptions:
     mask_scale: float = 1.25
     jpeg_quality: int = 95
     max_pixels: int = 50_000_000
+    keep_metadata: frozenset[str] = frozenset()  # groups of imageblur.metadata.KEEP_GROUPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class Anonymizer:
     def __call__(self, data: bytes) -> AnonymizedImage:
         """Raises `InvalidImage` for data that cannot be decoded (a permanent failure)."""
         opts = self._options
-        decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+        decoded = imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
         faces = self._detector.detect(decoded.rgb)
         decoded.rgb = anonymize(
             decoded.rgb,

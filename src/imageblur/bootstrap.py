@@ -13,6 +13,7 @@ from typing import Literal
 
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.config import Settings
+from imageblur.metadata import parse_policy
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.processing import JobProcessor, Reconciler, RetryPolicy
 from imageblur.services import ImageService
@@ -66,6 +67,7 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         mask_scale=settings.mask_scale,
         jpeg_quality=settings.jpeg_quality,
         max_pixels=settings.max_pixels,
+        keep_metadata=parse_policy(settings.keep_metadata),
     )
 
 

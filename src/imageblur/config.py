@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from imageblur.metadata import parse_policy
 
 ENV_PREFIX = "IMAGEBLUR_"
 
@@ -131,6 +133,12 @@ class Settings(BaseSettings):
         None, description="CenterFace ONNX file; default: the one installed with the package."
     )
     jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    keep_metadata: str = Field(
+        "",
+        description="Metadata groups kept in results, comma-separated: gps, datetime, "
+        "camera_settings, copyright; empty: none. Thumbnails, serial numbers, make and "
+        "model, owner names, XMP face regions and comments are never kept; ICC always is.",
+    )
 
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")
@@ -194,6 +202,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level logged."
     )
+
+    @field_validator("keep_metadata")
+    @classmethod
+    def _known_metadata_groups(cls, value: str) -> str:
+        return ",".join(sorted(parse_policy(value)))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

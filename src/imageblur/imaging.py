@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from imageblur.domain import InvalidImage
+from imageblur.metadata import KeptMetadata, MetadataError, filter_metadata
 from imageblur.ports import RGBImage
 
 # Truncated files must fail, not be padded with grey.
@@ -74,7 +75,11 @@ class DecodedImage:
     rgb: RGBImage  # upright, H x W x 3
     alpha: np.ndarray | None  # H x W uint8, or None when the input had no transparency
     grayscale: bool
-    icc_profile: bytes | None
+    metadata: KeptMetadata  # what the metadata policy lets into the result
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self.metadata.icc_profile
 
 
 def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
@@ -104,8 +109,9 @@ def _check_header(img: Image.Image, fmt: ImageFormat, *, max_pixels: int) -> Non
             http_status=413,
             code="too_many_pixels",
         )
-    if getattr(img, "n_frames", 1) > 1:
-        # Only one frame would be anonymized; the others would leak faces.
+    if getattr(img, "n_frames", 1) > 1 and fmt is not JPEG:
+        # Only one frame would be anonymized; the others would leak faces. A JPEG's extra
+        # frames (MPF: gain maps, depth maps, previews) are never decoded nor written.
         raise InvalidImage(
             "animated images are not supported", http_status=415, code="animated_image"
         )
@@ -146,13 +152,19 @@ def check(data: bytes, *, max_pixels: int) -> CheckedImage:
     return CheckedImage(format=fmt, width=width, height=height)
 
 
-def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode to an upright RGB array (EXIF orientation applied), alpha kept apart."""
+def decode(
+    data: bytes, *, max_pixels: int, keep_metadata: frozenset[str] = frozenset()
+) -> DecodedImage:
+    """Decode to an upright RGB array (EXIF orientation applied), alpha kept apart, with
+    the metadata that the policy `keep_metadata` lets into the result."""
     fmt = sniff_format(data)
     with _open(data, fmt) as img:
         _check_header(img, fmt, max_pixels=max_pixels)
         _load(img, fmt)
-        icc = img.info.get("icc_profile")
+        try:
+            kept = filter_metadata(img, keep_metadata)
+        except MetadataError as exc:
+            raise InvalidImage(str(exc), http_status=400, code="corrupt_image") from exc
         try:
             upright = ImageOps.exif_transpose(img)
         except Exception as exc:  # Pillow raises many kinds on bad EXIF
@@ -178,15 +190,15 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
         rgb=rgb,
         alpha=alpha,
         grayscale=grayscale,
-        icc_profile=icc if isinstance(icc, bytes) else None,
+        metadata=kept,
     )
 
 
 def encode(image: DecodedImage, *, jpeg_quality: int) -> bytes:
-    """Encode in the input's format from pixels only: no EXIF, XMP, GPS or comments.
+    """Encode in the input's format from the pixels and the kept metadata only.
 
     The ICC colour profile is kept so colours stay right; it describes colours, not the
-    photo or its owner.
+    photo or its owner. Other metadata only as the policy allows (`imageblur.metadata`).
     """
     if image.alpha is not None and image.format is not JPEG:
         pil = Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
@@ -197,9 +209,9 @@ def encode(image: DecodedImage, *, jpeg_quality: int) -> bytes:
         if image.grayscale:
             pil = pil.convert("L")
     out = io.BytesIO()
-    options: dict[str, object] = {}
-    if image.icc_profile and not image.grayscale:
-        options["icc_profile"] = image.icc_profile
+    options = image.metadata.save_options(image.format.pil_name)
+    if image.grayscale:
+        options.pop("icc_profile", None)  # an RGB profile does not fit grey pixels
     if image.format is JPEG:
         pil.save(out, "JPEG", quality=jpeg_quality, optimize=False, **options)
     elif image.format is PNG:
