@@ -22,6 +22,7 @@ class AnonymizeOptions:
     jpeg_quality: int = 95
     max_pixels: int = 50_000_000
     keep_metadata: frozenset[str] = frozenset()  # groups of imageblur.metadata.KEEP_GROUPS
+    output_format: imaging.OutputFormat = "jpeg"  # for HEIC and AVIF uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,12 @@ class Anonymizer:
     def options(self) -> AnonymizeOptions:
         return self._options
 
-    def __call__(self, data: bytes) -> AnonymizedImage:
-        """Raises `InvalidImage` for data that cannot be decoded (a permanent failure)."""
+    def __call__(self, data: bytes, *, content_type: str | None = None) -> AnonymizedImage:
+        """Raises `InvalidImage` for data that cannot be decoded (a permanent failure).
+
+        `content_type` is the result's format when the caller has decided it already (the
+        record's, set at upload); otherwise it follows `options.output_format`.
+        """
         opts = self._options
         decoded = imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
         faces = self._detector.detect(decoded.rgb)
@@ -61,10 +66,15 @@ class Anonymizer:
             in_place=True,  # the decoded original is not needed afterwards
         )
         height, width = decoded.rgb.shape[:2]
+        target = (
+            imaging.format_for_content_type(content_type)
+            if content_type
+            else imaging.result_format(decoded.format, opts.output_format)
+        )
         return AnonymizedImage(
-            data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality),
-            content_type=decoded.format.content_type,
-            extension=decoded.format.extension,
+            data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality, target=target),
+            content_type=target.content_type,
+            extension=target.extension,
             faces=len(faces),
             width=width,
             height=height,

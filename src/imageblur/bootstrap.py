@@ -68,6 +68,7 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         jpeg_quality=settings.jpeg_quality,
         max_pixels=settings.max_pixels,
         keep_metadata=parse_policy(settings.keep_metadata),
+        output_format=settings.output_format,
     )
 
 
@@ -154,6 +155,7 @@ def build(settings: Settings, *, with_detector: bool) -> Container:
         results=results,
         queue=queue,
         max_pixels=settings.max_pixels,
+        output_format=settings.output_format,
         max_concurrent_checks=settings.max_concurrent_checks,
         presigned_ttl_s=settings.presigned_ttl_s
         if settings.result_delivery == "presigned"

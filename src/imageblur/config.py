@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         None, description="CenterFace ONNX file; default: the one installed with the package."
     )
     jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    output_format: Literal["jpeg", "same"] = Field(
+        "jpeg",
+        description="Format of the result of a HEIC or AVIF upload: `jpeg`, or `same` "
+        "(AVIF stays AVIF; HEIC is always JPEG). JPEG, PNG and WebP keep their format.",
+    )
     keep_metadata: str = Field(
         "",
         description="Metadata groups kept in results, comma-separated: gps, datetime, "

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imageblur import heif
 from imageblur.domain import InvalidImage
 from imageblur.metadata import KeptMetadata, MetadataError, filter_metadata
 from imageblur.ports import RGBImage
@@ -32,8 +34,12 @@ class ImageFormat:
 JPEG = ImageFormat("JPEG", "image/jpeg", ".jpg")
 PNG = ImageFormat("PNG", "image/png", ".png")
 WEBP = ImageFormat("WEBP", "image/webp", ".webp")
-FORMATS = (JPEG, PNG, WEBP)
+HEIC = ImageFormat("HEIF", "image/heic", ".heic")
+AVIF = ImageFormat("AVIF", "image/avif", ".avif")
+FORMATS = (JPEG, PNG, WEBP, HEIC, AVIF)
 SUPPORTED_CONTENT_TYPES = tuple(f.content_type for f in FORMATS)
+# Uploads whose result may be written in another format (`IMAGEBLUR_OUTPUT_FORMAT`).
+OutputFormat = Literal["jpeg", "same"]
 
 
 def sniff_format(data: bytes) -> ImageFormat:
@@ -46,11 +52,22 @@ def sniff_format(data: bytes) -> ImageFormat:
         return PNG
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return WEBP
+    brand = heif.sniff_brand(data)
+    if brand is not None:
+        return HEIC if brand == "HEIF" else AVIF
     raise InvalidImage(
-        "not a supported image: JPEG, PNG and WebP are accepted",
+        "not a supported image: JPEG, PNG, WebP, HEIC and AVIF are accepted",
         http_status=415,
         code="unsupported_media_type",
     )
+
+
+def result_format(fmt: ImageFormat, output_format: OutputFormat) -> ImageFormat:
+    """The format a result of a `fmt` upload is written in. HEIC is always JPEG: no HEVC
+    encoder ships with us (see `imageblur.heif`)."""
+    if fmt is HEIC or (fmt is AVIF and output_format == "jpeg"):
+        return JPEG
+    return fmt
 
 
 def format_for_content_type(content_type: str) -> ImageFormat:
@@ -83,6 +100,8 @@ class DecodedImage:
 
 
 def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
+    if fmt is HEIC:
+        heif.register_heic_decoder()
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked next; Pillow's bomb warning adds nothing.
@@ -109,9 +128,10 @@ def _check_header(img: Image.Image, fmt: ImageFormat, *, max_pixels: int) -> Non
             http_status=413,
             code="too_many_pixels",
         )
-    if getattr(img, "n_frames", 1) > 1 and fmt is not JPEG:
-        # Only one frame would be anonymized; the others would leak faces. A JPEG's extra
-        # frames (MPF: gain maps, depth maps, previews) are never decoded nor written.
+    if getattr(img, "n_frames", 1) > 1 and fmt not in (JPEG, HEIC):
+        # Only one frame would be anonymized; the others would leak faces. The extra
+        # images of a JPEG (MPF: gain maps, depth maps, previews) or a HEIC (a burst,
+        # alternatives) are never decoded nor written: only the primary image is.
         raise InvalidImage(
             "animated images are not supported", http_status=415, code="animated_image"
         )
@@ -194,28 +214,35 @@ def decode(
     )
 
 
-def encode(image: DecodedImage, *, jpeg_quality: int) -> bytes:
-    """Encode in the input's format from the pixels and the kept metadata only.
+def encode(image: DecodedImage, *, jpeg_quality: int, target: ImageFormat | None = None) -> bytes:
+    """Encode in `target` (default: the input's format) from the pixels and the kept
+    metadata only.
 
     The ICC colour profile is kept so colours stay right; it describes colours, not the
     photo or its owner. Other metadata only as the policy allows (`imageblur.metadata`).
     """
-    if image.alpha is not None and image.format is not JPEG:
+    fmt = target or image.format
+    grey = image.grayscale and fmt is not AVIF  # Pillow writes AVIF from RGB(A) only
+    if image.alpha is not None and fmt is not JPEG:
         pil = Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
-        if image.grayscale:
+        if grey:
             pil = pil.convert("LA")
     else:
         pil = Image.fromarray(image.rgb, "RGB")
-        if image.grayscale:
+        if grey:
             pil = pil.convert("L")
     out = io.BytesIO()
-    options = image.metadata.save_options(image.format.pil_name)
+    options = image.metadata.save_options(fmt.pil_name)
     if image.grayscale:
         options.pop("icc_profile", None)  # an RGB profile does not fit grey pixels
-    if image.format is JPEG:
+    if fmt is JPEG:
         pil.save(out, "JPEG", quality=jpeg_quality, optimize=False, **options)
-    elif image.format is PNG:
+    elif fmt is PNG:
         pil.save(out, "PNG", compress_level=6, **options)
-    else:
+    elif fmt is AVIF:
+        pil.save(out, "AVIF", quality=jpeg_quality, **options)
+    elif fmt is WEBP:
         pil.save(out, "WEBP", quality=jpeg_quality, method=4, **options)
+    else:
+        raise ValueError(f"cannot write {fmt.pil_name}")
     return out.getvalue()

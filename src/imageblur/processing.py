@@ -144,7 +144,8 @@ class JobProcessor:
     def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
         with self._keep_lease(record.id):
             original = self._originals.get(record.input_key)
-            result = self._anonymize(original)
+            # The record says which format the result is in (decided at upload).
+            result = self._anonymize(original, content_type=record.content_type)
             out_key = object_key(record.id, result.extension)
             self._results.put(out_key, result.data, content_type=result.content_type)
         done = self._repo.complete(

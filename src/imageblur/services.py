@@ -65,6 +65,16 @@ def clean_name(name: str | None, *, extension: str) -> str:
     return text[:MAX_NAME_CHARS] or f"upload{extension}"
 
 
+def result_name(name: str, checked: imaging.CheckedImage, result: imaging.ImageFormat) -> str:
+    """`IMG_0001.HEIC` -> `IMG_0001.jpg` when the result changes format."""
+    stem, dot, suffix = name.rpartition(".")
+    if result is checked.format or not dot or not stem:
+        return name
+    if f".{suffix.lower()}" not in {checked.format.extension, ".heif", ".hif"}:
+        return name
+    return stem + result.extension
+
+
 def delete_quietly(store: ObjectStore, key: str, *, image_id: str | None = None) -> None:
     """Delete an object, logging (not raising) if the store is down: an object left
     behind is unreferenced or belongs to a finished image, and the reconciler's sweep
@@ -105,6 +115,7 @@ class ImageService:
         results: ObjectStore,
         queue: JobQueue,
         max_pixels: int,
+        output_format: imaging.OutputFormat = "jpeg",
         presigned_ttl_s: int | None = None,
         max_concurrent_checks: int = 4,
         clock: Callable[[], datetime] = utcnow,
@@ -115,6 +126,7 @@ class ImageService:
         self._results = results
         self._queue = queue
         self._max_pixels = max_pixels
+        self._output_format = output_format
         self._presigned_ttl_s = presigned_ttl_s
         # A full decode of a large image takes hundreds of MB; bound how many at once so
         # a burst of uploads cannot exhaust the API's memory.
@@ -136,11 +148,13 @@ class ImageService:
         image_id = self._new_id()
         key = object_key(image_id, checked.format.extension)
         now = self._clock()
+        # The record describes the result: a HEIC upload becomes a JPEG picture.
+        result = imaging.result_format(checked.format, self._output_format)
         record = ImageRecord(
             id=image_id,
-            name=clean_name(name, extension=checked.format.extension),
+            name=result_name(clean_name(name, extension=result.extension), checked, result),
             status=Status.PENDING,
-            content_type=checked.format.content_type,
+            content_type=result.content_type,
             bytes=len(data),
             width=checked.width,
             height=checked.height,

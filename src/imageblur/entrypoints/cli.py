@@ -16,7 +16,7 @@ from imageblur.logs import configure_logging, get_logger
 
 log = get_logger("imageblur.cli")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".hif", ".avif"}
 
 
 def _parser() -> argparse.ArgumentParser:
