@@ -51,13 +51,33 @@ def build_queue(settings: Settings) -> JobQueue:
 
 
 def build_detector(settings: Settings) -> FaceDetector:
-    from imageblur.detection import CenterFaceDetector
+    """The main detector and the extra ones; `ModelError` names the setting at fault."""
+    from imageblur.config import DetectorSpec, detector_setting_names
+    from imageblur.detectors import parse_classes
+    from imageblur.detectors.factory import DetectorChoice, make_detector
 
-    return CenterFaceDetector(
+    main = DetectorSpec(
+        family=settings.detector,
         model_path=settings.model_path,
+        model_sha256=settings.model_sha256,
         threshold=settings.detection_threshold,
-        threads=settings.detector_threads,
+        classes=settings.detector_classes,
     )
+    choices = []
+    for index, spec in enumerate([main, *settings.extra_detectors]):
+        path_name, sha_name, _ = detector_setting_names(index - 1 if index else None)
+        choices.append(
+            DetectorChoice(
+                family=spec.family,
+                threshold=spec.threshold,
+                model_path=spec.model_path,
+                model_sha256=spec.model_sha256,
+                classes=parse_classes(spec.classes) if spec.family == "yolo" else {},
+                path_setting=path_name,
+                sha256_setting=sha_name,
+            )
+        )
+    return make_detector(choices, threads=settings.detector_threads)
 
 
 def anonymize_options(settings: Settings) -> AnonymizeOptions:

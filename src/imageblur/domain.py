@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 def utcnow() -> datetime:
@@ -82,15 +82,20 @@ class Delivery:
     redelivered: bool = False
 
 
+RegionKind = Literal["face", "plate"]
+
+
 @dataclass(frozen=True, slots=True)
 class Face:
-    """A detected face box in pixel coordinates of the upright image."""
+    """A detected region to hide (a face, or a licence plate: `kind`), in pixel
+    coordinates of the upright image. Both are hidden alike, strength by size."""
 
     x0: float
     y0: float
     x1: float
     y1: float
     score: float
+    kind: RegionKind = "face"
 
     @property
     def width(self) -> float:

@@ -12,6 +12,7 @@ from types import FrameType
 
 from imageblur import __version__
 from imageblur.config import Settings, SettingsError, load_settings
+from imageblur.domain import ImageblurError
 from imageblur.logs import configure_logging, get_logger
 
 log = get_logger("imageblur.cli")
@@ -66,6 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imageblur: {exc}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        return _run(args, settings)
+    except ImageblurError as exc:
+        from imageblur.detection import ModelError  # not at import: it loads OpenCV
+
+        if not isinstance(exc, ModelError):
+            raise
+        print(f"imageblur: {exc}", file=sys.stderr)  # missing, or not the pinned model
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command in ("serve", "api"):
         return _serve(settings, run_worker=command == "serve")
