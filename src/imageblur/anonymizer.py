@@ -31,6 +31,7 @@ class AnonymizedImage:
     content_type: str
     extension: str
     faces: int
+    plates: int
     width: int
     height: int
 
@@ -75,7 +76,8 @@ class Anonymizer:
             data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality, target=target),
             content_type=target.content_type,
             extension=target.extension,
-            faces=len(faces),
+            faces=sum(1 for f in faces if f.kind == "face"),
+            plates=sum(1 for f in faces if f.kind == "plate"),
             width=width,
             height=height,
         )

@@ -40,6 +40,7 @@ class ImageRecord:
     output_key: str | None = None
     url: str | None = None
     faces: int | None = None
+    plates: int | None = None  # licence plates hidden (plate detectors only)
     error: str | None = None
     attempts: int = 0
     lease_owner: str | None = None

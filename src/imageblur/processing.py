@@ -154,6 +154,7 @@ class JobProcessor:
             output_key=out_key,
             url=self._results.url(out_key),
             faces=result.faces,
+            plates=result.plates,
             now=self._clock(),
         )
         if not done:
@@ -164,7 +165,13 @@ class JobProcessor:
             log.warning("job.lease_lost", image_id=record.id)
             self._settle(self._queue.ack, delivery)
             return Outcome.SKIPPED
-        log.info("job.done", image_id=record.id, faces=result.faces, bytes=len(result.data))
+        log.info(
+            "job.done",
+            image_id=record.id,
+            faces=result.faces,
+            plates=result.plates,
+            bytes=len(result.data),
+        )
         if not self._keep_originals:
             delete_quietly(self._originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)

@@ -81,12 +81,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
     """,
+    # 5: licence plates hidden, apart from faces (NULL: not done yet).
+    """
+    ALTER TABLE {s}.images ADD COLUMN plates integer;
+    """,
 )
 
 _COLUMNS = (
     "id, name, status, content_type, bytes, width, height, input_key, output_key, url, "
     "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
+    "created_at, updated_at, plates"
 )
 
 
@@ -320,12 +324,21 @@ class PostgresImageRepository:
             return cur.rowcount == 1
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
         return (
             self._transition(
                 "status = 'done', output_key = %(output_key)s, url = %(url)s, "
-                "faces = %(faces)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL",
+                "faces = %(faces)s, plates = %(plates)s, error = NULL, lease_owner = NULL, "
+                "lease_expires_at = NULL",
                 "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.DONE,
                 {
@@ -335,6 +348,7 @@ class PostgresImageRepository:
                     "output_key": output_key,
                     "url": url,
                     "faces": faces,
+                    "plates": plates,
                 },
             )
             is not None
@@ -491,6 +505,7 @@ def _params(record: ImageRecord) -> dict[str, Any]:
         "output_key": record.output_key,
         "url": record.url,
         "faces": record.faces,
+        "plates": record.plates,
         "error": record.error,
         "attempts": record.attempts,
         "lease_owner": record.lease_owner,
@@ -521,6 +536,7 @@ def _record(row: dict[str, Any]) -> ImageRecord:
         output_key=row["output_key"],
         url=row["url"],
         faces=row["faces"],
+        plates=row["plates"],
         error=row["error"],
         attempts=int(row["attempts"]),
         lease_owner=row["lease_owner"],

@@ -53,6 +53,9 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN published_at TEXT;
     """,
+    """
+    ALTER TABLE images ADD COLUMN plates INTEGER;
+    """,
 ]
 
 # SQLite before 3.32 allows 999 bound parameters per statement.
@@ -61,7 +64,7 @@ _IDS_PER_QUERY = 500
 _COLUMNS = (
     "id, name, url, status, content_type, bytes, width, height, input_key, output_key, "
     "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
+    "created_at, updated_at, plates"
 )
 
 
@@ -92,6 +95,7 @@ def _row_to_record(row: sqlite3.Row) -> ImageRecord:
         input_key=row["input_key"],
         output_key=row["output_key"],
         faces=row["faces"],
+        plates=row["plates"],
         error=row["error"],
         attempts=row["attempts"],
         lease_owner=row["lease_owner"],
@@ -178,7 +182,7 @@ class SqliteImageRepository:
                         return _row_to_record(row)
                 conn.execute(
                     f"INSERT INTO images ({_COLUMNS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.name,
@@ -198,6 +202,7 @@ class SqliteImageRepository:
                         record.idempotency_key,
                         _ts(record.created_at),
                         _ts(record.updated_at),
+                        record.plates,
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -268,13 +273,21 @@ class SqliteImageRepository:
         )
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
         return self._transition(
-            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, error = NULL, "
-            "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, plates = ?, "
+            "error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
             "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (output_key, url, faces, _ts(now), image_id, owner),
+            (output_key, url, faces, plates, _ts(now), image_id, owner),
         )
 
     def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
