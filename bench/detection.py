@@ -2,6 +2,7 @@
 """Measure face detection and the blur mask on a dataset in WIDER FACE layout.
 
     python bench/detection.py DATASET_DIR [--json] [--limit N]
+        [--detector FAMILY[:MODEL.onnx[:THRESHOLD]] ...]
 
 DATASET_DIR holds `images/` and one `*_bbx_gt.txt` (path, count, then one
 `x y w h blur expression illumination invalid occlusion pose` line per face). The data
@@ -10,6 +11,12 @@ is read in place; nothing is copied.
 Each image is decoded with `imageblur.imaging.decode` and run through the project's
 detector with the worker's settings (`load_settings()`: defaults, environment, flags),
 then the masks come from `imageblur.blurring.full_mask`, the geometry `anonymize` paints.
+
+`--detector` picks the family (centerface, retinaface, scrfd, yolo) and a brought model
+(its sha256 is taken from the file: the operator vouches for it here); given more than
+once, the first is the main detector, measured along the threshold curve, and the others
+run beside it at their own threshold (default 0.5), as IMAGEBLUR_EXTRA_DETECTORS does.
+A yolo model's class map comes from IMAGEBLUR_DETECTOR_CLASSES (all the same here).
 
 Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px tall:
 - recall: a detection overlaps the face with IoU >= 0.5 (comparable with published
@@ -42,9 +49,11 @@ import numpy as np
 
 from imageblur import imaging
 from imageblur.blurring import full_mask
-from imageblur.config import load_settings
-from imageblur.detection import CenterFaceDetector
+from imageblur.bootstrap import build_detector
+from imageblur.config import DetectorSpec, Settings, load_settings
+from imageblur.detection import file_sha256
 from imageblur.domain import Face
+from imageblur.ports import FaceDetector
 
 CURVE = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 FP_IOU = 0.5
@@ -203,7 +212,7 @@ def misses_by_attribute(
 
 
 def run_detector(
-    dataset: Path, truths: Sequence[Truth], detector: CenterFaceDetector
+    dataset: Path, truths: Sequence[Truth], detector: FaceDetector
 ) -> Iterator[tuple[ImageResult, float]]:
     for truth in truths:
         data = (dataset / "images" / truth.name).read_bytes()
@@ -212,6 +221,37 @@ def run_detector(
         faces = detector.detect(image)
         seconds = time.perf_counter() - start
         yield ImageResult(image.shape[1], image.shape[0], truth, faces), seconds
+
+
+def detector_settings(
+    settings: Settings, choices: Sequence[str], lowest: float, threads: int
+) -> Settings:
+    """The settings with the detectors of `--detector` (FAMILY[:MODEL[:THRESHOLD]])."""
+    specs = []
+    for text in choices:
+        family, _, rest = text.partition(":")
+        path_text, _, threshold = rest.partition(":")
+        path = Path(path_text) if path_text else None
+        specs.append(
+            DetectorSpec(
+                family=family,  # type: ignore[arg-type]  # validated by pydantic
+                model_path=path,
+                model_sha256=file_sha256(path) if path else None,
+                threshold=float(threshold or 0.5),
+                classes=settings.detector_classes if family == "yolo" else "",
+            )
+        )
+    main = specs[0] if specs else None
+    changes: dict[str, object] = {"detection_threshold": lowest, "detector_threads": threads}
+    if main is not None:
+        changes |= {
+            "detector": main.family,
+            "model_path": main.model_path,
+            "model_sha256": main.model_sha256,
+            "detector_classes": main.classes,
+            "extra_detectors": specs[1:],
+        }
+    return load_settings(**{**settings.model_dump(), **changes})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,15 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", choices=["ellipse", "box"], default=settings.mask_shape)
     parser.add_argument("--threads", type=int, default=settings.detector_threads)
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
+    parser.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        metavar="FAMILY[:MODEL[:THRESHOLD]]",
+        help="family and model; repeat to run several together (default: the settings')",
+    )
     args = parser.parse_args(argv)
 
     truths = read_truth(args.dataset)
     if args.limit:
         truths = truths[: args.limit]
     lowest = min(args.threshold, *CURVE)
-    detector = CenterFaceDetector(
-        model_path=settings.model_path, threshold=lowest, threads=args.threads
-    )
+    detector = build_detector(detector_settings(settings, args.detector, lowest, args.threads))
     results: list[ImageResult] = []
     seconds = 0.0
     pixels = 0
@@ -247,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     curve = {t: evaluate(results, t, args.mask_scale, args.shape) for t in CURVE}
     report = {
         **main_figures,
+        "detectors": args.detector or [settings.detector],
         "threshold": args.threshold,
         "mask_scale": args.mask_scale,
         "shape": args.shape,
@@ -265,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_report(report: dict[str, object]) -> None:
     print(
+        f"detectors {', '.join(report['detectors'])}, "  # type: ignore[arg-type]
         f"threshold {report['threshold']}, mask {report['shape']} x{report['mask_scale']}, "
         f"{report['images']} images, {report['faces_20']} valid faces >= 20 px, "
         f"{report['faces_40']} >= 40 px"
