@@ -16,13 +16,13 @@ from imageblur.ports import FaceDetector
 
 @dataclass(frozen=True, slots=True)
 class AnonymizeOptions:
-    mode: Literal["blur", "pixelate", "solid"] = "blur"
-    shape: Literal["ellipse", "box"] = "ellipse"
-    mask_scale: float = 1.25
-    jpeg_quality: int = 95
-    max_pixels: int = 50_000_000
-    keep_metadata: frozenset[str] = frozenset()  # groups of imageblur.metadata.KEEP_GROUPS
-    output_format: imaging.OutputFormat = "jpeg"  # for HEIC and AVIF uploads
+    mode: Literal["blur", "pixelate", "solid"]
+    shape: Literal["ellipse", "box"]
+    mask_scale: float
+    jpeg_quality: int
+    max_pixels: int
+    keep_metadata: frozenset[str]  # groups of imageblur.metadata.KEEP_GROUPS
+    output_format: imaging.OutputFormat  # for HEIC and AVIF uploads
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
 from imageblur import imaging
-from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.anonymizer import Anonymizer
+from imageblur.bootstrap import anonymize_options
+from imageblur.config import load_settings
 from imageblur.domain import InvalidImage
 from imageblur.metadata import parse_policy
 from phone_photos import STORED, avif, exif_orientation, heic
@@ -148,7 +151,8 @@ class NoFaces:
     ],
 )
 def test_result_format(kind: str, output_format: str, expected: str) -> None:
-    anonymize = Anonymizer(NoFaces(), AnonymizeOptions(output_format=output_format))  # type: ignore[arg-type]
+    options = replace(anonymize_options(load_settings()), output_format=output_format)  # type: ignore[arg-type]
+    anonymize = Anonymizer(NoFaces(), options)
     result = anonymize(MAKERS[kind](pixels(60, 40)))
     assert result.content_type == expected
     assert Image.open(io.BytesIO(result.data)).get_format_mimetype() == expected
