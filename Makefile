@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck unit model lock clean
+.PHONY: help install browser run test lint typecheck unit model lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,7 +18,20 @@ $(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py scripts/fetch_te
 	$(BIN)/python scripts/fetch_test_models.py
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv with the package, every back end, the dev tools and the model
+install: $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model
+
+# The browser tests (tests/browser) drive Debian's Chromium through its ChromeDriver:
+# installed from the distribution when missing, never downloaded by a test tool.
+# Without root (a developer's own machine) it only warns: `make run` needs no browser.
+browser:  ## Debian's chromium and chromium-driver, installed when missing (needs root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "warning: tests/browser needs chromium and chromium-driver: run 'make browser' as root"; \
+	else \
+	    echo "installing chromium and chromium-driver (for tests/browser)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
 
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py

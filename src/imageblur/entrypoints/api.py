@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from imageblur import __version__
 from imageblur.bootstrap import build
 from imageblur.config import Settings
+from imageblur.entrypoints import page
 from imageblur.entrypoints.access_log import AccessLogMiddleware
-from imageblur.entrypoints.auth import BearerTokenMiddleware
+from imageblur.entrypoints.auth import PUBLIC_PATHS, BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.head import HeadAsGetMiddleware
 from imageblur.entrypoints.routes import router
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         root_path=settings.root_path,
     )
     app.include_router(router)
+    page.mount(app, settings)
     install_error_handlers(app)
     app.add_middleware(HeadAsGetMiddleware)
     if settings.api_token is not None:
@@ -64,6 +66,8 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             BearerTokenMiddleware,
             token=settings.api_token.get_secret_value(),
             root_path=settings.root_path,
+            public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
+            public_prefixes=page.PUBLIC_PREFIXES,
         )
     app.add_middleware(AccessLogMiddleware)
     return app

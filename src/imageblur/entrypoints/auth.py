@@ -20,8 +20,9 @@ PUBLIC_PATHS = frozenset(
 
 
 class BearerTokenMiddleware:
-    """Every HTTP request except to `public_paths` must carry `Authorization: Bearer
-    <token>`; `root_path` is the proxy prefix, stripped before the public paths match."""
+    """Every HTTP request except to `public_paths` (or under `public_prefixes`) must carry
+    `Authorization: Bearer <token>`; `root_path` is the proxy prefix, stripped before the
+    public paths match."""
 
     def __init__(
         self,
@@ -30,11 +31,13 @@ class BearerTokenMiddleware:
         token: str,
         root_path: str = "",
         public_paths: frozenset[str] = PUBLIC_PATHS,
+        public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._app = app
         self._token = token.encode()
         self._prefix = root_path.rstrip("/")
         self._public = public_paths
+        self._public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._allowed(scope):
@@ -52,7 +55,7 @@ class BearerTokenMiddleware:
         path = URL(scope=scope).path
         if self._prefix and path.startswith(self._prefix):
             path = path[len(self._prefix) :]
-        if path in self._public:
+        if path in self._public or path.startswith(self._public_prefixes):
             return True
         scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
