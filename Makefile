@@ -10,11 +10,12 @@ STAMP  := $(VENV)/.installed
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py
+$(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py scripts/fetch_test_models.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python scripts/fetch_model.py
+	$(BIN)/python scripts/fetch_test_models.py
 	touch $(STAMP)
 
 install: $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model

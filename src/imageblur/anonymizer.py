@@ -23,6 +23,8 @@ class AnonymizeOptions:
     margin_px: float
     jpeg_quality: int
     max_pixels: int
+    keep_metadata: frozenset[str]  # groups of imageblur.metadata.KEEP_GROUPS
+    output_format: imaging.OutputFormat  # for HEIC and AVIF uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class AnonymizedImage:
     content_type: str
     extension: str
     faces: int
+    plates: int
     width: int
     height: int
     # Seconds per stage (decode, detect, blur, encode), for the worker's metrics.
@@ -50,11 +53,15 @@ class Anonymizer:
     def options(self) -> AnonymizeOptions:
         return self._options
 
-    def __call__(self, data: bytes) -> AnonymizedImage:
-        """Raises `InvalidImage` for data that cannot be decoded (a permanent failure)."""
+    def __call__(self, data: bytes, *, content_type: str | None = None) -> AnonymizedImage:
+        """Raises `InvalidImage` for data that cannot be decoded (a permanent failure).
+
+        `content_type` is the result's format when the caller has decided it already (the
+        record's, set at upload); otherwise it follows `options.output_format`.
+        """
         opts = self._options
         clock = _Stopwatch()
-        decoded = imaging.decode(data, max_pixels=opts.max_pixels)
+        decoded = imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
         clock.lap("decode")
         faces = self._detector.detect(decoded.rgb)
         clock.lap("detect")
@@ -69,13 +76,19 @@ class Anonymizer:
         )
         clock.lap("blur")
         height, width = decoded.rgb.shape[:2]
-        encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
+        target = (
+            imaging.format_for_content_type(content_type)
+            if content_type
+            else imaging.result_format(decoded.format, opts.output_format)
+        )
+        encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality, target=target)
         clock.lap("encode")
         return AnonymizedImage(
             data=encoded,
-            content_type=decoded.format.content_type,
-            extension=decoded.format.extension,
-            faces=len(faces),
+            content_type=target.content_type,
+            extension=target.extension,
+            faces=sum(1 for f in faces if f.kind == "face"),
+            plates=sum(1 for f in faces if f.kind == "plate"),
             width=width,
             height=height,
             timings=clock.laps,
