@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck unit model lock clean
+.PHONY: help install system-libs run test lint typecheck unit model lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py
 	$(BIN)/python scripts/fetch_model.py
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv with the package, every back end, the dev tools and the model
+install: system-libs $(STAMP)  ## create .venv with the package, every back end, the dev tools and the model
+
+# libjpeg-turbo's TurboJPEG library (Debian: libturbojpeg0): JPEGs are patched block by
+# block with it (src/imageblur/jpeg_coefficients.py). Installed when missing.
+system-libs:  ## install the system libraries the package loads, when missing
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('turbojpeg'))" \
+	|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	     apt-get install -y -qq --no-install-recommends libturbojpeg0 >/dev/null; }
 
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py

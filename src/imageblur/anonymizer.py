@@ -1,7 +1,8 @@
 """Bytes in, anonymized bytes out: decode, detect, blur, re-encode.
 
 Shared by the worker and the `blur` command so that both apply exactly the same
-detector, mask and encoder settings.
+detector, mask and encoder settings. A JPEG keeps its original blocks outside the masks
+(`jpeg_patch`); when it cannot, it is re-encoded whole and the result says why.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from imageblur import imaging
-from imageblur.blurring import anonymize
+from imageblur import imaging, jpeg_patch
+from imageblur.blurring import anonymize, mask_boxes, region_mask
+from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.ports import FaceDetector
 
 
@@ -31,6 +33,8 @@ class AnonymizedImage:
     faces: int
     width: int
     height: int
+    # Why a JPEG was re-encoded whole instead of patched (None: patched, or not a JPEG).
+    jpeg_fallback: str | None = None
 
 
 class Anonymizer:
@@ -51,6 +55,7 @@ class Anonymizer:
         opts = self._options
         decoded = imaging.decode(data, max_pixels=opts.max_pixels)
         faces = self._detector.detect(decoded.rgb)
+        height, width = decoded.rgb.shape[:2]
         decoded.rgb = anonymize(
             decoded.rgb,
             faces,
@@ -59,12 +64,36 @@ class Anonymizer:
             mask_scale=opts.mask_scale,
             in_place=True,  # the decoded original is not needed afterwards
         )
-        height, width = decoded.rgb.shape[:2]
+        # The same geometry `anonymize` hid: these pixels, and only these, changed.
+        boxes = mask_boxes(faces, width, height, opts.mask_scale)
+        encoded, fallback = self._encode(
+            data, decoded, [(b, region_mask(b, opts.shape)) for b in boxes]
+        )
         return AnonymizedImage(
-            data=imaging.encode(decoded, jpeg_quality=opts.jpeg_quality),
+            data=encoded,
             content_type=decoded.format.content_type,
             extension=decoded.format.extension,
             faces=len(faces),
             width=width,
             height=height,
+            jpeg_fallback=fallback,
         )
+
+    def _encode(
+        self, data: bytes, decoded: imaging.DecodedImage, regions: list[jpeg_patch.Region]
+    ) -> tuple[bytes, str | None]:
+        """The JPEG patched where it can be, else the whole image re-encoded (and why)."""
+        if decoded.format is not imaging.JPEG:
+            return imaging.encode(decoded, jpeg_quality=self._options.jpeg_quality), None
+        try:
+            patched = jpeg_patch.patch(
+                data,
+                decoded.rgb,
+                regions,
+                orientation=decoded.orientation,
+                grayscale=decoded.grayscale,
+                icc_profile=decoded.icc_profile,
+            )
+        except (jpeg_patch.UnsupportedJPEGError, TurboJPEGError) as exc:
+            return imaging.encode(decoded, jpeg_quality=self._options.jpeg_quality), str(exc)
+        return patched, None

@@ -130,7 +130,12 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None, description="CenterFace ONNX file; default: the one installed with the package."
     )
-    jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    jpeg_quality: int = Field(
+        95,
+        ge=90,
+        le=100,
+        description="Quality of fully re-encoded JPEGs and WebPs (a patched JPEG keeps its own).",
+    )
 
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")

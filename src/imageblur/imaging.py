@@ -75,6 +75,7 @@ class DecodedImage:
     alpha: np.ndarray | None  # H x W uint8, or None when the input had no transparency
     grayscale: bool
     icc_profile: bytes | None
+    orientation: int = 1  # the EXIF orientation that was applied to make `rgb` upright
 
 
 def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
@@ -104,7 +105,9 @@ def _check_header(img: Image.Image, fmt: ImageFormat, *, max_pixels: int) -> Non
             http_status=413,
             code="too_many_pixels",
         )
-    if getattr(img, "n_frames", 1) > 1:
+    # A JPEG's extra frames are MPF previews or gain maps (Ultra HDR) that phones append:
+    # only the main image is decoded, and nothing else is ever written back.
+    if fmt is not JPEG and getattr(img, "n_frames", 1) > 1:
         # Only one frame would be anonymized; the others would leak faces.
         raise InvalidImage(
             "animated images are not supported", http_status=415, code="animated_image"
@@ -154,6 +157,7 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
         _load(img, fmt)
         icc = img.info.get("icc_profile")
         try:
+            orientation = img.getexif().get(0x0112, 1)
             upright = ImageOps.exif_transpose(img)
         except Exception as exc:  # Pillow raises many kinds on bad EXIF
             raise InvalidImage(
@@ -179,6 +183,7 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
         alpha=alpha,
         grayscale=grayscale,
         icc_profile=icc if isinstance(icc, bytes) else None,
+        orientation=orientation if isinstance(orientation, int) else 1,
     )
 
 

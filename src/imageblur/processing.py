@@ -145,6 +145,8 @@ class JobProcessor:
         with self._keep_lease(record.id):
             original = self._originals.get(record.input_key)
             result = self._anonymize(original)
+            if result.jpeg_fallback:
+                log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
             out_key = object_key(record.id, result.extension)
             self._results.put(out_key, result.data, content_type=result.content_type)
         done = self._repo.complete(
