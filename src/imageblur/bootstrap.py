@@ -56,6 +56,7 @@ def build_detector(settings: Settings) -> FaceDetector:
         model_path=settings.model_path,
         threshold=settings.detection_threshold,
         threads=settings.detector_threads,
+        runtime=settings.detector_runtime,
     )
 
 

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     mask_scale: float = Field(1.25, ge=1.0, le=3.0, description="Mask size / detected box.")
     detection_threshold: float = Field(0.39, gt=0.0, lt=1.0, description="Face score threshold.")
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
+    detector_runtime: Literal["openvino", "onnxruntime"] = Field(
+        "openvino", description="Inference runtime for the face model (the same graph)."
+    )
     model_path: Path | None = Field(
         None, description="CenterFace ONNX file; default: the one installed with the package."
     )

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ _STRIDE = 4  # output cell size in input pixels
 _ALIGN = 32  # the network downsamples 5 times; inputs must be multiples of 32
 
 FloatArray = npt.NDArray[np.float32]
+Runtime = Literal["openvino", "onnxruntime"]
 
 
 class ModelError(ImageblurError):
@@ -85,11 +86,13 @@ class CenterFaceDetector:
         threshold: float = DEFAULT_THRESHOLD,
         threads: int = 0,
         pyramid: PyramidConfig | None = None,
+        runtime: Runtime = "openvino",
     ) -> None:
         """Load and verify the model once.
 
         `threshold` is the minimum face score (0..1); `threads` the onnxruntime
-        intra-op threads, 0 for all cores. Raises `ModelError` if the model file is
+        intra-op threads, 0 for all cores. `runtime`: OpenVINO or onnxruntime, the
+        same graph either way (OpenVINO is faster here). Raises `ModelError` if the model file is
         missing or its sha256 is not the verified one.
         """
         if not 0.0 < threshold < 1.0:
@@ -99,7 +102,7 @@ class CenterFaceDetector:
         self.model_path = model_path or default_model_path()
         self.threshold = threshold
         self.pyramid = pyramid or PyramidConfig()
-        self._session = _load_session(self.model_path, threads)
+        self._session = _load_session(self.model_path, threads, runtime)
 
     def detect(self, image: RGBImage) -> list[Face]:
         """Every face in an RGB uint8 H x W x 3 image, boxes in its pixel coordinates."""
@@ -289,7 +292,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_session(model_path: Path, threads: int) -> Any:
+def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntime") -> Any:
     import onnx  # imported here: only a detector needs them, not the API process
     import onnxruntime as ort
 
@@ -303,6 +306,10 @@ def _load_session(model_path: Path, threads: int) -> Any:
         )
     model = onnx.load(str(model_path))
     _prepare_graph(model)
+    if runtime == "openvino":
+        from imageblur.openvino_session import OpenVINOSession
+
+        return OpenVINOSession(model.SerializeToString(), threads=threads or _usable_cores())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or _usable_cores()
