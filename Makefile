@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-libs run test lint typecheck unit model lock clean
+.PHONY: help install system-libs browser run test lint typecheck unit model lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -17,14 +17,32 @@ $(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py
 	$(BIN)/python scripts/fetch_model.py
 	touch $(STAMP)
 
-install: system-libs $(STAMP)  ## create .venv with the package, every back end, the dev tools and the model
+install: system-libs $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model
 
 # libjpeg-turbo's TurboJPEG library (Debian: libturbojpeg0): JPEGs are patched block by
-# block with it (src/imageblur/jpeg_coefficients.py). Installed when missing.
-system-libs:  ## install the system libraries the package loads, when missing
-	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('turbojpeg'))" \
-	|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	     apt-get install -y -qq --no-install-recommends libturbojpeg0 >/dev/null; }
+# block with it (src/imageblur/jpeg_coefficients.py). Installed when missing; without
+# root it only warns (JPEGs are then re-encoded whole, and the tests of the patch fail).
+system-libs:  ## Debian's libturbojpeg0, installed when missing (needs root)
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('turbojpeg'))" || \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "warning: JPEG patching needs libturbojpeg0: run 'make system-libs' as root"; \
+	else \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends libturbojpeg0 >/dev/null; \
+	fi
+
+# The browser tests (tests/browser) drive Debian's Chromium through its ChromeDriver:
+# installed from the distribution when missing, never downloaded by a test tool.
+# Without root (a developer's own machine) it only warns: `make run` needs no browser.
+browser:  ## Debian's chromium and chromium-driver, installed when missing (needs root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "warning: tests/browser needs chromium and chromium-driver: run 'make browser' as root"; \
+	else \
+	    echo "installing chromium and chromium-driver (for tests/browser)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
 
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py

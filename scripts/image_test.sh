@@ -168,6 +168,10 @@ round_trip() {
     done
     log "/healthz answers"
     podman healthcheck run "$NAME" >/dev/null || die "the image's HEALTHCHECK fails"
+    # The web page travels in the package: the page and one of its modules are served.
+    curl -fsS -o /dev/null "$base/" || die "GET / (the web page) failed"
+    curl -fsS -o /dev/null "$base/web/js/main.js" || die "the web page's script is not in the image"
+    log "the web page is served"
 
     log "uploading $(basename "$PICTURE")"
     local code

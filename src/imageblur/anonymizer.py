@@ -18,11 +18,11 @@ from imageblur.ports import FaceDetector
 
 @dataclass(frozen=True, slots=True)
 class AnonymizeOptions:
-    mode: Literal["blur", "pixelate", "solid"] = "blur"
-    shape: Literal["ellipse", "box"] = "ellipse"
-    mask_scale: float = 1.25
-    jpeg_quality: int = 95
-    max_pixels: int = 50_000_000
+    mode: Literal["blur", "pixelate", "solid"]
+    shape: Literal["ellipse", "box"]
+    mask_scale: float
+    jpeg_quality: int
+    max_pixels: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ def full_mask(
     width: int,
     height: int,
     *,
-    mask_scale: float = 1.25,
+    mask_scale: float,
     shape: Shape = "ellipse",
     margin_px: float = MASK_MARGIN_PX,
 ) -> npt.NDArray[np.bool_]:
@@ -105,7 +105,7 @@ def anonymize(
     *,
     mode: Mode = "blur",
     shape: Shape = "ellipse",
-    mask_scale: float = 1.25,
+    mask_scale: float,
     margin_px: float = MASK_MARGIN_PX,
     in_place: bool = False,
 ) -> RGBImage:

@@ -1,4 +1,5 @@
-"""The only place that builds adapters from settings. Nothing connects at import time.
+"""The only place that maps settings to adapters and use cases. Nothing connects at
+import time, and no adapter sees the settings: each takes its options as arguments.
 
 Back ends are chosen from closed sets; the drivers of the distributed back ends are
 imported only when selected, so the embedded install does not need them.
@@ -6,23 +7,38 @@ imported only when selected, so the embedded install does not need them.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.backends import Backends
 from imageblur.config import Settings
+from imageblur.jobs import JobProcessor, RetryPolicy
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
-from imageblur.processing import JobProcessor, Reconciler, RetryPolicy
+from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
+
+# A job's lease is renewed every third of its length while it runs, for at most this
+# many lease lengths (20 min at the default 300 s; the largest photo takes well under a
+# minute): a job hung in native code must not hold its lease for ever.
+LEASE_RENEWALS_PER_LEASE = 3
+MAX_LEASE_RENEWALS = 4
+# Uploads in hand per upload being decoded, before the API answers 503 `overloaded`.
+UPLOADS_IN_HAND_PER_CHECK = 4
 
 
 def build_repository(settings: Settings) -> ImageRepository:
     if settings.repository == "postgres":
         from imageblur.adapters.postgres_repo import PostgresImageRepository
 
-        return PostgresImageRepository.from_settings(settings)
+        return PostgresImageRepository(
+            settings.postgres_dsn.get_secret_value(),
+            schema=settings.postgres_schema,
+            pool_min=settings.postgres_pool_min,
+            pool_max=settings.postgres_pool_max,
+            timeout_s=settings.postgres_timeout_s,
+        )
     from imageblur.adapters.sqlite_repo import SqliteImageRepository
 
     return SqliteImageRepository(settings.sqlite_file)
@@ -32,7 +48,18 @@ def build_store(settings: Settings, role: Literal["input", "output"]) -> ObjectS
     if settings.store == "s3":
         from imageblur.adapters.s3_store import S3ObjectStore
 
-        return S3ObjectStore.from_settings(settings, role=role)
+        key_id, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+        return S3ObjectStore(
+            bucket=settings.s3_input_bucket if role == "input" else settings.s3_output_bucket,
+            prefix=settings.s3_input_prefix if role == "input" else settings.s3_output_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=key_id.get_secret_value() if key_id else None,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            addressing_style=settings.s3_addressing_style,
+            create_bucket=settings.s3_create_buckets,
+            timeout_s=settings.s3_timeout_s,
+        )
     from imageblur.adapters.local_store import LocalObjectStore
 
     folder = "originals" if role == "input" else "results"
@@ -43,10 +70,27 @@ def build_queue(settings: Settings) -> JobQueue:
     if settings.queue == "rabbitmq":
         from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 
-        return RabbitMQJobQueue.from_settings(settings)
+        return RabbitMQJobQueue(
+            settings.rabbitmq_url.get_secret_value(),
+            queue=settings.rabbitmq_queue,
+            # All worker threads of a process share one consumer channel: with fewer
+            # unacked deliveries allowed than threads, some threads would sit idle.
+            prefetch=max(settings.rabbitmq_prefetch, settings.worker_threads),
+            queue_type=settings.rabbitmq_queue_type,
+            timeout_s=settings.rabbitmq_timeout_s,
+        )
     from imageblur.adapters.memory_queue import MemoryJobQueue
 
     return MemoryJobQueue()
+
+
+def build_backends(settings: Settings) -> Backends:
+    return Backends(
+        repository=build_repository(settings),
+        originals=build_store(settings, "input"),
+        results=build_store(settings, "output"),
+        queue=build_queue(settings),
+    )
 
 
 def build_detector(settings: Settings) -> FaceDetector:
@@ -70,15 +114,63 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
     )
 
 
+def build_gate(settings: Settings) -> UploadGate:
+    checks = settings.max_concurrent_checks
+    return UploadGate(max_checking=checks, max_in_hand=UPLOADS_IN_HAND_PER_CHECK * checks)
+
+
+def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> ImageService:
+    presigned = settings.result_delivery == "presigned"
+    return ImageService(
+        backends=backends,
+        gate=gate,
+        max_pixels=settings.max_pixels,
+        presigned_ttl_s=settings.presigned_ttl_s if presigned else None,
+    )
+
+
+def build_processor(
+    settings: Settings, backends: Backends, detector: FaceDetector, *, owner: str | None = None
+) -> JobProcessor:
+    s = settings
+    return JobProcessor(
+        backends=backends,
+        anonymizer=Anonymizer(detector, anonymize_options(s)),
+        retry=RetryPolicy(
+            max_attempts=s.max_attempts,
+            base_delay_s=s.retry_base_delay_s,
+            max_delay_s=s.retry_max_delay_s,
+        ),
+        lease_s=s.lease_s,
+        lease_renew_interval_s=s.lease_s / LEASE_RENEWALS_PER_LEASE,
+        max_lease_renewals=MAX_LEASE_RENEWALS,
+        outage_patience_s=s.outage_patience_s,
+        keep_originals=s.keep_originals,
+        owner=owner,
+    )
+
+
+def build_reconciler(settings: Settings, backends: Backends) -> Reconciler:
+    s = settings
+    return Reconciler(
+        backends=backends,
+        pending_grace_s=s.pending_grace_s,
+        queued_grace_s=s.queued_grace_s,
+        orphan_grace_s=s.orphan_grace_s,
+        keep_originals=s.keep_originals,
+        # The collecting process renews its lease every gc interval; half an interval
+        # of slack keeps a slow pass from handing collection to a second process.
+        gc_lease_s=1.5 * s.gc_interval_s,
+    )
+
+
 @dataclass
 class Container:
     """Everything a process needs, built once and closed once."""
 
     settings: Settings
-    repository: ImageRepository
-    originals: ObjectStore
-    results: ObjectStore
-    queue: JobQueue
+    backends: Backends
+    gate: UploadGate
     images: ImageService
     detector: FaceDetector | None = None
     _closed: bool = field(default=False, repr=False)
@@ -86,40 +178,10 @@ class Container:
     def processor(self, *, owner: str | None = None) -> JobProcessor:
         if self.detector is None:
             raise RuntimeError("this container was built without a face detector")
-        s = self.settings
-        return JobProcessor(
-            repository=self.repository,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
-            anonymizer=Anonymizer(self.detector, anonymize_options(s)),
-            retry=RetryPolicy(
-                max_attempts=s.max_attempts,
-                base_delay_s=s.retry_base_delay_s,
-                max_delay_s=s.retry_max_delay_s,
-            ),
-            lease_s=s.lease_s,
-            keep_originals=s.keep_originals,
-            owner=owner,
-            # Retries come at most every retry_max_delay_s once the back-off has grown.
-            outage_retries=math.ceil(s.outage_patience_s / max(s.retry_max_delay_s, 1.0)),
-        )
+        return build_processor(self.settings, self.backends, self.detector, owner=owner)
 
     def reconciler(self) -> Reconciler:
-        s = self.settings
-        return Reconciler(
-            repository=self.repository,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
-            pending_grace_s=s.pending_grace_s,
-            queued_grace_s=s.queued_grace_s,
-            orphan_grace_s=s.orphan_grace_s,
-            keep_originals=s.keep_originals,
-            # The collecting process renews its lease every gc interval; half an interval
-            # of slack keeps a slow pass from handing collection to a second process.
-            gc_lease_s=1.5 * s.gc_interval_s,
-        )
+        return build_reconciler(self.settings, self.backends)
 
     @property
     def embedded_queue(self) -> bool:
@@ -130,40 +192,26 @@ class Container:
         if self._closed:
             return
         self._closed = True
-        for closer in (self.queue.close, self.originals.close, self.results.close):
-            with contextlib.suppress(Exception):
-                closer()
-        self.repository.close()
+        self.backends.close()
 
 
 def build(settings: Settings, *, with_detector: bool) -> Container:
     """Wire the process. With `with_detector` the face model is loaded (workers only)."""
     detector = build_detector(settings) if with_detector else None
-    repository = build_repository(settings)
+    backends = build_backends(settings)
     if settings.repository == "sqlite":
         # A local file has a single owner: create/upgrade it on start. PostgreSQL is
         # migrated by the explicit `imageblur migrate` step (a Job on Kubernetes).
-        repository.migrate()
-    originals = build_store(settings, "input")
-    results = build_store(settings, "output")
-    queue = build_queue(settings)
-    images = ImageService(
-        repository=repository,
-        originals=originals,
-        results=results,
-        queue=queue,
-        max_pixels=settings.max_pixels,
-        max_concurrent_checks=settings.max_concurrent_checks,
-        presigned_ttl_s=settings.presigned_ttl_s
-        if settings.result_delivery == "presigned"
-        else None,
-    )
+        try:
+            backends.repository.migrate()
+        except BaseException:
+            backends.close()
+            raise
+    gate = build_gate(settings)
     return Container(
         settings=settings,
-        repository=repository,
-        originals=originals,
-        results=results,
-        queue=queue,
-        images=images,
+        backends=backends,
+        gate=gate,
+        images=build_images(settings, backends, gate),
         detector=detector,
     )

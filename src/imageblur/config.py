@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     root_path: str = Field("", description="URL prefix when served behind a proxy.")
     api_token: SecretStr | None = Field(
         None,
-        description="If set, every request except /healthz, /readyz and the API docs must "
-        "carry `Authorization: Bearer <token>` (at least 16 characters).",
+        description="If set, every request except /healthz, /readyz, the API docs and the web "
+        "page must carry `Authorization: Bearer <token>` (at least 16 characters).",
     )
 
     # --- back ends --------------------------------------------------------------

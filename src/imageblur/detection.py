@@ -32,7 +32,6 @@ from imageblur.domain import Face, ImageblurError
 from imageblur.ports import RGBImage
 
 MODEL_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
-DEFAULT_THRESHOLD = 0.39
 
 _INPUT = "input.1"
 _OUTPUTS = ("537", "538", "539", "540")  # heatmap, log-scale (h, w), offset (y, x), landmarks
@@ -83,7 +82,7 @@ class CenterFaceDetector:
         self,
         *,
         model_path: Path | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float,
         threads: int = 0,
         pyramid: PyramidConfig | None = None,
         runtime: Runtime = "openvino",

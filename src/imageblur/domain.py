@@ -1,4 +1,4 @@
-"""The image record, its status, the job message and the domain errors.
+"""The image record, its status, the job message, the key scheme and the domain errors.
 
 Nothing here does I/O; adapters and services share these types.
 """
@@ -6,6 +6,8 @@ Nothing here does I/O; adapters and services share these types.
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -14,6 +16,31 @@ from typing import Any
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- the key scheme ---------------------------------------------------------------
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"^([0-9a-f]{32})\.[a-z]{3,4}$")
+
+
+def new_image_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_image_id(text: str) -> bool:
+    return bool(_ID.fullmatch(text))
+
+
+def object_key(image_id: str, extension: str) -> str:
+    """Storage keys come from the server-made id only, never from the client's name."""
+    return f"{image_id}{extension}"
+
+
+def image_id_of_key(key: str) -> str | None:
+    """The image id of a key made by `object_key`; None for anything else."""
+    match = _KEY.fullmatch(key)
+    return match.group(1) if match else None
 
 
 class Status(StrEnum):
@@ -80,6 +107,16 @@ class Delivery:
     job: Job
     tag: Any = field(compare=False)
     redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A parked job as read back from a queue's dead letters (for operators and tests):
+    the job, or None if its message could not be parsed, the raw body, and why."""
+
+    job: Job | None
+    body: bytes
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +196,9 @@ class QueueUnavailable(BackendUnavailable):
     backend = "queue"
 
 
-class Overloaded(BackendUnavailable):
-    """This process has too much work in hand right now; retry shortly (503)."""
-
-    backend = "image checker"
+class Overloaded(ImageblurError):  # noqa: N818
+    """This process has too much work in hand right now; retry shortly (503). Not a back
+    end's outage: nothing is down, there is only more work than this process takes."""
 
 
 class ProcessingError(ImageblurError):

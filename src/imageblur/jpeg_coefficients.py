@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -156,17 +157,21 @@ def transform(
     Partial edge blocks that `op` would have to move make it fail rather than trim or
     leave them in place (TJXOPT_PERFECT). Raises `TurboJPEGError`.
     """
-    lib = _library()
     errors: list[BaseException] = []
+    options = _TJXOPT_PERFECT | _TJXOPT_COPYNONE
+    if progressive:
+        options |= _TJXOPT_PROGRESSIVE
+    if not output:
+        options |= _TJXOPT_NOOUTPUT
+    spec = _Transform(op=int(op), options=options, customFilter=_filter(on_rows, errors))
+    return _run(data, spec, errors, output=output)
 
-    def call(
-        coeffs: object,
-        array: _Region,
-        plane: _Region,
-        component: int,
-        _index: int,
-        _t: object,
-    ) -> int:
+
+def _filter(on_rows: Filter | None, errors: list[BaseException]) -> Any:
+    """The C callback: hands each block row to `on_rows`; an exception is kept in
+    `errors` and stops the transform (it must not unwind through C)."""
+
+    def call(coeffs: Any, array: _Region, plane: _Region, component: int, _i: int, _t: Any) -> int:
         if on_rows is None:
             return 0
         try:
@@ -177,17 +182,16 @@ def transform(
                 row = array.y // 8 + i
                 if row < plane.h // 8:
                     on_rows(BlockRow(component, row, plane.h // 8, blocks[i]))
-        except BaseException as exc:  # noqa: BLE001 - must not unwind through C; re-raised below
+        except BaseException as exc:  # noqa: BLE001 - re-raised by _run
             errors.append(exc)
             return -1
         return 0
 
-    options = _TJXOPT_PERFECT | _TJXOPT_COPYNONE
-    if progressive:
-        options |= _TJXOPT_PROGRESSIVE
-    if not output:
-        options |= _TJXOPT_NOOUTPUT
-    spec = _Transform(op=int(op), options=options, customFilter=_FILTER(call))
+    return _FILTER(call)
+
+
+def _run(data: bytes, spec: _Transform, errors: list[BaseException], *, output: bool) -> bytes:
+    lib = _library()
     out_buf = ctypes.c_void_p()
     out_size = ctypes.c_ulong(0)
     handle = lib.tjInitTransform()

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from imageblur.domain import Delivery, Face, ImageRecord, Job, StoredObject
+from imageblur.domain import DeadLetter, Delivery, Face, ImageRecord, Job, StoredObject
 
 RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, C-contiguous
 
@@ -93,8 +93,9 @@ class ImageRepository(Protocol):
     ) -> bool:
         """processing (held by owner) -> done. False if the lease was lost."""
 
-    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
-        """-> failed with a reason. With owner None, from pending (unprocessable message)."""
+    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        """processing (held by owner) -> failed, with the reason. False if the lease was
+        lost."""
 
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
@@ -156,6 +157,10 @@ class JobQueue(Protocol):
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         """Settle this delivery and park the job, with its reason, for a human."""
+
+    def take_dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
+        """Take up to `limit` parked jobs, oldest first, with their reasons (operators
+        and tests read them; taken, they are gone from the queue)."""
 
     def check(self) -> None: ...
 

@@ -1,6 +1,7 @@
 """Fixtures of the contract suites: every port, built on every adapter, against real
 services (a moto S3 server subprocess, the machine's PostgreSQL and RabbitMQ, started if
-down), each test in its own bucket / schema / queue names.
+down), each test in its own bucket / schema / queue names; and on the fakes the unit
+tests use (`tests/unit/fakes.py`), which must keep the same contract.
 
 Each adapter fixture also has a "broken" twin pointed at nothing, to check that an
 unreachable back end surfaces as the project's own error.
@@ -8,7 +9,6 @@ unreachable back end surfaces as the project's own error.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +16,7 @@ from typing import cast
 
 import pytest
 
-# `services` lives in tests/; make it importable however pytest set up sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import services
+import servers
 from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.adapters.postgres_repo import PostgresImageRepository
@@ -27,26 +25,27 @@ from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.domain import Job
 from imageblur.ports import ImageRepository, JobQueue, ObjectStore
+from unit.fakes import FakeDatabase, FakeRepository, FakeStore
 
 # --- session-wide services ------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[services.MotoServer]:
-    server = services.MotoServer().start()
+def moto_server() -> Iterator[servers.MotoServer]:
+    server = servers.MotoServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
-    return services.ensure_postgres()
+    return servers.ensure_postgres()
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> Iterator[str]:
-    services.ensure_rabbitmq()
-    with services.rabbitmq_vhost() as url:
+    servers.ensure_rabbitmq()
+    with servers.rabbitmq_vhost() as url:
         yield url
 
 
@@ -55,11 +54,12 @@ def rabbitmq_url() -> Iterator[str]:
 StoreFactory = Callable[[str], ObjectStore]
 
 
-def _s3(server: services.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
+def _s3(server: servers.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
     return S3ObjectStore(
         bucket=bucket,
         prefix=prefix,
         endpoint_url=server.endpoint_url,
+        region="us-east-1",
         access_key_id="testing",
         secret_access_key="testing",
         addressing_style="path",
@@ -68,18 +68,20 @@ def _s3(server: services.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "fake"])
 def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[str], ObjectStore]]:
     """Makes stores at distinct locations: `factory("a")`, `factory("b")`."""
     made: list[ObjectStore] = []
-    bucket = services.unique("t").replace("_", "-")
+    bucket = servers.unique("t").replace("_", "-")
 
     def factory(location: str) -> ObjectStore:
         store: ObjectStore
         if request.param == "local":
             store = LocalObjectStore(tmp_path / location)
+        elif request.param == "fake":
+            store = FakeStore(location)
         else:
             # Same bucket, different prefixes: the tighter isolation to prove.
             store = _s3(request.getfixturevalue("moto_server"), bucket, f"{location}/")
@@ -98,19 +100,26 @@ def store(store_factory: StoreFactory) -> ObjectStore:
     return store_factory("main")
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "fake"])
 def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     store: ObjectStore
-    if request.param == "local":
+    if request.param == "fake":
+        store = FakeStore("broken")
+        store.down = True
+    elif request.param == "local":
         blocker = tmp_path / "a-file"
         blocker.write_bytes(b"")
         store = LocalObjectStore(blocker / "store")  # a folder under a file cannot exist
     else:
         store = S3ObjectStore(
             bucket="nowhere",
-            endpoint_url=f"http://127.0.0.1:{services.free_port()}",
+            prefix="",
+            endpoint_url=f"http://127.0.0.1:{servers.free_port()}",
+            region="us-east-1",
             access_key_id="testing",
             secret_access_key="testing",
+            addressing_style="auto",
+            create_bucket=False,
             timeout_s=1,
             max_attempts=1,
         )
@@ -121,7 +130,7 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
 # --- ImageRepository -----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "fake"])
 def repo_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], ImageRepository]]:
@@ -129,17 +138,20 @@ def repo_factory(
     made: list[ImageRepository] = []
     with_schema = request.param == "postgres"
     schema_cm = (
-        services.postgres_schema(request.getfixturevalue("postgres_dsn")) if (with_schema) else None
+        servers.postgres_schema(request.getfixturevalue("postgres_dsn")) if (with_schema) else None
     )
     schema = schema_cm.__enter__() if schema_cm is not None else ""
+    database = FakeDatabase()
 
     def factory() -> ImageRepository:
         repo: ImageRepository
         if request.param == "sqlite":
             repo = SqliteImageRepository(tmp_path / "meta.sqlite3")
+        elif request.param == "fake":
+            repo = FakeRepository(database)
         else:
             repo = PostgresImageRepository(
-                services.PG_ADMIN_DSN, schema=schema, pool_min=1, pool_max=8, timeout_s=5
+                servers.PG_ADMIN_DSN, schema=schema, pool_min=1, pool_max=8, timeout_s=5
             )
         made.append(repo)
         return repo
@@ -160,18 +172,22 @@ def repo(repo_factory: Callable[[], ImageRepository]) -> ImageRepository:
     return repo
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "fake"])
 def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageRepository]:
     repo: ImageRepository
-    if request.param == "sqlite":
+    if request.param == "fake":
+        repo = FakeRepository()
+        repo.down = True
+    elif request.param == "sqlite":
         blocker = tmp_path / "a-file"
         blocker.write_bytes(b"")
         repo = SqliteImageRepository(blocker / "db" / "meta.sqlite3")
     else:
         repo = PostgresImageRepository(
-            f"postgresql://postgres@127.0.0.1:{services.free_port()}/test",
+            f"postgresql://postgres@127.0.0.1:{servers.free_port()}/test",
             schema="nowhere",
             pool_min=0,
+            pool_max=1,
             timeout_s=1,
         )
     yield repo
@@ -183,7 +199,7 @@ def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Imag
 
 def _queue_factory(request: pytest.FixtureRequest, kind: str) -> Iterator[Callable[[], JobQueue]]:
     made: list[JobQueue] = []
-    name = services.unique("jobs")
+    name = servers.unique("jobs")
     memory = MemoryJobQueue() if kind == "memory" else None
 
     def factory() -> JobQueue:
@@ -241,7 +257,11 @@ def broken_queue(request: pytest.FixtureRequest) -> Iterator[JobQueue]:
         queue.close()  # the in-process queue's only way to be unavailable
     else:
         queue = RabbitMQJobQueue(
-            f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F", timeout_s=1
+            f"amqp://guest:guest@127.0.0.1:{servers.free_port()}/%2F",
+            queue="nowhere",
+            queue_type="quorum",
+            prefetch=1,
+            timeout_s=1,
         )
     yield queue
     queue.close()
@@ -252,12 +272,7 @@ def dead_letters(queue: JobQueue, *, expect: int, timeout_s: float = 10) -> list
     found: list[tuple[Job, str]] = []
     deadline = time.monotonic() + timeout_s
     while True:
-        if isinstance(queue, MemoryJobQueue):
-            found = [(d.job, d.reason) for d in queue.dead_letters]
-        elif isinstance(queue, RabbitMQJobQueue):
-            found += [(d.job, d.reason) for d in queue.take_dead_letters() if d.job]
-        else:  # pragma: no cover
-            raise TypeError(type(queue))
+        found += [(d.job, d.reason) for d in queue.take_dead_letters() if d.job]
         if len(found) >= expect or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

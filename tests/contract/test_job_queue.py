@@ -15,7 +15,7 @@ from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.domain import Delivery, Job, QueueUnavailable
 from imageblur.ports import JobQueue
 
-from .conftest import dead_letters, services
+from .conftest import dead_letters, servers
 
 
 def receive_all(queue: JobQueue, n: int, *, timeout_s: float = 15) -> list[Delivery]:
@@ -224,9 +224,13 @@ def test_cluster_urls_fail_over_to_a_live_node(
     rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
 ) -> None:
     live = request.getfixturevalue("rabbitmq_url")
-    dead = f"amqp://guest:guest@127.0.0.1:{services.free_port()}/%2F"
+    dead = f"amqp://guest:guest@127.0.0.1:{servers.free_port()}/%2F"
     other = RabbitMQJobQueue(
-        f"{dead}, {live}", queue=rabbit.queue, queue_type=rabbit._queue_type, timeout_s=2
+        f"{dead}, {live}",
+        queue=rabbit.queue,
+        queue_type=rabbit._queue_type,
+        prefetch=1,
+        timeout_s=2,
     )
     try:
         other.publish(Job(image_id="via-second-url"))

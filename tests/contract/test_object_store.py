@@ -1,4 +1,5 @@
-"""The ObjectStore contract, on every adapter (local folder, S3 via a moto server)."""
+"""The ObjectStore contract, on every adapter (local folder, S3 via a moto server) and on
+the unit tests' fake."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_url_is_stable_and_names_the_store(store: ObjectStore) -> None:
     store.put("x/y.png", b"p", content_type="image/png")
     url = store.url("x/y.png")
     assert url == store.url("x/y.png")
-    assert url.startswith(("file://", "s3://"))
+    assert url.startswith(("file://", "s3://", "fake://"))
     assert url.endswith("x/y.png")
 
 

@@ -4,46 +4,42 @@ PostgreSQL / RabbitMQ instances for the tests that stop them, and deployments of
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# `services` lives in tests/; make it importable however pytest set up sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Backends, Deployment
+import servers
 
-import services
+from .harness import Backends, Deployment
 
 
 @pytest.fixture
-def moto() -> Iterator[services.MotoServer]:
-    server = services.MotoServer().start()
+def moto() -> Iterator[servers.MotoServer]:
+    server = servers.MotoServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def backends(moto: services.MotoServer) -> Iterator[Backends]:
+def backends(moto: servers.MotoServer) -> Iterator[Backends]:
     """The machine's PostgreSQL and RabbitMQ, in a fresh schema and vhost."""
-    dsn = services.ensure_postgres()
-    services.ensure_rabbitmq()
-    with services.postgres_schema(dsn) as schema, services.rabbitmq_vhost() as url:
+    dsn = servers.ensure_postgres()
+    servers.ensure_rabbitmq()
+    with servers.postgres_schema(dsn) as schema, servers.rabbitmq_vhost() as url:
         yield Backends(postgres_dsn=dsn, schema=schema, rabbitmq_url=url, s3=moto)
 
 
 @pytest.fixture
-def private_postgres() -> Iterator[services.PrivatePostgres]:
-    pg = services.PrivatePostgres().init()
+def private_postgres() -> Iterator[servers.PrivatePostgres]:
+    pg = servers.PrivatePostgres().init()
     yield pg
     pg.destroy()
 
 
 @pytest.fixture
-def private_rabbitmq() -> Iterator[services.PrivateRabbitMQ]:
-    rmq = services.PrivateRabbitMQ(nodes=1).start()
+def private_rabbitmq() -> Iterator[servers.PrivateRabbitMQ]:
+    rmq = servers.PrivateRabbitMQ(nodes=1).start()
     yield rmq
     rmq.destroy()
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
 from PIL import Image
 
-import services
+import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.adapters.s3_store import S3ObjectStore
@@ -51,10 +52,10 @@ class Backends:
     postgres_dsn: str
     schema: str
     rabbitmq_url: str
-    s3: services.MotoServer
-    queue: str = field(default_factory=lambda: services.unique("jobs"))
-    input_bucket: str = field(default_factory=lambda: services.unique("in").replace("_", "-"))
-    output_bucket: str = field(default_factory=lambda: services.unique("out").replace("_", "-"))
+    s3: servers.MotoServer
+    queue: str = field(default_factory=lambda: servers.unique("jobs"))
+    input_bucket: str = field(default_factory=lambda: servers.unique("in").replace("_", "-"))
+    output_bucket: str = field(default_factory=lambda: servers.unique("out").replace("_", "-"))
 
     def env(self) -> dict[str, str]:
         return {
@@ -75,20 +76,38 @@ class Backends:
         }
 
     def repository(self) -> PostgresImageRepository:
-        return PostgresImageRepository(self.postgres_dsn, schema=self.schema, pool_min=0)
+        return PostgresImageRepository(
+            self.postgres_dsn, schema=self.schema, pool_min=0, pool_max=10, timeout_s=5
+        )
 
     def store(self, role: str) -> S3ObjectStore:
         return S3ObjectStore(
             bucket=self.input_bucket if role == "input" else self.output_bucket,
+            prefix="",
             endpoint_url=self.s3.endpoint_url,
+            region="us-east-1",
             access_key_id="testing",
             secret_access_key="testing",
             addressing_style="path",
             create_bucket=True,
+            timeout_s=10,
         )
 
+    def transitions(self, image_id: str) -> list[tuple[str | None, str]]:
+        """The (from, to) status changes of one image, oldest first, from the audit
+        trail the PostgreSQL adapter keeps."""
+        query = (
+            f'SELECT from_status, to_status FROM "{self.schema}".image_transitions '
+            "WHERE image_id = %s ORDER BY seq"
+        )
+        with psycopg.connect(self.postgres_dsn, connect_timeout=5) as conn:
+            rows = conn.execute(query, (image_id,)).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
     def queue_handle(self) -> RabbitMQJobQueue:
-        return RabbitMQJobQueue(self.rabbitmq_url, queue=self.queue)
+        return RabbitMQJobQueue(
+            self.rabbitmq_url, queue=self.queue, queue_type="quorum", prefetch=1, timeout_s=5
+        )
 
 
 # Settings that make recovery happen within a test's patience.
@@ -114,7 +133,7 @@ class Deployment:
     def __init__(self, backends: Backends, workdir: Path, **settings: str) -> None:
         self.backends = backends
         self.workdir = workdir
-        self.port = services.free_port()
+        self.port = servers.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -144,7 +163,7 @@ class Deployment:
 
     def start_api(self) -> None:
         self.api = self._spawn(f"api-{uuid.uuid4().hex[:4]}", "api")
-        services.wait_for(
+        servers.wait_for(
             lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
             timeout_s=60,
             what="the API",
@@ -269,8 +288,9 @@ class Deployment:
                 assert record.status is Status.DONE, (image_id, record.status, record.error)
                 assert record.output_key is not None and record.faces is not None
                 assert record.url == outputs.url(record.output_key)
-                dones = [t for t in repo.transitions(image_id) if t[1] == "done"]
-                assert len(dones) == 1, (image_id, repo.transitions(image_id))
+                changes = self.backends.transitions(image_id)
+                dones = [t for t in changes if t[1] == "done"]
+                assert len(dones) == 1, (image_id, changes)
                 assert outputs.exists(record.output_key)
             result_keys = [o.key for o in outputs.list()]
             assert sorted(result_keys) == sorted(r.output_key for r in map(repo.get, ids) if r)

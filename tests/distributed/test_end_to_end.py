@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from harness import EXAMPLES, Backends, generated_jpeg
 
 from .conftest import DeploymentFactory
+from .harness import EXAMPLES, Backends, generated_jpeg
 
 
 @pytest.mark.slow

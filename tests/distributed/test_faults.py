@@ -16,13 +16,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from harness import Backends, Deployment, generated_jpeg
 
-import services
-from imageblur.domain import ImageRecord, Status, utcnow
-from imageblur.services import new_image_id, object_key
+import servers
+from imageblur.domain import ImageRecord, Status, new_image_id, object_key, utcnow
 
 from .conftest import DeploymentFactory
+from .harness import Backends, Deployment, generated_jpeg
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +105,7 @@ def test_worker_killed_mid_job(backends: Backends, deploy: DeploymentFactory) ->
 
 
 def test_rabbitmq_restart_during_batch(
-    backends: Backends, private_rabbitmq: services.PrivateRabbitMQ, deploy: DeploymentFactory
+    backends: Backends, private_rabbitmq: servers.PrivateRabbitMQ, deploy: DeploymentFactory
 ) -> None:
     backends.rabbitmq_url = private_rabbitmq.urls[0]
     app = deploy(backends, workers=2)
@@ -124,7 +123,7 @@ def test_rabbitmq_restart_during_batch(
     assert during[503] > 0, during  # readiness said "unavailable" while the broker was down
     assert during[500] == 0 and app.statuses[500] == 0, (during, app.statuses)
     # The API recovered without a restart: ready again, and it accepts uploads.
-    services.wait_for(
+    servers.wait_for(
         lambda: httpx.get(app.url + "/readyz", timeout=10).status_code == 200,
         timeout_s=30,
         what="the API to be ready again",
@@ -133,7 +132,7 @@ def test_rabbitmq_restart_during_batch(
 
 
 def test_postgres_restart_during_batch(
-    backends: Backends, private_postgres: services.PrivatePostgres, deploy: DeploymentFactory
+    backends: Backends, private_postgres: servers.PrivatePostgres, deploy: DeploymentFactory
 ) -> None:
     backends.postgres_dsn = private_postgres.dsn
     app = deploy(backends, workers=2)
@@ -187,7 +186,7 @@ def test_an_s3_outage_longer_than_every_retry_loses_no_image(
     backends.s3.pause()
     repo = backends.repository()
     try:
-        services.wait_for(
+        servers.wait_for(
             lambda: (r := repo.get(image_id)) is not None and "object store" in (r.error or ""),
             timeout_s=60,
             what="the outage to be noticed",
@@ -238,7 +237,7 @@ def test_api_crash_between_storing_the_original_and_publishing(
         )
     )
     app.wait_final([unpublished_id], timeout_s=60)
-    services.wait_for(
+    servers.wait_for(
         lambda: not originals.exists(orphan_key), timeout_s=30, what="the orphan to be collected"
     )
     app.assert_done_exactly_once([unpublished_id])
@@ -265,7 +264,7 @@ def test_api_killed_during_uploads(backends: Backends, deploy: DeploymentFactory
     assert set(client_ids) <= set(all_ids)
     app.wait_final(all_ids)
     originals = backends.store("input")
-    services.wait_for(
+    servers.wait_for(
         lambda: not list(originals.list()), timeout_s=30, what="orphaned originals to go"
     )
     originals.close()

@@ -10,24 +10,24 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Backends
 
-import services
+import servers
 
 from .conftest import DeploymentFactory
+from .harness import Backends
 from .test_faults import Uploader, assert_mid_batch, batch
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cluster() -> Iterator[services.PrivateRabbitMQ]:
-    rmq = services.PrivateRabbitMQ(nodes=3).start()
+def cluster() -> Iterator[servers.PrivateRabbitMQ]:
+    rmq = servers.PrivateRabbitMQ(nodes=3).start()
     yield rmq
     rmq.destroy()
 
 
-def queue_leader(rmq: services.PrivateRabbitMQ, queue: str, *, ask: int) -> str | None:
+def queue_leader(rmq: servers.PrivateRabbitMQ, queue: str, *, ask: int) -> str | None:
     out = subprocess.run(
         ["rabbitmqctl", "-n", rmq.node(ask), "-q", "list_queues", "-p", "/",
          "name", "type", "leader", "members", "--formatter", "json"],
@@ -41,7 +41,7 @@ def queue_leader(rmq: services.PrivateRabbitMQ, queue: str, *, ask: int) -> str 
 
 
 def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
-    backends: Backends, cluster: services.PrivateRabbitMQ, deploy: DeploymentFactory
+    backends: Backends, cluster: servers.PrivateRabbitMQ, deploy: DeploymentFactory
 ) -> None:
     # Every process knows all three nodes and fails over to the next one.
     backends.rabbitmq_url = ",".join(cluster.urls)
@@ -56,7 +56,7 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
     victim = next(i for i in range(3) if cluster.node(i) == leader)
     cluster.kill(victim)
     survivor = (victim + 1) % 3
-    services.wait_for(
+    servers.wait_for(
         lambda: queue_leader(cluster, backends.queue, ask=survivor) not in (None, leader),
         timeout_s=60,
         interval_s=1,

@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from harness import generated_jpeg
 
-import services
+import servers
+
+from .harness import generated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    services.ensure_postgres()
-    services.ensure_rabbitmq()
-    port, s3_port = services.free_port(), services.free_port()
-    schema, queue = services.unique("t"), services.unique("jobs")
+    servers.ensure_postgres()
+    servers.ensure_rabbitmq()
+    port, s3_port = servers.free_port(), servers.free_port()
+    schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
         "IMAGEBLUR_PORT": str(port),
@@ -46,7 +47,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        services.wait_for(
+        servers.wait_for(
             lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
             timeout_s=120,
             what="make run-distributed to serve",
@@ -58,7 +59,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         )
         assert response.status_code == 202, response.text
         image = f"{url}/picture/{response.json()['id']}"
-        services.wait_for(
+        servers.wait_for(
             lambda: httpx.get(image, timeout=5).json()["status"] == "done",
             timeout_s=60,
             what="the image to be done",
@@ -69,11 +70,11 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         assert make.wait(timeout=60) is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (
-            services.port_open("127.0.0.1", port) or services.port_open("127.0.0.1", s3_port)
+            servers.port_open("127.0.0.1", port) or servers.port_open("127.0.0.1", s3_port)
         ):
             time.sleep(0.2)
-        assert not services.port_open("127.0.0.1", port), "the API still runs"
-        assert not services.port_open("127.0.0.1", s3_port), "the S3 server still runs"
+        assert not servers.port_open("127.0.0.1", port), "the API still runs"
+        assert not servers.port_open("127.0.0.1", s3_port), "the S3 server still runs"
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)

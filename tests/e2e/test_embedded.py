@@ -215,6 +215,24 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
     assert "multipart/form-data" in body
 
 
+def test_openapi_declares_the_errors_of_each_route(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    expected = {
+        ("/picture", "post"): {"400", "401", "413", "415", "422", "503"},
+        ("/picture/{image_id}", "get"): {"401", "404", "422", "503"},
+        ("/picture/{image_id}", "delete"): {"401", "404", "422", "503"},
+        ("/picture/{image_id}/image", "get"): {"401", "404", "409", "422", "503"},
+        ("/pictures", "get"): {"401", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        errors = {s for s in responses if s[0] in "45"}
+        assert errors == statuses, (path, method, errors)
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+
+
 def test_logs_are_json_lines_with_the_image_id(server: Server, client: httpx.Client) -> None:
     import json
 

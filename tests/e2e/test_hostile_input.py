@@ -184,6 +184,37 @@ def test_unknown_ids_and_bad_queries_are_json_errors(client: httpx.Client) -> No
     assert response.status_code == 422 and response.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/picture", {"POST"}),
+        ("/picture/0123456789abcdef0123456789abcdef", {"GET", "HEAD", "DELETE"}),
+        ("/picture/0123456789abcdef0123456789abcdef/image", {"GET", "HEAD"}),
+        ("/pictures", {"GET", "HEAD"}),
+        ("/healthz", {"GET", "HEAD"}),
+        ("/readyz", {"GET", "HEAD"}),
+        ("/openapi.json", {"GET", "HEAD"}),
+        ("/docs", {"GET", "HEAD"}),
+    ],
+)
+def test_a_wrong_method_is_405_with_every_allowed_method(
+    client: httpx.Client, path: str, allowed: set[str]
+) -> None:
+    for method in ("TRACE", "PUT", "PATCH"):
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.json()["error"] == "method_not_allowed"
+        assert set(response.headers["Allow"].split(", ")) == allowed, (method, path)
+
+
+def test_head_answers_like_get_without_a_body(client: httpx.Client) -> None:
+    for path, status in (("/healthz", 200), ("/pictures", 200), ("/picture/nope", 404)):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == status
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.content == b""
+
+
 def test_client_file_name_never_becomes_a_key(server: Server, client: httpx.Client) -> None:
     evil = "../../etc/passwd\x00.jpg"
     response = client.post("/picture", files={"image": (evil, jpeg_bytes(), "image/jpeg")})
@@ -215,5 +246,8 @@ def test_an_upload_burst_gets_quick_503s_and_reads_stay_served(
         assert set(statuses) <= {202, 503}, statuses
         assert statuses.count(202) >= 1 and statuses.count(503) >= 1, statuses
         refused = next(a for a in answers if a.status_code == 503)
-        assert refused.json()["error"] == "unavailable" and "Retry-After" in refused.headers
+        assert refused.json()["error"] == "overloaded" and "Retry-After" in refused.headers
         assert ready.status_code == 200
+        # Logged as an overload, not as a back end that is down.
+        assert '"event": "api.overloaded"' in srv.logs()
+        assert "backend.unavailable" not in srv.logs()

@@ -1,20 +1,37 @@
-"""In-memory fakes for unit tests of the core (never used against real back ends)."""
+"""In-memory fakes for unit tests of the core. Each passes the contract suite of the
+port it stands for (tests/contract), so a fake that drifts from the real adapters fails
+the same tests they pass. Test hooks: `down` (the back end is unreachable) and, on the
+repository, `before` (called with the operation's name before each one: raise from it
+to fail one operation, block in it to hang one)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from imageblur.domain import Face, ObjectMissing, StoredObject, StoreUnavailable
+from imageblur.domain import (
+    Face,
+    ImageRecord,
+    ObjectMissing,
+    RepositoryUnavailable,
+    Status,
+    StoredObject,
+    StoreUnavailable,
+)
 from imageblur.ports import RGBImage
 
 
 class FakeStore:
+    """`ObjectStore` in a dict: key -> (bytes, modified at)."""
+
     def __init__(self, name: str = "fake") -> None:
         self.name = name
         self.objects: dict[str, tuple[bytes, datetime]] = {}
         self.down = False
         self.puts = 0
+        self._lock = threading.Lock()
 
     def _guard(self) -> None:
         if self.down:
@@ -22,8 +39,9 @@ class FakeStore:
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         self._guard()
-        self.puts += 1
-        self.objects[key] = (data, datetime.now(UTC))
+        with self._lock:
+            self.puts += 1
+            self.objects[key] = (data, datetime.now(UTC))
 
     def get(self, key: str) -> bytes:
         self._guard()
@@ -36,9 +54,11 @@ class FakeStore:
         self.objects.pop(key, None)
 
     def exists(self, key: str) -> bool:
+        self._guard()
         return key in self.objects
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        self._guard()
         for key, (data, at) in list(self.objects.items()):
             if key.startswith(prefix):
                 yield StoredObject(key=key, size=len(data), modified_at=at)
@@ -61,12 +81,18 @@ class FakeStore:
 
 
 class FakeDetector:
+    """Finds `faces` in every image; `during` (if set) runs inside each detection, as
+    the slow or surprising thing that happens while a job is in hand."""
+
     def __init__(self, faces: list[Face] | None = None) -> None:
         self.faces = faces or []
         self.calls = 0
+        self.during: Callable[[], None] | None = None
 
     def detect(self, image: RGBImage) -> list[Face]:
         self.calls += 1
+        if self.during is not None:
+            self.during()
         return list(self.faces)
 
 
@@ -79,3 +105,217 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeDatabase:
+    """What several `FakeRepository` handles share, as processes share one database."""
+
+    records: dict[str, ImageRecord] = field(default_factory=dict)
+    published_at: dict[str, datetime] = field(default_factory=dict)
+    leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    migrated: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class FakeRepository:
+    """`ImageRepository` in dicts, with the same conditional transitions as the SQL
+    adapters (each under one lock, as each is one statement there)."""
+
+    def __init__(self, database: FakeDatabase | None = None) -> None:
+        self.db = database or FakeDatabase()
+        self.down = False
+        self.before: Callable[[str], None] | None = None
+
+    def _guard(self, operation: str) -> None:
+        if self.down:
+            raise RepositoryUnavailable("the fake database is down")
+        if self.before is not None:
+            self.before(operation)
+
+    def migrate(self) -> None:
+        self._guard("migrate")
+        self.db.migrated = True
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        self._guard("add")
+        with self.db.lock:
+            for existing in self.db.records.values():
+                if record.idempotency_key and existing.idempotency_key == record.idempotency_key:
+                    return existing
+            return self.db.records.setdefault(record.id, record)
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        self._guard("get")
+        return self.db.records.get(image_id)
+
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        self._guard("get_many")
+        with self.db.lock:
+            return {i: self.db.records[i] for i in image_ids if i in self.db.records}
+
+    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+        self._guard("list")
+        with self.db.lock:
+            ordered = sorted(
+                self.db.records.values(), key=lambda r: (r.created_at, r.id), reverse=True
+            )
+        return ordered[offset : offset + limit]
+
+    def count(self) -> int:
+        self._guard("count")
+        return len(self.db.records)
+
+    def delete(self, image_id: str) -> ImageRecord | None:
+        self._guard("delete")
+        with self.db.lock:
+            self.db.published_at.pop(image_id, None)
+            return self.db.records.pop(image_id, None)
+
+    def _change(
+        self, image_id: str, allowed: Callable[[ImageRecord], bool], **changes: object
+    ) -> ImageRecord | None:
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            if record is None or not allowed(record):
+                return None
+            if changes.get("status") is Status.PENDING:
+                self.db.published_at.pop(image_id, None)  # unpublished as of now
+            changed = record.with_changes(**changes)
+            self.db.records[image_id] = changed
+            return changed
+
+    def claim(
+        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> ImageRecord | None:
+        self._guard("claim")
+
+        def claimable(r: ImageRecord) -> bool:
+            expired = r.lease_expires_at is not None and r.lease_expires_at <= now
+            return r.status is Status.PENDING or (r.status is Status.PROCESSING and expired)
+
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            attempts = record.attempts + 1 if record else 0
+            return self._change(
+                image_id,
+                claimable,
+                status=Status.PROCESSING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=attempts,
+                updated_at=now,
+            )
+
+    @staticmethod
+    def _held_by(owner: str) -> Callable[[ImageRecord], bool]:
+        return lambda r: r.status is Status.PROCESSING and r.lease_owner == owner
+
+    def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
+        self._guard("extend_lease")
+        expires = now + timedelta(seconds=lease_s)
+        return self._change(image_id, self._held_by(owner), lease_expires_at=expires) is not None
+
+    def complete(
+        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+    ) -> bool:
+        self._guard("complete")
+        done = self._change(
+            image_id,
+            self._held_by(owner),
+            status=Status.DONE,
+            output_key=output_key,
+            url=url,
+            faces=faces,
+            error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        return done is not None
+
+    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+        self._guard("fail")
+        failed = self._change(
+            image_id,
+            self._held_by(owner),
+            status=Status.FAILED,
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        return failed is not None
+
+    def release(
+        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+    ) -> bool:
+        self._guard("release")
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            refund = 0 if count_attempt else 1
+            attempts = max(record.attempts - refund, 0) if record else 0
+            released = self._change(
+                image_id,
+                self._held_by(owner),
+                status=Status.PENDING,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=attempts,
+                updated_at=now,
+            )
+        return released is not None
+
+    def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
+        self._guard("mark_published")
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            if record and record.status is Status.PENDING and record.updated_at == if_updated_at:
+                self.db.published_at[image_id] = now
+
+    def requeue_stale(
+        self, *, pending_before: datetime, published_before: datetime, now: datetime, limit: int
+    ) -> Sequence[str]:
+        self._guard("requeue_stale")
+
+        def stale(r: ImageRecord) -> bool:
+            published = self.db.published_at.get(r.id)
+            if r.status is Status.PENDING:
+                if published is None:
+                    return r.updated_at <= pending_before
+                return published <= published_before
+            expires = r.lease_expires_at
+            return r.status is Status.PROCESSING and expires is not None and expires <= now
+
+        with self.db.lock:
+            picked = sorted(
+                (r for r in self.db.records.values() if stale(r)), key=lambda r: r.updated_at
+            )[:limit]
+            for r in picked:
+                self._change(
+                    r.id,
+                    lambda _: True,
+                    status=Status.PENDING,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+        return [r.id for r in picked]
+
+    def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
+        self._guard("take_lease")
+        with self.db.lock:
+            holder = self.db.leases.get(name)
+            if holder is not None and holder[0] != owner and holder[1] > now:
+                return False
+            self.db.leases[name] = (owner, now + timedelta(seconds=ttl_s))
+            return True
+
+    def check(self) -> None:
+        self._guard("check")
+        if not self.db.migrated:
+            raise RepositoryUnavailable("the fake schema is not there: run `imageblur migrate`")
+
+    def close(self) -> None:
+        pass

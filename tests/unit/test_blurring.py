@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from imageblur.blurring import PIXELATE_CELLS, anonymize, full_mask, mask_boxes, region_mask
+from imageblur.config import Settings
 from imageblur.domain import Face
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
 MODES = ("blur", "pixelate", "solid")
+MASK_SCALE: float = Settings.model_fields["mask_scale"].default  # the shipped default
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -53,7 +55,7 @@ def test_outside_the_mask_is_pixel_identical(mode: str, shape: str) -> None:
 def test_input_is_not_modified() -> None:
     image = noise(100, 100)
     before = image.copy()
-    anonymize(image, [Face(10, 10, 60, 60, 0.9)])
+    anonymize(image, [Face(10, 10, 60, 60, 0.9)], mask_scale=MASK_SCALE)
     assert np.array_equal(image, before)
 
 
@@ -61,8 +63,8 @@ def test_input_is_not_modified() -> None:
 def test_in_place_gives_the_same_pixels_without_a_copy(mode: str) -> None:
     image = noise(200, 300)
     faces = [Face(20, 20, 120, 140, 0.9), Face(90, 100, 200, 190, 0.8)]  # overlapping
-    expected = anonymize(image, faces, mode=mode)  # type: ignore[arg-type]
-    out = anonymize(image, faces, mode=mode, in_place=True)  # type: ignore[arg-type]
+    expected = anonymize(image, faces, mode=mode, mask_scale=MASK_SCALE)  # type: ignore[arg-type]
+    out = anonymize(image, faces, mode=mode, mask_scale=MASK_SCALE, in_place=True)  # type: ignore[arg-type]
     assert out is image
     assert np.array_equal(out, expected)
 
@@ -73,7 +75,7 @@ def test_in_place_gives_the_same_pixels_without_a_copy(mode: str) -> None:
 )
 def test_example_faces_lose_their_detail(name: str, face: Face, mode: str) -> None:
     image = load_rgb(name)
-    out = anonymize(image, [face], mode=mode)  # type: ignore[arg-type]
+    out = anonymize(image, [face], mode=mode, mask_scale=MASK_SCALE)  # type: ignore[arg-type]
     x0, y0, x1, y1 = (int(v) for v in (face.x0, face.y0, face.x1, face.y1))
     # The inner part of the face box is inside the ellipse whatever the mode.
     inner = (
@@ -88,7 +90,7 @@ def test_example_faces_lose_their_detail(name: str, face: Face, mode: str) -> No
         assert len(colours) < 0.1 * len(np.unique(image[inner].reshape(-1, 3), axis=0))
     else:
         assert detail(out[inner]) < 0.25 * detail(image[inner])
-    mask = full_mask([face], image.shape[1], image.shape[0])
+    mask = full_mask([face], image.shape[1], image.shape[0], mask_scale=MASK_SCALE)
     assert np.array_equal(out[~mask], image[~mask])
 
 
@@ -146,12 +148,12 @@ def test_ellipse_covers_the_box_centre_not_its_corners() -> None:
 
 def test_no_faces_returns_an_equal_copy() -> None:
     image = noise(50, 50)
-    out = anonymize(image, [])
+    out = anonymize(image, [], mask_scale=MASK_SCALE)
     assert np.array_equal(out, image) and out is not image
 
 
 def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        anonymize(np.zeros((5, 5), np.uint8), [])
+        anonymize(np.zeros((5, 5), np.uint8), [], mask_scale=MASK_SCALE)
     with pytest.raises(ValueError):
-        anonymize(noise(5, 5), [], mode="smudge")  # type: ignore[arg-type]
+        anonymize(noise(5, 5), [], mode="smudge", mask_scale=MASK_SCALE)  # type: ignore[arg-type]

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
-from imageblur.adapters.sqlite_repo import SqliteImageRepository
+from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.backends import Backends
 from imageblur.domain import (
     Face,
     ImageRecord,
@@ -21,18 +21,20 @@ from imageblur.domain import (
     NotFound,
     NotReady,
     QueueUnavailable,
+    RepositoryUnavailable,
     Status,
     StoreUnavailable,
 )
-from imageblur.processing import JobProcessor, Outcome, Reconciler, RetryPolicy
+from imageblur.jobs import JobProcessor, Outcome, RetryPolicy
+from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
 from support import jpeg_bytes
-from unit.fakes import Clock, FakeDetector, FakeStore
+from unit.fakes import Clock, FakeDetector, FakeRepository, FakeStore
 
 
 @dataclass
 class World:
-    repo: SqliteImageRepository
+    repo: FakeRepository
     originals: FakeStore
     results: FakeStore
     queue: MemoryJobQueue
@@ -40,31 +42,42 @@ class World:
     clock: Clock
     images: ImageService
 
+    @property
+    def backends(self) -> Backends:
+        return Backends(self.repo, self.originals, self.results, self.queue)
+
     def processor(self, owner: str = "w1", **kw: object) -> JobProcessor:
         options = {
             "retry": RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0),
             "lease_s": 60.0,
+            "lease_renew_interval_s": 20.0,
+            "max_lease_renewals": 4,
+            # With no back-off delay, one retry per second of patience.
+            "outage_patience_s": 360.0,
+            "keep_originals": False,
             **kw,
         }
         return JobProcessor(
-            repository=self.repo,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
-            anonymizer=Anonymizer(self.detector, AnonymizeOptions()),
+            backends=self.backends,
+            anonymizer=Anonymizer(self.detector, OPTIONS),
             owner=owner,
             clock=self.clock,
             **options,  # type: ignore[arg-type]
         )
 
     def reconciler(self, **options: object) -> Reconciler:
+        defaults = {
+            "pending_grace_s": 30,
+            "queued_grace_s": 6 * 3600.0,
+            "orphan_grace_s": 600,
+            "keep_originals": False,
+            "gc_lease_s": 900.0,
+            "owner": "this-worker",
+        }
         return Reconciler(
-            repository=self.repo,
-            originals=self.originals,
-            results=self.results,
-            queue=self.queue,
+            backends=self.backends,
             clock=self.clock,
-            **{"pending_grace_s": 30, "orphan_grace_s": 600, "owner": "this-worker", **options},  # type: ignore[arg-type]
+            **{**defaults, **options},  # type: ignore[arg-type]
         )
 
     def next_delivery(self):  # type: ignore[no-untyped-def]
@@ -73,17 +86,21 @@ class World:
         return delivery
 
 
+OPTIONS = AnonymizeOptions(
+    mode="blur", shape="ellipse", mask_scale=1.25, jpeg_quality=95, max_pixels=10_000_000
+)
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    repo = SqliteImageRepository(tmp_path / "db.sqlite3")
+def world() -> World:
+    repo = FakeRepository()
     repo.migrate()
     originals, results, queue, clock = FakeStore("in"), FakeStore("out"), MemoryJobQueue(), Clock()
     images = ImageService(
-        repository=repo,
-        originals=originals,
-        results=results,
-        queue=queue,
+        backends=Backends(repo, originals, results, queue),
+        gate=UploadGate(max_checking=4, max_in_hand=16),
         max_pixels=10_000_000,
+        presigned_ttl_s=None,
         clock=clock,
     )
     detector = FakeDetector([Face(5, 5, 30, 30, 0.9)])
@@ -163,7 +180,7 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     waiting = world.repo.get(record.id)
     assert waiting is not None and waiting.status is Status.PENDING and waiting.attempts == 0
     assert "out is down" in (waiting.error or "")
-    assert world.queue.dead_letters == []
+    assert world.queue.take_dead_letters() == []
     assert record.input_key in world.originals.objects  # nothing to collect
     world.results.down = False
     assert processor.handle(world.next_delivery()) is Outcome.DONE
@@ -177,29 +194,23 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     ],
 )
 def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
-    world: World,
-    monkeypatch: pytest.MonkeyPatch,
-    renewed_leases: int,
-    outcome: Outcome,
-    taken_over: bool,
+    world: World, renewed_leases: int, outcome: Outcome, taken_over: bool
 ) -> None:
-    import imageblur.processing
-
-    monkeypatch.setattr(imageblur.processing, "MAX_RENEWED_LEASES", renewed_leases)
     record = world.images.submit(jpeg_bytes())
     claims: list[bool] = []
 
-    class SlowDetector(FakeDetector):
-        def detect(self, image):  # type: ignore[no-untyped-def]
-            for _ in range(6):  # renewals come every 1/3 s of real time
-                world.clock.advance(0.5)
-                time.sleep(0.4)
-            claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
-            claims.append(claim is not None)
-            return super().detect(image)
+    def slowly() -> None:
+        for _ in range(6):  # renewals come every 1/3 s of real time
+            world.clock.advance(0.5)
+            time.sleep(0.4)
+        claim = world.repo.claim(record.id, owner="w2", lease_s=1, now=world.clock())
+        claims.append(claim is not None)
 
-    world.detector.__class__ = SlowDetector
-    assert world.processor(lease_s=1.0).handle(world.next_delivery()) is outcome
+    world.detector.during = slowly
+    processor = world.processor(
+        lease_s=1.0, lease_renew_interval_s=1 / 3, max_lease_renewals=renewed_leases
+    )
+    assert processor.handle(world.next_delivery()) is outcome
     assert claims == [taken_over]
     if not taken_over:
         done = world.repo.get(record.id)
@@ -223,7 +234,7 @@ def test_undecodable_original_fails_for_good(world: World) -> None:
     assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED and failed.error
-    assert world.queue.dead_letters == [] and world.queue.depth() == 0
+    assert world.queue.take_dead_letters() == [] and world.queue.depth() == 0
 
 
 def test_expired_lease_is_taken_over_without_a_second_result(world: World) -> None:
@@ -343,13 +354,7 @@ def test_delete_removes_record_and_objects(world: World) -> None:
 def test_delete_during_processing_leaves_no_result(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     delivery = world.next_delivery()
-
-    class DeletingDetector(FakeDetector):
-        def detect(self, image):  # type: ignore[no-untyped-def]
-            world.images.delete(record.id)
-            return []
-
-    world.detector.__class__ = DeletingDetector
+    world.detector.during = lambda: world.images.delete(record.id)
     assert world.processor().handle(delivery) is Outcome.SKIPPED
     assert world.results.objects == {} and world.repo.get(record.id) is None
 
@@ -363,7 +368,7 @@ def test_retry_policy_grows_and_caps() -> None:
 def test_an_outage_that_never_ends_counts_in_the_end(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     world.results.down = True  # a store that refuses this image for good
-    processor = world.processor(outage_retries=4)  # max_attempts 3
+    processor = world.processor(outage_patience_s=4.0)  # max_attempts 3
     outcomes = [processor.handle(world.next_delivery()) for _ in range(7)]
     assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
     failed = world.repo.get(record.id)
@@ -392,25 +397,17 @@ def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: Worl
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED
     assert world.detector.calls == 0
-    assert [d.job.image_id for d in world.queue.dead_letters] == [record.id]
+    assert [d.job.image_id for d in world.queue.take_dead_letters()] == [record.id]
 
 
-def test_database_down_at_claim_retries_without_parking(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from imageblur.domain import RepositoryUnavailable
-
+def test_database_down_at_claim_retries_without_parking(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
-
-    def down(*_: object, **__: object) -> None:
-        raise RepositoryUnavailable("db is down")
-
-    monkeypatch.setattr(world.repo, "claim", down)
+    world.repo.down = True
     processor = world.processor()
     for _ in range(5):  # more than max_attempts
         assert processor.handle(world.next_delivery()) is Outcome.RETRY
-    assert world.queue.dead_letters == []
-    monkeypatch.undo()
+    assert world.queue.take_dead_letters() == []
+    world.repo.down = False
     assert processor.handle(world.next_delivery()) is Outcome.DONE
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE
@@ -425,18 +422,15 @@ def test_a_result_is_never_collected_while_its_record_lives(world: World) -> Non
     assert world.reconciler().collect_garbage() == (0, 0)
 
 
-def test_failure_to_record_a_failure_leaves_the_job_for_later(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from imageblur.domain import RepositoryUnavailable
-
+def test_failure_to_record_a_failure_leaves_the_job_for_later(world: World) -> None:
     record = world.images.submit(jpeg_bytes())
     world.originals.objects[record.input_key] = (b"\xff\xd8\xff garbage", world.clock())
 
-    def down(*_: object, **__: object) -> None:
-        raise RepositoryUnavailable("db is down")
+    def down_when_failing(operation: str) -> None:
+        if operation == "fail":
+            raise RepositoryUnavailable("db is down")
 
-    monkeypatch.setattr(world.repo, "fail", down)
+    world.repo.before = down_when_failing
     assert world.processor().handle(world.next_delivery()) is Outcome.RETRY
     assert world.originals.objects  # nothing decided, nothing deleted
     # Settled with a retry, not left unacked (that would hold the worker's prefetch).

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from imageblur.config import Settings
 from imageblur.detection import (
     CenterFaceDetector,
     ModelError,
@@ -23,6 +24,7 @@ from imageblur.detection import (
 from imageblur.domain import Face
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
+THRESHOLD: float = Settings.model_fields["detection_threshold"].default  # the shipped one
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -35,7 +37,7 @@ def load_rgb(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> CenterFaceDetector:
-    return CenterFaceDetector()
+    return CenterFaceDetector(threshold=THRESHOLD)
 
 
 def covered(face: Face, x0: float, y0: float, x1: float, y1: float) -> float:
@@ -121,7 +123,7 @@ def test_rejects_wrong_input(detector: CenterFaceDetector) -> None:
 def test_missing_model_names_the_file_and_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "none.onnx"
     with pytest.raises(ModelError, match=r"none\.onnx.*make model"):
-        CenterFaceDetector(model_path=missing)
+        CenterFaceDetector(model_path=missing, threshold=THRESHOLD)
 
 
 def test_wrong_model_hash_is_refused(tmp_path: Path) -> None:
@@ -129,14 +131,14 @@ def test_wrong_model_hash_is_refused(tmp_path: Path) -> None:
     fake.write_bytes(b"not a model")
     digest = hashlib.sha256(b"not a model").hexdigest()
     with pytest.raises(ModelError, match=f"{digest}.*make model"):
-        CenterFaceDetector(model_path=fake)
+        CenterFaceDetector(model_path=fake, threshold=THRESHOLD)
 
 
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
         CenterFaceDetector(threshold=0.0)
     with pytest.raises(ValueError):
-        CenterFaceDetector(threads=-1)
+        CenterFaceDetector(threshold=THRESHOLD, threads=-1)
 
 
 def test_pyramid_goes_down_to_a_thumbnail() -> None:
@@ -174,7 +176,7 @@ def test_group_merges_passes_with_noisy_or() -> None:
 
 
 def test_optional_upscaled_pass_still_finds_the_face() -> None:
-    detector = CenterFaceDetector(pyramid=PyramidConfig(upscale=1.41))
+    detector = CenterFaceDetector(threshold=THRESHOLD, pyramid=PyramidConfig(upscale=1.41))
     assert pyramid_scales(300, 168, detector.pyramid) == [1.41, 1.0]
     faces = detector.detect(load_rgb("linus-trovalds.jpg"))
     assert len(faces) == 1

@@ -12,12 +12,16 @@ from PIL import Image, ImageFilter
 from imageblur import imaging, jpeg_patch
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.blurring import region_mask
-from imageblur.detection import CenterFaceDetector
+from imageblur.bootstrap import anonymize_options, build_detector
+from imageblur.config import Settings
 from imageblur.domain import Face
 from imageblur.jpeg_coefficients import Transform, read_coefficients, transform
 from support import BILL, BILL_FACE, LINUS, detail
 
 GREY = 128
+OPTIONS = AnonymizeOptions(
+    mode="blur", shape="ellipse", mask_scale=1.25, jpeg_quality=95, max_pixels=10**8
+)
 
 
 def photo(width: int, height: int) -> np.ndarray:
@@ -206,7 +210,7 @@ class _FixedFaces:
 def test_anonymizer_falls_back_to_a_full_reencode_and_says_why() -> None:
     cmyk = io.BytesIO()
     Image.new("CMYK", (64, 48), (0, 50, 100, 0)).save(cmyk, "JPEG")
-    anonymizer = Anonymizer(_FixedFaces(Face(10, 10, 30, 30, 0.9)), AnonymizeOptions())
+    anonymizer = Anonymizer(_FixedFaces(Face(10, 10, 30, 30, 0.9)), OPTIONS)
     result = anonymizer(cmyk.getvalue())
     assert result.jpeg_fallback is not None and "4 colour components" in result.jpeg_fallback
     assert Image.open(io.BytesIO(result.data)).mode == "RGB"
@@ -215,7 +219,8 @@ def test_anonymizer_falls_back_to_a_full_reencode_and_says_why() -> None:
 
 @pytest.fixture(scope="module")
 def anonymizer() -> Anonymizer:
-    return Anonymizer(CenterFaceDetector(), AnonymizeOptions())
+    settings = Settings()  # the defaults, as `make run` serves them
+    return Anonymizer(build_detector(settings), anonymize_options(settings))
 
 
 def changed_16px_blocks(before: bytes, after: bytes) -> float:
@@ -252,7 +257,7 @@ def test_phone_jpeg_with_appended_images_is_accepted_and_only_the_main_one_kept(
     mpo = io.BytesIO()
     main.save(mpo, "MPO", save_all=True, append_images=[preview])
     assert imaging.check(mpo.getvalue(), max_pixels=10**6).width == 128
-    anonymizer = Anonymizer(_FixedFaces(Face(10, 10, 60, 60, 0.9)), AnonymizeOptions())
+    anonymizer = Anonymizer(_FixedFaces(Face(10, 10, 60, 60, 0.9)), OPTIONS)
     result = anonymizer(mpo.getvalue())
     assert result.jpeg_fallback is None
     assert result.data.count(b"\xff\xd8") == 1 and b"MPF" not in result.data

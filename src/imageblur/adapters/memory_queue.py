@@ -2,7 +2,7 @@
 
 Jobs live only in memory; that is acceptable because the database is the source of
 truth and the reconciler re-publishes whatever a restart dropped. Test hooks:
-`wait_idle()` and `dead_letters`.
+`wait_idle()` and `depth()`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,8 @@ import heapq
 import itertools
 import threading
 import time
-from dataclasses import dataclass
 
-from imageblur.domain import Delivery, Job, QueueUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    job: Job
-    reason: str
+from imageblur.domain import DeadLetter, Delivery, Job, QueueUnavailable
 
 
 class MemoryJobQueue:
@@ -77,7 +70,12 @@ class MemoryJobQueue:
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._cond:
             job = self._settle(delivery)
-            self._dead.append(DeadLetter(job=job, reason=reason))
+            self._dead.append(DeadLetter(job=job, body=job.to_json(), reason=reason))
+
+    def take_dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
+        with self._cond:
+            taken, self._dead = self._dead[:limit], self._dead[limit:]
+            return taken
 
     def check(self) -> None:
         if self._closed:
@@ -89,11 +87,6 @@ class MemoryJobQueue:
             self._cond.notify_all()
 
     # --- test hooks ------------------------------------------------------------
-
-    @property
-    def dead_letters(self) -> list[DeadLetter]:
-        with self._cond:
-            return list(self._dead)
 
     def depth(self) -> int:
         """Jobs waiting or in flight."""

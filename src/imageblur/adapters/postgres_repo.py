@@ -8,7 +8,8 @@ comes from the queue message), so the row lock of the UPDATE is all we need; a
 at once and must not block one another.
 
 Each transition is also appended to `image_transitions` in the same statement, an
-audit trail that lets an operator (and the fault tests) prove a job went `done` once.
+audit trail that lets an operator (and the fault tests, `tests/distributed/harness.py`)
+prove a job went `done` once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.config import Settings
+from imageblur.adapters import sql_rows
 from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
 
 # Versioned migrations: append, never edit. `{s}` is the schema identifier.
@@ -83,11 +84,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_COLUMNS = (
-    "id, name, status, content_type, bytes, width, height, input_key, output_key, url, "
-    "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
-)
+_COLUMNS = sql_rows.COLUMN_LIST
+_VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
 
 
 class PostgresImageRepository:
@@ -97,10 +95,10 @@ class PostgresImageRepository:
         self,
         dsn: str,
         *,
-        schema: str = "public",
-        pool_min: int = 1,
-        pool_max: int = 10,
-        timeout_s: float = 5.0,
+        schema: str,
+        pool_min: int,
+        pool_max: int,
+        timeout_s: float,
         statement_timeout_s: float = 30.0,
     ) -> None:
         self._schema = schema
@@ -128,16 +126,6 @@ class PostgresImageRepository:
         )
         self._opened = False
         self._open_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PostgresImageRepository:
-        return cls(
-            settings.postgres_dsn.get_secret_value(),
-            schema=settings.postgres_schema,
-            pool_min=settings.postgres_pool_min,
-            pool_max=settings.postgres_pool_max,
-            timeout_s=settings.postgres_timeout_s,
-        )
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -216,12 +204,8 @@ class PostgresImageRepository:
     def add(self, record: ImageRecord) -> ImageRecord:
         params = _params(record)
         insert = sql.SQL(
-            "INSERT INTO {s}.images ("
-            + _COLUMNS
-            + ") VALUES ("
-            + ", ".join(f"%({c.strip()})s" for c in _COLUMNS.split(","))
-            + ") ON CONFLICT DO NOTHING RETURNING "
-            + _COLUMNS
+            "INSERT INTO {s}.images (" + _COLUMNS + ") VALUES (" + _VALUES + ") "
+            "ON CONFLICT DO NOTHING RETURNING " + _COLUMNS
         ).format(s=self._s)
         log = sql.SQL(
             "INSERT INTO {s}.image_transitions (image_id, from_status, to_status, at) "
@@ -340,16 +324,11 @@ class PostgresImageRepository:
             is not None
         )
 
-    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
-        where = (
-            "i.status = 'pending'"
-            if owner is None
-            else "i.status = 'processing' AND i.lease_owner = %(owner)s"
-        )
+    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         return (
             self._transition(
                 "status = 'failed', error = %(error)s, lease_owner = NULL, lease_expires_at = NULL",
-                where,
+                "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.FAILED,
                 {"id": image_id, "owner": owner, "now": now, "error": error},
             )
@@ -442,16 +421,6 @@ class PostgresImageRepository:
         with self._conn() as conn:
             return conn.execute(query, params).fetchone() is not None
 
-    def transitions(self, image_id: str) -> builtins.list[tuple[str | None, str]]:
-        """The (from, to) status changes of one image, oldest first (audit and tests)."""
-        query = sql.SQL(
-            "SELECT from_status, to_status FROM {s}.image_transitions "
-            "WHERE image_id = %s ORDER BY seq"
-        ).format(s=self._s)
-        with self._conn() as conn:
-            rows = conn.execute(query, (image_id,)).fetchall()
-        return [(row[0], row[1]) for row in rows]
-
     def check(self) -> None:
         # Reachable, and migrated at least as far as this release needs (a newer schema
         # is fine: migrations only add). Behind, its statements would fail on missing
@@ -478,57 +447,16 @@ class PostgresImageRepository:
                 self._opened = False
 
 
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
 def _params(record: ImageRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "status": str(record.status),
-        "content_type": record.content_type,
-        "bytes": record.bytes,
-        "width": record.width,
-        "height": record.height,
-        "input_key": record.input_key,
-        "output_key": record.output_key,
-        "url": record.url,
-        "faces": record.faces,
-        "error": record.error,
-        "attempts": record.attempts,
-        "lease_owner": record.lease_owner,
-        "lease_expires_at": record.lease_expires_at,
-        "idempotency_key": record.idempotency_key,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
+    return sql_rows.to_row(record, timestamp=_utc)
 
 
 def _record(row: dict[str, Any]) -> ImageRecord:
-    created = _utc(row["created_at"])
-    updated = _utc(row["updated_at"])
-    assert created is not None and updated is not None  # NOT NULL columns
-    return ImageRecord(
-        id=row["id"],
-        name=row["name"],
-        status=Status(row["status"]),
-        content_type=row["content_type"],
-        bytes=int(row["bytes"]),
-        width=int(row["width"]),
-        height=int(row["height"]),
-        input_key=row["input_key"],
-        output_key=row["output_key"],
-        url=row["url"],
-        faces=row["faces"],
-        error=row["error"],
-        attempts=int(row["attempts"]),
-        lease_owner=row["lease_owner"],
-        lease_expires_at=_utc(row["lease_expires_at"]),
-        idempotency_key=row["idempotency_key"],
-        created_at=created,
-        updated_at=updated,
-    )
+    return sql_rows.to_record(row, timestamp=_utc)
 
 
 def _describe(exc: BaseException) -> str:

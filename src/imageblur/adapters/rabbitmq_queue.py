@@ -39,8 +39,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from imageblur.config import Settings
-from imageblur.domain import Delivery, InvalidJob, Job, QueueUnavailable
+from imageblur.domain import DeadLetter, Delivery, InvalidJob, Job, QueueUnavailable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -57,15 +56,6 @@ _PIKA_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSEr
 class _Tag:
     generation: int
     delivery_tag: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A parked job as read back from the dead-letter queue (for operators and tests)."""
-
-    job: Job | None
-    body: bytes
-    reason: str
 
 
 class _Link:
@@ -125,10 +115,10 @@ class RabbitMQJobQueue:
         self,
         url: str,
         *,
-        queue: str = "imageblur.jobs",
-        queue_type: Literal["quorum", "classic"] = "quorum",
-        prefetch: int = 1,
-        timeout_s: float = 5.0,
+        queue: str,
+        queue_type: Literal["quorum", "classic"],
+        prefetch: int,
+        timeout_s: float,
         delivery_limit: int | None = 20,
     ) -> None:
         self.queue = queue
@@ -143,18 +133,6 @@ class RabbitMQJobQueue:
         self._consumer = _Link(parameters, self._declare_consumer, "consumer")
         self._buffer: collections.deque[tuple[Basic.Deliver, BasicProperties, bytes]] = (
             collections.deque()
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RabbitMQJobQueue:
-        return cls(
-            settings.rabbitmq_url.get_secret_value(),
-            queue=settings.rabbitmq_queue,
-            queue_type=settings.rabbitmq_queue_type,
-            # All worker threads of a process share one consumer channel: with fewer
-            # unacked deliveries allowed than threads, some threads would sit idle.
-            prefetch=max(settings.rabbitmq_prefetch, settings.worker_threads),
-            timeout_s=settings.rabbitmq_timeout_s,
         )
 
     # --- JobQueue ------------------------------------------------------------------------
@@ -243,8 +221,6 @@ class RabbitMQJobQueue:
                 link.reset()
         self._buffer.clear()
 
-    # --- operator helpers (not part of the port) --------------------------------------
-
     def take_dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
         """Take up to `limit` parked jobs off the dead-letter queue, with their reasons."""
 
@@ -259,6 +235,8 @@ class RabbitMQJobQueue:
             return out
 
         return self._on_publisher("read dead letters", take)
+
+    # --- operator helpers (not part of the port) --------------------------------------
 
     def depth(self) -> tuple[int, int]:
         """(ready messages in the job queue, in the dead-letter queue)."""

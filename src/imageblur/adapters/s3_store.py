@@ -17,7 +17,6 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from imageblur.config import Settings
 from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -35,14 +34,14 @@ class S3ObjectStore:
         self,
         *,
         bucket: str,
-        prefix: str = "",
-        endpoint_url: str | None = None,
-        region: str = "us-east-1",
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-        addressing_style: Literal["auto", "path", "virtual"] = "auto",
-        create_bucket: bool = False,
-        timeout_s: float = 10.0,
+        prefix: str,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        addressing_style: Literal["auto", "path", "virtual"],
+        create_bucket: bool,
+        timeout_s: float,
         max_attempts: int = 3,
     ) -> None:
         self._bucket = bucket
@@ -70,24 +69,6 @@ class S3ObjectStore:
         )
         # Making a client reads configuration but opens no connection.
         self._client: S3Client = session.client("s3", endpoint_url=endpoint_url, config=config)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, role: Literal["input", "output"]
-    ) -> S3ObjectStore:
-        key_id = settings.s3_access_key_id
-        secret = settings.s3_secret_access_key
-        return cls(
-            bucket=settings.s3_input_bucket if role == "input" else settings.s3_output_bucket,
-            prefix=settings.s3_input_prefix if role == "input" else settings.s3_output_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=key_id.get_secret_value() if key_id else None,
-            secret_access_key=secret.get_secret_value() if secret else None,
-            addressing_style=settings.s3_addressing_style,
-            create_bucket=settings.s3_create_buckets,
-            timeout_s=settings.s3_timeout_s,
-        )
 
     @property
     def bucket(self) -> str:

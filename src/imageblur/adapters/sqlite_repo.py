@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.adapters import sql_rows
+from imageblur.domain import ImageRecord, RepositoryUnavailable
 
 # Versioned migrations: append only, never edit a released one.
 _MIGRATIONS: list[str] = [
@@ -55,14 +56,10 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
+_COLUMNS = sql_rows.COLUMN_LIST
+_VALUES = sql_rows.placeholders(lambda name: f":{name}")
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _IDS_PER_QUERY = 500
-
-_COLUMNS = (
-    "id, name, url, status, content_type, bytes, width, height, input_key, output_key, "
-    "faces, error, attempts, lease_owner, lease_expires_at, idempotency_key, "
-    "created_at, updated_at"
-)
 
 
 def _ts(value: datetime) -> str:
@@ -70,36 +67,12 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse_ts(text: str | None) -> datetime | None:
-    if text is None:
-        return None
+def _parse_ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def _row_to_record(row: sqlite3.Row) -> ImageRecord:
-    created = _parse_ts(row["created_at"])
-    updated = _parse_ts(row["updated_at"])
-    assert created is not None and updated is not None
-    return ImageRecord(
-        id=row["id"],
-        name=row["name"],
-        url=row["url"],
-        status=Status(row["status"]),
-        content_type=row["content_type"],
-        bytes=row["bytes"],
-        width=row["width"],
-        height=row["height"],
-        input_key=row["input_key"],
-        output_key=row["output_key"],
-        faces=row["faces"],
-        error=row["error"],
-        attempts=row["attempts"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=_parse_ts(row["lease_expires_at"]),
-        idempotency_key=row["idempotency_key"],
-        created_at=created,
-        updated_at=updated,
-    )
+    return sql_rows.to_record(row, timestamp=_parse_ts)
 
 
 class SqliteImageRepository:
@@ -177,28 +150,8 @@ class SqliteImageRepository:
                     if row is not None:
                         return _row_to_record(row)
                 conn.execute(
-                    f"INSERT INTO images ({_COLUMNS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.name,
-                        record.url,
-                        record.status.value,
-                        record.content_type,
-                        record.bytes,
-                        record.width,
-                        record.height,
-                        record.input_key,
-                        record.output_key,
-                        record.faces,
-                        record.error,
-                        record.attempts,
-                        record.lease_owner,
-                        _ts(record.lease_expires_at) if record.lease_expires_at else None,
-                        record.idempotency_key,
-                        _ts(record.created_at),
-                        _ts(record.updated_at),
-                    ),
+                    f"INSERT INTO images ({_COLUMNS}) VALUES ({_VALUES})",
+                    sql_rows.to_row(record, timestamp=_ts),
                 )
         except sqlite3.IntegrityError as exc:
             raise RepositoryUnavailable(f"cannot insert image {record.id}: {exc}") from exc
@@ -277,13 +230,7 @@ class SqliteImageRepository:
             (output_key, url, faces, _ts(now), image_id, owner),
         )
 
-    def fail(self, image_id: str, *, owner: str | None, error: str, now: datetime) -> bool:
-        if owner is None:
-            return self._transition(
-                "UPDATE images SET status = 'failed', error = ?, updated_at = ? "
-                "WHERE id = ? AND status = 'pending'",
-                (error, _ts(now), image_id),
-            )
+    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         return self._transition(
             "UPDATE images SET status = 'failed', error = ?, lease_owner = NULL, "
             "lease_expires_at = NULL, updated_at = ? "

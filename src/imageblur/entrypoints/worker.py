@@ -13,8 +13,9 @@ from types import FrameType
 
 from imageblur.bootstrap import Container
 from imageblur.domain import BackendUnavailable, QueueUnavailable
+from imageblur.jobs import JobProcessor
 from imageblur.logs import get_logger
-from imageblur.processing import JobProcessor, Reconciler
+from imageblur.reconciler import Reconciler
 
 log = get_logger(__name__)
 
@@ -47,7 +48,7 @@ class WorkerRuntime:
         return thread
 
     def _work(self, processor: JobProcessor) -> None:
-        queue, timeout_s = self._c.queue, self._c.settings.receive_timeout_s
+        queue, timeout_s = self._c.backends.queue, self._c.settings.receive_timeout_s
         backoff_s = 0.5
         while not self._stop.is_set():
             try:

@@ -1,0 +1,49 @@
+"""The one admission gate of uploads: how many this process holds, and decodes, at once.
+
+An upload holds its body in memory (up to IMAGEBLUR_MAX_UPLOAD_BYTES) from before it is
+read, and a full decode of a large image takes hundreds of MB. Each check also runs in a
+thread of the API's shared pool (40 threads): a burst of uploads waiting for a decode
+would otherwise hold every thread, starving reads, deletes and /readyz (every pod unready
+at once), and memory without bound. So uploads are admitted up to a bound and refused at
+once past it (`Overloaded`, answered 503 `overloaded` with Retry-After); of those
+admitted, a smaller number decode at a time and the others wait their turn.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from imageblur.domain import Overloaded
+
+
+class UploadGate:
+    def __init__(self, *, max_checking: int, max_in_hand: int) -> None:
+        if not 1 <= max_checking <= max_in_hand:
+            raise ValueError("need 1 <= max_checking <= max_in_hand")
+        self._max_in_hand = max_in_hand
+        self._in_hand = 0
+        self._lock = threading.Lock()
+        # The wait for a decode slot needs no timeout: admission bounds how many uploads
+        # can wait (max_in_hand - max_checking).
+        self._checking = threading.BoundedSemaphore(max_checking)
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one upload for the block; raises `Overloaded` at once when full."""
+        with self._lock:
+            if self._in_hand >= self._max_in_hand:
+                raise Overloaded("too many uploads are in hand; retry shortly")
+            self._in_hand += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_hand -= 1
+
+    @contextmanager
+    def checking(self) -> Iterator[None]:
+        """Hold one decode slot for the block, waiting for one if need be."""
+        with self._checking:
+            yield

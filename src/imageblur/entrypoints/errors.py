@@ -1,0 +1,109 @@
+"""Every error the API answers, as JSON `{"error": code, "message": text}`: one table
+from domain error to (HTTP status, error code), installed as the exception handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from imageblur.domain import (
+    BackendUnavailable,
+    ImageblurError,
+    InvalidImage,
+    NotFound,
+    NotReady,
+    Overloaded,
+)
+from imageblur.logs import get_logger
+
+log = get_logger(__name__)
+
+# The most specific class of an error decides. An `InvalidImage` carries its own 4xx and
+# code (413 too_large, 415 unsupported_media_type, ...); the entry is its fallback.
+ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
+    InvalidImage: (400, "invalid_image"),
+    NotFound: (404, "not_found"),
+    NotReady: (409, "not_ready"),
+    Overloaded: (503, "overloaded"),
+    BackendUnavailable: (503, "unavailable"),
+}
+RETRY_AFTER_S = 5
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    if status == 503:
+        headers.setdefault("Retry-After", str(RETRY_AFTER_S))
+    return JSONResponse(
+        {"error": code, "message": message}, status_code=status, headers=headers or None
+    )
+
+
+def status_and_code(exc: ImageblurError) -> tuple[int, str]:
+    if isinstance(exc, InvalidImage):
+        return exc.http_status, exc.code
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    raise LookupError(type(exc).__name__)  # pragma: no cover - only tabled ones come here
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageblurError)
+    status, code = status_and_code(exc)
+    message = exc.message if isinstance(exc, InvalidImage) else str(exc)
+    if isinstance(exc, BackendUnavailable):
+        log.warning("backend.unavailable", backend=exc.backend, error=str(exc))
+        message = f"the {exc.backend} is unavailable; retry later"
+    elif isinstance(exc, Overloaded):
+        log.warning("api.overloaded", error=str(exc))
+    return error_response(status, code, message)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return error_response(422, "invalid_request", details or "invalid request")
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), **headers)
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("http.internal_error", path=request.url.path)
+    return error_response(500, "internal_error", "internal error; it has been logged")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (RFC 9110: a 405 lists them all),
+    not only those of the first route that matched the path: each method is tried
+    against the routes, as the router itself would. HEAD goes with GET (head.py)."""
+    allowed = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return [method for method in _METHODS if method in allowed]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error in ERROR_TABLE:
+        app.add_exception_handler(error, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _internal)

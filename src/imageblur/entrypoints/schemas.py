@@ -1,0 +1,97 @@
+"""The API's JSON bodies, and how an image record is shown."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from imageblur import imaging
+from imageblur.domain import ImageRecord
+
+
+class Picture(BaseModel):
+    id: str
+    name: str
+    status: str
+    url: str | None
+    image_url: str
+    faces: int | None
+    width: int
+    height: int
+    content_type: str
+    bytes: int
+    created_at: datetime
+    updated_at: datetime
+    error: str | None
+
+
+class PictureList(BaseModel):
+    items: list[Picture]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class Error(BaseModel):
+    error: str
+    message: str
+
+
+def picture(record: ImageRecord, root: str = "") -> Picture:
+    return Picture(
+        id=record.id,
+        name=record.name,
+        status=record.status.value,
+        url=record.url,
+        image_url=f"{root}/picture/{record.id}/image",
+        faces=record.faces,
+        width=record.width,
+        height=record.height,
+        content_type=record.content_type,
+        bytes=record.bytes,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        error=record.error,
+    )
+
+
+_ERROR_MEANINGS = {
+    400: "Bad request: a malformed body, or an image that is corrupt or empty.",
+    401: "The API token is missing or wrong (only when IMAGEBLUR_API_TOKEN is set).",
+    404: "No image with that id.",
+    409: "The anonymized image is not available (yet, or any more).",
+    413: "The upload is too large (bytes or pixels).",
+    415: "Not a JPEG, PNG or WebP image, or an unsupported Content-Type.",
+    422: "A parameter or header has an invalid value.",
+    503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of the error responses a route can give."""
+    return {s: {"model": Error, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image (JPEG, PNG or WebP): a multipart part named `image`, "
+        "or the raw bytes with an image/* Content-Type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            **{
+                ct: {"schema": {"type": "string", "format": "binary"}}
+                for ct in imaging.SUPPORTED_CONTENT_TYPES
+            },
+        },
+    }
+}

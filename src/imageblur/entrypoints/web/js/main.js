@@ -1,0 +1,12 @@
+// The page: upload, result, history and the token prompt, wired together.
+import { initHistory, refresh } from './history.js';
+import './review.js';
+import { initResult } from './result.js';
+import { initTokenButton } from './token.js';
+import { initUploads } from './uploads.js';
+
+initTokenButton(() => refresh());
+initUploads();
+initResult();
+initHistory();
+refresh();

@@ -1,0 +1,206 @@
+// The review screen, for servers that run with review on (issue "Review and correct":
+// GET/PUT picture/{id}/regions with ETag/If-Match, POST picture/{id}/approve, status
+// "review"). It attaches to the result view only when the server's OpenAPI description
+// lists those routes and the picture is in review; otherwise it stays out of the way.
+import { ApiError, getJson, request } from './api.js';
+import { $, delay, h, svg } from './dom.js';
+import { errorHeadline, isFinal, statusWords } from './messages.js';
+import { announce, forget, resultUrl } from './pictures.js';
+import { addResultExtension, drawRegions } from './result.js';
+
+const POLL_MS = 1000;
+const MIN_BOX_PX = 4;
+
+addResultExtension(({ record, capabilities, container }) => {
+  if (capabilities.review && record.status === 'review') new Review(record, container).load();
+});
+
+class Review {
+  constructor(record, container) {
+    this.record = record;
+    this.container = container;
+    this.revision = null;
+    this.regions = []; // as loaded, with the wanted `hidden`
+    this.added = []; // new manual boxes {x, y, width, height}
+    this.message = h('p', { class: 'note', role: 'status' });
+    this.list = h('ul', { class: 'regions-list', 'aria-label': 'Regions' });
+    this.uncertainList = h('ul', { class: 'regions-list', 'aria-label': 'Uncertain candidates' });
+    this.addedList = h('ul', { class: 'regions-list', 'aria-label': 'New boxes' });
+    this.drawButton = h('button', { type: 'button', class: 'secondary', 'aria-pressed': 'false',
+      onclick: () => this.toggleDrawing() }, 'Draw a box');
+    container.replaceChildren(h('section', { class: 'review', 'aria-labelledby': 'review-title' },
+      h('h3', { id: 'review-title', text: 'Review' }),
+      h('p', { class: 'note', text: 'Tick the regions to hide. Uncertain candidates scored '
+        + 'below the detection threshold: hide those that are faces.' }),
+      this.message,
+      h('h4', { text: 'Regions' }), this.list,
+      h('h4', { text: 'Uncertain candidates' }), this.uncertainList,
+      h('h4', { text: 'New boxes' }), this.addedList,
+      h('div', { class: 'toolbar' }, this.drawButton,
+        h('button', { type: 'button', onclick: () => this.save() }, 'Save corrections'),
+        h('button', { type: 'button', onclick: () => this.approve() }, 'Approve and release'))));
+  }
+
+  async load(note = '') {
+    try {
+      const response = await request(`picture/${encodeURIComponent(this.record.id)}/regions`);
+      const body = await response.json();
+      this.revision = response.headers.get('ETag') || `"${body.revision}"`;
+      this.regions = body.regions.map((region) => ({ ...region }));
+      this.added = [];
+      this.render();
+      this.message.textContent = note;
+    } catch (error) {
+      this.say(error);
+    }
+  }
+
+  render() {
+    const item = (region) => {
+      const id = `region-${region.id}`;
+      const box = h('input', { type: 'checkbox', id });
+      box.checked = region.hidden;
+      box.addEventListener('change', () => {
+        region.hidden = box.checked;
+        this.draw();
+      });
+      const score = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
+      return h('li', {}, box, h('label', { for: id, class: 'inline',
+        text: `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)` }));
+    };
+    this.list.replaceChildren(...this.regions.filter((r) => !r.uncertain).map(item));
+    this.uncertainList.replaceChildren(...this.regions.filter((r) => r.uncertain).map(item));
+    this.addedList.replaceChildren(...this.added.map((box, i) => h('li', {},
+      `New box ${i + 1}: ${box.width} × ${box.height} px at (${box.x}, ${box.y}) `,
+      h('button', { type: 'button', class: 'secondary', onclick: () => {
+        this.added.splice(i, 1);
+        this.render();
+      } }, `Remove new box ${i + 1}`))));
+    this.draw();
+  }
+
+  draw() {
+    const manual = this.added.map((box, i) => ({ ...box, id: `new${i + 1}`, hidden: true,
+      uncertain: false }));
+    drawRegions(this.record, [...this.regions, ...manual]);
+  }
+
+  // Drawing: pointer events, so a mouse, a pen and a finger all work.
+  toggleDrawing() {
+    const layer = $('regions');
+    const on = this.drawButton.getAttribute('aria-pressed') !== 'true';
+    this.drawButton.setAttribute('aria-pressed', String(on));
+    layer.classList.toggle('drawing', on);
+    if (!on) {
+      layer.onpointerdown = null;
+      return;
+    }
+    this.draw();
+    layer.onpointerdown = (event) => this.startBox(event, layer);
+  }
+
+  startBox(event, layer) {
+    event.preventDefault();
+    layer.setPointerCapture(event.pointerId);
+    const start = this.toImage(event, layer);
+    const rect = svg('rect', { class: 'drawing-box', x: start.x, y: start.y, width: 0, height: 0 });
+    layer.append(rect);
+    const box = (point) => ({
+      x: Math.round(Math.min(start.x, point.x)),
+      y: Math.round(Math.min(start.y, point.y)),
+      width: Math.round(Math.abs(point.x - start.x)),
+      height: Math.round(Math.abs(point.y - start.y)),
+    });
+    layer.onpointermove = (move) => {
+      for (const [key, value] of Object.entries(box(this.toImage(move, layer)))) {
+        rect.setAttribute(key, value);
+      }
+    };
+    layer.onpointerup = (up) => {
+      layer.onpointermove = null;
+      layer.onpointerup = null;
+      const drawn = box(this.toImage(up, layer));
+      if (drawn.width >= MIN_BOX_PX && drawn.height >= MIN_BOX_PX) this.added.push(drawn);
+      this.render();
+    };
+  }
+
+  toImage(event, layer) {
+    const bounds = layer.getBoundingClientRect();
+    const clamp = (v, max) => Math.max(0, Math.min(max, v));
+    return {
+      x: clamp(((event.clientX - bounds.left) / bounds.width) * this.record.width, this.record.width),
+      y: clamp(((event.clientY - bounds.top) / bounds.height) * this.record.height, this.record.height),
+    };
+  }
+
+  async save() {
+    const regions = [
+      ...this.regions.map(({ id, hidden }) => ({ id, hidden })),
+      ...this.added.map((box) => ({ ...box, hidden: true })),
+    ];
+    try {
+      await request(`picture/${encodeURIComponent(this.record.id)}/regions`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/json', 'If-Match': this.revision },
+        body: JSON.stringify({ regions }),
+      });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 412) {
+        await this.load('Someone else changed these regions meanwhile: they have been '
+          + 'reloaded. Make your corrections again.');
+        return;
+      }
+      this.say(error);
+      return;
+    }
+    this.message.textContent = 'Saved: the picture is being rendered again…';
+    const record = await this.waitForRender();
+    if (record) this.reopen(record, 'The new result is shown.');
+  }
+
+  async waitForRender() {
+    for (;;) {
+      await delay(POLL_MS);
+      try {
+        const record = await getJson(`picture/${encodeURIComponent(this.record.id)}`);
+        if (isFinal(record.status)) return record;
+        this.message.textContent = `${statusWords(record.status)}`;
+      } catch (error) {
+        this.say(error);
+        return null;
+      }
+    }
+  }
+
+  async approve() {
+    try {
+      const response = await request(`picture/${encodeURIComponent(this.record.id)}/approve`,
+        { method: 'POST' });
+      const record = await response.json();
+      this.reopen(record, 'Approved: the picture is released and its original deleted.');
+    } catch (error) {
+      this.say(error);
+    }
+  }
+
+  reopen(record, note) {
+    forget(record.id, { keepOriginal: true });
+    announce('picture:changed', record.id);
+    announce('picture:open', record);
+    resultUrl(record.id).then(() => {
+      const status = $('result-note');
+      status.textContent = note;
+    }, () => {});
+  }
+
+  say(error) {
+    if (error instanceof ApiError && error.status === 403) {
+      this.message.textContent = 'Corrections and approval need the reviewer token: '
+        + 'enter it with the "API token" button.';
+      return;
+    }
+    this.message.textContent = error instanceof ApiError
+      ? `${errorHeadline(error)} ${error.message}` : String(error.message || error);
+  }
+}

@@ -1,0 +1,48 @@
+"""The upload gate: admits up to a bound, refuses past it at once, frees on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import pytest
+
+from imageblur.admission import UploadGate
+from imageblur.domain import Overloaded
+
+
+def test_uploads_past_the_bound_are_refused_at_once_until_one_leaves() -> None:
+    gate = UploadGate(max_checking=1, max_in_hand=2)
+    with contextlib.ExitStack() as held:
+        held.enter_context(gate.admit())
+        held.enter_context(gate.admit())
+        with pytest.raises(Overloaded), gate.admit():
+            pass
+    with gate.admit():  # both left: room again
+        pass
+
+
+def test_a_refused_or_failed_upload_does_not_keep_its_place() -> None:
+    gate = UploadGate(max_checking=1, max_in_hand=1)
+    with pytest.raises(ValueError), gate.admit():
+        raise ValueError("a bad upload")
+    with gate.admit():
+        pass
+
+
+def test_decodes_wait_for_a_slot() -> None:
+    gate = UploadGate(max_checking=1, max_in_hand=4)
+    order: list[str] = []
+
+    def second() -> None:
+        with gate.checking():
+            order.append("second")
+
+    with gate.checking():
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=0.2)
+        assert thread.is_alive()  # waits while the slot is taken
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]

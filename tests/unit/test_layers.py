@@ -1,0 +1,91 @@
+"""Rules of the code's shape, read from the source: the allowed imports between the
+package's modules (docs/architecture.md) and the longest function. A new import across
+a boundary, or a function grown past a screen, fails here rather than in a review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "imageblur"
+
+# Module -> the project modules it may import (a trailing "." allows a whole package).
+CORE = {"domain", "ports"}
+ALLOWED: dict[str, set[str]] = {
+    "domain": set(),
+    "config": set(),
+    "logs": set(),
+    "ports": {"domain"},
+    "admission": {"domain"},
+    "imaging": CORE,
+    "blurring": CORE,
+    "detection": CORE | {"openvino_session"},
+    "openvino_session": set(),
+    "jpeg_coefficients": set(),
+    "jpeg_patch": CORE | {"jpeg_coefficients"},
+    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"},
+    "backends": CORE | {"logs"},
+    "services": CORE | {"backends", "admission", "imaging", "logs"},
+    "jobs": CORE | {"backends", "anonymizer", "logs"},
+    "reconciler": CORE | {"backends", "jobs", "logs"},
+    "adapters.": {"domain", "adapters."},
+    # The one place that reads settings and picks adapters.
+    "bootstrap": CORE
+    | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
+    | {"jobs", "reconciler", "services"},
+    "entrypoints.": {"*"},  # the outer layer: anything
+}
+
+
+def _name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module != "imageblur":
+            if node.module.startswith("imageblur."):
+                found.add(node.module.removeprefix("imageblur."))
+        elif isinstance(node, ast.ImportFrom) and node.module == "imageblur":
+            found |= {alias.name for alias in node.names if alias.name != "__version__"}
+        elif isinstance(node, ast.Import):
+            names = (alias.name for alias in node.names)
+            found |= {n.removeprefix("imageblur.") for n in names if n.startswith("imageblur.")}
+    return found
+
+
+def _rule(module: str) -> set[str]:
+    for pattern, allowed in ALLOWED.items():
+        if module == pattern or (pattern.endswith(".") and module.startswith(pattern)):
+            return allowed
+    raise AssertionError(f"no import rule for imageblur.{module}: add one")
+
+
+def _permitted(target: str, allowed: set[str]) -> bool:
+    return any(
+        a in ("*", target) or (a.endswith(".") and f"{target}.".startswith(a)) for a in allowed
+    )
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_each_module_imports_only_what_its_layer_may(path: Path) -> None:
+    module, allowed = _name(path), _rule(_name(path))
+    wrong = sorted(t for t in _imports(path) if not _permitted(t, allowed))
+    assert wrong == [], f"imageblur.{module} imports {wrong}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_no_function_is_longer_than_60_lines(path: Path) -> None:
+    functions = (
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+    long = [(f.name, f.end_lineno - f.lineno + 1) for f in functions if f.end_lineno]
+    assert [(name, n) for name, n in long if n > 60] == []
