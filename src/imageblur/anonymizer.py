@@ -1,7 +1,8 @@
 """Bytes in, anonymized bytes out: decode, detect, blur, re-encode.
 
 Shared by the worker and the `blur` command so that both apply exactly the same
-detector, mask and encoder settings.
+detector, mask and encoder settings. A JPEG keeps its original blocks outside the masks
+(`jpeg_patch`); when it cannot, it is re-encoded whole and the result says why.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imageblur import imaging
-from imageblur.blurring import anonymize
+from imageblur import imaging, jpeg_patch
+from imageblur.blurring import anonymize, mask_boxes, region_mask
+from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.ports import FaceDetector
 
 
@@ -33,8 +35,11 @@ class AnonymizedImage:
     faces: int
     width: int
     height: int
-    # Seconds per stage (decode, detect, blur, encode), for the worker's metrics.
+    # Seconds per stage (decode, detect, blur, encode), for the worker's metrics;
+    # "encode" is the JPEG patch, or the whole re-encode when there is none.
     timings: dict[str, float] = field(default_factory=dict)
+    # Why a JPEG was re-encoded whole instead of patched (None: patched, or not a JPEG).
+    jpeg_fallback: str | None = None
 
 
 class Anonymizer:
@@ -58,6 +63,7 @@ class Anonymizer:
         clock.lap("decode")
         faces = self._detector.detect(decoded.rgb)
         clock.lap("detect")
+        height, width = decoded.rgb.shape[:2]
         decoded.rgb = anonymize(
             decoded.rgb,
             faces,
@@ -68,8 +74,11 @@ class Anonymizer:
             in_place=True,  # the decoded original is not needed afterwards
         )
         clock.lap("blur")
-        height, width = decoded.rgb.shape[:2]
-        encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
+        # The same geometry `anonymize` hid: these pixels, and only these, changed.
+        boxes = mask_boxes(faces, width, height, opts.mask_scale, margin_px=opts.margin_px)
+        encoded, fallback = self._encode(
+            data, decoded, [(b, region_mask(b, opts.shape)) for b in boxes]
+        )
         clock.lap("encode")
         return AnonymizedImage(
             data=encoded,
@@ -79,7 +88,27 @@ class Anonymizer:
             width=width,
             height=height,
             timings=clock.laps,
+            jpeg_fallback=fallback,
         )
+
+    def _encode(
+        self, data: bytes, decoded: imaging.DecodedImage, regions: list[jpeg_patch.Region]
+    ) -> tuple[bytes, str | None]:
+        """The JPEG patched where it can be, else the whole image re-encoded (and why)."""
+        if decoded.format is not imaging.JPEG:
+            return imaging.encode(decoded, jpeg_quality=self._options.jpeg_quality), None
+        try:
+            patched = jpeg_patch.patch(
+                data,
+                decoded.rgb,
+                regions,
+                orientation=decoded.orientation,
+                grayscale=decoded.grayscale,
+                icc_profile=decoded.icc_profile,
+            )
+        except (jpeg_patch.UnsupportedJPEGError, TurboJPEGError) as exc:
+            return imaging.encode(decoded, jpeg_quality=self._options.jpeg_quality), str(exc)
+        return patched, None
 
 
 class _Stopwatch:

@@ -107,6 +107,7 @@ def build_detector(settings: Settings) -> FaceDetector:
         small_threshold=settings.detection_small_threshold,
         large_threshold=settings.detection_large_threshold,
         threads=settings.detector_threads,
+        runtime=settings.detector_runtime,
     )
 
 

@@ -192,10 +192,18 @@ class Settings(BaseSettings):
         PRIVACY_MASK_MARGIN_PX, ge=0.0, le=100.0, description="Added to the mask on each side."
     )
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
+    detector_runtime: Literal["openvino", "onnxruntime"] = Field(
+        "openvino", description="Inference runtime for the face model (the same graph)."
+    )
     model_path: Path | None = Field(
         None, description="CenterFace ONNX file; default: the one installed with the package."
     )
-    jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    jpeg_quality: int = Field(
+        95,
+        ge=90,
+        le=100,
+        description="Quality of fully re-encoded JPEGs and WebPs (a patched JPEG keeps its own).",
+    )
 
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")

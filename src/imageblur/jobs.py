@@ -157,6 +157,8 @@ class JobProcessor:
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
             result = self._anonymize(original)
+            if result.jpeg_fallback:
+                log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
             out_key = object_key(record.id, result.extension)
             with self._metrics.stage("store"):
                 self._b.results.put(out_key, result.data, content_type=result.content_type)

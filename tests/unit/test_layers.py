@@ -21,8 +21,11 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"domain"},
     "imaging": CORE,
     "blurring": CORE,
-    "detection": CORE,
-    "anonymizer": CORE | {"imaging", "blurring"},
+    "detection": CORE | {"openvino_session"},
+    "openvino_session": set(),
+    "jpeg_coefficients": set(),
+    "jpeg_patch": CORE | {"jpeg_coefficients"},
+    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},

@@ -237,7 +237,13 @@ def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
         target = target.with_suffix(result.extension)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(result.data)
-        log.info("file.blurred", source=str(source), target=str(target), faces=result.faces)
+        log.info(
+            "file.blurred",
+            source=str(source),
+            target=str(target),
+            faces=result.faces,
+            jpeg_full_reencode=result.jpeg_fallback,
+        )
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
     return 1 if failures else 0
 
