@@ -130,7 +130,9 @@ def build_detector(settings: Settings) -> FaceDetector:
                 sha256_setting=sha_name,
             )
         )
-    return make_detector(choices, threads=settings.detector_threads)
+    return make_detector(
+        choices, threads=settings.detector_threads, runtime=settings.detector_runtime
+    )
 
 
 def anonymize_options(settings: Settings) -> AnonymizeOptions:

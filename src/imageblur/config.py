@@ -258,6 +258,9 @@ class Settings(BaseSettings):
         description="Detector family: centerface (shipped), retinaface, scrfd or yolo "
         "(bring the model: IMAGEBLUR_MODEL_PATH and IMAGEBLUR_MODEL_SHA256).",
     )
+    detector_runtime: Literal["openvino", "onnxruntime"] = Field(
+        "openvino", description="Inference runtime for the face model (the same graph)."
+    )
     model_path: Path | None = Field(
         None, description="ONNX model file; default: the CenterFace installed with the package."
     )
@@ -277,7 +280,12 @@ class Settings(BaseSettings):
         description="More detectors run beside the main one, as a JSON list of "
         '`{"family", "model_path", "model_sha256", "threshold", "classes"}`.',
     )
-    jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    jpeg_quality: int = Field(
+        95,
+        ge=90,
+        le=100,
+        description="Quality of fully re-encoded JPEGs and WebPs (a patched JPEG keeps its own).",
+    )
     output_format: Literal["jpeg", "same"] = Field(
         "jpeg",
         description="Format of the result of a HEIC or AVIF upload: `jpeg`, or `same` "

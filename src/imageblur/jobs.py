@@ -158,6 +158,8 @@ class JobProcessor:
                 original = self._b.originals.get(record.input_key)
             # The record says which format the result is in (decided at upload).
             result = self._anonymize(original, content_type=record.content_type)
+            if result.jpeg_fallback:
+                log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
             out_key = object_key(record.id, result.extension)
             with self._metrics.stage("store"):
                 self._b.results.put(out_key, result.data, content_type=result.content_type)

@@ -24,10 +24,13 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"domain"},
     "imaging": CORE | {"heif", "metadata"},
     "blurring": CORE,
-    "detection": CORE,
+    "detection": CORE | {"openvino_session"},
+    "openvino_session": set(),
     "detectors": CORE,  # the package's __init__: families, kinds, the class map
     "detectors.": CORE | {"detection", "detectors."},
-    "anonymizer": CORE | {"imaging", "blurring"},
+    "jpeg_coefficients": set(),
+    "jpeg_patch": CORE | {"jpeg_coefficients"},
+    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},

@@ -12,7 +12,13 @@ from typing import Literal
 
 import numpy as np
 
-from imageblur.detection import MODEL_SHA256, CenterFaceDetector, ModelError, PyramidConfig
+from imageblur.detection import (
+    MODEL_SHA256,
+    CenterFaceDetector,
+    ModelError,
+    PyramidConfig,
+    Runtime,
+)
 from imageblur.detectors import KINDS
 from imageblur.detectors.model import ModelSource, load_session
 from imageblur.detectors.pyramid import FloatArray, PyramidDetector, faces_of
@@ -47,14 +53,17 @@ class DetectorChoice:
         )
 
 
-def make_detector(choices: Sequence[DetectorChoice], *, threads: int) -> FaceDetector:
+def make_detector(
+    choices: Sequence[DetectorChoice], *, threads: int, runtime: Runtime = "openvino"
+) -> FaceDetector:
     """Load every chosen detector (raising `ModelError` naming the setting at fault);
-    one detector as itself, several as a `CombinedDetector`."""
-    detectors = [_make_one(choice, threads=threads) for choice in choices]
+    one detector as itself, several as a `CombinedDetector`. `runtime` is CenterFace's;
+    the other families run on onnxruntime."""
+    detectors = [_make_one(choice, threads=threads, runtime=runtime) for choice in choices]
     return detectors[0] if len(detectors) == 1 else CombinedDetector(detectors)
 
 
-def _make_one(choice: DetectorChoice, *, threads: int) -> FaceDetector:
+def _make_one(choice: DetectorChoice, *, threads: int, runtime: Runtime) -> FaceDetector:
     if choice.family == "centerface":
         if choice.model_sha256 and choice.model_sha256.lower() != MODEL_SHA256:
             raise ModelError(
@@ -67,6 +76,7 @@ def _make_one(choice: DetectorChoice, *, threads: int) -> FaceDetector:
             small_threshold=choice.small_threshold,
             large_threshold=choice.large_threshold,
             threads=threads,
+            runtime=runtime,
         )
     source = choice.source()
     session = load_session(source, threads=threads)

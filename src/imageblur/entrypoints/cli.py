@@ -256,6 +256,7 @@ def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
             target=str(target),
             faces=result.faces,
             plates=result.plates,
+            jpeg_full_reencode=result.jpeg_fallback,
         )
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
     return 1 if failures else 0
