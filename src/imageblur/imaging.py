@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imageblur import heif
 from imageblur.domain import InvalidImage
+from imageblur.metadata import KeptMetadata, MetadataError, filter_metadata
 from imageblur.ports import RGBImage
 
 # Truncated files must fail, not be padded with grey.
@@ -31,8 +34,12 @@ class ImageFormat:
 JPEG = ImageFormat("JPEG", "image/jpeg", ".jpg")
 PNG = ImageFormat("PNG", "image/png", ".png")
 WEBP = ImageFormat("WEBP", "image/webp", ".webp")
-FORMATS = (JPEG, PNG, WEBP)
+HEIC = ImageFormat("HEIF", "image/heic", ".heic")
+AVIF = ImageFormat("AVIF", "image/avif", ".avif")
+FORMATS = (JPEG, PNG, WEBP, HEIC, AVIF)
 SUPPORTED_CONTENT_TYPES = tuple(f.content_type for f in FORMATS)
+# Uploads whose result may be written in another format (`IMAGEBLUR_OUTPUT_FORMAT`).
+OutputFormat = Literal["jpeg", "same"]
 
 
 def sniff_format(data: bytes) -> ImageFormat:
@@ -45,11 +52,29 @@ def sniff_format(data: bytes) -> ImageFormat:
         return PNG
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return WEBP
+    brand = heif.sniff_brand(data)
+    if brand is not None:
+        return HEIC if brand == "HEIF" else AVIF
     raise InvalidImage(
-        "not a supported image: JPEG, PNG and WebP are accepted",
+        "not a supported image: JPEG, PNG, WebP, HEIC and AVIF are accepted",
         http_status=415,
         code="unsupported_media_type",
     )
+
+
+def result_format(fmt: ImageFormat, output_format: OutputFormat) -> ImageFormat:
+    """The format a result of a `fmt` upload is written in. HEIC is always JPEG: no HEVC
+    encoder ships with us (see `imageblur.heif`)."""
+    if fmt is HEIC or (fmt is AVIF and output_format == "jpeg"):
+        return JPEG
+    return fmt
+
+
+def format_for_content_type(content_type: str) -> ImageFormat:
+    for fmt in FORMATS:
+        if fmt.content_type == content_type:
+            return fmt
+    raise ValueError(f"unsupported content type {content_type}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +92,17 @@ class DecodedImage:
     rgb: RGBImage  # upright, H x W x 3
     alpha: np.ndarray | None  # H x W uint8, or None when the input had no transparency
     grayscale: bool
-    icc_profile: bytes | None
+    metadata: KeptMetadata  # what the metadata policy lets into the result
+    orientation: int = 1  # the EXIF orientation that was applied to make `rgb` upright
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self.metadata.icc_profile
 
 
 def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
+    if fmt is HEIC:
+        heif.register_heic_decoder()
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked next; Pillow's bomb warning adds nothing.
@@ -97,8 +129,10 @@ def _check_header(img: Image.Image, fmt: ImageFormat, *, max_pixels: int) -> Non
             http_status=413,
             code="too_many_pixels",
         )
-    if getattr(img, "n_frames", 1) > 1:
-        # Only one frame would be anonymized; the others would leak faces.
+    if getattr(img, "n_frames", 1) > 1 and fmt not in (JPEG, HEIC):
+        # Only one frame would be anonymized; the others would leak faces. The extra
+        # images of a JPEG (MPF: gain maps, depth maps, previews; Ultra HDR) or a HEIC
+        # (a burst, alternatives) are never decoded nor written: only the primary image is.
         raise InvalidImage(
             "animated images are not supported", http_status=415, code="animated_image"
         )
@@ -139,19 +173,28 @@ def check(data: bytes, *, max_pixels: int) -> CheckedImage:
     return CheckedImage(format=fmt, width=width, height=height)
 
 
-def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode to an upright RGB array (EXIF orientation applied), alpha kept apart."""
+def decode(
+    data: bytes, *, max_pixels: int, keep_metadata: frozenset[str] = frozenset()
+) -> DecodedImage:
+    """Decode to an upright RGB array (EXIF orientation applied), alpha kept apart, with
+    the metadata that the policy `keep_metadata` lets into the result."""
     fmt = sniff_format(data)
     with _open(data, fmt) as img:
         _check_header(img, fmt, max_pixels=max_pixels)
         _load(img, fmt)
-        icc = img.info.get("icc_profile")
         try:
-            upright = ImageOps.exif_transpose(img)
+            kept = filter_metadata(img, keep_metadata)
+        except MetadataError as exc:
+            raise InvalidImage(str(exc), http_status=400, code="corrupt_image") from exc
+        try:
+            orientation = img.getexif().get(0x0112, 1)
+            # In place: a copy of a 50 MP image is 200 MB more at the worker's peak.
+            ImageOps.exif_transpose(img, in_place=True)
         except Exception as exc:  # Pillow raises many kinds on bad EXIF
             raise InvalidImage(
                 f"corrupt EXIF metadata: {exc}", http_status=400, code="corrupt_image"
             ) from exc
+        upright = img
         grayscale = upright.mode in ("1", "L", "LA", "I", "I;16", "F")
         has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
             upright.mode == "P" and "transparency" in upright.info
@@ -163,40 +206,48 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
             rgb = np.ascontiguousarray(arr[:, :, :3])
             alpha = np.ascontiguousarray(arr[:, :, 3])
         else:
-            rgb = np.asarray(upright.convert("RGB"))
-            if not rgb.flags.writeable:
-                rgb = rgb.copy()
+            rgb = np.asarray(upright if upright.mode == "RGB" else upright.convert("RGB"))
+    if not rgb.flags.writeable:  # copied once the decoded image is closed and freed
+        rgb = rgb.copy()
     return DecodedImage(
         format=fmt,
         rgb=rgb,
         alpha=alpha,
         grayscale=grayscale,
-        icc_profile=icc if isinstance(icc, bytes) else None,
+        metadata=kept,
+        orientation=orientation if isinstance(orientation, int) else 1,
     )
 
 
-def encode(image: DecodedImage, *, jpeg_quality: int) -> bytes:
-    """Encode in the input's format from pixels only: no EXIF, XMP, GPS or comments.
+def encode(image: DecodedImage, *, jpeg_quality: int, target: ImageFormat | None = None) -> bytes:
+    """Encode in `target` (default: the input's format) from the pixels and the kept
+    metadata only.
 
     The ICC colour profile is kept so colours stay right; it describes colours, not the
-    photo or its owner.
+    photo or its owner. Other metadata only as the policy allows (`imageblur.metadata`).
     """
-    if image.alpha is not None and image.format is not JPEG:
+    fmt = target or image.format
+    grey = image.grayscale and fmt is not AVIF  # Pillow writes AVIF from RGB(A) only
+    if image.alpha is not None and fmt is not JPEG:
         pil = Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
-        if image.grayscale:
+        if grey:
             pil = pil.convert("LA")
     else:
         pil = Image.fromarray(image.rgb, "RGB")
-        if image.grayscale:
+        if grey:
             pil = pil.convert("L")
     out = io.BytesIO()
-    options: dict[str, object] = {}
-    if image.icc_profile and not image.grayscale:
-        options["icc_profile"] = image.icc_profile
-    if image.format is JPEG:
+    options = image.metadata.save_options(fmt.pil_name)
+    if image.grayscale:
+        options.pop("icc_profile", None)  # an RGB profile does not fit grey pixels
+    if fmt is JPEG:
         pil.save(out, "JPEG", quality=jpeg_quality, optimize=False, **options)
-    elif image.format is PNG:
+    elif fmt is PNG:
         pil.save(out, "PNG", compress_level=6, **options)
-    else:
+    elif fmt is AVIF:
+        pil.save(out, "AVIF", quality=jpeg_quality, **options)
+    elif fmt is WEBP:
         pil.save(out, "WEBP", quality=jpeg_quality, method=4, **options)
+    else:
+        raise ValueError(f"cannot write {fmt.pil_name}")
     return out.getvalue()

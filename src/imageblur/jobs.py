@@ -156,7 +156,10 @@ class JobProcessor:
         with self._keep_lease(record.id):
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
-            result = self._anonymize(original)
+            # The record says which format the result is in (decided at upload).
+            result = self._anonymize(original, content_type=record.content_type)
+            if result.jpeg_fallback:
+                log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
             out_key = object_key(record.id, result.extension)
             with self._metrics.stage("store"):
                 self._b.results.put(out_key, result.data, content_type=result.content_type)
@@ -166,6 +169,7 @@ class JobProcessor:
             output_key=out_key,
             url=self._b.results.url(out_key),
             faces=result.faces,
+            plates=result.plates,
             now=self._clock(),
         )
         if not done:
@@ -176,7 +180,13 @@ class JobProcessor:
             log.warning("job.lease_lost", image_id=record.id)
             self._settle(self._queue.ack, delivery)
             return Outcome.SKIPPED
-        log.info("job.done", image_id=record.id, faces=result.faces, bytes=len(result.data))
+        log.info(
+            "job.done",
+            image_id=record.id,
+            faces=result.faces,
+            plates=result.plates,
+            bytes=len(result.data),
+        )
         self._metrics.anonymized(
             faces=result.faces, width=result.width, height=result.height, timings=result.timings
         )

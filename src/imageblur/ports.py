@@ -102,9 +102,18 @@ class ImageRepository(Protocol):
         works, so a slow image is not taken over. False if the lease was lost."""
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
-        """processing (held by owner) -> done. False if the lease was lost."""
+        """processing (held by owner) -> done, with the counts of faces and plates hidden.
+        False if the lease was lost."""
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         """processing (held by owner) -> failed, with the reason. False if the lease was

@@ -44,6 +44,16 @@ def clean_name(name: str | None, *, extension: str) -> str:
     return text[:MAX_NAME_CHARS] or f"upload{extension}"
 
 
+def result_name(name: str, checked: imaging.CheckedImage, result: imaging.ImageFormat) -> str:
+    """`IMG_0001.HEIC` -> `IMG_0001.jpg` when the result changes format."""
+    stem, dot, suffix = name.rpartition(".")
+    if result is checked.format or not dot or not stem:
+        return name
+    if f".{suffix.lower()}" not in {checked.format.extension, ".heif", ".hif"}:
+        return name
+    return stem + result.extension
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What GET /picture/{id}/image answers: the bytes, or a presigned redirect."""
@@ -65,6 +75,7 @@ class ImageService:
         backends: Backends,
         gate: UploadGate,
         max_pixels: int,
+        output_format: imaging.OutputFormat,
         presigned_ttl_s: int | None,
         clock: Callable[[], datetime] = utcnow,
         id_factory: Callable[[], str] = new_image_id,
@@ -72,6 +83,7 @@ class ImageService:
         self._b = backends
         self._gate = gate
         self._max_pixels = max_pixels
+        self._output_format = output_format
         self._presigned_ttl_s = presigned_ttl_s
         self._clock = clock
         self._new_id = id_factory
@@ -91,11 +103,13 @@ class ImageService:
         image_id = self._new_id()
         key = object_key(image_id, checked.format.extension)
         now = self._clock()
+        # The record describes the result: a HEIC upload becomes a JPEG picture.
+        result = imaging.result_format(checked.format, self._output_format)
         record = ImageRecord(
             id=image_id,
-            name=clean_name(name, extension=checked.format.extension),
+            name=result_name(clean_name(name, extension=result.extension), checked, result),
             status=Status.PENDING,
-            content_type=checked.format.content_type,
+            content_type=result.content_type,
             bytes=len(data),
             width=checked.width,
             height=checked.height,
@@ -105,11 +119,11 @@ class ImageService:
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
-        return self._store(record, data)
+        return self._store(record, data, original_type=checked.format.content_type)
 
-    def _store(self, record: ImageRecord, data: bytes) -> ImageRecord:
+    def _store(self, record: ImageRecord, data: bytes, *, original_type: str) -> ImageRecord:
         b, image_id, key = self._b, record.id, record.input_key
-        b.originals.put(key, data, content_type=record.content_type)
+        b.originals.put(key, data, content_type=original_type)  # the record's is the result's
         try:
             stored = b.repository.add(record)
         except BackendUnavailable:

@@ -109,15 +109,16 @@ def test_claim_complete_lifecycle(repo: ImageRepository) -> None:
 
     done_at = now + timedelta(seconds=2)
     assert repo.complete(
-        rec.id, owner="w1", output_key="out/x", url="s3://b/out/x", faces=2, now=done_at
+        rec.id, owner="w1", output_key="out/x", url="s3://b/out/x", faces=2, plates=1, now=done_at
     )
     done = repo.get(rec.id)
     assert done is not None
-    assert (done.status, done.output_key, done.url, done.faces) == (
+    assert (done.status, done.output_key, done.url, done.faces, done.plates) == (
         Status.DONE,
         "out/x",
         "s3://b/out/x",
         2,
+        1,
     )
     assert done.lease_owner is None and done.updated_at == done_at
     # Done is final: duplicates of the message can neither claim nor complete again.

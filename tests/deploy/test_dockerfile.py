@@ -48,3 +48,8 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "**" in lines  # deny by default
     assert "src/imageblur/models/*.onnx" in lines  # the build fetches its own checked model
+
+
+def test_runtime_image_carries_the_jpeg_library() -> None:
+    # jpeg_patch loads libturbojpeg at run time; without it every JPEG is re-encoded whole.
+    assert re.search(r"apt-get install[^&]*\blibturbojpeg0\b", STAGES[-1].replace("\\\n", " "))

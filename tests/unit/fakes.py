@@ -229,7 +229,15 @@ class FakeRepository:
         return self._change(image_id, self._held_by(owner), lease_expires_at=expires) is not None
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
         self._guard("complete")
         done = self._change(
@@ -239,6 +247,7 @@ class FakeRepository:
             output_key=output_key,
             url=url,
             faces=faces,
+            plates=plates,
             error=None,
             lease_owner=None,
             lease_expires_at=None,

@@ -93,6 +93,8 @@ OPTIONS = AnonymizeOptions(
     margin_px=3.0,
     jpeg_quality=95,
     max_pixels=10_000_000,
+    keep_metadata=frozenset(),
+    output_format="jpeg",
 )
 
 
@@ -105,6 +107,7 @@ def world() -> World:
         backends=Backends(repo, originals, results, queue),
         gate=UploadGate(max_checking=4, max_in_hand=16),
         max_pixels=10_000_000,
+        output_format="jpeg",
         presigned_ttl_s=None,
         clock=clock,
     )

@@ -88,6 +88,10 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_pending_created_idx ON {s}.images (created_at)
         WHERE status = 'pending';
     """,
+    # 6: licence plates hidden, apart from faces (NULL: not done yet).
+    """
+    ALTER TABLE {s}.images ADD COLUMN plates integer;
+    """,
 )
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
@@ -313,12 +317,21 @@ class PostgresImageRepository:
             return cur.rowcount == 1
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
         return (
             self._transition(
                 "status = 'done', output_key = %(output_key)s, url = %(url)s, "
-                "faces = %(faces)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL",
+                "faces = %(faces)s, plates = %(plates)s, error = NULL, lease_owner = NULL, "
+                "lease_expires_at = NULL",
                 "i.status = 'processing' AND i.lease_owner = %(owner)s",
                 Status.DONE,
                 {
@@ -328,6 +341,7 @@ class PostgresImageRepository:
                     "output_key": output_key,
                     "url": url,
                     "faces": faces,
+                    "plates": plates,
                 },
             )
             is not None

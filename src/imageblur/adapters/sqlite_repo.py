@@ -58,6 +58,9 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN request_id TEXT;
     CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
     """,
+    """
+    ALTER TABLE images ADD COLUMN plates INTEGER;
+    """,
 ]
 
 _COLUMNS = sql_rows.COLUMN_LIST
@@ -236,13 +239,21 @@ class SqliteImageRepository:
         )
 
     def complete(
-        self, image_id: str, *, owner: str, output_key: str, url: str, faces: int, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        now: datetime,
+        plates: int = 0,
     ) -> bool:
         return self._transition(
-            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, error = NULL, "
-            "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, plates = ?, "
+            "error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
             "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (output_key, url, faces, _ts(now), image_id, owner),
+            (output_key, url, faces, plates, _ts(now), image_id, owner),
         )
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from imageblur import __version__
 from imageblur.config import Settings, SettingsError, load_settings
+from imageblur.domain import ImageblurError
 from imageblur.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 log = get_logger("imageblur.cli")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".hif", ".avif"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imageblur: {exc}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        return _run(args, settings)
+    except ImageblurError as exc:
+        from imageblur.detection import ModelError  # not at import: it loads OpenCV
+
+        if not isinstance(exc, ModelError):
+            raise
+        print(f"imageblur: {exc}", file=sys.stderr)  # missing, or not the pinned model
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command in ("serve", "api"):
         return _serve(settings, run_worker=command == "serve")
@@ -237,7 +250,14 @@ def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
         target = target.with_suffix(result.extension)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(result.data)
-        log.info("file.blurred", source=str(source), target=str(target), faces=result.faces)
+        log.info(
+            "file.blurred",
+            source=str(source),
+            target=str(target),
+            faces=result.faces,
+            plates=result.plates,
+            jpeg_full_reencode=result.jpeg_fallback,
+        )
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
     return 1 if failures else 0
 

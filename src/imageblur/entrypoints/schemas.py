@@ -18,6 +18,7 @@ class Picture(BaseModel):
     url: str | None
     image_url: str
     faces: int | None
+    plates: int | None
     width: int
     height: int
     content_type: str
@@ -49,6 +50,7 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         url=record.url,
         image_url=f"{root}/picture/{record.id}/image",
         faces=record.faces,
+        plates=record.plates,
         width=record.width,
         height=record.height,
         content_type=record.content_type,

@@ -1,0 +1,235 @@
+"""Detector families: each decoder against tiny ONNX graphs whose outputs are set by hand
+(so the expected boxes are computed here, not by the code under test), refusals at start
+naming the setting, several detectors together, and the real registry models on the
+example pictures."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imageblur.bootstrap import build_detector
+from imageblur.config import SettingsError, load_settings
+from imageblur.detection import ModelError
+from imageblur.detectors import parse_classes
+from imageblur.detectors.factory import CombinedDetector, DetectorChoice, make_detector
+from imageblur.domain import Face
+from onnx_graphs import constant_model
+from support import BILL, BILL_FACE, LINUS, LINUS_FACE, REPO
+
+IMAGE = np.full((64, 64, 3), 128, np.uint8)  # one 64 x 64 tile, one scale
+
+
+def close(face: Face, box: tuple[float, float, float, float], score: float, kind: str) -> bool:
+    got = (face.x0, face.y0, face.x1, face.y1, face.score)
+    return np.allclose(got, (*box, score), atol=1e-3) and face.kind == kind
+
+
+def retinaface_graph(path: Path) -> str:
+    # Priors of a 64 x 64 input: stride 8: 8 x 8 cells, 16: 4 x 4, 32: 2 x 2; two sizes
+    # per cell: 128 + 32 + 8 = 168. Anchor 140 = stride 16, row 1, col 2, size 64:
+    # centre (2.5 * 16, 1.5 * 16) = (40, 24).
+    loc, conf = np.zeros((1, 168, 4)), np.tile([0.99, 0.01], (1, 168, 1))
+    loc[0, 140] = [0.0, 0.5, math.log(0.5) / 0.2, math.log(0.5) / 0.2]
+    conf[0, 140] = [0.1, 0.9]
+    # cy = 24 + 0.5 * 0.1 * 64 = 27.2; w = h = 64 * 0.5 = 32 -> (24, 11.2, 56, 43.2)
+    conf[0, 5] = [0.7, 0.3]  # below the threshold
+    return constant_model(path, {"loc": loc, "conf": conf, "landmarks": np.zeros((1, 168, 10))})
+
+
+def scrfd_graph(
+    path: Path, *, keypoints: bool = False, input_shape: list[int | str] | None = None
+) -> str:
+    # Anchors of a 64 x 64 input: 8 x 8 x 2, 4 x 4 x 2, 2 x 2 x 2. Anchor 13 of stride 16
+    # = row 1, col 2, second anchor: centre (2 * 16, 1 * 16) = (32, 16).
+    counts = {8: 128, 16: 32, 32: 8}
+    scores = {s: np.zeros((1, n, 1)) for s, n in counts.items()}
+    boxes = {s: np.zeros((1, n, 4)) for s, n in counts.items()}
+    scores[16][0, 13, 0] = 0.8
+    boxes[16][0, 13] = [1.0, 0.5, 1.5, 2.0]  # * 16 -> (32 - 16, 16 - 8, 32 + 24, 16 + 32)
+    outputs = {f"score_{s}": v for s, v in scores.items()}
+    outputs |= {f"bbox_{s}": v for s, v in boxes.items()}
+    if keypoints:
+        outputs |= {f"kps_{s}": np.zeros((1, n, 10)) for s, n in counts.items()}
+    return constant_model(path, outputs, input_shape=input_shape)
+
+
+def yolo_rows(v8: bool) -> np.ndarray:
+    """Two real candidates among 100 rows; 3 classes (0 plate, 1 ignored, 2 face)."""
+    rows = np.zeros((100, 8 if not v8 else 7))
+    if v8:  # cx cy w h, class scores
+        rows[0] = [20, 30, 10, 6, 0.81, 0.1, 0.18]
+        rows[1] = [40, 40, 16, 16, 0.0, 0.95, 0.72]
+        return rows.T[np.newaxis]
+    rows[0] = [20, 30, 10, 6, 0.9, 0.9, 0.1, 0.2]  # plate 0.81, face 0.18
+    rows[1] = [40, 40, 16, 16, 0.8, 0.0, 0.95, 0.9]  # face 0.72
+    return rows[np.newaxis]
+
+
+def choice(family: str, path: Path, sha: str, **kw: object) -> DetectorChoice:
+    return DetectorChoice(family=family, threshold=0.5, model_path=path, model_sha256=sha, **kw)  # type: ignore[arg-type]
+
+
+def test_retinaface_decoding(tmp_path: Path) -> None:
+    sha = retinaface_graph(tmp_path / "r.onnx")
+    faces = make_detector([choice("retinaface", tmp_path / "r.onnx", sha)], threads=1).detect(IMAGE)
+    assert len(faces) == 1 and close(faces[0], (24, 11.2, 56, 43.2), 0.9, "face")
+
+
+@pytest.mark.parametrize("keypoints", [False, True])
+def test_scrfd_decoding(tmp_path: Path, keypoints: bool) -> None:
+    sha = scrfd_graph(tmp_path / "s.onnx", keypoints=keypoints)
+    faces = make_detector([choice("scrfd", tmp_path / "s.onnx", sha)], threads=1).detect(IMAGE)
+    assert len(faces) == 1 and close(faces[0], (16, 8, 56, 48), 0.8, "face")
+
+
+@pytest.mark.parametrize("v8", [False, True], ids=["yolov5", "yolov8"])
+def test_yolo_decoding_with_a_class_map(tmp_path: Path, v8: bool) -> None:
+    sha = constant_model(tmp_path / "y.onnx", {"output0": yolo_rows(v8)})
+    classes = parse_classes("0=plate, 2=face")
+    detector = make_detector([choice("yolo", tmp_path / "y.onnx", sha, classes=classes)], threads=1)
+    faces = sorted(detector.detect(IMAGE), key=lambda f: f.kind)
+    assert [f.kind for f in faces] == ["face", "plate"]
+    assert close(faces[0], (32, 32, 48, 48), 0.72, "face")
+    assert close(faces[1], (15, 27, 25, 33), 0.81, "plate")
+
+
+def test_a_fixed_size_export_is_fed_tiles_of_its_size(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed.onnx"
+    sha = scrfd_graph(fixed, input_shape=[1, 3, 64, 64])
+    detector = make_detector([choice("scrfd", fixed, sha)], threads=1)
+    # 100 x 150: tiles of at most 64 px, each padded to 64 x 64; every tile finds its box.
+    faces = detector.detect(np.zeros((100, 150, 3), np.uint8))
+    assert faces and all(f.x1 - f.x0 <= 40.01 for f in faces)
+
+
+def test_several_detectors_group_their_candidates(tmp_path: Path) -> None:
+    r_sha = retinaface_graph(tmp_path / "r.onnx")
+    s_sha = scrfd_graph(tmp_path / "s.onnx")
+    y_sha = constant_model(tmp_path / "y.onnx", {"output0": yolo_rows(False)})
+    detector = make_detector(
+        [
+            choice("retinaface", tmp_path / "r.onnx", r_sha),
+            choice("scrfd", tmp_path / "s.onnx", s_sha),
+            choice("yolo", tmp_path / "y.onnx", y_sha, classes={0: "plate"}),
+        ],
+        threads=1,
+    )
+    assert isinstance(detector, CombinedDetector)
+    faces = detector.detect(IMAGE)
+    kinds = sorted(f.kind for f in faces)
+    # RetinaFace's (24, 11.2, 56, 43.2) and SCRFD's (16, 8, 56, 48) overlap at IoU 0.64:
+    # one face, scored 1 - (1 - 0.9)(1 - 0.8) = 0.98; and the plate.
+    assert kinds == ["face", "plate"]
+    face = next(f for f in faces if f.kind == "face")
+    assert close(face, (24, 11.2, 56, 43.2), 0.98, "face")
+
+
+def test_a_wrong_hash_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    retinaface_graph(tmp_path / "r.onnx")
+    with pytest.raises(ModelError, match="IMAGEBLUR_MODEL_SHA256"):
+        make_detector([choice("retinaface", tmp_path / "r.onnx", "0" * 64)], threads=1)
+
+
+def test_a_model_of_another_family_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    sha = retinaface_graph(tmp_path / "r.onnx")
+    for family in ("scrfd", "yolo"):
+        with pytest.raises(ModelError, match="IMAGEBLUR_MODEL_PATH"):
+            make_detector(
+                [choice(family, tmp_path / "r.onnx", sha, classes={0: "plate"})], threads=1
+            )
+    y_sha = constant_model(tmp_path / "y.onnx", {"output0": yolo_rows(False)})
+    with pytest.raises(ModelError, match="IMAGEBLUR_MODEL_PATH"):
+        make_detector([choice("retinaface", tmp_path / "y.onnx", y_sha)], threads=1)
+
+
+def test_settings_require_a_model_and_its_hash_for_brought_families() -> None:
+    with pytest.raises(SettingsError, match="IMAGEBLUR_MODEL_SHA256"):
+        load_settings(detector="retinaface", model_path="/models/r.onnx")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTOR_CLASSES"):
+        load_settings(detector="yolo", model_path="/m.onnx", model_sha256="a" * 64)
+    with pytest.raises(SettingsError, match=r"IMAGEBLUR_EXTRA_DETECTORS\[0\].model_sha256"):
+        load_settings(extra_detectors=[{"family": "yolo", "model_path": "/p.onnx"}])
+    with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTOR_CLASSES is for yolo"):
+        load_settings(detector_classes="0=plate")  # centerface has no classes
+
+
+def test_extra_detectors_come_from_json_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = constant_model(tmp_path / "y.onnx", {"output0": yolo_rows(False)})
+    spec = f'[{{"family": "yolo", "model_path": "{tmp_path / "y.onnx"}", '
+    spec += f'"model_sha256": "{sha}", "threshold": 0.3, "classes": "0=plate"}}]'
+    monkeypatch.setenv("IMAGEBLUR_EXTRA_DETECTORS", spec)
+    settings = load_settings(detector_threads=1)
+    assert settings.extra_detectors[0].threshold == 0.3
+    detector = build_detector(settings)  # CenterFace + the plate model
+    assert isinstance(detector, CombinedDetector) and len(detector.detectors) == 2
+    plates = [f for f in detector.detect(IMAGE) if f.kind == "plate"]
+    assert len(plates) == 1 and close(plates[0], (15, 27, 25, 33), 0.81, "plate")
+
+    monkeypatch.setenv("IMAGEBLUR_EXTRA_DETECTORS", spec.replace(sha, "f" * 64))
+    with pytest.raises(ModelError, match=r"IMAGEBLUR_EXTRA_DETECTORS\[0\].model_sha256"):
+        build_detector(load_settings())
+
+
+# --- the real registry models (scripts/fetch_test_models.py, run by make install) -------
+MODELS = REPO / ".cache" / "models"
+REAL = {
+    "retinaface": (
+        "retinaface-mnet025.onnx",
+        "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+    ),
+    "scrfd": (
+        "scrfd-2.5g.onnx",
+        "9c162a817c7dd32d35d1f1c6ae6445032d6e73c6c5fe61d8b5b663ba8bc86b30",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def real_models() -> Path:
+    if not all((MODELS / name).is_file() for name, _ in REAL.values()):
+        subprocess.run([sys.executable, str(REPO / "scripts" / "fetch_test_models.py")], check=True)
+    return MODELS
+
+
+def iou(face: Face, box: tuple[int, int, int, int]) -> float:
+    x0, y0 = max(face.x0, box[0]), max(face.y0, box[1])
+    x1, y1 = min(face.x1, box[2]), min(face.y1, box[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = face.width * face.height + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    return inter / union
+
+
+@pytest.mark.parametrize("family", sorted(REAL))
+def test_real_models_find_the_faces_of_the_example_pictures(real_models: Path, family: str) -> None:
+    name, sha = REAL[family]
+    detector = build_detector(
+        load_settings(
+            detector=family,
+            model_path=str(real_models / name),
+            model_sha256=sha,
+            detection_threshold=0.5,
+            detector_threads=2,
+        )
+    )
+    for picture, box in ((BILL, BILL_FACE), (LINUS, LINUS_FACE)):
+        faces = detector.detect(np.asarray(Image.open(picture).convert("RGB")))
+        assert len(faces) == 1, (picture.name, faces)
+        assert iou(faces[0], box) > 0.7 and faces[0].kind == "face"
+
+
+def test_a_plate_is_hidden_as_a_whole_rectangle_even_with_ellipse_masks() -> None:
+    from imageblur.blurring import full_mask
+
+    plate = Face(20, 20, 60, 36, 0.9, kind="plate")
+    face = Face(20, 20, 60, 36, 0.9)
+    assert full_mask([plate], 80, 60, mask_scale=1.0)[20:36, 20:60].all()
+    assert not full_mask([face], 80, 60, mask_scale=1.0)[20:36, 20:60].all()  # corners out
