@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -23,7 +24,7 @@ def utcnow() -> datetime:
 _ID = re.compile(r"^[0-9a-f]{32}$")
 # What a client may send as X-Request-ID: short, and safe in logs and headers.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_KEY = re.compile(r"^([0-9a-f]{32})\.[a-z]{3,4}$")
+_KEY = re.compile(r"^([0-9a-f]{32})(?:-r[0-9]{1,9})?\.[a-z]{3,4}$")
 
 
 def new_image_id() -> str:
@@ -47,6 +48,12 @@ def object_key(image_id: str, extension: str) -> str:
     return f"{image_id}{extension}"
 
 
+def render_key(image_id: str, revision: int, extension: str) -> str:
+    """The result of a re-render has a key of its own revision: a render superseded by a
+    newer correction, finishing late, can then never overwrite the newer result."""
+    return f"{image_id}-r{revision}{extension}"
+
+
 def image_id_of_key(key: str) -> str | None:
     """The image id of a key made by `object_key`; None for anything else."""
     match = _KEY.fullmatch(key)
@@ -58,6 +65,32 @@ class Status(StrEnum):
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
+    # Processed, held for a person to review (IMAGEBLUR_REVIEW=required); the original
+    # is kept, encrypted, for corrections.
+    REVIEW = "review"
+    # A correction waits for (or is in) its re-render. Its own status, not `pending`:
+    # a worker or reconciler of an older release claims only `pending` and `processing`
+    # rows, so it can never run detection over a re-render and drop the manual regions.
+    # The API shows it as `pending`.
+    RENDERING = "rendering"
+
+    @property
+    def public(self) -> str:
+        """The status the API shows."""
+        return Status.PENDING.value if self is Status.RENDERING else self.value
+
+
+class Review(StrEnum):
+    """Where a picture's review hold stands (None on the record: never held)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXPIRED = "expired"
+
+
+# Region sources and kinds as the API spells them.
+RegionSource = Literal["detector", "manual"]
+MAX_REGIONS = 5_000  # kept per picture, highest scores first
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +117,17 @@ class ImageRecord:
     lease_expires_at: datetime | None = None
     idempotency_key: str | None = None
     request_id: str | None = None  # of the upload, to follow the picture through the logs
+    review: Review | None = None  # None: never held for review
+    revision: int = 0  # of the regions; every accepted correction adds one
+    held_until: datetime | None = None  # an unreviewed hold ends (expires) then
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
+
+
+class JobKind(StrEnum):
+    DETECT = "detect"  # the first job: find the regions, hide them
+    RENDER = "render"  # after a correction: hide exactly the recorded regions, no detection
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +137,14 @@ class Job:
     image_id: str
     attempt: int = 0
     request_id: str | None = None  # the upload's, carried into the worker's logs
+    kind: JobKind = JobKind.DETECT
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {"image_id": self.image_id, "attempt": self.attempt}
+        data: dict[str, Any] = {
+            "image_id": self.image_id,
+            "attempt": self.attempt,
+            "kind": self.kind.value,
+        }
         if self.request_id is not None:
             data["request_id"] = self.request_id
         return json.dumps(data).encode()
@@ -113,6 +159,10 @@ class Job:
             data = json.loads(raw)
             image_id = data["image_id"]
             attempt = int(data.get("attempt", 0))
+            # A message of a kind this release does not know is never run as another
+            # (a newer release's): it is dead-lettered, and the record's own status
+            # keeps the picture for a worker that knows it.
+            kind = JobKind(data.get("kind", JobKind.DETECT.value))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidJob(f"malformed job message: {exc}") from exc
         if not isinstance(image_id, str) or not image_id:
@@ -120,7 +170,7 @@ class Job:
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not is_request_id(request_id):
             request_id = None  # optional: a message without one (or a bad one) still runs
-        return cls(image_id=image_id, attempt=attempt, request_id=request_id)
+        return cls(image_id=image_id, attempt=attempt, request_id=request_id, kind=kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +214,78 @@ class Face:
     @property
     def height(self) -> float:
         return self.y1 - self.y0
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One region of a picture's record, as the API lists it: a box in pixels of the
+    upright image. `uncertain`: a candidate scored below the detection threshold (above
+    the floor), listed for a reviewer, whatever its `hidden` state. `score` is None for
+    a manual region."""
+
+    id: str
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float | None
+    source: RegionSource
+    kind: RegionKind
+    uncertain: bool
+    hidden: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "x": self.x,
+            "y": self.y,
+            "width": self.width,
+            "height": self.height,
+            "score": self.score,
+            "source": self.source,
+            "kind": self.kind,
+            "uncertain": self.uncertain,
+            "hidden": self.hidden,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        score = data.get("score")
+        return cls(
+            id=str(data["id"]),
+            x=int(data["x"]),
+            y=int(data["y"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            score=None if score is None else float(score),
+            source=data["source"],
+            kind=data.get("kind", "face"),
+            uncertain=bool(data.get("uncertain", False)),
+            hidden=bool(data["hidden"]),
+        )
+
+
+def regions_to_json(regions: Sequence[Region]) -> str:
+    return json.dumps([r.to_dict() for r in regions], separators=(",", ":"))
+
+
+def regions_from_json(text: str | None) -> list[Region]:
+    return [Region.from_dict(item) for item in json.loads(text)] if text else []
+
+
+EventRole = Literal["api", "reviewer", "worker", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of a picture's audit trail (GET /picture/{id}/history)."""
+
+    at: datetime
+    role: EventRole
+    action: str  # uploaded, processed, failed, corrected, rendered, approved, expired, ...
+    status: str  # the record's status after it, as the API shows it
+    revision: int
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +357,24 @@ class QueueUnavailable(BackendUnavailable):
 class Overloaded(ImageblurError):  # noqa: N818
     """This process has too much work in hand right now; retry shortly (503). Not a back
     end's outage: nothing is down, there is only more work than this process takes."""
+
+
+class StaleRevision(ImageblurError):  # noqa: N818
+    """A correction sent with an `If-Match` that is not the current revision (412)."""
+
+
+class OriginalGone(ImageblurError):  # noqa: N818
+    """A correction for a picture whose original is deleted: review off, approved or
+    expired (409)."""
+
+
+class NotInReview(ImageblurError):  # noqa: N818
+    """Approval of a picture that is not held for review (409)."""
+
+
+class Rendering(ImageblurError):  # noqa: N818
+    """Approval (or a correction's preconditions) while a render is still running (409):
+    approve what was seen, not what is still being drawn."""
 
 
 class ProcessingError(ImageblurError):

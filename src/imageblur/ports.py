@@ -14,10 +14,14 @@ import numpy.typing as npt
 from imageblur.domain import (
     DeadLetter,
     Delivery,
+    Event,
+    EventRole,
     Face,
     ImageRecord,
     Job,
+    JobKind,
     PictureStats,
+    Region,
     StoredObject,
 )
 
@@ -68,8 +72,8 @@ class ImageRepository(Protocol):
         """Create or upgrade the schema; idempotent and safe to run concurrently."""
 
     def add(self, record: ImageRecord) -> ImageRecord:
-        """Insert a new record. If its idempotency key is already used, return the existing
-        record instead of inserting."""
+        """Insert a new record (event `uploaded`, role api). If its idempotency key is
+        already used, return the existing record instead of inserting."""
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 
@@ -88,18 +92,27 @@ class ImageRepository(Protocol):
         finished statuses of a large table), never a full scan per call."""
 
     def delete(self, image_id: str) -> ImageRecord | None:
-        """Remove the record and return what it was, or None if there was none."""
+        """Remove the record, its regions and its history; return what it was, or None if
+        there was none."""
 
     def claim(
-        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        lease_s: float,
+        now: datetime,
+        kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        """Take the job: pending, or processing with an expired lease, becomes processing
-        under `owner` until now + lease_s, attempts + 1. None if it cannot be taken
-        (done, failed, deleted, or leased by a live worker)."""
+        """Take the job. DETECT: pending, or processing with an expired lease, becomes
+        processing under `owner` until now + lease_s, attempts + 1. RENDER: rendering
+        without a live lease becomes rendering leased to `owner`, attempts + 1. None if
+        it cannot be taken (another status, deleted, or leased by a live worker)."""
 
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
-        """Hold a claimed job until now + lease_s: a worker renews its lease while it
-        works, so a slow image is not taken over. False if the lease was lost."""
+        """Hold a claimed job (processing or rendering) until now + lease_s: a worker
+        renews its lease while it works, so a slow image is not taken over. False if the
+        lease was lost."""
 
     def complete(
         self,
@@ -111,18 +124,24 @@ class ImageRepository(Protocol):
         faces: int,
         now: datetime,
         plates: int = 0,
+        regions: Sequence[Region] = (),
+        hold_until: datetime | None = None,
     ) -> bool:
-        """processing (held by owner) -> done, with the counts of faces and plates hidden.
-        False if the lease was lost."""
+        """The end of a job held by `owner`, with the counts of faces and plates hidden.
+        processing -> done, or -> review (review pending, held until `hold_until`) when
+        `hold_until` is given; `regions` become the record's regions at its revision.
+        rendering -> review (the regions are the record's already). Appends the event
+        `processed` or `rendered`. False if the lease was lost."""
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
-        """processing (held by owner) -> failed, with the reason. False if the lease was
-        lost."""
+        """processing or rendering (held by owner) -> failed, with the reason (event
+        `failed`). False if the lease was lost."""
 
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
     ) -> bool:
-        """processing (held by owner) -> pending, keeping the reason; for retries. The
+        """processing (held by owner) -> pending, or rendering (held by owner) -> rendering
+        unleased, keeping the reason; for retries. The
         job counts as unpublished (its retry message may be lost on the way back from a
         delay queue). With `count_attempt` False the claim's attempt is given back: a
         back-end outage is not the image's fault and must not use up its attempts."""
@@ -147,7 +166,38 @@ class ImageRepository(Protocol):
         published before `published_before` (a safety net for a message the broker
         lost, far longer than any backlog should wait); processing with a lease expired
         at `now`. They become pending and unpublished as of `now`: a long backlog is not
-        re-published on every pass, and concurrent reconcilers never take the same row."""
+        re-published on every pass, and concurrent reconcilers never take the same row.
+        Rendering rows are taken by the same rules and stay rendering (unleased): their
+        job is a RENDER."""
+
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
+        """The picture's revision and regions (empty before it is processed, and for
+        pictures processed before regions were recorded); None if there is no picture."""
+
+    def correct(
+        self,
+        image_id: str,
+        *,
+        expected_revision: int,
+        regions: Sequence[Region],
+        role: EventRole,
+        now: datetime,
+    ) -> ImageRecord:
+        """Replace the regions, in one conditional update: review or rendering at
+        `expected_revision` -> rendering (unleased, unpublished, attempts 0), revision + 1,
+        event `corrected`. Raises `NotFound`, `OriginalGone` (done or failed),
+        `Rendering` (pending or processing: not yet detected), `StaleRevision`."""
+
+    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+        """review -> done, review approved, event `approved`. Raises `NotFound`,
+        `Rendering` (a correction's render is pending), `NotInReview` (any other)."""
+
+    def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
+        """review with held_until <= now -> done, review expired, event `expired` (role
+        system); the records as they are now, so their originals can be deleted."""
+
+    def history(self, image_id: str) -> Sequence[Event]:
+        """The picture's audit trail, oldest first (empty if there is none)."""
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         """Hold the named maintenance task until now + ttl_s if it is free, expired or

@@ -207,8 +207,13 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
     ) as run:
         run.wait_ready()
         ids = [run.upload(generated_jpeg(i, 1280, 960), f"img-{i}.jpg") for i in range(10)]
+        # The API may answer before the supervisor has logged both workers' start.
+        servers.wait_for(
+            lambda: len(set(run.pids("worker-1") + run.pids("worker-2"))) == 2,
+            timeout_s=60,
+            what=f"both workers to start:\n{run.log()[-3000:]}",
+        )
         workers = set(run.pids("worker-1") + run.pids("worker-2"))
-        assert len(workers) == 2, run.log()[-3000:]
         prober = Prober(run.url, ids[0])
         prober.start()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +79,23 @@ def _parse_ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def _while_locked(step: Callable[[], object], timeout_s: float) -> None:
+    """Run `step`, again while the file is locked, up to `timeout_s`: switching a new file
+    to WAL takes an exclusive lock and SQLite does not call its busy handler for it, so
+    processes opening one database at once (several starting together) would fail."""
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause_s)  # a back-off between tries, not a wait for a condition
+        pause_s = min(pause_s * 2, 0.1)
+
+
 def _row_to_record(row: sqlite3.Row) -> ImageRecord:
     return sql_rows.to_record(row, timestamp=_parse_ts)
 
@@ -100,7 +118,7 @@ class SqliteImageRepository:
                     isolation_level=None,  # explicit transactions only
                 )
                 conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
+                _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"), self._timeout_s)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
             except (sqlite3.Error, OSError) as exc:
