@@ -21,6 +21,7 @@ from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
+from imageblur.review import ReviewService
 from imageblur.services import ImageService
 
 # A job's lease is renewed every third of its length while it runs, for at most this
@@ -187,6 +188,7 @@ def build_processor(
         max_lease_renewals=MAX_LEASE_RENEWALS,
         outage_patience_s=s.outage_patience_s,
         keep_originals=s.keep_originals,
+        review_ttl_s=s.review_ttl_s if s.review == "required" else None,
         owner=owner,
         on_lease_renewed=on_lease_renewed,
         metrics=metrics,
@@ -215,6 +217,7 @@ class Container:
     backends: Backends
     gate: UploadGate
     images: ImageService
+    review: ReviewService
     detector: FaceDetector | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _closed: bool = field(default=False, repr=False)
@@ -276,6 +279,7 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         backends=backends,
         gate=gate,
         images=build_images(settings, backends, gate),
+        review=ReviewService(backends=backends, keep_originals=settings.keep_originals),
         detector=detector,
         metrics=metrics,
     )

@@ -19,19 +19,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from imageblur.anonymizer import Anonymizer
+from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
 from imageblur.domain import (
     BackendUnavailable,
     Delivery,
     ImageRecord,
     InvalidImage,
+    JobKind,
     ObjectMissing,
     QueueUnavailable,
     object_key,
+    render_key,
     utcnow,
 )
 from imageblur.logs import get_logger
@@ -85,6 +87,7 @@ class JobProcessor:
         max_lease_renewals: int,
         outage_patience_s: float,
         keep_originals: bool,
+        review_ttl_s: float | None = None,
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_lease_renewed: Callable[[], None] | None = None,
@@ -102,6 +105,9 @@ class JobProcessor:
         # many retries of one message take at least the patience.
         self._outage_retries = math.ceil(outage_patience_s / max(retry.max_delay_s, 1.0))
         self._keep_originals = keep_originals
+        # None: review off (done at once); else how long a result is held for review.
+        self._review_ttl_s = review_ttl_s
+        self._review_ttl = timedelta(seconds=review_ttl_s or 0)
         self.owner = owner or worker_identity()
         self._clock = clock
         self._on_lease_renewed = on_lease_renewed
@@ -113,7 +119,11 @@ class JobProcessor:
         bound = log.bind(image_id=job.image_id, attempt=job.attempt)
         try:
             record = self._repo.claim(
-                job.image_id, owner=self.owner, lease_s=self._lease_s, now=self._clock()
+                job.image_id,
+                owner=self.owner,
+                lease_s=self._lease_s,
+                now=self._clock(),
+                kind=job.kind,
             )
         except BackendUnavailable as exc:
             # The record cannot be read, so the attempt cannot count: an outage of the
@@ -135,10 +145,12 @@ class JobProcessor:
             return self._retry_or_dead_letter(
                 delivery, record, "the worker stopped while processing it, every attempt"
             )
-        bound.info("job.claimed")
-        if record.attempts == 1:  # the wait since upload, not a retry's back-off
+        bound.info("job.claimed", kind=job.kind.value)
+        if record.attempts == 1 and job.kind is JobKind.DETECT:  # the wait since upload
             self._metrics.claimed(created_at=record.created_at, now=self._clock())
         try:
+            if job.kind is JobKind.RENDER:
+                return self._render(delivery, record)
             return self._process(delivery, record)
         except InvalidImage as exc:
             return self._fail(delivery, record, f"cannot decode the image: {exc.message}")
@@ -153,16 +165,47 @@ class JobProcessor:
             )
 
     def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
+        """A first job: detect, hide, store; held for review when review is on."""
         with self._keep_lease(record.id):
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
             # The record says which format the result is in (decided at upload).
             result = self._anonymize(original, content_type=record.content_type)
-            if result.jpeg_fallback:
-                log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
-            out_key = object_key(record.id, result.extension)
-            with self._metrics.stage("store"):
-                self._b.results.put(out_key, result.data, content_type=result.content_type)
+            out_key = self._store_result(record, result, object_key(record.id, result.extension))
+        now = self._clock()
+        hold_until = None if self._review_ttl_s is None else now + self._review_ttl
+        done = self._repo.complete(
+            record.id,
+            owner=self.owner,
+            output_key=out_key,
+            url=self._b.results.url(out_key),
+            faces=result.faces,
+            plates=result.plates,
+            now=now,
+            regions=result.regions,
+            hold_until=hold_until,
+        )
+        if not done:
+            return self._lease_lost(delivery, record.id, out_key)
+        self._finished(result, record.id, held=hold_until is not None)
+        if hold_until is None and not self._keep_originals:
+            self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.DONE
+
+    def _render(self, delivery: Delivery, record: ImageRecord) -> Outcome:
+        """A correction's job: hide exactly the recorded regions, no detection; the result
+        goes under its revision's key, and the one it replaces is deleted."""
+        with self._keep_lease(record.id):
+            found = self._repo.regions(record.id)
+            if found is None:  # deleted meanwhile
+                return self._lease_lost(delivery, record.id, None)
+            revision, regions = found
+            with self._metrics.stage("read"):
+                original = self._b.originals.get(record.input_key)
+            result = self._anonymize.render(original, regions, content_type=record.content_type)
+            key = render_key(record.id, revision, result.extension)
+            out_key = self._store_result(record, result, key)
         done = self._repo.complete(
             record.id,
             owner=self.owner,
@@ -173,27 +216,50 @@ class JobProcessor:
             now=self._clock(),
         )
         if not done:
-            # The lease was lost: the image was deleted meanwhile, or our lease expired
-            # and another worker took over (it writes the same key, so no duplicate).
-            if self._repo.get(record.id) is None:
-                self._b.results.delete(out_key)
-            log.warning("job.lease_lost", image_id=record.id)
-            self._settle(self._queue.ack, delivery)
-            return Outcome.SKIPPED
+            return self._lease_lost(delivery, record.id, out_key)
+        if record.output_key and record.output_key != out_key:
+            self._b.delete_quietly(self._b.results, record.output_key, image_id=record.id)
+        self._finished(result, record.id, held=True, revision=revision)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.DONE
+
+    def _store_result(self, record: ImageRecord, result: AnonymizedImage, key: str) -> str:
+        if result.jpeg_fallback:
+            log.info("jpeg.full_reencode", image_id=record.id, reason=result.jpeg_fallback)
+        with self._metrics.stage("store"):
+            self._b.results.put(key, result.data, content_type=result.content_type)
+        return key
+
+    def _lease_lost(self, delivery: Delivery, image_id: str, out_key: str | None) -> Outcome:
+        """The lease was lost: the image was deleted meanwhile, our lease expired and
+        another worker took over (a first job writes the same key: no duplicate), or a
+        newer correction superseded this render (whose key is its own revision's)."""
+        record = self._repo.get(image_id)
+        if out_key is not None and (record is None or record.output_key != out_key):
+            self._b.delete_quietly(self._b.results, out_key, image_id=image_id)
+        log.warning("job.lease_lost", image_id=image_id)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.SKIPPED
+
+    def _finished(
+        self, result: AnonymizedImage, image_id: str, *, held: bool, revision: int | None = None
+    ) -> None:
         log.info(
             "job.done",
-            image_id=record.id,
+            image_id=image_id,
             faces=result.faces,
             plates=result.plates,
             bytes=len(result.data),
+            held_for_review=held,
+            revision=revision,
         )
-        self._metrics.anonymized(
-            faces=result.faces, width=result.width, height=result.height, timings=result.timings
-        )
-        if not self._keep_originals:
-            self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
-        self._settle(self._queue.ack, delivery)
-        return Outcome.DONE
+        if revision is None:  # a picture anonymized, not a correction's re-render
+            self._metrics.anonymized(
+                faces=result.faces,
+                width=result.width,
+                height=result.height,
+                timings=result.timings,
+            )
 
     @contextlib.contextmanager
     def _keep_lease(self, image_id: str) -> Iterator[None]:

@@ -12,12 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from imageblur.backends import Backends
-from imageblur.domain import Job, Status, image_id_of_key, utcnow
+from imageblur.domain import ImageRecord, Job, JobKind, Status, image_id_of_key, utcnow
 from imageblur.jobs import worker_identity
 from imageblur.logs import get_logger
 from imageblur.ports import ObjectStore
 
 log = get_logger(__name__)
+
+_Needed = Callable[[ImageRecord, str], bool]  # is this stored object still needed?
+
+
+def _result_needed(record: ImageRecord, key: str) -> bool:
+    """The current result, and any while a job may be writing one right now; a render's
+    result superseded by a newer one (a crash between storing and cleaning up) is not."""
+    working = record.status in (Status.PENDING, Status.PROCESSING, Status.RENDERING)
+    return working or key == record.output_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +89,41 @@ class Reconciler:
             ids = self._repo.requeue_stale(
                 pending_before=before, published_before=published_before, now=now, limit=self._batch
             )
-            request_ids = self._request_ids(ids)
-            for image_id in ids:
-                request_id = request_ids.get(image_id)
-                self._b.queue.publish(Job(image_id=image_id, request_id=request_id))
-                self._b.mark_published(image_id, now, seen_at=now)  # as taken
-                log.info("job.republished", image_id=image_id, request_id=request_id)
+            for job in self._jobs(ids):
+                self._b.queue.publish(job)
+                self._b.mark_published(job.image_id, now, seen_at=now)  # as taken
+                log.info(
+                    "job.republished",
+                    image_id=job.image_id,
+                    request_id=job.request_id,
+                    kind=job.kind.value,
+                )
             total += len(ids)
             if len(ids) < self._batch:
                 return total
 
-    def _request_ids(self, ids: Sequence[str]) -> dict[str, str | None]:
-        """The uploads' request ids, which the messages carry into the worker's logs."""
-        return {i: r.request_id for i, r in self._repo.get_many(ids).items()} if ids else {}
+    def _jobs(self, ids: Sequence[str]) -> list[Job]:
+        """The jobs of these records: a rendering one's is a RENDER; each carries its
+        upload's request id into the worker's logs. A record deleted meanwhile has none."""
+        records = self._repo.get_many(ids) if ids else {}
+        return [
+            Job(
+                image_id=record.id,
+                request_id=record.request_id,
+                kind=JobKind.RENDER if record.status is Status.RENDERING else JobKind.DETECT,
+            )
+            for record in (records.get(i) for i in ids)
+            if record is not None
+        ]
+
+    def expire_holds(self) -> int:
+        """End the review holds whose time is up: done, and the original deleted."""
+        expired = self._repo.expire_holds(now=self._clock(), limit=self._batch)
+        for record in expired:
+            log.info("image.hold_expired", image_id=record.id)
+            if not self._keep_originals:
+                self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
+        return len(expired)
 
     def collect_garbage(self) -> tuple[int, int] | None:
         """(originals, results) deleted; None when another process holds the gc lease."""
@@ -102,12 +133,17 @@ class Reconciler:
         ):
             return None
         cutoff = now - self._orphan_grace
-        finished = () if self._keep_originals else (Status.DONE, Status.FAILED)
-        originals = self._sweep(self._b.originals, cutoff, finished)
-        results = self._sweep(self._b.results, cutoff, ())
+        originals = self._sweep(self._b.originals, cutoff, self._original_needed)
+        results = self._sweep(self._b.results, cutoff, _result_needed)
         return originals, results
 
-    def _sweep(self, store: ObjectStore, cutoff: datetime, drop_when: tuple[Status, ...]) -> int:
+    def _original_needed(self, record: ImageRecord, key: str) -> bool:
+        """Until the picture is finished (review holds and renders need it), or always
+        with `keep_originals`."""
+        finished = record.status in (Status.DONE, Status.FAILED)
+        return key == record.input_key and (self._keep_originals or not finished)
+
+    def _sweep(self, store: ObjectStore, cutoff: datetime, needed: _Needed) -> int:
         deleted = 0
         page: list[tuple[str, str]] = []
         for obj in store.list():
@@ -118,22 +154,18 @@ class Reconciler:
                 continue  # not a key we made: not ours to delete
             page.append((image_id, obj.key))
             if len(page) >= self._batch:
-                deleted += self._sweep_page(store, page, drop_when)
+                deleted += self._sweep_page(store, page, needed)
                 page = []
         if page:
-            deleted += self._sweep_page(store, page, drop_when)
+            deleted += self._sweep_page(store, page, needed)
         return deleted
 
-    def _sweep_page(
-        self, store: ObjectStore, page: list[tuple[str, str]], drop_when: tuple[Status, ...]
-    ) -> int:
+    def _sweep_page(self, store: ObjectStore, page: list[tuple[str, str]], needed: _Needed) -> int:
         records = self._repo.get_many([image_id for image_id, _ in page])
         deleted = 0
         for image_id, key in page:
             record = records.get(image_id)
-            if record is not None and (record.status not in drop_when or key != record.input_key):
-                # Kept while its record lives: a result, or an original still needed. (A
-                # pending record may be rewriting this very result right now.)
+            if record is not None and needed(record, key):
                 continue
             store.delete(key)
             deleted += 1
@@ -144,6 +176,7 @@ class Reconciler:
         self, *, everything_pending: bool = False, collect: bool = True
     ) -> ReconcileReport:
         republished = self.republish(everything_pending=everything_pending)
+        self.expire_holds()
         collected = self.collect_garbage() if collect else None
         originals, results = collected or (0, 0)
         return ReconcileReport(republished, originals, results)

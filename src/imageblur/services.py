@@ -35,6 +35,7 @@ from imageblur.logs import get_logger
 log = get_logger(__name__)
 
 MAX_NAME_CHARS = 255
+_SERVED = (Status.DONE, Status.REVIEW, Status.RENDERING)  # statuses with a result to serve
 
 
 def clean_name(name: str | None, *, extension: str) -> str:
@@ -179,9 +180,11 @@ class ImageService:
 
     def result(self, image_id: str) -> Result:
         record = self.get(image_id)
-        if record.status is not Status.DONE or record.output_key is None:
+        # Held for review (or re-rendering a correction): the current result, which the
+        # reviewer needs; clients that publish wait for `done`.
+        if record.status not in _SERVED or record.output_key is None:
             detail = f": {record.error}" if record.status is Status.FAILED and record.error else ""
-            raise NotReady(f"image {image_id} is {record.status.value}{detail}")
+            raise NotReady(f"image {image_id} is {record.status.public}{detail}")
         if self._presigned_ttl_s is not None:
             url = self._b.results.presigned_url(record.output_key, expires_s=self._presigned_ttl_s)
             if url is not None:

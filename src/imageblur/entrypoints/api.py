@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from imageblur import __version__
@@ -21,6 +22,7 @@ from imageblur.entrypoints.head import HeadAsGetMiddleware
 from imageblur.entrypoints.http_metrics import HttpMetricsMiddleware
 from imageblur.entrypoints.metrics_route import router as metrics_router
 from imageblur.entrypoints.request_id import RequestIdMiddleware
+from imageblur.entrypoints.review_routes import router as review_router
 from imageblur.entrypoints.routes import router
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
@@ -54,6 +56,10 @@ def _lifespan(
     return lifespan
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     """The API alone (`api`), or with the worker in the same process (`serve`), whose
     metrics then show on the API's /metrics too."""
@@ -66,16 +72,18 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         root_path=settings.root_path,
     )
     app.include_router(router)
+    app.include_router(review_router)
     app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)
     # The last added runs first: request id, access log, metrics, token check, HEAD,
     # routes. So a refused request is logged and counted, and every line carries its id.
     app.add_middleware(HeadAsGetMiddleware)
-    if settings.api_token is not None:
+    if settings.api_token is not None or settings.reviewer_token is not None:
         app.add_middleware(
             BearerTokenMiddleware,
-            token=settings.api_token.get_secret_value(),
+            token=_secret(settings.api_token),
+            reviewer_token=_secret(settings.reviewer_token),
             root_path=settings.root_path,
             public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
             public_prefixes=page.PUBLIC_PREFIXES,

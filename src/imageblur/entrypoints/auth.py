@@ -28,28 +28,47 @@ PUBLIC_PATHS = frozenset(
 )
 
 
+ROLE_KEY = "imageblur.role"  # in the request scope: "api" or "reviewer"
+
+
+def role_of(scope: Scope) -> str | None:
+    """The role the token check gave this request; None when no token is configured (a
+    local, trusted set-up: everything is open)."""
+    role = scope.get(ROLE_KEY)
+    return role if isinstance(role, str) else None
+
+
 class BearerTokenMiddleware:
     """Every HTTP request except to `public_paths` (or under `public_prefixes`) must carry
     `Authorization: Bearer <token>`; `root_path` is the proxy prefix, stripped before the
-    public paths match."""
+    public paths match. The reviewer token is accepted everywhere too, and marks the
+    request's role `reviewer` (routes check it); with `token` None only the reviewer's
+    actions need a token and every other request counts as role `api`."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        token: str,
+        token: str | None,
+        reviewer_token: str | None = None,
         root_path: str = "",
         public_paths: frozenset[str] = PUBLIC_PATHS,
         public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._app = app
-        self._token = token.encode()
+        self._token = token.encode() if token is not None else None
+        self._reviewer_token = reviewer_token.encode() if reviewer_token is not None else None
         self._prefix = root_path.rstrip("/")
         self._public = public_paths
         self._public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._allowed(scope):
+        if scope["type"] != "http" or self._public_path(scope):
+            await self._app(scope, receive, send)
+            return
+        role = self._role(scope)
+        if role is not None:
+            scope[ROLE_KEY] = role
             await self._app(scope, receive, send)
             return
         response = error_response(
@@ -60,13 +79,20 @@ class BearerTokenMiddleware:
         )
         await response(scope, receive, send)
 
-    def _allowed(self, scope: Scope) -> bool:
+    def _public_path(self, scope: Scope) -> bool:
         path = URL(scope=scope).path
         if self._prefix and path.startswith(self._prefix):
             path = path[len(self._prefix) :]
-        if path in self._public or path.startswith(self._public_prefixes):
-            return True
+        return path in self._public or path.startswith(self._public_prefixes)
+
+    def _role(self, scope: Scope) -> str | None:
+        """reviewer, api, or None (refused)."""
         scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self._token
-        )
+        presented = given.strip().encode() if scheme.lower() == "bearer" else b""
+        if self._reviewer_token is not None and hmac.compare_digest(
+            presented, self._reviewer_token
+        ):
+            return "reviewer"
+        if self._token is None or hmac.compare_digest(presented, self._token):
+            return "api"
+        return None

@@ -9,22 +9,45 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from imageblur.corrections import InvalidCorrection, InvalidRegions
 from imageblur.domain import (
     BackendUnavailable,
     ImageblurError,
     InvalidImage,
     NotFound,
+    NotInReview,
     NotReady,
+    OriginalGone,
     Overloaded,
+    Rendering,
+    StaleRevision,
 )
 from imageblur.logs import get_logger
 
 log = get_logger(__name__)
 
+
 # The most specific class of an error decides. An `InvalidImage` carries its own 4xx and
 # code (413 too_large, 415 unsupported_media_type, ...); the entry is its fallback.
+class Rejected(ImageblurError):  # noqa: N818 - an HTTP-level refusal with its own status
+    """A request the API refuses before any use case runs: missing precondition, wrong
+    role, a body too large."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = code
+
+
 ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
+    Rejected: (400, "bad_request"),
     InvalidImage: (400, "invalid_image"),
+    InvalidCorrection: (400, "invalid_json"),
+    InvalidRegions: (422, "invalid_regions"),
+    StaleRevision: (412, "stale_revision"),
+    OriginalGone: (409, "original_gone"),
+    NotInReview: (409, "not_in_review"),
+    Rendering: (409, "rendering"),
     NotFound: (404, "not_found"),
     NotReady: (409, "not_ready"),
     Overloaded: (503, "overloaded"),
@@ -44,7 +67,7 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 
 
 def status_and_code(exc: ImageblurError) -> tuple[int, str]:
-    if isinstance(exc, InvalidImage):
+    if isinstance(exc, InvalidImage | Rejected):
         return exc.http_status, exc.code
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:

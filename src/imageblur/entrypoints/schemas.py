@@ -27,6 +27,8 @@ class Picture(BaseModel):
     updated_at: datetime
     error: str | None
     request_id: str | None = None  # the upload's X-Request-ID, to find its log lines
+    review: str | None = None  # null (never held), pending, approved, expired
+    revision: int = 0  # of the regions (GET /picture/{id}/regions)
 
 
 class PictureList(BaseModel):
@@ -35,6 +37,37 @@ class PictureList(BaseModel):
     limit: int
     offset: int
     next: str | None
+
+
+class RegionOut(BaseModel):
+    id: str
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float | None
+    source: str  # detector, manual
+    kind: str  # face, plate
+    uncertain: bool  # scored below the detection threshold (a candidate for a reviewer)
+    hidden: bool
+
+
+class RegionList(BaseModel):
+    revision: int
+    regions: list[RegionOut]
+
+
+class EventOut(BaseModel):
+    at: datetime
+    role: str  # api, reviewer, worker, system
+    action: str  # uploaded, processed, corrected, rendered, approved, expired, failed
+    status: str
+    revision: int
+    detail: str | None
+
+
+class History(BaseModel):
+    events: list[EventOut]
 
 
 class Error(BaseModel):
@@ -46,7 +79,7 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
     return Picture(
         id=record.id,
         name=record.name,
-        status=record.status.value,
+        status=record.status.public,
         url=record.url,
         image_url=f"{root}/picture/{record.id}/image",
         faces=record.faces,
@@ -59,17 +92,23 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         updated_at=record.updated_at,
         error=record.error,
         request_id=record.request_id,
+        review=record.review.value if record.review is not None else None,
+        revision=record.revision,
     )
 
 
 _ERROR_MEANINGS = {
     400: "Bad request: a malformed body, or an image that is corrupt or empty.",
     401: "The API token is missing or wrong (only when IMAGEBLUR_API_TOKEN is set).",
+    403: "forbidden: this token's role may not do this (the reviewer token may).",
     404: "No image with that id.",
-    409: "The anonymized image is not available (yet, or any more).",
+    409: "The anonymized image is not available (yet, or any more); for review actions: "
+    "original_gone, not_in_review or rendering.",
+    412: "stale_revision: If-Match is not the current revision of the regions.",
     413: "The upload is too large (bytes or pixels).",
     415: "Not a JPEG, PNG or WebP image, or an unsupported Content-Type.",
-    422: "A parameter or header has an invalid value.",
+    422: "A parameter or header has an invalid value; invalid_regions for a correction.",
+    428: "if_match_required: send If-Match with the revision of the regions you edited.",
     503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
 }
 

@@ -1,0 +1,131 @@
+"""A reviewer's correction of a picture's regions: the request's shape, checked, and the
+new region list it makes. Pure: no I/O, so the API and the tests share it.
+
+A correction is the complete list wanted: an existing region by id (with its new
+`hidden` state), or a new manual box. Regions left out are dropped from the record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from imageblur.domain import MAX_REGIONS, ImageblurError, Region
+
+_BOX = ("x", "y", "width", "height")
+_NUMBERED = re.compile(r"^[a-z](\d+)$")
+
+
+class InvalidCorrection(ImageblurError):  # noqa: N818 - a domain name
+    """The body is not the shape of a correction (400 invalid_json)."""
+
+
+class InvalidRegions(ImageblurError):  # noqa: N818
+    """A region of a well-formed correction cannot be applied (422 invalid_regions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRegion:
+    id: str
+    hidden: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ManualBox:
+    x: int
+    y: int
+    width: int
+    height: int
+    hidden: bool
+
+
+Wanted = KeptRegion | ManualBox
+
+
+def parse(payload: Any) -> list[Wanted]:
+    """`{"regions": [...]}` as typed items; raises `InvalidCorrection` naming the first
+    item that is not `{"id", "hidden"}` nor `{"x", "y", "width", "height", "hidden"}`."""
+    if not isinstance(payload, dict) or set(payload) != {"regions"}:
+        raise InvalidCorrection('send {"regions": [...]}: the complete list of regions wanted')
+    items = payload["regions"]
+    if not isinstance(items, list):
+        raise InvalidCorrection('"regions" must be a list')
+    return [_item(index, item) for index, item in enumerate(items)]
+
+
+def _item(index: int, item: Any) -> Wanted:
+    where = f"regions[{index}]"
+    if not isinstance(item, dict) or not isinstance(item.get("hidden"), bool):
+        raise InvalidCorrection(f'{where} must be an object with a boolean "hidden"')
+    keys = set(item) - {"hidden"}
+    if keys == {"id"} and isinstance(item["id"], str):
+        return KeptRegion(id=item["id"], hidden=item["hidden"])
+    if keys == set(_BOX) and all(_is_int(item[k]) for k in _BOX):
+        x, y, width, height = (int(item[k]) for k in _BOX)
+        return ManualBox(x=x, y=y, width=width, height=height, hidden=item["hidden"])
+    raise InvalidCorrection(
+        f'{where} must be {{"id", "hidden"}} or {{"x", "y", "width", "height", "hidden"}} '
+        "with integer pixels"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply(
+    current: Sequence[Region], wanted: Sequence[Wanted], *, width: int, height: int
+) -> list[Region]:
+    """The record's new regions. Raises `InvalidRegions` for the first region that cannot
+    be applied: an unknown id, a box under 1 px or entirely outside the image, or more
+    than MAX_REGIONS. A box partly outside is clipped to the image."""
+    if len(wanted) > MAX_REGIONS:
+        raise InvalidRegions(f"{len(wanted)} regions: at most {MAX_REGIONS} per picture")
+    by_id = {region.id: region for region in current}
+    next_number = 1 + max((_number(r.id) for r in current), default=0)
+    out: list[Region] = []
+    for index, item in enumerate(wanted):
+        if isinstance(item, KeptRegion):
+            if item.id not in by_id:
+                raise InvalidRegions(f"regions[{index}]: no region with id {item.id!r}")
+            out.append(replace(by_id[item.id], hidden=item.hidden))
+            continue
+        out.append(_manual(index, item, f"m{next_number}", width=width, height=height))
+        next_number += 1
+    return out
+
+
+def _number(region_id: str) -> int:
+    match = _NUMBERED.fullmatch(region_id)
+    return int(match.group(1)) if match else 0
+
+
+def _manual(index: int, box: ManualBox, region_id: str, *, width: int, height: int) -> Region:
+    where = f"regions[{index}]"
+    if box.width < 1 or box.height < 1:
+        raise InvalidRegions(f"{where}: width and height must be at least 1 pixel")
+    x0, y0 = max(box.x, 0), max(box.y, 0)
+    x1, y1 = min(box.x + box.width, width), min(box.y + box.height, height)
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidRegions(f"{where}: the box lies entirely outside the {width}x{height} image")
+    return Region(
+        id=region_id,
+        x=x0,
+        y=y0,
+        width=x1 - x0,
+        height=y1 - y0,
+        score=None,
+        source="manual",
+        kind="face",
+        uncertain=False,
+        hidden=box.hidden,
+    )
+
+
+def summary(regions: Sequence[Region]) -> str:
+    """For the audit trail: how many regions are hidden, how many of them manual."""
+    hidden = [r for r in regions if r.hidden]
+    manual = sum(1 for r in hidden if r.source == "manual")
+    return f"{len(hidden)} regions hidden, {manual} manual"

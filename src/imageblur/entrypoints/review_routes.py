@@ -1,0 +1,157 @@
+"""The review routes: a picture's regions (read, correct), its approval and its audit
+trail. Corrections and approval need the reviewer's role when tokens are configured;
+the role is checked here, on the server, from what the token check recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from imageblur import corrections
+from imageblur.bootstrap import Container
+from imageblur.domain import EventRole, InvalidImage, Region
+from imageblur.entrypoints.auth import role_of
+from imageblur.entrypoints.errors import Rejected
+from imageblur.entrypoints.schemas import (
+    EventOut,
+    History,
+    Picture,
+    RegionList,
+    RegionOut,
+    errors,
+    picture,
+)
+from imageblur.entrypoints.uploads import read_raw
+from imageblur.review import ReviewService
+
+router = APIRouter()
+
+MAX_CORRECTION_BYTES = 1_000_000
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def _review(request: Request) -> ReviewService:
+    container: Container = request.app.state.container
+    return container.review
+
+
+Review = Annotated[ReviewService, Depends(_review)]
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _reviewer(request: Request) -> EventRole:
+    """The role a correction or approval is made with; 403 for the API token's."""
+    role = role_of(request.scope)
+    if role == "api":
+        raise Rejected(403, "forbidden", "this needs the reviewer token (IMAGEBLUR_REVIEWER_TOKEN)")
+    return "reviewer"
+
+
+def _etag(revision: int) -> dict[str, str]:
+    return {"ETag": f'"{revision}"', "Cache-Control": "no-store"}
+
+
+def _revision(if_match: str | None) -> int:
+    if if_match is None:
+        raise Rejected(
+            428, "if_match_required", 'send If-Match: "<revision>" of the regions you edited'
+        )
+    match = _ETAG.fullmatch(if_match.strip())
+    if match is None:
+        raise Rejected(412, "stale_revision", f"If-Match {if_match!r} is not a revision")
+    return int(match.group(1))
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        raw = await read_raw(request, max_bytes=MAX_CORRECTION_BYTES)
+    except InvalidImage as exc:
+        if exc.http_status == 413:
+            raise Rejected(413, "too_large", "a correction body is at most 1 MB") from exc
+        raise
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise corrections.InvalidCorrection(f"the body is not JSON: {exc}") from exc
+
+
+def _regions_out(revision: int, regions: list[Region]) -> dict[str, Any]:
+    items = [RegionOut(**r.to_dict()) for r in regions]
+    return RegionList(revision=revision, regions=items).model_dump(mode="json")
+
+
+@router.get(
+    "/picture/{image_id}/regions",
+    response_model=RegionList,
+    responses=errors(401, 404, 503),
+    summary="Every region hidden, and the uncertain candidates, with the revision (ETag)",
+)
+async def get_regions(review: Review, image_id: str) -> JSONResponse:
+    revision, regions = await run_in_threadpool(review.regions, image_id)
+    return JSONResponse(_regions_out(revision, list(regions)), headers=_etag(revision))
+
+
+@router.put(
+    "/picture/{image_id}/regions",
+    status_code=202,
+    response_model=Picture,
+    responses=errors(400, 401, 403, 404, 409, 412, 413, 422, 428, 503),
+    summary="Correct the regions (the complete list wanted); the result is re-rendered",
+)
+async def put_regions(
+    request: Request,
+    review: Review,
+    image_id: str,
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+) -> JSONResponse:
+    role = _reviewer(request)
+    expected = _revision(if_match)
+    wanted = corrections.parse(await _json_body(request))
+    record = await run_in_threadpool(
+        review.correct, image_id, wanted, expected_revision=expected, role=role
+    )
+    body = picture(record, _root(request)).model_dump(mode="json")
+    return JSONResponse(body, status_code=202, headers=_etag(record.revision))
+
+
+@router.post(
+    "/picture/{image_id}/approve",
+    response_model=Picture,
+    responses=errors(401, 403, 404, 409, 503),
+    summary="Release a picture held for review: done, and its original deleted",
+)
+async def approve(request: Request, review: Review, image_id: str) -> Picture:
+    role = _reviewer(request)
+    record = await run_in_threadpool(review.approve, image_id, role=role)
+    return picture(record, _root(request))
+
+
+@router.get(
+    "/picture/{image_id}/history",
+    response_model=History,
+    responses=errors(401, 404, 503),
+    summary="The picture's audit trail, oldest first",
+)
+async def history(review: Review, image_id: str) -> History:
+    events = await run_in_threadpool(review.history, image_id)
+    return History(
+        events=[
+            EventOut(
+                at=e.at,
+                role=e.role,
+                action=e.action,
+                status=e.status,
+                revision=e.revision,
+                detail=e.detail,
+            )
+            for e in events
+        ]
+    )

@@ -1,0 +1,120 @@
+"""The API's review use cases: read a picture's regions and history, correct its
+regions (a re-render from the original), approve it (the original is deleted).
+
+Order of writes on a correction: the record (revision + 1, status rendering), then the
+render job. A lost or failed publish leaves the record rendering and unpublished, and
+the reconciler publishes it; a correction is never lost once answered 202.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from imageblur import corrections
+from imageblur.backends import Backends
+from imageblur.domain import (
+    Event,
+    EventRole,
+    ImageRecord,
+    Job,
+    JobKind,
+    NotFound,
+    OriginalGone,
+    QueueUnavailable,
+    Region,
+    Rendering,
+    StaleRevision,
+    Status,
+    is_image_id,
+    utcnow,
+)
+from imageblur.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class ReviewService:
+    """Regions, corrections, approval and history. `keep_originals`: an approved
+    picture's original is kept (still encrypted) instead of deleted."""
+
+    def __init__(
+        self,
+        *,
+        backends: Backends,
+        keep_originals: bool,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._b = backends
+        self._repo = backends.repository
+        self._keep_originals = keep_originals
+        self._clock = clock
+
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]]:
+        found = self._repo.regions(image_id) if is_image_id(image_id) else None
+        if found is None:
+            raise NotFound(f"no image with id {image_id}")
+        return found
+
+    def history(self, image_id: str) -> Sequence[Event]:
+        self.regions(image_id)  # 404 for an unknown picture, not an empty trail
+        return self._repo.history(image_id)
+
+    def correct(
+        self,
+        image_id: str,
+        wanted: Sequence[corrections.Wanted],
+        *,
+        expected_revision: int,
+        role: EventRole,
+    ) -> ImageRecord:
+        """Record the regions wanted and queue their render. Raises `NotFound`,
+        `OriginalGone`, `Rendering`, `StaleRevision` or `InvalidRegions`."""
+        record = self._correctable(image_id)
+        revision, current = self.regions(image_id)
+        if revision != expected_revision:
+            raise StaleRevision(
+                f"the regions are at revision {revision}, not {expected_revision}: "
+                "reload them and apply the change again"
+            )
+        new = corrections.apply(current, wanted, width=record.width, height=record.height)
+        updated = self._repo.correct(
+            image_id, expected_revision=revision, regions=new, role=role, now=self._clock()
+        )
+        log.info("image.corrected", image_id=image_id, revision=updated.revision)
+        self._publish_render(updated)
+        return updated
+
+    def _correctable(self, image_id: str) -> ImageRecord:
+        record = self._repo.get(image_id) if is_image_id(image_id) else None
+        if record is None:
+            raise NotFound(f"no image with id {image_id}")
+        if record.status in (Status.DONE, Status.FAILED):
+            raise OriginalGone(
+                f"image {image_id} is {record.status.value}: its original is deleted, "
+                "so it cannot be corrected (corrections need IMAGEBLUR_REVIEW=required)"
+            )
+        if record.status in (Status.PENDING, Status.PROCESSING):
+            raise Rendering(f"image {image_id} is still being processed: retry when in review")
+        return record
+
+    def _publish_render(self, record: ImageRecord) -> None:
+        job = Job(image_id=record.id, request_id=record.request_id, kind=JobKind.RENDER)
+        try:
+            self._b.queue.publish(job)
+        except QueueUnavailable:
+            # Recorded, not lost: the reconciler publishes unpublished rendering rows.
+            log.warning("job.publish_failed", image_id=record.id, kind=job.kind.value)
+            return
+        self._b.mark_published(record.id, self._clock(), seen_at=record.updated_at)
+
+    def approve(self, image_id: str, *, role: EventRole) -> ImageRecord:
+        """review -> done; the original is deleted (unless kept). Raises `NotFound`,
+        `Rendering` (approve what was seen, once its render is stored) or `NotInReview`."""
+        if not is_image_id(image_id):
+            raise NotFound(f"no image with id {image_id}")
+        record = self._repo.approve(image_id, role=role, now=self._clock())
+        log.info("image.approved", image_id=image_id, revision=record.revision)
+        if not self._keep_originals:
+            self._b.delete_quietly(self._b.originals, record.input_key, image_id=image_id)
+        return record
