@@ -267,3 +267,21 @@ def test_an_api_token_guards_every_endpoint_but_health_and_docs(tmp_path: Path) 
             assert srv.wait_done(client, created.json()["id"])["status"] == "done"
             assert client.get("/pictures").json()["total"] == 1
         assert secret not in srv.logs()
+
+
+def test_with_review_off_a_picture_is_done_with_its_regions_and_cannot_be_corrected(
+    server: Server, client: httpx.Client
+) -> None:
+    data = BILL.read_bytes()
+    image_id = client.post("/picture", files={"image": ("b.jpg", data, "image/jpeg")}).json()["id"]
+    done = server.wait_done(client, image_id)
+    assert done["status"] == "done" and done["review"] is None
+    listed = client.get(f"/picture/{image_id}/regions")
+    assert listed.status_code == 200 and listed.headers["etag"] == '"0"'
+    assert any(r["hidden"] for r in listed.json()["regions"])
+    body = {"regions": [{"x": 1, "y": 1, "width": 10, "height": 10, "hidden": True}]}
+    refused = client.put(f"/picture/{image_id}/regions", json=body, headers={"If-Match": '"0"'})
+    assert refused.status_code == 409 and refused.json()["error"] == "original_gone"
+    approve = client.post(f"/picture/{image_id}/approve")
+    assert approve.status_code == 409 and approve.json()["error"] == "not_in_review"
+    assert client.get("/picture/0123456789abcdef0123456789abcdef/regions").status_code == 404
