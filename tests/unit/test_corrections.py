@@ -1,0 +1,109 @@
+"""A correction's shape and how it makes the new region list (pure, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from imageblur.corrections import (
+    InvalidCorrection,
+    InvalidRegions,
+    KeptRegion,
+    ManualBox,
+    apply,
+    parse,
+    summary,
+)
+from imageblur.domain import MAX_REGIONS, Region
+
+
+def region(region_id: str, *, hidden: bool = True, uncertain: bool = False) -> Region:
+    return Region(
+        id=region_id,
+        x=10,
+        y=20,
+        width=30,
+        height=40,
+        score=0.9,
+        source="detector",
+        kind="face",
+        uncertain=uncertain,
+        hidden=hidden,
+    )
+
+
+def test_parse_reads_kept_regions_and_manual_boxes() -> None:
+    wanted = parse(
+        {
+            "regions": [
+                {"id": "r1", "hidden": False},
+                {"x": 1, "y": 2, "width": 3, "height": 4, "hidden": True},
+            ]
+        }
+    )
+    assert wanted == [KeptRegion("r1", False), ManualBox(1, 2, 3, 4, True)]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        {"regions": {}},
+        {"regions": [], "extra": 1},
+        {"regions": [{"id": "r1"}]},
+        {"regions": [{"id": "r1", "hidden": "yes"}]},
+        {"regions": [{"id": 1, "hidden": True}]},
+        {"regions": [{"x": 1, "y": 2, "width": 3, "hidden": True}]},
+        {"regions": [{"x": 1.5, "y": 2, "width": 3, "height": 4, "hidden": True}]},
+        {"regions": [{"x": True, "y": 2, "width": 3, "height": 4, "hidden": True}]},
+        {"regions": [{"id": "r1", "x": 1, "y": 2, "width": 3, "height": 4, "hidden": True}]},
+    ],
+)
+def test_parse_refuses_every_other_shape(payload: Any) -> None:
+    with pytest.raises(InvalidCorrection):
+        parse(payload)
+
+
+def test_apply_keeps_listed_regions_with_their_new_state_and_drops_the_rest() -> None:
+    current = [region("r1"), region("r2", hidden=False, uncertain=True), region("r3")]
+    new = apply(current, [KeptRegion("r2", True), KeptRegion("r1", False)], width=100, height=100)
+    assert [(r.id, r.hidden, r.uncertain) for r in new] == [
+        ("r2", True, True),
+        ("r1", False, False),
+    ]
+
+
+def test_manual_boxes_are_clipped_to_the_image_and_numbered_after_existing_ids() -> None:
+    new = apply(
+        [region("r1"), region("m4")],
+        [ManualBox(-10, 90, 30, 30, True), ManualBox(5, 5, 1, 1, True)],
+        width=100,
+        height=100,
+    )
+    assert [(r.id, r.x, r.y, r.width, r.height) for r in new] == [
+        ("m5", 0, 90, 20, 10),
+        ("m6", 5, 5, 1, 1),
+    ]
+    assert all(r.source == "manual" and r.score is None and not r.uncertain for r in new)
+    assert summary(new) == "2 regions hidden, 2 manual"
+
+
+@pytest.mark.parametrize(
+    ("wanted", "named"),
+    [
+        ([KeptRegion("r9", True)], "regions[0]: no region with id 'r9'"),
+        ([KeptRegion("r1", True), ManualBox(100, 0, 5, 5, True)], "regions[1]: the box lies"),
+        ([ManualBox(0, 0, 0, 5, True)], "regions[0]: width and height"),
+        ([ManualBox(-20, 0, 10, 5, True)], "regions[0]: the box lies"),
+    ],
+)
+def test_apply_names_the_first_region_it_cannot_apply(wanted: list[Any], named: str) -> None:
+    with pytest.raises(InvalidRegions, match=named.replace("[", r"\[").replace("]", r"\]")):
+        apply([region("r1")], wanted, width=100, height=100)
+
+
+def test_at_most_max_regions() -> None:
+    too_many = [ManualBox(0, 0, 1, 1, True)] * (MAX_REGIONS + 1)
+    with pytest.raises(InvalidRegions, match=f"at most {MAX_REGIONS}"):
+        apply([], too_many, width=10, height=10)
