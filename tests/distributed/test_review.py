@@ -1,0 +1,225 @@
+"""The review workflow on the distributed set-up (API and workers as processes,
+PostgreSQL, RabbitMQ, S3), and its faults: a worker killed during a re-render, a
+correction while a render is running, approval during a re-render, two reviewers
+sending the same revision."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, UnidentifiedImageError
+
+from imageblur.domain import Status
+
+from .conftest import DeploymentFactory
+from .harness import EXAMPLES, Backends, Deployment, generated_jpeg
+
+pytestmark = pytest.mark.slow
+
+KEY = base64.b64encode(bytes(range(1, 33))).decode()
+REVIEW = {"review": "required", "originals_key": KEY}
+BOX = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
+
+
+def wait_status(app: Deployment, image_id: str, wanted: str, timeout_s: float = 120) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = httpx.get(f"{app.url}/picture/{image_id}", timeout=10).json()
+        if body["status"] == wanted or time.monotonic() > deadline:
+            assert body["status"] == wanted, f"{body}\n{app.logs()}"
+            return body
+        time.sleep(0.1)  # a poll interval: the condition is checked above
+
+
+def upload(app: Deployment, data: bytes, name: str = "bill.jpg") -> str:
+    return app.submit(data, name=name)
+
+
+def regions(app: Deployment, image_id: str) -> tuple[str, list[dict[str, Any]]]:
+    response = httpx.get(f"{app.url}/picture/{image_id}/regions", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.headers["etag"], response.json()["regions"]
+
+
+def correct(app: Deployment, image_id: str, etag: str, extra: list[Any]) -> httpx.Response:
+    _, listed = regions(app, image_id)
+    wanted = [{"id": r["id"], "hidden": r["hidden"]} for r in listed] + extra
+    return httpx.put(
+        f"{app.url}/picture/{image_id}/regions",
+        json={"regions": wanted},
+        headers={"If-Match": etag},
+        timeout=30,
+    )
+
+
+def bill() -> bytes:
+    return (EXAMPLES / "bill-gates.jpg").read_bytes()
+
+
+def big_photo(seed: int) -> bytes:
+    """A 24 MP JPEG, so that a render takes long enough to be caught mid-way."""
+    tile = Image.open(io.BytesIO(generated_jpeg(seed, 1500, 1000)))
+    canvas = Image.new("RGB", (6000, 4000))
+    for x in range(0, 6000, 1500):
+        for y in range(0, 4000, 1000):
+            canvas.paste(tile, (x, y))
+    out = io.BytesIO()
+    canvas.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def result_keys(backends: Backends, image_id: str) -> list[str]:
+    store = backends.store("output")
+    try:
+        return sorted(o.key for o in store.list() if o.key.startswith(image_id))
+    finally:
+        store.close()
+
+
+def original_keys(backends: Backends, image_id: str) -> list[str]:
+    store = backends.store("input")
+    try:
+        return sorted(o.key for o in store.list() if o.key.startswith(image_id))
+    finally:
+        store.close()
+
+
+def test_review_workflow_end_to_end(backends: Backends, deploy: DeploymentFactory) -> None:
+    app = deploy(backends, workers=1, **REVIEW)
+    image_id = upload(app, bill())
+    assert wait_status(app, image_id, "review")["review"] == "pending"
+
+    (key,) = original_keys(backends, image_id)
+    raw = backends.store("input").get(key)  # the bytes at rest, as S3 holds them
+    assert b"\xff\xd8\xff" not in raw[:64]
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(raw))
+
+    etag, _ = regions(app, image_id)
+    response = correct(app, image_id, etag, [BOX])
+    assert response.status_code == 202, response.text
+    assert correct(app, image_id, etag, [BOX]).status_code == 412
+    wait_status(app, image_id, "review")
+    result = httpx.get(f"{app.url}/picture/{image_id}/image", timeout=30)
+    after = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), dtype=np.float32)
+    before = np.asarray(Image.open(io.BytesIO(bill())).convert("RGB"), dtype=np.float32)
+    inside = (slice(300, 500), slice(400, 600))
+    assert np.abs(after[inside] - before[inside]).mean() > 2  # hidden now
+    assert len(result_keys(backends, image_id)) == 1  # the replaced result is deleted
+
+    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    assert approved.status_code == 200 and approved.json()["status"] == "done"
+    assert original_keys(backends, image_id) == []
+    events = httpx.get(f"{app.url}/picture/{image_id}/history", timeout=10).json()["events"]
+    assert [e["action"] for e in events] == [
+        "uploaded",
+        "processed",
+        "corrected",
+        "rendered",
+        "approved",
+    ]
+    assert app.statuses[500] == 0
+
+
+def test_a_worker_killed_during_a_re_render(backends: Backends, deploy: DeploymentFactory) -> None:
+    app = deploy(backends, workers=2, lease_s="3", **REVIEW)
+    image_id = upload(app, big_photo(1), name="big.jpg")
+    wait_status(app, image_id, "review", timeout_s=180)
+    etag, _ = regions(app, image_id)
+    big_box = {"x": 100, "y": 100, "width": 5000, "height": 3000, "hidden": True}
+    assert correct(app, image_id, etag, [big_box]).status_code == 202
+
+    repo = backends.repository()
+    pids = {p.pid for p in app.workers}
+    killed: list[int] = []
+    deadline = time.monotonic() + 60
+    while not killed and time.monotonic() < deadline:
+        record = repo.get(image_id)
+        owner = record.lease_owner if record else None
+        pid = int(owner.split(":")[1]) if owner else -1
+        if record is not None and record.status is Status.RENDERING and pid in pids:
+            os.kill(pid, signal.SIGKILL)  # mid-render: claimed, result not stored
+            killed.append(pid)
+        time.sleep(0.01)
+    repo.close()
+    assert killed, "never saw the re-render in progress"
+    body = wait_status(app, image_id, "review", timeout_s=180)
+    assert body["revision"] == 1
+    assert len(result_keys(backends, image_id)) == 1
+    actions = [
+        e["action"] for e in httpx.get(f"{app.url}/picture/{image_id}/history").json()["events"]
+    ]
+    assert actions.count("rendered") == 1
+
+
+def test_corrections_while_rendering_end_at_the_last_revision(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(backends, workers=0, **REVIEW)
+    image_id = upload(app, bill())
+    early = correct(app, image_id, '"0"', [BOX])  # detection has not run yet
+    assert early.status_code == 409 and early.json()["error"] == "rendering"
+    app.start_worker()
+    wait_status(app, image_id, "review")
+    etag = '"0"'
+    for n in range(3):  # each arrives while the previous render may still run
+        response = correct(app, image_id, etag, [{**BOX, "x": 100 + 300 * n}])
+        assert response.status_code == 202, response.text
+        etag = response.headers["etag"]
+    body = wait_status(app, image_id, "review")
+    assert body["revision"] == 3
+    _, listed = regions(app, image_id)
+    assert sorted(r["x"] for r in listed if r["source"] == "manual") == [100, 400, 700]
+    assert len(result_keys(backends, image_id)) == 1
+
+
+def test_approval_waits_for_a_re_render_then_succeeds(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(backends, workers=1, **REVIEW)
+    image_id = upload(app, bill())
+    wait_status(app, image_id, "review")
+    worker = app.workers[0]
+    worker.send_signal(signal.SIGTERM)  # no worker: the re-render stays pending
+    worker.wait(timeout=60)
+    assert correct(app, image_id, '"0"', [BOX]).status_code == 202
+    refused = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    assert refused.status_code == 409 and refused.json()["error"] == "rendering"
+    app.start_worker()
+    wait_status(app, image_id, "review")
+    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    assert approved.status_code == 200 and approved.json()["review"] == "approved"
+
+
+def test_two_reviewers_with_the_same_revision_exactly_one_wins(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    app = deploy(backends, workers=1, **REVIEW)
+    image_id = upload(app, bill())
+    wait_status(app, image_id, "review")
+    for round_ in range(3):
+        etag, _ = regions(app, image_id)
+        start = threading.Barrier(2)
+        codes: list[int] = []
+
+        def send(n: int, etag: str = etag) -> None:
+            start.wait(timeout=30)
+            codes.append(correct(app, image_id, etag, [{**BOX, "x": 50 + 10 * n}]).status_code)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(codes) == [202, 412], (round_, codes)
+        wait_status(app, image_id, "review")
+    assert httpx.get(f"{app.url}/picture/{image_id}").json()["revision"] == 3
