@@ -208,18 +208,24 @@ def test_two_reviewers_with_the_same_revision_exactly_one_wins(
     wait_status(app, image_id, "review")
     for round_ in range(3):
         etag, _ = regions(app, image_id)
-        start = threading.Barrier(2)
-        codes: list[int] = []
-
-        def send(n: int, etag: str = etag) -> None:
-            start.wait(timeout=30)
-            codes.append(correct(app, image_id, etag, [{**BOX, "x": 50 + 10 * n}]).status_code)
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        codes = race(lambda n, etag=etag: correct(app, image_id, etag, [{**BOX, "x": 50 + n}]))
         assert sorted(codes) == [202, 412], (round_, codes)
         wait_status(app, image_id, "review")
     assert httpx.get(f"{app.url}/picture/{image_id}").json()["revision"] == 3
+
+
+def race(send: Any) -> list[int]:
+    """Two requests released at once; their statuses."""
+    start = threading.Barrier(2)
+    codes: list[int] = []
+
+    def run(n: int) -> None:
+        start.wait(timeout=30)
+        codes.append(send(n).status_code)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return codes
