@@ -91,10 +91,22 @@ def build_queue(settings: Settings) -> JobQueue:
     return MemoryJobQueue()
 
 
+def build_originals(settings: Settings) -> ObjectStore:
+    """The originals' store, encrypting at rest when an originals key (current or old)
+    is set. Results are never encrypted: they are what gets published."""
+    store = build_store(settings, "input")
+    current, old = settings.originals_keys()
+    if current is None and not old:
+        return store
+    from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
+
+    return EncryptedStore(store, Keyring(current, old))
+
+
 def build_backends(settings: Settings) -> Backends:
     return Backends(
         repository=build_repository(settings),
-        originals=build_store(settings, "input"),
+        originals=build_originals(settings),
         results=build_store(settings, "output"),
         queue=build_queue(settings),
     )

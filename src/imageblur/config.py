@@ -8,6 +8,8 @@ closed sets (Literal), never from import paths that configuration could control.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -62,6 +64,29 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
 
 class SettingsError(Exception):
     """A setting has a wrong value; the message names it."""
+
+
+ORIGINALS_KEY_BYTES = 32  # AES-256
+
+
+def decode_key(text: str) -> bytes:
+    """The raw bytes of an originals key given as base64 of exactly 32 bytes; the
+    ValueError says what is wrong without repeating any of the key."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64 (make a key with `openssl rand -base64 32`)") from None
+    if len(raw) != ORIGINALS_KEY_BYTES:
+        raise ValueError(
+            f"must be base64 of exactly {ORIGINALS_KEY_BYTES} bytes, not {len(raw)} "
+            "(make a key with `openssl rand -base64 32`)"
+        )
+    return raw
+
+
+def split_keys(text: str) -> list[str]:
+    """The comma-separated keys of IMAGEBLUR_ORIGINALS_OLD_KEYS; blanks are skipped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 DetectorFamily = Literal["centerface", "retinaface", "scrfd", "yolo"]
@@ -132,6 +157,12 @@ class Settings(BaseSettings):
         None,
         description="If set, every request except /healthz, /readyz, /metrics, the API docs "
         "and the web page must carry `Authorization: Bearer <token>` (at least 16 characters).",
+    )
+    reviewer_token: SecretStr | None = Field(
+        None,
+        description="Token of reviewers (same rules as IMAGEBLUR_API_TOKEN, and different "
+        "from it): everything the API token may do, plus correcting regions and approving. "
+        "Needs IMAGEBLUR_API_TOKEN; with it, IMAGEBLUR_REVIEW=required needs this one.",
     )
     metrics_token: SecretStr | None = Field(
         None,
@@ -343,6 +374,37 @@ class Settings(BaseSettings):
     keep_originals: bool = Field(
         False, description="Keep the unblurred original after success (off: deleted)."
     )
+
+    # --- review -------------------------------------------------------------------
+    review: Literal["off", "required"] = Field(
+        "off",
+        description="`required`: a processed picture is held in status `review`, its original "
+        "kept (encrypted: needs IMAGEBLUR_ORIGINALS_KEY) until approved or the hold expires; "
+        "`off`: done at once, original deleted.",
+    )
+    review_ttl_s: float = Field(
+        604800.0,
+        gt=0,
+        description="How long a picture waits for review; then its original is deleted and "
+        "it becomes `done` (review `expired`).",
+    )
+    uncertain_floor: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Lowest score of an uncertain candidate (listed for a reviewer, not "
+        "hidden); below every detection threshold in use.",
+    )
+    originals_key: SecretStr | None = Field(
+        None,
+        description="Encrypts originals at rest (AES-256-GCM): base64 of exactly 32 random "
+        "bytes (`openssl rand -base64 32`). Unset: originals are stored as uploaded.",
+    )
+    originals_old_keys: SecretStr | None = Field(
+        None,
+        description="Former originals keys, comma-separated base64: they only decrypt "
+        "originals written under them (key rotation).",
+    )
     heartbeat_file: Path | None = Field(
         None, description="File a worker touches on every loop and lease renewal (liveness probe)."
     )
@@ -373,6 +435,30 @@ class Settings(BaseSettings):
             return data
         return {**preset, **data}
 
+    @field_validator("originals_key", "originals_old_keys", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: Any) -> Any:
+        # `KEY: ${KEY:-}` in a compose file gives an empty variable: that is no key.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("originals_key")
+    @classmethod
+    def _key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key(value.get_secret_value())
+        return value
+
+    @field_validator("originals_old_keys")
+    @classmethod
+    def _old_keys_are_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        keys = split_keys(value.get_secret_value()) if value is not None else []
+        for number, key in enumerate(keys, start=1):
+            try:
+                decode_key(key)
+            except ValueError as exc:
+                raise ValueError(f"key {number} of {len(keys)} {exc}") from None
+        return value
+
     @field_validator("keep_metadata")
     @classmethod
     def _known_metadata_groups(cls, value: str) -> str:
@@ -387,14 +473,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        for name in ("api_token", "metrics_token"):
+        for name in ("api_token", "reviewer_token", "metrics_token"):
             secret: SecretStr | None = getattr(self, name)
             token = secret.get_secret_value() if secret is not None else None
             if token is not None and (len(token) < 16 or any(ch.isspace() for ch in token)):
                 # A Secret written with `echo` ends in a newline: refuse it here rather
                 # than answer every request 401.
                 raise ValueError(
-                    f"{name} must be at least 16 characters without spaces or newlines (or unset)"
+                    f"{name} ({ENV_PREFIX}{name.upper()}) must be at least 16 characters "
+                    "without spaces or newlines (or unset)"
                 )
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
@@ -414,6 +501,53 @@ class Settings(BaseSettings):
                 "s3_access_key_id and s3_secret_access_key must be set together (or neither)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_review(self) -> Settings:
+        if self.review == "required" and self.originals_key is None:
+            raise ValueError(
+                "IMAGEBLUR_REVIEW=required keeps originals until they are reviewed, and "
+                "they are kept encrypted: set IMAGEBLUR_ORIGINALS_KEY to base64 of 32 "
+                "random bytes (`openssl rand -base64 32`)"
+            )
+        api, reviewer = self.api_token, self.reviewer_token
+        if reviewer is not None and api is None:
+            # Reviewer-only would leave every other route open while it looks protected.
+            raise ValueError("IMAGEBLUR_REVIEWER_TOKEN needs IMAGEBLUR_API_TOKEN set too")
+        if self.review == "required" and api is not None and reviewer is None:
+            raise ValueError(
+                "IMAGEBLUR_REVIEW=required with IMAGEBLUR_API_TOKEN set needs "
+                "IMAGEBLUR_REVIEWER_TOKEN (only reviewers may correct and approve)"
+            )
+        tokens = [t.get_secret_value() for t in (api, reviewer) if t is not None]
+        if len(tokens) == 2 and tokens[0] == tokens[1]:
+            raise ValueError("IMAGEBLUR_REVIEWER_TOKEN must differ from IMAGEBLUR_API_TOKEN")
+        return self
+
+    @model_validator(mode="after")
+    def _check_uncertain_floor(self) -> Settings:
+        # The size-dependent thresholds never go below the main one, so the main
+        # threshold and the extra detectors' are the lowest in use.
+        thresholds = {"IMAGEBLUR_DETECTION_THRESHOLD": self.detection_threshold}
+        for index, spec in enumerate(self.extra_detectors):
+            thresholds[f"IMAGEBLUR_EXTRA_DETECTORS[{index}].threshold"] = spec.threshold
+        for name, threshold in thresholds.items():
+            if self.uncertain_floor >= threshold:
+                raise ValueError(
+                    f"IMAGEBLUR_UNCERTAIN_FLOOR ({self.uncertain_floor}) must be below every "
+                    f"detection threshold in use; {name} is {threshold}"
+                )
+        return self
+
+    def originals_keys(self) -> tuple[bytes | None, list[bytes]]:
+        """The current originals key (None: new originals are not encrypted) and the old
+        ones, as raw bytes (validated at load)."""
+        current = self.originals_key
+        old = self.originals_old_keys
+        return (
+            decode_key(current.get_secret_value()) if current is not None else None,
+            [decode_key(k) for k in split_keys(old.get_secret_value())] if old else [],
+        )
 
     @property
     def sqlite_file(self) -> Path:
@@ -476,10 +610,13 @@ def _settings_class(path: Path | None) -> type[Settings]:
 
 
 def _describe(exc: ValidationError) -> str:
+    # Only each error's message: never its input, which may be a key or a token.
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "settings"
-        env = f"{ENV_PREFIX}{loc.upper()}" if err["loc"] else ""
-        label = f"{loc} ({env})" if env else loc
-        lines.append(f"invalid setting {label}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across settings: its message names them
+            lines.append(f"invalid settings: {message}")
+            continue
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"invalid setting {loc} ({ENV_PREFIX}{loc.upper()}): {message}")
     return "; ".join(lines)

@@ -379,3 +379,9 @@ class Rendering(ImageblurError):  # noqa: N818
 
 class ProcessingError(ImageblurError):
     """Processing failed for a reason that retrying will not fix (corrupt data, say)."""
+
+
+class OriginalUnreadable(ProcessingError):  # noqa: N818 - a domain name
+    """An encrypted original cannot be opened: its key is not configured (neither the
+    current originals key nor an old one), or it fails authentication (altered, or copied
+    from another object). Retrying will not fix it; the message names only key ids."""

@@ -17,6 +17,7 @@ from typing import cast
 import pytest
 
 import servers
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
 from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.adapters.postgres_repo import PostgresImageRepository
@@ -52,6 +53,13 @@ def rabbitmq_url() -> Iterator[str]:
 # --- ObjectStore -------------------------------------------------------------------------
 
 StoreFactory = Callable[[str], ObjectStore]
+# Every store also runs wrapped in the encryption of originals ("<adapter>-encrypted").
+STORE_KINDS = ["local", "s3", "fake", "local-encrypted", "s3-encrypted", "fake-encrypted"]
+TEST_KEYRING = Keyring(b"k" * 32, [b"o" * 32])
+
+
+def _maybe_encrypted(kind: str, store: ObjectStore) -> ObjectStore:
+    return EncryptedStore(store, TEST_KEYRING) if kind.endswith("-encrypted") else store
 
 
 def _s3(server: servers.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
@@ -68,7 +76,7 @@ def _s3(server: servers.MotoServer, bucket: str, prefix: str) -> S3ObjectStore:
     )
 
 
-@pytest.fixture(params=["local", "s3", "fake"])
+@pytest.fixture(params=STORE_KINDS)
 def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[str], ObjectStore]]:
@@ -78,13 +86,15 @@ def store_factory(
 
     def factory(location: str) -> ObjectStore:
         store: ObjectStore
-        if request.param == "local":
+        adapter = request.param.removesuffix("-encrypted")
+        if adapter == "local":
             store = LocalObjectStore(tmp_path / location)
-        elif request.param == "fake":
+        elif adapter == "fake":
             store = FakeStore(location)
         else:
             # Same bucket, different prefixes: the tighter isolation to prove.
             store = _s3(request.getfixturevalue("moto_server"), bucket, f"{location}/")
+        store = _maybe_encrypted(request.param, store)
         made.append(store)
         return store
 
@@ -100,13 +110,14 @@ def store(store_factory: StoreFactory) -> ObjectStore:
     return store_factory("main")
 
 
-@pytest.fixture(params=["local", "s3", "fake"])
+@pytest.fixture(params=STORE_KINDS)
 def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     store: ObjectStore
-    if request.param == "fake":
+    adapter = request.param.removesuffix("-encrypted")
+    if adapter == "fake":
         store = FakeStore("broken")
         store.down = True
-    elif request.param == "local":
+    elif adapter == "local":
         blocker = tmp_path / "a-file"
         blocker.write_bytes(b"")
         store = LocalObjectStore(blocker / "store")  # a folder under a file cannot exist
@@ -123,6 +134,7 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
             timeout_s=1,
             max_attempts=1,
         )
+    store = _maybe_encrypted(request.param, store)
     yield store
     store.close()
 

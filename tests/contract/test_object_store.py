@@ -1,17 +1,28 @@
 """The ObjectStore contract, on every adapter (local folder, S3 via a moto server) and on
-the unit tests' fake."""
+the unit tests' fake, each as it is and wrapped in the EncryptedStore of originals; then
+what only the encrypted store promises (unreadable at rest, key rotation, tampering)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image, UnidentifiedImageError
 
-from imageblur.domain import ObjectMissing, StoreUnavailable
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring, key_id
+from imageblur.bootstrap import build_backends
+from imageblur.config import load_settings
+from imageblur.domain import ObjectMissing, OriginalUnreadable, StoreUnavailable
 from imageblur.ports import ObjectStore
+
+from .conftest import StoreFactory
 
 JPEG = "image/jpeg"
 
@@ -55,7 +66,8 @@ def test_list_by_prefix_with_sizes_and_times(store: ObjectStore) -> None:
     store.put("out/1", b"ccc", content_type=JPEG)
     listed = {o.key: o for o in store.list("in/")}
     assert set(listed) == {"in/1", "in/2"}
-    assert listed["in/2"].size == 2
+    # Sizes at rest: an encrypted store adds the same envelope to every object.
+    assert listed["in/2"].size - listed["in/1"].size == 1 and listed["in/1"].size >= 1
     assert all(o.modified_at.tzinfo is not None for o in listed.values())
     assert all(o.modified_at >= before for o in listed.values())
     assert {o.key for o in store.list()} == {"in/1", "in/2", "out/1"}
@@ -117,3 +129,113 @@ def test_unreachable_store_raises_store_unavailable(broken_store: ObjectStore) -
         broken_store.check()
     with pytest.raises(StoreUnavailable):
         broken_store.put("k", b"x", content_type=JPEG)
+
+
+# --- the encryption of originals at rest ----------------------------------------------
+
+PLAIN_STORES = pytest.mark.parametrize("store_factory", ["local", "s3", "fake"], indirect=True)
+OLD_KEY, NEW_KEY, OTHER_KEY = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@PLAIN_STORES
+def test_an_original_at_rest_is_not_a_readable_image(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    encrypted = EncryptedStore(inner, Keyring(NEW_KEY))
+    photo = _jpeg()
+    encrypted.put("in/a.jpg", photo, content_type=JPEG)
+    at_rest = inner.get("in/a.jpg")
+    assert not at_rest.startswith(b"\xff\xd8")
+    assert b"JFIF" not in at_rest and photo[100:140] not in at_rest
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(at_rest))
+    assert key_id(NEW_KEY).encode() in at_rest[:32]  # the envelope names its key
+    assert encrypted.get("in/a.jpg") == photo
+    assert Image.open(io.BytesIO(encrypted.get("in/a.jpg"))).size == (64, 48)
+
+
+@PLAIN_STORES
+def test_an_original_sealed_with_a_key_now_old_still_opens(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/a.jpg", b"before", content_type=JPEG)
+    rotated = EncryptedStore(inner, Keyring(NEW_KEY, [OLD_KEY]))
+    assert rotated.get("in/a.jpg") == b"before"
+    rotated.put("in/b.jpg", b"after", content_type=JPEG)
+    assert key_id(NEW_KEY).encode() in inner.get("in/b.jpg")[:32]
+    assert rotated.get("in/b.jpg") == b"after"
+
+
+@PLAIN_STORES
+def test_an_unknown_key_id_is_unreadable_naming_only_ids(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/a.jpg", b"secret", content_type=JPEG)
+    with pytest.raises(OriginalUnreadable, match=key_id(OLD_KEY)) as caught:
+        EncryptedStore(inner, Keyring(NEW_KEY)).get("in/a.jpg")
+    message = str(caught.value)
+    assert key_id(NEW_KEY) in message
+    for key in (OLD_KEY, NEW_KEY):
+        assert base64.b64encode(key).decode() not in message and key.hex() not in message
+
+
+@PLAIN_STORES
+def test_tampered_moved_or_truncated_ciphertext_is_refused(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    encrypted = EncryptedStore(inner, Keyring(NEW_KEY))
+    encrypted.put("in/a.jpg", _jpeg(), content_type=JPEG)
+    sealed = inner.get("in/a.jpg")
+    flipped = bytearray(sealed)
+    flipped[-40] ^= 0x01
+    inner.put("in/flipped.jpg", bytes(flipped), content_type=JPEG)
+    inner.put("in/moved.jpg", sealed, content_type=JPEG)  # intact, under another key
+    inner.put("in/short.jpg", sealed[:30], content_type=JPEG)
+    for key in ("in/flipped.jpg", "in/moved.jpg", "in/short.jpg"):
+        with pytest.raises(OriginalUnreadable, match=key):
+            encrypted.get(key)
+
+
+@PLAIN_STORES
+def test_an_original_stored_before_encryption_reads_as_it_is(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    photo = _jpeg()
+    inner.put("in/legacy.jpg", photo, content_type=JPEG)
+    assert EncryptedStore(inner, Keyring(NEW_KEY)).get("in/legacy.jpg") == photo
+
+
+@PLAIN_STORES
+def test_old_keys_alone_open_but_no_longer_seal(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/a.jpg", b"sealed", content_type=JPEG)
+    switched_off = EncryptedStore(inner, Keyring(None, [OLD_KEY]))
+    switched_off.put("in/b.jpg", b"plain", content_type=JPEG)
+    assert inner.get("in/b.jpg") == b"plain"
+    assert switched_off.get("in/a.jpg") == b"sealed"
+
+
+def test_the_keyring_shows_ids_never_keys() -> None:
+    ring = Keyring(NEW_KEY, [OLD_KEY, OTHER_KEY])
+    assert key_id(NEW_KEY) == hashlib.sha256(NEW_KEY).hexdigest()[:8]
+    assert repr(ring) == (
+        f"Keyring(current={key_id(NEW_KEY)!r}, "
+        f"ids={[key_id(NEW_KEY), key_id(OLD_KEY), key_id(OTHER_KEY)]!r})"
+    )
+    with pytest.raises(ValueError, match="32 bytes"):
+        Keyring(b"short")
+
+
+def test_with_a_key_only_the_originals_are_encrypted(tmp_path: Path) -> None:
+    key = base64.b64encode(NEW_KEY).decode()
+    backends = build_backends(load_settings(data_dir=tmp_path, originals_key=key))
+    try:
+        photo = _jpeg()
+        backends.originals.put("a.jpg", photo, content_type=JPEG)
+        backends.results.put("a.jpg", photo, content_type=JPEG)
+        assert not (tmp_path / "originals" / "a.jpg").read_bytes().startswith(b"\xff\xd8")
+        assert backends.originals.get("a.jpg") == photo
+        assert (tmp_path / "results" / "a.jpg").read_bytes() == photo
+    finally:
+        backends.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -149,4 +150,138 @@ def test_a_preset_in_the_file_yields_to_a_threshold_in_the_environment(
 def test_an_unknown_preset_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "strict")
     with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTION_PRESET"):
+        load_settings()
+
+
+# --- review, roles and the originals key ------------------------------------------------
+
+KEY = base64.b64encode(b"\x07" * 32).decode()
+OLD = base64.b64encode(b"\x08" * 32).decode()
+API, REVIEWER = "api-token-0123456789", "reviewer-token-0123456789"
+
+
+def test_review_is_off_and_originals_unencrypted_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    s = load_settings()
+    assert (s.review, s.review_ttl_s, s.uncertain_floor) == ("off", 7 * 24 * 3600, 0.05)
+    assert s.originals_keys() == (None, [])
+    assert s.reviewer_token is None
+
+
+def test_review_required_needs_an_originals_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEW", "required")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_ORIGINALS_KEY"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", "  ")  # blank, as `${KEY:-}` gives
+    with pytest.raises(SettingsError, match="IMAGEBLUR_ORIGINALS_KEY"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
+    assert load_settings().originals_keys() == (b"\x07" * 32, [])
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (base64.b64encode(b"k" * 16).decode(), "exactly 32 bytes, not 16"),
+        (base64.b64encode(b"k" * 33).decode(), "exactly 32 bytes, not 33"),
+        ("not base64 at all!", "not base64"),
+        ("k" * 32, "exactly 32 bytes, not 24"),  # 32 characters are not 32 bytes
+    ],
+)
+@pytest.mark.parametrize("review", ["off", "required"])
+def test_a_wrong_originals_key_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, why: str, review: str
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEW", review)
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", value)
+    with pytest.raises(SettingsError, match="IMAGEBLUR_ORIGINALS_KEY") as caught:
+        load_settings()
+    assert why in str(caught.value)
+    assert value not in str(caught.value)
+
+
+def test_old_keys_are_checked_one_by_one_and_decrypt_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = base64.b64encode(b"x" * 31).decode()
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_OLD_KEYS", f"{OLD}, {short}")
+    with pytest.raises(SettingsError, match=r"IMAGEBLUR_ORIGINALS_OLD_KEYS.*key 2 of 2") as e:
+        load_settings()
+    assert short not in str(e.value) and OLD not in str(e.value)
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_OLD_KEYS", f" {OLD} ,")
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
+    assert load_settings().originals_keys() == (b"\x07" * 32, [b"\x08" * 32])
+
+
+def test_with_an_api_token_review_needs_a_distinct_reviewer_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEW", "required")
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", API)
+    with pytest.raises(SettingsError, match="IMAGEBLUR_REVIEWER_TOKEN"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", API)
+    with pytest.raises(SettingsError, match="must differ"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", "short")
+    with pytest.raises(SettingsError, match="reviewer_token"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", REVIEWER)
+    s = load_settings()
+    assert s.reviewer_token is not None and s.reviewer_token.get_secret_value() == REVIEWER
+    assert REVIEWER not in str(s.masked()) and KEY not in str(s.masked())
+
+
+def test_a_reviewer_token_needs_an_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", REVIEWER)
+    with pytest.raises(SettingsError, match="IMAGEBLUR_API_TOKEN"):
+        load_settings()
+
+
+def test_without_tokens_review_is_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEW", "required")
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
+    assert load_settings().review == "required"
+
+
+@pytest.mark.parametrize("ttl", ["0", "-1"])
+def test_a_review_hold_lasts_some_time(monkeypatch: pytest.MonkeyPatch, ttl: str) -> None:
+    monkeypatch.setenv("IMAGEBLUR_REVIEW_TTL_S", ttl)
+    with pytest.raises(SettingsError, match="IMAGEBLUR_REVIEW_TTL_S"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"IMAGEBLUR_UNCERTAIN_FLOOR": "0"}, "IMAGEBLUR_UNCERTAIN_FLOOR"),
+        ({"IMAGEBLUR_UNCERTAIN_FLOOR": "0.12"}, "IMAGEBLUR_DETECTION_THRESHOLD is 0.12"),
+        (
+            {"IMAGEBLUR_UNCERTAIN_FLOOR": "0.3", "IMAGEBLUR_DETECTION_PRESET": "tidy"},
+            None,  # tidy's threshold is 0.39: accepted
+        ),
+        (
+            {"IMAGEBLUR_DETECTION_THRESHOLD": "0.04"},
+            "IMAGEBLUR_DETECTION_THRESHOLD is 0.04",
+        ),
+        (
+            {
+                "IMAGEBLUR_EXTRA_DETECTORS": '[{"family": "centerface", "threshold": 0.03}]',
+            },
+            r"IMAGEBLUR_EXTRA_DETECTORS\[0\].threshold is 0.03",
+        ),
+    ],
+)
+def test_the_uncertain_floor_is_below_every_threshold_in_use(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str | None
+) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    if named is None:
+        assert load_settings().uncertain_floor == float(env["IMAGEBLUR_UNCERTAIN_FLOOR"])
+        return
+    with pytest.raises(SettingsError, match=named):
         load_settings()

@@ -37,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "services": CORE | {"backends", "admission", "imaging", "logs"},
     "jobs": CORE | {"backends", "anonymizer", "logs", "metrics"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
+    # A decorator of the port it implements (encryption around any store).
+    "adapters.encrypted_store": {"domain", "ports"},
     "adapters.": {"domain", "adapters."},
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
