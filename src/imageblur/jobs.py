@@ -31,6 +31,7 @@ from imageblur.domain import (
     InvalidImage,
     JobKind,
     ObjectMissing,
+    ProcessingError,
     QueueUnavailable,
     object_key,
     render_key,
@@ -156,6 +157,8 @@ class JobProcessor:
             return self._fail(delivery, record, f"cannot decode the image: {exc.message}")
         except ObjectMissing:
             return self._fail(delivery, record, "the original is missing from the store")
+        except ProcessingError as exc:  # e.g. an original no configured key decrypts
+            return self._fail(delivery, record, str(exc))
         except BackendUnavailable as exc:
             return self._wait_for_backend(delivery, record, f"{exc.backend}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retry, then park
