@@ -9,7 +9,8 @@ at once and must not block one another.
 
 Each transition is also appended to `image_transitions` in the same statement, an
 audit trail that lets an operator (and the fault tests, `tests/distributed/harness.py`)
-prove a job went `done` once.
+prove a job went `done` once. The picture's own audit trail (`image_events`, what
+`history()` reads: who did what) is appended in the same transaction.
 """
 
 from __future__ import annotations
@@ -454,17 +455,9 @@ class PostgresImageRepository:
             "plates = %(plates)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL"
         )
         held = "held_until = %(hold)s, " if hold_until is not None else ""
-        # A render goes (back) to review, its regions the record's already.
-        rendered = self._transition(
-            "status = 'review', review = 'pending', " + held + finished,
-            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
-            params,
-            event=("worker", "rendered"),
-            detail=transitions.drawn,
-        )
-        if rendered is not None:
-            return True
-        # A detection to done, or to review when held, with the regions it found.
+        # Two conditional UPDATEs, detection first (the common job): a row is in one
+        # status only, so at most one of them changes it.
+        # A detection goes to done, or to review when held, with the regions it found.
         to = "status = 'review', review = 'pending', " + held if held else "status = 'done', "
         processed = self._transition(
             to + "regions = %(regions)s, " + finished,
@@ -473,7 +466,17 @@ class PostgresImageRepository:
             event=("worker", "processed"),
             detail=transitions.detected(faces=faces, plates=plates, regions=regions),
         )
-        return processed is not None
+        if processed is not None:
+            return True
+        # A render goes (back) to review, its regions the record's already.
+        rendered = self._transition(
+            "status = 'review', review = 'pending', " + held + finished,
+            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
+            params,
+            event=("worker", "rendered"),
+            detail=transitions.drawn,
+        )
+        return rendered is not None
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         return (

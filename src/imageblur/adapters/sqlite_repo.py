@@ -2,7 +2,8 @@
 
 One connection guarded by a lock (SQLite serialises writers anyway); WAL so readers do
 not block the worker. Every state change is a single conditional UPDATE, so the job
-state machine has the same guarantees as on PostgreSQL.
+state machine has the same guarantees as on PostgreSQL; its line in the picture's audit
+trail (`image_events`) is appended in the same transaction.
 """
 
 from __future__ import annotations
