@@ -149,8 +149,9 @@ class ImageRepository(Protocol):
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         """Note that the job's message is in the queue (the broker confirmed it), so the
         reconciler need not publish it again while it waits its turn. Only if the record
-        is still pending as of `if_updated_at`, the version the publisher saw: a worker
-        may have claimed and released it meanwhile, and its retry must stay unconfirmed."""
+        is still pending (or rendering: a RENDER job) as of `if_updated_at`, the version
+        the publisher saw: a worker may have claimed and released it meanwhile, and its
+        retry must stay unconfirmed."""
 
     def requeue_stale(
         self,

@@ -11,7 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status
+from imageblur.domain import (
+    ImageRecord,
+    JobKind,
+    NotFound,
+    NotInReview,
+    OriginalGone,
+    Region,
+    Rendering,
+    RepositoryUnavailable,
+    Review,
+    StaleRevision,
+    Status,
+)
 from imageblur.ports import ImageRepository
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -376,3 +388,322 @@ def test_picture_stats_count_each_status_and_find_the_oldest_pending(
     after = repo.picture_stats()
     assert after.oldest_pending_at == newer.created_at
     assert after.counts["processing"] == 1
+
+
+# --- review and correct -----------------------------------------------------------------
+
+HOLD = T0 + DAY
+LATER = T0 + timedelta(seconds=10)
+
+
+def region(rid: str = "r1", *, hidden: bool = True, manual: bool = False) -> Region:
+    return Region(
+        id=rid,
+        x=10,
+        y=20,
+        width=30,
+        height=40,
+        score=None if manual else 0.91,
+        source="manual" if manual else "detector",
+        kind="face",
+        uncertain=not hidden and not manual,
+        hidden=hidden,
+    )
+
+
+DETECTED = [region("r1"), region("r2", hidden=False)]
+CORRECTED = [region("r1"), region("r2"), region("r3", manual=True)]
+
+
+def detected(
+    repo: ImageRepository, *, hold_until: datetime | None = HOLD, rec: ImageRecord | None = None
+) -> ImageRecord:
+    """A picture (`rec`, added already, or a new one) through its detection job, held for
+    review unless `hold_until` is None."""
+    rec = rec or repo.add(record())
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0)
+    assert repo.complete(
+        rec.id,
+        owner="w",
+        output_key="o",
+        url="u",
+        faces=1,
+        now=T0,
+        regions=DETECTED,
+        hold_until=hold_until,
+    )
+    got = repo.get(rec.id)
+    assert got is not None
+    return got
+
+
+def corrected(repo: ImageRepository) -> ImageRecord:
+    """A held picture with one correction waiting for its render (revision 1)."""
+    held = detected(repo)
+    return repo.correct(held.id, expected_revision=0, regions=CORRECTED, role="reviewer", now=T0)
+
+
+def test_review_fields_round_trip(repo: ImageRepository) -> None:
+    rec = record(review=Review.PENDING, revision=3, held_until=HOLD, status=Status.REVIEW)
+    assert repo.add(rec) == rec
+    assert repo.get(rec.id) == rec
+
+
+def test_regions_round_trip_at_revision_zero_after_complete(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert repo.regions(rec.id) == (0, [])
+    done = detected(repo, hold_until=None, rec=rec)
+    assert (done.status, done.review, done.held_until) == (Status.DONE, None, None)
+    got = repo.regions(rec.id)
+    assert got is not None and got[0] == 0 and list(got[1]) == DETECTED
+    assert repo.regions(uuid.uuid4().hex) is None
+
+
+def test_a_hold_puts_the_picture_in_review(repo: ImageRepository) -> None:
+    held = detected(repo)
+    assert (held.status, held.review, held.held_until) == (Status.REVIEW, Review.PENDING, HOLD)
+    assert held.status.public == "review" and held.lease_owner is None
+
+
+def test_correct_increments_the_revision_and_waits_for_a_render(repo: ImageRepository) -> None:
+    held = detected(repo)
+    got = repo.correct(held.id, expected_revision=0, regions=CORRECTED, role="reviewer", now=LATER)
+    assert (got.status, got.revision, got.attempts, got.updated_at) == (
+        Status.RENDERING,
+        1,
+        0,
+        LATER,
+    )
+    assert got.lease_owner is None and got.lease_expires_at is None
+    assert got.review is Review.PENDING and got.status.public == "pending"
+    assert repo.get(held.id) == got
+    regions = repo.regions(held.id)
+    assert regions is not None and regions[0] == 1 and list(regions[1]) == CORRECTED
+
+
+def test_a_correction_takes_the_render_from_its_worker(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w1", lease_s=30, now=T0, kind=JobKind.RENDER)
+    again = repo.correct(rec.id, expected_revision=1, regions=DETECTED, role="api", now=LATER)
+    assert (again.status, again.revision, again.lease_owner) == (Status.RENDERING, 2, None)
+    # The superseded render can neither hold nor finish the job.
+    assert not repo.extend_lease(rec.id, owner="w1", lease_s=30, now=LATER)
+    assert not repo.complete(rec.id, owner="w1", output_key="x", url="u", faces=1, now=LATER)
+    took = repo.claim(rec.id, owner="w2", lease_s=30, now=LATER, kind=JobKind.RENDER)
+    assert took is not None and took.attempts == 1
+
+
+def test_a_stale_revision_is_refused(repo: ImageRepository) -> None:
+    held = detected(repo)
+    with pytest.raises(StaleRevision):
+        repo.correct(held.id, expected_revision=1, regions=CORRECTED, role="reviewer", now=T0)
+    assert repo.get(held.id) == held
+    regions = repo.regions(held.id)
+    assert regions is not None and regions[0] == 0 and list(regions[1]) == DETECTED
+    assert [e.action for e in repo.history(held.id)] == ["uploaded", "processed"]
+
+
+def test_exactly_one_of_concurrent_corrections_wins(
+    repo_factory: Callable[[], ImageRepository],
+) -> None:
+    repos = [repo_factory() for _ in range(4)]
+    repos[0].migrate()
+    held = detected(repos[0])
+    barrier = threading.Barrier(8)
+
+    def correct(i: int) -> str:
+        barrier.wait()
+        try:
+            repos[i % 4].correct(
+                held.id, expected_revision=0, regions=[region(f"r{i}")], role="reviewer", now=T0
+            )
+        except StaleRevision:
+            return "stale"
+        return "won"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(correct, range(8)))
+    assert outcomes.count("won") == 1 and outcomes.count("stale") == 7
+    winner = outcomes.index("won")
+    assert repos[1].regions(held.id) == (1, [region(f"r{winner}")])
+    assert [e.action for e in repos[2].history(held.id)].count("corrected") == 1
+
+
+def test_correct_needs_a_kept_original(repo: ImageRepository) -> None:
+    done = detected(repo, hold_until=None)
+    failed = repo.add(record())
+    assert repo.claim(failed.id, owner="w", lease_s=30, now=T0)
+    assert repo.fail(failed.id, owner="w", error="bad", now=T0)
+    pending = repo.add(record())
+    processing = repo.add(record())
+    assert repo.claim(processing.id, owner="w", lease_s=30, now=T0)
+
+    def correct(image_id: str) -> None:
+        repo.correct(image_id, expected_revision=0, regions=CORRECTED, role="api", now=T0)
+
+    for gone in (done.id, failed.id):
+        with pytest.raises(OriginalGone):
+            correct(gone)
+    for early in (pending.id, processing.id):
+        with pytest.raises(Rendering):
+            correct(early)
+    with pytest.raises(NotFound):
+        correct(uuid.uuid4().hex)
+
+
+def test_claims_of_each_kind_take_only_their_rows(repo: ImageRepository) -> None:
+    pending = repo.add(record())
+    assert repo.claim(pending.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER) is None
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0) is None  # DETECT by default
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.DETECT) is None
+    took = repo.claim(rec.id, owner="w1", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert took is not None
+    assert (took.status, took.lease_owner, took.attempts, took.revision) == (
+        Status.RENDERING,
+        "w1",
+        1,
+        1,
+    )
+    assert took.lease_expires_at == T0 + timedelta(seconds=30)
+    assert repo.claim(rec.id, owner="w2", lease_s=30, now=LATER, kind=JobKind.RENDER) is None
+    assert repo.extend_lease(rec.id, owner="w1", lease_s=30, now=LATER)
+    expired = LATER + timedelta(seconds=31)
+    assert repo.claim(rec.id, owner="w1", lease_s=30, now=expired, kind=JobKind.DETECT) is None
+    over = repo.claim(rec.id, owner="w2", lease_s=30, now=expired, kind=JobKind.RENDER)
+    assert over is not None and over.attempts == 2 and over.lease_owner == "w2"
+
+
+def test_a_render_completes_into_review(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert repo.complete(
+        rec.id, owner="w", output_key="o-r1", url="u-r1", faces=3, now=LATER, regions=DETECTED
+    )
+    got = repo.get(rec.id)
+    assert got is not None
+    assert (got.status, got.review, got.revision, got.output_key, got.faces) == (
+        Status.REVIEW,
+        Review.PENDING,
+        1,
+        "o-r1",
+        3,
+    )
+    assert got.held_until == HOLD and got.lease_owner is None and got.updated_at == LATER
+    regions = repo.regions(rec.id)  # the record's own, not what complete was given
+    assert regions is not None and list(regions[1]) == CORRECTED
+
+
+def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert not repo.release(rec.id, owner="other", error="x", now=T0)
+    assert repo.release(rec.id, owner="w", error="store down", now=LATER, count_attempt=False)
+    got = repo.get(rec.id)
+    assert got is not None
+    assert (got.status, got.lease_owner, got.error, got.attempts) == (
+        Status.RENDERING,
+        None,
+        "store down",
+        0,
+    )
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=LATER, kind=JobKind.RENDER)
+    assert not repo.fail(rec.id, owner="other", error="x", now=LATER)
+    assert repo.fail(rec.id, owner="w", error="corrupt original", now=LATER)
+    failed = repo.get(rec.id)
+    assert failed is not None and failed.status is Status.FAILED and failed.lease_owner is None
+    last = repo.history(rec.id)[-1]
+    assert (last.action, last.role, last.status, last.detail) == (
+        "failed",
+        "worker",
+        "failed",
+        "corrupt original",
+    )
+
+
+def test_approve_releases_only_a_picture_in_review(repo: ImageRepository) -> None:
+    held = detected(repo)
+    approved = repo.approve(held.id, role="reviewer", now=LATER)
+    assert (approved.status, approved.review, approved.updated_at) == (
+        Status.DONE,
+        Review.APPROVED,
+        LATER,
+    )
+    assert repo.get(held.id) == approved
+    with pytest.raises(NotInReview):
+        repo.approve(held.id, role="reviewer", now=LATER)
+    with pytest.raises(Rendering):
+        repo.approve(corrected(repo).id, role="reviewer", now=LATER)
+    with pytest.raises(NotInReview):
+        repo.approve(repo.add(record()).id, role="reviewer", now=LATER)
+    with pytest.raises(NotInReview):
+        repo.approve(detected(repo, hold_until=None).id, role="reviewer", now=LATER)
+    with pytest.raises(NotFound):
+        repo.approve(uuid.uuid4().hex, role="reviewer", now=LATER)
+
+
+def test_expire_holds_ends_the_holds_that_are_due(repo: ImageRepository) -> None:
+    hour = timedelta(hours=1)
+    first, second, third = (detected(repo, hold_until=T0 + n * hour) for n in (1, 2, 3))
+    rendering = corrected(repo)  # held until HOLD, but its render is pending
+    now = HOLD + hour
+    assert [r.id for r in repo.expire_holds(now=now, limit=1)] == [first.id]
+    rest = repo.expire_holds(now=now, limit=10)
+    assert [r.id for r in rest] == [second.id, third.id]
+    for r in rest:
+        assert (r.status, r.review, r.updated_at) == (Status.DONE, Review.EXPIRED, now)
+        assert repo.get(r.id) == r
+    assert repo.expire_holds(now=now, limit=10) == []
+    still = repo.get(rendering.id)
+    assert still is not None and still.status is Status.RENDERING
+    last = repo.history(first.id)[-1]
+    assert (last.action, last.role, last.status) == ("expired", "system", "done")
+
+
+def test_history_is_the_audit_trail_oldest_first(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert repo.complete(rec.id, owner="w", output_key="o", url="u", faces=2, now=LATER)
+    repo.approve(rec.id, role="reviewer", now=LATER + timedelta(seconds=1))
+    events = repo.history(rec.id)
+    assert [(e.action, e.role, e.status, e.revision) for e in events] == [
+        ("uploaded", "api", "pending", 0),
+        ("processed", "worker", "review", 0),
+        ("corrected", "reviewer", "pending", 1),
+        ("rendered", "worker", "review", 1),
+        ("approved", "reviewer", "done", 1),
+    ]
+    assert [e.at for e in events] == [T0, T0, T0, LATER, LATER + timedelta(seconds=1)]
+    assert all(e.at.tzinfo is not None for e in events)
+    assert events[1].detail == "1 face hidden, 1 uncertain candidate"
+    assert events[2].detail == events[3].detail == "3 regions hidden, 1 manual"
+    assert repo.history(uuid.uuid4().hex) == []
+
+
+def test_delete_removes_the_regions_and_the_history(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.delete(rec.id) is not None
+    assert repo.regions(rec.id) is None
+    assert repo.history(rec.id) == []
+
+
+def test_requeue_stale_takes_renders_and_keeps_them_rendering(repo: ImageRepository) -> None:
+    unpublished = corrected(repo)
+    queued = corrected(repo)
+    repo.mark_published(queued.id, now=T0, if_updated_at=queued.updated_at)
+    expired = corrected(repo)
+    assert repo.claim(expired.id, owner="dead", lease_s=10, now=T0, kind=JobKind.RENDER)
+    live = corrected(repo)
+    assert repo.claim(live.id, owner="w", lease_s=1000, now=T0, kind=JobKind.RENDER)
+    now = T0 + timedelta(seconds=120)
+    ids = repo.requeue_stale(pending_before=LATER, published_before=T0 - DAY, now=now, limit=10)
+    assert set(ids) == {unpublished.id, expired.id}
+    for image_id in ids:
+        got = repo.get(image_id)
+        assert got is not None and got.status is Status.RENDERING and got.lease_owner is None
+    assert not repo.complete(expired.id, owner="dead", output_key="o", url="u", faces=0, now=now)
+    assert repo.claim(expired.id, owner="w2", lease_s=10, now=now, kind=JobKind.RENDER)
+    # A live render is never taken, however long ago its message was published.
+    late = now + DAY
+    ids = repo.requeue_stale(pending_before=T0, published_before=late, now=now, limit=10)
+    assert set(ids) == {queued.id}

@@ -1,32 +1,94 @@
-"""A database left at main's schema before the `plates` column (SQLite 4, PostgreSQL 5:
-`request_id`) upgrades with `migrate`: the later migrations are appended, never renumbered
-under an existing database."""
+"""A database left at an earlier schema upgrades with `migrate`: the later migrations are
+appended, never renumbered under an existing database, and the rows it holds stay
+readable. Two points of main's history: before the `plates` column (SQLite 4,
+PostgreSQL 5: `request_id`), and before review and correct (SQLite 5, PostgreSQL 6:
+`plates`)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 import servers
 from imageblur.adapters import postgres_repo, sqlite_repo
-from imageblur.domain import RepositoryUnavailable
+from imageblur.domain import ImageRecord, JobKind, RepositoryUnavailable, Review, Status
 from imageblur.ports import ImageRepository
 
-from .test_image_repository import record
+from .test_image_repository import CORRECTED, DETECTED, T0, record
 
 # The number of migrations a database had before the `plates` column came.
 BEFORE_PLATES = {"sqlite": 4, "postgres": 5}
+# ... and before review and correct (statuses review and rendering, regions, events).
+BEFORE_REVIEW = {"sqlite": 5, "postgres": 6}
+# The columns of `images` before review and correct.
+OLD_COLUMNS = [
+    "id",
+    "name",
+    "status",
+    "content_type",
+    "bytes",
+    "width",
+    "height",
+    "input_key",
+    "output_key",
+    "url",
+    "faces",
+    "plates",
+    "error",
+    "attempts",
+    "lease_owner",
+    "lease_expires_at",
+    "idempotency_key",
+    "request_id",
+    "created_at",
+    "updated_at",
+]
+
+
+@dataclass
+class SqlDatabase:
+    name: str
+    module: ModuleType
+    factory: Callable[[], ImageRepository]
+    insert_old: Callable[[ImageRecord], None]  # a row as a release before review wrote it
+
+    def migrate_to(self, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(self.module, "_MIGRATIONS", self.module._MIGRATIONS[:version])
+            self.factory().migrate()
+
+
+def _old_row(rec: ImageRecord, timestamp: Callable[[datetime], Any]) -> dict[str, Any]:
+    row = {name: getattr(rec, name) for name in OLD_COLUMNS}
+    return {k: timestamp(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def sql_repo(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, ModuleType, Callable[[], ImageRepository]]]:
+def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDatabase]:
     if request.param == "sqlite":
-        yield "sqlite", sqlite_repo, lambda: sqlite_repo.SqliteImageRepository(tmp_path / "m.db")
+        path = tmp_path / "m.db"
+
+        def insert_sqlite(rec: ImageRecord) -> None:
+            marks = ", ".join(f":{name}" for name in OLD_COLUMNS)
+            with sqlite3.connect(path) as conn:
+                conn.execute(
+                    f"INSERT INTO images ({', '.join(OLD_COLUMNS)}) VALUES ({marks})",
+                    _old_row(rec, sqlite_repo._ts),
+                )
+            conn.close()
+
+        yield SqlDatabase(
+            "sqlite", sqlite_repo, lambda: sqlite_repo.SqliteImageRepository(path), insert_sqlite
+        )
         return
     request.getfixturevalue("postgres_dsn")  # started if down
     with servers.postgres_schema() as schema:
@@ -40,27 +102,88 @@ def sql_repo(
             )
             return made[-1]
 
-        yield "postgres", postgres_repo, factory
+        def insert_postgres(rec: ImageRecord) -> None:
+            query = sql.SQL("INSERT INTO {s}.images ({c}) VALUES ({v})").format(
+                s=sql.Identifier(schema),
+                c=sql.SQL(", ").join(map(sql.Identifier, OLD_COLUMNS)),
+                v=sql.SQL(", ").join(map(sql.Placeholder, OLD_COLUMNS)),
+            )
+            with psycopg.connect(servers.PG_ADMIN_DSN, autocommit=True) as conn:
+                conn.execute(query, _old_row(rec, lambda at: at))
+
+        yield SqlDatabase("postgres", postgres_repo, factory, insert_postgres)
         for repo in made:
             repo.close()
 
 
 def test_a_database_before_plates_upgrades(
-    sql_repo: tuple[str, ModuleType, Callable[[], ImageRepository]],
-    monkeypatch: pytest.MonkeyPatch,
+    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name, module, factory = sql_repo
-    all_migrations = module._MIGRATIONS
-    assert "request_id" in all_migrations[BEFORE_PLATES[name] - 1]
-    assert "plates" in all_migrations[BEFORE_PLATES[name]]
-    with monkeypatch.context() as patch:
-        patch.setattr(module, "_MIGRATIONS", all_migrations[: BEFORE_PLATES[name]])
-        factory().migrate()
+    all_migrations = sql_db.module._MIGRATIONS
+    assert "request_id" in all_migrations[BEFORE_PLATES[sql_db.name] - 1]
+    assert "plates" in all_migrations[BEFORE_PLATES[sql_db.name]]
+    sql_db.migrate_to(BEFORE_PLATES[sql_db.name], monkeypatch)
 
-    repo = factory()
+    repo = sql_db.factory()
     with pytest.raises(RepositoryUnavailable):  # a column this release writes is missing
         repo.add(record())
     repo.migrate()
     rec = record(plates=2, faces=1, request_id="req-1")
     assert repo.add(rec) == rec
     assert repo.get(rec.id) == rec
+
+
+def test_a_database_before_review_upgrades_keeping_its_rows(
+    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    all_migrations = sql_db.module._MIGRATIONS
+    assert "plates" in all_migrations[BEFORE_REVIEW[sql_db.name] - 1]
+    assert "rendering" in all_migrations[BEFORE_REVIEW[sql_db.name]]
+    sql_db.migrate_to(BEFORE_REVIEW[sql_db.name], monkeypatch)
+    old = [
+        record(status=Status.DONE, output_key="o", url="u", faces=2, plates=1, key="idem"),
+        record(status=Status.FAILED, error="corrupt", attempts=3, request_id="req-9"),
+        record(
+            status=Status.PROCESSING,
+            lease_owner="w-old",
+            lease_expires_at=T0 + timedelta(seconds=30),
+            attempts=1,
+        ),
+        record(),
+    ]
+    for rec in old:
+        sql_db.insert_old(rec)
+    repo = sql_db.factory()
+    with pytest.raises(RepositoryUnavailable, match="migrate"):
+        repo.check()
+    repo.migrate()
+    repo.check()
+
+    # Every row reads as it was: never held, revision 0, no regions, no history.
+    for rec in old:
+        assert rec.review is None and rec.revision == 0 and rec.held_until is None
+        assert repo.get(rec.id) == rec
+        assert repo.regions(rec.id) == (0, [])
+        assert repo.history(rec.id) == []
+    assert repo.get_many([r.id for r in old]) == {r.id: r for r in old}
+    assert repo.add(record(key="idem")).id == old[0].id  # the unique key survived
+
+    # The upgraded table takes the new statuses: detected into review, then corrected.
+    pending = old[3]
+    assert repo.claim(pending.id, owner="w", lease_s=30, now=T0)
+    assert repo.complete(
+        pending.id,
+        owner="w",
+        output_key="o",
+        url="u",
+        faces=1,
+        now=T0,
+        regions=DETECTED,
+        hold_until=T0 + timedelta(days=1),
+    )
+    held = repo.get(pending.id)
+    assert held is not None and (held.status, held.review) == (Status.REVIEW, Review.PENDING)
+    fixed = repo.correct(pending.id, expected_revision=0, regions=CORRECTED, role="api", now=T0)
+    assert fixed.status is Status.RENDERING
+    assert repo.claim(pending.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert [e.action for e in repo.history(pending.id)] == ["processed", "corrected"]

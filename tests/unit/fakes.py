@@ -12,12 +12,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from imageblur.adapters import transitions
 from imageblur.domain import (
+    Event,
+    EventRole,
     Face,
     ImageRecord,
+    JobKind,
     ObjectMissing,
     PictureStats,
+    Region,
     RepositoryUnavailable,
+    Review,
     Status,
     StoredObject,
     StoreUnavailable,
@@ -109,6 +115,11 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
+# The statuses a job holds under a lease, and those whose job waits in the queue.
+_LEASED = (Status.PROCESSING, Status.RENDERING)
+_QUEUED = (Status.PENDING, Status.RENDERING)
+
+
 @dataclass
 class FakeDatabase:
     """What several `FakeRepository` handles share, as processes share one database."""
@@ -116,6 +127,8 @@ class FakeDatabase:
     records: dict[str, ImageRecord] = field(default_factory=dict)
     published_at: dict[str, datetime] = field(default_factory=dict)
     leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    regions: dict[str, tuple[Region, ...]] = field(default_factory=dict)
+    events: dict[str, list[Event]] = field(default_factory=dict)
     migrated: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -145,7 +158,17 @@ class FakeRepository:
             for existing in self.db.records.values():
                 if record.idempotency_key and existing.idempotency_key == record.idempotency_key:
                     return existing
-            return self.db.records.setdefault(record.id, record)
+            if record.id in self.db.records:
+                return self.db.records[record.id]
+            self.db.records[record.id] = record
+            self._log(record, role="api", action="uploaded")
+            return record
+
+    def _log(
+        self, record: ImageRecord, *, role: EventRole, action: str, detail: str | None = None
+    ) -> None:
+        line = transitions.event(record, role=role, action=action, detail=detail)
+        self.db.events.setdefault(record.id, []).append(line)
 
     def get(self, image_id: str) -> ImageRecord | None:
         self._guard("get")
@@ -182,6 +205,8 @@ class FakeRepository:
         self._guard("delete")
         with self.db.lock:
             self.db.published_at.pop(image_id, None)
+            self.db.regions.pop(image_id, None)
+            self.db.events.pop(image_id, None)
             return self.db.records.pop(image_id, None)
 
     def _change(
@@ -191,19 +216,28 @@ class FakeRepository:
             record = self.db.records.get(image_id)
             if record is None or not allowed(record):
                 return None
-            if changes.get("status") is Status.PENDING:
+            if changes.get("status") in (Status.PENDING, Status.RENDERING):
                 self.db.published_at.pop(image_id, None)  # unpublished as of now
             changed = record.with_changes(**changes)
             self.db.records[image_id] = changed
             return changed
 
     def claim(
-        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        lease_s: float,
+        now: datetime,
+        kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
         self._guard("claim")
 
         def claimable(r: ImageRecord) -> bool:
-            expired = r.lease_expires_at is not None and r.lease_expires_at <= now
+            expires = r.lease_expires_at
+            if kind is JobKind.RENDER:
+                return r.status is Status.RENDERING and (expires is None or expires <= now)
+            expired = expires is not None and expires <= now
             return r.status is Status.PENDING or (r.status is Status.PROCESSING and expired)
 
         with self.db.lock:
@@ -212,7 +246,7 @@ class FakeRepository:
             return self._change(
                 image_id,
                 claimable,
-                status=Status.PROCESSING,
+                status=Status.RENDERING if kind is JobKind.RENDER else Status.PROCESSING,
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_s),
                 attempts=attempts,
@@ -221,7 +255,7 @@ class FakeRepository:
 
     @staticmethod
     def _held_by(owner: str) -> Callable[[ImageRecord], bool]:
-        return lambda r: r.status is Status.PROCESSING and r.lease_owner == owner
+        return lambda r: r.status in _LEASED and r.lease_owner == owner
 
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         self._guard("extend_lease")
@@ -238,34 +272,57 @@ class FakeRepository:
         faces: int,
         now: datetime,
         plates: int = 0,
+        regions: Sequence[Region] = (),
+        hold_until: datetime | None = None,
     ) -> bool:
         self._guard("complete")
-        done = self._change(
-            image_id,
-            self._held_by(owner),
-            status=Status.DONE,
-            output_key=output_key,
-            url=url,
-            faces=faces,
-            plates=plates,
-            error=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-        return done is not None
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            if record is None or not self._held_by(owner)(record):
+                return False
+            rendered = record.status is Status.RENDERING
+            held = rendered or hold_until is not None
+            done = record.with_changes(
+                status=Status.REVIEW if held else Status.DONE,
+                review=Review.PENDING if held else record.review,
+                held_until=hold_until if hold_until is not None else record.held_until,
+                output_key=output_key,
+                url=url,
+                faces=faces,
+                plates=plates,
+                error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            self.db.records[image_id] = done
+            if rendered:
+                self._log(
+                    done,
+                    role="worker",
+                    action="rendered",
+                    detail=transitions.drawn(self.db.regions.get(image_id, ())),
+                )
+            else:
+                self.db.regions[image_id] = tuple(regions)
+                detail = transitions.detected(faces=faces, plates=plates, regions=regions)
+                self._log(done, role="worker", action="processed", detail=detail)
+            return True
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         self._guard("fail")
-        failed = self._change(
-            image_id,
-            self._held_by(owner),
-            status=Status.FAILED,
-            error=error,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
+        with self.db.lock:
+            failed = self._change(
+                image_id,
+                self._held_by(owner),
+                status=Status.FAILED,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            if failed is not None:
+                self._log(failed, role="worker", action="failed", detail=error)
         return failed is not None
 
     def release(
@@ -276,10 +333,11 @@ class FakeRepository:
             record = self.db.records.get(image_id)
             refund = 0 if count_attempt else 1
             attempts = max(record.attempts - refund, 0) if record else 0
+            rendering = record is not None and record.status is Status.RENDERING
             released = self._change(
                 image_id,
                 self._held_by(owner),
-                status=Status.PENDING,
+                status=Status.RENDERING if rendering else Status.PENDING,
                 error=error,
                 lease_owner=None,
                 lease_expires_at=None,
@@ -292,7 +350,7 @@ class FakeRepository:
         self._guard("mark_published")
         with self.db.lock:
             record = self.db.records.get(image_id)
-            if record and record.status is Status.PENDING and record.updated_at == if_updated_at:
+            if record and record.status in _QUEUED and record.updated_at == if_updated_at:
                 self.db.published_at[image_id] = now
 
     def requeue_stale(
@@ -301,13 +359,14 @@ class FakeRepository:
         self._guard("requeue_stale")
 
         def stale(r: ImageRecord) -> bool:
+            if r.lease_expires_at is not None:
+                return r.status in _LEASED and r.lease_expires_at <= now
             published = self.db.published_at.get(r.id)
-            if r.status is Status.PENDING:
+            if r.status in _QUEUED:
                 if published is None:
                     return r.updated_at <= pending_before
                 return published <= published_before
-            expires = r.lease_expires_at
-            return r.status is Status.PROCESSING and expires is not None and expires <= now
+            return False
 
         with self.db.lock:
             picked = sorted(
@@ -317,12 +376,99 @@ class FakeRepository:
                 self._change(
                     r.id,
                     lambda _: True,
-                    status=Status.PENDING,
+                    status=Status.RENDERING if r.status is Status.RENDERING else Status.PENDING,
                     lease_owner=None,
                     lease_expires_at=None,
                     updated_at=now,
                 )
         return [r.id for r in picked]
+
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
+        self._guard("regions")
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            if record is None:
+                return None
+            return record.revision, list(self.db.regions.get(image_id, ()))
+
+    def correct(
+        self,
+        image_id: str,
+        *,
+        expected_revision: int,
+        regions: Sequence[Region],
+        role: EventRole,
+        now: datetime,
+    ) -> ImageRecord:
+        self._guard("correct")
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            correctable = (Status.REVIEW, Status.RENDERING)
+            if (
+                record is None
+                or record.status not in correctable
+                or (record.revision != expected_revision)
+            ):
+                status = record.status if record else None
+                revision = record.revision if record else 0
+                raise transitions.correction_refused(
+                    image_id, status, revision, expected_revision=expected_revision
+                )
+            corrected = self._change(
+                image_id,
+                lambda _: True,
+                status=Status.RENDERING,
+                revision=record.revision + 1,
+                error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=0,
+                updated_at=now,
+            )
+            assert corrected is not None
+            self.db.regions[image_id] = tuple(regions)
+            self._log(corrected, role=role, action="corrected", detail=transitions.drawn(regions))
+            return corrected
+
+    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+        self._guard("approve")
+        with self.db.lock:
+            record = self.db.records.get(image_id)
+            if record is None or record.status is not Status.REVIEW:
+                raise transitions.approval_refused(image_id, record.status if record else None)
+            approved = record.with_changes(
+                status=Status.DONE, review=Review.APPROVED, held_until=None, updated_at=now
+            )
+            self.db.records[image_id] = approved
+            self._log(approved, role=role, action="approved")
+            return approved
+
+    def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
+        self._guard("expire_holds")
+        with self.db.lock:
+            due = sorted(
+                (
+                    r
+                    for r in self.db.records.values()
+                    if r.status is Status.REVIEW and r.held_until and r.held_until <= now
+                ),
+                key=lambda r: (r.held_until, r.id),
+            )[:limit]
+            expired = [
+                r.with_changes(
+                    status=Status.DONE, review=Review.EXPIRED, held_until=None, updated_at=now
+                )
+                for r in due
+            ]
+            for r in expired:
+                self.db.records[r.id] = r
+                self._log(r, role="system", action="expired")
+            return expired
+
+    def history(self, image_id: str) -> Sequence[Event]:
+        self._guard("history")
+        with self.db.lock:
+            return list(self.db.events.get(image_id, ()))
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         self._guard("take_lease")

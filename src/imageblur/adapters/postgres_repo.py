@@ -9,7 +9,8 @@ at once and must not block one another.
 
 Each transition is also appended to `image_transitions` in the same statement, an
 audit trail that lets an operator (and the fault tests, `tests/distributed/harness.py`)
-prove a job went `done` once.
+prove a job went `done` once. The picture's own audit trail (`image_events`, what
+`history()` reads: who did what) is appended in the same transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,8 +27,19 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.adapters import sql_rows
-from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable, Status
+from imageblur.adapters import sql_rows, transitions
+from imageblur.domain import (
+    Event,
+    EventRole,
+    ImageRecord,
+    JobKind,
+    PictureStats,
+    Region,
+    RepositoryUnavailable,
+    Status,
+    regions_from_json,
+    regions_to_json,
+)
 
 # Versioned migrations: append, never edit. `{s}` is the schema identifier.
 _MIGRATIONS: tuple[str, ...] = (
@@ -92,13 +104,50 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.images ADD COLUMN plates integer;
     """,
+    # 7: review and correct. The status check gains 'review' and 'rendering' (NOT VALID:
+    # every existing row passed the old, narrower check, so no scan under the table lock);
+    # the review hold, the regions' revision and the regions themselves (JSON text, read
+    # only by `regions()`, so lists stay light); the picture's audit trail; the open-jobs
+    # index covers renders, and a held picture is found by when its hold ends.
+    """
+    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
+    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
+        ('pending', 'processing', 'done', 'failed', 'review', 'rendering')) NOT VALID;
+    ALTER TABLE {s}.images
+        ADD COLUMN review     text CHECK (review IN ('pending', 'approved', 'expired')),
+        ADD COLUMN revision   integer NOT NULL DEFAULT 0,
+        ADD COLUMN held_until timestamptz,
+        ADD COLUMN regions    text;
+    CREATE TABLE {s}.image_events (
+        seq      bigserial PRIMARY KEY,
+        image_id text NOT NULL,
+        at       timestamptz NOT NULL,
+        role     text NOT NULL,
+        action   text NOT NULL,
+        status   text NOT NULL,
+        revision integer NOT NULL,
+        detail   text
+    );
+    CREATE INDEX image_events_image_idx ON {s}.image_events (image_id, seq);
+    DROP INDEX {s}.images_open_idx;
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing', 'rendering');
+    CREATE INDEX images_held_idx ON {s}.images (held_until) WHERE status = 'review';
+    """,
 )
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
 _EXACT_COUNT_ROWS = 100_000
+# Counted exactly whatever the table's size: the open and held statuses (partial indexes).
+_EXACT_STATUSES = "('pending', 'processing', 'rendering', 'review')"
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
+# The statuses whose job is held under a lease, and those whose job waits in the queue.
+_LEASED = "('processing', 'rendering')"
+_QUEUED = "('pending', 'rendering')"
+# A job taken back for a retry: a render stays rendering (its job is a RENDER).
+_REQUEUED_STATUS = "CASE i.status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
 
 
 class PostgresImageRepository:
@@ -164,21 +213,58 @@ class PostgresImageRepository:
         return _record(row) if row else None
 
     def _transition(
-        self, set_clause: str, where_clause: str, to_status: Status, params: dict[str, Any]
+        self,
+        set_clause: str,
+        where_clause: str,
+        params: dict[str, Any],
+        *,
+        event: tuple[EventRole, str] | None = None,
+        detail: str | Callable[[Sequence[Region]], str] | None = None,
     ) -> ImageRecord | None:
-        """One conditional UPDATE plus its audit row, atomically (a single statement)."""
+        """One conditional UPDATE plus its row in `image_transitions` (one statement) and,
+        given an `event` (role, action), its line in the picture's audit trail, in the same
+        transaction. `detail` may be made from the regions as they are after the change."""
+        # The regions (up to MAX_REGIONS of them) are read back only to describe them.
+        extra = ", regions" if callable(detail) else ""
         query = sql.SQL(
             "WITH old AS (SELECT id, status FROM {s}.images WHERE id = %(id)s), "
             "upd AS (UPDATE {s}.images i SET " + set_clause + ", updated_at = %(now)s "
             "WHERE i.id = %(id)s AND (" + where_clause + ") RETURNING i.*), "
             "log AS (INSERT INTO {s}.image_transitions "
             "(image_id, from_status, to_status, owner, at) "
-            "SELECT upd.id, old.status, %(to_status)s, %(owner)s, %(now)s "
+            "SELECT upd.id, old.status, upd.status, %(owner)s, %(now)s "
             "FROM upd JOIN old USING (id)) "
-            "SELECT " + _COLUMNS + " FROM upd"
+            "SELECT " + _COLUMNS + extra + " FROM upd"
         ).format(s=self._s)
-        params = {"owner": None, **params, "to_status": str(to_status)}
-        return self._one(query, params)
+        params = {"owner": None, **params}
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            row = cur.fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            if event is not None:
+                text = detail(regions_from_json(row["regions"])) if callable(detail) else detail
+                line = transitions.event(record, role=event[0], action=event[1], detail=text)
+                self._log(cur, [(record.id, line)])
+        return record
+
+    def _log(self, cur: psycopg.Cursor[Any], lines: Sequence[tuple[str, Event]]) -> None:
+        """Append to the audit trail, in the transaction of the change it records."""
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {s}.image_events "
+                "(image_id, at, role, action, status, revision, detail) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            ).format(s=self._s),
+            [(i, e.at, e.role, e.action, e.status, e.revision, e.detail) for i, e in lines],
+        )
+
+    def _status_of(self, image_id: str) -> tuple[Status, int] | None:
+        query = sql.SQL("SELECT status, revision FROM {s}.images WHERE id = %s").format(s=self._s)
+        with self._conn() as conn:
+            row = conn.execute(query, (image_id,)).fetchone()
+        return (Status(row[0]), int(row[1])) if row else None
 
     # --- ImageRepository ---------------------------------------------------------------
 
@@ -229,7 +315,11 @@ class PostgresImageRepository:
             row = cur.fetchone()
             if row is not None:
                 cur.execute(log, params)
-                return _record(row)
+                added = _record(row)
+                self._log(
+                    cur, [(added.id, transitions.event(added, role="api", action="uploaded"))]
+                )
+                return added
             # Lost to an existing row: the same idempotency key (or the same id).
             if record.idempotency_key is not None:
                 cur.execute(
@@ -283,21 +373,41 @@ class PostgresImageRepository:
         return int(result[0]) if result else 0
 
     def delete(self, image_id: str) -> ImageRecord | None:
-        return self._one(
-            sql.SQL("DELETE FROM {s}.images WHERE id = %(id)s RETURNING " + _COLUMNS).format(
-                s=self._s
-            ),
-            {"id": image_id},
-        )
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("DELETE FROM {s}.images WHERE id = %s RETURNING " + _COLUMNS).format(
+                    s=self._s
+                ),
+                (image_id,),
+            )
+            row = cur.fetchone()
+            cur.execute(
+                sql.SQL("DELETE FROM {s}.image_events WHERE image_id = %s").format(s=self._s),
+                (image_id,),
+            )
+        return _record(row) if row else None
 
     def claim(
-        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        lease_s: float,
+        now: datetime,
+        kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
+        if kind is JobKind.RENDER:
+            status = "rendering"
+            takeable = "i.status = 'rendering' AND "
+            takeable += "(i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s)"
+        else:
+            status = "processing"
+            takeable = "i.status = 'pending' OR "
+            takeable += "(i.status = 'processing' AND i.lease_expires_at <= %(now)s)"
         return self._transition(
-            "status = 'processing', lease_owner = %(owner)s, "
+            f"status = '{status}', lease_owner = %(owner)s, "
             "lease_expires_at = %(expires)s, attempts = i.attempts + 1",
-            "i.status = 'pending' OR (i.status = 'processing' AND i.lease_expires_at <= %(now)s)",
-            Status.PROCESSING,
+            takeable,
             {
                 "id": image_id,
                 "owner": owner,
@@ -310,7 +420,7 @@ class PostgresImageRepository:
         # Not a change of status: no audit row.
         query = sql.SQL(
             "UPDATE {s}.images SET lease_expires_at = %s "
-            "WHERE id = %s AND status = 'processing' AND lease_owner = %s"
+            "WHERE id = %s AND status IN " + _LEASED + " AND lease_owner = %s"
         ).format(s=self._s)
         with self._conn() as conn:
             cur = conn.execute(query, (now + timedelta(seconds=lease_s), image_id, owner))
@@ -326,34 +436,56 @@ class PostgresImageRepository:
         faces: int,
         now: datetime,
         plates: int = 0,
+        regions: Sequence[Region] = (),
+        hold_until: datetime | None = None,
     ) -> bool:
-        return (
-            self._transition(
-                "status = 'done', output_key = %(output_key)s, url = %(url)s, "
-                "faces = %(faces)s, plates = %(plates)s, error = NULL, lease_owner = NULL, "
-                "lease_expires_at = NULL",
-                "i.status = 'processing' AND i.lease_owner = %(owner)s",
-                Status.DONE,
-                {
-                    "id": image_id,
-                    "owner": owner,
-                    "now": now,
-                    "output_key": output_key,
-                    "url": url,
-                    "faces": faces,
-                    "plates": plates,
-                },
-            )
-            is not None
+        params = {
+            "id": image_id,
+            "owner": owner,
+            "now": now,
+            "output_key": output_key,
+            "url": url,
+            "faces": faces,
+            "plates": plates,
+            "hold": hold_until,
+            "regions": regions_to_json(regions),
+        }
+        finished = (
+            "output_key = %(output_key)s, url = %(url)s, faces = %(faces)s, "
+            "plates = %(plates)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL"
         )
+        held = "held_until = %(hold)s, " if hold_until is not None else ""
+        # Two conditional UPDATEs, detection first (the common job): a row is in one
+        # status only, so at most one of them changes it.
+        # A detection goes to done, or to review when held, with the regions it found.
+        to = "status = 'review', review = 'pending', " + held if held else "status = 'done', "
+        processed = self._transition(
+            to + "regions = %(regions)s, " + finished,
+            "i.status = 'processing' AND i.lease_owner = %(owner)s",
+            params,
+            event=("worker", "processed"),
+            detail=transitions.detected(faces=faces, plates=plates, regions=regions),
+        )
+        if processed is not None:
+            return True
+        # A render goes (back) to review, its regions the record's already.
+        rendered = self._transition(
+            "status = 'review', review = 'pending', " + held + finished,
+            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
+            params,
+            event=("worker", "rendered"),
+            detail=transitions.drawn,
+        )
+        return rendered is not None
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
         return (
             self._transition(
                 "status = 'failed', error = %(error)s, lease_owner = NULL, lease_expires_at = NULL",
-                "i.status = 'processing' AND i.lease_owner = %(owner)s",
-                Status.FAILED,
+                "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
                 {"id": image_id, "owner": owner, "now": now, "error": error},
+                event=("worker", "failed"),
+                detail=error,
             )
             is not None
         )
@@ -363,14 +495,14 @@ class PostgresImageRepository:
     ) -> bool:
         # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
         # way back (dead-lettering is at most once on classic queues), so the job is
-        # treated like one never confirmed: re-published after the pending grace.
+        # treated like one never confirmed: re-published after the pending grace. A render
+        # stays rendering: its job is a RENDER.
         return (
             self._transition(
-                "status = 'pending', error = %(error)s, lease_owner = NULL, "
+                "status = " + _REQUEUED_STATUS + ", error = %(error)s, lease_owner = NULL, "
                 "lease_expires_at = NULL, published_at = NULL, "
                 "attempts = greatest(i.attempts - %(refund)s, 0)",
-                "i.status = 'processing' AND i.lease_owner = %(owner)s",
-                Status.PENDING,
+                "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
                 {
                     "id": image_id,
                     "owner": owner,
@@ -385,7 +517,7 @@ class PostgresImageRepository:
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         query = sql.SQL(
             "UPDATE {s}.images SET published_at = %s "
-            "WHERE id = %s AND status = 'pending' AND updated_at = %s"
+            "WHERE id = %s AND status IN " + _QUEUED + " AND updated_at = %s"
         ).format(s=self._s)
         with self._conn() as conn:
             conn.execute(query, (now, image_id, if_updated_at))
@@ -398,20 +530,24 @@ class PostgresImageRepository:
         now: datetime,
         limit: int,
     ) -> Sequence[str]:
-        # SKIP LOCKED: concurrent reconcilers each take different rows, none waits.
+        # SKIP LOCKED: concurrent reconcilers each take different rows, none waits. An
+        # expired lease is logged as a transition (processing -> pending, or a render
+        # taken from its dead worker); a job merely published again is not.
         query = sql.SQL(
-            "WITH picked AS (SELECT id, status FROM {s}.images WHERE "
-            "(status = 'pending' AND published_at IS NULL AND updated_at <= %(before)s) OR "
-            "(status = 'pending' AND published_at <= %(published_before)s) OR "
-            "(status = 'processing' AND lease_expires_at <= %(now)s) "
+            "WITH picked AS (SELECT id, status, lease_owner FROM {s}.images WHERE "
+            "(status IN " + _QUEUED + " AND lease_expires_at IS NULL AND ("
+            "(published_at IS NULL AND updated_at <= %(before)s) OR "
+            "published_at <= %(published_before)s)) OR "
+            "(status IN " + _LEASED + " AND lease_expires_at <= %(now)s) "
             "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-            "upd AS (UPDATE {s}.images i SET status = 'pending', lease_owner = NULL, "
-            "lease_expires_at = NULL, published_at = NULL, updated_at = %(now)s FROM picked "
-            "WHERE i.id = picked.id RETURNING i.id, picked.status AS old_status), "
+            "upd AS (UPDATE {s}.images i SET status = " + _REQUEUED_STATUS + ", "
+            "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
+            "updated_at = %(now)s FROM picked WHERE i.id = picked.id "
+            "RETURNING i.id, i.status, picked.status AS old_status, picked.lease_owner), "
             "log AS (INSERT INTO {s}.image_transitions "
             "(image_id, from_status, to_status, owner, at) "
-            "SELECT id, old_status, 'pending', NULL, %(now)s FROM upd "
-            "WHERE old_status <> 'pending') "
+            "SELECT id, old_status, status, NULL, %(now)s FROM upd "
+            "WHERE old_status <> status OR lease_owner IS NOT NULL) "
             "SELECT id FROM upd"
         ).format(s=self._s)
         with self._conn() as conn:
@@ -423,6 +559,98 @@ class PostgresImageRepository:
             }
             rows = conn.execute(query, params).fetchall()
         return [str(row[0]) for row in rows]
+
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
+        query = sql.SQL("SELECT revision, regions FROM {s}.images WHERE id = %s").format(s=self._s)
+        with self._conn() as conn:
+            row = conn.execute(query, (image_id,)).fetchone()
+        return (int(row[0]), regions_from_json(row[1])) if row else None
+
+    def correct(
+        self,
+        image_id: str,
+        *,
+        expected_revision: int,
+        regions: Sequence[Region],
+        role: EventRole,
+        now: datetime,
+    ) -> ImageRecord:
+        # One conditional UPDATE: of two reviewers sending one revision, the second
+        # waits for the first's row lock, then finds the revision moved on.
+        corrected = self._transition(
+            "status = 'rendering', revision = i.revision + 1, regions = %(regions)s, "
+            "error = NULL, lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
+            "attempts = 0",
+            "i.status IN ('review', 'rendering') AND i.revision = %(expected)s",
+            {
+                "id": image_id,
+                "now": now,
+                "regions": regions_to_json(regions),
+                "expected": expected_revision,
+            },
+            event=(role, "corrected"),
+            detail=transitions.drawn(regions),
+        )
+        if corrected is not None:
+            return corrected
+        status, revision = self._status_of(image_id) or (None, 0)
+        raise transitions.correction_refused(
+            image_id, status, revision, expected_revision=expected_revision
+        )
+
+    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+        approved = self._transition(
+            "status = 'done', review = 'approved', held_until = NULL",
+            "i.status = 'review'",
+            {"id": image_id, "now": now},
+            event=(role, "approved"),
+        )
+        if approved is not None:
+            return approved
+        found = self._status_of(image_id)
+        raise transitions.approval_refused(image_id, found[0] if found else None)
+
+    def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
+        query = sql.SQL(
+            "WITH picked AS (SELECT id, held_until FROM {s}.images "
+            "WHERE status = 'review' AND held_until <= %(now)s "
+            "ORDER BY held_until, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+            "upd AS (UPDATE {s}.images i SET status = 'done', review = 'expired', "
+            "held_until = NULL, updated_at = %(now)s FROM picked WHERE i.id = picked.id "
+            "RETURNING i.*, picked.held_until AS due), "
+            "log AS (INSERT INTO {s}.image_transitions "
+            "(image_id, from_status, to_status, owner, at) "
+            "SELECT id, 'review', 'done', NULL, %(now)s FROM upd) "
+            "SELECT " + _COLUMNS + ", due FROM upd ORDER BY due, id"
+        ).format(s=self._s)
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, {"now": now, "limit": limit})
+            expired = [_record(row) for row in cur.fetchall()]
+            self._log(
+                cur,
+                [(r.id, transitions.event(r, role="system", action="expired")) for r in expired],
+            )
+        return expired
+
+    def history(self, image_id: str) -> Sequence[Event]:
+        query = sql.SQL(
+            "SELECT at, role, action, status, revision, detail FROM {s}.image_events "
+            "WHERE image_id = %s ORDER BY seq"
+        ).format(s=self._s)
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, (image_id,))
+            rows = cur.fetchall()
+        return [
+            Event(
+                at=_utc(r["at"]),
+                role=r["role"],
+                action=r["action"],
+                status=r["status"],
+                revision=int(r["revision"]),
+                detail=r["detail"],
+            )
+            for r in rows
+        ]
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         # The upsert locks the row and re-checks the WHERE after a concurrent writer
@@ -460,7 +688,7 @@ class PostgresImageRepository:
             row = conn.execute(estimate, (self._schema,)).fetchone()
             rows, values, freqs = row if row else (-1.0, None, None)
             exact = rows < _EXACT_COUNT_ROWS  # -1: never analyzed (a new table)
-            where = sql.SQL("" if exact else "WHERE status IN ('pending', 'processing') ")
+            where = sql.SQL("" if exact else "WHERE status IN " + _EXACT_STATUSES + " ")
             counted = conn.execute(
                 sql.SQL("SELECT status, count(*) FROM {s}.images {w}GROUP BY status").format(
                     s=s, w=where

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol, get_args, get_type_hints
 
-from imageblur.domain import ImageRecord, Status
+from imageblur.domain import ImageRecord
 
 
 class Row(Protocol):
@@ -27,6 +28,17 @@ _TIMESTAMPS = frozenset(
 )
 
 
+def _enum_of(hint: Any) -> type[StrEnum] | None:
+    for option in (hint, *get_args(hint)):
+        if isinstance(option, type) and issubclass(option, StrEnum):
+            return option
+    return None
+
+
+# Enum fields (status, review) are stored as their text value.
+_ENUMS = {name: enum for name in COLUMNS if (enum := _enum_of(_HINTS[name])) is not None}
+
+
 def placeholders(style: Callable[[str], str]) -> str:
     """The VALUES list of an INSERT of every column, in the driver's named style."""
     return ", ".join(style(name) for name in COLUMNS)
@@ -36,7 +48,7 @@ def to_row(record: ImageRecord, *, timestamp: Callable[[datetime], Any]) -> dict
     row: dict[str, Any] = {}
     for name in COLUMNS:
         value = getattr(record, name)
-        if isinstance(value, Status):
+        if isinstance(value, StrEnum):
             value = value.value
         elif value is not None and name in _TIMESTAMPS:
             value = timestamp(value)
@@ -48,8 +60,8 @@ def to_record(row: Row, *, timestamp: Callable[[Any], datetime]) -> ImageRecord:
     values: dict[str, Any] = {}
     for name in COLUMNS:
         value = row[name]
-        if name == "status":
-            value = Status(value)
+        if value is not None and name in _ENUMS:
+            value = _ENUMS[name](value)
         elif value is not None and name in _TIMESTAMPS:
             value = timestamp(value)
         values[name] = value

@@ -2,7 +2,8 @@
 
 One connection guarded by a lock (SQLite serialises writers anyway); WAL so readers do
 not block the worker. Every state change is a single conditional UPDATE, so the job
-state machine has the same guarantees as on PostgreSQL.
+state machine has the same guarantees as on PostgreSQL; its line in the picture's audit
+trail (`image_events`) is appended in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.adapters import sql_rows
-from imageblur.domain import ImageRecord, PictureStats, RepositoryUnavailable
+from imageblur.adapters import sql_rows, transitions
+from imageblur.domain import (
+    Event,
+    EventRole,
+    ImageRecord,
+    JobKind,
+    PictureStats,
+    Region,
+    RepositoryUnavailable,
+    regions_from_json,
+    regions_to_json,
+)
 
 # Versioned migrations: append only, never edit a released one.
 _MIGRATIONS: list[str] = [
@@ -62,12 +73,91 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN plates INTEGER;
     """,
+    # 6: review and correct. A table rebuild (SQLite cannot alter a CHECK): the status
+    # check gains 'review' and 'rendering'; the review hold, the regions' revision and
+    # the regions themselves (JSON text, read only by `regions()`, so lists stay light);
+    # the audit trail. Every existing row is copied: review NULL, revision 0, no regions.
+    """
+    CREATE TABLE images_v6 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending','processing','done','failed','review','rendering')),
+        content_type TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT,
+        faces INTEGER,
+        plates INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        idempotency_key TEXT UNIQUE,
+        request_id TEXT,
+        published_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        review TEXT CHECK (review IN ('pending','approved','expired')),
+        revision INTEGER NOT NULL DEFAULT 0,
+        held_until TEXT,
+        regions TEXT
+    );
+    INSERT INTO images_v6 (id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at)
+    SELECT id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at FROM images;
+    DROP TABLE images;
+    ALTER TABLE images_v6 RENAME TO images;
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
+    CREATE TABLE image_events (
+        seq INTEGER PRIMARY KEY,
+        image_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX image_events_image ON image_events (image_id, seq);
+    """,
 ]
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f":{name}")
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _IDS_PER_QUERY = 500
+# The statuses whose job is held under a lease, and those whose job waits in the queue.
+_LEASED = "('processing', 'rendering')"
+_QUEUED = "('pending', 'rendering')"
+# A job taken back for a retry: a render stays rendering (its job is a RENDER).
+_REQUEUED_STATUS = "CASE status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
+# The end of a job held by :owner. A render goes (back) to review, its regions the
+# record's already; a detection to done, or to review when held (:hold), with its regions.
+_FINISHED = (
+    "output_key = :output_key, url = :url, faces = :faces, plates = :plates, error = NULL, "
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
+)
+_COMPLETE_RENDER = (
+    "UPDATE images SET status = 'review', review = 'pending', "
+    f"held_until = COALESCE(:hold, held_until), {_FINISHED} "
+    "WHERE id = :id AND status = 'rendering' AND lease_owner = :owner"
+)
+_COMPLETE_DETECT = (
+    "UPDATE images SET status = CASE WHEN :hold IS NULL THEN 'done' ELSE 'review' END, "
+    "review = CASE WHEN :hold IS NULL THEN review ELSE 'pending' END, "
+    f"held_until = COALESCE(:hold, held_until), regions = :regions, {_FINISHED} "
+    "WHERE id = :id AND status = 'processing' AND lease_owner = :owner"
+)
 
 
 def _ts(value: datetime) -> str:
@@ -98,6 +188,33 @@ def _while_locked(step: Callable[[], object], timeout_s: float) -> None:
 
 def _row_to_record(row: sqlite3.Row) -> ImageRecord:
     return sql_rows.to_record(row, timestamp=_parse_ts)
+
+
+def _fetch(conn: sqlite3.Connection, image_id: str) -> ImageRecord | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
+    return _row_to_record(row) if row is not None else None
+
+
+def _regions(conn: sqlite3.Connection, image_id: str) -> list[Region]:
+    row = conn.execute("SELECT regions FROM images WHERE id = ?", (image_id,)).fetchone()
+    return regions_from_json(row[0]) if row is not None else []
+
+
+def _log(conn: sqlite3.Connection, image_id: str, event: Event) -> None:
+    """Append to the audit trail, in the transaction of the change it records."""
+    conn.execute(
+        "INSERT INTO image_events (image_id, at, role, action, status, revision, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            image_id,
+            _ts(event.at),
+            event.role,
+            event.action,
+            event.status,
+            event.revision,
+            event.detail,
+        ),
+    )
 
 
 class SqliteImageRepository:
@@ -178,6 +295,7 @@ class SqliteImageRepository:
                     f"INSERT INTO images ({_COLUMNS}) VALUES ({_VALUES})",
                     sql_rows.to_row(record, timestamp=_ts),
                 )
+                _log(conn, record.id, transitions.event(record, role="api", action="uploaded"))
         except sqlite3.IntegrityError as exc:
             raise RepositoryUnavailable(f"cannot insert image {record.id}: {exc}") from exc
         return record
@@ -219,31 +337,45 @@ class SqliteImageRepository:
 
     def delete(self, image_id: str) -> ImageRecord | None:
         with self._tx() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)
-            ).fetchone()
-            if row is None:
+            record = _fetch(conn, image_id)
+            if record is None:
                 return None
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
-            return _row_to_record(row)
+            conn.execute("DELETE FROM image_events WHERE image_id = ?", (image_id,))
+            return record
 
     def claim(
-        self, image_id: str, *, owner: str, lease_s: float, now: datetime
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        lease_s: float,
+        now: datetime,
+        kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
+        if kind is JobKind.RENDER:
+            status = "rendering"
+            takeable = (
+                "status = 'rendering' AND (lease_expires_at IS NULL OR lease_expires_at <= :now)"
+            )
+        else:
+            status = "processing"
+            takeable = (
+                "(status = 'pending' OR (status = 'processing' AND lease_expires_at <= :now))"
+            )
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE images SET status = 'processing', lease_owner = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, updated_at = ? "
-                "WHERE id = ? AND (status = 'pending' OR "
-                "(status = 'processing' AND lease_expires_at <= ?))",
-                (owner, _ts(now + timedelta(seconds=lease_s)), _ts(now), image_id, _ts(now)),
+                f"UPDATE images SET status = '{status}', lease_owner = :owner, "
+                "lease_expires_at = :expires, attempts = attempts + 1, updated_at = :now "
+                f"WHERE id = :id AND {takeable}",
+                {
+                    "id": image_id,
+                    "owner": owner,
+                    "now": _ts(now),
+                    "expires": _ts(now + timedelta(seconds=lease_s)),
+                },
             )
-            if cur.rowcount != 1:
-                return None
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)
-            ).fetchone()
-            return _row_to_record(row)
+            return _fetch(conn, image_id) if cur.rowcount == 1 else None
 
     def _transition(self, sql: str, params: Sequence[Any]) -> bool:
         with self._tx() as conn:
@@ -252,7 +384,7 @@ class SqliteImageRepository:
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         return self._transition(
             "UPDATE images SET lease_expires_at = ? "
-            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
             (_ts(now + timedelta(seconds=lease_s)), image_id, owner),
         )
 
@@ -266,33 +398,65 @@ class SqliteImageRepository:
         faces: int,
         now: datetime,
         plates: int = 0,
+        regions: Sequence[Region] = (),
+        hold_until: datetime | None = None,
     ) -> bool:
-        return self._transition(
-            "UPDATE images SET status = 'done', output_key = ?, url = ?, faces = ?, plates = ?, "
-            "error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
-            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (output_key, url, faces, plates, _ts(now), image_id, owner),
-        )
+        params = {
+            "id": image_id,
+            "owner": owner,
+            "output_key": output_key,
+            "url": url,
+            "faces": faces,
+            "plates": plates,
+            "now": _ts(now),
+            "hold": _ts(hold_until) if hold_until is not None else None,
+            "regions": regions_to_json(regions),
+        }
+        with self._tx() as conn:
+            rendered = conn.execute(_COMPLETE_RENDER, params).rowcount == 1
+            if not rendered and conn.execute(_COMPLETE_DETECT, params).rowcount != 1:
+                return False
+            record = _fetch(conn, image_id)
+            assert record is not None  # changed just now, in this transaction
+            if rendered:
+                detail = transitions.drawn(_regions(conn, image_id))
+            else:
+                detail = transitions.detected(faces=faces, plates=plates, regions=regions)
+            action = "rendered" if rendered else "processed"
+            _log(
+                conn,
+                image_id,
+                transitions.event(record, role="worker", action=action, detail=detail),
+            )
+            return True
 
     def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
-        return self._transition(
-            "UPDATE images SET status = 'failed', error = ?, lease_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = ? "
-            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
-            (error, _ts(now), image_id, owner),
-        )
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE images SET status = 'failed', error = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = ? "
+                f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
+                (error, _ts(now), image_id, owner),
+            )
+            record = _fetch(conn, image_id) if cur.rowcount == 1 else None
+            if record is None:
+                return False
+            event = transitions.event(record, role="worker", action="failed", detail=error)
+            _log(conn, image_id, event)
+            return True
 
     def release(
         self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
     ) -> bool:
         # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
         # way back (dead-lettering is at most once on classic queues), so the job is
-        # treated like one never confirmed: re-published after the pending grace.
+        # treated like one never confirmed: re-published after the pending grace. A render
+        # stays rendering: its job is a RENDER.
         return self._transition(
-            "UPDATE images SET status = 'pending', error = ?, lease_owner = NULL, "
+            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = ?, lease_owner = NULL, "
             "lease_expires_at = NULL, updated_at = ?, published_at = NULL, "
             "attempts = MAX(attempts - ?, 0) "
-            "WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+            f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
             (error, _ts(now), 0 if count_attempt else 1, image_id, owner),
         )
 
@@ -300,7 +464,7 @@ class SqliteImageRepository:
         with self._tx() as conn:
             conn.execute(
                 "UPDATE images SET published_at = ? "
-                "WHERE id = ? AND status = 'pending' AND updated_at = ?",
+                f"WHERE id = ? AND status IN {_QUEUED} AND updated_at = ?",
                 (_ts(now), image_id, _ts(if_updated_at)),
             )
 
@@ -315,19 +479,107 @@ class SqliteImageRepository:
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT id FROM images WHERE "
-                "(status = 'pending' AND published_at IS NULL AND updated_at <= ?) "
-                "OR (status = 'pending' AND published_at <= ?) "
-                "OR (status = 'processing' AND lease_expires_at <= ?) "
+                f"(status IN {_QUEUED} AND lease_expires_at IS NULL AND ("
+                "(published_at IS NULL AND updated_at <= ?) OR published_at <= ?)) "
+                f"OR (status IN {_LEASED} AND lease_expires_at <= ?) "
                 "ORDER BY updated_at LIMIT ?",
                 (_ts(pending_before), _ts(published_before), _ts(now), limit),
             ).fetchall()
             ids = [r["id"] for r in rows]
             conn.executemany(
-                "UPDATE images SET status = 'pending', lease_owner = NULL, "
+                f"UPDATE images SET status = {_REQUEUED_STATUS}, lease_owner = NULL, "
                 "lease_expires_at = NULL, published_at = NULL, updated_at = ? WHERE id = ?",
                 [(_ts(now), image_id) for image_id in ids],
             )
         return ids
+
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
+        rows = self._query("SELECT revision, regions FROM images WHERE id = ?", (image_id,))
+        return (int(rows[0][0]), regions_from_json(rows[0][1])) if rows else None
+
+    def correct(
+        self,
+        image_id: str,
+        *,
+        expected_revision: int,
+        regions: Sequence[Region],
+        role: EventRole,
+        now: datetime,
+    ) -> ImageRecord:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE images SET status = 'rendering', revision = revision + 1, regions = ?, "
+                "error = NULL, lease_owner = NULL, lease_expires_at = NULL, "
+                "published_at = NULL, attempts = 0, updated_at = ? "
+                "WHERE id = ? AND status IN ('review', 'rendering') AND revision = ?",
+                (regions_to_json(regions), _ts(now), image_id, expected_revision),
+            )
+            record = _fetch(conn, image_id)
+            if cur.rowcount != 1 or record is None:
+                raise transitions.correction_refused(
+                    image_id,
+                    record.status if record else None,
+                    record.revision if record else 0,
+                    expected_revision=expected_revision,
+                )
+            detail = transitions.drawn(regions)
+            _log(
+                conn,
+                image_id,
+                transitions.event(record, role=role, action="corrected", detail=detail),
+            )
+            return record
+
+    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE images SET status = 'done', review = 'approved', held_until = NULL, "
+                "updated_at = ? WHERE id = ? AND status = 'review'",
+                (_ts(now), image_id),
+            )
+            record = _fetch(conn, image_id)
+            if cur.rowcount != 1 or record is None:
+                raise transitions.approval_refused(image_id, record.status if record else None)
+            _log(conn, image_id, transitions.event(record, role=role, action="approved"))
+            return record
+
+    def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
+        with self._tx() as conn:
+            due = conn.execute(
+                "SELECT id FROM images WHERE status = 'review' AND held_until <= ? "
+                "ORDER BY held_until, id LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+            expired: list[ImageRecord] = []
+            for (image_id,) in due:
+                conn.execute(
+                    "UPDATE images SET status = 'done', review = 'expired', held_until = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (_ts(now), image_id),
+                )
+                record = _fetch(conn, image_id)
+                assert record is not None  # changed just now, in this transaction
+                _log(conn, image_id, transitions.event(record, role="system", action="expired"))
+                expired.append(record)
+            return expired
+
+    def history(self, image_id: str) -> Sequence[Event]:
+        rows = self._query(
+            "SELECT at, role, action, status, revision, detail FROM image_events "
+            "WHERE image_id = ? ORDER BY seq",
+            (image_id,),
+        )
+        return [
+            Event(
+                at=_parse_ts(r["at"]),
+                role=r["role"],
+                action=r["action"],
+                status=r["status"],
+                revision=int(r["revision"]),
+                detail=r["detail"],
+            )
+            for r in rows
+        ]
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         with self._tx() as conn:

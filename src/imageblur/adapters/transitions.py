@@ -1,0 +1,86 @@
+"""What every repository adapter (and the unit tests' fake) does alike around a
+transition of the review workflow: the line it appends to the picture's audit trail (who
+did what, the status the API shows after it, the revision, a short human text), and the
+error that says why a correction or an approval was refused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from imageblur.domain import (
+    Event,
+    EventRole,
+    ImageblurError,
+    ImageRecord,
+    NotFound,
+    NotInReview,
+    OriginalGone,
+    Region,
+    Rendering,
+    StaleRevision,
+    Status,
+)
+
+# The longest detail kept (a failure's reason can be long; the trail stays light).
+MAX_DETAIL_CHARS = 500
+
+
+def event(record: ImageRecord, *, role: EventRole, action: str, detail: str | None = None) -> Event:
+    """The event of a transition, from the record as it is after it (its `updated_at`
+    is the transition's time)."""
+    return Event(
+        at=record.updated_at,
+        role=role,
+        action=action,
+        status=record.status.public,
+        revision=record.revision,
+        detail=detail[:MAX_DETAIL_CHARS] if detail is not None else None,
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def detected(*, faces: int, plates: int, regions: Sequence[Region]) -> str:
+    """A detection's outcome: "3 faces hidden, 2 uncertain candidates"."""
+    parts = [f"{_count(faces, 'face')} hidden"]
+    if plates:
+        parts.append(f"{_count(plates, 'plate')} hidden")
+    uncertain = sum(1 for r in regions if r.uncertain and not r.hidden)
+    if uncertain:
+        parts.append(_count(uncertain, "uncertain candidate"))
+    return ", ".join(parts)
+
+
+def drawn(regions: Sequence[Region]) -> str:
+    """The regions a correction asks for, or a render hid: "2 regions hidden, 1 manual"."""
+    hidden = sum(1 for r in regions if r.hidden)
+    manual = sum(1 for r in regions if r.hidden and r.source == "manual")
+    text = f"{_count(hidden, 'region')} hidden"
+    return f"{text}, {manual} manual" if manual else text
+
+
+# --- refusals ---------------------------------------------------------------------------
+
+
+def correction_refused(
+    image_id: str, status: Status | None, revision: int, *, expected_revision: int
+) -> ImageblurError:
+    """Why a correction's conditional update changed nothing, from the row as it is."""
+    if status is None:
+        return NotFound(image_id)
+    if status in (Status.DONE, Status.FAILED):
+        return OriginalGone(f"picture {image_id} is {status.value}: its original is gone")
+    if status in (Status.PENDING, Status.PROCESSING):
+        return Rendering(f"picture {image_id} is not processed yet: nothing to correct")
+    return StaleRevision(f"picture {image_id} is at revision {revision}, not {expected_revision}")
+
+
+def approval_refused(image_id: str, status: Status | None) -> ImageblurError:
+    """Why an approval's conditional update changed nothing, from the row as it is."""
+    if status is None:
+        return NotFound(image_id)
+    if status is Status.RENDERING:
+        return Rendering(f"picture {image_id} has a correction still rendering")
+    return NotInReview(f"picture {image_id} is {status.public}, not in review")
