@@ -40,7 +40,7 @@ MODEL_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc
 SIZE_KNOTS_PX = (14.0, 22.0, 64.0, 128.0)
 # Uncertain candidates smaller than this are not listed for a reviewer. On the WIDER FACE
 # development subset, at the floor 0.1, boxes under 14 px are 72% of the candidates (23
-# per image, nearly all on no face) and hiding those that are faces protects 3 more of
+# per image, 94% matching no labelled face) and hiding those that are faces protects 3 more of
 # 1,549 faces >= 20 px (docs/detection.md, "Review: uncertain candidates").
 UNCERTAIN_MIN_PX = 14.0
 
