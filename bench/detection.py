@@ -2,7 +2,7 @@
 """Measure face detection and the blur mask on a dataset in WIDER FACE layout.
 
     python bench/detection.py DATASET_DIR [--json] [--limit N] [--vs-deface]
-        [--detector FAMILY[:MODEL.onnx[:THRESHOLD]] ...]
+        [--detector FAMILY[:MODEL.onnx[:THRESHOLD]] ...] [--uncertain-min-px PX]
 
 DATASET_DIR holds `images/` and one `*_bbx_gt.txt` (path, count, then one
 `x y w h blur expression illumination invalid occlusion pose` line per face). The data
@@ -32,6 +32,11 @@ Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px
   over images;
 - stray regions per image: connected hidden regions (8-neighbourhood) touching no
   labelled box at all: the blurred patches of background a user sees.
+- review, at each uncertain floor of FLOORS: the uncertain candidates listed per image
+  (groups scoring at least the floor but below the threshold their size needs, at least
+  `--uncertain-min-px` across), those that are faces (matching a labelled face at IoU
+  >= 0.5, as recall matches), and the protected recall a reviewer reaches by also
+  hiding those, with the detector's mask.
 The threshold curve reuses one detection run: decoding at the lowest threshold and then
 dropping lower scores gives the same boxes as running at the higher threshold, because
 grouping only ever merges a box into a better-scored one.
@@ -62,7 +67,7 @@ from imageblur import imaging
 from imageblur.blurring import anonymize, full_mask
 from imageblur.bootstrap import build_detector
 from imageblur.config import DetectorSpec, Settings, load_settings
-from imageblur.detection import file_sha256, size_thresholds
+from imageblur.detection import UNCERTAIN_MIN_PX, file_sha256, size_thresholds
 from imageblur.domain import Face
 from imageblur.ports import FaceDetector
 
@@ -73,6 +78,10 @@ FP_IOU = 0.5
 NO_OVERLAP_IOU = 0.1
 MATCH_IOU = 0.5
 PROTECTED_SHARE = 0.8
+# Uncertain floors tried (IMAGEBLUR_UNCERTAIN_FLOOR): the groups scoring at least the
+# floor but below the threshold their size needs are listed for a reviewer. Not below
+# 0.1, the lowest per-pass score that joins a group: the same replay holds.
+FLOORS = (0.1, 0.11, 0.15, 0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,17 @@ class Point:
         rows = np.array([[f.x0, f.y0, f.x1, f.y1, f.score] for f in faces], np.float32)
         need = size_thresholds(rows, self.threshold, *self.size_levels())
         return [f for f, ok in zip(faces, rows[:, 4] >= need, strict=True) if ok]
+
+    def uncertain(self, faces: Sequence[Face], floor: float, min_px: float) -> list[Face]:
+        """The groups scoring at least `floor`, at least `min_px` across, that this
+        point does not hide: the uncertain candidates a reviewer sees (the rule of
+        `detect_regions`, with UNCERTAIN_MIN_PX)."""
+        hidden = {id(f) for f in self.keep(faces)}
+        return [
+            f
+            for f in faces
+            if f.score >= floor and id(f) not in hidden and f.width * f.height >= min_px**2
+        ]
 
 
 def read_truth(dataset: Path) -> list[Truth]:
@@ -260,6 +280,45 @@ def evaluate(results: Sequence[ImageResult], point: Point) -> dict[str, float]:
     return tally.summary()
 
 
+def reviewed(
+    results: Sequence[ImageResult], point: Point, floor: float, min_px: float
+) -> dict[str, float]:
+    """What a reviewer reaches who hides, besides what the detector hid, every uncertain
+    candidate (at `floor`) that is a real face: one matching a labelled face (any, valid
+    or not) at IoU >= MATCH_IOU, as recall matches. Hidden with the detector's mask."""
+    tally = Tally()
+    listed = real = 0
+    for result in results:
+        unsure = point.uncertain(result.faces, floor, min_px)
+        det = np.array([[f.x0, f.y0, f.x1, f.y1] for f in unsure], float).reshape(-1, 4)
+        ious = iou_matrix(result.truth.boxes, det)
+        is_face = np.zeros(len(det), bool)
+        if len(result.truth.boxes) and len(det):
+            is_face = ious.max(axis=0) >= MATCH_IOU
+        faces = point.keep(result.faces) + [f for f, ok in zip(unsure, is_face, strict=True) if ok]
+        mask = full_mask(
+            faces,
+            result.width,
+            result.height,
+            mask_scale=point.mask_scale,
+            shape=point.shape,  # type: ignore[arg-type]
+            margin_px=point.margin_px,
+        )
+        score_hidden(result.truth, mask, tally)
+        listed += len(unsure)
+        real += int(np.sum(is_face))
+    n = max(len(results), 1)
+    summary = tally.summary()
+    return {
+        "floor": floor,
+        "min_px": min_px,
+        "uncertain_per_image": listed / n,
+        "real_uncertain_per_image": real / n,
+        "reviewed_protected_recall_20": summary["protected_recall_20"],
+        "reviewed_protected_recall_40": summary["protected_recall_40"],
+    }
+
+
 def misses_by_attribute(results: Sequence[ImageResult], point: Point) -> dict[str, float]:
     """Protected recall of valid faces >= 20 px split by the hard WIDER attributes."""
     groups: dict[str, list[int]] = {}
@@ -355,6 +414,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
     parser.add_argument("--vs-deface", action="store_true", help="also run deface 1.5.0")
     parser.add_argument(
+        "--uncertain-min-px",
+        type=float,
+        default=UNCERTAIN_MIN_PX,
+        help="smallest uncertain candidate listed (default: the detector's)",
+    )
+    parser.add_argument(
         "--detector",
         action="append",
         default=[],
@@ -400,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pixels += result.width * result.height
             if not args.json and i % 50 == 0:
                 print(f"  {i}/{len(truths)} images", file=sys.stderr)
-        report = figures(results, point, 1000 * seconds / max(pixels / 1e6, 1e-9))
+        ms_per_mp = 1000 * seconds / max(pixels / 1e6, 1e-9)
+        report = figures(results, point, ms_per_mp, args.uncertain_min_px)
         report["detectors"] = args.detector or [settings.detector]
         if args.vs_deface:
             report.update(versus_deface(results, images, point, tmp, quiet=args.json))
@@ -411,8 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def figures(results: Sequence[ImageResult], point: Point, ms_per_mp: float) -> dict[str, Any]:
+def figures(
+    results: Sequence[ImageResult], point: Point, ms_per_mp: float, min_px: float
+) -> dict[str, Any]:
     curve = [{"threshold": t, **evaluate(results, point.at(t))} for t in CURVE]
+    floors = [f for f in FLOORS if f >= min(CURVE)]
     return {
         **evaluate(results, point),
         "threshold": point.threshold,
@@ -424,6 +493,7 @@ def figures(results: Sequence[ImageResult], point: Point, ms_per_mp: float) -> d
         "detect_ms_per_megapixel": ms_per_mp,
         "protected_recall_20_by_attribute": misses_by_attribute(results, point),
         "curve": curve,
+        "review": [reviewed(results, point, f, min_px) for f in floors],
     }
 
 
@@ -475,8 +545,26 @@ def print_report(report: dict[str, object]) -> None:
     for label, value in report["protected_recall_20_by_attribute"].items():  # type: ignore[attr-defined]
         print(f"  {label} {value:.3f}", end="")
     print(f"\ndetection: {report['detect_ms_per_megapixel']:.0f} ms per megapixel")
+    print_review(report)
     if "vs_deface" in report:
         print_versus(report["vs_deface"])  # type: ignore[arg-type]
+
+
+def print_review(report: dict[str, Any]) -> None:
+    """Uncertain candidates per floor, and the protected recall after a reviewer hid
+    those that are faces, next to the detector's own."""
+    rows = report["review"]
+    size = rows[0]["min_px"] if rows else UNCERTAIN_MIN_PX
+    print(f"\nreview: uncertain candidates (below the threshold, >= the floor, >= {size:g} px)")
+    print("floor  listed/image  faces/image  protected20 protected40  (detector alone)")
+    for row in rows:
+        print(
+            f" {row['floor']:<5.2f} {row['uncertain_per_image']:12.2f}"
+            f" {row['real_uncertain_per_image']:12.2f}"
+            f"  {row['reviewed_protected_recall_20']:11.3f}"
+            f" {row['reviewed_protected_recall_40']:11.3f}"
+            f"  ({report['protected_recall_20']:.3f} / {report['protected_recall_40']:.3f})"
+        )
 
 
 def print_versus(both: dict[str, dict[str, float]]) -> None:

@@ -3,18 +3,27 @@
 Shared by the worker and the `blur` command so that both apply exactly the same
 detector, mask and encoder settings. A JPEG keeps its original blocks outside the masks
 (`jpeg_patch`); when it cannot, it is re-encoded whole and the result says why.
+`render` draws a picture again from its recorded regions (a reviewer's corrections),
+with no detection.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from imageblur import imaging, jpeg_patch
-from imageblur.blurring import anonymize, mask_boxes, region_mask, shape_of
+from imageblur.blurring import hide_masks, mask_boxes, region_mask, shape_of
+from imageblur.domain import MAX_REGIONS, Face, Region, RegionKind
 from imageblur.jpeg_coefficients import TurboJPEGError
-from imageblur.ports import FaceDetector
+from imageblur.ports import FaceDetector, RegionDetector, RGBImage
+
+Mask = jpeg_patch.Region  # a box and which of its pixels are hidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,9 @@ class AnonymizedImage:
     timings: dict[str, float] = field(default_factory=dict)
     # Why a JPEG was re-encoded whole instead of patched (None: patched, or not a JPEG).
     jpeg_fallback: str | None = None
+    # The hidden detector regions and the uncertain candidates (`regions_of`); for a
+    # render, the regions it was given.
+    regions: list[Region] = field(default_factory=list)
 
 
 class Anonymizer:
@@ -64,55 +76,98 @@ class Anonymizer:
         `content_type` is the result's format when the caller has decided it already (the
         record's, set at upload); otherwise it follows `options.output_format`.
         """
-        opts = self._options
         clock = _Stopwatch()
-        decoded = imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
+        decoded = self._decode(data)
         clock.lap("decode")
-        faces = self._detector.detect(decoded.rgb)
+        hidden, uncertain = _detect(self._detector, decoded.rgb)
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
-        decoded.rgb = anonymize(
-            decoded.rgb,
-            faces,
-            mode=opts.mode,
-            shape=opts.shape,
-            mask_scale=opts.mask_scale,
-            margin_px=opts.margin_px,
-            in_place=True,  # the decoded original is not needed afterwards
-        )
+        masks = self._detector_masks(hidden, width, height)
+        regions = regions_of(hidden, uncertain, width, height)
+        kinds = [face.kind for face in hidden]
+        return self._finish(data, decoded, masks, kinds, regions, clock, content_type)
+
+    def render(
+        self, data: bytes, regions: Sequence[Region], *, content_type: str | None = None
+    ) -> AnonymizedImage:
+        """The picture with exactly the regions marked `hidden` hidden, no detection: a
+        detector region under the mask the first render gave it, a manual one as a
+        rectangle over its whole box (clipped to the image). Raises as `__call__`."""
+        clock = _Stopwatch()
+        decoded = self._decode(data)
+        clock.lap("decode")
+        height, width = decoded.rgb.shape[:2]
+        chosen = [region for region in regions if region.hidden]
+        masks = [mask for region in chosen for mask in self._masks_of(region, width, height)]
+        kinds = [region.kind for region in chosen]
+        return self._finish(data, decoded, masks, kinds, list(regions), clock, content_type)
+
+    def _decode(self, data: bytes) -> imaging.DecodedImage:
+        opts = self._options
+        return imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
+
+    def _finish(
+        self,
+        data: bytes,
+        decoded: imaging.DecodedImage,
+        masks: list[Mask],
+        kinds: list[RegionKind],
+        regions: list[Region],
+        clock: _Stopwatch,
+        content_type: str | None,
+    ) -> AnonymizedImage:
+        """Hide the masks, encode (these pixels, and only these, changed)."""
+        opts = self._options
+        height, width = decoded.rgb.shape[:2]
+        # In place: the decoded original is not needed afterwards.
+        decoded.rgb = hide_masks(decoded.rgb, masks, mode=opts.mode, in_place=True)
         clock.lap("blur")
         target = (
             imaging.format_for_content_type(content_type)
             if content_type
             else imaging.result_format(decoded.format, opts.output_format)
         )
-        # The same geometry `anonymize` hid (plates as whole rectangles): these pixels,
-        # and only these, changed.
-        regions = [
-            (box, region_mask(box, shape_of(face, opts.shape)))
-            for face in faces
-            for box in mask_boxes([face], width, height, opts.mask_scale, margin_px=opts.margin_px)
-        ]
-        encoded, fallback = self._encode(data, decoded, target, regions)
+        encoded, fallback = self._encode(data, decoded, target, masks)
         clock.lap("encode")
         return AnonymizedImage(
             data=encoded,
             content_type=target.content_type,
             extension=target.extension,
-            faces=sum(1 for f in faces if f.kind == "face"),
-            plates=sum(1 for f in faces if f.kind == "plate"),
+            faces=kinds.count("face"),
+            plates=kinds.count("plate"),
             width=width,
             height=height,
             timings=clock.laps,
             jpeg_fallback=fallback,
+            regions=regions,
         )
+
+    def _detector_masks(self, faces: Sequence[Face], width: int, height: int) -> list[Mask]:
+        """What `blurring.anonymize` hides for these faces (plates as whole rectangles)."""
+        opts = self._options
+        return [
+            (box, region_mask(box, shape_of(face, opts.shape)))
+            for face in faces
+            for box in mask_boxes([face], width, height, opts.mask_scale, margin_px=opts.margin_px)
+        ]
+
+    def _masks_of(self, region: Region, width: int, height: int) -> list[Mask]:
+        x0, y0 = max(0, region.x), max(0, region.y)
+        x1, y1 = min(width, region.x + region.width), min(height, region.y + region.height)
+        if region.source == "manual":
+            # A person drew the box: all of it is hidden, whatever the mask shape.
+            if x1 <= x0 or y1 <= y0:
+                return []
+            return [((x0, y0, x1, y1), np.ones((y1 - y0, x1 - x0), bool))]
+        face = Face(x0, y0, x1, y1, region.score or 0.0, region.kind)
+        return self._detector_masks([face], width, height)
 
     def _encode(
         self,
         data: bytes,
         decoded: imaging.DecodedImage,
         target: imaging.ImageFormat,
-        regions: list[jpeg_patch.Region],
+        regions: list[Mask],
     ) -> tuple[bytes, str | None]:
         """The JPEG patched where it can be, else the whole image re-encoded (and why)."""
         quality = self._options.jpeg_quality
@@ -146,3 +201,55 @@ class _Stopwatch:
         now = time.perf_counter()
         self.laps[name] = now - self._last
         self._last = now
+
+
+def regions_of(
+    hidden: Sequence[Face], uncertain: Sequence[Face], width: int, height: int
+) -> list[Region]:
+    """The record's regions: the hidden faces and the uncertain candidates, "r1", "r2",
+    ... by score, highest first, at most MAX_REGIONS. Past the cap the hidden ones are
+    kept first, so that a re-render never shows a region the first render hid (unless a
+    picture had more than MAX_REGIONS of them)."""
+    ranked = sorted(((f, False) for f in hidden), key=_score)
+    ranked += sorted(((f, True) for f in uncertain), key=_score)
+    kept = sorted(ranked[:MAX_REGIONS], key=_score)  # stable: ties keep hidden first
+    return [
+        _region(f"r{index}", face, unsure, width, height)
+        for index, (face, unsure) in enumerate(kept, 1)
+    ]
+
+
+def _score(item: tuple[Face, bool]) -> float:
+    return -item[0].score
+
+
+def _region(region_id: str, face: Face, uncertain: bool, width: int, height: int) -> Region:
+    """The detection box rounded outward to whole pixels, clipped to the image (at
+    least one pixel across)."""
+    x, w = _span(face.x0, face.x1, width)
+    y, h = _span(face.y0, face.y1, height)
+    return Region(
+        id=region_id,
+        x=x,
+        y=y,
+        width=w,
+        height=h,
+        score=round(face.score, 4),
+        source="detector",
+        kind=face.kind,
+        uncertain=uncertain,
+        hidden=not uncertain,
+    )
+
+
+def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
+    start = min(max(0, math.floor(lo)), size - 1)
+    end = max(min(size, math.ceil(hi)), start + 1)
+    return start, end - start
+
+
+def _detect(detector: FaceDetector, rgb: RGBImage) -> tuple[list[Face], list[Face]]:
+    """(hidden, uncertain); a detector that lists no candidates has none."""
+    if isinstance(detector, RegionDetector):
+        return detector.detect_regions(rgb)
+    return detector.detect(rgb), []

@@ -132,15 +132,33 @@ def anonymize(
         raise ValueError(f"unknown mode {mode!r}")
     if shape not in ("ellipse", "box"):
         raise ValueError(f"unknown shape {shape!r}")
-    out = image if in_place else image.copy()
     height, width = image.shape[:2]
-    for face in faces:
-        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px):
-            x0, y0, x1, y1 = box
-            # Read from `out`: where masks overlap, detail already removed stays removed.
-            region = out[y0:y1, x0:x1]
-            hidden = _hide(region, mode)
-            np.copyto(region, hidden, where=region_mask(box, shape_of(face, shape))[..., None])
+    masks = [
+        (box, region_mask(box, shape_of(face, shape)))
+        for face in faces
+        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px)
+    ]
+    return hide_masks(image, masks, mode=mode, in_place=in_place)
+
+
+def hide_masks(
+    image: RGBImage,
+    masks: Sequence[tuple[Box, npt.NDArray[np.bool_]]],
+    *,
+    mode: Mode = "blur",
+    in_place: bool = False,
+) -> RGBImage:
+    """The image with the pixels of each (box, mask of the box's size) hidden, the
+    strength by the box's size: what `anonymize` does once it has the masks. A caller
+    with masks of its own (a manual rectangle) hides them the same way."""
+    if mode not in ("blur", "pixelate", "solid"):
+        raise ValueError(f"unknown mode {mode!r}")
+    out = image if in_place else image.copy()
+    for box, mask in masks:
+        x0, y0, x1, y1 = box
+        # Read from `out`: where masks overlap, detail already removed stays removed.
+        region = out[y0:y1, x0:x1]
+        np.copyto(region, _hide(region, mode), where=mask[..., None])
     return out
 
 

@@ -144,7 +144,10 @@ def build_detector(settings: Settings) -> FaceDetector:
             )
         )
     return make_detector(
-        choices, threads=settings.detector_threads, runtime=settings.detector_runtime
+        choices,
+        threads=settings.detector_threads,
+        runtime=settings.detector_runtime,
+        uncertain_floor=settings.uncertain_floor,
     )
 
 

@@ -283,6 +283,13 @@ class Settings(BaseSettings):
     mask_margin_px: float = Field(
         PRIVACY_MASK_MARGIN_PX, ge=0.0, le=100.0, description="Added to the mask on each side."
     )
+    # Minimal, for the detect helper's branch; the crypto helper adds the validated one.
+    uncertain_floor: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Lowest score of the uncertain candidates listed for a reviewer.",
+    )
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
     detector: DetectorFamily = Field(
         "centerface",

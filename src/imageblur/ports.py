@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -243,4 +243,17 @@ class JobQueue(Protocol):
 class FaceDetector(Protocol):
     """Finds faces in an upright RGB image. Loaded once, shared, thread-safe."""
 
-    def detect(self, image: RGBImage) -> list[Face]: ...
+    def detect(self, image: RGBImage) -> list[Face]:
+        """The regions to hide (and only those)."""
+
+
+@runtime_checkable
+class RegionDetector(FaceDetector, Protocol):
+    """A detector that also lists its uncertain candidates, for a reviewer. A detector
+    that does not (a test's fake, a family without a floor) stays a plain
+    `FaceDetector`: callers treat it as listing none."""
+
+    def detect_regions(self, image: RGBImage) -> tuple[list[Face], list[Face]]:
+        """(hidden, uncertain): exactly what `detect` returns, and the groups that scored
+        below the threshold their size needs but at least the detector's uncertain
+        floor, not hidden."""

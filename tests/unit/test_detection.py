@@ -23,6 +23,7 @@ from imageblur.detection import (
     tiles,
 )
 from imageblur.domain import Face
+from support import LINUS_FACE
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
 THRESHOLD: float = Settings.model_fields["detection_threshold"].default  # the shipped one
@@ -31,6 +32,7 @@ SHIPPED = {  # the shipped thresholds, size-dependent
     "small_threshold": Settings.model_fields["detection_small_threshold"].default,
     "large_threshold": Settings.model_fields["detection_large_threshold"].default,
 }
+SHIPPED_LEVELS = (SHIPPED["small_threshold"], SHIPPED["large_threshold"])
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -225,3 +227,41 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     tidy = build_detector(load_settings())
     assert isinstance(tidy, CenterFaceDetector)
     assert (tidy.threshold, tidy.small_threshold, tidy.large_threshold) == (0.39, 0.39, 0.39)
+
+
+def test_uncertain_candidates_are_the_groups_below_their_threshold(
+    detector: CenterFaceDetector,
+) -> None:
+    listing = CenterFaceDetector(**SHIPPED, uncertain_floor=0.1)
+    linus = load_rgb("linus-trovalds.jpg")
+    # Demanding 0.9 everywhere, the face (~34 px, ~0.8) is only listed, not hidden.
+    strict = CenterFaceDetector(threshold=0.9, uncertain_floor=0.1)
+    hidden, uncertain = strict.detect_regions(linus)
+    assert hidden == [] and len(uncertain) == 1 and 0.1 <= uncertain[0].score < 0.9
+    assert covered(uncertain[0], *LINUS_FACE) > 0.8
+    # Shrunk to a quarter, the face is ~11 px and scores ~0.2, under the 0.35 such small
+    # boxes need: not hidden, and too small to be listed (UNCERTAIN_MIN_PX).
+    tiny = np.ascontiguousarray(cv2.resize(linus, (75, 42), interpolation=cv2.INTER_AREA))
+    assert detector.detect(tiny) == []
+    assert listing.detect_regions(tiny) == ([], [])
+    for image in (linus, tiny, load_rgb("bill-gates.jpg")):
+        hidden, uncertain = listing.detect_regions(image)
+        # What is hidden does not depend on the floor.
+        assert hidden == detector.detect(image) == listing.detect(image)
+        assert detector.detect_regions(image) == (hidden, [])
+        rows = np.array([[f.x0, f.y0, f.x1, f.y1, f.score] for f in uncertain], np.float32)
+        need = size_thresholds(rows.reshape(-1, 5), THRESHOLD, *SHIPPED_LEVELS)
+        assert (rows.reshape(-1, 5)[:, 4] < need).all()
+        assert all(f.score >= 0.1 and f.width * f.height >= 14**2 for f in uncertain)
+    # A blank image has nothing, hidden or uncertain.
+    assert listing.detect_regions(np.zeros((64, 64, 3), np.uint8)) == ([], [])
+
+
+def test_the_uncertain_floor_is_never_below_what_the_passes_keep() -> None:
+    # Below 0.1 (the pyramid's floor_score) a pass would keep weaker candidates, which
+    # would join the hidden groups and change them: the floor is raised to it.
+    assert CenterFaceDetector(**SHIPPED, uncertain_floor=0.05).uncertain_floor == 0.1
+    assert CenterFaceDetector(**SHIPPED, uncertain_floor=0.11).uncertain_floor == 0.11
+    assert CenterFaceDetector(**SHIPPED).uncertain_floor is None
+    with pytest.raises(ValueError):
+        CenterFaceDetector(**SHIPPED, uncertain_floor=0.0)

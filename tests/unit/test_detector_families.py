@@ -16,9 +16,10 @@ from PIL import Image
 
 from imageblur.bootstrap import build_detector
 from imageblur.config import SettingsError, load_settings
-from imageblur.detection import ModelError
+from imageblur.detection import ModelError, PyramidConfig
 from imageblur.detectors import parse_classes
 from imageblur.detectors.factory import CombinedDetector, DetectorChoice, make_detector
+from imageblur.detectors.pyramid import PyramidDetector
 from imageblur.domain import Face
 from onnx_graphs import constant_model
 from support import BILL, BILL_FACE, LINUS, LINUS_FACE, REPO
@@ -129,6 +130,60 @@ def test_several_detectors_group_their_candidates(tmp_path: Path) -> None:
     assert kinds == ["face", "plate"]
     face = next(f for f in faces if f.kind == "face")
     assert close(face, (24, 11.2, 56, 43.2), 0.98, "face")
+
+
+class FixedRows:
+    """A TileModel whose network finds the same rows (x0 y0 x1 y1 score kind) anywhere."""
+
+    input_px = None
+
+    def __init__(self, rows: list[tuple[float, ...]]) -> None:
+        self.rows = np.array(rows, np.float32)
+
+    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+        return self.rows[self.rows[:, 4] >= floor].copy()
+
+
+def test_a_family_lists_the_groups_between_the_floor_and_its_threshold() -> None:
+    model = FixedRows([(4, 4, 24, 24, 0.8, 0), (30, 30, 50, 50, 0.3, 0), (2, 40, 12, 50, 0.05, 0)])
+    one_pass = PyramidConfig(coarsest_side_px=64)
+    listing = PyramidDetector(model, threshold=0.5, pyramid=one_pass, uncertain_floor=0.2)
+    hidden, uncertain = listing.detect_regions(IMAGE)
+    assert [f.score for f in hidden] == pytest.approx([0.8])
+    assert [f.score for f in uncertain] == pytest.approx([0.3])  # 0.05: under the floor
+    assert listing.detect(IMAGE) == hidden
+    plain = PyramidDetector(model, threshold=0.5, pyramid=one_pass)
+    assert plain.detect_regions(IMAGE) == (hidden, [])
+
+
+class Listing:
+    def __init__(self, hidden: list[Face], uncertain: list[Face]) -> None:
+        self.hidden, self.uncertain = hidden, uncertain
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return list(self.hidden)
+
+    def detect_regions(self, image: np.ndarray) -> tuple[list[Face], list[Face]]:
+        return list(self.hidden), list(self.uncertain)
+
+
+def test_several_detectors_drop_the_candidates_another_one_hides() -> None:
+    first = Listing([Face(0, 0, 20, 20, 0.9)], [Face(30, 30, 50, 50, 0.3)])
+    # The second hides what the first was unsure of, and is unsure of a new place; a
+    # detector without candidates (only `detect`) takes part as well.
+    second = Listing([Face(31, 31, 50, 50, 0.6)], [Face(5, 40, 15, 60, 0.2)])
+
+    class Plain:
+        def detect(self, image: np.ndarray) -> list[Face]:
+            return [Face(40, 0, 60, 10, 0.7, "plate")]
+
+    hidden, uncertain = CombinedDetector([first, second, Plain()]).detect_regions(IMAGE)
+    assert sorted((f.kind, round(f.score, 2)) for f in hidden) == [
+        ("face", 0.6),
+        ("face", 0.9),
+        ("plate", 0.7),
+    ]
+    assert [(f.x0, f.y0, round(f.score, 2)) for f in uncertain] == [(5, 40, 0.2)]
 
 
 def test_a_wrong_hash_is_refused_naming_the_setting(tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from imageblur.detection import PyramidConfig, group, pyramid_scales, tiles
+from imageblur.detection import (
+    PyramidConfig,
+    group,
+    pyramid_scales,
+    tiles,
+    uncertain_floor_of,
+)
 from imageblur.detectors import KINDS
 from imageblur.domain import Face
 from imageblur.ports import RGBImage
@@ -33,16 +39,30 @@ class TileModel(Protocol):
 class PyramidDetector:
     """The `FaceDetector` port over a `TileModel`: scales, tiles, size bands, grouping."""
 
-    def __init__(self, model: TileModel, *, threshold: float, pyramid: PyramidConfig) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    def __init__(
+        self,
+        model: TileModel,
+        *,
+        threshold: float,
+        pyramid: PyramidConfig,
+        uncertain_floor: float | None = None,
+    ) -> None:
+        """`uncertain_floor` as CenterFace's (None: no uncertain candidates listed)."""
+        for value in (threshold, uncertain_floor):
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"thresholds must be in (0, 1), got {value}")
         self.model = model
         self.threshold = threshold
         if model.input_px is not None and pyramid.tile_px > model.input_px:
             pyramid = _replace_tile(pyramid, model.input_px)
         self.pyramid = pyramid
+        self.uncertain_floor = uncertain_floor_of(uncertain_floor, threshold, pyramid)
 
     def detect(self, image: RGBImage) -> list[Face]:
+        return self.detect_regions(image)[0]
+
+    def detect_regions(self, image: RGBImage) -> tuple[list[Face], list[Face]]:
+        """(hidden, uncertain), as CenterFace's, at one threshold for every size."""
         height, width = image.shape[:2]
         scales = pyramid_scales(width, height, self.pyramid)
         found: list[FloatArray] = []
@@ -53,7 +73,10 @@ class PyramidDetector:
             passes = np.full(int(keep.sum()), index, np.float32)
             found.append(np.column_stack([dets[keep][:, :5], passes, dets[keep][:, 5]]))
         candidates = np.concatenate(found).astype(np.float32)
-        return faces_of(candidates, self.pyramid.group_iou, self.threshold, width, height)
+        floor = self.threshold if self.uncertain_floor is None else self.uncertain_floor
+        faces = faces_of(candidates, self.pyramid.group_iou, floor, width, height)
+        hidden = [f for f in faces if f.score >= self.threshold]
+        return hidden, [f for f in faces if f.score < self.threshold]
 
     def _at_scale(self, image: RGBImage, scale: float) -> FloatArray:
         height, width = image.shape[:2]
