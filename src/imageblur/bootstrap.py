@@ -180,6 +180,10 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
     )
 
 
+def build_review(settings: Settings, backends: Backends) -> ReviewService:
+    return ReviewService(backends=backends, keep_originals=settings.keep_originals)
+
+
 def build_processor(
     settings: Settings,
     backends: Backends,
@@ -294,7 +298,7 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         backends=backends,
         gate=gate,
         images=build_images(settings, backends, gate),
-        review=ReviewService(backends=backends, keep_originals=settings.keep_originals),
+        review=build_review(settings, backends),
         detector=detector,
         metrics=metrics,
     )

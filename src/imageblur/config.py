@@ -284,12 +284,6 @@ class Settings(BaseSettings):
         PRIVACY_MASK_MARGIN_PX, ge=0.0, le=100.0, description="Added to the mask on each side."
     )
     # Minimal, for the detect helper's branch; the crypto helper adds the validated one.
-    uncertain_floor: float = Field(
-        0.05,
-        gt=0.0,
-        lt=1.0,
-        description="Lowest score of the uncertain candidates listed for a reviewer.",
-    )
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
     detector: DetectorFamily = Field(
         "centerface",
@@ -396,11 +390,12 @@ class Settings(BaseSettings):
         "it becomes `done` (review `expired`).",
     )
     uncertain_floor: float = Field(
-        0.05,
+        0.1,
         gt=0.0,
         lt=1.0,
         description="Lowest score of an uncertain candidate (listed for a reviewer, not "
-        "hidden); below every detection threshold in use.",
+        "hidden); below every detection threshold in use; CenterFace's passes keep "
+        "nothing under 0.1, so a lower value acts as 0.1.",
     )
     originals_key: SecretStr | None = Field(
         None,

@@ -165,7 +165,7 @@ def test_review_is_off_and_originals_unencrypted_by_default(
 ) -> None:
     monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
     s = load_settings()
-    assert (s.review, s.review_ttl_s, s.uncertain_floor) == ("off", 7 * 24 * 3600, 0.05)
+    assert (s.review, s.review_ttl_s, s.uncertain_floor) == ("off", 7 * 24 * 3600, 0.1)
     assert s.originals_keys() == (None, [])
     assert s.reviewer_token is None
 

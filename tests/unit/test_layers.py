@@ -35,6 +35,9 @@ ALLOWED: dict[str, set[str]] = {
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
+    # A correction's shape and the region list it makes: pure, like the domain.
+    "corrections": CORE,
+    "review": CORE | {"backends", "corrections", "logs"},
     "jobs": CORE | {"backends", "anonymizer", "logs", "metrics"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # A decorator of the port it implements (encryption around any store).
@@ -43,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
-    | {"jobs", "reconciler", "services", "metrics", "detectors.", "metadata"},
+    | {"jobs", "reconciler", "services", "review", "metrics", "detectors.", "metadata"},
     "entrypoints.": {"*"},  # the outer layer: anything
 }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.backends import Backends
-from imageblur.bootstrap import Container, build_gate, build_images
+from imageblur.bootstrap import Container, build_gate, build_images, build_review
 from imageblur.config import Settings, load_settings
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
 from imageblur.ports import FaceDetector
@@ -32,6 +32,7 @@ def container_of(settings: Settings, repo: FakeRepository, detector: FaceDetecto
         backends=backends,
         gate=gate,
         images=build_images(settings, backends, gate),
+        review=build_review(settings, backends),
         detector=detector,
     )
 
