@@ -107,9 +107,12 @@ export async function uploadPicture(file, onProgress) {
 }
 
 // The anonymized picture as an object URL (fetched with the token; with presigned
-// delivery the fetch follows the redirect to the object store).
-export async function resultBlobUrl(id) {
-  const response = await request(`picture/${encodeURIComponent(id)}/image`);
+// delivery the fetch follows the redirect to the object store). `reload`: the result
+// changed (a review correction) while the server lets browsers keep it for an hour, so
+// skip the browser's cache.
+export async function resultBlobUrl(id, { reload = false } = {}) {
+  const response = await request(`picture/${encodeURIComponent(id)}/image`,
+    reload ? { cache: 'reload' } : {});
   return URL.createObjectURL(await response.blob());
 }
 

@@ -4,10 +4,11 @@ import { resultBlobUrl } from './api.js';
 
 const results = new Map();
 const originals = new Map();
+const changed = new Set(); // results forgotten: the browser's cached copy may be stale
 
 export function resultUrl(id) {
   if (!results.has(id)) {
-    const url = resultBlobUrl(id);
+    const url = resultBlobUrl(id, { reload: changed.has(id) });
     url.catch(() => results.delete(id));
     results.set(id, url);
   }
@@ -26,6 +27,7 @@ export function originalFile(id) {
 export function forget(id, { keepOriginal = false } = {}) {
   const url = results.get(id);
   results.delete(id);
+  changed.add(id);
   if (url) url.then((u) => URL.revokeObjectURL(u), () => {});
   if (!keepOriginal) originals.delete(id);
 }

@@ -79,6 +79,9 @@ function resetView() {
   $('regions-button').setAttribute('aria-pressed', 'false');
   $('regions-button').textContent = 'Show hidden regions';
   $('regions').replaceChildren();
+  // A review screen may have left the layer drawing: the next one starts afresh.
+  $('regions').classList.remove('drawing');
+  $('regions').onpointerdown = null;
   $('result-extensions').replaceChildren();
 }
 

@@ -5,14 +5,20 @@
 import { ApiError, getJson, request } from './api.js';
 import { $, delay, h, svg } from './dom.js';
 import { errorHeadline, isFinal, statusWords } from './messages.js';
-import { announce, forget, resultUrl } from './pictures.js';
-import { addResultExtension, drawRegions } from './result.js';
+import { announce, forget } from './pictures.js';
+import { addResultExtension, currentRecord, drawRegions } from './result.js';
 
 const POLL_MS = 1000;
 const MIN_BOX_PX = 4;
+// What to tell the reviewer once the view has been reopened on a picture (after a save
+// or an approval): the view is rebuilt, so the note is handed over by picture id.
+const notes = new Map();
 
 addResultExtension(({ record, capabilities, container }) => {
-  if (capabilities.review && record.status === 'review') new Review(record, container).load();
+  const note = notes.get(record.id) || '';
+  notes.delete(record.id);
+  if (capabilities.review && record.status === 'review') new Review(record, container).load(note);
+  else if (note) container.replaceChildren(h('p', { id: 'review-message', class: 'note', role: 'status', text: note }));
 });
 
 class Review {
@@ -22,23 +28,26 @@ class Review {
     this.revision = null;
     this.regions = []; // as loaded, with the wanted `hidden`
     this.added = []; // new manual boxes {x, y, width, height}
-    this.message = h('p', { class: 'note', role: 'status' });
+    this.message = h('p', { id: 'review-message', class: 'note', role: 'status' });
+    this.revisionText = h('p', { class: 'meta' });
     this.list = h('ul', { class: 'regions-list', 'aria-label': 'Regions' });
     this.uncertainList = h('ul', { class: 'regions-list', 'aria-label': 'Uncertain candidates' });
     this.addedList = h('ul', { class: 'regions-list', 'aria-label': 'New boxes' });
-    this.drawButton = h('button', { type: 'button', class: 'secondary', 'aria-pressed': 'false',
-      onclick: () => this.toggleDrawing() }, 'Draw a box');
+    this.drawButton = h('button', { type: 'button', id: 'draw-button', class: 'secondary',
+      'aria-pressed': 'false', onclick: () => this.toggleDrawing() }, 'Draw a box');
+    this.saveButton = h('button', { type: 'button', id: 'save-button', onclick: () => this.save() },
+      'Save corrections');
+    this.approveButton = h('button', { type: 'button', id: 'approve-button',
+      onclick: () => this.approve() }, 'Approve and release');
     container.replaceChildren(h('section', { class: 'review', 'aria-labelledby': 'review-title' },
-      h('h3', { id: 'review-title', text: 'Review' }),
+      h('h3', { id: 'review-title', text: 'Review' }), this.revisionText,
       h('p', { class: 'note', text: 'Tick the regions to hide. Uncertain candidates scored '
         + 'below the detection threshold: hide those that are faces.' }),
       this.message,
       h('h4', { text: 'Regions' }), this.list,
       h('h4', { text: 'Uncertain candidates' }), this.uncertainList,
       h('h4', { text: 'New boxes' }), this.addedList,
-      h('div', { class: 'toolbar' }, this.drawButton,
-        h('button', { type: 'button', onclick: () => this.save() }, 'Save corrections'),
-        h('button', { type: 'button', onclick: () => this.approve() }, 'Approve and release'))));
+      h('div', { class: 'toolbar' }, this.drawButton, this.saveButton, this.approveButton)));
   }
 
   async load(note = '') {
@@ -47,6 +56,7 @@ class Review {
       const body = await response.json();
       this.revision = response.headers.get('ETag') || `"${body.revision}"`;
       this.regions = body.regions.map((region) => ({ ...region }));
+      this.revisionText.textContent = `Revision ${body.revision}`;
       this.added = [];
       this.render();
       this.message.textContent = note;
@@ -58,7 +68,7 @@ class Review {
   render() {
     const item = (region) => {
       const id = `region-${region.id}`;
-      const box = h('input', { type: 'checkbox', id });
+      const box = h('input', { type: 'checkbox', id, 'data-region': region.id });
       box.checked = region.hidden;
       box.addEventListener('change', () => {
         region.hidden = box.checked;
@@ -135,10 +145,12 @@ class Review {
   }
 
   async save() {
+    if (this.saving) return;
     const regions = [
       ...this.regions.map(({ id, hidden }) => ({ id, hidden })),
       ...this.added.map((box) => ({ ...box, hidden: true })),
     ];
+    this.busy(true);
     try {
       await request(`picture/${encodeURIComponent(this.record.id)}/regions`, {
         method: 'PUT',
@@ -146,6 +158,7 @@ class Review {
         body: JSON.stringify({ regions }),
       });
     } catch (error) {
+      this.busy(false);
       if (error instanceof ApiError && error.status === 412) {
         await this.load('Someone else changed these regions meanwhile: they have been '
           + 'reloaded. Make your corrections again.');
@@ -156,7 +169,17 @@ class Review {
     }
     this.message.textContent = 'Saved: the picture is being rendered again…';
     const record = await this.waitForRender();
+    this.busy(false);
     if (record) this.reopen(record, 'The new result is shown.');
+  }
+
+  // While a save is sent and rendered, no second save or approval (approval would only
+  // answer 409 rendering); the buttons stay focusable, so the keyboard is not lost.
+  busy(on) {
+    for (const button of [this.saveButton, this.approveButton]) {
+      button.setAttribute('aria-disabled', String(on));
+    }
+    this.saving = on;
   }
 
   async waitForRender() {
@@ -174,6 +197,7 @@ class Review {
   }
 
   async approve() {
+    if (this.saving) return;
     try {
       const response = await request(`picture/${encodeURIComponent(this.record.id)}/approve`,
         { method: 'POST' });
@@ -184,14 +208,14 @@ class Review {
     }
   }
 
+  // The result changed (or was released): drop the old one and show the picture again,
+  // unless the person moved on to another picture meanwhile.
   reopen(record, note) {
     forget(record.id, { keepOriginal: true });
     announce('picture:changed', record.id);
+    if (currentRecord()?.id !== record.id) return;
+    notes.set(record.id, note);
     announce('picture:open', record);
-    resultUrl(record.id).then(() => {
-      const status = $('result-note');
-      status.textContent = note;
-    }, () => {});
   }
 
   say(error) {
