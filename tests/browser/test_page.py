@@ -118,8 +118,13 @@ def test_before_after_view_uses_the_local_file(page: Page, pictures: dict[str, P
     assert (link.get_attribute("href") or "").startswith("blob:")
     assert link.get_attribute("download") == "<img src=x onerror=alert(1)>linus-blurred.jpg"
     assert page.find("#result-name").text == MARKUP_NAME
-    # No regions API on this server (yet): no button that would call it.
-    assert not page.find("#regions-button").is_displayed()
+    # The hidden regions, drawn over the result on demand (review off: no review screen).
+    page.visible("#regions-button").click()
+    page.wait(lambda: len(page.find_all("#regions rect.hidden-region")) == 1, what="face drawn")
+    assert "1 hidden region" in page.visible("#regions-legend").text
+    assert not page.find_all("#result .review")
+    page.find("#regions-button").click()
+    page.wait(lambda: not page.find("#regions-legend").is_displayed())
     if shots := os.environ.get("BROWSER_SHOTS"):
         for width in (375, 1920):
             page.driver.set_window_size(width, 1000)
