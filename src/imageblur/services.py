@@ -63,6 +63,7 @@ class Result:
     name: str
     data: bytes | None = None
     redirect_url: str | None = None
+    final: bool = True  # False while held for review: a correction will replace it
 
 
 class ImageService:
@@ -188,12 +189,22 @@ class ImageService:
         if self._presigned_ttl_s is not None:
             url = self._b.results.presigned_url(record.output_key, expires_s=self._presigned_ttl_s)
             if url is not None:
-                return Result(content_type=record.content_type, name=record.name, redirect_url=url)
+                return Result(
+                    content_type=record.content_type,
+                    name=record.name,
+                    redirect_url=url,
+                    final=record.status is Status.DONE,
+                )
         try:
             data = self._b.results.get(record.output_key)
         except ObjectMissing:
             raise NotReady(f"the result of image {image_id} is missing from the store") from None
-        return Result(content_type=record.content_type, name=record.name, data=data)
+        return Result(
+            content_type=record.content_type,
+            name=record.name,
+            data=data,
+            final=record.status is Status.DONE,
+        )
 
     def check(self) -> dict[str, str | None]:
         """Reachability of every back end: name -> None if fine, else the reason."""

@@ -133,6 +133,7 @@ def test_a_held_picture_lists_its_regions_and_serves_its_result(
     assert all(r["uncertain"] == (not r["hidden"]) for r in listed["regions"])
     result = api.get(f"/picture/{image_id}/image")
     assert result.status_code == 200 and result.headers["content-type"] == "image/jpeg"
+    assert result.headers["cache-control"] == "no-store"  # a correction will replace it
     events = api.get(f"/picture/{image_id}/history").json()["events"]
     assert [e["action"] for e in events] == ["uploaded", "processed"]
     assert [e["role"] for e in events] == ["api", "worker"]

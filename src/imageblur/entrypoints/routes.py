@@ -121,7 +121,8 @@ async def get_picture_image(images: Images, image_id: str) -> Response:
         media_type=result.content_type,
         headers={
             "Content-Disposition": f'inline; filename="{ascii_name}"',
-            "Cache-Control": "private, max-age=3600",
+            # A result under review changes with every correction: never cached.
+            "Cache-Control": "private, max-age=3600" if result.final else "no-store",
         },
     )
 
