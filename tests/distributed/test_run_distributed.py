@@ -4,6 +4,8 @@ or the death of the API or the S3 server stops everything, Ctrl-C stops it clean
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import signal
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
+from PIL import Image, UnidentifiedImageError
 
 import metrics_scrape
 import servers
@@ -25,7 +29,7 @@ from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.domain import Status
 
-from .harness import generated_jpeg
+from .harness import EXAMPLES, generated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 DSN = "postgresql://postgres@127.0.0.1:5432/imageblur"  # the set-up's default database
@@ -246,17 +250,7 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
             )
             assert len(set(run.pids("worker-1") + run.pids("worker-2"))) == 3  # one restart
             assert set(statuses) == {200}, statuses  # the API answered all along
-            results = S3ObjectStore(
-                bucket="output",
-                prefix="",
-                endpoint_url=f"http://127.0.0.1:{run.s3_port}",
-                region="us-east-1",
-                access_key_id="testing",
-                secret_access_key="testing",
-                addressing_style="path",
-                create_bucket=False,
-                timeout_s=10,
-            )
+            results = s3_store(run, "output")
             result_keys = sorted(o.key for o in results.list())
             results.close()
             records = [repo.get(i) for i in ids]
@@ -296,6 +290,55 @@ def test_a_worker_that_crashes_at_start_stops_the_set_up_with_its_error(tmp_path
         assert str(missing) in tail  # the worker's own error, shown with the stop
         assert "restarting it in 1 s" in log and "restarting it in 2 s" in log
         run.assert_all_stopped()
+
+
+def test_review_on_make_run_distributed(tmp_path: Path) -> None:
+    """The issue's check on the supervised set-up: held, corrected, stale refused,
+    approved; while held the original at rest is not a readable image."""
+    key = base64.b64encode(bytes(range(2, 34))).decode()
+    with run_distributed(tmp_path, review="required", originals_key=key) as run:
+        run.wait_ready()
+        bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
+        image_id = run.upload(bill, "bill.jpg")
+        servers.wait_for(lambda: run.status(image_id) == "review", timeout_s=120, what="review")
+        originals = s3_store(run, "input")
+        try:
+            (stored,) = [o.key for o in originals.list() if o.key.startswith(image_id)]
+            with pytest.raises(UnidentifiedImageError):
+                Image.open(io.BytesIO(originals.get(stored)))
+            url = f"{run.url}/picture/{image_id}"
+            listed = httpx.get(f"{url}/regions", timeout=10)
+            assert listed.headers["etag"] == '"0"'
+            box = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
+            wanted = [{"id": r["id"], "hidden": r["hidden"]} for r in listed.json()["regions"]]
+            body = {"regions": [*wanted, box]}
+            put = httpx.put(f"{url}/regions", json=body, headers={"If-Match": '"0"'}, timeout=10)
+            assert put.status_code == 202, put.text
+            stale = httpx.put(f"{url}/regions", json=body, headers={"If-Match": '"0"'}, timeout=10)
+            assert stale.status_code == 412
+            servers.wait_for(lambda: run.status(image_id) == "review", timeout_s=120, what="render")
+            after = np.asarray(Image.open(io.BytesIO(httpx.get(f"{url}/image").content)))
+            before = np.asarray(Image.open(io.BytesIO(bill)))
+            inside = (slice(300, 500), slice(400, 600))
+            assert np.abs(after[inside].astype(float) - before[inside]).mean() > 2
+            assert httpx.post(f"{url}/approve", timeout=10).status_code == 200
+            assert not [o for o in originals.list() if o.key.startswith(image_id)]
+        finally:
+            originals.close()
+
+
+def s3_store(run: RunDistributed, bucket: str) -> S3ObjectStore:
+    return S3ObjectStore(
+        bucket=bucket,
+        prefix="",
+        endpoint_url=f"http://127.0.0.1:{run.s3_port}",
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        addressing_style="path",
+        create_bucket=False,
+        timeout_s=10,
+    )
 
 
 def alive(pid: int) -> bool:
