@@ -219,6 +219,8 @@ def test_a_reviewer_draws_a_box_toggles_a_region_and_approves(page: Page, server
     body = api.get(f"/picture/{image_id}").json()
     assert body["status"] == "done" and body["review"] == "approved"
     page.wait(lambda: page.find_all(f"#history-list [data-id='{image_id}'][data-status=done]"))
+    # The upload card follows too (it showed "waiting for review").
+    page.wait(lambda: page.find_all(f"#uploads .card[data-id='{image_id}'][data-status=done]"))
 
 
 @pytest.mark.parametrize("page", ["token_server"], indirect=True)

@@ -213,6 +213,7 @@ class Review {
   reopen(record, note) {
     forget(record.id, { keepOriginal: true });
     announce('picture:changed', record.id);
+    announce('picture:reviewed', record); // its upload card shows the new state
     if (currentRecord()?.id !== record.id) return;
     notes.set(record.id, note);
     announce('picture:open', record);

@@ -33,6 +33,10 @@ export function initUploads() {
     cards.get(id)?.element.remove();
     cards.delete(id);
   });
+  on('picture:reviewed', (record) => {
+    const card = cards.get(record.id);
+    if (card) showFinal(card, record);
+  });
 }
 
 function addFiles(files) {
