@@ -122,10 +122,3 @@ def _manual(index: int, box: ManualBox, region_id: str, *, width: int, height: i
         uncertain=False,
         hidden=box.hidden,
     )
-
-
-def summary(regions: Sequence[Region]) -> str:
-    """For the audit trail: how many regions are hidden, how many of them manual."""
-    hidden = [r for r in regions if r.hidden]
-    manual = sum(1 for r in hidden if r.source == "manual")
-    return f"{len(hidden)} regions hidden, {manual} manual"

@@ -640,17 +640,7 @@ class PostgresImageRepository:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, (image_id,))
             rows = cur.fetchall()
-        return [
-            Event(
-                at=_utc(r["at"]),
-                role=r["role"],
-                action=r["action"],
-                status=r["status"],
-                revision=int(r["revision"]),
-                detail=r["detail"],
-            )
-            for r in rows
-        ]
+        return [transitions.event_of_row(r, timestamp=_utc) for r in rows]
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         # The upsert locks the row and re-checks the WHERE after a concurrent writer

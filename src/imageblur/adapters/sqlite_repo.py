@@ -569,17 +569,7 @@ class SqliteImageRepository:
             "WHERE image_id = ? ORDER BY seq",
             (image_id,),
         )
-        return [
-            Event(
-                at=_parse_ts(r["at"]),
-                role=r["role"],
-                action=r["action"],
-                status=r["status"],
-                revision=int(r["revision"]),
-                detail=r["detail"],
-            )
-            for r in rows
-        ]
+        return [transitions.event_of_row(r, timestamp=_parse_ts) for r in rows]
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         with self._tx() as conn:

@@ -5,7 +5,9 @@ error that says why a correction or an approval was refused."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
 
 from imageblur.domain import (
     Event,
@@ -35,6 +37,18 @@ def event(record: ImageRecord, *, role: EventRole, action: str, detail: str | No
         status=record.status.public,
         revision=record.revision,
         detail=detail[:MAX_DETAIL_CHARS] if detail is not None else None,
+    )
+
+
+def event_of_row(row: Any, *, timestamp: Callable[[Any], datetime]) -> Event:
+    """An event as both SQL adapters read it back (each says how it stores a time)."""
+    return Event(
+        at=timestamp(row["at"]),
+        role=row["role"],
+        action=row["action"],
+        status=row["status"],
+        revision=int(row["revision"]),
+        detail=row["detail"],
     )
 
 

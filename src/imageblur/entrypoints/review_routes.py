@@ -142,16 +142,4 @@ async def approve(request: Request, review: Review, image_id: str) -> Picture:
 )
 async def history(review: Review, image_id: str) -> History:
     events = await run_in_threadpool(review.history, image_id)
-    return History(
-        events=[
-            EventOut(
-                at=e.at,
-                role=e.role,
-                action=e.action,
-                status=e.status,
-                revision=e.revision,
-                detail=e.detail,
-            )
-            for e in events
-        ]
-    )
+    return History(events=[EventOut.model_validate(e, from_attributes=True) for e in events])
