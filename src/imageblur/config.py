@@ -40,6 +40,9 @@ ENV_PREFIX = "IMAGEBLUR_"
 # for half its blurred background; `tidy` (the default before) leaves fewer blurred
 # patches on background and misses more faces.
 PRIVACY_THRESHOLD = 0.12
+# The threshold of a brought detector (another family) unless one is set: what
+# docs/detection.md measured for RetinaFace and SCRFD (0.45-0.5), as for extra detectors.
+BROUGHT_DETECTOR_THRESHOLD = 0.5
 PRIVACY_SMALL_THRESHOLD = 0.35
 PRIVACY_LARGE_THRESHOLD = 0.25
 PRIVACY_MASK_SCALE = 1.1
@@ -136,7 +139,7 @@ class DetectorSpec(BaseModel):
     family: DetectorFamily
     model_path: Path | None = None
     model_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    threshold: float = Field(BROUGHT_DETECTOR_THRESHOLD, gt=0.0, lt=1.0)
     classes: str = ""
 
 
@@ -435,6 +438,10 @@ class Settings(BaseSettings):
         preset = DETECTION_PRESETS.get(str(data.get("detection_preset", "privacy")))
         if preset is None:  # a wrong name: the field's own check names it
             return data
+        if str(data.get("detector", "centerface")) != "centerface":
+            # The presets' thresholds are CenterFace scores; a brought model's scores
+            # mean something else, so its threshold is an extra detector's default.
+            preset = {**preset, "detection_threshold": BROUGHT_DETECTOR_THRESHOLD}
         return {**preset, **data}
 
     @field_validator("originals_key", "originals_old_keys", mode="before")

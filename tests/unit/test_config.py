@@ -285,3 +285,16 @@ def test_the_uncertain_floor_is_below_every_threshold_in_use(
         return
     with pytest.raises(SettingsError, match=named):
         load_settings()
+
+
+@pytest.mark.parametrize("preset", ["privacy", "tidy"])
+def test_a_brought_detector_keeps_its_own_threshold_whatever_the_preset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, preset: str
+) -> None:
+    model = tmp_path / "r.onnx"
+    model.write_bytes(b"x")
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", preset)
+    brought = {"detector": "retinaface", "model_path": model, "model_sha256": "0" * 64}
+    s = load_settings(**brought)
+    assert s.detection_threshold == 0.5  # not CenterFace's 0.12 / 0.39
+    assert load_settings(**brought, detection_threshold=0.3).detection_threshold == 0.3
