@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,27 @@ def wait_until(
             return False
         time.sleep(interval_s)
     return True
+
+
+def wait_status(
+    client: httpx.Client,
+    image_id: str,
+    wanted: Collection[str],
+    *,
+    timeout_s: float = 120,
+    context: Callable[[], str] = str,
+) -> dict[str, Any]:
+    """Poll GET /picture/{id} (bounded) until its status is one of `wanted`; the record.
+    `context` adds to the failure message (a deployment's logs, say)."""
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        seen.update(client.get(f"/picture/{image_id}").json())
+        return seen["status"] in wanted
+
+    if not wait_until(reached, timeout_s=timeout_s, interval_s=0.1):
+        raise AssertionError(f"{image_id} never {sorted(wanted)}: {seen}\n{context()}")
+    return seen
 
 
 def jpeg_bytes(

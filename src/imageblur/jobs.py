@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
@@ -177,16 +178,8 @@ class JobProcessor:
             out_key = self._store_result(record, result, object_key(record.id, result.extension))
         now = self._clock()
         hold_until = None if self._review_ttl_s is None else now + self._review_ttl
-        done = self._repo.complete(
-            record.id,
-            owner=self.owner,
-            output_key=out_key,
-            url=self._b.results.url(out_key),
-            faces=result.faces,
-            plates=result.plates,
-            now=now,
-            regions=result.regions,
-            hold_until=hold_until,
+        done = self._complete(
+            record, result, out_key, now, regions=result.regions, hold_until=hold_until
         )
         if not done:
             return self._lease_lost(delivery, record.id, out_key)
@@ -209,22 +202,33 @@ class JobProcessor:
             result = self._anonymize.render(original, regions, content_type=record.content_type)
             key = render_key(record.id, revision, result.extension)
             out_key = self._store_result(record, result, key)
-        done = self._repo.complete(
-            record.id,
-            owner=self.owner,
-            output_key=out_key,
-            url=self._b.results.url(out_key),
-            faces=result.faces,
-            plates=result.plates,
-            now=self._clock(),
-        )
-        if not done:
+        if not self._complete(record, result, out_key, self._clock()):
             return self._lease_lost(delivery, record.id, out_key)
         if record.output_key and record.output_key != out_key:
             self._b.delete_quietly(self._b.results, record.output_key, image_id=record.id)
         self._finished(result, record.id, held=True, revision=revision)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
+
+    def _complete(
+        self,
+        record: ImageRecord,
+        result: AnonymizedImage,
+        out_key: str,
+        now: datetime,
+        **first_job: Any,
+    ) -> bool:
+        """Record the stored result (a first job also passes its regions and hold)."""
+        return self._repo.complete(
+            record.id,
+            owner=self.owner,
+            output_key=out_key,
+            url=self._b.results.url(out_key),
+            faces=result.faces,
+            plates=result.plates,
+            now=now,
+            **first_job,
+        )
 
     def _store_result(self, record: ImageRecord, result: AnonymizedImage, key: str) -> str:
         if result.jpeg_fallback:

@@ -57,7 +57,8 @@ class ReviewService:
         return found
 
     def history(self, image_id: str) -> Sequence[Event]:
-        self.regions(image_id)  # 404 for an unknown picture, not an empty trail
+        if not is_image_id(image_id) or self._repo.get(image_id) is None:
+            raise NotFound(f"no image with id {image_id}")  # not an empty trail
         return self._repo.history(image_id)
 
     def correct(

@@ -6,7 +6,6 @@ and, with tokens, the API token refused where the reviewer token succeeds."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
+import support
 from browser.conftest import Page, fresh_page
 from support import BILL, Server, run_server
 
@@ -77,14 +77,8 @@ def client(server: Server, token: str | None = None) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30, headers=headers)
 
 
-def wait_status(api: httpx.Client, image_id: str, wanted: str, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = api.get(f"/picture/{image_id}").json()
-        if body["status"] == wanted or time.monotonic() > deadline:
-            assert body["status"] == wanted, body
-            return body
-        time.sleep(0.1)  # a poll interval, the condition is checked above
+def wait_status(api: httpx.Client, image_id: str, wanted: str) -> Any:
+    return support.wait_status(api, image_id, {wanted})
 
 
 def regions(api: httpx.Client, image_id: str) -> tuple[str, list[dict[str, Any]]]:

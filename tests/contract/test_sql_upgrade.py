@@ -23,7 +23,7 @@ from imageblur.adapters import postgres_repo, sqlite_repo
 from imageblur.domain import ImageRecord, JobKind, RepositoryUnavailable, Review, Status
 from imageblur.ports import ImageRepository
 
-from .test_image_repository import CORRECTED, DETECTED, T0, record
+from .test_image_repository import CORRECTED, T0, detected, record
 
 # The number of migrations a database had before the `plates` column came.
 BEFORE_PLATES = {"sqlite": 4, "postgres": 5}
@@ -170,17 +170,7 @@ def test_a_database_before_review_upgrades_keeping_its_rows(
 
     # The upgraded table takes the new statuses: detected into review, then corrected.
     pending = old[3]
-    assert repo.claim(pending.id, owner="w", lease_s=30, now=T0)
-    assert repo.complete(
-        pending.id,
-        owner="w",
-        output_key="o",
-        url="u",
-        faces=1,
-        now=T0,
-        regions=DETECTED,
-        hold_until=T0 + timedelta(days=1),
-    )
+    detected(repo, rec=pending, hold_until=T0 + timedelta(days=1))
     held = repo.get(pending.id)
     assert held is not None and (held.status, held.review) == (Status.REVIEW, Review.PENDING)
     fixed = repo.correct(pending.id, expected_revision=0, regions=CORRECTED, role="api", now=T0)

@@ -10,7 +10,6 @@ import io
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+import support
 from imageblur.domain import Status
 
 from .conftest import DeploymentFactory
@@ -31,13 +31,10 @@ BOX = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
 
 
 def wait_status(app: Deployment, image_id: str, wanted: str, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = httpx.get(f"{app.url}/picture/{image_id}", timeout=10).json()
-        if body["status"] == wanted or time.monotonic() > deadline:
-            assert body["status"] == wanted, f"{body}\n{app.logs()}"
-            return body
-        time.sleep(0.1)  # a poll interval: the condition is checked above
+    with httpx.Client(base_url=app.url, timeout=10) as client:
+        return support.wait_status(
+            client, image_id, {wanted}, timeout_s=timeout_s, context=app.logs
+        )
 
 
 def upload(app: Deployment, data: bytes, name: str = "bill.jpg") -> str:
@@ -77,16 +74,9 @@ def big_photo(seed: int) -> bytes:
     return out.getvalue()
 
 
-def result_keys(backends: Backends, image_id: str) -> list[str]:
-    store = backends.store("output")
-    try:
-        return sorted(o.key for o in store.list() if o.key.startswith(image_id))
-    finally:
-        store.close()
-
-
-def original_keys(backends: Backends, image_id: str) -> list[str]:
-    store = backends.store("input")
+def keys(backends: Backends, role: str, image_id: str) -> list[str]:
+    """The picture's objects in the originals' ("input") or results' ("output") bucket."""
+    store = backends.store(role)
     try:
         return sorted(o.key for o in store.list() if o.key.startswith(image_id))
     finally:
@@ -98,7 +88,7 @@ def test_review_workflow_end_to_end(backends: Backends, deploy: DeploymentFactor
     image_id = upload(app, bill())
     assert wait_status(app, image_id, "review")["review"] == "pending"
 
-    (key,) = original_keys(backends, image_id)
+    (key,) = keys(backends, "input", image_id)
     raw = backends.store("input").get(key)  # the bytes at rest, as S3 holds them
     assert b"\xff\xd8\xff" not in raw[:64]
     with pytest.raises(UnidentifiedImageError):
@@ -114,11 +104,11 @@ def test_review_workflow_end_to_end(backends: Backends, deploy: DeploymentFactor
     before = np.asarray(Image.open(io.BytesIO(bill())).convert("RGB"), dtype=np.float32)
     inside = (slice(300, 500), slice(400, 600))
     assert np.abs(after[inside] - before[inside]).mean() > 2  # hidden now
-    assert len(result_keys(backends, image_id)) == 1  # the replaced result is deleted
+    assert len(keys(backends, "output", image_id)) == 1  # the replaced result is deleted
 
     approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
     assert approved.status_code == 200 and approved.json()["status"] == "done"
-    assert original_keys(backends, image_id) == []
+    assert keys(backends, "input", image_id) == []
     events = httpx.get(f"{app.url}/picture/{image_id}/history", timeout=10).json()["events"]
     assert [e["action"] for e in events] == [
         "uploaded",
@@ -141,20 +131,22 @@ def test_a_worker_killed_during_a_re_render(backends: Backends, deploy: Deployme
     repo = backends.repository()
     pids = {p.pid for p in app.workers}
     killed: list[int] = []
-    deadline = time.monotonic() + 60
-    while not killed and time.monotonic() < deadline:
+
+    def kill_the_renderer() -> bool:
         record = repo.get(image_id)
         owner = record.lease_owner if record else None
         pid = int(owner.split(":")[1]) if owner else -1
         if record is not None and record.status is Status.RENDERING and pid in pids:
             os.kill(pid, signal.SIGKILL)  # mid-render: claimed, result not stored
             killed.append(pid)
-        time.sleep(0.01)
+        return bool(killed)
+
+    support.wait_until(kill_the_renderer, timeout_s=60)
     repo.close()
     assert killed, "never saw the re-render in progress"
     body = wait_status(app, image_id, "review", timeout_s=180)
     assert body["revision"] == 1
-    assert len(result_keys(backends, image_id)) == 1
+    assert len(keys(backends, "output", image_id)) == 1
     actions = [
         e["action"] for e in httpx.get(f"{app.url}/picture/{image_id}/history").json()["events"]
     ]
@@ -179,7 +171,7 @@ def test_corrections_while_rendering_end_at_the_last_revision(
     assert body["revision"] == 3
     _, listed = regions(app, image_id)
     assert sorted(r["x"] for r in listed if r["source"] == "manual") == [100, 400, 700]
-    assert len(result_keys(backends, image_id)) == 1
+    assert len(keys(backends, "output", image_id)) == 1
 
 
 def test_approval_waits_for_a_re_render_then_succeeds(

@@ -10,7 +10,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from support import BILL, BILL_FACE, Server, decode, detail, run_server
+from support import BILL, BILL_FACE, Server, decode, detail, run_server, wait_status
 
 API_TOKEN = "api-token-0123456789abcdef"
 REVIEWER_TOKEN = "reviewer-token-0123456789abcdef"
@@ -60,18 +59,6 @@ def api(server: Server) -> Iterator[httpx.Client]:
 def reviewer(server: Server) -> Iterator[httpx.Client]:
     with client(server, REVIEWER_TOKEN) as c:
         yield c
-
-
-def wait_status(
-    c: httpx.Client, image_id: str, wanted: set[str], *, timeout_s: float = 120
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body: dict[str, Any] = c.get(f"/picture/{image_id}").json()
-        if body["status"] in wanted or time.monotonic() > deadline:
-            assert body["status"] in wanted, body
-            return body
-        time.sleep(0.1)  # a poll interval, the condition is checked above
 
 
 def upload_in_review(api: httpx.Client) -> str:

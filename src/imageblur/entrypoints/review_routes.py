@@ -17,6 +17,7 @@ from imageblur.bootstrap import Container
 from imageblur.domain import EventRole, InvalidImage, Region
 from imageblur.entrypoints.auth import role_of
 from imageblur.entrypoints.errors import Rejected
+from imageblur.entrypoints.routes import Root
 from imageblur.entrypoints.schemas import (
     EventOut,
     History,
@@ -41,10 +42,6 @@ def _review(request: Request) -> ReviewService:
 
 
 Review = Annotated[ReviewService, Depends(_review)]
-
-
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def _reviewer(request: Request) -> EventRole:
@@ -109,6 +106,7 @@ async def get_regions(review: Review, image_id: str) -> JSONResponse:
 async def put_regions(
     request: Request,
     review: Review,
+    root: Root,
     image_id: str,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> JSONResponse:
@@ -118,7 +116,7 @@ async def put_regions(
     record = await run_in_threadpool(
         review.correct, image_id, wanted, expected_revision=expected, role=role
     )
-    body = picture(record, _root(request)).model_dump(mode="json")
+    body = picture(record, root).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=_etag(record.revision))
 
 
@@ -128,10 +126,10 @@ async def put_regions(
     responses=errors(401, 403, 404, 409, 503),
     summary="Release a picture held for review: done, and its original deleted",
 )
-async def approve(request: Request, review: Review, image_id: str) -> Picture:
+async def approve(request: Request, review: Review, root: Root, image_id: str) -> Picture:
     role = _reviewer(request)
     record = await run_in_threadpool(review.approve, image_id, role=role)
-    return picture(record, _root(request))
+    return picture(record, root)
 
 
 @router.get(
