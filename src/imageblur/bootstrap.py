@@ -19,6 +19,7 @@ from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
 from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
+from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
@@ -196,7 +197,9 @@ def build_processor(
     s = settings
     return JobProcessor(
         backends=backends,
-        anonymizer=Anonymizer(detector, anonymize_options(s)),
+        anonymizer=Anonymizer(
+            detector, anonymize_options(s), budget=PixelBudget(s.worker_pixel_budget)
+        ),
         retry=RetryPolicy(
             max_attempts=s.max_attempts,
             base_delay_s=s.retry_base_delay_s,

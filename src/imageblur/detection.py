@@ -355,8 +355,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntime") -> Any:
-    import onnx  # imported here: only a detector needs them, not the API process
-    import onnxruntime as ort
+    import onnx  # imported here: only a detector needs it, not the API process
 
     if not model_path.is_file():
         raise ModelError(f"face model not found: {model_path}; run `make model` to install it")
@@ -372,6 +371,9 @@ def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntim
         from imageblur.openvino_session import OpenVINOSession
 
         return OpenVINOSession(model.SerializeToString(), threads=threads or _usable_cores())
+    # Not imported with OpenVINO: its libraries alone hold about 30 MB.
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or _usable_cores()

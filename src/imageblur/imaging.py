@@ -173,6 +173,18 @@ def check(data: bytes, *, max_pixels: int) -> CheckedImage:
     return CheckedImage(format=fmt, width=width, height=height)
 
 
+def header_pixels(data: bytes) -> int:
+    """Width x height as the header announces them, without decoding; 0 when the header
+    cannot be read (decoding then says why)."""
+    try:
+        fmt = sniff_format(data)
+        with _open(data, fmt) as img:
+            width, height = img.size
+    except InvalidImage:
+        return 0
+    return max(0, width) * max(0, height)
+
+
 # Rows copied at a time out of a decoded image: about 8 MB of pixels.
 _BAND_BYTES = 8 << 20
 

@@ -142,7 +142,13 @@ def patch(
             dst[use] = coefs[use]
 
     try:
-        out = transform(original, op=op, on_rows=paste, progressive=layout.progressive)
+        out = transform(
+            original,
+            op=op,
+            on_rows=paste,
+            rows=[component.keys() for component in rows],
+            progressive=layout.progressive,
+        )
     except TurboJPEGError as exc:
         raise UnsupportedJPEGError(f"lossless transform refused: {exc}") from exc
     return with_icc_profile(out, icc_profile) if icc_profile else out

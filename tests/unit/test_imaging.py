@@ -129,3 +129,9 @@ def test_corrupt_exif_is_a_400_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> N
         with pytest.raises(InvalidImage) as err:
             step(data, max_pixels=10**6)
         assert err.value.http_status == 400 and err.value.code == "corrupt_image"
+
+
+def test_header_pixels_read_without_decoding() -> None:
+    data = save(Image.new("RGB", (40, 30)), "JPEG")
+    assert imaging.header_pixels(data) == 1200
+    assert imaging.header_pixels(b"not an image") == 0  # decoding then says why

@@ -30,7 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "detectors.": CORE | {"detection", "detectors."},
     "jpeg_coefficients": set(),
     "jpeg_patch": CORE | {"jpeg_coefficients"},
-    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"},
+    "pixel_budget": set(),
+    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"}
+    | {"pixel_budget"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
@@ -46,7 +48,8 @@ ALLOWED: dict[str, set[str]] = {
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
-    | {"jobs", "reconciler", "services", "review", "metrics", "detectors.", "metadata"},
+    | {"jobs", "reconciler", "services", "review", "metrics", "detectors.", "metadata"}
+    | {"pixel_budget"},
     "entrypoints.": {"*"},  # the outer layer: anything
 }
 

@@ -163,3 +163,14 @@ def test_render_counts_hidden_regions_by_kind() -> None:
 
 def region_with(r: Region, *, hidden: bool) -> Region:
     return Region(r.id, r.x, r.y, r.width, r.height, r.score, r.source, r.kind, r.uncertain, hidden)
+
+
+def test_an_anonymizer_holds_its_pixels_of_the_budget_only_while_it_works() -> None:
+    from imageblur.pixel_budget import PixelBudget
+
+    budget = PixelBudget(1)  # smaller than any photo: each call runs alone
+    anonymizer = Anonymizer(Reviewing([], []), OPTIONS, budget=budget)
+    data = photo_jpeg()
+    assert anonymizer(data).width == 320
+    assert anonymizer.render(data, []).width == 320
+    assert budget.in_flight == 0
