@@ -387,6 +387,9 @@ def detector_settings(settings: Settings, choices: Sequence[str], lowest: float)
         "detection_threshold": lowest,
         "detection_small_threshold": lowest,
         "detection_large_threshold": lowest,
+        # Uncertain candidates are replayed from `detect`'s faces (Point.uncertain), not
+        # listed by the detector; the setting must only stay below the lowest threshold.
+        "uncertain_floor": lowest / 2,
     }
     if main is not None:
         changes |= {

@@ -2,7 +2,7 @@
 
 Two jobs in flight keep both cores busy: one decodes, blurs or encodes (one core each)
 while the other's detection runs on all of them, which on the 2-core reference machine
-gives 10% more images/s than one job at a time (docs/detection.md, Speed). Two large
+gives 7-15% more images/s than one job at a time (docs/detection.md, Speed). Two large
 photos at once would also double the peak memory, so a job starts only when the pixels
 already in flight plus its own fit the budget, or when nothing else is in flight: a
 12 MP photo runs beside a 2 MP one, never beside another 12 MP one, and a 50 MP photo runs

@@ -1,0 +1,53 @@
+"""The benchmarks in bench/ still run: a few images through each, their JSON read back.
+They print figures rather than assert speeds (timed assertions would flake); this only
+keeps them working, as a settings change once broke bench/detection.py unnoticed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASET = ROOT.parent / "shared" / "wider-face-dev"
+
+
+def run_json(*args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_detection_benchmark_runs_on_a_few_images() -> None:
+    report = run_json("bench/detection.py", str(DATASET), "--limit", "3")
+    assert report["images"] == 3
+    assert "protected_recall" in json.dumps(report)
+
+
+def test_speed_benchmark_runs_on_a_few_photos() -> None:
+    report = run_json(
+        "bench/speed.py",
+        "--skip-deface",
+        "--count-1080p",
+        "1",
+        "--count-12mp",
+        "0",
+        "--count-web",
+        "1",
+        "--repeat",
+        "1",
+        "--runs",
+        "1",
+    )
+    text = json.dumps(report)
+    for key in ("peak_rss_mb", "blocks_changed", "big"):
+        assert key in text
