@@ -115,6 +115,13 @@ class JobProcessor:
         self._on_lease_renewed = on_lease_renewed
         self._metrics = metrics or Metrics()
 
+    def _lease_owner(self) -> str:
+        """Who holds the lease of the job this thread handles: the process and the
+        thread. Two job threads of one worker must not pass for each other: a render
+        that a newer correction superseded would otherwise complete, as the lease's
+        owner, over the newer render another thread of the same worker had claimed."""
+        return f"{self.owner}:{threading.get_native_id()}"
+
     def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery and settle it (ack, retry or dead letter)."""
         job = delivery.job
@@ -122,7 +129,7 @@ class JobProcessor:
         try:
             record = self._repo.claim(
                 job.image_id,
-                owner=self.owner,
+                owner=self._lease_owner(),
                 lease_s=self._lease_s,
                 now=self._clock(),
                 kind=job.kind,
@@ -221,7 +228,7 @@ class JobProcessor:
         """Record the stored result (a first job also passes its regions and hold)."""
         return self._repo.complete(
             record.id,
-            owner=self.owner,
+            owner=self._lease_owner(),
             output_key=out_key,
             url=self._b.results.url(out_key),
             faces=result.faces,
@@ -278,13 +285,14 @@ class JobProcessor:
         # Not for ever: a job hung in native code would otherwise hold its lease as long
         # as the process lives, out of reach of the reconciler and the crash guard.
         renew_until = time.monotonic() + self._max_renewals * self._lease_s
+        owner = self._lease_owner()  # the job's thread's, not the renewing thread's
 
         def renew() -> None:
             while not stop.wait(self._renew_interval_s) and time.monotonic() < renew_until:
                 try:
                     now = self._clock()
                     if not self._repo.extend_lease(
-                        image_id, owner=self.owner, lease_s=self._lease_s, now=now
+                        image_id, owner=owner, lease_s=self._lease_s, now=now
                     ):
                         return  # lost (deleted, or taken over): `complete` will say so
                 except BackendUnavailable:
@@ -309,7 +317,7 @@ class JobProcessor:
 
     def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
         try:
-            self._repo.fail(record.id, owner=self.owner, error=reason, now=self._clock())
+            self._repo.fail(record.id, owner=self._lease_owner(), error=reason, now=self._clock())
         except BackendUnavailable:
             # Settle anyway: an unsettled message would hold this worker's prefetch
             # slot until the broker's consumer timeout. If the retry comes back while
@@ -338,7 +346,11 @@ class JobProcessor:
             return self._retry_or_dead_letter(delivery, record, reason)
         with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
             self._repo.release(
-                record.id, owner=self.owner, error=reason, now=self._clock(), count_attempt=False
+                record.id,
+                owner=self._lease_owner(),
+                error=reason,
+                now=self._clock(),
+                count_attempt=False,
             )
         delay_s = self._retry.delay_s(delivery.job.attempt + 1)
         log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
@@ -353,7 +365,9 @@ class JobProcessor:
         now = self._clock()
         if attempt >= self._retry.max_attempts:
             try:
-                self._repo.fail(image_id, owner=self.owner, error=f"gave up: {reason}", now=now)
+                self._repo.fail(
+                    image_id, owner=self._lease_owner(), error=f"gave up: {reason}", now=now
+                )
             except BackendUnavailable:
                 log.warning("job.fail_not_recorded", image_id=image_id)
             log.error("job.dead_lettered", image_id=image_id, attempt=attempt, reason=reason)
@@ -361,7 +375,7 @@ class JobProcessor:
             return Outcome.DEAD_LETTERED
         # If this fails the lease expires by itself, then the job can be claimed again.
         with contextlib.suppress(BackendUnavailable):
-            self._repo.release(image_id, owner=self.owner, error=reason, now=now)
+            self._repo.release(image_id, owner=self._lease_owner(), error=reason, now=now)
         delay_s = self._retry.delay_s(attempt)
         log.warning("job.retry", image_id=image_id, attempt=attempt, delay_s=delay_s, reason=reason)
         self._retry_later(delivery, delay_s, reason)

@@ -4,6 +4,7 @@ job, approval, expiry, the reconciler's part, and job kinds."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -142,3 +143,54 @@ def test_garbage_collection_keeps_originals_under_review_and_current_results(
     world.reconciler(orphan_grace_s=0).collect_garbage()
     assert record.input_key in world.originals.objects
     assert list(world.results.objects) == [record.output_key]
+
+
+def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two job threads of one worker: the render of revision 1 finishes while the render
+    # of revision 2, claimed by the other thread, still runs. The older one must lose.
+    record = held(world)
+    _, regions = review(world).regions(record.id)
+    reached = [threading.Event(), threading.Event()]
+    go = [threading.Event(), threading.Event()]
+    read = world.originals.get
+    calls: list[int] = []
+
+    def paused_get(key: str) -> bytes:
+        n = len(calls)
+        calls.append(n)
+        reached[n].set()
+        assert go[n].wait(10)
+        return read(key)
+
+    monkeypatch.setattr(world.originals, "get", paused_get)
+    processor = world.processor(review_ttl_s=TTL_S)
+    outcomes: dict[int, Outcome] = {}
+
+    def render(n: int) -> threading.Thread:
+        delivery = world.next_delivery()
+        thread = threading.Thread(target=lambda: outcomes.update({n: processor.handle(delivery)}))
+        thread.start()
+        assert reached[n].wait(10)  # claimed, regions read, reading the original
+        return thread
+
+    service = review(world)
+    service.correct(
+        record.id, [KeptRegion(regions[0].id, False)], expected_revision=0, role="reviewer"
+    )
+    older = render(0)
+    service.correct(
+        record.id, [KeptRegion(regions[0].id, True)], expected_revision=1, role="reviewer"
+    )
+    newer = render(1)
+    go[0].set()
+    older.join(10)
+    assert outcomes[0] is Outcome.SKIPPED  # its lease passed to the newer render
+    go[1].set()
+    newer.join(10)
+    assert outcomes[1] is Outcome.DONE
+    final = world.repo.get(record.id)
+    assert final is not None and final.status is Status.REVIEW and final.revision == 2
+    assert final.output_key == f"{record.id}-r2.jpg"
+    assert list(world.results.objects) == [final.output_key]
