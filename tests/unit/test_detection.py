@@ -168,6 +168,13 @@ def test_pyramid_goes_down_to_a_thumbnail() -> None:
     assert pyramid_scales(2400, 1350, cfg) == [1.0, 0.5, 0.25, 0.125]
 
 
+def test_centerface_stops_its_pyramid_at_400_px(detector: CenterFaceDetector) -> None:
+    # Web-size photos take two passes (docs/detection.md, Speed); the 940 px face of
+    # bill-gates.jpg is still found by the 1/4 pass (the large-face test above).
+    assert pyramid_scales(1200, 800, detector.pyramid) == [1.0, 0.5]
+    assert pyramid_scales(2400, 1350, detector.pyramid) == [1.0, 0.5, 0.25]
+
+
 def test_tiles_cover_with_overlap() -> None:
     windows = list(tiles(2500, 900, 1024, 200))
     assert {(w[1], w[3]) for w in windows} == {(0, 900)}
