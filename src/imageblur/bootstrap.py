@@ -152,6 +152,12 @@ def build_detector(settings: Settings) -> FaceDetector:
     )
 
 
+def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
+    """The worker's anonymizer: its job threads share one pixel budget."""
+    budget = PixelBudget(settings.worker_pixel_budget)
+    return Anonymizer(detector, anonymize_options(settings), budget=budget)
+
+
 def anonymize_options(settings: Settings) -> AnonymizeOptions:
     return AnonymizeOptions(
         mode=settings.blur_mode,
@@ -197,9 +203,7 @@ def build_processor(
     s = settings
     return JobProcessor(
         backends=backends,
-        anonymizer=Anonymizer(
-            detector, anonymize_options(s), budget=PixelBudget(s.worker_pixel_budget)
-        ),
+        anonymizer=worker_anonymizer(s, detector),
         retry=RetryPolicy(
             max_attempts=s.max_attempts,
             base_delay_s=s.retry_base_delay_s,

@@ -11,8 +11,9 @@ two scales with 0.3 each (0.51) beats a texture seen once at 0.45, which on the 
 FACE development subset buys about one point of recall at the same false-positive rate
 (docs/detection.md).
 
-The model is loaded once per `CenterFaceDetector`; `detect` is thread-safe because an
-onnxruntime session may be run from several threads at once.
+The model is loaded once per `CenterFaceDetector`; `detect` is thread-safe (an
+onnxruntime session may be run from several threads at once; the OpenVINO session runs
+one inference at a time and the rest of a detection beside it).
 """
 
 from __future__ import annotations
