@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -67,9 +68,14 @@ class Page:
         self.wait(lambda: self.driver.execute_script("return document.readyState") == "complete")
 
     def wait(self, condition: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
-        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
-            lambda _: condition(), message=what or "condition not met"
-        )
+        # The page rebuilds its views (after a save, on a status change): an element
+        # found by one poll may be gone by the time it is read, so the next poll retries.
+        return WebDriverWait(
+            self.driver,
+            timeout_s,
+            poll_frequency=0.1,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(lambda _: condition(), message=what or "condition not met")
 
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
