@@ -53,7 +53,7 @@ run: install  ## serve the embedded default (API + worker, SQLite, local folder)
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: install  ## mypy strict on the package
 	$(BIN)/mypy

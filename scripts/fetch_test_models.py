@@ -38,8 +38,18 @@ SCRFD = (
 def download(requirement: str, folder: Path, *, binary: bool) -> Path:
     kind = "--only-binary=:all:" if binary else "--no-binary=:all:"
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", kind, "-d",
-         str(folder), requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            kind,
+            "-d",
+            str(folder),
+            requirement,
+        ],
         check=True,
     )
     (found,) = [p for p in folder.iterdir() if p.suffix in (".whl", ".gz")]
@@ -66,9 +76,7 @@ def scrfd_bytes(sdist: Path) -> bytes:
         return handle.read()
 
 
-def install(
-    spec: tuple[str, str, str], extract: Callable[[Path], bytes], *, binary: bool
-) -> None:
+def install(spec: tuple[str, str, str], extract: Callable[[Path], bytes], *, binary: bool) -> None:
     requirement, name, sha256 = spec
     target = TARGET / name
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:

@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "jpeg_coefficients": set(),
     "jpeg_patch": CORE | {"jpeg_coefficients"},
     "pixel_budget": set(),
-    "anonymizer": CORE | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"}
+    "anonymizer": CORE
+    | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"}
     | {"pixel_budget"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
