@@ -404,7 +404,7 @@ class Settings(BaseSettings):
         lt=1.0,
         description="Lowest score of an uncertain candidate (listed for a reviewer, not "
         "hidden); below every detection threshold in use; CenterFace's passes keep "
-        "nothing under 0.1, so a lower value acts as 0.1.",
+        "nothing under 0.05, so a lower value acts as 0.05.",
     )
     originals_key: SecretStr | None = Field(
         None,
