@@ -270,6 +270,7 @@ class JobProcessor:
         if revision is None:  # a picture anonymized, not a correction's re-render
             self._metrics.anonymized(
                 faces=result.faces,
+                plates=result.plates,
                 width=result.width,
                 height=result.height,
                 timings=result.timings,

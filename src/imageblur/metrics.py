@@ -89,7 +89,7 @@ class Metrics:
         )
 
     def _job_collectors(self, r: CollectorRegistry) -> None:
-        """The worker's: outcomes, stage times, queue wait, faces, image sizes."""
+        """The worker's: outcomes, stage times, queue wait, faces and plates, image sizes."""
         self.jobs = Counter(
             "imageblur_jobs", "Jobs settled by a worker, by outcome.", ["outcome"], registry=r
         )
@@ -106,7 +106,10 @@ class Metrics:
             buckets=QUEUE_WAIT_BUCKETS,
             registry=r,
         )
-        self.faces = Counter("imageblur_faces", "Regions hidden in finished images.", registry=r)
+        self.faces = Counter("imageblur_faces", "Faces hidden in finished images.", registry=r)
+        self.plates = Counter(
+            "imageblur_plates", "Licence plates hidden in finished images.", registry=r
+        )
         self.megapixels = Histogram(
             "imageblur_image_megapixels",
             "Size of the images anonymized.",
@@ -141,8 +144,11 @@ class Metrics:
         yield
         self.job_stage.labels(stage=name).observe(time.perf_counter() - started)
 
-    def anonymized(self, *, faces: int, width: int, height: int, timings: dict[str, float]) -> None:
+    def anonymized(
+        self, *, faces: int, plates: int, width: int, height: int, timings: dict[str, float]
+    ) -> None:
         self.faces.inc(faces)
+        self.plates.inc(plates)
         self.megapixels.observe(width * height / 1e6)
         for stage, seconds in timings.items():
             self.job_stage.labels(stage=stage).observe(seconds)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from imageblur.backends import Backends
-from imageblur.domain import Job, PictureStats, StoredObject, StoreUnavailable
+from imageblur.domain import Face, Job, PictureStats, StoredObject, StoreUnavailable
 from imageblur.entrypoints.http_metrics import error_code
 from imageblur.entrypoints.metrics_server import MetricsServer
 from imageblur.jobs import JobProcessor, Outcome
@@ -29,10 +29,11 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if found is None else found
 
 
-def test_a_finished_job_moves_stages_faces_megapixels_queue_wait_and_outcome(
+def test_a_finished_job_moves_stages_faces_plates_megapixels_queue_wait_and_outcome(
     world: World,  # noqa: F811
 ) -> None:
     metrics = Metrics()
+    world.detector.faces.append(Face(120, 40, 180, 60, 0.8, kind="plate"))
     record = world.images.submit(jpeg_bytes(200, 100))
     world.clock.advance(3)
     processor: JobProcessor = world.processor(metrics=metrics)
@@ -41,6 +42,7 @@ def test_a_finished_job_moves_stages_faces_megapixels_queue_wait_and_outcome(
     for stage in STAGES:
         assert value(r, "imageblur_job_stage_seconds_count", stage=stage) == 1, stage
     assert value(r, "imageblur_faces_total") == 1  # the fake detector's one face
+    assert value(r, "imageblur_plates_total") == 1  # and the plate added above
     assert value(r, "imageblur_image_megapixels_count") == 1
     assert value(r, "imageblur_image_megapixels_sum") == pytest.approx(0.02)
     assert value(r, "imageblur_queue_wait_seconds_count") == 1
