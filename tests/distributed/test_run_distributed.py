@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,18 @@ REPO = Path(__file__).resolve().parents[2]
 DSN = "postgresql://postgres@127.0.0.1:5432/imageblur"  # the set-up's default database
 
 pytestmark = pytest.mark.slow
+
+# Start make as a terminal would, with SIGINT and SIGQUIT at their defaults. A test run
+# launched in the background of a non-interactive shell (`cmd &`) inherits both ignored;
+# make would then ignore the Ctrl-C below, wait for the supervisor and exit 0. A shell
+# cannot reset an ignored signal, so a tiny Python launcher does it and execs make (the
+# pid stays make's).
+AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.signal(signal.SIGQUIT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 @dataclass
@@ -120,7 +133,14 @@ def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]
     log_path = tmp_path / "make.log"
     with log_path.open("wb") as log:
         make = subprocess.Popen(
-            ["make", "--no-print-directory", "run-distributed"],
+            [
+                sys.executable,
+                "-c",
+                AS_FROM_A_TERMINAL,
+                "make",
+                "--no-print-directory",
+                "run-distributed",
+            ],
             cwd=REPO,
             env=env,
             stdout=log,
