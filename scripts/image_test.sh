@@ -8,6 +8,9 @@
 #   scripts/image_test.sh distributed   build, then migrate + api + 2 workers against this
 #                                 machine's PostgreSQL and RabbitMQ and a moto S3 server
 #
+# The containers get fresh API and metrics tokens (the image listens on 0.0.0.0) and every
+# request sends them; requests without them must answer 401.
+#
 # Environment: IMAGE (default localhost/imageblur:dev), BASE_IMAGE (debian:bookworm-slim),
 # IMAGE_TEST_PORT (default: a free one), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
 # DEBIAN_MIRROR, CA_BUNDLE (host CA bundle handed to pip in the build). Needs root (apt-get, debootstrap, rootful podman).
@@ -124,6 +127,22 @@ cleanup() {
     exit "$rc"
 }
 
+# A fresh token each run (the image listens on 0.0.0.0, so the application wants one),
+# kept in files of mode 0600: never on a command line, never in the logs.
+new_token() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+make_tokens() {  # make_tokens DIR: DIR/tokens.env for the container, DIR/*.header for curl
+    local api metrics
+    api=$(new_token)
+    metrics=$(new_token)
+    (
+        umask 077
+        printf 'IMAGEBLUR_API_TOKEN=%s\nIMAGEBLUR_METRICS_TOKEN=%s\n' "$api" "$metrics" >"$1/tokens.env"
+        printf 'Authorization: Bearer %s\n' "$api" >"$1/api.header"
+        printf 'Authorization: Bearer %s\n' "$metrics" >"$1/metrics.header"
+    )
+}
+
 json_field() {  # json_field FILE KEY
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
 }
@@ -143,6 +162,7 @@ round_trip() {
     podman run --rm --no-healthcheck --read-only --entrypoint imageblur "$IMAGE" --help >/dev/null \
         || die "imageblur --help fails"
 
+    make_tokens "$WORK"
     if [ -z "$PORT" ]; then
         PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     fi
@@ -154,7 +174,7 @@ round_trip() {
     # --health-interval disable: no systemd timer here; the check is run once by hand below
     podman run -d --name "$NAME" --health-interval disable \
         --read-only --tmpfs /tmp:rw,size=256m,mode=1777 \
-        -v "$NAME:/data" \
+        -v "$NAME:/data" --env-file "$WORK/tokens.env" \
         --cap-drop ALL --security-opt no-new-privileges \
         -p "127.0.0.1:$PORT:8080" "$IMAGE" serve \
         > /dev/null 2> >(grep -v 'systemd connection' >&2)
@@ -172,10 +192,12 @@ round_trip() {
     curl -fsS -o /dev/null "$base/" || die "GET / (the web page) failed"
     curl -fsS -o /dev/null "$base/web/js/main.js" || die "the web page's script is not in the image"
     log "the web page is served"
+    check_tokens "$base"
 
     log "uploading $(basename "$PICTURE")"
     local code
-    code=$(curl -sS -o "$WORK/created.json" -w '%{http_code}' -F "image=@$PICTURE" "$base/picture")
+    code=$(curl -sS -o "$WORK/created.json" -w '%{http_code}' -H "@$WORK/api.header" \
+        -F "image=@$PICTURE" "$base/picture")
     case "$code" in 200 | 201 | 202) ;; *) cat "$WORK/created.json" >&2; die "POST /picture: HTTP $code" ;; esac
     local id status
     id=$(json_field "$WORK/created.json" id)
@@ -183,7 +205,8 @@ round_trip() {
 
     deadline=$(($(date +%s) + 180))
     while :; do
-        curl -fsS -o "$WORK/status.json" "$base/picture/$id" || die "GET /picture/$id failed"
+        curl -fsS -o "$WORK/status.json" -H "@$WORK/api.header" "$base/picture/$id" \
+            || die "GET /picture/$id failed"
         status=$(json_field "$WORK/status.json" status)
         case "$status" in
             done) break ;;
@@ -194,7 +217,7 @@ round_trip() {
     done
     log "job done"
 
-    curl -fsS -o "$WORK/result.jpg" "$base/picture/$id/image" || die "GET /picture/$id/image failed"
+    curl -fsS -o "$WORK/result.jpg" -H "@$WORK/api.header" "$base/picture/$id/image" || die "GET /picture/$id/image failed"
     local magic
     magic=$(head -c 3 "$WORK/result.jpg" | od -An -tx1 | tr -d ' \n')
     [ "$magic" = ffd8ff ] || die "result is not a JPEG (magic $magic)"
@@ -213,6 +236,23 @@ round_trip() {
     log "PASS: image round trip in $(($(date +%s) - T0)) s"
 }
 
+http_code() {  # http_code URL [CURL ARG...]: the status of a GET, its body dropped
+    local url=$1
+    shift
+    curl -sS -o /dev/null -w '%{http_code}' "$@" "$url" || true  # 000: no answer at all
+}
+
+check_tokens() {  # check_tokens BASE_URL: the API and /metrics answer only their own token
+    local code
+    code=$(http_code "$1/picture/0123456789abcdef0123456789abcdef")
+    [ "$code" = 401 ] || die "GET /picture/... without the API token: HTTP $code, not 401"
+    code=$(http_code "$1/metrics")
+    [ "$code" = 401 ] || die "GET /metrics without the metrics token: HTTP $code, not 401"
+    code=$(http_code "$1/metrics" -H "@$WORK/metrics.header")
+    [ "$code" = 200 ] || die "GET /metrics with the metrics token: HTTP $code"
+    log "without its token the API answers 401, /metrics too; with it, 200"
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -220,7 +260,8 @@ free_port() {
 wait_done() {  # wait_done BASE_URL ID: poll until `done`; fail on `failed` or after 180 s
     local deadline=$(($(date +%s) + 180)) status
     while :; do
-        curl -fsS -o "$WORK/status.json" "$1/picture/$2" || die "GET /picture/$2 failed"
+        curl -fsS -o "$WORK/status.json" -H "@$WORK/api.header" "$1/picture/$2" \
+            || die "GET /picture/$2 failed"
         status=$(json_field "$WORK/status.json" status)
         case "$status" in
             done) return 0 ;;
@@ -270,7 +311,9 @@ distributed() {
     api_port=$(free_port)
     "$py" -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
     DIST_MOTO_PID=$!
+    make_tokens "$WORK"
     {
+        cat "$WORK/tokens.env"
         echo "IMAGEBLUR_STORE=s3"
         echo "IMAGEBLUR_REPOSITORY=postgres"
         echo "IMAGEBLUR_QUEUE=rabbitmq"
@@ -293,11 +336,18 @@ distributed() {
     done
     log "migrate, api and two workers as containers (host network, S3 on :$s3_port)"
     "${run[@]}" --rm "$IMAGE" migrate >/dev/null 2>&1 || die "migrate failed"
-    local role n
+    # Each worker serves its metrics on a port of its own, on 0.0.0.0 (the image's
+    # IMAGEBLUR_HOST), as in Kubernetes: answered only with the metrics token.
+    local role n metrics_ports=() extra
     for role in api worker worker; do
         n=imageblur-image-test-$$-$role-${#DIST_NAMES[@]}
         DIST_NAMES+=("$n")
-        "${run[@]}" -d --name "$n" "$IMAGE" "$role" >/dev/null
+        extra=()
+        if [ "$role" = worker ]; then
+            metrics_ports+=("$(free_port)")
+            extra=(-e "IMAGEBLUR_METRICS_PORT=${metrics_ports[-1]}")
+        fi
+        "${run[@]}" -d --name "$n" "${extra[@]}" "$IMAGE" "$role" >/dev/null
     done
     local base="http://127.0.0.1:$api_port"
     deadline=$(($(date +%s) + 120))
@@ -306,14 +356,28 @@ distributed() {
         sleep 1
     done
     log "/readyz: database, queue and both buckets reachable"
+    check_tokens "$base"
+    local port code
+    for port in "${metrics_ports[@]}"; do
+        deadline=$(($(date +%s) + 60))
+        until [ "$(http_code "http://127.0.0.1:$port/metrics" -H "@$WORK/metrics.header" 2>/dev/null)" = 200 ]; do
+            [ "$(date +%s)" -lt "$deadline" ] || die "a worker's /metrics on :$port not up after 60 s"
+            sleep 1
+        done
+        code=$(http_code "http://127.0.0.1:$port/metrics")
+        [ "$code" = 401 ] || die "a worker's /metrics without the token: HTTP $code, not 401"
+    done
+    log "the workers' metrics ports answer only the metrics token"
     local ids=() f
     for f in "$ROOT"/../shared/example-pictures/*.jpg; do
-        curl -fsS -o "$WORK/created.json" -F "image=@$f" "$base/picture" || die "upload of $f"
+        curl -fsS -o "$WORK/created.json" -H "@$WORK/api.header" -F "image=@$f" "$base/picture" \
+            || die "upload of $f"
         ids+=("$(json_field "$WORK/created.json" id)")
     done
     [ "${#ids[@]}" -gt 0 ] || die "no example pictures"
     for f in "${ids[@]}"; do wait_done "$base" "$f"; done
-    curl -fsS -o "$WORK/result" "$base/picture/${ids[0]}/image" || die "result download"
+    curl -fsS -o "$WORK/result" -H "@$WORK/api.header" "$base/picture/${ids[0]}/image" \
+        || die "result download"
     log "${#ids[@]} pictures done: API -> RabbitMQ -> workers -> S3"
     for n in "${DIST_NAMES[@]}"; do
         podman stop -t 30 "$n" >/dev/null

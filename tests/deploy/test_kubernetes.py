@@ -39,13 +39,21 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 EXTERNAL = {
     ("Secret", "imageblur-pg-app"): "CloudNativePG, for the Cluster imageblur-pg",
     ("ConfigMap", "rds-ca-bundle"): "the operator (aws overlay: the RDS CA bundle)",
+    ("Secret", "imageblur-tokens"): "the operator (kubectl create secret; dev: make deploy)",
 }
+# What those Secrets hold at run time (tokens as scripts/tokens.sh makes them).
 EXTERNAL_SECRET_VALUES = {
-    (
-        "imageblur-pg-app",
-        "uri",
-    ): "postgresql://imageblur:x@imageblur-pg-rw.imageblur:5432/imageblur",
+    "imageblur-pg-app": {
+        "uri": "postgresql://imageblur:x@imageblur-pg-rw.imageblur:5432/imageblur",
+    },
+    "imageblur-tokens": {
+        "IMAGEBLUR_API_TOKEN": "a" * 64,
+        "IMAGEBLUR_METRICS_TOKEN": "b" * 64,
+    },
 }
+TOKENS_SECRET = "imageblur-tokens"
+TOKEN_KEYS = {"api": {"IMAGEBLUR_API_TOKEN", "IMAGEBLUR_METRICS_TOKEN"}}
+TOKEN_KEYS["worker"] = {"IMAGEBLUR_METRICS_TOKEN"}
 # Services that exist at run time without a manifest of ours (made by an operator).
 EXTERNAL_SERVICES = {"imageblur-pg-rw", "imageblur-pg-ro", "imageblur-pg-r"}
 
@@ -153,6 +161,11 @@ def _app_workloads(docs: list[Doc]) -> dict[str, Doc]:
     return found
 
 
+def _secret_values(docs: list[Doc], name: str) -> dict[str, str]:
+    secret = find(docs, "Secret", name)
+    return secret_data(secret[0]) if secret else EXTERNAL_SECRET_VALUES[name]
+
+
 def _effective_env(docs: list[Doc], container: Doc) -> dict[str, str]:
     """The environment a container gets: envFrom first, then `env` (which wins)."""
     env: dict[str, str] = {}
@@ -160,18 +173,13 @@ def _effective_env(docs: list[Doc], container: Doc) -> dict[str, str]:
         if "configMapRef" in src:
             env.update(one(docs, "ConfigMap", src["configMapRef"]["name"])["data"])
         if "secretRef" in src:
-            env.update(secret_data(one(docs, "Secret", src["secretRef"]["name"])))
+            env.update(_secret_values(docs, src["secretRef"]["name"]))
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = item["value"]
             continue
         ref = item["valueFrom"]["secretKeyRef"]
-        secret = find(docs, "Secret", ref["name"])
-        env[item["name"]] = (
-            secret_data(secret[0])[ref["key"]]
-            if secret
-            else EXTERNAL_SECRET_VALUES[(ref["name"], ref["key"])]
-        )
+        env[item["name"]] = _secret_values(docs, ref["name"])[ref["key"]]
     return env
 
 
@@ -416,3 +424,144 @@ def test_deploy_phase_one_migrates_before_any_new_pod(docs: list[Doc]) -> None:
         for d in first
         if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "imageblur"
     )
+
+
+# --- tokens and who may reach the API (issue 21: fail closed) --------------------------
+
+
+def _env_items(container: Doc) -> dict[str, Doc]:
+    return {item["name"]: item for item in container.get("env") or []}
+
+
+@pytest.mark.parametrize("component", sorted(TOKEN_KEYS))
+def test_tokens_come_from_the_operators_secret(docs: list[Doc], component: str) -> None:
+    """Named keys of a Secret that no file of the repository holds: a Secret without them
+    keeps the pod from starting, so an unedited deploy never runs open."""
+    container: Any = pod_spec(_app_workloads(docs)[component])["containers"][0]  # type: ignore[index]
+    env = _env_items(container)
+    for key in TOKEN_KEYS[component]:
+        ref = (env[key].get("valueFrom") or {}).get("secretKeyRef")
+        assert ref == {"name": TOKENS_SECRET, "key": key}, f"{component}: {key} is {env[key]}"
+        assert not find(docs, "Secret", TOKENS_SECRET), "the tokens Secret is rendered"
+    # the worker calls no API: it gets no API or reviewer token
+    if component == "worker":
+        assert not any("API_TOKEN" in k or "REVIEWER_TOKEN" in k for k in env)
+        assert all(
+            src.get("secretRef", {}).get("name") != TOKENS_SECRET
+            for src in container.get("envFrom") or []
+        )
+
+
+def test_no_token_is_shipped(docs: list[Doc]) -> None:
+    """No ConfigMap carries a token; no rendered Secret carries one other than a CHANGE_ME
+    placeholder (which the application refuses); no container sets one literally."""
+    problems = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "ConfigMap":
+            problems += [f"{where}: {k}" for k in doc.get("data") or {} if "TOKEN" in k]
+        if doc["kind"] == "Secret":
+            problems += [
+                f"{where}: {k}"
+                for k, v in secret_data(doc).items()
+                if "TOKEN" in k and "CHANGE_ME" not in v
+            ]
+        for c in _containers(pod_spec(doc) or {"containers": []}):
+            problems += [
+                f"{where}[{c['name']}]: {name} set literally"
+                for name, item in _env_items(c).items()
+                if "TOKEN" in name and "value" in item
+            ]
+    assert not problems, "\n".join(problems)
+
+
+def test_probes_need_no_token(docs: list[Doc]) -> None:
+    """A kubelet sends no Secret: every HTTP probe of the API and the workers asks a path
+    the token check leaves open, and the worker's liveness is the heartbeat file."""
+    workloads = _app_workloads(docs)
+    for component in ("api", "worker"):
+        container: Any = pod_spec(workloads[component])["containers"][0]  # type: ignore[index]
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = container.get(kind)
+            if probe and "httpGet" in probe:
+                assert probe["httpGet"]["path"] in {"/healthz", "/readyz"}, (component, kind)
+                assert not probe["httpGet"].get("httpHeaders"), (component, kind)
+    worker: Any = pod_spec(workloads["worker"])["containers"][0]  # type: ignore[index]
+    assert worker["livenessProbe"]["exec"]["command"] == ["imageblur", "alive"]
+
+
+def _selects(policy: Doc, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        if expr["operator"] != "In" or labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+INGRESS_PEER = {"namespaceSelector": {"matchLabels": {"imageblur.io/ingress": "true"}}}
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
+def test_api_admits_only_labelled_namespaces_and_prometheus(docs: list[Doc]) -> None:
+    api = _app_workloads(docs)["api"]
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    peers = []
+    for policy in find(docs, "NetworkPolicy"):
+        if "Ingress" not in policy["spec"]["policyTypes"] or not _selects(policy, labels):
+            continue
+        for rule in policy["spec"].get("ingress") or []:
+            # a rule without `from` admits every source
+            assert rule.get("from"), f"{policy['metadata']['name']}: a rule open to all"
+            assert rule.get("ports") == [{"port": 8080, "protocol": "TCP"}]
+            peers += rule["from"]
+    assert INGRESS_PEER in peers
+    unexpected = [p for p in peers if p not in (INGRESS_PEER, PROMETHEUS_PEER)]
+    assert not unexpected, f"the API admits {unexpected}"
+    # Prometheus only where it scrapes the API
+    assert (PROMETHEUS_PEER in peers) == bool(find(docs, "ServiceMonitor"))
+
+
+def test_prometheus_sends_the_metrics_token(docs: list[Doc]) -> None:
+    """The ServiceMonitor (API) and PodMonitor (workers) send the token the pods check,
+    from the same Secret key."""
+    monitors = [(m, "endpoints") for m in find(docs, "ServiceMonitor")]
+    monitors += [(m, "podMetricsEndpoints") for m in find(docs, "PodMonitor")]
+    if not monitors:
+        pytest.skip("no monitoring component in this overlay")
+    workloads = _app_workloads(docs)
+    for monitor, field in monitors:
+        component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
+        container: Any = pod_spec(workloads[component])["containers"][0]  # type: ignore[index]
+        ref = _env_items(container)["IMAGEBLUR_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+        for endpoint in monitor["spec"][field]:
+            auth = endpoint.get("authorization") or {}
+            assert auth.get("type") == "Bearer", monitor["metadata"]["name"]
+            assert auth["credentials"] == ref, monitor["metadata"]["name"]
+            assert "bearerTokenFile" not in endpoint and "params" not in endpoint
+
+
+def test_a_worker_metrics_port_is_guarded(docs: list[Doc]) -> None:
+    """A worker whose metrics listener is on the pod's address has the metrics token and a
+    policy that lets only Prometheus reach that port."""
+    worker = _app_workloads(docs)["worker"]
+    container: Any = pod_spec(worker)["containers"][0]  # type: ignore[index]
+    env = _env_items(container)
+    if "IMAGEBLUR_METRICS_PORT" not in env:
+        pytest.skip("no worker metrics listener in this overlay")
+    assert "secretKeyRef" in env["IMAGEBLUR_METRICS_TOKEN"]["valueFrom"]
+    port = int(env["IMAGEBLUR_METRICS_PORT"]["value"])
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    peers = [
+        peer
+        for policy in find(docs, "NetworkPolicy")
+        if "Ingress" in policy["spec"]["policyTypes"] and _selects(policy, labels)
+        for rule in policy["spec"].get("ingress") or []
+        if {"port": port, "protocol": "TCP"} in (rule.get("ports") or [])
+        for peer in rule.get("from") or [{}]
+    ]
+    assert peers == [PROMETHEUS_PEER]
