@@ -12,7 +12,8 @@
 # request sends them; requests without them must answer 401.
 #
 # Environment: IMAGE (default localhost/imageblur:dev), BASE_IMAGE (debian:bookworm-slim),
-# IMAGE_TEST_PORT (default: a free one), IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
+# IMAGE_TEST_PORT (default: a free one), IMAGE_TEST_PICTURES (../shared/example-pictures),
+# IMAGE_TEST_PICTURE, IMAGE_TEST_OUTPUT (keep the result there), CONTAINERS_CONF (deploy/containers.conf),
 # DEBIAN_MIRROR, CA_BUNDLE (host CA bundle handed to pip in the build). Needs root (apt-get, debootstrap, rootful podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,8 @@ ROOT=$PWD
 IMAGE=${IMAGE:-localhost/imageblur:dev}
 BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
 PORT=${IMAGE_TEST_PORT:-}  # default: a free port, so that parallel runs do not collide
-PICTURE=${IMAGE_TEST_PICTURE:-$ROOT/../shared/example-pictures/linus-trovalds.jpg}
+PICTURES=${IMAGE_TEST_PICTURES:-$ROOT/../shared/example-pictures}
+PICTURE=${IMAGE_TEST_PICTURE:-$PICTURES/linus-trovalds.jpg}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/containers.conf}
@@ -369,7 +371,7 @@ distributed() {
     done
     log "the workers' metrics ports answer only the metrics token"
     local ids=() f
-    for f in "$ROOT"/../shared/example-pictures/*.jpg; do
+    for f in "$PICTURES"/*.jpg; do
         curl -fsS -o "$WORK/created.json" -H "@$WORK/api.header" -F "image=@$f" "$base/picture" \
             || die "upload of $f"
         ids+=("$(json_field "$WORK/created.json" id)")
