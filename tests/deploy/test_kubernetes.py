@@ -58,7 +58,6 @@ TOKEN_KEYS["worker"] = {"IMAGEBLUR_METRICS_TOKEN"}
 EXTERNAL_SERVICES = {"imageblur-pg-rw", "imageblur-pg-ro", "imageblur-pg-r"}
 
 APP_COMPONENTS = ("api", "worker", "migrate")
-PLACEHOLDER = "CHANGE_ME"
 FIELDS = {f"IMAGEBLUR_{name.upper()}" for name in Settings.model_fields}
 
 
@@ -185,14 +184,18 @@ def _effective_env(docs: list[Doc], container: Doc) -> dict[str, str]:
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
-    """The settings a pod loads once the operator has replaced the placeholders (the
-    application refuses a secret that still holds CHANGE_ME)."""
     with monkeypatch.context() as m:
         for key in [k for k in os.environ if k.startswith("IMAGEBLUR_")]:
             m.delenv(key)
         for key, value in env.items():
-            m.setenv(key, value.replace(PLACEHOLDER, "set-by-the-operator"))
+            m.setenv(key, as_set(value))
         return load_settings()
+
+
+def as_set(value: str) -> str:
+    """An example Secret's value as an operator sets it: the settings refuse the
+    placeholder CHANGE_ME itself."""
+    return value.replace("CHANGE_ME", "set-by-the-operator")
 
 
 def test_the_application_workloads_exist(docs: list[Doc]) -> None:
@@ -332,8 +335,7 @@ def test_keda_scales_workers_on_the_job_queue(
     (ref,) = auth["spec"]["secretTargetRef"]
     assert ref["parameter"] == "host"
     secret = one(docs, "Secret", ref["name"])
-    operators = secret_data(secret)[ref["key"]].replace(PLACEHOLDER, "set-by-the-operator")
-    assert operators == settings.rabbitmq_url.get_secret_value()
+    assert as_set(secret_data(secret)[ref["key"]]) == settings.rabbitmq_url.get_secret_value()
 
 
 def test_migrate_job(docs: list[Doc]) -> None:
@@ -471,7 +473,7 @@ def test_no_token_is_shipped(docs: list[Doc]) -> None:
             problems += [
                 f"{where}: {k}"
                 for k, v in secret_data(doc).items()
-                if "TOKEN" in k and PLACEHOLDER not in v
+                if "TOKEN" in k and "CHANGE_ME" not in v
             ]
         for c in _containers(pod_spec(doc) or {"containers": []}):
             problems += [
