@@ -219,7 +219,8 @@ round_trip() {
     done
     log "job done"
 
-    curl -fsS -o "$WORK/result.jpg" -H "@$WORK/api.header" "$base/picture/$id/image" || die "GET /picture/$id/image failed"
+    curl -fsS -o "$WORK/result.jpg" -H "@$WORK/api.header" "$base/picture/$id/image" \
+        || die "GET /picture/$id/image failed"
     local magic
     magic=$(head -c 3 "$WORK/result.jpg" | od -An -tx1 | tr -d ' \n')
     [ "$magic" = ffd8ff ] || die "result is not a JPEG (magic $magic)"
