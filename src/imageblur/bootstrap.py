@@ -67,6 +67,8 @@ def build_store(settings: Settings, role: Literal["input", "output"]) -> ObjectS
             addressing_style=settings.s3_addressing_style,
             create_bucket=settings.s3_create_buckets,
             timeout_s=settings.s3_timeout_s,
+            # Both buckets: a deleted picture's result must go as surely as its original.
+            delete_all_versions=settings.s3_delete_all_versions,
         )
     from imageblur.adapters.local_store import LocalObjectStore
 

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         description="Port of a worker's Prometheus metrics, on IMAGEBLUR_HOST; unset: no "
         "listener, 0: any free port (logged). The API serves GET /metrics on its own port.",
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs and /redoc (their pages load "
+        "scripts from a CDN); /openapi.json is served either way.",
+    )
 
     # --- back ends --------------------------------------------------------------
     store: Literal["local", "s3"] = Field("local", description="Object store back end.")
@@ -233,6 +238,13 @@ class Settings(BaseSettings):
     s3_output_prefix: str = Field("", description="Key prefix of results.")
     s3_create_buckets: bool = Field(False, description="Create a missing bucket on first use.")
     s3_timeout_s: float = Field(10.0, gt=0, description="S3 connect and read timeout.")
+    s3_delete_all_versions: bool = Field(
+        False,
+        description="Accept versioned buckets, deleting every version of an object (and its "
+        "delete markers) when it is deleted; needs s3:ListBucketVersions and "
+        "s3:DeleteObjectVersion. Unset, a versioned bucket is refused (not ready, 503); a "
+        "bucket with object lock always is.",
+    )
 
     result_delivery: Literal["proxy", "presigned"] = Field(
         "proxy", description="Serve results through the API, or redirect to a presigned URL."

@@ -5,6 +5,7 @@ Nothing here does I/O; adapters and services share these types.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -24,7 +25,9 @@ def utcnow() -> datetime:
 _ID = re.compile(r"^[0-9a-f]{32}$")
 # What a client may send as X-Request-ID: short, and safe in logs and headers.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_KEY = re.compile(r"^([0-9a-f]{32})(?:-r[0-9]{1,9})?\.[a-z]{3,4}$")
+# An original or a result: `<id>.<ext>`, a detection's `<id>-a<attempt>.<ext>`, a
+# re-render's `<id>-r<revision>.<ext>`.
+_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?\.[a-z]{3,4}$")
 
 
 def new_image_id() -> str:
@@ -52,6 +55,20 @@ def render_key(image_id: str, revision: int, extension: str) -> str:
     """The result of a re-render has a key of its own revision: a render superseded by a
     newer correction, finishing late, can then never overwrite the newer result."""
     return f"{image_id}-r{revision}{extension}"
+
+
+def attempt_key(image_id: str, attempt: int, extension: str) -> str:
+    """The result of a detection has a key of its own attempt: a worker whose lease
+    lapsed, finishing late, then never overwrites nor deletes the result of the worker
+    that took the job over."""
+    return f"{image_id}-a{attempt}{extension}"
+
+
+def body_digest(data: bytes, name: str | None) -> str:
+    """What an `Idempotency-Key` is bound to: the SHA-256 of the uploaded bytes and the
+    client's file name (length-prefixed, so no two pairs share a digest)."""
+    label = (name or "").encode("utf-8", "surrogatepass")
+    return hashlib.sha256(b"%d:" % len(label) + label + data).hexdigest()
 
 
 def image_id_of_key(key: str) -> str | None:
@@ -88,6 +105,49 @@ class Review(StrEnum):
     EXPIRED = "expired"
 
 
+class ErrorCode(StrEnum):
+    """Why a picture failed, or why its job waits for a retry: the record's `error_code`,
+    a closed set a client can act on. The record's `error` is a short public text; the
+    details are in the worker's log lines, under the upload's request id."""
+
+    INVALID_IMAGE = "invalid_image"  # the worker could not decode it
+    TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG past the scan limit
+    ORIGINAL_MISSING = "original_missing"  # gone from the store
+    ORIGINAL_UNREADABLE = "original_unreadable"  # no configured key opens it
+    BACKEND_UNAVAILABLE = "backend_unavailable"  # the store, database or queue was down
+    WORKER_STOPPED = "worker_stopped"  # the worker died during every attempt
+    INTERNAL_ERROR = "internal_error"  # a bug; also every error of an older release
+
+    @property
+    def message(self) -> str:
+        """The short public text that goes with the code."""
+        return _ERROR_MESSAGES[self]
+
+    @classmethod
+    def read(cls, stored: str | None, *, error: str | None) -> ErrorCode | None:
+        """The code of a stored record: a record of an older release has an error and
+        no code, one of a newer release may have a code this one does not know; both
+        read as `internal_error`."""
+        if stored is None:
+            return None if error is None else cls.INTERNAL_ERROR
+        try:
+            return cls(stored)
+        except ValueError:
+            return cls.INTERNAL_ERROR
+
+
+_ERROR_MESSAGES = {
+    ErrorCode.INVALID_IMAGE: "the image could not be decoded",
+    ErrorCode.TOO_MANY_SCANS: "the JPEG has more progressive scans than allowed",
+    ErrorCode.ORIGINAL_MISSING: "the original is missing from the store",
+    ErrorCode.ORIGINAL_UNREADABLE: "the original could not be opened with the configured keys",
+    ErrorCode.BACKEND_UNAVAILABLE: "a back end (store, database or queue) was unavailable",
+    ErrorCode.WORKER_STOPPED: "the worker stopped while processing it, every attempt",
+    ErrorCode.INTERNAL_ERROR: "internal error; it has been logged",
+}
+MAX_ERROR_CHARS = 200  # of the public `error` text
+
+
 # Region sources and kinds as the API spells them.
 RegionSource = Literal["detector", "manual"]
 MAX_REGIONS = 5_000  # kept per picture, highest scores first
@@ -111,7 +171,7 @@ class ImageRecord:
     url: str | None = None
     faces: int | None = None
     plates: int | None = None  # licence plates hidden (plate detectors only)
-    error: str | None = None
+    error: str | None = None  # a short public text; None when there is no error
     attempts: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
@@ -120,6 +180,8 @@ class ImageRecord:
     review: Review | None = None  # None: never held for review
     revision: int = 0  # of the regions; every accepted correction adds one
     held_until: datetime | None = None  # an unreviewed hold ends (expires) then
+    error_code: ErrorCode | None = None  # beside `error`, always both or neither
+    body_sha256: str | None = None  # `body_digest` of the upload (idempotency key reuse)
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
@@ -320,6 +382,10 @@ class InvalidImage(ImageblurError):  # noqa: N818 - a domain name, not a "...Err
         self.code = code
 
 
+class IdempotencyKeyReused(ImageblurError):  # noqa: N818
+    """An `Idempotency-Key` sent again with another image or file name (409)."""
+
+
 class InvalidJob(ImageblurError):  # noqa: N818
     """A queue message we cannot parse; it is dead-lettered, never retried."""
 
@@ -344,6 +410,12 @@ class BackendUnavailable(ImageblurError):  # noqa: N818
 
 class StoreUnavailable(BackendUnavailable):
     backend = "object store"
+
+
+class StoreRefused(StoreUnavailable):
+    """The store is reachable but would not forget what we delete (a bucket with object
+    lock, or versioned without `IMAGEBLUR_S3_DELETE_ALL_VERSIONS`): refused like a store
+    that is down, so nothing is written to it, until it is fixed."""
 
 
 class RepositoryUnavailable(BackendUnavailable):

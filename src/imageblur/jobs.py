@@ -1,8 +1,9 @@
 """The worker's use case: process one job (the reconciler repairs what crashes left).
 
 The record is the source of truth. A job is claimed (conditional update with a lease),
-processed, its result stored under a key made from the image id (so a second run
-overwrites, never duplicates), then marked done, then acknowledged. A crash anywhere
+processed, its result stored under a key made from the image id and the attempt (a
+worker whose lease lapsed never touches the result of the one that took over; a result
+no record points to is collected), then marked done, then acknowledged. A crash anywhere
 leaves the record pending or leased; the reconciler re-publishes it, and duplicate
 messages find nothing to claim.
 """
@@ -26,15 +27,18 @@ from typing import Any
 from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
 from imageblur.domain import (
+    MAX_ERROR_CHARS,
     BackendUnavailable,
     Delivery,
+    ErrorCode,
     ImageRecord,
     InvalidImage,
     JobKind,
     ObjectMissing,
+    OriginalUnreadable,
     ProcessingError,
     QueueUnavailable,
-    object_key,
+    attempt_key,
     render_key,
     utcnow,
 )
@@ -47,6 +51,10 @@ log = get_logger(__name__)
 def worker_identity() -> str:
     """Unique per process: a lease names the process that holds it."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _code_of(exc: InvalidImage) -> ErrorCode:
+    return ErrorCode.TOO_MANY_SCANS if exc.code == "too_many_scans" else ErrorCode.INVALID_IMAGE
 
 
 class Outcome(StrEnum):
@@ -152,7 +160,7 @@ class JobProcessor:
             # Earlier attempts ended without settling: the worker died on this image
             # (out of memory, a crash in native code). Stop before it kills another.
             return self._retry_or_dead_letter(
-                delivery, record, "the worker stopped while processing it, every attempt"
+                delivery, record, ErrorCode.WORKER_STOPPED, ErrorCode.WORKER_STOPPED.message
             )
         bound.info("job.claimed", kind=job.kind.value)
         if record.attempts == 1 and job.kind is JobKind.DETECT:  # the wait since upload
@@ -161,19 +169,21 @@ class JobProcessor:
             if job.kind is JobKind.RENDER:
                 return self._render(delivery, record)
             return self._process(delivery, record)
-        except InvalidImage as exc:
-            return self._fail(delivery, record, f"cannot decode the image: {exc.message}")
-        except ObjectMissing:
-            return self._fail(delivery, record, "the original is missing from the store")
-        except ProcessingError as exc:  # e.g. an original no configured key decrypts
-            return self._fail(delivery, record, str(exc))
+        except InvalidImage as exc:  # its message is public: the API answers it to uploads
+            reason = f"cannot decode the image: {exc.message}"
+            return self._fail(delivery, record, _code_of(exc), reason, public=exc.message)
+        except ObjectMissing as exc:
+            return self._fail(delivery, record, ErrorCode.ORIGINAL_MISSING, str(exc))
+        except OriginalUnreadable as exc:  # names key ids only
+            return self._fail(delivery, record, ErrorCode.ORIGINAL_UNREADABLE, str(exc))
+        except ProcessingError as exc:
+            return self._fail(delivery, record, ErrorCode.INTERNAL_ERROR, str(exc))
         except BackendUnavailable as exc:
             return self._wait_for_backend(delivery, record, f"{exc.backend}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retry, then park
             bound.exception("job.error")
-            return self._retry_or_dead_letter(
-                delivery, record, f"internal error: {type(exc).__name__}: {exc}"
-            )
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return self._retry_or_dead_letter(delivery, record, ErrorCode.INTERNAL_ERROR, reason)
 
     def _process(self, delivery: Delivery, record: ImageRecord) -> Outcome:
         """A first job: detect, hide, store; held for review when review is on."""
@@ -182,7 +192,9 @@ class JobProcessor:
                 original = self._b.originals.get(record.input_key)
             # The record says which format the result is in (decided at upload).
             result = self._anonymize(original, content_type=record.content_type)
-            out_key = self._store_result(record, result, object_key(record.id, result.extension))
+            # A key of this attempt's: see `attempt_key`.
+            key = attempt_key(record.id, record.attempts, result.extension)
+            out_key = self._store_result(record, result, key)
         now = self._clock()
         hold_until = None if self._review_ttl_s is None else now + self._review_ttl
         done = self._complete(
@@ -246,8 +258,9 @@ class JobProcessor:
 
     def _lease_lost(self, delivery: Delivery, image_id: str, out_key: str | None) -> Outcome:
         """The lease was lost: the image was deleted meanwhile, our lease expired and
-        another worker took over (a first job writes the same key: no duplicate), or a
-        newer correction superseded this render (whose key is its own revision's)."""
+        another worker took over, or a newer correction superseded this render. Our
+        result's key is our attempt's (or revision's) own, so deleting it never deletes
+        the result of the worker that took over."""
         record = self._repo.get(image_id)
         if out_key is not None and (record is None or record.output_key != out_key):
             self._b.delete_quietly(self._b.results, out_key, image_id=image_id)
@@ -316,9 +329,22 @@ class JobProcessor:
             # flight may be waiting for a slow database.
             keeper.join(timeout=self._renew_interval_s)
 
-    def _fail(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
+    def _fail(
+        self,
+        delivery: Delivery,
+        record: ImageRecord,
+        code: ErrorCode,
+        reason: str,
+        *,
+        public: str | None = None,
+    ) -> Outcome:
+        """Fail the picture for a reason retrying will not fix: the record gets the code
+        and a short public text (`public`, else the code's), the log the whole `reason`."""
+        error = (public or code.message)[:MAX_ERROR_CHARS]
         try:
-            self._repo.fail(record.id, owner=self._lease_owner(), error=reason, now=self._clock())
+            self._repo.fail(
+                record.id, owner=self._lease_owner(), error=error, code=code, now=self._clock()
+            )
         except BackendUnavailable:
             # Settle anyway: an unsettled message would hold this worker's prefetch
             # slot until the broker's consumer timeout. If the retry comes back while
@@ -328,7 +354,7 @@ class JobProcessor:
             log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
             self._retry_later(delivery, delay_s, reason)
             return Outcome.RETRY
-        log.warning("job.failed", image_id=record.id, reason=reason)
+        log.warning("job.failed", image_id=record.id, code=code.value, reason=reason)
         if not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
@@ -343,13 +369,15 @@ class JobProcessor:
         Patience has an end: after `outage_patience_s` of retries of the message, the
         error is treated as the image's own (a store refusing one object, say) and
         counts."""
+        code = ErrorCode.BACKEND_UNAVAILABLE
         if delivery.job.attempt >= self._outage_retries:
-            return self._retry_or_dead_letter(delivery, record, reason)
+            return self._retry_or_dead_letter(delivery, record, code, reason)
         with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
             self._repo.release(
                 record.id,
                 owner=self._lease_owner(),
-                error=reason,
+                error=code.message,
+                code=code,
                 now=self._clock(),
                 count_attempt=False,
             )
@@ -359,15 +387,18 @@ class JobProcessor:
         return Outcome.RETRY
 
     def _retry_or_dead_letter(
-        self, delivery: Delivery, record: ImageRecord, reason: str
+        self, delivery: Delivery, record: ImageRecord, code: ErrorCode, reason: str
     ) -> Outcome:
+        """Retry after a delay, or past the attempts fail and park the job. The record
+        gets the code and its public text; `reason`, which may name hosts and paths, goes
+        to the log and the dead letter only."""
         attempt = record.attempts
         image_id = delivery.job.image_id
         now = self._clock()
         if attempt >= self._retry.max_attempts:
             try:
                 self._repo.fail(
-                    image_id, owner=self._lease_owner(), error=f"gave up: {reason}", now=now
+                    image_id, owner=self._lease_owner(), error=code.message, code=code, now=now
                 )
             except BackendUnavailable:
                 log.warning("job.fail_not_recorded", image_id=image_id)
@@ -376,7 +407,9 @@ class JobProcessor:
             return Outcome.DEAD_LETTERED
         # If this fails the lease expires by itself, then the job can be claimed again.
         with contextlib.suppress(BackendUnavailable):
-            self._repo.release(image_id, owner=self._lease_owner(), error=reason, now=now)
+            self._repo.release(
+                image_id, owner=self._lease_owner(), error=code.message, code=code, now=now
+            )
         delay_s = self._retry.delay_s(attempt)
         log.warning("job.retry", image_id=image_id, attempt=attempt, delay_s=delay_s, reason=reason)
         self._retry_later(delivery, delay_s, reason)

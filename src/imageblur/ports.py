@@ -14,6 +14,7 @@ import numpy.typing as npt
 from imageblur.domain import (
     DeadLetter,
     Delivery,
+    ErrorCode,
     Event,
     EventRole,
     Face,
@@ -73,7 +74,8 @@ class ImageRepository(Protocol):
 
     def add(self, record: ImageRecord) -> ImageRecord:
         """Insert a new record (event `uploaded`, role api). If its idempotency key is
-        already used, return the existing record instead of inserting."""
+        already used, return the existing record (with its own `body_sha256`) instead of
+        inserting."""
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 
@@ -133,15 +135,24 @@ class ImageRepository(Protocol):
         rendering -> review (the regions are the record's already). Appends the event
         `processed` or `rendered`. False if the lease was lost."""
 
-    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
-        """processing or rendering (held by owner) -> failed, with the reason (event
-        `failed`). False if the lease was lost."""
+    def fail(
+        self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
+    ) -> bool:
+        """processing or rendering (held by owner) -> failed, with the reason: its code and
+        short public text (event `failed`). False if the lease was lost."""
 
     def release(
-        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        error: str,
+        code: ErrorCode,
+        now: datetime,
+        count_attempt: bool = True,
     ) -> bool:
         """processing (held by owner) -> pending, or rendering (held by owner) -> rendering
-        unleased, keeping the reason; for retries. The
+        unleased, keeping the reason (code and public text); for retries. The
         job counts as unpublished (its retry message may be lost on the way back from a
         delay queue). With `count_attempt` False the claim's attempt is given back: a
         back-end outage is not the image's fault and must not use up its attempts."""

@@ -18,6 +18,7 @@ from imageblur.admission import UploadGate
 from imageblur.backends import Backends
 from imageblur.domain import (
     BackendUnavailable,
+    IdempotencyKeyReused,
     ImageRecord,
     Job,
     NotFound,
@@ -25,6 +26,7 @@ from imageblur.domain import (
     ObjectMissing,
     QueueUnavailable,
     Status,
+    body_digest,
     is_image_id,
     new_image_id,
     object_key,
@@ -98,7 +100,8 @@ class ImageService:
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> ImageRecord:
-        """Check, store and queue an upload. Raises `InvalidImage` (nothing stored) or
+        """Check, store and queue an upload. Raises `InvalidImage` (nothing stored),
+        `IdempotencyKeyReused` (the key came before with another body: nothing kept) or
         `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
         with self._gate.checking():
             checked = imaging.check(data, max_pixels=self._max_pixels)
@@ -120,6 +123,7 @@ class ImageService:
             updated_at=now,
             idempotency_key=idempotency_key,
             request_id=request_id,
+            body_sha256=body_digest(data, name) if idempotency_key is not None else None,
         )
         return self._store(record, data, original_type=checked.format.content_type)
 
@@ -131,8 +135,15 @@ class ImageService:
         except BackendUnavailable:
             b.delete_quietly(b.originals, key, image_id=image_id)
             raise
-        if stored.id != image_id:  # the idempotency key was used before: a replay
+        if stored.id != image_id:  # the idempotency key was used before
             b.delete_quietly(b.originals, key, image_id=image_id)
+            # A record of an older release has no digest: it counts as the same body.
+            if stored.body_sha256 not in (None, record.body_sha256):
+                log.warning("image.idempotency_key_reused", image_id=stored.id)
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was sent before with another image or file name; "
+                    "use a new key for a new upload"
+                )
             log.info("image.replayed", image_id=stored.id)
             return stored
         try:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from imageblur.domain import (
+    ErrorCode,
     ImageRecord,
     JobKind,
     NotFound,
@@ -77,6 +78,17 @@ def test_same_idempotency_key_returns_the_first_record(repo: ImageRepository) ->
     first = repo.add(record(key="k-1"))
     again = repo.add(record(key="k-1"))
     assert again.id == first.id
+    assert repo.count() == 1
+
+
+def test_a_reused_key_returns_the_first_record_with_its_body_digest(
+    repo: ImageRepository,
+) -> None:
+    first = repo.add(record(key="k-2", body_sha256="a" * 64))
+    assert repo.get(first.id) == first
+    again = repo.add(record(key="k-2", body_sha256="b" * 64))
+    # The first record as stored, so that the caller can tell another body from a retry.
+    assert again == first and again.body_sha256 == "a" * 64
     assert repo.count() == 1
 
 
@@ -146,7 +158,9 @@ def test_an_expired_lease_is_taken_over(repo: ImageRepository) -> None:
     assert taken is not None and taken.attempts == 2 and taken.lease_owner == "alive"
     # The dead worker wakes up: it has lost the job and cannot finish it.
     assert not repo.complete(rec.id, owner="dead", output_key="o", url="u", faces=0, now=later)
-    assert not repo.release(rec.id, owner="dead", error="x", now=later)
+    assert not repo.release(
+        rec.id, owner="dead", error="x", code=ErrorCode.BACKEND_UNAVAILABLE, now=later
+    )
     assert repo.complete(rec.id, owner="alive", output_key="o", url="u", faces=0, now=later)
 
 
@@ -169,14 +183,16 @@ def test_exactly_one_of_many_concurrent_claims_wins(
 
 def test_only_the_holder_fails_a_job(repo: ImageRepository) -> None:
     a = repo.add(record())
-    assert not repo.fail(a.id, owner="w", error="not claimed", now=T0)
+    assert not repo.fail(a.id, owner="w", error="not claimed", code=ErrorCode.INVALID_IMAGE, now=T0)
     got = repo.get(a.id)
     assert got is not None and got.status is Status.PENDING and got.error is None
 
     b = repo.add(record())
     assert repo.claim(b.id, owner="w", lease_s=5, now=T0)
-    assert not repo.fail(b.id, owner="other", error="not mine", now=T0)
-    assert repo.fail(b.id, owner="w", error="corrupt", now=T0)
+    assert not repo.fail(
+        b.id, owner="other", error="not mine", code=ErrorCode.INVALID_IMAGE, now=T0
+    )
+    assert repo.fail(b.id, owner="w", error="corrupt", code=ErrorCode.INVALID_IMAGE, now=T0)
     got = repo.get(b.id)
     assert got is not None and got.status is Status.FAILED and got.lease_owner is None
 
@@ -184,7 +200,13 @@ def test_only_the_holder_fails_a_job(repo: ImageRepository) -> None:
 def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> None:
     rec = repo.add(record())
     assert repo.claim(rec.id, owner="w", lease_s=5, now=T0)
-    assert repo.release(rec.id, owner="w", error="store down", now=T0 + timedelta(seconds=1))
+    assert repo.release(
+        rec.id,
+        owner="w",
+        error="store down",
+        code=ErrorCode.BACKEND_UNAVAILABLE,
+        now=T0 + timedelta(seconds=1),
+    )
     got = repo.get(rec.id)
     assert got is not None
     assert (got.status, got.error, got.lease_owner, got.attempts) == (
@@ -195,6 +217,51 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     )
     again = repo.claim(rec.id, owner="w2", lease_s=5, now=T0 + timedelta(seconds=2))
     assert again is not None and again.attempts == 2
+
+
+def test_an_error_keeps_its_code_until_the_job_succeeds(repo: ImageRepository) -> None:
+    rec = repo.add(record())
+    assert repo.get(rec.id) == rec and rec.error is None and rec.error_code is None
+    assert repo.claim(rec.id, owner="w", lease_s=5, now=T0)
+    text = ErrorCode.BACKEND_UNAVAILABLE.message
+    assert repo.release(rec.id, owner="w", error=text, code=ErrorCode.BACKEND_UNAVAILABLE, now=T0)
+    got = repo.get(rec.id)
+    assert got is not None
+    assert (got.error, got.error_code) == (text, ErrorCode.BACKEND_UNAVAILABLE)
+    # Done: neither is left.
+    assert repo.claim(rec.id, owner="w", lease_s=5, now=LATER)
+    assert repo.complete(rec.id, owner="w", output_key="o", url="u", faces=0, now=LATER)
+    got = repo.get(rec.id)
+    assert got is not None and (got.error, got.error_code) == (None, None)
+
+    failing = repo.add(record())
+    assert repo.claim(failing.id, owner="w", lease_s=5, now=T0)
+    assert repo.fail(
+        failing.id, owner="w", error="not a JPEG", code=ErrorCode.INVALID_IMAGE, now=LATER
+    )
+    failed = repo.get(failing.id)
+    assert failed is not None
+    assert (failed.status, failed.error, failed.error_code) == (
+        Status.FAILED,
+        "not a JPEG",
+        ErrorCode.INVALID_IMAGE,
+    )
+    assert repo.get_many([failing.id]) == {failing.id: failed}
+    assert [r.error_code for r in repo.list(limit=10) if r.id == failing.id] == [
+        ErrorCode.INVALID_IMAGE
+    ]
+    assert repo.history(failing.id)[-1].detail == "not a JPEG"
+
+
+def test_a_correction_clears_the_error_of_a_failed_render(repo: ImageRepository) -> None:
+    rec = corrected(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert repo.release(
+        rec.id, owner="w", error="down", code=ErrorCode.BACKEND_UNAVAILABLE, now=LATER
+    )
+    fixed = repo.correct(rec.id, expected_revision=1, regions=CORRECTED, role="api", now=LATER)
+    assert (fixed.error, fixed.error_code) == (None, None)
+    assert repo.get(rec.id) == fixed
 
 
 def test_only_the_holder_extends_a_live_lease(repo: ImageRepository) -> None:
@@ -217,7 +284,14 @@ def test_release_can_give_the_attempt_back(repo: ImageRepository) -> None:
         now = T0 + timedelta(seconds=n)
         claimed = repo.claim(rec.id, owner="w", lease_s=5, now=now)
         assert claimed is not None and claimed.attempts == 1
-        assert repo.release(rec.id, owner="w", error="db down", now=now, count_attempt=False)
+        assert repo.release(
+            rec.id,
+            owner="w",
+            error="db down",
+            code=ErrorCode.BACKEND_UNAVAILABLE,
+            now=now,
+            count_attempt=False,
+        )
 
 
 def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
@@ -279,7 +353,9 @@ def test_a_late_publish_mark_does_not_cover_a_release(repo: ImageRepository) -> 
     rec = repo.add(record(at=T0))
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
     released_at = T0 + timedelta(seconds=1)
-    assert repo.release(rec.id, owner="w", error="store down", now=released_at)
+    assert repo.release(
+        rec.id, owner="w", error="store down", code=ErrorCode.BACKEND_UNAVAILABLE, now=released_at
+    )
     repo.mark_published(rec.id, now=released_at, if_updated_at=rec.updated_at)  # too late
     later = released_at + timedelta(seconds=1)
     assert repo.requeue_stale(
@@ -293,7 +369,9 @@ def test_a_released_job_is_requeued_after_the_pending_grace(repo: ImageRepositor
     repo.mark_published(rec.id, now=T0, if_updated_at=T0)
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
     released_at = T0 + timedelta(seconds=1)
-    assert repo.release(rec.id, owner="w", error="store down", now=released_at)
+    assert repo.release(
+        rec.id, owner="w", error="store down", code=ErrorCode.BACKEND_UNAVAILABLE, now=released_at
+    )
     assert repo.requeue_stale(pending_before=T0, published_before=T0 - DAY, now=T0, limit=10) == []
     later = released_at + timedelta(seconds=1)
     assert repo.requeue_stale(
@@ -380,7 +458,7 @@ def test_picture_stats_count_each_status_and_find_the_oldest_pending(
     assert repo.claim(done.id, owner="w", lease_s=60, now=T0)
     assert repo.complete(done.id, owner="w", output_key="k", url="u", faces=1, now=T0)
     assert repo.claim(failed.id, owner="w", lease_s=60, now=T0)
-    assert repo.fail(failed.id, owner="w", error="bad", now=T0)
+    assert repo.fail(failed.id, owner="w", error="bad", code=ErrorCode.INVALID_IMAGE, now=T0)
     stats = repo.picture_stats()
     assert {k: v for k, v in stats.counts.items() if v} == {"pending": 2, "done": 1, "failed": 1}
     assert stats.oldest_pending_at == oldest.created_at
@@ -533,7 +611,7 @@ def test_correct_needs_a_kept_original(repo: ImageRepository) -> None:
     done = detected(repo, hold_until=None)
     failed = repo.add(record())
     assert repo.claim(failed.id, owner="w", lease_s=30, now=T0)
-    assert repo.fail(failed.id, owner="w", error="bad", now=T0)
+    assert repo.fail(failed.id, owner="w", error="bad", code=ErrorCode.INVALID_IMAGE, now=T0)
     pending = repo.add(record())
     processing = repo.add(record())
     assert repo.claim(processing.id, owner="w", lease_s=30, now=T0)
@@ -597,8 +675,17 @@ def test_a_render_completes_into_review(repo: ImageRepository) -> None:
 def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
-    assert not repo.release(rec.id, owner="other", error="x", now=T0)
-    assert repo.release(rec.id, owner="w", error="store down", now=LATER, count_attempt=False)
+    assert not repo.release(
+        rec.id, owner="other", error="x", code=ErrorCode.BACKEND_UNAVAILABLE, now=T0
+    )
+    assert repo.release(
+        rec.id,
+        owner="w",
+        error="store down",
+        code=ErrorCode.BACKEND_UNAVAILABLE,
+        now=LATER,
+        count_attempt=False,
+    )
     got = repo.get(rec.id)
     assert got is not None
     assert (got.status, got.lease_owner, got.error, got.attempts) == (
@@ -608,8 +695,10 @@ def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> 
         0,
     )
     assert repo.claim(rec.id, owner="w", lease_s=30, now=LATER, kind=JobKind.RENDER)
-    assert not repo.fail(rec.id, owner="other", error="x", now=LATER)
-    assert repo.fail(rec.id, owner="w", error="corrupt original", now=LATER)
+    assert not repo.fail(rec.id, owner="other", error="x", code=ErrorCode.INVALID_IMAGE, now=LATER)
+    assert repo.fail(
+        rec.id, owner="w", error="corrupt original", code=ErrorCode.INVALID_IMAGE, now=LATER
+    )
     failed = repo.get(rec.id)
     assert failed is not None and failed.status is Status.FAILED and failed.lease_owner is None
     last = repo.history(rec.id)[-1]

@@ -1,8 +1,8 @@
 """A database left at an earlier schema upgrades with `migrate`: the later migrations are
 appended, never renumbered under an existing database, and the rows it holds stay
-readable. Two points of main's history: before the `plates` column (SQLite 4,
-PostgreSQL 5: `request_id`), and before review and correct (SQLite 5, PostgreSQL 6:
-`plates`)."""
+readable. Three points of main's history: before the `plates` column (SQLite 4,
+PostgreSQL 5: `request_id`), before review and correct (SQLite 5, PostgreSQL 6:
+`plates`), and before error codes and body digests (SQLite 6, PostgreSQL 7: review)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from psycopg import sql
 
 import servers
 from imageblur.adapters import postgres_repo, sqlite_repo
-from imageblur.domain import ImageRecord, JobKind, RepositoryUnavailable, Review, Status
+from imageblur.domain import (
+    ErrorCode,
+    ImageRecord,
+    JobKind,
+    RepositoryUnavailable,
+    Review,
+    Status,
+)
 from imageblur.ports import ImageRepository
 
 from .test_image_repository import CORRECTED, T0, detected, record
@@ -29,6 +36,8 @@ from .test_image_repository import CORRECTED, T0, detected, record
 BEFORE_PLATES = {"sqlite": 4, "postgres": 5}
 # ... and before review and correct (statuses review and rendering, regions, events).
 BEFORE_REVIEW = {"sqlite": 5, "postgres": 6}
+# ... and before `error_code` and `body_sha256`.
+BEFORE_ERROR_CODES = {"sqlite": 6, "postgres": 7}
 # The columns of `images` before review and correct.
 OLD_COLUMNS = [
     "id",
@@ -65,6 +74,11 @@ class SqlDatabase:
         with monkeypatch.context() as patch:
             patch.setattr(self.module, "_MIGRATIONS", self.module._MIGRATIONS[:version])
             self.factory().migrate()
+
+
+def _as_read(rec: ImageRecord) -> ImageRecord:
+    """A record written by an older release, as this one reads it."""
+    return rec.with_changes(error_code=ErrorCode.INTERNAL_ERROR if rec.error else None)
 
 
 def _old_row(rec: ImageRecord, timestamp: Callable[[datetime], Any]) -> dict[str, Any]:
@@ -159,7 +173,9 @@ def test_a_database_before_review_upgrades_keeping_its_rows(
     repo.migrate()
     repo.check()
 
-    # Every row reads as it was: never held, revision 0, no regions, no history.
+    # Every row reads as it was: never held, revision 0, no regions, no history; an error
+    # without a code is an internal one.
+    old = [_as_read(rec) for rec in old]
     for rec in old:
         assert rec.review is None and rec.revision == 0 and rec.held_until is None
         assert repo.get(rec.id) == rec
@@ -177,3 +193,39 @@ def test_a_database_before_review_upgrades_keeping_its_rows(
     assert fixed.status is Status.RENDERING
     assert repo.claim(pending.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
     assert [e.action for e in repo.history(pending.id)] == ["processed", "corrected"]
+
+
+def test_a_database_before_error_codes_upgrades(
+    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    all_migrations = sql_db.module._MIGRATIONS
+    assert "image_events" in all_migrations[BEFORE_ERROR_CODES[sql_db.name] - 1]
+    assert "error_code" in all_migrations[BEFORE_ERROR_CODES[sql_db.name]]
+    sql_db.migrate_to(BEFORE_ERROR_CODES[sql_db.name], monkeypatch)
+    failed = record(status=Status.FAILED, error="gave up: internal error: KeyError: 'x'")
+    retrying = record(error="object store: S3 get_object failed: EndpointConnectionError")
+    keyed = record(status=Status.DONE, output_key="o", url="u", faces=0, key="old-key")
+    for rec in (failed, retrying, keyed):
+        sql_db.insert_old(rec)
+    repo = sql_db.factory()
+    with pytest.raises(RepositoryUnavailable, match="migrate"):
+        repo.check()
+    repo.migrate()
+    repo.check()
+
+    # An error of an older release reads as internal_error; its text stays as it was.
+    for rec in (failed, retrying):
+        got = repo.get(rec.id)
+        assert got is not None and got.error == rec.error
+        assert got.error_code is ErrorCode.INTERNAL_ERROR
+    assert repo.get(keyed.id) == keyed  # no error: no code
+    # A key stored without a digest: the replay returns it with none (counted as a match).
+    again = repo.add(record(key="old-key", body_sha256="c" * 64))
+    assert again == keyed and again.body_sha256 is None
+    # New rows carry both.
+    rec = record(key="new-key", body_sha256="d" * 64)
+    assert repo.add(rec) == rec
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0)
+    assert repo.fail(rec.id, owner="w", error="gone", code=ErrorCode.ORIGINAL_MISSING, now=T0)
+    got = repo.get(rec.id)
+    assert got is not None and got.error_code is ErrorCode.ORIGINAL_MISSING

@@ -18,7 +18,14 @@ import httpx
 import pytest
 
 import servers
-from imageblur.domain import ImageRecord, Status, new_image_id, object_key, utcnow
+from imageblur.domain import (
+    ErrorCode,
+    ImageRecord,
+    Status,
+    new_image_id,
+    object_key,
+    utcnow,
+)
 
 from .conftest import DeploymentFactory
 from .harness import Backends, Deployment, generated_jpeg
@@ -197,7 +204,10 @@ def test_an_s3_outage_longer_than_every_retry_loses_no_image(
     repo = backends.repository()
     try:
         servers.wait_for(
-            lambda: (r := repo.get(image_id)) is not None and "object store" in (r.error or ""),
+            lambda: (
+                (r := repo.get(image_id)) is not None
+                and r.error_code is ErrorCode.BACKEND_UNAVAILABLE
+            ),
             timeout_s=60,
             what="the outage to be noticed",
         )

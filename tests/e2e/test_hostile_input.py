@@ -194,7 +194,6 @@ def test_unknown_ids_and_bad_queries_are_json_errors(client: httpx.Client) -> No
         ("/healthz", {"GET", "HEAD"}),
         ("/readyz", {"GET", "HEAD"}),
         ("/openapi.json", {"GET", "HEAD"}),
-        ("/docs", {"GET", "HEAD"}),
     ],
 )
 def test_a_wrong_method_is_405_with_every_allowed_method(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from imageblur.adapters import transitions
 from imageblur.domain import (
+    ErrorCode,
     Event,
     EventRole,
     Face,
@@ -291,6 +292,7 @@ class FakeRepository:
                 faces=faces,
                 plates=plates,
                 error=None,
+                error_code=None,
                 lease_owner=None,
                 lease_expires_at=None,
                 updated_at=now,
@@ -309,7 +311,9 @@ class FakeRepository:
                 self._log(done, role="worker", action="processed", detail=detail)
             return True
 
-    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+    def fail(
+        self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
+    ) -> bool:
         self._guard("fail")
         with self.db.lock:
             failed = self._change(
@@ -317,6 +321,7 @@ class FakeRepository:
                 self._held_by(owner),
                 status=Status.FAILED,
                 error=error,
+                error_code=code,
                 lease_owner=None,
                 lease_expires_at=None,
                 updated_at=now,
@@ -326,7 +331,14 @@ class FakeRepository:
         return failed is not None
 
     def release(
-        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        error: str,
+        code: ErrorCode,
+        now: datetime,
+        count_attempt: bool = True,
     ) -> bool:
         self._guard("release")
         with self.db.lock:
@@ -339,6 +351,7 @@ class FakeRepository:
                 self._held_by(owner),
                 status=Status.RENDERING if rendering else Status.PENDING,
                 error=error,
+                error_code=code,
                 lease_owner=None,
                 lease_expires_at=None,
                 attempts=attempts,
@@ -420,6 +433,7 @@ class FakeRepository:
                 status=Status.RENDERING,
                 revision=record.revision + 1,
                 error=None,
+                error_code=None,
                 lease_owner=None,
                 lease_expires_at=None,
                 attempts=0,

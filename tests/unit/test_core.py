@@ -14,7 +14,9 @@ from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends
 from imageblur.domain import (
+    ErrorCode,
     Face,
+    IdempotencyKeyReused,
     ImageRecord,
     InvalidImage,
     Job,
@@ -144,11 +146,31 @@ def test_queue_down_on_submit_undoes_record_and_object(world: World) -> None:
 
 
 def test_idempotency_key_replays_without_storing_twice(world: World) -> None:
-    first = world.images.submit(jpeg_bytes(), idempotency_key="k1")
-    second = world.images.submit(jpeg_bytes(seed=2), idempotency_key="k1")
+    first = world.images.submit(jpeg_bytes(), name="a.jpg", idempotency_key="k1")
+    second = world.images.submit(jpeg_bytes(), name="a.jpg", idempotency_key="k1")
     assert second.id == first.id
     assert world.repo.count() == 1 and len(world.originals.objects) == 1
     assert world.queue.depth() == 1
+
+
+@pytest.mark.parametrize(("data", "name"), [(jpeg_bytes(seed=2), "a.jpg"), (jpeg_bytes(), "b.jpg")])
+def test_an_idempotency_key_reused_with_another_body_is_refused(
+    world: World, data: bytes, name: str
+) -> None:
+    first = world.images.submit(jpeg_bytes(), name="a.jpg", idempotency_key="k1")
+    with pytest.raises(IdempotencyKeyReused):
+        world.images.submit(data, name=name, idempotency_key="k1")
+    assert world.repo.count() == 1 and list(world.originals.objects) == [first.input_key]
+    assert world.queue.depth() == 1
+
+
+def test_a_key_stored_without_a_digest_counts_as_a_match(world: World) -> None:
+    first = world.images.submit(jpeg_bytes(), idempotency_key="k1")
+    # As an older release stored it: no digest.
+    world.repo.db.records[first.id] = first.with_changes(body_sha256=None)
+    again = world.images.submit(jpeg_bytes(seed=3), name="other.jpg", idempotency_key="k1")
+    assert again.id == first.id and world.repo.count() == 1
+    assert list(world.originals.objects) == [first.input_key]
 
 
 def test_process_blurs_stores_result_marks_done_and_drops_original(world: World) -> None:
@@ -157,11 +179,12 @@ def test_process_blurs_stores_result_marks_done_and_drops_original(world: World)
     assert outcome is Outcome.DONE
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.faces == 1
-    assert done.url == f"fake://out/{record.id}.jpg" and done.lease_owner is None
-    assert list(world.results.objects) == [f"{record.id}.jpg"]
+    key = f"{record.id}-a1.jpg"  # the first attempt's
+    assert done.url == f"fake://out/{key}" and done.lease_owner is None
+    assert list(world.results.objects) == [key]
     assert world.originals.objects == {}
     assert world.queue.depth() == 0
-    assert world.images.result(record.id).data == world.results.objects[f"{record.id}.jpg"][0]
+    assert world.images.result(record.id).data == world.results.objects[key][0]
 
 
 def test_duplicate_message_is_harmless(world: World) -> None:
@@ -187,7 +210,9 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
     assert outcomes == [Outcome.RETRY] * 10
     waiting = world.repo.get(record.id)
     assert waiting is not None and waiting.status is Status.PENDING and waiting.attempts == 0
-    assert "out is down" in (waiting.error or "")
+    # A short public text and its code; the details ("out is down") are in the log only.
+    assert waiting.error_code is ErrorCode.BACKEND_UNAVAILABLE
+    assert waiting.error == ErrorCode.BACKEND_UNAVAILABLE.message
     assert world.queue.take_dead_letters() == []
     assert record.input_key in world.originals.objects  # nothing to collect
     world.results.down = False
@@ -255,6 +280,7 @@ def test_undecodable_original_fails_for_good(world: World) -> None:
     assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED and failed.error
+    assert failed.error_code is ErrorCode.INVALID_IMAGE
     assert world.queue.take_dead_letters() == [] and world.queue.depth() == 0
 
 
@@ -272,6 +298,59 @@ def test_expired_lease_is_taken_over_without_a_second_result(world: World) -> No
         record.id, owner="dead", output_key="x", url="x", faces=0, now=world.clock()
     )
     assert world.results.puts == 1
+
+
+def test_a_worker_whose_lease_lapsed_never_deletes_the_result_of_the_next(
+    world: World,
+) -> None:
+    """Worker 1 stalls past its lease; worker 2 takes the job over and stores its result
+    but has not recorded it yet when worker 1 finishes, finds its lease lost and cleans
+    up. Worker 1 deletes only its own attempt's result."""
+    record = world.images.submit(jpeg_bytes())
+    stored_by_2, go_on = threading.Event(), threading.Event()
+    outcomes: dict[str, Outcome] = {}
+
+    def hold_complete_of_2(operation: str) -> None:
+        if operation == "complete" and threading.current_thread().name == "w2":
+            stored_by_2.set()
+            assert go_on.wait(timeout=30)
+
+    def worker_2() -> None:
+        outcomes["w2"] = world.processor("w2").handle(world.next_delivery())
+
+    def stall_1() -> None:
+        world.detector.during = None  # worker 2's detection is quick
+        world.clock.advance(61)  # past worker 1's 60 s lease
+        world.queue.publish(Job(record.id))  # the reconciler's republish
+        threading.Thread(target=worker_2, name="w2").start()
+        assert stored_by_2.wait(timeout=30)
+
+    world.repo.before = hold_complete_of_2
+    world.detector.during = stall_1
+    assert world.processor("w1").handle(world.next_delivery()) is Outcome.SKIPPED
+    go_on.set()
+    assert wait_until(lambda: "w2" in outcomes, timeout_s=30)
+    assert outcomes["w2"] is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE and done.attempts == 2
+    assert done.output_key == f"{record.id}-a2.jpg"
+    assert list(world.results.objects) == [done.output_key]
+    assert world.images.result(record.id).data == world.results.objects[done.output_key][0]
+
+
+def test_results_of_other_attempts_and_older_releases_are_collected(world: World) -> None:
+    record = world.images.submit(jpeg_bytes())
+    assert world.processor().handle(world.next_delivery()) is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.output_key == f"{record.id}-a1.jpg"
+    # Left by a crash between storing and recording, and by an older release's worker.
+    for key in (f"{record.id}-a2.jpg", f"{record.id}.jpg"):
+        world.results.put(key, b"x", content_type="image/jpeg")
+    for key in world.results.objects:
+        world.results.age(key, 3600)
+    world.clock.now = datetime.now(UTC) + timedelta(hours=2)
+    assert world.reconciler().collect_garbage() == (0, 2)
+    assert list(world.results.objects) == [done.output_key]
 
 
 def test_a_queued_job_is_not_republished_while_it_waits_its_turn(world: World) -> None:
@@ -417,6 +496,7 @@ def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: Worl
     assert world.processor().handle(world.next_delivery()) is Outcome.DEAD_LETTERED
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED
+    assert failed.error_code is ErrorCode.WORKER_STOPPED
     assert world.detector.calls == 0
     assert [d.job.image_id for d in world.queue.take_dead_letters()] == [record.id]
 

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from imageblur.adapters import sql_rows, transitions
 from imageblur.domain import (
+    ErrorCode,
     Event,
     EventRole,
     ImageRecord,
@@ -133,6 +134,14 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
         WHERE status IN ('pending', 'processing', 'rendering');
     CREATE INDEX images_held_idx ON {s}.images (held_until) WHERE status = 'review';
+    """,
+    # 8: the error's code beside its public text (NULL beside an error: a row of an older
+    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
+    # an older release's, counted as a match). Nullable without a default: no rewrite.
+    """
+    ALTER TABLE {s}.images
+        ADD COLUMN error_code  text,
+        ADD COLUMN body_sha256 text;
     """,
 )
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
@@ -452,7 +461,8 @@ class PostgresImageRepository:
         }
         finished = (
             "output_key = %(output_key)s, url = %(url)s, faces = %(faces)s, "
-            "plates = %(plates)s, error = NULL, lease_owner = NULL, lease_expires_at = NULL"
+            "plates = %(plates)s, error = NULL, error_code = NULL, lease_owner = NULL, "
+            "lease_expires_at = NULL"
         )
         held = "held_until = %(hold)s, " if hold_until is not None else ""
         # Two conditional UPDATEs, detection first (the common job): a row is in one
@@ -478,12 +488,15 @@ class PostgresImageRepository:
         )
         return rendered is not None
 
-    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+    def fail(
+        self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
+    ) -> bool:
         return (
             self._transition(
-                "status = 'failed', error = %(error)s, lease_owner = NULL, lease_expires_at = NULL",
+                "status = 'failed', error = %(error)s, error_code = %(code)s, "
+                "lease_owner = NULL, lease_expires_at = NULL",
                 "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
-                {"id": image_id, "owner": owner, "now": now, "error": error},
+                {"id": image_id, "owner": owner, "now": now, "error": error, "code": code.value},
                 event=("worker", "failed"),
                 detail=error,
             )
@@ -491,7 +504,14 @@ class PostgresImageRepository:
         )
 
     def release(
-        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        error: str,
+        code: ErrorCode,
+        now: datetime,
+        count_attempt: bool = True,
     ) -> bool:
         # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
         # way back (dead-lettering is at most once on classic queues), so the job is
@@ -499,8 +519,8 @@ class PostgresImageRepository:
         # stays rendering: its job is a RENDER.
         return (
             self._transition(
-                "status = " + _REQUEUED_STATUS + ", error = %(error)s, lease_owner = NULL, "
-                "lease_expires_at = NULL, published_at = NULL, "
+                "status = " + _REQUEUED_STATUS + ", error = %(error)s, error_code = %(code)s, "
+                "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
                 "attempts = greatest(i.attempts - %(refund)s, 0)",
                 "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
                 {
@@ -508,6 +528,7 @@ class PostgresImageRepository:
                     "owner": owner,
                     "now": now,
                     "error": error,
+                    "code": code.value,
                     "refund": 0 if count_attempt else 1,
                 },
             )
@@ -579,8 +600,8 @@ class PostgresImageRepository:
         # waits for the first's row lock, then finds the revision moved on.
         corrected = self._transition(
             "status = 'rendering', revision = i.revision + 1, regions = %(regions)s, "
-            "error = NULL, lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
-            "attempts = 0",
+            "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
+            "published_at = NULL, attempts = 0",
             "i.status IN ('review', 'rendering') AND i.revision = %(expected)s",
             {
                 "id": image_id,

@@ -4,6 +4,12 @@ One instance is one location: a bucket plus a key prefix. Bootstrap builds one f
 originals and one for the results, so the two can live in different buckets with
 different retention and access rules. A boto3 client is thread-safe; the session that
 makes it is not, so each instance makes its own session once.
+
+A delete must forget. In a versioned bucket `DeleteObject` only adds a delete marker and
+the object stays as an older version, and object lock can keep it for years. So the
+bucket is inspected at first use and by every `check` (the readiness probe): object lock
+is refused, and versioning unless `delete_all_versions`, with which a delete removes
+every version of the object and its delete markers.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
+from imageblur.domain import ObjectMissing, StoredObject, StoreRefused, StoreUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -25,6 +31,11 @@ if TYPE_CHECKING:
 # Error codes S3 (and compatible servers) use for "no such object".
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+# A bucket without object lock answers this; a server without the feature NotImplemented.
+_NO_LOCK_CODES = frozenset({"ObjectLockConfigurationNotFoundError", "NotImplemented"})
+_DENIED_CODES = frozenset({"AccessDenied", "403"})
+# Versioning statuses that keep older versions: Suspended keeps those made while Enabled.
+_VERSIONED = frozenset({"Enabled", "Suspended"})
 
 
 class S3ObjectStore:
@@ -43,12 +54,16 @@ class S3ObjectStore:
         create_bucket: bool,
         timeout_s: float,
         max_attempts: int = 3,
+        delete_all_versions: bool = False,
     ) -> None:
         self._bucket = bucket
         self._prefix = prefix
         self._region = region
-        self._create_bucket = create_bucket
-        self._bucket_ready = not create_bucket
+        self._create_bucket = create_bucket  # once, on first use
+        self._delete_all_versions = delete_all_versions
+        # None until the bucket is made (if configured to) and inspected; then whether
+        # it is versioned, so that deletes remove every version.
+        self._versioned: bool | None = None
         self._bucket_lock = threading.Lock()
         config = botocore.config.Config(
             region_name=region,
@@ -92,7 +107,11 @@ class S3ObjectStore:
 
     def delete(self, key: str) -> None:
         # DeleteObject succeeds for an absent key, which is the contract we want.
-        self._call("delete_object", Bucket=self._bucket, Key=self._full(key))
+        full = self._full(key)
+        if self._ensure_bucket():
+            self._delete_versions(full)
+        else:
+            self._call("delete_object", Bucket=self._bucket, Key=full)
 
     def exists(self, key: str) -> bool:
         try:
@@ -131,6 +150,10 @@ class S3ObjectStore:
         return url
 
     def check(self) -> None:
+        # Inspected again on every probe: a bucket whose versioning is switched on while
+        # we run is refused from then on (or, allowed, its deletes remove every version).
+        with self._bucket_lock:
+            self._versioned = None
         self._call("head_bucket", Bucket=self._bucket)
 
     def close(self) -> None:
@@ -144,25 +167,98 @@ class S3ObjectStore:
             raise ValueError(f"invalid object key: {key!r}")
         return self._prefix + key
 
-    def _ensure_bucket(self) -> None:
-        """Create the bucket once, on first use, if configured to: creating it when the
-        object is built would make start-up fail whenever S3 is briefly down."""
-        if self._bucket_ready:
-            return
+    def _ensure_bucket(self) -> bool:
+        """On first use: create the bucket if configured to, and inspect it (refused:
+        `StoreRefused`, and again on the next use); whether it is versioned. Not when the
+        object is built, which would make start-up fail whenever S3 is briefly down."""
+        versioned = self._versioned
+        if versioned is not None:
+            return versioned
         with self._bucket_lock:
-            if self._bucket_ready:
-                return
-            kwargs: dict[str, Any] = {"Bucket": self._bucket}
-            if self._region != "us-east-1":  # us-east-1 rejects an explicit constraint
-                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
-            try:
-                self._client.create_bucket(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                if _code(exc) not in _BUCKET_EXISTS_CODES:
-                    raise StoreUnavailable(f"cannot create bucket: {_describe(exc)}") from exc
-            except botocore.exceptions.BotoCoreError as exc:
+            versioned = self._versioned
+            if versioned is None:
+                if self._create_bucket:
+                    self._create()
+                    self._create_bucket = False
+                versioned = self._versioned = self._inspect()
+            return versioned
+
+    def _create(self) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket}
+        if self._region != "us-east-1":  # us-east-1 rejects an explicit constraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            self._client.create_bucket(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in _BUCKET_EXISTS_CODES:
                 raise StoreUnavailable(f"cannot create bucket: {_describe(exc)}") from exc
-            self._bucket_ready = True
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StoreUnavailable(f"cannot create bucket: {_describe(exc)}") from exc
+
+    def _inspect(self) -> bool:
+        """Whether the bucket is versioned, if it is acceptable; `StoreRefused` if a
+        delete could not forget (object lock; versioning without `delete_all_versions`)
+        or if we may not find out (a setting we may not read is not known to be off)."""
+        bucket = self._bucket
+        lock = self._bucket_setting(
+            "get_object_lock_configuration", "s3:GetBucketObjectLockConfiguration", _NO_LOCK_CODES
+        )
+        if lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled":
+            raise StoreRefused(
+                f"bucket {bucket!r} has object lock: a deleted object can be kept until its "
+                "retention ends; use a bucket without object lock"
+            )
+        versioning = self._bucket_setting(
+            "get_bucket_versioning", "s3:GetBucketVersioning", frozenset({"NotImplemented"})
+        )
+        status = versioning.get("Status")  # absent: never versioned
+        if status not in _VERSIONED:
+            return False
+        if not self._delete_all_versions:
+            raise StoreRefused(
+                f"bucket {bucket!r} has versioning {status}: a deleted object would stay as "
+                "an older version. Set IMAGEBLUR_S3_DELETE_ALL_VERSIONS=true to delete every "
+                "version (needs s3:ListBucketVersions and s3:DeleteObjectVersion), or use a "
+                "bucket that was never versioned"
+            )
+        return True
+
+    def _bucket_setting(
+        self, operation: str, permission: str, absent_codes: frozenset[str]
+    ) -> dict[str, Any]:
+        """A bucket's configuration ({} when the server says there is none)."""
+        try:
+            answer: dict[str, Any] = getattr(self._client, operation)(Bucket=self._bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = _code(exc)
+            if code in absent_codes:
+                return {}
+            if code in _DENIED_CODES:
+                raise StoreRefused(
+                    f"cannot tell whether bucket {self._bucket!r} keeps deleted objects: "
+                    f"{permission} is denied ({_describe(exc)})"
+                ) from exc
+            raise StoreUnavailable(f"S3 {operation} failed: {_describe(exc)}") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StoreUnavailable(f"S3 {operation} failed: {_describe(exc)}") from exc
+        return answer
+
+    def _delete_versions(self, full_key: str) -> None:
+        """Delete every version of the object and every delete marker, by version id:
+        nothing of it stays in the bucket. Listed first, then deleted, so the listing's
+        markers never point at what was just deleted."""
+        paginator = self._client.get_paginator("list_object_versions")
+        version_ids: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_key):
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    # The prefix also matches longer keys: only this one's versions.
+                    if item.get("Key") == full_key and "VersionId" in item:
+                        version_ids.append(item["VersionId"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise StoreUnavailable(f"S3 list_object_versions failed: {_describe(exc)}") from exc
+        for version_id in version_ids:
+            self._call("delete_object", Bucket=self._bucket, Key=full_key, VersionId=version_id)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         self._ensure_bucket()

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, get_args, get_type_hints
 
-from imageblur.domain import ImageRecord
+from imageblur.domain import ErrorCode, ImageRecord
 
 
 class Row(Protocol):
@@ -35,8 +35,13 @@ def _enum_of(hint: Any) -> type[StrEnum] | None:
     return None
 
 
-# Enum fields (status, review) are stored as their text value.
-_ENUMS = {name: enum for name in COLUMNS if (enum := _enum_of(_HINTS[name])) is not None}
+# Enum fields (status, review, error_code) are stored as their text value; the error
+# code is read by its own rule (`ErrorCode.read`).
+_ENUMS = {
+    name: enum
+    for name in COLUMNS
+    if (enum := _enum_of(_HINTS[name])) is not None and enum is not ErrorCode
+}
 
 
 def placeholders(style: Callable[[str], str]) -> str:
@@ -65,4 +70,5 @@ def to_record(row: Row, *, timestamp: Callable[[Any], datetime]) -> ImageRecord:
         elif value is not None and name in _TIMESTAMPS:
             value = timestamp(value)
         values[name] = value
+    values["error_code"] = ErrorCode.read(values["error_code"], error=values["error"])
     return ImageRecord(**values)

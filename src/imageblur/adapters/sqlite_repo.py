@@ -19,6 +19,7 @@ from typing import Any
 
 from imageblur.adapters import sql_rows, transitions
 from imageblur.domain import (
+    ErrorCode,
     Event,
     EventRole,
     ImageRecord,
@@ -130,6 +131,13 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX image_events_image ON image_events (image_id, seq);
     """,
+    # 7: the error's code beside its public text (NULL beside an error: a row of an older
+    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
+    # an older release's, counted as a match).
+    """
+    ALTER TABLE images ADD COLUMN error_code TEXT;
+    ALTER TABLE images ADD COLUMN body_sha256 TEXT;
+    """,
 ]
 
 _COLUMNS = sql_rows.COLUMN_LIST
@@ -145,6 +153,7 @@ _REQUEUED_STATUS = "CASE status WHEN 'rendering' THEN 'rendering' ELSE 'pending'
 # record's already; a detection to done, or to review when held (:hold), with its regions.
 _FINISHED = (
     "output_key = :output_key, url = :url, faces = :faces, plates = :plates, error = NULL, "
+    "error_code = NULL, "
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
 )
 _COMPLETE_RENDER = (
@@ -238,6 +247,9 @@ class SqliteImageRepository:
                 _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"), self._timeout_s)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
+                # A deleted row's bytes (names, regions, history) are overwritten with
+                # zeros, not left in the file's free space for anyone who copies it.
+                conn.execute("PRAGMA secure_delete=ON")
             except (sqlite3.Error, OSError) as exc:
                 raise RepositoryUnavailable(f"cannot open SQLite {self._path}: {exc}") from exc
             self._conn = conn
@@ -430,13 +442,15 @@ class SqliteImageRepository:
             )
             return True
 
-    def fail(self, image_id: str, *, owner: str, error: str, now: datetime) -> bool:
+    def fail(
+        self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
+    ) -> bool:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE images SET status = 'failed', error = ?, lease_owner = NULL, "
-                "lease_expires_at = NULL, updated_at = ? "
+                "UPDATE images SET status = 'failed', error = ?, error_code = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
                 f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
-                (error, _ts(now), image_id, owner),
+                (error, code.value, _ts(now), image_id, owner),
             )
             record = _fetch(conn, image_id) if cur.rowcount == 1 else None
             if record is None:
@@ -446,18 +460,25 @@ class SqliteImageRepository:
             return True
 
     def release(
-        self, image_id: str, *, owner: str, error: str, now: datetime, count_attempt: bool = True
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        error: str,
+        code: ErrorCode,
+        now: datetime,
+        count_attempt: bool = True,
     ) -> bool:
         # Unpublished: the retry waits in a delay queue, and RabbitMQ may drop it on its
         # way back (dead-lettering is at most once on classic queues), so the job is
         # treated like one never confirmed: re-published after the pending grace. A render
         # stays rendering: its job is a RENDER.
         return self._transition(
-            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = ?, lease_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = ?, published_at = NULL, "
+            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = ?, error_code = ?, "
+            "lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, published_at = NULL, "
             "attempts = MAX(attempts - ?, 0) "
             f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
-            (error, _ts(now), 0 if count_attempt else 1, image_id, owner),
+            (error, code.value, _ts(now), 0 if count_attempt else 1, image_id, owner),
         )
 
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
@@ -509,7 +530,7 @@ class SqliteImageRepository:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE images SET status = 'rendering', revision = revision + 1, regions = ?, "
-                "error = NULL, lease_owner = NULL, lease_expires_at = NULL, "
+                "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
                 "published_at = NULL, attempts = 0, updated_at = ? "
                 "WHERE id = ? AND status IN ('review', 'rendering') AND revision = ?",
                 (regions_to_json(regions), _ts(now), image_id, expected_revision),

@@ -70,6 +70,10 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         description="Upload a picture; get it back with every face blurred.",
         lifespan=_lifespan(settings, metrics, run_worker=run_worker),
         root_path=settings.root_path,
+        # Off by default: their pages load scripts from a CDN into the origin where the
+        # web page keeps its token. The description itself (/openapi.json) stays.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     app.include_router(router)
     app.include_router(review_router)

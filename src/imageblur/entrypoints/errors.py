@@ -12,6 +12,7 @@ from starlette.routing import Match
 from imageblur.corrections import InvalidCorrection, InvalidRegions
 from imageblur.domain import (
     BackendUnavailable,
+    IdempotencyKeyReused,
     ImageblurError,
     InvalidImage,
     NotFound,
@@ -47,6 +48,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     StaleRevision: (412, "stale_revision"),
     OriginalGone: (409, "original_gone"),
     NotInReview: (409, "not_in_review"),
+    IdempotencyKeyReused: (409, "idempotency_key_reused"),
     Rendering: (409, "rendering"),
     NotFound: (404, "not_found"),
     NotReady: (409, "not_ready"),

@@ -63,7 +63,7 @@ async def _read_upload(
     "/picture",
     status_code=202,
     response_model=Picture,
-    responses=errors(400, 401, 413, 415, 422, 503),
+    responses=errors(400, 401, 409, 413, 415, 422, 503),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a picture to anonymize",
 )

@@ -25,7 +25,8 @@ class Picture(BaseModel):
     bytes: int
     created_at: datetime
     updated_at: datetime
-    error: str | None
+    error: str | None  # a short public text; the details are in the logs
+    error_code: str | None = None  # invalid_image, original_missing, ... (domain.ErrorCode)
     request_id: str | None = None  # the upload's X-Request-ID, to find its log lines
     review: str | None = None  # null (never held), pending, approved, expired
     revision: int = 0  # of the regions (GET /picture/{id}/regions)
@@ -91,6 +92,7 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         created_at=record.created_at,
         updated_at=record.updated_at,
         error=record.error,
+        error_code=record.error_code.value if record.error_code is not None else None,
         request_id=record.request_id,
         review=record.review.value if record.review is not None else None,
         revision=record.revision,
@@ -103,7 +105,7 @@ _ERROR_MEANINGS = {
     403: "forbidden: this token's role may not do this (the reviewer token may).",
     404: "No image with that id.",
     409: "The anonymized image is not available (yet, or any more); for review actions: "
-    "original_gone, not_in_review or rendering.",
+    "original_gone, not_in_review or rendering; for an upload: idempotency_key_reused.",
     412: "stale_revision: If-Match is not the current revision of the regions.",
     413: "The upload is too large (bytes or pixels).",
     415: "Not a JPEG, PNG or WebP image, or an unsupported Content-Type.",
