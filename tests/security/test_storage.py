@@ -6,6 +6,7 @@ the API docs are off by default."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -260,3 +261,23 @@ def test_the_api_docs_are_served_when_switched_on(tmp_path: Path) -> None:
     with run_server(tmp_path / "data", command="api", env=env) as srv, srv.client() as client:
         for path in ("/docs", "/redoc"):
             assert client.get(path).status_code == 200, path
+
+
+def test_a_failed_picture_shows_a_short_error_and_its_code(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with run_server(data, command="api") as srv, srv.client() as client:
+        created = client.post("/picture", files={"image": ("a.jpg", jpeg_bytes())})
+        assert created.status_code == 202
+        image_id = created.json()["id"]
+    for original in (data / "originals").glob(f"{image_id}*"):
+        original.unlink()  # lost before any worker took the job
+    with run_server(data) as srv, srv.client() as client:
+        failed = srv.wait_done(client, image_id)
+        assert failed["status"] == "failed"
+        assert failed["error_code"] == "original_missing"
+        assert failed["error"] == "the original is missing from the store"
+        # The details are in the worker's log line, under the upload's request id.
+        lines = [json.loads(line) for line in srv.logs().splitlines() if line.startswith("{")]
+        [logged] = [e for e in lines if e["event"] == "job.failed" and e["image_id"] == image_id]
+        assert logged["code"] == "original_missing" and image_id in logged["reason"]
+        assert logged["request_id"] == created.json()["request_id"]

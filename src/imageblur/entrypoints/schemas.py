@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from imageblur import imaging
-from imageblur.domain import ImageRecord
+from imageblur.domain import ErrorCode, ImageRecord
 
 
 class Picture(BaseModel):
@@ -26,7 +26,7 @@ class Picture(BaseModel):
     created_at: datetime
     updated_at: datetime
     error: str | None  # a short public text; the details are in the logs
-    error_code: str | None = None  # invalid_image, original_missing, ... (domain.ErrorCode)
+    error_code: ErrorCode | None = None  # why it failed (or waits for a retry): a closed set
     request_id: str | None = None  # the upload's X-Request-ID, to find its log lines
     review: str | None = None  # null (never held), pending, approved, expired
     revision: int = 0  # of the regions (GET /picture/{id}/regions)
@@ -92,7 +92,7 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         created_at=record.created_at,
         updated_at=record.updated_at,
         error=record.error,
-        error_code=record.error_code.value if record.error_code is not None else None,
+        error_code=record.error_code,
         request_id=record.request_id,
         review=record.review.value if record.review is not None else None,
         revision=record.revision,
