@@ -245,8 +245,8 @@ class S3ObjectStore:
 
     def _delete_versions(self, full_key: str) -> None:
         """Delete every version of the object and every delete marker, by version id:
-        nothing of it stays in the bucket. Listed first, then deleted, so the listing's
-        markers never point at what was just deleted."""
+        nothing of it stays in the bucket. Listed in full first, then deleted: deleting
+        while paging could move what the next page starts from."""
         paginator = self._client.get_paginator("list_object_versions")
         version_ids: list[str] = []
         try:
