@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,6 +33,14 @@ from pydantic_settings import (
 )
 
 from imageblur.metadata import parse_policy
+from imageblur.tokens import (
+    DEFAULT_TRUSTED_HOSTS,
+    LEGACY_REVIEWER,
+    PLACEHOLDER,
+    check_token,
+    parse_reviewers,
+    split_tokens,
+)
 
 ENV_PREFIX = "IMAGEBLUR_"
 
@@ -63,6 +72,31 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
         "mask_margin_px": 3.0,
     },
 }
+
+
+# How each token setting is checked at load (tokens.py says why each rule).
+_TOKEN_CHECKS: dict[str, Callable[[str], object]] = {
+    "api_token": split_tokens,
+    "reviewer_token": lambda token: check_token(token, "the token"),
+    "reviewer_tokens": parse_reviewers,
+    "metrics_token": lambda token: check_token(token, "the token"),
+}
+SECRET_SETTINGS = (
+    "api_token",
+    "reviewer_token",
+    "reviewer_tokens",
+    "metrics_token",
+    "postgres_dsn",
+    "rabbitmq_url",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "originals_key",
+    "originals_old_keys",
+)
+
+
+def _secret_list(secret: SecretStr | None) -> list[str]:
+    return secret.get_secret_value().split(",") if secret is not None else []
 
 
 class SettingsError(Exception):
@@ -159,13 +193,14 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None,
         description="If set, every request except /healthz, /readyz, /metrics, the API docs "
-        "and the web page must carry `Authorization: Bearer <token>` (at least 16 characters).",
+        "and the web page must carry `Authorization: Bearer <token>` (at least 16 characters); "
+        "a comma-separated list accepts each (rotation). `api` and `serve` need it on a "
+        "non-loopback address (or IMAGEBLUR_ALLOW_ANONYMOUS) and with review on.",
     )
     reviewer_token: SecretStr | None = Field(
         None,
-        description="Token of reviewers (same rules as IMAGEBLUR_API_TOKEN, and different "
-        "from it): everything the API token may do, plus correcting regions and approving. "
-        "Needs IMAGEBLUR_API_TOKEN; with it, IMAGEBLUR_REVIEW=required needs this one.",
+        description="The token of one reviewer, named `reviewer` in the audit trail (as a "
+        "token of IMAGEBLUR_REVIEWER_TOKENS); not together with that setting.",
     )
     metrics_token: SecretStr | None = Field(
         None,
@@ -184,6 +219,25 @@ class Settings(BaseSettings):
         False,
         description="Serve the interactive API docs at /docs and /redoc (their pages load "
         "scripts from a CDN); /openapi.json is served either way.",
+    )
+    reviewer_tokens: SecretStr | None = Field(
+        None,
+        description="Named reviewers, `photo-desk:<token>,night-desk:<token>` (names "
+        "[a-z0-9._-]{1,64}; tokens at least 16 characters, all different, and different from "
+        "every API token): everything the API token may do, plus correcting regions and "
+        "approving, named in the audit trail. Needs IMAGEBLUR_API_TOKEN.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="Let `api` and `serve` listen on a non-loopback address without "
+        "IMAGEBLUR_API_TOKEN, and a worker's metrics port without IMAGEBLUR_METRICS_TOKEN: "
+        "anyone who reaches the port may use it.",
+    )
+    trusted_hosts: str = Field(
+        DEFAULT_TRUSTED_HOSTS,
+        description="Host names an API bound to a loopback address answers, comma-separated "
+        "(`*.example.org`: any name under it, `*`: any); another gets 400 `untrusted_host` "
+        "(DNS rebinding). A reverse proxy on the same host adds its public name.",
     )
 
     # --- back ends --------------------------------------------------------------
@@ -500,16 +554,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        for name in ("api_token", "reviewer_token", "metrics_token"):
+        for name in ("api_token", "reviewer_token", "reviewer_tokens", "metrics_token"):
             secret: SecretStr | None = getattr(self, name)
-            token = secret.get_secret_value() if secret is not None else None
-            if token is not None and (len(token) < 16 or any(ch.isspace() for ch in token)):
-                # A Secret written with `echo` ends in a newline: refuse it here rather
-                # than answer every request 401.
-                raise ValueError(
-                    f"{name} ({ENV_PREFIX}{name.upper()}) must be at least 16 characters "
-                    "without spaces or newlines (or unset)"
-                )
+            if secret is None:
+                continue
+            try:
+                _TOKEN_CHECKS[name](secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"{name} ({ENV_PREFIX}{name.upper()}): {exc} (or unset)") from None
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
         if self.retry_base_delay_s > self.retry_max_delay_s:
@@ -537,19 +589,34 @@ class Settings(BaseSettings):
                 "they are kept encrypted: set IMAGEBLUR_ORIGINALS_KEY to base64 of 32 "
                 "random bytes (`openssl rand -base64 32`)"
             )
-        api, reviewer = self.api_token, self.reviewer_token
-        if reviewer is not None and api is None:
-            # Reviewer-only would leave every other route open while it looks protected.
-            raise ValueError("IMAGEBLUR_REVIEWER_TOKEN needs IMAGEBLUR_API_TOKEN set too")
-        if self.review == "required" and api is not None and reviewer is None:
+        if self.reviewer_token is not None and self.reviewer_tokens is not None:
             raise ValueError(
-                "IMAGEBLUR_REVIEW=required with IMAGEBLUR_API_TOKEN set needs "
-                "IMAGEBLUR_REVIEWER_TOKEN (only reviewers may correct and approve)"
+                "set IMAGEBLUR_REVIEWER_TOKENS or the older IMAGEBLUR_REVIEWER_TOKEN, not both "
+                f"(the older one is the reviewer named `{LEGACY_REVIEWER}`)"
             )
-        tokens = [t.get_secret_value() for t in (api, reviewer) if t is not None]
-        if len(tokens) == 2 and tokens[0] == tokens[1]:
-            raise ValueError("IMAGEBLUR_REVIEWER_TOKEN must differ from IMAGEBLUR_API_TOKEN")
+        reviewers = self.reviewers()
+        if reviewers and self.api_token is None:
+            # Reviewer-only would leave every other route open while it looks protected.
+            raise ValueError("reviewer tokens need IMAGEBLUR_API_TOKEN set too")
+        tokens = list(reviewers.values())
+        if len(set(tokens)) < len(tokens):
+            raise ValueError("two reviewers have the same token: give each their own")
+        others = {*self.api_tokens(), *_secret_list(self.metrics_token)}
+        if others.intersection(tokens):
+            raise ValueError(
+                "a reviewer token is also IMAGEBLUR_API_TOKEN or IMAGEBLUR_METRICS_TOKEN: "
+                "reviewer tokens must differ from both"
+            )
         return self
+
+    @field_validator(*SECRET_SETTINGS, mode="before")
+    @classmethod
+    def _no_placeholder(cls, value: Any) -> Any:
+        # A manifest's example value deployed as is would be a secret everyone knows.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and PLACEHOLDER in text:
+            raise ValueError(f"holds the placeholder {PLACEHOLDER}: set a real secret")
+        return value
 
     @model_validator(mode="after")
     def _check_uncertain_floor(self) -> Settings:
@@ -575,6 +642,19 @@ class Settings(BaseSettings):
             decode_key(current.get_secret_value()) if current is not None else None,
             [decode_key(k) for k in split_keys(old.get_secret_value())] if old else [],
         )
+
+    def api_tokens(self) -> list[str]:
+        """Every accepted API token (validated at load); empty when none is set."""
+        return _secret_list(self.api_token)
+
+    def reviewers(self) -> dict[str, str]:
+        """{reviewer name: token} (validated at load), the older single reviewer token as
+        the reviewer named `reviewer`; empty when none is set."""
+        if self.reviewer_token is not None:
+            return {LEGACY_REVIEWER: self.reviewer_token.get_secret_value()}
+        if self.reviewer_tokens is not None:
+            return parse_reviewers(self.reviewer_tokens.get_secret_value())
+        return {}
 
     @property
     def sqlite_file(self) -> Path:

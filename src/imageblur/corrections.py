@@ -26,10 +26,18 @@ class InvalidRegions(ImageblurError):  # noqa: N818
     """A region of a well-formed correction cannot be applied (422 invalid_regions)."""
 
 
+class ReasonRequired(InvalidRegions):
+    """A region the detector hid is shown without a reason (422 reason_required)."""
+
+
+MAX_REASON_CHARS = 500
+
+
 @dataclass(frozen=True, slots=True)
 class KeptRegion:
     id: str
     hidden: bool
+    reason: str | None = None  # why it is shown (required to show what the detector hid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +54,8 @@ Wanted = KeptRegion | ManualBox
 
 def parse(payload: Any) -> list[Wanted]:
     """`{"regions": [...]}` as typed items; raises `InvalidCorrection` naming the first
-    item that is not `{"id", "hidden"}` nor `{"x", "y", "width", "height", "hidden"}`."""
+    item that is not `{"id", "hidden"}` (with an optional `"reason"`, at most 500
+    characters) nor `{"x", "y", "width", "height", "hidden"}`."""
     if not isinstance(payload, dict) or set(payload) != {"regions"}:
         raise InvalidCorrection('send {"regions": [...]}: the complete list of regions wanted')
     items = payload["regions"]
@@ -60,15 +69,26 @@ def _item(index: int, item: Any) -> Wanted:
     if not isinstance(item, dict) or not isinstance(item.get("hidden"), bool):
         raise InvalidCorrection(f'{where} must be an object with a boolean "hidden"')
     keys = set(item) - {"hidden"}
-    if keys == {"id"} and isinstance(item["id"], str):
-        return KeptRegion(id=item["id"], hidden=item["hidden"])
+    if keys in ({"id"}, {"id", "reason"}) and isinstance(item["id"], str):
+        return KeptRegion(id=item["id"], hidden=item["hidden"], reason=_reason(where, item))
     if keys == set(_BOX) and all(_is_int(item[k]) for k in _BOX):
         x, y, width, height = (int(item[k]) for k in _BOX)
         return ManualBox(x=x, y=y, width=width, height=height, hidden=item["hidden"])
     raise InvalidCorrection(
-        f'{where} must be {{"id", "hidden"}} or {{"x", "y", "width", "height", "hidden"}} '
-        "with integer pixels"
+        f'{where} must be {{"id", "hidden"}} (and an optional "reason") or '
+        '{"x", "y", "width", "height", "hidden"} with integer pixels'
     )
+
+
+def _reason(where: str, item: dict[str, Any]) -> str | None:
+    reason = item.get("reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise InvalidCorrection(
+            f'{where}: "reason" must be text of at most {MAX_REASON_CHARS} characters'
+        )
+    return reason.strip() or None
 
 
 def _is_int(value: Any) -> bool:
@@ -80,7 +100,8 @@ def apply(
 ) -> list[Region]:
     """The record's new regions. Raises `InvalidRegions` for the first region that cannot
     be applied: an unknown id, a box under 1 px or entirely outside the image, or more
-    than MAX_REGIONS. A box partly outside is clipped to the image."""
+    than MAX_REGIONS; `ReasonRequired` for a region the detector hid, shown without a
+    reason. A box partly outside is clipped to the image."""
     if len(wanted) > MAX_REGIONS:
         raise InvalidRegions(f"{len(wanted)} regions: at most {MAX_REGIONS} per picture")
     by_id = {region.id: region for region in current}
@@ -90,11 +111,32 @@ def apply(
         if isinstance(item, KeptRegion):
             if item.id not in by_id:
                 raise InvalidRegions(f"regions[{index}]: no region with id {item.id!r}")
+            if _reveals_detection(by_id[item.id], item) and item.reason is None:
+                raise ReasonRequired(
+                    f"regions[{index}]: region {item.id} was hidden by the detector; showing "
+                    'it needs a "reason" (why it is not a face or plate to hide)'
+                )
             out.append(replace(by_id[item.id], hidden=item.hidden))
             continue
         out.append(_manual(index, item, f"m{next_number}", width=width, height=height))
         next_number += 1
     return out
+
+
+def reasons(wanted: Sequence[Wanted]) -> dict[str, str]:
+    """{region id: reason} of the regions a correction gives a reason for."""
+    return {w.id: w.reason for w in wanted if isinstance(w, KeptRegion) and w.reason is not None}
+
+
+def _reveals_detection(current: Region, wanted: KeptRegion) -> bool:
+    # An uncertain candidate was never hidden by the detector: showing it again (after a
+    # reviewer hid it) needs no reason; a confident detection does.
+    return (
+        current.hidden
+        and not wanted.hidden
+        and current.source == "detector"
+        and not current.uncertain
+    )
 
 
 def _number(region_id: str) -> int:

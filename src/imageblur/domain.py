@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -348,6 +348,8 @@ class Event:
     status: str  # the record's status after it, as the API shows it
     revision: int
     detail: str | None = None
+    reviewer: str | None = None  # who corrected or approved (IMAGEBLUR_REVIEWER_TOKENS)
+    reasons: Mapping[str, str] | None = None  # {region id: why a reviewer un-hid it}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ in the core imports a driver.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -194,14 +194,19 @@ class ImageRepository(Protocol):
         regions: Sequence[Region],
         role: EventRole,
         now: datetime,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord:
         """Replace the regions, in one conditional update: review or rendering at
         `expected_revision` -> rendering (unleased, unpublished, attempts 0), revision + 1,
-        event `corrected`. Raises `NotFound`, `OriginalGone` (done or failed),
-        `Rendering` (pending or processing: not yet detected), `StaleRevision`."""
+        event `corrected` (naming `reviewer`, with their `reasons`). Raises `NotFound`,
+        `OriginalGone` (done or failed), `Rendering` (pending or processing: not yet
+        detected), `StaleRevision`."""
 
-    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
-        """review -> done, review approved, event `approved`. Raises `NotFound`,
+    def approve(
+        self, image_id: str, *, role: EventRole, now: datetime, reviewer: str | None = None
+    ) -> ImageRecord:
+        """review -> done, review approved, event `approved` (naming `reviewer`). Raises `NotFound`,
         `Rendering` (a correction's render is pending), `NotInReview` (any other)."""
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:

@@ -68,9 +68,11 @@ class ReviewService:
         *,
         expected_revision: int,
         role: EventRole,
+        reviewer: str | None = None,
     ) -> ImageRecord:
-        """Record the regions wanted and queue their render. Raises `NotFound`,
-        `OriginalGone`, `Rendering`, `StaleRevision` or `InvalidRegions`."""
+        """Record the regions wanted, with who wanted them and their reasons, and queue
+        their render. Raises `NotFound`, `OriginalGone`, `Rendering`, `StaleRevision`,
+        `InvalidRegions` or `ReasonRequired`."""
         record = self._correctable(image_id)
         revision, current = self.regions(image_id)
         if revision != expected_revision:
@@ -80,7 +82,13 @@ class ReviewService:
             )
         new = corrections.apply(current, wanted, width=record.width, height=record.height)
         updated = self._repo.correct(
-            image_id, expected_revision=revision, regions=new, role=role, now=self._clock()
+            image_id,
+            expected_revision=revision,
+            regions=new,
+            role=role,
+            now=self._clock(),
+            reviewer=reviewer,
+            reasons=corrections.reasons(wanted),
         )
         log.info("image.corrected", image_id=image_id, revision=updated.revision)
         self._publish_render(updated)
@@ -109,12 +117,14 @@ class ReviewService:
             return
         self._b.mark_published(record.id, self._clock(), seen_at=record.updated_at)
 
-    def approve(self, image_id: str, *, role: EventRole) -> ImageRecord:
+    def approve(
+        self, image_id: str, *, role: EventRole, reviewer: str | None = None
+    ) -> ImageRecord:
         """review -> done; the original is deleted (unless kept). Raises `NotFound`,
         `Rendering` (approve what was seen, once its render is stored) or `NotInReview`."""
         if not is_image_id(image_id):
             raise NotFound(f"no image with id {image_id}")
-        record = self._repo.approve(image_id, role=role, now=self._clock())
+        record = self._repo.approve(image_id, role=role, now=self._clock(), reviewer=reviewer)
         log.info("image.approved", image_id=image_id, revision=record.revision)
         if not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=image_id)

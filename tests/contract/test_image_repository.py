@@ -769,6 +769,32 @@ def test_history_is_the_audit_trail_oldest_first(repo: ImageRepository) -> None:
     assert repo.history(uuid.uuid4().hex) == []
 
 
+def test_a_reviewers_events_name_them_and_keep_their_reasons(repo: ImageRepository) -> None:
+    """In the detail column an older release has: plain text rows read as before."""
+    held = detected(repo)
+    reason = "a face on a poster, " + "é" * 480  # 500 characters, not ASCII
+    repo.correct(
+        held.id,
+        expected_revision=0,
+        regions=CORRECTED,
+        role="reviewer",
+        now=T0,
+        reviewer="photo-desk",
+        reasons={"r1": reason},
+    )
+    assert repo.claim(held.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
+    assert repo.complete(held.id, owner="w", output_key="o", url="u", faces=2, now=LATER)
+    repo.approve(held.id, role="reviewer", now=LATER, reviewer="night-desk")
+    events = {e.action: e for e in repo.history(held.id)}
+    corrected_event, approved = events["corrected"], events["approved"]
+    assert (corrected_event.reviewer, corrected_event.reasons) == ("photo-desk", {"r1": reason})
+    assert corrected_event.detail == "3 regions hidden, 1 manual"
+    assert (approved.reviewer, approved.reasons, approved.detail) == ("night-desk", None, None)
+    processed = events["processed"]
+    assert (processed.reviewer, processed.reasons) == (None, None)
+    assert processed.detail == "1 face hidden, 1 uncertain candidate"
+
+
 def test_delete_removes_the_regions_and_the_history(repo: ImageRepository) -> None:
     rec = corrected(repo)
     assert repo.delete(rec.id) is not None

@@ -148,7 +148,7 @@ def test_oversized_body_is_refused_while_streaming(server: Server, client: httpx
     """A chunked body with no length is cut off once it passes the cap: the server answers
     413 although the body never ends."""
     head = (
-        b"POST /picture HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"POST /picture HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
     block = b"\xff\xd8\xff" + b"\x00" * (64 * 1024 - 3)
@@ -167,7 +167,8 @@ def test_declared_length_over_the_cap_is_refused_before_reading(
     server: Server, client: httpx.Client
 ) -> None:
     head = (
-        b"POST /picture HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"POST /picture HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 1000000000\r\n\r\n"
     )
     answer = _raw_request(server, head, iter([b"--b\r\n"]))

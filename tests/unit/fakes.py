@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -166,9 +166,18 @@ class FakeRepository:
             return record
 
     def _log(
-        self, record: ImageRecord, *, role: EventRole, action: str, detail: str | None = None
+        self,
+        record: ImageRecord,
+        *,
+        role: EventRole,
+        action: str,
+        detail: str | None = None,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
-        line = transitions.event(record, role=role, action=action, detail=detail)
+        line = transitions.event(
+            record, role=role, action=action, detail=detail, reviewer=reviewer, reasons=reasons
+        )
         self.db.events.setdefault(record.id, []).append(line)
 
     def get(self, image_id: str) -> ImageRecord | None:
@@ -412,6 +421,8 @@ class FakeRepository:
         regions: Sequence[Region],
         role: EventRole,
         now: datetime,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord:
         self._guard("correct")
         with self.db.lock:
@@ -441,10 +452,19 @@ class FakeRepository:
             )
             assert corrected is not None
             self.db.regions[image_id] = tuple(regions)
-            self._log(corrected, role=role, action="corrected", detail=transitions.drawn(regions))
+            self._log(
+                corrected,
+                role=role,
+                action="corrected",
+                detail=transitions.drawn(regions),
+                reviewer=reviewer,
+                reasons=reasons,
+            )
             return corrected
 
-    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+    def approve(
+        self, image_id: str, *, role: EventRole, now: datetime, reviewer: str | None = None
+    ) -> ImageRecord:
         self._guard("approve")
         with self.db.lock:
             record = self.db.records.get(image_id)
@@ -454,7 +474,7 @@ class FakeRepository:
                 status=Status.DONE, review=Review.APPROVED, held_until=None, updated_at=now
             )
             self.db.records[image_id] = approved
-            self._log(approved, role=role, action="approved")
+            self._log(approved, role=role, action="approved", reviewer=reviewer)
             return approved
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imageblur.config import SettingsError, load_settings
+from imageblur.entrypoints.startup import check_api, check_worker
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,6 +159,7 @@ def test_an_unknown_preset_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch)
 KEY = base64.b64encode(b"\x07" * 32).decode()
 OLD = base64.b64encode(b"\x08" * 32).decode()
 API, REVIEWER = "api-token-0123456789", "reviewer-token-0123456789"
+OTHER = "other-token-0123456789"
 
 
 def test_review_is_off_and_originals_unencrypted_by_default(
@@ -215,36 +217,184 @@ def test_old_keys_are_checked_one_by_one_and_decrypt_only(
     assert load_settings().originals_keys() == (b"\x07" * 32, [b"\x08" * 32])
 
 
-def test_with_an_api_token_review_needs_a_distinct_reviewer_token(
+def test_named_reviewers_are_read_and_checked_without_showing_a_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("IMAGEBLUR_REVIEW", "required")
-    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
     monkeypatch.setenv("IMAGEBLUR_API_TOKEN", API)
-    with pytest.raises(SettingsError, match="IMAGEBLUR_REVIEWER_TOKEN"):
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", f"photo-desk:{REVIEWER},night.desk_2:{OTHER}")
+    s = load_settings()
+    assert s.reviewers() == {"photo-desk": REVIEWER, "night.desk_2": OTHER}
+    assert REVIEWER not in str(s.masked()) and OTHER not in str(s.masked())
+    for value, why in [
+        (f"photo-desk:{REVIEWER},night-desk:{REVIEWER}", "same token"),
+        (f"photo-desk:{REVIEWER},photo-desk:{OTHER}", "given twice"),
+        (f"photo-desk:{API}", "differ"),
+        (f"Photo-Desk:{REVIEWER}", "must match"),
+        (f"{'x' * 65}:{REVIEWER}", "must match"),
+        (REVIEWER, "not name:token"),
+        ("photo-desk:short-token", "at least 16"),
+        (f"photo-desk:{REVIEWER}, night-desk:{OTHER}", "must match"),  # a space
+    ]:
+        monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", value)
+        with pytest.raises(SettingsError, match=r"IMAGEBLUR_REVIEWER_TOKENS|reviewer") as caught:
+            load_settings()
+        assert why in str(caught.value), (value, caught.value)
+        assert REVIEWER not in str(caught.value) and OTHER not in str(caught.value)
+
+
+def test_the_older_reviewer_token_is_the_reviewer_named_reviewer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", API)
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", REVIEWER)
+    assert load_settings().reviewers() == {"reviewer": REVIEWER}
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", f"photo-desk:{OTHER}")
+    with pytest.raises(SettingsError, match="not both"):
         load_settings()
+    monkeypatch.delenv("IMAGEBLUR_REVIEWER_TOKENS")
     monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", API)
     with pytest.raises(SettingsError, match="must differ"):
         load_settings()
     monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", "short")
     with pytest.raises(SettingsError, match="reviewer_token"):
         load_settings()
-    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", REVIEWER)
-    s = load_settings()
-    assert s.reviewer_token is not None and s.reviewer_token.get_secret_value() == REVIEWER
-    assert REVIEWER not in str(s.masked()) and KEY not in str(s.masked())
 
 
-def test_a_reviewer_token_needs_an_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKEN", REVIEWER)
+@pytest.mark.parametrize("setting", ["IMAGEBLUR_REVIEWER_TOKEN", "IMAGEBLUR_REVIEWER_TOKENS"])
+def test_reviewer_tokens_need_an_api_token(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    value = REVIEWER if setting.endswith("TOKEN") else f"photo-desk:{REVIEWER}"
+    monkeypatch.setenv(setting, value)
     with pytest.raises(SettingsError, match="IMAGEBLUR_API_TOKEN"):
         load_settings()
 
 
-def test_without_tokens_review_is_open(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reviewer_token_must_differ_from_the_metrics_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", API)
+    monkeypatch.setenv("IMAGEBLUR_METRICS_TOKEN", OTHER)
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", f"photo-desk:{OTHER}")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_METRICS_TOKEN"):
+        load_settings()
+
+
+def test_the_api_token_is_a_comma_separated_list_of_good_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", f"{API},{OTHER}")
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", f"photo-desk:{REVIEWER}")
+    assert load_settings().api_tokens() == [API, OTHER]
+    monkeypatch.setenv("IMAGEBLUR_REVIEWER_TOKENS", f"photo-desk:{OTHER}")
+    with pytest.raises(SettingsError, match="must differ"):
+        load_settings()  # the second API token too
+    monkeypatch.delenv("IMAGEBLUR_REVIEWER_TOKENS")
+    for value, why in [(f"{API},", "token 2 of 2"), (f"{API},short", "token 2 of 2")]:
+        monkeypatch.setenv("IMAGEBLUR_API_TOKEN", value)
+        with pytest.raises(SettingsError, match="IMAGEBLUR_API_TOKEN") as caught:
+            load_settings()
+        assert why in str(caught.value) and API not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("IMAGEBLUR_API_TOKEN", "CHANGE_ME-to-a-long-random-token"),
+        ("IMAGEBLUR_METRICS_TOKEN", "metrics-CHANGE_ME-0123456789"),
+        ("IMAGEBLUR_ORIGINALS_KEY", "a-key-CHANGE_ME-now"),
+        ("IMAGEBLUR_POSTGRES_DSN", "postgresql://imageblur:CHANGE_ME@db/imageblur"),
+        ("IMAGEBLUR_RABBITMQ_URL", "amqp://imageblur:CHANGE_ME@mq:5672/%2F"),
+        ("IMAGEBLUR_S3_SECRET_ACCESS_KEY", "s3-CHANGE_ME-secret"),
+    ],
+)
+def test_a_placeholder_secret_is_refused_naming_its_setting(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(SettingsError, match=f"{setting}.*placeholder CHANGE_ME") as caught:
+        load_settings()
+    assert value not in str(caught.value)
+
+
+def test_review_without_tokens_loads_for_the_commands_that_serve_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker, `migrate`, `blur` and `config` need no token in review mode, nor on any
+    address: only `api` and `serve` refuse to start so (startup.py)."""
     monkeypatch.setenv("IMAGEBLUR_REVIEW", "required")
     monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
-    assert load_settings().review == "required"
+    monkeypatch.setenv("IMAGEBLUR_HOST", "0.0.0.0")
+    s = load_settings()
+    assert (s.review, s.host, s.api_token, s.allow_anonymous) == (
+        "required",
+        "0.0.0.0",
+        None,
+        False,
+    )
+    with pytest.raises(SettingsError, match="IMAGEBLUR_REVIEWER_TOKENS") as caught:
+        check_api(s)
+    assert "IMAGEBLUR_ALLOW_ANONYMOUS" in str(caught.value)
+
+
+def _serving(monkeypatch: pytest.MonkeyPatch, **env: str) -> str | None:
+    for name, value in env.items():
+        monkeypatch.setenv(f"IMAGEBLUR_{name.upper()}", value)
+    try:
+        check_api(load_settings())
+    except SettingsError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "imageblur.example.org"])
+def test_an_api_off_loopback_needs_a_token_or_the_anonymous_switch(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    refused = _serving(monkeypatch, host=host)
+    assert refused is not None
+    assert "IMAGEBLUR_API_TOKEN" in refused and "IMAGEBLUR_ALLOW_ANONYMOUS" in refused
+    assert _serving(monkeypatch, allow_anonymous="true") is None
+    monkeypatch.delenv("IMAGEBLUR_ALLOW_ANONYMOUS")
+    assert _serving(monkeypatch, api_token=API) is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"])
+def test_an_api_on_loopback_may_run_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    assert _serving(monkeypatch, host=host) is None
+
+
+def test_review_needs_the_api_token_and_reviewers_whatever_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    review = {"review": "required", "originals_key": KEY, "allow_anonymous": "true"}
+    refused = _serving(monkeypatch, **review)
+    assert refused is not None and "IMAGEBLUR_REVIEW=required" in refused
+    assert "IMAGEBLUR_API_TOKEN" in refused and "IMAGEBLUR_REVIEWER_TOKENS" in refused
+    assert _serving(monkeypatch, api_token=API) is not None  # no reviewer yet
+    assert _serving(monkeypatch, reviewer_tokens=f"photo-desk:{REVIEWER}") is None
+    monkeypatch.delenv("IMAGEBLUR_REVIEWER_TOKENS")
+    assert _serving(monkeypatch, reviewer_token=REVIEWER) is None
+
+
+def test_a_worker_metrics_port_off_loopback_needs_its_token_or_the_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_HOST", "0.0.0.0")
+    check_worker(load_settings())  # no metrics port: nothing listens
+    monkeypatch.setenv("IMAGEBLUR_METRICS_PORT", "9100")
+    with pytest.raises(SettingsError) as caught:
+        check_worker(load_settings())
+    assert "IMAGEBLUR_METRICS_TOKEN" in str(caught.value)
+    assert "IMAGEBLUR_ALLOW_ANONYMOUS" in str(caught.value)
+    monkeypatch.setenv("IMAGEBLUR_METRICS_TOKEN", OTHER)
+    check_worker(load_settings())
+    monkeypatch.delenv("IMAGEBLUR_METRICS_TOKEN")
+    monkeypatch.setenv("IMAGEBLUR_ALLOW_ANONYMOUS", "true")
+    check_worker(load_settings())
+    monkeypatch.setenv("IMAGEBLUR_ALLOW_ANONYMOUS", "false")
+    monkeypatch.setenv("IMAGEBLUR_HOST", "127.0.0.1")
+    check_worker(load_settings())
 
 
 @pytest.mark.parametrize("ttl", ["0", "-1"])

@@ -11,8 +11,10 @@ from imageblur.corrections import (
     InvalidRegions,
     KeptRegion,
     ManualBox,
+    ReasonRequired,
     apply,
     parse,
+    reasons,
 )
 from imageblur.domain import MAX_REGIONS, Region
 
@@ -57,6 +59,9 @@ def test_parse_reads_kept_regions_and_manual_boxes() -> None:
         {"regions": [{"x": 1.5, "y": 2, "width": 3, "height": 4, "hidden": True}]},
         {"regions": [{"x": True, "y": 2, "width": 3, "height": 4, "hidden": True}]},
         {"regions": [{"id": "r1", "x": 1, "y": 2, "width": 3, "height": 4, "hidden": True}]},
+        {"regions": [{"id": "r1", "hidden": False, "reason": 3}]},
+        {"regions": [{"id": "r1", "hidden": False, "reason": "x" * 501}]},
+        {"regions": [{"x": 1, "y": 2, "width": 3, "height": 4, "hidden": True, "reason": "a"}]},
     ],
 )
 def test_parse_refuses_every_other_shape(payload: Any) -> None:
@@ -66,7 +71,8 @@ def test_parse_refuses_every_other_shape(payload: Any) -> None:
 
 def test_apply_keeps_listed_regions_with_their_new_state_and_drops_the_rest() -> None:
     current = [region("r1"), region("r2", hidden=False, uncertain=True), region("r3")]
-    new = apply(current, [KeptRegion("r2", True), KeptRegion("r1", False)], width=100, height=100)
+    wanted = [KeptRegion("r2", True), KeptRegion("r1", False, "a poster")]
+    new = apply(current, wanted, width=100, height=100)
     assert [(r.id, r.hidden, r.uncertain) for r in new] == [
         ("r2", True, True),
         ("r1", False, False),
@@ -105,3 +111,25 @@ def test_at_most_max_regions() -> None:
     too_many = [ManualBox(0, 0, 1, 1, True)] * (MAX_REGIONS + 1)
     with pytest.raises(InvalidRegions, match=f"at most {MAX_REGIONS}"):
         apply([], too_many, width=10, height=10)
+
+
+def test_a_reason_of_at_most_500_characters_goes_with_a_kept_region() -> None:
+    wanted = parse({"regions": [{"id": "r1", "hidden": False, "reason": "x" * 500}]})
+    assert wanted == [KeptRegion("r1", False, "x" * 500)]
+    assert reasons(wanted) == {"r1": "x" * 500}
+    spaced = parse({"regions": [{"id": "r1", "hidden": False, "reason": " a poster "}]})
+    assert spaced == [KeptRegion("r1", False, "a poster")]
+    blank = parse({"regions": [{"id": "r1", "hidden": False, "reason": "  "}]})
+    assert blank == [KeptRegion("r1", False)]  # no reason at all
+
+
+def test_showing_what_the_detector_hid_needs_a_reason() -> None:
+    current = [region("r1"), region("r2", uncertain=True), region("r3", hidden=False)]
+    with pytest.raises(ReasonRequired, match=r"regions\[0\]: region r1 was hidden by the detector"):
+        apply(current, [KeptRegion("r1", False)], width=100, height=100)
+    # Given one it is shown; an uncertain candidate a reviewer hid, or a detection shown
+    # already (by an earlier correction), needs none; keeping a region hidden needs none.
+    wanted = [KeptRegion("r1", False, "a poster"), KeptRegion("r2", False), KeptRegion("r3", False)]
+    new = apply(current, wanted, width=100, height=100)
+    assert [r.hidden for r in new] == [False, False, False]
+    assert apply(current, [KeptRegion("r1", True)], width=100, height=100)[0].hidden

@@ -20,7 +20,7 @@ async def _request_a_bug(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
 
         def broken(image_id: str) -> None:
@@ -48,7 +48,7 @@ async def _requests(tmp_path: Path, calls: list[tuple[str, str]]) -> str:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         for method, path in calls:
             await client.request(method, path)

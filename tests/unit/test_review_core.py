@@ -72,6 +72,25 @@ def test_a_correction_queues_a_render_that_uses_no_detection(world: World) -> No
     assert actions == ["uploaded", "processed", "corrected", "rendered"]
 
 
+def test_the_trail_names_the_reviewer_and_keeps_their_reasons(world: World) -> None:
+    record = held(world)
+    service = review(world)
+    _, regions = service.regions(record.id)
+    face = next(r for r in regions if r.hidden)
+    shown = [KeptRegion(face.id, False, reason="a painted face")]
+    service.correct(record.id, shown, expected_revision=0, role="reviewer", reviewer="photo-desk")
+    assert world.processor(review_ttl_s=TTL_S).handle(world.next_delivery()) is Outcome.DONE
+    service.approve(record.id, role="reviewer", reviewer="night-desk")
+    trail = [(e.action, e.reviewer, e.reasons) for e in world.repo.history(record.id)]
+    assert trail == [
+        ("uploaded", None, None),
+        ("processed", None, None),
+        ("corrected", "photo-desk", {face.id: "a painted face"}),
+        ("rendered", None, None),
+        ("approved", "night-desk", None),
+    ]
+
+
 def test_a_stale_revision_and_finished_pictures_are_refused(world: World) -> None:
     record = held(world)
     service = review(world)
@@ -177,7 +196,10 @@ def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker
 
     service = review(world)
     service.correct(
-        record.id, [KeptRegion(regions[0].id, False)], expected_revision=0, role="reviewer"
+        record.id,
+        [KeptRegion(regions[0].id, False, reason="a poster")],
+        expected_revision=0,
+        role="reviewer",
     )
     older = render(0)
     service.correct(

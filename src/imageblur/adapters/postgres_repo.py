@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -229,6 +229,8 @@ class PostgresImageRepository:
         *,
         event: tuple[EventRole, str] | None = None,
         detail: str | Callable[[Sequence[Region]], str] | None = None,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord | None:
         """One conditional UPDATE plus its row in `image_transitions` (one statement) and,
         given an `event` (role, action), its line in the picture's audit trail, in the same
@@ -254,7 +256,14 @@ class PostgresImageRepository:
             record = _record(row)
             if event is not None:
                 text = detail(regions_from_json(row["regions"])) if callable(detail) else detail
-                line = transitions.event(record, role=event[0], action=event[1], detail=text)
+                line = transitions.event(
+                    record,
+                    role=event[0],
+                    action=event[1],
+                    detail=text,
+                    reviewer=reviewer,
+                    reasons=reasons,
+                )
                 self._log(cur, [(record.id, line)])
         return record
 
@@ -266,7 +275,10 @@ class PostgresImageRepository:
                 "(image_id, at, role, action, status, revision, detail) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)"
             ).format(s=self._s),
-            [(i, e.at, e.role, e.action, e.status, e.revision, e.detail) for i, e in lines],
+            [
+                (i, e.at, e.role, e.action, e.status, e.revision, transitions.stored_detail(e))
+                for i, e in lines
+            ],
         )
 
     def _status_of(self, image_id: str) -> tuple[Status, int] | None:
@@ -595,6 +607,8 @@ class PostgresImageRepository:
         regions: Sequence[Region],
         role: EventRole,
         now: datetime,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord:
         # One conditional UPDATE: of two reviewers sending one revision, the second
         # waits for the first's row lock, then finds the revision moved on.
@@ -611,6 +625,8 @@ class PostgresImageRepository:
             },
             event=(role, "corrected"),
             detail=transitions.drawn(regions),
+            reviewer=reviewer,
+            reasons=reasons,
         )
         if corrected is not None:
             return corrected
@@ -619,12 +635,15 @@ class PostgresImageRepository:
             image_id, status, revision, expected_revision=expected_revision
         )
 
-    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+    def approve(
+        self, image_id: str, *, role: EventRole, now: datetime, reviewer: str | None = None
+    ) -> ImageRecord:
         approved = self._transition(
             "status = 'done', review = 'approved', held_until = NULL",
             "i.status = 'review'",
             {"id": image_id, "now": now},
             event=(role, "approved"),
+            reviewer=reviewer,
         )
         if approved is not None:
             return approved

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,7 +221,7 @@ def _log(conn: sqlite3.Connection, image_id: str, event: Event) -> None:
             event.action,
             event.status,
             event.revision,
-            event.detail,
+            transitions.stored_detail(event),
         ),
     )
 
@@ -526,6 +526,8 @@ class SqliteImageRepository:
         regions: Sequence[Region],
         role: EventRole,
         now: datetime,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord:
         with self._tx() as conn:
             cur = conn.execute(
@@ -547,11 +549,20 @@ class SqliteImageRepository:
             _log(
                 conn,
                 image_id,
-                transitions.event(record, role=role, action="corrected", detail=detail),
+                transitions.event(
+                    record,
+                    role=role,
+                    action="corrected",
+                    detail=detail,
+                    reviewer=reviewer,
+                    reasons=reasons,
+                ),
             )
             return record
 
-    def approve(self, image_id: str, *, role: EventRole, now: datetime) -> ImageRecord:
+    def approve(
+        self, image_id: str, *, role: EventRole, now: datetime, reviewer: str | None = None
+    ) -> ImageRecord:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE images SET status = 'done', review = 'approved', held_until = NULL, "
@@ -561,7 +572,8 @@ class SqliteImageRepository:
             record = _fetch(conn, image_id)
             if cur.rowcount != 1 or record is None:
                 raise transitions.approval_refused(image_id, record.status if record else None)
-            _log(conn, image_id, transitions.event(record, role=role, action="approved"))
+            line = transitions.event(record, role=role, action="approved", reviewer=reviewer)
+            _log(conn, image_id, line)
             return record
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:

@@ -5,7 +5,8 @@ error that says why a correction or an approval was refused."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +28,17 @@ from imageblur.domain import (
 MAX_DETAIL_CHARS = 500
 
 
-def event(record: ImageRecord, *, role: EventRole, action: str, detail: str | None = None) -> Event:
+def event(
+    record: ImageRecord,
+    *,
+    role: EventRole,
+    action: str,
+    detail: str | None = None,
+    reviewer: str | None = None,
+    reasons: Mapping[str, str] | None = None,
+) -> Event:
     """The event of a transition, from the record as it is after it (its `updated_at`
-    is the transition's time)."""
+    is the transition's time); a reviewer's names them and their reasons."""
     return Event(
         at=record.updated_at,
         role=role,
@@ -37,18 +46,43 @@ def event(record: ImageRecord, *, role: EventRole, action: str, detail: str | No
         status=record.status.public,
         revision=record.revision,
         detail=detail[:MAX_DETAIL_CHARS] if detail is not None else None,
+        reviewer=reviewer,
+        reasons=dict(reasons) if reasons else None,
     )
+
+
+def stored_detail(line: Event) -> str | None:
+    """The `detail` column of an event: its text, or for a reviewer's event JSON of the
+    text, the reviewer and their reasons. In the column an older release already has,
+    so no schema change; older rows and other events stay plain text."""
+    if line.reviewer is None and not line.reasons:
+        return line.detail
+    signed = {"text": line.detail, "reviewer": line.reviewer, "reasons": line.reasons}
+    return json.dumps(signed, separators=(",", ":"))
+
+
+def _signed(stored: str | None) -> dict[str, Any] | None:
+    if not stored or not stored.startswith('{"text":'):
+        return None  # plain text (a reviewer's event always starts so)
+    try:
+        data = json.loads(stored)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "reviewer" in data else None
 
 
 def event_of_row(row: Any, *, timestamp: Callable[[Any], datetime]) -> Event:
     """An event as both SQL adapters read it back (each says how it stores a time)."""
+    signed = _signed(row["detail"])
     return Event(
         at=timestamp(row["at"]),
         role=row["role"],
         action=row["action"],
         status=row["status"],
         revision=int(row["revision"]),
-        detail=row["detail"],
+        detail=signed["text"] if signed is not None else row["detail"],
+        reviewer=signed["reviewer"] if signed is not None else None,
+        reasons=signed["reasons"] if signed is not None else None,
     )
 
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from imageblur import __version__
@@ -24,9 +23,12 @@ from imageblur.entrypoints.metrics_route import router as metrics_router
 from imageblur.entrypoints.request_id import RequestIdMiddleware
 from imageblur.entrypoints.review_routes import router as review_router
 from imageblur.entrypoints.routes import router
+from imageblur.entrypoints.startup import check_api
+from imageblur.entrypoints.trusted_host import TrustedHostMiddleware
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
+from imageblur.tokens import is_loopback, split_hosts
 
 log = get_logger(__name__)
 
@@ -56,13 +58,10 @@ def _lifespan(
     return lifespan
 
 
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
 def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     """The API alone (`api`), or with the worker in the same process (`serve`), whose
     metrics then show on the API's /metrics too."""
+    check_api(settings)  # raises SettingsError: refuses to run open
     metrics = Metrics()
     app = FastAPI(
         title="imageblur",
@@ -80,18 +79,21 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)
-    # The last added runs first: request id, access log, metrics, token check, HEAD,
-    # routes. So a refused request is logged and counted, and every line carries its id.
+    # The last added runs first: request id, access log, metrics, Host check, token
+    # check, HEAD, routes. So a refused request is logged and counted, and every line
+    # carries its id.
     app.add_middleware(HeadAsGetMiddleware)
-    if settings.api_token is not None or settings.reviewer_token is not None:
+    if settings.api_token is not None:
         app.add_middleware(
             BearerTokenMiddleware,
-            token=_secret(settings.api_token),
-            reviewer_token=_secret(settings.reviewer_token),
+            tokens=settings.api_tokens(),
+            reviewers=settings.reviewers(),
             root_path=settings.root_path,
             public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
             public_prefixes=page.PUBLIC_PREFIXES,
         )
+    if is_loopback(settings.host):
+        app.add_middleware(TrustedHostMiddleware, trusted=split_hosts(settings.trusted_hosts))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, root_path=settings.root_path)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)

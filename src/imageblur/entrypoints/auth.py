@@ -29,35 +29,43 @@ PUBLIC_PATHS = frozenset(
 
 
 ROLE_KEY = "imageblur.role"  # in the request scope: "api" or "reviewer"
+REVIEWER_KEY = "imageblur.reviewer"  # in the request scope: the reviewer's name
 
 
 def role_of(scope: Scope) -> str | None:
     """The role the token check gave this request; None when no token is configured (a
-    local, trusted set-up: everything is open)."""
+    local, trusted set-up: everything but the reviewer's actions is open)."""
     role = scope.get(ROLE_KEY)
     return role if isinstance(role, str) else None
 
 
+def reviewer_of(scope: Scope) -> str | None:
+    """The name of the reviewer whose token this request carries; None for any other."""
+    name = scope.get(REVIEWER_KEY)
+    return name if isinstance(name, str) and role_of(scope) == "reviewer" else None
+
+
 class BearerTokenMiddleware:
     """Every HTTP request except to `public_paths` (or under `public_prefixes`) must carry
-    `Authorization: Bearer <token>`; `root_path` is the proxy prefix, stripped before the
-    public paths match. The reviewer token is accepted everywhere too, and marks the
-    request's role `reviewer` (routes check it); with `token` None only the reviewer's
-    actions need a token and every other request counts as role `api`."""
+    `Authorization: Bearer <token>`, one of `tokens` (several while one is rotated);
+    `root_path` is the proxy prefix, stripped before the public paths match. A reviewer's
+    token ({name: token}) is accepted everywhere too, and marks the request's role
+    `reviewer` and its reviewer's name (routes check them); with `tokens` empty only the
+    reviewer's actions need a token and every other request counts as role `api`."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        token: str | None,
-        reviewer_token: str | None = None,
+        tokens: list[str],
+        reviewers: dict[str, str] | None = None,
         root_path: str = "",
         public_paths: frozenset[str] = PUBLIC_PATHS,
         public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._app = app
-        self._token = token.encode() if token is not None else None
-        self._reviewer_token = reviewer_token.encode() if reviewer_token is not None else None
+        self._tokens = [token.encode() for token in tokens]
+        self._reviewers = [(name, token.encode()) for name, token in (reviewers or {}).items()]
         self._prefix = root_path.rstrip("/")
         self._public = public_paths
         self._public_prefixes = public_prefixes
@@ -66,9 +74,11 @@ class BearerTokenMiddleware:
         if scope["type"] != "http" or self._public_path(scope):
             await self._app(scope, receive, send)
             return
-        role = self._role(scope)
+        role, reviewer = self._role(scope)
         if role is not None:
             scope[ROLE_KEY] = role
+            if reviewer is not None:
+                scope[REVIEWER_KEY] = reviewer
             await self._app(scope, receive, send)
             return
         response = error_response(
@@ -85,14 +95,18 @@ class BearerTokenMiddleware:
             path = path[len(self._prefix) :]
         return path in self._public or path.startswith(self._public_prefixes)
 
-    def _role(self, scope: Scope) -> str | None:
-        """reviewer, api, or None (refused)."""
+    def _role(self, scope: Scope) -> tuple[str | None, str | None]:
+        """(reviewer, their name), (api, None), or (None, None): refused."""
         scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
         presented = given.strip().encode() if scheme.lower() == "bearer" else b""
-        if self._reviewer_token is not None and hmac.compare_digest(
-            presented, self._reviewer_token
-        ):
-            return "reviewer"
-        if self._token is None or hmac.compare_digest(presented, self._token):
-            return "api"
-        return None
+        # Every token is compared, whichever matches: the time taken says nothing of which.
+        reviewer = None
+        for name, token in self._reviewers:
+            if hmac.compare_digest(presented, token):
+                reviewer = name
+        if reviewer is not None:
+            return "reviewer", reviewer
+        matched = [hmac.compare_digest(presented, token) for token in self._tokens]
+        if not self._tokens or any(matched):
+            return "api", None
+        return None, None

@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     try:
         return _run(args, settings)
+    except SettingsError as exc:  # a start-up check of api, serve or worker
+        print(f"imageblur: {exc}", file=sys.stderr)
+        return 2
     except ImageblurError as exc:
         from imageblur.detection import ModelError  # not at import: it loads OpenCV
 
@@ -130,8 +133,10 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def _worker(settings: Settings, *, burst: bool) -> int:
     from imageblur.bootstrap import build
+    from imageblur.entrypoints.startup import check_worker
     from imageblur.entrypoints.worker import WorkerRuntime
 
+    check_worker(settings)
     container = build(settings, with_detector=True)
     runtime = WorkerRuntime(container, burst=burst)
     runtime.install_signal_handlers()

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from imageblur.corrections import InvalidCorrection, InvalidRegions
+from imageblur.corrections import InvalidCorrection, InvalidRegions, ReasonRequired
 from imageblur.domain import (
     BackendUnavailable,
     IdempotencyKeyReused,
@@ -45,6 +45,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     InvalidImage: (400, "invalid_image"),
     InvalidCorrection: (400, "invalid_json"),
     InvalidRegions: (422, "invalid_regions"),
+    ReasonRequired: (422, "reason_required"),
     StaleRevision: (412, "stale_revision"),
     OriginalGone: (409, "original_gone"),
     NotInReview: (409, "not_in_review"),

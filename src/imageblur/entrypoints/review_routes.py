@@ -1,11 +1,12 @@
 """The review routes: a picture's regions (read, correct), its approval and its audit
-trail. Corrections and approval need the reviewer's role when tokens are configured;
-the role is checked here, on the server, from what the token check recorded."""
+trail. Corrections and approval need a named reviewer's token, always: the role and the
+name are checked here, on the server, from what the token check recorded."""
 
 from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -14,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from imageblur import corrections
 from imageblur.bootstrap import Container
-from imageblur.domain import EventRole, InvalidImage, Region
-from imageblur.entrypoints.auth import role_of
+from imageblur.domain import InvalidImage, Region
+from imageblur.entrypoints.auth import reviewer_of, role_of
 from imageblur.entrypoints.errors import Rejected
 from imageblur.entrypoints.routes import Root
 from imageblur.entrypoints.schemas import (
@@ -44,12 +45,22 @@ def _review(request: Request) -> ReviewService:
 Review = Annotated[ReviewService, Depends(_review)]
 
 
-def _reviewer(request: Request) -> EventRole:
-    """The role a correction or approval is made with; 403 for the API token's."""
-    role = role_of(request.scope)
-    if role == "api":
-        raise Rejected(403, "forbidden", "this needs the reviewer token (IMAGEBLUR_REVIEWER_TOKEN)")
-    return "reviewer"
+def _reviewer(request: Request) -> str:
+    """The name of the reviewer making a correction or approval: 401 without a token,
+    403 for the API token's. Never anyone when no reviewer token is set."""
+    name = reviewer_of(request.scope)
+    if name is not None:
+        return name
+    if role_of(request.scope) == "api":
+        raise Rejected(
+            403, "forbidden", "this needs a reviewer's token (IMAGEBLUR_REVIEWER_TOKENS)"
+        )
+    raise Rejected(
+        401,
+        "unauthorized",
+        "correcting and approving need a reviewer's token (IMAGEBLUR_REVIEWER_TOKENS), "
+        "sent as 'Authorization: Bearer <token>'",
+    )
 
 
 def _etag(revision: int) -> dict[str, str]:
@@ -110,11 +121,13 @@ async def put_regions(
     image_id: str,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> JSONResponse:
-    role = _reviewer(request)
+    reviewer = _reviewer(request)
     expected = _revision(if_match)
     wanted = corrections.parse(await _json_body(request))
     record = await run_in_threadpool(
-        review.correct, image_id, wanted, expected_revision=expected, role=role
+        partial(review.correct, expected_revision=expected, role="reviewer", reviewer=reviewer),
+        image_id,
+        wanted,
     )
     body = picture(record, root).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=_etag(record.revision))
@@ -127,8 +140,8 @@ async def put_regions(
     summary="Release a picture held for review: done, and its original deleted",
 )
 async def approve(request: Request, review: Review, root: Root, image_id: str) -> Picture:
-    role = _reviewer(request)
-    record = await run_in_threadpool(review.approve, image_id, role=role)
+    reviewer = _reviewer(request)
+    record = await run_in_threadpool(review.approve, image_id, role="reviewer", reviewer=reviewer)
     return picture(record, root)
 
 

@@ -65,6 +65,8 @@ class EventOut(BaseModel):
     status: str
     revision: int
     detail: str | None
+    reviewer: str | None = None  # the reviewer's name, on corrections and approvals
+    reasons: dict[str, str] | None = None  # {region id: why a reviewer showed it}
 
 
 class History(BaseModel):
