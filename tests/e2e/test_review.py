@@ -184,6 +184,10 @@ def test_unhiding_a_false_alarm_gives_its_pixels_back(
     image_id = upload_in_review(api)
     etag, listed = regions(reviewer, image_id)
     unhidden = [{"id": r["id"], "hidden": False} for r in listed["regions"]]
+    refused = put(reviewer, image_id, {"regions": unhidden}, etag)
+    assert refused.status_code == 422 and refused.json()["error"] == "reason_required"
+    for item in unhidden:
+        item["reason"] = "a false alarm"
     assert put(reviewer, image_id, {"regions": unhidden}, etag).status_code == 202
     body = wait_status(api, image_id, {"review"})
     assert body["faces"] == 0
@@ -191,6 +195,10 @@ def test_unhiding_a_false_alarm_gives_its_pixels_back(
     before = decode(BILL.read_bytes())[y0:y1, x0:x1]
     after = decode(api.get(f"/picture/{image_id}/image").content)[y0:y1, x0:x1]
     assert detail(after) > 0.9 * detail(before)
+    events = api.get(f"/picture/{image_id}/history").json()["events"]
+    [corrected] = [e for e in events if e["action"] == "corrected"]
+    assert corrected["reviewer"] == "reviewer"  # the older single token's name
+    assert corrected["reasons"] == {r["id"]: "a false alarm" for r in listed["regions"]}
 
 
 @pytest.mark.parametrize(
