@@ -1,7 +1,8 @@
-"""The review screen in a real browser, against a real embedded server with review on:
-the regions listed (uncertain candidates apart), a box drawn with the mouse, saved and
-re-rendered, a region toggled from the keyboard, a stale revision reloaded, approval;
-and, with tokens, the API token refused where the reviewer token succeeds."""
+"""The review screen in a real browser, against a real embedded server with review on
+(which needs an API token and named reviewers): the regions listed (uncertain candidates
+apart), a box drawn with the mouse, saved and re-rendered, a region toggled from the
+keyboard, a stale revision reloaded, approval; the API token refused where a reviewer's
+token succeeds; a reason asked for before showing a face the detector hid."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from support import BILL, Server, run_server
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 API_TOKEN = "browser-api-token-0123456789"
-REVIEWER_TOKEN = "browser-reviewer-token-0123456789"
+REVIEWER_TOKEN = "browser-reviewer-token-0123456789"  # photo-desk's
 # An area of bill-gates.jpg (2400 x 1350) away from the face, with detail to lose.
 BOX = (400, 300, 200, 200)
 # The example pictures' faces score 0.8-0.95 and nothing else scores above the floor:
@@ -29,8 +30,10 @@ BOX = (400, 300, 200, 200)
 REVIEW = {
     "IMAGEBLUR_REVIEW": "required",
     "IMAGEBLUR_ORIGINALS_KEY": KEY,
-    "IMAGEBLUR_DETECTION_THRESHOLD": "0.99",
+    "IMAGEBLUR_API_TOKEN": API_TOKEN,
+    "IMAGEBLUR_REVIEWER_TOKENS": f"photo-desk:{REVIEWER_TOKEN}",
 }
+UNCERTAIN = {**REVIEW, "IMAGEBLUR_DETECTION_THRESHOLD": "0.99"}
 
 # Mean absolute difference between horizontal neighbours inside a box of the shown
 # result, at the picture's own size: high for detail, low once the box is hidden.
@@ -54,22 +57,28 @@ return sum / (h * (w - 1));
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("browser-review") / "data", env=REVIEW) as srv:
+    """The face scores below the threshold: an uncertain candidate."""
+    with run_server(tmp_path_factory.mktemp("browser-review") / "data", env=UNCERTAIN) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {**REVIEW, "IMAGEBLUR_API_TOKEN": API_TOKEN, "IMAGEBLUR_REVIEWER_TOKEN": REVIEWER_TOKEN}
-    with run_server(tmp_path_factory.mktemp("browser-review-token") / "data", env=env) as srv:
+def detector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The default threshold: the detector hides the face."""
+    with run_server(tmp_path_factory.mktemp("browser-reason") / "data", env=REVIEW) as srv:
         yield srv
 
 
 @pytest.fixture
 def page(request: pytest.FixtureRequest, driver: webdriver.Chrome) -> Iterator[Page]:
-    """On the open server, or (parametrized indirectly) on the one with tokens."""
+    """On `server`, or (parametrized indirectly) on `detector_server`; the tab holds
+    photo-desk's token, as the page's prompt would have kept it."""
     server: Server = request.getfixturevalue(getattr(request, "param", "server"))
-    yield from fresh_page(driver, server.url)
+    for fresh in fresh_page(driver, server.url):
+        driver.execute_script(
+            "sessionStorage.setItem('imageblur.token', arguments[0])", REVIEWER_TOKEN
+        )
+        yield fresh
 
 
 def client(server: Server, token: str | None = None) -> httpx.Client:
@@ -139,7 +148,7 @@ def test_a_reviewer_draws_a_box_toggles_a_region_and_approves(page: Page, server
     assert "review" in card.find_element("css selector", ".status").text
     image_id = card.get_attribute("data-id") or ""
     open_review(page)
-    api = client(server)
+    api = client(server, REVIEWER_TOKEN)
     etag, listed = regions(api, image_id)
     assert etag == '"0"'
     [face] = listed
@@ -217,12 +226,11 @@ def test_a_reviewer_draws_a_box_toggles_a_region_and_approves(page: Page, server
     page.wait(lambda: page.find_all(f"#uploads .card[data-id='{image_id}'][data-status=done]"))
 
 
-@pytest.mark.parametrize("page", ["token_server"], indirect=True)
 def test_the_api_token_is_refused_where_the_reviewer_token_succeeds(
-    page: Page, token_server: Server
+    page: Page, server: Server
 ) -> None:
     page.allow_console("status of 403")
-    with client(token_server, API_TOKEN) as api:
+    with client(server, API_TOKEN) as api:
         created = api.post("/picture", files={"image": (BILL.name, BILL.read_bytes())})
         image_id = created.json()["id"]
         wait_status(api, image_id, "review")
@@ -246,10 +254,48 @@ def test_the_api_token_is_refused_where_the_reviewer_token_succeeds(
     page.wait(lambda: "The new result is shown" in review_message(page), timeout_s=120)
     page.find("#approve-button").click()
     page.wait(lambda: page.find("#result-meta").text.startswith("Done"), what="done")
-    with client(token_server, REVIEWER_TOKEN) as reviewer:
+    with client(server, REVIEWER_TOKEN) as reviewer:
         body = reviewer.get(f"/picture/{image_id}").json()
         assert body["status"] == "done" and body["review"] == "approved"
         events = reviewer.get(f"/picture/{image_id}/history").json()["events"]
-        assert [e["role"] for e in events].count(
-            "reviewer"
-        ) == 2  # corrected and approved, as the reviewer
+        signed = [(e["action"], e["reviewer"]) for e in events if e["role"] == "reviewer"]
+        assert signed == [("corrected", "photo-desk"), ("approved", "photo-desk")]
+
+
+@pytest.mark.parametrize("page", ["detector_server"], indirect=True)
+def test_showing_a_face_the_detector_hid_asks_why(page: Page, detector_server: Server) -> None:
+    with client(detector_server, API_TOKEN) as api:
+        created = api.post("/picture", files={"image": (BILL.name, BILL.read_bytes())})
+        image_id = created.json()["id"]
+        wait_status(api, image_id, "review")
+        _, listed = regions(api, image_id)
+    face = next(r for r in listed if r["hidden"] and not r["uncertain"])
+    page.open()
+    page.visible(f"#history-list .history-row[data-id='{image_id}'] button").click()  # View
+    page.visible("#result .review")
+    checkbox = page.wait(
+        lambda: page.find(f"#result .review input[data-region='{face['id']}']"), what="face"
+    )
+    reason = page.find(f"#reason-{face['id']}")
+    assert checkbox.is_selected() and not reason.is_displayed()  # hidden: nothing to say
+
+    checkbox.send_keys(Keys.SPACE)  # show the face: the page asks why
+    assert not checkbox.is_selected()
+    page.visible(f"#reason-{face['id']}")
+    page.find("#save-button").click()
+    page.wait(lambda: "Say why" in review_message(page), what="a reason asked for")
+    assert page.driver.switch_to.active_element == reason  # where to type it
+    with client(detector_server, API_TOKEN) as api:
+        assert regions(api, image_id)[0] == '"0"'  # nothing was sent
+
+    reason.send_keys("a face on a poster")
+    page.find("#save-button").click()
+    page.wait(lambda: "The new result is shown" in review_message(page), timeout_s=120)
+    with client(detector_server, API_TOKEN) as api:
+        events = api.get(f"/picture/{image_id}/history").json()["events"]
+    [corrected] = [e for e in events if e["action"] == "corrected"]
+    assert corrected["reviewer"] == "photo-desk"
+    assert corrected["reasons"] == {face["id"]: "a face on a poster"}
+    shown = page.find(f"#result .review input[data-region='{face['id']}']")
+    assert not shown.is_selected()  # reloaded: shown now, and no reason asked again
+    assert not page.find(f"#reason-{face['id']}").is_displayed()

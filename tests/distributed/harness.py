@@ -143,6 +143,9 @@ class Deployment:
             **{f"IMAGEBLUR_{k.upper()}": v for k, v in settings.items()},
             "IMAGEBLUR_PORT": str(self.port),
         }
+        # A deployment with API tokens uploads with the first (the others are rotated in).
+        token = settings.get("api_token", "").split(",")[0]
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self._logs: list[Path] = []
@@ -240,7 +243,7 @@ class Deployment:
     # --- client ------------------------------------------------------------------------
 
     def upload(self, data: bytes, *, name: str, key: str | None = None) -> httpx.Response:
-        headers = {"Idempotency-Key": key} if key else {}
+        headers = {"Idempotency-Key": key, **self.auth} if key else dict(self.auth)
         response = httpx.post(
             f"{self.url}/picture",
             files={"image": (name, data, "image/jpeg")},

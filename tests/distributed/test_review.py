@@ -26,12 +26,20 @@ from .harness import EXAMPLES, Backends, Deployment, generated_jpeg
 pytestmark = pytest.mark.slow
 
 KEY = base64.b64encode(bytes(range(1, 33))).decode()
-REVIEW = {"review": "required", "originals_key": KEY}
+API_TOKEN = "distributed-api-token-0123456789"
+PHOTO_DESK, NIGHT_DESK = "photo-desk-token-0123456789", "night-desk-token-0123456789"
+REVIEW = {
+    "review": "required",
+    "originals_key": KEY,
+    "api_token": API_TOKEN,
+    "reviewer_tokens": f"photo-desk:{PHOTO_DESK},night-desk:{NIGHT_DESK}",
+}
+DESK = {"Authorization": f"Bearer {PHOTO_DESK}"}  # a reviewer's token: allowed everywhere
 BOX = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
 
 
 def wait_status(app: Deployment, image_id: str, wanted: str, timeout_s: float = 120) -> Any:
-    with httpx.Client(base_url=app.url, timeout=10) as client:
+    with httpx.Client(base_url=app.url, timeout=10, headers=DESK) as client:
         return support.wait_status(
             client, image_id, {wanted}, timeout_s=timeout_s, context=app.logs
         )
@@ -42,18 +50,20 @@ def upload(app: Deployment, data: bytes, name: str = "bill.jpg") -> str:
 
 
 def regions(app: Deployment, image_id: str) -> tuple[str, list[dict[str, Any]]]:
-    response = httpx.get(f"{app.url}/picture/{image_id}/regions", timeout=10)
+    response = httpx.get(f"{app.url}/picture/{image_id}/regions", timeout=10, headers=DESK)
     assert response.status_code == 200, response.text
     return response.headers["etag"], response.json()["regions"]
 
 
-def correct(app: Deployment, image_id: str, etag: str, extra: list[Any]) -> httpx.Response:
+def correct(
+    app: Deployment, image_id: str, etag: str, extra: list[Any], token: str = PHOTO_DESK
+) -> httpx.Response:
     _, listed = regions(app, image_id)
     wanted = [{"id": r["id"], "hidden": r["hidden"]} for r in listed] + extra
     return httpx.put(
         f"{app.url}/picture/{image_id}/regions",
         json={"regions": wanted},
-        headers={"If-Match": etag},
+        headers={"If-Match": etag, "Authorization": f"Bearer {token}"},
         timeout=30,
     )
 
@@ -99,23 +109,25 @@ def test_review_workflow_end_to_end(backends: Backends, deploy: DeploymentFactor
     assert response.status_code == 202, response.text
     assert correct(app, image_id, etag, [BOX]).status_code == 412
     wait_status(app, image_id, "review")
-    result = httpx.get(f"{app.url}/picture/{image_id}/image", timeout=30)
+    result = httpx.get(f"{app.url}/picture/{image_id}/image", timeout=30, headers=DESK)
     after = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), dtype=np.float32)
     before = np.asarray(Image.open(io.BytesIO(bill())).convert("RGB"), dtype=np.float32)
     inside = (slice(300, 500), slice(400, 600))
     assert np.abs(after[inside] - before[inside]).mean() > 2  # hidden now
     assert len(keys(backends, "output", image_id)) == 1  # the replaced result is deleted
 
-    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30, headers=DESK)
     assert approved.status_code == 200 and approved.json()["status"] == "done"
     assert keys(backends, "input", image_id) == []
-    events = httpx.get(f"{app.url}/picture/{image_id}/history", timeout=10).json()["events"]
-    assert [e["action"] for e in events] == [
-        "uploaded",
-        "processed",
-        "corrected",
-        "rendered",
-        "approved",
+    events = httpx.get(f"{app.url}/picture/{image_id}/history", timeout=10, headers=DESK).json()[
+        "events"
+    ]
+    assert [(e["action"], e["reviewer"]) for e in events] == [
+        ("uploaded", None),
+        ("processed", None),
+        ("corrected", "photo-desk"),
+        ("rendered", None),
+        ("approved", "photo-desk"),
     ]
     assert app.statuses[500] == 0
 
@@ -148,7 +160,8 @@ def test_a_worker_killed_during_a_re_render(backends: Backends, deploy: Deployme
     assert body["revision"] == 1
     assert len(keys(backends, "output", image_id)) == 1
     actions = [
-        e["action"] for e in httpx.get(f"{app.url}/picture/{image_id}/history").json()["events"]
+        e["action"]
+        for e in httpx.get(f"{app.url}/picture/{image_id}/history", headers=DESK).json()["events"]
     ]
     assert actions.count("rendered") == 1
 
@@ -184,11 +197,11 @@ def test_approval_waits_for_a_re_render_then_succeeds(
     worker.send_signal(signal.SIGTERM)  # no worker: the re-render stays pending
     worker.wait(timeout=60)
     assert correct(app, image_id, '"0"', [BOX]).status_code == 202
-    refused = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    refused = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30, headers=DESK)
     assert refused.status_code == 409 and refused.json()["error"] == "rendering"
     app.start_worker()
     wait_status(app, image_id, "review")
-    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30)
+    approved = httpx.post(f"{app.url}/picture/{image_id}/approve", timeout=30, headers=DESK)
     assert approved.status_code == 200 and approved.json()["review"] == "approved"
 
 
@@ -200,10 +213,14 @@ def test_two_reviewers_with_the_same_revision_exactly_one_wins(
     wait_status(app, image_id, "review")
     for round_ in range(3):
         etag, _ = regions(app, image_id)
-        codes = race(lambda n, etag=etag: correct(app, image_id, etag, [{**BOX, "x": 50 + n}]))
+        codes = race(
+            lambda n, etag=etag: correct(
+                app, image_id, etag, [{**BOX, "x": 50 + n}], (PHOTO_DESK, NIGHT_DESK)[n]
+            )
+        )
         assert sorted(codes) == [202, 412], (round_, codes)
         wait_status(app, image_id, "review")
-    assert httpx.get(f"{app.url}/picture/{image_id}").json()["revision"] == 3
+    assert httpx.get(f"{app.url}/picture/{image_id}", headers=DESK).json()["revision"] == 3
 
 
 def race(send: Any) -> list[int]:

@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -59,6 +59,7 @@ class RunDistributed:
     s3_port: int
     metrics_port: int  # worker n serves its metrics on metrics_port + n
     schema: str
+    auth: dict[str, str] = field(default_factory=dict)  # the token, when one is set
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -76,13 +77,17 @@ class RunDistributed:
 
     def upload(self, data: bytes, name: str) -> str:
         response = httpx.post(
-            f"{self.url}/picture", files={"image": (name, data, "image/jpeg")}, timeout=30
+            f"{self.url}/picture",
+            files={"image": (name, data, "image/jpeg")},
+            headers=self.auth,
+            timeout=30,
         )
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
     def status(self, image_id: str) -> str:
-        return str(httpx.get(f"{self.url}/picture/{image_id}", timeout=5).json()["status"])
+        answer = httpx.get(f"{self.url}/picture/{image_id}", headers=self.auth, timeout=5)
+        return str(answer.json()["status"])
 
     def repository(self) -> PostgresImageRepository:
         return PostgresImageRepository(DSN, schema=self.schema, pool_min=0, pool_max=2, timeout_s=5)
@@ -316,7 +321,10 @@ def test_review_on_make_run_distributed(tmp_path: Path) -> None:
     """The issue's check on the supervised set-up: held, corrected, stale refused,
     approved; while held the original at rest is not a readable image."""
     key = base64.b64encode(bytes(range(2, 34))).decode()
-    with run_distributed(tmp_path, review="required", originals_key=key) as run:
+    desk = "photo-desk-token-0123456789"
+    tokens = {"api_token": "api-token-0123456789", "reviewer_tokens": f"photo-desk:{desk}"}
+    with run_distributed(tmp_path, review="required", originals_key=key, **tokens) as run:
+        run.auth = {"Authorization": f"Bearer {desk}"}  # a reviewer may do everything
         run.wait_ready()
         bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
         image_id = run.upload(bill, "bill.jpg")
@@ -327,21 +335,27 @@ def test_review_on_make_run_distributed(tmp_path: Path) -> None:
             with pytest.raises(UnidentifiedImageError):
                 Image.open(io.BytesIO(originals.get(stored)))
             url = f"{run.url}/picture/{image_id}"
-            listed = httpx.get(f"{url}/regions", timeout=10)
+            listed = httpx.get(f"{url}/regions", headers=run.auth, timeout=10)
             assert listed.headers["etag"] == '"0"'
             box = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
             wanted = [{"id": r["id"], "hidden": r["hidden"]} for r in listed.json()["regions"]]
             body = {"regions": [*wanted, box]}
-            put = httpx.put(f"{url}/regions", json=body, headers={"If-Match": '"0"'}, timeout=10)
+            put = httpx.put(
+                f"{url}/regions", json=body, headers={"If-Match": '"0"', **run.auth}, timeout=10
+            )
             assert put.status_code == 202, put.text
-            stale = httpx.put(f"{url}/regions", json=body, headers={"If-Match": '"0"'}, timeout=10)
+            stale = httpx.put(
+                f"{url}/regions", json=body, headers={"If-Match": '"0"', **run.auth}, timeout=10
+            )
             assert stale.status_code == 412
             servers.wait_for(lambda: run.status(image_id) == "review", timeout_s=120, what="render")
-            after = np.asarray(Image.open(io.BytesIO(httpx.get(f"{url}/image").content)))
+            after = np.asarray(
+                Image.open(io.BytesIO(httpx.get(f"{url}/image", headers=run.auth).content))
+            )
             before = np.asarray(Image.open(io.BytesIO(bill)))
             inside = (slice(300, 500), slice(400, 600))
             assert np.abs(after[inside].astype(float) - before[inside]).mean() > 2
-            assert httpx.post(f"{url}/approve", timeout=10).status_code == 200
+            assert httpx.post(f"{url}/approve", headers=run.auth, timeout=10).status_code == 200
             assert not [o for o in originals.list() if o.key.startswith(image_id)]
         finally:
             originals.close()

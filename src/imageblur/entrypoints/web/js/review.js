@@ -10,6 +10,7 @@ import { addResultExtension, currentRecord, drawRegions } from './result.js';
 
 const POLL_MS = 1000;
 const MIN_BOX_PX = 4;
+const MAX_REASON_CHARS = 500; // the server's limit on a reason (422 reason_required without)
 // What to tell the reviewer once the view has been reopened on a picture (after a save
 // or an approval): the view is rebuilt, so the note is handed over by picture id.
 const notes = new Map();
@@ -26,7 +27,7 @@ class Review {
     this.record = record;
     this.container = container;
     this.revision = null;
-    this.regions = []; // as loaded, with the wanted `hidden`
+    this.regions = []; // as loaded, with the wanted `hidden` and `reason`
     this.added = []; // new manual boxes {x, y, width, height}
     this.message = h('p', { id: 'review-message', class: 'note', role: 'status' });
     this.revisionText = h('p', { class: 'meta' });
@@ -55,7 +56,9 @@ class Review {
       const response = await request(`picture/${encodeURIComponent(this.record.id)}/regions`);
       const body = await response.json();
       this.revision = response.headers.get('ETag') || `"${body.revision}"`;
-      this.regions = body.regions.map((region) => ({ ...region }));
+      // Showing what the detector hid (not an uncertain candidate) needs a reason.
+      this.regions = body.regions.map((region) => ({ ...region, reason: '',
+        needsReason: region.hidden && region.source === 'detector' && !region.uncertain }));
       this.revisionText.textContent = `Revision ${body.revision}`;
       this.added = [];
       this.render();
@@ -70,13 +73,16 @@ class Review {
       const id = `region-${region.id}`;
       const box = h('input', { type: 'checkbox', id, 'data-region': region.id });
       box.checked = region.hidden;
+      const reason = this.reasonField(region);
       box.addEventListener('change', () => {
         region.hidden = box.checked;
+        reason.hidden = !(region.needsReason && !region.hidden);
         this.draw();
       });
       const score = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
       return h('li', {}, box, h('label', { for: id, class: 'inline',
-        text: `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)` }));
+        text: `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)` }),
+      reason);
     };
     this.list.replaceChildren(...this.regions.filter((r) => !r.uncertain).map(item));
     this.uncertainList.replaceChildren(...this.regions.filter((r) => r.uncertain).map(item));
@@ -87,6 +93,23 @@ class Review {
         this.render();
       } }, `Remove new box ${i + 1}`))));
     this.draw();
+  }
+
+  // Where a reviewer says why a region the detector hid should be shown; kept in the
+  // picture's audit trail. Shown only while such a region is unticked.
+  reasonField(region) {
+    const id = `reason-${region.id}`;
+    const input = h('input', { type: 'text', id, class: 'reason', 'data-reason': region.id,
+      maxlength: MAX_REASON_CHARS, autocomplete: 'off' });
+    input.value = region.reason;
+    input.addEventListener('input', () => {
+      region.reason = input.value;
+    });
+    const field = h('span', { class: 'reason-field' },
+      h('label', { for: id, class: 'inline', text: `Why show ${region.kind} ${region.id}? ` }),
+      input);
+    field.hidden = !(region.needsReason && !region.hidden);
+    return field;
   }
 
   draw() {
@@ -146,8 +169,16 @@ class Review {
 
   async save() {
     if (this.saving) return;
+    const unexplained = this.regions.find((r) => r.needsReason && !r.hidden && !r.reason.trim());
+    if (unexplained) {
+      this.message.textContent = `Say why ${unexplained.kind} ${unexplained.id} should be shown: `
+        + 'the detector hid it.';
+      $(`reason-${unexplained.id}`)?.focus();
+      return;
+    }
     const regions = [
-      ...this.regions.map(({ id, hidden }) => ({ id, hidden })),
+      ...this.regions.map(({ id, hidden, reason, needsReason }) => (
+        needsReason && !hidden ? { id, hidden, reason: reason.trim() } : { id, hidden })),
       ...this.added.map((box) => ({ ...box, hidden: true })),
     ];
     this.busy(true);
