@@ -272,6 +272,8 @@ def test_an_api_token_guards_every_endpoint_but_health_and_docs(tmp_path: Path) 
 def test_with_review_off_a_picture_is_done_with_its_regions_and_cannot_be_corrected(
     server: Server, client: httpx.Client
 ) -> None:
+    """Without tokens nobody is a reviewer: a correction or approval answers 401 before
+    anything else (tests/e2e/test_review.py: a reviewer gets 409 original_gone)."""
     data = BILL.read_bytes()
     image_id = client.post("/picture", files={"image": ("b.jpg", data, "image/jpeg")}).json()["id"]
     done = server.wait_done(client, image_id)
@@ -281,7 +283,7 @@ def test_with_review_off_a_picture_is_done_with_its_regions_and_cannot_be_correc
     assert any(r["hidden"] for r in listed.json()["regions"])
     body = {"regions": [{"x": 1, "y": 1, "width": 10, "height": 10, "hidden": True}]}
     refused = client.put(f"/picture/{image_id}/regions", json=body, headers={"If-Match": '"0"'})
-    assert refused.status_code == 409 and refused.json()["error"] == "original_gone"
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
     approve = client.post(f"/picture/{image_id}/approve")
-    assert approve.status_code == 409 and approve.json()["error"] == "not_in_review"
+    assert approve.status_code == 401 and approve.json()["error"] == "unauthorized"
     assert client.get("/picture/0123456789abcdef0123456789abcdef/regions").status_code == 404
