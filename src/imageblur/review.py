@@ -90,7 +90,7 @@ class ReviewService:
             reviewer=reviewer,
             reasons=corrections.reasons(wanted),
         )
-        log.info("image.corrected", image_id=image_id, revision=updated.revision)
+        log.info("image.corrected", image_id=image_id, revision=updated.revision, reviewer=reviewer)
         self._publish_render(updated)
         return updated
 
@@ -125,7 +125,7 @@ class ReviewService:
         if not is_image_id(image_id):
             raise NotFound(f"no image with id {image_id}")
         record = self._repo.approve(image_id, role=role, now=self._clock(), reviewer=reviewer)
-        log.info("image.approved", image_id=image_id, revision=record.revision)
+        log.info("image.approved", image_id=image_id, revision=record.revision, reviewer=reviewer)
         if not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=image_id)
         return record

@@ -309,3 +309,10 @@ def test_off_loopback_with_a_token_any_host_is_answered(tmp_path: Path) -> None:
             assert c.get("/pictures").status_code == 200
         with client(srv, Host="imageblur-api.photos.svc") as c:
             assert c.get("/pictures").status_code == 401
+
+
+def test_the_anonymous_switch_opens_an_address_on_purpose_and_says_so(tmp_path: Path) -> None:
+    env = {"IMAGEBLUR_HOST": "0.0.0.0", "IMAGEBLUR_ALLOW_ANONYMOUS": "true"}
+    with run_server(tmp_path / "data", command="api", env=env) as srv, client(srv) as c:
+        assert c.get("/pictures").status_code == 200
+        assert '"api.open_to_anyone"' in srv.logs()

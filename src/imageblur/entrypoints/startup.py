@@ -6,7 +6,10 @@ the listen address or review mode."""
 from __future__ import annotations
 
 from imageblur.config import Settings, SettingsError
+from imageblur.logs import get_logger
 from imageblur.tokens import is_loopback
+
+log = get_logger(__name__)
 
 
 def check_api(settings: Settings) -> None:
@@ -30,6 +33,8 @@ def check_api(settings: Settings) -> None:
             "reaches the port use the API"
         )
     _refuse(problems)
+    if not is_loopback(settings.host) and settings.api_token is None:
+        log.warning("api.open_to_anyone", host=settings.host, setting="IMAGEBLUR_ALLOW_ANONYMOUS")
 
 
 def check_worker(settings: Settings) -> None:
