@@ -601,7 +601,8 @@ class Settings(BaseSettings):
         tokens = list(reviewers.values())
         if len(set(tokens)) < len(tokens):
             raise ValueError("two reviewers have the same token: give each their own")
-        others = {*self.api_tokens(), *_secret_list(self.metrics_token)}
+        metrics = self.metrics_token.get_secret_value() if self.metrics_token else None
+        others = {*self.api_tokens(), metrics}
         if others.intersection(tokens):
             raise ValueError(
                 "a reviewer token is also IMAGEBLUR_API_TOKEN or IMAGEBLUR_METRICS_TOKEN: "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -125,9 +124,12 @@ async def put_regions(
     expected = _revision(if_match)
     wanted = corrections.parse(await _json_body(request))
     record = await run_in_threadpool(
-        partial(review.correct, expected_revision=expected, role="reviewer", reviewer=reviewer),
+        review.correct,
         image_id,
         wanted,
+        expected_revision=expected,
+        role="reviewer",
+        reviewer=reviewer,
     )
     body = picture(record, root).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=_etag(record.revision))
