@@ -290,10 +290,11 @@ def test_an_unreviewed_hold_expires(tmp_path: Path) -> None:
                 "IMAGEBLUR_ORIGINALS_KEY": KEY,
                 "IMAGEBLUR_API_TOKEN": API_TOKEN,
             },
-            "IMAGEBLUR_REVIEWER_TOKEN",
+            "IMAGEBLUR_REVIEWER_TOKENS",
         ),
+        ({"IMAGEBLUR_REVIEW": "required", "IMAGEBLUR_ORIGINALS_KEY": KEY}, "IMAGEBLUR_API_TOKEN"),
     ],
-    ids=["no-key", "short-key", "no-reviewer-token"],
+    ids=["no-key", "short-key", "no-reviewer-token", "no-token"],
 )
 def test_review_mode_refuses_to_start_without_what_it_needs(
     tmp_path: Path, env: dict[str, str], named: str
