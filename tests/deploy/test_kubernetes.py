@@ -21,6 +21,7 @@ from tests.deploy.conftest import (
 )
 
 from imageblur.config import Settings, load_settings
+from imageblur.entrypoints.startup import check_api, check_worker
 
 # Custom resources: no schema ships with kubernetes-validate. Only these kinds are skipped;
 # any other object without a schema fails the test.
@@ -576,3 +577,14 @@ def test_a_worker_metrics_port_is_guarded(docs: list[Doc]) -> None:
     assert all(peer == PROMETHEUS_PEER for peer in peers), peers
     if find(docs, "PodMonitor"):
         assert peers == [PROMETHEUS_PEER]
+
+
+def test_the_workloads_pass_their_start_up_checks(
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `imageblur api` and `imageblur worker` check before they serve (an open
+    address needs a token, review needs reviewers) holds for the settings each pod gets."""
+    workloads = _app_workloads(docs)
+    for component, check in (("api", check_api), ("worker", check_worker)):
+        container: Any = pod_spec(workloads[component])["containers"][0]  # type: ignore[index]
+        check(_settings(monkeypatch, _effective_env(docs, container)))
