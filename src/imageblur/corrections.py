@@ -16,6 +16,10 @@ from imageblur.domain import MAX_REGIONS, ImageblurError, Region
 
 _BOX = ("x", "y", "width", "height")
 _NUMBERED = re.compile(r"^[a-z](\d+)$")
+# Manual regions a picture's list may hold. Each is re-rendered on every correction; the
+# render merges them into one mask, and this keeps the request, the record and the merge
+# small (a 1 MB body could otherwise carry thousands of boxes).
+MAX_MANUAL_REGIONS = 500
 
 
 class InvalidCorrection(ImageblurError):  # noqa: N818 - a domain name
@@ -31,6 +35,15 @@ class ReasonRequired(InvalidRegions):
 
 
 MAX_REASON_CHARS = 500
+
+
+class TooManyRegions(InvalidRegions):
+    """More manual regions than MAX_MANUAL_REGIONS (422 too_many_regions)."""
+
+
+class DuplicateRegion(InvalidRegions):
+    """The same region listed twice: an id, or a manual box equal to another once both
+    are clipped to the image (422 duplicate_region)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +112,10 @@ def apply(
     current: Sequence[Region], wanted: Sequence[Wanted], *, width: int, height: int
 ) -> list[Region]:
     """The record's new regions. Raises `InvalidRegions` for the first region that cannot
-    be applied: an unknown id, a box under 1 px or entirely outside the image, or more
-    than MAX_REGIONS; `ReasonRequired` for a region the detector hid, shown without a
-    reason. A box partly outside is clipped to the image."""
+    be applied: an unknown id, a box under 1 px or entirely outside the image, more than
+    MAX_REGIONS, more than MAX_MANUAL_REGIONS manual ones (`TooManyRegions`), or a
+    duplicate (`DuplicateRegion`); `ReasonRequired` for a region the detector hid, shown
+    without a reason. A box partly outside is clipped to the image."""
     if len(wanted) > MAX_REGIONS:
         raise InvalidRegions(f"{len(wanted)} regions: at most {MAX_REGIONS} per picture")
     by_id = {region.id: region for region in current}
@@ -120,6 +134,7 @@ def apply(
             continue
         out.append(_manual(index, item, f"m{next_number}", width=width, height=height))
         next_number += 1
+    _check_unique(out)
     return out
 
 
@@ -137,6 +152,31 @@ def _reveals_detection(current: Region, wanted: KeptRegion) -> bool:
         and current.source == "detector"
         and not current.uncertain
     )
+
+
+def _check_unique(regions: Sequence[Region]) -> None:
+    """Refuse a list the render would pay for twice (or more) for nothing."""
+    manual = [r for r in regions if r.source == "manual"]
+    if len(manual) > MAX_MANUAL_REGIONS:
+        raise TooManyRegions(
+            f"{len(manual)} manual regions: at most {MAX_MANUAL_REGIONS} per picture; "
+            "draw one box over neighbouring faces"
+        )
+    seen_ids: set[str] = set()
+    seen_boxes: dict[tuple[int, int, int, int], int] = {}
+    for index, r in enumerate(regions):
+        if r.id in seen_ids:
+            raise DuplicateRegion(f"regions[{index}]: region {r.id!r} is listed twice")
+        seen_ids.add(r.id)
+        if r.source != "manual":
+            continue
+        box = (r.x, r.y, r.width, r.height)
+        if box in seen_boxes:
+            raise DuplicateRegion(
+                f"regions[{index}]: the same box as regions[{seen_boxes[box]}] once clipped "
+                f"to the image (x, y, width, height = {box})"
+            )
+        seen_boxes[box] = index
 
 
 def _number(region_id: str) -> int:

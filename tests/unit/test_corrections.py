@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 
 from imageblur.corrections import (
+    MAX_MANUAL_REGIONS,
+    DuplicateRegion,
     InvalidCorrection,
     InvalidRegions,
     KeptRegion,
     ManualBox,
     ReasonRequired,
+    TooManyRegions,
     apply,
     parse,
     reasons,
@@ -133,3 +136,47 @@ def test_showing_what_the_detector_hid_needs_a_reason() -> None:
     new = apply(current, wanted, width=100, height=100)
     assert [r.hidden for r in new] == [False, False, False]
     assert apply(current, [KeptRegion("r1", True)], width=100, height=100)[0].hidden
+
+
+def manual(region_id: str, x: int) -> Region:
+    return Region(region_id, x, 0, 1, 1, None, "manual", "face", uncertain=False, hidden=True)
+
+
+def test_at_most_max_manual_regions_counting_those_kept() -> None:
+    kept = [manual("m1", 0), manual("m2", 1)]
+    new = [ManualBox(x, 5, 1, 1, True) for x in range(MAX_MANUAL_REGIONS - 2)]
+    listed = [KeptRegion("m1", True), KeptRegion("m2", False), *new]
+    assert len(apply(kept, listed, width=1000, height=10)) == MAX_MANUAL_REGIONS
+    one_more = [*listed, ManualBox(999, 5, 1, 1, True)]
+    with pytest.raises(TooManyRegions, match=f"at most {MAX_MANUAL_REGIONS}"):
+        apply(kept, one_more, width=1000, height=10)
+
+
+def test_detector_regions_do_not_count_towards_the_manual_limit() -> None:
+    detected = [region(f"r{i}") for i in range(MAX_MANUAL_REGIONS + 1)]
+    listed = [KeptRegion(r.id, True) for r in detected] + [ManualBox(0, 0, 1, 1, True)]
+    assert len(apply(detected, listed, width=100, height=100)) == MAX_MANUAL_REGIONS + 2
+
+
+SAME = "regions[1]: the same box as regions[0]"
+
+
+@pytest.mark.parametrize(
+    ("wanted", "named"),
+    [
+        # The same box once clipped: (-5, 0, 20, 5) is (0, 0, 10, 5) in a 10 px wide image.
+        ([ManualBox(0, 0, 10, 5, True), ManualBox(-5, 0, 20, 5, False)], SAME),
+        ([KeptRegion("m1", True), ManualBox(3, 0, 1, 1, True)], SAME),
+        ([KeptRegion("r1", True), KeptRegion("r1", False)], "regions[1]: region 'r1' is listed"),
+    ],
+)
+def test_a_duplicate_is_refused(wanted: list[Any], named: str) -> None:
+    with pytest.raises(DuplicateRegion, match=named.replace("[", r"\[").replace("]", r"\]")):
+        apply([region("r1"), manual("m1", 3)], wanted, width=10, height=10)
+
+
+def test_a_manual_box_may_equal_a_detector_box() -> None:
+    # A detector region is hidden under its own (grown) mask, a manual one as drawn.
+    detected = region("r1")
+    box = ManualBox(detected.x, detected.y, detected.width, detected.height, True)
+    assert len(apply([detected], [KeptRegion("r1", True), box], width=100, height=100)) == 2

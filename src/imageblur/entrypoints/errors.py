@@ -9,7 +9,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from imageblur.corrections import InvalidCorrection, InvalidRegions, ReasonRequired
+from imageblur.corrections import (
+    DuplicateRegion,
+    InvalidCorrection,
+    InvalidRegions,
+    ReasonRequired,
+    TooManyRegions,
+)
 from imageblur.domain import (
     BackendUnavailable,
     IdempotencyKeyReused,
@@ -46,6 +52,8 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     InvalidCorrection: (400, "invalid_json"),
     InvalidRegions: (422, "invalid_regions"),
     ReasonRequired: (422, "reason_required"),
+    TooManyRegions: (422, "too_many_regions"),
+    DuplicateRegion: (422, "duplicate_region"),
     StaleRevision: (412, "stale_revision"),
     OriginalGone: (409, "original_gone"),
     NotInReview: (409, "not_in_review"),

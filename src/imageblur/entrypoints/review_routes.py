@@ -88,6 +88,9 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise corrections.InvalidCorrection(f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # Nesting deeper than the parser's stack (a few thousand "[" fit in 1 MB).
+        raise corrections.InvalidCorrection("the body's JSON is nested too deeply") from exc
 
 
 def _regions_out(revision: int, regions: list[Region]) -> dict[str, Any]:
