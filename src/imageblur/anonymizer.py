@@ -16,10 +16,16 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
 from imageblur import imaging, jpeg_patch
-from imageblur.blurring import hide_masks, mask_boxes, region_mask, shape_of
+from imageblur.blurring import (
+    Box,
+    hide_masks,
+    mask_boxes,
+    merged_boxes,
+    opaque_masks,
+    region_mask,
+    shape_of,
+)
 from imageblur.domain import MAX_REGIONS, Face, Region, RegionKind
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
@@ -119,7 +125,12 @@ class Anonymizer:
         clock.lap("decode")
         height, width = decoded.rgb.shape[:2]
         chosen = [region for region in regions if region.hidden]
-        masks = [mask for region in chosen for mask in self._masks_of(region, width, height)]
+        detected = [region for region in chosen if region.source != "manual"]
+        masks = [mask for region in detected for mask in self._masks_of(region, width, height)]
+        # A person drew these boxes: all of each is hidden, whatever the mask shape. One
+        # mask for all of them, so that their number does not multiply the work.
+        drawn = [_clipped(region, width, height) for region in chosen if region.source == "manual"]
+        masks += merged_boxes([box for box in drawn if box is not None])
         kinds = [region.kind for region in chosen]
         return self._finish(data, decoded, masks, kinds, list(regions), clock, content_type)
 
@@ -147,6 +158,10 @@ class Anonymizer:
         height, width = decoded.rgb.shape[:2]
         # In place: the decoded original is not needed afterwards.
         decoded.rgb = hide_masks(decoded.rgb, masks, mode=opts.mode, in_place=True)
+        if decoded.alpha is not None:
+            if not decoded.alpha.flags.writeable:
+                decoded.alpha = decoded.alpha.copy()
+            opaque_masks(decoded.alpha, masks)
         clock.lap("blur")
         target = (
             imaging.format_for_content_type(content_type)
@@ -178,14 +193,11 @@ class Anonymizer:
         ]
 
     def _masks_of(self, region: Region, width: int, height: int) -> list[Mask]:
-        x0, y0 = max(0, region.x), max(0, region.y)
-        x1, y1 = min(width, region.x + region.width), min(height, region.y + region.height)
-        if region.source == "manual":
-            # A person drew the box: all of it is hidden, whatever the mask shape.
-            if x1 <= x0 or y1 <= y0:
-                return []
-            return [((x0, y0, x1, y1), np.ones((y1 - y0, x1 - x0), bool))]
-        face = Face(x0, y0, x1, y1, region.score or 0.0, region.kind)
+        """A detector region's mask: its box grown as the first render grew it."""
+        box = _clipped(region, width, height)
+        if box is None:
+            return []
+        face = Face(*box, region.score or 0.0, region.kind)
         return self._detector_masks([face], width, height)
 
     def _encode(
@@ -227,6 +239,13 @@ class _Stopwatch:
         now = time.perf_counter()
         self.laps[name] = now - self._last
         self._last = now
+
+
+def _clipped(region: Region, width: int, height: int) -> Box | None:
+    """The region's box clipped to the image, None when nothing of it is inside."""
+    x0, y0 = max(0, region.x), max(0, region.y)
+    x1, y1 = min(width, region.x + region.width), min(height, region.y + region.height)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def regions_of(

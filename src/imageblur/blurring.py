@@ -25,6 +25,7 @@ from imageblur.ports import RGBImage
 Mode = Literal["blur", "pixelate", "solid"]
 Shape = Literal["ellipse", "box"]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 exclusive
+Cells = tuple[int, int, int, int]  # row0, col0, row1, col1 of a grid; ends exclusive
 
 BLUR_CELLS = 6  # samples kept across the mask's shorter side in blur mode
 PIXELATE_CELLS = 8  # blocks across the mask's shorter side in pixelate mode
@@ -160,6 +161,62 @@ def hide_masks(
         region = out[y0:y1, x0:x1]
         np.copyto(region, _hide(region, mode), where=mask[..., None])
     return out
+
+
+def merged_boxes(boxes: Sequence[Box]) -> list[tuple[Box, npt.NDArray[np.bool_]]]:
+    """The union of `boxes` as (rectangle, mask of the rectangle's size) pairs whose
+    rectangles do not overlap: boxes that overlap or touch, directly or through others,
+    share one mask, hidden as one region (its strength by the rectangle's size).
+
+    However many boxes there are, the masks together hold at most one value per pixel
+    of the image, and each pixel is hidden once: a reviewer's 500 boxes cost what one
+    box over the same area costs. The work is done on the grid of the boxes' own edges
+    (at most 2n + 1 lines each way), never per pixel in Python.
+    """
+    if not boxes:
+        return []
+    xs = np.unique(np.array([(b[0], b[2]) for b in boxes]))
+    ys = np.unique(np.array([(b[1], b[3]) for b in boxes]))
+    # cells[i, j] covers the pixels ys[i]:ys[i+1] x xs[j]:xs[j+1].
+    cells = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+    for x0, y0, x1, y1 in boxes:
+        rows = slice(*np.searchsorted(ys, (y0, y1)))
+        cells[rows, slice(*np.searchsorted(xs, (x0, x1)))] = True
+    out: list[tuple[Box, npt.NDArray[np.bool_]]] = []
+    for r0, c0, r1, c1 in disjoint_rectangles(cells):
+        part = cells[r0:r1, c0:c1]
+        mask = np.repeat(
+            np.repeat(part, np.diff(ys[r0 : r1 + 1]), axis=0), np.diff(xs[c0 : c1 + 1]), axis=1
+        )
+        box = (int(xs[c0]), int(ys[r0]), int(xs[c1]), int(ys[r1]))
+        out.append((box, mask))
+    return out
+
+
+def disjoint_rectangles(grid: npt.NDArray[np.bool_]) -> list[Cells]:
+    """Rectangles (row0, col0, row1, col1; ends exclusive) that cover every True cell
+    of `grid` and do not overlap: the bounding boxes of its connected parts, merged
+    again while two of them overlap (rings one inside another end as one rectangle)."""
+    grouped = grid.astype(np.uint8)
+    while True:
+        count, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=4)
+        filled = np.zeros_like(grouped)
+        rects: list[Cells] = []
+        for x, y, w, h, _area in stats[1:count]:
+            filled[y : y + h, x : x + w] = 1
+            rects.append((int(y), int(x), int(y + h), int(x + w)))
+        if np.array_equal(filled, grouped):
+            return rects
+        grouped = filled
+
+
+def opaque_masks(
+    alpha: npt.NDArray[np.uint8], masks: Sequence[tuple[Box, npt.NDArray[np.bool_]]]
+) -> None:
+    """Make the hidden pixels fully opaque in `alpha` (in place): a cut-out portrait's
+    transparency has the shape of the head, which the blur of its colours leaves intact."""
+    for (x0, y0, x1, y1), mask in masks:
+        alpha[y0:y1, x0:x1][mask] = 255
 
 
 def _hide(region: RGBImage, mode: Mode) -> RGBImage:

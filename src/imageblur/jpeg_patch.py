@@ -8,8 +8,11 @@ original's quantized DCT coefficients are kept bit for bit everywhere except in 
    grey or YCbCr, subsampling 4:4:4, 4:2:2 or 4:2:0 once upright); if not, `UnsupportedJPEGError`
    says why and the caller re-encodes the whole image as before;
 2. each mask is snapped outward to whole MCUs (never inward: no face pixel escapes);
-3. the blurred pixels of each mask's MCU rectangle are encoded with the original's
-   quantization tables and subsampling, and their coefficients read back;
+3. the MCU rows and columns that any mask touches are cut out of the anonymized pixels
+   and put together as one smaller picture (never larger than the image, however many
+   masks there are), which is encoded once with the original's quantization tables and
+   subsampling, and its coefficients read back once: a block depends only on the pixels
+   of its own MCU, so each block comes out as if the whole image had been encoded;
 4. one lossless pass over the original (`jpeg_coefficients.transform`) applies the EXIF
    orientation, replaces the touched MCUs' blocks with those coefficients, and writes
    the result with no metadata at all: no EXIF (and so no EXIF thumbnail, which shows
@@ -99,13 +102,13 @@ class Layout:
 
 
 @dataclass(frozen=True, slots=True)
-class _Patch:
-    """Re-encoded blocks of one mask: their position in blocks of each component, the
-    blocks themselves, and which of them replace the original's."""
+class _Paste:
+    """One component's re-encoded blocks and where they go in the result."""
 
-    origin: tuple[tuple[int, int], ...]  # per component: (block row, block col)
-    coefs: tuple[Coefficients, ...]
-    use: tuple[npt.NDArray[np.bool_], ...]
+    coefs: Coefficients  # the cut-out picture's blocks: rows x cols x 64
+    rows: dict[int, int]  # result block row -> cut-out block row, rows with blocks to paste
+    cols: npt.NDArray[np.intp]  # result block column of each cut-out block column
+    use: npt.NDArray[np.bool_]  # cut-out rows x cols: the blocks that replace the original's
 
 
 def patch(
@@ -132,21 +135,22 @@ def patch(
     )
     if upright.shape[:2] != (height, width):
         raise UnsupportedJPEGError(f"decoded size {upright.shape[1::-1]} is not {width}x{height}")
-    mcu_w, mcu_h = 8 * max(c.h for c in comps), 8 * max(c.v for c in comps)
-    patches = [_encode_patch(upright, box, mask, comps, (mcu_w, mcu_h)) for box, mask in regions]
-    rows = _rows_by_component(patches, len(comps))
+    mcu = (8 * max(c.h for c in comps), 8 * max(c.v for c in comps))
+    pastes = _re_encoded(upright, _touched(regions, upright.shape[:2], mcu), comps, mcu)
 
     def paste(row: BlockRow) -> None:
-        for col, coefs, use in rows[row.component].get(row.row, ()):
-            dst = row.blocks[col : col + len(use)]
-            dst[use] = coefs[use]
+        p = pastes[row.component]
+        k = p.rows.get(row.row)
+        if k is not None:
+            use = p.use[k]
+            row.blocks[p.cols[use]] = p.coefs[k][use]
 
     try:
         out = transform(
             original,
             op=op,
             on_rows=paste,
-            rows=[component.keys() for component in rows],
+            rows=[p.rows.keys() for p in pastes] if pastes else [set() for _ in comps],
             progressive=layout.progressive,
         )
     except TurboJPEGError as exc:
@@ -242,33 +246,68 @@ def _oriented(components: tuple[Component, ...], *, transposed: bool) -> tuple[C
     return comps
 
 
-def _encode_patch(
+def _touched(
+    regions: Sequence[Region], size: tuple[int, int], mcu: tuple[int, int]
+) -> npt.NDArray[np.bool_]:
+    """The MCU grid (rows x cols) of the upright image: True where a mask has a pixel."""
+    mcu_w, mcu_h = mcu
+    height, width = size
+    grid = np.zeros((-(-height // mcu_h), -(-width // mcu_w)), bool)
+    for (x0, y0, x1, y1), mask in regions:
+        mx0, my0 = x0 // mcu_w, y0 // mcu_h
+        mx1, my1 = -(-x1 // mcu_w), -(-y1 // mcu_h)
+        padded = np.zeros(((my1 - my0) * mcu_h, (mx1 - mx0) * mcu_w), bool)
+        padded[y0 - my0 * mcu_h : y1 - my0 * mcu_h, x0 - mx0 * mcu_w : x1 - mx0 * mcu_w] = mask
+        units = padded.reshape(my1 - my0, mcu_h, mx1 - mx0, mcu_w)
+        grid[my0:my1, mx0:mx1] |= units.any(axis=(1, 3))
+    return grid
+
+
+def _re_encoded(
     upright: RGBImage,
-    box: Box,
-    mask: npt.NDArray[np.bool_],
+    touched: npt.NDArray[np.bool_],
     comps: tuple[Component, ...],
     mcu: tuple[int, int],
-) -> _Patch:
-    """Encode the MCU-aligned rectangle around `box` the way the original was encoded,
-    and mark the MCUs that `mask` (the changed pixels of `box`) touches."""
+) -> list[_Paste]:
+    """Encode the MCU rows and columns that `touched` holds, cut out of `upright` as one
+    picture, the way the original was encoded; per component, the blocks to paste. An
+    MCU at the image's right or bottom edge stays at the cut-out's edge, so its partial
+    blocks are padded as the whole image's are. Empty when nothing is touched."""
     mcu_w, mcu_h = mcu
     height, width = upright.shape[:2]
-    x0, y0, x1, y1 = box
-    mx0, my0 = x0 // mcu_w, y0 // mcu_h
-    mx1, my1 = -(-x1 // mcu_w), -(-y1 // mcu_h)
-    padded = np.zeros(((my1 - my0) * mcu_h, (mx1 - mx0) * mcu_w), bool)
-    padded[y0 - my0 * mcu_h : y1 - my0 * mcu_h, x0 - mx0 * mcu_w : x1 - mx0 * mcu_w] = mask
-    touched = padded.reshape(my1 - my0, mcu_h, mx1 - mx0, mcu_w).any(axis=(1, 3))
-    crop = upright[my0 * mcu_h : min(height, my1 * mcu_h), mx0 * mcu_w : min(width, mx1 * mcu_w)]
-    coefs = read_coefficients(_encode_like(crop, comps))
+    mcu_rows, mcu_cols = np.flatnonzero(touched.any(axis=1)), np.flatnonzero(touched.any(axis=0))
+    if not len(mcu_rows):
+        return []
+    if len(mcu_rows) == touched.shape[0] and len(mcu_cols) == touched.shape[1]:
+        cut_out = upright  # every MCU row and column: no copy of the whole image
+    else:
+        ys = _pixels(mcu_rows, mcu_h, height)
+        xs = _pixels(mcu_cols, mcu_w, width)
+        cut_out = upright[np.ix_(ys, xs)]
+    coefs = read_coefficients(_encode_like(cut_out, comps))
+    del cut_out
     if len(coefs) != len(comps):
         raise UnsupportedJPEGError("patch has a different number of components")
-    origin, use = [], []
+    grid = touched[np.ix_(mcu_rows, mcu_cols)]
+    pastes = []
     for comp, plane in zip(comps, coefs, strict=True):
-        blocks = np.repeat(np.repeat(touched, comp.v, axis=0), comp.h, axis=1)
-        use.append(np.ascontiguousarray(blocks[: plane.shape[0], : plane.shape[1]]))
-        origin.append((my0 * comp.v, mx0 * comp.h))
-    return _Patch(tuple(origin), tuple(coefs), tuple(use))
+        rows, cols = _blocks(mcu_rows, comp.v)[: plane.shape[0]], _blocks(mcu_cols, comp.h)
+        cols = cols[: plane.shape[1]]
+        use = np.repeat(np.repeat(grid, comp.v, axis=0), comp.h, axis=1)[: len(rows), : len(cols)]
+        keep = {int(row): k for k, row in enumerate(rows) if use[k].any()}
+        pastes.append(_Paste(plane, keep, cols, np.ascontiguousarray(use)))
+    return pastes
+
+
+def _pixels(units: npt.NDArray[np.intp], size: int, limit: int) -> npt.NDArray[np.intp]:
+    """The pixel indices of these MCU rows (or columns), `size` pixels each, below `limit`."""
+    pixels = (units[:, None] * size + np.arange(size)).ravel()
+    return pixels[pixels < limit]
+
+
+def _blocks(units: npt.NDArray[np.intp], per_unit: int) -> npt.NDArray[np.intp]:
+    """The block rows (or columns) of one component in these MCU rows (or columns)."""
+    return (units[:, None] * per_unit + np.arange(per_unit)).ravel()
 
 
 def _encode_like(crop: RGBImage, comps: tuple[Component, ...]) -> bytes:
@@ -289,22 +328,6 @@ def _encode_like(crop: RGBImage, comps: tuple[Component, ...]) -> bytes:
     if [(c.h, c.v, c.qtable) for c in got] != [(c.h, c.v, c.qtable) for c in comps]:
         raise UnsupportedJPEGError("the patch could not be encoded with the original's tables")
     return data
-
-
-def _rows_by_component(
-    patches: Sequence[_Patch], count: int
-) -> list[dict[int, list[tuple[int, Coefficients, npt.NDArray[np.bool_]]]]]:
-    """For each component: block row -> (first block col, coefficients, use) to paste."""
-    rows: list[dict[int, list[tuple[int, Coefficients, npt.NDArray[np.bool_]]]]] = [
-        {} for _ in range(count)
-    ]
-    for p in patches:
-        for c in range(count):
-            top, left = p.origin[c]
-            for r in range(p.coefs[c].shape[0]):
-                if p.use[c][r].any():
-                    rows[c].setdefault(top + r, []).append((left, p.coefs[c][r], p.use[c][r]))
-    return rows
 
 
 def with_icc_profile(jpeg: bytes, profile: bytes) -> bytes:
