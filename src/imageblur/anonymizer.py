@@ -26,7 +26,7 @@ from imageblur.blurring import (
     region_mask,
     shape_of,
 )
-from imageblur.domain import MAX_REGIONS, Face, Region, RegionKind
+from imageblur.domain import MAX_REGIONS, Face, MaskGeometry, Region, RegionKind
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage
@@ -44,6 +44,11 @@ class AnonymizeOptions:
     max_pixels: int
     keep_metadata: frozenset[str]  # groups of imageblur.metadata.KEEP_GROUPS
     output_format: imaging.OutputFormat  # for HEIC and AVIF uploads
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        """The masks these options draw, as recorded with each detector region."""
+        return MaskGeometry(scale=self.mask_scale, margin_px=self.margin_px, shape=self.shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +108,9 @@ class Anonymizer:
         hidden, uncertain = _detect(self._detector, decoded.rgb)
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
-        masks = self._detector_masks(hidden, width, height)
-        regions = regions_of(hidden, uncertain, width, height)
+        geometry = self._options.geometry
+        masks = _detector_masks(hidden, width, height, geometry)
+        regions = regions_of(hidden, uncertain, width, height, mask=geometry)
         kinds = [face.kind for face in hidden]
         return self._finish(data, decoded, masks, kinds, regions, clock, content_type)
 
@@ -183,22 +189,14 @@ class Anonymizer:
             regions=regions,
         )
 
-    def _detector_masks(self, faces: Sequence[Face], width: int, height: int) -> list[Mask]:
-        """What `blurring.anonymize` hides for these faces (plates as whole rectangles)."""
-        opts = self._options
-        return [
-            (box, region_mask(box, shape_of(face, opts.shape)))
-            for face in faces
-            for box in mask_boxes([face], width, height, opts.mask_scale, margin_px=opts.margin_px)
-        ]
-
     def _masks_of(self, region: Region, width: int, height: int) -> list[Mask]:
-        """A detector region's mask: its box grown as the first render grew it."""
+        """A detector region's mask: its box grown as the first render grew it (with the
+        current settings for a region recorded without them)."""
         box = _clipped(region, width, height)
         if box is None:
             return []
         face = Face(*box, region.score or 0.0, region.kind)
-        return self._detector_masks([face], width, height)
+        return _detector_masks([face], width, height, region.mask or self._options.geometry)
 
     def _encode(
         self,
@@ -241,6 +239,17 @@ class _Stopwatch:
         self._last = now
 
 
+def _detector_masks(
+    faces: Sequence[Face], width: int, height: int, geometry: MaskGeometry
+) -> list[Mask]:
+    """What `blurring.anonymize` hides for these faces (plates as whole rectangles)."""
+    return [
+        (box, region_mask(box, shape_of(face, geometry.shape)))
+        for face in faces
+        for box in mask_boxes([face], width, height, geometry.scale, margin_px=geometry.margin_px)
+    ]
+
+
 def _clipped(region: Region, width: int, height: int) -> Box | None:
     """The region's box clipped to the image, None when nothing of it is inside."""
     x0, y0 = max(0, region.x), max(0, region.y)
@@ -249,17 +258,23 @@ def _clipped(region: Region, width: int, height: int) -> Box | None:
 
 
 def regions_of(
-    hidden: Sequence[Face], uncertain: Sequence[Face], width: int, height: int
+    hidden: Sequence[Face],
+    uncertain: Sequence[Face],
+    width: int,
+    height: int,
+    *,
+    mask: MaskGeometry | None = None,
 ) -> list[Region]:
     """The record's regions: the hidden faces and the uncertain candidates, "r1", "r2",
-    ... by score, highest first, at most MAX_REGIONS. Past the cap the hidden ones are
-    kept first, so that a re-render never shows a region the first render hid (unless a
-    picture had more than MAX_REGIONS of them)."""
+    ... by score, highest first, at most MAX_REGIONS, each with the `mask` geometry it
+    was (or would have been) hidden with. Past the cap the hidden ones are kept first,
+    so that a re-render never shows a region the first render hid (unless a picture had
+    more than MAX_REGIONS of them)."""
     ranked = sorted(((f, False) for f in hidden), key=_score)
     ranked += sorted(((f, True) for f in uncertain), key=_score)
     kept = sorted(ranked[:MAX_REGIONS], key=_score)  # stable: ties keep hidden first
     return [
-        _region(f"r{index}", face, unsure, width, height)
+        _region(f"r{index}", face, unsure, width, height, mask)
         for index, (face, unsure) in enumerate(kept, 1)
     ]
 
@@ -268,7 +283,9 @@ def _score(item: tuple[Face, bool]) -> float:
     return -item[0].score
 
 
-def _region(region_id: str, face: Face, uncertain: bool, width: int, height: int) -> Region:
+def _region(
+    region_id: str, face: Face, uncertain: bool, width: int, height: int, mask: MaskGeometry | None
+) -> Region:
     """The detection box rounded outward to whole pixels, clipped to the image (at
     least one pixel across)."""
     x, w = _span(face.x0, face.x1, width)
@@ -284,6 +301,7 @@ def _region(region_id: str, face: Face, uncertain: bool, width: int, height: int
         kind=face.kind,
         uncertain=uncertain,
         hidden=not uncertain,
+        mask=mask,
     )
 
 

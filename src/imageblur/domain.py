@@ -278,6 +278,34 @@ class Face:
         return self.y1 - self.y0
 
 
+MaskShape = Literal["ellipse", "box"]
+
+
+@dataclass(frozen=True, slots=True)
+class MaskGeometry:
+    """How a detector region was masked when it was found: its box grown `scale` times
+    about its centre plus `margin_px` on each side, the inscribed ellipse or the whole
+    box (a plate is always the box). Stored with the region, so that a re-render hides
+    what the first render hid whatever the mask settings are by then."""
+
+    scale: float
+    margin_px: float
+    shape: MaskShape
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "margin_px": self.margin_px, "shape": self.shape}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskGeometry:
+        shape = data.get("shape")
+        return cls(
+            scale=float(data["scale"]),
+            margin_px=float(data["margin_px"]),
+            # Fail closed on anything unknown: the box hides all the ellipse hides.
+            shape="ellipse" if shape == "ellipse" else "box",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
     """One region of a picture's record, as the API lists it: a box in pixels of the
@@ -295,8 +323,12 @@ class Region:
     kind: RegionKind
     uncertain: bool
     hidden: bool
+    # A detector region's mask as first drawn; None for a manual region, and for one
+    # stored by an older release (masked with the current settings).
+    mask: MaskGeometry | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        mask = {} if self.mask is None else {"mask": self.mask.to_dict()}
         return {
             "id": self.id,
             "x": self.x,
@@ -308,6 +340,7 @@ class Region:
             "kind": self.kind,
             "uncertain": self.uncertain,
             "hidden": self.hidden,
+            **mask,
         }
 
     @classmethod
@@ -324,6 +357,7 @@ class Region:
             kind=data.get("kind", "face"),
             uncertain=bool(data.get("uncertain", False)),
             hidden=bool(data["hidden"]),
+            mask=MaskGeometry.from_dict(data["mask"]) if data.get("mask") else None,
         )
 
 

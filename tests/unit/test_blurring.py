@@ -8,7 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from imageblur.blurring import PIXELATE_CELLS, anonymize, full_mask, mask_boxes, region_mask
+from imageblur.blurring import (
+    PIXELATE_CELLS,
+    anonymize,
+    disjoint_rectangles,
+    full_mask,
+    hide_masks,
+    mask_boxes,
+    merged_boxes,
+    opaque_masks,
+    region_mask,
+)
 from imageblur.config import Settings
 from imageblur.domain import Face
 
@@ -157,3 +167,72 @@ def test_rejects_bad_arguments() -> None:
         anonymize(np.zeros((5, 5), np.uint8), [], mask_scale=MASK_SCALE)
     with pytest.raises(ValueError):
         anonymize(noise(5, 5), [], mode="smudge", mask_scale=MASK_SCALE)  # type: ignore[arg-type]
+
+
+def painted(boxes: list[tuple[int, int, int, int]], height: int, width: int) -> np.ndarray:
+    out = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        out[y0:y1, x0:x1] = True
+    return out
+
+
+def test_merged_boxes_cover_their_union_once_with_disjoint_rectangles() -> None:
+    rng = np.random.default_rng(3)
+    corners = rng.integers(0, 400, (300, 2))
+    sizes = rng.integers(1, 60, (300, 2))
+    pairs = zip(corners, sizes, strict=True)
+    boxes = [(int(x), int(y), int(x + w), int(y + h)) for (x, y), (w, h) in pairs]
+    merged = merged_boxes(boxes)
+    union = np.zeros((460, 460), bool)
+    cover = np.zeros((460, 460), np.int32)
+    for (x0, y0, x1, y1), mask in merged:
+        assert mask.shape == (y1 - y0, x1 - x0) and mask.dtype == bool
+        union[y0:y1, x0:x1] |= mask
+        cover[y0:y1, x0:x1] += 1
+    assert np.array_equal(union, painted(boxes, 460, 460))
+    assert cover.max() == 1  # no pixel in two rectangles: the masks are never larger
+    assert len(merged) < len(boxes)  # overlapping boxes share a mask
+
+
+def test_boxes_apart_keep_their_own_mask_and_strength() -> None:
+    boxes = [(0, 0, 10, 10), (20, 0, 30, 10)]
+    assert [box for box, _ in merged_boxes(boxes)] == boxes
+    assert merged_boxes([]) == []
+
+
+def test_rings_one_inside_another_end_as_one_rectangle() -> None:
+    # Each ring alone spans the picture: as separate masks they would cost the picture
+    # once per ring.
+    boxes = []
+    for i in range(0, 40, 4):
+        x0, y0, x1, y1 = i, i, 100 - i, 100 - i
+        boxes += [
+            (x0, y0, x1, y0 + 2),
+            (x0, y1 - 2, x1, y1),
+            (x0, y0, x0 + 2, y1),
+            (x1 - 2, y0, x1, y1),
+        ]
+    ((box, mask),) = merged_boxes(boxes)
+    assert box == (0, 0, 100, 100)
+    assert np.array_equal(mask, painted(boxes, 100, 100))
+    grid = np.zeros((5, 5), bool)
+    grid[0, :] = grid[4, :] = grid[:, 0] = grid[:, 4] = grid[2, 2] = True
+    assert disjoint_rectangles(grid) == [(0, 0, 5, 5)]
+
+
+def test_a_merged_mask_hides_like_one_box_over_the_same_area() -> None:
+    image = noise(120, 160)
+    boxes = [(10, 10, 60, 50), (40, 30, 100, 90), (10, 10, 60, 50)]
+    hidden = hide_masks(image, merged_boxes(boxes), mode="solid")
+    assert np.array_equal((hidden == 0).all(axis=2), painted(boxes, 120, 160))
+
+
+def test_opaque_masks_makes_hidden_pixels_opaque_and_leaves_the_rest() -> None:
+    alpha = np.zeros((50, 60), np.uint8)
+    box = (10, 5, 40, 45)
+    masks = [(box, region_mask(box, "ellipse"))]
+    opaque_masks(alpha, masks)
+    assert np.array_equal(
+        alpha == 255, full_mask([Face(10, 5, 40, 45, 1.0)], 60, 50, mask_scale=1.0, margin_px=0)
+    )
+    assert alpha[~(alpha == 255)].max() == 0

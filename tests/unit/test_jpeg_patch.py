@@ -297,3 +297,31 @@ def test_a_kept_exif_group_makes_the_jpeg_reencoded_whole_with_it() -> None:
     default = Anonymizer(_FixedFaces(Face(10, 10, 40, 40, 0.9)), OPTIONS)(data)
     assert default.jpeg_fallback is None
     assert not Image.open(io.BytesIO(default.data)).getexif()
+
+
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["444", "420"])
+def test_many_regions_are_patched_in_one_pass_as_a_whole_encode_would(subsampling: int) -> None:
+    width, height = 333, 251
+    original = jpeg(photo(width, height), subsampling=subsampling)
+    rng = np.random.default_rng(7)
+    corners = rng.integers(0, (width - 5, height - 5), (60, 2))
+    regions = [
+        ellipse((int(x), int(y), min(width, int(x) + 23), min(height, int(y) + 17)))
+        for x, y in corners
+    ] + [ellipse((width - 30, height - 20, width, height))]  # partial edge MCUs
+    decoded = imaging.decode(original, max_pixels=10**8)
+    for (x0, y0, x1, y1), mask in regions:
+        decoded.rgb[y0:y1, x0:x1][mask] = GREY
+    out = jpeg_patch.patch(
+        original, decoded.rgb, regions, orientation=1, grayscale=False, icc_profile=None
+    )
+    sampling = SUBSAMPLING[subsampling]
+    mcu = (8 * sampling[0][0], 8 * sampling[0][1])
+    touched = touched_mcus(regions, width, height, mcu)
+    assert_only_touched_blocks_differ(original, out, touched, sampling)
+    # Each patched block is the block a whole encode of the hidden pixels gives.
+    comps = jpeg_patch.read_layout(original).components
+    whole = read_coefficients(jpeg_patch._encode_like(decoded.rgb, comps))
+    for (h, v), got, want in zip(sampling, read_coefficients(out), whole, strict=True):
+        under = np.repeat(np.repeat(touched, v, axis=0), h, axis=1)[: got.shape[0], : got.shape[1]]
+        assert np.array_equal(got[under], want[under])
