@@ -3,7 +3,9 @@ hides exactly the regions marked hidden, with no detection."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from imageblur import anonymizer as anonymizer_module
 from imageblur.anonymizer import Anonymizer, regions_of
 from imageblur.bootstrap import anonymize_options
 from imageblur.config import Settings
-from imageblur.domain import Face, Region
+from imageblur.domain import Face, MaskGeometry, Region, regions_from_json, regions_to_json
 from imageblur.ports import RGBImage
 
 OPTIONS = anonymize_options(Settings())  # the shipped masks
@@ -174,3 +176,108 @@ def test_an_anonymizer_holds_its_pixels_of_the_budget_only_while_it_works() -> N
     assert anonymizer(data).width == 320
     assert anonymizer.render(data, []).width == 320
     assert budget.in_flight == 0
+
+
+def test_regions_record_the_mask_geometry_they_were_hidden_with() -> None:
+    detector = Reviewing([Face(40, 40, 80, 90, 0.9)], [Face(200, 60, 240, 110, 0.2)])
+    result = Anonymizer(detector, OPTIONS)(photo_jpeg())
+    geometry = MaskGeometry(OPTIONS.mask_scale, OPTIONS.margin_px, OPTIONS.shape)
+    assert [r.mask for r in result.regions] == [geometry, geometry]
+    assert regions_from_json(regions_to_json(result.regions)) == result.regions
+    # As an older release stored it: no geometry, so today's settings apply.
+    legacy = {k: v for k, v in result.regions[0].to_dict().items() if k != "mask"}
+    assert Region.from_dict(legacy).mask is None
+
+
+def rgba_png(alpha: np.ndarray) -> bytes:
+    cells = np.random.default_rng(5).integers(0, 256, (HEIGHT // 8, WIDTH // 8, 3), np.uint8)
+    rgb = np.kron(cells, np.ones((8, 8, 1), np.uint8))
+    out = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(out, "PNG")
+    return out.getvalue()
+
+
+def hidden_pixels(before: bytes, after: bytes) -> np.ndarray:
+    return (np.abs(pixels(after) - pixels(before)).sum(axis=2) > 0) & (rgba(after)[..., 3] > 0)
+
+
+def rgba(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGBA"))
+
+
+def test_a_re_render_hides_what_the_first_render_hid_after_the_mask_settings_change() -> None:
+    data = rgba_png(np.full((HEIGHT, WIDTH), 255, np.uint8))  # PNG: exact pixels
+    detector = Reviewing([Face(60, 50, 110, 120, 0.9), Face(200, 60, 240, 110, 0.8)], [])
+    first = Anonymizer(detector, OPTIONS)(data)
+    smaller = dataclasses.replace(OPTIONS, mask_scale=1.0, margin_px=0.0, shape="ellipse")
+    again = Anonymizer(detector, smaller).render(data, first.regions)
+    before, after = hidden_pixels(data, first.data), hidden_pixels(data, again.data)
+    assert before.sum() > 1000
+    assert not (before & ~after).any()  # a superset: nothing the first render hid shows
+    # A region stored without its geometry (an older release) is masked with today's.
+    legacy = [dataclasses.replace(r, mask=None) for r in first.regions]
+    today = hidden_pixels(data, Anonymizer(detector, smaller).render(data, legacy).data)
+    assert today.sum() < before.sum()
+
+
+def test_alpha_inside_the_masks_is_made_opaque() -> None:
+    # A cut-out portrait: opaque where the head is, transparent around it. Kept as
+    # uploaded, the alpha channel would show the head's outline over the blur.
+    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+    head = ((xx - 160) / 40.0) ** 2 + ((yy - 110) / 55.0) ** 2 <= 1.0
+    data = rgba_png(np.where(head, 255, 0).astype(np.uint8))
+    detector = Reviewing([Face(120, 55, 200, 165, 0.9)], [])
+    for result in (
+        Anonymizer(detector, OPTIONS)(data),
+        Anonymizer(detector, OPTIONS).render(data, regions_of(detector.hidden, [], WIDTH, HEIGHT)),
+    ):
+        alpha = rgba(result.data)[..., 3]
+        assert (alpha[55:165, 125:195] == 255).all()  # the silhouette is gone
+        assert (alpha[:20] == 0).all()  # far from the mask: as uploaded
+    manual = region("m1", (0, 0, 30, 30), score=None, source="manual")
+    corner = rgba(Anonymizer(detector, OPTIONS).render(data, [manual]).data)[..., 3]
+    assert (corner[:30, :30] == 255).all() and (corner[30:40, :30] == 0).all()
+
+
+def large_jpeg(width: int, height: int) -> bytes:
+    cells = np.random.default_rng(1).integers(0, 256, (height // 16, width // 16, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.kron(cells, np.ones((16, 16, 1), np.uint8))).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def render_peak_bytes(anonymizer: Anonymizer, data: bytes, regions: list[Region]) -> int:
+    tracemalloc.start()
+    try:
+        result = anonymizer.render(data, regions)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.jpeg_fallback is None  # the lossless patch path, where it counts most
+    return peak
+
+
+def test_a_render_peak_is_bounded_by_the_image_not_the_region_count() -> None:
+    width, height = 2400, 1600
+    data = large_jpeg(width, height)
+    anonymizer = Anonymizer(Reviewing([], []), OPTIONS)
+    one = [region("m1", (0, 0, width, height), score=None, source="manual")]
+    rng = np.random.default_rng(2)
+    many = [
+        region(f"m{i}", (int(x), int(y), int(x) + w, int(y) + h), score=None, source="manual")
+        for i, (x, y, w, h) in enumerate(
+            zip(
+                rng.integers(0, width // 2, 500),
+                rng.integers(0, height // 2, 500),
+                rng.integers(width // 2, width, 500),
+                rng.integers(height // 2, height, 500),
+                strict=True,
+            )
+        )
+    ]
+    peak_one = render_peak_bytes(anonymizer, data, one)
+    peak_many = render_peak_bytes(anonymizer, data, many)
+    # Before the merge, each of these boxes held a mask and a coefficient copy of its
+    # own: 500 boxes of a quarter of the picture or more cost gigabytes.
+    assert peak_many < 1.2 * peak_one, (peak_one, peak_many)
