@@ -15,6 +15,7 @@ from imageblur.domain import (
     ErrorCode,
     ImageRecord,
     JobKind,
+    MaskGeometry,
     NotFound,
     NotInReview,
     OriginalGone,
@@ -486,6 +487,8 @@ def region(rid: str = "r1", *, hidden: bool = True, manual: bool = False) -> Reg
         kind="face",
         uncertain=not hidden and not manual,
         hidden=hidden,
+        # Stored with a detector region, so that every round trip below checks it too.
+        mask=None if manual else MaskGeometry(scale=1.25, margin_px=3.0, shape="ellipse"),
     )
 
 
