@@ -19,9 +19,10 @@ from typing import Literal
 from imageblur import imaging, jpeg_patch
 from imageblur.blurring import (
     Box,
+    Shape,
     hide_masks,
     mask_boxes,
-    merged_boxes,
+    merged_masks,
     opaque_masks,
     region_mask,
     shape_of,
@@ -131,14 +132,32 @@ class Anonymizer:
         clock.lap("decode")
         height, width = decoded.rgb.shape[:2]
         chosen = [region for region in regions if region.hidden]
-        detected = [region for region in chosen if region.source != "manual"]
-        masks = [mask for region in detected for mask in self._masks_of(region, width, height)]
-        # A person drew these boxes: all of each is hidden, whatever the mask shape. One
-        # mask for all of them, so that their number does not multiply the work.
-        drawn = [_clipped(region, width, height) for region in chosen if region.source == "manual"]
-        masks += merged_boxes([box for box in drawn if box is not None])
+        masks = self._render_masks(chosen, width, height)
         kinds = [region.kind for region in chosen]
         return self._finish(data, decoded, masks, kinds, list(regions), clock, content_type)
+
+    def _render_masks(self, chosen: Sequence[Region], width: int, height: int) -> list[Mask]:
+        """The masks of the regions to hide, never more values than twice the image's
+        pixels however many regions there are."""
+        shaped = [
+            item
+            for region in chosen
+            if region.source != "manual"
+            for item in self._shaped(region, width, height)
+        ]
+        # A person drew these boxes: all of each is hidden, whatever the mask shape. Merged,
+        # so that their number does not multiply the work.
+        drawn: list[tuple[Box, Shape]] = [
+            (box, "box")
+            for region in chosen
+            if region.source == "manual" and (box := _clipped(region, width, height))
+        ]
+        if sum((x1 - x0) * (y1 - y0) for (x0, y0, x1, y1), _ in shaped) <= width * height:
+            # One mask per detector region, the blur's strength by each: the first render's.
+            return [(box, region_mask(box, shape)) for box, shape in shaped] + merged_masks(drawn)
+        # More mask than picture (thousands of large overlapping candidates hidden):
+        # merged too, so that the region count cannot multiply the memory.
+        return merged_masks(shaped + drawn)
 
     def _hold(self, data: bytes) -> AbstractContextManager[None]:
         if self._budget is None:
@@ -189,14 +208,14 @@ class Anonymizer:
             regions=regions,
         )
 
-    def _masks_of(self, region: Region, width: int, height: int) -> list[Mask]:
+    def _shaped(self, region: Region, width: int, height: int) -> list[tuple[Box, Shape]]:
         """A detector region's mask: its box grown as the first render grew it (with the
         current settings for a region recorded without them)."""
         box = _clipped(region, width, height)
         if box is None:
             return []
         face = Face(*box, region.score or 0.0, region.kind)
-        return _detector_masks([face], width, height, region.mask or self._options.geometry)
+        return _shaped_masks([face], width, height, region.mask or self._options.geometry)
 
     def _encode(
         self,
@@ -244,7 +263,16 @@ def _detector_masks(
 ) -> list[Mask]:
     """What `blurring.anonymize` hides for these faces (plates as whole rectangles)."""
     return [
-        (box, region_mask(box, shape_of(face, geometry.shape)))
+        (box, region_mask(box, shape))
+        for box, shape in _shaped_masks(faces, width, height, geometry)
+    ]
+
+
+def _shaped_masks(
+    faces: Sequence[Face], width: int, height: int, geometry: MaskGeometry
+) -> list[tuple[Box, Shape]]:
+    return [
+        (box, shape_of(face, geometry.shape))
         for face in faces
         for box in mask_boxes([face], width, height, geometry.scale, margin_px=geometry.margin_px)
     ]

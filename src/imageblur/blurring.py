@@ -173,23 +173,38 @@ def merged_boxes(boxes: Sequence[Box]) -> list[tuple[Box, npt.NDArray[np.bool_]]
     box over the same area costs. The work is done on the grid of the boxes' own edges
     (at most 2n + 1 lines each way), never per pixel in Python.
     """
-    if not boxes:
+    return merged_masks([(box, "box") for box in boxes])
+
+
+def merged_masks(shaped: Sequence[tuple[Box, Shape]]) -> list[tuple[Box, npt.NDArray[np.bool_]]]:
+    """`merged_boxes` for masks of either shape (`region_mask` of each box): the union
+    as masks over rectangles that do not overlap. A whole box costs nothing per box; an
+    ellipse is drawn into its rectangle's mask, one at a time."""
+    if not shaped:
         return []
-    xs = np.unique(np.array([(b[0], b[2]) for b in boxes]))
-    ys = np.unique(np.array([(b[1], b[3]) for b in boxes]))
+    xs = np.unique(np.array([(b[0], b[2]) for b, _ in shaped]))
+    ys = np.unique(np.array([(b[1], b[3]) for b, _ in shaped]))
     # cells[i, j] covers the pixels ys[i]:ys[i+1] x xs[j]:xs[j+1].
     cells = np.zeros((len(ys) - 1, len(xs) - 1), bool)
-    for x0, y0, x1, y1 in boxes:
-        rows = slice(*np.searchsorted(ys, (y0, y1)))
-        cells[rows, slice(*np.searchsorted(xs, (x0, x1)))] = True
+    whole = np.zeros_like(cells)  # the cells of the box-shaped ones: hidden whole
+    for (x0, y0, x1, y1), shape in shaped:
+        area = slice(*np.searchsorted(ys, (y0, y1))), slice(*np.searchsorted(xs, (x0, x1)))
+        cells[area] = True
+        if shape == "box":
+            whole[area] = True
+    rects = disjoint_rectangles(cells)
+    owner = np.zeros(cells.shape, np.int32)
     out: list[tuple[Box, npt.NDArray[np.bool_]]] = []
-    for r0, c0, r1, c1 in disjoint_rectangles(cells):
-        part = cells[r0:r1, c0:c1]
-        mask = np.repeat(
-            np.repeat(part, np.diff(ys[r0 : r1 + 1]), axis=0), np.diff(xs[c0 : c1 + 1]), axis=1
-        )
-        box = (int(xs[c0]), int(ys[r0]), int(xs[c1]), int(ys[r1]))
-        out.append((box, mask))
+    for k, (r0, c0, r1, c1) in enumerate(rects):
+        owner[r0:r1, c0:c1] = k
+        heights, widths = np.diff(ys[r0 : r1 + 1]), np.diff(xs[c0 : c1 + 1])
+        mask = np.repeat(np.repeat(whole[r0:r1, c0:c1], heights, axis=0), widths, axis=1)
+        out.append(((int(xs[c0]), int(ys[r0]), int(xs[c1]), int(ys[r1])), mask))
+    for box, shape in shaped:
+        if shape != "box":
+            x0, y0, x1, y1 = box
+            (gx, gy, _, _), mask = out[owner[np.searchsorted(ys, y0), np.searchsorted(xs, x0)]]
+            mask[y0 - gy : y1 - gy, x0 - gx : x1 - gx] |= region_mask(box, shape)
     return out
 
 

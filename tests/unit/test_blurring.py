@@ -16,6 +16,7 @@ from imageblur.blurring import (
     hide_masks,
     mask_boxes,
     merged_boxes,
+    merged_masks,
     opaque_masks,
     region_mask,
 )
@@ -236,3 +237,18 @@ def test_opaque_masks_makes_hidden_pixels_opaque_and_leaves_the_rest() -> None:
         alpha == 255, full_mask([Face(10, 5, 40, 45, 1.0)], 60, 50, mask_scale=1.0, margin_px=0)
     )
     assert alpha[~(alpha == 255)].max() == 0
+
+
+def test_merged_masks_draw_each_ellipse_into_its_rectangle() -> None:
+    rng = np.random.default_rng(4)
+    shaped = []
+    for x, y, w, h in rng.integers(1, 200, (120, 4)):
+        shaped.append(((int(x), int(y), int(x + w), int(y + h)), "ellipse" if x % 3 else "box"))
+    want = np.zeros((400, 400), bool)
+    for box, shape in shaped:
+        x0, y0, x1, y1 = box
+        want[y0:y1, x0:x1] |= region_mask(box, shape)
+    got = np.zeros((400, 400), np.int32)
+    for (x0, y0, x1, y1), mask in merged_masks(shaped):  # type: ignore[arg-type]
+        got[y0:y1, x0:x1] += mask
+    assert np.array_equal(got, want)  # the union, each pixel in one mask only
