@@ -192,8 +192,8 @@ def merged_masks(shaped: Sequence[tuple[Box, Shape]]) -> list[tuple[Box, npt.NDA
         cells[area] = True
         if shape == "box":
             whole[area] = True
-    rects = disjoint_rectangles(cells)
-    owner = np.zeros(cells.shape, np.int32)
+    rects = disjoint_rectangles(cells, parts_at_most=len(shaped))  # a part holds a box
+    owner = np.zeros(cells.shape, np.min_scalar_type(len(rects)))
     out: list[tuple[Box, npt.NDArray[np.bool_]]] = []
     for k, (r0, c0, r1, c1) in enumerate(rects):
         owner[r0:r1, c0:c1] = k
@@ -208,13 +208,19 @@ def merged_masks(shaped: Sequence[tuple[Box, Shape]]) -> list[tuple[Box, npt.NDA
     return out
 
 
-def disjoint_rectangles(grid: npt.NDArray[np.bool_]) -> list[Cells]:
+def disjoint_rectangles(
+    grid: npt.NDArray[np.bool_], *, parts_at_most: int | None = None
+) -> list[Cells]:
     """Rectangles (row0, col0, row1, col1; ends exclusive) that cover every True cell
     of `grid` and do not overlap: the bounding boxes of its connected parts, merged
     again while two of them overlap (rings one inside another end as one rectangle)."""
     grouped = grid.astype(np.uint8)
+    # 16-bit labels when the caller knows there are fewer parts (half the memory of a
+    # grid as large as a 50 MP picture's).
+    small = parts_at_most is not None and parts_at_most < 65_535
+    ltype = cv2.CV_16U if small else cv2.CV_32S
     while True:
-        count, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=4)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=4, ltype=ltype)
         filled = np.zeros_like(grouped)
         rects: list[Cells] = []
         for x, y, w, h, _area in stats[1:count]:
