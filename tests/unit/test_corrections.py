@@ -167,7 +167,7 @@ SAME = "regions[1]: the same box as regions[0]"
         # The same box once clipped: (-5, 0, 20, 5) is (0, 0, 10, 5) in a 10 px wide image.
         ([ManualBox(0, 0, 10, 5, True), ManualBox(-5, 0, 20, 5, False)], SAME),
         ([KeptRegion("m1", True), ManualBox(3, 0, 1, 1, True)], SAME),
-        ([KeptRegion("r1", True), KeptRegion("r1", False)], "regions[1]: region 'r1' is listed"),
+        ([KeptRegion("r1", True), KeptRegion("r1", True)], "regions[1]: region 'r1' is listed"),
     ],
 )
 def test_a_duplicate_is_refused(wanted: list[Any], named: str) -> None:
