@@ -187,6 +187,11 @@ class ImageRecord:
         return replace(self, **changes)
 
 
+# A job message is about a hundred bytes; anything far larger is not one of ours.
+MAX_JOB_BYTES = 4096
+MAX_JOB_ATTEMPT = 10**9
+
+
 class JobKind(StrEnum):
     DETECT = "detect"  # the first job: find the regions, hide them
     RENDER = "render"  # after a correction: hide exactly the recorded regions, no detection
@@ -217,22 +222,41 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Job:
+        """The job in a queue message; `InvalidJob` (with the reason) for anything else,
+        whatever the bytes: a message no worker can run must be parked, never raise
+        out of the queue adapter into a worker's thread."""
+        if len(raw) > MAX_JOB_BYTES:
+            raise InvalidJob(f"malformed job message: {len(raw)} bytes, at most {MAX_JOB_BYTES}")
         try:
             data = json.loads(raw)
-            image_id = data["image_id"]
-            attempt = int(data.get("attempt", 0))
-            # A message of a kind this release does not know is never run as another
-            # (a newer release's): it is dead-lettered, and the record's own status
-            # keeps the picture for a worker that knows it.
-            kind = JobKind(data.get("kind", JobKind.DETECT.value))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidJob(f"malformed job message: {exc}") from exc
-        if not isinstance(image_id, str) or not image_id:
-            raise InvalidJob("malformed job message: image_id must be a non-empty string")
+        # RecursionError: deep nesting ("[[[..."); ValueError also covers bytes that are
+        # not UTF-8 and integers of more digits than Python converts.
+        except (ValueError, TypeError, RecursionError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            raise InvalidJob(f"malformed job message: {reason}") from exc
+        if not isinstance(data, dict):
+            raise InvalidJob("malformed job message: not a JSON object")
+        image_id = data.get("image_id")
+        if not isinstance(image_id, str) or not is_image_id(image_id):
+            raise InvalidJob("malformed job message: image_id is not an image id")
+        attempt = data.get("attempt", 0)
+        # bool is an int in Python; 1e999 parses as a float (inf).
+        if type(attempt) is not int or not 0 <= attempt <= MAX_JOB_ATTEMPT:
+            raise InvalidJob(
+                f"malformed job message: attempt is not an integer 0..{MAX_JOB_ATTEMPT}"
+            )
+        kind = data.get("kind", JobKind.DETECT.value)
+        # A message of a kind this release does not know is never run as another
+        # (a newer release's): it is dead-lettered, and the record's own status
+        # keeps the picture for a worker that knows it.
+        if not isinstance(kind, str) or kind not in {k.value for k in JobKind}:
+            raise InvalidJob("malformed job message: unknown kind")
         request_id = data.get("request_id")
-        if not isinstance(request_id, str) or not is_request_id(request_id):
-            request_id = None  # optional: a message without one (or a bad one) still runs
-        return cls(image_id=image_id, attempt=attempt, request_id=request_id, kind=kind)
+        if request_id is not None and (
+            not isinstance(request_id, str) or not is_request_id(request_id)
+        ):
+            raise InvalidJob("malformed job message: request_id is not a request id")
+        return cls(image_id=image_id, attempt=attempt, request_id=request_id, kind=JobKind(kind))
 
 
 @dataclass(frozen=True, slots=True)

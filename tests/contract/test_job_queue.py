@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 import time
@@ -11,11 +12,20 @@ from collections.abc import Callable
 import pika
 import pytest
 
+from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
-from imageblur.domain import Delivery, Job, QueueUnavailable
+from imageblur.domain import DeadLetter, Delivery, Job, QueueUnavailable
 from imageblur.ports import JobQueue
+from security.poison import POISON
+from support import wait_until
 
 from .conftest import dead_letters, servers
+
+
+def iid(label: str) -> str:
+    """The image id (32 hex digits, as a job message must carry) that stands for `label`
+    in a test."""
+    return hashlib.sha256(label.encode()).hexdigest()[:32]
 
 
 def receive_all(queue: JobQueue, n: int, *, timeout_s: float = 15) -> list[Delivery]:
@@ -29,10 +39,10 @@ def receive_all(queue: JobQueue, n: int, *, timeout_s: float = 15) -> list[Deliv
 
 
 def test_publish_then_receive_and_ack(queue: JobQueue) -> None:
-    queue.publish(Job(image_id="img-1"))
+    queue.publish(Job(image_id=iid("img-1")))
     d = queue.receive(timeout_s=5)
     assert d is not None
-    assert d.job == Job(image_id="img-1", attempt=0)
+    assert d.job == Job(image_id=iid("img-1"), attempt=0)
     queue.ack(d)
     assert queue.receive(timeout_s=0.5) is None
 
@@ -47,14 +57,14 @@ def test_publisher_and_consumer_handles_share_the_queue(
     queue_factory: Callable[[], JobQueue],
 ) -> None:
     api, worker = queue_factory(), queue_factory()
-    api.publish(Job(image_id="shared"))
+    api.publish(Job(image_id=iid("shared")))
     d = worker.receive(timeout_s=5)
-    assert d is not None and d.job.image_id == "shared"
+    assert d is not None and d.job.image_id == iid("shared")
     worker.ack(d)
 
 
 def test_retry_redelivers_after_the_delay_with_attempt_plus_one(queue: JobQueue) -> None:
-    queue.publish(Job(image_id="r", attempt=0))
+    queue.publish(Job(image_id=iid("r"), attempt=0))
     d = queue.receive(timeout_s=5)
     assert d is not None
     started = time.monotonic()
@@ -63,42 +73,42 @@ def test_retry_redelivers_after_the_delay_with_attempt_plus_one(queue: JobQueue)
     again = queue.receive(timeout_s=10)
     assert again is not None
     assert time.monotonic() - started >= 0.9
-    assert again.job == Job(image_id="r", attempt=1)
+    assert again.job == Job(image_id=iid("r"), attempt=1)
     queue.ack(again)
 
 
 def test_the_request_id_travels_with_the_job_and_its_retries(queue: JobQueue) -> None:
-    queue.publish(Job(image_id="traced", request_id="req-42"))
+    queue.publish(Job(image_id=iid("traced"), request_id="req-42"))
     d = queue.receive(timeout_s=5)
     assert d is not None and d.job.request_id == "req-42"
     queue.retry(d, delay_s=0.1, reason="store unavailable")
     again = queue.receive(timeout_s=10)
     assert again is not None
-    assert again.job == Job(image_id="traced", attempt=1, request_id="req-42")
+    assert again.job == Job(image_id=iid("traced"), attempt=1, request_id="req-42")
     queue.ack(again)
 
 
 def test_short_retry_is_not_held_back_by_a_long_one(queue: JobQueue) -> None:
-    queue.publish(Job(image_id="slow"))
-    queue.publish(Job(image_id="fast"))
+    queue.publish(Job(image_id=iid("slow")))
+    queue.publish(Job(image_id=iid("fast")))
     first, second = receive_all(queue, 2)
     by_id = {first.job.image_id: first, second.job.image_id: second}
-    queue.retry(by_id["slow"], delay_s=30, reason="long")
-    queue.retry(by_id["fast"], delay_s=0.5, reason="short")
+    queue.retry(by_id[iid("slow")], delay_s=30, reason="long")
+    queue.retry(by_id[iid("fast")], delay_s=0.5, reason="short")
     d = queue.receive(timeout_s=10)
-    assert d is not None and d.job.image_id == "fast"
+    assert d is not None and d.job.image_id == iid("fast")
     queue.ack(d)
 
 
 def test_dead_letter_parks_the_job_with_its_reason(queue: JobQueue) -> None:
-    queue.publish(Job(image_id="doomed", attempt=4))
+    queue.publish(Job(image_id=iid("doomed"), attempt=4))
     d = queue.receive(timeout_s=5)
     assert d is not None
     queue.dead_letter(d, reason="gave up after 5 attempts: corrupt image")
     assert queue.receive(timeout_s=0.5) is None
     parked = dead_letters(queue, expect=1)
     assert parked == [
-        (Job(image_id="doomed", attempt=4), "gave up after 5 attempts: corrupt image")
+        (Job(image_id=iid("doomed"), attempt=4), "gave up after 5 attempts: corrupt image")
     ]
 
 
@@ -106,7 +116,7 @@ def test_many_publishers_one_consumer_nothing_lost_or_doubled(
     queue_factory: Callable[[], JobQueue],
 ) -> None:
     api, worker = queue_factory(), queue_factory()
-    ids = [f"job-{i}" for i in range(200)]
+    ids = [iid(f"job-{i}") for i in range(200)]
     errors: list[BaseException] = []
 
     def publish(chunk: list[str]) -> None:
@@ -135,7 +145,7 @@ def test_many_publishers_one_consumer_nothing_lost_or_doubled(
 
 def test_worker_threads_share_one_handle(queue: JobQueue) -> None:
     for i in range(40):
-        queue.publish(Job(image_id=f"t{i}"))
+        queue.publish(Job(image_id=iid(f"t{i}")))
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -155,7 +165,7 @@ def test_worker_threads_share_one_handle(queue: JobQueue) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(seen) == sorted(f"t{i}" for i in range(40))
+    assert sorted(seen) == sorted(iid(f"t{i}") for i in range(40))
 
 
 def test_check_passes_when_reachable(queue: JobQueue) -> None:
@@ -166,7 +176,40 @@ def test_unreachable_broker_raises_queue_unavailable(broken_queue: JobQueue) -> 
     with pytest.raises(QueueUnavailable):
         broken_queue.check()
     with pytest.raises(QueueUnavailable):
-        broken_queue.publish(Job(image_id="x"))
+        broken_queue.publish(Job(image_id=iid("x")))
+
+
+def publish_raw(queue: JobQueue, body: bytes, request: pytest.FixtureRequest) -> None:
+    """Put bytes on the queue as any client of the broker could, past `publish`."""
+    if isinstance(queue, MemoryJobQueue):
+        queue.publish_raw(body)
+        return
+    assert isinstance(queue, RabbitMQJobQueue)
+    queue.check()  # declares the topology
+    params = pika.URLParameters(request.getfixturevalue("rabbitmq_url"))
+    with pika.BlockingConnection(params) as conn:
+        conn.channel().basic_publish("", queue.queue, body)
+
+
+def test_poison_messages_are_dead_lettered_with_their_reason_and_the_next_job_runs(
+    queue: JobQueue, request: pytest.FixtureRequest
+) -> None:
+    for body in POISON.values():
+        publish_raw(queue, body, request)
+    queue.publish(Job(image_id=iid("after the poison")))
+    d = queue.receive(timeout_s=10)
+    assert d is not None and d.job == Job(image_id=iid("after the poison"))
+    queue.ack(d)
+    parked: list[DeadLetter] = []
+
+    def all_parked() -> bool:
+        parked.extend(queue.take_dead_letters())
+        return len(parked) >= len(POISON)
+
+    wait_until(all_parked, timeout_s=10)
+    assert [p.body for p in parked] == list(POISON.values())
+    for letter in parked:
+        assert letter.job is None and letter.reason.startswith("malformed job message: ")
 
 
 # --- RabbitMQ specifics: what only a real broker can do -------------------------------------
@@ -180,13 +223,13 @@ def rabbit(rabbit_factory: Callable[[], RabbitMQJobQueue]) -> RabbitMQJobQueue:
 def test_unacked_job_is_redelivered_when_its_consumer_dies(
     rabbit: RabbitMQJobQueue, rabbit_factory: Callable[[], RabbitMQJobQueue]
 ) -> None:
-    rabbit.publish(Job(image_id="orphan"))
+    rabbit.publish(Job(image_id=iid("orphan")))
     doomed = rabbit_factory()
     d = doomed.receive(timeout_s=5)
     assert d is not None and not d.redelivered
     doomed.close()  # the worker died holding the job, never acked
     again = rabbit.receive(timeout_s=10)
-    assert again is not None and again.job.image_id == "orphan" and again.redelivered
+    assert again is not None and again.job.image_id == iid("orphan") and again.redelivered
     rabbit.ack(again)
     doomed.ack(d)  # a late ack from the dead handle is harmless
 
@@ -194,7 +237,7 @@ def test_unacked_job_is_redelivered_when_its_consumer_dies(
 def test_both_connections_recover_after_the_broker_drops_them(
     rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
 ) -> None:
-    rabbit.publish(Job(image_id="before"))
+    rabbit.publish(Job(image_id=iid("before")))
     held = rabbit.receive(timeout_s=5)
     assert held is not None
     # What a broker restart looks like to clients: every connection closed under them.
@@ -205,10 +248,10 @@ def test_both_connections_recover_after_the_broker_drops_them(
         capture_output=True,
     )
     rabbit.ack(held)  # settling a delivery of the dead connection is a harmless no-op
-    rabbit.publish(Job(image_id="after"))  # reconnects by itself
+    rabbit.publish(Job(image_id=iid("after")))  # reconnects by itself
     got: set[str] = set()
     deadline = time.monotonic() + 20
-    while got != {"before", "after"} and time.monotonic() < deadline:
+    while got != {iid("before"), iid("after")} and time.monotonic() < deadline:
         try:
             d = rabbit.receive(timeout_s=0.5)
         except QueueUnavailable:
@@ -216,19 +259,7 @@ def test_both_connections_recover_after_the_broker_drops_them(
         if d is not None:
             got.add(d.job.image_id)
             rabbit.ack(d)
-    assert got == {"before", "after"}  # the unacked one came back
-
-
-def test_malformed_message_is_dead_lettered_not_delivered(
-    rabbit: RabbitMQJobQueue, request: pytest.FixtureRequest
-) -> None:
-    rabbit.check()  # declares the topology
-    params = pika.URLParameters(request.getfixturevalue("rabbitmq_url"))
-    with pika.BlockingConnection(params) as conn:
-        conn.channel().basic_publish("", rabbit.queue, b"{not json")
-    assert rabbit.receive(timeout_s=1) is None
-    parked = rabbit.take_dead_letters()
-    assert len(parked) == 1 and parked[0].job is None and "malformed" in parked[0].reason
+    assert got == {iid("before"), iid("after")}  # the unacked one came back
 
 
 def test_cluster_urls_fail_over_to_a_live_node(
@@ -244,11 +275,11 @@ def test_cluster_urls_fail_over_to_a_live_node(
         timeout_s=2,
     )
     try:
-        other.publish(Job(image_id="via-second-url"))
+        other.publish(Job(image_id=iid("via-second-url")))
     finally:
         other.close()
     d = rabbit.receive(timeout_s=5)
-    assert d is not None and d.job.image_id == "via-second-url"
+    assert d is not None and d.job.image_id == iid("via-second-url")
     rabbit.ack(d)
 
 
@@ -257,7 +288,7 @@ def test_a_job_that_kills_every_consumer_is_parked_by_the_broker(
 ) -> None:
     # x-delivery-limit is a quorum queue feature; classic queues have no equivalent.
     first = quorum_factory()
-    first.publish(Job(image_id="poison"))
+    first.publish(Job(image_id=iid("poison")))
     for _ in range(25):  # more than the delivery limit (20)
         consumer = quorum_factory()
         d = consumer.receive(timeout_s=2)
@@ -265,5 +296,5 @@ def test_a_job_that_kills_every_consumer_is_parked_by_the_broker(
         if d is None:
             break
     parked = dead_letters(first, expect=1)
-    assert [job.image_id for job, _ in parked] == ["poison"]
+    assert [job.image_id for job, _ in parked] == [iid("poison")]
     assert "delivery_limit" in parked[0][1]

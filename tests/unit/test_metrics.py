@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from imageblur.backends import Backends
-from imageblur.domain import Face, Job, PictureStats, StoredObject, StoreUnavailable
+from imageblur.domain import Face, InvalidJob, Job, PictureStats, StoredObject, StoreUnavailable
 from imageblur.entrypoints.http_metrics import error_code
 from imageblur.entrypoints.metrics_server import MetricsServer
 from imageblur.jobs import JobProcessor, Outcome
@@ -126,10 +126,12 @@ def test_picture_gauges_read_the_database_at_most_once_per_interval() -> None:
 
 
 def test_the_request_id_is_optional_in_a_job_message_and_checked() -> None:
-    assert Job.from_json(Job("i", 2, request_id="r-1").to_json()) == Job("i", 2, "r-1")
-    assert Job.from_json(b'{"image_id": "i"}') == Job("i")  # a message from before
-    assert Job.from_json(b'{"image_id": "i", "request_id": "a b\\n"}').request_id is None
-    assert b"request_id" not in Job("i").to_json()
+    i = "0123456789abcdef0123456789abcdef"
+    assert Job.from_json(Job(i, 2, request_id="r-1").to_json()) == Job(i, 2, "r-1")
+    assert Job.from_json(b'{"image_id": "%s"}' % i.encode()) == Job(i)  # a message from before
+    with pytest.raises(InvalidJob, match="request_id"):  # not ours: parked, never logged
+        Job.from_json(b'{"image_id": "%s", "request_id": "a b\\n"}' % i.encode())
+    assert b"request_id" not in Job(i).to_json()
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """In-process job queue: the embedded default, and the queue of the core's unit tests.
 
 Jobs live only in memory; that is acceptable because the database is the source of
-truth and the reconciler re-publishes whatever a restart dropped. Test hook:
-`depth()`.
+truth and the reconciler re-publishes whatever a restart dropped. They are kept as the
+bytes a broker would carry and parsed on receipt, so a message no worker can run is
+dead-lettered here as on RabbitMQ. Test hooks: `depth()`, `publish_raw()`.
 """
 
 from __future__ import annotations
@@ -12,28 +13,25 @@ import itertools
 import threading
 import time
 
-from imageblur.domain import DeadLetter, Delivery, Job, QueueUnavailable
+from imageblur.domain import DeadLetter, Delivery, InvalidJob, Job, QueueUnavailable
 
 
 class MemoryJobQueue:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        # (ready_at monotonic, sequence, job): the sequence keeps FIFO order among equals.
-        self._heap: list[tuple[float, int, Job]] = []
+        # (ready_at monotonic, sequence, body): the sequence keeps FIFO order among equals.
+        self._heap: list[tuple[float, int, bytes]] = []
         self._seq = itertools.count()
         self._in_flight: dict[int, Job] = {}
         self._dead: list[DeadLetter] = []
         self._closed = False
 
-    def _push(self, job: Job, delay_s: float = 0.0) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), job))
+    def _push(self, body: bytes, delay_s: float = 0.0) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), body))
         self._cond.notify_all()
 
     def publish(self, job: Job) -> None:
-        with self._cond:
-            if self._closed:
-                raise QueueUnavailable("queue is closed")
-            self._push(job)
+        self.publish_raw(job.to_json())
 
     def receive(self, *, timeout_s: float) -> Delivery | None:
         deadline = time.monotonic() + timeout_s
@@ -43,7 +41,12 @@ class MemoryJobQueue:
                     return None
                 now = time.monotonic()
                 if self._heap and self._heap[0][0] <= now:
-                    _, seq, job = heapq.heappop(self._heap)
+                    _, seq, body = heapq.heappop(self._heap)
+                    try:
+                        job = Job.from_json(body)
+                    except InvalidJob as exc:  # no worker can run it: park it, as RabbitMQ
+                        self._dead.append(DeadLetter(job=None, body=body, reason=str(exc)))
+                        continue
                     self._in_flight[seq] = job
                     return Delivery(job=job, tag=seq)
                 if now >= deadline:
@@ -65,7 +68,7 @@ class MemoryJobQueue:
     def retry(self, delivery: Delivery, *, delay_s: float, reason: str) -> None:
         with self._cond:
             job = self._settle(delivery)
-            self._push(job.next_attempt(), delay_s)
+            self._push(job.next_attempt().to_json(), delay_s)
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._cond:
@@ -87,6 +90,13 @@ class MemoryJobQueue:
             self._cond.notify_all()
 
     # --- test hooks ------------------------------------------------------------
+
+    def publish_raw(self, body: bytes) -> None:
+        """Queue these bytes as a message, as any client of a broker could."""
+        with self._cond:
+            if self._closed:
+                raise QueueUnavailable("queue is closed")
+            self._push(body)
 
     def depth(self) -> int:
         """Jobs waiting or in flight."""
