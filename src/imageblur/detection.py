@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from imageblur.cancel import checkpoint
 from imageblur.domain import Face, ImageblurError
 from imageblur.ports import RGBImage
 
@@ -155,6 +156,7 @@ class CenterFaceDetector:
         scales = pyramid_scales(width, height, self.pyramid)
         found: list[FloatArray] = []
         for index, scale in enumerate(scales):
+            checkpoint()  # a job whose lease is lost stops here, between passes
             dets = self._detect_at_scale(image, scale)
             first, last = index == 0, index == len(scales) - 1
             keep = _size_band(dets, scale, self.pyramid, first=first, last=last)

@@ -26,6 +26,7 @@ from typing import Any
 
 from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
+from imageblur.cancel import Cancelled, cancellable
 from imageblur.domain import (
     MAX_ERROR_CHARS,
     BackendUnavailable,
@@ -169,6 +170,8 @@ class JobProcessor:
             if job.kind is JobKind.RENDER:
                 return self._render(delivery, record)
             return self._process(delivery, record)
+        except Cancelled:  # the lease was lost mid-detection: the work stopped early
+            return self._lease_lost(delivery, record.id, None)
         except InvalidImage as exc:  # its message is public: the API answers it to uploads
             reason = f"cannot decode the image: {exc.message}"
             return self._fail(delivery, record, _code_of(exc), reason, public=exc.message)
@@ -293,8 +296,10 @@ class JobProcessor:
     def _keep_lease(self, image_id: str) -> Iterator[None]:
         """Renew the lease every `lease_renew_interval_s` while the job runs: on a slow or
         throttled node a large image may take longer than one lease, and a job taken
-        over mid-way would run twice and count an attempt it did not fail."""
-        stop = threading.Event()
+        over mid-way would run twice and count an attempt it did not fail. Once a renewal
+        finds the lease lost, the work in the block stops at its next checkpoint
+        (`Cancelled`, between detection passes): its result would be thrown away."""
+        stop, lost = threading.Event(), threading.Event()
 
         # Not for ever: a job hung in native code would otherwise hold its lease as long
         # as the process lives, out of reach of the reconciler and the crash guard.
@@ -308,7 +313,8 @@ class JobProcessor:
                     if not self._repo.extend_lease(
                         image_id, owner=owner, lease_s=self._lease_s, now=now
                     ):
-                        return  # lost (deleted, or taken over): `complete` will say so
+                        lost.set()  # deleted, or taken over: `complete` would say so too
+                        return
                 except BackendUnavailable:
                     log.warning("job.lease_not_renewed", image_id=image_id)
                     continue
@@ -322,7 +328,8 @@ class JobProcessor:
         )
         keeper.start()
         try:
-            yield
+            with cancellable(lost):
+                yield
         finally:
             stop.set()
             # No renewal (nor heartbeat) outlives its job; bounded, as a renewal in
@@ -339,10 +346,12 @@ class JobProcessor:
         public: str | None = None,
     ) -> Outcome:
         """Fail the picture for a reason retrying will not fix: the record gets the code
-        and a short public text (`public`, else the code's), the log the whole `reason`."""
+        and a short public text (`public`, else the code's), the log the whole `reason`.
+        A detect job's picture fails and its original goes; a render's picture goes back
+        to review with its previous result (the repository's `fail`)."""
         error = (public or code.message)[:MAX_ERROR_CHARS]
         try:
-            self._repo.fail(
+            failed = self._repo.fail(
                 record.id, owner=self._lease_owner(), error=error, code=code, now=self._clock()
             )
         except BackendUnavailable:
@@ -354,11 +363,24 @@ class JobProcessor:
             log.warning("job.fail_not_recorded", image_id=record.id, reason=reason)
             self._retry_later(delivery, delay_s, reason)
             return Outcome.RETRY
-        log.warning("job.failed", image_id=record.id, code=code.value, reason=reason)
-        if not self._keep_originals:
-            self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
+        log.warning(
+            "job.failed",
+            image_id=record.id,
+            kind=delivery.job.kind.value,
+            code=code.value,
+            reason=reason,
+        )
+        if failed:
+            self._forget_original(delivery, record)
         self._settle(self._queue.ack, delivery)
         return Outcome.FAILED
+
+    def _forget_original(self, delivery: Delivery, record: ImageRecord) -> None:
+        """Once a detect job has failed or is parked, its original is deleted at once
+        (unless kept): nobody will process it. A render's picture is back in review,
+        where a reviewer still needs it."""
+        if delivery.job.kind is JobKind.DETECT and not self._keep_originals:
+            self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
 
     def _wait_for_backend(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
         """A back end failed mid-job. Not the image's fault: the attempt is given back and
@@ -397,9 +419,10 @@ class JobProcessor:
         now = self._clock()
         if attempt >= self._retry.max_attempts:
             try:
-                self._repo.fail(
+                if self._repo.fail(
                     image_id, owner=self._lease_owner(), error=code.message, code=code, now=now
-                )
+                ):
+                    self._forget_original(delivery, record)
             except BackendUnavailable:
                 log.warning("job.fail_not_recorded", image_id=image_id)
             log.error("job.dead_lettered", image_id=image_id, attempt=attempt, reason=reason)

@@ -138,8 +138,11 @@ class ImageRepository(Protocol):
     def fail(
         self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
     ) -> bool:
-        """processing or rendering (held by owner) -> failed, with the reason: its code and
-        short public text (event `failed`). False if the lease was lost."""
+        """processing (held by owner) -> failed, with the reason: its code and short public
+        text (event `failed`); rendering (held by owner) -> review, review pending, with
+        the reason and the result it had before the correction (event `render_failed`): a
+        render never fails a picture, whose original a reviewer still needs. False if the
+        lease was lost."""
 
     def release(
         self,

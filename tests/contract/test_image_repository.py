@@ -702,15 +702,36 @@ def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> 
     assert repo.fail(
         rec.id, owner="w", error="corrupt original", code=ErrorCode.INVALID_IMAGE, now=LATER
     )
-    failed = repo.get(rec.id)
-    assert failed is not None and failed.status is Status.FAILED and failed.lease_owner is None
+    # A render never fails the picture: back to review, with the result it had before.
+    back = repo.get(rec.id)
+    assert back is not None
+    assert (back.status, back.review, back.output_key, back.url, back.faces) == (
+        Status.REVIEW,
+        Review.PENDING,
+        "o",
+        "u",
+        1,
+    )
+    assert (back.lease_owner, back.error, back.error_code, back.revision, back.held_until) == (
+        None,
+        "corrupt original",
+        ErrorCode.INVALID_IMAGE,
+        1,
+        HOLD,
+    )
     last = repo.history(rec.id)[-1]
-    assert (last.action, last.role, last.status, last.detail) == (
-        "failed",
+    assert (last.action, last.role, last.status, last.revision, last.detail) == (
+        "render_failed",
         "worker",
-        "failed",
+        "review",
+        1,
         "corrupt original",
     )
+    again_failed = repo.fail(rec.id, owner="w", error="x", code=ErrorCode.INVALID_IMAGE, now=LATER)
+    assert not again_failed  # not held any more
+    # Corrected again from there, as a reviewer would.
+    again = repo.correct(rec.id, expected_revision=1, regions=[], role="reviewer", now=LATER)
+    assert again.status is Status.RENDERING and again.revision == 2
 
 
 def test_approve_releases_only_a_picture_in_review(repo: ImageRepository) -> None:

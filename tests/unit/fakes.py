@@ -325,10 +325,14 @@ class FakeRepository:
     ) -> bool:
         self._guard("fail")
         with self.db.lock:
+            record = self.db.records.get(image_id)
+            rendering = record is not None and record.status is Status.RENDERING
+            # A failed render goes back to review with the result it had before.
+            to = {"status": Status.REVIEW, "review": Review.PENDING} if rendering else {}
             failed = self._change(
                 image_id,
                 self._held_by(owner),
-                status=Status.FAILED,
+                **({"status": Status.FAILED} | to),
                 error=error,
                 error_code=code,
                 lease_owner=None,
@@ -336,7 +340,8 @@ class FakeRepository:
                 updated_at=now,
             )
             if failed is not None:
-                self._log(failed, role="worker", action="failed", detail=error)
+                action = "render_failed" if rendering else "failed"
+                self._log(failed, role="worker", action=action, detail=error)
         return failed is not None
 
     def release(

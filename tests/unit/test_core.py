@@ -4,15 +4,19 @@ state: records, stored objects, queued and dead-lettered jobs."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends
+from imageblur.detection import PyramidConfig
+from imageblur.detectors.pyramid import PyramidDetector
 from imageblur.domain import (
     ErrorCode,
     Face,
@@ -473,6 +477,7 @@ def test_an_outage_that_never_ends_counts_in_the_end(world: World) -> None:
     assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED
+    assert world.originals.objects == {}  # parked: its original goes at once, as if failed
 
 
 def test_republishing_with_no_grace_takes_each_job_once(world: World) -> None:
@@ -499,6 +504,24 @@ def test_an_image_that_kills_its_worker_is_parked_after_max_attempts(world: Worl
     assert failed.error_code is ErrorCode.WORKER_STOPPED
     assert world.detector.calls == 0
     assert [d.job.image_id for d in world.queue.take_dead_letters()] == [record.id]
+    assert world.originals.objects == {}  # not left for garbage collection
+
+
+def test_a_failure_after_the_job_was_taken_over_leaves_the_original_to_its_holder(
+    world: World,
+) -> None:
+    record = world.images.submit(jpeg_bytes())
+
+    def taken_over_then_fails() -> None:
+        world.clock.advance(61)  # our lease lapsed (a stall); another worker took the job
+        assert world.repo.claim(record.id, owner="w2", lease_s=60, now=world.clock())
+        raise InvalidImage("a decoder error on this worker only")
+
+    world.detector.during = taken_over_then_fails
+    assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
+    now = world.repo.get(record.id)
+    assert now is not None and now.status is Status.PROCESSING and now.lease_owner == "w2"
+    assert list(world.originals.objects) == [record.input_key]  # w2 needs it
 
 
 def test_database_down_at_claim_retries_without_parking(world: World) -> None:
@@ -537,3 +560,42 @@ def test_failure_to_record_a_failure_leaves_the_job_for_later(world: World) -> N
     # Settled with a retry, not left unacked (that would hold the worker's prefetch).
     retried = world.next_delivery()
     assert retried.job.image_id == record.id and retried.job.attempt == 1
+
+
+class NothingFound:
+    """A detector family's network that finds nothing; `during` runs in its first tile."""
+
+    input_px = None
+
+    def __init__(self, during: Callable[[], None]) -> None:
+        self.during = during
+        self.tiles = 0
+
+    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+        self.tiles += 1
+        if self.tiles == 1:
+            self.during()
+        return np.zeros((0, 6), np.float32)
+
+
+def test_a_worker_whose_lease_is_lost_stops_between_detection_passes(world: World) -> None:
+    record = world.images.submit(jpeg_bytes(1000, 800))  # passes at 1, 1/2, 1/4: a tile each
+
+    def keeper_running() -> bool:
+        return any(t.name.startswith("lease-") for t in threading.enumerate())
+
+    def taken_over() -> None:
+        world.clock.advance(2)  # a stall past the lease; another worker takes the job
+        assert world.repo.claim(record.id, owner="w2", lease_s=60, now=world.clock())
+        # Our next renewal finds the lease lost (and the renewing thread ends).
+        assert wait_until(lambda: not keeper_running(), timeout_s=30)
+
+    model = NothingFound(taken_over)
+    world.detector = PyramidDetector(model, threshold=0.5, pyramid=PyramidConfig())  # type: ignore[assignment]
+    processor = world.processor(lease_s=1.0, lease_renew_interval_s=0.05)
+    assert processor.handle(world.next_delivery()) is Outcome.SKIPPED
+    assert model.tiles == 1  # the first pass only
+    assert world.results.objects == {}
+    now = world.repo.get(record.id)
+    assert now is not None and now.lease_owner == "w2" and now.status is Status.PROCESSING
+    assert list(world.originals.objects) == [record.input_key]

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from imageblur.cancel import Cancelled, cancellable
 from imageblur.config import Settings
 from imageblur.detection import (
     CenterFaceDetector,
@@ -296,3 +297,15 @@ def test_the_uncertain_floor_is_never_below_what_the_passes_keep() -> None:
     assert CenterFaceDetector(**SHIPPED).uncertain_floor is None
     with pytest.raises(ValueError):
         CenterFaceDetector(**SHIPPED, uncertain_floor=0.0)
+
+
+def test_a_cancelled_job_stops_before_the_next_pass(detector: CenterFaceDetector) -> None:
+    """The worker cancels a job whose lease is lost; the pyramid checks between passes."""
+    image = np.zeros((800, 1000, 3), np.uint8)
+    cancelled = threading.Event()
+    with cancellable(cancelled):
+        assert detector.detect(image) == []  # not cancelled: the whole pyramid
+        cancelled.set()
+        with pytest.raises(Cancelled):
+            detector.detect(image)
+    assert detector.detect(image) == []  # outside a job, never cancelled

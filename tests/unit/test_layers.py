@@ -26,10 +26,12 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"domain"},
     "imaging": CORE | {"heif", "metadata"},
     "blurring": CORE,
-    "detection": CORE | {"openvino_session"},
+    # Where a job's long work may stop once its lease is lost (a leaf, like the domain).
+    "cancel": {"domain"},
+    "detection": CORE | {"openvino_session", "cancel"},
     "openvino_session": set(),
     "detectors": CORE,  # the package's __init__: families, kinds, the class map
-    "detectors.": CORE | {"detection", "detectors."},
+    "detectors.": CORE | {"detection", "detectors.", "cancel"},
     "jpeg_coefficients": set(),
     "jpeg_patch": CORE | {"jpeg_coefficients"},
     "pixel_budget": set(),
@@ -43,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     # A correction's shape and the region list it makes: pure, like the domain.
     "corrections": CORE,
     "review": CORE | {"backends", "corrections", "logs"},
-    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics"},
+    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # A decorator of the port it implements (encryption around any store).
     "adapters.encrypted_store": {"domain", "ports"},

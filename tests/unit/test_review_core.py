@@ -216,3 +216,46 @@ def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker
     assert final is not None and final.status is Status.REVIEW and final.revision == 2
     assert final.output_key == f"{record.id}-r2.jpg"
     assert list(world.results.objects) == [final.output_key]
+
+
+def test_a_render_that_fails_returns_the_picture_to_review_with_its_result(
+    world: World,
+) -> None:
+    record = held(world)
+    review(world).correct(record.id, [], expected_revision=0, role="reviewer")
+    # An original no decoder opens any more (a library upgrade, say): the render fails.
+    world.originals.objects[record.input_key] = (b"\xff\xd8\xff garbage", world.clock())
+    assert world.processor(review_ttl_s=TTL_S).handle(world.next_delivery()) is Outcome.FAILED
+    back = world.repo.get(record.id)
+    assert back is not None
+    assert (back.status, back.review, back.output_key, back.revision) == (
+        Status.REVIEW,
+        Review.PENDING,
+        record.output_key,
+        1,
+    )
+    assert list(world.originals.objects) == [record.input_key]  # a reviewer still needs it
+    assert list(world.results.objects) == [record.output_key]
+    last = world.repo.history(record.id)[-1]
+    assert (last.action, last.status) == ("render_failed", "review")
+    assert last.detail is not None and "cannot decode" in last.detail
+
+
+def test_a_render_parked_after_its_attempts_returns_the_picture_to_review(
+    world: World,
+) -> None:
+    record = held(world)
+    review(world).correct(record.id, [], expected_revision=0, role="reviewer")
+    world.results.down = True  # a store that refuses this result for good
+    processor = world.processor(review_ttl_s=TTL_S, outage_patience_s=0.0)  # 3 attempts
+    outcomes = [processor.handle(world.next_delivery()) for _ in range(3)]
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.DEAD_LETTERED]
+    back = world.repo.get(record.id)
+    assert back is not None and back.status is Status.REVIEW
+    assert back.output_key == record.output_key
+    assert list(world.originals.objects) == [record.input_key]
+    assert [d.job.kind for d in world.queue.take_dead_letters()] == [JobKind.RENDER]
+    assert [e.action for e in world.repo.history(record.id)][-1] == "render_failed"
+    world.results.down = False  # and the reviewer can correct it again
+    review(world).correct(record.id, [], expected_revision=1, role="reviewer")
+    assert processor.handle(world.next_delivery()) is Outcome.DONE

@@ -503,17 +503,29 @@ class PostgresImageRepository:
     def fail(
         self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
     ) -> bool:
-        return (
-            self._transition(
-                "status = 'failed', error = %(error)s, error_code = %(code)s, "
-                "lease_owner = NULL, lease_expires_at = NULL",
-                "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
-                {"id": image_id, "owner": owner, "now": now, "error": error, "code": code.value},
-                event=("worker", "failed"),
-                detail=error,
-            )
-            is not None
+        params = {"id": image_id, "owner": owner, "now": now, "error": error, "code": code.value}
+        unleased = (
+            "error = %(error)s, error_code = %(code)s, lease_owner = NULL, lease_expires_at = NULL"
         )
+        # Two conditional UPDATEs, as in `complete`: at most one of them changes the row.
+        failed = self._transition(
+            "status = 'failed', " + unleased,
+            "i.status = 'processing' AND i.lease_owner = %(owner)s",
+            params,
+            event=("worker", "failed"),
+            detail=error,
+        )
+        if failed is not None:
+            return True
+        # A render that failed goes back to review with the result it had before.
+        returned = self._transition(
+            "status = 'review', review = 'pending', " + unleased,
+            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
+            params,
+            event=("worker", "render_failed"),
+            detail=error,
+        )
+        return returned is not None
 
     def release(
         self,

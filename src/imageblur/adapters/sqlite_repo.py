@@ -27,6 +27,7 @@ from imageblur.domain import (
     PictureStats,
     Region,
     RepositoryUnavailable,
+    Status,
     regions_from_json,
     regions_to_json,
 )
@@ -446,16 +447,21 @@ class SqliteImageRepository:
         self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
     ) -> bool:
         with self._tx() as conn:
+            # A failed render goes back to review with the result it had before.
             cur = conn.execute(
-                "UPDATE images SET status = 'failed', error = ?, error_code = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+                "UPDATE images SET status = CASE status WHEN 'rendering' THEN 'review' "
+                "ELSE 'failed' END, "
+                "review = CASE status WHEN 'rendering' THEN 'pending' ELSE review END, "
+                "error = ?, error_code = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                "updated_at = ? "
                 f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
                 (error, code.value, _ts(now), image_id, owner),
             )
             record = _fetch(conn, image_id) if cur.rowcount == 1 else None
             if record is None:
                 return False
-            event = transitions.event(record, role="worker", action="failed", detail=error)
+            action = "render_failed" if record.status is Status.REVIEW else "failed"
+            event = transitions.event(record, role="worker", action=action, detail=error)
             _log(conn, image_id, event)
             return True
 

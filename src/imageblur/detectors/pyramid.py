@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from imageblur.cancel import checkpoint
 from imageblur.detection import (
     PyramidConfig,
     group,
@@ -67,6 +68,7 @@ class PyramidDetector:
         scales = pyramid_scales(width, height, self.pyramid)
         found: list[FloatArray] = []
         for index, scale in enumerate(scales):
+            checkpoint()  # a job whose lease is lost stops here, between passes
             dets = self._at_scale(image, scale)
             last = index == len(scales) - 1
             keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)

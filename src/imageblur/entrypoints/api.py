@@ -34,7 +34,11 @@ log = get_logger(__name__)
 
 
 def _lifespan(
-    settings: Settings, metrics: Metrics, *, run_worker: bool
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    run_worker: bool,
+    on_worker_failure: Callable[[], None] | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +46,7 @@ def _lifespan(
             build, settings, with_detector=run_worker, metrics=metrics
         )
         container.export_picture_gauges()
-        runtime = WorkerRuntime(container) if run_worker else None
+        runtime = WorkerRuntime(container, on_failure=on_worker_failure) if run_worker else None
         if runtime is not None:
             runtime.start()
         app.state.container = container
@@ -58,16 +62,24 @@ def _lifespan(
     return lifespan
 
 
-def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = False,
+    on_worker_failure: Callable[[], None] | None = None,
+) -> FastAPI:
     """The API alone (`api`), or with the worker in the same process (`serve`), whose
-    metrics then show on the API's /metrics too."""
+    metrics then show on the API's /metrics too. `on_worker_failure`: called if one of
+    the worker's threads ends on its own (`serve` then stops, exit non-zero)."""
     check_api(settings)  # raises SettingsError: refuses to run open
     metrics = Metrics()
     app = FastAPI(
         title="imageblur",
         version=__version__,
         description="Upload a picture; get it back with every face blurred.",
-        lifespan=_lifespan(settings, metrics, run_worker=run_worker),
+        lifespan=_lifespan(
+            settings, metrics, run_worker=run_worker, on_worker_failure=on_worker_failure
+        ),
         root_path=settings.root_path,
         # Off by default: their pages load scripts from a CDN into the origin where the
         # web page keeps its token. The description itself (/openapi.json) stays.

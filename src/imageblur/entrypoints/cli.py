@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -106,9 +107,16 @@ def _serve(settings: Settings, *, run_worker: bool) -> int:
 
     from imageblur.entrypoints.api import create_app
 
+    worker_failed = threading.Event()
+
+    def stop_serving() -> None:  # a worker thread died: exit non-zero, to be restarted
+        worker_failed.set()
+        server.should_exit = True
+
+    app = create_app(settings, run_worker=run_worker, on_worker_failure=stop_serving)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, run_worker=run_worker),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,  # ours, configured above
@@ -124,7 +132,7 @@ def _serve(settings: Settings, *, run_worker: bool) -> int:
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return 1 if worker_failed.is_set() else 0
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -149,7 +157,7 @@ def _worker(settings: Settings, *, burst: bool) -> int:
         if metrics is not None:
             metrics.stop()
         container.close()
-    return 0
+    return 1 if runtime.failed else 0
 
 
 def _metrics_server(settings: Settings, container: Container) -> MetricsServer | None:

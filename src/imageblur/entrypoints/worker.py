@@ -1,7 +1,10 @@
 """The worker: receive -> process -> ack / retry / dead letter, and a reconciler beside it.
 
 Stopping (SIGTERM, or the API's shutdown in embedded mode) lets the job in hand finish;
-a job cut short by a hard kill is taken over after its lease expires.
+a job cut short by a hard kill is taken over after its lease expires. A thread that ends
+on its own (it never should: its loop logs any exception and goes on) stops the others,
+the heartbeat with them, and makes the process exit non-zero, so an orchestrator
+restarts it rather than keep a worker that silently does less.
 """
 
 from __future__ import annotations
@@ -9,19 +12,21 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TypeVar
 
 import structlog
 
 from imageblur.bootstrap import Container
-from imageblur.domain import BackendUnavailable, Job, QueueUnavailable
+from imageblur.domain import BackendUnavailable, Delivery, Job, QueueUnavailable
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.logs import get_logger
 from imageblur.reconciler import Reconciler
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 RECONCILER_STOP_S = 5.0
 
@@ -38,10 +43,21 @@ def job_log_context(job: Job) -> Iterator[None]:
 
 
 class WorkerRuntime:
-    def __init__(self, container: Container, *, burst: bool = False) -> None:
+    def __init__(
+        self,
+        container: Container,
+        *,
+        burst: bool = False,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_failure` is called (once) when a thread ended that was not asked to: the
+        embedded API stops its server with it."""
         self._c = container
         self._burst = burst
+        self._on_failure = on_failure
         self._stop = threading.Event()
+        self._failed = threading.Event()
+        self._failure_lock = threading.Lock()
         self._threads: list[threading.Thread] = []  # the job threads
         self._reconciler: threading.Thread | None = None
 
@@ -57,13 +73,40 @@ class WorkerRuntime:
         else:
             self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
         for n in range(s.worker_threads):
-            self._threads.append(self._start(f"worker-{n}", self._work, processor))
+            # A burst run's job threads end once the queue is drained, as asked.
+            thread = self._start(f"worker-{n}", self._work, processor, may_end=self._burst)
+            self._threads.append(thread)
         log.info("worker.started", owner=processor.owner, threads=s.worker_threads)
 
-    def _start(self, name: str, target: object, arg: object) -> threading.Thread:
-        thread = threading.Thread(target=target, args=(arg,), name=name, daemon=True)  # type: ignore[arg-type]
+    @property
+    def failed(self) -> bool:
+        """A thread ended without being asked to: the process should exit non-zero."""
+        return self._failed.is_set()
+
+    def _start(
+        self, name: str, target: Callable[[_T], None], arg: _T, *, may_end: bool = False
+    ) -> threading.Thread:
+        """A thread that is not `may_end` must run until `stop`: else the worker failed."""
+
+        def run() -> None:
+            try:
+                target(arg)
+            finally:
+                if not self._stop.is_set() and not may_end:
+                    self._thread_died(name)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         return thread
+
+    def _thread_died(self, name: str) -> None:
+        log.error("worker.thread_died", thread=name)
+        with self._failure_lock:
+            first = not self._failed.is_set()
+            self._failed.set()  # before the stop: no heartbeat from here on
+        self._stop.set()
+        if first and self._on_failure is not None:
+            self._on_failure()
 
     def _work(self, processor: JobProcessor) -> None:
         queue, timeout_s = self._c.backends.queue, self._c.settings.receive_timeout_s
@@ -71,8 +114,13 @@ class WorkerRuntime:
         while not self._stop.is_set():
             try:
                 delivery = queue.receive(timeout_s=timeout_s)
-            except QueueUnavailable as exc:
-                log.warning("queue.unavailable", error=str(exc), retry_in_s=backoff_s)
+            except Exception as exc:  # the loop must outlive any one message
+                # A bug or an unexpected library error is treated as an outage: waited
+                # out, never the end of the thread.
+                if isinstance(exc, QueueUnavailable):
+                    log.warning("queue.unavailable", error=str(exc), retry_in_s=backoff_s)
+                else:
+                    log.exception("queue.receive_error", retry_in_s=backoff_s)
                 self._stop.wait(backoff_s)
                 # Capped low: a broker restart takes seconds, and a worker that sleeps
                 # long after it is back leaves the queue to grow.
@@ -81,23 +129,40 @@ class WorkerRuntime:
             backoff_s = 0.5
             self._beat()
             if delivery is not None:
-                with job_log_context(delivery.job):
-                    try:
-                        outcome = processor.handle(delivery)
-                    except Exception:  # the loop must outlive any one job
-                        # Unsettled: the broker redelivers it, or the reconciler re-publishes.
-                        log.exception("job.unhandled_error", image_id=delivery.job.image_id)
-                    else:
-                        self._c.metrics.jobs.labels(outcome=outcome).inc()
+                self._handle(processor, delivery)
             elif self._burst:
                 return  # burst mode: the queue is drained
         log.info("worker.thread_stopped")
+
+    def _handle(self, processor: JobProcessor, delivery: Delivery) -> None:
+        with job_log_context(delivery.job):
+            try:
+                outcome = processor.handle(delivery)
+            except Exception as exc:  # the loop must outlive any one job
+                log.exception("job.unhandled_error", image_id=delivery.job.image_id)
+                self._settle_unhandled(delivery, f"internal error: {type(exc).__name__}")
+            else:
+                self._c.metrics.jobs.labels(outcome=outcome).inc()
+
+    def _settle_unhandled(self, delivery: Delivery, reason: str) -> None:
+        """Settle a job whose handling raised: an unsettled message would hold its
+        prefetch slot on a live channel until the broker's consumer timeout. Tried again
+        after the longest delay, parked after as many tries as a job gets attempts."""
+        queue, s = self._c.backends.queue, self._c.settings
+        try:
+            if delivery.job.attempt + 1 >= s.max_attempts:
+                queue.dead_letter(delivery, reason=reason)
+            else:
+                queue.retry(delivery, delay_s=s.retry_max_delay_s, reason=reason)
+        except Exception:  # left unsettled: the broker redelivers it when we reconnect
+            log.exception("job.settle_failed", image_id=delivery.job.image_id)
 
     def _beat(self) -> None:
         """Touch the heartbeat file: proof for a liveness probe that the loop turns or a
         job's lease renewals succeed."""
         path = self._c.settings.heartbeat_file
-        if path is not None:
+        # Once a thread has died the process is going down: a probe must not see it alive.
+        if path is not None and not self._failed.is_set():
             try:
                 path.touch()
             except OSError as exc:
