@@ -91,6 +91,8 @@ class WorkerRuntime:
         def run() -> None:
             try:
                 target(arg)
+            except BaseException:  # the thread ends here either way: say why, in our format
+                log.exception("worker.thread_error", thread=name)
             finally:
                 if not self._stop.is_set() and not may_end:
                     self._thread_died(name)

@@ -1,0 +1,178 @@
+"""Hostile queue messages and surprising errors never kill a worker: every malformed body
+is `InvalidJob` and dead-lettered with its reason; a job thread that meets an unexpected
+exception logs it and serves the next job; a thread that ends anyway stops the heartbeat
+and the process. (The same bodies go through a real RabbitMQ in
+tests/contract/test_job_queue.py, and through `make run-distributed` in
+tests/distributed/test_run_distributed.py.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imageblur.adapters.memory_queue import MemoryJobQueue
+from imageblur.bootstrap import Container
+from imageblur.config import load_settings
+from imageblur.domain import MAX_JOB_ATTEMPT, InvalidJob, Job, JobKind, Status
+from imageblur.entrypoints.worker import WorkerRuntime
+from security.poison import POISON, VALID_ID
+from support import jpeg_bytes, wait_until
+from unit.fakes import FakeDetector, FakeRepository
+from unit.test_worker_runtime import container_of
+
+
+@pytest.mark.parametrize("body", POISON.values(), ids=POISON.keys())
+def test_every_poison_body_is_an_invalid_job_with_a_reason(body: bytes) -> None:
+    with pytest.raises(InvalidJob, match=r"^malformed job message: .+"):
+        Job.from_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "job"),
+    [
+        (b'{"image_id": "%s"}' % VALID_ID.encode(), Job(VALID_ID)),  # an older release's
+        (Job(VALID_ID, MAX_JOB_ATTEMPT, "req-1", JobKind.RENDER).to_json(), None),
+        (b'{"image_id": "%s", "request_id": null, "x": [1]}' % VALID_ID.encode(), Job(VALID_ID)),
+    ],
+)
+def test_the_messages_we_write_still_parse(body: bytes, job: Job | None) -> None:
+    expected = job or Job(VALID_ID, MAX_JOB_ATTEMPT, "req-1", JobKind.RENDER)
+    assert Job.from_json(body) == expected
+
+
+class Escape(BaseException):
+    """Something that ends a thread whatever its loop catches (a SystemExit in a library,
+    say)."""
+
+
+class Running:
+    """A worker runtime on fakes and the in-process queue, started; always stopped."""
+
+    def __init__(self, tmp_path: Path, *, threads: int) -> None:
+        self.heartbeat = tmp_path / "alive"
+        settings = load_settings(
+            data_dir=tmp_path / "data",
+            worker_threads=threads,
+            receive_timeout_s=0.1,
+            heartbeat_file=self.heartbeat,
+            lease_s=0.6,
+            retry_base_delay_s=0.05,
+            retry_max_delay_s=0.1,
+            shutdown_grace_s=10,
+        )
+        self.repo = FakeRepository()
+        self.detector = FakeDetector()
+        self.container: Container = container_of(settings, self.repo, self.detector)
+        self.failures: list[str] = []
+        self.runtime = WorkerRuntime(
+            self.container, on_failure=lambda: self.failures.append("worker failed")
+        )
+
+    @property
+    def queue(self) -> MemoryJobQueue:
+        queue = self.container.backends.queue
+        assert isinstance(queue, MemoryJobQueue)
+        return queue
+
+    def upload(self, seed: int = 0) -> str:
+        return self.container.images.submit(jpeg_bytes(seed=seed)).id
+
+    def wait_status(self, image_id: str, status: Status) -> None:
+        def reached() -> bool:
+            record = self.repo.get(image_id)
+            return record is not None and record.status is status
+
+        assert wait_until(reached, timeout_s=30), self.repo.get(image_id)
+
+
+@pytest.fixture
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+    worker = Running(tmp_path, threads=getattr(request, "param", 1))
+    before = set(threading.enumerate())
+    worker.runtime.start()
+    yield worker
+    worker.runtime.stop(timeout_s=10)
+    worker.runtime.wait()
+    worker.container.close()
+    assert wait_until(lambda: set(threading.enumerate()) <= before, timeout_s=10), "threads left"
+
+
+def test_poison_on_the_queue_is_parked_and_the_next_upload_is_done(running: Running) -> None:
+    for body in POISON.values():
+        running.queue.publish_raw(body)
+    image_id = running.upload()
+    running.wait_status(image_id, Status.DONE)
+    parked = running.queue.take_dead_letters()
+    assert [p.body for p in parked] == list(POISON.values())
+    assert all(p.job is None and p.reason.startswith("malformed job message") for p in parked)
+    assert not running.runtime.failed
+
+
+def test_a_receive_that_raises_something_unexpected_is_waited_out(running: Running) -> None:
+    queue, receive = running.queue, running.queue.receive
+    raised: list[str] = []
+
+    def once_broken(*, timeout_s: float) -> object:
+        if not raised:
+            raised.append("RecursionError")
+            raise RecursionError("a parser bug in a client library")
+        return receive(timeout_s=timeout_s)
+
+    queue.receive = once_broken  # type: ignore[method-assign]
+    assert wait_until(lambda: bool(raised), timeout_s=10)
+    image_id = running.upload()
+    running.wait_status(image_id, Status.DONE)  # the same, single, thread
+    assert not running.runtime.failed
+
+
+def test_a_job_that_raises_out_of_its_handling_is_settled_and_the_thread_serves_on(
+    running: Running,
+) -> None:
+    broke: list[str] = []
+
+    def claim_breaks_once(operation: str) -> None:
+        # A driver bug: not an outage the processor knows, it escapes `handle`.
+        if operation == "claim" and not broke:
+            broke.append(operation)
+            raise ValueError("a driver bug")
+
+    running.repo.before = claim_breaks_once
+    first = running.upload(seed=1)
+    running.wait_status(first, Status.DONE)  # retried after the delay, not left unacked
+    assert broke == ["claim"]
+    second = running.upload(seed=2)
+    running.wait_status(second, Status.DONE)
+    assert running.queue.depth() == 0 and not running.runtime.failed
+
+
+@pytest.mark.parametrize("running", [2], indirect=True)
+def test_a_thread_that_ends_anyway_stops_the_heartbeat_and_the_worker(
+    running: Running,
+) -> None:
+    calls, release = [], threading.Event()
+    renewals: list[str] = []
+
+    def first_hangs_second_escapes() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            release.wait(timeout=60)  # a long job, renewing its lease (and the heartbeat)
+            return
+        raise Escape
+
+    running.repo.before = lambda op: renewals.append(op) if op == "extend_lease" else None
+    running.detector.during = first_hangs_second_escapes
+    running.upload(seed=1)
+    assert wait_until(lambda: len(calls) == 1, timeout_s=30)
+    running.upload(seed=2)
+    assert wait_until(lambda: running.runtime.failed, timeout_s=30), "the dead thread went unseen"
+    assert running.failures == ["worker failed"]  # `serve` stops its server on it
+    running.heartbeat.unlink(missing_ok=True)
+    seen = len(renewals)
+    assert wait_until(lambda: len(renewals) >= seen + 2, timeout_s=30)  # the long job renews
+    assert not running.heartbeat.exists(), "a failed worker still looked alive"
+    release.set()
+    running.runtime.wait()  # the other thread ends too: the process exits (non-zero)
+    assert running.runtime.failed
