@@ -10,7 +10,11 @@ them:
   stops everything, with its last output;
 - if the API or the S3 server exits, everything stops, saying which;
 - Ctrl-C or SIGTERM stops everything (workers first, so that they can finish their job,
-  the S3 server last) and exits 0.
+  the S3 server last) and exits 0;
+- every child runs in one process group of its own, whose leader kills the whole group
+  as soon as this script is gone, however it went (even `kill -9`): no server is left
+  holding a port. A Ctrl-C at the terminal reaches this script only, which stops the
+  children in order.
 
 The processes' own output (JSON log lines) passes through unchanged; this script's
 messages start with "run-distributed:". PostgreSQL and RabbitMQ are the Makefile's job.
@@ -22,7 +26,6 @@ import argparse
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,26 +45,54 @@ def say(message: str) -> None:
     print(f"run-distributed: {message}", file=sys.stderr, flush=True)
 
 
+# The group's leader: it waits for the end of a pipe that only this script holds open
+# (the kernel closes it when this script dies, however it dies), then kills the group.
+_REAPER = "import os, signal, sys; sys.stdin.buffer.read(); os.killpg(0, signal.SIGKILL)"
+
+
+class ProcessGroup:
+    """The process group every child joins, killed (what is left of it) when this script
+    ends, or dies."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()  # not inherited by the children (PEP 446)
+        self._leader = subprocess.Popen(
+            [sys.executable, "-c", _REAPER], stdin=read_end, process_group=0
+        )
+        os.close(read_end)
+        self.pgid = self._leader.pid
+
+    def close(self) -> None:
+        """Kill whatever is left in the group (after the orderly stop: nothing, usually)."""
+        os.close(self._write_end)
+        self._leader.wait()
+
+
 @dataclass
 class Child:
-    """One supervised process; its output is passed on (or not) and its tail kept."""
+    """One supervised process; its output is passed on (or not) and its tail kept.
+    `ready_line`: a text the process prints once it serves (`ready` is set then)."""
 
     name: str
     argv: Sequence[str]
     echo: bool = True
     env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
+    ready_line: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
     exits: list[float] = field(default_factory=list)  # monotonic times of unplanned exits
     restart_at: float | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> None:
+    def start(self, group: ProcessGroup) -> None:
+        self.ready.clear()
         self.proc = subprocess.Popen(
             self.argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env},
+            process_group=group.pgid,
         )
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         self.restart_at = None
@@ -72,6 +103,8 @@ class Child:
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             self.tail.append(line)
+            if self.ready_line is not None and self.ready_line in line:
+                self.ready.set()
             if self.echo:
                 print(line, flush=True)
 
@@ -83,23 +116,20 @@ class Child:
         return "\n".join(f"    {line}" for line in lines) or "    (no output)"
 
 
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class Supervisor:
     def __init__(self, workers: int, s3_port: int, metrics_port: int | None = None) -> None:
         self.stopping = threading.Event()
+        self.group: ProcessGroup  # made by `run`
         self.s3: Child | None = None
         if not os.environ.get("IMAGEBLUR_S3_ENDPOINT_URL"):
             self.s3 = Child(
                 "the S3 server (moto)",
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
                 echo=False,  # one line per request
+                env={"PYTHONUNBUFFERED": "1"},
+                # Its own word, printed once it listens. A port probe would take another
+                # server that holds the port (one moto failed to bind) for this one.
+                ready_line=f"Running on http://127.0.0.1:{s3_port}",
             )
             os.environ["IMAGEBLUR_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{s3_port}"
             for name, value in (
@@ -127,10 +157,12 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        self.group = ProcessGroup()
         try:
             failure = self._start() or self._watch()
         finally:
             self._stop_all()
+            self.group.close()
         if failure:
             say(failure)
             return 1
@@ -144,21 +176,23 @@ class Supervisor:
 
     def _start(self) -> str | None:
         if self.s3 is not None:
-            self.s3.start()
+            self.s3.start(self.group)
             deadline = time.monotonic() + 60
-            while not port_open(self.s3_port):
+            while not self.s3.ready.wait(0.2):
                 if self.s3.exited() is not None or time.monotonic() > deadline:
                     return f"the S3 server did not start:\n{self.s3.last_output()}"
-                if self.stopping.wait(0.2):
+                if self.stopping.is_set():
                     return None
             say(f"S3 (moto, in memory) on {os.environ['IMAGEBLUR_S3_ENDPOINT_URL']}")
-        migrate = subprocess.run([str(BIN / "imageblur"), "migrate"], check=False)
+        migrate = subprocess.run(
+            [str(BIN / "imageblur"), "migrate"], check=False, process_group=self.group.pgid
+        )
         if self.stopping.is_set():
             return None
         if migrate.returncode != 0:
             return f"`imageblur migrate` failed (exit {migrate.returncode}); nothing started"
         for child in (self.api, *self.workers):
-            child.start()
+            child.start(self.group)
         port = os.environ.get("IMAGEBLUR_PORT", "8080")
         say(f"imageblur API on http://127.0.0.1:{port} with {len(self.workers)} workers")
         return None
@@ -183,7 +217,7 @@ class Supervisor:
         now = time.monotonic()
         if worker.restart_at is not None:
             if now >= worker.restart_at:
-                worker.start()
+                worker.start(self.group)
             return None
         code = worker.exited()
         if code is None:

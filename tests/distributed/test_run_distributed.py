@@ -9,6 +9,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pika
 import psycopg
 import pytest
 from PIL import Image, UnidentifiedImageError
@@ -27,8 +29,9 @@ from PIL import Image, UnidentifiedImageError
 import metrics_scrape
 import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
+from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.adapters.s3_store import S3ObjectStore
-from imageblur.domain import Status
+from imageblur.domain import DeadLetter, Status
 
 from .harness import EXAMPLES, generated_jpeg
 
@@ -59,6 +62,7 @@ class RunDistributed:
     s3_port: int
     metrics_port: int  # worker n serves its metrics on metrics_port + n
     schema: str
+    queue: str
     auth: dict[str, str] = field(default_factory=dict)  # the token, when one is set
 
     def log(self) -> str:
@@ -117,12 +121,15 @@ class RunDistributed:
 
 
 @contextmanager
-def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]:
+def run_distributed(
+    tmp_path: Path, *, s3_port: int | None = None, **settings: str
+) -> Iterator[RunDistributed]:
     """`make run-distributed` in its own corner of the machine's services (schema, queue,
     ports), in its own process group as a terminal would start it; always torn down."""
     servers.ensure_postgres()
     servers.ensure_rabbitmq()
-    port, s3_port, metrics_port = servers.free_port(), servers.free_port(), two_free_ports()
+    port, metrics_port = servers.free_port(), two_free_ports()
+    s3_port = s3_port or servers.free_port()
     schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
@@ -154,7 +161,7 @@ def run_distributed(tmp_path: Path, **settings: str) -> Iterator[RunDistributed]
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        yield RunDistributed(make, log_path, url, port, s3_port, metrics_port, schema)
+        yield RunDistributed(make, log_path, url, port, s3_port, metrics_port, schema, queue)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
@@ -304,6 +311,84 @@ def test_the_death_of_the_api_or_the_s3_server_stops_everything(
             servers.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
 
 
+def test_the_supervisor_killed_takes_every_child_with_it(tmp_path: Path) -> None:
+    """However the supervisor dies (here `kill -9`, no handler runs), its process group
+    goes with it: no S3 server, API or worker is left holding a port."""
+    with run_distributed(tmp_path) as run:
+        run.wait_ready()
+        servers.wait_for(
+            lambda: len(run.pids("worker-1") + run.pids("worker-2")) == 2,
+            timeout_s=60,
+            what="both workers to start",
+        )
+        children = [
+            pid
+            for name in ("the S3 server (moto)", "the API", "worker-1", "worker-2")
+            for pid in run.pids(name)
+        ]
+        (supervisor,) = children_of(run.make.pid)
+        os.kill(supervisor, signal.SIGKILL)
+        for pid in children:
+            servers.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"child {pid} to end")
+        run.assert_all_stopped()
+
+
+def test_the_s3_server_is_waited_for_by_its_own_word_not_a_port_probe(tmp_path: Path) -> None:
+    """Another program on the S3 port: a port probe would take it for moto and start the
+    API against it; moto's own readiness line never comes, and the set-up says why."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    try:
+        with run_distributed(tmp_path, s3_port=squatter.getsockname()[1]) as run:
+            assert run.exit_code(timeout_s=120) != 0
+            log = run.log()
+            assert "run-distributed: the S3 server did not start" in log, log[-3000:]
+            assert "in use" in log[log.index("did not start") :]  # moto's own words
+            assert not run.pids("the API")
+    finally:
+        squatter.close()
+
+
+def test_poison_on_the_job_queue_is_parked_and_the_next_upload_is_done(tmp_path: Path) -> None:
+    """The issue's check: raw `[` x 100,000 published to the job queue ends in the
+    dead-letter queue with its reason; no worker dies; the next upload reaches done."""
+    with run_distributed(tmp_path) as run:
+        run.wait_ready()
+        servers.wait_for(
+            lambda: len(run.pids("worker-1") + run.pids("worker-2")) == 2,
+            timeout_s=60,
+            what="both workers to start",
+        )
+        poison = b"[" * 100_000
+        with pika.BlockingConnection(pika.URLParameters(servers.RABBIT_URL)) as conn:
+            conn.channel().basic_publish("", run.queue, poison)
+        handle = RabbitMQJobQueue(
+            servers.RABBIT_URL, queue=run.queue, queue_type="quorum", prefetch=1, timeout_s=5
+        )
+        try:
+            parked: list[DeadLetter] = []
+
+            def parked_yet() -> bool:
+                parked.extend(handle.take_dead_letters())
+                return bool(parked)
+
+            servers.wait_for(parked_yet, timeout_s=60, what="the poison in the dead-letter queue")
+        finally:
+            handle.close()
+        assert [p.body for p in parked] == [poison]
+        assert parked[0].reason.startswith("malformed job message"), parked[0].reason
+        for seed in range(3):  # more than the workers' threads: every thread still serves
+            image_id = run.upload(generated_jpeg(seed), f"after-{seed}.jpg")
+            servers.wait_for(
+                lambda i=image_id: run.status(i) == "done",
+                timeout_s=120,
+                what=f"an upload after the poison to be done:\n{run.log()[-3000:]}",
+            )
+        assert not re.search(r"worker-\d \(pid \d+\) exited", run.log())  # none died
+        assert len(run.pids("worker-1") + run.pids("worker-2")) == 2
+
+
 def test_a_worker_that_crashes_at_start_stops_the_set_up_with_its_error(tmp_path: Path) -> None:
     """A crash loop (here: no face model) ends with the worker's last error, not for ever."""
     missing = tmp_path / "no-such-model.onnx"
@@ -381,6 +466,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.split(") ")[1][0] != "Z"  # a zombie has ended too
+
+
+def children_of(pid: int) -> list[int]:
+    """The live children of a process (Linux: /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def two_free_ports() -> int:

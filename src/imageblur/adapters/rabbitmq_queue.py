@@ -195,7 +195,7 @@ class RabbitMQJobQueue:
         headers = {
             REASON_HEADER: _clip(reason),
             "x-imageblur-attempt": delivery.job.attempt,
-            "x-imageblur-dead-at": datetime.now(UTC).isoformat(),
+            "x-imageblur-dead-at": _now(),
         }
         body = delivery.job.to_json()
         with self._settling(delivery, "dead-letter") as channel:
@@ -304,8 +304,10 @@ class RabbitMQJobQueue:
             job = Job.from_json(body)
         except InvalidJob as exc:
             # Unparseable: no worker can do anything with it; park it with the reason.
-            _publish(channel, self.dead_queue, body, {REASON_HEADER: _clip(str(exc))})
+            headers = {REASON_HEADER: _clip(str(exc)), "x-imageblur-dead-at": _now()}
+            _publish(channel, self.dead_queue, body, headers)
             channel.basic_ack(method.delivery_tag)
+            log.warning("rabbitmq parked a message of %d bytes: %s", len(body), exc)
             return None
         tag = _Tag(generation=generation, delivery_tag=method.delivery_tag)
         return Delivery(job=job, tag=tag, redelivered=bool(method.redelivered))
@@ -414,6 +416,10 @@ def _dead_letter(properties: BasicProperties, body: bytes) -> DeadLetter:
     except InvalidJob:
         job = None
     return DeadLetter(job=job, body=body, reason=str(reason or ""))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _clip(reason: str) -> str:
