@@ -7,16 +7,21 @@ tests/distributed/test_run_distributed.py.)"""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import servers
+from imageblur import bootstrap
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.bootstrap import Container
 from imageblur.config import load_settings
 from imageblur.domain import MAX_JOB_ATTEMPT, InvalidJob, Job, JobKind, Status
+from imageblur.entrypoints import api, cli
 from imageblur.entrypoints.worker import WorkerRuntime
 from security.poison import POISON, VALID_ID
 from support import jpeg_bytes, wait_until
@@ -176,3 +181,37 @@ def test_a_thread_that_ends_anyway_stops_the_heartbeat_and_the_worker(
     release.set()
     running.runtime.wait()  # the other thread ends too: the process exits (non-zero)
     assert running.runtime.failed
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_the_process_exits_non_zero_once_a_job_thread_died(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`imageblur worker` and `imageblur serve` end with exit 1, to be restarted, rather
+    than run on (or exit 0) with fewer threads than they were given."""
+    settings = load_settings(
+        data_dir=tmp_path / "data", worker_threads=1, receive_timeout_s=0.1, shutdown_grace_s=5
+    )
+    detector = FakeDetector()
+
+    def escape() -> None:
+        raise Escape
+
+    detector.during = escape
+    container = container_of(settings, FakeRepository(), detector)
+    container.images.submit(jpeg_bytes())
+    # The command builds this container instead of the configured back ends.
+    monkeypatch.setattr(bootstrap, "build", lambda *_, **__: container)
+    monkeypatch.setattr(api, "build", lambda *_, **__: container)
+    monkeypatch.setenv("IMAGEBLUR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGEBLUR_PORT", str(servers.free_port()))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Bounded: a process that failed to notice would serve until this SIGTERM (exit 0).
+    timer = threading.Timer(60, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert cli.main([command]) == 1
+    finally:
+        timer.cancel()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
