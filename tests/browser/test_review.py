@@ -18,6 +18,8 @@ from selenium.webdriver.common.keys import Keys
 
 import support
 from browser.conftest import Page, fresh_page
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
+from imageblur.adapters.local_store import LocalObjectStore
 from support import BILL, Server, run_server
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -299,3 +301,30 @@ def test_showing_a_face_the_detector_hid_asks_why(page: Page, detector_server: S
     shown = page.find(f"#result .review input[data-region='{face['id']}']")
     assert not shown.is_selected()  # reloaded: shown now, and no reason asked again
     assert not page.find(f"#reason-{face['id']}").is_displayed()
+
+
+def test_a_failed_render_says_so_and_shows_the_previous_result(page: Page, server: Server) -> None:
+    page.open()
+    page.find("#file-input").send_keys(str(BILL))
+    card = page.wait(
+        lambda: next(iter(page.find_all("#uploads .card[data-status=review]")), False),
+        timeout_s=180,
+        what="picture in review",
+    )
+    image_id = card.get_attribute("data-id") or ""
+    open_review(page)
+    _, detail_before = shown_result(page)
+    # An original that opens with the key but that no decoder reads: the render fails.
+    (original,) = [p for p in server.stored_files() if p.name.startswith(image_id)
+                   and p.parent.name == "originals"]  # fmt: skip
+    sealed = EncryptedStore(LocalObjectStore(original.parent), Keyring(base64.b64decode(KEY)))
+    sealed.put(original.name, b"\xff\xd8\xff not a picture", content_type="image/jpeg")
+    page.find("#draw-button").click()
+    draw_box(page, *BOX, picture=(2400, 1350))
+    page.find("#save-button").click()
+    page.wait(lambda: "could not be made" in review_message(page), timeout_s=120)
+    assert "the previous one is shown" in review_message(page)
+    assert "cannot decode" in review_message(page)
+    # The previous result: the box drawn was not hidden.
+    assert shown_result(page)[1] == pytest.approx(detail_before, rel=0.01)
+    assert page.find_all("#result .review")  # still in review: correct again, or approve

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
+from imageblur.adapters.local_store import LocalObjectStore
 from support import BILL, BILL_FACE, Server, decode, detail, run_server, wait_status
 
 API_TOKEN = "api-token-0123456789abcdef"
@@ -311,3 +313,25 @@ def test_review_mode_refuses_to_start_without_what_it_needs(
     assert named in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
     assert KEY not in done.stderr + done.stdout
+
+
+def test_a_render_that_fails_returns_the_picture_to_review_with_its_result(
+    server: Server, api: httpx.Client, reviewer: httpx.Client
+) -> None:
+    image_id = upload_in_review(api)
+    before = api.get(f"/picture/{image_id}/image").content
+    (original,) = originals_at_rest(server, image_id)
+    # An original that opens with the key but that no decoder reads: the render fails.
+    sealed = EncryptedStore(LocalObjectStore(original.parent), Keyring(base64.b64decode(KEY)))
+    sealed.put(original.name, b"\xff\xd8\xff not a picture", content_type="image/jpeg")
+    etag, listed = regions(reviewer, image_id)
+    assert put(reviewer, image_id, {"regions": keep_all(listed)}, etag).status_code == 202
+    back = wait_status(api, image_id, {"review", "failed"})
+    assert (back["status"], back["review"]) == ("review", "pending"), back
+    assert api.get(f"/picture/{image_id}/image").content == before  # the previous result
+    assert originals_at_rest(server, image_id) == [original]  # still there to correct
+    last = api.get(f"/picture/{image_id}/history").json()["events"][-1]
+    assert (last["action"], last["role"], last["status"]) == ("render_failed", "worker", "review")
+    assert "cannot decode" in last["detail"]
+    etag, _ = regions(reviewer, image_id)
+    assert put(reviewer, image_id, {"regions": []}, etag).status_code == 202  # corrected again

@@ -201,7 +201,12 @@ class Review {
     this.message.textContent = 'Saved: the picture is being rendered again…';
     const record = await this.waitForRender();
     this.busy(false);
-    if (record) this.reopen(record, 'The new result is shown.');
+    // A render that failed leaves the picture in review with its previous result.
+    if (record) {
+      this.reopen(record, record.error
+        ? `The new result could not be made (${record.error}); the previous one is shown.`
+        : 'The new result is shown.');
+    }
   }
 
   // While a save is sent and rendered, no second save or approval (approval would only
