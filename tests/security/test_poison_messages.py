@@ -20,7 +20,7 @@ from imageblur import bootstrap
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.bootstrap import Container
 from imageblur.config import load_settings
-from imageblur.domain import MAX_JOB_ATTEMPT, InvalidJob, Job, JobKind, Status
+from imageblur.domain import MAX_JOB_ATTEMPT, DeadLetter, InvalidJob, Job, JobKind, Status
 from imageblur.entrypoints import api, cli
 from imageblur.entrypoints.worker import WorkerRuntime
 from security.poison import POISON, VALID_ID
@@ -150,6 +150,28 @@ def test_a_job_that_raises_out_of_its_handling_is_settled_and_the_thread_serves_
     assert broke == ["claim"]
     second = running.upload(seed=2)
     running.wait_status(second, Status.DONE)
+    assert running.queue.depth() == 0 and not running.runtime.failed
+
+
+def test_a_job_that_always_raises_out_of_its_handling_is_parked_in_the_end(
+    running: Running,
+) -> None:
+    def claim_always_breaks(operation: str) -> None:
+        if operation == "claim":
+            raise ValueError("a driver bug")
+
+    running.repo.before = claim_always_breaks
+    image_id = running.upload()
+    parked: list[DeadLetter] = []
+
+    def parked_yet() -> bool:
+        parked.extend(running.queue.take_dead_letters())
+        return bool(parked)
+
+    assert wait_until(parked_yet, timeout_s=30)  # after IMAGEBLUR_MAX_ATTEMPTS tries
+    assert [(p.job.image_id if p.job else None, p.reason) for p in parked] == [
+        (image_id, "internal error: ValueError")
+    ]
     assert running.queue.depth() == 0 and not running.runtime.failed
 
 
