@@ -332,6 +332,6 @@ def test_a_render_that_fails_returns_the_picture_to_review_with_its_result(
     assert originals_at_rest(server, image_id) == [original]  # still there to correct
     last = api.get(f"/picture/{image_id}/history").json()["events"][-1]
     assert (last["action"], last["role"], last["status"]) == ("render_failed", "worker", "review")
-    assert "cannot decode" in last["detail"]
+    assert last["detail"] == back["error"] and back["error_code"] == "invalid_image"
     etag, _ = regions(reviewer, image_id)
     assert put(reviewer, image_id, {"regions": []}, etag).status_code == 202  # corrected again

@@ -10,6 +10,7 @@ import pytest
 
 from imageblur.corrections import KeptRegion, ManualBox
 from imageblur.domain import (
+    ErrorCode,
     ImageRecord,
     InvalidJob,
     Job,
@@ -238,7 +239,7 @@ def test_a_render_that_fails_returns_the_picture_to_review_with_its_result(
     assert list(world.results.objects) == [record.output_key]
     last = world.repo.history(record.id)[-1]
     assert (last.action, last.status) == ("render_failed", "review")
-    assert last.detail is not None and "cannot decode" in last.detail
+    assert last.detail == back.error and back.error_code is ErrorCode.INVALID_IMAGE
 
 
 def test_a_render_parked_after_its_attempts_returns_the_picture_to_review(
