@@ -324,7 +324,8 @@ def test_a_failed_render_says_so_and_shows_the_previous_result(page: Page, serve
     page.find("#save-button").click()
     page.wait(lambda: "could not be made" in review_message(page), timeout_s=120)
     assert "the previous one is shown" in review_message(page)
-    error = httpx.get(f"{server.url}/picture/{image_id}", timeout=10).json()["error"]
+    with client(server, API_TOKEN) as api:
+        error = api.get(f"/picture/{image_id}").json()["error"]
     assert f"({error})" in review_message(page)  # the picture's short public error
     # The previous result: the box drawn was not hidden.
     assert shown_result(page)[1] == pytest.approx(detail_before, rel=0.01)
