@@ -172,6 +172,17 @@ round_trip() {
     podman volume create "$NAME" >/dev/null
     podman run --rm --no-healthcheck --read-only --cap-drop ALL -v "$NAME:/data" "$IMAGE" migrate \
         >/dev/null 2>&1 || die "the migrate role fails on the data volume"
+    # Fail closed: the image listens on 0.0.0.0, so without a token `serve` must not start.
+    local refusal
+    if refusal=$(podman run --rm --no-healthcheck --read-only --cap-drop ALL -v "$NAME:/data" \
+        "$IMAGE" serve 2>&1); then
+        die "serve started on 0.0.0.0 without IMAGEBLUR_API_TOKEN"
+    fi
+    case "$refusal" in
+        *IMAGEBLUR_API_TOKEN*IMAGEBLUR_ALLOW_ANONYMOUS*) ;;
+        *) die "serve without a token did not name IMAGEBLUR_API_TOKEN and IMAGEBLUR_ALLOW_ANONYMOUS" ;;
+    esac
+    log "without a token, serve refuses to start and names both settings"
     log "running $IMAGE serve (read-only root, no capabilities) on 127.0.0.1:$PORT"
     # --health-interval disable: no systemd timer here; the check is run once by hand below
     podman run -d --name "$NAME" --health-interval disable \
