@@ -509,6 +509,11 @@ class Rendering(ImageblurError):  # noqa: N818
     approve what was seen, not what is still being drawn."""
 
 
+class RenderFailed(ImageblurError):  # noqa: N818
+    """Approval of a picture whose last correction could not be rendered (409): the
+    result shown is older than its regions, so it may show what the reviewer hid."""
+
+
 class ProcessingError(ImageblurError):
     """Processing failed for a reason that retrying will not fix (corrupt data, say)."""
 

@@ -20,6 +20,7 @@ from imageblur.domain import (
     NotInReview,
     OriginalGone,
     Region,
+    RenderFailed,
     Rendering,
     RepositoryUnavailable,
     Review,
@@ -729,9 +730,18 @@ def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> 
     )
     again_failed = repo.fail(rec.id, owner="w", error="x", code=ErrorCode.INVALID_IMAGE, now=LATER)
     assert not again_failed  # not held any more
+    # The result shown is older than the regions: approving it would publish what the
+    # reviewer asked to hide.
+    with pytest.raises(RenderFailed):
+        repo.approve(rec.id, role="reviewer", now=LATER)
     # Corrected again from there, as a reviewer would.
     again = repo.correct(rec.id, expected_revision=1, regions=[], role="reviewer", now=LATER)
     assert again.status is Status.RENDERING and again.revision == 2
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=LATER, kind=JobKind.RENDER)
+    assert repo.complete(
+        rec.id, owner="w", output_key="o-r2", url="u-r2", faces=0, now=LATER, regions=[]
+    )
+    assert repo.approve(rec.id, role="reviewer", now=LATER).status is Status.DONE
 
 
 def test_approve_releases_only_a_picture_in_review(repo: ImageRepository) -> None:

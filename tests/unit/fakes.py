@@ -473,8 +473,8 @@ class FakeRepository:
         self._guard("approve")
         with self.db.lock:
             record = self.db.records.get(image_id)
-            if record is None or record.status is not Status.REVIEW:
-                raise transitions.approval_refused(image_id, record.status if record else None)
+            if record is None or record.status is not Status.REVIEW or record.error_code:
+                raise transitions.approval_refused(image_id, record)
             approved = record.with_changes(
                 status=Status.DONE, review=Review.APPROVED, held_until=None, updated_at=now
             )

@@ -652,15 +652,16 @@ class PostgresImageRepository:
     ) -> ImageRecord:
         approved = self._transition(
             "status = 'done', review = 'approved', held_until = NULL",
-            "i.status = 'review'",
+            # A picture whose last render failed shows an older result than its regions
+            # say: approving would publish what the reviewer asked to hide.
+            "i.status = 'review' AND i.error_code IS NULL",
             {"id": image_id, "now": now},
             event=(role, "approved"),
             reviewer=reviewer,
         )
         if approved is not None:
             return approved
-        found = self._status_of(image_id)
-        raise transitions.approval_refused(image_id, found[0] if found else None)
+        raise transitions.approval_refused(image_id, self.get(image_id))
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
         query = sql.SQL(

@@ -572,12 +572,12 @@ class SqliteImageRepository:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE images SET status = 'done', review = 'approved', held_until = NULL, "
-                "updated_at = ? WHERE id = ? AND status = 'review'",
+                "updated_at = ? WHERE id = ? AND status = 'review' AND error_code IS NULL",
                 (_ts(now), image_id),
             )
             record = _fetch(conn, image_id)
             if cur.rowcount != 1 or record is None:
-                raise transitions.approval_refused(image_id, record.status if record else None)
+                raise transitions.approval_refused(image_id, record)
             line = transitions.event(record, role=role, action="approved", reviewer=reviewer)
             _log(conn, image_id, line)
             return record

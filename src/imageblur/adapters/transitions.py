@@ -19,6 +19,7 @@ from imageblur.domain import (
     NotInReview,
     OriginalGone,
     Region,
+    RenderFailed,
     Rendering,
     StaleRevision,
     Status,
@@ -125,10 +126,16 @@ def correction_refused(
     return StaleRevision(f"picture {image_id} is at revision {revision}, not {expected_revision}")
 
 
-def approval_refused(image_id: str, status: Status | None) -> ImageblurError:
+def approval_refused(image_id: str, record: ImageRecord | None) -> ImageblurError:
     """Why an approval's conditional update changed nothing, from the row as it is."""
-    if status is None:
+    if record is None:
         return NotFound(image_id)
+    status = record.status
     if status is Status.RENDERING:
         return Rendering(f"picture {image_id} has a correction still rendering")
+    if status is Status.REVIEW and record.error_code is not None:
+        return RenderFailed(
+            f"picture {image_id}: its last correction could not be rendered; the result "
+            "shown is an older one: save the regions again to render them"
+        )
     return NotInReview(f"picture {image_id} is {status.public}, not in review")

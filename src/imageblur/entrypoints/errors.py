@@ -26,6 +26,7 @@ from imageblur.domain import (
     NotReady,
     OriginalGone,
     Overloaded,
+    RenderFailed,
     Rendering,
     StaleRevision,
 )
@@ -59,6 +60,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     NotInReview: (409, "not_in_review"),
     IdempotencyKeyReused: (409, "idempotency_key_reused"),
     Rendering: (409, "rendering"),
+    RenderFailed: (409, "render_failed"),
     NotFound: (404, "not_found"),
     NotReady: (409, "not_ready"),
     Overloaded: (503, "overloaded"),

@@ -204,7 +204,8 @@ class Review {
     // A render that failed leaves the picture in review with its previous result.
     if (record) {
       this.reopen(record, record.error
-        ? `The new result could not be made (${record.error}); the previous one is shown.`
+        ? `The new result could not be made (${record.error}); the previous one is shown. `
+          + 'Save again to render your corrections: until then it cannot be approved.'
         : 'The new result is shown.');
     }
   }
