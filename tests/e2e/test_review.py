@@ -333,5 +333,8 @@ def test_a_render_that_fails_returns_the_picture_to_review_with_its_result(
     last = api.get(f"/picture/{image_id}/history").json()["events"][-1]
     assert (last["action"], last["role"], last["status"]) == ("render_failed", "worker", "review")
     assert last["detail"] == back["error"] and back["error_code"] == "invalid_image"
+    # The result shown is older than the regions: it cannot be released as it is.
+    refused = reviewer.post(f"/picture/{image_id}/approve")
+    assert (refused.status_code, refused.json()["error"]) == (409, "render_failed")
     etag, _ = regions(reviewer, image_id)
     assert put(reviewer, image_id, {"regions": []}, etag).status_code == 202  # corrected again
