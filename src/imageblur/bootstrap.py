@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
@@ -17,6 +17,7 @@ from imageblur.backends import Backends
 from imageblur.config import Settings
 from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
+from imageblur.keycheck import KeyCheck
 from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.pixel_budget import PixelBudget
@@ -24,6 +25,9 @@ from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
 from imageblur.services import ImageService
+
+if TYPE_CHECKING:
+    from imageblur.adapters.encrypted_store import EncryptedStore
 
 # A job's lease is renewed every third of its length while it runs, for at most this
 # many lease lengths (20 min at the default 300 s; the largest photo takes well under a
@@ -94,22 +98,24 @@ def build_queue(settings: Settings) -> JobQueue:
     return MemoryJobQueue()
 
 
-def build_originals(settings: Settings) -> ObjectStore:
-    """The originals' store, encrypting at rest when an originals key (current or old)
-    is set. Results are never encrypted: they are what gets published."""
-    store = build_store(settings, "input")
-    current, old = settings.originals_keys()
-    if current is None and not old:
-        return store
+def build_originals(settings: Settings) -> EncryptedStore:
+    """The originals' store, sealing new originals when an originals key is set. Wrapped
+    even without one: a sealed original is then refused as unreadable, never taken for
+    an image. Results are never encrypted: they are what gets published."""
     from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
 
-    return EncryptedStore(store, Keyring(current, old))
+    current, old = settings.originals_keys()
+    return EncryptedStore(
+        build_store(settings, "input"),
+        Keyring(current, old),
+        allow_plaintext=settings.originals_allow_plaintext,
+    )
 
 
-def build_backends(settings: Settings) -> Backends:
+def build_backends(settings: Settings, originals: ObjectStore | None = None) -> Backends:
     return Backends(
         repository=build_repository(settings),
-        originals=build_originals(settings),
+        originals=originals if originals is not None else build_originals(settings),
         results=build_store(settings, "output"),
         queue=build_queue(settings),
     )
@@ -248,6 +254,8 @@ class Container:
     review: ReviewService
     detector: FaceDetector | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    # Whether the originals open (readiness `originals_key`); None: not checked.
+    keys: KeyCheck | None = None
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -275,6 +283,10 @@ class Container:
     def reconciler(self) -> Reconciler:
         return build_reconciler(self.settings, self.backends)
 
+    def key_problem(self) -> str | None:
+        """None when this process can open the originals, else why (key ids only)."""
+        return None if self.keys is None else self.keys.problem()
+
     @property
     def embedded_queue(self) -> bool:
         """True when queued jobs die with the process (the reconciler must re-publish)."""
@@ -292,7 +304,8 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
     `metrics`: the process's collectors, when the API made them before the container."""
     detector = build_detector(settings) if with_detector else None
     metrics = metrics if metrics is not None else Metrics()
-    backends = count_backend_errors(build_backends(settings), metrics)
+    originals = build_originals(settings)
+    backends = count_backend_errors(build_backends(settings, originals), metrics)
     if settings.repository == "sqlite":
         # A local file has a single owner: create/upgrade it on start. PostgreSQL is
         # migrated by the explicit `imageblur migrate` step (a Job on Kubernetes).
@@ -310,4 +323,13 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         review=build_review(settings, backends),
         detector=detector,
         metrics=metrics,
+        keys=_checked_keys(originals),
     )
+
+
+def _checked_keys(originals: EncryptedStore) -> KeyCheck:
+    """The key check, looked at once at start: the current key's check object is written
+    then, and a key that does not open shows in the log before the first probe."""
+    keys = KeyCheck(originals)
+    keys.problem()
+    return keys

@@ -482,6 +482,12 @@ class Settings(BaseSettings):
         description="Former originals keys, comma-separated base64: they only decrypt "
         "originals written under them (key rotation).",
     )
+    originals_allow_plaintext: bool = Field(
+        False,
+        description="With IMAGEBLUR_ORIGINALS_KEY set, also read originals stored without "
+        "encryption (from before the key was set); off: they are refused until "
+        "`imageblur reseal` seals them.",
+    )
     heartbeat_file: Path | None = Field(
         None, description="File a worker touches on every loop and lease renewal (liveness probe)."
     )
@@ -618,6 +624,17 @@ class Settings(BaseSettings):
         if isinstance(text, str) and PLACEHOLDER in text:
             raise ValueError(f"holds the placeholder {PLACEHOLDER}: set a real secret")
         return value
+
+    @model_validator(mode="after")
+    def _check_kept_originals(self) -> Settings:
+        if self.keep_originals and self.originals_key is None:
+            # Kept for good, unencrypted, they would be the largest store of faces.
+            raise ValueError(
+                "IMAGEBLUR_KEEP_ORIGINALS=true keeps every original for good, so they are "
+                "kept encrypted: set IMAGEBLUR_ORIGINALS_KEY to base64 of 32 random bytes "
+                "(`openssl rand -base64 32`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_uncertain_floor(self) -> Settings:

@@ -519,6 +519,21 @@ class ProcessingError(ImageblurError):
 
 
 class OriginalUnreadable(ProcessingError):  # noqa: N818 - a domain name
-    """An encrypted original cannot be opened: its key is not configured (neither the
-    current originals key nor an old one), or it fails authentication (altered, or copied
-    from another object). Retrying will not fix it; the message names only key ids."""
+    """An original cannot be opened: it is sealed under a key this process does not hold
+    (neither the current originals key nor an old one, or no key is set), it fails
+    authentication (altered, or copied from another object), or it is stored without
+    encryption while a key is set and plaintext is not allowed. The message names only
+    key ids. Not the picture's fault: the worker waits for the keys to be fixed and never
+    deletes the original for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheckReport:
+    """One look at the key check objects of the originals' store (`_keycheck/<key id>`,
+    each sealed under the key it names): `written`, the current key id whose object this
+    look wrote (None: it was there, or no current key); `unreadable`, the ids this
+    process holds whose objects it cannot open; `foreign`, ids it does not hold."""
+
+    written: str | None = None
+    unreadable: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()

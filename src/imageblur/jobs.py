@@ -178,7 +178,7 @@ class JobProcessor:
         except ObjectMissing as exc:
             return self._fail(delivery, record, ErrorCode.ORIGINAL_MISSING, str(exc))
         except OriginalUnreadable as exc:  # names key ids only
-            return self._fail(delivery, record, ErrorCode.ORIGINAL_UNREADABLE, str(exc))
+            return self._wait_for_keys(delivery, record, str(exc))
         except ProcessingError as exc:
             return self._fail(delivery, record, ErrorCode.INTERNAL_ERROR, str(exc))
         except BackendUnavailable as exc:
@@ -405,6 +405,28 @@ class JobProcessor:
             )
         delay_s = self._retry.delay_s(delivery.job.attempt + 1)
         log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
+        self._retry_later(delivery, delay_s, reason)
+        return Outcome.RETRY
+
+    def _wait_for_keys(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
+        """The original does not open: a key missing from this process (a wrong key, a
+        rotation done out of order), or a plaintext original refused. Fixing the keys
+        fixes it, and failing would delete the original for good: the attempt is given
+        back and the job comes back every `max_delay_s`, with no patience and no dead
+        letter, until the keys are fixed or the picture is finished or deleted. The
+        process's readiness (`originals_key`) shows it meanwhile."""
+        code = ErrorCode.ORIGINAL_UNREADABLE
+        with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
+            self._repo.release(
+                record.id,
+                owner=self._lease_owner(),
+                error=code.message,
+                code=code,
+                now=self._clock(),
+                count_attempt=False,
+            )
+        delay_s = self._retry.max_delay_s
+        log.error("job.original_unreadable", image_id=record.id, delay_s=delay_s, reason=reason)
         self._retry_later(delivery, delay_s, reason)
         return Outcome.RETRY
 

@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,6 +65,7 @@ class Metrics:
         self._http_collectors(r)
         self._job_collectors(r)
         self._maintenance_collectors(r)
+        self._worker_ready: Gauge | None = None
         # Series that alerts take `increase()` of exist from the start at 0: a series
         # born at 1 would hide its first increase.
         for stage in STAGES:
@@ -160,6 +167,17 @@ class Metrics:
         self.republished.inc(republished)
         self.gc_deleted.labels(kind="original").inc(originals)
         self.gc_deleted.labels(kind="result").inc(results)
+
+    def watch_worker_ready(self, ready: Callable[[], bool]) -> None:
+        """Export `imageblur_worker_ready` (a process that runs a worker does): 1 while
+        `ready()` (the originals open), else 0; read at every scrape. Once per registry."""
+        if self._worker_ready is None:
+            self._worker_ready = Gauge(
+                "imageblur_worker_ready",
+                "1 while this worker can open the originals (its /readyz answers 200), else 0.",
+                registry=self.registry,
+            )
+            self._worker_ready.set_function(lambda: 1.0 if ready() else 0.0)
 
     def watch_pictures(
         self, read: Callable[[], PictureStats], *, statuses: Iterable[str], every_s: float

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from imageblur.adapters.encrypted_store import EncryptedStore, Keyring, key_id
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring, Resealed, key_id
 from imageblur.bootstrap import build_backends
 from imageblur.config import load_settings
-from imageblur.domain import ObjectMissing, OriginalUnreadable, StoreUnavailable
+from imageblur.domain import KeyCheckReport, ObjectMissing, OriginalUnreadable, StoreUnavailable
 from imageblur.ports import ObjectStore
 
 from .conftest import StoreFactory
@@ -199,11 +199,115 @@ def test_tampered_moved_or_truncated_ciphertext_is_refused(store_factory: StoreF
 
 
 @PLAIN_STORES
-def test_an_original_stored_before_encryption_reads_as_it_is(store_factory: StoreFactory) -> None:
+def test_a_plaintext_original_is_refused_while_a_key_is_set(store_factory: StoreFactory) -> None:
+    """Else anyone who can write to the store slips in an original of their choosing."""
     inner = store_factory("originals")
     photo = _jpeg()
     inner.put("in/legacy.jpg", photo, content_type=JPEG)
-    assert EncryptedStore(inner, Keyring(NEW_KEY)).get("in/legacy.jpg") == photo
+    encrypted = EncryptedStore(inner, Keyring(NEW_KEY))
+    with pytest.raises(OriginalUnreadable, match=r"in/legacy\.jpg: stored without encryption"):
+        encrypted.get("in/legacy.jpg")
+    assert "in/legacy.jpg" in (encrypted.last_unreadable or "")
+    allowed = EncryptedStore(inner, Keyring(NEW_KEY), allow_plaintext=True)
+    assert allowed.get("in/legacy.jpg") == photo
+    # Without a current key (encryption off, or switched off) it is read as it is.
+    assert EncryptedStore(inner, Keyring(None)).get("in/legacy.jpg") == photo
+    assert EncryptedStore(inner, Keyring(None, [OLD_KEY])).get("in/legacy.jpg") == photo
+
+
+@PLAIN_STORES
+def test_a_sealed_original_without_any_key_is_unreadable(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/a.jpg", _jpeg(), content_type=JPEG)
+    no_key = EncryptedStore(inner, Keyring(None))
+    with pytest.raises(OriginalUnreadable, match="no originals key is set"):
+        no_key.get("in/a.jpg")
+    no_key.put("in/b.jpg", b"plain", content_type=JPEG)
+    assert inner.get("in/b.jpg") == b"plain"
+
+
+@PLAIN_STORES
+def test_the_last_refusal_is_kept_until_an_original_opens(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/old.jpg", b"x", content_type=JPEG)
+    encrypted = EncryptedStore(inner, Keyring(NEW_KEY))
+    encrypted.put("in/new.jpg", b"y", content_type=JPEG)
+    assert encrypted.last_unreadable is None
+    with pytest.raises(OriginalUnreadable):
+        encrypted.get("in/old.jpg")
+    assert key_id(OLD_KEY) in (encrypted.last_unreadable or "")
+    with pytest.raises(ObjectMissing):
+        encrypted.get("in/absent.jpg")
+    assert encrypted.last_unreadable is not None  # a missing object proves nothing
+    assert encrypted.get("in/new.jpg") == b"y"
+    assert encrypted.last_unreadable is None
+
+
+@PLAIN_STORES
+def test_key_check_objects_are_written_opened_and_never_listed(
+    store_factory: StoreFactory,
+) -> None:
+    inner = store_factory("originals")
+    first = EncryptedStore(inner, Keyring(OLD_KEY))
+    assert first.check_keys() == KeyCheckReport(written=key_id(OLD_KEY))
+    assert first.check_keys() == KeyCheckReport()  # there already: not written again
+    first.put("in/a.jpg", b"an original", content_type=JPEG)
+    rotated = EncryptedStore(inner, Keyring(NEW_KEY, [OLD_KEY]))
+    assert rotated.check_keys() == KeyCheckReport(written=key_id(NEW_KEY))
+    at_rest = {o.key for o in inner.list()}
+    assert at_rest == {"in/a.jpg", f"_keycheck/{key_id(OLD_KEY)}", f"_keycheck/{key_id(NEW_KEY)}"}
+    assert [o.key for o in rotated.list()] == ["in/a.jpg"]
+    assert [o.key for o in rotated.list("_keycheck/")] == []
+    # A process holding only the former key skips the new key's object: not its own.
+    assert first.check_keys() == KeyCheckReport(foreign=(key_id(NEW_KEY),))
+    no_key = EncryptedStore(inner, Keyring(None)).check_keys()
+    assert no_key.written is None and no_key.unreadable == ()
+    assert set(no_key.foreign) == {key_id(OLD_KEY), key_id(NEW_KEY)}
+
+
+@PLAIN_STORES
+def test_a_key_check_object_that_does_not_open_is_reported(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    encrypted = EncryptedStore(inner, Keyring(NEW_KEY, [OLD_KEY]))
+    encrypted.check_keys()
+    name = f"_keycheck/{key_id(NEW_KEY)}"
+    altered = bytearray(inner.get(name))
+    altered[-1] ^= 0x01
+    inner.put(name, bytes(altered), content_type=JPEG)
+    # The old key's object, but not the text every process writes: also refused.
+    EncryptedStore(inner, Keyring(OLD_KEY)).put(
+        f"_keycheck/{key_id(OLD_KEY)}", b"something else", content_type=JPEG
+    )
+    report = encrypted.check_keys()
+    assert report.written is None
+    assert sorted(report.unreadable) == sorted([key_id(NEW_KEY), key_id(OLD_KEY)])
+
+
+@PLAIN_STORES
+def test_reseal_brings_every_original_under_the_current_key(store_factory: StoreFactory) -> None:
+    inner = store_factory("originals")
+    photo = _jpeg()
+    inner.put("in/plain.jpg", photo, content_type=JPEG)
+    EncryptedStore(inner, Keyring(OLD_KEY)).put("in/old.jpg", b"old", content_type=JPEG)
+    EncryptedStore(inner, Keyring(OTHER_KEY)).put("in/lost.jpg", b"?", content_type=JPEG)
+    store = EncryptedStore(inner, Keyring(NEW_KEY, [OLD_KEY]))
+    store.put("in/new.jpg", b"new", content_type=JPEG)
+    before = {o.key: inner.get(o.key) for o in inner.list()}
+    assert store.reseal("in/plain.jpg", dry_run=True) is Resealed.SEALED
+    assert store.reseal("in/old.jpg", dry_run=True) is Resealed.RESEALED
+    assert {o.key: inner.get(o.key) for o in inner.list()} == before  # a dry run
+    assert store.reseal("in/plain.jpg") is Resealed.SEALED
+    assert store.reseal("in/old.jpg") is Resealed.RESEALED
+    assert store.reseal("in/new.jpg") is Resealed.CURRENT
+    assert inner.get("in/new.jpg") == before["in/new.jpg"]  # left as it was
+    with pytest.raises(OriginalUnreadable, match=key_id(OTHER_KEY)):
+        store.reseal("in/lost.jpg")
+    assert inner.get("in/lost.jpg") == before["in/lost.jpg"]
+    only_new = EncryptedStore(inner, Keyring(NEW_KEY))
+    assert only_new.get("in/plain.jpg") == photo and only_new.get("in/old.jpg") == b"old"
+    assert only_new.reseal("in/old.jpg") is Resealed.CURRENT
+    with pytest.raises(ObjectMissing):
+        only_new.reseal("in/gone.jpg")
 
 
 @PLAIN_STORES

@@ -47,6 +47,8 @@ ALLOWED: dict[str, set[str]] = {
     "review": CORE | {"backends", "corrections", "logs"},
     "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
+    # The readiness of the originals key, over the store's key check objects.
+    "keycheck": CORE | {"logs"},
     # A decorator of the port it implements (encryption around any store).
     "adapters.encrypted_store": {"domain", "ports"},
     "adapters.": {"domain", "adapters."},
@@ -54,7 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
     | {"jobs", "reconciler", "services", "review", "metrics", "detectors.", "metadata"}
-    | {"pixel_budget"},
+    | {"pixel_budget", "keycheck"},
     "entrypoints.": {"*"},  # the outer layer: anything
 }
 

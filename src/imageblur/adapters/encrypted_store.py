@@ -10,7 +10,14 @@ The key id is the first 8 hex digits of the key's SHA-256, so an object names th
 that opens it and keys can be rotated: the current key seals, old keys only open. The
 header and the object key are the associated data: an envelope copied under another key,
 or with its header edited, fails authentication. An object without MAGIC was stored
-before encryption was switched on and is returned as it is.
+before encryption was switched on: with a current key it is refused unless plaintext is
+allowed (an attacker who can write to the store must not be able to slip in an original
+of their own), without one it is returned as it is. `reseal` brings such objects, and
+those under old keys, under the current key.
+
+Key check objects (`_keycheck/<key id>`, a fixed text sealed under the key it names)
+let every process show that it opens what the others seal; listings leave them out, so
+nothing that lists originals (garbage collection, `reseal`) ever sees them.
 
 Key material is never logged, shown in a repr, or put in a message: only key ids.
 """
@@ -19,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
+from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from imageblur.domain import OriginalUnreadable, StoredObject
+from imageblur.domain import KeyCheckReport, ObjectMissing, OriginalUnreadable, StoredObject
 from imageblur.ports import ObjectStore
 
 # No image format starts with these bytes (PNG's signature is \x89PNG\r\n\x1a\n).
@@ -35,6 +44,19 @@ KEY_ID_CHARS = 8
 NONCE_BYTES = 12
 TAG_BYTES = 16
 HEADER_BYTES = len(MAGIC) + 1 + KEY_ID_CHARS + NONCE_BYTES
+KEY_ID_END = len(MAGIC) + 1 + KEY_ID_CHARS
+# Not a key `object_key` makes (ids are hex), so no record ever claims one.
+KEY_CHECK_PREFIX = "_keycheck/"
+KEY_CHECK_TEXT = b"imageblur originals key check\n"
+SEALED_TYPE = "application/octet-stream"
+
+
+class Resealed(StrEnum):
+    """What `EncryptedStore.reseal` did with one object."""
+
+    SEALED = "sealed"  # it was stored without encryption
+    RESEALED = "resealed"  # it was sealed under an old key
+    CURRENT = "current"  # already under the current key: left as it is
 
 
 def key_id(key: bytes) -> str:
@@ -82,29 +104,66 @@ class EncryptedStore:
     """`ObjectStore` sealing what it puts into `inner` and opening what it gets.
 
     `get` raises `OriginalUnreadable` for an envelope whose key is not in the keyring or
-    that fails authentication (altered, truncated, or moved from another object key)."""
+    that fails authentication (altered, truncated, or moved from another object key), and
+    for an object without an envelope when the keyring has a current key, unless
+    `allow_plaintext`. `last_unreadable` keeps the reason of the last such refusal until
+    an object opens again: the process's readiness shows it."""
 
-    def __init__(self, inner: ObjectStore, keyring: Keyring) -> None:
+    def __init__(
+        self, inner: ObjectStore, keyring: Keyring, *, allow_plaintext: bool = False
+    ) -> None:
         self._inner = inner
         self._keyring = keyring
+        self._allow_plaintext = allow_plaintext
+        self._lock = threading.Lock()
+        self._last_unreadable: str | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    @property
+    def last_unreadable(self) -> str | None:
+        """Why the last `get` was refused, or None if an object opened since (or none was
+        refused)."""
+        with self._lock:
+            return self._last_unreadable
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         sealer = self._keyring.sealer()
         if sealer is None:
             self._inner.put(key, data, content_type=content_type)
             return
-        kid, cipher = sealer
+        self._inner.put(key, self._seal(key, data, *sealer), content_type=SEALED_TYPE)
+
+    def _seal(self, key: str, data: bytes, kid: str, cipher: AESGCM) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         header = MAGIC + bytes([VERSION]) + kid.encode("ascii") + nonce
-        sealed = cipher.encrypt(nonce, data, _associated(header, key))
         # The inner store sees only ciphertext: its content type says nothing more.
-        self._inner.put(key, header + sealed, content_type="application/octet-stream")
+        return header + cipher.encrypt(nonce, data, _associated(header, key))
 
     def get(self, key: str) -> bytes:
         stored = self._inner.get(key)
-        if not stored.startswith(MAGIC):
-            return stored  # stored before encryption was switched on
-        return self._open(key, stored)
+        try:
+            data = self._read(key, stored)
+        except OriginalUnreadable as exc:
+            with self._lock:
+                self._last_unreadable = str(exc)
+            raise
+        with self._lock:
+            self._last_unreadable = None
+        return data
+
+    def _read(self, key: str, stored: bytes) -> bytes:
+        if stored.startswith(MAGIC):
+            return self._open(key, stored)
+        if self._keyring.current_id is not None and not self._allow_plaintext:
+            raise OriginalUnreadable(
+                f"{key}: stored without encryption, and plaintext originals are refused "
+                f"while an originals key is set (current key id {self._keyring.current_id}; "
+                "`imageblur reseal` seals them)"
+            )
+        return stored  # stored before encryption was switched on
 
     def _open(self, key: str, stored: bytes) -> bytes:
         if len(stored) < HEADER_BYTES + TAG_BYTES:
@@ -112,22 +171,67 @@ class EncryptedStore:
         version = stored[len(MAGIC)]
         if version != VERSION:
             raise OriginalUnreadable(f"{key}: unknown encryption format version {version}")
-        kid_end = len(MAGIC) + 1 + KEY_ID_CHARS
-        kid = stored[len(MAGIC) + 1 : kid_end].decode("ascii", errors="replace")
+        kid = _key_id_of(stored)
         cipher = self._keyring.cipher(kid)
         if cipher is None:
+            known = ", ".join(self._keyring.ids) or "none: no originals key is set"
             raise OriginalUnreadable(
                 f"{key}: encrypted with key id {kid}, which is neither the current "
-                f"originals key nor an old one (keys known: {', '.join(self._keyring.ids)})"
+                f"originals key nor an old one (keys known: {known})"
             )
         header, sealed = stored[:HEADER_BYTES], stored[HEADER_BYTES:]
         try:
-            return cipher.decrypt(header[kid_end:], sealed, _associated(header, key))
+            return cipher.decrypt(header[KEY_ID_END:], sealed, _associated(header, key))
         except InvalidTag:
             raise OriginalUnreadable(
                 f"{key}: encrypted object failed authentication (altered, or copied from "
                 "another key)"
             ) from None
+
+    def reseal(self, key: str, *, dry_run: bool = False) -> Resealed:
+        """Bring one object under the current key: seal it if it is stored without
+        encryption, re-seal it if an old key sealed it. Raises `OriginalUnreadable` if it
+        cannot be opened, `ObjectMissing` if it is gone. An object deleted while it was
+        being read is not written back (a finished picture's original must stay gone)."""
+        sealer = self._keyring.sealer()
+        if sealer is None:
+            raise ValueError("resealing needs a current originals key")
+        stored = self._inner.get(key)
+        if stored.startswith(MAGIC) and _key_id_of(stored) == sealer[0]:
+            self._open(key, stored)  # counted as current only if it opens
+            return Resealed.CURRENT
+        outcome = Resealed.RESEALED if stored.startswith(MAGIC) else Resealed.SEALED
+        data = self._open(key, stored) if outcome is Resealed.RESEALED else stored
+        if not dry_run:
+            sealed = self._seal(key, data, *sealer)
+            if not self._inner.exists(key):
+                raise ObjectMissing(key)
+            self._inner.put(key, sealed, content_type=SEALED_TYPE)
+        return outcome
+
+    def check_keys(self) -> KeyCheckReport:
+        """Write the current key's check object if it is missing, and open every check
+        object whose key this process holds. Raises `StoreUnavailable` if the store
+        cannot be reached."""
+        written = None
+        current = self._keyring.current_id
+        if current is not None and not self._inner.exists(KEY_CHECK_PREFIX + current):
+            self.put(KEY_CHECK_PREFIX + current, KEY_CHECK_TEXT, content_type=SEALED_TYPE)
+            written = current
+        unreadable, foreign = [], []
+        for obj in self._inner.list(KEY_CHECK_PREFIX):
+            kid = obj.key.removeprefix(KEY_CHECK_PREFIX)
+            if self._keyring.cipher(kid) is None:
+                foreign.append(kid)
+                continue
+            try:
+                if self._open(obj.key, self._inner.get(obj.key)) != KEY_CHECK_TEXT:
+                    unreadable.append(kid)
+            except OriginalUnreadable:
+                unreadable.append(kid)
+            except ObjectMissing:
+                continue  # deleted by hand meanwhile
+        return KeyCheckReport(written, tuple(unreadable), tuple(foreign))
 
     def delete(self, key: str) -> None:
         self._inner.delete(key)
@@ -136,8 +240,9 @@ class EncryptedStore:
         return self._inner.exists(key)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        """The inner store's objects; sizes are the sizes at rest (of the envelopes)."""
-        return self._inner.list(prefix)
+        """The inner store's objects but the key check objects; sizes are the sizes at
+        rest (of the envelopes)."""
+        return (o for o in self._inner.list(prefix) if not o.key.startswith(KEY_CHECK_PREFIX))
 
     def url(self, key: str) -> str:
         return self._inner.url(key)
@@ -150,6 +255,10 @@ class EncryptedStore:
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _key_id_of(stored: bytes) -> str:
+    return stored[len(MAGIC) + 1 : KEY_ID_END].decode("ascii", errors="replace")
 
 
 def _associated(header: bytes, key: str) -> bytes:

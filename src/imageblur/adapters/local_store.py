@@ -17,7 +17,9 @@ from pathlib import Path
 
 from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
 
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+# A segment may start with "_" (the key check objects, `_keycheck/<key id>`), never with
+# "." (no hidden files, no "..", and our temp files start with one).
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 _TMP_SUFFIX = ".partial"
 # A write takes seconds; a temp file this old was left by a crash mid-write.
 _ABANDONED_AFTER_S = 3600.0

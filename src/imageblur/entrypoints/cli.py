@@ -1,4 +1,4 @@
-"""The `imageblur` command: serve | api | worker | blur | alive | migrate | config."""
+"""The `imageblur` command: serve | api | worker | blur | alive | migrate | reseal | config."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         "alive", help="liveness probe of a worker: its heartbeat file is fresh (exit 0) or not"
     )
     sub.add_parser("migrate", help="create or upgrade the metadata schema")
+    p = sub.add_parser(
+        "reseal",
+        help="seal originals stored without encryption, and re-seal those under old keys, "
+        "with the current originals key",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count, change nothing")
     p = sub.add_parser("config", help="print the effective settings, secrets masked")
     p.add_argument("--json", action="store_true", help="as JSON")
     return parser
@@ -97,6 +103,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _blur(settings, args.paths, args.output)
     if command == "migrate":
         return _migrate(settings)
+    if command == "reseal":
+        return _reseal(settings, dry_run=args.dry_run)
     if command == "alive":
         return _alive(settings)
     return _print_config(settings, as_json=args.json)
@@ -172,6 +180,7 @@ def _metrics_server(settings: Settings, container: Container) -> MetricsServer |
         host=settings.host,
         port=settings.metrics_port,
         token=token.get_secret_value() if token is not None else None,
+        readiness=lambda: {"originals_key": container.key_problem()},
     )
     try:
         port = server.start()
@@ -192,6 +201,48 @@ def _migrate(settings: Settings) -> int:
         repository.close()
     log.info("schema.migrated", repository=settings.repository)
     return 0
+
+
+def _reseal(settings: Settings, *, dry_run: bool) -> int:
+    """Bring every original under the current key; safe beside running processes (an
+    original deleted meanwhile is not written back) and to run again."""
+    from imageblur.adapters.encrypted_store import Resealed
+    from imageblur.bootstrap import build_originals
+    from imageblur.domain import BackendUnavailable, ObjectMissing, OriginalUnreadable
+
+    if settings.originals_key is None:
+        print(
+            "imageblur: reseal needs IMAGEBLUR_ORIGINALS_KEY, the key to seal with", file=sys.stderr
+        )
+        return 2
+    store = build_originals(settings)
+    counts = dict.fromkeys([*Resealed, "unreadable"], 0)
+    try:
+        for obj in store.list():
+            try:
+                counts[store.reseal(obj.key, dry_run=dry_run)] += 1
+            except ObjectMissing:
+                continue  # its picture finished meanwhile
+            except OriginalUnreadable as exc:
+                counts["unreadable"] += 1
+                log.warning("reseal.unreadable", key=obj.key, reason=str(exc))
+    except BackendUnavailable as exc:
+        print(f"imageblur: the originals' store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(_reseal_summary(counts, store.keyring.current_id, dry_run=dry_run))
+    return 1 if counts["unreadable"] else 0
+
+
+def _reseal_summary(counts: dict[str, int], key_id: str | None, *, dry_run: bool) -> str:
+    would = "would be " if dry_run else ""
+    return (
+        f"{'dry run: ' if dry_run else ''}originals under key id {key_id}: "
+        f"{counts['sealed']} plaintext {would}sealed, "
+        f"{counts['resealed']} under old keys {would}re-sealed, "
+        f"{counts['current']} already current, {counts['unreadable']} unreadable"
+    )
 
 
 def _alive(settings: Settings) -> int:

@@ -158,8 +158,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Every back end is reachable", responses={503: {}})
-async def readyz(images: Images) -> JSONResponse:
+async def readyz(images: Images, services: Services) -> JSONResponse:
     checks = await run_in_threadpool(images.check)
+    # Not a back end: whether this process opens the originals (its keys).
+    checks["originals_key"] = await run_in_threadpool(services.key_problem)
     ready = all(v is None for v in checks.values())
     for name, reason in checks.items():
         if reason is not None:

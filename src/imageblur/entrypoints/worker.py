@@ -66,6 +66,7 @@ class WorkerRuntime:
         # A job that renews its lease is making progress: it keeps the heartbeat fresh.
         processor = self._c.processor(on_lease_renewed=self._beat)
         self._c.metrics.outcomes(Outcome)
+        self._c.metrics.watch_worker_ready(lambda: self._c.key_problem() is None)
         if self._burst:
             # One pass first, so that a drained queue really means nothing is left to do.
             republished = self._c.reconciler().republish(everything_pending=self._c.embedded_queue)

@@ -1,0 +1,96 @@
+"""Can this process open the originals? The readiness check `originals_key` (the API's
+`/readyz`, the worker's `/readyz` and `imageblur_worker_ready`).
+
+Two signals. The key check objects: a process with a current originals key writes
+`_keycheck/<key id>`, sealed under it, if it is missing, and opens every one whose key
+it holds; one it cannot open makes it not ready. They are looked at once per
+`recheck_s`, so probes and scrapes cost the store nothing more. And the originals
+themselves: one that could not be opened (a wrong key, no key and a sealed original, a
+refused plaintext one) makes the process not ready until an original opens again, which
+is what a worker started with the wrong key meets first. Log lines name key ids only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from imageblur.domain import BackendUnavailable, KeyCheckReport
+from imageblur.logs import get_logger
+
+log = get_logger(__name__)
+
+# Probes come every 5-10 s and scrapes every 15-30 s; the objects change only when a
+# key does, so once a minute is soon enough.
+RECHECK_S = 60.0
+# A store that could not be reached is asked again sooner than that.
+RETRY_S = 5.0
+
+
+class KeyedStore(Protocol):
+    """The originals' store as far as its keys go (`EncryptedStore`)."""
+
+    @property
+    def last_unreadable(self) -> str | None: ...
+
+    def check_keys(self) -> KeyCheckReport: ...
+
+
+class KeyCheck:
+    """The readiness of the originals key, for probes and the gauge (thread-safe)."""
+
+    def __init__(
+        self,
+        store: KeyedStore,
+        *,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._recheck_s = recheck_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at = float("-inf")
+        self._problem: str | None = None
+        self._foreign_seen: set[str] = set()
+
+    def problem(self) -> str | None:
+        """None when this process can open the originals, else why (key ids and object
+        keys, never key material)."""
+        return self._objects_problem() or self._store.last_unreadable
+
+    def _objects_problem(self) -> str | None:
+        with self._lock:  # concurrent probes look once
+            now = self._clock()
+            if now < self._next_at:
+                return self._problem
+            try:
+                report = self._store.check_keys()
+            except BackendUnavailable as exc:
+                # The store's own check says it is down; the key's verdict stands.
+                log.warning("keycheck.store_unavailable", error=str(exc))
+                self._next_at = now + min(RETRY_S, self._recheck_s)
+                return self._problem
+            self._next_at = now + self._recheck_s
+            self._note(report)
+            return self._problem
+
+    def _note(self, report: KeyCheckReport) -> None:
+        if report.written is not None:
+            log.info("keycheck.written", key_id=report.written)
+        for kid in sorted(set(report.foreign) - self._foreign_seen):
+            # Not a reason to stop: after a rotation the former key's object stays. But
+            # a process missing a key that others seal with cannot open their originals.
+            log.warning("keycheck.key_not_held", key_id=kid)
+            self._foreign_seen.add(kid)
+        problem = None
+        if report.unreadable:
+            problem = f"key check objects of key ids {', '.join(report.unreadable)} do not open"
+        if problem != self._problem:
+            if problem is None:
+                log.info("keycheck.ok")
+            else:
+                log.error("keycheck.unreadable", key_ids=list(report.unreadable))
+        self._problem = problem
