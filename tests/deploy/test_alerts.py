@@ -105,6 +105,7 @@ def exported_names() -> set[str]:
     histogram `_bucket`, `_sum`, `_count`, gauges as named)."""
     metrics = Metrics()
     metrics.outcomes(Outcome)
+    metrics.watch_worker_ready(lambda: True)
     metrics.watch_pictures(
         lambda: PictureStats(counts={}, oldest_pending_at=None),
         statuses=[s.value for s in Status],

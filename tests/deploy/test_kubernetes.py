@@ -319,6 +319,22 @@ def test_worker_liveness_probe_fits_the_lease(
     assert settings.heartbeat_max_age_s >= 10 * settings.receive_timeout_s
 
 
+def test_worker_readiness_probe_asks_its_metrics_listener(
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ready while it cannot open the originals: a rollout with the wrong key stops
+    at its first new pod (maxUnavailable 0) instead of replacing every good worker."""
+    worker = _app_workloads(docs)["worker"]
+    container: Any = pod_spec(worker)["containers"][0]  # type: ignore[index]
+    settings = _settings(monkeypatch, _effective_env(docs, container))
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[probe["port"]] == settings.metrics_port
+    assert settings.host == "0.0.0.0"  # the kubelet probes the pod's address
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
 def test_keda_scales_workers_on_the_job_queue(
     docs: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -183,6 +183,26 @@ def test_review_required_needs_an_originals_key(monkeypatch: pytest.MonkeyPatch)
     assert load_settings().originals_keys() == (b"\x07" * 32, [])
 
 
+def test_keeping_originals_needs_an_originals_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_KEEP_ORIGINALS", "true")
+    with pytest.raises(SettingsError, match=r"IMAGEBLUR_KEEP_ORIGINALS.*IMAGEBLUR_ORIGINALS_KEY"):
+        load_settings()
+    # Old keys alone seal nothing: originals kept for good would be stored as uploaded.
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_OLD_KEYS", KEY)
+    with pytest.raises(SettingsError, match="IMAGEBLUR_ORIGINALS_KEY"):
+        load_settings()
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_KEY", KEY)
+    monkeypatch.delenv("IMAGEBLUR_ORIGINALS_OLD_KEYS")
+    assert load_settings().keep_originals
+
+
+def test_plaintext_originals_are_refused_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    assert load_settings().originals_allow_plaintext is False
+    monkeypatch.setenv("IMAGEBLUR_ORIGINALS_ALLOW_PLAINTEXT", "true")
+    assert load_settings().originals_allow_plaintext is True
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [

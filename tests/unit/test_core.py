@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
@@ -599,3 +600,47 @@ def test_a_worker_whose_lease_is_lost_stops_between_detection_passes(world: Worl
     now = world.repo.get(record.id)
     assert now is not None and now.lease_owner == "w2" and now.status is Status.PROCESSING
     assert list(world.originals.objects) == [record.input_key]
+
+
+@pytest.mark.parametrize("patience_s", [0.5, 360.0])
+def test_an_original_that_does_not_open_waits_for_the_keys(world: World, patience_s: float) -> None:
+    """A wrong key (or none, or a rotation out of order) is the deployment's fault, not
+    the picture's: no attempt, no dead letter, whatever the outage patience, and never
+    the original deleted; the job comes back until the keys are fixed."""
+    record = world.images.submit(jpeg_bytes(64, 48))
+    kept = world.originals.objects[record.input_key][0]
+    EncryptedStore(world.originals, Keyring(b"A" * 32)).put(
+        record.input_key, kept, content_type="image/jpeg"
+    )
+    sealed = world.originals.objects[record.input_key][0]
+
+    def processor(keyring: Keyring) -> JobProcessor:
+        originals = EncryptedStore(world.originals, keyring)
+        return JobProcessor(
+            backends=Backends(world.repo, originals, world.results, world.queue),
+            anonymizer=Anonymizer(world.detector, OPTIONS),
+            retry=RetryPolicy(max_attempts=2, base_delay_s=0, max_delay_s=0),
+            lease_s=60.0,
+            lease_renew_interval_s=20.0,
+            max_lease_renewals=4,
+            outage_patience_s=patience_s,
+            keep_originals=False,
+            owner="w1",
+            clock=world.clock,
+        )
+
+    for keyring in (Keyring(b"B" * 32), Keyring(None)):  # a wrong key, then none
+        wrong = processor(keyring)
+        outcomes = [wrong.handle(world.next_delivery()) for _ in range(6)]
+        assert outcomes == [Outcome.RETRY] * 6
+    waiting = world.repo.get(record.id)
+    assert waiting is not None and waiting.status is Status.PENDING and waiting.attempts == 0
+    assert "key id" in (waiting.error or "")
+    assert world.queue.take_dead_letters() == []
+    assert world.originals.objects[record.input_key][0] == sealed  # in place, untouched
+    world.reconciler(orphan_grace_s=0).run_once()
+    assert record.input_key in world.originals.objects  # not collected either
+    fixed = processor(Keyring(b"B" * 32, [b"A" * 32]))
+    assert fixed.handle(world.next_delivery()) is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE and done.faces == 1
