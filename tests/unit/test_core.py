@@ -644,3 +644,25 @@ def test_an_original_that_does_not_open_waits_for_the_keys(world: World, patienc
     assert fixed.handle(world.next_delivery()) is Outcome.DONE
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.faces == 1
+
+
+def test_garbage_collection_never_deletes_key_check_objects(world: World) -> None:
+    EncryptedStore(world.originals, Keyring(b"A" * 32)).check_keys()
+    (name,) = world.originals.objects
+    assert name.startswith("_keycheck/")
+    world.originals.age(name, 10 * 86400)
+    sealed = EncryptedStore(world.originals, Keyring(b"A" * 32))
+    for originals in (world.originals, sealed):  # as listed at rest, and through the keys
+        backends = Backends(world.repo, originals, world.results, world.queue)
+        reconciler = Reconciler(
+            backends=backends,
+            pending_grace_s=30,
+            queued_grace_s=3600,
+            orphan_grace_s=0,
+            keep_originals=False,
+            gc_lease_s=900,
+            owner="gc",
+            clock=world.clock,
+        )
+        assert reconciler.collect_garbage() == (0, 0)
+    assert name in world.originals.objects
