@@ -76,9 +76,16 @@ class LocalObjectStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        if not self._root.is_dir():
+        # A prefix naming a folder walks that folder only: the key check objects
+        # (`_keycheck/`, looked at every minute) without every original.
+        folder = prefix.rpartition("/")[0]
+        try:
+            top = self._path(folder) if folder else self._root
+        except ValueError:
+            return  # no key we accept lies under it
+        if not top.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(self._root):
+        for dirpath, _dirs, files in os.walk(top):
             for name in files:
                 path = Path(dirpath) / name
                 if name.endswith(_TMP_SUFFIX):
