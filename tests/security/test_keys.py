@@ -25,7 +25,7 @@ from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.bootstrap import build
 from imageblur.config import load_settings
-from imageblur.domain import Status
+from imageblur.domain import ErrorCode, Status
 from imageblur.jobs import Outcome
 from support import BILL, free_port, jpeg_bytes, run_server, wait_status, wait_until
 
@@ -199,6 +199,7 @@ def test_a_worker_with_a_wrong_key_or_none_keeps_every_held_original_and_is_not_
             # Given back at every refusal: none used up (a correction's render starts at 0).
             waiting = [statuses[corrected], statuses[pending]]
             assert all(r is not None and r.attempts == 0 for r in waiting), statuses
+            assert all(r and r.error_code is ErrorCode.ORIGINAL_UNREADABLE for r in waiting)
         # The key fixed (the new one current, the one that sealed them old): all go on.
         fixed = {**REVIEW, **IMPATIENT, "IMAGEBLUR_ORIGINALS_KEY": B}
         with worker(data_dir, {**fixed, "IMAGEBLUR_ORIGINALS_OLD_KEYS": A}, "fixed") as w:
@@ -232,7 +233,7 @@ def test_a_plaintext_original_slipped_into_the_store_is_refused(tmp_path: Path) 
         assert processor.handle(delivery) is Outcome.RETRY
         waiting = container.backends.repository.get(record.id)
         assert waiting is not None and waiting.status is Status.PENDING
-        assert "stored without encryption" in (waiting.error or "")
+        assert waiting.error_code is ErrorCode.ORIGINAL_UNREADABLE
         assert (tmp_path / "originals" / record.input_key).read_bytes() == slipped
         problem = container.key_problem()
         assert problem is not None and "stored without encryption" in problem

@@ -635,7 +635,7 @@ def test_an_original_that_does_not_open_waits_for_the_keys(world: World, patienc
         assert outcomes == [Outcome.RETRY] * 6
     waiting = world.repo.get(record.id)
     assert waiting is not None and waiting.status is Status.PENDING and waiting.attempts == 0
-    assert "key id" in (waiting.error or "")
+    assert waiting.error_code is ErrorCode.ORIGINAL_UNREADABLE
     assert world.queue.take_dead_letters() == []
     assert world.originals.objects[record.input_key][0] == sealed  # in place, untouched
     world.reconciler(orphan_grace_s=0).run_once()
