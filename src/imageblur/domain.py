@@ -530,10 +530,13 @@ class OriginalUnreadable(ProcessingError):  # noqa: N818 - a domain name
 @dataclass(frozen=True, slots=True)
 class KeyCheckReport:
     """One look at the key check objects of the originals' store (`_keycheck/<key id>`,
-    each sealed under the key it names): `written`, the current key id whose object this
-    look wrote (None: it was there, or no current key); `unreadable`, the ids this
-    process holds whose objects it cannot open; `foreign`, ids it does not hold."""
+    each sealed under the key it names, written once): `written`, the current key id
+    whose object this look wrote (None: it was there, no current key, or not ready);
+    `unreadable`, the ids this process holds whose objects it cannot open; `foreign`,
+    ids it does not hold; `newest_not_held`, those of them whose object is the newest
+    (the key most recently brought in: others seal with it)."""
 
     written: str | None = None
     unreadable: tuple[str, ...] = ()
     foreign: tuple[str, ...] = ()
+    newest_not_held: tuple[str, ...] = ()

@@ -2,12 +2,14 @@
 `/readyz`, the worker's `/readyz` and `imageblur_worker_ready`).
 
 Two signals. The key check objects: a process with a current originals key writes
-`_keycheck/<key id>`, sealed under it, if it is missing, and opens every one whose key
-it holds; one it cannot open makes it not ready. They are looked at once per
-`recheck_s`, so probes and scrapes cost the store nothing more. And the originals
-themselves: one that could not be opened (a wrong key, no key and a sealed original, a
-refused plaintext one) makes the process not ready until an original opens again, which
-is what a worker started with the wrong key meets first. Log lines name key ids only.
+`_keycheck/<key id>`, sealed under it, if it is missing (and it is ready), and opens
+every one whose key it holds; one it cannot open makes it not ready, and so does a
+newest one (the key most recently brought in, which others seal with) whose key it
+does not hold: a process started with the wrong key, or with none, is not ready before
+its first job. They are looked at once per `recheck_s`, so probes and scrapes cost the
+store nothing more. And the originals themselves: one that could not be opened (a
+wrong key, no key and a sealed original, a refused plaintext one) makes the process not
+ready until an original opens again. Log lines name key ids only.
 """
 
 from __future__ import annotations
@@ -80,17 +82,26 @@ class KeyCheck:
     def _note(self, report: KeyCheckReport) -> None:
         if report.written is not None:
             log.info("keycheck.written", key_id=report.written)
-        for kid in sorted(set(report.foreign) - self._foreign_seen):
-            # Not a reason to stop: after a rotation the former key's object stays. But
-            # a process missing a key that others seal with cannot open their originals.
+        for kid in sorted(set(report.foreign) - set(report.newest_not_held) - self._foreign_seen):
+            # An older key's object: no reason to stop, after a rotation it stays.
             log.warning("keycheck.key_not_held", key_id=kid)
             self._foreign_seen.add(kid)
-        problem = None
+        problems = []
         if report.unreadable:
-            problem = f"key check objects of key ids {', '.join(report.unreadable)} do not open"
+            problems.append(
+                f"key check objects of key ids {', '.join(report.unreadable)} do not open"
+            )
+        if report.newest_not_held:
+            problems.append(
+                f"the newest key check object is key id {', '.join(report.newest_not_held)}'s, "
+                "a key this process does not hold: originals sealed under it do not open here"
+            )
+        problem = "; ".join(problems) or None
         if problem != self._problem:
             if problem is None:
                 log.info("keycheck.ok")
-            else:
+            if report.unreadable:
                 log.error("keycheck.unreadable", key_ids=list(report.unreadable))
+            if report.newest_not_held:
+                log.error("keycheck.newest_key_not_held", key_ids=list(report.newest_not_held))
         self._problem = problem

@@ -21,6 +21,7 @@ from imageblur.bootstrap import build_backends
 from imageblur.config import load_settings
 from imageblur.domain import KeyCheckReport, ObjectMissing, OriginalUnreadable, StoreUnavailable
 from imageblur.ports import ObjectStore
+from support import wait_until
 
 from .conftest import StoreFactory
 
@@ -251,6 +252,9 @@ def test_key_check_objects_are_written_opened_and_never_listed(
     first = EncryptedStore(inner, Keyring(OLD_KEY))
     assert first.check_keys() == KeyCheckReport(written=key_id(OLD_KEY))
     assert first.check_keys() == KeyCheckReport()  # there already: not written again
+    # The next key comes later, past the store's clock tick (S3: a second).
+    (written,) = [o.modified_at for o in inner.list("_keycheck/")]
+    assert wait_until(lambda: datetime.now(UTC) > written + timedelta(seconds=1), timeout_s=5)
     first.put("in/a.jpg", b"an original", content_type=JPEG)
     rotated = EncryptedStore(inner, Keyring(NEW_KEY, [OLD_KEY]))
     assert rotated.check_keys() == KeyCheckReport(written=key_id(NEW_KEY))
@@ -258,11 +262,18 @@ def test_key_check_objects_are_written_opened_and_never_listed(
     assert at_rest == {"in/a.jpg", f"_keycheck/{key_id(OLD_KEY)}", f"_keycheck/{key_id(NEW_KEY)}"}
     assert [o.key for o in rotated.list()] == ["in/a.jpg"]
     assert [o.key for o in rotated.list("_keycheck/")] == []
-    # A process holding only the former key skips the new key's object: not its own.
-    assert first.check_keys() == KeyCheckReport(foreign=(key_id(NEW_KEY),))
-    no_key = EncryptedStore(inner, Keyring(None)).check_keys()
-    assert no_key.written is None and no_key.unreadable == ()
-    assert set(no_key.foreign) == {key_id(OLD_KEY), key_id(NEW_KEY)}
+    # A process holding only the former key cannot open what the others now seal.
+    assert first.check_keys() == KeyCheckReport(
+        foreign=(key_id(NEW_KEY),), newest_not_held=(key_id(NEW_KEY),)
+    )
+    rotated_on = EncryptedStore(inner, Keyring(NEW_KEY))  # the former key dropped
+    assert rotated_on.check_keys() == KeyCheckReport(foreign=(key_id(OLD_KEY),))
+    for wrong in (Keyring(None), Keyring(OTHER_KEY)):  # no key, a wrong one
+        report = EncryptedStore(inner, wrong).check_keys()
+        assert report.written is None and report.unreadable == ()
+        assert set(report.foreign) == {key_id(OLD_KEY), key_id(NEW_KEY)}
+        assert key_id(NEW_KEY) in report.newest_not_held
+    assert f"_keycheck/{key_id(OTHER_KEY)}" not in {o.key for o in inner.list()}
 
 
 @PLAIN_STORES

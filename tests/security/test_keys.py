@@ -186,10 +186,9 @@ def test_a_worker_with_a_wrong_key_or_none_keeps_every_held_original_and_is_not_
                 events = {e["event"] for e in w.logs()}
                 assert not events & {"job.failed", "job.dead_lettered", "object.collected"}
                 assert not any(s in w.log.read_text() for s in secrets_of(KEY_A, KEY_B))
-            after = originals(data_dir)
-            assert {k: v for k, v in after.items() if not k.startswith("_keycheck/")} == {
-                k: v for k, v in before.items() if not k.startswith("_keycheck/")
-            }, name
+            # Every original untouched; and no key check object of its own, which would
+            # make the processes holding the right key stop.
+            assert originals(data_dir) == before, name
             statuses = {i: repo.get(i) for i in (held, corrected, pending)}
             assert {i: r.status if r else None for i, r in statuses.items()} == {
                 held: Status.REVIEW,
@@ -270,6 +269,22 @@ def test_a_key_check_object_that_does_not_open_makes_the_api_not_ready(tmp_path:
     unreadable = [json.loads(line) for line in logs.splitlines() if "keycheck.unreadable" in line]
     assert unreadable and unreadable[0]["key_ids"] == [key_id(KEY_A)]
     assert not any(secret in logs for secret in secrets_of(KEY_A))
+
+
+def test_an_api_with_the_wrong_key_is_not_ready_and_leaves_no_trace(tmp_path: Path) -> None:
+    """Its uploads would be sealed under a key no worker holds: out of the Service."""
+    data_dir = tmp_path / "data"
+    EncryptedStore(LocalObjectStore(data_dir / "originals"), Keyring(KEY_A)).check_keys()
+    before = originals(data_dir)
+    with run_server(data_dir, command="api", env={"IMAGEBLUR_ORIGINALS_KEY": B}) as api:
+        answer = httpx.get(f"{api.url}/readyz", timeout=10)
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["originals_key"] == "unavailable"
+        logs = api.logs()
+    assert originals(data_dir) == before
+    events = [json.loads(line) for line in logs.splitlines() if "newest_key_not_held" in line]
+    assert events and events[0]["key_ids"] == [key_id(KEY_A)]
+    assert not any(secret in logs for secret in secrets_of(KEY_A, KEY_B))
 
 
 def test_reseal_seals_plaintext_and_old_keys_originals_under_the_current_key(

@@ -66,11 +66,13 @@ def test_a_check_object_that_does_not_open_makes_the_process_not_ready() -> None
     assert keys.problem() is None
 
 
-def test_a_key_not_held_is_logged_once_and_is_no_reason_to_stop() -> None:
+def test_a_former_keys_object_is_logged_once_and_is_no_reason_to_stop() -> None:
     """After a rotation the former key's object stays; a process without that key is
     still ready (its own originals open), and says once which key it lacks."""
     inner, ticks = FakeStore("in"), Ticks()
     EncryptedStore(inner, Keyring(OTHER)).check_keys()
+    inner.age(f"_keycheck/{key_id(OTHER)}", 3600)
+    EncryptedStore(inner, Keyring(KEY, [OTHER])).check_keys()  # the rotation's step 2
     keys = _check(EncryptedStore(inner, Keyring(KEY)), ticks)
     with capture_logs() as logs:
         assert keys.problem() is None
@@ -80,6 +82,28 @@ def test_a_key_not_held_is_logged_once_and_is_no_reason_to_stop() -> None:
     assert not_held == [
         {"event": "keycheck.key_not_held", "key_id": key_id(OTHER), "log_level": "warning"}
     ]
+
+
+@pytest.mark.parametrize("keyring", [Keyring(OTHER), Keyring(None), Keyring(OTHER, [OLD])])
+def test_a_process_without_the_newest_key_is_not_ready_before_its_first_job(
+    keyring: Keyring,
+) -> None:
+    """Started with a wrong key (or none), it cannot open what the others seal: not
+    ready at once, and it writes no object of its own, which would stop the others."""
+    inner, ticks = FakeStore("in"), Ticks()
+    EncryptedStore(inner, Keyring(OLD)).check_keys()
+    inner.age(f"_keycheck/{key_id(OLD)}", 3600)
+    EncryptedStore(inner, Keyring(KEY, [OLD])).check_keys()
+    with capture_logs() as logs:
+        problem = _check(EncryptedStore(inner, keyring), ticks).problem()
+    assert problem is not None and key_id(KEY) in problem and "newest" in problem
+    assert set(inner.objects) == {f"_keycheck/{key_id(KEY)}", f"_keycheck/{key_id(OLD)}"}
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors == [
+        {"event": "keycheck.newest_key_not_held", "key_ids": [key_id(KEY)], "log_level": "error"}
+    ]
+    # Its keys fixed, it is ready, and still writes nothing: the newest key is there.
+    assert _check(EncryptedStore(inner, Keyring(KEY, [OLD])), ticks).problem() is None
 
 
 def test_an_original_that_did_not_open_makes_it_not_ready_until_one_opens() -> None:

@@ -28,6 +28,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
@@ -210,28 +211,42 @@ class EncryptedStore:
         return outcome
 
     def check_keys(self) -> KeyCheckReport:
-        """Write the current key's check object if it is missing, and open every check
-        object whose key this process holds. Raises `StoreUnavailable` if the store
-        cannot be reached."""
-        written = None
+        """Open every key check object whose key this process holds, note the newest
+        one (the key most recently brought in), and write the current key's object if
+        it is missing and all is well: a process that cannot open what the others seal
+        must not make its own key the newest, or the others would stop. Raises
+        `StoreUnavailable` if the store cannot be reached."""
+        at = {
+            o.key.removeprefix(KEY_CHECK_PREFIX): o.modified_at
+            for o in self._inner.list(KEY_CHECK_PREFIX)
+        }
+        foreign = [kid for kid in at if self._keyring.cipher(kid) is None]
+        unreadable = [
+            kid for kid in at if kid not in foreign and not self._opens(KEY_CHECK_PREFIX + kid)
+        ]
+        newest_at = max(at.values(), default=None)
+        newest = [kid for kid in at if at[kid] == newest_at]
+        # Objects written within one tick of the store's clock (S3: a second) are all
+        # the newest: holding one of them is enough.
+        not_held = all(kid in foreign for kid in newest)
+        report = KeyCheckReport(
+            unreadable=tuple(unreadable),
+            foreign=tuple(foreign),
+            newest_not_held=tuple(newest) if not_held else (),
+        )
         current = self._keyring.current_id
-        if current is not None and not self._inner.exists(KEY_CHECK_PREFIX + current):
-            self.put(KEY_CHECK_PREFIX + current, KEY_CHECK_TEXT, content_type=SEALED_TYPE)
-            written = current
-        unreadable, foreign = [], []
-        for obj in self._inner.list(KEY_CHECK_PREFIX):
-            kid = obj.key.removeprefix(KEY_CHECK_PREFIX)
-            if self._keyring.cipher(kid) is None:
-                foreign.append(kid)
-                continue
-            try:
-                if self._open(obj.key, self._inner.get(obj.key)) != KEY_CHECK_TEXT:
-                    unreadable.append(kid)
-            except OriginalUnreadable:
-                unreadable.append(kid)
-            except ObjectMissing:
-                continue  # deleted by hand meanwhile
-        return KeyCheckReport(written, tuple(unreadable), tuple(foreign))
+        if current is None or current in at or report.unreadable or report.newest_not_held:
+            return report
+        self.put(KEY_CHECK_PREFIX + current, KEY_CHECK_TEXT, content_type=SEALED_TYPE)
+        return replace(report, written=current)
+
+    def _opens(self, key: str) -> bool:
+        try:
+            return self._open(key, self._inner.get(key)) == KEY_CHECK_TEXT
+        except OriginalUnreadable:
+            return False
+        except ObjectMissing:
+            return True  # deleted by hand meanwhile: nothing against the key
 
     def delete(self, key: str) -> None:
         self._inner.delete(key)
