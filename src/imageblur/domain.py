@@ -524,7 +524,12 @@ class OriginalUnreadable(ProcessingError):  # noqa: N818 - a domain name
     authentication (altered, or copied from another object), or it is stored without
     encryption while a key is set and plaintext is not allowed. The message names only
     key ids. Not the picture's fault: the worker waits for the keys to be fixed and never
-    deletes the original for it."""
+    deletes the original for it. `keys_at_fault`: this process's keys (or release) are
+    at fault, not the object (altered or truncated): the process is then not ready."""
+
+    def __init__(self, message: str, *, keys_at_fault: bool = False) -> None:
+        super().__init__(message)
+        self.keys_at_fault = keys_at_fault
 
 
 @dataclass(frozen=True, slots=True)

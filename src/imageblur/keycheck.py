@@ -7,9 +7,9 @@ every one whose key it holds; one it cannot open makes it not ready, and so does
 newest one (the key most recently brought in, which others seal with) whose key it
 does not hold: a process started with the wrong key, or with none, is not ready before
 its first job. They are looked at once per `recheck_s`, so probes and scrapes cost the
-store nothing more. And the originals themselves: one that could not be opened (a
-wrong key, no key and a sealed original, a refused plaintext one) makes the process not
-ready until an original opens again. Log lines name key ids only.
+store nothing more. And the originals themselves: one that could not be opened for
+want of a key (a wrong key, no key and a sealed original, a refused plaintext one)
+makes the process not ready until an original opens again. Log lines name key ids only.
 """
 
 from __future__ import annotations

@@ -242,6 +242,13 @@ def test_the_last_refusal_is_kept_until_an_original_opens(store_factory: StoreFa
     assert encrypted.last_unreadable is not None  # a missing object proves nothing
     assert encrypted.get("in/new.jpg") == b"y"
     assert encrypted.last_unreadable is None
+    altered = bytearray(inner.get("in/new.jpg"))
+    altered[-1] ^= 0x01
+    inner.put("in/altered.jpg", bytes(altered), content_type=JPEG)
+    with pytest.raises(OriginalUnreadable) as caught:
+        encrypted.get("in/altered.jpg")
+    assert not caught.value.keys_at_fault
+    assert encrypted.last_unreadable is None  # one altered object says nothing of the keys
 
 
 @PLAIN_STORES

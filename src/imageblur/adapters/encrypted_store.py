@@ -107,8 +107,8 @@ class EncryptedStore:
     `get` raises `OriginalUnreadable` for an envelope whose key is not in the keyring or
     that fails authentication (altered, truncated, or moved from another object key), and
     for an object without an envelope when the keyring has a current key, unless
-    `allow_plaintext`. `last_unreadable` keeps the reason of the last such refusal until
-    an object opens again: the process's readiness shows it."""
+    `allow_plaintext`. `last_unreadable` keeps the reason of the last refusal the keys
+    were at fault for until an object opens again: the process's readiness shows it."""
 
     def __init__(
         self, inner: ObjectStore, keyring: Keyring, *, allow_plaintext: bool = False
@@ -148,8 +148,9 @@ class EncryptedStore:
         try:
             data = self._read(key, stored)
         except OriginalUnreadable as exc:
-            with self._lock:
-                self._last_unreadable = str(exc)
+            if exc.keys_at_fault:  # one altered object says nothing of the keys
+                with self._lock:
+                    self._last_unreadable = str(exc)
             raise
         with self._lock:
             self._last_unreadable = None
@@ -162,7 +163,8 @@ class EncryptedStore:
             raise OriginalUnreadable(
                 f"{key}: stored without encryption, and plaintext originals are refused "
                 f"while an originals key is set (current key id {self._keyring.current_id}; "
-                "`imageblur reseal` seals them)"
+                "`imageblur reseal` seals them)",
+                keys_at_fault=True,
             )
         return stored  # stored before encryption was switched on
 
@@ -171,14 +173,17 @@ class EncryptedStore:
             raise OriginalUnreadable(f"{key}: encrypted object is truncated")
         version = stored[len(MAGIC)]
         if version != VERSION:
-            raise OriginalUnreadable(f"{key}: unknown encryption format version {version}")
+            raise OriginalUnreadable(
+                f"{key}: unknown encryption format version {version}", keys_at_fault=True
+            )
         kid = _key_id_of(stored)
         cipher = self._keyring.cipher(kid)
         if cipher is None:
             known = ", ".join(self._keyring.ids) or "none: no originals key is set"
             raise OriginalUnreadable(
                 f"{key}: encrypted with key id {kid}, which is neither the current "
-                f"originals key nor an old one (keys known: {known})"
+                f"originals key nor an old one (keys known: {known})",
+                keys_at_fault=True,
             )
         header, sealed = stored[:HEADER_BYTES], stored[HEADER_BYTES:]
         try:
