@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from imageblur.domain import Overloaded
+from imageblur.pixel_budget import PixelBudget
 
 
 class UploadGate:
-    def __init__(self, *, max_checking: int, max_in_hand: int) -> None:
+    def __init__(self, *, max_checking: int, max_in_hand: int, pixel_budget: int) -> None:
         if not 1 <= max_checking <= max_in_hand:
             raise ValueError("need 1 <= max_checking <= max_in_hand")
+        self.budget = PixelBudget(pixel_budget)
         self._max_in_hand = max_in_hand
         self._in_hand = 0
         self._lock = threading.Lock()
@@ -47,3 +49,8 @@ class UploadGate:
         """Hold one decode slot for the block, waiting for one if need be."""
         with self._checking:
             yield
+
+    def decoding(self, pixels: int) -> AbstractContextManager[None]:
+        """Inside `checking`: hold `pixels` of the budget for the block, waiting until they
+        fit or nothing else is decoding. The header is read first, under the slot only."""
+        return self.budget.hold(pixels)

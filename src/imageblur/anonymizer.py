@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imageblur import imaging, jpeg_patch
+from imageblur import imaging, jpeg_patch, jpeg_scans
 from imageblur.blurring import (
     Box,
     Shape,
@@ -45,6 +45,7 @@ class AnonymizeOptions:
     max_pixels: int
     keep_metadata: frozenset[str]  # groups of imageblur.metadata.KEEP_GROUPS
     output_format: imaging.OutputFormat  # for HEIC and AVIF uploads
+    max_jpeg_scans: int = jpeg_scans.MAX_SCANS  # decoding and the lossless patch alike
 
     @property
     def geometry(self) -> MaskGeometry:
@@ -162,11 +163,18 @@ class Anonymizer:
     def _hold(self, data: bytes) -> AbstractContextManager[None]:
         if self._budget is None:
             return nullcontext()
-        return self._budget.hold(imaging.header_pixels(data))
+        return self._budget.hold(
+            imaging.header_pixels(data, max_scans=self._options.max_jpeg_scans)
+        )
 
     def _decode(self, data: bytes) -> imaging.DecodedImage:
         opts = self._options
-        return imaging.decode(data, max_pixels=opts.max_pixels, keep_metadata=opts.keep_metadata)
+        return imaging.decode(
+            data,
+            max_pixels=opts.max_pixels,
+            keep_metadata=opts.keep_metadata,
+            max_scans=opts.max_jpeg_scans,
+        )
 
     def _finish(
         self,
@@ -241,6 +249,7 @@ class Anonymizer:
                 orientation=decoded.orientation,
                 grayscale=decoded.grayscale,
                 icc_profile=decoded.icc_profile,
+                max_scans=self._options.max_jpeg_scans,
             )
         except (jpeg_patch.UnsupportedJPEGError, TurboJPEGError) as exc:
             return imaging.encode(decoded, jpeg_quality=quality, target=target), str(exc)

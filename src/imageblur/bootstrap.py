@@ -176,12 +176,17 @@ def anonymize_options(settings: Settings) -> AnonymizeOptions:
         max_pixels=settings.max_pixels,
         keep_metadata=parse_policy(settings.keep_metadata),
         output_format=settings.output_format,
+        max_jpeg_scans=settings.max_jpeg_scans,
     )
 
 
 def build_gate(settings: Settings) -> UploadGate:
     checks = settings.max_concurrent_checks
-    return UploadGate(max_checking=checks, max_in_hand=UPLOADS_IN_HAND_PER_CHECK * checks)
+    return UploadGate(
+        max_checking=checks,
+        max_in_hand=UPLOADS_IN_HAND_PER_CHECK * checks,
+        pixel_budget=settings.api_pixel_budget,
+    )
 
 
 def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> ImageService:
@@ -190,6 +195,7 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
         backends=backends,
         gate=gate,
         max_pixels=settings.max_pixels,
+        max_jpeg_scans=settings.max_jpeg_scans,
         output_format=settings.output_format,
         presigned_ttl_s=settings.presigned_ttl_s if presigned else None,
     )

@@ -32,6 +32,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from imageblur import jpeg_scans
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -316,6 +317,19 @@ class Settings(BaseSettings):
         "as many in hand, uploads get 503 at once.",
     )
     page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
+    max_jpeg_scans: int = Field(
+        jpeg_scans.MAX_SCANS,
+        ge=1,
+        le=500,
+        description="Most scans a JPEG may have (each is a full decoding pass; libjpeg's "
+        "progressive JPEGs have 10); more answers 400 too_many_scans, before decoding.",
+    )
+    api_pixel_budget: int = Field(
+        16_000_000,
+        ge=1,
+        description="Pixels the API's uploads being decoded may hold at once (beside "
+        "MAX_CONCURRENT_CHECKS); one that does not fit waits (one alone always runs).",
+    )
 
     # --- anonymization ----------------------------------------------------------
     blur_mode: Literal["blur", "pixelate", "solid"] = Field(

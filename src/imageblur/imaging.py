@@ -1,21 +1,25 @@
 """Untrusted bytes -> a checked, decoded, upright image; and back to bytes with no metadata.
 
-Checks run cheapest first: magic bytes, then the pixel count from the header, then a
-strict full decode. Decoding is never attempted on a header that announces more pixels
-than allowed, so a decompression bomb costs us a few hundred bytes of parsing.
+Checks run cheapest first: magic bytes, then (JPEG) the scans counted from the markers,
+then the pixel count from the header, then a strict full decode. Decoding is never
+attempted on a header that announces more pixels than allowed, so a decompression bomb
+costs us a few hundred bytes of parsing, nor on a JPEG with more scans than allowed, each
+of which is a full pass over the image (`imageblur.jpeg_scans`).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from imageblur import heif
+from imageblur import heif, jpeg_scans
 from imageblur.domain import InvalidImage
 from imageblur.metadata import KeptMetadata, MetadataError, filter_metadata
 from imageblur.ports import RGBImage
@@ -100,7 +104,25 @@ class DecodedImage:
         return self.metadata.icc_profile
 
 
-def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
+def _check_scans(data: bytes, fmt: ImageFormat, max_scans: int) -> None:
+    """Before Pillow parses a JPEG at all: its scans, each a pass of the decoder over the
+    whole image, and a marker structure Pillow's parser can walk quickly."""
+    if fmt is not JPEG:
+        return
+    try:
+        jpeg_scans.count_scans(data, limit=max_scans)
+    except jpeg_scans.TooManyScansError as exc:
+        raise InvalidImage(
+            f"{exc} (IMAGEBLUR_MAX_JPEG_SCANS); a progressive JPEG usually has 10",
+            http_status=400,
+            code="too_many_scans",
+        ) from exc
+    except jpeg_scans.MalformedJPEGError as exc:
+        raise InvalidImage(str(exc), http_status=400, code="corrupt_image") from exc
+
+
+def _open(data: bytes, fmt: ImageFormat, max_scans: int) -> Image.Image:
+    _check_scans(data, fmt, max_scans)
     if fmt is HEIC:
         heif.register_heic_decoder()
     try:
@@ -163,22 +185,31 @@ def _displayed_size(img: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def check(data: bytes, *, max_pixels: int) -> CheckedImage:
-    """Validate an upload completely (format, size, strict decode) without keeping pixels."""
+def check(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_scans: int = jpeg_scans.MAX_SCANS,
+    hold: Callable[[int], AbstractContextManager[None]] | None = None,
+) -> CheckedImage:
+    """Validate an upload completely (format, scans, size, strict decode) without keeping
+    pixels. `hold(pixels)`, once the header is read, is held during the decode (a budget
+    that uploads decoded at once share)."""
     fmt = sniff_format(data)
-    with _open(data, fmt) as img:
+    with _open(data, fmt, max_scans) as img:
         _check_header(img, fmt, max_pixels=max_pixels)
         width, height = _displayed_size(img)
-        _load(img, fmt)
+        with hold(img.size[0] * img.size[1]) if hold else nullcontext():
+            _load(img, fmt)
     return CheckedImage(format=fmt, width=width, height=height)
 
 
-def header_pixels(data: bytes) -> int:
+def header_pixels(data: bytes, *, max_scans: int = jpeg_scans.MAX_SCANS) -> int:
     """Width x height as the header announces them, without decoding; 0 when the header
-    cannot be read (decoding then says why)."""
+    cannot be read or is refused (decoding then says why)."""
     try:
         fmt = sniff_format(data)
-        with _open(data, fmt) as img:
+        with _open(data, fmt, max_scans) as img:
             width, height = img.size
     except InvalidImage:
         return 0
@@ -189,27 +220,38 @@ def header_pixels(data: bytes) -> int:
 _BAND_BYTES = 8 << 20
 
 
-def _rgb_array(img: Image.Image) -> np.ndarray:
-    """The pixels of an RGB image as one new writable array, copied a band of rows at a
-    time: `np.asarray(img)` goes through `tobytes`, which joins a list of chunks, so a
-    whole-image copy briefly holds the image three times (on a 12 MP photo, about 130 MB
-    more at the worker's peak than the array itself)."""
+def _pixels(img: Image.Image, *, alpha: bool) -> tuple[RGBImage, np.ndarray | None]:
+    """The RGB pixels of `img` (and its alpha if `alpha`) as new writable arrays, converted
+    and copied a band of rows at a time. A whole-image `convert` is a full copy, and
+    `np.asarray(img)` goes through `tobytes`, which joins a list of chunks, so the image
+    would briefly be held three or four times: on a 50 MP RGBA PNG about 600 MB more at
+    the worker's peak than the arrays themselves; on a 12 MP RGB photo about 130 MB."""
     width, height = img.size
-    out = np.empty((height, width, 3), np.uint8)
+    mode = "RGBA" if alpha else "RGB"
+    rgb = np.empty((height, width, 3), np.uint8)
+    out_alpha = np.empty((height, width), np.uint8) if alpha else None
     rows = max(1, _BAND_BYTES // (width * 4))
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
-        out[top:bottom] = np.asarray(img.crop((0, top, width, bottom)))
-    return out
+        band = img.crop((0, top, width, bottom))  # keeps the palette and transparency
+        arr = np.asarray(band if band.mode == mode else band.convert(mode))
+        rgb[top:bottom] = arr[:, :, :3]
+        if out_alpha is not None:
+            out_alpha[top:bottom] = arr[:, :, 3]
+    return rgb, out_alpha
 
 
 def decode(
-    data: bytes, *, max_pixels: int, keep_metadata: frozenset[str] = frozenset()
+    data: bytes,
+    *,
+    max_pixels: int,
+    keep_metadata: frozenset[str] = frozenset(),
+    max_scans: int = jpeg_scans.MAX_SCANS,
 ) -> DecodedImage:
     """Decode to an upright RGB array (EXIF orientation applied), alpha kept apart, with
     the metadata that the policy `keep_metadata` lets into the result."""
     fmt = sniff_format(data)
-    with _open(data, fmt) as img:
+    with _open(data, fmt, max_scans) as img:
         _check_header(img, fmt, max_pixels=max_pixels)
         _load(img, fmt)
         try:
@@ -229,14 +271,7 @@ def decode(
         has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
             upright.mode == "P" and "transparency" in upright.info
         )
-        alpha: np.ndarray | None = None
-        if has_alpha:
-            rgba = upright.convert("RGBA")
-            arr = np.asarray(rgba)
-            rgb = np.ascontiguousarray(arr[:, :, :3])
-            alpha = np.ascontiguousarray(arr[:, :, 3])
-        else:
-            rgb = _rgb_array(upright if upright.mode == "RGB" else upright.convert("RGB"))
+        rgb, alpha = _pixels(upright, alpha=has_alpha)
     return DecodedImage(
         format=fmt,
         rgb=rgb,

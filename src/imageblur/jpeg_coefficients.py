@@ -31,7 +31,9 @@ Coefficients = npt.NDArray[np.int16]  # rows x cols x 64, natural (not zigzag) o
 
 # From turbojpeg.h (libjpeg-turbo 2.1).
 _TJFLAG_STOPONWARNING = 8192  # a corrupt stream is an error, not a warning
-_TJFLAG_LIMITSCANS = 32768  # refuse progressive files with > 500 scans (a CPU bomb)
+# Refuse progressive files with > 500 scans (a CPU bomb); a backstop: `jpeg_patch`
+# refuses past IMAGEBLUR_MAX_JPEG_SCANS (at most 500) before calling us.
+_TJFLAG_LIMITSCANS = 32768
 _TJXOPT_PERFECT = 1
 _TJXOPT_NOOUTPUT = 16
 _TJXOPT_PROGRESSIVE = 32

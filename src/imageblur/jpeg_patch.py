@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from imageblur import jpeg_scans
 from imageblur.jpeg_coefficients import (
     BlockRow,
     Coefficients,
@@ -119,12 +120,18 @@ def patch(
     orientation: int,
     grayscale: bool,
     icc_profile: bytes | None,
+    max_scans: int = jpeg_scans.MAX_SCANS,
 ) -> bytes:
     """The original JPEG with only the MCUs that `regions` touch taken from `upright`
     (the decoded, upright, anonymized pixels), oriented and stripped of metadata.
 
-    Raises `UnsupportedJPEGError` when this JPEG needs the full re-encode instead.
+    Raises `UnsupportedJPEGError` when this JPEG needs the full re-encode instead, among
+    others one with more than `max_scans` scans: the library's own limit (500) is fixed.
     """
+    try:
+        jpeg_scans.count_scans(original, limit=max_scans)
+    except ValueError as exc:  # TooManyScansError, MalformedJPEGError
+        raise UnsupportedJPEGError(str(exc)) from exc
     layout = read_layout(original)
     op = _ORIENT.get(orientation, Transform.NONE)
     comps = _oriented(layout.components, transposed=op in _TRANSPOSING)

@@ -79,6 +79,7 @@ class ImageService:
         backends: Backends,
         gate: UploadGate,
         max_pixels: int,
+        max_jpeg_scans: int,
         output_format: imaging.OutputFormat,
         presigned_ttl_s: int | None,
         clock: Callable[[], datetime] = utcnow,
@@ -87,6 +88,7 @@ class ImageService:
         self._b = backends
         self._gate = gate
         self._max_pixels = max_pixels
+        self._max_jpeg_scans = max_jpeg_scans
         self._output_format = output_format
         self._presigned_ttl_s = presigned_ttl_s
         self._clock = clock
@@ -104,7 +106,12 @@ class ImageService:
         `IdempotencyKeyReused` (the key came before with another body: nothing kept) or
         `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
         with self._gate.checking():
-            checked = imaging.check(data, max_pixels=self._max_pixels)
+            checked = imaging.check(
+                data,
+                max_pixels=self._max_pixels,
+                max_scans=self._max_jpeg_scans,
+                hold=self._gate.decoding,
+            )
         image_id = self._new_id()
         key = object_key(image_id, checked.format.extension)
         now = self._clock()

@@ -9,10 +9,13 @@ import pytest
 
 from imageblur.admission import UploadGate
 from imageblur.domain import Overloaded
+from support import wait_until
+
+BUDGET = 16_000_000
 
 
 def test_uploads_past_the_bound_are_refused_at_once_until_one_leaves() -> None:
-    gate = UploadGate(max_checking=1, max_in_hand=2)
+    gate = UploadGate(max_checking=1, max_in_hand=2, pixel_budget=BUDGET)
     with contextlib.ExitStack() as held:
         held.enter_context(gate.admit())
         held.enter_context(gate.admit())
@@ -23,7 +26,7 @@ def test_uploads_past_the_bound_are_refused_at_once_until_one_leaves() -> None:
 
 
 def test_a_refused_or_failed_upload_does_not_keep_its_place() -> None:
-    gate = UploadGate(max_checking=1, max_in_hand=1)
+    gate = UploadGate(max_checking=1, max_in_hand=1, pixel_budget=BUDGET)
     with pytest.raises(ValueError), gate.admit():
         raise ValueError("a bad upload")
     with gate.admit():
@@ -31,7 +34,7 @@ def test_a_refused_or_failed_upload_does_not_keep_its_place() -> None:
 
 
 def test_decodes_wait_for_a_slot() -> None:
-    gate = UploadGate(max_checking=1, max_in_hand=4)
+    gate = UploadGate(max_checking=1, max_in_hand=4, pixel_budget=BUDGET)
     order: list[str] = []
 
     def second() -> None:
@@ -46,3 +49,23 @@ def test_decodes_wait_for_a_slot() -> None:
         order.append("first")
     thread.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_decodes_share_the_pixel_budget_and_one_alone_always_runs() -> None:
+    gate = UploadGate(max_checking=4, max_in_hand=16, pixel_budget=BUDGET)
+    started = threading.Event()
+
+    def large() -> None:
+        with gate.checking(), gate.decoding(12_000_000):
+            started.set()
+
+    with gate.checking(), gate.decoding(50_000_000):  # over the budget, alone: runs
+        thread = threading.Thread(target=large)
+        thread.start()
+        # 12 MP more does not fit beside it: waits, holding its decode slot.
+        assert wait_until(lambda: gate.budget.waiting == 1, timeout_s=5)
+        assert not started.is_set()
+    assert started.wait(10)
+    thread.join(timeout=10)
+    with gate.checking(), gate.decoding(8_000_000), gate.decoding(8_000_000):
+        pass  # what fits runs together

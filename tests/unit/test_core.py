@@ -35,6 +35,7 @@ from imageblur.domain import (
 from imageblur.jobs import JobProcessor, Outcome, RetryPolicy
 from imageblur.reconciler import Reconciler
 from imageblur.services import ImageService
+from jpeg_bombs import scan_bomb
 from support import jpeg_bytes, wait_until
 from unit.fakes import Clock, FakeDetector, FakeRepository, FakeStore
 
@@ -112,8 +113,9 @@ def world() -> World:
     originals, results, queue, clock = FakeStore("in"), FakeStore("out"), MemoryJobQueue(), Clock()
     images = ImageService(
         backends=Backends(repo, originals, results, queue),
-        gate=UploadGate(max_checking=4, max_in_hand=16),
+        gate=UploadGate(max_checking=4, max_in_hand=16, pixel_budget=16_000_000),
         max_pixels=10_000_000,
+        max_jpeg_scans=100,
         output_format="jpeg",
         presigned_ttl_s=None,
         clock=clock,
@@ -287,6 +289,19 @@ def test_undecodable_original_fails_for_good(world: World) -> None:
     assert failed is not None and failed.status is Status.FAILED and failed.error
     assert failed.error_code is ErrorCode.INVALID_IMAGE
     assert world.queue.take_dead_letters() == [] and world.queue.depth() == 0
+
+
+def test_a_stored_scan_bomb_fails_as_the_images_own_error(world: World) -> None:
+    """An original stored before the scan limit (or under a higher one) is refused by the
+    worker's decode before any pass over it: the picture fails, nothing is retried."""
+    record = world.images.submit(jpeg_bytes())
+    world.originals.objects[record.input_key] = (scan_bomb(64, 64, scans=150), world.clock())
+    assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert failed.error is not None and "more than 100 scans" in failed.error
+    assert world.queue.take_dead_letters() == [] and world.queue.depth() == 0
+    assert world.results.puts == 0
 
 
 def test_expired_lease_is_taken_over_without_a_second_result(world: World) -> None:

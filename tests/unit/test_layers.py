@@ -16,15 +16,15 @@ CORE = {"domain", "ports"}
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     # The closed sets it validates against live with the code that uses them (both leaves).
-    "config": {"metadata", "detectors", "tokens"},
+    "config": {"metadata", "detectors", "tokens", "jpeg_scans"},
     "metadata": set(),
     # Who may call the API, as settings write it: pure parsing, a leaf.
     "tokens": set(),
     "heif": set(),
     "logs": set(),
     "ports": {"domain"},
-    "admission": {"domain"},
-    "imaging": CORE | {"heif", "metadata"},
+    "admission": {"domain", "pixel_budget"},
+    "imaging": CORE | {"heif", "metadata", "jpeg_scans"},
     "blurring": CORE,
     # Where a job's long work may stop once its lease is lost (a leaf, like the domain).
     "cancel": {"domain"},
@@ -33,10 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "detectors": CORE,  # the package's __init__: families, kinds, the class map
     "detectors.": CORE | {"detection", "detectors.", "cancel"},
     "jpeg_coefficients": set(),
-    "jpeg_patch": CORE | {"jpeg_coefficients"},
+    "jpeg_scans": set(),
+    "jpeg_patch": CORE | {"jpeg_coefficients", "jpeg_scans"},
     "pixel_budget": set(),
     "anonymizer": CORE
-    | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients"}
+    | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients", "jpeg_scans"}
     | {"pixel_budget"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
