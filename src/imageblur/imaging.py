@@ -10,16 +10,17 @@ of which is a full pass over the image (`imageblur.jpeg_scans`).
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from imageblur import heif, jpeg_scans
+from imageblur import heif, jpeg_scans, png_chunks, sandbox
 from imageblur.domain import InvalidImage
 from imageblur.metadata import KeptMetadata, MetadataError, filter_metadata
 from imageblur.ports import RGBImage
@@ -104,9 +105,15 @@ class DecodedImage:
         return self.metadata.icc_profile
 
 
-def _check_scans(data: bytes, fmt: ImageFormat, max_scans: int) -> None:
-    """Before Pillow parses a JPEG at all: its scans, each a pass of the decoder over the
-    whole image, and a marker structure Pillow's parser can walk quickly."""
+def _check_structure(data: bytes, fmt: ImageFormat, max_scans: int) -> None:
+    """Before Pillow parses the file at all, what would make it cost more than its pixels:
+    a JPEG's scans, each a pass of the decoder over the whole image, and a marker
+    structure, or a PNG's chunks, that Pillow walks one Python loop each."""
+    if fmt is PNG:
+        try:
+            png_chunks.count_chunks(data)
+        except png_chunks.TooManyChunksError as exc:
+            raise InvalidImage(str(exc), http_status=400, code="corrupt_image") from exc
     if fmt is not JPEG:
         return
     try:
@@ -122,7 +129,7 @@ def _check_scans(data: bytes, fmt: ImageFormat, max_scans: int) -> None:
 
 
 def _open(data: bytes, fmt: ImageFormat, max_scans: int) -> Image.Image:
-    _check_scans(data, fmt, max_scans)
+    _check_structure(data, fmt, max_scans)
     if fmt is HEIC:
         heif.register_heic_decoder()
     try:
@@ -174,6 +181,53 @@ def _load(img: Image.Image, fmt: ImageFormat) -> Image.Image:
     return img
 
 
+# Formats whose strict check decodes in a child under CPU and memory limits
+# (`imageblur.sandbox`): a HEIF primary image may be derived from many others, and no
+# check of ours reads that structure. JPEG, PNG and WebP cost what their pixels (and the
+# checks before decoding) allow: measured in bench/decode_limits.py.
+ISOLATED = (HEIC, AVIF)
+# Limits of that child: CPU seconds and address space per pixel of the primary image,
+# about 10 times what a 50 MP HEIC or AVIF takes (docs/operations.md, decode limits).
+_CHILD_CPU_S = 2
+_CHILD_CPU_S_PER_MP = 0.5
+_CHILD_BYTES = 512 << 20
+_CHILD_BYTES_PER_PIXEL = 24
+
+
+def _load_in_child(data: bytes, fmt: ImageFormat, pixels: int) -> None:
+    cpu_s = math.ceil(_CHILD_CPU_S + _CHILD_CPU_S_PER_MP * pixels / 1e6)
+    try:
+        refused = sandbox.run(
+            "imageblur.imaging:decode_check",
+            data,
+            fmt.pil_name,
+            cpu_s=cpu_s,
+            memory_bytes=_CHILD_BYTES + _CHILD_BYTES_PER_PIXEL * pixels,
+            wall_s=4.0 * cpu_s + 10.0,
+        )
+    except sandbox.LimitExceededError as exc:
+        raise InvalidImage(
+            f"decoding the {fmt.pil_name} image was stopped: {exc}",
+            http_status=400,
+            code="too_costly",
+        ) from exc
+    if refused is not None:
+        message, status, code = refused
+        raise InvalidImage(message, http_status=status, code=code)
+
+
+def decode_check(data: bytes, pil_name: str) -> list[Any] | None:
+    """In the sandbox's child: open and decode; None, or why the image is refused
+    (message, HTTP status, code)."""
+    fmt = next(f for f in FORMATS if f.pil_name == pil_name)
+    try:
+        with _open(data, fmt, jpeg_scans.MAX_SCANS) as img:
+            _load(img, fmt)
+    except InvalidImage as exc:
+        return [exc.message, exc.http_status, exc.code]
+    return None
+
+
 def _displayed_size(img: Image.Image) -> tuple[int, int]:
     try:
         orientation = img.getexif().get(0x0112, 1)
@@ -199,8 +253,12 @@ def check(
     with _open(data, fmt, max_scans) as img:
         _check_header(img, fmt, max_pixels=max_pixels)
         width, height = _displayed_size(img)
-        with hold(img.size[0] * img.size[1]) if hold else nullcontext():
-            _load(img, fmt)
+        pixels = img.size[0] * img.size[1]
+        with hold(pixels) if hold else nullcontext():
+            if fmt in ISOLATED:
+                _load_in_child(data, fmt, pixels)
+            else:
+                _load(img, fmt)
     return CheckedImage(format=fmt, width=width, height=height)
 
 

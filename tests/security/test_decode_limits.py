@@ -3,6 +3,8 @@ decoded at once share a pixel budget; through real HTTP on `imageblur serve`."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,6 +50,19 @@ def test_a_broken_segment_length_is_a_corrupt_image(server: Server) -> None:
         response = client.post("/picture", files={"image": ("x.jpg", broken, "image/jpeg")})
         assert response.status_code == 400
         assert response.json()["error"] == "corrupt_image"
+        nothing_stored(server, client)
+
+
+def test_a_png_chunk_flood_is_refused_before_decoding(server: Server) -> None:
+    """100,001 empty chunks (1.2 MB): Pillow would walk them one Python loop each."""
+    data = png_bytes(8, 8)
+    empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    flood = data[:33] + empty * 100_001 + data[33:]
+    with server.client() as client:
+        response = client.post("/picture", files={"image": ("x.png", flood, "image/png")})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "corrupt_image"
+        assert "chunks" in response.json()["message"]
         nothing_stored(server, client)
 
 

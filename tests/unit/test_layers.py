@@ -24,7 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     "ports": {"domain"},
     "admission": {"domain", "pixel_budget"},
-    "imaging": CORE | {"heif", "metadata", "jpeg_scans"},
+    "imaging": CORE | {"heif", "metadata", "jpeg_scans", "png_chunks", "sandbox"},
+    "sandbox": set(),
+    "png_chunks": set(),
     "blurring": CORE,
     # Where a job's long work may stop once its lease is lost (a leaf, like the domain).
     "cancel": {"domain"},
