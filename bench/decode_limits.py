@@ -4,7 +4,8 @@
     python bench/decode_limits.py [--json] [--skip-worker] [--skip-uploads] [--skip-formats]
 
 Every image is generated at run time into a temporary folder (labelled generated: a
-resized example picture, so that it compresses like a photo) at 50 MP, the pixel cap.
+resized example picture, so that it compresses like a photo; with noise for the JPEGs,
+at the highest quality that fits the 25 MB cap) at 50 MP, the pixel cap.
 
 1. Formats: for each format and shape we accept, the API's strict check
    (`imaging.check`) in a fresh child process: CPU seconds and the peak RSS above the
@@ -14,13 +15,13 @@ resized example picture, so that it compresses like a photo) at 50 MP, the pixel
    and the hostile structures the checks before decoding refuse (a 1,000-scan JPEG, a
    PNG of 100,001 empty chunks), and a PNG whose zlib stream holds 2 GB past the image.
 2. The worker: the whole job (decode, detect, hide, encode) in a child process built as
-   bootstrap builds it, on the 50 MP progressive 4:4:4 JPEG and the 50 MP RGBA PNG: peak
-   RSS, seconds.
+   bootstrap builds it, on the 50 MP progressive 4:4:4 JPEG, RGBA PNG, lossless WebP,
+   HEIC and AVIF: peak RSS, seconds.
 3. Uploads in flight: `imageblur api` (SQLite, local store, default limits) with 4 x
    IMAGEBLUR_MAX_CONCURRENT_CHECKS clients posting the 50 MP progressive 4:4:4 JPEG
-   (about 24 MB) as multipart at once: the API's peak RSS and the peak size of its
-   temporary directory (where multipart parts spool).
-About 5 minutes on 2 cores.
+   (18.6 MB), then the 50 MP lossless WebP, as multipart at once: the API's peak RSS and
+   the peak size of the temporary files it holds (where multipart parts spool).
+About 8 minutes on 2 cores (half of it writing the images; `--images DIR` keeps them).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PICTURES = ROOT.parent / "shared" / "example-pictures"
 SIZE = (8660, 5773)  # 50.0 MP, 3:2
 MAX_UPLOAD_BYTES = 25_000_000
+# The worst of each decoder for the worker's memory (the API check's figures show which).
+# The API's worst decodes in memory (JPEG: also the largest upload).
+UPLOAD_SHAPES = ("jpeg-progressive-444", "webp-lossless")
+WORKER_SHAPES = ("jpeg-progressive-444", "png-rgba", "webp-lossless", "heic", "avif")
 
 
 # --- generated images -------------------------------------------------------------
@@ -63,6 +68,13 @@ def photo(size: tuple[int, int] = SIZE) -> Image.Image:
     if not sources:
         raise SystemExit(f"no example pictures in {PICTURES}")
     return Image.open(sources[0]).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def noisy(img: Image.Image) -> Image.Image:
+    """`img` with sensor-like noise: the JPEG decoder's cost grows with the coded bytes,
+    and a resized small picture alone codes to a fifth of what a camera writes."""
+    noise = np.random.default_rng(1).integers(-8, 9, (img.height, img.width, 1), np.int16)
+    return Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8))
 
 
 def save(img: Image.Image, fmt: str, **options: Any) -> bytes:
@@ -152,14 +164,18 @@ def heic(img: Image.Image) -> bytes | None:
     return out.getvalue()
 
 
-def write_shapes(folder: Path, log: Callable[[str], None]) -> dict[str, Path]:
-    img = photo()
+def write_shapes(
+    folder: Path, log: Callable[[str], None], size: tuple[int, int] = SIZE
+) -> dict[str, Path]:
+    img = photo(size)
     rgba = img.copy()
-    rgba.putalpha(Image.linear_gradient("L").resize(SIZE))
-    wide = img.resize((16383, 3052))  # WebP's widest: 50.0 MP
+    rgba.putalpha(Image.linear_gradient("L").resize(size))
+    # WebP's widest under the cap: 49.98 MP.
+    wide = img.resize((16383, 3051)) if size == SIZE else img
+    grainy = noisy(img)
     makers: dict[str, Callable[[], bytes | None]] = {
-        "jpeg-baseline-420": lambda: largest_jpeg(img),
-        "jpeg-progressive-444": lambda: largest_jpeg(img, progressive=True, subsampling=0),
+        "jpeg-baseline-420": lambda: largest_jpeg(grainy),
+        "jpeg-progressive-444": lambda: largest_jpeg(grainy, progressive=True, subsampling=0),
         "png-rgb": lambda: save(img, "PNG", compress_level=1),
         "png-rgba": lambda: save(rgba, "PNG", compress_level=1),
         "png-interlaced": lambda: interlaced_png(img),
@@ -240,9 +256,11 @@ def check_child(path: Path) -> None:
 
 def worker_child(path: Path) -> None:
     """In a fresh process: one whole job, as the worker runs it."""
+    from imageblur.allocator import limit_arenas
     from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.config import load_settings
 
+    limit_arenas()  # as `imageblur worker` does
     settings = load_settings()
     anonymizer = worker_anonymizer(settings, build_detector(settings))
     data = path.read_bytes()
@@ -272,11 +290,16 @@ def child(mode: str, path: Path) -> dict[str, Any]:
     return figures
 
 
-def dir_bytes(folder: Path) -> int:
+def spooled_bytes(pid: int, folder: Path) -> int:
+    """Bytes of the files `pid` holds open in `folder`: multipart parts spool to unnamed
+    temporary files (O_TMPFILE), which no directory listing shows."""
     total = 0
-    for entry in folder.rglob("*"):
-        with contextlib.suppress(OSError):  # a spooled part removed meanwhile
-            total += entry.stat().st_size
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith(str(folder)):
+                    total += fd.stat().st_size
     return total
 
 
@@ -288,7 +311,7 @@ def uploads_in_flight(jpeg: Path, tmp: Path, log: Callable[[str], None]) -> dict
 
     checks = load_settings().max_concurrent_checks
     spool = tmp / "api-tmp"
-    spool.mkdir()
+    spool.mkdir(parents=True)
     port = _free_port()
     env = {
         **os.environ,
@@ -311,7 +334,7 @@ def uploads_in_flight(jpeg: Path, tmp: Path, log: Callable[[str], None]) -> dict
         def watch() -> None:
             nonlocal peak_spool
             while not done.is_set():
-                peak_spool = max(peak_spool, dir_bytes(spool))
+                peak_spool = max(peak_spool, spooled_bytes(server.pid, spool))
                 time.sleep(0.02)
 
         def post(_: int) -> int:
@@ -379,6 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-uploads", action="store_true")
     parser.add_argument("--only", nargs="*", help="shapes to check (default: all)")
     parser.add_argument(
+        "--size",
+        type=lambda text: tuple(int(v) for v in text.split("x")),
+        default=SIZE,
+        help="WxH of the generated images (default: 8660x5773, 50 MP); smaller for a smoke test",
+    )
+    parser.add_argument(
         "--images", type=Path, help="keep the generated images here, and reuse them next time"
     )
     parser.add_argument("--_check", type=Path, help=argparse.SUPPRESS)
@@ -402,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(name)
         images = args.images or tmp / "images"
         images.mkdir(parents=True, exist_ok=True)
-        shapes = write_shapes(images, log)
+        shapes = write_shapes(images, log, args.size)
         if args.only:
             shapes = {k: v for k, v in shapes.items() if k in args.only}
         if not args.skip_formats:
@@ -412,13 +441,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"checked {shape}: {report['check'][shape]}")
         if not args.skip_worker:
             report["worker"] = {}
-            for shape in ("jpeg-progressive-444", "png-rgba"):
+            for shape in WORKER_SHAPES:
                 if shape in shapes:
                     report["worker"][shape] = child("--_worker", shapes[shape])
                     log(f"worker on {shape}: {report['worker'][shape]}")
-        if not args.skip_uploads and "jpeg-progressive-444" in shapes:
-            log("uploads in flight")
-            report["uploads"] = uploads_in_flight(shapes["jpeg-progressive-444"], tmp, log)
+        if not args.skip_uploads:
+            report["uploads"] = {}
+            for shape in UPLOAD_SHAPES:
+                if shape in shapes:
+                    log(f"uploads in flight: {shape}")
+                    report["uploads"][shape] = uploads_in_flight(shapes[shape], tmp / shape, log)
     if args.json:
         print(json.dumps(report))
     else:
@@ -454,10 +486,9 @@ def _print(report: dict[str, Any]) -> None:
             f"worker, {shape}: {f['seconds']:.1f} s, peak RSS {f['peak_rss_mb']:.0f} MB "
             f"(before the job {f['base_mb']:.0f} MB)"
         )
-    if "uploads" in report:
-        u = report["uploads"]
+    for shape, u in report.get("uploads", {}).items():
         print(
-            f"{u['uploads']} uploads of {u['upload_bytes'] / 1e6:.1f} MB at once: "
+            f"{u['uploads']} uploads of {shape}, {u['upload_bytes'] / 1e6:.1f} MB, at once: "
             f"{u['accepted']} accepted, {u['overloaded']} answered 503 in {u['seconds']:.0f} s; "
             f"API peak RSS {u['peak_rss_mb']:.0f} MB (idle {u['base_rss_mb']:.0f} MB), "
             f"peak temporary files {u['peak_tmp_mb']:.0f} MB"

@@ -51,3 +51,13 @@ def test_speed_benchmark_runs_on_a_few_photos() -> None:
     text = json.dumps(report)
     for key in ("peak_rss_mb", "blocks_changed", "big"):
         assert key in text
+
+
+def test_decode_limits_benchmark_runs_on_small_images() -> None:
+    report = run_json("bench/decode_limits.py", "--size", "600x400", "--skip-uploads")
+    checks = report["check"]
+    assert isinstance(checks, dict)
+    assert checks["jpeg-1000-scans"]["answer"] == "400 too_many_scans"
+    assert checks["png-100001-chunks"]["answer"] == "400 corrupt_image"
+    assert checks["jpeg-progressive-444"]["answer"] == "accepted"
+    assert "peak_rss_mb" in json.dumps(report["worker"])

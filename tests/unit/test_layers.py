@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"domain", "pixel_budget"},
     "imaging": CORE | {"heif", "metadata", "jpeg_scans", "png_chunks", "sandbox"},
     "sandbox": set(),
+    "allocator": set(),
     "png_chunks": set(),
     "blurring": CORE,
     # Where a job's long work may stop once its lease is lost (a leaf, like the domain).

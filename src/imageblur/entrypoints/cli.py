@@ -13,6 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from imageblur import __version__
+from imageblur.allocator import limit_arenas
 from imageblur.config import Settings, SettingsError, load_settings
 from imageblur.domain import ImageblurError
 from imageblur.logs import configure_logging, get_logger
@@ -95,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
+    if command in ("serve", "api", "worker"):
+        limit_arenas()  # before any thread starts: see imageblur.allocator
     if command in ("serve", "api"):
         return _serve(settings, run_worker=command == "serve")
     if command == "worker":
