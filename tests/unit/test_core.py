@@ -299,7 +299,7 @@ def test_a_stored_scan_bomb_fails_as_the_images_own_error(world: World) -> None:
     assert world.processor().handle(world.next_delivery()) is Outcome.FAILED
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED
-    assert failed.error is not None and "more than 100 scans" in failed.error
+    assert failed.error_code is ErrorCode.TOO_MANY_SCANS and failed.error
     assert world.queue.take_dead_letters() == [] and world.queue.depth() == 0
     assert world.results.puts == 0
 
