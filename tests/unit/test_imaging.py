@@ -135,3 +135,31 @@ def test_header_pixels_read_without_decoding() -> None:
     data = save(Image.new("RGB", (40, 30)), "JPEG")
     assert imaging.header_pixels(data) == 1200
     assert imaging.header_pixels(b"not an image") == 0  # decoding then says why
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_the_alpha_path_copies_by_bands(mode: str) -> None:
+    """RGBA, LA and palette images with transparency are converted and copied a band of
+    rows at a time, like RGB ones: the Python-side peak is the arrays themselves plus a
+    band, not the three or four whole-image copies of a whole `convert` + `asarray`."""
+    import tracemalloc
+
+    width, height = 4000, 3000
+    gradient = Image.linear_gradient("L").resize((width, height))
+    if mode == "P":
+        img = gradient.convert("P")
+        img.info["transparency"] = 0
+    else:
+        img = Image.merge(mode, [gradient] * len(mode))
+    out = io.BytesIO()
+    img.save(out, "PNG", compress_level=1, **({"transparency": 0} if mode == "P" else {}))
+    data = out.getvalue()
+    tracemalloc.start()
+    try:
+        decoded = imaging.decode(data, max_pixels=50_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded.alpha is not None and decoded.alpha.shape == (height, width)
+    arrays = decoded.rgb.nbytes + decoded.alpha.nbytes  # 48 MB; a whole copy: 144 MB more
+    assert peak < arrays + 4 * imaging._BAND_BYTES, (peak, arrays)
