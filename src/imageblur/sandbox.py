@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -24,6 +25,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# What of the caller's environment a child sees: enough to start Python and find the
+# package, never the tokens, keys and passwords the API holds (a decoder exploited by an
+# upload would find none of them).
+_ENVIRONMENT = (
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "MALLOC_ARENA_MAX",
+)
 # What a child may run: module -> functions, fixed here (never from configuration).
 _TARGETS = {"imageblur.imaging": {"decode_check"}, "imageblur.sandbox": {"own_limits"}}
 
@@ -41,8 +57,9 @@ def run(target: str, data: bytes, *args: str, cpu_s: int, memory_bytes: int, wal
     if function not in _TARGETS.get(module, ()):
         raise ValueError(f"not a sandbox target: {target}")
     cmd = [sys.executable, "-m", "imageblur.sandbox", target, str(cpu_s), str(memory_bytes), *args]
+    env = {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
     child = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     try:
         out, err = child.communicate(data, timeout=wall_s)
@@ -91,8 +108,10 @@ def _main(argv: list[str]) -> int:
 
 
 def own_limits(data: bytes) -> dict[str, Any]:
-    """A child's limits as it sees them, and the bytes it was given (for the tests)."""
+    """A child's limits as it sees them, the bytes it was given and the names of its
+    environment (for the tests)."""
     return {
+        "environment": sorted(os.environ),
         "cpu_s": resource.getrlimit(resource.RLIMIT_CPU)[0],
         "address_space": resource.getrlimit(resource.RLIMIT_AS)[0],
         "address_space_used": _address_space(),

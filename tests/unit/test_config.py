@@ -47,6 +47,10 @@ def test_yaml_file_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         ("IMAGEBLUR_STORE", "ftp", "IMAGEBLUR_STORE"),
         ("IMAGEBLUR_MAX_UPLOAD_BYTES", "lots", "IMAGEBLUR_MAX_UPLOAD_BYTES"),
         ("IMAGEBLUR_JPEG_QUALITY", "50", "IMAGEBLUR_JPEG_QUALITY"),
+        # Past libjpeg-turbo's own limit the lossless patch would differ from the decode.
+        ("IMAGEBLUR_MAX_JPEG_SCANS", "501", "IMAGEBLUR_MAX_JPEG_SCANS"),
+        ("IMAGEBLUR_MAX_JPEG_SCANS", "0", "IMAGEBLUR_MAX_JPEG_SCANS"),
+        ("IMAGEBLUR_API_PIXEL_BUDGET", "0", "IMAGEBLUR_API_PIXEL_BUDGET"),
     ],
 )
 def test_wrong_values_fail_naming_the_setting(

@@ -14,7 +14,9 @@ from imageblur.domain import InvalidImage
 from phone_photos import avif, heic
 
 
-def test_the_child_runs_under_the_limits_it_was_given() -> None:
+def test_the_child_runs_under_the_limits_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_API_TOKEN", "a-secret-the-decoder-must-not-see")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-secret")
     limits = sandbox.run(
         "imageblur.sandbox:own_limits", b"x" * 1000, cpu_s=7, memory_bytes=300 << 20, wall_s=60
     )
@@ -22,6 +24,14 @@ def test_the_child_runs_under_the_limits_it_was_given() -> None:
     room = limits["address_space"] - limits["address_space_used"]
     assert 250 << 20 < room <= 300 << 20
     assert resource.getrlimit(resource.RLIMIT_CPU)[0] != 7  # never the caller's own
+    assert set(limits["environment"]) <= {"PATH", "PYTHONPATH", "HOME", "LANG", "LC_CTYPE"} | {
+        "VIRTUAL_ENV",
+        "LC_ALL",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+        "MALLOC_ARENA_MAX",
+        "PYTHONHOME",
+    }
 
 
 def test_a_child_past_its_wall_clock_bound_is_killed() -> None:
