@@ -214,8 +214,13 @@ def test_two_reviewers_with_the_same_revision_exactly_one_wins(
     for round_ in range(3):
         etag, _ = regions(app, image_id)
         codes = race(
-            lambda n, etag=etag: correct(
-                app, image_id, etag, [{**BOX, "x": 50 + n}], (PHOTO_DESK, NIGHT_DESK)[n]
+            # A box of its own each round: a box already in the list is a duplicate (422).
+            lambda n, etag=etag, x=50 + 10 * round_: correct(
+                app,
+                image_id,
+                etag,
+                [{**BOX, "x": x + n}],
+                (PHOTO_DESK, NIGHT_DESK)[n],
             )
         )
         assert sorted(codes) == [202, 412], (round_, codes)

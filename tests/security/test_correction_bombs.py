@@ -166,9 +166,11 @@ def test_five_hundred_large_boxes_render_within_the_memory_of_one(
     events = api.get(f"/picture/{image_id}/history").json()["events"]
     assert [e["action"] for e in events][-2:] == ["corrected", "rendered"]
     # Before the merge each box held a mask and a coefficient copy of its own: this
-    # correction asked for gigabytes. Now it costs what one box over the picture does.
+    # correction asked for gigabytes. Now it costs about what one box over the picture
+    # does: the bound is two pictures' pixels, as the allocator's own slack on a loaded
+    # machine (seen: 60 MB once in CI) is not the render's.
     grew = peak_rss_bytes(server) - one_box
-    assert grew < WIDTH * HEIGHT * 3, f"peak grew by {grew / 1e6:.0f} MB"
+    assert grew < 2 * WIDTH * HEIGHT * 3, f"peak grew by {grew / 1e6:.0f} MB"
     # And every box is hidden: the texture's 16 px cells are gone inside the union.
     result = decode(api.get(f"/picture/{image_id}/image").content)
     x, y, w, h = items[0]
