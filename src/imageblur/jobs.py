@@ -394,6 +394,14 @@ class JobProcessor:
         code = ErrorCode.BACKEND_UNAVAILABLE
         if delivery.job.attempt >= self._outage_retries:
             return self._retry_or_dead_letter(delivery, record, code, reason)
+        self._release_uncounted(record, code)
+        delay_s = self._retry.delay_s(delivery.job.attempt + 1)
+        log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
+        self._retry_later(delivery, delay_s, reason)
+        return Outcome.RETRY
+
+    def _release_uncounted(self, record: ImageRecord, code: ErrorCode) -> None:
+        """Give the job back without using an attempt: the fault is not the image's."""
         with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
             self._repo.release(
                 record.id,
@@ -403,10 +411,6 @@ class JobProcessor:
                 now=self._clock(),
                 count_attempt=False,
             )
-        delay_s = self._retry.delay_s(delivery.job.attempt + 1)
-        log.warning("job.backend_unavailable", image_id=record.id, delay_s=delay_s, reason=reason)
-        self._retry_later(delivery, delay_s, reason)
-        return Outcome.RETRY
 
     def _wait_for_keys(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:
         """The original does not open: a key missing from this process (a wrong key, a
@@ -416,15 +420,7 @@ class JobProcessor:
         letter, until the keys are fixed or the picture is finished or deleted. The
         process's readiness (`originals_key`) shows it meanwhile."""
         code = ErrorCode.ORIGINAL_UNREADABLE
-        with contextlib.suppress(BackendUnavailable):  # else the lease expires by itself
-            self._repo.release(
-                record.id,
-                owner=self._lease_owner(),
-                error=code.message,
-                code=code,
-                now=self._clock(),
-                count_attempt=False,
-            )
+        self._release_uncounted(record, code)
         delay_s = self._retry.max_delay_s
         log.error("job.original_unreadable", image_id=record.id, delay_s=delay_s, reason=reason)
         self._retry_later(delivery, delay_s, reason)
