@@ -10,7 +10,8 @@ is read in place; nothing is copied.
 
 Each image is decoded with `imageblur.imaging.decode` and run through the project's
 detector with the worker's settings (`load_settings()`: defaults, environment, flags),
-then the masks come from `imageblur.blurring.full_mask`, the geometry `anonymize` paints.
+then the masks come from `imageblur.blurring.mask_outlines`, the geometry the worker's
+`Anonymizer` paints (the same function, not a copy of it).
 
 `--detector` picks the family (centerface, retinaface, scrfd, yolo) and a brought model
 (its sha256 is taken from the file: the operator vouches for it here); given more than
@@ -42,7 +43,7 @@ dropping lower scores gives the same boxes as running at the higher threshold, b
 grouping only ever merges a box into a better-scored one.
 
 `--vs-deface` runs both tools end to end, side by side: lossless PNG copies of the images
-in a temporary folder, our detector + `anonymize` and deface 1.5.0 with its defaults
+in a temporary folder, our detector + the worker's masks and deface 1.5.0 with its defaults
 (installed into a throwaway virtual environment, as bench/speed.py does), both in solid
 mode, and each tool's hidden area read from the pixels it wrote (bench/side_by_side.py).
 """
@@ -64,11 +65,11 @@ from side_by_side import hidden_pixels, run_deface, stray_regions, write_copy
 from speed import install_deface
 
 from imageblur import imaging
-from imageblur.blurring import anonymize, full_mask
+from imageblur.blurring import full_mask, hide_masks, mask_outlines, masks_of
 from imageblur.bootstrap import build_detector
 from imageblur.config import DetectorSpec, Settings, load_settings
 from imageblur.detection import UNCERTAIN_MIN_PX, file_sha256, size_thresholds
-from imageblur.domain import Face
+from imageblur.domain import Face, MaskGeometry, MaskShape
 from imageblur.ports import FaceDetector
 
 # Thresholds of the curve; a small-face threshold stays at least the threshold. Not
@@ -111,7 +112,7 @@ class Point:
     large_threshold: float | None
     mask_scale: float
     margin_px: float
-    shape: str
+    shape: MaskShape
 
     @classmethod
     def of(cls, settings: Settings) -> Point:
@@ -127,6 +128,10 @@ class Point:
     def at(self, threshold: float) -> Point:
         small, large = (max(threshold, t or threshold) for t in self.size_levels())
         return Point(threshold, small, large, self.mask_scale, self.margin_px, self.shape)
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        return MaskGeometry(scale=self.mask_scale, margin_px=self.margin_px, shape=self.shape)
 
     def size_levels(self) -> tuple[float, float]:
         """The small and large thresholds as the detector applies them."""
@@ -228,14 +233,7 @@ def score_image(result: ImageResult, point: Point, tally: Tally) -> np.ndarray:
     truth = result.truth
     ious = iou_matrix(truth.boxes, det)
     hit = ious.max(axis=1) >= MATCH_IOU if len(det) else np.zeros(len(truth.boxes), bool)
-    mask = full_mask(
-        faces,
-        result.width,
-        result.height,
-        mask_scale=point.mask_scale,
-        shape=point.shape,  # type: ignore[arg-type]
-        margin_px=point.margin_px,
-    )
+    mask = hidden_by(faces, result.width, result.height, point)
     for limit in (20, 40):
         valid = ~truth.invalid & (truth.boxes[:, 3] - truth.boxes[:, 1] >= limit)
         setattr(tally, f"hit_{limit}", getattr(tally, f"hit_{limit}") + int((hit & valid).sum()))
@@ -244,6 +242,11 @@ def score_image(result: ImageResult, point: Point, tally: Tally) -> np.ndarray:
         tally.false_pos += int((best < FP_IOU).sum())
         tally.no_overlap += int((best < NO_OVERLAP_IOU).sum())
     return score_hidden(truth, mask, tally)
+
+
+def hidden_by(faces: Sequence[Face], width: int, height: int, point: Point) -> np.ndarray:
+    """Every pixel the worker hides for these faces at this point's mask geometry."""
+    return full_mask(mask_outlines(faces, width, height, point.geometry), width, height)
 
 
 def score_hidden(truth: Truth, hidden: np.ndarray, tally: Tally) -> np.ndarray:
@@ -296,14 +299,7 @@ def reviewed(
         if len(result.truth.boxes) and len(det):
             is_face = ious.max(axis=0) >= MATCH_IOU
         faces = point.keep(result.faces) + [f for f, ok in zip(unsure, is_face, strict=True) if ok]
-        mask = full_mask(
-            faces,
-            result.width,
-            result.height,
-            mask_scale=point.mask_scale,
-            shape=point.shape,  # type: ignore[arg-type]
-            margin_px=point.margin_px,
-        )
+        mask = hidden_by(faces, result.width, result.height, point)
         score_hidden(result.truth, mask, tally)
         listed += len(unsure)
         real += int(np.sum(is_face))
@@ -349,14 +345,9 @@ def run_detector(
 def our_hidden(copy: Path, faces: Sequence[Face], point: Point) -> np.ndarray:
     """What the worker's write path hides in solid mode, read back from its PNG."""
     decoded = imaging.decode(copy.read_bytes(), max_pixels=1 << 31)
-    decoded.rgb = anonymize(
-        decoded.rgb,
-        faces,
-        mode="solid",
-        shape=point.shape,  # type: ignore[arg-type]
-        mask_scale=point.mask_scale,
-        margin_px=point.margin_px,
-    )
+    height, width = decoded.rgb.shape[:2]
+    masks = masks_of(mask_outlines(faces, width, height, point.geometry))
+    decoded.rgb = hide_masks(decoded.rgb, masks, mode="solid", in_place=True)
     out = Path(f"{copy}.ours.png")
     out.write_bytes(imaging.encode(decoded, jpeg_quality=95))
     hidden = hidden_pixels(out)

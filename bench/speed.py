@@ -99,7 +99,7 @@ def best_ms(fn: Callable[[], Any], runs: int) -> float:
 def stage_times(path: Path, threads: int, runs: int) -> dict[str, float]:
     from imageblur import imaging, jpeg_patch
     from imageblur.adapters.local_store import LocalObjectStore
-    from imageblur.blurring import anonymize, mask_boxes, region_mask
+    from imageblur.blurring import hide_masks, mask_outlines, masks_of
     from imageblur.bootstrap import anonymize_options, build_detector
     from imageblur.config import load_settings
 
@@ -110,8 +110,8 @@ def stage_times(path: Path, threads: int, runs: int) -> dict[str, float]:
     decoded = imaging.decode(data, max_pixels=opts.max_pixels)
     faces = detector.detect(decoded.rgb)
     height, width = decoded.rgb.shape[:2]
-    boxes = mask_boxes(faces, width, height, opts.mask_scale)
-    regions = [(b, region_mask(b, opts.shape)) for b in boxes]
+    # The worker's own calls (Anonymizer): its masks, then the pixels under them hidden.
+    regions = masks_of(mask_outlines(faces, width, height, opts.geometry))
     encoded = imaging.encode(decoded, jpeg_quality=opts.jpeg_quality)
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalObjectStore(Path(tmp))
@@ -119,13 +119,10 @@ def stage_times(path: Path, threads: int, runs: int) -> dict[str, float]:
             "decode_ms": best_ms(lambda: imaging.decode(data, max_pixels=opts.max_pixels), runs),
             "detect_ms": best_ms(lambda: detector.detect(decoded.rgb), runs),
             "blur_ms": best_ms(
-                lambda: anonymize(
+                lambda: hide_masks(
                     decoded.rgb,
-                    faces,
+                    masks_of(mask_outlines(faces, width, height, opts.geometry)),
                     mode=opts.mode,
-                    shape=opts.shape,
-                    mask_scale=opts.mask_scale,
-                    margin_px=opts.margin_px,
                 ),
                 runs,
             ),

@@ -19,20 +19,18 @@ from typing import Literal
 from imageblur import imaging, jpeg_patch, jpeg_scans
 from imageblur.blurring import (
     Box,
-    Shape,
+    Mask,
+    Outline,
     hide_masks,
-    mask_boxes,
+    mask_outlines,
+    masks_of,
     merged_masks,
     opaque_masks,
-    region_mask,
-    shape_of,
 )
 from imageblur.domain import MAX_REGIONS, Face, MaskGeometry, Region, RegionKind
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage
-
-Mask = jpeg_patch.Region  # a box and which of its pixels are hidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +109,7 @@ class Anonymizer:
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
         geometry = self._options.geometry
-        masks = _detector_masks(hidden, width, height, geometry)
+        masks = masks_of(mask_outlines(hidden, width, height, geometry))
         regions = regions_of(hidden, uncertain, width, height, mask=geometry)
         kinds = [face.kind for face in hidden]
         return self._finish(data, decoded, masks, kinds, regions, clock, content_type)
@@ -148,14 +146,14 @@ class Anonymizer:
         ]
         # A person drew these boxes: all of each is hidden, whatever the mask shape. Merged,
         # so that their number does not multiply the work.
-        drawn: list[tuple[Box, Shape]] = [
+        drawn: list[Outline] = [
             (box, "box")
             for region in chosen
             if region.source == "manual" and (box := _clipped(region, width, height))
         ]
         if sum((x1 - x0) * (y1 - y0) for (x0, y0, x1, y1), _ in shaped) <= width * height:
             # One mask per detector region, the blur's strength by each: the first render's.
-            return [(box, region_mask(box, shape)) for box, shape in shaped] + merged_masks(drawn)
+            return masks_of(shaped) + merged_masks(drawn)
         # More mask than picture (thousands of large overlapping candidates hidden):
         # merged too, so that the region count cannot multiply the memory.
         return merged_masks(shaped + drawn)
@@ -216,14 +214,14 @@ class Anonymizer:
             regions=regions,
         )
 
-    def _shaped(self, region: Region, width: int, height: int) -> list[tuple[Box, Shape]]:
+    def _shaped(self, region: Region, width: int, height: int) -> list[Outline]:
         """A detector region's mask: its box grown as the first render grew it (with the
         current settings for a region recorded without them)."""
         box = _clipped(region, width, height)
         if box is None:
             return []
         face = Face(*box, region.score or 0.0, region.kind)
-        return _shaped_masks([face], width, height, region.mask or self._options.geometry)
+        return mask_outlines([face], width, height, region.mask or self._options.geometry)
 
     def _encode(
         self,
@@ -265,26 +263,6 @@ class _Stopwatch:
         now = time.perf_counter()
         self.laps[name] = now - self._last
         self._last = now
-
-
-def _detector_masks(
-    faces: Sequence[Face], width: int, height: int, geometry: MaskGeometry
-) -> list[Mask]:
-    """What `blurring.anonymize` hides for these faces (plates as whole rectangles)."""
-    return [
-        (box, region_mask(box, shape))
-        for box, shape in _shaped_masks(faces, width, height, geometry)
-    ]
-
-
-def _shaped_masks(
-    faces: Sequence[Face], width: int, height: int, geometry: MaskGeometry
-) -> list[tuple[Box, Shape]]:
-    return [
-        (box, shape_of(face, geometry.shape))
-        for face in faces
-        for box in mask_boxes([face], width, height, geometry.scale, margin_px=geometry.margin_px)
-    ]
 
 
 def _clipped(region: Region, width: int, height: int) -> Box | None:

@@ -19,12 +19,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from imageblur.domain import Face
+from imageblur.domain import Face, MaskGeometry, MaskShape
 from imageblur.ports import RGBImage
 
 Mode = Literal["blur", "pixelate", "solid"]
-Shape = Literal["ellipse", "box"]
+Shape = MaskShape
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 exclusive
+Outline = tuple[Box, Shape]  # a mask rectangle, and whether all of it or its ellipse
+Mask = tuple[Box, npt.NDArray[np.bool_]]  # a mask rectangle and its hidden pixels
 Cells = tuple[int, int, int, int]  # row0, col0, row1, col1 of a grid; ends exclusive
 
 BLUR_CELLS = 6  # samples kept across the mask's shorter side in blur mode
@@ -39,40 +41,44 @@ SOLID_RGB = (0, 0, 0)
 MASK_MARGIN_PX = 3.0
 
 
-def mask_boxes(
-    faces: Sequence[Face],
-    width: int,
-    height: int,
-    mask_scale: float,
-    *,
-    margin_px: float = MASK_MARGIN_PX,
-) -> list[Box]:
-    """The integer mask rectangle of each face: its box grown `mask_scale` times about
-    its centre plus `margin_px` on each side, clipped to the image. Empty rectangles are
-    dropped.
+def mask_outlines(
+    faces: Sequence[Face], width: int, height: int, geometry: MaskGeometry
+) -> list[Outline]:
+    """How each face is hidden: its box grown `geometry.scale` times about its centre
+    plus `geometry.margin_px` on each side, clipped to the image (an empty rectangle is
+    dropped), and of that rectangle the inscribed ellipse or all of it (`geometry.shape`;
+    a plate is always all of it).
 
-    This is the geometry `anonymize` applies; the evaluation measures coverage with it.
+    The blur geometry, written here only: the worker's `Anonymizer` (first render and
+    re-render), `imageblur blur` through it, `anonymize`, `full_mask` and the benchmarks
+    all call it (tests/unit/test_blurring.py checks the imports).
     """
-    if mask_scale <= 0 or margin_px < 0:
-        raise ValueError(f"need mask_scale > 0 and margin_px >= 0: {mask_scale}, {margin_px}")
-    boxes: list[Box] = []
+    scale, margin_px = geometry.scale, geometry.margin_px
+    if scale <= 0 or margin_px < 0:
+        raise ValueError(f"need mask scale > 0 and margin_px >= 0: {scale}, {margin_px}")
+    outlines: list[Outline] = []
     for face in faces:
         cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
-        half_w = face.width * mask_scale / 2 + margin_px
-        half_h = face.height * mask_scale / 2 + margin_px
+        half_w = face.width * scale / 2 + margin_px
+        half_h = face.height * scale / 2 + margin_px
         # floor/ceil: the mask never ends up smaller than the scaled box.
         x0 = max(0, int(np.floor(cx - half_w)))
         y0 = max(0, int(np.floor(cy - half_h)))
         x1 = min(width, int(np.ceil(cx + half_w)))
         y1 = min(height, int(np.ceil(cy + half_h)))
         if x1 > x0 and y1 > y0:
-            boxes.append((x0, y0, x1, y1))
-    return boxes
+            outlines.append(((x0, y0, x1, y1), _shape_of(face, geometry.shape)))
+    return outlines
+
+
+def masks_of(outlines: Sequence[Outline]) -> list[Mask]:
+    """Each outline drawn: its rectangle and the hidden pixels of it (`region_mask`)."""
+    return [(box, region_mask(box, shape)) for box, shape in outlines]
 
 
 def region_mask(box: Box, shape: Shape) -> npt.NDArray[np.bool_]:
-    """The pixels of `box` (a mask_boxes rectangle) that are hidden, as a bool array of
-    the box's size: all of them, or the inscribed ellipse."""
+    """The pixels of `box` (a mask rectangle) that are hidden, as a bool array of the
+    box's size: all of them, or the inscribed ellipse."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     if shape == "box":
@@ -84,25 +90,16 @@ def region_mask(box: Box, shape: Shape) -> npt.NDArray[np.bool_]:
     return np.asarray(ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0)
 
 
-def full_mask(
-    faces: Sequence[Face],
-    width: int,
-    height: int,
-    *,
-    mask_scale: float,
-    shape: Shape = "ellipse",
-    margin_px: float = MASK_MARGIN_PX,
-) -> npt.NDArray[np.bool_]:
-    """Every pixel `anonymize` would change (or may change), as an H x W bool array."""
+def full_mask(outlines: Sequence[Outline], width: int, height: int) -> npt.NDArray[np.bool_]:
+    """Every pixel hiding these outlines changes (or may change), as an H x W bool array:
+    `full_mask(mask_outlines(faces, ...), ...)` is what the worker hides for `faces`."""
     out = np.zeros((height, width), bool)
-    for face in faces:
-        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px):
-            x0, y0, x1, y1 = box
-            out[y0:y1, x0:x1] |= region_mask(box, shape_of(face, shape))
+    for (x0, y0, x1, y1), mask in masks_of(outlines):
+        out[y0:y1, x0:x1] |= mask
     return out
 
 
-def shape_of(face: Face, shape: Shape) -> Shape:
+def _shape_of(face: Face, shape: Shape) -> Shape:
     """A plate is always hidden as a rectangle: its corners hold characters, which an
     inscribed ellipse would leave visible."""
     return "box" if face.kind == "plate" else shape
@@ -134,17 +131,14 @@ def anonymize(
     if shape not in ("ellipse", "box"):
         raise ValueError(f"unknown shape {shape!r}")
     height, width = image.shape[:2]
-    masks = [
-        (box, region_mask(box, shape_of(face, shape)))
-        for face in faces
-        for box in mask_boxes([face], width, height, mask_scale, margin_px=margin_px)
-    ]
+    geometry = MaskGeometry(scale=mask_scale, margin_px=margin_px, shape=shape)
+    masks = masks_of(mask_outlines(faces, width, height, geometry))
     return hide_masks(image, masks, mode=mode, in_place=in_place)
 
 
 def hide_masks(
     image: RGBImage,
-    masks: Sequence[tuple[Box, npt.NDArray[np.bool_]]],
+    masks: Sequence[Mask],
     *,
     mode: Mode = "blur",
     in_place: bool = False,
@@ -163,7 +157,7 @@ def hide_masks(
     return out
 
 
-def merged_boxes(boxes: Sequence[Box]) -> list[tuple[Box, npt.NDArray[np.bool_]]]:
+def merged_boxes(boxes: Sequence[Box]) -> list[Mask]:
     """The union of `boxes` as (rectangle, mask of the rectangle's size) pairs whose
     rectangles do not overlap: boxes that overlap or touch, directly or through others,
     share one mask, hidden as one region (its strength by the rectangle's size).
@@ -176,7 +170,7 @@ def merged_boxes(boxes: Sequence[Box]) -> list[tuple[Box, npt.NDArray[np.bool_]]
     return merged_masks([(box, "box") for box in boxes])
 
 
-def merged_masks(shaped: Sequence[tuple[Box, Shape]]) -> list[tuple[Box, npt.NDArray[np.bool_]]]:
+def merged_masks(shaped: Sequence[Outline]) -> list[Mask]:
     """`merged_boxes` for masks of either shape (`region_mask` of each box): the union
     as masks over rectangles that do not overlap. A whole box costs nothing per box; an
     ellipse is drawn into its rectangle's mask, one at a time."""
@@ -194,7 +188,7 @@ def merged_masks(shaped: Sequence[tuple[Box, Shape]]) -> list[tuple[Box, npt.NDA
             whole[area] = True
     rects = disjoint_rectangles(cells, parts_at_most=len(shaped))  # a part holds a box
     owner = np.zeros(cells.shape, np.min_scalar_type(len(rects)))
-    out: list[tuple[Box, npt.NDArray[np.bool_]]] = []
+    out: list[Mask] = []
     for k, (r0, c0, r1, c1) in enumerate(rects):
         owner[r0:r1, c0:c1] = k
         heights, widths = np.diff(ys[r0 : r1 + 1]), np.diff(xs[c0 : c1 + 1])
@@ -231,9 +225,7 @@ def disjoint_rectangles(
         grouped = filled
 
 
-def opaque_masks(
-    alpha: npt.NDArray[np.uint8], masks: Sequence[tuple[Box, npt.NDArray[np.bool_]]]
-) -> None:
+def opaque_masks(alpha: npt.NDArray[np.uint8], masks: Sequence[Mask]) -> None:
     """Make the hidden pixels fully opaque in `alpha` (in place): a cut-out portrait's
     transparency has the shape of the head, which the blur of its colours leaves intact."""
     for (x0, y0, x1, y1), mask in masks:

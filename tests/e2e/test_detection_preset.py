@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imageblur.blurring import full_mask
+from imageblur.blurring import full_mask, mask_outlines
 from imageblur.bootstrap import build_detector
 from imageblur.config import load_settings
+from imageblur.domain import MaskGeometry
 from support import LINUS, decode, run_server
 
 
@@ -45,14 +46,8 @@ def expected_hidden(rgb: np.ndarray, **settings: object) -> np.ndarray:
     faces = build_detector(s).detect(rgb)
     assert faces, "the example face must be found"
     height, width = rgb.shape[:2]
-    return full_mask(
-        faces,
-        width,
-        height,
-        mask_scale=s.mask_scale,
-        shape=s.mask_shape,
-        margin_px=s.mask_margin_px,
-    )
+    geometry = MaskGeometry(scale=s.mask_scale, margin_px=s.mask_margin_px, shape=s.mask_shape)
+    return full_mask(mask_outlines(faces, width, height, geometry), width, height)
 
 
 def black(data: bytes) -> np.ndarray:

@@ -9,23 +9,34 @@ import numpy as np
 import pytest
 
 from imageblur.blurring import (
+    MASK_MARGIN_PX,
     PIXELATE_CELLS,
     anonymize,
     disjoint_rectangles,
     full_mask,
     hide_masks,
-    mask_boxes,
+    mask_outlines,
     merged_boxes,
     merged_masks,
     opaque_masks,
     region_mask,
 )
 from imageblur.config import Settings
-from imageblur.domain import Face
+from imageblur.domain import Face, MaskGeometry, MaskShape
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "example-pictures"
 MODES = ("blur", "pixelate", "solid")
 MASK_SCALE: float = Settings.model_fields["mask_scale"].default  # the shipped default
+
+
+def geometry(
+    scale: float, shape: MaskShape = "ellipse", margin_px: float = MASK_MARGIN_PX
+) -> MaskGeometry:
+    return MaskGeometry(scale=scale, margin_px=margin_px, shape=shape)
+
+
+def hidden(faces: list[Face], width: int, height: int, mask: MaskGeometry) -> np.ndarray:
+    return full_mask(mask_outlines(faces, width, height, mask), width, height)
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -57,7 +68,7 @@ def test_outside_the_mask_is_pixel_identical(mode: str, shape: str) -> None:
     image = noise(300, 400)
     faces = [Face(50, 40, 150, 170, 0.9), Face(300, 200, 330, 240, 0.5)]
     out = anonymize(image, faces, mode=mode, shape=shape, mask_scale=1.3)  # type: ignore[arg-type]
-    mask = full_mask(faces, 400, 300, mask_scale=1.3, shape=shape)  # type: ignore[arg-type]
+    mask = hidden(faces, 400, 300, geometry(1.3, shape))  # type: ignore[arg-type]
     assert out is not image
     assert np.array_equal(out[~mask], image[~mask])
     assert not np.array_equal(out[mask], image[mask])
@@ -101,7 +112,7 @@ def test_example_faces_lose_their_detail(name: str, face: Face, mode: str) -> No
         assert len(colours) < 0.1 * len(np.unique(image[inner].reshape(-1, 3), axis=0))
     else:
         assert detail(out[inner]) < 0.25 * detail(image[inner])
-    mask = full_mask([face], image.shape[1], image.shape[0], mask_scale=MASK_SCALE)
+    mask = hidden([face], image.shape[1], image.shape[0], geometry(MASK_SCALE))
     assert np.array_equal(out[~mask], image[~mask])
 
 
@@ -137,16 +148,36 @@ def test_pixelate_makes_blocks() -> None:
     assert (block == block[0, 0]).all()
 
 
-def test_mask_boxes_grow_about_the_centre_and_clip() -> None:
+def boxes_of(faces: list[Face], width: int, height: int, mask: MaskGeometry) -> list[object]:
+    return [box for box, _ in mask_outlines(faces, width, height, mask)]
+
+
+def test_mask_outlines_grow_about_the_centre_and_clip() -> None:
     faces = [Face(100, 100, 200, 150, 0.9), Face(-5, 0, 10, 20, 0.9)]
-    assert mask_boxes(faces, 1000, 1000, 1.5, margin_px=0) == [(75, 87, 225, 163), (0, 0, 14, 25)]
-    assert mask_boxes([Face(50, 50, 60, 60, 0.9)], 40, 40, 1.3) == []
+    want = [(75, 87, 225, 163), (0, 0, 14, 25)]
+    assert boxes_of(faces, 1000, 1000, geometry(1.5, margin_px=0)) == want
+    assert mask_outlines([Face(50, 50, 60, 60, 0.9)], 40, 40, geometry(1.3)) == []
 
 
 def test_mask_margin_is_added_in_pixels() -> None:
     face = Face(100, 100, 120, 130, 0.9)
-    assert mask_boxes([face], 1000, 1000, 1.0, margin_px=3) == [(97, 97, 123, 133)]
-    assert mask_boxes([face], 1000, 1000, 1.0, margin_px=0) == [(100, 100, 120, 130)]
+    assert boxes_of([face], 1000, 1000, geometry(1.0, margin_px=3)) == [(97, 97, 123, 133)]
+    assert boxes_of([face], 1000, 1000, geometry(1.0, margin_px=0)) == [(100, 100, 120, 130)]
+
+
+def test_mask_outlines_keep_the_shape_but_hide_a_plate_whole() -> None:
+    face = Face(10, 10, 30, 30, 0.9)
+    plate = Face(40, 10, 80, 20, 0.9, "plate")
+    shapes = [s for _, s in mask_outlines([face, plate], 100, 100, geometry(1.0, "ellipse"))]
+    assert shapes == ["ellipse", "box"]
+    assert {s for _, s in mask_outlines([face], 100, 100, geometry(1.0, "box"))} == {"box"}
+
+
+def test_mask_outlines_reject_a_bad_geometry() -> None:
+    with pytest.raises(ValueError):
+        mask_outlines([], 10, 10, geometry(0.0))
+    with pytest.raises(ValueError):
+        mask_outlines([], 10, 10, geometry(1.0, margin_px=-1))
 
 
 def test_ellipse_covers_the_box_centre_not_its_corners() -> None:
@@ -234,7 +265,7 @@ def test_opaque_masks_makes_hidden_pixels_opaque_and_leaves_the_rest() -> None:
     masks = [(box, region_mask(box, "ellipse"))]
     opaque_masks(alpha, masks)
     assert np.array_equal(
-        alpha == 255, full_mask([Face(10, 5, 40, 45, 1.0)], 60, 50, mask_scale=1.0, margin_px=0)
+        alpha == 255, hidden([Face(10, 5, 40, 45, 1.0)], 60, 50, geometry(1.0, margin_px=0))
     )
     assert alpha[~(alpha == 255)].max() == 0
 

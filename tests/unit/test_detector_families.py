@@ -282,9 +282,12 @@ def test_real_models_find_the_faces_of_the_example_pictures(real_models: Path, f
 
 
 def test_a_plate_is_hidden_as_a_whole_rectangle_even_with_ellipse_masks() -> None:
-    from imageblur.blurring import full_mask
+    from imageblur.blurring import full_mask, mask_outlines
+    from imageblur.domain import MaskGeometry
 
     plate = Face(20, 20, 60, 36, 0.9, kind="plate")
     face = Face(20, 20, 60, 36, 0.9)
-    assert full_mask([plate], 80, 60, mask_scale=1.0)[20:36, 20:60].all()
-    assert not full_mask([face], 80, 60, mask_scale=1.0)[20:36, 20:60].all()  # corners out
+    ellipse = MaskGeometry(scale=1.0, margin_px=3.0, shape="ellipse")
+    assert full_mask(mask_outlines([plate], 80, 60, ellipse), 80, 60)[20:36, 20:60].all()
+    corners_out = full_mask(mask_outlines([face], 80, 60, ellipse), 80, 60)
+    assert not corners_out[20:36, 20:60].all()

@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 
 from imageblur import imaging, jpeg_patch
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
-from imageblur.blurring import mask_boxes, region_mask
+from imageblur.blurring import mask_outlines, region_mask
 from imageblur.bootstrap import anonymize_options, build_detector
 from imageblur.config import Settings
 from imageblur.domain import Face
@@ -270,12 +270,7 @@ def test_a_plate_is_patched_as_its_whole_rectangle() -> None:
     result = Anonymizer(_FixedFaces(plate), solid)(jpeg(photo(160, 120)))
     assert result.jpeg_fallback is None and result.plates == 1
     out = np.asarray(Image.open(io.BytesIO(result.data)).convert("RGB")).astype(int)
-    (
-        x0,
-        y0,
-        x1,
-        y1,
-    ) = mask_boxes([plate], 160, 120, solid.mask_scale, margin_px=solid.margin_px)[0]
+    ((x0, y0, x1, y1), _) = mask_outlines([plate], 160, 120, solid.geometry)[0]
     inner = out[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
     for corner in (inner[:3, :3], inner[:3, -3:], inner[-3:, :3], inner[-3:, -3:]):
         assert corner.max() < 40, "a corner of the plate's rectangle was left visible"
