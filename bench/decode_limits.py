@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import struct
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
+from provenance import measured_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURES = ROOT.parent / "shared" / "example-pictures"
@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
-        "commit": _commit(),
+        "commit": measured_commit(),
     }
     with tempfile.TemporaryDirectory(prefix="decode-limits-") as name:
         tmp = Path(name)
@@ -456,16 +456,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _print(report)
     return 0
-
-
-def _commit() -> str:
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    done = subprocess.run(
-        [git, "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
 
 
 def _print(report: dict[str, Any]) -> None:

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import measured_commit
 from side_by_side import hidden_pixels, run_deface, stray_regions, write_copy
 from speed import install_deface
 
@@ -439,6 +440,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
 def main(argv: Sequence[str] | None = None) -> int:
     args, point = parse_args(argv)
     settings: Settings = args.settings
+    commit = measured_commit()  # before the run: the code it starts from
     truths = read_truth(args.dataset)
     if args.limit:
         truths = truths[: args.limit]
@@ -462,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ms_per_mp = 1000 * seconds / max(pixels / 1e6, 1e-9)
         report = figures(results, point, ms_per_mp, args.uncertain_min_px)
         report["detectors"] = args.detector or [settings.detector]
+        report["commit"] = commit
         if args.vs_deface:
             report.update(versus_deface(results, images, point, tmp, quiet=args.json))
     if args.json:
@@ -515,6 +518,7 @@ def versus_deface(
 
 def print_report(report: dict[str, object]) -> None:
     print(
+        f"commit {report['commit']}; "
         f"detectors {', '.join(report['detectors'])}, "  # type: ignore[arg-type]
         f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}, "
         f">= 128 px: {report['large_threshold']}), "

@@ -21,6 +21,8 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from provenance import measured_commit
+
 import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 
@@ -47,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     args = parser.parse_args()
+    commit = measured_commit()  # before the run: the code it starts from
     with servers.postgres_schema(servers.ensure_postgres()) as schema:
         ident = sql.Identifier(schema)
         repo = PostgresImageRepository(
@@ -64,7 +67,7 @@ def main() -> None:
             stats = repo.picture_stats()
         finally:
             repo.close()
-    print(f"rows: {args.rows:,}")
+    print(f"commit {commit}; rows: {args.rows:,}")
     print(f"picture_stats: {stats_ms} ms (best of 5)")
     print(f"count(*) GROUP BY status: {full_ms} ms (best of 5)")
     for status in sorted(true):

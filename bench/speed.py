@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from provenance import measured_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURES = ROOT.parent / "shared" / "example-pictures"
@@ -415,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     )
     report: dict[str, Any] = {
+        "commit": measured_commit(),
         "machine": {"cores": os.cpu_count(), "cpu": cpu_name()},
         "inflight": args.inflight,
         "threads": args.threads,
@@ -518,7 +520,7 @@ def _rounded(values: Sequence[float]) -> list[float]:
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"machine: {m['cores']} cores, {m['cpu']}")
+    print(f"commit {report['commit']}; machine: {m['cores']} cores, {m['cpu']}")
     print("stage (ms, one image, all cores)   decode  detect    blur  encode   patch   store")
     for label, s in report["stages"].items():
         print(

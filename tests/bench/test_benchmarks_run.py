@@ -30,6 +30,7 @@ def run_json(*args: str) -> dict[str, object]:
 def test_detection_benchmark_runs_on_a_few_images() -> None:
     report = run_json("bench/detection.py", str(DATASET), "--limit", "3")
     assert report["images"] == 3
+    assert_names_the_commit(report)
     assert "protected_recall" in json.dumps(report)
 
 
@@ -51,6 +52,15 @@ def test_speed_benchmark_runs_on_a_few_photos() -> None:
     text = json.dumps(report)
     for key in ("peak_rss_mb", "blocks_changed", "big"):
         assert key in text
+    assert_names_the_commit(report)
+
+
+def assert_names_the_commit(report: dict[str, object]) -> None:
+    """The figures name the commit they measured (dirty: the tree had changes)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert report["commit"] in (head, f"{head}-dirty")
 
 
 def test_decode_limits_benchmark_runs_on_small_images() -> None:
@@ -61,3 +71,4 @@ def test_decode_limits_benchmark_runs_on_small_images() -> None:
     assert checks["png-100001-chunks"]["answer"] == "400 corrupt_image"
     assert checks["jpeg-progressive-444"]["answer"] == "accepted"
     assert "peak_rss_mb" in json.dumps(report["worker"])
+    assert_names_the_commit(report)
