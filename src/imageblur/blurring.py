@@ -8,6 +8,10 @@ averaged away (a plain Gaussian blur, by contrast, can be partly inverted). Soli
 keeps nothing at all.
 
 Pixels outside the masks are never written: the result is pixel-identical there.
+
+Which pixels a face's mask covers is `mask_outlines`, the one place that geometry is
+written; the worker's `Anonymizer`, `anonymize`, `full_mask` and the benchmarks all take
+it from there.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ SOLID_RGB = (0, 0, 0)
 # 4 px grid, so its error has a part that does not shrink with the face: 3 px is 15% of
 # a 20 px face and nothing on a 200 px one. On the WIDER FACE development subset,
 # 1.25x + 3 px protects 2 points more faces >= 20 px than 1.3x alone for about the
-# same blurred area (docs/detection.md). The default of the functions below (the `tidy`
-# preset's margin); the worker passes the preset's `mask_margin_px`.
+# same blurred area (docs/detection.md). The default of `anonymize` (the `tidy` preset's
+# margin); the worker passes the preset's `mask_margin_px` in its `MaskGeometry`.
 MASK_MARGIN_PX = 3.0
 
 
@@ -51,7 +55,7 @@ def mask_outlines(
 
     The blur geometry, written here only: the worker's `Anonymizer` (first render and
     re-render), `imageblur blur` through it, `anonymize`, `full_mask` and the benchmarks
-    all call it (tests/unit/test_blurring.py checks the imports).
+    all call it (tests/unit/test_one_blur_geometry.py checks the imports).
     """
     scale, margin_px = geometry.scale, geometry.margin_px
     if scale <= 0 or margin_px < 0:
