@@ -98,8 +98,9 @@ def full_mask(outlines: Sequence[Outline], width: int, height: int) -> npt.NDArr
     """Every pixel hiding these outlines changes (or may change), as an H x W bool array:
     `full_mask(mask_outlines(faces, ...), ...)` is what the worker hides for `faces`."""
     out = np.zeros((height, width), bool)
-    for (x0, y0, x1, y1), mask in masks_of(outlines):
-        out[y0:y1, x0:x1] |= mask
+    for box, shape in outlines:  # one mask at a time, never all of them at once
+        x0, y0, x1, y1 = box
+        out[y0:y1, x0:x1] |= region_mask(box, shape)
     return out
 
 
