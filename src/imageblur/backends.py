@@ -9,19 +9,26 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from imageblur.domain import BackendUnavailable
 from imageblur.logs import get_logger
-from imageblur.ports import ImageRepository, JobQueue, ObjectStore
+from imageblur.ports import JobLeases, JobQueue, ObjectStore, Pictures, Reviews, Schema, Upkeep
 
 log = get_logger(__name__)
+
+
+class Repository(Pictures, JobLeases, Reviews, Upkeep, Schema, Protocol):
+    """Every role of the image metadata, as each adapter implements them in one class.
+    The bundle carries this one object; each use case keeps it typed as the roles it
+    uses (`ports`), so mypy holds it to them."""
 
 
 @dataclass(frozen=True, slots=True)
 class Backends:
     """The repository, the originals' and the results' stores, and the job queue."""
 
-    repository: ImageRepository
+    repository: Repository
     originals: ObjectStore
     results: ObjectStore
     queue: JobQueue

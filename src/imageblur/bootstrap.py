@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
-from imageblur.backends import Backends
+from imageblur.backends import Backends, Repository
 from imageblur.config import Settings
 from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
@@ -21,7 +21,7 @@ from imageblur.keycheck import KeyCheck
 from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.pixel_budget import PixelBudget
-from imageblur.ports import FaceDetector, ImageRepository, JobQueue, ObjectStore
+from imageblur.ports import FaceDetector, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
 from imageblur.services import ImageService
@@ -40,7 +40,7 @@ UPLOADS_IN_HAND_PER_CHECK = 4
 PICTURE_GAUGES_EVERY_S = 15.0
 
 
-def build_repository(settings: Settings) -> ImageRepository:
+def build_repository(settings: Settings) -> Repository:
     if settings.repository == "postgres":
         from imageblur.adapters.postgres_repo import PostgresImageRepository
 

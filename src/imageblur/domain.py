@@ -446,6 +446,11 @@ class IdempotencyKeyReused(ImageblurError):  # noqa: N818
     """An `Idempotency-Key` sent again with another image or file name (409)."""
 
 
+class Conflict(ImageblurError):  # noqa: N818
+    """A record added with the id of one that exists: ids are random, so this is a bug
+    (or a replayed insert), never a second picture under one id."""
+
+
 class InvalidJob(ImageblurError):  # noqa: N818
     """A queue message we cannot parse; it is dead-lettered, never retried."""
 

@@ -45,6 +45,7 @@ from imageblur.domain import (
 )
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
+from imageblur.ports import JobLeases
 
 log = get_logger(__name__)
 
@@ -105,7 +106,7 @@ class JobProcessor:
         metrics: Metrics | None = None,
     ) -> None:
         self._b = backends
-        self._repo = backends.repository
+        self._repo: JobLeases = backends.repository
         self._queue = backends.queue
         self._anonymize = anonymizer
         self._retry = retry

@@ -61,27 +61,33 @@ class ObjectStore(Protocol):
     def close(self) -> None: ...
 
 
-class ImageRepository(Protocol):
-    """The image metadata, and the job state machine on top of it.
+# The image metadata and the job state machine on top of it, split by role: each use case
+# depends on the roles it uses, and one adapter class (SQLite, PostgreSQL, the unit
+# tests' fake) implements them all (`backends.Repository`). State changes are conditional
+# updates, so that many workers, duplicate messages and crashed workers (expired leases)
+# can never produce two results for one image; the transitions are written once, as data,
+# in `imageblur.lifecycle`. Every method raises `RepositoryUnavailable` when the
+# database cannot be reached.
 
-    State changes are conditional updates so that many workers, duplicate messages and
-    crashed workers (expired leases) can never produce two results for one image.
-    Raises `RepositoryUnavailable` when the database cannot be reached.
-    """
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema; idempotent and safe to run concurrently."""
-
-    def add(self, record: ImageRecord) -> ImageRecord:
-        """Insert a new record (event `uploaded`, role api). If its idempotency key is
-        already used, return the existing record (with its own `body_sha256`) instead of
-        inserting."""
+class PictureLookup(Protocol):
+    """Reading one picture: what every role needs."""
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 
-    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        """The records of those ids that exist, by id, in one round trip (garbage
-        collection looks up a whole page of stored keys at once)."""
+    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
+        """The picture's revision and regions (empty before it is processed, and for
+        pictures processed before regions were recorded); None if there is no picture."""
+
+
+class Pictures(PictureLookup, Protocol):
+    """The pictures' records as the API keeps them: upload, list, delete, count."""
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        """Insert a new record (event `uploaded`, role api). If its idempotency key is
+        already used, return the existing record (with its own `body_sha256`, so the
+        caller can tell another body) instead of inserting. Raises `Conflict` if a record
+        with its id exists."""
 
     def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
         """Newest first."""
@@ -96,6 +102,11 @@ class ImageRepository(Protocol):
     def delete(self, image_id: str) -> ImageRecord | None:
         """Remove the record, its regions and its history; return what it was, or None if
         there was none."""
+
+
+class JobLeases(PictureLookup, Protocol):
+    """A worker's side of the job state machine: take a job under a lease, hold it, and
+    end it; and the publisher's note that a job's message is in the queue."""
 
     def claim(
         self,
@@ -167,27 +178,9 @@ class ImageRepository(Protocol):
         the publisher saw: a worker may have claimed and released it meanwhile, and its
         retry must stay unconfirmed."""
 
-    def requeue_stale(
-        self,
-        *,
-        pending_before: datetime,
-        published_before: datetime,
-        now: datetime,
-        limit: int,
-    ) -> Sequence[str]:
-        """Take the jobs the reconciler must (re-)publish and return their ids: pending
-        without a confirmed message and untouched since `pending_before` (the API died
-        between record and message, or a publish failed); pending with a message
-        published before `published_before` (a safety net for a message the broker
-        lost, far longer than any backlog should wait); processing with a lease expired
-        at `now`. They become pending and unpublished as of `now`: a long backlog is not
-        re-published on every pass, and concurrent reconcilers never take the same row.
-        Rendering rows are taken by the same rules and stay rendering (unleased): their
-        job is a RENDER."""
 
-    def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
-        """The picture's revision and regions (empty before it is processed, and for
-        pictures processed before regions were recorded); None if there is no picture."""
+class Reviews(PictureLookup, Protocol):
+    """A reviewer's side: correct the regions, approve the result, read the trail."""
 
     def correct(
         self,
@@ -212,18 +205,53 @@ class ImageRepository(Protocol):
         """review -> done, review approved, event `approved` (naming `reviewer`). Raises `NotFound`,
         `Rendering` (a correction's render is pending), `NotInReview` (any other)."""
 
+    def history(self, image_id: str) -> Sequence[Event]:
+        """The picture's audit trail, oldest first (empty if there is none)."""
+
+
+class Upkeep(Protocol):
+    """What the reconciler repairs and expires, and the lease that lets one process out
+    of many do it."""
+
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """The records of those ids that exist, by id, in one round trip (garbage
+        collection looks up a whole page of stored keys at once)."""
+
+    def requeue_stale(
+        self,
+        *,
+        pending_before: datetime,
+        published_before: datetime,
+        now: datetime,
+        limit: int,
+    ) -> Sequence[str]:
+        """Take the jobs the reconciler must (re-)publish and return their ids: pending
+        without a confirmed message and untouched since `pending_before` (the API died
+        between record and message, or a publish failed); pending with a message
+        published before `published_before` (a safety net for a message the broker
+        lost, far longer than any backlog should wait); processing with a lease expired
+        at `now`. They become pending and unpublished as of `now`: a long backlog is not
+        re-published on every pass, and concurrent reconcilers never take the same row.
+        Rendering rows are taken by the same rules and stay rendering (unleased): their
+        job is a RENDER."""
+
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
         """review with held_until <= now -> done, review expired, event `expired` (role
         system); the records as they are now, so their originals can be deleted."""
-
-    def history(self, image_id: str) -> Sequence[Event]:
-        """The picture's audit trail, oldest first (empty if there is none)."""
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         """Hold the named maintenance task until now + ttl_s if it is free, expired or
         already `owner`'s; True if `owner` holds it now. Lets one process out of many
         run a periodic job such as garbage collection, and another take over when that
         process dies."""
+
+
+class Schema(Protocol):
+    """The database itself: its schema, its reachability, its connections."""
+
+    def migrate(self, *, to_version: int | None = None) -> None:
+        """Create or upgrade the schema, to this release's version or to `to_version` (an
+        older one, for the upgrade tests); idempotent and safe to run concurrently."""
 
     def check(self) -> None: ...
 

@@ -15,7 +15,7 @@ from imageblur.backends import Backends
 from imageblur.domain import ImageRecord, Job, JobKind, Status, image_id_of_key, utcnow
 from imageblur.jobs import worker_identity
 from imageblur.logs import get_logger
-from imageblur.ports import ObjectStore
+from imageblur.ports import ObjectStore, Upkeep
 
 log = get_logger(__name__)
 
@@ -62,7 +62,7 @@ class Reconciler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._b = backends
-        self._repo = backends.repository
+        self._repo: Upkeep = backends.repository
         self._owner = owner or worker_identity()
         self._gc_lease_s = gc_lease_s
         self._pending_grace = timedelta(seconds=pending_grace_s)

@@ -30,6 +30,7 @@ from imageblur.domain import (
     utcnow,
 )
 from imageblur.logs import get_logger
+from imageblur.ports import Reviews
 
 log = get_logger(__name__)
 
@@ -46,7 +47,7 @@ class ReviewService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._b = backends
-        self._repo = backends.repository
+        self._repo: Reviews = backends.repository
         self._keep_originals = keep_originals
         self._clock = clock
 

@@ -33,6 +33,7 @@ from imageblur.domain import (
     utcnow,
 )
 from imageblur.logs import get_logger
+from imageblur.ports import Pictures
 
 log = get_logger(__name__)
 
@@ -86,6 +87,7 @@ class ImageService:
         id_factory: Callable[[], str] = new_image_id,
     ) -> None:
         self._b = backends
+        self._pictures: Pictures = backends.repository
         self._gate = gate
         self._max_pixels = max_pixels
         self._max_jpeg_scans = max_jpeg_scans
@@ -138,7 +140,7 @@ class ImageService:
         b, image_id, key = self._b, record.id, record.input_key
         b.originals.put(key, data, content_type=original_type)  # the record's is the result's
         try:
-            stored = b.repository.add(record)
+            stored = self._pictures.add(record)
         except BackendUnavailable:
             b.delete_quietly(b.originals, key, image_id=image_id)
             raise
@@ -159,7 +161,7 @@ class ImageService:
             # Undo, so that the client's retry after our 503 does not make a second
             # image. If the undo fails too, the reconciler publishes the pending record.
             try:
-                b.repository.delete(image_id)
+                self._pictures.delete(image_id)
                 b.originals.delete(key)
             except BackendUnavailable:
                 log.warning("image.undo_failed", image_id=image_id)
@@ -176,18 +178,18 @@ class ImageService:
         return stored
 
     def get(self, image_id: str) -> ImageRecord:
-        record = self._b.repository.get(image_id) if is_image_id(image_id) else None
+        record = self._pictures.get(image_id) if is_image_id(image_id) else None
         if record is None:
             raise NotFound(f"no image with id {image_id}")
         return record
 
     def list(self, *, limit: int, offset: int) -> tuple[Sequence[ImageRecord], int]:
-        return self._b.repository.list(limit=limit, offset=offset), self._b.repository.count()
+        return self._pictures.list(limit=limit, offset=offset), self._pictures.count()
 
     def delete(self, image_id: str) -> ImageRecord:
         """Remove the record, then every stored object of it (originals and result).
         An object whose deletion fails is unreferenced from then on, and collected."""
-        record = self._b.repository.delete(image_id) if is_image_id(image_id) else None
+        record = self._pictures.delete(image_id) if is_image_id(image_id) else None
         if record is None:
             raise NotFound(f"no image with id {image_id}")
         b = self._b

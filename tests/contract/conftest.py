@@ -24,8 +24,9 @@ from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
+from imageblur.backends import Repository
 from imageblur.domain import Job
-from imageblur.ports import ImageRepository, JobQueue, ObjectStore
+from imageblur.ports import JobQueue, ObjectStore
 from unit.fakes import FakeDatabase, FakeRepository, FakeStore
 
 # --- session-wide services ------------------------------------------------------------
@@ -145,9 +146,9 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
 @pytest.fixture(params=["sqlite", "postgres", "fake"])
 def repo_factory(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[], ImageRepository]]:
+) -> Iterator[Callable[[], Repository]]:
     """Makes repositories sharing one database (as separate processes would)."""
-    made: list[ImageRepository] = []
+    made: list[Repository] = []
     with_schema = request.param == "postgres"
     schema_cm = (
         servers.postgres_schema(request.getfixturevalue("postgres_dsn")) if (with_schema) else None
@@ -155,8 +156,8 @@ def repo_factory(
     schema = schema_cm.__enter__() if schema_cm is not None else ""
     database = FakeDatabase()
 
-    def factory() -> ImageRepository:
-        repo: ImageRepository
+    def factory() -> Repository:
+        repo: Repository
         if request.param == "sqlite":
             repo = SqliteImageRepository(tmp_path / "meta.sqlite3")
         elif request.param == "fake":
@@ -178,15 +179,15 @@ def repo_factory(
 
 
 @pytest.fixture
-def repo(repo_factory: Callable[[], ImageRepository]) -> ImageRepository:
+def repo(repo_factory: Callable[[], Repository]) -> Repository:
     repo = repo_factory()
     repo.migrate()
     return repo
 
 
 @pytest.fixture(params=["sqlite", "postgres", "fake"])
-def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageRepository]:
-    repo: ImageRepository
+def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    repo: Repository
     if request.param == "fake":
         repo = FakeRepository()
         repo.down = True

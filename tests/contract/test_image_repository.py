@@ -1,5 +1,5 @@
-"""The ImageRepository contract, on every adapter (SQLite, PostgreSQL) and on the unit
-tests' fake."""
+"""The repository's contract (every role in `ports`: pictures, job leases, reviews,
+upkeep, schema), on every adapter (SQLite, PostgreSQL) and on the unit tests' fake."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from imageblur.backends import Repository
 from imageblur.domain import (
+    Conflict,
     ErrorCode,
     ImageRecord,
     JobKind,
@@ -27,7 +29,6 @@ from imageblur.domain import (
     StaleRevision,
     Status,
 )
-from imageblur.ports import ImageRepository
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -51,13 +52,13 @@ def record(*, at: datetime = T0, key: str | None = None, **changes: object) -> I
     return base.with_changes(**changes)
 
 
-def test_migrate_is_idempotent(repo: ImageRepository) -> None:
+def test_migrate_is_idempotent(repo: Repository) -> None:
     repo.migrate()
     repo.migrate()
     assert repo.count() == 0
 
 
-def test_concurrent_migrations_are_safe(repo_factory: Callable[[], ImageRepository]) -> None:
+def test_concurrent_migrations_are_safe(repo_factory: Callable[[], Repository]) -> None:
     repos = [repo_factory() for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda r: r.migrate(), repos))
@@ -65,7 +66,7 @@ def test_concurrent_migrations_are_safe(repo_factory: Callable[[], ImageReposito
     assert repos[3].get(rec.id) == rec
 
 
-def test_add_then_get_round_trips_every_field(repo: ImageRepository) -> None:
+def test_add_then_get_round_trips_every_field(repo: Repository) -> None:
     rec = record(
         key="idem-1", name="ünïcode name.png", content_type="image/png", request_id="req-1.a_B"
     )
@@ -76,7 +77,7 @@ def test_add_then_get_round_trips_every_field(repo: ImageRepository) -> None:
     assert repo.get("absent") is None
 
 
-def test_same_idempotency_key_returns_the_first_record(repo: ImageRepository) -> None:
+def test_same_idempotency_key_returns_the_first_record(repo: Repository) -> None:
     first = repo.add(record(key="k-1"))
     again = repo.add(record(key="k-1"))
     assert again.id == first.id
@@ -84,7 +85,7 @@ def test_same_idempotency_key_returns_the_first_record(repo: ImageRepository) ->
 
 
 def test_a_reused_key_returns_the_first_record_with_its_body_digest(
-    repo: ImageRepository,
+    repo: Repository,
 ) -> None:
     first = repo.add(record(key="k-2", body_sha256="a" * 64))
     assert repo.get(first.id) == first
@@ -94,8 +95,25 @@ def test_a_reused_key_returns_the_first_record_with_its_body_digest(
     assert repo.count() == 1
 
 
+def test_adding_an_existing_id_is_a_conflict(repo: Repository) -> None:
+    first = repo.add(record())
+    with pytest.raises(Conflict):
+        repo.add(record(id=first.id, name="other.jpg"))
+    # Nothing changed: the first record and its trail stand.
+    assert repo.get(first.id) == first
+    assert [e.action for e in repo.history(first.id)] == ["uploaded"]
+    assert repo.count() == 1
+
+
+def test_an_existing_key_wins_over_an_existing_id(repo: Repository) -> None:
+    # A retry of one upload with the same key is a replay, whatever id it was given.
+    first = repo.add(record(key="k-3", body_sha256="c" * 64))
+    again = repo.add(record(id=first.id, key="k-3", body_sha256="d" * 64))
+    assert again == first
+
+
 def test_concurrent_adds_with_one_key_make_one_record(
-    repo_factory: Callable[[], ImageRepository],
+    repo_factory: Callable[[], Repository],
 ) -> None:
     repos = [repo_factory() for _ in range(4)]
     repos[0].migrate()
@@ -105,7 +123,7 @@ def test_concurrent_adds_with_one_key_make_one_record(
     assert repos[0].count() == 1
 
 
-def test_list_is_newest_first_and_paginates(repo: ImageRepository) -> None:
+def test_list_is_newest_first_and_paginates(repo: Repository) -> None:
     recs = [repo.add(record(at=T0 + timedelta(seconds=i))) for i in range(5)]
     assert [r.id for r in repo.list(limit=10)] == [r.id for r in reversed(recs)]
     assert [r.id for r in repo.list(limit=2, offset=1)] == [recs[3].id, recs[2].id]
@@ -113,14 +131,14 @@ def test_list_is_newest_first_and_paginates(repo: ImageRepository) -> None:
     assert repo.count() == 5
 
 
-def test_delete_returns_what_was_removed(repo: ImageRepository) -> None:
+def test_delete_returns_what_was_removed(repo: Repository) -> None:
     rec = repo.add(record())
     assert repo.delete(rec.id) == rec
     assert repo.get(rec.id) is None
     assert repo.delete(rec.id) is None
 
 
-def test_claim_complete_lifecycle(repo: ImageRepository) -> None:
+def test_claim_complete_lifecycle(repo: Repository) -> None:
     rec = repo.add(record())
     now = T0 + timedelta(seconds=1)
     claimed = repo.claim(rec.id, owner="w1", lease_s=30, now=now)
@@ -152,7 +170,7 @@ def test_claim_complete_lifecycle(repo: ImageRepository) -> None:
     assert not repo.complete(rec.id, owner="w1", output_key="o2", url="u", faces=0, now=done_at)
 
 
-def test_an_expired_lease_is_taken_over(repo: ImageRepository) -> None:
+def test_an_expired_lease_is_taken_over(repo: Repository) -> None:
     rec = repo.add(record())
     assert repo.claim(rec.id, owner="dead", lease_s=10, now=T0)
     later = T0 + timedelta(seconds=11)
@@ -167,7 +185,7 @@ def test_an_expired_lease_is_taken_over(repo: ImageRepository) -> None:
 
 
 def test_exactly_one_of_many_concurrent_claims_wins(
-    repo_factory: Callable[[], ImageRepository],
+    repo_factory: Callable[[], Repository],
 ) -> None:
     repos = [repo_factory() for _ in range(4)]
     repos[0].migrate()
@@ -183,7 +201,7 @@ def test_exactly_one_of_many_concurrent_claims_wins(
     assert wins.count(True) == 1
 
 
-def test_only_the_holder_fails_a_job(repo: ImageRepository) -> None:
+def test_only_the_holder_fails_a_job(repo: Repository) -> None:
     a = repo.add(record())
     assert not repo.fail(a.id, owner="w", error="not claimed", code=ErrorCode.INVALID_IMAGE, now=T0)
     got = repo.get(a.id)
@@ -199,7 +217,7 @@ def test_only_the_holder_fails_a_job(repo: ImageRepository) -> None:
     assert got is not None and got.status is Status.FAILED and got.lease_owner is None
 
 
-def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> None:
+def test_release_returns_to_pending_with_the_reason(repo: Repository) -> None:
     rec = repo.add(record())
     assert repo.claim(rec.id, owner="w", lease_s=5, now=T0)
     assert repo.release(
@@ -221,7 +239,7 @@ def test_release_returns_to_pending_with_the_reason(repo: ImageRepository) -> No
     assert again is not None and again.attempts == 2
 
 
-def test_an_error_keeps_its_code_until_the_job_succeeds(repo: ImageRepository) -> None:
+def test_an_error_keeps_its_code_until_the_job_succeeds(repo: Repository) -> None:
     rec = repo.add(record())
     assert repo.get(rec.id) == rec and rec.error is None and rec.error_code is None
     assert repo.claim(rec.id, owner="w", lease_s=5, now=T0)
@@ -255,7 +273,7 @@ def test_an_error_keeps_its_code_until_the_job_succeeds(repo: ImageRepository) -
     assert repo.history(failing.id)[-1].detail == "not a JPEG"
 
 
-def test_a_correction_clears_the_error_of_a_failed_render(repo: ImageRepository) -> None:
+def test_a_correction_clears_the_error_of_a_failed_render(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
     assert repo.release(
@@ -266,7 +284,7 @@ def test_a_correction_clears_the_error_of_a_failed_render(repo: ImageRepository)
     assert repo.get(rec.id) == fixed
 
 
-def test_only_the_holder_extends_a_live_lease(repo: ImageRepository) -> None:
+def test_only_the_holder_extends_a_live_lease(repo: Repository) -> None:
     rec = repo.add(record())
     assert not repo.extend_lease(rec.id, owner="w", lease_s=10, now=T0)  # not claimed
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
@@ -280,7 +298,7 @@ def test_only_the_holder_extends_a_live_lease(repo: ImageRepository) -> None:
     assert not repo.extend_lease(rec.id, owner="w", lease_s=10, now=T0)  # done
 
 
-def test_release_can_give_the_attempt_back(repo: ImageRepository) -> None:
+def test_release_can_give_the_attempt_back(repo: Repository) -> None:
     rec = repo.add(record())
     for n in range(3):
         now = T0 + timedelta(seconds=n)
@@ -297,7 +315,7 @@ def test_release_can_give_the_attempt_back(repo: ImageRepository) -> None:
 
 
 def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
-    repo: ImageRepository,
+    repo: Repository,
 ) -> None:
     old_pending = repo.add(record(at=T0))
     fresh_pending = repo.add(record(at=T0 + timedelta(seconds=100)))
@@ -334,7 +352,7 @@ def test_requeue_stale_takes_unpublished_pending_and_expired_leases(
     )
 
 
-def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRepository) -> None:
+def test_a_published_job_is_requeued_only_past_the_published_grace(repo: Repository) -> None:
     queued = repo.add(record(at=T0))
     repo.mark_published(queued.id, now=T0 + timedelta(seconds=1), if_updated_at=T0)
     late = T0 + DAY
@@ -350,7 +368,7 @@ def test_a_published_job_is_requeued_only_past_the_published_grace(repo: ImageRe
     ]
 
 
-def test_a_late_publish_mark_does_not_cover_a_release(repo: ImageRepository) -> None:
+def test_a_late_publish_mark_does_not_cover_a_release(repo: Repository) -> None:
     # The API publishes; a worker claims and releases before the API marks it published.
     rec = repo.add(record(at=T0))
     assert repo.claim(rec.id, owner="w", lease_s=10, now=T0)
@@ -365,7 +383,7 @@ def test_a_late_publish_mark_does_not_cover_a_release(repo: ImageRepository) -> 
     ) == [rec.id]
 
 
-def test_a_released_job_is_requeued_after_the_pending_grace(repo: ImageRepository) -> None:
+def test_a_released_job_is_requeued_after_the_pending_grace(repo: Repository) -> None:
     # Its retry waits in a delay queue that may drop it: it counts as unconfirmed.
     rec = repo.add(record(at=T0))
     repo.mark_published(rec.id, now=T0, if_updated_at=T0)
@@ -381,7 +399,7 @@ def test_a_released_job_is_requeued_after_the_pending_grace(repo: ImageRepositor
     ) == [rec.id]
 
 
-def test_get_many_returns_the_existing_records_by_id(repo: ImageRepository) -> None:
+def test_get_many_returns_the_existing_records_by_id(repo: Repository) -> None:
     stored = [repo.add(record()) for _ in range(3)]
     missing = uuid.uuid4().hex
     ids = [stored[0].id, missing, stored[2].id, stored[0].id]
@@ -390,13 +408,13 @@ def test_get_many_returns_the_existing_records_by_id(repo: ImageRepository) -> N
     assert repo.get_many([]) == {}
 
 
-def test_get_many_takes_a_large_page(repo: ImageRepository) -> None:
+def test_get_many_takes_a_large_page(repo: Repository) -> None:
     stored = [repo.add(record()) for _ in range(3)]
     ids = [uuid.uuid4().hex for _ in range(1200)] + [r.id for r in stored]
     assert set(repo.get_many(ids)) == {r.id for r in stored}
 
 
-def test_a_lease_is_held_renewed_and_taken_over_when_expired(repo: ImageRepository) -> None:
+def test_a_lease_is_held_renewed_and_taken_over_when_expired(repo: Repository) -> None:
     assert repo.take_lease("gc", owner="a", ttl_s=60, now=T0)
     assert not repo.take_lease("gc", owner="b", ttl_s=60, now=T0 + timedelta(seconds=30))
     assert repo.take_lease("other", owner="b", ttl_s=60, now=T0)  # leases are per name
@@ -410,7 +428,7 @@ def test_a_lease_is_held_renewed_and_taken_over_when_expired(repo: ImageReposito
 
 
 def test_exactly_one_of_many_concurrent_lease_takers_wins(
-    repo_factory: Callable[[], ImageRepository],
+    repo_factory: Callable[[], Repository],
 ) -> None:
     repos = [repo_factory() for _ in range(4)]
     repos[0].migrate()
@@ -426,7 +444,7 @@ def test_exactly_one_of_many_concurrent_lease_takers_wins(
 
 
 def test_check_fails_until_the_schema_is_migrated(
-    repo_factory: Callable[[], ImageRepository],
+    repo_factory: Callable[[], Repository],
 ) -> None:
     fresh = repo_factory()
     with pytest.raises(RepositoryUnavailable, match="migrate"):
@@ -435,12 +453,12 @@ def test_check_fails_until_the_schema_is_migrated(
     fresh.check()
 
 
-def test_check_passes_when_reachable(repo: ImageRepository) -> None:
+def test_check_passes_when_reachable(repo: Repository) -> None:
     repo.check()
 
 
 def test_unreachable_database_raises_repository_unavailable(
-    broken_repo: ImageRepository,
+    broken_repo: Repository,
 ) -> None:
     with pytest.raises(RepositoryUnavailable):
         broken_repo.check()
@@ -449,7 +467,7 @@ def test_unreachable_database_raises_repository_unavailable(
 
 
 def test_picture_stats_count_each_status_and_find_the_oldest_pending(
-    repo: ImageRepository,
+    repo: Repository,
 ) -> None:
     empty = repo.picture_stats()
     assert sum(empty.counts.values()) == 0 and empty.oldest_pending_at is None
@@ -498,7 +516,7 @@ CORRECTED = [region("r1"), region("r2"), region("r3", manual=True)]
 
 
 def detected(
-    repo: ImageRepository, *, hold_until: datetime | None = HOLD, rec: ImageRecord | None = None
+    repo: Repository, *, hold_until: datetime | None = HOLD, rec: ImageRecord | None = None
 ) -> ImageRecord:
     """A picture (`rec`, added already, or a new one) through its detection job, held for
     review unless `hold_until` is None."""
@@ -519,19 +537,19 @@ def detected(
     return got
 
 
-def corrected(repo: ImageRepository) -> ImageRecord:
+def corrected(repo: Repository) -> ImageRecord:
     """A held picture with one correction waiting for its render (revision 1)."""
     held = detected(repo)
     return repo.correct(held.id, expected_revision=0, regions=CORRECTED, role="reviewer", now=T0)
 
 
-def test_review_fields_round_trip(repo: ImageRepository) -> None:
+def test_review_fields_round_trip(repo: Repository) -> None:
     rec = record(review=Review.PENDING, revision=3, held_until=HOLD, status=Status.REVIEW)
     assert repo.add(rec) == rec
     assert repo.get(rec.id) == rec
 
 
-def test_regions_round_trip_at_revision_zero_after_complete(repo: ImageRepository) -> None:
+def test_regions_round_trip_at_revision_zero_after_complete(repo: Repository) -> None:
     rec = repo.add(record())
     assert repo.regions(rec.id) == (0, [])
     done = detected(repo, hold_until=None, rec=rec)
@@ -541,13 +559,13 @@ def test_regions_round_trip_at_revision_zero_after_complete(repo: ImageRepositor
     assert repo.regions(uuid.uuid4().hex) is None
 
 
-def test_a_hold_puts_the_picture_in_review(repo: ImageRepository) -> None:
+def test_a_hold_puts_the_picture_in_review(repo: Repository) -> None:
     held = detected(repo)
     assert (held.status, held.review, held.held_until) == (Status.REVIEW, Review.PENDING, HOLD)
     assert held.status.public == "review" and held.lease_owner is None
 
 
-def test_correct_increments_the_revision_and_waits_for_a_render(repo: ImageRepository) -> None:
+def test_correct_increments_the_revision_and_waits_for_a_render(repo: Repository) -> None:
     held = detected(repo)
     got = repo.correct(held.id, expected_revision=0, regions=CORRECTED, role="reviewer", now=LATER)
     assert (got.status, got.revision, got.attempts, got.updated_at) == (
@@ -563,7 +581,7 @@ def test_correct_increments_the_revision_and_waits_for_a_render(repo: ImageRepos
     assert regions is not None and regions[0] == 1 and list(regions[1]) == CORRECTED
 
 
-def test_a_correction_takes_the_render_from_its_worker(repo: ImageRepository) -> None:
+def test_a_correction_takes_the_render_from_its_worker(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w1", lease_s=30, now=T0, kind=JobKind.RENDER)
     again = repo.correct(rec.id, expected_revision=1, regions=DETECTED, role="api", now=LATER)
@@ -575,7 +593,7 @@ def test_a_correction_takes_the_render_from_its_worker(repo: ImageRepository) ->
     assert took is not None and took.attempts == 1
 
 
-def test_a_stale_revision_is_refused(repo: ImageRepository) -> None:
+def test_a_stale_revision_is_refused(repo: Repository) -> None:
     held = detected(repo)
     with pytest.raises(StaleRevision):
         repo.correct(held.id, expected_revision=1, regions=CORRECTED, role="reviewer", now=T0)
@@ -586,7 +604,7 @@ def test_a_stale_revision_is_refused(repo: ImageRepository) -> None:
 
 
 def test_exactly_one_of_concurrent_corrections_wins(
-    repo_factory: Callable[[], ImageRepository],
+    repo_factory: Callable[[], Repository],
 ) -> None:
     repos = [repo_factory() for _ in range(4)]
     repos[0].migrate()
@@ -611,7 +629,7 @@ def test_exactly_one_of_concurrent_corrections_wins(
     assert [e.action for e in repos[2].history(held.id)].count("corrected") == 1
 
 
-def test_correct_needs_a_kept_original(repo: ImageRepository) -> None:
+def test_correct_needs_a_kept_original(repo: Repository) -> None:
     done = detected(repo, hold_until=None)
     failed = repo.add(record())
     assert repo.claim(failed.id, owner="w", lease_s=30, now=T0)
@@ -633,7 +651,7 @@ def test_correct_needs_a_kept_original(repo: ImageRepository) -> None:
         correct(uuid.uuid4().hex)
 
 
-def test_claims_of_each_kind_take_only_their_rows(repo: ImageRepository) -> None:
+def test_claims_of_each_kind_take_only_their_rows(repo: Repository) -> None:
     pending = repo.add(record())
     assert repo.claim(pending.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER) is None
     rec = corrected(repo)
@@ -656,7 +674,7 @@ def test_claims_of_each_kind_take_only_their_rows(repo: ImageRepository) -> None
     assert over is not None and over.attempts == 2 and over.lease_owner == "w2"
 
 
-def test_a_render_completes_into_review(repo: ImageRepository) -> None:
+def test_a_render_completes_into_review(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
     assert repo.complete(
@@ -676,7 +694,7 @@ def test_a_render_completes_into_review(repo: ImageRepository) -> None:
     assert regions is not None and list(regions[1]) == CORRECTED
 
 
-def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> None:
+def test_a_render_is_released_or_failed_by_its_holder(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
     assert not repo.release(
@@ -744,7 +762,7 @@ def test_a_render_is_released_or_failed_by_its_holder(repo: ImageRepository) -> 
     assert repo.approve(rec.id, role="reviewer", now=LATER).status is Status.DONE
 
 
-def test_approve_releases_only_a_picture_in_review(repo: ImageRepository) -> None:
+def test_approve_releases_only_a_picture_in_review(repo: Repository) -> None:
     held = detected(repo)
     approved = repo.approve(held.id, role="reviewer", now=LATER)
     assert (approved.status, approved.review, approved.updated_at) == (
@@ -765,7 +783,7 @@ def test_approve_releases_only_a_picture_in_review(repo: ImageRepository) -> Non
         repo.approve(uuid.uuid4().hex, role="reviewer", now=LATER)
 
 
-def test_expire_holds_ends_the_holds_that_are_due(repo: ImageRepository) -> None:
+def test_expire_holds_ends_the_holds_that_are_due(repo: Repository) -> None:
     hour = timedelta(hours=1)
     first, second, third = (detected(repo, hold_until=T0 + n * hour) for n in (1, 2, 3))
     rendering = corrected(repo)  # held until HOLD, but its render is pending
@@ -783,7 +801,7 @@ def test_expire_holds_ends_the_holds_that_are_due(repo: ImageRepository) -> None
     assert (last.action, last.role, last.status) == ("expired", "system", "done")
 
 
-def test_history_is_the_audit_trail_oldest_first(repo: ImageRepository) -> None:
+def test_history_is_the_audit_trail_oldest_first(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.RENDER)
     assert repo.complete(rec.id, owner="w", output_key="o", url="u", faces=2, now=LATER)
@@ -803,7 +821,7 @@ def test_history_is_the_audit_trail_oldest_first(repo: ImageRepository) -> None:
     assert repo.history(uuid.uuid4().hex) == []
 
 
-def test_a_reviewers_events_name_them_and_keep_their_reasons(repo: ImageRepository) -> None:
+def test_a_reviewers_events_name_them_and_keep_their_reasons(repo: Repository) -> None:
     """In the detail column an older release has: plain text rows read as before."""
     held = detected(repo)
     reason = "a face on a poster, " + "é" * 480  # 500 characters, not ASCII
@@ -829,14 +847,14 @@ def test_a_reviewers_events_name_them_and_keep_their_reasons(repo: ImageReposito
     assert processed.detail == "1 face hidden, 1 uncertain candidate"
 
 
-def test_delete_removes_the_regions_and_the_history(repo: ImageRepository) -> None:
+def test_delete_removes_the_regions_and_the_history(repo: Repository) -> None:
     rec = corrected(repo)
     assert repo.delete(rec.id) is not None
     assert repo.regions(rec.id) is None
     assert repo.history(rec.id) == []
 
 
-def test_requeue_stale_takes_renders_and_keeps_them_rendering(repo: ImageRepository) -> None:
+def test_requeue_stale_takes_renders_and_keeps_them_rendering(repo: Repository) -> None:
     unpublished = corrected(repo)
     queued = corrected(repo)
     repo.mark_published(queued.id, now=T0, if_updated_at=queued.updated_at)

@@ -19,7 +19,8 @@ import pytest
 from psycopg import sql
 
 import servers
-from imageblur.adapters import postgres_repo, sqlite_repo
+from imageblur.adapters import postgres_repo, postgres_schema, sqlite_repo, sqlite_schema
+from imageblur.backends import Repository
 from imageblur.domain import (
     ErrorCode,
     ImageRecord,
@@ -28,7 +29,6 @@ from imageblur.domain import (
     Review,
     Status,
 )
-from imageblur.ports import ImageRepository
 
 from .test_image_repository import CORRECTED, T0, detected, record
 
@@ -66,14 +66,12 @@ OLD_COLUMNS = [
 @dataclass
 class SqlDatabase:
     name: str
-    module: ModuleType
-    factory: Callable[[], ImageRepository]
+    schema: ModuleType  # the adapter's migrations
+    factory: Callable[[], Repository]
     insert_old: Callable[[ImageRecord], None]  # a row as a release before review wrote it
 
-    def migrate_to(self, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
-        with monkeypatch.context() as patch:
-            patch.setattr(self.module, "_MIGRATIONS", self.module._MIGRATIONS[:version])
-            self.factory().migrate()
+    def migrate_to(self, version: int) -> None:
+        self.factory().migrate(to_version=version)
 
 
 def _as_read(rec: ImageRecord) -> ImageRecord:
@@ -101,14 +99,14 @@ def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDataba
             conn.close()
 
         yield SqlDatabase(
-            "sqlite", sqlite_repo, lambda: sqlite_repo.SqliteImageRepository(path), insert_sqlite
+            "sqlite", sqlite_schema, lambda: sqlite_repo.SqliteImageRepository(path), insert_sqlite
         )
         return
     request.getfixturevalue("postgres_dsn")  # started if down
     with servers.postgres_schema() as schema:
-        made: list[postgres_repo.PostgresImageRepository] = []
+        made: list[postgres_repo.PostgresRepository] = []
 
-        def factory() -> ImageRepository:
+        def factory() -> Repository:
             made.append(
                 postgres_repo.PostgresImageRepository(
                     servers.PG_ADMIN_DSN, schema=schema, pool_min=1, pool_max=2, timeout_s=5
@@ -125,18 +123,16 @@ def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDataba
             with psycopg.connect(servers.PG_ADMIN_DSN, autocommit=True) as conn:
                 conn.execute(query, _old_row(rec, lambda at: at))
 
-        yield SqlDatabase("postgres", postgres_repo, factory, insert_postgres)
+        yield SqlDatabase("postgres", postgres_schema, factory, insert_postgres)
         for repo in made:
             repo.close()
 
 
-def test_a_database_before_plates_upgrades(
-    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    all_migrations = sql_db.module._MIGRATIONS
+def test_a_database_before_plates_upgrades(sql_db: SqlDatabase) -> None:
+    all_migrations = sql_db.schema.MIGRATIONS
     assert "request_id" in all_migrations[BEFORE_PLATES[sql_db.name] - 1]
     assert "plates" in all_migrations[BEFORE_PLATES[sql_db.name]]
-    sql_db.migrate_to(BEFORE_PLATES[sql_db.name], monkeypatch)
+    sql_db.migrate_to(BEFORE_PLATES[sql_db.name])
 
     repo = sql_db.factory()
     with pytest.raises(RepositoryUnavailable):  # a column this release writes is missing
@@ -147,13 +143,11 @@ def test_a_database_before_plates_upgrades(
     assert repo.get(rec.id) == rec
 
 
-def test_a_database_before_review_upgrades_keeping_its_rows(
-    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    all_migrations = sql_db.module._MIGRATIONS
+def test_a_database_before_review_upgrades_keeping_its_rows(sql_db: SqlDatabase) -> None:
+    all_migrations = sql_db.schema.MIGRATIONS
     assert "plates" in all_migrations[BEFORE_REVIEW[sql_db.name] - 1]
     assert "rendering" in all_migrations[BEFORE_REVIEW[sql_db.name]]
-    sql_db.migrate_to(BEFORE_REVIEW[sql_db.name], monkeypatch)
+    sql_db.migrate_to(BEFORE_REVIEW[sql_db.name])
     old = [
         record(status=Status.DONE, output_key="o", url="u", faces=2, plates=1, key="idem"),
         record(status=Status.FAILED, error="corrupt", attempts=3, request_id="req-9"),
@@ -195,13 +189,11 @@ def test_a_database_before_review_upgrades_keeping_its_rows(
     assert [e.action for e in repo.history(pending.id)] == ["processed", "corrected"]
 
 
-def test_a_database_before_error_codes_upgrades(
-    sql_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    all_migrations = sql_db.module._MIGRATIONS
+def test_a_database_before_error_codes_upgrades(sql_db: SqlDatabase) -> None:
+    all_migrations = sql_db.schema.MIGRATIONS
     assert "image_events" in all_migrations[BEFORE_ERROR_CODES[sql_db.name] - 1]
     assert "error_code" in all_migrations[BEFORE_ERROR_CODES[sql_db.name]]
-    sql_db.migrate_to(BEFORE_ERROR_CODES[sql_db.name], monkeypatch)
+    sql_db.migrate_to(BEFORE_ERROR_CODES[sql_db.name])
     failed = record(status=Status.FAILED, error="gave up: internal error: KeyError: 'x'")
     retrying = record(error="object store: S3 get_object failed: EndpointConnectionError")
     keyed = record(status=Status.DONE, output_key="o", url="u", faces=0, key="old-key")
@@ -229,3 +221,15 @@ def test_a_database_before_error_codes_upgrades(
     assert repo.fail(rec.id, owner="w", error="gone", code=ErrorCode.ORIGINAL_MISSING, now=T0)
     got = repo.get(rec.id)
     assert got is not None and got.error_code is ErrorCode.ORIGINAL_MISSING
+
+
+def test_migrate_stops_at_the_version_asked_for(sql_db: SqlDatabase) -> None:
+    repo = sql_db.factory()
+    repo.migrate(to_version=BEFORE_ERROR_CODES[sql_db.name])
+    with pytest.raises(RepositoryUnavailable, match="this release needs"):
+        repo.check()
+    repo.migrate(to_version=BEFORE_REVIEW[sql_db.name])  # never backwards: nothing to do
+    with pytest.raises(ValueError, match="no schema version"):
+        repo.migrate(to_version=sql_db.schema.LATEST + 1)
+    repo.migrate()
+    repo.check()

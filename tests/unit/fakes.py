@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from imageblur.adapters import transitions
 from imageblur.domain import (
+    Conflict,
     ErrorCode,
     Event,
     EventRole,
@@ -149,7 +150,8 @@ class FakeRepository:
         if self.before is not None:
             self.before(operation)
 
-    def migrate(self) -> None:
+    def migrate(self, *, to_version: int | None = None) -> None:
+        """No schema to build: any version is this release's."""
         self._guard("migrate")
         self.db.migrated = True
 
@@ -160,7 +162,7 @@ class FakeRepository:
                 if record.idempotency_key and existing.idempotency_key == record.idempotency_key:
                     return existing
             if record.id in self.db.records:
-                return self.db.records[record.id]
+                raise Conflict(f"an image with id {record.id} exists")
             self.db.records[record.id] = record
             self._log(record, role="api", action="uploaded")
             return record

@@ -27,8 +27,9 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.adapters import sql_rows, transitions
+from imageblur.adapters import postgres_schema, sql_rows, transitions
 from imageblur.domain import (
+    Conflict,
     ErrorCode,
     Event,
     EventRole,
@@ -42,108 +43,6 @@ from imageblur.domain import (
     regions_to_json,
 )
 
-# Versioned migrations: append, never edit. `{s}` is the schema identifier.
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: the image table with the original system's `name` and `url` columns.
-    """
-    CREATE TABLE {s}.images (
-        id               text PRIMARY KEY,
-        name             text NOT NULL,
-        status           text NOT NULL
-                         CHECK (status IN ('pending', 'processing', 'done', 'failed')),
-        content_type     text NOT NULL,
-        bytes            bigint NOT NULL,
-        width            integer NOT NULL,
-        height           integer NOT NULL,
-        input_key        text NOT NULL,
-        output_key       text,
-        url              text,
-        faces            integer,
-        error            text,
-        attempts         integer NOT NULL DEFAULT 0,
-        lease_owner      text,
-        lease_expires_at timestamptz,
-        idempotency_key  text UNIQUE,
-        created_at       timestamptz NOT NULL,
-        updated_at       timestamptz NOT NULL
-    );
-    CREATE INDEX images_created_idx ON {s}.images (created_at DESC, id DESC);
-    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
-        WHERE status IN ('pending', 'processing');
-    """,
-    # 2: an append-only audit trail of state changes.
-    """
-    CREATE TABLE {s}.image_transitions (
-        seq         bigserial PRIMARY KEY,
-        image_id    text NOT NULL,
-        from_status text,
-        to_status   text NOT NULL,
-        owner       text,
-        at          timestamptz NOT NULL
-    );
-    CREATE INDEX image_transitions_image_idx ON {s}.image_transitions (image_id);
-    """,
-    # 3: named leases for maintenance that one process out of many should run.
-    """
-    CREATE TABLE {s}.leases (
-        name       text PRIMARY KEY,
-        owner      text NOT NULL,
-        expires_at timestamptz NOT NULL
-    );
-    """,
-    # 4: when the job's message was confirmed by the broker (NULL: not, or not yet).
-    """
-    ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
-    """,
-    # 5: the upload's request id; the oldest pending picture found without a scan.
-    """
-    ALTER TABLE {s}.images ADD COLUMN request_id text;
-    CREATE INDEX images_pending_created_idx ON {s}.images (created_at)
-        WHERE status = 'pending';
-    """,
-    # 6: licence plates hidden, apart from faces (NULL: not done yet).
-    """
-    ALTER TABLE {s}.images ADD COLUMN plates integer;
-    """,
-    # 7: review and correct. The status check gains 'review' and 'rendering' (NOT VALID:
-    # every existing row passed the old, narrower check, so no scan under the table lock);
-    # the review hold, the regions' revision and the regions themselves (JSON text, read
-    # only by `regions()`, so lists stay light); the picture's audit trail; the open-jobs
-    # index covers renders, and a held picture is found by when its hold ends.
-    """
-    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
-    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
-        ('pending', 'processing', 'done', 'failed', 'review', 'rendering')) NOT VALID;
-    ALTER TABLE {s}.images
-        ADD COLUMN review     text CHECK (review IN ('pending', 'approved', 'expired')),
-        ADD COLUMN revision   integer NOT NULL DEFAULT 0,
-        ADD COLUMN held_until timestamptz,
-        ADD COLUMN regions    text;
-    CREATE TABLE {s}.image_events (
-        seq      bigserial PRIMARY KEY,
-        image_id text NOT NULL,
-        at       timestamptz NOT NULL,
-        role     text NOT NULL,
-        action   text NOT NULL,
-        status   text NOT NULL,
-        revision integer NOT NULL,
-        detail   text
-    );
-    CREATE INDEX image_events_image_idx ON {s}.image_events (image_id, seq);
-    DROP INDEX {s}.images_open_idx;
-    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
-        WHERE status IN ('pending', 'processing', 'rendering');
-    CREATE INDEX images_held_idx ON {s}.images (held_until) WHERE status = 'review';
-    """,
-    # 8: the error's code beside its public text (NULL beside an error: a row of an older
-    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
-    # an older release's, counted as a match). Nullable without a default: no rewrite.
-    """
-    ALTER TABLE {s}.images
-        ADD COLUMN error_code  text,
-        ADD COLUMN body_sha256 text;
-    """,
-)
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
 _EXACT_COUNT_ROWS = 100_000
@@ -289,7 +188,10 @@ class PostgresImageRepository:
 
     # --- ImageRepository ---------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, to_version: int | None = None) -> None:
+        target = postgres_schema.LATEST if to_version is None else to_version
+        if not 0 <= target <= postgres_schema.LATEST:
+            raise ValueError(f"no schema version {target}: 0 to {postgres_schema.LATEST}")
         with self._conn() as conn, conn.transaction():
             conn.execute("SET LOCAL statement_timeout = 0")  # index builds may take long
             # One lock per schema, held to the end of the transaction: concurrent
@@ -310,8 +212,8 @@ class PostgresImageRepository:
                 )
             ).fetchone()
             current = int(row[0]) if row else 0
-            for version, text in enumerate(_MIGRATIONS, start=1):
-                if version <= current:
+            for version, text in enumerate(postgres_schema.MIGRATIONS, start=1):
+                if version <= current or version > target:
                     continue
                 conn.execute(sql.SQL(text).format(s=self._s))
                 conn.execute(
@@ -352,12 +254,11 @@ class PostgresImageRepository:
                 row = cur.fetchone()
             if row is None:
                 cur.execute(
-                    sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = %s").format(
-                        s=self._s
-                    ),
+                    sql.SQL("SELECT 1 FROM {s}.images WHERE id = %s").format(s=self._s),
                     (record.id,),
                 )
-                row = cur.fetchone()
+                if cur.fetchone() is not None:
+                    raise Conflict(f"an image with id {record.id} exists")
         if row is None:  # deleted between the two statements: vanishingly rare
             raise RepositoryUnavailable("conflicting record vanished; retry")
         return _record(row)
@@ -764,9 +665,10 @@ class PostgresImageRepository:
         except RepositoryUnavailable as exc:
             raise RepositoryUnavailable(f"{exc}; run `imageblur migrate`") from exc
         version = int(row[0]) if row else 0
-        if version < len(_MIGRATIONS):
+        if version < postgres_schema.LATEST:
             raise RepositoryUnavailable(
-                f"the schema is at version {version}, this release needs {len(_MIGRATIONS)}: "
+                f"the schema is at version {version}, this release needs "
+                f"{postgres_schema.LATEST}: "
                 "run `imageblur migrate`"
             )
 

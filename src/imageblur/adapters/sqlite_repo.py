@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.adapters import sql_rows, transitions
+from imageblur.adapters import sql_rows, sqlite_schema, transitions
 from imageblur.domain import (
+    Conflict,
     ErrorCode,
     Event,
     EventRole,
@@ -31,115 +32,6 @@ from imageblur.domain import (
     regions_from_json,
     regions_to_json,
 )
-
-# Versioned migrations: append only, never edit a released one.
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE images (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT,
-        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed')),
-        content_type TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        input_key TEXT NOT NULL,
-        output_key TEXT,
-        faces INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at TEXT,
-        idempotency_key TEXT UNIQUE,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX images_created ON images (created_at DESC, id DESC);
-    CREATE INDEX images_status ON images (status, updated_at);
-    """,
-    """
-    CREATE TABLE leases (
-        name TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    );
-    """,
-    """
-    ALTER TABLE images ADD COLUMN published_at TEXT;
-    """,
-    """
-    ALTER TABLE images ADD COLUMN request_id TEXT;
-    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
-    """,
-    """
-    ALTER TABLE images ADD COLUMN plates INTEGER;
-    """,
-    # 6: review and correct. A table rebuild (SQLite cannot alter a CHECK): the status
-    # check gains 'review' and 'rendering'; the review hold, the regions' revision and
-    # the regions themselves (JSON text, read only by `regions()`, so lists stay light);
-    # the audit trail. Every existing row is copied: review NULL, revision 0, no regions.
-    """
-    CREATE TABLE images_v6 (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT,
-        status TEXT NOT NULL CHECK (status IN
-            ('pending','processing','done','failed','review','rendering')),
-        content_type TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        input_key TEXT NOT NULL,
-        output_key TEXT,
-        faces INTEGER,
-        plates INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at TEXT,
-        idempotency_key TEXT UNIQUE,
-        request_id TEXT,
-        published_at TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        review TEXT CHECK (review IN ('pending','approved','expired')),
-        revision INTEGER NOT NULL DEFAULT 0,
-        held_until TEXT,
-        regions TEXT
-    );
-    INSERT INTO images_v6 (id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at)
-    SELECT id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at FROM images;
-    DROP TABLE images;
-    ALTER TABLE images_v6 RENAME TO images;
-    CREATE INDEX images_created ON images (created_at DESC, id DESC);
-    CREATE INDEX images_status ON images (status, updated_at);
-    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
-    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
-    CREATE TABLE image_events (
-        seq INTEGER PRIMARY KEY,
-        image_id TEXT NOT NULL,
-        at TEXT NOT NULL,
-        role TEXT NOT NULL,
-        action TEXT NOT NULL,
-        status TEXT NOT NULL,
-        revision INTEGER NOT NULL,
-        detail TEXT
-    );
-    CREATE INDEX image_events_image ON image_events (image_id, seq);
-    """,
-    # 7: the error's code beside its public text (NULL beside an error: a row of an older
-    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
-    # an older release's, counted as a match).
-    """
-    ALTER TABLE images ADD COLUMN error_code TEXT;
-    ALTER TABLE images ADD COLUMN body_sha256 TEXT;
-    """,
-]
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f":{name}")
@@ -282,13 +174,16 @@ class SqliteImageRepository:
             except sqlite3.Error as exc:
                 raise RepositoryUnavailable(f"SQLite error: {exc}") from exc
 
-    def migrate(self) -> None:
+    def migrate(self, *, to_version: int | None = None) -> None:
+        target = sqlite_schema.LATEST if to_version is None else to_version
+        if not 0 <= target <= sqlite_schema.LATEST:
+            raise ValueError(f"no schema version {target}: 0 to {sqlite_schema.LATEST}")
         with self._tx() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
-            for version, script in enumerate(_MIGRATIONS, start=1):
-                if version <= current:
+            for version, script in enumerate(sqlite_schema.MIGRATIONS, start=1):
+                if version <= current or version > target:
                     continue
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(statement)
@@ -309,8 +204,8 @@ class SqliteImageRepository:
                     sql_rows.to_row(record, timestamp=_ts),
                 )
                 _log(conn, record.id, transitions.event(record, role="api", action="uploaded"))
-        except sqlite3.IntegrityError as exc:
-            raise RepositoryUnavailable(f"cannot insert image {record.id}: {exc}") from exc
+        except sqlite3.IntegrityError as exc:  # the id is taken (the key was looked up)
+            raise Conflict(f"an image with id {record.id} exists") from exc
         return record
 
     def get(self, image_id: str) -> ImageRecord | None:
@@ -637,8 +532,8 @@ class SqliteImageRepository:
 
 def _require_schema(version: int) -> None:
     # Behind: this release's statements would fail on missing columns and tables.
-    if version < len(_MIGRATIONS):
+    if version < sqlite_schema.LATEST:
         raise RepositoryUnavailable(
-            f"the schema is at version {version}, this release needs {len(_MIGRATIONS)}: "
+            f"the schema is at version {version}, this release needs {sqlite_schema.LATEST}: "
             "run `imageblur migrate`"
         )

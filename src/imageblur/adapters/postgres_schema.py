@@ -1,0 +1,110 @@
+"""The PostgreSQL adapter's schema: its versioned migrations, kept apart from the queries
+(`postgres_repo`) so that the table layout reads in one place. A Python module, not `.sql`
+files: it ships inside the wheel with no package-data declaration."""
+
+from __future__ import annotations
+
+# Versioned migrations: append, never edit. `{s}` is the schema identifier.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the image table with the original system's `name` and `url` columns.
+    """
+    CREATE TABLE {s}.images (
+        id               text PRIMARY KEY,
+        name             text NOT NULL,
+        status           text NOT NULL
+                         CHECK (status IN ('pending', 'processing', 'done', 'failed')),
+        content_type     text NOT NULL,
+        bytes            bigint NOT NULL,
+        width            integer NOT NULL,
+        height           integer NOT NULL,
+        input_key        text NOT NULL,
+        output_key       text,
+        url              text,
+        faces            integer,
+        error            text,
+        attempts         integer NOT NULL DEFAULT 0,
+        lease_owner      text,
+        lease_expires_at timestamptz,
+        idempotency_key  text UNIQUE,
+        created_at       timestamptz NOT NULL,
+        updated_at       timestamptz NOT NULL
+    );
+    CREATE INDEX images_created_idx ON {s}.images (created_at DESC, id DESC);
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing');
+    """,
+    # 2: an append-only audit trail of state changes.
+    """
+    CREATE TABLE {s}.image_transitions (
+        seq         bigserial PRIMARY KEY,
+        image_id    text NOT NULL,
+        from_status text,
+        to_status   text NOT NULL,
+        owner       text,
+        at          timestamptz NOT NULL
+    );
+    CREATE INDEX image_transitions_image_idx ON {s}.image_transitions (image_id);
+    """,
+    # 3: named leases for maintenance that one process out of many should run.
+    """
+    CREATE TABLE {s}.leases (
+        name       text PRIMARY KEY,
+        owner      text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
+    # 4: when the job's message was confirmed by the broker (NULL: not, or not yet).
+    """
+    ALTER TABLE {s}.images ADD COLUMN published_at timestamptz;
+    """,
+    # 5: the upload's request id; the oldest pending picture found without a scan.
+    """
+    ALTER TABLE {s}.images ADD COLUMN request_id text;
+    CREATE INDEX images_pending_created_idx ON {s}.images (created_at)
+        WHERE status = 'pending';
+    """,
+    # 6: licence plates hidden, apart from faces (NULL: not done yet).
+    """
+    ALTER TABLE {s}.images ADD COLUMN plates integer;
+    """,
+    # 7: review and correct. The status check gains 'review' and 'rendering' (NOT VALID:
+    # every existing row passed the old, narrower check, so no scan under the table lock);
+    # the review hold, the regions' revision and the regions themselves (JSON text, read
+    # only by `regions()`, so lists stay light); the picture's audit trail; the open-jobs
+    # index covers renders, and a held picture is found by when its hold ends.
+    """
+    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
+    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
+        ('pending', 'processing', 'done', 'failed', 'review', 'rendering')) NOT VALID;
+    ALTER TABLE {s}.images
+        ADD COLUMN review     text CHECK (review IN ('pending', 'approved', 'expired')),
+        ADD COLUMN revision   integer NOT NULL DEFAULT 0,
+        ADD COLUMN held_until timestamptz,
+        ADD COLUMN regions    text;
+    CREATE TABLE {s}.image_events (
+        seq      bigserial PRIMARY KEY,
+        image_id text NOT NULL,
+        at       timestamptz NOT NULL,
+        role     text NOT NULL,
+        action   text NOT NULL,
+        status   text NOT NULL,
+        revision integer NOT NULL,
+        detail   text
+    );
+    CREATE INDEX image_events_image_idx ON {s}.image_events (image_id, seq);
+    DROP INDEX {s}.images_open_idx;
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing', 'rendering');
+    CREATE INDEX images_held_idx ON {s}.images (held_until) WHERE status = 'review';
+    """,
+    # 8: the error's code beside its public text (NULL beside an error: a row of an older
+    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
+    # an older release's, counted as a match). Nullable without a default: no rewrite.
+    """
+    ALTER TABLE {s}.images
+        ADD COLUMN error_code  text,
+        ADD COLUMN body_sha256 text;
+    """,
+)
+# The version this release needs (`check`) and migrates to.
+LATEST = len(MIGRATIONS)

@@ -1,0 +1,116 @@
+"""The SQLite adapter's schema: its versioned migrations, kept apart from the queries
+(`sqlite_repo`) so that the table layout reads in one place. A Python module, not `.sql`
+files: it ships inside the wheel with no package-data declaration."""
+
+from __future__ import annotations
+
+# Versioned migrations: append only, never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed')),
+        content_type TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT,
+        faces INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        idempotency_key TEXT UNIQUE,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    """,
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE images ADD COLUMN published_at TEXT;
+    """,
+    """
+    ALTER TABLE images ADD COLUMN request_id TEXT;
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    """,
+    """
+    ALTER TABLE images ADD COLUMN plates INTEGER;
+    """,
+    # 6: review and correct. A table rebuild (SQLite cannot alter a CHECK): the status
+    # check gains 'review' and 'rendering'; the review hold, the regions' revision and
+    # the regions themselves (JSON text, read only by `regions()`, so lists stay light);
+    # the audit trail. Every existing row is copied: review NULL, revision 0, no regions.
+    """
+    CREATE TABLE images_v6 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending','processing','done','failed','review','rendering')),
+        content_type TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT,
+        faces INTEGER,
+        plates INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        idempotency_key TEXT UNIQUE,
+        request_id TEXT,
+        published_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        review TEXT CHECK (review IN ('pending','approved','expired')),
+        revision INTEGER NOT NULL DEFAULT 0,
+        held_until TEXT,
+        regions TEXT
+    );
+    INSERT INTO images_v6 (id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at)
+    SELECT id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at FROM images;
+    DROP TABLE images;
+    ALTER TABLE images_v6 RENAME TO images;
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
+    CREATE TABLE image_events (
+        seq INTEGER PRIMARY KEY,
+        image_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX image_events_image ON image_events (image_id, seq);
+    """,
+    # 7: the error's code beside its public text (NULL beside an error: a row of an older
+    # release, read as internal_error); the digest an idempotency key is bound to (NULL:
+    # an older release's, counted as a match).
+    """
+    ALTER TABLE images ADD COLUMN error_code TEXT;
+    ALTER TABLE images ADD COLUMN body_sha256 TEXT;
+    """,
+)
+# The version this release needs (`check`) and migrates to.
+LATEST = len(MIGRATIONS)
