@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
+from imageblur import lifecycle
 from imageblur.adapters import transitions
 from imageblur.domain import (
     Conflict,
@@ -25,7 +27,6 @@ from imageblur.domain import (
     PictureStats,
     Region,
     RepositoryUnavailable,
-    Review,
     Status,
     StoredObject,
     StoreUnavailable,
@@ -117,11 +118,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-# The statuses a job holds under a lease, and those whose job waits in the queue.
-_LEASED = (Status.PROCESSING, Status.RENDERING)
-_QUEUED = (Status.PENDING, Status.RENDERING)
-
-
 @dataclass
 class FakeDatabase:
     """What several `FakeRepository` handles share, as processes share one database."""
@@ -136,8 +132,8 @@ class FakeDatabase:
 
 
 class FakeRepository:
-    """`ImageRepository` in dicts, with the same conditional transitions as the SQL
-    adapters (each under one lock, as each is one statement there)."""
+    """Every repository role in dicts. Its transitions are `imageblur.lifecycle`'s table,
+    applied (each under one lock, as each is one statement in the SQL adapters)."""
 
     def __init__(self, database: FakeDatabase | None = None) -> None:
         self.db = database or FakeDatabase()
@@ -221,18 +217,70 @@ class FakeRepository:
             self.db.events.pop(image_id, None)
             return self.db.records.pop(image_id, None)
 
-    def _change(
-        self, image_id: str, allowed: Callable[[ImageRecord], bool], **changes: object
-    ) -> ImageRecord | None:
+    def _apply(
+        self,
+        operation: str,
+        image_id: str,
+        call: lifecycle.Call,
+        **values: object,
+    ) -> tuple[ImageRecord, lifecycle.Transition] | None:
+        """The transition the table (`imageblur.lifecycle`) gives for the record as it is,
+        applied: its status, review, the fields it clears and those the caller gives
+        (only those the table says it sets); None if the table refuses."""
         with self.db.lock:
             record = self.db.records.get(image_id)
-            if record is None or not allowed(record):
+            if record is None:
                 return None
-            if changes.get("status") in (Status.PENDING, Status.RENDERING):
-                self.db.published_at.pop(image_id, None)  # unpublished as of now
+            published_at = self.db.published_at.get(image_id)
+            t = lifecycle.find(operation, record, replace(call, published_at=published_at))
+            if t is None:
+                return None
+            undeclared = set(values) - t.sets
+            assert not undeclared, f"{operation} sets {undeclared}, not in its transition"
+            changes = dict.fromkeys(t.clears) | values
+            if "published_at" in changes:
+                published = changes.pop("published_at")
+                if published is None:
+                    self.db.published_at.pop(image_id, None)
+                else:
+                    self.db.published_at[image_id] = cast(datetime, published)
+            if "regions" in changes:
+                self.db.regions[image_id] = tuple(cast(Sequence[Region], changes.pop("regions")))
+            if t.target is not None:
+                changes["status"] = t.target
+            if t.review is not None:
+                changes["review"] = t.review
+            if t.stamps:
+                changes["updated_at"] = call.now
             changed = record.with_changes(**changes)
             self.db.records[image_id] = changed
-            return changed
+            return changed, t
+
+    def _effects(
+        self,
+        applied: tuple[ImageRecord, lifecycle.Transition] | None,
+        *,
+        role: EventRole | None = None,
+        detail: str | None = None,
+        reviewer: str | None = None,
+        reasons: Mapping[str, str] | None = None,
+    ) -> ImageRecord | None:
+        """Run the applied transition's side effects (its audit line); the record."""
+        if applied is None:
+            return None
+        record, t = applied
+        for effect in t.effects:
+            effect_role = effect.role or role
+            assert effect_role is not None, f"{t.operation}: whose event?"
+            self._log(
+                record,
+                role=effect_role,
+                action=effect.action,
+                detail=detail,
+                reviewer=reviewer,
+                reasons=reasons,
+            )
+        return record
 
     def claim(
         self,
@@ -244,35 +292,24 @@ class FakeRepository:
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
         self._guard("claim")
-
-        def claimable(r: ImageRecord) -> bool:
-            expires = r.lease_expires_at
-            if kind is JobKind.RENDER:
-                return r.status is Status.RENDERING and (expires is None or expires <= now)
-            expired = expires is not None and expires <= now
-            return r.status is Status.PENDING or (r.status is Status.PROCESSING and expired)
-
         with self.db.lock:
             record = self.db.records.get(image_id)
-            attempts = record.attempts + 1 if record else 0
-            return self._change(
-                image_id,
-                claimable,
-                status=Status.RENDERING if kind is JobKind.RENDER else Status.PROCESSING,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=attempts,
-                updated_at=now,
+            return self._effects(
+                self._apply(
+                    "claim",
+                    image_id,
+                    lifecycle.Call(now=now, owner=owner, kind=kind),
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    attempts=record.attempts + 1 if record else 0,
+                )
             )
-
-    @staticmethod
-    def _held_by(owner: str) -> Callable[[ImageRecord], bool]:
-        return lambda r: r.status in _LEASED and r.lease_owner == owner
 
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         self._guard("extend_lease")
         expires = now + timedelta(seconds=lease_s)
-        return self._change(image_id, self._held_by(owner), lease_expires_at=expires) is not None
+        call = lifecycle.Call(now=now, owner=owner)
+        return self._apply("extend_lease", image_id, call, lease_expires_at=expires) is not None
 
     def complete(
         self,
@@ -290,61 +327,31 @@ class FakeRepository:
         self._guard("complete")
         with self.db.lock:
             record = self.db.records.get(image_id)
-            if record is None or not self._held_by(owner)(record):
-                return False
-            rendered = record.status is Status.RENDERING
-            held = rendered or hold_until is not None
-            done = record.with_changes(
-                status=Status.REVIEW if held else Status.DONE,
-                review=Review.PENDING if held else record.review,
-                held_until=hold_until if hold_until is not None else record.held_until,
-                output_key=output_key,
-                url=url,
-                faces=faces,
-                plates=plates,
-                error=None,
-                error_code=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            self.db.records[image_id] = done
-            if rendered:
-                self._log(
-                    done,
-                    role="worker",
-                    action="rendered",
-                    detail=transitions.drawn(self.db.regions.get(image_id, ())),
-                )
+            rendering = record is not None and record.status is Status.RENDERING
+            result: dict[str, object] = {
+                "output_key": output_key,
+                "url": url,
+                "faces": faces,
+                "plates": plates,
+            }
+            if hold_until is not None:
+                result["held_until"] = hold_until
+            if rendering:  # its regions are the record's already
+                detail = transitions.drawn(self.db.regions.get(image_id, ()))
             else:
-                self.db.regions[image_id] = tuple(regions)
+                result["regions"] = tuple(regions)
                 detail = transitions.detected(faces=faces, plates=plates, regions=regions)
-                self._log(done, role="worker", action="processed", detail=detail)
-            return True
+            call = lifecycle.Call(now=now, owner=owner, hold_until=hold_until)
+            applied = self._apply("complete", image_id, call, **result)
+            return self._effects(applied, detail=detail) is not None
 
     def fail(
         self, image_id: str, *, owner: str, error: str, code: ErrorCode, now: datetime
     ) -> bool:
         self._guard("fail")
-        with self.db.lock:
-            record = self.db.records.get(image_id)
-            rendering = record is not None and record.status is Status.RENDERING
-            # A failed render goes back to review with the result it had before.
-            to = {"status": Status.REVIEW, "review": Review.PENDING} if rendering else {}
-            failed = self._change(
-                image_id,
-                self._held_by(owner),
-                **({"status": Status.FAILED} | to),
-                error=error,
-                error_code=code,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            if failed is not None:
-                action = "render_failed" if rendering else "failed"
-                self._log(failed, role="worker", action=action, detail=error)
-        return failed is not None
+        call = lifecycle.Call(now=now, owner=owner)
+        applied = self._apply("fail", image_id, call, error=error, error_code=code)
+        return self._effects(applied, detail=error) is not None
 
     def release(
         self,
@@ -361,55 +368,36 @@ class FakeRepository:
             record = self.db.records.get(image_id)
             refund = 0 if count_attempt else 1
             attempts = max(record.attempts - refund, 0) if record else 0
-            rendering = record is not None and record.status is Status.RENDERING
-            released = self._change(
-                image_id,
-                self._held_by(owner),
-                status=Status.RENDERING if rendering else Status.PENDING,
-                error=error,
-                error_code=code,
-                lease_owner=None,
-                lease_expires_at=None,
-                attempts=attempts,
-                updated_at=now,
+            call = lifecycle.Call(now=now, owner=owner)
+            applied = self._apply(
+                "release", image_id, call, error=error, error_code=code, attempts=attempts
             )
-        return released is not None
+        return self._effects(applied) is not None
 
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         self._guard("mark_published")
-        with self.db.lock:
-            record = self.db.records.get(image_id)
-            if record and record.status in _QUEUED and record.updated_at == if_updated_at:
-                self.db.published_at[image_id] = now
+        call = lifecycle.Call(now=now, if_updated_at=if_updated_at)
+        self._apply("mark_published", image_id, call, published_at=now)
 
     def requeue_stale(
         self, *, pending_before: datetime, published_before: datetime, now: datetime, limit: int
     ) -> Sequence[str]:
         self._guard("requeue_stale")
+        call = lifecycle.Call(
+            now=now, pending_before=pending_before, published_before=published_before
+        )
 
         def stale(r: ImageRecord) -> bool:
-            if r.lease_expires_at is not None:
-                return r.status in _LEASED and r.lease_expires_at <= now
-            published = self.db.published_at.get(r.id)
-            if r.status in _QUEUED:
-                if published is None:
-                    return r.updated_at <= pending_before
-                return published <= published_before
-            return False
+            published_at = self.db.published_at.get(r.id)
+            found = lifecycle.find("requeue_stale", r, replace(call, published_at=published_at))
+            return found is not None
 
         with self.db.lock:
             picked = sorted(
                 (r for r in self.db.records.values() if stale(r)), key=lambda r: r.updated_at
             )[:limit]
             for r in picked:
-                self._change(
-                    r.id,
-                    lambda _: True,
-                    status=Status.RENDERING if r.status is Status.RENDERING else Status.PENDING,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
+                self._effects(self._apply("requeue_stale", r.id, call))
         return [r.id for r in picked]
 
     def regions(self, image_id: str) -> tuple[int, Sequence[Region]] | None:
@@ -434,39 +422,29 @@ class FakeRepository:
         self._guard("correct")
         with self.db.lock:
             record = self.db.records.get(image_id)
-            correctable = (Status.REVIEW, Status.RENDERING)
-            if (
-                record is None
-                or record.status not in correctable
-                or (record.revision != expected_revision)
-            ):
-                status = record.status if record else None
-                revision = record.revision if record else 0
-                raise transitions.correction_refused(
-                    image_id, status, revision, expected_revision=expected_revision
-                )
-            corrected = self._change(
+            call = lifecycle.Call(now=now, expected_revision=expected_revision)
+            applied = self._apply(
+                "correct",
                 image_id,
-                lambda _: True,
-                status=Status.RENDERING,
-                revision=record.revision + 1,
-                error=None,
-                error_code=None,
-                lease_owner=None,
-                lease_expires_at=None,
+                call,
+                revision=record.revision + 1 if record else 0,
+                regions=tuple(regions),
                 attempts=0,
-                updated_at=now,
             )
-            assert corrected is not None
-            self.db.regions[image_id] = tuple(regions)
-            self._log(
-                corrected,
+            corrected = self._effects(
+                applied,
                 role=role,
-                action="corrected",
                 detail=transitions.drawn(regions),
                 reviewer=reviewer,
                 reasons=reasons,
             )
+            if corrected is None:
+                raise transitions.correction_refused(
+                    image_id,
+                    record.status if record else None,
+                    record.revision if record else 0,
+                    expected_revision=expected_revision,
+                )
             return corrected
 
     def approve(
@@ -474,37 +452,26 @@ class FakeRepository:
     ) -> ImageRecord:
         self._guard("approve")
         with self.db.lock:
-            record = self.db.records.get(image_id)
-            if record is None or record.status is not Status.REVIEW or record.error_code:
-                raise transitions.approval_refused(image_id, record)
-            approved = record.with_changes(
-                status=Status.DONE, review=Review.APPROVED, held_until=None, updated_at=now
-            )
-            self.db.records[image_id] = approved
-            self._log(approved, role=role, action="approved", reviewer=reviewer)
+            applied = self._apply("approve", image_id, lifecycle.Call(now=now))
+            approved = self._effects(applied, role=role, reviewer=reviewer)
+            if approved is None:
+                raise transitions.approval_refused(image_id, self.db.records.get(image_id))
             return approved
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
         self._guard("expire_holds")
+        call = lifecycle.Call(now=now)
         with self.db.lock:
             due = sorted(
                 (
                     r
                     for r in self.db.records.values()
-                    if r.status is Status.REVIEW and r.held_until and r.held_until <= now
+                    if lifecycle.find("expire_holds", r, call) is not None
                 ),
-                key=lambda r: (r.held_until, r.id),
+                key=lambda r: (r.held_until or now, r.id),
             )[:limit]
-            expired = [
-                r.with_changes(
-                    status=Status.DONE, review=Review.EXPIRED, held_until=None, updated_at=now
-                )
-                for r in due
-            ]
-            for r in expired:
-                self.db.records[r.id] = r
-                self._log(r, role="system", action="expired")
-            return expired
+            expired = [self._effects(self._apply("expire_holds", r.id, call)) for r in due]
+            return [r for r in expired if r is not None]
 
     def history(self, image_id: str) -> Sequence[Event]:
         self._guard("history")

@@ -23,6 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "heif": set(),
     "logs": set(),
     "ports": {"domain"},
+    # The job state machine as data: pure, like the domain.
+    "lifecycle": {"domain"},
     "admission": {"domain", "pixel_budget"},
     "imaging": CORE | {"heif", "metadata", "jpeg_scans", "png_chunks", "sandbox"},
     "sandbox": set(),
@@ -55,7 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     "keycheck": CORE | {"logs"},
     # A decorator of the port it implements (encryption around any store).
     "adapters.encrypted_store": {"domain", "ports"},
-    "adapters.": {"domain", "adapters."},
+    "adapters.": {"domain", "lifecycle", "adapters."},
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
