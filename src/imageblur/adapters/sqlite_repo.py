@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.adapters import sql_rows, sqlite_schema, transitions
+from imageblur.adapters import sql_lifecycle, sql_rows, sqlite_schema, transitions
 from imageblur.domain import (
     Conflict,
     ErrorCode,
@@ -32,14 +32,20 @@ from imageblur.domain import (
     regions_from_json,
     regions_to_json,
 )
+from imageblur.lifecycle import Guard
 
+_HOLD_OR_NOT = frozenset({Guard.HOLD, Guard.NO_HOLD})
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f":{name}")
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _IDS_PER_QUERY = 500
-# The statuses whose job is held under a lease, and those whose job waits in the queue.
-_LEASED = "('processing', 'rendering')"
-_QUEUED = "('pending', 'rendering')"
+
+
+def _where(operation: str, **choice: Any) -> str:
+    """The row condition of `operation`'s transitions, from the state machine's table."""
+    return sql_lifecycle.where(operation, param=lambda name: f":{name}", **choice)
+
+
 # A job taken back for a retry: a render stays rendering (its job is a RENDER).
 _REQUEUED_STATUS = "CASE status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
 # The end of a job held by :owner. A render goes (back) to review, its regions the
@@ -52,13 +58,14 @@ _FINISHED = (
 _COMPLETE_RENDER = (
     "UPDATE images SET status = 'review', review = 'pending', "
     f"held_until = COALESCE(:hold, held_until), {_FINISHED} "
-    "WHERE id = :id AND status = 'rendering' AND lease_owner = :owner"
+    f"WHERE id = :id AND ({_where('complete', source=Status.RENDERING)})"
 )
 _COMPLETE_DETECT = (
     "UPDATE images SET status = CASE WHEN :hold IS NULL THEN 'done' ELSE 'review' END, "
     "review = CASE WHEN :hold IS NULL THEN review ELSE 'pending' END, "
     f"held_until = COALESCE(:hold, held_until), regions = :regions, {_FINISHED} "
-    "WHERE id = :id AND status = 'processing' AND lease_owner = :owner"
+    "WHERE id = :id AND "
+    f"({_where('complete', source=Status.PROCESSING, given=_HOLD_OR_NOT)})"
 )
 
 
@@ -261,21 +268,14 @@ class SqliteImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        if kind is JobKind.RENDER:
-            status = "rendering"
-            takeable = (
-                "status = 'rendering' AND (lease_expires_at IS NULL OR lease_expires_at <= :now)"
-            )
-        else:
-            status = "processing"
-            takeable = (
-                "(status = 'pending' OR (status = 'processing' AND lease_expires_at <= :now))"
-            )
+        status = "rendering" if kind is JobKind.RENDER else "processing"
+        guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
+        takeable = _where("claim", given=frozenset({guard}))
         with self._tx() as conn:
             cur = conn.execute(
                 f"UPDATE images SET status = '{status}', lease_owner = :owner, "
                 "lease_expires_at = :expires, attempts = attempts + 1, updated_at = :now "
-                f"WHERE id = :id AND {takeable}",
+                f"WHERE id = :id AND ({takeable})",
                 {
                     "id": image_id,
                     "owner": owner,
@@ -285,15 +285,15 @@ class SqliteImageRepository:
             )
             return _fetch(conn, image_id) if cur.rowcount == 1 else None
 
-    def _transition(self, sql: str, params: Sequence[Any]) -> bool:
+    def _transition(self, sql: str, params: Mapping[str, Any]) -> bool:
         with self._tx() as conn:
             return conn.execute(sql, params).rowcount == 1
 
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         return self._transition(
-            "UPDATE images SET lease_expires_at = ? "
-            f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
-            (_ts(now + timedelta(seconds=lease_s)), image_id, owner),
+            "UPDATE images SET lease_expires_at = :expires "
+            f"WHERE id = :id AND ({_where('extend_lease')})",
+            {"expires": _ts(now + timedelta(seconds=lease_s)), "id": image_id, "owner": owner},
         )
 
     def complete(
@@ -347,10 +347,16 @@ class SqliteImageRepository:
                 "UPDATE images SET status = CASE status WHEN 'rendering' THEN 'review' "
                 "ELSE 'failed' END, "
                 "review = CASE status WHEN 'rendering' THEN 'pending' ELSE review END, "
-                "error = ?, error_code = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                "updated_at = ? "
-                f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
-                (error, code.value, _ts(now), image_id, owner),
+                "error = :error, error_code = :code, lease_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = :now "
+                f"WHERE id = :id AND ({_where('fail')})",
+                {
+                    "error": error,
+                    "code": code.value,
+                    "now": _ts(now),
+                    "id": image_id,
+                    "owner": owner,
+                },
             )
             record = _fetch(conn, image_id) if cur.rowcount == 1 else None
             if record is None:
@@ -375,19 +381,26 @@ class SqliteImageRepository:
         # treated like one never confirmed: re-published after the pending grace. A render
         # stays rendering: its job is a RENDER.
         return self._transition(
-            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = ?, error_code = ?, "
-            "lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, published_at = NULL, "
-            "attempts = MAX(attempts - ?, 0) "
-            f"WHERE id = ? AND status IN {_LEASED} AND lease_owner = ?",
-            (error, code.value, _ts(now), 0 if count_attempt else 1, image_id, owner),
+            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = :error, error_code = :code, "
+            "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, "
+            "published_at = NULL, attempts = MAX(attempts - :refund, 0) "
+            f"WHERE id = :id AND ({_where('release')})",
+            {
+                "error": error,
+                "code": code.value,
+                "now": _ts(now),
+                "refund": 0 if count_attempt else 1,
+                "id": image_id,
+                "owner": owner,
+            },
         )
 
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE images SET published_at = ? "
-                f"WHERE id = ? AND status IN {_QUEUED} AND updated_at = ?",
-                (_ts(now), image_id, _ts(if_updated_at)),
+                "UPDATE images SET published_at = :now "
+                f"WHERE id = :id AND ({_where('mark_published')})",
+                {"now": _ts(now), "id": image_id, "if_updated_at": _ts(if_updated_at)},
             )
 
     def requeue_stale(
@@ -400,12 +413,14 @@ class SqliteImageRepository:
     ) -> Sequence[str]:
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id FROM images WHERE "
-                f"(status IN {_QUEUED} AND lease_expires_at IS NULL AND ("
-                "(published_at IS NULL AND updated_at <= ?) OR published_at <= ?)) "
-                f"OR (status IN {_LEASED} AND lease_expires_at <= ?) "
-                "ORDER BY updated_at LIMIT ?",
-                (_ts(pending_before), _ts(published_before), _ts(now), limit),
+                f"SELECT id FROM images WHERE {_where('requeue_stale')} "
+                "ORDER BY updated_at LIMIT :limit",
+                {
+                    "pending_before": _ts(pending_before),
+                    "published_before": _ts(published_before),
+                    "now": _ts(now),
+                    "limit": limit,
+                },
             ).fetchall()
             ids = [r["id"] for r in rows]
             conn.executemany(
@@ -432,11 +447,17 @@ class SqliteImageRepository:
     ) -> ImageRecord:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE images SET status = 'rendering', revision = revision + 1, regions = ?, "
+                "UPDATE images SET status = 'rendering', revision = revision + 1, "
+                "regions = :regions, "
                 "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
-                "published_at = NULL, attempts = 0, updated_at = ? "
-                "WHERE id = ? AND status IN ('review', 'rendering') AND revision = ?",
-                (regions_to_json(regions), _ts(now), image_id, expected_revision),
+                "published_at = NULL, attempts = 0, updated_at = :now "
+                f"WHERE id = :id AND ({_where('correct')})",
+                {
+                    "regions": regions_to_json(regions),
+                    "now": _ts(now),
+                    "id": image_id,
+                    "expected_revision": expected_revision,
+                },
             )
             record = _fetch(conn, image_id)
             if cur.rowcount != 1 or record is None:
@@ -467,8 +488,8 @@ class SqliteImageRepository:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE images SET status = 'done', review = 'approved', held_until = NULL, "
-                "updated_at = ? WHERE id = ? AND status = 'review' AND error_code IS NULL",
-                (_ts(now), image_id),
+                f"updated_at = :now WHERE id = :id AND ({_where('approve')})",
+                {"now": _ts(now), "id": image_id},
             )
             record = _fetch(conn, image_id)
             if cur.rowcount != 1 or record is None:
@@ -480,9 +501,9 @@ class SqliteImageRepository:
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
         with self._tx() as conn:
             due = conn.execute(
-                "SELECT id FROM images WHERE status = 'review' AND held_until <= ? "
-                "ORDER BY held_until, id LIMIT ?",
-                (_ts(now), limit),
+                f"SELECT id FROM images WHERE {_where('expire_holds')} "
+                "ORDER BY held_until, id LIMIT :limit",
+                {"now": _ts(now), "limit": limit},
             ).fetchall()
             expired: list[ImageRecord] = []
             for (image_id,) in due:

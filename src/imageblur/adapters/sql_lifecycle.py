@@ -1,0 +1,78 @@
+"""The WHERE conditions of the job state machine's conditional UPDATEs, built from its
+table (`imageblur.lifecycle`) for both SQL adapters: which statuses, which lease, which
+other guards. Each adapter says how it writes a parameter and a column; what a
+transition sets stays in the adapter's statement, checked against the table by the
+contract suite (tests/contract/test_lifecycle.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from imageblur.domain import Status
+from imageblur.lifecycle import TRANSITIONS, Guard, Lease, Transition
+
+# Conditions on the call, not on the row: the adapter picks the transitions they select.
+CALL_GUARDS = frozenset({Guard.DETECT, Guard.RENDER, Guard.HOLD, Guard.NO_HOLD})
+
+Param = Callable[[str], str]  # a named parameter as the driver writes it
+Column = Callable[[str], str]  # a column, qualified as the statement needs
+
+
+def statuses(values: frozenset[Status] | tuple[Status, ...]) -> str:
+    """An SQL list of statuses, in the order of `Status`: ('pending', 'rendering')."""
+    return "(" + ", ".join(f"'{s.value}'" for s in Status if s in values) + ")"
+
+
+def _lease(lease: Lease, p: Param, c: Column) -> str | None:
+    return {
+        Lease.ANY: None,
+        Lease.HELD: f"{c('lease_owner')} = {p('owner')}",
+        Lease.EXPIRED: f"{c('lease_expires_at')} <= {p('now')}",
+        Lease.FREE: f"({c('lease_expires_at')} IS NULL OR {c('lease_expires_at')} <= {p('now')})",
+        Lease.NONE: f"{c('lease_expires_at')} IS NULL",
+    }[lease]
+
+
+def _guard(guard: Guard, p: Param, c: Column) -> str:
+    return {
+        Guard.REVISION: f"{c('revision')} = {p('expected_revision')}",
+        Guard.NO_ERROR_CODE: f"{c('error_code')} IS NULL",
+        Guard.HOLD_DUE: f"{c('held_until')} <= {p('now')}",
+        Guard.PUBLISH_DUE: f"(({c('published_at')} IS NULL AND {c('updated_at')} <= "
+        f"{p('pending_before')}) OR {c('published_at')} <= {p('published_before')})",
+        Guard.UNCHANGED: f"{c('updated_at')} = {p('if_updated_at')}",
+    }[guard]
+
+
+def condition(t: Transition, *, param: Param, column: Column = lambda name: name) -> str:
+    """The row condition of one transition (its call guards are the caller's choice)."""
+    parts = [f"{column('status')} IN {statuses(t.source)}"]
+    lease = _lease(t.lease, param, column)
+    parts += [lease] if lease else []
+    parts += [_guard(g, param, column) for g in sorted(t.guards - CALL_GUARDS)]
+    return " AND ".join(parts)
+
+
+def where(
+    operation: str,
+    *,
+    param: Param,
+    column: Column = lambda name: name,
+    given: frozenset[Guard] = frozenset(),
+    source: Status | None = None,
+) -> str:
+    """The condition under which `operation` changes a row: any of its transitions whose
+    call guards are all `given` (and which start from `source`, if named)."""
+    chosen = [
+        t
+        for t in TRANSITIONS
+        if t.operation == operation
+        and t.guards & CALL_GUARDS <= given
+        and (source is None or source in t.source)
+    ]
+    if not chosen:
+        raise ValueError(f"no transition of {operation} for {sorted(given)} from {source}")
+    # Two transitions told apart by a call guard only (a held or unheld detection) share
+    # one row condition: written once.
+    conditions = dict.fromkeys(condition(t, param=param, column=column) for t in chosen)
+    return " OR ".join(f"({c})" for c in conditions)
