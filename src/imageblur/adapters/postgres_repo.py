@@ -27,7 +27,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.adapters import postgres_schema, sql_rows, transitions
+from imageblur.adapters import postgres_schema, sql_lifecycle, sql_rows, transitions
 from imageblur.domain import (
     Conflict,
     ErrorCode,
@@ -42,6 +42,7 @@ from imageblur.domain import (
     regions_from_json,
     regions_to_json,
 )
+from imageblur.lifecycle import Guard
 
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
@@ -51,11 +52,20 @@ _EXACT_STATUSES = "('pending', 'processing', 'rendering', 'review')"
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
-# The statuses whose job is held under a lease, and those whose job waits in the queue.
-_LEASED = "('processing', 'rendering')"
-_QUEUED = "('pending', 'rendering')"
+_HOLD_OR_NOT = frozenset({Guard.HOLD, Guard.NO_HOLD})
 # A job taken back for a retry: a render stays rendering (its job is a RENDER).
 _REQUEUED_STATUS = "CASE i.status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
+
+
+def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
+    """The row condition of `operation`'s transitions, from the state machine's table
+    (columns of the UPDATE's alias `i`, or unqualified)."""
+    return sql_lifecycle.where(
+        operation,
+        param=lambda name: f"%({name})s",
+        column=lambda name: f"{table}.{name}" if table else name,
+        **choice,
+    )
 
 
 class PostgresImageRepository:
@@ -318,14 +328,9 @@ class PostgresImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        if kind is JobKind.RENDER:
-            status = "rendering"
-            takeable = "i.status = 'rendering' AND "
-            takeable += "(i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s)"
-        else:
-            status = "processing"
-            takeable = "i.status = 'pending' OR "
-            takeable += "(i.status = 'processing' AND i.lease_expires_at <= %(now)s)"
+        status = "rendering" if kind is JobKind.RENDER else "processing"
+        guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
+        takeable = _where("claim", given=frozenset({guard}))
         return self._transition(
             f"status = '{status}', lease_owner = %(owner)s, "
             "lease_expires_at = %(expires)s, attempts = i.attempts + 1",
@@ -341,11 +346,12 @@ class PostgresImageRepository:
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         # Not a change of status: no audit row.
         query = sql.SQL(
-            "UPDATE {s}.images SET lease_expires_at = %s "
-            "WHERE id = %s AND status IN " + _LEASED + " AND lease_owner = %s"
+            "UPDATE {s}.images SET lease_expires_at = %(expires)s "
+            "WHERE id = %(id)s AND (" + _where("extend_lease", table="") + ")"
         ).format(s=self._s)
+        params = {"expires": now + timedelta(seconds=lease_s), "id": image_id, "owner": owner}
         with self._conn() as conn:
-            cur = conn.execute(query, (now + timedelta(seconds=lease_s), image_id, owner))
+            cur = conn.execute(query, params)
             return cur.rowcount == 1
 
     def complete(
@@ -384,7 +390,7 @@ class PostgresImageRepository:
         to = "status = 'review', review = 'pending', " + held if held else "status = 'done', "
         processed = self._transition(
             to + "regions = %(regions)s, " + finished,
-            "i.status = 'processing' AND i.lease_owner = %(owner)s",
+            _where("complete", source=Status.PROCESSING, given=_HOLD_OR_NOT),
             params,
             event=("worker", "processed"),
             detail=transitions.detected(faces=faces, plates=plates, regions=regions),
@@ -394,7 +400,7 @@ class PostgresImageRepository:
         # A render goes (back) to review, its regions the record's already.
         rendered = self._transition(
             "status = 'review', review = 'pending', " + held + finished,
-            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
+            _where("complete", source=Status.RENDERING),
             params,
             event=("worker", "rendered"),
             detail=transitions.drawn,
@@ -411,7 +417,7 @@ class PostgresImageRepository:
         # Two conditional UPDATEs, as in `complete`: at most one of them changes the row.
         failed = self._transition(
             "status = 'failed', " + unleased,
-            "i.status = 'processing' AND i.lease_owner = %(owner)s",
+            _where("fail", source=Status.PROCESSING),
             params,
             event=("worker", "failed"),
             detail=error,
@@ -421,7 +427,7 @@ class PostgresImageRepository:
         # A render that failed goes back to review with the result it had before.
         returned = self._transition(
             "status = 'review', review = 'pending', " + unleased,
-            "i.status = 'rendering' AND i.lease_owner = %(owner)s",
+            _where("fail", source=Status.RENDERING),
             params,
             event=("worker", "render_failed"),
             detail=error,
@@ -447,7 +453,7 @@ class PostgresImageRepository:
                 "status = " + _REQUEUED_STATUS + ", error = %(error)s, error_code = %(code)s, "
                 "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
                 "attempts = greatest(i.attempts - %(refund)s, 0)",
-                "i.status IN " + _LEASED + " AND i.lease_owner = %(owner)s",
+                _where("release"),
                 {
                     "id": image_id,
                     "owner": owner,
@@ -462,11 +468,11 @@ class PostgresImageRepository:
 
     def mark_published(self, image_id: str, *, now: datetime, if_updated_at: datetime) -> None:
         query = sql.SQL(
-            "UPDATE {s}.images SET published_at = %s "
-            "WHERE id = %s AND status IN " + _QUEUED + " AND updated_at = %s"
+            "UPDATE {s}.images SET published_at = %(now)s "
+            "WHERE id = %(id)s AND (" + _where("mark_published", table="") + ")"
         ).format(s=self._s)
         with self._conn() as conn:
-            conn.execute(query, (now, image_id, if_updated_at))
+            conn.execute(query, {"now": now, "id": image_id, "if_updated_at": if_updated_at})
 
     def requeue_stale(
         self,
@@ -481,10 +487,8 @@ class PostgresImageRepository:
         # taken from its dead worker); a job merely published again is not.
         query = sql.SQL(
             "WITH picked AS (SELECT id, status, lease_owner FROM {s}.images WHERE "
-            "(status IN " + _QUEUED + " AND lease_expires_at IS NULL AND ("
-            "(published_at IS NULL AND updated_at <= %(before)s) OR "
-            "published_at <= %(published_before)s)) OR "
-            "(status IN " + _LEASED + " AND lease_expires_at <= %(now)s) "
+            + _where("requeue_stale", table="")
+            + " "
             "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
             "upd AS (UPDATE {s}.images i SET status = " + _REQUEUED_STATUS + ", "
             "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
@@ -498,7 +502,7 @@ class PostgresImageRepository:
         ).format(s=self._s)
         with self._conn() as conn:
             params = {
-                "before": pending_before,
+                "pending_before": pending_before,
                 "published_before": published_before,
                 "now": now,
                 "limit": limit,
@@ -529,12 +533,12 @@ class PostgresImageRepository:
             "status = 'rendering', revision = i.revision + 1, regions = %(regions)s, "
             "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
             "published_at = NULL, attempts = 0",
-            "i.status IN ('review', 'rendering') AND i.revision = %(expected)s",
+            _where("correct"),
             {
                 "id": image_id,
                 "now": now,
                 "regions": regions_to_json(regions),
-                "expected": expected_revision,
+                "expected_revision": expected_revision,
             },
             event=(role, "corrected"),
             detail=transitions.drawn(regions),
@@ -555,7 +559,7 @@ class PostgresImageRepository:
             "status = 'done', review = 'approved', held_until = NULL",
             # A picture whose last render failed shows an older result than its regions
             # say: approving would publish what the reviewer asked to hide.
-            "i.status = 'review' AND i.error_code IS NULL",
+            _where("approve"),
             {"id": image_id, "now": now},
             event=(role, "approved"),
             reviewer=reviewer,
@@ -567,7 +571,7 @@ class PostgresImageRepository:
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
         query = sql.SQL(
             "WITH picked AS (SELECT id, held_until FROM {s}.images "
-            "WHERE status = 'review' AND held_until <= %(now)s "
+            "WHERE " + _where("expire_holds", table="") + " "
             "ORDER BY held_until, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
             "upd AS (UPDATE {s}.images i SET status = 'done', review = 'expired', "
             "held_until = NULL, updated_at = %(now)s FROM picked WHERE i.id = picked.id "
