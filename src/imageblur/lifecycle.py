@@ -297,18 +297,21 @@ def lease_holds(lease: Lease, record: ImageRecord, call: Call) -> bool:
     return True
 
 
+def fits(t: Transition, record: ImageRecord, call: Call) -> bool:
+    """Whether `t` may change `record` as it is, called so."""
+    return (
+        record.status in t.source
+        and lease_holds(t.lease, record, call)
+        and all(_GUARDS[g](record, call) for g in t.guards)
+    )
+
+
 def find(operation: str, record: ImageRecord, call: Call) -> Transition | None:
     """The transition `operation` makes from `record` as it is, or None if it refuses
-    (at most one of an operation's transitions matches a row)."""
-    for t in TRANSITIONS:
-        if (
-            t.operation == operation
-            and record.status in t.source
-            and lease_holds(t.lease, record, call)
-            and all(_GUARDS[g](record, call) for g in t.guards)
-        ):
-            return t
-    return None
+    (at most one of an operation's transitions fits a row: tests/unit/test_lifecycle.py)."""
+    return next(
+        (t for t in TRANSITIONS if t.operation == operation and fits(t, record, call)), None
+    )
 
 
 def statuses(operation: str) -> tuple[Status, ...]:
