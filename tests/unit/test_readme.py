@@ -31,7 +31,17 @@ def test_ci_calls_the_readme_test_command() -> None:
 
 def test_the_interfaces_are_described_as_they_are() -> None:
     described = dict(re.findall(r"`(\w+)`[^`(]{0,10}\((\d+) methods?", README))
-    assert set(described) == {"ObjectStore", "ImageRepository", "JobQueue", "FaceDetector"}
+    assert set(described) == {
+        "ObjectStore",
+        "JobQueue",
+        "FaceDetector",
+        "PictureLookup",
+        "Pictures",
+        "JobLeases",
+        "Reviews",
+        "Upkeep",
+        "Schema",
+    }
     for name, count in described.items():
         port = getattr(ports, name)
         methods = [m for m, _ in inspect.getmembers(port, inspect.isfunction) if m[0] != "_"]
