@@ -140,7 +140,7 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
     store.close()
 
 
-# --- ImageRepository -----------------------------------------------------------------------
+# --- the repository -----------------------------------------------------------------------
 
 
 @pytest.fixture(params=["sqlite", "postgres", "fake"])

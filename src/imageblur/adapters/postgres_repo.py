@@ -69,7 +69,7 @@ def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
 
 
 class PostgresImageRepository:
-    """`ImageRepository` on PostgreSQL; thread-safe (the pool hands out connections)."""
+    """Every repository role (`backends.Repository`) on PostgreSQL; thread-safe (the pool hands out connections)."""
 
     def __init__(
         self,
@@ -196,7 +196,7 @@ class PostgresImageRepository:
             row = conn.execute(query, (image_id,)).fetchone()
         return (Status(row[0]), int(row[1])) if row else None
 
-    # --- ImageRepository ---------------------------------------------------------------
+    # --- the repository roles-----------------------------------------------------------
 
     def migrate(self, *, to_version: int | None = None) -> None:
         target = postgres_schema.LATEST if to_version is None else to_version
