@@ -104,7 +104,7 @@ def _t(
     )
 
 
-P, W, D, F, R, N = (
+_P, _W, _D, _F, _R, _N = (
     Status.PENDING,
     Status.PROCESSING,
     Status.DONE,
@@ -112,26 +112,27 @@ P, W, D, F, R, N = (
     Status.REVIEW,
     Status.RENDERING,
 )
-LEASED = (W, N)  # the statuses whose job is held under a lease
-QUEUED = (P, N)  # the statuses whose job waits in the queue
+LEASED = (_W, _N)  # the statuses whose job is held under a lease
+QUEUED = (_P, _N)  # the statuses whose job waits in the queue
 _CLAIM = "lease_owner lease_expires_at attempts"
 _UNLEASE = "lease_owner lease_expires_at"
 _RESULT = "output_key url faces plates"
 _OK = "error error_code " + _UNLEASE
 
 TRANSITIONS: tuple[Transition, ...] = (
-    _t("add", (), P, sets="*", effects=(Audit("uploaded", "api"),)),
+    # "*": every field, from the new record.
+    _t("add", (), _P, sets="*", effects=(Audit("uploaded", "api"),)),
     # A worker takes a job by the kind its message names.
-    _t("claim", P, W, guards=(Guard.DETECT,), sets=_CLAIM),
-    _t("claim", W, W, lease=Lease.EXPIRED, guards=(Guard.DETECT,), sets=_CLAIM),
-    _t("claim", N, N, lease=Lease.FREE, guards=(Guard.RENDER,), sets=_CLAIM),
+    _t("claim", _P, _W, guards=(Guard.DETECT,), sets=_CLAIM),
+    _t("claim", _W, _W, lease=Lease.EXPIRED, guards=(Guard.DETECT,), sets=_CLAIM),
+    _t("claim", _N, _N, lease=Lease.FREE, guards=(Guard.RENDER,), sets=_CLAIM),
     _t("extend_lease", LEASED, None, lease=Lease.HELD, sets="lease_expires_at", stamps=False),
     # The end of a job: a detection to done, or to review when held; a render (back) to
     # review, its regions the record's already.
     _t(
         "complete",
-        W,
-        D,
+        _W,
+        _D,
         lease=Lease.HELD,
         guards=(Guard.NO_HOLD,),
         sets=_RESULT + " regions",
@@ -140,8 +141,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "complete",
-        W,
-        R,
+        _W,
+        _R,
         lease=Lease.HELD,
         guards=(Guard.HOLD,),
         review=Review.PENDING,
@@ -151,8 +152,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "complete",
-        N,
-        R,
+        _N,
+        _R,
         lease=Lease.HELD,
         review=Review.PENDING,
         sets=_RESULT + " held_until",
@@ -161,8 +162,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "fail",
-        W,
-        F,
+        _W,
+        _F,
         lease=Lease.HELD,
         sets="error error_code",
         clears=_UNLEASE,
@@ -173,8 +174,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     # a correction renders).
     _t(
         "fail",
-        N,
-        R,
+        _N,
+        _R,
         lease=Lease.HELD,
         review=Review.PENDING,
         sets="error error_code",
@@ -185,16 +186,16 @@ TRANSITIONS: tuple[Transition, ...] = (
     # queue; `count_attempt` False gives the claim's attempt back.
     _t(
         "release",
-        W,
-        P,
+        _W,
+        _P,
         lease=Lease.HELD,
         sets="error error_code attempts",
         clears=_UNLEASE + " published_at",
     ),
     _t(
         "release",
-        N,
-        N,
+        _N,
+        _N,
         lease=Lease.HELD,
         sets="error error_code attempts",
         clears=_UNLEASE + " published_at",
@@ -216,13 +217,13 @@ TRANSITIONS: tuple[Transition, ...] = (
         guards=(Guard.PUBLISH_DUE,),
         clears="published_at",
     ),
-    _t("requeue_stale", W, P, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
-    _t("requeue_stale", N, N, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _W, _P, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _N, _N, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     # A reviewer's side.
     _t(
         "correct",
-        (R, N),
-        N,
+        (_R, _N),
+        _N,
         guards=(Guard.REVISION,),
         sets="revision regions attempts",
         clears=_OK + " published_at",
@@ -230,8 +231,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "approve",
-        R,
-        D,
+        _R,
+        _D,
         guards=(Guard.NO_ERROR_CODE,),
         review=Review.APPROVED,
         clears="held_until",
@@ -239,8 +240,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "expire_holds",
-        R,
-        D,
+        _R,
+        _D,
         guards=(Guard.HOLD_DUE,),
         review=Review.EXPIRED,
         clears="held_until",

@@ -69,7 +69,8 @@ def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
 
 
 class PostgresImageRepository:
-    """Every repository role (`backends.Repository`) on PostgreSQL; thread-safe (the pool hands out connections)."""
+    """Every repository role (`backends.Repository`) on PostgreSQL; thread-safe (the
+    pool hands out connections)."""
 
     def __init__(
         self,
