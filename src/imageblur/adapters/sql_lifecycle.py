@@ -53,6 +53,19 @@ def condition(t: Transition, *, param: Param, column: Column = lambda name: name
     return " AND ".join(parts)
 
 
+def _chosen(operation: str, given: frozenset[Guard], source: Status | None) -> list[Transition]:
+    chosen = [
+        t
+        for t in TRANSITIONS
+        if t.operation == operation
+        and t.guards & CALL_GUARDS <= given
+        and (source is None or source in t.source)
+    ]
+    if not chosen:
+        raise ValueError(f"no transition of {operation} for {sorted(given)} from {source}")
+    return chosen
+
+
 def where(
     operation: str,
     *,
@@ -63,16 +76,61 @@ def where(
 ) -> str:
     """The condition under which `operation` changes a row: any of its transitions whose
     call guards are all `given` (and which start from `source`, if named)."""
-    chosen = [
-        t
-        for t in TRANSITIONS
-        if t.operation == operation
-        and t.guards & CALL_GUARDS <= given
-        and (source is None or source in t.source)
-    ]
-    if not chosen:
-        raise ValueError(f"no transition of {operation} for {sorted(given)} from {source}")
     # Two transitions told apart by a call guard only (a held or unheld detection) share
     # one row condition: written once.
-    conditions = dict.fromkeys(condition(t, param=param, column=column) for t in chosen)
+    conditions = dict.fromkeys(
+        condition(t, param=param, column=column) for t in _chosen(operation, given, source)
+    )
     return " OR ".join(f"({c})" for c in conditions)
+
+
+def _to(
+    field: str,
+    value: Callable[[Transition, Status], str],
+    operation: str,
+    column: Column,
+    given: frozenset[Guard],
+    source: Status | None,
+) -> str:
+    """`field = <expression>`: the value the table gives each source status."""
+    by_source: dict[Status, str] = {}
+    for t in _chosen(operation, given, source):
+        for status in t.source if source is None else t.source & {source}:
+            if by_source.setdefault(status, value(t, status)) != value(t, status):
+                raise ValueError(f"{operation} from {status}: two {field}s; name a guard")
+    values = set(by_source.values())
+    if len(values) == 1:
+        return f"{field} = {values.pop()}"
+    whens = " ".join(f"WHEN '{s.value}' THEN {v}" for s, v in sorted(by_source.items()))
+    return f"{field} = CASE {column('status')} {whens} ELSE {column(field)} END"
+
+
+def status_to(
+    operation: str,
+    *,
+    column: Column = lambda name: name,
+    given: frozenset[Guard] = frozenset(),
+    source: Status | None = None,
+) -> str:
+    """The SET of the status `operation` leads to, from each status it starts from."""
+
+    def target(t: Transition, status: Status) -> str:
+        return f"'{(t.target or status).value}'"
+
+    return _to("status", target, operation, column, given, source)
+
+
+def review_to(
+    operation: str,
+    *,
+    column: Column = lambda name: name,
+    given: frozenset[Guard] = frozenset(),
+    source: Status | None = None,
+) -> str:
+    """The SET of the review state `operation` leaves, from each status it starts from
+    (the column itself where the table leaves it as it is)."""
+
+    def review(t: Transition, status: Status) -> str:
+        return f"'{t.review.value}'" if t.review is not None else column("review")
+
+    return _to("review", review, operation, column, given, source)

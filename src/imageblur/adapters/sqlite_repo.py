@@ -34,7 +34,6 @@ from imageblur.domain import (
 )
 from imageblur.lifecycle import Guard
 
-_HOLD_OR_NOT = frozenset({Guard.HOLD, Guard.NO_HOLD})
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f":{name}")
 # SQLite before 3.32 allows 999 bound parameters per statement.
@@ -46,8 +45,12 @@ def _where(operation: str, **choice: Any) -> str:
     return sql_lifecycle.where(operation, param=lambda name: f":{name}", **choice)
 
 
-# A job taken back for a retry: a render stays rendering (its job is a RENDER).
-_REQUEUED_STATUS = "CASE status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
+def _to(operation: str, **choice: Any) -> str:
+    """The status and review `operation` leaves, from the state machine's table."""
+    status = sql_lifecycle.status_to(operation, **choice)
+    return f"{status}, {sql_lifecycle.review_to(operation, **choice)}"
+
+
 # The end of a job held by :owner. A render goes (back) to review, its regions the
 # record's already; a detection to done, or to review when held (:hold), with its regions.
 _FINISHED = (
@@ -56,17 +59,23 @@ _FINISHED = (
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
 )
 _COMPLETE_RENDER = (
-    "UPDATE images SET status = 'review', review = 'pending', "
+    f"UPDATE images SET {_to('complete', source=Status.RENDERING)}, "
     f"held_until = COALESCE(:hold, held_until), {_FINISHED} "
     f"WHERE id = :id AND ({_where('complete', source=Status.RENDERING)})"
 )
-_COMPLETE_DETECT = (
-    "UPDATE images SET status = CASE WHEN :hold IS NULL THEN 'done' ELSE 'review' END, "
-    "review = CASE WHEN :hold IS NULL THEN review ELSE 'pending' END, "
-    f"held_until = COALESCE(:hold, held_until), regions = :regions, {_FINISHED} "
-    "WHERE id = :id AND "
-    f"({_where('complete', source=Status.PROCESSING, given=_HOLD_OR_NOT)})"
-)
+
+
+def _complete_detect(guard: Guard) -> str:
+    given = frozenset({guard})
+    return (
+        f"UPDATE images SET {_to('complete', source=Status.PROCESSING, given=given)}, "
+        f"held_until = COALESCE(:hold, held_until), regions = :regions, {_FINISHED} "
+        f"WHERE id = :id AND ({_where('complete', source=Status.PROCESSING, given=given)})"
+    )
+
+
+# By whether a review hold is given.
+_COMPLETE_DETECT = {True: _complete_detect(Guard.HOLD), False: _complete_detect(Guard.NO_HOLD)}
 
 
 def _ts(value: datetime) -> str:
@@ -268,14 +277,13 @@ class SqliteImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        status = "rendering" if kind is JobKind.RENDER else "processing"
         guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
-        takeable = _where("claim", given=frozenset({guard}))
+        given = frozenset({guard})
         with self._tx() as conn:
             cur = conn.execute(
-                f"UPDATE images SET status = '{status}', lease_owner = :owner, "
+                f"UPDATE images SET {_to('claim', given=given)}, lease_owner = :owner, "
                 "lease_expires_at = :expires, attempts = attempts + 1, updated_at = :now "
-                f"WHERE id = :id AND ({takeable})",
+                f"WHERE id = :id AND ({_where('claim', given=given)})",
                 {
                     "id": image_id,
                     "owner": owner,
@@ -322,7 +330,8 @@ class SqliteImageRepository:
         }
         with self._tx() as conn:
             rendered = conn.execute(_COMPLETE_RENDER, params).rowcount == 1
-            if not rendered and conn.execute(_COMPLETE_DETECT, params).rowcount != 1:
+            detect = _COMPLETE_DETECT[hold_until is not None]
+            if not rendered and conn.execute(detect, params).rowcount != 1:
                 return False
             record = _fetch(conn, image_id)
             assert record is not None  # changed just now, in this transaction
@@ -344,11 +353,8 @@ class SqliteImageRepository:
         with self._tx() as conn:
             # A failed render goes back to review with the result it had before.
             cur = conn.execute(
-                "UPDATE images SET status = CASE status WHEN 'rendering' THEN 'review' "
-                "ELSE 'failed' END, "
-                "review = CASE status WHEN 'rendering' THEN 'pending' ELSE review END, "
-                "error = :error, error_code = :code, lease_owner = NULL, "
-                "lease_expires_at = NULL, updated_at = :now "
+                f"UPDATE images SET {_to('fail')}, error = :error, error_code = :code, "
+                "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now "
                 f"WHERE id = :id AND ({_where('fail')})",
                 {
                     "error": error,
@@ -381,7 +387,7 @@ class SqliteImageRepository:
         # treated like one never confirmed: re-published after the pending grace. A render
         # stays rendering: its job is a RENDER.
         return self._transition(
-            f"UPDATE images SET status = {_REQUEUED_STATUS}, error = :error, error_code = :code, "
+            f"UPDATE images SET {_to('release')}, error = :error, error_code = :code, "
             "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, "
             "published_at = NULL, attempts = MAX(attempts - :refund, 0) "
             f"WHERE id = :id AND ({_where('release')})",
@@ -424,7 +430,7 @@ class SqliteImageRepository:
             ).fetchall()
             ids = [r["id"] for r in rows]
             conn.executemany(
-                f"UPDATE images SET status = {_REQUEUED_STATUS}, lease_owner = NULL, "
+                f"UPDATE images SET {_to('requeue_stale')}, lease_owner = NULL, "
                 "lease_expires_at = NULL, published_at = NULL, updated_at = ? WHERE id = ?",
                 [(_ts(now), image_id) for image_id in ids],
             )
@@ -447,7 +453,7 @@ class SqliteImageRepository:
     ) -> ImageRecord:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE images SET status = 'rendering', revision = revision + 1, "
+                f"UPDATE images SET {_to('correct')}, revision = revision + 1, "
                 "regions = :regions, "
                 "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
                 "published_at = NULL, attempts = 0, updated_at = :now "
@@ -487,7 +493,7 @@ class SqliteImageRepository:
     ) -> ImageRecord:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE images SET status = 'done', review = 'approved', held_until = NULL, "
+                f"UPDATE images SET {_to('approve')}, held_until = NULL, "
                 f"updated_at = :now WHERE id = :id AND ({_where('approve')})",
                 {"now": _ts(now), "id": image_id},
             )
@@ -508,7 +514,7 @@ class SqliteImageRepository:
             expired: list[ImageRecord] = []
             for (image_id,) in due:
                 conn.execute(
-                    "UPDATE images SET status = 'done', review = 'expired', held_until = NULL, "
+                    f"UPDATE images SET {_to('expire_holds')}, held_until = NULL, "
                     "updated_at = ? WHERE id = ?",
                     (_ts(now), image_id),
                 )
