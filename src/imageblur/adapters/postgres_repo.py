@@ -52,9 +52,6 @@ _EXACT_STATUSES = "('pending', 'processing', 'rendering', 'review')"
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
-_HOLD_OR_NOT = frozenset({Guard.HOLD, Guard.NO_HOLD})
-# A job taken back for a retry: a render stays rendering (its job is a RENDER).
-_REQUEUED_STATUS = "CASE i.status WHEN 'rendering' THEN 'rendering' ELSE 'pending' END"
 
 
 def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
@@ -66,6 +63,13 @@ def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
         column=lambda name: f"{table}.{name}" if table else name,
         **choice,
     )
+
+
+def _to(operation: str, **choice: Any) -> str:
+    """The status and review `operation` leaves, from the state machine's table."""
+    status = sql_lifecycle.status_to(operation, column=lambda name: f"i.{name}", **choice)
+    review = sql_lifecycle.review_to(operation, column=lambda name: f"i.{name}", **choice)
+    return f"{status}, {review}"
 
 
 class PostgresImageRepository:
@@ -329,13 +333,12 @@ class PostgresImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        status = "rendering" if kind is JobKind.RENDER else "processing"
         guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
-        takeable = _where("claim", given=frozenset({guard}))
+        given = frozenset({guard})
         return self._transition(
-            f"status = '{status}', lease_owner = %(owner)s, "
+            _to("claim", given=given) + ", lease_owner = %(owner)s, "
             "lease_expires_at = %(expires)s, attempts = i.attempts + 1",
-            takeable,
+            _where("claim", given=given),
             {
                 "id": image_id,
                 "owner": owner,
@@ -388,10 +391,14 @@ class PostgresImageRepository:
         # Two conditional UPDATEs, detection first (the common job): a row is in one
         # status only, so at most one of them changes it.
         # A detection goes to done, or to review when held, with the regions it found.
-        to = "status = 'review', review = 'pending', " + held if held else "status = 'done', "
+        given = frozenset({Guard.HOLD if held else Guard.NO_HOLD})
         processed = self._transition(
-            to + "regions = %(regions)s, " + finished,
-            _where("complete", source=Status.PROCESSING, given=_HOLD_OR_NOT),
+            _to("complete", source=Status.PROCESSING, given=given)
+            + ", "
+            + held
+            + "regions = %(regions)s, "
+            + finished,
+            _where("complete", source=Status.PROCESSING, given=given),
             params,
             event=("worker", "processed"),
             detail=transitions.detected(faces=faces, plates=plates, regions=regions),
@@ -400,7 +407,7 @@ class PostgresImageRepository:
             return True
         # A render goes (back) to review, its regions the record's already.
         rendered = self._transition(
-            "status = 'review', review = 'pending', " + held + finished,
+            _to("complete", source=Status.RENDERING) + ", " + held + finished,
             _where("complete", source=Status.RENDERING),
             params,
             event=("worker", "rendered"),
@@ -417,7 +424,7 @@ class PostgresImageRepository:
         )
         # Two conditional UPDATEs, as in `complete`: at most one of them changes the row.
         failed = self._transition(
-            "status = 'failed', " + unleased,
+            _to("fail", source=Status.PROCESSING) + ", " + unleased,
             _where("fail", source=Status.PROCESSING),
             params,
             event=("worker", "failed"),
@@ -427,7 +434,7 @@ class PostgresImageRepository:
             return True
         # A render that failed goes back to review with the result it had before.
         returned = self._transition(
-            "status = 'review', review = 'pending', " + unleased,
+            _to("fail", source=Status.RENDERING) + ", " + unleased,
             _where("fail", source=Status.RENDERING),
             params,
             event=("worker", "render_failed"),
@@ -451,7 +458,7 @@ class PostgresImageRepository:
         # stays rendering: its job is a RENDER.
         return (
             self._transition(
-                "status = " + _REQUEUED_STATUS + ", error = %(error)s, error_code = %(code)s, "
+                _to("release") + ", error = %(error)s, error_code = %(code)s, "
                 "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
                 "attempts = greatest(i.attempts - %(refund)s, 0)",
                 _where("release"),
@@ -491,7 +498,7 @@ class PostgresImageRepository:
             + _where("requeue_stale", table="")
             + " "
             "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-            "upd AS (UPDATE {s}.images i SET status = " + _REQUEUED_STATUS + ", "
+            "upd AS (UPDATE {s}.images i SET " + _to("requeue_stale") + ", "
             "lease_owner = NULL, lease_expires_at = NULL, published_at = NULL, "
             "updated_at = %(now)s FROM picked WHERE i.id = picked.id "
             "RETURNING i.id, i.status, picked.status AS old_status, picked.lease_owner), "
@@ -531,7 +538,7 @@ class PostgresImageRepository:
         # One conditional UPDATE: of two reviewers sending one revision, the second
         # waits for the first's row lock, then finds the revision moved on.
         corrected = self._transition(
-            "status = 'rendering', revision = i.revision + 1, regions = %(regions)s, "
+            _to("correct") + ", revision = i.revision + 1, regions = %(regions)s, "
             "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
             "published_at = NULL, attempts = 0",
             _where("correct"),
@@ -557,7 +564,7 @@ class PostgresImageRepository:
         self, image_id: str, *, role: EventRole, now: datetime, reviewer: str | None = None
     ) -> ImageRecord:
         approved = self._transition(
-            "status = 'done', review = 'approved', held_until = NULL",
+            _to("approve") + ", held_until = NULL",
             # A picture whose last render failed shows an older result than its regions
             # say: approving would publish what the reviewer asked to hide.
             _where("approve"),
@@ -574,7 +581,7 @@ class PostgresImageRepository:
             "WITH picked AS (SELECT id, held_until FROM {s}.images "
             "WHERE " + _where("expire_holds", table="") + " "
             "ORDER BY held_until, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-            "upd AS (UPDATE {s}.images i SET status = 'done', review = 'expired', "
+            "upd AS (UPDATE {s}.images i SET " + _to("expire_holds") + ", "
             "held_until = NULL, updated_at = %(now)s FROM picked WHERE i.id = picked.id "
             "RETURNING i.*, picked.held_until AS due), "
             "log AS (INSERT INTO {s}.image_transitions "
