@@ -254,9 +254,8 @@ class PostgresImageRepository:
             if row is not None:
                 cur.execute(log, params)
                 added = _record(row)
-                self._log(
-                    cur, [(added.id, transitions.event(added, role="api", action="uploaded"))]
-                )
+                who, action = sql_lifecycle.event("add")
+                self._log(cur, [(added.id, transitions.event(added, role=who, action=action))])
                 return added
             # Lost to an existing row: the same idempotency key (or the same id).
             if record.idempotency_key is not None:
@@ -400,7 +399,7 @@ class PostgresImageRepository:
             + finished,
             _where("complete", source=Status.PROCESSING, given=given),
             params,
-            event=("worker", "processed"),
+            event=sql_lifecycle.event("complete", source=Status.PROCESSING, given=given),
             detail=transitions.detected(faces=faces, plates=plates, regions=regions),
         )
         if processed is not None:
@@ -410,7 +409,7 @@ class PostgresImageRepository:
             _to("complete", source=Status.RENDERING) + ", " + held + finished,
             _where("complete", source=Status.RENDERING),
             params,
-            event=("worker", "rendered"),
+            event=sql_lifecycle.event("complete", source=Status.RENDERING),
             detail=transitions.drawn,
         )
         return rendered is not None
@@ -427,7 +426,7 @@ class PostgresImageRepository:
             _to("fail", source=Status.PROCESSING) + ", " + unleased,
             _where("fail", source=Status.PROCESSING),
             params,
-            event=("worker", "failed"),
+            event=sql_lifecycle.event("fail", source=Status.PROCESSING),
             detail=error,
         )
         if failed is not None:
@@ -437,7 +436,7 @@ class PostgresImageRepository:
             _to("fail", source=Status.RENDERING) + ", " + unleased,
             _where("fail", source=Status.RENDERING),
             params,
-            event=("worker", "render_failed"),
+            event=sql_lifecycle.event("fail", source=Status.RENDERING),
             detail=error,
         )
         return returned is not None
@@ -548,7 +547,7 @@ class PostgresImageRepository:
                 "regions": regions_to_json(regions),
                 "expected_revision": expected_revision,
             },
-            event=(role, "corrected"),
+            event=sql_lifecycle.event("correct", role=role),
             detail=transitions.drawn(regions),
             reviewer=reviewer,
             reasons=reasons,
@@ -569,7 +568,7 @@ class PostgresImageRepository:
             # say: approving would publish what the reviewer asked to hide.
             _where("approve"),
             {"id": image_id, "now": now},
-            event=(role, "approved"),
+            event=sql_lifecycle.event("approve", role=role),
             reviewer=reviewer,
         )
         if approved is not None:
@@ -589,12 +588,13 @@ class PostgresImageRepository:
             "SELECT id, 'review', 'done', NULL, %(now)s FROM upd) "
             "SELECT " + _COLUMNS + ", due FROM upd ORDER BY due, id"
         ).format(s=self._s)
+        who, action = sql_lifecycle.event("expire_holds")
         with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, {"now": now, "limit": limit})
             expired = [_record(row) for row in cur.fetchall()]
             self._log(
                 cur,
-                [(r.id, transitions.event(r, role="system", action="expired")) for r in expired],
+                [(r.id, transitions.event(r, role=who, action=action)) for r in expired],
             )
         return expired
 

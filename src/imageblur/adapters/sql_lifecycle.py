@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from imageblur.domain import Status
+from imageblur.domain import EventRole, Status
 from imageblur.lifecycle import TRANSITIONS, Guard, Lease, Transition
 
 # Conditions on the call, not on the row: the adapter picks the transitions they select.
@@ -134,3 +134,25 @@ def review_to(
         return f"'{t.review.value}'" if t.review is not None else column("review")
 
     return _to("review", review, operation, column, given, source)
+
+
+def event(
+    operation: str,
+    *,
+    role: EventRole | None = None,
+    given: frozenset[Guard] = frozenset(),
+    source: Status | None = None,
+) -> tuple[EventRole, str]:
+    """The (role, action) of the audit line `operation` appends from `source`; `role`
+    is the caller's, for the transitions the table leaves to it (a reviewer's)."""
+    lines = {
+        (effect.role or role, effect.action)
+        for t in _chosen(operation, given, source)
+        for effect in t.effects
+    }
+    if len(lines) != 1:
+        raise ValueError(f"{operation} from {source}: audit lines {sorted(map(str, lines))}")
+    ((who, action),) = lines
+    if who is None:
+        raise ValueError(f"{operation}: the table leaves the role to the caller; give it")
+    return who, action

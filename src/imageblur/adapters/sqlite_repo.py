@@ -219,7 +219,8 @@ class SqliteImageRepository:
                     f"INSERT INTO images ({_COLUMNS}) VALUES ({_VALUES})",
                     sql_rows.to_row(record, timestamp=_ts),
                 )
-                _log(conn, record.id, transitions.event(record, role="api", action="uploaded"))
+                who, action = sql_lifecycle.event("add")
+                _log(conn, record.id, transitions.event(record, role=who, action=action))
         except sqlite3.IntegrityError as exc:  # the id is taken (the key was looked up)
             raise Conflict(f"an image with id {record.id} exists") from exc
         return record
@@ -339,11 +340,13 @@ class SqliteImageRepository:
                 detail = transitions.drawn(_regions(conn, image_id))
             else:
                 detail = transitions.detected(faces=faces, plates=plates, regions=regions)
-            action = "rendered" if rendered else "processed"
+            source = Status.RENDERING if rendered else Status.PROCESSING
+            given = frozenset({Guard.HOLD if hold_until is not None else Guard.NO_HOLD})
+            who, action = sql_lifecycle.event("complete", source=source, given=given)
             _log(
                 conn,
                 image_id,
-                transitions.event(record, role="worker", action=action, detail=detail),
+                transitions.event(record, role=who, action=action, detail=detail),
             )
             return True
 
@@ -367,8 +370,10 @@ class SqliteImageRepository:
             record = _fetch(conn, image_id) if cur.rowcount == 1 else None
             if record is None:
                 return False
-            action = "render_failed" if record.status is Status.REVIEW else "failed"
-            event = transitions.event(record, role="worker", action=action, detail=error)
+            # Only a render returns to review.
+            source = Status.RENDERING if record.status is Status.REVIEW else Status.PROCESSING
+            who, action = sql_lifecycle.event("fail", source=source)
+            event = transitions.event(record, role=who, action=action, detail=error)
             _log(conn, image_id, event)
             return True
 
@@ -474,13 +479,14 @@ class SqliteImageRepository:
                     expected_revision=expected_revision,
                 )
             detail = transitions.drawn(regions)
+            who, action = sql_lifecycle.event("correct", role=role)
             _log(
                 conn,
                 image_id,
                 transitions.event(
                     record,
-                    role=role,
-                    action="corrected",
+                    role=who,
+                    action=action,
                     detail=detail,
                     reviewer=reviewer,
                     reasons=reasons,
@@ -500,7 +506,8 @@ class SqliteImageRepository:
             record = _fetch(conn, image_id)
             if cur.rowcount != 1 or record is None:
                 raise transitions.approval_refused(image_id, record)
-            line = transitions.event(record, role=role, action="approved", reviewer=reviewer)
+            who, action = sql_lifecycle.event("approve", role=role)
+            line = transitions.event(record, role=who, action=action, reviewer=reviewer)
             _log(conn, image_id, line)
             return record
 
@@ -520,7 +527,8 @@ class SqliteImageRepository:
                 )
                 record = _fetch(conn, image_id)
                 assert record is not None  # changed just now, in this transaction
-                _log(conn, image_id, transitions.event(record, role="system", action="expired"))
+                who, action = sql_lifecycle.event("expire_holds")
+                _log(conn, image_id, transitions.event(record, role=who, action=action))
                 expired.append(record)
             return expired
 
