@@ -219,7 +219,8 @@ def test_a_reviewer_draws_a_box_toggles_a_region_and_approves(page: Page, server
     # Approve: the picture is done and released.
     page.find("#approve-button").click()
     page.wait(lambda: page.find("#result-meta").text.startswith("Done"), what="done")
-    assert "Approved" in review_message(page)
+    # Read through the wait: the view is rebuilt once more as the card updates.
+    page.wait(lambda: "Approved" in review_message(page), what="approved message")
     assert not page.find_all("#result .review")
     body = api.get(f"/picture/{image_id}").json()
     assert body["status"] == "done" and body["review"] == "approved"
