@@ -74,7 +74,9 @@ from imageblur import imaging
 from imageblur.blurring import full_mask, hide_masks, mask_outlines, masks_of
 from imageblur.bootstrap import build_detector
 from imageblur.config import DetectorSpec, Settings, load_settings
-from imageblur.detection import UNCERTAIN_MIN_PX, file_sha256, size_thresholds
+from imageblur.detection.centerface import UNCERTAIN_MIN_PX
+from imageblur.detection.pyramid import size_thresholds
+from imageblur.detection.runtime import file_sha256
 from imageblur.domain import Face, MaskGeometry, MaskShape
 from imageblur.ports import FaceDetector, RegionDetector
 

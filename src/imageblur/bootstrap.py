@@ -124,8 +124,8 @@ def build_backends(settings: Settings, originals: ObjectStore | None = None) -> 
 def build_detector(settings: Settings) -> FaceDetector:
     """The main detector and the extra ones; `ModelError` names the setting at fault."""
     from imageblur.config import DetectorSpec, detector_setting_names
-    from imageblur.detectors import parse_classes
-    from imageblur.detectors.factory import DetectorChoice, make_detector
+    from imageblur.detection.factory import DetectorChoice, make_detector
+    from imageblur.detection.families import CLASS_MAPPED, parse_classes
 
     main = DetectorSpec(
         family=settings.detector,
@@ -143,9 +143,10 @@ def build_detector(settings: Settings) -> FaceDetector:
                 threshold=spec.threshold,
                 model_path=spec.model_path,
                 model_sha256=spec.model_sha256,
-                classes=parse_classes(spec.classes) if spec.family == "yolo" else {},
+                classes=parse_classes(spec.classes) if spec.family == CLASS_MAPPED else {},
                 # The size-dependent thresholds (the detection preset's) are the main
-                # detector's; CenterFace applies them, the other families ignore them.
+                # detector's; CenterFace applies them, the other families ignore them
+                # (their scores were never measured by size).
                 small_threshold=None if index else settings.detection_small_threshold,
                 large_threshold=None if index else settings.detection_large_threshold,
                 path_setting=path_name,

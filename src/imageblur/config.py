@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from imageblur import jpeg_scans
+from imageblur.detection.families import CLASS_MAPPED, SHIPPED, Family, parse_classes
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -127,7 +128,7 @@ def split_keys(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-DetectorFamily = Literal["centerface", "retinaface", "scrfd", "yolo"]
+DetectorFamily = Family  # the names live with the detectors (imageblur.detection.families)
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
 
@@ -150,14 +151,12 @@ def check_detector(
     """A family other than the shipped CenterFace needs a model file and its pinned hash;
     YOLO needs a class map, the others none."""
     path_name, sha_name, classes_name = detector_setting_names(index)
-    if family != "centerface" and (model_path is None or not model_sha256):
+    if family != SHIPPED and (model_path is None or not model_sha256):
         raise ValueError(
             f"the {family} detector needs {path_name} and {sha_name} (the sha256sum of "
             "the file you trust)"
         )
-    if family == "yolo":
-        from imageblur.detectors import parse_classes
-
+    if family == CLASS_MAPPED:
         try:
             parse_classes(classes)
         except ValueError as exc:
@@ -369,7 +368,7 @@ class Settings(BaseSettings):
     # Minimal, for the detect helper's branch; the crypto helper adds the validated one.
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
     detector: DetectorFamily = Field(
-        "centerface",
+        SHIPPED,
         description="Detector family: centerface (shipped), retinaface, scrfd or yolo "
         "(bring the model: IMAGEBLUR_MODEL_PATH and IMAGEBLUR_MODEL_SHA256).",
     )
@@ -530,7 +529,7 @@ class Settings(BaseSettings):
         preset = DETECTION_PRESETS.get(str(data.get("detection_preset", "privacy")))
         if preset is None:  # a wrong name: the field's own check names it
             return data
-        if str(data.get("detector", "centerface")) != "centerface":
+        if str(data.get("detector", SHIPPED)) != SHIPPED:
             # The presets' thresholds are CenterFace scores; a brought model's scores
             # mean something else, so its threshold is an extra detector's default.
             preset = {**preset, "detection_threshold": BROUGHT_DETECTOR_THRESHOLD}

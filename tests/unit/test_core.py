@@ -16,8 +16,7 @@ from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends
-from imageblur.detection import PyramidConfig
-from imageblur.detectors.pyramid import PyramidDetector
+from imageblur.detection.pyramid import PyramidConfig, PyramidDetector
 from imageblur.domain import (
     ErrorCode,
     Face,

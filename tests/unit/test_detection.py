@@ -13,16 +13,16 @@ import pytest
 
 from imageblur.cancel import Cancelled, cancellable
 from imageblur.config import Settings
-from imageblur.detection import (
-    CenterFaceDetector,
-    ModelError,
+from imageblur.detection.centerface import centerface_detector, default_model_path
+from imageblur.detection.pyramid import (
     PyramidConfig,
-    default_model_path,
+    PyramidDetector,
     group,
     pyramid_scales,
     size_thresholds,
     tiles,
 )
+from imageblur.detection.runtime import ModelError
 from imageblur.domain import Face
 from support import LINUS_FACE
 
@@ -45,8 +45,8 @@ def load_rgb(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def detector() -> CenterFaceDetector:
-    return CenterFaceDetector(**SHIPPED)
+def detector() -> PyramidDetector:
+    return centerface_detector(**SHIPPED)
 
 
 def covered(face: Face, x0: float, y0: float, x1: float, y1: float) -> float:
@@ -62,7 +62,7 @@ def test_default_model_is_installed_and_verified() -> None:
     assert path.is_file()
 
 
-def test_large_face_is_found_by_the_downscaled_passes(detector: CenterFaceDetector) -> None:
+def test_large_face_is_found_by_the_downscaled_passes(detector: PyramidDetector) -> None:
     # The face is about 750 x 940 px: at native size CenterFace scores it ~0.3 with a box
     # over the middle only. The core of the face (eyes to mouth) must be inside a box.
     image = load_rgb("bill-gates.jpg")
@@ -74,7 +74,7 @@ def test_large_face_is_found_by_the_downscaled_passes(detector: CenterFaceDetect
     assert covered(face, 850, 450, 1300, 1100) > 0.95
 
 
-def test_small_face_is_found(detector: CenterFaceDetector) -> None:
+def test_small_face_is_found(detector: PyramidDetector) -> None:
     image = load_rgb("linus-trovalds.jpg")
     faces = detector.detect(image)
     assert len(faces) == 1
@@ -84,7 +84,7 @@ def test_small_face_is_found(detector: CenterFaceDetector) -> None:
     assert 25 < face.width < 60 and 30 < face.height < 70
 
 
-def test_face_in_a_large_tiled_image(detector: CenterFaceDetector) -> None:
+def test_face_in_a_large_tiled_image(detector: PyramidDetector) -> None:
     # A small face pasted at the junction of tiles of a large blank picture: found once.
     face_img = load_rgb("linus-trovalds.jpg")[10:70, 155:210]
     canvas = np.full((2200, 2600, 3), 127, np.uint8)
@@ -94,19 +94,19 @@ def test_face_in_a_large_tiled_image(detector: CenterFaceDetector) -> None:
     assert covered(faces[0], 1013, 1012, 1040, 1046) > 0.9
 
 
-def test_blank_and_tiny_images_have_no_faces(detector: CenterFaceDetector) -> None:
+def test_blank_and_tiny_images_have_no_faces(detector: PyramidDetector) -> None:
     assert detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
     assert detector.detect(np.full((1, 1, 3), 200, np.uint8)) == []
 
 
-def test_boxes_stay_inside_the_image(detector: CenterFaceDetector) -> None:
+def test_boxes_stay_inside_the_image(detector: PyramidDetector) -> None:
     image = load_rgb("bill-gates.jpg")
     for face in detector.detect(image):
         assert 0 <= face.x0 < face.x1 <= image.shape[1]
         assert 0 <= face.y0 < face.y1 <= image.shape[0]
 
 
-def test_detect_is_thread_safe(detector: CenterFaceDetector) -> None:
+def test_detect_is_thread_safe(detector: PyramidDetector) -> None:
     image = load_rgb("linus-trovalds.jpg")
     expected = detector.detect(image)
     results: list[list[Face]] = []
@@ -122,11 +122,11 @@ def test_detect_is_thread_safe(detector: CenterFaceDetector) -> None:
     assert results == [expected] * 4
 
 
-def test_both_runtimes_find_the_same_faces(detector: CenterFaceDetector) -> None:
+def test_both_runtimes_find_the_same_faces(detector: PyramidDetector) -> None:
     # OpenVINO takes the tile as uint8 channels-last and converts it in the graph;
     # onnxruntime gets the float blob: the same faces, boxes within a few pixels.
     image = load_rgb("linus-trovalds.jpg")
-    other = CenterFaceDetector(**SHIPPED, runtime="onnxruntime")
+    other = centerface_detector(**SHIPPED, runtime="onnxruntime")
     ours, theirs = detector.detect(image), other.detect(image)
     assert len(ours) == len(theirs) >= 1
     pairs = zip(sorted(ours, key=lambda f: f.x0), sorted(theirs, key=lambda f: f.x0), strict=True)
@@ -135,7 +135,7 @@ def test_both_runtimes_find_the_same_faces(detector: CenterFaceDetector) -> None
         assert max(abs(a.x0 - b.x0), abs(a.y0 - b.y0), abs(a.x1 - b.x1), abs(a.y1 - b.y1)) < 4
 
 
-def test_rejects_wrong_input(detector: CenterFaceDetector) -> None:
+def test_rejects_wrong_input(detector: PyramidDetector) -> None:
     with pytest.raises(ValueError):
         detector.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError):
@@ -145,7 +145,7 @@ def test_rejects_wrong_input(detector: CenterFaceDetector) -> None:
 def test_missing_model_names_the_file_and_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "none.onnx"
     with pytest.raises(ModelError, match=r"none\.onnx.*make model"):
-        CenterFaceDetector(model_path=missing, threshold=THRESHOLD)
+        centerface_detector(model_path=missing, threshold=THRESHOLD)
 
 
 def test_wrong_model_hash_is_refused(tmp_path: Path) -> None:
@@ -153,14 +153,14 @@ def test_wrong_model_hash_is_refused(tmp_path: Path) -> None:
     fake.write_bytes(b"not a model")
     digest = hashlib.sha256(b"not a model").hexdigest()
     with pytest.raises(ModelError, match=f"{digest}.*make model"):
-        CenterFaceDetector(model_path=fake, threshold=THRESHOLD)
+        centerface_detector(model_path=fake, threshold=THRESHOLD)
 
 
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
-        CenterFaceDetector(threshold=0.0)
+        centerface_detector(threshold=0.0)
     with pytest.raises(ValueError):
-        CenterFaceDetector(threshold=THRESHOLD, threads=-1)
+        centerface_detector(threshold=THRESHOLD, threads=-1)
 
 
 def test_pyramid_goes_down_to_a_thumbnail() -> None:
@@ -169,14 +169,14 @@ def test_pyramid_goes_down_to_a_thumbnail() -> None:
     assert pyramid_scales(2400, 1350, cfg) == [1.0, 0.5, 0.25, 0.125]
 
 
-def test_centerface_stops_its_pyramid_at_400_px(detector: CenterFaceDetector) -> None:
+def test_centerface_stops_its_pyramid_at_400_px(detector: PyramidDetector) -> None:
     # Web-size photos take two passes (docs/detection.md, Speed); the 940 px face of
     # bill-gates.jpg is still found by the 1/4 pass (the large-face test above).
     assert pyramid_scales(1200, 800, detector.pyramid) == [1.0, 0.5]
     assert pyramid_scales(2400, 1350, detector.pyramid) == [1.0, 0.5, 0.25]
 
 
-def test_centerface_adds_up_weak_sightings_of_two_passes(detector: CenterFaceDetector) -> None:
+def test_centerface_adds_up_weak_sightings_of_two_passes(detector: PyramidDetector) -> None:
     # Each pass keeps candidates down to 0.05, so a face that two passes see at 0.07
     # (each under the 0.12 a 22-64 px box needs) adds up to 0.135 and is hidden
     # (docs/detection.md, Privacy first: +5 / +4 faces protected on the subset).
@@ -216,7 +216,7 @@ def test_group_merges_passes_with_noisy_or() -> None:
 
 
 def test_optional_upscaled_pass_still_finds_the_face() -> None:
-    detector = CenterFaceDetector(**SHIPPED, pyramid=PyramidConfig(upscale=1.41))
+    detector = centerface_detector(**SHIPPED, pyramid=PyramidConfig(upscale=1.41))
     assert pyramid_scales(300, 168, detector.pyramid) == [1.41, 1.0]
     faces = detector.detect(load_rgb("linus-trovalds.jpg"))
     assert len(faces) == 1
@@ -232,12 +232,12 @@ def test_small_and_large_boxes_need_a_higher_score() -> None:
 
 
 def test_the_small_threshold_is_never_below_the_threshold() -> None:
-    high = CenterFaceDetector(threshold=0.5, small_threshold=0.35, large_threshold=0.25)
-    assert (high.small_threshold, high.large_threshold) == (0.5, 0.5)
-    plain = CenterFaceDetector(threshold=0.39)
-    assert (plain.small_threshold, plain.large_threshold) == (0.39, 0.39)
+    high = centerface_detector(threshold=0.5, small_threshold=0.35, large_threshold=0.25)
+    assert high.thresholds.levels() == (0.5, 0.5)
+    plain = centerface_detector(threshold=0.39)
+    assert plain.thresholds.levels() == (0.39, 0.39)
     with pytest.raises(ValueError):
-        CenterFaceDetector(threshold=THRESHOLD, small_threshold=1.0)
+        centerface_detector(threshold=THRESHOLD, small_threshold=1.0)
 
 
 def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,8 +247,8 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("IMAGEBLUR_DETECTION_PRESET", raising=False)
     settings = load_settings()
     detector = build_detector(settings)
-    assert isinstance(detector, CenterFaceDetector)
-    assert (detector.threshold, detector.small_threshold, detector.large_threshold) == (
+    assert isinstance(detector, PyramidDetector)
+    assert (detector.threshold, *detector.thresholds.levels()) == (
         0.12,
         0.35,
         0.25,
@@ -257,17 +257,17 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
     monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "tidy")
     tidy = build_detector(load_settings())
-    assert isinstance(tidy, CenterFaceDetector)
-    assert (tidy.threshold, tidy.small_threshold, tidy.large_threshold) == (0.39, 0.39, 0.39)
+    assert isinstance(tidy, PyramidDetector)
+    assert (tidy.threshold, *tidy.thresholds.levels()) == (0.39, 0.39, 0.39)
 
 
 def test_uncertain_candidates_are_the_groups_below_their_threshold(
-    detector: CenterFaceDetector,
+    detector: PyramidDetector,
 ) -> None:
-    listing = CenterFaceDetector(**SHIPPED, uncertain_floor=0.1)
+    listing = centerface_detector(**SHIPPED, uncertain_floor=0.1)
     linus = load_rgb("linus-trovalds.jpg")
     # Demanding 0.9 everywhere, the face (~34 px, ~0.8) is only listed, not hidden.
-    strict = CenterFaceDetector(threshold=0.9, uncertain_floor=0.1)
+    strict = centerface_detector(threshold=0.9, uncertain_floor=0.1)
     hidden, uncertain = strict.detect_regions(linus)
     assert hidden == [] and len(uncertain) == 1 and 0.1 <= uncertain[0].score < 0.9
     assert covered(uncertain[0], *LINUS_FACE) > 0.8
@@ -292,14 +292,14 @@ def test_uncertain_candidates_are_the_groups_below_their_threshold(
 def test_the_uncertain_floor_is_never_below_what_the_passes_keep() -> None:
     # Below 0.05 (CenterFace's floor_score) a pass would keep weaker candidates, which
     # would join the hidden groups and change them: the floor is raised to it.
-    assert CenterFaceDetector(**SHIPPED, uncertain_floor=0.03).uncertain_floor == 0.05
-    assert CenterFaceDetector(**SHIPPED, uncertain_floor=0.11).uncertain_floor == 0.11
-    assert CenterFaceDetector(**SHIPPED).uncertain_floor is None
+    assert centerface_detector(**SHIPPED, uncertain_floor=0.03).uncertain_floor == 0.05
+    assert centerface_detector(**SHIPPED, uncertain_floor=0.11).uncertain_floor == 0.11
+    assert centerface_detector(**SHIPPED).uncertain_floor is None
     with pytest.raises(ValueError):
-        CenterFaceDetector(**SHIPPED, uncertain_floor=0.0)
+        centerface_detector(**SHIPPED, uncertain_floor=0.0)
 
 
-def test_a_cancelled_job_stops_before_the_next_pass(detector: CenterFaceDetector) -> None:
+def test_a_cancelled_job_stops_before_the_next_pass(detector: PyramidDetector) -> None:
     """The worker cancels a job whose lease is lost; the pyramid checks between passes."""
     image = np.zeros((800, 1000, 3), np.uint8)
     cancelled = threading.Event()

@@ -16,10 +16,10 @@ from PIL import Image
 
 from imageblur.bootstrap import build_detector
 from imageblur.config import SettingsError, load_settings
-from imageblur.detection import ModelError, PyramidConfig
-from imageblur.detectors import parse_classes
-from imageblur.detectors.factory import CombinedDetector, DetectorChoice, make_detector
-from imageblur.detectors.pyramid import PyramidDetector
+from imageblur.detection.factory import CombinedDetector, DetectorChoice, make_detector
+from imageblur.detection.families import parse_classes
+from imageblur.detection.pyramid import PyramidConfig, PyramidDetector
+from imageblur.detection.runtime import ModelError
 from imageblur.domain import Face
 from onnx_graphs import constant_model
 from support import BILL, BILL_FACE, LINUS, LINUS_FACE, REPO
@@ -291,3 +291,18 @@ def test_a_plate_is_hidden_as_a_whole_rectangle_even_with_ellipse_masks() -> Non
     assert full_mask(mask_outlines([plate], 80, 60, ellipse), 80, 60)[20:36, 20:60].all()
     corners_out = full_mask(mask_outlines([face], 80, 60, ellipse), 80, 60)
     assert not corners_out[20:36, 20:60].all()
+
+
+def test_the_api_reads_the_detector_settings_without_loading_a_runtime() -> None:
+    # The family names are all the settings need: the API process never loads
+    # onnxruntime or OpenVINO, nor a family's code.
+    code = (
+        "import sys, imageblur.entrypoints.api\n"
+        "from imageblur.config import load_settings\n"
+        "load_settings(detector='yolo', model_path='/m.onnx', model_sha256='0' * 64,"
+        " detector_classes='0=plate')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('onnx', 'onnxruntime', 'openvino') or m.startswith('imageblur.detection')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "['imageblur.detection', 'imageblur.detection.families']"

@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "imageblur"
 CORE = {"domain", "ports"}
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
-    # The closed sets it validates against live with the code that uses them (both leaves).
-    "config": {"metadata", "detectors", "tokens", "jpeg_scans"},
+    # The closed sets it validates against live with the code that uses them (leaves).
+    "config": {"metadata", "detection.families", "tokens", "jpeg_scans"},
     "metadata": set(),
     # Who may call the API, as settings write it: pure parsing, a leaf.
     "tokens": set(),
@@ -33,10 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "blurring": CORE,
     # Where a job's long work may stop once its lease is lost (a leaf, like the domain).
     "cancel": {"domain"},
-    "detection": CORE | {"openvino_session", "cancel"},
-    "openvino_session": set(),
-    "detectors": CORE,  # the package's __init__: families, kinds, the class map
-    "detectors.": CORE | {"detection", "detectors.", "cancel"},
+    "detection.families": {"domain"},  # the names the settings read: no runtime
+    "detection.": CORE | {"detection.", "cancel"},
     "jpeg_coefficients": set(),
     "jpeg_scans": set(),
     "jpeg_patch": CORE | {"jpeg_coefficients", "jpeg_scans"},
@@ -60,8 +58,8 @@ ALLOWED: dict[str, set[str]] = {
     "adapters.": {"domain", "lifecycle", "adapters."},
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
-    | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection"}
-    | {"jobs", "reconciler", "services", "review", "metrics", "detectors.", "metadata"}
+    | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
+    | {"jobs", "reconciler", "services", "review", "metrics", "metadata"}
     | {"pixel_budget", "keycheck"},
     "entrypoints.": {"*"},  # the outer layer: anything
 }

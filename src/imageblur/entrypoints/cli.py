@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imageblur: {exc}", file=sys.stderr)
         return 2
     except ImageblurError as exc:
-        from imageblur.detection import ModelError  # not at import: it loads OpenCV
+        from imageblur.detection.runtime import ModelError  # not at import: it loads numpy
 
         if not isinstance(exc, ModelError):
             raise

@@ -1,20 +1,23 @@
-"""Detector families that operators bring (RetinaFace, SCRFD, YOLO), behind the
-`FaceDetector` port, sharing the pyramid, tiling and grouping of `imageblur.detection`
-(where the shipped CenterFace detector lives).
+"""The detector families by name, and the kinds of region they find.
 
-Each family is a small module that knows one export's tensors: how to prepare a tile,
-which outputs to expect, and how to decode them into boxes. `pyramid.PyramidDetector`
-runs any of them over the image pyramid; `factory.make_detector` loads the chosen ones
-and runs several together as one. This module stays light (the settings import it).
+The settings validate against these names; a family's code is the module of the same
+name in this package, imported only when a detector is built (`factory`). This module
+imports no runtime, so the API process reads its settings without loading OpenCV,
+onnxruntime or OpenVINO.
 """
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Literal, get_args
 
 from imageblur.domain import RegionKind
 
-FAMILIES = ("centerface", "retinaface", "scrfd", "yolo")
+Family = Literal["centerface", "retinaface", "scrfd", "yolo"]
+FAMILIES: tuple[Family, ...] = get_args(Family)
+# The family whose model is installed with the package; the others are brought.
+SHIPPED: Family = "centerface"
+# The family whose export finds several classes, named by a class map.
+CLASS_MAPPED: Family = "yolo"
 KINDS: tuple[RegionKind, ...] = get_args(RegionKind)  # ("face", "plate")
 
 

@@ -9,13 +9,14 @@ each listed twice (two anchors).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from imageblur.detection import PyramidConfig
-from imageblur.detectors.model import ModelSource, check_image_input, fixed_input_size
-from imageblur.detectors.pyramid import EMPTY, FloatArray, padded, round_up
+from imageblur.detection.base import BroughtModel, DetectorChoice, brought_detector
+from imageblur.detection.pyramid import EMPTY, FloatArray, PyramidConfig, PyramidDetector, padded
+from imageblur.detection.runtime import ModelSource, Runtime
 from imageblur.ports import RGBImage
 
 STRIDES = (8, 16, 32)
@@ -49,34 +50,32 @@ def decode(
     return np.concatenate(out)
 
 
-class ScrfdModel:
+class ScrfdModel(BroughtModel):
     """An SCRFD export as a `TileModel`."""
 
-    def __init__(self, session: Any, source: ModelSource) -> None:
-        self._session = session
-        self._input = check_image_input(session, source, "scrfd")
-        self._fixed = fixed_input_size(session)
-        outputs = session.get_outputs()
+    family = "scrfd"
+
+    def check_outputs(self, outputs: Sequence[Any], source: ModelSource) -> list[str]:
         if len(outputs) not in (6, 9):
             raise source.refuse(
                 "an scrfd model returns scores and boxes (and keypoints) for strides 8, "
                 f"16 and 32: 6 or 9 outputs; this one returns {len(outputs)}"
             )
-        self._outputs = [o.name for o in outputs[:6]]
-        try:
-            self.run(np.zeros((64, 64, 3), np.uint8), 1.0)
-        except Exception as exc:  # onnxruntime or our decode: either way, not this family
-            raise source.refuse(f"does not work as an scrfd model: {exc}") from exc
-
-    @property
-    def input_px(self) -> int | None:
-        return min(self._fixed) if self._fixed else None
+        return [o.name for o in outputs[:6]]
 
     def run(self, tile: RGBImage, floor: float) -> FloatArray:
-        h, w = tile.shape[:2]
-        ph, pw = self._fixed or (round_up(h, 32), round_up(w, 32))
+        ph, pw = self.blob_size(tile)
         blob = padded((tile.astype(np.float32) - 127.5) / 128.0, ph, pw)
         results = self._session.run(self._outputs, {self._input: blob})
         scores = [r.reshape(-1) for r in results[:3]]
         distances = [r.reshape(-1, 4) for r in results[3:6]]
         return decode(scores, distances, ph, pw, floor)
+
+
+def detector(
+    choice: DetectorChoice, *, threads: int, runtime: Runtime, uncertain_floor: float | None
+) -> PyramidDetector:
+    """The family's detector (on onnxruntime, whatever `runtime`)."""
+    return brought_detector(
+        choice, ScrfdModel, PYRAMID, threads=threads, uncertain_floor=uncertain_floor
+    )

@@ -10,13 +10,15 @@ same code runs both.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from imageblur.detection import PyramidConfig
-from imageblur.detectors.model import ModelSource, check_image_input, fixed_input_size
-from imageblur.detectors.pyramid import EMPTY, FloatArray, padded, round_up
+from imageblur.detection.base import BroughtModel, DetectorChoice, brought_detector
+from imageblur.detection.pyramid import EMPTY, FloatArray, PyramidConfig, PyramidDetector, padded
+from imageblur.detection.runtime import ModelSource, Runtime
+from imageblur.domain import RegionKind
 from imageblur.ports import RGBImage
 
 STEPS = (8, 16, 32)
@@ -60,37 +62,38 @@ def decode(loc: FloatArray, conf: FloatArray, prior: FloatArray, floor: float) -
     )
 
 
-class RetinaFaceModel:
+class RetinaFaceModel(BroughtModel):
     """A RetinaFace export as a `TileModel`."""
 
-    def __init__(self, session: Any, source: ModelSource) -> None:
-        self._session = session
-        self._input = check_image_input(session, source, "retinaface")
-        self._fixed = fixed_input_size(session)
-        outputs = session.get_outputs()
+    family = "retinaface"
+
+    def __init__(self, session: Any, source: ModelSource, classes: dict[int, RegionKind]) -> None:
+        self._priors: dict[tuple[int, int], FloatArray] = {}
+        super().__init__(session, source, classes)
+
+    def check_outputs(self, outputs: Sequence[Any], source: ModelSource) -> list[str]:
         lasts = [o.shape[-1] if o.shape else None for o in outputs]
         if len(outputs) not in (2, 3) or lasts[:2] != [4, 2]:
             raise source.refuse(
                 "a retinaface model returns loc (.. x 4), conf (.. x 2) and optionally "
                 f"landmarks (.. x 10); this one returns {[(o.name, o.shape) for o in outputs]}"
             )
-        self._outputs = [o.name for o in outputs[:2]]
-        self._priors: dict[tuple[int, int], FloatArray] = {}
-        try:
-            self.run(np.zeros((64, 64, 3), np.uint8), 1.0)  # shapes fit the priors
-        except Exception as exc:  # onnxruntime or our decode: either way, not this family
-            raise source.refuse(f"does not work as a retinaface model: {exc}") from exc
-
-    @property
-    def input_px(self) -> int | None:
-        return min(self._fixed) if self._fixed else None
+        return [o.name for o in outputs[:2]]
 
     def run(self, tile: RGBImage, floor: float) -> FloatArray:
-        h, w = tile.shape[:2]
-        ph, pw = self._fixed or (round_up(h, 32), round_up(w, 32))
+        ph, pw = self.blob_size(tile)
         blob = padded(tile[:, :, ::-1].astype(np.float32) - BGR_MEAN, ph, pw)
         loc, conf = self._session.run(self._outputs, {self._input: blob})
         prior = self._priors.get((ph, pw))
         if prior is None:
             prior = self._priors.setdefault((ph, pw), priors(ph, pw))
         return decode(loc.reshape(-1, 4), conf.reshape(-1, 2), prior, floor)
+
+
+def detector(
+    choice: DetectorChoice, *, threads: int, runtime: Runtime, uncertain_floor: float | None
+) -> PyramidDetector:
+    """The family's detector (on onnxruntime, whatever `runtime`)."""
+    return brought_detector(
+        choice, RetinaFaceModel, PYRAMID, threads=threads, uncertain_floor=uncertain_floor
+    )

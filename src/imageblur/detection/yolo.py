@@ -11,15 +11,15 @@ inside the graph have other layouts and are not supported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from imageblur.detection import PyramidConfig
-from imageblur.detectors import KINDS
-from imageblur.detectors.model import ModelSource, check_image_input, fixed_input_size
-from imageblur.detectors.pyramid import EMPTY, FloatArray, padded, round_up
+from imageblur.detection.base import BroughtModel, DetectorChoice, brought_detector
+from imageblur.detection.families import KINDS
+from imageblur.detection.pyramid import EMPTY, FloatArray, PyramidConfig, PyramidDetector, padded
+from imageblur.detection.runtime import ModelSource, Runtime
 from imageblur.domain import RegionKind
 from imageblur.ports import RGBImage
 
@@ -48,37 +48,32 @@ def decode(
     return np.concatenate(out)
 
 
-class YoloModel:
+class YoloModel(BroughtModel):
     """A YOLO export as a `TileModel`."""
 
-    def __init__(
-        self, session: Any, source: ModelSource, classes: Mapping[int, RegionKind]
-    ) -> None:
-        self._session = session
-        self._input = check_image_input(session, source, "yolo")
-        self._fixed = fixed_input_size(session)
-        self._classes = dict(classes)
-        outputs = session.get_outputs()
+    family = "yolo"
+
+    def check_outputs(self, outputs: Sequence[Any], source: ModelSource) -> list[str]:
         if len(outputs) != 1 or len(outputs[0].shape or []) != 3:
             raise source.refuse(
                 "a yolo model returns one 1 x N x (5 + classes) or 1 x (4 + classes) x N "
                 f"tensor; this one returns {[(o.name, o.shape) for o in outputs]}"
             )
-        self._output = outputs[0].name
-        try:
-            self.run(np.zeros((64, 64, 3), np.uint8), 1.0)
-        except Exception as exc:  # onnxruntime or our decode: either way, not this family
-            raise source.refuse(f"does not work as a yolo model: {exc}") from exc
-
-    @property
-    def input_px(self) -> int | None:
-        return min(self._fixed) if self._fixed else None
+        return [outputs[0].name]
 
     def run(self, tile: RGBImage, floor: float) -> FloatArray:
-        h, w = tile.shape[:2]
-        ph, pw = self._fixed or (round_up(h, 32), round_up(w, 32))
+        ph, pw = self.blob_size(tile)
         blob = padded(tile.astype(np.float32) / 255.0, ph, pw, fill=_PAD)
-        (raw,) = self._session.run([self._output], {self._input: blob})
+        (raw,) = self._session.run(self._outputs, {self._input: blob})
         raw = raw[0]
         v8 = raw.shape[0] < raw.shape[1]  # (4 + classes) x N: YOLOv8
         return decode(raw.T if v8 else raw, self._classes, floor, objectness=not v8)
+
+
+def detector(
+    choice: DetectorChoice, *, threads: int, runtime: Runtime, uncertain_floor: float | None
+) -> PyramidDetector:
+    """The family's detector (on onnxruntime, whatever `runtime`)."""
+    return brought_detector(
+        choice, YoloModel, PYRAMID, threads=threads, uncertain_floor=uncertain_floor
+    )

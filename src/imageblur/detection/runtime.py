@@ -1,0 +1,146 @@
+"""Where a network runs: the verified model file, one onnxruntime session factory, and
+the OpenVINO session CenterFace runs on by default.
+
+onnxruntime and OpenVINO are imported when a session is made, never at import: the API
+process reads the settings (and the `ModelError` the CLI reports) without loading them.
+OpenVINO, on the same graph as onnxruntime (heatmaps agree to ~0.002; the CPU plugin
+computes in bfloat16 where the processor has it), needs about a third less CPU per image
+on the 2-core reference machine and its activations take less memory than onnxruntime's
+arena (docs/detection.md, Speed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from imageblur.domain import ImageblurError
+
+Runtime = Literal["openvino", "onnxruntime"]
+
+# Compiled kernels are cached per input shape. Every upload has its own size, so a big
+# cache only grows (~6 MB per shape seen); a few entries keep the pyramid's common
+# tile sizes warm.
+_SHAPE_CACHE_ENTRIES = 16
+
+
+class ModelError(ImageblurError):
+    """The model file is missing, corrupt or not the one we verified."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a model comes from, and the names of the settings that chose it (for
+    messages): e.g. `IMAGEBLUR_MODEL_PATH`, or `IMAGEBLUR_EXTRA_DETECTORS[0].model_path`."""
+
+    path: Path
+    sha256: str
+    path_setting: str = "IMAGEBLUR_MODEL_PATH"
+    sha256_setting: str = "IMAGEBLUR_MODEL_SHA256"
+
+    def refuse(self, reason: str) -> ModelError:
+        return ModelError(f"{reason} (model {self.path}, set by {self.path_setting})")
+
+    def verified_path(self) -> Path:
+        """The file, once its sha256 is the pinned one; `ModelError` naming the setting
+        if it is missing or has another hash."""
+        if not self.path.is_file():
+            raise self.refuse(f"model file not found: {self.path}")
+        actual = file_sha256(self.path)
+        if actual != self.sha256.lower():
+            raise ModelError(
+                f"model {self.path} has sha256 {actual}, but {self.sha256_setting} is "
+                f"{self.sha256}; pin the hash of the file you trust"
+            )
+        return self.path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnxruntime_session(model: str | bytes, *, threads: int) -> Any:
+    """An onnxruntime CPU session of a model file (its path) or serialized graph;
+    `threads` intra-op threads, 0 for every usable core."""
+    import onnxruntime as ort  # only a worker needs it
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    # Idle intra-op threads would otherwise busy-wait between operators. On a worker
+    # sharing its cores (other images in flight, other processes) that spinning steals
+    # the CPU the work needs: 1080p detection with 2 threads under load took 740-810 ms
+    # with spinning, 470-500 ms without.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # e.g. unused initializers; not our concern
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def usable_cores() -> int:
+    # The cores this process may run on (a container's cpuset), not the host's count.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+class OpenVINOSession:
+    """`run_tile(tile, height, width)`: the graph's `outputs` for an RGB uint8 tile padded
+    with zeros to height x width. Thread-safe.
+
+    The tile goes in as it is, uint8 and channels last: the graph itself converts it
+    (OpenVINO's preprocessing, fused into the first layer), instead of a float32 copy in
+    channels-first order made in numpy beforehand, four times the bytes.
+
+    One infer request serves every thread, one call at a time: each call already uses
+    every core, and a request holds its own activation buffers (about 90 MB more per
+    concurrent request on 1080p tiles), so with two jobs in flight the second request
+    cost memory and gained no speed. Only the inference waits: the rest of a detection
+    (scaling, decoding the output maps, grouping) runs beside another job's inference.
+    """
+
+    def __init__(self, model_bytes: bytes, *, threads: int, outputs: Sequence[str]) -> None:
+        import openvino as ov  # imported here: only a detector needs it
+        from openvino.preprocess import PrePostProcessor
+
+        core = ov.Core()
+        model = core.read_model(model_bytes, b"")
+        steps = PrePostProcessor(model)
+        steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        steps.input().model().set_layout(ov.Layout("NCHW"))
+        steps.input().preprocess().convert_element_type(ov.Type.f32)
+        self._compiled = core.compile_model(
+            steps.build(),
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                "CPU_RUNTIME_CACHE_CAPACITY": _SHAPE_CACHE_ENTRIES,
+            },
+        )
+        self._outputs = [self._compiled.output(name) for name in outputs]
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def run_tile(
+        self, tile: npt.NDArray[np.uint8], height: int, width: int
+    ) -> list[npt.NDArray[np.float32]]:
+        h, w = tile.shape[:2]
+        blob = np.zeros((1, height, width, 3), np.uint8)
+        blob[0, :h, :w] = tile
+        with self._lock:
+            result = self._request.infer({0: blob})
+            # Copies, under the lock: the request reuses its output buffers on the next call.
+            return [np.array(result[output]) for output in self._outputs]
