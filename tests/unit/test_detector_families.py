@@ -18,7 +18,7 @@ from imageblur.bootstrap import build_detector
 from imageblur.config import SettingsError, load_settings
 from imageblur.detection.factory import CombinedDetector, DetectorChoice, make_detector
 from imageblur.detection.families import parse_classes
-from imageblur.detection.pyramid import PyramidConfig, PyramidDetector
+from imageblur.detection.pyramid import PyramidConfig, PyramidDetector, SizeThresholds
 from imageblur.detection.runtime import ModelError
 from imageblur.domain import Face
 from onnx_graphs import constant_model
@@ -154,6 +154,23 @@ def test_a_family_lists_the_groups_between_the_floor_and_its_threshold() -> None
     assert listing.detect(IMAGE) == hidden
     plain = PyramidDetector(model, threshold=0.5, pyramid=one_pass)
     assert plain.detect_regions(IMAGE) == (hidden, [])
+
+
+def test_a_call_may_bring_its_own_size_dependent_thresholds() -> None:
+    # A 10 px box scoring 0.3 and a 20 px one scoring 0.6, for any family: the
+    # detector's own threshold hides both; a call asking 0.5 and 0.7 up to 14 px (a
+    # per-upload preset) hides the larger one only, and lists the smaller as uncertain.
+    model = FixedRows([(4, 4, 14, 14, 0.3, 0), (30, 30, 50, 50, 0.6, 0)])
+    detector = PyramidDetector(
+        model, threshold=0.25, pyramid=PyramidConfig(coarsest_side_px=64), uncertain_floor=0.2
+    )
+    hidden, uncertain = detector.detect_regions(IMAGE)
+    assert [f.score for f in hidden] == pytest.approx([0.6, 0.3]) and uncertain == []
+    strict = SizeThresholds(0.5, small=0.7)
+    hidden, uncertain = detector.detect_regions(IMAGE, strict)
+    assert [f.score for f in hidden] == pytest.approx([0.6])
+    assert [f.score for f in uncertain] == pytest.approx([0.3])
+    assert detector.detect_regions(IMAGE)[0] == detector.detect(IMAGE)  # its own again
 
 
 class Listing:
