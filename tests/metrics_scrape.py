@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from support import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -45,11 +46,10 @@ def wait_for_sample(
     timeout_s: float,
     what: str,
 ) -> Samples:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The first samples `read` gives that pass `check`."""
+
+    def passing() -> tuple[Samples] | None:  # in a tuple: empty samples are still an answer
         samples = read()
-        if check(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        time.sleep(0.5)
+        return (samples,) if check(samples) else None
+
+    return wait_until(passing, timeout_s=timeout_s, interval_s=0.5, what=what)[0]

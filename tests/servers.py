@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import psycopg
+
+from support import free_port, wait_until
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -38,25 +39,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: object, *, timeout_s: float, interval_s: float = 0.2, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def port_open(host: str, port: int) -> bool:
@@ -87,7 +69,7 @@ def ensure_postgres() -> str:
         check=False,
         capture_output=True,
     )
-    wait_for(_pg_ready, timeout_s=60, what="PostgreSQL to start")
+    wait_until(_pg_ready, timeout_s=60, what="PostgreSQL to start")
     return PG_ADMIN_DSN
 
 
@@ -143,7 +125,7 @@ class PrivatePostgres:
             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )  # fmt: skip
-        wait_for(lambda: _pg_ready(self.dsn), timeout_s=30, what="private PostgreSQL")
+        wait_until(lambda: _pg_ready(self.dsn), timeout_s=30, what="private PostgreSQL")
 
     def stop(self, mode: str = "fast") -> None:
         self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -173,7 +155,7 @@ def ensure_rabbitmq() -> str:
     if _rabbit_ready():
         return RABBIT_URL
     subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
-    wait_for(_rabbit_ready, timeout_s=120, interval_s=1, what="RabbitMQ to start")
+    wait_until(_rabbit_ready, timeout_s=120, interval_s=1, what="RabbitMQ to start")
     return RABBIT_URL
 
 
@@ -297,7 +279,7 @@ class MotoServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(lambda: port_open("127.0.0.1", self.port), timeout_s=30, what="moto server")
+        wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=30, what="moto server")
         return self
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -28,22 +28,55 @@ LINUS_FACE = (163, 14, 200, 63)
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on now (the kernel's pick)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+# A loaded 2-core machine (another test run beside this one) stalls a process for
+# seconds: a bound shorter than this turns a slow pass into a failure.
+MIN_TIMEOUT_S = 10.0
+
+_T = TypeVar("_T")
+
+
 def wait_until(
-    predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.01
-) -> bool:
-    """Poll `predicate` until it holds (True) or `timeout_s` passed (False): the bounded
-    wait a test uses instead of sleeping and hoping."""
+    predicate: Callable[[], _T],
+    *,
+    timeout_s: float = 60,
+    interval_s: float = 0.05,
+    what: str = "",
+    retry_on: tuple[type[Exception], ...] = (Exception,),
+    details: Callable[[], object] | None = None,
+) -> _T:
+    """Call `predicate` until it returns something true, and return that: the one bounded
+    wait of the tests, instead of sleeping and hoping. An exception of `retry_on` counts
+    as "not yet" (a server still starting, an element the page just rebuilt); the last
+    one is named in the timeout and chained to it, so a bug in the predicate shows as
+    itself, not as a bare timeout. `details` (logs, say) is added to that message."""
+    if timeout_s < MIN_TIMEOUT_S:
+        raise ValueError(f"timeout_s={timeout_s}: a bounded wait allows at least {MIN_TIMEOUT_S} s")
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    last: object = None
+    error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+        except retry_on as exc:
+            error = exc
+        else:
+            if value:
+                return value
+            last, error = value, None
         if time.monotonic() > deadline:
-            return False
+            break
         time.sleep(interval_s)
-    return True
+    message = f"not within {timeout_s:g} s: {what or getattr(predicate, '__name__', predicate)}"
+    message += f"\nthe predicate last raised {error!r}" if error else f"\nit last gave {last!r}"
+    if details is not None:
+        message += f"\n{details()}"
+    raise AssertionError(message) from error
 
 
 def wait_status(
@@ -54,7 +87,7 @@ def wait_status(
     timeout_s: float = 120,
     context: Callable[[], str] = str,
 ) -> dict[str, Any]:
-    """Poll GET /picture/{id} (bounded) until its status is one of `wanted`; the record.
+    """Poll GET /picture/{id} until its status is one of `wanted`; the record.
     `context` adds to the failure message (a deployment's logs, say)."""
     seen: dict[str, Any] = {}
 
@@ -62,8 +95,13 @@ def wait_status(
         seen.update(client.get(f"/picture/{image_id}").json())
         return seen["status"] in wanted
 
-    if not wait_until(reached, timeout_s=timeout_s, interval_s=0.1):
-        raise AssertionError(f"{image_id} never {sorted(wanted)}: {seen}\n{context()}")
+    wait_until(
+        reached,
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        what=f"{image_id} {sorted(wanted)}",
+        details=lambda: f"{seen}\n{context()}",
+    )
     return seen
 
 
@@ -115,13 +153,9 @@ class Server:
     def wait_done(
         self, client: httpx.Client, image_id: str, timeout_s: float = 120
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            body: dict[str, Any] = client.get(f"/picture/{image_id}").json()
-            if body["status"] in ("done", "failed"):
-                return body
-            time.sleep(0.2)
-        raise AssertionError(f"image {image_id} not finished in {timeout_s}s:\n{self.logs()}")
+        return wait_status(
+            client, image_id, {"done", "failed"}, timeout_s=timeout_s, context=self.logs
+        )
 
     def stored_files(self) -> list[Path]:
         return sorted(p for p in self.data_dir.rglob("*") if p.is_file() and "sqlite" not in p.name)
@@ -149,19 +183,21 @@ def run_server(
             stderr=subprocess.STDOUT,
         )
     server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+
+    def healthy() -> bool:
+        if process.poll() is not None:  # not retried: no point waiting for it
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
+        return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{server.logs()}")
-            time.sleep(0.2)
+        wait_until(
+            healthy,
+            timeout_s=60,
+            interval_s=0.2,
+            what="the server to start",
+            retry_on=(httpx.TransportError,),
+            details=server.logs,
+        )
         yield server
     finally:
         process.terminate()

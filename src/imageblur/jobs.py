@@ -16,7 +16,6 @@ import math
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -304,11 +303,12 @@ class JobProcessor:
 
         # Not for ever: a job hung in native code would otherwise hold its lease as long
         # as the process lives, out of reach of the reconciler and the crash guard.
-        renew_until = time.monotonic() + self._max_renewals * self._lease_s
+        # Measured on the clock the leases are measured on (a test's, too).
+        renew_until = self._clock() + timedelta(seconds=self._max_renewals * self._lease_s)
         owner = self._lease_owner()  # the job's thread's, not the renewing thread's
 
         def renew() -> None:
-            while not stop.wait(self._renew_interval_s) and time.monotonic() < renew_until:
+            while not stop.wait(self._renew_interval_s) and self._clock() < renew_until:
                 try:
                     now = self._clock()
                     if not self._repo.extend_lease(

@@ -18,9 +18,8 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
 
-from support import REPO
+from support import REPO, wait_until
 
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", REPO / "build" / "browser"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -70,12 +69,13 @@ class Page:
     def wait(self, condition: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
         # The page rebuilds its views (after a save, on a status change): an element
         # found by one poll may be gone by the time it is read, so the next poll retries.
-        return WebDriverWait(
-            self.driver,
-            timeout_s,
-            poll_frequency=0.1,
-            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
-        ).until(lambda _: condition(), message=what or "condition not met")
+        return wait_until(
+            condition,
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what=what or "the page",
+            retry_on=(NoSuchElementException, StaleElementReferenceException),
+        )
 
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)

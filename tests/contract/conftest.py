@@ -9,7 +9,6 @@ unreachable back end surfaces as the project's own error.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -27,6 +26,7 @@ from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.backends import Repository
 from imageblur.domain import Job
 from imageblur.ports import JobQueue, ObjectStore
+from support import free_port, wait_until
 from unit.fakes import FakeDatabase, FakeRepository, FakeStore
 
 # --- session-wide services ------------------------------------------------------------
@@ -126,7 +126,7 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
         store = S3ObjectStore(
             bucket="nowhere",
             prefix="",
-            endpoint_url=f"http://127.0.0.1:{servers.free_port()}",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
             region="us-east-1",
             access_key_id="testing",
             secret_access_key="testing",
@@ -197,7 +197,7 @@ def broken_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo
         repo = SqliteImageRepository(blocker / "db" / "meta.sqlite3")
     else:
         repo = PostgresImageRepository(
-            f"postgresql://postgres@127.0.0.1:{servers.free_port()}/test",
+            f"postgresql://postgres@127.0.0.1:{free_port()}/test",
             schema="nowhere",
             pool_min=0,
             pool_max=1,
@@ -270,7 +270,7 @@ def broken_queue(request: pytest.FixtureRequest) -> Iterator[JobQueue]:
         queue.close()  # the in-process queue's only way to be unavailable
     else:
         queue = RabbitMQJobQueue(
-            f"amqp://guest:guest@127.0.0.1:{servers.free_port()}/%2F",
+            f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
             queue="nowhere",
             queue_type="quorum",
             prefetch=1,
@@ -280,12 +280,13 @@ def broken_queue(request: pytest.FixtureRequest) -> Iterator[JobQueue]:
     queue.close()
 
 
-def dead_letters(queue: JobQueue, *, expect: int, timeout_s: float = 10) -> list[tuple[Job, str]]:
+def dead_letters(queue: JobQueue, *, expect: int, timeout_s: float = 30) -> list[tuple[Job, str]]:
     """The parked jobs and their reasons, whatever the adapter keeps them in."""
     found: list[tuple[Job, str]] = []
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found += [(d.job, d.reason) for d in queue.take_dead_letters() if d.job]
-        if len(found) >= expect or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
+
+    def all_found() -> bool:
+        found.extend((d.job, d.reason) for d in queue.take_dead_letters() if d.job)
+        return len(found) >= expect
+
+    wait_until(all_found, timeout_s=timeout_s, interval_s=0.1, what=f"{expect} dead letters")
+    return found

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import servers
+from support import wait_until
 
 from .harness import Backends, Deployment
 
@@ -20,7 +21,7 @@ def no_thread_left_behind() -> Iterator[None]:
     """Every client thread a test started (uploaders, probers) ends with the test."""
     before = set(threading.enumerate())
     yield
-    servers.wait_for(
+    wait_until(
         lambda: set(threading.enumerate()) <= before,
         timeout_s=60,
         what="the test's threads to end",

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.domain import Status
+from support import free_port, wait_until
 
 BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "example-pictures"
@@ -134,7 +134,7 @@ class Deployment:
     def __init__(self, backends: Backends, workdir: Path, **settings: str) -> None:
         self.backends = backends
         self.workdir = workdir
-        self.port = servers.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -168,7 +168,7 @@ class Deployment:
 
     def start_api(self) -> None:
         self.api = self._spawn(f"api-{uuid.uuid4().hex[:4]}", "api")
-        servers.wait_for(
+        wait_until(
             lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
             timeout_s=60,
             what="the API",
@@ -198,8 +198,8 @@ class Deployment:
                         return int(json.loads(line)["port"])
                 return None
 
-            servers.wait_for(lambda: port() is not None, timeout_s=timeout_s, what=f"{log}")
-            urls.append(f"http://127.0.0.1:{port()}/metrics")
+            number = wait_until(port, timeout_s=timeout_s, what=f"the metrics port in {log}")
+            urls.append(f"http://127.0.0.1:{number}/metrics")
         return urls
 
     def kill_api(self) -> None:
@@ -258,19 +258,23 @@ class Deployment:
         """Upload until accepted, retrying 503s and dropped connections with the same
         Idempotency-Key, as a well-behaved client would. Returns the image id."""
         key = uuid.uuid4().hex
-        deadline = time.monotonic() + deadline_s
-        while True:
-            try:
-                response = self.upload(data, name=name, key=key)
-                if response.status_code == 202:
-                    return str(response.json()["id"])
-                assert response.status_code == 503, (response.status_code, response.text)
-            except httpx.TransportError:
-                pass  # the API is down or restarting
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"upload of {name} never accepted")
-            if self._stopped.wait(0.3):
-                raise RuntimeError("the deployment was stopped")
+
+        def accepted() -> str | None:
+            if self._stopped.is_set():
+                raise RuntimeError("the deployment was stopped")  # not retried
+            response = self.upload(data, name=name, key=key)
+            if response.status_code == 202:
+                return str(response.json()["id"])
+            assert response.status_code == 503, (response.status_code, response.text)
+            return None
+
+        return wait_until(
+            accepted,
+            timeout_s=deadline_s,
+            interval_s=0.3,
+            what=f"the upload of {name} accepted",
+            retry_on=(httpx.TransportError,),  # the API is down or restarting
+        )
 
     def submit_many(self, images: Iterable[tuple[str, bytes]], *, clients: int = 4) -> list[str]:
         items = list(images)
@@ -299,18 +303,24 @@ class Deployment:
         """Wait until every image is done or failed, reading the database directly."""
         pending = set(ids)
         repo = self.backends.repository()
-        deadline = time.monotonic() + timeout_s
+
+        def all_final() -> bool:
+            for image_id in list(pending):
+                record = repo.get(image_id)  # an outage (a fault test's) is retried
+                if record is not None and record.status in (Status.DONE, Status.FAILED):
+                    pending.discard(image_id)
+            return not pending
+
         try:
-            while pending and time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    for image_id in list(pending):
-                        record = repo.get(image_id)
-                        if record is not None and record.status in (Status.DONE, Status.FAILED):
-                            pending.discard(image_id)
-                time.sleep(0.5)
+            wait_until(
+                all_final,
+                timeout_s=timeout_s,
+                interval_s=0.5,
+                what="every job done or failed",
+                details=lambda: f"{len(pending)} jobs not finished:\n{self.logs()}",
+            )
         finally:
             repo.close()
-        assert not pending, f"{len(pending)} jobs not finished:\n{self.logs()}"
 
     def assert_done_exactly_once(self, ids: Iterable[str]) -> None:
         """Every image is done with one `done` transition and one result object, and no
@@ -333,7 +343,7 @@ class Deployment:
             # A worker killed between storing its result and `done` leaves its attempt's
             # result; the reconciler collects it once the picture is done.
             expected = sorted(r.output_key for r in map(repo.get, ids) if r and r.output_key)
-            servers.wait_for(
+            wait_until(
                 lambda: sorted(o.key for o in outputs.list()) == expected,
                 timeout_s=30,
                 what="exactly the recorded results in the output bucket",

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -26,77 +25,36 @@ from imageblur.domain import (
     object_key,
     utcnow,
 )
+from support import wait_until
 
+from .batches import Uploader, batch, wait_under_way
 from .conftest import DeploymentFactory
 from .harness import Backends, Deployment, generated_jpeg
 
 pytestmark = pytest.mark.slow
 
 
-def batch(n: int, *, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[tuple[str, bytes]]:
-    return [(f"img-{seed + i}.jpg", generated_jpeg(seed + i, *size)) for i in range(n)]
-
-
-class Uploader(threading.Thread):
-    """Submits a batch in the background (retrying 503s like a real client)."""
-
-    def __init__(self, app: Deployment, images: list[tuple[str, bytes]]) -> None:
-        super().__init__(daemon=True)
-        self.app, self.images = app, images
-        self.ids: list[str] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.ids = self.app.submit_many(self.images, clients=2)
-        except BaseException as exc:
-            self.error = exc
-
-    def result(self, timeout_s: float = 180) -> list[str]:
-        self.join(timeout_s)
-        assert not self.is_alive(), "uploads did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.ids
-
-
-def wait_under_way(backends: Backends, uploads: Uploader, *, accepted: int = 5) -> None:
-    """Wait (bounded) until the batch is under way (`accepted` uploads stored), then check
-    that it is not over yet."""
-    repo = backends.repository()
-    try:
-        servers.wait_for(
-            lambda: repo.count() >= accepted, timeout_s=60, what=f"{accepted} uploads accepted"
-        )
-    finally:
-        repo.close()
-    assert_mid_batch(backends, uploads)
-
-
-def assert_mid_batch(backends: Backends, uploads: Uploader) -> None:
-    """The fault must hit while uploads or processing are still going on."""
-    if uploads.is_alive():
-        return
-    repo = backends.repository()
-    try:
-        unfinished = [r for r in repo.list(limit=1000) if r.status is not Status.DONE]
-    finally:
-        repo.close()
-    assert unfinished, "the batch was over before the fault"
-
-
-def probe_statuses(app: Deployment, image_id: str, seconds: float) -> Counter[int]:
-    """Hit the API for `seconds` and count the statuses (transport errors as 0)."""
+def probe_statuses(
+    app: Deployment, image_id: str, *, until: Callable[[Counter[int]], bool]
+) -> Counter[int]:
+    """Hit the API until the statuses seen so far pass `until` (the outage noticed),
+    and count them (transport errors as 0)."""
     seen: Counter[int] = Counter()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def probe() -> bool:
         for path in (f"/picture/{image_id}", "/readyz", "/pictures"):
             try:
                 seen[httpx.get(app.url + path, timeout=10).status_code] += 1
             except httpx.TransportError:
                 seen[0] += 1
-        time.sleep(0.2)
+        return until(seen)
+
+    wait_until(probe, timeout_s=90, interval_s=0.2, what="the outage noticed", details=seen.copy)
     return seen
+
+
+def unavailable(seen: Counter[int]) -> bool:
+    return seen[503] > 0
 
 
 def test_worker_killed_mid_job(backends: Backends, deploy: DeploymentFactory) -> None:
@@ -105,17 +63,16 @@ def test_worker_killed_mid_job(backends: Backends, deploy: DeploymentFactory) ->
     worker_pids = {p.pid for p in app.workers}
 
     repo = backends.repository()
-    victim: ImageRecord | None = None
-    deadline = time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline:
+
+    def kill_a_worker_mid_job() -> ImageRecord | None:
         for record in repo.list(limit=100):
             owner_pid = int(record.lease_owner.split(":")[1]) if record.lease_owner else -1
             if record.status is Status.PROCESSING and owner_pid in worker_pids:
-                victim = record
                 os.kill(owner_pid, signal.SIGKILL)  # mid-job: claimed, result not stored
-                break
-        time.sleep(0.02)
-    assert victim is not None, "never saw a job in processing"
+                return record
+        return None
+
+    victim = wait_until(kill_a_worker_mid_job, timeout_s=60, interval_s=0.02, what="a job in hand")
 
     app.wait_final(ids)
     app.assert_done_exactly_once(ids)
@@ -134,7 +91,7 @@ def test_rabbitmq_restart_during_batch(
     uploads.start()
     wait_under_way(backends, uploads)
     private_rabbitmq.kill(0)  # a crash, the harshest restart
-    during = probe_statuses(app, first, seconds=2)
+    during = probe_statuses(app, first, until=unavailable)
     private_rabbitmq.restart(0)
     ids = [first, *uploads.result()]
     app.wait_final(ids)
@@ -142,7 +99,7 @@ def test_rabbitmq_restart_during_batch(
     assert during[503] > 0, during  # readiness said "unavailable" while the broker was down
     assert during[500] == 0 and app.statuses[500] == 0, (during, app.statuses)
     # The API recovered without a restart: ready again, and it accepts uploads.
-    servers.wait_for(
+    wait_until(
         lambda: httpx.get(app.url + "/readyz", timeout=10).status_code == 200,
         timeout_s=30,
         what="the API to be ready again",
@@ -160,7 +117,7 @@ def test_postgres_restart_during_batch(
     uploads.start()
     wait_under_way(backends, uploads)
     private_postgres.stop()
-    during = probe_statuses(app, first, seconds=4)
+    during = probe_statuses(app, first, until=unavailable)
     private_postgres.start()
     ids = [first, *uploads.result()]
     app.wait_final(ids)
@@ -177,7 +134,8 @@ def test_s3_unreachable_for_a_while(backends: Backends, deploy: DeploymentFactor
     uploads.start()
     wait_under_way(backends, uploads)
     backends.s3.pause()  # requests hang: timeouts, not refusals
-    during = probe_statuses(app, first, seconds=5)
+    # Readiness answers 503, or no answer in time (every S3 call waits out its timeout).
+    during = probe_statuses(app, first, until=lambda seen: seen[503] + seen[0] > 0)
     backends.s3.resume()
     ids = [first, *uploads.result()]
     app.wait_final(ids)
@@ -203,7 +161,7 @@ def test_an_s3_outage_longer_than_every_retry_loses_no_image(
     backends.s3.pause()
     repo = backends.repository()
     try:
-        servers.wait_for(
+        wait_until(
             lambda: (
                 (r := repo.get(image_id)) is not None
                 and r.error_code is ErrorCode.BACKEND_UNAVAILABLE
@@ -211,7 +169,7 @@ def test_an_s3_outage_longer_than_every_retry_loses_no_image(
             timeout_s=60,
             what="the outage to be noticed",
         )
-        servers.wait_for(  # many retries: far more than max_attempts
+        wait_until(  # many retries: far more than max_attempts
             lambda: app.events("job.backend_unavailable", image_id=image_id) >= 5,
             timeout_s=120,
             what="five retries in the outage",
@@ -261,7 +219,7 @@ def test_api_crash_between_storing_the_original_and_publishing(
         )
     )
     app.wait_final([unpublished_id], timeout_s=60)
-    servers.wait_for(
+    wait_until(
         lambda: not originals.exists(orphan_key), timeout_s=30, what="the orphan to be collected"
     )
     app.assert_done_exactly_once([unpublished_id])
@@ -287,8 +245,6 @@ def test_api_killed_during_uploads(backends: Backends, deploy: DeploymentFactory
     assert set(client_ids) <= set(all_ids)
     app.wait_final(all_ids)
     originals = backends.store("input")
-    servers.wait_for(
-        lambda: not list(originals.list()), timeout_s=30, what="orphaned originals to go"
-    )
+    wait_until(lambda: not list(originals.list()), timeout_s=30, what="orphaned originals to go")
     originals.close()
     app.assert_done_exactly_once(all_ids)

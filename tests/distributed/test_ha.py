@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 import servers
+from support import wait_until
 
+from .batches import Uploader, batch, wait_under_way
 from .conftest import DeploymentFactory
 from .harness import Backends
-from .test_faults import Uploader, batch, wait_under_way
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ def test_killing_the_quorum_queue_leader_mid_batch_loses_nothing(
     victim = next(i for i in range(3) if cluster.node(i) == leader)
     cluster.kill(victim)
     survivor = (victim + 1) % 3
-    servers.wait_for(
+    wait_until(
         lambda: queue_leader(cluster, backends.queue, ask=survivor) not in (None, leader),
         timeout_s=60,
         interval_s=1,

@@ -32,6 +32,7 @@ from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.domain import DeadLetter, Status
+from support import free_port, wait_until
 
 from .harness import EXAMPLES, generated_jpeg
 
@@ -73,10 +74,11 @@ class RunDistributed:
         return [int(p) for p in re.findall(rf"{re.escape(name)} started \(pid (\d+)\)", self.log())]
 
     def wait_ready(self) -> None:
-        servers.wait_for(
+        wait_until(
             lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
             timeout_s=120,
-            what=f"make run-distributed to serve:\n{self.log()[-3000:]}",
+            what="make run-distributed to serve",
+            details=lambda: self.log()[-3000:],
         )
 
     def upload(self, data: bytes, name: str) -> str:
@@ -109,7 +111,7 @@ class RunDistributed:
         return self.make.wait(timeout=timeout_s)
 
     def assert_all_stopped(self) -> None:
-        servers.wait_for(
+        wait_until(
             lambda: (
                 not servers.port_open("127.0.0.1", self.port)
                 and not servers.port_open("127.0.0.1", self.s3_port)
@@ -128,8 +130,8 @@ def run_distributed(
     ports), in its own process group as a terminal would start it; always torn down."""
     servers.ensure_postgres()
     servers.ensure_rabbitmq()
-    port, metrics_port = servers.free_port(), two_free_ports()
-    s3_port = s3_port or servers.free_port()
+    port, metrics_port = free_port(), two_free_ports()
+    s3_port = s3_port or free_port()
     schema, queue = servers.unique("t"), servers.unique("jobs")
     env = {
         **os.environ,
@@ -176,7 +178,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
     with run_distributed(tmp_path) as run:
         run.wait_ready()
         image_id = run.upload(generated_jpeg(1), "x.jpg")
-        servers.wait_for(
+        wait_until(
             lambda: run.status(image_id) == "done", timeout_s=60, what="the image to be done"
         )
         body = httpx.get(f"{run.url}/picture/{image_id}", timeout=5).json()
@@ -184,12 +186,12 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
         # Each worker on its own metrics port; one of them did the job. The other may
         # still be loading its model on a busy machine: wait until both answer.
         workers = [f"http://127.0.0.1:{run.metrics_port + n}/metrics" for n in (0, 1)]
-        servers.wait_for(
+        wait_until(
             lambda: all(metrics_scrape.scrape(w) is not None for w in workers),
             timeout_s=120,
             what="both workers' metrics ports to answer",
         )
-        servers.wait_for(
+        wait_until(
             lambda: (
                 sum(
                     metrics_scrape.get(
@@ -244,10 +246,11 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
         run.wait_ready()
         ids = [run.upload(generated_jpeg(i, 1280, 960), f"img-{i}.jpg") for i in range(10)]
         # The API may answer before the supervisor has logged both workers' start.
-        servers.wait_for(
+        wait_until(
             lambda: len(set(run.pids("worker-1") + run.pids("worker-2"))) == 2,
             timeout_s=60,
-            what=f"both workers to start:\n{run.log()[-3000:]}",
+            what="both workers to start",
+            details=lambda: run.log()[-3000:],
         )
         workers = set(run.pids("worker-1") + run.pids("worker-2"))
         prober = Prober(run.url, ids[0])
@@ -267,13 +270,14 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
                         return True
                 return False
 
-            servers.wait_for(
+            wait_until(
                 kill_a_worker_holding_a_job, timeout_s=60, interval_s=0.02, what="a job in hand"
             )
-            servers.wait_for(
+            wait_until(
                 lambda: all(run.status(i) == "done" for i in ids),
                 timeout_s=180,
-                what=f"every picture to be done:\n{run.log()[-3000:]}",
+                what="every picture to be done",
+                details=lambda: run.log()[-3000:],
             )
             statuses = prober.stop()
 
@@ -308,7 +312,7 @@ def test_the_death_of_the_api_or_the_s3_server_stops_everything(
         assert f"run-distributed: {name} exited (code -9); stopping everything" in run.log()
         run.assert_all_stopped()
         for pid in workers:
-            servers.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
+            wait_until(lambda p=pid: not alive(p), timeout_s=30, what=f"worker {pid} to end")
 
 
 def test_the_supervisor_killed_takes_every_child_with_it(tmp_path: Path) -> None:
@@ -316,7 +320,7 @@ def test_the_supervisor_killed_takes_every_child_with_it(tmp_path: Path) -> None
     goes with it: no S3 server, API or worker is left holding a port."""
     with run_distributed(tmp_path) as run:
         run.wait_ready()
-        servers.wait_for(
+        wait_until(
             lambda: len(run.pids("worker-1") + run.pids("worker-2")) == 2,
             timeout_s=60,
             what="both workers to start",
@@ -329,7 +333,7 @@ def test_the_supervisor_killed_takes_every_child_with_it(tmp_path: Path) -> None
         (supervisor,) = children_of(run.make.pid)
         os.kill(supervisor, signal.SIGKILL)
         for pid in children:
-            servers.wait_for(lambda p=pid: not alive(p), timeout_s=30, what=f"child {pid} to end")
+            wait_until(lambda p=pid: not alive(p), timeout_s=30, what=f"child {pid} to end")
         run.assert_all_stopped()
 
 
@@ -355,7 +359,7 @@ def test_poison_on_the_job_queue_is_parked_and_the_next_upload_is_done(tmp_path:
     dead-letter queue with its reason; no worker dies; the next upload reaches done."""
     with run_distributed(tmp_path) as run:
         run.wait_ready()
-        servers.wait_for(
+        wait_until(
             lambda: len(run.pids("worker-1") + run.pids("worker-2")) == 2,
             timeout_s=60,
             what="both workers to start",
@@ -373,17 +377,18 @@ def test_poison_on_the_job_queue_is_parked_and_the_next_upload_is_done(tmp_path:
                 parked.extend(handle.take_dead_letters())
                 return bool(parked)
 
-            servers.wait_for(parked_yet, timeout_s=60, what="the poison in the dead-letter queue")
+            wait_until(parked_yet, timeout_s=60, what="the poison in the dead-letter queue")
         finally:
             handle.close()
         assert [p.body for p in parked] == [poison]
         assert parked[0].reason.startswith("malformed job message"), parked[0].reason
         for seed in range(3):  # more than the workers' threads: every thread still serves
             image_id = run.upload(generated_jpeg(seed), f"after-{seed}.jpg")
-            servers.wait_for(
+            wait_until(
                 lambda i=image_id: run.status(i) == "done",
                 timeout_s=120,
-                what=f"an upload after the poison to be done:\n{run.log()[-3000:]}",
+                what="an upload after the poison to be done",
+                details=lambda: run.log()[-3000:],
             )
         assert not re.search(r"worker-\d \(pid \d+\) exited", run.log())  # none died
         assert len(run.pids("worker-1") + run.pids("worker-2")) == 2
@@ -413,7 +418,7 @@ def test_review_on_make_run_distributed(tmp_path: Path) -> None:
         run.wait_ready()
         bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
         image_id = run.upload(bill, "bill.jpg")
-        servers.wait_for(lambda: run.status(image_id) == "review", timeout_s=120, what="review")
+        wait_until(lambda: run.status(image_id) == "review", timeout_s=120, what="review")
         originals = s3_store(run, "input")
         try:
             (stored,) = [o.key for o in originals.list() if o.key.startswith(image_id)]
@@ -433,7 +438,7 @@ def test_review_on_make_run_distributed(tmp_path: Path) -> None:
                 f"{url}/regions", json=body, headers={"If-Match": '"0"', **run.auth}, timeout=10
             )
             assert stale.status_code == 412
-            servers.wait_for(lambda: run.status(image_id) == "review", timeout_s=120, what="render")
+            wait_until(lambda: run.status(image_id) == "review", timeout_s=120, what="render")
             after = np.asarray(
                 Image.open(io.BytesIO(httpx.get(f"{url}/image", headers=run.auth).content))
             )
@@ -479,7 +484,7 @@ def children_of(pid: int) -> list[int]:
 def two_free_ports() -> int:
     """A port that is free, and so is the next one (the workers' metrics ports)."""
     for _ in range(50):
-        port = servers.free_port()
+        port = free_port()
         if port < 65535 and not servers.port_open("127.0.0.1", port + 1):
             return port
     raise AssertionError("no two consecutive free ports")

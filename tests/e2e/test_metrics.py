@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-import servers
 from metrics_scrape import Samples, delta, get, scrape, total, wait_for_sample
-from support import BILL, LINUS, Server, run_server
+from support import BILL, LINUS, Server, run_server, wait_until
 
 TEMPLATES = {"/picture", "/picture/{image_id}", "/picture/{image_id}/image", "/metrics", "/healthz"}
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -127,7 +126,7 @@ def test_one_picture_can_be_followed_by_its_request_id(server: Server) -> None:
         }
 
     # API and worker, from the upload to the acknowledgement.
-    servers.wait_for(
+    wait_until(
         lambda: {"http.request", "image.accepted", "job.claimed", "job.done"} <= events(),
         timeout_s=30,
         what="the request id in the log lines of the upload and of the job",

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import servers
 from imageblur import bootstrap
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.bootstrap import Container
@@ -24,9 +23,9 @@ from imageblur.domain import MAX_JOB_ATTEMPT, DeadLetter, InvalidJob, Job, JobKi
 from imageblur.entrypoints import api, cli
 from imageblur.entrypoints.worker import WorkerRuntime
 from security.poison import POISON, VALID_ID
-from support import jpeg_bytes, wait_until
+from support import free_port, jpeg_bytes, wait_until
 from unit.fakes import FakeDetector, FakeRepository
-from unit.test_worker_runtime import container_of
+from unit.world import container_of
 
 
 @pytest.mark.parametrize("body", POISON.values(), ids=POISON.keys())
@@ -226,7 +225,7 @@ def test_the_process_exits_non_zero_once_a_job_thread_died(
     monkeypatch.setattr(bootstrap, "build", lambda *_, **__: container)
     monkeypatch.setattr(api, "build", lambda *_, **__: container)
     monkeypatch.setenv("IMAGEBLUR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("IMAGEBLUR_PORT", str(servers.free_port()))
+    monkeypatch.setenv("IMAGEBLUR_PORT", str(free_port()))
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     # Bounded: a process that failed to notice would serve until this SIGTERM (exit 0).
     timer = threading.Timer(60, os.kill, (os.getpid(), signal.SIGTERM))

@@ -1,3 +1,10 @@
-"""The in-memory world of the core's tests (test_core.py) for every unit test module."""
+"""The in-memory world of the core's tests, for every unit test module."""
 
-from unit.test_core import world  # noqa: F401 - a fixture, shared
+import pytest
+
+from unit.world import World, new_world
+
+
+@pytest.fixture
+def world() -> World:
+    return new_world()

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
-from imageblur.adapters.memory_queue import MemoryJobQueue
-from imageblur.admission import UploadGate
-from imageblur.anonymizer import AnonymizeOptions, Anonymizer
+from imageblur.anonymizer import Anonymizer
 from imageblur.backends import Backends
 from imageblur.detection.pyramid import PyramidConfig, PyramidDetector
 from imageblur.domain import (
     ErrorCode,
-    Face,
     IdempotencyKeyReused,
     ImageRecord,
     InvalidImage,
@@ -33,94 +29,9 @@ from imageblur.domain import (
 )
 from imageblur.jobs import JobProcessor, Outcome, RetryPolicy
 from imageblur.reconciler import Reconciler
-from imageblur.services import ImageService
 from jpeg_bombs import scan_bomb
 from support import jpeg_bytes, wait_until
-from unit.fakes import Clock, FakeDetector, FakeRepository, FakeStore
-
-
-@dataclass
-class World:
-    repo: FakeRepository
-    originals: FakeStore
-    results: FakeStore
-    queue: MemoryJobQueue
-    detector: FakeDetector
-    clock: Clock
-    images: ImageService
-
-    @property
-    def backends(self) -> Backends:
-        return Backends(self.repo, self.originals, self.results, self.queue)
-
-    def processor(self, owner: str = "w1", **kw: object) -> JobProcessor:
-        options = {
-            "retry": RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0),
-            "lease_s": 60.0,
-            "lease_renew_interval_s": 20.0,
-            "max_lease_renewals": 4,
-            # With no back-off delay, one retry per second of patience.
-            "outage_patience_s": 360.0,
-            "keep_originals": False,
-            **kw,
-        }
-        return JobProcessor(
-            backends=self.backends,
-            anonymizer=Anonymizer(self.detector, OPTIONS),
-            owner=owner,
-            clock=self.clock,
-            **options,  # type: ignore[arg-type]
-        )
-
-    def reconciler(self, **options: object) -> Reconciler:
-        defaults = {
-            "pending_grace_s": 30,
-            "queued_grace_s": 6 * 3600.0,
-            "orphan_grace_s": 600,
-            "keep_originals": False,
-            "gc_lease_s": 900.0,
-            "owner": "this-worker",
-        }
-        return Reconciler(
-            backends=self.backends,
-            clock=self.clock,
-            **{**defaults, **options},  # type: ignore[arg-type]
-        )
-
-    def next_delivery(self):  # type: ignore[no-untyped-def]
-        delivery = self.queue.receive(timeout_s=0.1)
-        assert delivery is not None
-        return delivery
-
-
-OPTIONS = AnonymizeOptions(
-    mode="blur",
-    shape="ellipse",
-    mask_scale=1.25,
-    margin_px=3.0,
-    jpeg_quality=95,
-    max_pixels=10_000_000,
-    keep_metadata=frozenset(),
-    output_format="jpeg",
-)
-
-
-@pytest.fixture
-def world() -> World:
-    repo = FakeRepository()
-    repo.migrate()
-    originals, results, queue, clock = FakeStore("in"), FakeStore("out"), MemoryJobQueue(), Clock()
-    images = ImageService(
-        backends=Backends(repo, originals, results, queue),
-        gate=UploadGate(max_checking=4, max_in_hand=16, pixel_budget=16_000_000),
-        max_pixels=10_000_000,
-        max_jpeg_scans=100,
-        output_format="jpeg",
-        presigned_ttl_s=None,
-        clock=clock,
-    )
-    detector = FakeDetector([Face(5, 5, 30, 30, 0.9)])
-    return World(repo, originals, results, queue, detector, clock, images)
+from unit.world import OPTIONS, World
 
 
 def test_submit_stores_original_then_record_then_job(world: World) -> None:
@@ -235,6 +146,8 @@ def test_a_store_outage_never_uses_up_the_attempts(world: World) -> None:
 def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
     world: World, renewed_leases: int, outcome: Outcome, taken_over: bool
 ) -> None:
+    """On the world's clock, which only the test moves: however slowly this machine
+    runs the renewing thread, the job's time is what the test says."""
     record = world.images.submit(jpeg_bytes())
     renewed = threading.Event()
     claims: list[bool] = []
@@ -244,8 +157,9 @@ def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
 
     def slowly() -> None:
         if taken_over:  # hung: the job outlives its renewals, then its last lease
-            assert wait_until(lambda: not keeper_running(), timeout_s=30)
-            world.clock.advance(1.5)
+            world.clock.advance(1.5)  # past the one lease it may renew for
+            wait_until(lambda: not keeper_running(), what="the renewals to end")
+            world.clock.advance(1.5)  # past the last lease it renewed
         else:  # slow: 2 s of work, a quarter of a second after each renewal
             for _ in range(8):
                 renewed.clear()
@@ -263,7 +177,7 @@ def test_the_lease_is_renewed_while_a_job_runs_but_not_for_ever(
     )
     assert processor.handle(world.next_delivery()) is outcome
     assert claims == [taken_over]
-    assert wait_until(lambda: not keeper_running(), timeout_s=10)  # none outlives its job
+    wait_until(lambda: not keeper_running(), what="the renewals to end")  # none outlives its job
     if not taken_over:
         done = world.repo.get(record.id)
         assert done is not None and done.status is Status.DONE and done.attempts == 1
@@ -348,7 +262,7 @@ def test_a_worker_whose_lease_lapsed_never_deletes_the_result_of_the_next(
     world.detector.during = stall_1
     assert world.processor("w1").handle(world.next_delivery()) is Outcome.SKIPPED
     go_on.set()
-    assert wait_until(lambda: "w2" in outcomes, timeout_s=30)
+    wait_until(lambda: "w2" in outcomes, what="worker 2 to finish")
     assert outcomes["w2"] is Outcome.DONE
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.attempts == 2
@@ -603,7 +517,7 @@ def test_a_worker_whose_lease_is_lost_stops_between_detection_passes(world: Worl
         world.clock.advance(2)  # a stall past the lease; another worker takes the job
         assert world.repo.claim(record.id, owner="w2", lease_s=60, now=world.clock())
         # Our next renewal finds the lease lost (and the renewing thread ends).
-        assert wait_until(lambda: not keeper_running(), timeout_s=30)
+        wait_until(lambda: not keeper_running(), what="the renewals to end")
 
     model = NothingFound(taken_over)
     world.detector = PyramidDetector(model, threshold=0.5, pyramid=PyramidConfig())  # type: ignore[assignment]

@@ -19,7 +19,7 @@ from imageblur.jobs import JobProcessor, Outcome
 from imageblur.metrics import STAGES, Metrics, PictureCollector, count_backend_errors
 from support import jpeg_bytes
 from unit.fakes import FakeStore
-from unit.test_core import World, world  # noqa: F401 - the fixture, shared
+from unit.world import World
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -30,7 +30,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def test_a_finished_job_moves_stages_faces_plates_megapixels_queue_wait_and_outcome(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     metrics = Metrics()
     world.detector.faces.append(Face(120, 40, 180, 60, 0.8, kind="plate"))
@@ -50,7 +50,7 @@ def test_a_finished_job_moves_stages_faces_plates_megapixels_queue_wait_and_outc
     assert world.repo.get(record.id) is not None
 
 
-def test_a_retried_claim_is_not_a_queue_wait(world: World) -> None:  # noqa: F811
+def test_a_retried_claim_is_not_a_queue_wait(world: World) -> None:
     metrics = Metrics()
     world.images.submit(jpeg_bytes())
     world.originals.down = True
@@ -63,7 +63,7 @@ def test_a_retried_claim_is_not_a_queue_wait(world: World) -> None:  # noqa: F81
     assert value(metrics.registry, "imageblur_queue_wait_seconds_count") == 2
 
 
-def test_backend_errors_are_counted_by_backend_and_operation(world: World) -> None:  # noqa: F811
+def test_backend_errors_are_counted_by_backend_and_operation(world: World) -> None:
     metrics = Metrics()
     down = FakeStore("down")
     down.objects["a.jpg"] = (b"x", T0)
@@ -147,7 +147,7 @@ def test_an_upload_is_rejected_with_its_error_code(body: bytes, status: int, cod
     assert error_code(body, status) == code
 
 
-def test_a_republished_job_carries_the_uploads_request_id(world: World) -> None:  # noqa: F811
+def test_a_republished_job_carries_the_uploads_request_id(world: World) -> None:
     record = world.images.submit(jpeg_bytes(), request_id="upload-7")
     assert world.next_delivery().job.request_id == "upload-7"  # the message is then lost
     world.clock.advance(1)

@@ -25,7 +25,7 @@ def held_in_thread(
     def run() -> None:
         with budget.hold(pixels):
             entered.set()
-            release.wait(10)
+            release.wait(60)  # a bound for a test that went wrong
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -39,7 +39,7 @@ def held_in_thread(
 def test_jobs_that_fit_run_together() -> None:
     budget = PixelBudget(16 * MP)
     with budget.hold(12 * MP), held_in_thread(budget, 2 * MP) as (entered, _):
-        assert entered.wait(5)
+        assert entered.wait(30)
         assert budget.in_flight == 14 * MP
     assert budget.in_flight == 0
 
@@ -49,22 +49,22 @@ def test_a_job_that_does_not_fit_waits_for_room() -> None:
     first = budget.hold(12 * MP)
     first.__enter__()
     with held_in_thread(budget, 12 * MP) as (entered, _):
-        assert wait_until(lambda: budget.waiting == 1, timeout_s=5)
+        assert wait_until(lambda: budget.waiting == 1, timeout_s=30)
         assert not entered.is_set()
         first.__exit__(None, None, None)
-        assert entered.wait(5)
+        assert entered.wait(30)
         assert budget.waiting == 0
 
 
 def test_a_job_larger_than_the_budget_runs_alone() -> None:
     budget = PixelBudget(16 * MP)
     with held_in_thread(budget, 50 * MP) as (entered, release):
-        assert entered.wait(5)  # nothing else in flight: it runs
+        assert entered.wait(30)  # nothing else in flight: it runs
         with held_in_thread(budget, 1 * MP) as (small, _):
-            assert wait_until(lambda: budget.waiting == 1, timeout_s=5)
+            assert wait_until(lambda: budget.waiting == 1, timeout_s=30)
             assert not small.is_set()
             release.set()
-            assert small.wait(5)
+            assert small.wait(30)
 
 
 def test_a_failing_job_gives_its_pixels_back() -> None:
@@ -73,7 +73,7 @@ def test_a_failing_job_gives_its_pixels_back() -> None:
         raise RuntimeError("decode failed")
     assert budget.in_flight == 0
     with held_in_thread(budget, 12 * MP) as (entered, _):
-        assert entered.wait(5)
+        assert entered.wait(30)
 
 
 def test_a_budget_must_be_positive() -> None:

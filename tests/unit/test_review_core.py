@@ -25,7 +25,7 @@ from imageblur.domain import (
 from imageblur.jobs import Outcome
 from imageblur.review import ReviewService
 from support import jpeg_bytes
-from unit.test_core import World
+from unit.world import World
 
 TTL_S = 3600.0
 

@@ -10,31 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-from imageblur.adapters.memory_queue import MemoryJobQueue
-from imageblur.backends import Backends
-from imageblur.bootstrap import Container, build_gate, build_images, build_review
-from imageblur.config import Settings, load_settings
+from imageblur.config import load_settings
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
-from imageblur.ports import FaceDetector
 from support import jpeg_bytes, wait_until
-from unit.fakes import FakeDetector, FakeRepository, FakeStore
+from unit.fakes import FakeDetector, FakeRepository
+from unit.world import container_of
 
 IMAGEBLUR = Path(sys.executable).parent / "imageblur"
-
-
-def container_of(settings: Settings, repo: FakeRepository, detector: FaceDetector) -> Container:
-    """A worker's container on fakes (and the in-process queue)."""
-    repo.migrate()
-    backends = Backends(repo, FakeStore("in"), FakeStore("out"), MemoryJobQueue())
-    gate = build_gate(settings)
-    return Container(
-        settings=settings,
-        backends=backends,
-        gate=gate,
-        images=build_images(settings, backends, gate),
-        review=build_review(settings, backends),
-        detector=detector,
-    )
 
 
 def test_stop_does_not_wait_for_a_hung_reconciler(tmp_path: Path) -> None:
