@@ -279,15 +279,16 @@ def regions_of(
     height: int,
     *,
     mask: MaskGeometry | None = None,
+    max_regions: int = MAX_REGIONS,
 ) -> list[Region]:
     """The record's regions: the hidden faces and the uncertain candidates, "r1", "r2",
-    ... by score, highest first, at most MAX_REGIONS, each with the `mask` geometry it
+    ... by score, highest first, at most `max_regions`, each with the `mask` geometry it
     was (or would have been) hidden with. Past the cap the hidden ones are kept first,
     so that a re-render never shows a region the first render hid (unless a picture had
-    more than MAX_REGIONS of them)."""
+    more than `max_regions` of them)."""
     ranked = sorted(((f, False) for f in hidden), key=_score)
     ranked += sorted(((f, True) for f in uncertain), key=_score)
-    kept = sorted(ranked[:MAX_REGIONS], key=_score)  # stable: ties keep hidden first
+    kept = sorted(ranked[:max_regions], key=_score)  # stable: ties keep hidden first
     return [
         _region(f"r{index}", face, unsure, width, height, mask)
         for index, (face, unsure) in enumerate(kept, 1)

@@ -2,7 +2,7 @@
 port it stands for (tests/contract), so a fake that drifts from the real adapters fails
 the same tests they pass. Test hooks: `down` (the back end is unreachable) and, on the
 repository, `before` (called with the operation's name before each one: raise from it
-to fail one operation, block in it to hang one)."""
+to fail one operation, block in it to hang one); the store has the same `before`."""
 
 from __future__ import annotations
 
@@ -35,41 +35,45 @@ from imageblur.ports import RGBImage
 
 
 class FakeStore:
-    """`ObjectStore` in a dict: key -> (bytes, modified at)."""
+    """`ObjectStore` in a dict: key -> (bytes, modified at). `before` is called with the
+    operation's name and the key (the prefix, for `list`) before each one."""
 
     def __init__(self, name: str = "fake") -> None:
         self.name = name
         self.objects: dict[str, tuple[bytes, datetime]] = {}
         self.down = False
         self.puts = 0
+        self.before: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
 
-    def _guard(self) -> None:
+    def _guard(self, operation: str, key: str = "") -> None:
         if self.down:
             raise StoreUnavailable(f"{self.name} is down")
+        if self.before is not None:
+            self.before(operation, key)
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
-        self._guard()
+        self._guard("put", key)
         with self._lock:
             self.puts += 1
             self.objects[key] = (data, datetime.now(UTC))
 
     def get(self, key: str) -> bytes:
-        self._guard()
+        self._guard("get", key)
         if key not in self.objects:
             raise ObjectMissing(key)
         return self.objects[key][0]
 
     def delete(self, key: str) -> None:
-        self._guard()
+        self._guard("delete", key)
         self.objects.pop(key, None)
 
     def exists(self, key: str) -> bool:
-        self._guard()
+        self._guard("exists", key)
         return key in self.objects
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        self._guard()
+        self._guard("list", prefix)
         for key, (data, at) in list(self.objects.items()):
             if key.startswith(prefix):
                 yield StoredObject(key=key, size=len(data), modified_at=at)
@@ -85,7 +89,7 @@ class FakeStore:
         return None
 
     def check(self) -> None:
-        self._guard()
+        self._guard("check")
 
     def close(self) -> None:
         pass

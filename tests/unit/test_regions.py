@@ -8,10 +8,8 @@ import io
 import tracemalloc
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from imageblur import anonymizer as anonymizer_module
 from imageblur.anonymizer import Anonymizer, regions_of
 from imageblur.bootstrap import anonymize_options
 from imageblur.config import Settings
@@ -95,11 +93,10 @@ def test_region_boxes_are_rounded_outward_and_clipped_to_the_image() -> None:
     assert (edge.x, edge.y, edge.width, edge.height) == (319, 239, 1, 1)
 
 
-def test_regions_are_capped_keeping_the_hidden_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anonymizer_module, "MAX_REGIONS", 3)
+def test_regions_are_capped_keeping_the_hidden_ones() -> None:
     hidden = [Face(0, 0, 10, 10, s) for s in (0.2, 0.5)]
     uncertain = [Face(20, 20, 30, 30, s) for s in (0.1, 0.3, 0.4)]
-    regions = regions_of(hidden, uncertain, WIDTH, HEIGHT)
+    regions = regions_of(hidden, uncertain, WIDTH, HEIGHT, max_regions=3)
     assert [(r.id, r.score, r.hidden) for r in regions] == [
         ("r1", 0.5, True),
         ("r2", 0.4, False),

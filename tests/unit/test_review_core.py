@@ -166,7 +166,7 @@ def test_garbage_collection_keeps_originals_under_review_and_current_results(
 
 
 def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     # Two job threads of one worker: the render of revision 1 finishes while the render
     # of revision 2, claimed by the other thread, still runs. The older one must lose.
@@ -174,17 +174,17 @@ def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker
     _, regions = review(world).regions(record.id)
     reached = [threading.Event(), threading.Event()]
     go = [threading.Event(), threading.Event()]
-    read = world.originals.get
     calls: list[int] = []
 
-    def paused_get(key: str) -> bytes:
+    def pause_reads(operation: str, key: str) -> None:
+        if operation != "get":
+            return
         n = len(calls)
         calls.append(n)
         reached[n].set()
-        assert go[n].wait(10)
-        return read(key)
+        assert go[n].wait(30)
 
-    monkeypatch.setattr(world.originals, "get", paused_get)
+    world.originals.before = pause_reads
     processor = world.processor(review_ttl_s=TTL_S)
     outcomes: dict[int, Outcome] = {}
 
@@ -192,7 +192,7 @@ def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker
         delivery = world.next_delivery()
         thread = threading.Thread(target=lambda: outcomes.update({n: processor.handle(delivery)}))
         thread.start()
-        assert reached[n].wait(10)  # claimed, regions read, reading the original
+        assert reached[n].wait(30)  # claimed, regions read, reading the original
         return thread
 
     service = review(world)
@@ -208,10 +208,10 @@ def test_a_superseded_render_never_completes_over_a_newer_one_of_the_same_worker
     )
     newer = render(1)
     go[0].set()
-    older.join(10)
+    older.join(30)
     assert outcomes[0] is Outcome.SKIPPED  # its lease passed to the newer render
     go[1].set()
-    newer.join(10)
+    newer.join(30)
     assert outcomes[1] is Outcome.DONE
     final = world.repo.get(record.id)
     assert final is not None and final.status is Status.REVIEW and final.revision == 2
