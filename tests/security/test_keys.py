@@ -110,7 +110,7 @@ def worker(data_dir: Path, env: dict[str, str], name: str) -> Iterator[Worker]:
             except httpx.TransportError:
                 return False
 
-        assert wait_until(listening, timeout_s=90), log.read_text()
+        wait_until(listening, timeout_s=90, what="the process to listen", details=log.read_text)
         yield running
     finally:
         process.send_signal(signal.SIGTERM)
@@ -178,7 +178,7 @@ def test_a_worker_with_a_wrong_key_or_none_keeps_every_held_original_and_is_not_
                         sum(e["image_id"] == i for e in lines) >= 3 for i in (corrected, pending)
                     )
 
-                assert wait_until(refused_again_and_again, timeout_s=90), w.log.read_text()
+                wait_until(refused_again_and_again, timeout_s=90, details=w.log.read_text)
                 unready = w.readyz()
                 assert unready.status_code == 503, (name, unready.text)
                 assert unready.json()["checks"] == {"originals_key": "unavailable"}
@@ -207,7 +207,7 @@ def test_a_worker_with_a_wrong_key_or_none_keeps_every_held_original_and_is_not_
                 records = [repo.get(i) for i in (corrected, pending)]
                 return all(r is not None and r.status is Status.REVIEW for r in records)
 
-            assert wait_until(rendered_and_detected, timeout_s=120), w.log.read_text()
+            wait_until(rendered_and_detected, timeout_s=120, details=w.log.read_text)
             assert w.readyz().status_code == 200
             assert "imageblur_worker_ready 1.0" in w.metrics()
     finally:

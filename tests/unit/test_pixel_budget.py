@@ -49,7 +49,7 @@ def test_a_job_that_does_not_fit_waits_for_room() -> None:
     first = budget.hold(12 * MP)
     first.__enter__()
     with held_in_thread(budget, 12 * MP) as (entered, _):
-        assert wait_until(lambda: budget.waiting == 1, timeout_s=30)
+        wait_until(lambda: budget.waiting == 1, what="a job waiting for room")
         assert not entered.is_set()
         first.__exit__(None, None, None)
         assert entered.wait(30)
@@ -61,7 +61,7 @@ def test_a_job_larger_than_the_budget_runs_alone() -> None:
     with held_in_thread(budget, 50 * MP) as (entered, release):
         assert entered.wait(30)  # nothing else in flight: it runs
         with held_in_thread(budget, 1 * MP) as (small, _):
-            assert wait_until(lambda: budget.waiting == 1, timeout_s=30)
+            wait_until(lambda: budget.waiting == 1, what="a job waiting for room")
             assert not small.is_set()
             release.set()
             assert small.wait(30)
