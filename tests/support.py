@@ -49,15 +49,17 @@ def wait_until(
     what: str = "",
     retry_on: tuple[type[Exception], ...] = (Exception,),
     details: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> _T:
     """Call `predicate` until it returns something true, and return that: the one bounded
     wait of the tests, instead of sleeping and hoping. An exception of `retry_on` counts
     as "not yet" (a server still starting, an element the page just rebuilt); the last
     one is named in the timeout and chained to it, so a bug in the predicate shows as
-    itself, not as a bare timeout. `details` (logs, say) is added to that message."""
+    itself, not as a bare timeout. `details` (logs, say) is added to that message; `clock`
+    is for the helper's own tests."""
     if timeout_s < MIN_TIMEOUT_S:
         raise ValueError(f"timeout_s={timeout_s}: a bounded wait allows at least {MIN_TIMEOUT_S} s")
-    deadline = time.monotonic() + timeout_s
+    deadline = clock() + timeout_s
     last: object = None
     error: Exception | None = None
     while True:
@@ -69,7 +71,7 @@ def wait_until(
             if value:
                 return value
             last, error = value, None
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             break
         time.sleep(interval_s)
     message = f"not within {timeout_s:g} s: {what or getattr(predicate, '__name__', predicate)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import pytest
@@ -44,10 +45,10 @@ def test_decodes_wait_for_a_slot() -> None:
     with gate.checking():
         thread = threading.Thread(target=second)
         thread.start()
-        thread.join(timeout=0.2)
-        assert thread.is_alive()  # waits while the slot is taken
+        wait_until(lambda: blocked_on_a_lock(thread), what="the second to wait for the slot")
+        assert order == []  # waits while the slot is taken
         order.append("first")
-    thread.join(timeout=10)
+    thread.join(timeout=30)
     assert order == ["first", "second"]
 
 
@@ -63,9 +64,21 @@ def test_decodes_share_the_pixel_budget_and_one_alone_always_runs() -> None:
         thread = threading.Thread(target=large)
         thread.start()
         # 12 MP more does not fit beside it: waits, holding its decode slot.
-        assert wait_until(lambda: gate.budget.waiting == 1, timeout_s=5)
+        wait_until(lambda: gate.budget.waiting == 1, what="the large decode to wait for room")
         assert not started.is_set()
-    assert started.wait(10)
-    thread.join(timeout=10)
+    assert started.wait(30)
+    thread.join(timeout=30)
     with gate.checking(), gate.decoding(8_000_000), gate.decoding(8_000_000):
         pass  # what fits runs together
+
+
+def blocked_on_a_lock(thread: threading.Thread) -> bool:
+    """The thread waits in a `threading` primitive (the gate's semaphore): seen in its
+    stack, not guessed from how long it has not finished."""
+    assert thread.ident is not None
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "acquire" and frame.f_code.co_filename == threading.__file__:
+            return True
+        frame = frame.f_back
+    return False
