@@ -75,7 +75,9 @@ def violations(path: Path, root: Path = REPO) -> Iterator[str]:
             continue
         if _is_time_call(node, {"sleep"}):
             yield f"{where}:{node.lineno}: time.sleep (wait for a condition: wait_until)"
-        elif isinstance(node, ast.While) and any(_is_time_call(n, CLOCKS) for n in ast.walk(node)):
+        elif isinstance(node, ast.While | ast.For) and any(
+            _is_time_call(n, CLOCKS) for n in ast.walk(node)
+        ):
             yield f"{where}:{node.lineno}: a loop that reads the clock (use wait_until)"
         elif isinstance(node, ast.Call) and id(node) not in paced:
             yield from _short_bound(node, where)
@@ -117,14 +119,20 @@ def test_the_rules_catch_what_they_are_for(tmp_path: Path) -> None:
         "    while not done.wait(0.2):\n"  # pacing a background loop: allowed
         "        pass\n"
         "    wait_until(check, timeout_s=10)\n"  # allowed
+        "    for _ in range(9):\n"
+        "        if time.time() > deadline:\n"
+        "            break\n"
     )
-    assert sorted(violations(bad, tmp_path)) == [
-        "test_bad.py:3: time.sleep (wait for a condition: wait_until)",
-        "test_bad.py:5: a loop that reads the clock (use wait_until)",
-        "test_bad.py:7: wait_until bounded under 10 s",
-        "test_bad.py:8: wait bounded under 10 s",
-        "test_bad.py:9: wait bounded under 10 s",
-    ]
+    assert sorted(violations(bad, tmp_path)) == sorted(
+        [
+            "test_bad.py:3: time.sleep (wait for a condition: wait_until)",
+            "test_bad.py:5: a loop that reads the clock (use wait_until)",
+            "test_bad.py:7: wait_until bounded under 10 s",
+            "test_bad.py:8: wait bounded under 10 s",
+            "test_bad.py:9: wait bounded under 10 s",
+            "test_bad.py:13: a loop that reads the clock (use wait_until)",
+        ]
+    )
 
 
 class FakeClock:
