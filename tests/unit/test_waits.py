@@ -73,7 +73,7 @@ def violations(path: Path, root: Path = REPO) -> Iterator[str]:
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
-        if _is_time_call(node, {"sleep"}):
+        if isinstance(node, ast.Call) and _name(node.func) == "sleep":  # time's or asyncio's
             yield f"{where}:{node.lineno}: time.sleep (wait for a condition: wait_until)"
         elif isinstance(node, ast.While | ast.For) and any(
             _is_time_call(n, CLOCKS) for n in ast.walk(node)
