@@ -167,11 +167,19 @@ class Deployment:
         subprocess.run([str(BIN / "imageblur"), "migrate"], env=self.env, check=True, timeout=60)
 
     def start_api(self) -> None:
-        self.api = self._spawn(f"api-{uuid.uuid4().hex[:4]}", "api")
+        api = self.api = self._spawn(f"api-{uuid.uuid4().hex[:4]}", "api")
+
+        def healthy() -> bool:
+            if api.poll() is not None:  # not retried: no point waiting for it
+                raise AssertionError(f"the API exited with {api.returncode}:\n{self.logs()}")
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+
         wait_until(
-            lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
+            healthy,
             timeout_s=60,
-            what="the API",
+            what="the API to start",
+            retry_on=(httpx.TransportError,),
+            details=self.logs,
         )
 
     def start_worker(self) -> subprocess.Popen[bytes]:
