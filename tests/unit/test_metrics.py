@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from imageblur.backends import Backends
 from imageblur.domain import Face, InvalidJob, Job, PictureStats, StoredObject, StoreUnavailable
-from imageblur.entrypoints.http_metrics import error_code
 from imageblur.entrypoints.metrics_server import MetricsServer
+from imageblur.entrypoints.middleware.http_metrics import error_code
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.metrics import STAGES, Metrics, PictureCollector, count_backend_errors
 from support import jpeg_bytes

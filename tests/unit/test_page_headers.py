@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from imageblur.config import Settings
+from imageblur.entrypoints.middleware.page_headers import content_security_policy, store_origins
 from imageblur.entrypoints.page import WEB_DIR
-from imageblur.entrypoints.page_headers import content_security_policy, store_origins
 from support import REPO
 
 

@@ -14,17 +14,17 @@ from imageblur import __version__
 from imageblur.bootstrap import build
 from imageblur.config import Settings
 from imageblur.entrypoints import page
-from imageblur.entrypoints.access_log import AccessLogMiddleware
-from imageblur.entrypoints.auth import PUBLIC_PATHS, BearerTokenMiddleware
 from imageblur.entrypoints.errors import install_error_handlers
-from imageblur.entrypoints.head import HeadAsGetMiddleware
-from imageblur.entrypoints.http_metrics import HttpMetricsMiddleware
 from imageblur.entrypoints.metrics_route import router as metrics_router
-from imageblur.entrypoints.request_id import RequestIdMiddleware
+from imageblur.entrypoints.middleware.access_log import AccessLogMiddleware
+from imageblur.entrypoints.middleware.auth import PUBLIC_PATHS, BearerTokenMiddleware
+from imageblur.entrypoints.middleware.head import HeadAsGetMiddleware
+from imageblur.entrypoints.middleware.http_metrics import HttpMetricsMiddleware
+from imageblur.entrypoints.middleware.request_id import RequestIdMiddleware
+from imageblur.entrypoints.middleware.trusted_host import TrustedHostMiddleware
 from imageblur.entrypoints.review_routes import router as review_router
 from imageblur.entrypoints.routes import router
 from imageblur.entrypoints.startup import check_api
-from imageblur.entrypoints.trusted_host import TrustedHostMiddleware
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics

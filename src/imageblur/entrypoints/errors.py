@@ -127,7 +127,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers on this path (RFC 9110: a 405 lists them all),
     not only those of the first route that matched the path: each method is tried
-    against the routes, as the router itself would. HEAD goes with GET (head.py)."""
+    against the routes, as the router itself would. HEAD goes with GET (middleware/head.py)."""
     allowed = {
         method
         for method in _METHODS

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from imageblur.config import Settings
-from imageblur.entrypoints.page_headers import PageHeaders
+from imageblur.entrypoints.middleware.page_headers import PageHeaders
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_PREFIX = "/web/"

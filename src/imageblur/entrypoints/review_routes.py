@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from imageblur import corrections
 from imageblur.bootstrap import Container
 from imageblur.domain import InvalidImage, Region
-from imageblur.entrypoints.auth import reviewer_of, role_of
 from imageblur.entrypoints.errors import Rejected
+from imageblur.entrypoints.middleware.auth import reviewer_of, role_of
 from imageblur.entrypoints.routes import Root
 from imageblur.entrypoints.schemas import (
     EventOut,

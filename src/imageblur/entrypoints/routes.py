@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from imageblur import imaging
 from imageblur.bootstrap import Container
 from imageblur.domain import ImageRecord, InvalidImage
-from imageblur.entrypoints.request_id import request_id_of
+from imageblur.entrypoints.middleware.request_id import request_id_of
 from imageblur.entrypoints.schemas import UPLOAD_BODY, Picture, PictureList, errors, picture
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.logs import get_logger

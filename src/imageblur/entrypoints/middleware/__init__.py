@@ -1,0 +1,1 @@
+"""The API's ASGI middlewares, one small class per module; `entrypoints.api` adds them."""
