@@ -1,9 +1,12 @@
-"""The README stays true: its set-up commands come first and its table lists every setting."""
+"""The README stays true: its set-up commands come first, its table lists every setting
+with the default config.py gives it, and it counts each interface's methods right."""
 
 from __future__ import annotations
 
 import inspect
 import re
+
+from pydantic import SecretStr
 
 from imageblur import ports
 from imageblur.config import Settings
@@ -23,6 +26,28 @@ def test_setup_commands_come_first() -> None:
 def test_configuration_table_lists_every_setting() -> None:
     documented = set(re.findall(r"^\| `IMAGEBLUR_([A-Z0-9_]+)`", README, re.MULTILINE))
     assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def _table_defaults() -> dict[str, str]:
+    """Each setting's default column, by its name in config.py."""
+    rows = (line.split("|") for line in README.splitlines() if line.startswith("| `IMAGEBLUR_"))
+    return {
+        cells[1].strip(" `").removeprefix("IMAGEBLUR_").lower(): cells[2].strip() for cells in rows
+    }
+
+
+def _shown(name: str) -> str:
+    """A default as the table writes it: blank when unset, secrets as `(secret)`."""
+    value = Settings.model_fields[name].get_default(call_default_factory=True)
+    if value is None:
+        return ""
+    return "`(secret)`" if isinstance(value, SecretStr) else f"`{value}`"
+
+
+def test_configuration_table_gives_each_settings_default() -> None:
+    table = _table_defaults()
+    wrong = {name: (table[name], _shown(name)) for name in table if table[name] != _shown(name)}
+    assert wrong == {}, "README default column vs config.py (README, config.py)"
 
 
 def test_ci_calls_the_readme_test_command() -> None:
