@@ -43,6 +43,8 @@ HEIC = ImageFormat("HEIF", "image/heic", ".heic")
 AVIF = ImageFormat("AVIF", "image/avif", ".avif")
 FORMATS = (JPEG, PNG, WEBP, HEIC, AVIF)
 SUPPORTED_CONTENT_TYPES = tuple(f.content_type for f in FORMATS)
+# The accepted formats as messages name them (the 415 answer, the OpenAPI text).
+ACCEPTED_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
 # Uploads whose result may be written in another format (`IMAGEBLUR_OUTPUT_FORMAT`).
 OutputFormat = Literal["jpeg", "same"]
 
@@ -61,7 +63,7 @@ def sniff_format(data: bytes) -> ImageFormat:
     if brand is not None:
         return HEIC if brand == "HEIF" else AVIF
     raise InvalidImage(
-        "not a supported image: JPEG, PNG, WebP, HEIC and AVIF are accepted",
+        f"not a supported image: send {ACCEPTED_FORMATS}",
         http_status=415,
         code="unsupported_media_type",
     )

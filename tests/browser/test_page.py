@@ -183,7 +183,7 @@ def test_a_text_file_gets_a_visible_error(page: Page, pictures: dict[str, Path])
     upload(page, pictures["text"])
     error = page.visible("#uploads .card .error")
     assert "not a picture the service accepts" in error.text
-    assert "JPEG, PNG or WebP" in error.text
+    assert "JPEG, PNG, WebP, HEIC/HEIF or AVIF" in error.text
 
 
 def test_a_file_too_large_gets_a_visible_error(page: Page, pictures: dict[str, Path]) -> None:

@@ -110,7 +110,8 @@ _ERROR_MEANINGS = {
     "original_gone, not_in_review or rendering; for an upload: idempotency_key_reused.",
     412: "stale_revision: If-Match is not the current revision of the regions.",
     413: "The upload is too large (bytes or pixels).",
-    415: "Not a JPEG, PNG or WebP image, or an unsupported Content-Type.",
+    415: f"Not {imaging.ACCEPTED_FORMATS} (judged by the magic bytes), an animated image, "
+    "or an unsupported Content-Type.",
     422: "A parameter or header has an invalid value; invalid_regions for a correction.",
     428: "if_match_required: send If-Match with the revision of the regions you edited.",
     503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
@@ -125,7 +126,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "The image (JPEG, PNG or WebP): a multipart part named `image`, "
+        "description": f"The image ({imaging.ACCEPTED_FORMATS}): a multipart part named `image`, "
         "or the raw bytes with an image/* Content-Type.",
         "content": {
             "multipart/form-data": {

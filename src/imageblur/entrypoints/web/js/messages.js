@@ -42,7 +42,7 @@ export function errorHeadline(error) {
     case 413:
       return 'This file is too large for the server.';
     case 415:
-      return 'This is not a picture the service accepts: send a JPEG, PNG or WebP image.';
+      return 'This is not a picture the service accepts: send a JPEG, PNG, WebP, HEIC/HEIF or AVIF image.';
     case 503:
       return error.retryAfterS
         ? `The server is busy; try again in ${error.retryAfterS} s.`
