@@ -115,23 +115,3 @@ export async function resultBlobUrl(id, { reload = false } = {}) {
     reload ? { cache: 'reload' } : {});
   return URL.createObjectURL(await response.blob());
 }
-
-// What this server offers beyond the basics (regions, review), read from its OpenAPI
-// description, so the page never calls a route that is not there.
-let capabilities = null;
-export function serverCapabilities() {
-  if (!capabilities) {
-    capabilities = fetch(apiUrl('openapi.json'))
-      .then((response) => (response.ok ? response.json() : { paths: {} }))
-      .catch(() => ({ paths: {} }))
-      .then((spec) => {
-        const paths = Object.keys(spec.paths || {});
-        const has = (pattern) => paths.some((path) => pattern.test(path));
-        return {
-          regions: has(/^\/picture\/\{[^}]+\}\/regions$/),
-          review: has(/^\/picture\/\{[^}]+\}\/approve$/),
-        };
-      });
-  }
-  return capabilities;
-}

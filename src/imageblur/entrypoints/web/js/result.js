@@ -1,7 +1,7 @@
 // The result view: the anonymized picture, the hidden regions drawn over it on demand,
 // a before/after slider whose "before" is the person's own file (never fetched from the
 // server), and a download button.
-import { getJson, serverCapabilities } from './api.js';
+import { getJson } from './api.js';
 import { $, formatBytes, svg } from './dom.js';
 import { errorHeadline, facesWords, statusWords } from './messages.js';
 import { forget, on, originalFile, resultUrl } from './pictures.js';
@@ -62,9 +62,9 @@ async function open(record) {
     $('result-note').textContent = 'The original stays on your computer: choose it to compare.';
     $('compare-pick').hidden = false;
   }
-  const capabilities = await serverCapabilities();
-  $('regions-button').hidden = !capabilities.regions;
-  for (const extension of extensions) extension({ record, capabilities, container: $('result-extensions') });
+  // The page is served by the API it calls, so the regions and review routes are there.
+  $('regions-button').hidden = false;
+  for (const extension of extensions) extension({ record, container: $('result-extensions') });
 }
 
 function resetView() {

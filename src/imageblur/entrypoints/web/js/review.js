@@ -1,7 +1,6 @@
-// The review screen, for servers that run with review on (issue "Review and correct":
-// GET/PUT picture/{id}/regions with ETag/If-Match, POST picture/{id}/approve, status
-// "review"). It attaches to the result view only when the server's OpenAPI description
-// lists those routes and the picture is in review; otherwise it stays out of the way.
+// The review screen (GET/PUT picture/{id}/regions with ETag/If-Match, POST
+// picture/{id}/approve). It attaches to the result view of a picture in status "review",
+// which only a server with IMAGEBLUR_REVIEW=required holds; otherwise it stays out of the way.
 import { ApiError, getJson, request } from './api.js';
 import { $, delay, h, svg } from './dom.js';
 import { errorHeadline, isFinal, statusWords } from './messages.js';
@@ -9,16 +8,19 @@ import { announce, forget } from './pictures.js';
 import { addResultExtension, currentRecord, drawRegions } from './result.js';
 
 const POLL_MS = 1000;
+// How long a save waits for its re-render: as long as an upload waits for its first
+// result (uploads.js); past it the render is left to finish while the person does else.
+const RENDER_LIMIT_MS = 15 * 60 * 1000;
 const MIN_BOX_PX = 4;
 const MAX_REASON_CHARS = 500; // the server's limit on a reason (422 reason_required without)
 // What to tell the reviewer once the view has been reopened on a picture (after a save
 // or an approval): the view is rebuilt, so the note is handed over by picture id.
 const notes = new Map();
 
-addResultExtension(({ record, capabilities, container }) => {
+addResultExtension(({ record, container }) => {
   const note = notes.get(record.id) || '';
   notes.delete(record.id);
-  if (capabilities.review && record.status === 'review') new Review(record, container).load(note);
+  if (record.status === 'review') new Review(record, container).load(note);
   else if (note) container.replaceChildren(h('p', { id: 'review-message', class: 'note', role: 'status', text: note }));
 });
 
@@ -219,8 +221,17 @@ class Review {
     this.saving = on;
   }
 
+  // The picture once its re-render ended (it is back in review, or failed), or null when
+  // that did not happen within RENDER_LIMIT_MS or the poll failed (the message says which).
   async waitForRender() {
+    const started = Date.now();
     for (;;) {
+      if (Date.now() - started > RENDER_LIMIT_MS) {
+        this.message.textContent = 'Saved, but the new result is still not rendered after '
+          + `${RENDER_LIMIT_MS / 60000} minutes (no worker free?). Open the picture again `
+          + 'later: it can be approved once its new result is there.';
+        return null;
+      }
       await delay(POLL_MS);
       try {
         const record = await getJson(`picture/${encodeURIComponent(this.record.id)}`);
