@@ -1,4 +1,5 @@
-"""The HTTP middlewares in one app: a request that ends in a bug (500) still carries its
+"""The HTTP middlewares in one app (entrypoints/middleware/): their order, as
+docs/architecture.md gives it; a request that ends in a bug (500) still carries its
 request id and is counted; every request counts under its route template."""
 
 from __future__ import annotations
@@ -11,6 +12,20 @@ import pytest
 
 from imageblur.config import load_settings
 from imageblur.entrypoints.api import create_app
+
+
+def test_the_middlewares_run_in_the_documented_order(tmp_path: Path) -> None:
+    # Outermost first: a request refused by the Host or token check is still logged,
+    # counted and given its id; HEAD is turned into GET only for the routes.
+    app = create_app(load_settings(data_dir=tmp_path, api_token="t" * 20))
+    assert [getattr(m.cls, "__name__", "") for m in app.user_middleware] == [
+        "RequestIdMiddleware",
+        "AccessLogMiddleware",
+        "HttpMetricsMiddleware",
+        "TrustedHostMiddleware",
+        "BearerTokenMiddleware",
+        "HeadAsGetMiddleware",
+    ]
 
 
 async def _request_a_bug(
