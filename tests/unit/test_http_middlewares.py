@@ -4,6 +4,7 @@ request id and is counted; every request counts under its route template."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 
@@ -93,3 +94,24 @@ def test_requests_count_under_their_route_template_never_the_raw_path(tmp_path: 
         'method="PUT",route="/picture/{image_id}",status="405"',
         'method="GET",route="unmatched",status="404"',
     }
+
+
+MIDDLEWARES = sorted(
+    (Path(__file__).resolve().parents[2] / "src" / "imageblur" / "entrypoints" / "middleware").glob(
+        "*.py"
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MIDDLEWARES if p.name != "__init__.py"], ids=lambda p: p.stem
+)
+def test_each_middleware_module_holds_one_asgi_class(path: Path) -> None:
+    classes = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)]
+    calls = [
+        c.name
+        for c in classes
+        for f in c.body
+        if isinstance(f, ast.AsyncFunctionDef) and f.name == "__call__"
+    ]
+    assert len(calls) == 1 and len(classes) == 1, [c.name for c in classes]

@@ -109,21 +109,6 @@ def test_each_module_imports_only_what_its_layer_may(path: Path) -> None:
     assert wrong == [], f"imageblur.{module} imports {wrong}"
 
 
-MIDDLEWARES = sorted(p for p in (PACKAGE / "entrypoints" / "middleware").glob("*.py"))
-
-
-@pytest.mark.parametrize("path", [p for p in MIDDLEWARES if p.name != "__init__.py"], ids=_name)
-def test_each_middleware_module_holds_one_asgi_class(path: Path) -> None:
-    classes = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)]
-    calls = [
-        c.name
-        for c in classes
-        for f in c.body
-        if isinstance(f, ast.AsyncFunctionDef) and f.name == "__call__"
-    ]
-    assert len(calls) == 1 and len(classes) == 1, [c.name for c in classes]
-
-
 @pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_no_function_is_longer_than_60_lines(path: Path) -> None:
     functions = (
