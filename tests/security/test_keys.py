@@ -257,7 +257,9 @@ def test_a_key_check_object_that_does_not_open_makes_the_api_not_ready(tmp_path:
     store = EncryptedStore(LocalObjectStore(data_dir / "originals"), Keyring(KEY_A))
     assert store.check_keys().written == key_id(KEY_A)
     check = data_dir / "originals" / "_keycheck" / key_id(KEY_A)
-    check.write_bytes(check.read_bytes()[:-1] + b"\x00")  # altered at rest
+    sealed = check.read_bytes()
+    # Altered at rest: the tag's last byte flipped (set to 0 it was unchanged 1 in 256).
+    check.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))
     env = {"IMAGEBLUR_ORIGINALS_KEY": A, "IMAGEBLUR_API_TOKEN": API_TOKEN}
     with run_server(data_dir, command="api", env=env) as api:
         answer = httpx.get(f"{api.url}/readyz", timeout=10)  # open, like /healthz
