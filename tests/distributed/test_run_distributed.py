@@ -190,6 +190,7 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
             lambda: all(metrics_scrape.scrape(w) is not None for w in workers),
             timeout_s=120,
             what="both workers' metrics ports to answer",
+            details=lambda: run.log()[-4000:],  # the supervisor's and workers' last lines
         )
         wait_until(
             lambda: (
