@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt scripts/fetch_model.py scripts/fetch_te
 	$(BIN)/python scripts/fetch_test_models.py
 	touch $(STAMP)
 
+# Two installs at once (two clones on one machine) take turns on the package lists
+# instead of failing on apt's lock.
+APT_GET = flock /tmp/imageblur-apt.lock env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+
 install: system-libs $(STAMP) browser  ## create .venv with the package, every back end, the dev tools and the model
 
 # libjpeg-turbo's TurboJPEG library (Debian: libturbojpeg0): JPEGs are patched block by
@@ -28,7 +32,7 @@ system-libs:  ## Debian's libturbojpeg0, installed when missing (needs root)
 	if [ "$$(id -u)" -ne 0 ]; then \
 	    echo "warning: JPEG patching needs libturbojpeg0: run 'make system-libs' as root"; \
 	else \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    $(APT_GET) update -qq && $(APT_GET) install -y -qq \
 	        --no-install-recommends libturbojpeg0 >/dev/null; \
 	fi
 
@@ -41,7 +45,7 @@ browser:  ## Debian's chromium and chromium-driver, installed when missing (need
 	    echo "warning: tests/browser needs chromium and chromium-driver: run 'make browser' as root"; \
 	else \
 	    echo "installing chromium and chromium-driver (for tests/browser)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    $(APT_GET) update -qq && $(APT_GET) install -y -qq \
 	        --no-install-recommends chromium chromium-driver >/dev/null; \
 	fi
 
@@ -60,8 +64,8 @@ typecheck: install  ## mypy strict on the package
 
 # The alert rules' tests (tests/deploy/test_alerts.py) need promtool.
 promtool:  ## install promtool (Debian's prometheus package) when missing
-	@command -v promtool >/dev/null || { apt-get update && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	@command -v promtool >/dev/null || { $(APT_GET) update && \
+	    $(APT_GET) install -y --no-install-recommends prometheus; }
 
 test: install promtool lint typecheck  ## every test: lint, types, unit, contract, end-to-end
 	$(BIN)/python -m pytest

@@ -34,13 +34,16 @@ log() { printf '[image-test %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
 apt_updated=0
+apt_get() {  # another clone's install may hold apt's lock: take turns, as the Makefile does
+    flock /tmp/imageblur-apt.lock env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
 apt_install() {  # apt_install PACKAGE... (only the missing ones are passed in)
     [ "$(id -u)" -eq 0 ] || die "run as root to install: $*"
     if [ "$apt_updated" -eq 0 ]; then
-        apt-get update -qq
+        apt_get update -qq
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    apt_get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 ensure_tools() {
