@@ -43,3 +43,33 @@ export function formatDate(text) {
 export function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+// Focus an element that is not a control (a heading, a status line) without adding it
+// to the Tab order: where focus goes when the control it was on has gone.
+export function focusQuietly(element) {
+  if (!element) return;
+  if (!element.matches('a[href], button, input, select, textarea, [tabindex]')) {
+    element.setAttribute('tabindex', '-1');
+  }
+  element.focus({ preventScroll: false });
+}
+
+// The first control in `element` that takes focus (enabled, shown), or null.
+export function firstControl(element) {
+  const controls = element?.querySelectorAll('a[href], button, input, select, textarea') || [];
+  return [...controls].find((c) => !c.disabled && c.getClientRects().length > 0) || null;
+}
+
+// Remove a list item (a card, a row) without dropping focus to the page body: when focus
+// was inside it, it moves to the next item's first control, else the previous item's,
+// else `fallback`.
+export function removeKeepingFocus(item, fallback) {
+  const hadFocus = item.contains(document.activeElement);
+  const next = item.nextElementSibling;
+  const previous = item.previousElementSibling;
+  item.remove();
+  if (!hadFocus) return;
+  const target = firstControl(next) || firstControl(previous);
+  if (target) target.focus();
+  else focusQuietly(fallback);
+}

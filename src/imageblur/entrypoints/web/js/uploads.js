@@ -1,7 +1,7 @@
 // Upload: drop or pick several files; each gets a card with its upload progress, then its
 // status, live, until done, review or failed.
 import { ApiError, getJson, uploadPicture } from './api.js';
-import { $, delay, formatBytes, h } from './dom.js';
+import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
 import {
   errorHeadline, facesWords, hasResult, isFinal, isRetryable, statusWords,
 } from './messages.js';
@@ -101,7 +101,7 @@ function showError(card, error) {
   card.error.replaceChildren(
     h('strong', { text: errorHeadline(apiError) }), ' ', h('span', { text: apiError.message }));
   card.error.hidden = false;
-  const buttons = [h('button', { type: 'button', class: 'secondary', onclick: () => card.element.remove() }, 'Dismiss')];
+  const buttons = [h('button', { type: 'button', class: 'secondary', onclick: () => removeKeepingFocus(card.element, $('file-input')) }, 'Dismiss')];
   if (isRetryable(apiError)) {
     buttons.unshift(h('button', { type: 'button', onclick: () => send(card) }, 'Retry'));
   }
