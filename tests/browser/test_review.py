@@ -217,8 +217,9 @@ def test_a_reviewer_draws_a_box_toggles_a_region_and_approves(page: Page, server
     assert not lists_items(page, 2)  # the unsaved box is gone with the reload
     wait_status(api, image_id, "review")  # their re-render is done
 
-    # Approve: the picture is done and released.
+    # Approve (after the confirmation): the picture is done and released.
     page.find("#approve-button").click()
+    page.visible("#approve-confirm").click()
     # (Not "Done" alone in #result-meta: a picture in review reads "Done, waiting for a
     # person". Read through waits: the view is rebuilt once more as the card updates.)
     page.wait(lambda: "Approved" in review_message(page), what="approval said")
@@ -248,6 +249,8 @@ def test_the_api_token_is_refused_where_the_reviewer_token_succeeds(
 
     for button in ("#save-button", "#approve-button"):
         page.find(button).click()
+        if button == "#approve-button":
+            page.visible("#approve-confirm").click()
         page.wait(lambda: "need the reviewer token" in review_message(page), what=button)
         page.driver.execute_script("document.getElementById('review-message').textContent = ''")
 
@@ -258,6 +261,7 @@ def test_the_api_token_is_refused_where_the_reviewer_token_succeeds(
     page.find("#save-button").click()
     page.wait(lambda: "The new result is shown" in review_message(page), timeout_s=120)
     page.find("#approve-button").click()
+    page.visible("#approve-confirm").click()
     page.wait(lambda: "Approved" in review_message(page), what="approval said")
     with client(server, REVIEWER_TOKEN) as reviewer:
         body = reviewer.get(f"/picture/{image_id}").json()

@@ -2,12 +2,14 @@
 // a before/after slider whose "before" is the person's own file (never fetched from the
 // server), and a download button.
 import { getJson } from './api.js';
-import { $, formatBytes, svg } from './dom.js';
+import { $, focusQuietly, formatBytes, svg } from './dom.js';
 import { errorHeadline, facesWords, statusWords } from './messages.js';
 import { forget, on, originalFile, resultUrl } from './pictures.js';
 
 let current = null; // the record shown
 let beforeUrl = null;
+let opener = null; // the control that opened the view: Close gives focus back to it
+let regionsSource = null; // set by an extension that draws its own regions (the review)
 const extensions = [];
 
 // A later module (the review screen) adds itself here: called with the record and the
@@ -34,28 +36,22 @@ export function currentRecord() {
   return current;
 }
 
+// The review screen draws its own regions (with the reviewer's unsaved choices): the
+// "Show hidden regions" button then shows those, not the server's.
+export function setRegionsSource(draw) {
+  regionsSource = draw;
+}
+
 async function open(record) {
+  const focused = document.activeElement;
+  if (focused && focused !== document.body && !$('result').contains(focused)) opener = focused;
   current = record;
   resetView();
   $('result').hidden = false;
-  $('result-name').textContent = record.name;
-  $('result-meta').textContent = [statusWords(record.status), facesWords(record.faces),
-    `${record.width} × ${record.height}`, formatBytes(record.bytes)].filter(Boolean).join(' · ');
+  showFacts(record);
   $('result').scrollIntoView({ block: 'start' });
   $('result-title').focus({ preventScroll: true });
-  try {
-    const url = await resultUrl(record.id);
-    if (current !== record) return;
-    $('after-image').src = url;
-    const link = $('download-link');
-    link.href = url;
-    link.download = downloadName(record.name);
-    link.hidden = false;
-  } catch (error) {
-    forget(record.id, { keepOriginal: true });
-    $('result-note').textContent = `${errorHeadline(error)} ${error.message}`;
-    return;
-  }
+  if (!(await showAfter(record))) return;
   const file = originalFile(record.id);
   if (file) showBefore(file);
   else {
@@ -67,6 +63,45 @@ async function open(record) {
   for (const extension of extensions) extension({ record, container: $('result-extensions') });
 }
 
+// The picture shown changed on the server (a review saved or approved): show its new
+// state in the same view, leaving focus and the local "before" where they are.
+export async function refreshResult(record) {
+  if (current?.id !== record.id) return;
+  current = record;
+  showFacts(record);
+  showRegions(false);
+  if (!(await showAfter(record))) return;
+  for (const extension of extensions) {
+    extension({ record, container: $('result-extensions'), again: true });
+  }
+}
+
+function showFacts(record) {
+  $('result-name').textContent = record.name;
+  $('result-meta').textContent = [statusWords(record.status), facesWords(record.faces),
+    `${record.width} × ${record.height}`, formatBytes(record.bytes)].filter(Boolean).join(' · ');
+}
+
+// The anonymized picture and its download link; false when it could not be fetched (or
+// another picture was opened meanwhile).
+async function showAfter(record) {
+  try {
+    const url = await resultUrl(record.id);
+    if (current !== record) return false;
+    $('after-image').src = url;
+    const link = $('download-link');
+    link.href = url;
+    link.download = downloadName(record.name);
+    link.setAttribute('aria-label', `Download the anonymized ${record.name}`);
+    link.hidden = false;
+    return true;
+  } catch (error) {
+    forget(record.id, { keepOriginal: true });
+    $('result-note').textContent = `${errorHeadline(error)} ${error.message}`;
+    return false;
+  }
+}
+
 function resetView() {
   if (beforeUrl) URL.revokeObjectURL(beforeUrl);
   beforeUrl = null;
@@ -76,19 +111,30 @@ function resetView() {
   $('before-image').removeAttribute('src');
   $('compare-file').value = '';
   $('result-note').textContent = '';
-  $('regions-button').setAttribute('aria-pressed', 'false');
-  $('regions-button').textContent = 'Show hidden regions';
-  $('regions').replaceChildren();
+  showRegions(false);
+  regionsSource = null;
   // A review screen may have left the layer drawing: the next one starts afresh.
   $('regions').classList.remove('drawing');
   $('regions').onpointerdown = null;
   $('result-extensions').replaceChildren();
 }
 
+// Focus goes back to the control that opened the view, or (rebuilt meanwhile) the same
+// picture's control in the history or its upload card; focus outside the view stays.
 function close() {
+  const hadFocus = $('result').contains(document.activeElement)
+    || document.activeElement === document.body;
+  const id = current?.id;
   resetView();
   current = null;
   $('result').hidden = true;
+  if (!hadFocus) return;
+  const again = id && (document.querySelector(`#history-list [data-id="${CSS.escape(id)}"] [data-action="view"]`)
+    || document.querySelector(`#uploads [data-id="${CSS.escape(id)}"] .toolbar button`));
+  const target = opener?.isConnected ? opener : again;
+  opener = null;
+  if (target) target.focus();
+  else focusQuietly($('history-title'));
 }
 
 function downloadName(name) {
@@ -125,14 +171,23 @@ function setSplit(percent) {
   $('divider').style.left = `${percent}%`;
 }
 
-async function toggleRegions() {
+// The toggle says what the layer shows: pressed exactly while regions are drawn.
+function showRegions(on) {
   const button = $('regions-button');
-  const shown = button.getAttribute('aria-pressed') === 'true';
-  if (shown) {
-    $('regions').toggleAttribute('hidden', true); // an SVG element: no `hidden` property
-    $('regions-legend').hidden = true;
-    button.setAttribute('aria-pressed', 'false');
-    button.textContent = 'Show hidden regions';
+  button.setAttribute('aria-pressed', String(on));
+  button.textContent = on ? 'Hide the regions' : 'Show hidden regions';
+  $('regions').toggleAttribute('hidden', !on); // an SVG element: no `hidden` property
+  $('regions-legend').hidden = !on;
+  if (!on) $('regions').replaceChildren();
+}
+
+async function toggleRegions() {
+  if ($('regions-button').getAttribute('aria-pressed') === 'true') {
+    showRegions(false);
+    return;
+  }
+  if (regionsSource) {
+    regionsSource();
     return;
   }
   const record = current;
@@ -140,26 +195,51 @@ async function toggleRegions() {
     const body = await getJson(`picture/${encodeURIComponent(record.id)}/regions`);
     if (current !== record) return;
     drawRegions(record, body.regions || []);
-    button.setAttribute('aria-pressed', 'true');
-    button.textContent = 'Hide the regions';
   } catch (error) {
     $('result-note').textContent = `${errorHeadline(error)} ${error.message}`;
   }
 }
 
-export function drawRegions(record, regions) {
+const HATCH_ID = 'hidden-hatch';
+
+// Hidden regions are hatched (and solid-outlined), shown ones only outlined: told apart
+// by pattern, not colour alone; uncertain candidates are dashed either way.
+export function drawRegions(record, regions, extra = []) {
   const layer = $('regions');
   layer.setAttribute('viewBox', `0 0 ${record.width} ${record.height}`);
   layer.setAttribute('preserveAspectRatio', 'none');
-  layer.replaceChildren(...regions.map((region) => svg('rect', {
+  layer.replaceChildren(hatch(record), ...regions.map((region) => svg('rect', {
     x: region.x, y: region.y, width: region.width, height: region.height,
     class: [region.hidden ? 'hidden-region' : 'shown-region', region.uncertain ? 'uncertain' : '']
       .join(' ').trim(),
-  })));
-  layer.toggleAttribute('hidden', false);
+    fill: region.hidden ? `url(#${HATCH_ID})` : 'none',
+  })), ...extra);
+  showRegions(true);
+  $('regions-legend').textContent = legend(regions);
+}
+
+function hatch(record) {
+  const size = Math.max(8, Math.round(Math.max(record.width, record.height) / 80));
+  const pattern = svg('pattern', { id: HATCH_ID, patternUnits: 'userSpaceOnUse',
+    width: size, height: size, patternTransform: 'rotate(45)' });
+  // A line, not a rect: the regions drawn are the layer's only rects.
+  pattern.append(svg('line', { class: 'hatch', x1: 0, y1: 0, x2: 0, y2: size,
+    'stroke-width': size / 3 }));
+  const defs = svg('defs');
+  defs.append(pattern);
+  return defs;
+}
+
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function legend(regions) {
   const hidden = regions.filter((r) => r.hidden).length;
+  const shown = regions.length - hidden;
   const uncertain = regions.filter((r) => r.uncertain).length;
-  const legend = $('regions-legend');
-  legend.textContent = `${hidden} hidden region(s) in solid outline; ${uncertain} uncertain candidate(s) dashed.`;
-  legend.hidden = false;
+  return `${count(regions.length, 'region', 'regions')} drawn: `
+    + `${count(hidden, 'hidden region', 'hidden regions')} (hatched, solid outline: blurred), `
+    + `${count(shown, 'shown region', 'shown regions')} (outline only: not blurred); `
+    + `${count(uncertain, 'uncertain candidate', 'uncertain candidates')} among them (dashed outline).`;
 }

@@ -1,11 +1,16 @@
 // The review screen (GET/PUT picture/{id}/regions with ETag/If-Match, POST
 // picture/{id}/approve). It attaches to the result view of a picture in status "review",
 // which only a server with IMAGEBLUR_REVIEW=required holds; otherwise it stays out of the way.
+// Everything works from the keyboard: regions are checkboxes whose labels say "hidden" or
+// "shown", a box is added by its numbers (previewed on the picture) as well as by a drag,
+// each change is said in the status line, and approval asks first.
 import { ApiError, getJson, request } from './api.js';
-import { $, delay, h, svg } from './dom.js';
+import { $, delay, focusQuietly, h, svg } from './dom.js';
 import { errorHeadline, isFinal, statusWords } from './messages.js';
 import { announce, forget } from './pictures.js';
-import { addResultExtension, currentRecord, drawRegions } from './result.js';
+import {
+  addResultExtension, currentRecord, drawRegions, refreshResult, setRegionsSource,
+} from './result.js';
 
 const POLL_MS = 1000;
 // How long a save waits for its re-render: as long as an upload waits for its first
@@ -13,16 +18,36 @@ const POLL_MS = 1000;
 const RENDER_LIMIT_MS = 15 * 60 * 1000;
 const MIN_BOX_PX = 4;
 const MAX_REASON_CHARS = 500; // the server's limit on a reason (422 reason_required without)
-// What to tell the reviewer once the view has been reopened on a picture (after a save
-// or an approval): the view is rebuilt, so the note is handed over by picture id.
+// What to tell the reviewer once the view shows a picture's new state (after a save or
+// an approval), handed over by picture id.
 const notes = new Map();
+let active = null; // the Review on screen
 
-addResultExtension(({ record, container }) => {
+addResultExtension(({ record, container, again }) => {
   const note = notes.get(record.id) || '';
   notes.delete(record.id);
-  if (record.status === 'review') new Review(record, container).load(note);
-  else if (note) container.replaceChildren(h('p', { id: 'review-message', class: 'note', role: 'status', text: note }));
+  if (record.status === 'review') {
+    // The same picture again (saved): the same screen reloads, so focus stays put.
+    if (!(again && active?.record.id === record.id)) active = new Review(record, container);
+    active.record = record;
+    const review = active;
+    setRegionsSource(() => review.draw());
+    review.load(note);
+    return;
+  }
+  active = null;
+  setRegionsSource(null);
+  if (!note) return;
+  const lost = container.contains(document.activeElement)
+    || document.activeElement === document.body;
+  const message = h('p', { id: 'review-message', class: 'note', role: 'status', text: note });
+  container.replaceChildren(message);
+  if (lost) focusQuietly(message); // approved: the screen went, its news takes the focus
 });
+
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
 
 class Review {
   constructor(record, container) {
@@ -31,6 +56,7 @@ class Review {
     this.revision = null;
     this.regions = []; // as loaded, with the wanted `hidden` and `reason`
     this.added = []; // new manual boxes {x, y, width, height}
+    this.previewing = false;
     this.message = h('p', { id: 'review-message', class: 'note', role: 'status' });
     this.revisionText = h('p', { class: 'meta' });
     this.list = h('ul', { class: 'regions-list', 'aria-label': 'Regions' });
@@ -41,16 +67,20 @@ class Review {
     this.saveButton = h('button', { type: 'button', id: 'save-button', onclick: () => this.save() },
       'Save corrections');
     this.approveButton = h('button', { type: 'button', id: 'approve-button',
-      onclick: () => this.approve() }, 'Approve and release');
+      onclick: () => this.confirmApproval() }, 'Approve and release');
+    this.dialog = this.approvalDialog();
     container.replaceChildren(h('section', { class: 'review', 'aria-labelledby': 'review-title' },
       h('h3', { id: 'review-title', text: 'Review' }), this.revisionText,
       h('p', { class: 'note', text: 'Tick the regions to hide. Uncertain candidates scored '
-        + 'below the detection threshold: hide those that are faces.' }),
+        + 'below the detection threshold: hide those that are faces. On the picture, hidden '
+        + 'regions are hatched with a solid outline, shown ones only outlined.' }),
       this.message,
       h('h4', { text: 'Regions' }), this.list,
       h('h4', { text: 'Uncertain candidates' }), this.uncertainList,
       h('h4', { text: 'New boxes' }), this.addedList,
-      h('div', { class: 'toolbar' }, this.drawButton, this.saveButton, this.approveButton)));
+      this.boxForm(),
+      h('div', { class: 'toolbar' }, this.drawButton, this.saveButton, this.approveButton),
+      this.dialog));
   }
 
   async load(note = '') {
@@ -59,7 +89,7 @@ class Review {
       const body = await response.json();
       this.revision = response.headers.get('ETag') || `"${body.revision}"`;
       // Showing what the detector hid (not an uncertain candidate) needs a reason.
-      this.regions = body.regions.map((region) => ({ ...region, reason: '',
+      this.regions = body.regions.map((region) => ({ ...region, reason: '', saved: region.hidden,
         needsReason: region.hidden && region.source === 'detector' && !region.uncertain }));
       this.revisionText.textContent = `Revision ${body.revision}`;
       this.added = [];
@@ -70,31 +100,64 @@ class Review {
     }
   }
 
+  // The lists are rebuilt: a control in them that had focus gets it back (by its id).
   render() {
-    const item = (region) => {
-      const id = `region-${region.id}`;
-      const box = h('input', { type: 'checkbox', id, 'data-region': region.id });
-      box.checked = region.hidden;
-      const reason = this.reasonField(region);
-      box.addEventListener('change', () => {
-        region.hidden = box.checked;
-        reason.hidden = !(region.needsReason && !region.hidden);
-        this.draw();
-      });
-      const score = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
-      return h('li', {}, box, h('label', { for: id, class: 'inline',
-        text: `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)` }),
-      reason);
-    };
-    this.list.replaceChildren(...this.regions.filter((r) => !r.uncertain).map(item));
-    this.uncertainList.replaceChildren(...this.regions.filter((r) => r.uncertain).map(item));
-    this.addedList.replaceChildren(...this.added.map((box, i) => h('li', {},
-      `New box ${i + 1}: ${box.width} × ${box.height} px at (${box.x}, ${box.y}) `,
-      h('button', { type: 'button', class: 'secondary', onclick: () => {
-        this.added.splice(i, 1);
-        this.render();
-      } }, `Remove new box ${i + 1}`))));
+    const focusedId = [this.list, this.uncertainList, this.addedList]
+      .some((list) => list.contains(document.activeElement)) ? document.activeElement.id : null;
+    const regular = this.regions.filter((r) => !r.uncertain);
+    this.list.replaceChildren(...regular.map((region) => this.regionItem(region)));
+    this.uncertainList.replaceChildren(...this.regions.filter((r) => r.uncertain)
+      .map((region) => this.regionItem(region)));
+    this.addedList.replaceChildren(...this.added.map((box, i) => this.addedItem(box, i)));
     this.draw();
+    if (focusedId) $(focusedId)?.focus();
+  }
+
+  regionItem(region) {
+    const id = `region-${region.id}`;
+    const box = h('input', { type: 'checkbox', id, 'data-region': region.id });
+    box.checked = region.hidden;
+    const state = h('span', { class: 'region-state' });
+    const reason = this.reasonField(region);
+    const showState = () => {
+      state.textContent = ` — ${region.hidden ? 'hidden' : 'shown'}`
+        + `${region.hidden === region.saved ? '' : ' (not saved yet)'}`;
+    };
+    showState();
+    box.addEventListener('change', () => {
+      region.hidden = box.checked;
+      reason.hidden = !(region.needsReason && !region.hidden);
+      showState();
+      this.draw();
+      this.message.textContent = `${this.regionName(region)} ${region.hidden
+        ? 'hidden: hatched on the picture, blurred in the result'
+        : 'shown: outline only, not blurred'}${region.hidden === region.saved ? ', as saved.'
+        : '. Not saved yet.'}`;
+    });
+    const score = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
+    return h('li', {}, box, h('label', { for: id, class: 'inline' },
+      `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)`, state),
+    reason);
+  }
+
+  regionName(region) {
+    return `${region.kind[0].toUpperCase()}${region.kind.slice(1)} ${region.id}`;
+  }
+
+  addedItem(box, i) {
+    return h('li', {},
+      `New box ${i + 1}: ${box.width} × ${box.height} px at (${box.x}, ${box.y}), hidden when saved `,
+      h('button', { type: 'button', class: 'secondary', id: `remove-box-${i + 1}`,
+        onclick: () => this.removeBox(i) }, `Remove new box ${i + 1}`));
+  }
+
+  // Focus goes to the next box's Remove (the one now in its place), else the form.
+  removeBox(i) {
+    this.added.splice(i, 1);
+    this.render();
+    this.message.textContent = `New box ${i + 1} removed.`;
+    const next = $(`remove-box-${Math.min(i + 1, this.added.length)}`);
+    (next || $('add-box-button')).focus();
   }
 
   // Where a reviewer says why a region the detector hid should be shown; kept in the
@@ -114,10 +177,83 @@ class Review {
     return field;
   }
 
+  // A box by its numbers, in pixels of the picture (the arrow keys step them), drawn as
+  // a preview on the picture while the form has focus: the way to add a missed face
+  // without a pointer.
+  boxForm() {
+    const { width, height } = this.record;
+    const field = (name, label, value, max) => {
+      const input = h('input', { type: 'number', id: `box-${name}`, name, min: 0, max, step: 1,
+        value, inputmode: 'numeric', required: true });
+      return h('span', { class: 'box-field' }, h('label', { for: input.id, text: label }), input);
+    };
+    this.form = h('fieldset', { class: 'add-box' },
+      h('legend', { text: `Add a box by its position, in pixels of the picture (${width} × ${height}); `
+        + 'it is drawn dotted on the picture while you type' }),
+      field('x', 'Left (x)', Math.round(width * 0.4), width - MIN_BOX_PX),
+      field('y', 'Top (y)', Math.round(height * 0.4), height - MIN_BOX_PX),
+      field('width', 'Width', Math.round(width * 0.2), width),
+      field('height', 'Height', Math.round(height * 0.2), height),
+      h('button', { type: 'button', id: 'add-box-button', onclick: () => this.addBox() },
+        'Add this box'));
+    this.form.addEventListener('input', () => {
+      this.previewing = true;
+      this.draw();
+    });
+    this.form.addEventListener('focusin', () => {
+      this.previewing = true;
+      this.draw();
+    });
+    this.form.addEventListener('focusout', (event) => {
+      if (this.form.contains(event.relatedTarget)) return;
+      this.previewing = false;
+      this.draw();
+    });
+    return this.form;
+  }
+
+  // The box in the form, or a sentence saying what is wrong with it (and which field).
+  formBox() {
+    const value = (name) => Number.parseInt(this.form.querySelector(`[name=${name}]`).value, 10);
+    const box = { x: value('x'), y: value('y'), width: value('width'), height: value('height') };
+    const bad = Object.keys(box).find((k) => Number.isNaN(box[k]) || box[k] < 0);
+    if (bad) return { error: `The ${bad} of the box must be a whole number, 0 or more.`, field: bad };
+    if (box.width < MIN_BOX_PX || box.height < MIN_BOX_PX) {
+      const field = box.width < MIN_BOX_PX ? 'width' : 'height';
+      return { error: `The box must be at least ${MIN_BOX_PX} pixels wide and high.`, field };
+    }
+    if (box.x + box.width > this.record.width) {
+      return { error: `The box goes past the right edge: left + width must be at most ${this.record.width}.`, field: 'width' };
+    }
+    if (box.y + box.height > this.record.height) {
+      return { error: `The box goes past the bottom edge: top + height must be at most ${this.record.height}.`, field: 'height' };
+    }
+    return { box };
+  }
+
+  addBox() {
+    const { box, error, field } = this.formBox();
+    for (const input of this.form.querySelectorAll('input')) input.removeAttribute('aria-invalid');
+    if (error) {
+      const input = this.form.querySelector(`[name=${field}]`);
+      input.setAttribute('aria-invalid', 'true');
+      this.message.textContent = error;
+      input.focus();
+      return;
+    }
+    this.added.push(box);
+    this.previewing = false; // drawn as added now; the next edit previews again
+    this.render();
+    this.message.textContent = `New box ${this.added.length} added: ${box.width} × ${box.height} px `
+      + `at (${box.x}, ${box.y}), hatched on the picture; it is hidden when you save.`;
+  }
+
   draw() {
     const manual = this.added.map((box, i) => ({ ...box, id: `new${i + 1}`, hidden: true,
       uncertain: false }));
-    drawRegions(this.record, [...this.regions, ...manual]);
+    const preview = this.previewing ? this.formBox().box : null;
+    drawRegions(this.record, [...this.regions, ...manual],
+      preview ? [svg('rect', { class: 'preview-box', ...preview })] : []);
   }
 
   // Drawing: pointer events, so a mouse, a pen and a finger all work.
@@ -236,7 +372,8 @@ class Review {
       try {
         const record = await getJson(`picture/${encodeURIComponent(this.record.id)}`);
         if (isFinal(record.status)) return record;
-        this.message.textContent = `${statusWords(record.status)}`;
+        const words = statusWords(record.status);
+        if (this.message.textContent !== words) this.message.textContent = words;
       } catch (error) {
         this.say(error);
         return null;
@@ -244,27 +381,65 @@ class Review {
     }
   }
 
+  // Approval releases the result and deletes the original: it cannot be undone, so a
+  // dialog says what is released (the file, the regions hidden) and asks first.
+  approvalDialog() {
+    this.approvalText = h('p', { id: 'approve-text' });
+    const cancel = h('button', { type: 'button', id: 'approve-cancel', class: 'secondary',
+      onclick: () => dialog.close() }, 'Cancel');
+    const confirm = h('button', { type: 'button', id: 'approve-confirm', onclick: () => {
+      dialog.close();
+      this.approve();
+    } }, 'Yes, approve and release');
+    const dialog = h('dialog', { id: 'approve-dialog', 'aria-labelledby': 'approve-title',
+      'aria-describedby': 'approve-text' },
+    h('h2', { id: 'approve-title', text: 'Approve and release?' }), this.approvalText,
+    h('div', { class: 'toolbar' }, cancel, confirm));
+    dialog.addEventListener('close', () => {
+      if (!this.saving) this.approveButton.focus();
+    });
+    return dialog;
+  }
+
+  confirmApproval() {
+    if (this.saving) return;
+    const hidden = this.regions.filter((r) => r.saved).length;
+    const unsaved = this.regions.filter((r) => r.hidden !== r.saved).length + this.added.length;
+    this.approvalText.textContent = `Release ${this.record.name} with `
+      + `${count(hidden, 'region', 'regions')} hidden, as last saved? Its original is deleted: `
+      + 'this cannot be undone.'
+      + (unsaved ? ` Your ${count(unsaved, 'unsaved change', 'unsaved changes')} would be lost: `
+        + 'cancel and save first to keep them.' : '');
+    this.dialog.showModal();
+    // The safe choice first: Enter right away does not release anything.
+    $('approve-cancel').focus();
+  }
+
   async approve() {
     if (this.saving) return;
+    this.busy(true);
+    this.message.textContent = `Approving ${this.record.name}…`;
     try {
       const response = await request(`picture/${encodeURIComponent(this.record.id)}/approve`,
         { method: 'POST' });
       const record = await response.json();
-      this.reopen(record, 'Approved: the picture is released and its original deleted.');
+      this.busy(false);
+      this.reopen(record, `Approved: ${record.name} is released and its original deleted.`);
     } catch (error) {
+      this.busy(false);
       this.say(error);
     }
   }
 
-  // The result changed (or was released): drop the old one and show the picture again,
-  // unless the person moved on to another picture meanwhile.
+  // The result changed (or was released): drop the old one and show the picture's new
+  // state in the same view, unless the person moved on to another picture meanwhile.
   reopen(record, note) {
     forget(record.id, { keepOriginal: true });
     announce('picture:changed', record.id);
     announce('picture:reviewed', record); // its upload card shows the new state
     if (currentRecord()?.id !== record.id) return;
     notes.set(record.id, note);
-    announce('picture:open', record);
+    refreshResult(record);
   }
 
   say(error) {
