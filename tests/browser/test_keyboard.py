@@ -6,6 +6,7 @@ go to whatever has focus (`document.activeElement`), as they would for a person.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +156,11 @@ def test_a_reviewer_adds_a_box_and_approves_with_the_keyboard_only(
     assert "shown" in region_state(page, face["id"])
 
     add_box_by_keyboard(page)
+    if shots := os.environ.get("BROWSER_SHOTS"):  # to look at: the hatching, the form
+        page.driver.execute_script("document.getElementById('result').scrollIntoView()")
+        page.driver.save_screenshot(f"{shots}/review-keyboard.png")
+        page.driver.execute_script("document.querySelector('#result .review').scrollIntoView()")
+        page.driver.save_screenshot(f"{shots}/review-keyboard-form.png")
     assert sorted(drawn_classes(page)) == ["hidden-region", "shown-region uncertain"]
     legend = page.find("#regions-legend").text
     assert "1 hidden region" in legend and "1 shown region" in legend, legend

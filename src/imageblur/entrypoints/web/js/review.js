@@ -63,7 +63,7 @@ class Review {
     this.uncertainList = h('ul', { class: 'regions-list', 'aria-label': 'Uncertain candidates' });
     this.addedList = h('ul', { class: 'regions-list', 'aria-label': 'New boxes' });
     this.drawButton = h('button', { type: 'button', id: 'draw-button', class: 'secondary',
-      'aria-pressed': 'false', onclick: () => this.toggleDrawing() }, 'Draw a box');
+      'aria-pressed': 'false', onclick: () => this.toggleDrawing() }, 'Draw a box with the pointer');
     this.saveButton = h('button', { type: 'button', id: 'save-button', onclick: () => this.save() },
       'Save corrections');
     this.approveButton = h('button', { type: 'button', id: 'approve-button',
