@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-libs browser run test lint typecheck unit model lock clean promtool
+.PHONY: help install system-libs browser axe run test lint typecheck unit model lock clean promtool
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,19 @@ browser:  ## Debian's chromium and chromium-driver, installed when missing (need
 	        --no-install-recommends chromium chromium-driver >/dev/null; \
 	fi
 
+# axe-core, the accessibility checker tests/browser/test_accessibility.py injects into the
+# page: from the npm registry at the version and hash of tests/browser/axe/package-lock.json,
+# into build/ (never served by the page). npm comes from Debian when missing (needs root).
+AXE := build/axe/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/axe/package.json tests/browser/axe/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+	mkdir -p build/axe && cp tests/browser/axe/package.json tests/browser/axe/package-lock.json build/axe/
+	cd build/axe && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $(AXE)
+
+axe: $(AXE)  ## axe-core for the accessibility browser tests (npm; Debian's npm when missing)
+
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py
 
@@ -67,7 +80,7 @@ promtool:  ## install promtool (Debian's prometheus package) when missing
 	@command -v promtool >/dev/null || { $(APT_GET) update && \
 	    $(APT_GET) install -y --no-install-recommends prometheus; }
 
-test: install promtool lint typecheck  ## every test: lint, types, unit, contract, end-to-end
+test: install promtool axe lint typecheck  ## every test: lint, types, unit, contract, end-to-end
 	$(BIN)/python -m pytest
 
 lock:  ## refresh constraints.txt from a clean install of the newest allowed versions

@@ -165,9 +165,15 @@ class Server:
 
 @contextmanager
 def run_server(
-    data_dir: Path, *, command: str = "serve", env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    command: str = "serve",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    port = free_port()
+    """`port`: a given one, to start a server again where a page knew it (the page's
+    origin); by default a free one."""
+    port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-{command}.log"
     full_env = {
         **os.environ,

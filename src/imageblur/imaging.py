@@ -34,17 +34,41 @@ class ImageFormat:
     pil_name: str
     content_type: str
     extension: str
+    label: str  # as people name it, in messages and on the page
+    # Other names a browser or a file picker may give the same format.
+    other_types: tuple[str, ...] = ()
+    other_extensions: tuple[str, ...] = ()
 
 
-JPEG = ImageFormat("JPEG", "image/jpeg", ".jpg")
-PNG = ImageFormat("PNG", "image/png", ".png")
-WEBP = ImageFormat("WEBP", "image/webp", ".webp")
-HEIC = ImageFormat("HEIF", "image/heic", ".heic")
-AVIF = ImageFormat("AVIF", "image/avif", ".avif")
+JPEG = ImageFormat("JPEG", "image/jpeg", ".jpg", "JPEG", other_extensions=(".jpeg",))
+PNG = ImageFormat("PNG", "image/png", ".png", "PNG")
+WEBP = ImageFormat("WEBP", "image/webp", ".webp", "WebP")
+HEIC = ImageFormat(
+    "HEIF",
+    "image/heic",
+    ".heic",
+    "HEIC/HEIF",
+    other_types=("image/heif",),
+    other_extensions=(".heif",),
+)
+AVIF = ImageFormat("AVIF", "image/avif", ".avif", "AVIF")
 FORMATS = (JPEG, PNG, WEBP, HEIC, AVIF)
 SUPPORTED_CONTENT_TYPES = tuple(f.content_type for f in FORMATS)
-# The accepted formats as messages name them (the 415 answer, the OpenAPI text).
-ACCEPTED_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
+# The accepted formats as messages name them (the 415 answer, the OpenAPI text, the page
+# through GET /limits): the one list, made from FORMATS.
+ACCEPTED_FORMATS = ", ".join(f.label for f in FORMATS[:-1]) + f" or {FORMATS[-1].label}"
+
+
+def megabytes(count: int) -> str:
+    """A byte count as people read it: "25 MB", "1.5 MB" (10^6 bytes, as file managers)."""
+    return f"{count / 1e6:.3g} MB"
+
+
+def megapixels(count: int) -> str:
+    """A pixel count as people read it: "50 megapixels", "0.3 megapixels"."""
+    return f"{count / 1e6:.3g} megapixels"
+
+
 # Uploads whose result may be written in another format (`IMAGEBLUR_OUTPUT_FORMAT`).
 OutputFormat = Literal["jpeg", "same"]
 
@@ -141,7 +165,10 @@ def _open(data: bytes, fmt: ImageFormat, max_scans: int) -> Image.Image:
             return Image.open(io.BytesIO(data), formats=[fmt.pil_name])
     except Image.DecompressionBombError as exc:
         raise InvalidImage(
-            f"the image announces too many pixels: {exc}", http_status=413, code="too_many_pixels"
+            # Pillow's text gives raw pixel counts; the decoder's own bomb guard went off.
+            "the image announces far more pixels than this server accepts",
+            http_status=413,
+            code="too_many_pixels",
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(
@@ -155,8 +182,8 @@ def _check_header(img: Image.Image, fmt: ImageFormat, *, max_pixels: int) -> Non
         raise InvalidImage("the image has no pixels", http_status=400, code="corrupt_image")
     if width * height > max_pixels:
         raise InvalidImage(
-            f"the image has {width}x{height} = {width * height} pixels; "
-            f"at most {max_pixels} are accepted",
+            f"the image is {width} x {height} pixels ({megapixels(width * height)}); "
+            f"this server accepts at most {megapixels(max_pixels)}",
             http_status=413,
             code="too_many_pixels",
         )

@@ -81,3 +81,18 @@ def test_the_token_prompt(page: Page) -> None:
     page.wait(lambda: "refused" in page.visible("#token-reason").text)
     enter_token(page, TOKEN)
     page.wait(lambda: len(page.find_all("#history-list .history-row")) == 1)
+
+
+def test_cancelling_the_prompt_says_how_to_give_the_token_later(page: Page) -> None:
+    page.allow_console("status of 401")
+    page.open(f"{PREFIX}/")
+    page.visible("#token-reason")
+    page.find("#token-cancel").click()
+    message = page.wait(lambda: page.find("#history-message").text, what="history's message")
+    assert "No token was entered" in message
+    assert "“API token” button at the top of the page" in message
+    # The limits need no token: stated all the same.
+    assert "HEIC/HEIF" in page.find("#limits").text
+    page.find("#token-button").click()
+    enter_token(page, TOKEN)
+    page.wait(lambda: not page.find("#history-message").text.startswith("The API token"))

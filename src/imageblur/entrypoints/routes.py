@@ -14,7 +14,15 @@ from imageblur import imaging
 from imageblur.bootstrap import Container
 from imageblur.domain import ImageRecord, InvalidImage
 from imageblur.entrypoints.middleware.request_id import request_id_of
-from imageblur.entrypoints.schemas import UPLOAD_BODY, Picture, PictureList, errors, picture
+from imageblur.entrypoints.schemas import (
+    UPLOAD_BODY,
+    Limits,
+    Picture,
+    PictureList,
+    errors,
+    limits,
+    picture,
+)
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.logs import get_logger
 from imageblur.services import ImageService
@@ -150,6 +158,14 @@ async def list_pictures(
 async def delete_picture(images: Images, image_id: str) -> Response:
     await run_in_threadpool(images.delete, image_id)
     return Response(status_code=204)
+
+
+@router.get("/limits", response_model=Limits, summary="What an upload may be (public)")
+async def get_limits(services: Services) -> Limits:
+    # Public like /healthz: the page states the limits, and checks a file against them,
+    # before any token is given; they are the server's settings, no data.
+    settings = services.settings
+    return limits(settings.max_upload_bytes, settings.max_pixels)
 
 
 @router.get("/healthz", summary="The process is alive")

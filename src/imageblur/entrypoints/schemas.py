@@ -32,6 +32,37 @@ class Picture(BaseModel):
     revision: int = 0  # of the regions (GET /picture/{id}/regions)
 
 
+class AcceptedFormat(BaseModel):
+    name: str  # as people name it: "HEIC/HEIF"
+    content_types: list[str]
+    extensions: list[str]
+
+
+class Limits(BaseModel):
+    """What an upload may be, for a client to say before sending (the web page does)."""
+
+    max_upload_bytes: int
+    max_pixels: int
+    formats: list[AcceptedFormat]
+    accepted: str  # the formats in one phrase: "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
+
+
+def limits(max_upload_bytes: int, max_pixels: int) -> Limits:
+    return Limits(
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        formats=[
+            AcceptedFormat(
+                name=f.label,
+                content_types=[f.content_type, *f.other_types],
+                extensions=[f.extension, *f.other_extensions],
+            )
+            for f in imaging.FORMATS
+        ],
+        accepted=imaging.ACCEPTED_FORMATS,
+    )
+
+
 class PictureList(BaseModel):
     items: list[Picture]
     total: int
@@ -109,7 +140,8 @@ _ERROR_MEANINGS = {
     409: "The anonymized image is not available (yet, or any more); for review actions: "
     "original_gone, not_in_review or rendering; for an upload: idempotency_key_reused.",
     412: "stale_revision: If-Match is not the current revision of the regions.",
-    413: "The upload is too large (bytes or pixels).",
+    413: "The upload is too large: too_large (bytes) or too_many_pixels; GET /limits "
+    "gives both limits.",
     415: f"Not {imaging.ACCEPTED_FORMATS} (judged by the magic bytes), an animated image, "
     "or an unsupported Content-Type.",
     422: "A parameter or header has an invalid value; invalid_regions for a correction.",

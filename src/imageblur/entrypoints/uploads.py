@@ -13,6 +13,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from imageblur.domain import InvalidImage
+from imageblur.imaging import megabytes
 
 # Room for the multipart boundary and part headers around the image itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -20,23 +21,29 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 def too_large(max_bytes: int) -> InvalidImage:
     return InvalidImage(
-        f"the upload is larger than {max_bytes} bytes", http_status=413, code="too_large"
+        f"the file is larger than {megabytes(max_bytes)}, the most this server accepts",
+        http_status=413,
+        code="too_large",
     )
 
 
-async def _capped(request: Request, max_bytes: int) -> AsyncGenerator[bytes, None]:
+async def _capped(
+    request: Request, cap: int, max_bytes: int | None = None
+) -> AsyncGenerator[bytes, None]:
+    """The body, stopped past `cap` bytes; the message names `max_bytes` (the picture's
+    own limit, without the multipart overhead the cap allows for)."""
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > max_bytes:
-            raise too_large(max_bytes)
+        if total > cap:
+            raise too_large(max_bytes or cap)
         yield chunk
 
 
-def _check_declared_length(request: Request, max_bytes: int) -> None:
+def _check_declared_length(request: Request, cap: int, max_bytes: int | None = None) -> None:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(max_bytes)
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise too_large(max_bytes or cap)
 
 
 async def read_raw(request: Request, *, max_bytes: int) -> bytes:
@@ -50,8 +57,10 @@ async def read_raw(request: Request, *, max_bytes: int) -> bytes:
 async def read_multipart(request: Request, *, max_bytes: int) -> tuple[bytes, str | None]:
     """The `image` part's bytes and its client-side file name (a label only)."""
     limit = max_bytes + MULTIPART_OVERHEAD_BYTES
-    _check_declared_length(request, limit)
-    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=1, max_fields=16)
+    _check_declared_length(request, limit, max_bytes)
+    parser = MultiPartParser(
+        request.headers, _capped(request, limit, max_bytes), max_files=1, max_fields=16
+    )
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -14,10 +14,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from imageblur.entrypoints.errors import error_response
 
 # Probes, the API description and the metrics stay open: an orchestrator has no token,
-# and /metrics has its own (IMAGEBLUR_METRICS_TOKEN).
+# and /metrics has its own (IMAGEBLUR_METRICS_TOKEN). /limits too: the page states what
+# an upload may be before the token is asked for.
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
+        "/limits",
         "/readyz",
         "/metrics",
         "/docs",

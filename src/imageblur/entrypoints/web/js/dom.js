@@ -28,10 +28,11 @@ export function svg(tag, attrs = {}) {
   return el;
 }
 
+// Decimal units, as the server's messages and the stated limits (messages.js megabytes).
 export function formatBytes(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1000 * 1000) return `${(bytes / 1000).toFixed(0)} KB`;
+  return `${(bytes / 1000 / 1000).toFixed(1)} MB`;
 }
 
 export function formatDate(text) {

@@ -1,5 +1,6 @@
 // The page: upload, result, history and the token prompt, wired together.
 import { initHistory, refresh } from './history.js';
+import { initOutage } from './outage.js';
 import './review.js';
 import { initResult } from './result.js';
 import { initTokenButton } from './token.js';
@@ -9,4 +10,5 @@ initTokenButton(() => refresh());
 initUploads();
 initResult();
 initHistory();
+initOutage();
 refresh();

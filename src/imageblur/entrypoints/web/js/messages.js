@@ -1,5 +1,6 @@
 // What an error or a status means, in words for people. The server's own message is
-// kept as the detail.
+// kept as the detail. Also the page's own announcements (say), for what has no other
+// place to be read out (a deletion).
 
 const STATUS_WORDS = {
   pending: 'Waiting for a worker…',
@@ -26,6 +27,43 @@ export function facesWords(faces) {
   return faces === 1 ? '1 face hidden' : `${faces} faces hidden`;
 }
 
+// Sizes as the server's messages give them (imaging.megabytes, imaging.megapixels):
+// decimal megabytes, as file managers show them.
+export function megabytes(bytes) {
+  return `${Number((bytes / 1e6).toPrecision(3))} MB`;
+}
+
+export function megapixels(pixels) {
+  return `${Number((pixels / 1e6).toPrecision(3))} megapixels`;
+}
+
+// "12:04", the time of day of a Date, for "the last news is from 12:04".
+export function clockTime(date) {
+  return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+export function outageText(lastAnswer) {
+  return lastAnswer
+    ? `Cannot reach the server; retrying; the last news is from ${clockTime(lastAnswer)}.`
+    : 'Cannot reach the server; retrying.';
+}
+
+// The page's own live region (index.html): emptied first, so that the same words said
+// twice (two deletions of files of one name) are read out twice.
+export function say(text) {
+  const region = document.getElementById('page-status');
+  region.textContent = '';
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+// The server's message ("the file is larger than 25 MB, ...") as a sentence under a headline.
+export function sentence(text) {
+  const words = String(text || '').trim();
+  if (!words) return '';
+  const capital = words[0].toUpperCase() + words.slice(1);
+  return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
+}
+
 // Headline for an ApiError; the caller shows error.message under it.
 export function errorHeadline(error) {
   switch (error.status) {
@@ -40,9 +78,12 @@ export function errorHeadline(error) {
     case 409:
       return 'Not ready yet.';
     case 413:
-      return 'This file is too large for the server.';
+      return error.code === 'too_many_pixels'
+        ? 'This picture has too many pixels for the server.'
+        : 'This file is too large for the server.';
     case 415:
-      return 'This is not a picture the service accepts: send a JPEG, PNG, WebP, HEIC/HEIF or AVIF image.';
+      // The server's message, shown under it, names the formats (GET /limits has them too).
+      return 'This is not a picture the service accepts.';
     case 503:
       return error.retryAfterS
         ? `The server is busy; try again in ${error.retryAfterS} s.`

@@ -169,6 +169,8 @@ function showBefore(file) {
 function setSplit(percent) {
   $('before-image').style.clipPath = `inset(0 ${100 - Number(percent)}% 0 0)`;
   $('divider').style.left = `${percent}%`;
+  $('compare-range').setAttribute('aria-valuetext',
+    `${percent}% original, ${100 - Number(percent)}% anonymized`);
 }
 
 // The toggle says what the layer shows: pressed exactly while regions are drawn.

@@ -1,15 +1,25 @@
 // Upload: drop or pick several files; each gets a card with its upload progress, then its
-// status, live, until done, review or failed.
-import { ApiError, getJson, uploadPicture } from './api.js';
-import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
+// status, live, until done, review or failed. A card's status is a live region that names
+// its file and is written only when its words change, so each change is heard once.
 import {
-  errorHeadline, facesWords, hasResult, isFinal, isRetryable, statusWords,
+  ApiError, getJson, isUnreachable, lastAnswerTime, uploadPicture,
+} from './api.js';
+import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
+import { refusal, whenLimits } from './limits.js';
+import {
+  errorHeadline, facesWords, hasResult, isFinal, isRetryable, outageText, say, sentence,
+  statusWords,
 } from './messages.js';
 import { announce, forget, on, rememberOriginal, resultUrl } from './pictures.js';
 
 const POLL_MS = 1000;
+// A poll the server accepted but does not answer counts as no answer after this.
+const POLL_TIMEOUT_MS = 5000;
 const POLL_LIMIT_MS = 15 * 60 * 1000;
 const BUSY_RETRIES = 3;
+// A live region filled in the same task that inserts it is not read out: it is filled
+// this long after.
+const ANNOUNCE_DELAY_MS = 100;
 const cards = new Map(); // picture id -> card
 
 export function initUploads() {
@@ -30,6 +40,7 @@ export function initUploads() {
     addFiles([...(event.dataTransfer?.files || [])]);
   });
   on('picture:deleted', (id) => {
+    sayDeleted(id);
     cards.get(id)?.element.remove();
     cards.delete(id);
   });
@@ -37,22 +48,38 @@ export function initUploads() {
     const card = cards.get(record.id);
     if (card) showFinal(card, record);
   });
+  whenLimits(); // stated on the page before any upload
+}
+
+// The file's name from whichever view still shows it (a history row or a card): the
+// deleting view tells only the id.
+function sayDeleted(id) {
+  const shown = document.querySelector(`[data-id="${CSS.escape(id)}"] .file-name`);
+  say(shown ? `Deleted ${shown.textContent}.` : 'Deleted the picture.');
 }
 
 function addFiles(files) {
   for (const file of files) {
     const card = makeCard(file);
     $('uploads').prepend(card.element);
-    send(card);
+    start(card);
   }
+}
+
+async function start(card) {
+  await delay(ANNOUNCE_DELAY_MS);
+  const refused = await refusal(card.file);
+  if (refused) showRefusal(card, refused.headline, refused.detail, false);
+  else send(card);
 }
 
 function makeCard(file) {
   const card = {
     file,
     id: null,
+    statusText: null,
     progress: h('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` }),
-    status: h('p', { class: 'status', role: 'status', text: 'Uploading…' }),
+    status: h('p', { class: 'status', role: 'status' }),
     error: h('p', { class: 'error', role: 'alert', hidden: true }),
     result: h('div', { class: 'thumb' }),
     actions: h('div', { class: 'toolbar' }),
@@ -64,9 +91,21 @@ function makeCard(file) {
   return card;
 }
 
+// The file's name is part of what is read out (hidden from sight: the card shows it).
+function named(card) {
+  return h('span', { class: 'visually-hidden', text: `${card.file.name}: ` });
+}
+
+function setStatus(card, text) {
+  if (card.statusText === text) return;
+  card.statusText = text;
+  card.status.replaceChildren(named(card), text);
+}
+
 async function send(card) {
   card.error.hidden = true;
   card.actions.replaceChildren();
+  setStatus(card, 'Uploading…');
   for (let attempt = 0; ; attempt += 1) {
     try {
       const record = await uploadPicture(card.file, (share) => {
@@ -84,7 +123,7 @@ async function send(card) {
       const busy = error instanceof ApiError && error.status === 503;
       if (busy && attempt < BUSY_RETRIES) {
         const waitS = error.retryAfterS || 2;
-        card.status.textContent = `The server is busy; retrying in ${waitS} s…`;
+        setStatus(card, `The server is busy; retrying in ${waitS} s…`);
         await delay(waitS * 1000);
         continue;
       }
@@ -95,36 +134,48 @@ async function send(card) {
 }
 
 function showError(card, error) {
-  card.progress.hidden = true;
-  card.status.textContent = 'Not uploaded';
   const apiError = error instanceof ApiError ? error : new ApiError(0, 'network', error.message);
-  card.error.replaceChildren(
-    h('strong', { text: errorHeadline(apiError) }), ' ', h('span', { text: apiError.message }));
+  showRefusal(card, errorHeadline(apiError), sentence(apiError.message), isRetryable(apiError));
+}
+
+function showRefusal(card, headline, detail, retryable) {
+  card.progress.hidden = true;
+  setStatus(card, 'Not uploaded');
+  card.error.replaceChildren(named(card), h('strong', { text: headline }), ' ',
+    h('span', { text: detail }));
   card.error.hidden = false;
-  const buttons = [h('button', { type: 'button', class: 'secondary', onclick: () => removeKeepingFocus(card.element, $('file-input')) }, 'Dismiss')];
-  if (isRetryable(apiError)) {
-    buttons.unshift(h('button', { type: 'button', onclick: () => send(card) }, 'Retry'));
+  const name = card.file.name;
+  const buttons = [h('button', { type: 'button', class: 'secondary', 'aria-label': `Dismiss ${name}`,
+    onclick: () => removeKeepingFocus(card.element, $('file-input')) }, 'Dismiss')];
+  if (retryable) {
+    buttons.unshift(h('button', { type: 'button', 'aria-label': `Retry ${name}`,
+      onclick: () => send(card) }, 'Retry'));
   }
   card.actions.replaceChildren(...buttons);
 }
 
-// Poll the record until it reaches a final status (bounded), then show the result.
+// Poll the record until it reaches a final status (bounded), then show the result. While
+// the server cannot be reached the card says so, with the time of its last answer, until
+// an answer comes.
 async function follow(card, record) {
   const started = Date.now();
   let current = record;
+  setStatus(card, statusWords(current.status));
   while (!isFinal(current.status) && cards.has(card.id)) {
-    card.status.textContent = statusWords(current.status);
     if (Date.now() - started > POLL_LIMIT_MS) {
-      card.status.textContent = 'Still not finished; see the history later.';
+      setStatus(card, 'Still not finished; see the history later.');
       return;
     }
     await delay(POLL_MS);
     try {
-      current = await getJson(`picture/${encodeURIComponent(card.id)}`);
+      current = await getJson(`picture/${encodeURIComponent(card.id)}`, { timeoutMs: POLL_TIMEOUT_MS });
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) return; // deleted meanwhile
-      card.status.textContent = `${errorHeadline(error)} Still trying…`;
+      setStatus(card, isUnreachable(error) ? outageText(lastAnswerTime())
+        : `${errorHeadline(error)} Retrying…`);
+      continue;
     }
+    if (!isFinal(current.status)) setStatus(card, statusWords(current.status));
   }
   if (cards.has(card.id)) await showFinal(card, current);
 }
@@ -134,16 +185,16 @@ async function showFinal(card, record) {
   card.element.dataset.status = record.status;
   announce('picture:changed', record.id);
   const faces = facesWords(record.faces);
-  card.status.textContent = faces ? `${statusWords(record.status)}: ${faces}` : statusWords(record.status);
+  setStatus(card, faces ? `${statusWords(record.status)}: ${faces}` : statusWords(record.status));
   if (record.status === 'failed') {
-    card.error.replaceChildren(h('strong', { text: 'The server could not anonymize it.' }), ' ',
-      h('span', { text: record.error || 'no reason given' }));
+    card.error.replaceChildren(named(card), h('strong', { text: 'The server could not anonymize it.' }),
+      ' ', h('span', { text: record.error || 'no reason given' }));
     card.error.hidden = false;
     return;
   }
   if (!hasResult(record.status)) return;
-  card.actions.replaceChildren(
-    h('button', { type: 'button', onclick: () => announce('picture:open', record) }, 'Compare'));
+  card.actions.replaceChildren(h('button', { type: 'button', 'aria-label': `Compare ${record.name}`,
+    onclick: () => announce('picture:open', record) }, 'Compare'));
   try {
     const url = await resultUrl(record.id);
     card.result.replaceChildren(h('img', { src: url, alt: `Anonymized ${record.name}` }));
