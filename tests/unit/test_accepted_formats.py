@@ -96,7 +96,7 @@ def test_the_limits_are_public_and_the_refusals_speak_mb_and_megapixels(tmp_path
     # The picture's own limit, not the multipart allowance around it.
     assert too_large.status_code == 413
     assert too_large.json()["message"] == (
-        "the file is larger than 1.5 MB, the most this server accepts"
+        "the upload is larger than 1.5 MB, the most this server accepts"
     )
     assert too_many_pixels.status_code == 413
     assert too_many_pixels.json()["message"] == (

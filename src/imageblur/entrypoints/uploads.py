@@ -21,7 +21,7 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 def too_large(max_bytes: int) -> InvalidImage:
     return InvalidImage(
-        f"the file is larger than {megabytes(max_bytes)}, the most this server accepts",
+        f"the upload is larger than {megabytes(max_bytes)}, the most this server accepts",
         http_status=413,
         code="too_large",
     )
