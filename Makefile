@@ -54,8 +54,8 @@ browser:  ## Debian's chromium and chromium-driver, installed when missing (need
 # into build/ (never served by the page). npm comes from Debian when missing (needs root).
 AXE := build/axe/node_modules/axe-core/axe.min.js
 $(AXE): tests/browser/axe/package.json tests/browser/axe/package-lock.json
-	@command -v npm >/dev/null || { apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+	@command -v npm >/dev/null || { $(APT_GET) update -qq && \
+	    $(APT_GET) install -y -qq --no-install-recommends npm >/dev/null; }
 	mkdir -p build/axe && cp tests/browser/axe/package.json tests/browser/axe/package-lock.json build/axe/
 	cd build/axe && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $(AXE)

@@ -1,6 +1,5 @@
 // What an error or a status means, in words for people. The server's own message is
-// kept as the detail. Also the page's own announcements (say), for what has no other
-// place to be read out (a deletion).
+// kept as the detail.
 
 const STATUS_WORDS = {
   pending: 'Waiting for a worker…',
@@ -48,14 +47,6 @@ export function outageText(lastAnswer) {
     : 'Cannot reach the server; retrying.';
 }
 
-// The page's own live region (index.html): emptied first, so that the same words said
-// twice (two deletions of files of one name) are read out twice.
-export function say(text) {
-  const region = document.getElementById('page-status');
-  region.textContent = '';
-  setTimeout(() => { region.textContent = text; }, 50);
-}
-
 // The server's message ("the file is larger than 25 MB, ...") as a sentence under a headline.
 export function sentence(text) {
   const words = String(text || '').trim();
@@ -72,7 +63,8 @@ export function errorHeadline(error) {
     case 400:
       return 'The server could not read this picture.';
     case 401:
-      return 'The API token is missing or wrong.';
+      return error.code === 'no_token' ? 'This server needs its API token.'
+        : 'The API token is missing or wrong.';
     case 404:
       return 'This picture is gone (deleted).';
     case 409:

@@ -7,7 +7,7 @@ import {
 import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
 import { refusal, whenLimits } from './limits.js';
 import {
-  errorHeadline, facesWords, hasResult, isFinal, isRetryable, outageText, say, sentence,
+  errorHeadline, facesWords, hasResult, isFinal, isRetryable, outageText, sentence,
   statusWords,
 } from './messages.js';
 import { announce, forget, on, rememberOriginal, resultUrl } from './pictures.js';
@@ -40,7 +40,6 @@ export function initUploads() {
     addFiles([...(event.dataTransfer?.files || [])]);
   });
   on('picture:deleted', (id) => {
-    sayDeleted(id);
     cards.get(id)?.element.remove();
     cards.delete(id);
   });
@@ -49,13 +48,6 @@ export function initUploads() {
     if (card) showFinal(card, record);
   });
   whenLimits(); // stated on the page before any upload
-}
-
-// The file's name from whichever view still shows it (a history row or a card): the
-// deleting view tells only the id.
-function sayDeleted(id) {
-  const shown = document.querySelector(`[data-id="${CSS.escape(id)}"] .file-name`);
-  say(shown ? `Deleted ${shown.textContent}.` : 'Deleted the picture.');
 }
 
 function addFiles(files) {
