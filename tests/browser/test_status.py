@@ -18,6 +18,7 @@ from PIL import Image
 from selenium import webdriver
 
 from browser.conftest import Page, fresh_page
+from browser.test_accessibility import AXE, violations
 from support import BILL, LINUS, Server, free_port, run_server
 
 MAX_UPLOAD_BYTES = 1_000_000
@@ -228,6 +229,9 @@ def test_an_outage_shows_on_the_waiting_card_and_in_the_history_until_it_ends(
     page.wait(lambda: OUTAGE in card_status(page, LINUS.name), timeout_s=15, what="on card")
     page.wait(lambda: OUTAGE in page.find("#history-outage").text, what="in the history")
     assert "stale" in (page.find("#history-list").get_attribute("class") or "")
+    if not AXE.is_file():
+        raise AssertionError(f"{AXE} is missing: `make axe` installs it")
+    assert violations(page, AXE.read_text()) == []  # the outage state, for everyone too
     before = len(heard(page))
     # Started again on the same port and data, now with a worker, which takes up the
     # picture the stopped API had queued in its memory.
