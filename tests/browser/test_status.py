@@ -252,3 +252,21 @@ def test_an_outage_shows_on_the_waiting_card_and_in_the_history_until_it_ends(
     texts: list[Any] = [t for _, t in heard(page)]
     assert sum(OUTAGE in t for t in texts) == 1, texts
     assert len(texts) - before <= 3, texts
+
+
+def test_the_limits_are_asked_again_until_the_server_answers(page: Page, server: Server) -> None:
+    page.allow_console("ERR_BLOCKED_BY_CLIENT", "Failed to load resource")
+    page.driver.execute_cdp_cmd("Network.enable", {})
+    # The whole URL: a pattern would also block web/js/limits.js, and the page with it.
+    page.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": [f"{server.url}/limits"]})
+    try:
+        page.open()
+        # The page asks for the limits first thing; by the time the history is shown
+        # that first request has failed.
+        page.wait(lambda: page.find("#history-position").text or page.find("#history-message").text)
+        assert page.find("#limits").text == ""
+    finally:
+        page.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        page.driver.execute_cdp_cmd("Network.disable", {})
+    # Asked again, without a reload: the page was loaded once.
+    page.wait(lambda: "HEIC/HEIF" in page.find("#limits").text, what="stated once answered")
