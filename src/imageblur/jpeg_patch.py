@@ -239,7 +239,7 @@ def _quant_tables(payload: bytes) -> dict[int, tuple[int, ...]]:
         zigzag = np.frombuffer(raw, ">u2" if precision else "u1").astype(np.int32)
         natural = np.empty(64, np.int32)
         natural[_ZIGZAG] = zigzag
-        out[slot] = tuple(int(v) for v in natural)
+        out[slot] = tuple(natural.tolist())
         pos += 1 + size
     return out
 
@@ -288,9 +288,10 @@ def _re_encoded(
     if len(mcu_rows) == touched.shape[0] and len(mcu_cols) == touched.shape[1]:
         cut_out = upright  # every MCU row and column: no copy of the whole image
     else:
-        ys = _pixels(mcu_rows, mcu_h, height)
-        xs = _pixels(mcu_cols, mcu_w, width)
-        cut_out = upright[np.ix_(ys, xs)]
+        # Rows, then columns: a quarter of the time of one `np.ix_` index on photos.
+        rows = upright.take(_pixels(mcu_rows, mcu_h, height), axis=0)
+        cut_out = rows.take(_pixels(mcu_cols, mcu_w, width), axis=1)
+        del rows
     coefs = read_coefficients(_encode_like(cut_out, comps))
     del cut_out
     if len(coefs) != len(comps):
@@ -301,7 +302,7 @@ def _re_encoded(
         rows, cols = _blocks(mcu_rows, comp.v)[: plane.shape[0]], _blocks(mcu_cols, comp.h)
         cols = cols[: plane.shape[1]]
         use = np.repeat(np.repeat(grid, comp.v, axis=0), comp.h, axis=1)[: len(rows), : len(cols)]
-        keep = {int(row): k for k, row in enumerate(rows) if use[k].any()}
+        keep = {int(rows[k]): int(k) for k in np.flatnonzero(use.any(axis=1))}
         pastes.append(_Paste(plane, keep, cols, np.ascontiguousarray(use)))
     return pastes
 
