@@ -280,18 +280,13 @@ def _re_encoded(
     picture, the way the original was encoded; per component, the blocks to paste. An
     MCU at the image's right or bottom edge stays at the cut-out's edge, so its partial
     blocks are padded as the whole image's are. Empty when nothing is touched."""
-    mcu_w, mcu_h = mcu
-    height, width = upright.shape[:2]
     mcu_rows, mcu_cols = np.flatnonzero(touched.any(axis=1)), np.flatnonzero(touched.any(axis=0))
     if not len(mcu_rows):
         return []
     if len(mcu_rows) == touched.shape[0] and len(mcu_cols) == touched.shape[1]:
         cut_out = upright  # every MCU row and column: no copy of the whole image
     else:
-        # Rows, then columns: a quarter of the time of one `np.ix_` index on photos.
-        rows = upright.take(_pixels(mcu_rows, mcu_h, height), axis=0)
-        cut_out = rows.take(_pixels(mcu_cols, mcu_w, width), axis=1)
-        del rows
+        cut_out = _cut_out(upright, mcu_rows, mcu_cols, mcu)
     coefs = read_coefficients(_encode_like(cut_out, comps))
     del cut_out
     if len(coefs) != len(comps):
@@ -305,6 +300,28 @@ def _re_encoded(
         keep = {int(rows[k]): int(k) for k in np.flatnonzero(use.any(axis=1))}
         pastes.append(_Paste(plane, keep, cols, np.ascontiguousarray(use)))
     return pastes
+
+
+def _cut_out(
+    upright: RGBImage,
+    mcu_rows: npt.NDArray[np.intp],
+    mcu_cols: npt.NDArray[np.intp],
+    mcu: tuple[int, int],
+) -> RGBImage:
+    """These MCU rows and columns of `upright`, put together. Copied run of rows by run
+    of rows into the result: no intermediate bigger than the result, and a third of the
+    time of one `np.ix_` index on photos."""
+    mcu_w, mcu_h = mcu
+    height, width = upright.shape[:2]
+    xs = _pixels(mcu_cols, mcu_w, width)
+    out = np.empty((len(_pixels(mcu_rows, mcu_h, height)), len(xs), *upright.shape[2:]), np.uint8)
+    top = 0
+    for run in np.split(mcu_rows, np.flatnonzero(np.diff(mcu_rows) != 1) + 1):
+        y0, y1 = int(run[0]) * mcu_h, min(height, (int(run[-1]) + 1) * mcu_h)
+        # "clip" is never needed (`_pixels` keeps the columns inside) and not buffered.
+        np.take(upright[y0:y1], xs, axis=1, out=out[top : top + y1 - y0], mode="clip")
+        top += y1 - y0
+    return out
 
 
 def _pixels(units: npt.NDArray[np.intp], size: int, limit: int) -> npt.NDArray[np.intp]:
