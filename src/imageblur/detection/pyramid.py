@@ -18,6 +18,7 @@ A family only says how one tile goes through its network (`TileModel`);
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -32,8 +33,18 @@ from imageblur.domain import Face
 from imageblur.ports import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.intp]
 # Candidate rows of a tile: x0 y0 x1 y1 score kind (an index into KINDS).
 EMPTY = np.zeros((0, 6), np.float32)
+# Pairs of candidates tested at once in the grouping: bounds the memory a crowd of large
+# boxes could take (about 10 MB of indices per batch); a photo has ~20,000.
+PAIR_BATCH = 1 << 18
+# The grouping takes leaders one at a time while they take crowds (at least LARGE_GROUP
+# candidates, allowing LARGE_GROUP_PATIENCE smaller groups in a row), then the rest by
+# pairs: fastest on the WIDER FACE development subset (1.2 ms per photo against 2.4 ms
+# by pairs only and 5.3 ms one leader at a time, CPU).
+LARGE_GROUP = 16
+LARGE_GROUP_PATIENCE = 3
 ALIGN = 32  # the networks downsample 5 times; inputs are padded to multiples of 32
 
 # The box sizes (sqrt of the area, px) where the score a group needs changes: the small
@@ -264,29 +275,145 @@ def group(dets: FloatArray, iou_threshold: float) -> FloatArray:
     Greedy, best score first: the best remaining box takes every box overlapping it
     (IoU >= iou_threshold, or lying 80% inside it) and keeps its own geometry; the
     group's score is the noisy-or of the best score of each pass in it.
+
+    The privacy preset keeps hundreds to thousands of weak candidates per photo, so it
+    is done with arrays, in two steps giving the same groups as the plain loop, to the
+    bit (tests/unit/test_grouping.py keeps that loop as the reference): leaders one at
+    a time while each takes a crowd of candidates at once (a face's cluster), then the
+    rest at once: the test over every pair of overlapping boxes left, and a short loop
+    handing out the groups.
     """
     if len(dets) == 0:
         return np.zeros((0, 5), np.float32)
-    x0, y0, x1, y1, score, passes = (dets[:, i] for i in range(6))
-    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
-    order = np.argsort(-score, kind="stable")
-    out: list[FloatArray] = []
-    while order.size:
-        i = int(order[0])
-        iw = np.maximum(0.0, np.minimum(x1[i], x1[order]) - np.maximum(x0[i], x0[order]))
-        ih = np.maximum(0.0, np.minimum(y1[i], y1[order]) - np.maximum(y0[i], y0[order]))
-        inter = iw * ih
-        iou = inter / np.maximum(area[i] + area[order] - inter, 1e-6)
-        inside = inter / np.maximum(area[order], 1e-6)
-        member = (iou >= iou_threshold) | (inside >= 0.8)
+    ranked = dets[np.argsort(-dets[:, 4], kind="stable")]
+    x0, y0, x1, y1 = (np.ascontiguousarray(ranked[:, i]) for i in range(4))
+    box = np.stack([x0, y0, x1, y1, np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)])
+    leader = np.arange(len(ranked))
+    rest = _large_groups(box, iou_threshold, leader)
+    if len(rest):
+        leads, joins = _member_pairs(box[:, rest], iou_threshold)
+        leader[rest] = rest[_leaders(len(rest), leads, joins)]
+    return _noisy_or(ranked, leader)
+
+
+def _joins(lead: FloatArray, rows: FloatArray, iou_threshold: float) -> npt.NDArray[np.bool_]:
+    """Whether each of `rows` joins the group `lead` leads (boxes as columns x0 y0 x1 y1
+    area, `lead` one box or one per row): IoU at least `iou_threshold`, or lying 80%
+    inside. The float32 operations of the plain loop, in its order, leader first
+    (min/max of -0.0 and 0.0 or of NaN depend on the order)."""
+    iw = np.minimum(lead[2], rows[2])
+    iw -= np.maximum(lead[0], rows[0])
+    inter = np.maximum(0.0, iw)
+    ih = np.minimum(lead[3], rows[3])
+    ih -= np.maximum(lead[1], rows[1])
+    inter *= np.maximum(0.0, ih)
+    union = lead[4] + rows[4]
+    union -= inter
+    member: npt.NDArray[np.bool_] = inter / np.maximum(union, 1e-6) >= iou_threshold
+    member |= inter / np.maximum(rows[4], 1e-6) >= 0.8
+    return member
+
+
+def _large_groups(box: FloatArray, iou_threshold: float, leader: IntArray) -> IntArray:
+    """The plain loop (columns x0 y0 x1 y1 area in score order), recording each row's
+    leader, while leaders take crowds: it stops after LARGE_GROUP_PATIENCE leaders in a
+    row took fewer than LARGE_GROUP rows each, and returns the rows left. One leader
+    costs about 20 array operations over what is left, whatever it takes."""
+    rest = np.arange(box.shape[1])
+    small = 0
+    while len(rest) and small < LARGE_GROUP_PATIENCE:
+        member = _joins(box[:, 0], box, iou_threshold)
         member[0] = True  # a degenerate (zero-area) leader still forms its own group
-        members = order[member]
-        miss = 1.0
-        for p in np.unique(passes[members]):
-            miss *= 1.0 - float(score[members][passes[members] == p].max())
-        out.append(np.array([x0[i], y0[i], x1[i], y1[i], 1.0 - miss], np.float32))
-        order = order[~member]
-    return np.stack(out)
+        taken = rest[member]
+        leader[taken] = rest[0]
+        small = small + 1 if len(taken) < LARGE_GROUP else 0
+        keep = ~member
+        rest, box = rest[keep], box[:, keep]
+    return rest
+
+
+def _member_pairs(box: FloatArray, iou_threshold: float) -> tuple[IntArray, IntArray]:
+    """The pairs of rows (a, b), a < b, where b joins a's group if a leads (`_joins`);
+    boxes as columns x0 y0 x1 y1 area, in score order."""
+    # A positive threshold (as compared, in float32) needs a positive intersection:
+    # only boxes whose spans overlap are tested. Else any pair may join.
+    overlapping = bool(np.float32(iou_threshold) > 0)
+    leads, joins = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)]
+    for a, b in _pairs(box, overlapping=overlapping):
+        member = _joins(box.take(a, axis=1), box.take(b, axis=1), iou_threshold)
+        leads.append(a[member])
+        joins.append(b[member])
+    return np.concatenate(leads), np.concatenate(joins)
+
+
+def _pairs(box: FloatArray, *, overlapping: bool) -> Iterator[tuple[IntArray, IntArray]]:
+    """Pairs of rows (a, b), a < b, in batches of about PAIR_BATCH: with `overlapping`,
+    those whose x and y spans overlap (every pair with a positive intersection, and
+    maybe a few more), else all. A sweep: in x0 order, each box pairs with the boxes
+    starting inside its x span."""
+    n = box.shape[1]
+    if overlapping:
+        by_x = np.argsort(box[0], kind="stable")
+        ends = np.searchsorted(box[0].take(by_x), box[2].take(by_x), side="left")
+    else:
+        by_x, ends = np.arange(n), np.full(n, n)
+    counts = np.maximum(ends - np.arange(1, n + 1), 0)
+    total = np.cumsum(counts)
+    cuts = np.searchsorted(total, np.arange(PAIR_BATCH, total[-1], PAIR_BATCH)) + 1
+    y0, y1 = box[1].take(by_x), box[3].take(by_x)
+    for lo, hi in itertools.pairwise(sorted({0, n, *cuts.tolist()})):
+        c = counts[lo:hi]
+        # Row p of the sweep pairs with p + 1, p + 2, ... p + c[p].
+        shift = np.arange(lo + 1, hi + 1) - (total[lo:hi] - c - (total[lo - 1] if lo else 0))
+        left = np.repeat(np.arange(lo, hi), c)
+        right = np.repeat(shift, c)
+        right += np.arange(len(right))
+        if overlapping:
+            low = np.maximum(y0.take(left), y0.take(right))
+            keep = low < np.minimum(y1.take(left), y1.take(right))
+            left, right = left[keep], right[keep]
+        u, v = by_x.take(left), by_x.take(right)
+        yield np.minimum(u, v), np.maximum(u, v)
+
+
+def _leaders(count: int, leads: IntArray, joins: IntArray) -> IntArray:
+    """The leader of each row: in score order, each row not yet taken leads and takes
+    every row not yet taken it may (`_member_pairs`). Plain Python, over the rows that
+    may take another only: a few hundred per photo."""
+    # numpy sorts 16-bit keys by radix, ten times faster than wider ones.
+    keys = leads.astype(np.uint16) if count <= 1 << 16 else leads
+    targets = joins[np.argsort(keys, kind="stable")].tolist()
+    per_source = np.bincount(leads, minlength=count)
+    starts = (np.cumsum(per_source) - per_source).tolist()
+    sizes = per_source.tolist()
+    leader = list(range(count))
+    taken = bytearray(count)
+    for source in np.flatnonzero(per_source).tolist():
+        if taken[source]:
+            continue
+        start = starts[source]
+        for row in targets[start : start + sizes[source]]:
+            if not taken[row]:
+                taken[row] = 1
+                leader[row] = source
+    return np.array(leader, np.intp)
+
+
+def _noisy_or(ranked: FloatArray, leader: IntArray) -> FloatArray:
+    """Rows x0 y0 x1 y1 score, one per group in the leaders' order: the leader's box and
+    1 - prod(1 - best score of each pass), in float64, pass by pass in pass order."""
+    leaders = np.flatnonzero(leader == np.arange(len(ranked)))
+    group_of = np.searchsorted(leaders, leader)
+    _, column = np.unique(ranked[:, 5], return_inverse=True)
+    shape = (len(leaders), int(column.max()) + 1)
+    best = np.full(shape, -np.inf)
+    np.maximum.at(best, (group_of, column), ranked[:, 4].astype(np.float64))
+    seen = np.zeros(shape, bool)
+    seen[group_of, column] = True
+    miss = np.ones(len(leaders))
+    for p in range(shape[1]):
+        miss = np.where(seen[:, p], miss * (1.0 - best[:, p]), miss)
+    return np.column_stack([ranked[leaders, :4], (1.0 - miss).astype(np.float32)])
 
 
 def box_size(dets: FloatArray) -> FloatArray:
