@@ -490,10 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args._make:
         make_child(args._make, json.loads(args._counts))
         return 0
-    quiet = args.json
-    log: Callable[[str], None] = (
-        (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    )
+
+    # Progress on stderr, with --json too: a full invocation takes a while.
+    def log(message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
     started = time.perf_counter()
     report: dict[str, Any] = {
         "commit": measured_commit(),
