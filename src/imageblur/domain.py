@@ -425,6 +425,16 @@ class StoredObject:
     modified_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectRange:
+    """Bytes `[start, start + len(data))` of an object, and the whole object's size
+    (what an HTTP `Content-Range` names, and what a reader needs to find the end)."""
+
+    data: bytes
+    start: int
+    size: int
+
+
 # --- errors -----------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -282,8 +283,11 @@ class _Counted:
             except BackendUnavailable:
                 errors.inc()
                 raise
-            # A store's listing fails while it is being iterated, not when it is made.
-            return _counting_iterator(result, errors) if isinstance(result, Iterator) else result
+            # A store's listing fails while it is being iterated, not when it is made. A
+            # stream (`open`) is an iterator of lines too, and stays the stream it is.
+            if isinstance(result, Iterator) and not isinstance(result, io.IOBase):
+                return _counting_iterator(result, errors)
+            return result
 
         return call
 

@@ -4,9 +4,9 @@ in the core imports a driver.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ from imageblur.domain import (
     ImageRecord,
     Job,
     JobKind,
+    ObjectRange,
     PictureStats,
     Region,
     StoredObject,
@@ -33,13 +34,28 @@ class ObjectStore(Protocol):
     """Blobs under server-made keys, in one location (a folder, or a bucket plus prefix).
 
     Raises `ObjectMissing` for an absent key and `StoreUnavailable` when the store
-    cannot be reached.
+    cannot be reached. Pictures go whole (`put`, `get`); large objects (videos) stream
+    (`put_stream`, `open`, `get_range`), in memory bounded by a part, never the object.
     """
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         """Store `data` atomically: readers see the whole object or none."""
 
     def get(self, key: str) -> bytes: ...
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> None:
+        """Store the concatenated `chunks` atomically, holding at most a bounded part of
+        them at once. If `chunks` raises (or the store fails) midway, its exception
+        propagates and nothing is left behind: no object, no temp file, no pending
+        upload."""
+
+    def open(self, key: str) -> BinaryIO:
+        """The object as a readable binary stream (a context manager; close it). Raises
+        `ObjectMissing` here; a read may raise `StoreUnavailable`."""
+
+    def get_range(self, key: str, start: int, end: int) -> ObjectRange:
+        """Bytes `[start, end)` of the object, clipped to its size (empty past its end),
+        and its size. Raises `ValueError` unless 0 <= start <= end."""
 
     def delete(self, key: str) -> None:
         """Remove the object; deleting an absent key is not an error."""

@@ -6,12 +6,15 @@ to fail one operation, block in it to hang one); the store has the same `before`
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import BinaryIO, cast
 
 from imageblur import lifecycle
 from imageblur.adapters import transitions
@@ -24,6 +27,7 @@ from imageblur.domain import (
     ImageRecord,
     JobKind,
     ObjectMissing,
+    ObjectRange,
     PictureStats,
     Region,
     RepositoryUnavailable,
@@ -34,13 +38,42 @@ from imageblur.domain import (
 from imageblur.ports import RGBImage
 
 
+class Spilled:
+    """A streamed object's bytes, in an anonymous temp file: off the heap, so that a
+    streamed gigabyte does not sit in the test process (the contract bounds its RSS)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def __len__(self) -> int:
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
+
+    def read(self, start: int = 0, end: int | None = None) -> bytes:
+        self._file.flush()
+        stop = len(self) if end is None else min(end, len(self))
+        return os.pread(self._file.fileno(), max(0, stop - start), start)
+
+    def stream(self) -> BinaryIO:
+        self._file.flush()
+        # Opened anew (not dup): each reader has a file position of its own.
+        return open(f"/proc/self/fd/{self._file.fileno()}", "rb")
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class FakeStore:
-    """`ObjectStore` in a dict: key -> (bytes, modified at). `before` is called with the
-    operation's name and the key (the prefix, for `list`) before each one."""
+    """`ObjectStore` in a dict: key -> (bytes, modified at); a streamed object's bytes are
+    a `Spilled` file. `before` is called with the operation's name and the key (the
+    prefix, for `list`) before each one."""
 
     def __init__(self, name: str = "fake") -> None:
         self.name = name
-        self.objects: dict[str, tuple[bytes, datetime]] = {}
+        self.objects: dict[str, tuple[bytes | Spilled, datetime]] = {}
         self.down = False
         self.puts = 0
         self.before: Callable[[str, str], None] | None = None
@@ -54,19 +87,57 @@ class FakeStore:
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         self._guard("put", key)
+        self._store(key, data)
+
+    def _store(self, key: str, data: bytes | Spilled) -> None:
         with self._lock:
             self.puts += 1
+            old = self.objects.get(key)
             self.objects[key] = (data, datetime.now(UTC))
+        if old is not None and isinstance(old[0], Spilled):
+            old[0].close()
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> None:
+        self._guard("put_stream", key)
+        spilled = Spilled()
+        try:
+            for chunk in chunks:
+                spilled.write(chunk)
+        except BaseException:
+            spilled.close()
+            raise
+        self._store(key, spilled)
+
+    def _data(self, key: str) -> bytes | Spilled:
+        found = self.objects.get(key)
+        if found is None:
+            raise ObjectMissing(key)
+        return found[0]
 
     def get(self, key: str) -> bytes:
         self._guard("get", key)
-        if key not in self.objects:
-            raise ObjectMissing(key)
-        return self.objects[key][0]
+        data = self._data(key)
+        return data if isinstance(data, bytes) else data.read()
+
+    def open(self, key: str) -> BinaryIO:
+        self._guard("open", key)
+        data = self._data(key)
+        return io.BytesIO(data) if isinstance(data, bytes) else data.stream()
+
+    def get_range(self, key: str, start: int, end: int) -> ObjectRange:
+        self._guard("get_range", key)
+        if not 0 <= start <= end:
+            raise ValueError(f"invalid range [{start}, {end})")
+        data = self._data(key)
+        part = data[start:end] if isinstance(data, bytes) else data.read(start, end)
+        return ObjectRange(data=part, start=start, size=len(data))
 
     def delete(self, key: str) -> None:
         self._guard("delete", key)
-        self.objects.pop(key, None)
+        with self._lock:
+            found = self.objects.pop(key, None)
+        if found is not None and isinstance(found[0], Spilled):
+            found[0].close()
 
     def exists(self, key: str) -> bool:
         self._guard("exists", key)

@@ -53,8 +53,9 @@ ALLOWED: dict[str, set[str]] = {
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # The readiness of the originals key, over the store's key check objects.
     "keycheck": CORE | {"logs"},
-    # A decorator of the port it implements (encryption around any store).
-    "adapters.encrypted_store": {"domain", "ports"},
+    # A decorator of the port it implements (encryption around any store), with the
+    # streamed envelope and the stream helpers the stores share.
+    "adapters.encrypted_store": {"domain", "ports", "adapters."},
     "adapters.": {"domain", "lifecycle", "adapters."},
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE

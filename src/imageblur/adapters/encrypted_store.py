@@ -15,6 +15,12 @@ allowed (an attacker who can write to the store must not be able to slip in an o
 of their own), without one it is returned as it is. `reseal` brings such objects, and
 those under old keys, under the current key.
 
+That is format version 1, for whole objects (`put`, `get`: pictures). Streamed objects
+(`put_stream`) are sealed a segment at a time in format version 2
+(`segmented_envelope`), which `open` and `get_range` read a segment at a time and
+`get` reads whole; both formats, and objects stored without encryption, are read by
+every reading method.
+
 Key check objects (`_keycheck/<key id>`, a fixed text sealed under the key it names)
 let every process show that it opens what the others seal; listings leave them out, so
 nothing that lists originals (garbage collection, `reseal`) ever sees them.
@@ -25,31 +31,41 @@ Key material is never logged, shown in a repr, or put in a message: only key ids
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from enum import StrEnum
+from typing import BinaryIO, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from imageblur.domain import KeyCheckReport, ObjectMissing, OriginalUnreadable, StoredObject
+from imageblur.adapters import segmented_envelope as v2
+from imageblur.adapters.segmented_envelope import KEY_ID_CHARS, MAGIC, TAG_BYTES
+from imageblur.adapters.streams import chained, check_range, read_exact
+from imageblur.domain import (
+    KeyCheckReport,
+    ObjectMissing,
+    ObjectRange,
+    OriginalUnreadable,
+    StoredObject,
+)
 from imageblur.ports import ObjectStore
 
-# No image format starts with these bytes (PNG's signature is \x89PNG\r\n\x1a\n).
-MAGIC = b"\x89IBLUR\r\n"
 VERSION = 1
 KEY_BYTES = 32
-KEY_ID_CHARS = 8
 NONCE_BYTES = 12
-TAG_BYTES = 16
 HEADER_BYTES = len(MAGIC) + 1 + KEY_ID_CHARS + NONCE_BYTES
 KEY_ID_END = len(MAGIC) + 1 + KEY_ID_CHARS
 # Not a key `object_key` makes (ids are hex), so no record ever claims one.
 KEY_CHECK_PREFIX = "_keycheck/"
 KEY_CHECK_TEXT = b"imageblur originals key check\n"
 SEALED_TYPE = "application/octet-stream"
+# Enough of an object's start to tell its format and read either version's header.
+_HEAD_BYTES = v2.HEADER_BYTES  # a version 1 header is as long: both are read whole
+_T = TypeVar("_T")
 
 
 class Resealed(StrEnum):
@@ -143,10 +159,34 @@ class EncryptedStore:
         # The inner store sees only ciphertext: its content type says nothing more.
         return header + cipher.encrypt(nonce, data, _associated(header, key))
 
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> None:
+        sealer = self._keyring.sealer()
+        if sealer is None:
+            self._inner.put_stream(key, chunks, content_type=content_type)
+            return
+        self._inner.put_stream(key, v2.seal(key, chunks, *sealer), content_type=SEALED_TYPE)
+
     def get(self, key: str) -> bytes:
         stored = self._inner.get(key)
+        return self._noting(lambda: self._read(key, stored))
+
+    def open(self, key: str) -> BinaryIO:
+        inner = self._inner.open(key)
         try:
-            data = self._read(key, stored)
+            return self._noting(lambda: self._open_stream(key, inner))
+        except BaseException:
+            inner.close()
+            raise
+
+    def get_range(self, key: str, start: int, end: int) -> ObjectRange:
+        check_range(start, end)
+        return self._noting(lambda: self._read_range(key, start, end))
+
+    def _noting(self, read: Callable[[], _T]) -> _T:
+        """`read()`, keeping why it was refused if the keys are at fault, and forgetting
+        the last refusal once an object opens."""
+        try:
+            result = read()
         except OriginalUnreadable as exc:
             if exc.keys_at_fault:  # one altered object says nothing of the keys
                 with self._lock:
@@ -154,11 +194,46 @@ class EncryptedStore:
             raise
         with self._lock:
             self._last_unreadable = None
-        return data
+        return result
 
     def _read(self, key: str, stored: bytes) -> bytes:
         if stored.startswith(MAGIC):
             return self._open(key, stored)
+        self._refuse_plaintext(key)
+        return stored  # stored before encryption was switched on
+
+    def _open_stream(self, key: str, inner: BinaryIO) -> BinaryIO:
+        head = read_exact(inner, _HEAD_BYTES)
+        if not head.startswith(MAGIC):
+            self._refuse_plaintext(key)
+            return chained(head, inner)  # stored before encryption was switched on
+        if self._version(key, head) == VERSION:  # a picture's: small, opened whole
+            with inner:
+                return io.BytesIO(self._open(key, head + inner.read()))
+        header = v2.parse_header(key, head)
+        return v2.opened(key, header, self._cipher(key, header.key_id), inner)
+
+    def _read_range(self, key: str, start: int, end: int) -> ObjectRange:
+        head = self._inner.get_range(key, 0, _HEAD_BYTES)
+        if not head.data.startswith(MAGIC):
+            self._refuse_plaintext(key)
+            return self._inner.get_range(key, start, end)
+        if self._version(key, head.data) == VERSION:
+            data = self._open(key, self._inner.get(key))
+            return ObjectRange(data=data[start:end], start=start, size=len(data))
+        header = v2.parse_header(key, head.data)
+        cipher = self._cipher(key, header.key_id)
+        where = v2.span(key, header, head.size, start, end)
+        if where.start_at == where.end_at:
+            return ObjectRange(data=b"", start=start, size=where.size)
+        # Only the segments that hold the range are read and opened.
+        sealed = self._inner.get_range(key, where.start_at, where.end_at).data
+        plain = v2.open_span(key, header, cipher, where, sealed)
+        offset = start - where.first * header.segment_bytes
+        stop = min(end, where.size) - start
+        return ObjectRange(data=plain[offset : offset + stop], start=start, size=where.size)
+
+    def _refuse_plaintext(self, key: str) -> None:
         if self._keyring.current_id is not None and not self._allow_plaintext:
             raise OriginalUnreadable(
                 f"{key}: stored without encryption, and plaintext originals are refused "
@@ -166,17 +241,20 @@ class EncryptedStore:
                 "`imageblur reseal` seals them)",
                 keys_at_fault=True,
             )
-        return stored  # stored before encryption was switched on
 
-    def _open(self, key: str, stored: bytes) -> bytes:
-        if len(stored) < HEADER_BYTES + TAG_BYTES:
+    def _version(self, key: str, stored: bytes) -> int:
+        """The format version of an envelope (which starts with MAGIC), if this release
+        reads it."""
+        if len(stored) <= len(MAGIC):
             raise OriginalUnreadable(f"{key}: encrypted object is truncated")
         version = stored[len(MAGIC)]
-        if version != VERSION:
+        if version not in (VERSION, v2.VERSION):
             raise OriginalUnreadable(
                 f"{key}: unknown encryption format version {version}", keys_at_fault=True
             )
-        kid = _key_id_of(stored)
+        return version
+
+    def _cipher(self, key: str, kid: str) -> AESGCM:
         cipher = self._keyring.cipher(kid)
         if cipher is None:
             known = ", ".join(self._keyring.ids) or "none: no originals key is set"
@@ -185,6 +263,18 @@ class EncryptedStore:
                 f"originals key nor an old one (keys known: {known})",
                 keys_at_fault=True,
             )
+        return cipher
+
+    def _open(self, key: str, stored: bytes) -> bytes:
+        """A whole envelope's object, of either version."""
+        if self._version(key, stored) == v2.VERSION:
+            segmented = v2.parse_header(key, stored)
+            body = io.BytesIO(stored[v2.HEADER_BYTES :])
+            with v2.opened(key, segmented, self._cipher(key, segmented.key_id), body) as plain:
+                return plain.read()
+        if len(stored) < HEADER_BYTES + TAG_BYTES:
+            raise OriginalUnreadable(f"{key}: encrypted object is truncated")
+        cipher = self._cipher(key, _key_id_of(stored))
         header, sealed = stored[:HEADER_BYTES], stored[HEADER_BYTES:]
         try:
             return cipher.decrypt(header[KEY_ID_END:], sealed, _associated(header, key))
@@ -198,10 +288,14 @@ class EncryptedStore:
         """Bring one object under the current key: seal it if it is stored without
         encryption, re-seal it if an old key sealed it. Raises `OriginalUnreadable` if it
         cannot be opened, `ObjectMissing` if it is gone. An object deleted while it was
-        being read is not written back (a finished picture's original must stay gone)."""
+        being read is not written back (a finished picture's original must stay gone).
+        A streamed (version 2) object is re-sealed as it streams, in version 2."""
         sealer = self._keyring.sealer()
         if sealer is None:
             raise ValueError("resealing needs a current originals key")
+        head = self._inner.get_range(key, 0, _HEAD_BYTES).data
+        if head.startswith(MAGIC) and self._version(key, head) == v2.VERSION:
+            return self._reseal_stream(key, v2.parse_header(key, head), sealer, dry_run)
         stored = self._inner.get(key)
         if stored.startswith(MAGIC) and _key_id_of(stored) == sealer[0]:
             self._open(key, stored)  # counted as current only if it opens
@@ -213,6 +307,22 @@ class EncryptedStore:
             if not self._inner.exists(key):
                 raise ObjectMissing(key)
             self._inner.put(key, sealed, content_type=SEALED_TYPE)
+        return outcome
+
+    def _reseal_stream(
+        self, key: str, header: v2.Header, sealer: tuple[str, AESGCM], dry_run: bool
+    ) -> Resealed:
+        outcome = Resealed.CURRENT if header.key_id == sealer[0] else Resealed.RESEALED
+        with self._open_stream(key, self._inner.open(key)) as plain:
+            if outcome is Resealed.CURRENT or dry_run:
+                for _ in _chunks(plain):  # counted only if every segment opens
+                    pass
+                return outcome
+            if not self._inner.exists(key):
+                raise ObjectMissing(key)
+            # Written as it is read: a segment that does not open interrupts the write,
+            # which leaves the object as it was.
+            self.put_stream(key, _chunks(plain), content_type=SEALED_TYPE)
         return outcome
 
     def check_keys(self) -> KeyCheckReport:
@@ -275,6 +385,11 @@ class EncryptedStore:
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(v2.SEGMENT_BYTES):
+        yield chunk
 
 
 def _key_id_of(stored: bytes) -> str:

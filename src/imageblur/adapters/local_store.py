@@ -11,11 +11,13 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from imageblur.domain import ObjectMissing, StoredObject, StoreUnavailable
+from imageblur.adapters.streams import check_range, guarded_reader
+from imageblur.domain import ObjectMissing, ObjectRange, StoredObject, StoreUnavailable
 
 # A segment may start with "_" (the key check objects, `_keycheck/<key id>`), never with
 # "." (no hidden files, no "..", and our temp files start with one).
@@ -38,24 +40,25 @@ class LocalObjectStore:
         return path
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        self.put_stream(key, (data,), content_type=content_type)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                Path(tmp).replace(path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            # The rename is durable only once the folder is synced: without it, a power
-            # cut after our 202 could keep the record (SQLite syncs) and lose the file.
-            _fsync_dir(path.parent)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                _write_all(key, fh, chunks)
+            _io(key, lambda: Path(tmp).replace(path))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        # The rename is durable only once the folder is synced: without it, a power
+        # cut after our 202 could keep the record (SQLite syncs) and lose the file.
+        _io(key, lambda: _fsync_dir(path.parent))
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -65,6 +68,29 @@ class LocalObjectStore:
             raise ObjectMissing(key) from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {key}: {exc.strerror}") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            fh = path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {key}: {exc.strerror}") from exc
+        return guarded_reader(fh.read, fh.close, key)
+
+    def get_range(self, key: str, start: int, end: int) -> ObjectRange:
+        check_range(start, end)
+        path = self._path(key)
+        try:
+            with path.open("rb", buffering=0) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                data = os.pread(fh.fileno(), max(0, min(end, size) - start), start)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {key}: {exc.strerror}") from exc
+        return ObjectRange(data=data, start=start, size=size)
 
     def delete(self, key: str) -> None:
         try:
@@ -131,6 +157,25 @@ class LocalObjectStore:
 
     def close(self) -> None:
         pass
+
+
+def _write_all(key: str, fh: BinaryIO, chunks: Iterable[bytes]) -> None:
+    # The chunks' own errors (a client that went away) propagate as they are; only the
+    # disk's become StoreUnavailable.
+    for chunk in chunks:
+        try:
+            fh.write(chunk)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+    _io(key, fh.flush)
+    _io(key, lambda: os.fsync(fh.fileno()))
+
+
+def _io(key: str, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
 
 
 def _fsync_dir(folder: Path) -> None:

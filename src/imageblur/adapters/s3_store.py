@@ -14,16 +14,24 @@ every version of the object and its delete markers.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
-from imageblur.domain import ObjectMissing, StoredObject, StoreRefused, StoreUnavailable
+from imageblur.adapters.streams import check_range, guarded_reader
+from imageblur.domain import (
+    ObjectMissing,
+    ObjectRange,
+    StoredObject,
+    StoreRefused,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -36,6 +44,10 @@ _NO_LOCK_CODES = frozenset({"ObjectLockConfigurationNotFoundError", "NotImplemen
 _DENIED_CODES = frozenset({"AccessDenied", "403"})
 # Versioning statuses that keep older versions: Suspended keeps those made while Enabled.
 _VERSIONED = frozenset({"Enabled", "Suspended"})
+# A streamed object goes up in parts of this size (S3 takes 5 MiB to 5 GiB, up to 10,000
+# parts: 8 MiB parts reach 78 GiB), one part buffered at a time.
+PART_BYTES = 8 << 20
+_log = logging.getLogger(__name__)
 
 
 class S3ObjectStore:
@@ -55,8 +67,10 @@ class S3ObjectStore:
         timeout_s: float,
         max_attempts: int = 3,
         delete_all_versions: bool = False,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         self._bucket = bucket
+        self._part_bytes = part_bytes
         self._prefix = prefix
         self._region = region
         self._create_bucket = create_bucket  # once, on first use
@@ -104,6 +118,87 @@ class S3ObjectStore:
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise StoreUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         return body
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> None:
+        parts = _parts(chunks, self._part_bytes)
+        first = next(parts, b"")
+        second = next(parts, None)
+        if second is None:  # it fits in one part: one PutObject, as for a picture
+            self.put(key, first, content_type=content_type)
+            return
+        full = self._full(key)
+        created = self._call(
+            "create_multipart_upload", Bucket=self._bucket, Key=full, ContentType=content_type
+        )
+        upload_id: str = created["UploadId"]
+        try:
+            done = [self._upload_part(full, upload_id, 1, first)]
+            del first  # one part in hand at a time
+            done.append(self._upload_part(full, upload_id, 2, second))
+            del second
+            for number, part in enumerate(parts, start=3):
+                done.append(self._upload_part(full, upload_id, number, part))
+            # Until this call nothing is visible: readers see the whole object or none.
+            self._call(
+                "complete_multipart_upload",
+                Bucket=self._bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+            )
+        except BaseException:
+            self._abort(full, upload_id)
+            raise
+
+    def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> Any:
+        answer = self._call(
+            "upload_part",
+            Bucket=self._bucket,
+            Key=full,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        """Drop an upload that will not complete: its parts are stored (and billed, and
+        may hold an original's bytes) until aborted. Best effort: the original error is
+        the one to raise, and the bucket's lifecycle rule (`AbortIncompleteMultipartUpload`)
+        takes what a dead process or a failed abort leaves."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=full, UploadId=upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            _log.warning("s3.abort_failed key=%s upload=%s: %s", full, upload_id, _describe(exc))
+
+    def open(self, key: str) -> BinaryIO:
+        response = self._call("get_object", Bucket=self._bucket, Key=self._full(key))
+        body = response["Body"]
+        return guarded_reader(body.read, body.close, repr(key))
+
+    def get_range(self, key: str, start: int, end: int) -> ObjectRange:
+        check_range(start, end)
+        full = self._full(key)
+        if start == end:  # no Range header asks for nothing: ask for the size only
+            return ObjectRange(data=b"", start=start, size=self._size(full))
+        try:
+            response = self._call(
+                "get_object", Bucket=self._bucket, Key=full, Range=f"bytes={start}-{end - 1}"
+            )
+        except _RangeNotSatisfiableError:  # starts at or past the end
+            return ObjectRange(data=b"", start=start, size=self._size(full))
+        try:
+            data: bytes = response["Body"].read()
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
+        # "bytes 0-9/1234"; a server that ignores Range sends the whole object (200).
+        content_range = response.get("ContentRange")
+        if not content_range:
+            return ObjectRange(data=data[start:end], start=start, size=len(data))
+        return ObjectRange(data=data, start=start, size=int(content_range.rpartition("/")[2]))
+
+    def _size(self, full: str) -> int:
+        return int(self._call("head_object", Bucket=self._bucket, Key=full)["ContentLength"])
 
     def delete(self, key: str) -> None:
         # DeleteObject succeeds for an absent key, which is the contract we want.
@@ -267,9 +362,28 @@ class S3ObjectStore:
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _MISSING_CODES and "Key" in kwargs:
                 raise ObjectMissing(f"no object {kwargs['Key']!r}") from exc
+            if _code(exc) == "InvalidRange" and "Range" in kwargs:
+                raise _RangeNotSatisfiableError from exc
             raise StoreUnavailable(f"S3 {operation} failed: {_describe(exc)}") from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise StoreUnavailable(f"S3 {operation} failed: {_describe(exc)}") from exc
+
+
+class _RangeNotSatisfiableError(Exception):
+    """416: the range starts at or past the object's end."""
+
+
+def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks regrouped into parts of exactly `size` bytes (the last one shorter),
+    buffering one part: S3 wants every part but the last to be at least 5 MiB."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
