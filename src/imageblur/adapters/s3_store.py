@@ -47,6 +47,7 @@ _VERSIONED = frozenset({"Enabled", "Suspended"})
 # A streamed object goes up in parts of this size (S3 takes 5 MiB to 5 GiB, up to 10,000
 # parts: 8 MiB parts reach 78 GiB), one part buffered at a time.
 PART_BYTES = 8 << 20
+COMPLETE_TIMEOUT_S = 600.0
 _log = logging.getLogger(__name__)
 
 
@@ -98,6 +99,15 @@ class S3ObjectStore:
         )
         # Making a client reads configuration but opens no connection.
         self._client: S3Client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        # Completing a multipart upload assembles the object before S3 answers: minutes
+        # for a large one (AWS keeps the connection alive meanwhile), far over the
+        # timeout of every other call. Retrying it on a timeout would only start over.
+        slow = config.merge(
+            botocore.config.Config(
+                read_timeout=max(timeout_s, COMPLETE_TIMEOUT_S), retries={"max_attempts": 1}
+            )
+        )
+        self._completer: S3Client = session.client("s3", endpoint_url=endpoint_url, config=slow)
 
     # --- ObjectStore -----------------------------------------------------------------
 
@@ -141,6 +151,7 @@ class S3ObjectStore:
             # Until this call nothing is visible: readers see the whole object or none.
             self._call(
                 "complete_multipart_upload",
+                client=self._completer,
                 Bucket=self._bucket,
                 Key=full,
                 UploadId=upload_id,
@@ -253,6 +264,7 @@ class S3ObjectStore:
 
     def close(self) -> None:
         self._client.close()
+        self._completer.close()
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -355,10 +367,10 @@ class S3ObjectStore:
         for version_id in version_ids:
             self._call("delete_object", Bucket=self._bucket, Key=full_key, VersionId=version_id)
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
+    def _call(self, operation: str, *, client: S3Client | None = None, **kwargs: Any) -> Any:
         self._ensure_bucket()
         try:
-            return getattr(self._client, operation)(**kwargs)
+            return getattr(client or self._client, operation)(**kwargs)
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _MISSING_CODES and "Key" in kwargs:
                 raise ObjectMissing(f"no object {kwargs['Key']!r}") from exc
