@@ -230,7 +230,7 @@ class EncryptedStore:
         sealed = self._inner.get_range(key, where.start_at, where.end_at).data
         plain = v2.open_span(key, header, cipher, where, sealed)
         offset = start - where.first * header.segment_bytes
-        stop = min(end, where.size) - start
+        stop = max(0, min(end, where.size) - start)
         return ObjectRange(data=plain[offset : offset + stop], start=start, size=where.size)
 
     def _refuse_plaintext(self, key: str) -> None:

@@ -143,8 +143,14 @@ class Span:
 
 def span(key: str, header: Header, size_at_rest: int, start: int, end: int) -> Span:
     """The segments that hold the object's bytes [start, end), clipped to its size
-    (none, `start_at == end_at`, when that is empty)."""
+    (none, `start_at == end_at`, for an empty range; the last one for a range past
+    the end)."""
     segments, size = plaintext_size(key, header, size_at_rest)
+    if start >= size and end > start:
+        # Past the end: the last segment is read, so that an envelope cut short after
+        # a whole segment does not pass for a shorter object.
+        last_at = HEADER_BYTES + (segments - 1) * header.sealed_bytes
+        return Span(segments - 1, last_at, size_at_rest, segments, size)
     end = min(end, size)
     if start >= end:
         return Span(segments, size_at_rest, size_at_rest, segments, size)
