@@ -84,6 +84,16 @@ def test_backend_errors_are_counted_by_backend_and_operation(world: World) -> No
     assert value(r, "imageblur_backend_errors_total", backend="results", operation="exists") == 0
 
 
+def test_a_counted_store_streams_as_it_is(world: World) -> None:
+    """A stream is an iterator (of lines): the count must not turn it into a listing."""
+    counted = count_backend_errors(world.backends, Metrics())
+    counted.originals.put_stream("v", iter([b"line 1\n", b"line 2\n"]), content_type="video/mp4")
+    with counted.originals.open("v") as stream:
+        assert stream.read(4) == b"line"
+        assert stream.read() == b" 1\nline 2\n"
+    assert counted.originals.get_range("v", 5, 6).data == b"1"
+
+
 def broken_listing(prefix: str = "") -> Iterator[StoredObject]:
     yield StoredObject("a.jpg", 1, T0)
     raise StoreUnavailable("dropped mid-listing")
