@@ -48,7 +48,7 @@ _VERSIONED = frozenset({"Enabled", "Suspended"})
 # parts: 8 MiB parts reach 78 GiB), one part buffered at a time.
 PART_BYTES = 8 << 20
 COMPLETE_TIMEOUT_S = 600.0
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class S3ObjectStore:
@@ -180,7 +180,7 @@ class S3ObjectStore:
         try:
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=full, UploadId=upload_id)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            _log.warning("s3.abort_failed key=%s upload=%s: %s", full, upload_id, _describe(exc))
+            log.warning("s3 multipart upload of %s not aborted: %s", full, _describe(exc))
 
     def open(self, key: str) -> BinaryIO:
         response = self._call("get_object", Bucket=self._bucket, Key=self._full(key))
