@@ -1,262 +1,290 @@
 #!/usr/bin/env python3
-"""Load benchmark of the distributed set-up: N uploads from C concurrent clients.
+"""The API's own figures, on the embedded default with its worker busy in the same process.
 
-Prints uploads/s, upload latency p50/p95/p99, upload-to-done p50/p95/p99, and the jobs
-lost and duplicated (both must be 0). Asserts nothing.
+Starts `imageblur serve` (API + worker in one process, SQLite, local folder: what
+`make run` serves) in a temporary folder, gives its worker a backlog of 640 x 480
+uploads, and times the worker's images/s with the API idle. Then, for each size, posts
+N multipart uploads (noise-gradient JPEGs at quality 90: 640 x 480 is about 106 KiB,
+320 x 240 about 27 KiB) from one asyncio httpx client over C keep-alive connections,
+while the worker keeps working through its backlog. Only 202s count; 503s (and any other
+answer) are reported, never retried. Prints uploads/s, upload latency p50/p95/p99, and
+the worker's images/s during the burst beside its idle rate; the server's CPU seconds
+per upload and the client's are printed too (the load generator shares the cores).
+Asserts nothing.
 
-By default it starts its own deployment: a moto S3 server, a fresh schema in the
-machine's PostgreSQL, a fresh vhost in its RabbitMQ, `imageblur migrate`, one `api` and
-W `worker`s, and removes it all afterwards:
+    .venv/bin/python bench/load.py [--json] [-n 500] [-c 16] [--sizes 640x480,320x240]
 
-    .venv/bin/python bench/load.py -n 500 -c 16 -w 2
-
-Against a running deployment, give its URL and the database it writes to (the
-`done` times and the duplicate count are read from the transition audit table):
-
-    .venv/bin/python bench/load.py --url http://127.0.0.1:8080 \
-        --postgres-dsn postgresql://postgres@127.0.0.1/imageblur --postgres-schema public
+Each upload carries an Idempotency-Key, as a careful client's does. The figures are of
+the worker's backlog images (640 x 480, the FIFO queue serves them before the burst's);
+`worker_ran_dry` says if a burst outlasted that backlog, which makes its rate meaningless.
+The distributed set-up has its own benchmark: bench/load_distributed.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import io
+import json
+import math
 import os
+import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
-import psycopg
 from PIL import Image
+from provenance import measured_commit
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from support import free_port, wait_until  # noqa: E402
+
+START_TIMEOUT_S = 120.0  # the one bounded wait: the server loads its model first
+DONE = re.compile(r'^imageblur_jobs_total\{outcome="done"\} (\S+)$', re.MULTILINE)
 
 
-def jpeg(seed: int, width: int, height: int) -> bytes:
+def noise_jpeg(seed: int, width: int, height: int) -> bytes:
+    """A gradient under Gaussian noise (sigma 12), JPEG quality 90: costly to compress,
+    like a photo, and every seed a different body."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
     pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=92)
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
     return out.getvalue()
 
 
-def percentiles(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"p50 {values[0]:.3f}s"
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {q[49]:.3f}s  p95 {q[94]:.3f}s  p99 {q[98]:.3f}s"
+def percentile_ms(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return round(values[0] * 1000, 1) if values else math.nan
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 1)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@contextmanager
+def embedded_server(port: int, data_dir: Path) -> Iterator[tuple[str, int]]:
+    """`imageblur serve` with the defaults but its port and folder; yields (url, pid)."""
+    env = {**os.environ, "IMAGEBLUR_PORT": str(port), "IMAGEBLUR_DATA_DIR": str(data_dir)}
+    log_path = data_dir.parent / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "imageblur"), "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise SystemExit(f"imageblur serve exited with {process.returncode}, see {log_path}")
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+    try:
+        wait_until(
+            ready,
+            timeout_s=START_TIMEOUT_S,
+            interval_s=0.2,
+            what=f"imageblur serve to be ready on {url} (log: {log_path})",
+            retry_on=(httpx.TransportError,),
+        )
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
-class Upload:
-    image_id: str
-    started: float  # wall clock (time.time), comparable with the database timestamps
-    latency_s: float
+class Burst:
+    latencies_s: list[float] = field(default_factory=list)
+    answers: dict[str, int] = field(default_factory=dict)  # status code -> count
+    wall_s: float = 0.0
 
 
-# --- a private deployment ------------------------------------------------------------------
+async def post_all(http: httpx.AsyncClient, images: list[bytes], clients: int) -> Burst:
+    """Every image posted once, `clients` requests in flight (one per connection)."""
+    burst = Burst()
+    pending = iter(range(len(images)))
+
+    async def client() -> None:
+        for i in pending:
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(
+                    "/picture",
+                    files={"image": (f"load-{i}.jpg", images[i], "image/jpeg")},
+                    headers={"Idempotency-Key": uuid.uuid4().hex},
+                )
+                answer = str(r.status_code)
+            except httpx.TransportError as exc:
+                answer = type(exc).__name__
+            if answer == "202":
+                burst.latencies_s.append(time.perf_counter() - t0)
+            burst.answers[answer] = burst.answers.get(answer, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    burst.wall_s = time.perf_counter() - t0
+    return burst
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def jobs_done(http: httpx.AsyncClient) -> int:
+    match = DONE.search((await http.get("/metrics")).text)
+    return int(float(match.group(1))) if match else 0
 
 
-def wait_until(check: object, timeout_s: float, what: str) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+@dataclass
+class Backlog:
+    """The worker's queue of 640 x 480 images, topped up so that it never runs dry."""
+
+    http: httpx.AsyncClient
+    clients: int
+    sent: int = 0
+
+    async def top_up(self, count: int) -> None:
+        """At least `count` backlog images not yet done (the FIFO queue serves these
+        before anything posted after them)."""
+        missing = count - (self.sent - await jobs_done(self.http))
+        if missing > 0:
+            first = 1_000_000 + self.sent  # seeds apart from the measured uploads'
+            images = [noise_jpeg(seed, 640, 480) for seed in range(first, first + missing)]
+            burst = await post_all(self.http, images, self.clients)
+            self.sent += burst.answers.get("202", 0)
+
+    async def rate(self, seconds: float) -> tuple[float, bool]:
+        """Images/s the worker finished over `seconds`, the API idle; and whether the
+        backlog ran out meanwhile."""
+        d0, t0 = await jobs_done(self.http), time.perf_counter()
+        await asyncio.sleep(seconds)
+        d1, t1 = await jobs_done(self.http), time.perf_counter()
+        return (d1 - d0) / (t1 - t0), d1 >= self.sent
 
 
-@contextlib.contextmanager
-def deployment(workers: int, worker_threads: int) -> Iterator[tuple[str, str, str]]:
-    """Yields (api url, postgres dsn, schema); everything is torn down afterwards."""
-    tag = uuid.uuid4().hex[:10]
-    schema, vhost, dsn = f"bench_{tag}", f"bench_{tag}", "postgresql://postgres@127.0.0.1/test"
-    s3_port, api_port = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    logdir = Path(tempfile.mkdtemp(prefix="imageblur-bench-"))
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"])
-    env = {
-        **os.environ,
-        "IMAGEBLUR_REPOSITORY": "postgres",
-        "IMAGEBLUR_POSTGRES_DSN": dsn,
-        "IMAGEBLUR_POSTGRES_SCHEMA": schema,
-        "IMAGEBLUR_POSTGRES_POOL_MAX": "20",
-        "IMAGEBLUR_QUEUE": "rabbitmq",
-        "IMAGEBLUR_RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
-        "IMAGEBLUR_RABBITMQ_PREFETCH": str(worker_threads),
-        "IMAGEBLUR_STORE": "s3",
-        "IMAGEBLUR_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
-        "IMAGEBLUR_S3_ACCESS_KEY_ID": "testing",
-        "IMAGEBLUR_S3_SECRET_ACCESS_KEY": "testing",
-        "IMAGEBLUR_S3_ADDRESSING_STYLE": "path",
-        "IMAGEBLUR_S3_CREATE_BUCKETS": "true",
-        "IMAGEBLUR_PORT": str(api_port),
-        "IMAGEBLUR_LOG_FORMAT": "json",
-        "IMAGEBLUR_LOG_LEVEL": "warning",
-        "IMAGEBLUR_WORKER_THREADS": str(worker_threads),
-        "IMAGEBLUR_DETECTOR_THREADS": "1",
+async def measure_size(
+    http: httpx.AsyncClient,
+    backlog: Backlog,
+    pid: int,
+    size: tuple[int, int],
+    args: Any,
+    keep: int,
+) -> dict[str, Any]:
+    images = [noise_jpeg(seed, *size) for seed in range(args.uploads)]
+    await backlog.top_up(keep)
+    await asyncio.sleep(1.0)  # let the top-up's requests settle before the clock starts
+    done0, server0, own0 = await jobs_done(http), cpu_s(pid), own_cpu_s()
+    burst = await post_all(http, images, args.clients)
+    server1, own1 = cpu_s(pid), own_cpu_s()
+    done1 = await jobs_done(http)
+    accepted = burst.answers.get("202", 0)
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "body_kib": round(statistics.mean(len(i) for i in images) / 1024, 1),
+        "uploads": len(images),
+        "accepted": accepted,
+        "rejected_503": burst.answers.get("503", 0),
+        "answers": burst.answers,
+        "seconds": round(burst.wall_s, 3),
+        "uploads_per_s": round(accepted / burst.wall_s, 1),
+        "p50_ms": percentile_ms(burst.latencies_s, 50),
+        "p95_ms": percentile_ms(burst.latencies_s, 95),
+        "p99_ms": percentile_ms(burst.latencies_s, 99),
+        "worker_images_per_s": round((done1 - done0) / burst.wall_s, 2),
+        "worker_ran_dry": done1 >= backlog.sent,
+        "server_cpu_ms_per_upload": round((server1 - server0) * 1000 / max(accepted, 1), 2),
+        "client_cpu_ms_per_upload": round((own1 - own0) * 1000 / max(accepted, 1), 2),
     }
 
-    def spawn(name: str, *args: str) -> None:
-        with (logdir / f"{name}.log").open("wb") as fh:
-            procs.append(subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT))
 
-    try:
-        spawn("s3", str(BIN / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port))
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{s3_port}", timeout=1), 30, "moto")
-        subprocess.run([str(BIN / "imageblur"), "migrate"], env=env, check=True)
-        spawn("api", str(BIN / "imageblur"), "api")
-        for i in range(workers):
-            spawn(f"worker-{i}", str(BIN / "imageblur"), "worker")
-        url = f"http://127.0.0.1:{api_port}"
-        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "API")
-        yield url, dsn, schema
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        print(f"(process logs in {logdir})")
+async def run(url: str, pid: int, args: Any) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        backlog = Backlog(http, args.clients)
+        await backlog.top_up(args.backlog)
+        probe, _ = await backlog.rate(2.0)  # enough backlog for the window that follows
+        await backlog.top_up(args.backlog + math.ceil(probe * args.idle_s * 1.5))
+        idle_rate, idle_dry = await backlog.rate(args.idle_s)
+        keep = args.backlog + math.ceil(idle_rate * args.idle_s)  # > a burst's share
+        sizes = []
+        for text in args.sizes.split(","):
+            width, height = (int(v) for v in text.split("x"))
+            sizes.append(await measure_size(http, backlog, pid, (width, height), args, keep))
+        return {
+            "worker_idle_images_per_s": round(idle_rate, 2),
+            "worker_idle_ran_dry": idle_dry,
+            "sizes": sizes,
+        }
 
 
-# --- the load ----------------------------------------------------------------------------------
-
-
-def run_uploads(url: str, images: list[bytes], clients: int) -> tuple[list[Upload], int, float]:
-    uploads: list[Upload] = []
-    errors = 0
-    lock = threading.Lock()
-    next_index = iter(range(len(images)))
-
-    def client() -> None:
-        nonlocal errors
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while True:
-                with lock:
-                    i = next(next_index, None)
-                if i is None:
-                    return
-                key = uuid.uuid4().hex
-                for _ in range(20):  # retry 503 / transport errors, same Idempotency-Key
-                    started, t0 = time.time(), time.perf_counter()
-                    try:
-                        r = http.post(
-                            "/picture",
-                            files={"image": (f"load-{i}.jpg", images[i], "image/jpeg")},
-                            headers={"Idempotency-Key": key},
-                        )
-                    except httpx.TransportError:
-                        r = None
-                    if r is not None and r.status_code == 202:
-                        with lock:
-                            uploads.append(
-                                Upload(r.json()["id"], started, time.perf_counter() - t0)
-                            )
-                        break
-                    with lock:
-                        errors += 1
-                    time.sleep(0.2)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return uploads, errors, time.perf_counter() - t0
-
-
-def wait_done(
-    dsn: str, schema: str, uploads: list[Upload], timeout_s: float
-) -> tuple[dict[str, datetime], dict[str, int]]:
-    """First `done` time and number of `done` transitions of each uploaded image."""
-    ids = [u.image_id for u in uploads]
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            rows = conn.execute(
-                f'SELECT image_id, min(at), count(*) FROM "{schema}".image_transitions '
-                "WHERE to_status = 'done' AND image_id = ANY(%s) GROUP BY image_id",
-                (ids,),
-            ).fetchall()
-            if len(rows) == len(ids) or time.monotonic() > deadline:
-                return {r[0]: r[1] for r in rows}, {r[0]: int(r[2]) for r in rows}
-            time.sleep(0.5)
+def report_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"commit {report['commit']}  {report['date']}  {report['machine']}",
+        f"{report['clients']} connections, one asyncio httpx client; worker idle "
+        f"{report['worker_idle_images_per_s']} images/s (640x480 backlog)",
+        f"{'size':>8} {'KiB':>6} {'202':>5} {'503':>4} {'up/s':>7} {'p50':>7} {'p95':>7} "
+        f"{'p99 ms':>7} {'worker/s':>8} {'srv ms':>7} {'cli ms':>7}",
+    ]
+    for s in report["sizes"]:
+        dry = " (ran dry)" if s["worker_ran_dry"] else ""
+        lines.append(
+            f"{s['size']:>8} {s['body_kib']:>6} {s['accepted']:>5} {s['rejected_503']:>4} "
+            f"{s['uploads_per_s']:>7} {s['p50_ms']:>7} {s['p95_ms']:>7} {s['p99_ms']:>7} "
+            f"{s['worker_images_per_s']:>8} {s['server_cpu_ms_per_upload']:>7} "
+            f"{s['client_cpu_ms_per_upload']:>7}{dry}"
+        )
+    lines.append("srv/cli ms: CPU per accepted upload of the server (API + worker) / the client")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--uploads", type=int, default=300)
-    parser.add_argument("-c", "--clients", type=int, default=8)
-    parser.add_argument("-w", "--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--worker-threads", type=int, default=1)
-    parser.add_argument("--size", default="640x480", help="WxH of the generated JPEGs")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for done")
-    parser.add_argument("--url", help="a running API instead of a private deployment")
-    parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1/imageblur")
-    parser.add_argument("--postgres-schema", default="public")
+    parser.add_argument("-n", "--uploads", type=int, default=500, help="uploads per size")
+    parser.add_argument("-c", "--clients", type=int, default=16, help="keep-alive connections")
+    parser.add_argument("--sizes", default="640x480,320x240", help="WxH,WxH of the uploads")
+    parser.add_argument("--backlog", type=int, default=150, help="worker backlog kept")
+    parser.add_argument("--idle-s", type=float, default=10.0, help="idle-rate window")
+    parser.add_argument("--port", type=int, help="the server's port (default: a free one)")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
-    images = [jpeg(i, width, height) for i in range(args.uploads)]
-
-    with contextlib.ExitStack() as stack:
-        if args.url:
-            url, dsn, schema = args.url, args.postgres_dsn, args.postgres_schema
-        else:
-            url, dsn, schema = stack.enter_context(deployment(args.workers, args.worker_threads))
-        uploads, errors, upload_s = run_uploads(url, images, args.clients)
-        done_at, done_count = wait_done(dsn, schema, uploads, args.timeout)
-
-    to_done = [
-        done_at[u.image_id].timestamp() - u.started for u in uploads if u.image_id in done_at
-    ]
-    lost = args.uploads - len(done_at)
-    duplicated = sum(1 for n in done_count.values() if n > 1)
-    print(
-        f"uploads: {args.uploads} from {args.clients} clients, {width}x{height} JPEG, "
-        f"{args.workers} workers x {args.worker_threads} threads, {os.cpu_count()} cores"
-    )
-    print(f"accepted: {len(uploads)}  retried (503/transport): {errors}")
-    print(f"uploads/s: {len(uploads) / upload_s:.1f}  ({upload_s:.1f}s)")
-    print(f"upload latency: {percentiles(sorted(u.latency_s for u in uploads))}")
-    print(f"upload to done: {percentiles(sorted(to_done))}")
-    if to_done:
-        span = max(done_at.values()).timestamp() - min(u.started for u in uploads)
-        print(f"throughput to done: {len(to_done) / span:.1f} images/s")
-    print(f"jobs lost: {lost}  jobs duplicated: {duplicated}")
+    with tempfile.TemporaryDirectory(prefix="imageblur-load-") as tmp:
+        data_dir = Path(tmp) / "data"
+        with embedded_server(args.port or free_port(), data_dir) as (url, pid):
+            figures = asyncio.run(run(url, pid, args))
+    report = {
+        "commit": measured_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "clients": args.clients,
+        **figures,
+    }
+    print(json.dumps(report) if args.json else report_text(report))
     return 0
 
 

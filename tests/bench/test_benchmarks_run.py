@@ -57,6 +57,21 @@ def test_speed_benchmark_runs_on_a_few_photos() -> None:
     assert_names_the_commit(report)
 
 
+def test_load_benchmark_runs_a_few_uploads() -> None:
+    report = run_json(
+        "bench/load.py", "-n", "20", "--backlog", "10", "--idle-s", "2", "--sizes", "320x240"
+    )
+    assert report["worker_idle_images_per_s"] is not None
+    sizes = report["sizes"]
+    assert isinstance(sizes, list)
+    (small,) = sizes
+    assert small["size"] == "320x240"
+    assert small["accepted"] + small["rejected_503"] <= 20
+    for key in ("uploads_per_s", "p99_ms", "worker_images_per_s"):
+        assert key in small
+    assert_names_the_commit(report)
+
+
 def assert_names_the_commit(report: dict[str, object]) -> None:
     """The figures name the commit they measured (dirty: the tree had changes)."""
     head = subprocess.run(
