@@ -36,7 +36,7 @@ MAX_CORRECTION_BYTES = 1_000_000
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 
-def _review(request: Request) -> ReviewService:
+async def _review(request: Request) -> ReviewService:  # async: no thread hop
     container: Container = request.app.state.container
     return container.review
 

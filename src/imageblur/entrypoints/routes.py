@@ -32,16 +32,19 @@ log = get_logger("imageblur.entrypoints.api")
 router = APIRouter()
 
 
-def _container(request: Request) -> Container:
+# The dependencies are `async def`: FastAPI runs a plain `def` one in the thread pool,
+# two thread hops per request for reading an attribute (a fifth of an upload's CPU in
+# the event loop, measured with bench/load.py).
+async def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
 
-def _images(container: Annotated[Container, Depends(_container)]) -> ImageService:
+async def _images(container: Annotated[Container, Depends(_container)]) -> ImageService:
     return container.images
 
 
-def _root(request: Request) -> str:
+async def _root(request: Request) -> str:
     """The proxy prefix (IMAGEBLUR_ROOT_PATH), for the URLs we hand out."""
     return str(request.scope.get("root_path", "")).rstrip("/")
 
