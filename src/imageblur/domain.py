@@ -198,6 +198,46 @@ class JobKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class KindRoute:
+    """Where a job kind's work waits and runs, so that a pod of an older release, which
+    does not know the kind, never takes it: the statuses of its record while queued and
+    while leased (an older release claims only `pending`, `processing` and `rendering`
+    rows) and whether its messages go to a queue of their own, `<queue>.<kind>` (an
+    older release consumes only `<queue>`, so it never parses, and so never
+    dead-letters, a message of a kind it does not know). docs/operations.md, "Job kinds
+    and rolling upgrades", states the rule; tests/contract/test_job_kinds.py checks it
+    against the previous release's claim conditions and message parser."""
+
+    queued: str  # a `Status` value
+    leased: str
+    own_queue: bool = True
+
+
+# Statuses a release before the kinds rule claims or re-publishes: a new kind never
+# uses one of them, nor the main queue those releases consume.
+LEGACY_STATUSES = frozenset({Status.PENDING.value, Status.PROCESSING.value, Status.RENDERING.value})
+LEGACY_KINDS = frozenset({"detect", "render"})
+
+# Every job kind, one row each. Detect and render predate the rule: they keep their
+# statuses and the main queue, which every release consumes. A new kind (video, a
+# bucket batch) adds a row with statuses of its own and `own_queue=True`.
+JOB_KINDS: Mapping[str, KindRoute] = {
+    "detect": KindRoute(Status.PENDING.value, Status.PROCESSING.value, own_queue=False),
+    "render": KindRoute(Status.RENDERING.value, Status.RENDERING.value, own_queue=False),
+}
+
+
+def kind_queue(base: str, kind: str, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> str:
+    """The queue a message of `kind` is published to and consumed from."""
+    return f"{base}.{kind}" if kinds[kind].own_queue else base
+
+
+def kind_of_status(status: str, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> str | None:
+    """The kind whose job a record in `status` waits for or runs (None: no job)."""
+    return next((k for k, r in kinds.items() if status in (r.queued, r.leased)), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """The queue message: ids only, never image bytes or secrets."""
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from imageblur.backends import Backends
-from imageblur.domain import ImageRecord, Job, JobKind, Status, image_id_of_key, utcnow
+from imageblur.domain import (
+    ImageRecord,
+    Job,
+    JobKind,
+    Status,
+    image_id_of_key,
+    kind_of_status,
+    utcnow,
+)
 from imageblur.jobs import worker_identity
 from imageblur.logs import get_logger
 from imageblur.ports import ObjectStore, Upkeep
@@ -103,14 +111,15 @@ class Reconciler:
                 return total
 
     def _jobs(self, ids: Sequence[str]) -> list[Job]:
-        """The jobs of these records: a rendering one's is a RENDER; each carries its
-        upload's request id into the worker's logs. A record deleted meanwhile has none."""
+        """The jobs of these records, of the kind their status names (`JOB_KINDS`: a
+        rendering one's is a RENDER); each carries its upload's request id into the
+        worker's logs. A record deleted meanwhile has none."""
         records = self._repo.get_many(ids) if ids else {}
         return [
             Job(
                 image_id=record.id,
                 request_id=record.request_id,
-                kind=JobKind.RENDER if record.status is Status.RENDERING else JobKind.DETECT,
+                kind=JobKind(kind_of_status(record.status) or JobKind.DETECT),
             )
             for record in (records.get(i) for i in ids)
             if record is not None

@@ -5,10 +5,15 @@ Topology, all durable, all on the default exchange:
 * `<queue>`: the jobs; quorum by default (replicated, survives a node loss), classic
   selectable. It dead-letters to `<queue>.dead`, which catches messages the broker
   itself gives up on (quorum `x-delivery-limit`: a job that kills every worker).
+* `<queue>.<kind>`: the jobs of a kind with a queue of its own (`domain.JOB_KINDS`,
+  every kind newer than detect and render), declared like `<queue>`. A worker of an
+  older release consumes only `<queue>`, so it never receives, and so never parks, a
+  message of a kind it does not know.
 * `<queue>.dead`: parked jobs. Each carries the reason in the `x-imageblur-reason`
   header (and RabbitMQ's own `x-death` when the broker parked it).
-* `<queue>.delay.<ms>`: one queue per retry delay. Nobody consumes it; a queue-level TTL
-  dead-letters each message back into `<queue>` when its delay is over. One queue per
+* `<queue>.delay.<ms>` (`<queue>.<kind>.delay.<ms>`): one queue per retry delay. Nobody
+  consumes it; a queue-level TTL dead-letters each message back into the job queue it
+  came from when its delay is over. One queue per
   delay, not per-message TTLs in one queue, because RabbitMQ only expires messages at
   the head of a queue: a 60 s retry would hold back a 1 s retry queued behind it. They
   are declared on first use and delete themselves (`x-expires`) once idle.
@@ -29,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -39,7 +44,16 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from imageblur.domain import DeadLetter, Delivery, InvalidJob, Job, QueueUnavailable
+from imageblur.domain import (
+    JOB_KINDS,
+    DeadLetter,
+    Delivery,
+    InvalidJob,
+    Job,
+    KindRoute,
+    QueueUnavailable,
+    kind_queue,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -120,8 +134,13 @@ class RabbitMQJobQueue:
         prefetch: int,
         timeout_s: float,
         delivery_limit: int | None = 20,
+        kinds: Mapping[str, KindRoute] = JOB_KINDS,
     ) -> None:
         self.queue = queue
+        self._kinds = kinds
+        # Every job queue this handle publishes to and consumes: `<queue>` first, then
+        # one per kind with a queue of its own.
+        self.job_queues = tuple(dict.fromkeys(kind_queue(queue, k, kinds) for k in kinds))
         self.dead_queue = f"{queue}.dead"
         self._queue_type = queue_type
         self._prefetch = prefetch
@@ -138,8 +157,12 @@ class RabbitMQJobQueue:
     # --- JobQueue ------------------------------------------------------------------------
 
     def publish(self, job: Job) -> None:
-        body = job.to_json()
-        self._on_publisher("publish", lambda ch: _publish(ch, self.queue, body, None))
+        self.publish_body(job.to_json(), kind=job.kind.value)
+
+    def publish_body(self, body: bytes, *, kind: str) -> None:
+        """Publish a job message of `kind` to that kind's queue."""
+        target = kind_queue(self.queue, kind, self._kinds)
+        self._on_publisher("publish", lambda ch: _publish(ch, target, body, None))
 
     def receive(self, *, timeout_s: float) -> Delivery | None:
         deadline = time.monotonic() + timeout_s
@@ -157,7 +180,8 @@ class RabbitMQJobQueue:
                 if not channel.consumer_tags:
                     # First use, or the broker cancelled us (queue deleted or moved).
                     self._buffer.clear()
-                    channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+                    for name in self.job_queues:
+                        channel.basic_consume(name, self._on_message, auto_ack=False)
                 while self._buffer:
                     method, _properties, body = self._buffer.popleft()
                     delivery = self._to_delivery(channel, link.generation, method, body)
@@ -185,7 +209,8 @@ class RabbitMQJobQueue:
         with self._settling(delivery, "retry") as channel:
             if channel is None:
                 return  # requeued by the broker: back at once rather than after the delay
-            target = self.queue if delay_s <= 0 else self._delay_queue(channel, delay_s)
+            home = kind_queue(self.queue, job.kind.value, self._kinds)
+            target = home if delay_s <= 0 else self._delay_queue(channel, home, delay_s)
             # Publish (confirmed) before acking: a crash in between leaves a duplicate,
             # never a lost job.
             _publish(channel, target, job.to_json(), {REASON_HEADER: _clip(reason)})
@@ -240,7 +265,7 @@ class RabbitMQJobQueue:
         """Delete the job, dead-letter and known delay queues (tests, tear-down)."""
 
         def delete(channel: BlockingChannel) -> None:
-            for name in (self.queue, self.dead_queue, *sorted(self._delay_names)):
+            for name in (*self.job_queues, self.dead_queue, *sorted(self._delay_names)):
                 channel.queue_delete(name)
 
         self._on_publisher("delete", delete)
@@ -264,23 +289,24 @@ class RabbitMQJobQueue:
         }
         if self._queue_type == "quorum" and self._delivery_limit is not None:
             args["x-delivery-limit"] = self._delivery_limit
-        channel.queue_declare(self.queue, durable=True, arguments=args)
+        for name in self.job_queues:
+            channel.queue_declare(name, durable=True, arguments=args)
 
     def _declare_consumer(self, channel: BlockingChannel) -> None:
         self._declare(channel)
         self._buffer.clear()
         channel.basic_qos(prefetch_count=self._prefetch)
 
-    def _delay_queue(self, channel: BlockingChannel, delay_s: float) -> str:
+    def _delay_queue(self, channel: BlockingChannel, home: str, delay_s: float) -> str:
         ttl_ms = max(1, round(delay_s * 1000))
-        name = f"{self.queue}.delay.{ttl_ms}"
+        name = f"{home}.delay.{ttl_ms}"
         # Declared on every retry: publishing does not count as use for `x-expires`, so
         # a queue declared once would expire under a steady trickle of retries (and
         # take the waiting ones with it). Retries are rare; one round trip is cheap.
         args = self._queue_arguments() | {
             "x-message-ttl": ttl_ms,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.queue,
+            "x-dead-letter-routing-key": home,
             # Long after its last message has expired, an idle delay queue goes.
             "x-expires": 2 * ttl_ms + 600_000,
         }

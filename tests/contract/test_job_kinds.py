@@ -1,0 +1,233 @@
+"""Job kinds that a pod of the previous release never takes (issue 24, item 5).
+
+The rule (docs/operations.md, "Job kinds and rolling upgrades"): every job kind newer
+than detect and render has its record's own statuses, queued and leased, and a queue of
+its own. No such kind exists yet, so a test-only kind, `probe`, stands for the video and
+batch kinds: it is added to `domain.JOB_KINDS` the way they will be, one row.
+
+Against the previous release's claim conditions and message parser, frozen in
+`previous_release.py`: on SQLite, PostgreSQL and the fake's rules, a row of the new kind
+is never claimed nor re-published, and on RabbitMQ a message of the new kind never
+reaches the previous release's consumer, so it is never dead-lettered by it. Each test
+also shows that the same harness does take the old kinds' rows and messages, so that
+"never" is not a broken harness.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pika
+import psycopg
+import pytest
+
+import servers
+from contract import previous_release as prev
+from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
+from imageblur.domain import (
+    JOB_KINDS,
+    LEGACY_KINDS,
+    LEGACY_STATUSES,
+    Job,
+    JobKind,
+    KindRoute,
+    Status,
+    kind_of_status,
+    kind_queue,
+)
+
+ID = "0123456789abcdef0123456789abcdef"
+PROBE = KindRoute(queued="probe_queued", leased="probe_running")
+KINDS = {**JOB_KINDS, "probe": PROBE}
+NEW_KINDS = {k: r for k, r in KINDS.items() if k not in LEGACY_KINDS}
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+PENDING_BEFORE = PUBLISHED_BEFORE = NOW - timedelta(minutes=10)
+
+
+def test_every_kind_follows_the_rule() -> None:
+    assert set(JOB_KINDS) == {k.value for k in JobKind}
+    taken: set[str] = set()
+    for kind, route in NEW_KINDS.items():
+        assert route.own_queue, kind
+        statuses = {route.queued, route.leased}
+        assert not statuses & LEGACY_STATUSES, kind
+        assert not statuses & taken, f"{kind} shares a status with another kind"
+        taken |= statuses
+    for kind in JOB_KINDS:  # a real kind's statuses are statuses a record can have
+        assert {JOB_KINDS[kind].queued, JOB_KINDS[kind].leased} <= {s.value for s in Status}
+
+
+def test_the_kind_of_a_status_and_its_queue() -> None:
+    assert kind_of_status("pending") == "detect"
+    assert kind_of_status("processing") == "detect"
+    assert kind_of_status("rendering") == "render"
+    assert kind_of_status("done") is None
+    assert kind_of_status("probe_running", KINDS) == "probe"
+    assert kind_queue("jobs", "detect") == kind_queue("jobs", "render") == "jobs"
+    assert kind_queue("jobs", "probe", KINDS) == "jobs.probe"
+
+
+# --- rows ---------------------------------------------------------------------------
+
+
+def _rows() -> list[tuple[str, prev.Row]]:
+    """Rows of every status of every kind, under every lease and publish state the
+    conditions look at: (name, row)."""
+    rows = []
+    for kind, route in KINDS.items():
+        for status in dict.fromkeys((route.queued, route.leased)):
+            for lease in (None, NOW - timedelta(minutes=1), NOW + timedelta(minutes=1)):
+                for published in (None, NOW - timedelta(hours=1)):
+                    old = NOW - timedelta(hours=1)
+                    name = f"{kind}:{status}:{lease}:{published}"
+                    rows.append((name, prev.Row(status, lease, old, published)))
+    return rows
+
+
+def _taken(claimed: set[str], requeued: set[str]) -> None:
+    new_statuses = {s for r in NEW_KINDS.values() for s in (r.queued, r.leased)}
+    for name in claimed | requeued:
+        assert name.split(":")[1] not in new_statuses, f"the previous release took {name}"
+    # The harness works: the old kinds' rows are taken.
+    assert any(n.startswith("detect:pending") for n in claimed)
+    assert any(n.startswith("render:rendering") for n in claimed)
+    assert any(n.startswith("detect:processing") for n in requeued)
+
+
+def _sqlite_taken() -> tuple[set[str], set[str]]:
+    def ts(value: datetime | None) -> str | None:
+        return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute(
+        "CREATE TABLE images (id TEXT, status TEXT, lease_expires_at TEXT, "
+        "updated_at TEXT, published_at TEXT)"
+    )
+    for name, r in _rows():
+        conn.execute(
+            "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
+            (name, r.status, ts(r.lease_expires_at), ts(r.updated_at), ts(r.published_at)),
+        )
+    params = {"now": ts(NOW), "pending_before": ts(PENDING_BEFORE)}
+    params["published_before"] = ts(PUBLISHED_BEFORE)
+    return _taken_by(conn, "sqlite", params)
+
+
+def _taken_by(conn: Any, style: str, params: dict[str, Any]) -> tuple[set[str], set[str]]:
+    claimed: set[str] = set()
+    for where in prev.CLAIM_WHERE.values():
+        query = f"SELECT id FROM images WHERE {prev.sql(where, style)}"
+        claimed |= {row[0] for row in conn.execute(query, params).fetchall()}
+    query = f"SELECT id FROM images WHERE {prev.sql(prev.REQUEUE_STALE_WHERE, style)}"
+    return claimed, {row[0] for row in conn.execute(query, params).fetchall()}
+
+
+@pytest.fixture(params=["sqlite", "postgres", "fake"])
+def taken(request: pytest.FixtureRequest) -> Iterator[tuple[set[str], set[str]]]:
+    """(claimed, re-published): the rows the previous release's conditions take."""
+    if request.param == "sqlite":
+        yield _sqlite_taken()
+    elif request.param == "postgres":
+        yield _postgres_taken(request.getfixturevalue("postgres_dsn"))
+    else:
+        rows = _rows()
+        claimed = {n for n, r in rows for k in prev.CLAIM_WHERE if prev.fake_claims(k, r, NOW)}
+        requeued = {
+            n for n, r in rows if prev.fake_requeues(r, NOW, PENDING_BEFORE, PUBLISHED_BEFORE)
+        }
+        yield claimed, requeued
+
+
+def _postgres_taken(dsn: str) -> tuple[set[str], set[str]]:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE images (id text, status text, lease_expires_at timestamptz, "
+            "updated_at timestamptz, published_at timestamptz)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO images VALUES (%s, %s, %s, %s, %s)",
+                [
+                    (n, r.status, r.lease_expires_at, r.updated_at, r.published_at)
+                    for n, r in _rows()
+                ],
+            )
+        params = {
+            "now": NOW,
+            "pending_before": PENDING_BEFORE,
+            "published_before": PUBLISHED_BEFORE,
+        }
+        return _taken_by(conn, "postgres", params)
+
+
+def test_the_previous_release_never_claims_nor_requeues_a_new_kinds_row(
+    taken: tuple[set[str], set[str]],
+) -> None:
+    _taken(*taken)
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+def _previous_consumer_takes(channel: Any, base: str) -> list[dict[str, object]]:
+    """Everything on the previous release's queue, as its worker takes it: parsed, or
+    dead-lettered with the reason."""
+    jobs = []
+    while True:
+        method, _props, body = channel.basic_get(prev.consumed_queue(base), auto_ack=False)
+        if method is None:
+            return jobs
+        try:
+            jobs.append(prev.parse_job(body))
+        except prev.InvalidJobError as exc:
+            channel.basic_publish(
+                "",
+                prev.dead_queue(base),
+                body,
+                pika.BasicProperties(headers={"x-imageblur-reason": str(exc)}),
+            )
+        channel.basic_ack(method.delivery_tag)
+
+
+def _depth(channel: Any, name: str) -> int:
+    return int(channel.queue_declare(name, passive=True).method.message_count)
+
+
+def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: str) -> None:
+    base = servers.unique("kinds")
+    queue = RabbitMQJobQueue(
+        rabbitmq_url, queue=base, queue_type="quorum", prefetch=1, timeout_s=5, kinds=KINDS
+    )
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        queue.check()  # declares the topology: `base`, `base.probe`, `base.dead`
+        probe = Job(image_id=ID).to_json().replace(b'"detect"', b'"probe"')
+        queue.publish_body(probe, kind="probe")
+        queue.publish(Job(image_id=ID, kind=JobKind.RENDER))
+        channel = connection.channel()
+        jobs = _previous_consumer_takes(channel, base)
+        assert [j["kind"] for j in jobs] == ["render"]  # the harness takes an old kind
+        assert _depth(channel, prev.dead_queue(base)) == 0
+        assert _depth(channel, kind_queue(base, "probe", KINDS)) == 1
+        # This release, knowing the kind, consumes its queue beside the main one.
+        assert queue.job_queues == (base, f"{base}.probe")
+    finally:
+        connection.close()
+        queue.delete_topology()
+        queue.close()
+
+
+def test_this_release_consumes_only_the_main_queue() -> None:
+    """What makes this release the safe "previous release" of the next kind: its
+    handle publishes every kind it knows to, and consumes only, `<queue>`."""
+    queue = RabbitMQJobQueue(
+        "amqp://guest:guest@127.0.0.1:1/%2F",
+        queue="jobs",
+        queue_type="quorum",
+        prefetch=1,
+        timeout_s=1,
+    )
+    assert queue.job_queues == ("jobs",)
