@@ -180,6 +180,7 @@ class RabbitMQJobQueue:
                 if not channel.consumer_tags:
                     # First use, or the broker cancelled us (queue deleted or moved).
                     self._buffer.clear()
+                    # One consumer per job queue; the prefetch counts per consumer.
                     for name in self.job_queues:
                         channel.basic_consume(name, self._on_message, auto_ack=False)
                 while self._buffer:
