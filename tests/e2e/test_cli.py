@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
+from typing import Any
 
-from support import BILL, BILL_FACE, LINUS, decode, detail, run_server
+import pytest
+
+from imageblur import imaging, jpeg_patch
+from imageblur.ports import RegionDetector, RGBImage
+from support import (
+    BILL,
+    BILL_FACE,
+    LINUS,
+    decode,
+    detail,
+    jpeg_bytes,
+    png_bytes,
+    run_server,
+    wait_until,
+)
 
 
 def imageblur(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
@@ -123,3 +143,239 @@ def test_sigterm_stops_the_server_cleanly_with_exit_0(tmp_path: Path) -> None:
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0, server.logs()
         assert '"api.stopped"' in server.logs()
+
+
+def _mixed_album(root: Path) -> Path:
+    """Good and bad files, sorted as the command walks them: pictures of every size
+    between bad files, so that in flight a later file may finish before an earlier one."""
+    album = root / "album"
+    (album / "sub").mkdir(parents=True)
+    shutil.copy(BILL, album / "a-bill.jpg")
+    (album / "b-broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    for n in range(3):
+        (album / f"c-noise-{n}.jpg").write_bytes(jpeg_bytes(640, 480, seed=n))
+    (album / "d-empty.png").write_bytes(b"")
+    (album / "e-flat.png").write_bytes(png_bytes(300, 200))
+    (album / "f-text.webp").write_text("not a picture")
+    shutil.copy(LINUS, album / "g-linus.jpg")
+    shutil.copy(LINUS, album / "sub" / "linus.jpg")
+    (album / "sub" / "h-noise.jpg").write_bytes(jpeg_bytes(1200, 900, seed=7))
+    (album / "notes.txt").write_text("not an image suffix: not collected")
+    return album
+
+
+def _blur_album(album: Path, out: Path, *, threads: int) -> subprocess.CompletedProcess[str]:
+    """The album, and a file inside the output folder that would be its own output."""
+    out.mkdir()
+    own = out / "own.jpg"
+    own.write_bytes(LINUS.read_bytes())
+    env = {"IMAGEBLUR_WORKER_THREADS": str(threads)}
+    return imageblur("blur", str(album), str(own), "-o", str(out), env=env)  # type: ignore[no-any-return]
+
+
+def _messages(stderr: str, out: Path) -> list[str]:
+    """The lines for people (not the JSON log), the output folder written OUT."""
+    lines = stderr.replace(str(out), "OUT").splitlines()
+    return [line for line in lines if not line.startswith("{")]
+
+
+def _blurred_sources(stderr: str) -> list[str]:
+    events = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [e["source"] for e in events if e.get("event") == "file.blurred"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_blur_in_flight_gives_exactly_what_one_at_a_time_gives(tmp_path: Path) -> None:
+    """Several images in flight (the worker's setting) and one at a time: the same files,
+    byte for byte, the same messages in the files' order, the same exit status."""
+    album = _mixed_album(tmp_path)
+    one = _blur_album(album, tmp_path / "one", threads=1)
+    many = _blur_album(album, tmp_path / "many", threads=3)
+
+    assert (one.returncode, many.returncode) == (1, 1), many.stderr
+    for result, out in ((one, tmp_path / "one"), (many, tmp_path / "many")):
+        assert result.stdout == f"8 of 12 images anonymized into {out}\n"
+    skipped = _messages(many.stderr, tmp_path / "many")
+    assert skipped == _messages(one.stderr, tmp_path / "one")
+    assert [line.split(":")[0] for line in skipped] == [
+        str(album / "b-broken.jpg"),
+        str(album / "d-empty.png"),
+        str(album / "f-text.webp"),
+        "imageblur",  # refusing to overwrite the input .../own.jpg
+    ]
+    assert skipped[-1] == "imageblur: refusing to overwrite the input OUT/own.jpg"
+    assert _blurred_sources(many.stderr) == _blurred_sources(one.stderr)
+    assert len(_blurred_sources(many.stderr)) == 8
+    blurred = _files(tmp_path / "many")
+    assert blurred == _files(tmp_path / "one")
+    assert sorted(blurred) == [
+        "album/a-bill.jpg",
+        "album/c-noise-0.jpg",
+        "album/c-noise-1.jpg",
+        "album/c-noise-2.jpg",
+        "album/e-flat.png",
+        "album/g-linus.jpg",
+        "album/sub/h-noise.jpg",
+        "album/sub/linus.jpg",
+        "own.jpg",
+    ]
+    assert blurred["own.jpg"] == LINUS.read_bytes()  # refused, untouched
+
+
+def test_blur_shows_its_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    for n in range(3):
+        (album / f"{n}.jpg").write_bytes(jpeg_bytes(320, 240, seed=n))
+    (album / "3-bad.jpg").write_bytes(b"\xff\xd8\xff broken")
+    leader, follower = pty.openpty()
+    # A terminal of 80 x 24 (a new pseudo-terminal is 0 x 0, where tqdm draws nothing).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    terminal: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(leader, terminal), daemon=True)
+    reader.start()
+    cli = [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", str(album)]
+    with subprocess.Popen(
+        [*cli, "-o", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "IMAGEBLUR_LOG_LEVEL": "warning"},
+    ) as process:
+        os.close(follower)
+        assert process.wait(timeout=300) == 1
+    reader.join(timeout=60)
+    shown = b"".join(terminal).decode(errors="replace")
+    assert "4/4" in shown and "100%" in shown, shown
+    assert f"{album / '3-bad.jpg'}: skipped" in shown
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    """What a terminal shows, until the last process holding it closes it."""
+    try:
+        while chunk := os.read(fd, 65536):
+            into.append(chunk)
+    except OSError:  # EIO: the other side is closed
+        pass
+    finally:
+        os.close(fd)
+
+
+class _DecodedPixels:
+    """Decoded pixels held at once, seen through the real decode and the real encoders:
+    an image holds its pixels from the end of its decode to the end of its encode (the
+    lossless patch, or a whole re-encode where the patch refuses)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[int, int] = {}
+        self.peak = 0
+        self.encoded = threading.Event()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        decode, patch, encode = imaging.decode, jpeg_patch.patch, imaging.encode
+
+        def decoded(*args: Any, **kwargs: Any) -> imaging.DecodedImage:
+            image = decode(*args, **kwargs)
+            with self._lock:
+                self._held[threading.get_ident()] = image.rgb.shape[0] * image.rgb.shape[1]
+                self.peak = max(self.peak, sum(self._held.values()))
+            return image
+
+        def released(real: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                result = real(*args, **kwargs)  # raised (the patch refused): still held
+                with self._lock:
+                    self._held.pop(threading.get_ident())
+                self.encoded.set()
+                return result
+
+            return call
+
+        monkeypatch.setattr(imaging, "decode", decoded)
+        monkeypatch.setattr(jpeg_patch, "patch", released(patch))
+        monkeypatch.setattr(imaging, "encode", released(encode))
+
+
+class _FirstDetectionWaits:
+    """The real detector, whose first detection starts only once another image was
+    decoded, detected, blurred and encoded: possible only with images in flight."""
+
+    def __init__(self, real: RegionDetector, encoded: threading.Event) -> None:
+        self._real = real
+        self._encoded = encoded
+        self._first = threading.Lock()
+        self.overlapped: bool | None = None
+
+    def detect(self, image: RGBImage) -> Any:
+        return self.detect_regions(image)[0]
+
+    def detect_regions(self, image: RGBImage) -> Any:
+        if self._first.acquire(blocking=False):
+            self.overlapped = self._encoded.wait(timeout=120)
+        return self._real.detect_regions(image)
+
+
+def test_blur_overlaps_images_within_the_worker_pixel_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two large photos never hold their pixels at once; a small one runs beside a large
+    one, its decode and encode during the large one's detection."""
+    from imageblur import bootstrap
+    from imageblur.entrypoints import cli
+
+    large, small = 1600 * 1200, 400 * 300
+    album = tmp_path / "album"
+    album.mkdir()
+    for n in range(3):
+        (album / f"{n}-large.jpg").write_bytes(jpeg_bytes(1600, 1200, seed=n))
+        (album / f"{n}-small.jpg").write_bytes(jpeg_bytes(400, 300, seed=10 + n))
+    pixels = _DecodedPixels()
+    pixels.install(monkeypatch)
+    gated: list[_FirstDetectionWaits] = []
+
+    def build_detector(settings: Any) -> _FirstDetectionWaits:
+        real = build(settings)
+        assert isinstance(real, RegionDetector)
+        gated.append(_FirstDetectionWaits(real, pixels.encoded))
+        return gated[0]
+
+    build = bootstrap.build_detector
+    monkeypatch.setattr(bootstrap, "build_detector", build_detector)
+    budget = large + small + 1000  # one large and one small fit, two large do not
+    monkeypatch.setenv("IMAGEBLUR_WORKER_PIXEL_BUDGET", str(budget))
+    monkeypatch.setenv("IMAGEBLUR_WORKER_THREADS", "2")
+
+    assert cli.main(["blur", str(album), "-o", str(tmp_path / "out")]) == 0
+    assert gated[0].overlapped, "no image went through while the first one was detected"
+    assert large + small <= pixels.peak <= budget
+    assert len(list((tmp_path / "out" / "album").iterdir())) == 6
+
+
+def test_ctrl_c_stops_blur_promptly_leaving_only_whole_files(tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    for n in range(60):
+        (album / f"{n:02}.jpg").write_bytes(jpeg_bytes(1024, 768, seed=n))
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", str(album), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a terminal starts it, whatever the test runner does with SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env={**os.environ, "IMAGEBLUR_LOG_LEVEL": "warning"},
+    ) as process:
+        wait_until(lambda: list(out.rglob("*.jpg")), timeout_s=300, what="a first result")
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT  # as one image at a time died of it
+    assert "KeyboardInterrupt" in stderr
+    assert "Exception in thread" not in stderr and "Cancelled" not in stderr, stderr
+    written = sorted(out.rglob("*.jpg"))
+    assert 0 < len(written) < 60
+    for path in written:  # each result whole: written by the main thread before it stopped
+        assert decode(path.read_bytes()).shape == (768, 1024, 3)

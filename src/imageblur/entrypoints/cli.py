@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import itertools
 import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from imageblur import __version__
 from imageblur.allocator import limit_arenas
@@ -19,10 +24,17 @@ from imageblur.domain import ImageblurError
 from imageblur.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
+    from imageblur.anonymizer import AnonymizedImage
     from imageblur.bootstrap import Container
     from imageblur.entrypoints.metrics_server import MetricsServer
 
 log = get_logger("imageblur.cli")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+# `imageblur blur` starts this many files per image in flight (see `_in_flight`).
+AHEAD_PER_THREAD = 2
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".hif", ".avif"}
 
@@ -290,43 +302,119 @@ def _collect(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
 def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
     from tqdm import tqdm
 
-    from imageblur.anonymizer import Anonymizer
-    from imageblur.bootstrap import anonymize_options, build_detector
-    from imageblur.domain import InvalidImage
+    from imageblur.bootstrap import build_detector, worker_anonymizer
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"imageblur: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     files = list(_collect(paths))
-    anonymize = Anonymizer(build_detector(settings), anonymize_options(settings))
-    failures = 0
+    # The worker's anonymizer, with its pixel budget, and as many images in flight as it
+    # has jobs (IMAGEBLUR_WORKER_THREADS): one image decodes, blurs or encodes while
+    # another's detection runs, and two large photos never hold their pixels at once.
+    anonymize = worker_anonymizer(settings, build_detector(settings))
     out_root = output.resolve()
-    for source, relative in tqdm(files, unit="image", disable=None):
-        target = out_root / relative
-        if target.resolve() == source.resolve():
-            print(f"imageblur: refusing to overwrite the input {source}", file=sys.stderr)
-            failures += 1
-            continue
-        try:
-            result = anonymize(source.read_bytes())
-        except (InvalidImage, OSError) as exc:
-            tqdm.write(f"{source}: skipped: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        target = target.with_suffix(result.extension)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(result.data)
-        log.info(
-            "file.blurred",
-            source=str(source),
-            target=str(target),
-            faces=result.faces,
-            plates=result.plates,
-            jpeg_full_reencode=result.jpeg_fallback,
-        )
+    work = functools.partial(_anonymize_file, anonymize, out_root)
+    failures = 0
+    with contextlib.closing(_in_flight(files, work, threads=settings.worker_threads)) as done:
+        for outcome in tqdm(done, total=len(files), unit="image", disable=None):
+            failures += _report(outcome)
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
     return 1 if failures else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One file's anonymization, done in a pool thread, reported in the main thread."""
+
+    source: Path
+    target: Path  # before the result's extension
+    result: AnonymizedImage | None = None
+    skipped: str | None = None  # why it could not be read or decoded
+    refused: bool = False  # its output would overwrite it
+
+
+def _anonymize_file(
+    anonymize: Callable[[bytes], AnonymizedImage], out_root: Path, file: tuple[Path, Path]
+) -> _Outcome:
+    from imageblur.domain import InvalidImage
+
+    source, relative = file
+    target = out_root / relative
+    if target.resolve() == source.resolve():
+        return _Outcome(source, target, refused=True)
+    try:
+        return _Outcome(source, target, result=anonymize(source.read_bytes()))
+    except (InvalidImage, OSError) as exc:
+        return _Outcome(source, target, skipped=str(exc))
+
+
+def _report(outcome: _Outcome) -> int:
+    """Write the result, or say why there is none (1: a failure). In the main thread and
+    in the files' order, so that the output, the messages and the log read as when the
+    images were done one at a time, and of two inputs with the same output name (a.heic
+    and a.jpg) the later one's result is kept as it always was."""
+    from tqdm import tqdm
+
+    source, result = outcome.source, outcome.result
+    if outcome.refused:
+        print(f"imageblur: refusing to overwrite the input {source}", file=sys.stderr)
+        return 1
+    if result is None:
+        tqdm.write(f"{source}: skipped: {outcome.skipped}", file=sys.stderr)
+        return 1
+    target = outcome.target.with_suffix(result.extension)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(result.data)
+    log.info(
+        "file.blurred",
+        source=str(source),
+        target=str(target),
+        faces=result.faces,
+        plates=result.plates,
+        jpeg_full_reencode=result.jpeg_fallback,
+    )
+    return 0
+
+
+def _in_flight(
+    items: Sequence[_T], work: Callable[[_T], _R], *, threads: int
+) -> Generator[_R, None, None]:
+    """`work` of each item on `threads` threads, yielded in the items' order.
+
+    A few more items than threads are started, so that a thread that finished a small
+    image takes the next one while a large one is still being worked on (the pixel budget
+    decides whether it may start decoding). Closing the generator early (Ctrl-C, an error
+    while writing) stops the rest: items not started are dropped, and the detections in
+    hand stop at their next pass (the worker's cancellation, `imageblur.cancel`), so
+    that the process ends promptly with no thread left writing.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from imageblur.cancel import Cancelled, cancellable
+
+    stop = threading.Event()
+
+    def run(item: _T) -> _R:
+        if stop.is_set():
+            raise Cancelled("stopped")
+        with cancellable(stop):
+            return work(item)
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imageblur-blur")
+    queued = iter(items)
+    ahead: deque[Future[_R]] = deque()
+    try:
+        for item in itertools.islice(queued, AHEAD_PER_THREAD * threads):
+            ahead.append(pool.submit(run, item))
+        while ahead:
+            result = ahead.popleft().result()
+            for item in itertools.islice(queued, 1):
+                ahead.append(pool.submit(run, item))
+            yield result
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 if __name__ == "__main__":
