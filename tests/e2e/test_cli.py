@@ -169,8 +169,8 @@ def _blur_album(album: Path, out: Path, *, threads: int) -> subprocess.Completed
     out.mkdir()
     own = out / "own.jpg"
     own.write_bytes(LINUS.read_bytes())
-    env = {"IMAGEBLUR_WORKER_THREADS": str(threads)}
-    return imageblur("blur", str(album), str(own), "-o", str(out), env=env)  # type: ignore[no-any-return]
+    paths = (str(album), str(own))
+    return imageblur("blur", *paths, "-o", str(out), "--threads", str(threads))  # type: ignore[no-any-return]
 
 
 def _messages(stderr: str, out: Path) -> list[str]:

@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
     p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
+    p.add_argument(
+        "--threads",
+        type=int,
+        dest="worker_threads",
+        metavar="N",
+        help="images in flight, as the worker's jobs (IMAGEBLUR_WORKER_THREADS; their decoded "
+        "pixels within IMAGEBLUR_WORKER_PIXEL_BUDGET)",
+    )
 
     sub.add_parser(
         "alive", help="liveness probe of a worker: its heartbeat file is fresh (exit 0) or not"
