@@ -395,7 +395,8 @@ def _in_flight(
     decides whether it may start decoding). Closing the generator early (Ctrl-C, an error
     while writing) stops the rest: items not started are dropped, and the detections in
     hand stop at their next pass (the worker's cancellation, `imageblur.cancel`), so
-    that the process ends promptly with no thread left writing.
+    that the process ends promptly. Only the caller writes files: a result is whole or
+    absent.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
