@@ -413,12 +413,18 @@ class Settings(BaseSettings):
     )
 
     # --- worker -----------------------------------------------------------------
-    worker_threads: int = Field(2, ge=1, le=64, description="Jobs processed at once.")
+    worker_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Jobs processed at once (images in flight for `imageblur blur` too).",
+    )
     worker_pixel_budget: int = Field(
         16_000_000,
         ge=1,
         description="Pixels the jobs in flight may hold decoded at once; a job that does "
-        "not fit waits (one alone always runs): bounds the worker's memory.",
+        "not fit waits (one alone always runs): bounds the memory of the worker and of "
+        "`imageblur blur`.",
     )
     lease_s: float = Field(300.0, gt=0, description="How long a claimed job is held.")
     max_attempts: int = Field(
