@@ -78,10 +78,11 @@ def test_both_anonymizer_paths_call_the_one_geometry() -> None:
 
 
 def test_the_cli_and_the_worker_hide_through_the_anonymizer() -> None:
-    """`imageblur blur` and the worker build an `Anonymizer`; neither masks on its own."""
+    """`imageblur blur` takes the worker's anonymizer, which builds an `Anonymizer`;
+    neither masks on its own."""
     blur = _function(PACKAGE / "entrypoints" / "cli.py", "_blur")
-    assert "Anonymizer" in _imported(blur, "imageblur.anonymizer")
-    assert "Anonymizer" in _called(blur)
+    assert "worker_anonymizer" in _imported(blur, "imageblur.bootstrap")
+    assert "worker_anonymizer" in _called(blur)
     worker = _function(PACKAGE / "bootstrap.py", "worker_anonymizer")
     assert "Anonymizer" in _called(worker)
     processor = _tree(PACKAGE / "jobs.py")  # what the worker's job threads run
