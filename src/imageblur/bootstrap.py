@@ -29,11 +29,16 @@ from imageblur.services import ImageService
 if TYPE_CHECKING:
     from imageblur.adapters.encrypted_store import EncryptedStore
 
-# A job's lease is renewed every third of its length while it runs, for at most this
-# many lease lengths (20 min at the default 300 s; the largest photo takes well under a
-# minute): a job hung in native code must not hold its lease for ever.
+# A job's lease is renewed every third of its length while it runs: whatever the job
+# does for this many lease lengths (20 min at the default 300 s; the largest photo takes
+# well under a minute), then only while it makes progress, up to a ceiling its size and
+# measured rate give (`leases`): a job hung in native code must not hold its lease for
+# ever.
 LEASE_RENEWALS_PER_LEASE = 3
 MAX_LEASE_RENEWALS = 4
+# Between renewals a job's record is read this often: a deleted picture's job stops
+# within about this long, plus the time to its next checkpoint.
+LEASE_CHECK_S = 2.0
 # Uploads in hand per upload being decoded, before the API answers 503 `overloaded`.
 UPLOADS_IN_HAND_PER_CHECK = 4
 # The picture gauges read the database at most this often, however often it is scraped.
@@ -227,6 +232,7 @@ def build_processor(
         lease_s=s.lease_s,
         lease_renew_interval_s=s.lease_s / LEASE_RENEWALS_PER_LEASE,
         max_lease_renewals=MAX_LEASE_RENEWALS,
+        lease_check_interval_s=LEASE_CHECK_S,
         outage_patience_s=s.outage_patience_s,
         keep_originals=s.keep_originals,
         review_ttl_s=s.review_ttl_s if s.review == "required" else None,

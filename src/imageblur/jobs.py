@@ -11,7 +11,6 @@ messages find nothing to claim.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
 import os
 import socket
@@ -25,7 +24,7 @@ from typing import Any
 
 from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
-from imageblur.cancel import Cancelled, cancellable
+from imageblur.cancel import Cancelled, checkpoint, watched
 from imageblur.domain import (
     MAX_ERROR_CHARS,
     BackendUnavailable,
@@ -42,6 +41,7 @@ from imageblur.domain import (
     render_key,
     utcnow,
 )
+from imageblur.leases import LeaseKeeper, LeaseTerms
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
 from imageblur.ports import JobLeases
@@ -82,7 +82,9 @@ class RetryPolicy:
 class JobProcessor:
     """Processes one delivered job and settles it. `outage_patience_s` is how long a job
     waits out a back end's outage before the error counts as an attempt; the lease is
-    renewed every `lease_renew_interval_s`, at most `max_lease_renewals` leases long;
+    renewed every `lease_renew_interval_s`, for `max_lease_renewals` leases whatever the
+    job does, then as long as it makes progress (`leases`); the record is read every
+    `lease_check_interval_s` between renewals, and the job stops once it is deleted;
     `on_lease_renewed` is called after every renewal that succeeded (the worker's
     heartbeat: a liveness probe then sees a long job that makes progress as alive, and a
     hung one, whose renewals stopped, as stuck)."""
@@ -97,6 +99,7 @@ class JobProcessor:
         lease_renew_interval_s: float,
         max_lease_renewals: int,
         outage_patience_s: float,
+        lease_check_interval_s: float = 2.0,
         keep_originals: bool,
         review_ttl_s: float | None = None,
         owner: str | None = None,
@@ -110,8 +113,14 @@ class JobProcessor:
         self._anonymize = anonymizer
         self._retry = retry
         self._lease_s = lease_s
-        self._renew_interval_s = lease_renew_interval_s
-        self._max_renewals = max_lease_renewals
+        # Renewed whatever the progress for max_lease_renewals leases, then while the
+        # job progresses (`leases`); the record read between renewals.
+        self._lease_terms = LeaseTerms(
+            lease_s=lease_s,
+            renew_s=lease_renew_interval_s,
+            check_s=lease_check_interval_s,
+            floor_s=max_lease_renewals * lease_s,
+        )
         # Retries come at most every max_delay_s once the back-off has grown, so this
         # many retries of one message take at least the patience.
         self._outage_retries = math.ceil(outage_patience_s / max(retry.max_delay_s, 1.0))
@@ -170,7 +179,7 @@ class JobProcessor:
             if job.kind is JobKind.RENDER:
                 return self._render(delivery, record)
             return self._process(delivery, record)
-        except Cancelled:  # the lease was lost mid-detection: the work stopped early
+        except Cancelled:  # deleted, or the lease lost, mid-job: the work stopped early
             return self._lease_lost(delivery, record.id, None)
         except InvalidImage as exc:  # its message is public: the API answers it to uploads
             reason = f"cannot decode the image: {exc.message}"
@@ -195,6 +204,7 @@ class JobProcessor:
                 original = self._b.originals.get(record.input_key)
             # The record says which format the result is in (decided at upload).
             result = self._anonymize(original, content_type=record.content_type)
+            checkpoint()  # deleted meanwhile: store nothing
             # A key of this attempt's: see `attempt_key`.
             key = attempt_key(record.id, record.attempts, result.extension)
             out_key = self._store_result(record, result, key)
@@ -222,6 +232,7 @@ class JobProcessor:
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
             result = self._anonymize.render(original, regions, content_type=record.content_type)
+            checkpoint()
             key = render_key(record.id, revision, result.extension)
             out_key = self._store_result(record, result, key)
         if not self._complete(record, result, out_key, self._clock()):
@@ -294,48 +305,26 @@ class JobProcessor:
 
     @contextlib.contextmanager
     def _keep_lease(self, image_id: str) -> Iterator[None]:
-        """Renew the lease every `lease_renew_interval_s` while the job runs: on a slow or
-        throttled node a large image may take longer than one lease, and a job taken
-        over mid-way would run twice and count an attempt it did not fail. Once a renewal
-        finds the lease lost, the work in the block stops at its next checkpoint
-        (`Cancelled`, between detection passes): its result would be thrown away."""
-        stop, lost = threading.Event(), threading.Event()
-
-        # Not for ever: a job hung in native code would otherwise hold its lease as long
-        # as the process lives, out of reach of the reconciler and the crash guard.
-        # Measured on the clock the leases are measured on (a test's, too).
-        renew_until = self._clock() + timedelta(seconds=self._max_renewals * self._lease_s)
-        owner = self._lease_owner()  # the job's thread's, not the renewing thread's
-
-        def renew() -> None:
-            while not stop.wait(self._renew_interval_s) and self._clock() < renew_until:
-                try:
-                    now = self._clock()
-                    if not self._repo.extend_lease(
-                        image_id, owner=owner, lease_s=self._lease_s, now=now
-                    ):
-                        lost.set()  # deleted, or taken over: `complete` would say so too
-                        return
-                except BackendUnavailable:
-                    log.warning("job.lease_not_renewed", image_id=image_id)
-                    continue
-                if self._on_lease_renewed is not None:
-                    self._on_lease_renewed()
-
-        # In the job's log context (its request id), which a new thread does not inherit.
-        context = contextvars.copy_context()
-        keeper = threading.Thread(
-            target=context.run, args=(renew,), name=f"lease-{image_id[:8]}", daemon=True
+        """Renew the lease while the job runs and makes progress (`leases.LeaseKeeper`):
+        on a slow or throttled node a large image may take longer than one lease, and a
+        job taken over mid-way would run twice and count an attempt it did not fail.
+        Once the keeper finds the record deleted or the lease lost, the work in the block
+        stops at its next checkpoint (`Cancelled`, between stages and detection tiles):
+        its result would be thrown away."""
+        keeper = LeaseKeeper(
+            self._repo,
+            image_id,
+            self._lease_owner(),  # the job's thread's, not the keeper's
+            self._lease_terms,
+            clock=self._clock,  # leases are measured on it (a test's, too)
+            on_renewed=self._on_lease_renewed,
         )
         keeper.start()
         try:
-            with cancellable(lost):
+            with watched(keeper.progress):
                 yield
         finally:
-            stop.set()
-            # No renewal (nor heartbeat) outlives its job; bounded, as a renewal in
-            # flight may be waiting for a slow database.
-            keeper.join(timeout=self._renew_interval_s)
+            keeper.stop()
 
     def _fail(
         self,

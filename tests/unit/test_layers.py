@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "pixel_budget": set(),
     "anonymizer": CORE
     | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients", "jpeg_scans"}
-    | {"pixel_budget"},
+    | {"pixel_budget", "cancel"},
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
@@ -49,7 +49,10 @@ ALLOWED: dict[str, set[str]] = {
     # A correction's shape and the region list it makes: pure, like the domain.
     "corrections": CORE,
     "review": CORE | {"backends", "corrections", "logs"},
-    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel"},
+    # How long a job holds its lease: renewals that follow its progress, and the watch
+    # on its record.
+    "leases": CORE | {"cancel", "logs"},
+    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel", "leases"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # The readiness of the originals key, over the store's key check objects.
     "keycheck": CORE | {"logs"},

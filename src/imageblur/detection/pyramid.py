@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from imageblur.cancel import checkpoint
+from imageblur.cancel import checkpoint, expect
 from imageblur.detection.families import KINDS
 from imageblur.domain import Face
 from imageblur.ports import RGBImage
@@ -196,9 +196,10 @@ class PyramidDetector:
         """Rows x0 y0 x1 y1 score pass kind of every pass, each in its size band."""
         height, width = image.shape[:2]
         scales = pyramid_scales(width, height, self.pyramid)
+        # The size of the work, in tiles: the lease keeper measures the job's rate in them.
+        expect(sum(len(self._windows(_scaled_size(width, height, s))) for s in scales))
         found: list[FloatArray] = []
         for index, scale in enumerate(scales):
-            checkpoint()  # a job whose lease is lost stops here, between passes
             dets = self._at_scale(image, scale, floor)
             last = index == len(scales) - 1
             keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)
@@ -211,20 +212,32 @@ class PyramidDetector:
         if scale == 1.0:
             scaled = image
         else:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            size = _scaled_size(width, height, scale)
             # INTER_AREA averages source pixels: no aliasing on strong downscales.
             inter = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
             scaled = np.asarray(cv2.resize(image, size, interpolation=inter))
         sx, sy = width / scaled.shape[1], height / scaled.shape[0]
         out: list[FloatArray] = [EMPTY]
-        overlap = int(self.pyramid.max_face_px)
-        windows = tiles(scaled.shape[1], scaled.shape[0], self.pyramid.tile_px, overlap)
-        for x0, y0, x1, y1 in windows:
+        for x0, y0, x1, y1 in self._windows((scaled.shape[1], scaled.shape[0])):
+            # One unit of progress; a job whose lease is lost stops here, between tiles.
+            checkpoint()
             dets = self.model.run(scaled[y0:y1, x0:x1], floor)
             dets[:, [0, 2]] = (dets[:, [0, 2]] + x0) * sx
             dets[:, [1, 3]] = (dets[:, [1, 3]] + y0) * sy
             out.append(dets)
         return np.concatenate(out)
+
+    def _windows(self, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """The tiles of a pass over an image of `size` (width, height)."""
+        overlap = int(self.pyramid.max_face_px)
+        return list(tiles(size[0], size[1], self.pyramid.tile_px, overlap))
+
+
+def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The size of a pass's image (the image itself at scale 1)."""
+    if scale == 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def uncertain_floor_of(floor: float | None, threshold: float, cfg: PyramidConfig) -> float | None:

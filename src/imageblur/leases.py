@@ -1,0 +1,172 @@
+"""How long a job holds its lease, and how soon it learns that nobody wants its result.
+
+A job's lease is renewed every third of its length while the job runs. For the first
+`floor_s` (`MAX_LEASE_RENEWALS` lease lengths, the bound every job had before) it is
+renewed whatever the job does, as before; past it, only while the job makes progress
+(`cancel.Progress`: its checkpoints grow between two renewals), and only up to a ceiling
+derived from the work's size and the rate measured over the floor. A job that stops
+progressing, hung in native code say, stops renewing and loses its lease: the reconciler
+and the crash guard can reach it again.
+
+Between renewals the keeper reads the job's record at least every `check_s` (2 s by
+default): once the record is gone (the picture was deleted) or its lease is another's (a
+worker took an expired lease over, a newer correction superseded a render), the job is
+cancelled and stops at its next checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from imageblur.cancel import Progress
+from imageblur.domain import BackendUnavailable
+from imageblur.logs import get_logger
+from imageblur.ports import JobLeases
+
+log = get_logger(__name__)
+
+# Past the floor, a job may hold its lease for this many times the time its whole work
+# takes at the rate measured over the floor: room for a slower second half.
+CEILING_MARGIN = 2.0
+
+
+@dataclass
+class RenewalPolicy:
+    """Whether a job's lease is renewed once more; asked at every renewal, in order."""
+
+    floor_s: float  # renewed whatever the progress for this long after the claim
+    margin: float = CEILING_MARGIN
+    _seen: int = 0  # the progress at the last renewal
+    _rate: float | None = None  # units per second over the floor, measured once
+    _refused: bool = field(default=False)
+
+    def renew(self, elapsed_s: float, done: int, total: int) -> bool:
+        """`elapsed_s` since the claim, `done` of `total` units of progress now. Once
+        refused, always refused: the lease has been given up."""
+        grew = done > self._seen
+        self._seen = max(done, self._seen)
+        if self._refused:
+            return False
+        if elapsed_s < self.floor_s:
+            return True
+        if self._rate is None:
+            self._rate = done / elapsed_s if elapsed_s > 0 else 0.0
+        self._refused = not grew or elapsed_s >= self.ceiling_s(total)
+        return not self._refused
+
+    def ceiling_s(self, total: int) -> float:
+        """`margin` times the time `total` units take at the measured rate, never less
+        than the floor (a job that did not say its size, or did nothing, gets the floor)."""
+        if not self._rate or total <= 0:
+            return self.floor_s
+        return max(self.floor_s, self.margin * total / self._rate)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTerms:
+    """The lease's length, how often it is renewed, how often the record is read between
+    renewals, and how long it is renewed whatever the progress."""
+
+    lease_s: float
+    renew_s: float
+    check_s: float
+    floor_s: float
+
+    @property
+    def tick_s(self) -> float:
+        return min(self.check_s, self.renew_s)
+
+    @property
+    def ticks_per_renewal(self) -> int:
+        return max(1, round(self.renew_s / self.tick_s))
+
+
+class LeaseKeeper:
+    """The thread beside one job: renews its lease (`RenewalPolicy`), calls
+    `on_renewed` after each renewal that succeeded (the worker's heartbeat: a job that
+    renews is alive), watches its record, and sets `progress.cancelled` once the lease is
+    lost. Named `lease-<id>` while it renews, `watch-<id>` once it only watches."""
+
+    def __init__(
+        self,
+        repo: JobLeases,
+        image_id: str,
+        owner: str,
+        terms: LeaseTerms,
+        *,
+        clock: Callable[[], datetime],
+        on_renewed: Callable[[], None] | None = None,
+    ) -> None:
+        self._repo, self._id, self._owner, self._terms = repo, image_id, owner, terms
+        self._clock, self._on_renewed = clock, on_renewed
+        self.progress = Progress()
+        self._policy = RenewalPolicy(floor_s=terms.floor_s)
+        self._renewing = True
+        self._stop = threading.Event()
+        self._started = clock()
+        # In the job's log context (its request id), which a new thread does not inherit.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"lease-{image_id[:8]}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No renewal (nor heartbeat) outlives its job; bounded, as a renewal in flight
+        may be waiting for a slow database."""
+        self._stop.set()
+        self._thread.join(timeout=self._terms.tick_s)
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self._stop.wait(self._terms.tick_s):
+            ticks += 1
+            try:
+                if self._renewing and ticks % self._terms.ticks_per_renewal == 0:
+                    held = self._renew()
+                else:
+                    held = self._still_ours()
+            except BackendUnavailable:
+                # Unknown, not lost: the next tick asks again (and the lease runs on).
+                log.warning("job.lease_not_checked", image_id=self._id)
+                continue
+            if not held:  # deleted, or taken over: `complete` would say so too
+                log.info("job.cancelled", image_id=self._id)
+                self.progress.cancelled.set()
+                return
+
+    def _renew(self) -> bool:
+        """Renew if the policy agrees; False if the lease was lost."""
+        now = self._clock()
+        elapsed_s = (now - self._started).total_seconds()
+        progress = self.progress
+        if not self._policy.renew(elapsed_s, progress.done, progress.total):
+            log.warning(
+                "job.lease_given_up",
+                image_id=self._id,
+                elapsed_s=round(elapsed_s, 1),
+                done=progress.done,
+                total=progress.total,
+            )
+            self._renewing = False
+            threading.current_thread().name = f"watch-{self._id[:8]}"
+            return self._still_ours()
+        if not self._repo.extend_lease(
+            self._id, owner=self._owner, lease_s=self._terms.lease_s, now=now
+        ):
+            return False
+        if self._on_renewed is not None:
+            self._on_renewed()
+        return True
+
+    def _still_ours(self) -> bool:
+        """The record exists and its lease is ours (even expired, until someone takes
+        it): a read, cheaper than a renewal."""
+        record = self._repo.get(self._id)
+        return record is not None and record.lease_owner == self._owner
