@@ -4,7 +4,9 @@ anonymized result, with real pictures."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,8 @@ from support import (
     detail,
     jpeg_bytes,
     run_server,
+    wait_status,
+    wait_until,
 )
 
 
@@ -186,6 +190,52 @@ def test_delete_removes_record_and_every_object(server: Server, client: httpx.Cl
     assert client.get(f"/picture/{image_id}/image").status_code == 404
     assert not any(image_id in p.name for p in server.stored_files())
     assert client.delete(f"/picture/{image_id}").status_code == 404
+
+
+def gradient_jpeg(width: int, height: int) -> bytes:
+    """A large picture in a small file (a smooth gradient): a detection of many tiles."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def test_deleting_a_running_job_stops_it(
+    server: Server, client: httpx.Client, record_property: pytest.RecordProperty
+) -> None:
+    """48 MP: about 60 detection tiles, many seconds of work. Deleted while processing,
+    the job stops at its next checkpoint once its keeper reads the record (every 2 s),
+    not at the next renewal (every 100 s): the test would time out waiting for that.
+    The time from the deletion to the job's end is recorded from the server's log."""
+    data = gradient_jpeg(8000, 6000)
+    response = client.post("/picture", files={"image": ("big.jpg", data, "image/jpeg")})
+    image_id = response.json()["id"]
+    wait_status(client, image_id, {"processing"}, context=server.logs)
+    assert client.delete(f"/picture/{image_id}").status_code == 204
+
+    def events() -> dict[str, datetime]:
+        lines = (json.loads(line) for line in server.logs().splitlines() if line.startswith("{"))
+        mine = (e for e in lines if e.get("image_id") == image_id)
+        return {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in mine}
+
+    def stopped() -> dict[str, datetime] | None:
+        found = events()
+        return found if "job.lease_lost" in found else None
+
+    seen = wait_until(
+        stopped,
+        timeout_s=60,
+        what="the deleted job to stop",
+        details=server.logs,
+    )
+    assert "job.done" not in seen and "job.cancelled" in seen
+    stopped_after_s = (seen["job.lease_lost"] - seen["image.deleted"]).total_seconds()
+    record_property("stopped_after_s", round(stopped_after_s, 2))
+    print(f"deleted job stopped after {stopped_after_s:.2f} s")
+    assert not any(image_id in p.name for p in server.stored_files())
+    small = client.post("/picture", files={"image": ("s.jpg", jpeg_bytes(seed=11), "image/jpeg")})
+    assert server.wait_done(client, small.json()["id"])["status"] == "done"  # the worker is free
 
 
 def test_original_is_deleted_once_done(server: Server, client: httpx.Client) -> None:
