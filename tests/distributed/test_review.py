@@ -134,9 +134,10 @@ def test_review_workflow_end_to_end(backends: Backends, deploy: DeploymentFactor
 
 def test_a_worker_killed_during_a_re_render(backends: Backends, deploy: DeploymentFactory) -> None:
     # The lease is short so that the survivor takes the render over soon after the kill,
-    # but long enough that a 24 MP detection fits in its renewals (MAX_LEASE_RENEWALS)
-    # on a loaded machine: with 3 s, every attempt lost its lease and the picture never
-    # reached review (a CI run at load 24 on 2 cores).
+    # but long enough for a loaded machine: with 3 s, every attempt of a 24 MP detection
+    # lost its lease and the picture never reached review (a CI run at load 24 on 2
+    # cores, when renewals ended after MAX_LEASE_RENEWALS leases; past those they now
+    # need a detection tile or a stage done in every third of a lease).
     app = deploy(backends, workers=2, lease_s="10", **REVIEW)
     image_id = upload(app, big_photo(1), name="big.jpg")
     wait_status(app, image_id, "review", timeout_s=180)
