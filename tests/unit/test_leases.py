@@ -15,7 +15,7 @@ import pytest
 
 from imageblur.cancel import Cancelled, Progress, checkpoint, expect, watched
 from imageblur.detection.pyramid import PyramidConfig, PyramidDetector
-from imageblur.domain import Status
+from imageblur.domain import RepositoryUnavailable, Status
 from imageblur.jobs import Outcome
 from imageblur.leases import RenewalPolicy
 from support import jpeg_bytes, wait_until
@@ -206,3 +206,28 @@ def test_a_job_whose_record_is_deleted_stops_without_waiting_for_a_renewal(
     assert "extend_lease" not in operations and "complete" not in operations
     assert world.repo.get(record.id) is None
     assert world.results.objects == {} and world.originals.objects == {}
+
+
+def test_a_record_that_cannot_be_read_does_not_stop_the_job(world: World) -> None:
+    """A database outage is not a deletion: the keeper asks again at its next read, and
+    the job goes on (if the outage outlasts the lease, `complete` says so)."""
+    record = world.images.submit(jpeg_bytes())
+    failed_reads: list[str] = []
+
+    def unreadable(operation: str) -> None:
+        if operation == "get" and len(failed_reads) < 3:
+            failed_reads.append(operation)
+            raise RepositoryUnavailable("the fake database is down")
+
+    def during() -> None:
+        world.repo.before = unreadable
+        wait_until(lambda: len(failed_reads) == 3, what="three reads of the record to fail")
+        world.repo.before = None
+
+    world.detector.during = during
+    processor = world.processor(
+        lease_s=300.0, lease_renew_interval_s=100.0, lease_check_interval_s=0.05
+    )
+    assert processor.handle(world.next_delivery()) is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE
