@@ -73,7 +73,7 @@ from speed import install_deface
 from imageblur import imaging
 from imageblur.blurring import full_mask, hide_masks, mask_outlines, masks_of
 from imageblur.bootstrap import build_detector
-from imageblur.config import DetectorSpec, Settings, load_settings
+from imageblur.config import DETECTION_PRESETS, DetectorSpec, Settings, load_settings
 from imageblur.detection.centerface import UNCERTAIN_MIN_PX
 from imageblur.detection.pyramid import size_thresholds
 from imageblur.detection.runtime import file_sha256
@@ -417,7 +417,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Path, help="folder with images/ and *_bbx_gt.txt")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--preset", choices=["privacy", "tidy"], help="default: the settings'")
+    parser.add_argument("--preset", choices=list(DETECTION_PRESETS), help="default: the settings'")
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--small-threshold", type=float)
     parser.add_argument("--large-threshold", type=float)
@@ -494,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ms_per_mp = 1000 * seconds / max(pixels / 1e6, 1e-9)
         report = figures(results, point, ms_per_mp, args.uncertain_min_px)
         report["detectors"] = args.detector or [settings.detector]
+        report["preset"] = settings.detection_preset
+        report["mirrored_passes"] = settings.detection_mirrored_passes
         report["commit"] = commit
         if args.vs_deface:
             report.update(versus_deface(results, images, point, tmp, quiet=args.json))
@@ -553,6 +555,7 @@ def print_report(report: dict[str, object]) -> None:
         f"threshold {report['threshold']} (boxes <= 14 px: {report['small_threshold']}, "
         f">= 128 px: {report['large_threshold']}), "
         f"mask {report['shape']} x{report['mask_scale']} + {report['margin_px']} px, "
+        f"preset {report['preset']}, mirrored passes {report['mirrored_passes']}, "
         f"{report['images']} images, {report['faces_20']} valid faces >= 20 px, "
         f"{report['faces_40']} >= 40 px"
     )
@@ -575,7 +578,7 @@ def print_report(report: dict[str, object]) -> None:
     print(f"\ndetection: {report['detect_ms_per_megapixel']:.0f} ms per megapixel")
     print_review(report)
     if "vs_deface" in report:
-        print_versus(report["vs_deface"])  # type: ignore[arg-type]
+        print_versus(report["vs_deface"], str(report["preset"]))  # type: ignore[arg-type]
 
 
 def print_review(report: dict[str, Any]) -> None:
@@ -595,24 +598,24 @@ def print_review(report: dict[str, Any]) -> None:
         )
 
 
-def print_versus(both: dict[str, dict[str, float]]) -> None:
+def print_versus(both: dict[str, dict[str, float]], preset: str) -> None:
     """The side-by-side table, each tool's figures from its output pixels."""
     ours, theirs = both["imageblur"], both["deface"]
     print("\nsolid mode, hidden area from output pixels (PNG copies)")
-    print("                  protected20 protected40  collateral  stray/image")
-    for label, row in (("imageblur", ours), ("deface 1.5.0", theirs)):
+    print("                     protected20 protected40  collateral  stray/image")
+    for label, row in ((f"imageblur {preset}", ours), ("deface 1.5.0", theirs)):
         print(
-            f"  {label:<15} {row['protected_recall_20']:11.3f} {row['protected_recall_40']:11.3f}"
+            f"  {label:<18} {row['protected_recall_20']:11.3f} {row['protected_recall_40']:11.3f}"
             f"  {100 * row['collateral_area']:9.2f}%  {row['stray_per_image']:11.2f}"
         )
     d = {k: ours[k] - theirs[k] for k in ours}
     ratio_area = ours["collateral_area"] / max(theirs["collateral_area"], 1e-9)
     ratio_stray = ours["stray_per_image"] / max(theirs["stray_per_image"], 1e-9)
     print(
-        f"  {'difference':<15} {d['protected_recall_20']:+11.3f} {d['protected_recall_40']:+11.3f}"
+        f"  {'difference':<18} {d['protected_recall_20']:+11.3f} {d['protected_recall_40']:+11.3f}"
         f"  {100 * d['collateral_area']:+9.2f}%  {d['stray_per_image']:+11.2f}"
     )
-    print(f"  {'ratio':<15} {'':11} {'':11}  {ratio_area:9.2f}x  {ratio_stray:10.2f}x")
+    print(f"  {'ratio':<18} {'':11} {'':11}  {ratio_area:9.2f}x  {ratio_stray:10.2f}x")
 
 
 if __name__ == "__main__":

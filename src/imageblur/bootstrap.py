@@ -154,6 +154,8 @@ def build_detector(settings: Settings) -> FaceDetector:
                 # (their scores were never measured by size).
                 small_threshold=None if index else settings.detection_small_threshold,
                 large_threshold=None if index else settings.detection_large_threshold,
+                # The preset's extra look is the main detector's, as its thresholds are.
+                mirrored_passes=0 if index else settings.detection_mirrored_passes,
                 path_setting=path_name,
                 sha256_setting=sha_name,
             )

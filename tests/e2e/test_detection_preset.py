@@ -1,22 +1,27 @@
 """The detection preset reaches what users run: `imageblur blur` and the service's worker
-hide exactly the pixels the preset's thresholds and mask call for."""
+hide exactly the pixels the preset's thresholds and mask call for, and a reviewer sees
+the regions the preset's detector finds (the `thorough` preset's mirrored pass included)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
+from imageblur import imaging
+from imageblur.anonymizer import regions_of
 from imageblur.blurring import full_mask, mask_outlines
 from imageblur.bootstrap import build_detector
 from imageblur.config import load_settings
 from imageblur.domain import MaskGeometry
-from support import LINUS, decode, run_server
+from support import BILL, LINUS, decode, run_server, wait_status
 
 
 def blur_command(source: Path, out: Path, env: dict[str, str]) -> None:
@@ -63,6 +68,10 @@ def test_blur_command_uses_the_preset_and_explicit_overrides(tmp_path: Path) -> 
             {"IMAGEBLUR_DETECTION_PRESET": "tidy", "IMAGEBLUR_MASK_SCALE": "1.6"},
             {"detection_preset": "tidy", "mask_scale": 1.6},
         ),
+        "thorough": (
+            {"IMAGEBLUR_DETECTION_PRESET": "thorough"},
+            {"detection_preset": "thorough"},
+        ),
     }
     hidden = {}
     for label, (extra_env, settings) in runs.items():
@@ -84,3 +93,35 @@ def test_the_service_hides_what_the_default_preset_calls_for(tmp_path: Path) -> 
         assert out.status_code == 200
     assert Image.open(io.BytesIO(out.content)).format == "PNG"
     assert np.array_equal(black(out.content), expected_hidden(rgb))
+
+
+def test_a_reviewer_sees_the_regions_of_the_thorough_preset(tmp_path: Path) -> None:
+    # The worker's regions (hidden and uncertain, boxes and scores) are those of the
+    # preset's detector, mirrored pass included: its scores are not the privacy preset's.
+    tokens = {"IMAGEBLUR_API_TOKEN": "api-token-0123456789abcdef"}
+    env = {
+        "IMAGEBLUR_DETECTION_PRESET": "thorough",
+        "IMAGEBLUR_REVIEW": "required",
+        "IMAGEBLUR_ORIGINALS_KEY": base64.b64encode(bytes(range(32))).decode(),
+        **tokens,
+    }
+    auth = {"Authorization": f"Bearer {tokens['IMAGEBLUR_API_TOKEN']}"}
+    with (
+        run_server(tmp_path / "data", env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=auth) as client,
+    ):
+        files = {"image": (BILL.name, BILL.read_bytes(), "image/jpeg")}
+        image_id = client.post("/picture", files=files).json()["id"]
+        assert wait_status(client, image_id, {"review", "failed"})["status"] == "review"
+        listed = client.get(f"/picture/{image_id}/regions").json()["regions"]
+    rgb = imaging.decode(BILL.read_bytes(), max_pixels=50_000_000).rgb  # as the worker does
+    height, width = rgb.shape[:2]
+    wanted = {}
+    for preset in ("thorough", "privacy"):
+        found = build_detector(load_settings(detection_preset=preset)).detect_regions(rgb)
+        wanted[preset] = [r.to_dict() for r in regions_of(*found, width, height)]
+    keys = ("x", "y", "width", "height", "score", "uncertain", "hidden")
+    got = [tuple(r[k] for k in keys) for r in listed]
+    assert got == [tuple(r[k] for k in keys) for r in wanted["thorough"]]
+    assert any(r["uncertain"] for r in listed), "uncertain candidates are listed too"
+    assert got != [tuple(r[k] for k in keys) for r in wanted["privacy"]]

@@ -10,6 +10,8 @@ import pytest
 from imageblur.config import SettingsError, load_settings
 from imageblur.entrypoints.startup import check_api, check_worker
 
+THOROUGH_THRESHOLDS = (0.25, 0.5, 0.35)  # threshold, small, large: docs/detection.md
+
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
@@ -120,7 +122,25 @@ def test_the_tidy_preset_is_the_previous_operating_point(monkeypatch: pytest.Mon
     assert (s.mask_scale, s.mask_margin_px) == (1.25, 3.0)
 
 
-@pytest.mark.parametrize("preset", ["privacy", "tidy"])
+def test_the_thorough_preset_looks_twice_at_higher_thresholds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "thorough")
+    s = load_settings()
+    assert (s.detection_threshold, s.detection_small_threshold) == THOROUGH_THRESHOLDS[:2]
+    assert s.detection_large_threshold == THOROUGH_THRESHOLDS[2]
+    assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
+    assert s.detection_mirrored_passes == 1
+    # The other presets look once; an explicit setting wins over the preset's.
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", "0")
+    assert load_settings().detection_mirrored_passes == 0
+    for preset in ("privacy", "tidy"):
+        monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", preset)
+        monkeypatch.delenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", raising=False)
+        assert load_settings().detection_mirrored_passes == 0
+
+
+@pytest.mark.parametrize("preset", ["privacy", "tidy", "thorough"])
 @pytest.mark.parametrize("where", ["env", "file", "flag"])
 def test_an_explicit_threshold_or_mask_scale_overrides_the_preset(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, preset: str, where: str
@@ -139,7 +159,7 @@ def test_an_explicit_threshold_or_mask_scale_overrides_the_preset(
     s = load_settings(toml, **flags)
     assert (s.detection_threshold, s.mask_scale) == (0.5, 1.7)
     # What was not set explicitly still comes from the preset.
-    assert s.mask_margin_px == (12.0 if preset == "privacy" else 3.0)
+    assert s.mask_margin_px == (3.0 if preset == "tidy" else 12.0)
 
 
 def test_a_preset_in_the_file_yields_to_a_threshold_in_the_environment(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from imageblur.detection.pyramid import (
     pyramid_scales,
     size_thresholds,
     tiles,
+    unmirrored,
 )
 from imageblur.detection.runtime import ModelError
 from imageblur.domain import Face
@@ -34,6 +36,7 @@ SHIPPED = {  # the shipped thresholds, size-dependent
     "large_threshold": Settings.model_fields["detection_large_threshold"].default,
 }
 SHIPPED_LEVELS = (SHIPPED["small_threshold"], SHIPPED["large_threshold"])
+THOROUGH_LEVELS = (0.25, 0.5, 0.35)  # the `thorough` preset's thresholds, as applied
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -259,6 +262,15 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     tidy = build_detector(load_settings())
     assert isinstance(tidy, PyramidDetector)
     assert (tidy.threshold, *tidy.thresholds.levels()) == (0.39, 0.39, 0.39)
+    assert (detector.pyramid.mirrored, tidy.pyramid.mirrored) == (0, 0)
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "thorough")
+    settings = load_settings()
+    thorough = build_detector(settings)
+    assert isinstance(thorough, PyramidDetector)
+    assert (thorough.threshold, *thorough.thresholds.levels()) == THOROUGH_LEVELS
+    assert thorough.pyramid == replace(detector.pyramid, mirrored=1)
+    options = anonymize_options(settings)
+    assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
 
 
 def test_uncertain_candidates_are_the_groups_below_their_threshold(
@@ -309,3 +321,60 @@ def test_a_cancelled_job_stops_before_the_next_pass(detector: PyramidDetector) -
         with pytest.raises(Cancelled):
             detector.detect(image)
     assert detector.detect(image) == []  # outside a job, never cancelled
+
+
+class BrightBox:
+    """A stand-in network: the bounding box of a tile's bright pixels, scoring 0.3, so
+    whatever the pyramid does to the image shows in the boxes it maps back."""
+
+    input_px = None
+
+    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+        ys, xs = np.nonzero(tile[:, :, 0] > 127)
+        if xs.size == 0:
+            return np.zeros((0, 6), np.float32)
+        row = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 0.3, 0]
+        return np.array([row], np.float32)
+
+
+def test_a_box_found_on_the_mirrored_image_maps_back_exactly() -> None:
+    # Odd and even widths: column i of the image is column width - 1 - i mirrored.
+    for width in (7, 8):
+        boxes = np.array([[1.0, 0.0, 3.0, 1.0, 0.5], [0.0, 2.0, width, 4.0, 0.2]], np.float32)
+        mapped = unmirrored(boxes.copy(), width)
+        assert mapped[:, :4].tolist() == [[width - 3, 0, width - 1, 1], [0, 2, width, 4]]
+        assert mapped[:, 4].tolist() == boxes[:, 4].tolist()
+        assert np.array_equal(unmirrored(mapped.copy(), width), boxes)
+
+
+@pytest.mark.parametrize("width", [301, 300])
+def test_the_mirrored_pass_sees_the_same_box_and_adds_up(width: int) -> None:
+    image = np.zeros((250, width, 3), np.uint8)
+    image[40:52, 17:26] = 255  # off-centre, odd-sized: a wrong mapping would show
+    cfg = PyramidConfig(coarsest_side_px=100, floor_score=0.05)  # scales 1, 1/2, 1/4
+    plain = PyramidDetector(BrightBox(), threshold=0.2, pyramid=cfg)
+    looked_twice = PyramidDetector(BrightBox(), threshold=0.2, pyramid=replace(cfg, mirrored=1))
+    (once,) = plain.detect(image)
+    (twice,) = looked_twice.detect(image)
+    assert (once.x0, once.y0, once.x1, once.y1) == (17, 40, 26, 52)
+    assert (twice.x0, twice.y0, twice.x1, twice.y1) == (17, 40, 26, 52)
+    # Its own pass in the noisy-or: 1 - 0.7 * 0.7.
+    assert (once.score, twice.score) == pytest.approx((0.3, 0.51))
+
+
+def test_the_mirrored_pass_only_runs_where_configured() -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Counting(BrightBox):
+        def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+            calls.append(tile.shape[:2])
+            return super().run(tile, floor)
+
+    image = np.zeros((250, 301, 3), np.uint8)
+    cfg = PyramidConfig(coarsest_side_px=100)
+    for mirrored, shapes in ((0, 3), (1, 4), (2, 5), (9, 6)):
+        calls.clear()
+        PyramidDetector(Counting(), threshold=0.2, pyramid=replace(cfg, mirrored=mirrored)).detect(
+            image
+        )
+        assert len(calls) == shapes

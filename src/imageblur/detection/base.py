@@ -5,7 +5,7 @@ outputs its family expects, a trial run), so each family's module only decodes."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +22,8 @@ from imageblur.ports import RGBImage
 class DetectorChoice:
     """One detector as configured, with the names of the settings that chose its model
     (for messages). `small_threshold` and `large_threshold` apply to the families whose
-    scores were measured by size (CenterFace's); the others take one threshold."""
+    scores were measured by size (CenterFace's); the others take one threshold.
+    `mirrored_passes`: the pyramid's `mirrored` (the `thorough` preset's extra look)."""
 
     family: Family
     threshold: float
@@ -31,6 +32,7 @@ class DetectorChoice:
     classes: dict[int, RegionKind] = field(default_factory=dict)
     small_threshold: float | None = None
     large_threshold: float | None = None
+    mirrored_passes: int = 0
     path_setting: str = "IMAGEBLUR_MODEL_PATH"
     sha256_setting: str = "IMAGEBLUR_MODEL_SHA256"
 
@@ -100,7 +102,7 @@ def brought_detector(
     return PyramidDetector(
         model(session, source, choice.classes),
         threshold=choice.threshold,
-        pyramid=pyramid,
+        pyramid=replace(pyramid, mirrored=choice.mirrored_passes),
         uncertain_floor=uncertain_floor,
     )
 

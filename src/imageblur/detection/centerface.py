@@ -11,6 +11,7 @@ detection beside it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ def detector(
         small_threshold=choice.small_threshold,
         large_threshold=choice.large_threshold,
         threads=threads,
+        pyramid=replace(PYRAMID, mirrored=choice.mirrored_passes),
         runtime=runtime,
         uncertain_floor=uncertain_floor,
     )

@@ -68,6 +68,9 @@ class PyramidConfig:
     (e.g. 1.41) adds a finer pass for faces under ~30 px: +2 points of recall for faces
     >= 20 px, at 2.5x the compute; off by default.
     `floor_score` is the lowest per-pass score that may contribute to a group.
+    `mirrored` (the `thorough` preset: 1) runs the finest scales that many times more on
+    the horizontally mirrored image; a mirrored pass counts as a pass of its own in the
+    noisy-or, so a face weakly seen both ways adds up (docs/detection.md).
     """
 
     scale_step: float = 0.5
@@ -78,6 +81,7 @@ class PyramidConfig:
     group_iou: float = 0.4
     floor_score: float = 0.1
     upscale: float | None = None
+    mirrored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,27 @@ class PyramidDetector:
             keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)
             passes = np.full(int(keep.sum()), index, np.float32)
             found.append(np.column_stack([dets[keep][:, :5], passes, dets[keep][:, 5]]))
+        found.extend(self._mirrored_passes(image, scales, floor))
         return np.concatenate(found).astype(np.float32)
+
+    def _mirrored_passes(
+        self, image: RGBImage, scales: list[float], floor: float
+    ) -> list[FloatArray]:
+        """The finest `mirrored` scales run again on the mirrored image, boxes mapped
+        back; each its own pass (numbered after the plain ones), in its scale's band."""
+        count = min(self.pyramid.mirrored, len(scales))
+        if count <= 0:
+            return []
+        flipped = np.ascontiguousarray(image[:, ::-1])
+        found: list[FloatArray] = []
+        for index, scale in enumerate(scales[:count]):
+            checkpoint()
+            dets = unmirrored(self._at_scale(flipped, scale, floor), image.shape[1])
+            last = index == len(scales) - 1
+            keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)
+            passes = np.full(int(keep.sum()), len(scales) + index, np.float32)
+            found.append(np.column_stack([dets[keep][:, :5], passes, dets[keep][:, 5]]))
+        return found
 
     def _at_scale(self, image: RGBImage, scale: float, floor: float) -> FloatArray:
         height, width = image.shape[:2]
@@ -238,6 +262,16 @@ def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     if scale == 1.0:
         return width, height
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def unmirrored(dets: FloatArray, width: int) -> FloatArray:
+    """Rows x0 y0 x1 y1 ... found on the horizontally mirrored image (`image[:, ::-1]`,
+    `width` px wide) in the image's own coordinates, in place: pixel column i is column
+    width - 1 - i there, so the edge x is width - x and a box's left and right swap."""
+    x0 = dets[:, 0].copy()
+    dets[:, 0] = width - dets[:, 2]
+    dets[:, 2] = width - x0
+    return dets
 
 
 def uncertain_floor_of(floor: float | None, threshold: float, cfg: PyramidConfig) -> float | None:
