@@ -10,7 +10,7 @@ import pytest
 from imageblur.config import SettingsError, load_settings
 from imageblur.entrypoints.startup import check_api, check_worker
 
-THOROUGH_THRESHOLDS = (0.25, 0.5, 0.35)  # threshold, small, large: docs/detection.md
+THOROUGH_THRESHOLDS = (0.21, 0.5, 0.3)  # threshold, small, large: docs/detection.md
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +130,7 @@ def test_the_thorough_preset_looks_twice_at_higher_thresholds(
     assert (s.detection_threshold, s.detection_small_threshold) == THOROUGH_THRESHOLDS[:2]
     assert s.detection_large_threshold == THOROUGH_THRESHOLDS[2]
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
-    assert s.detection_mirrored_passes == 1
+    assert s.detection_mirrored_passes == 2
     # The other presets look once; an explicit setting wins over the preset's.
     monkeypatch.setenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", "0")
     assert load_settings().detection_mirrored_passes == 0
@@ -492,3 +492,17 @@ def test_a_brought_detector_keeps_its_own_threshold_whatever_the_preset(
     s = load_settings(**brought)
     assert s.detection_threshold == 0.5  # not CenterFace's 0.12 / 0.39
     assert load_settings(**brought, detection_threshold=0.3).detection_threshold == 0.3
+
+
+def test_a_brought_detector_looks_twice_at_its_own_higher_threshold_when_thorough(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model = tmp_path / "r.onnx"
+    model.write_bytes(b"x")
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "thorough")
+    brought = {"detector": "scrfd", "model_path": model, "model_sha256": "0" * 64}
+    s = load_settings(**brought)
+    assert (s.detection_threshold, s.detection_mirrored_passes) == (0.7, 1)
+    assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)  # the preset's mask still
+    explicit = load_settings(**brought, detection_threshold=0.6, detection_mirrored_passes=0)
+    assert (explicit.detection_threshold, explicit.detection_mirrored_passes) == (0.6, 0)

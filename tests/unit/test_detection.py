@@ -36,7 +36,7 @@ SHIPPED = {  # the shipped thresholds, size-dependent
     "large_threshold": Settings.model_fields["detection_large_threshold"].default,
 }
 SHIPPED_LEVELS = (SHIPPED["small_threshold"], SHIPPED["large_threshold"])
-THOROUGH_LEVELS = (0.25, 0.5, 0.35)  # the `thorough` preset's thresholds, as applied
+THOROUGH_LEVELS = (0.21, 0.5, 0.3)  # the `thorough` preset's thresholds, as applied
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -268,7 +268,7 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     thorough = build_detector(settings)
     assert isinstance(thorough, PyramidDetector)
     assert (thorough.threshold, *thorough.thresholds.levels()) == THOROUGH_LEVELS
-    assert thorough.pyramid == replace(detector.pyramid, mirrored=1)
+    assert thorough.pyramid == replace(detector.pyramid, mirrored=2)
     options = anonymize_options(settings)
     assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
 

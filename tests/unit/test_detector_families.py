@@ -83,6 +83,19 @@ def test_retinaface_decoding(tmp_path: Path) -> None:
     assert len(faces) == 1 and close(faces[0], (24, 11.2, 56, 43.2), 0.9, "face")
 
 
+def test_a_brought_family_looks_at_the_mirrored_image_too(tmp_path: Path) -> None:
+    # The constant graph finds its box at the same place of any input: on the mirrored
+    # 64 px image that is (8, 11.2, 40, 43.2) of the image, a second region.
+    sha = retinaface_graph(tmp_path / "r.onnx")
+    mirrored = choice("retinaface", tmp_path / "r.onnx", sha, mirrored_passes=1)
+    detector = make_detector([mirrored], threads=1)
+    assert isinstance(detector, PyramidDetector) and detector.pyramid.mirrored == 1
+    faces = sorted(detector.detect(IMAGE), key=lambda f: f.x0)
+    assert len(faces) == 2
+    assert close(faces[0], (8, 11.2, 40, 43.2), 0.9, "face")
+    assert close(faces[1], (24, 11.2, 56, 43.2), 0.9, "face")
+
+
 @pytest.mark.parametrize("keypoints", [False, True])
 def test_scrfd_decoding(tmp_path: Path, keypoints: bool) -> None:
     sha = scrfd_graph(tmp_path / "s.onnx", keypoints=keypoints)
