@@ -92,6 +92,11 @@ def test_config_shows_the_presets_effective_detection_values() -> None:
         "IMAGEBLUR_MASK_SCALE=1.4",  # explicit: beats the preset's 1.25
         "IMAGEBLUR_MASK_MARGIN_PX=3.0",
     } <= lines
+    thorough = imageblur("config", env={"IMAGEBLUR_DETECTION_PRESET": "thorough"})
+    assert {
+        "IMAGEBLUR_DETECTION_THRESHOLD=0.21",
+        "IMAGEBLUR_DETECTION_MIRRORED_PASSES=2",
+    } <= set(thorough.stdout.splitlines())
 
 
 def test_a_wrong_setting_fails_at_start_naming_it() -> None:
