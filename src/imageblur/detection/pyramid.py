@@ -68,9 +68,9 @@ class PyramidConfig:
     (e.g. 1.41) adds a finer pass for faces under ~30 px: +2 points of recall for faces
     >= 20 px, at 2.5x the compute; off by default.
     `floor_score` is the lowest per-pass score that may contribute to a group.
-    `mirrored` (the `thorough` preset: 1) runs the finest scales that many times more on
-    the horizontally mirrored image; a mirrored pass counts as a pass of its own in the
-    noisy-or, so a face weakly seen both ways adds up (docs/detection.md).
+    `mirrored`: how many of the finest scales run a second time on the horizontally
+    mirrored image (the `thorough` preset: 2); a mirrored pass counts as a pass of its
+    own in the noisy-or, so a face weakly seen both ways adds up (docs/detection.md).
     """
 
     scale_step: float = 0.5
