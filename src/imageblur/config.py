@@ -361,7 +361,7 @@ class Settings(BaseSettings):
         "privacy",
         description="`privacy`: hide more faces, more blurred background; `tidy`: fewer "
         "blurred patches, more faces missed; `thorough`: `privacy` plus a second look at "
-        "the mirrored picture, fewer faces missed for half again the detection time. Sets "
+        "the mirrored picture, fewer faces missed for 1.8 times the detection time. Sets "
         "the six settings below unless they are set.",
     )
     detection_threshold: float = Field(
