@@ -4,10 +4,8 @@ state: records, stored objects, queued and dead-lettered jobs."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pytest
 
 from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
@@ -31,7 +29,7 @@ from imageblur.jobs import JobProcessor, Outcome, RetryPolicy
 from imageblur.reconciler import Reconciler
 from jpeg_bombs import scan_bomb
 from support import jpeg_bytes, wait_until
-from unit.world import OPTIONS, World
+from unit.world import OPTIONS, NothingFound, World
 
 
 def test_submit_stores_original_then_record_then_job(world: World) -> None:
@@ -489,22 +487,6 @@ def test_failure_to_record_a_failure_leaves_the_job_for_later(world: World) -> N
     # Settled with a retry, not left unacked (that would hold the worker's prefetch).
     retried = world.next_delivery()
     assert retried.job.image_id == record.id and retried.job.attempt == 1
-
-
-class NothingFound:
-    """A detector family's network that finds nothing; `during` runs in its first tile."""
-
-    input_px = None
-
-    def __init__(self, during: Callable[[], None]) -> None:
-        self.during = during
-        self.tiles = 0
-
-    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
-        self.tiles += 1
-        if self.tiles == 1:
-            self.during()
-        return np.zeros((0, 6), np.float32)
 
 
 def test_a_worker_whose_lease_is_lost_stops_between_detection_passes(world: World) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from imageblur.cancel import Cancelled, Progress, checkpoint, expect, watched
@@ -19,7 +18,7 @@ from imageblur.domain import RepositoryUnavailable, Status
 from imageblur.jobs import Outcome
 from imageblur.leases import RenewalPolicy
 from support import jpeg_bytes, wait_until
-from unit.world import World
+from unit.world import NothingFound, World
 
 LEASE_S = 1.0
 FLOOR_S = 4 * LEASE_S  # MAX_LEASE_RENEWALS leases
@@ -164,22 +163,6 @@ def test_a_job_that_stops_progressing_loses_its_lease(world: World) -> None:
     assert now is not None and now.lease_owner == "w2" and now.status is Status.PROCESSING
     assert world.results.objects == {}  # the first worker stored nothing
     wait_until(lambda: not keeping(), what="the keeper to end with its job")
-
-
-class NothingFound:
-    """A detector family's network that finds nothing; `during` runs in its first tile."""
-
-    input_px = None
-
-    def __init__(self, during: Callable[[], None]) -> None:
-        self.during = during
-        self.tiles = 0
-
-    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
-        self.tiles += 1
-        if self.tiles == 1:
-            self.during()
-        return np.zeros((0, 6), np.float32)
 
 
 def test_a_job_whose_record_is_deleted_stops_without_waiting_for_a_renewal(

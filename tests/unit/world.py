@@ -4,7 +4,10 @@ fakes (`container_of`). A support module, so no test module imports another."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.admission import UploadGate
@@ -117,3 +120,19 @@ def container_of(settings: Settings, repo: FakeRepository, detector: FaceDetecto
         review=build_review(settings, backends),
         detector=detector,
     )
+
+
+class NothingFound:
+    """A detector family's network that finds nothing; `during` runs in its first tile."""
+
+    input_px = None
+
+    def __init__(self, during: Callable[[], None]) -> None:
+        self.during = during
+        self.tiles = 0
+
+    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+        self.tiles += 1
+        if self.tiles == 1:
+            self.during()
+        return np.zeros((0, 6), np.float32)
