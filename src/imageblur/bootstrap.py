@@ -97,6 +97,9 @@ def build_queue(settings: Settings) -> JobQueue:
             prefetch=max(settings.rabbitmq_prefetch, settings.worker_threads),
             queue_type=settings.rabbitmq_queue_type,
             timeout_s=settings.rabbitmq_timeout_s,
+            # A worker pool scaled apart consumes only its kinds' queues; publishing
+            # (the API's, the reconciler's) reaches every kind's either way.
+            consume=settings.job_kinds(),
         )
     from imageblur.adapters.memory_queue import MemoryJobQueue
 

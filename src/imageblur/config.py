@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from imageblur import jpeg_scans
 from imageblur.detection.families import CLASS_MAPPED, SHIPPED, Family, parse_classes
+from imageblur.domain import select_kinds
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -448,6 +449,13 @@ class Settings(BaseSettings):
         le=64,
         description="Jobs processed at once (images in flight for `imageblur blur` too).",
     )
+    worker_kinds: str = Field(
+        "",
+        description="Job kinds this worker takes, comma-separated: kind names (`detect`, "
+        "`render`) or `pictures` (every picture kind), `long` (every long kind: none in "
+        "this release); empty: every kind. Detect and render share a queue: both or "
+        "neither. A worker taking pictures and long jobs keeps one thread for pictures.",
+    )
     worker_pixel_budget: int = Field(
         16_000_000,
         ge=1,
@@ -594,6 +602,16 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"key {number} of {len(keys)} {exc}") from None
         return value
+
+    @field_validator("worker_kinds")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        select_kinds(value)  # raises ValueError naming the unknown kind
+        return ",".join(n.strip() for n in value.split(",") if n.strip())
+
+    def job_kinds(self) -> frozenset[str]:
+        """The job kinds this worker takes (IMAGEBLUR_WORKER_KINDS, validated at load)."""
+        return select_kinds(self.worker_kinds)
 
     @field_validator("keep_metadata")
     @classmethod

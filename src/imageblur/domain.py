@@ -211,6 +211,15 @@ class KindRoute:
     queued: str  # a `Status` value
     leased: str
     own_queue: bool = True
+    # None: a picture's job (seconds). Else a long kind (video, ...): its jobs may run
+    # this long, so it waits on a queue of its own that workers scaled apart take
+    # (`IMAGEBLUR_WORKER_KINDS=long`), whose shutdown grace should cover it, and a
+    # worker that takes it and pictures keeps a thread for pictures.
+    longest_s: float | None = None
+
+    @property
+    def long(self) -> bool:
+        return self.longest_s is not None
 
 
 # Statuses a release before the kinds rule claims or re-publishes: a new kind never
@@ -230,6 +239,37 @@ JOB_KINDS: Mapping[str, KindRoute] = {
 def kind_queue(base: str, kind: str, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> str:
     """The queue a message of `kind` is published to and consumed from."""
     return f"{base}.{kind}" if kinds[kind].own_queue else base
+
+
+# Words of IMAGEBLUR_WORKER_KINDS beside the kinds' own names: every picture kind, every
+# long kind, as the registry holds them (a release that brings a long kind needs no
+# change of a worker's setting).
+KIND_POOLS = ("pictures", "long")
+
+
+def select_kinds(text: str, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> frozenset[str]:
+    """The kinds a worker takes, from a comma-separated list of kind names and pools
+    (`pictures`, `long`); empty: every kind. `ValueError` for a name this release does
+    not know, or a selection that splits a queue (detect and render share `<queue>`: a
+    worker taking one of them would receive the other's messages)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        return frozenset(kinds)
+    chosen: set[str] = set()
+    for name in names:
+        if name in KIND_POOLS:
+            chosen |= {k for k, r in kinds.items() if r.long == (name == "long")}
+        elif name in kinds:
+            chosen.add(name)
+        else:
+            known = ", ".join([*kinds, *KIND_POOLS])
+            raise ValueError(f"unknown job kind {name!r}: one of {known}")
+    for kind in sorted(chosen):
+        mates = {k for k in kinds if kind_queue("q", k, kinds) == kind_queue("q", kind, kinds)}
+        if not mates <= chosen:
+            together = ", ".join(sorted(mates))
+            raise ValueError(f"{together} share one queue: select them together")
+    return frozenset(chosen)
 
 
 def kind_of_status(status: str, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> str | None:

@@ -4,7 +4,7 @@ in the core imports a driver.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -283,8 +283,10 @@ class JobQueue(Protocol):
     def publish(self, job: Job) -> None:
         """Hand the job to the broker durably (confirmed) before returning."""
 
-    def receive(self, *, timeout_s: float) -> Delivery | None:
-        """The next job, or None after `timeout_s` without one."""
+    def receive(self, *, timeout_s: float, kinds: Collection[str] | None = None) -> Delivery | None:
+        """The next job, or None after `timeout_s` without one. `kinds`: only from the
+        queues of those job kinds (a thread kept for pictures); None: from every queue
+        this handle consumes."""
 
     def ack(self, delivery: Delivery) -> None: ...
 

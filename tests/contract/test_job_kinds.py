@@ -231,3 +231,77 @@ def test_this_release_consumes_only_the_main_queue() -> None:
         timeout_s=1,
     )
     assert queue.job_queues == ("jobs",)
+
+
+# --- queues per kind (item 6): a worker consumes only its kinds' queues --------------------
+
+
+def test_a_worker_given_kinds_consumes_only_their_queues(rabbitmq_url: str) -> None:
+    """`imageblur worker --kinds pictures` beside `--kinds probe`: each takes its own
+    queue's messages only, whatever waits on the other's."""
+    base = servers.unique("pools")
+
+    def handle(consume: set[str]) -> RabbitMQJobQueue:
+        return RabbitMQJobQueue(
+            rabbitmq_url,
+            queue=base,
+            queue_type="quorum",
+            prefetch=1,
+            timeout_s=5,
+            kinds=KINDS,
+            consume=consume,
+        )
+
+    pictures, probes = handle({"detect", "render"}), handle({"probe"})
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        assert pictures.consumed_queues == (base,) and probes.consumed_queues == (f"{base}.probe",)
+        pictures.check()  # declares every kind's queue, consumed or not
+        probe = Job(image_id=ID).to_json().replace(b'"detect"', b'"probe"')
+        pictures.publish_body(probe, kind="probe")
+        pictures.publish(Job(image_id=ID))
+        delivery = pictures.receive(timeout_s=10)
+        assert delivery is not None and delivery.job.kind is JobKind.DETECT
+        pictures.ack(delivery)
+        assert pictures.receive(timeout_s=1) is None  # the probe is not its to take
+        pictures.publish(Job(image_id=ID, kind=JobKind.RENDER))
+        # This release cannot run the test-only kind: taking it parks it, which shows
+        # that it came off `<base>.probe`, while the render job stays for the pictures.
+        assert probes.receive(timeout_s=3) is None
+        assert _depth(connection.channel(), f"{base}.probe") == 0
+        assert [d.reason for d in probes.take_dead_letters()] == [
+            "malformed job message: unknown kind"
+        ]
+        delivery = pictures.receive(timeout_s=10)
+        assert delivery is not None and delivery.job.kind is JobKind.RENDER
+        pictures.ack(delivery)
+    finally:
+        connection.close()
+        pictures.delete_topology()
+        for queue in (pictures, probes):
+            queue.close()
+
+
+def test_a_thread_kept_for_pictures_leaves_a_long_job_to_the_others(rabbitmq_url: str) -> None:
+    """One handle, one consumer channel, two threads: `receive(kinds=pictures)` never
+    hands out the long kind's message, which stays buffered for a thread that takes it."""
+    base = servers.unique("kept")
+    queue = RabbitMQJobQueue(
+        rabbitmq_url, queue=base, queue_type="quorum", prefetch=2, timeout_s=5, kinds=KINDS
+    )
+    try:
+        queue.check()
+        probe = Job(image_id=ID).to_json().replace(b'"detect"', b'"probe"')
+        queue.publish_body(probe, kind="probe")
+        assert queue.receive(timeout_s=2, kinds={"detect", "render"}) is None
+        queue.publish(Job(image_id=ID, kind=JobKind.RENDER))
+        delivery = queue.receive(timeout_s=10, kinds={"detect", "render"})
+        assert delivery is not None and delivery.job.kind is JobKind.RENDER
+        queue.ack(delivery)
+        assert queue.receive(timeout_s=3, kinds={"probe"}) is None  # taken, and parked
+        assert [d.reason for d in queue.take_dead_letters()] == [
+            "malformed job message: unknown kind"
+        ]
+    finally:
+        queue.delete_topology()
+        queue.close()

@@ -16,7 +16,7 @@ CORE = {"domain", "ports"}
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     # The closed sets it validates against live with the code that uses them (leaves).
-    "config": {"metadata", "detection.families", "tokens", "jpeg_scans"},
+    "config": {"domain", "metadata", "detection.families", "tokens", "jpeg_scans"},
     "metadata": set(),
     # Who may call the API, as settings write it: pure parsing, a leaf.
     "tokens": set(),

@@ -107,10 +107,16 @@ def new_world() -> World:
     return World(repo, originals, results, queue, detector, clock, images)
 
 
-def container_of(settings: Settings, repo: FakeRepository, detector: FaceDetector) -> Container:
-    """A worker's container on fakes (and the in-process queue)."""
+def container_of(
+    settings: Settings,
+    repo: FakeRepository,
+    detector: FaceDetector,
+    queue: MemoryJobQueue | None = None,
+) -> Container:
+    """A worker's container on fakes (and the in-process queue, or `queue`)."""
     repo.migrate()
-    backends = Backends(repo, FakeStore("in"), FakeStore("out"), MemoryJobQueue())
+    queue = MemoryJobQueue() if queue is None else queue
+    backends = Backends(repo, FakeStore("in"), FakeStore("out"), queue)
     gate = build_gate(settings)
     return Container(
         settings=settings,

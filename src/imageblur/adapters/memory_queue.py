@@ -12,36 +12,56 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Collection, Mapping
 
-from imageblur.domain import DeadLetter, Delivery, InvalidJob, Job, QueueUnavailable
+from imageblur.domain import (
+    JOB_KINDS,
+    DeadLetter,
+    Delivery,
+    InvalidJob,
+    Job,
+    KindRoute,
+    QueueUnavailable,
+    kind_queue,
+)
+
+# (ready_at monotonic, sequence, body): the sequence keeps FIFO order among equals.
+_Entry = tuple[float, int, bytes]
 
 
 class MemoryJobQueue:
-    def __init__(self) -> None:
+    """One heap per job queue, as on RabbitMQ (`domain.kind_queue`: detect and render
+    share the main one, a newer kind has its own), so that a thread kept for pictures
+    never takes a long job (`receive(kinds=...)`)."""
+
+    def __init__(self, kinds: Mapping[str, KindRoute] = JOB_KINDS) -> None:
         self._cond = threading.Condition()
-        # (ready_at monotonic, sequence, body): the sequence keeps FIFO order among equals.
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._kinds = kinds
+        self._heaps: dict[str, list[_Entry]] = {kind_queue("", k, kinds): [] for k in kinds}
         self._seq = itertools.count()
         self._in_flight: dict[int, Job] = {}
         self._dead: list[DeadLetter] = []
         self._closed = False
 
-    def _push(self, body: bytes, delay_s: float = 0.0) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), body))
+    def _push(self, body: bytes, kind: str, delay_s: float = 0.0) -> None:
+        entry = (time.monotonic() + delay_s, next(self._seq), body)
+        heapq.heappush(self._heaps[kind_queue("", kind, self._kinds)], entry)
         self._cond.notify_all()
 
     def publish(self, job: Job) -> None:
-        self.publish_raw(job.to_json())
+        self.publish_raw(job.to_json(), kind=job.kind.value)
 
-    def receive(self, *, timeout_s: float) -> Delivery | None:
+    def receive(self, *, timeout_s: float, kinds: Collection[str] | None = None) -> Delivery | None:
         deadline = time.monotonic() + timeout_s
+        heaps = self._heaps_of(kinds)
         with self._cond:
             while True:
                 if self._closed:
                     return None
                 now = time.monotonic()
-                if self._heap and self._heap[0][0] <= now:
-                    _, seq, body = heapq.heappop(self._heap)
+                heap = min((h for h in heaps if h), key=lambda h: h[0], default=None)
+                if heap is not None and heap[0][0] <= now:
+                    _, seq, body = heapq.heappop(heap)
                     try:
                         job = Job.from_json(body)
                     except InvalidJob as exc:  # no worker can run it: park it, as RabbitMQ
@@ -51,8 +71,14 @@ class MemoryJobQueue:
                     return Delivery(job=job, tag=seq)
                 if now >= deadline:
                     return None
-                wake_at = deadline if not self._heap else min(deadline, self._heap[0][0])
+                wake_at = deadline if heap is None else min(deadline, heap[0][0])
                 self._cond.wait(timeout=max(wake_at - now, 0.0))
+
+    def _heaps_of(self, kinds: Collection[str] | None) -> list[list[_Entry]]:
+        """The heaps holding the jobs of `kinds` (None: every kind)."""
+        names = self._kinds if kinds is None else kinds
+        queues = dict.fromkeys(kind_queue("", k, self._kinds) for k in names)
+        return [self._heaps[q] for q in queues]
 
     def _settle(self, delivery: Delivery) -> Job:
         job = self._in_flight.pop(delivery.tag, None)
@@ -68,7 +94,7 @@ class MemoryJobQueue:
     def retry(self, delivery: Delivery, *, delay_s: float, reason: str) -> None:
         with self._cond:
             job = self._settle(delivery)
-            self._push(job.next_attempt().to_json(), delay_s)
+            self._push(job.next_attempt().to_json(), job.kind.value, delay_s)
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._cond:
@@ -91,14 +117,16 @@ class MemoryJobQueue:
 
     # --- test hooks ------------------------------------------------------------
 
-    def publish_raw(self, body: bytes) -> None:
-        """Queue these bytes as a message, as any client of a broker could."""
+    def publish_raw(self, body: bytes, *, kind: str = "detect") -> None:
+        """Queue these bytes as a message of `kind`, as any client of a broker could."""
         with self._cond:
             if self._closed:
                 raise QueueUnavailable("queue is closed")
-            self._push(body)
+            self._push(body, kind)
 
-    def depth(self) -> int:
-        """Jobs waiting or in flight."""
+    def depth(self, kind: str | None = None) -> int:
+        """Jobs waiting or in flight (`kind`: waiting on that kind's queue only)."""
         with self._cond:
-            return len(self._heap) + len(self._in_flight)
+            if kind is not None:
+                return len(self._heaps[kind_queue("", kind, self._kinds)])
+            return sum(len(h) for h in self._heaps.values()) + len(self._in_flight)

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -135,12 +135,18 @@ class RabbitMQJobQueue:
         timeout_s: float,
         delivery_limit: int | None = 20,
         kinds: Mapping[str, KindRoute] = JOB_KINDS,
+        consume: Collection[str] | None = None,
     ) -> None:
+        """`consume`: the kinds whose queues this handle consumes (a worker's
+        IMAGEBLUR_WORKER_KINDS); None: every kind's."""
         self.queue = queue
         self._kinds = kinds
-        # Every job queue this handle publishes to and consumes: `<queue>` first, then
+        # Every job queue this handle declares and publishes to: `<queue>` first, then
         # one per kind with a queue of its own.
         self.job_queues = tuple(dict.fromkeys(kind_queue(queue, k, kinds) for k in kinds))
+        # Those it consumes: a worker pool scaled apart takes only its kinds' queues.
+        self.consumed_queues = self._queues_of(kinds if consume is None else consume)
+        self._consumer_queue: dict[str, str] = {}  # consumer tag -> its queue
         self.dead_queue = f"{queue}.dead"
         self._queue_type = queue_type
         self._prefetch = prefetch
@@ -150,9 +156,7 @@ class RabbitMQJobQueue:
         self._delay_names: set[str] = set()
         self._publisher = _Link(parameters, self._declare, "publisher")
         self._consumer = _Link(parameters, self._declare_consumer, "consumer")
-        self._buffer: collections.deque[tuple[Basic.Deliver, BasicProperties, bytes]] = (
-            collections.deque()
-        )
+        self._buffer: collections.deque[tuple[Basic.Deliver, bytes]] = collections.deque()
 
     # --- JobQueue ------------------------------------------------------------------------
 
@@ -164,8 +168,9 @@ class RabbitMQJobQueue:
         target = kind_queue(self.queue, kind, self._kinds)
         self._on_publisher("publish", lambda ch: _publish(ch, target, body, None))
 
-    def receive(self, *, timeout_s: float) -> Delivery | None:
+    def receive(self, *, timeout_s: float, kinds: Collection[str] | None = None) -> Delivery | None:
         deadline = time.monotonic() + timeout_s
+        wanted = self.consumed_queues if kinds is None else self._queues_of(kinds)
         link = self._consumer
         while True:
             with link.lock, self._guard(link, "receive"):
@@ -180,11 +185,13 @@ class RabbitMQJobQueue:
                 if not channel.consumer_tags:
                     # First use, or the broker cancelled us (queue deleted or moved).
                     self._buffer.clear()
+                    self._consumer_queue.clear()
                     # One consumer per job queue; the prefetch counts per consumer.
-                    for name in self.job_queues:
-                        channel.basic_consume(name, self._on_message, auto_ack=False)
-                while self._buffer:
-                    method, _properties, body = self._buffer.popleft()
+                    for name in self.consumed_queues:
+                        tag = channel.basic_consume(name, self._on_message, auto_ack=False)
+                        self._consumer_queue[tag] = name
+                while (taken := self._take(wanted)) is not None:
+                    method, body = taken
                     delivery = self._to_delivery(channel, link.generation, method, body)
                     if delivery is not None:
                         return delivery
@@ -315,6 +322,9 @@ class RabbitMQJobQueue:
         self._delay_names.add(name)
         return name
 
+    def _queues_of(self, kinds: Collection[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(kind_queue(self.queue, k, self._kinds) for k in kinds))
+
     def _on_message(
         self,
         channel: BlockingChannel,
@@ -322,7 +332,17 @@ class RabbitMQJobQueue:
         properties: BasicProperties,
         body: bytes,
     ) -> None:
-        self._buffer.append((method, properties, body))
+        self._buffer.append((method, body))
+
+    def _take(self, queues: Collection[str]) -> tuple[Basic.Deliver, bytes] | None:
+        """The oldest buffered message from one of `queues`. Another thread's (a long
+        job, for a thread kept for pictures) stays buffered for it: it holds only its
+        own queue's prefetch slot."""
+        for index, (method, body) in enumerate(self._buffer):
+            if self._consumer_queue.get(method.consumer_tag) in queues:
+                del self._buffer[index]
+                return method, body
+        return None
 
     def _to_delivery(
         self, channel: BlockingChannel, generation: int, method: Basic.Deliver, body: bytes

@@ -24,7 +24,7 @@ from imageblur.entrypoints.middleware.request_id import RequestIdMiddleware
 from imageblur.entrypoints.middleware.trusted_host import TrustedHostMiddleware
 from imageblur.entrypoints.review_routes import router as review_router
 from imageblur.entrypoints.routes import router
-from imageblur.entrypoints.startup import check_api
+from imageblur.entrypoints.startup import check_api, check_embedded
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
@@ -72,6 +72,8 @@ def create_app(
     metrics then show on the API's /metrics too. `on_worker_failure`: called if one of
     the worker's threads ends on its own (`serve` then stops, exit non-zero)."""
     check_api(settings)  # raises SettingsError: refuses to run open
+    if run_worker:
+        check_embedded(settings)
     metrics = Metrics()
     app = FastAPI(
         title="imageblur",

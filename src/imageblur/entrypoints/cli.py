@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="process jobs from the queue")
     p.add_argument("--threads", type=int, dest="worker_threads", help="jobs at once")
     p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    p.add_argument(
+        "--kinds",
+        dest="worker_kinds",
+        metavar="KINDS",
+        help="job kinds to take, comma-separated: kind names, `pictures`, `long` "
+        "(IMAGEBLUR_WORKER_KINDS; default: every kind)",
+    )
 
     p = sub.add_parser("blur", help="anonymize local files or folders, no server needed")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")

@@ -6,6 +6,7 @@ the listen address or review mode."""
 from __future__ import annotations
 
 from imageblur.config import Settings, SettingsError
+from imageblur.domain import JOB_KINDS
 from imageblur.logs import get_logger
 from imageblur.tokens import is_loopback
 
@@ -38,7 +39,23 @@ def check_api(settings: Settings) -> None:
 
 
 def check_worker(settings: Settings) -> None:
-    """Refuse a worker whose metrics port would answer anyone on the network."""
+    """Refuse a worker whose metrics port would answer anyone on the network, or that
+    would take no job kind; warn when its shutdown grace is shorter than its longest
+    kind's jobs (a scale-in or a rollout would cut them)."""
+    if not settings.job_kinds():
+        _refuse(
+            [
+                f"IMAGEBLUR_WORKER_KINDS={settings.worker_kinds} selects no job kind of "
+                "this release (no long kind exists yet): the worker would take nothing"
+            ]
+        )
+    longest = max((JOB_KINDS[k].longest_s or 0.0 for k in settings.job_kinds()), default=0.0)
+    if longest > settings.shutdown_grace_s:
+        log.warning(
+            "worker.grace_shorter_than_its_jobs",
+            shutdown_grace_s=settings.shutdown_grace_s,
+            longest_job_s=longest,
+        )
     if (
         settings.metrics_port is not None
         and not is_loopback(settings.host)
@@ -50,6 +67,18 @@ def check_worker(settings: Settings) -> None:
                 f"the worker's metrics port listens on IMAGEBLUR_HOST={settings.host}, not a "
                 "loopback address: set IMAGEBLUR_METRICS_TOKEN, or "
                 "IMAGEBLUR_ALLOW_ANONYMOUS=true to let anyone who reaches it read the metrics"
+            ]
+        )
+
+
+def check_embedded(settings: Settings) -> None:
+    """Refuse `serve` on the in-process queue with a worker that leaves kinds untaken:
+    nothing else consumes that queue, so their jobs would wait for ever."""
+    if settings.queue == "memory" and settings.job_kinds() != frozenset(JOB_KINDS):
+        _refuse(
+            [
+                f"IMAGEBLUR_WORKER_KINDS={settings.worker_kinds}: `serve` on the in-process "
+                "queue must take every job kind (unset it)"
             ]
         )
 

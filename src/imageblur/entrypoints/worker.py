@@ -12,15 +12,23 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from types import FrameType
 from typing import TypeVar
 
 import structlog
 
 from imageblur.bootstrap import Container
-from imageblur.domain import BackendUnavailable, Delivery, Job, QueueUnavailable
+from imageblur.domain import (
+    JOB_KINDS,
+    BackendUnavailable,
+    Delivery,
+    Job,
+    KindRoute,
+    QueueUnavailable,
+)
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.logs import get_logger
 from imageblur.reconciler import Reconciler
@@ -40,6 +48,21 @@ def job_log_context(job: Job) -> Iterator[None]:
         context["request_id"] = job.request_id
     with structlog.contextvars.bound_contextvars(**context):
         yield
+
+
+def thread_kinds(
+    selected: frozenset[str], threads: int, kinds: Mapping[str, KindRoute] = JOB_KINDS
+) -> list[frozenset[str]]:
+    """The job kinds each job thread takes. A worker that takes pictures and long jobs
+    keeps its first thread for pictures, so that long jobs never hold every thread while
+    pictures wait; with one thread, it runs a second one for the long jobs (the pixel
+    budget still bounds what both hold). Otherwise every thread takes every kind."""
+    pictures = frozenset(k for k in selected if not kinds[k].long)
+    if not pictures or pictures == selected:
+        return [selected] * threads
+    if threads == 1:
+        return [pictures, selected - pictures]
+    return [pictures] + [selected] * (threads - 1)
 
 
 class WorkerRuntime:
@@ -73,11 +96,18 @@ class WorkerRuntime:
             self._c.metrics.reconciled(republished=republished)
         else:
             self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
-        for n in range(s.worker_threads):
+        plan = thread_kinds(s.job_kinds(), s.worker_threads)
+        for n, kinds in enumerate(plan):
             # A burst run's job threads end once the queue is drained, as asked.
-            thread = self._start(f"worker-{n}", self._work, processor, may_end=self._burst)
+            work = partial(self._work, kinds=kinds)
+            thread = self._start(f"worker-{n}", work, processor, may_end=self._burst)
             self._threads.append(thread)
-        log.info("worker.started", owner=processor.owner, threads=s.worker_threads)
+        log.info(
+            "worker.started",
+            owner=processor.owner,
+            threads=len(plan),
+            kinds=[",".join(sorted(k)) for k in plan],
+        )
 
     @property
     def failed(self) -> bool:
@@ -111,12 +141,12 @@ class WorkerRuntime:
         if first and self._on_failure is not None:
             self._on_failure()
 
-    def _work(self, processor: JobProcessor) -> None:
+    def _work(self, processor: JobProcessor, *, kinds: frozenset[str]) -> None:
         queue, timeout_s = self._c.backends.queue, self._c.settings.receive_timeout_s
         backoff_s = 0.5
         while not self._stop.is_set():
             try:
-                delivery = queue.receive(timeout_s=timeout_s)
+                delivery = queue.receive(timeout_s=timeout_s, kinds=kinds)
             except Exception as exc:  # the loop must outlive any one message
                 # A bug or an unexpected library error is treated as an outage: waited
                 # out, never the end of the thread.
