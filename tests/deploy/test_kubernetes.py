@@ -4,16 +4,20 @@ and gives the application a complete, valid distributed configuration."""
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
+import yaml
 from tests.deploy.conftest import (
+    K8S,
     OVERLAYS,
     Doc,
     by_prefix,
     find,
+    kubectl,
     one,
     pod_spec,
     rendered,
@@ -21,6 +25,7 @@ from tests.deploy.conftest import (
 )
 
 from imageblur.config import Settings, load_settings
+from imageblur.domain import JOB_KINDS, KindRoute, kind_queue
 from imageblur.entrypoints.startup import check_api, check_worker
 
 # Custom resources: no schema ships with kubernetes-validate. Only these kinds are skipped;
@@ -604,3 +609,166 @@ def test_the_workloads_pass_their_start_up_checks(
     for component, check in (("api", check_api), ("worker", check_worker)):
         container: Any = pod_spec(workloads[component])["containers"][0]  # type: ignore[index]
         check(_settings(monkeypatch, _effective_env(docs, container)))
+
+
+# --- the long-job workers (components/long-jobs, opt-in; issue 24, item 6) ------------------
+
+LONG_COMPONENT = K8S / "components" / "long-jobs"
+# The video kind as the video issue will add it (domain.JOB_KINDS, one row): this release
+# has no long kind, so the component's workers and trigger are checked against it.
+VIDEO = KindRoute(queued="video_queued", leased="video_running", longest_s=1800.0)
+_with_long: dict[str, list[Doc]] = {}
+
+
+@pytest.fixture
+def video_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(JOB_KINDS, "video", VIDEO)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    """The overlay with the long-jobs component, as an operator enables it."""
+    if overlay not in _with_long:
+        root = tmp_path_factory.mktemp(f"long-{overlay}")
+        (root / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    # as in the overlay's own kustomization, where an operator lists it
+                    "namespace": "imageblur",
+                    "resources": [os.path.relpath(K8S / "overlays" / overlay, root)],
+                    "components": [os.path.relpath(LONG_COMPONENT, root)],
+                }
+            )
+        )
+        out = subprocess.run(
+            [kubectl(), "kustomize", str(root)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        _with_long[overlay] = [d for d in yaml.safe_load_all(out) if d]
+    return _with_long[overlay]
+
+
+def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
+    """No long kind exists: a long worker of this release would refuse to start."""
+    assert not find(docs, "Deployment", "imageblur-worker-long")
+    assert load_settings(worker_kinds="long").job_kinds() == frozenset()
+
+
+def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> None:
+    test_validates_against_kubernetes_schemas(long_docs, K8S_VERSIONS[0])
+    test_every_pod_is_hardened(long_docs)
+    test_references_resolve(long_docs)
+    test_every_imageblur_variable_is_a_setting(long_docs)
+    test_no_token_is_shipped(long_docs)
+    test_probes_need_no_token(long_docs)
+    assert set(_app_workloads(long_docs)) == {*APP_COMPONENTS, "worker-long"}
+
+
+def test_the_two_pools_take_their_kinds(
+    long_docs: list[Doc], video_kind: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workloads = _app_workloads(long_docs)
+    pictures, long = (
+        _worker_settings(long_docs, workloads[c], monkeypatch) for c in ("worker", "worker-long")
+    )
+    assert pictures.job_kinds() == {"detect", "render"}
+    assert long.job_kinds() == {"video"}
+    assert long.worker_threads == 1  # one long job per pod; KEDA scales the pods
+    for settings in (pictures, long):
+        check_worker(settings)  # both start
+    assert workloads["worker-long"]["spec"]["selector"] != workloads["worker"]["spec"]["selector"]
+
+
+def test_a_scale_in_waits_for_the_long_job(
+    long_docs: list[Doc], video_kind: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM lets the job in hand finish for IMAGEBLUR_SHUTDOWN_GRACE_S: it covers the
+    longest job of every kind the pool takes, and Kubernetes waits longer than that."""
+    worker = one(long_docs, "Deployment", "imageblur-worker-long")
+    spec: Any = pod_spec(worker)
+    settings = _worker_settings(long_docs, worker, monkeypatch)
+    longest = max(JOB_KINDS[k].longest_s or 0.0 for k in settings.job_kinds())
+    assert settings.shutdown_grace_s >= longest > 0
+    assert spec["terminationGracePeriodSeconds"] >= settings.shutdown_grace_s + 15
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert settings.heartbeat_max_age_s >= settings.lease_s  # the probe fits the lease
+    pdb = one(long_docs, "PodDisruptionBudget", "imageblur-worker-long")
+    assert pdb["spec"]["selector"] == worker["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_keda_scales_the_long_workers_on_the_long_queues(
+    long_docs: list[Doc], video_kind: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scaled = one(long_docs, "ScaledObject", "imageblur-worker-long")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "imageblur-worker-long"
+    settings = _worker_settings(
+        long_docs, one(long_docs, "Deployment", "imageblur-worker-long"), monkeypatch
+    )
+    queues = {t["metadata"]["queueName"] for t in scaled["spec"]["triggers"]}
+    assert queues == {kind_queue(settings.rabbitmq_queue, k) for k in settings.job_kinds()}
+    assert settings.rabbitmq_queue not in queues  # never the pictures' queue
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "rabbitmq"
+        assert one(long_docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    # a slow scale-in: one pod at a time, after a quiet spell
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+    # the pictures' workers keep their own scaler, on the main queue
+    test_keda_scales_workers_on_the_job_queue(long_docs, monkeypatch)
+
+
+def test_the_long_workers_reach_what_the_workers_reach(long_docs: list[Doc]) -> None:
+    """Every NetworkPolicy and monitor that applies to the pictures' workers applies to
+    the long ones: their back ends admit them and Prometheus scrapes them."""
+    labels = {
+        c: _app_workloads(long_docs)[c]["spec"]["template"]["metadata"]["labels"]
+        for c in ("worker", "worker-long")
+    }
+    for doc in long_docs:
+        for where, selector in _pod_selectors(doc):
+            picks = {c: _label_selector_picks(selector, labels[c]) for c in labels}
+            assert picks["worker"] == picks["worker-long"], f"{doc['metadata']['name']}: {where}"
+
+
+def _worker_settings(docs: list[Doc], workload: Doc, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    container = pod_spec(workload)["containers"][0]  # type: ignore[index]
+    return _settings(monkeypatch, _effective_env(docs, container))
+
+
+def _pod_selectors(doc: Doc) -> list[tuple[str, Doc]]:
+    """The pod selectors of a NetworkPolicy (its own, and its peers') or a PodMonitor."""
+    if doc["kind"] == "PodMonitor":
+        return [("selector", doc["spec"]["selector"])]
+    if doc["kind"] != "NetworkPolicy":
+        return []
+    found = [("podSelector", doc["spec"]["podSelector"])]
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for n, rule in enumerate(doc["spec"].get(direction) or []):
+            for peer in rule.get(peers) or []:
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    found.append((f"{direction}[{n}]", peer["podSelector"]))
+    return found
+
+
+def _label_selector_picks(selector: Doc, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector picks a pod with `labels` ({} picks all)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        value, op = labels.get(expr["key"]), expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
+            return False
+    return True
