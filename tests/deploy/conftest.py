@@ -49,6 +49,28 @@ def render(overlay: str) -> list[Doc]:
 
 _rendered: dict[str, list[Doc]] = {}
 
+LONG_JOBS = K8S / "components" / "long-jobs"
+
+
+def render_with(overlay: str, component: Path, root: Path) -> list[Doc]:
+    """The overlay with an opt-in component, as an operator lists it in the overlay's
+    kustomization (written to `root`: kustomize takes relative paths only)."""
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "imageblur",  # as in the overlay's own kustomization
+                "resources": [os.path.relpath(K8S / "overlays" / overlay, root)],
+                "components": [os.path.relpath(component, root)],
+            }
+        )
+    )
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(root)], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
 
 @pytest.fixture(params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> str:
@@ -69,11 +91,14 @@ def docs(overlay: str) -> list[Doc]:
 
 @pytest.fixture(scope="session")
 def rendered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every overlay rendered to <dir>/<overlay>.yaml, for the file-based linters."""
+    """Every overlay rendered to <dir>/<overlay>.yaml, for the file-based linters, and
+    with the opt-in long-jobs component to <dir>/<overlay>-long-jobs.yaml."""
     out = tmp_path_factory.mktemp("rendered")
     for name in OVERLAYS:
         docs = rendered(name)
         (out / f"{name}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        long_docs = render_with(name, LONG_JOBS, tmp_path_factory.mktemp(f"long-{name}"))
+        (out / f"{name}-long-jobs.yaml").write_text(yaml.safe_dump_all(long_docs, sort_keys=False))
     return out
 
 

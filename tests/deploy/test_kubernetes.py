@@ -4,22 +4,20 @@ and gives the application a complete, valid distributed configuration."""
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-import yaml
 from tests.deploy.conftest import (
-    K8S,
+    LONG_JOBS,
     OVERLAYS,
     Doc,
     by_prefix,
     find,
-    kubectl,
     one,
     pod_spec,
+    render_with,
     rendered,
     secret_data,
 )
@@ -613,7 +611,6 @@ def test_the_workloads_pass_their_start_up_checks(
 
 # --- the long-job workers (components/long-jobs, opt-in; issue 24, item 6) ------------------
 
-LONG_COMPONENT = K8S / "components" / "long-jobs"
 # The video kind as the video issue will add it (domain.JOB_KINDS, one row): this release
 # has no long kind, so the component's workers and trigger are checked against it.
 VIDEO = KindRoute(queued="video_queued", leased="video_running", longest_s=1800.0)
@@ -630,26 +627,7 @@ def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Do
     """The overlay with the long-jobs component, as an operator enables it."""
     if overlay not in _with_long:
         root = tmp_path_factory.mktemp(f"long-{overlay}")
-        (root / "kustomization.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    # as in the overlay's own kustomization, where an operator lists it
-                    "namespace": "imageblur",
-                    "resources": [os.path.relpath(K8S / "overlays" / overlay, root)],
-                    "components": [os.path.relpath(LONG_COMPONENT, root)],
-                }
-            )
-        )
-        out = subprocess.run(
-            [kubectl(), "kustomize", str(root)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-        _with_long[overlay] = [d for d in yaml.safe_load_all(out) if d]
+        _with_long[overlay] = render_with(overlay, LONG_JOBS, root)
     return _with_long[overlay]
 
 
