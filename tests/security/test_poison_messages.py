@@ -121,11 +121,11 @@ def test_a_receive_that_raises_something_unexpected_is_waited_out(running: Runni
     queue, receive = running.queue, running.queue.receive
     raised: list[str] = []
 
-    def once_broken(*, timeout_s: float) -> object:
+    def once_broken(*, timeout_s: float, kinds: object = None) -> object:
         if not raised:
             raised.append("RecursionError")
             raise RecursionError("a parser bug in a client library")
-        return receive(timeout_s=timeout_s)
+        return receive(timeout_s=timeout_s, kinds=kinds)  # type: ignore[arg-type]
 
     queue.receive = once_broken  # type: ignore[method-assign]
     wait_until(lambda: bool(raised), what="the broken receive")
