@@ -8,7 +8,9 @@ Topology, all durable, all on the default exchange:
 * `<queue>.<kind>`: the jobs of a kind with a queue of its own (`domain.JOB_KINDS`,
   every kind newer than detect and render), declared like `<queue>`. A worker of an
   older release consumes only `<queue>`, so it never receives, and so never parks, a
-  message of a kind it does not know.
+  message of a kind it does not know. A handle given `consume` (a worker's
+  IMAGEBLUR_WORKER_KINDS) consumes only those kinds' queues, so that worker pools
+  scale apart; it still declares and publishes to every kind's.
 * `<queue>.dead`: parked jobs. Each carries the reason in the `x-imageblur-reason`
   header (and RabbitMQ's own `x-death` when the broker parked it).
 * `<queue>.delay.<ms>` (`<queue>.<kind>.delay.<ms>`): one queue per retry delay. Nobody

@@ -1,7 +1,10 @@
 """The worker: receive -> process -> ack / retry / dead letter, and a reconciler beside it.
 
-Stopping (SIGTERM, or the API's shutdown in embedded mode) lets the job in hand finish;
-a job cut short by a hard kill is taken over after its lease expires. A thread that ends
+Each job thread receives the kinds `thread_kinds` gives it (IMAGEBLUR_WORKER_KINDS; one
+thread kept for pictures when long kinds are taken too). Stopping (SIGTERM, or the
+API's shutdown in embedded mode) lets the job in hand finish, for at most
+IMAGEBLUR_SHUTDOWN_GRACE_S; a job cut short by a hard kill, or by the end of the grace,
+is taken over after its lease expires. A thread that ends
 on its own (it never should: its loop logs any exception and goes on) stops the others,
 the heartbeat with them, and makes the process exit non-zero, so an orchestrator
 restarts it rather than keep a worker that silently does less.
