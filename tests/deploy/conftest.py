@@ -54,20 +54,22 @@ LONG_JOBS = K8S / "components" / "long-jobs"
 
 def render_with(overlay: str, component: Path, root: Path) -> list[Doc]:
     """The overlay with an opt-in component, as an operator lists it in the overlay's
-    kustomization (written to `root`: kustomize takes relative paths only)."""
-    (root / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": "imageblur",  # as in the overlay's own kustomization
-                "resources": [os.path.relpath(K8S / "overlays" / overlay, root)],
-                "components": [os.path.relpath(component, root)],
-            }
-        )
+    own kustomization (a copy of deploy/k8s under `root`, so that the overlay's image
+    pins, labels and generators apply to the component's objects too)."""
+    tree = root / "k8s"
+    shutil.copytree(K8S, tree)
+    kustomization = tree / "overlays" / overlay / "kustomization.yaml"
+    spec = yaml.safe_load(kustomization.read_text())
+    spec.setdefault("components", []).append(
+        os.path.relpath(tree / component.relative_to(K8S), kustomization.parent)
     )
+    kustomization.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = subprocess.run(
-        [kubectl(), "kustomize", str(root)], check=True, capture_output=True, text=True, timeout=120
+        [kubectl(), "kustomize", str(kustomization.parent)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
