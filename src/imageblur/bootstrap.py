@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Literal
 from imageblur.admission import UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
-from imageblur.config import Settings
+from imageblur.config import Settings, SettingsError
 from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
 from imageblur.keycheck import KeyCheck
+from imageblur.logs import get_logger
 from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.pixel_budget import PixelBudget
@@ -25,9 +26,12 @@ from imageblur.ports import FaceDetector, JobQueue, ObjectStore
 from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
 from imageblur.services import ImageService
+from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
     from imageblur.adapters.encrypted_store import EncryptedStore
+
+log = get_logger(__name__)
 
 # A job's lease is renewed every third of its length while it runs: whatever the job
 # does for this many lease lengths (20 min at the default 300 s; the largest photo takes
@@ -224,6 +228,7 @@ def build_processor(
     owner: str | None = None,
     on_lease_renewed: Callable[[], None] | None = None,
     metrics: Metrics | None = None,
+    work_dir: WorkDir | None = None,
 ) -> JobProcessor:
     s = settings
     return JobProcessor(
@@ -244,7 +249,22 @@ def build_processor(
         owner=owner,
         on_lease_renewed=on_lease_renewed,
         metrics=metrics,
+        work_dir=work_dir,
     )
+
+
+def open_work_dir(settings: Settings) -> WorkDir:
+    """This worker's work folder, taken, and what crashed workers left removed; a
+    folder that cannot be made stops the start with a message naming the setting."""
+    work = WorkDir(settings.work_root, max_bytes=settings.work_dir_max_bytes)
+    try:
+        work.open()
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot use the work dir {work.space} (IMAGEBLUR_WORK_DIR): {exc.strerror or exc}"
+        ) from None
+    log.info("work_dir.opened", folder=str(work.folder), max_bytes=settings.work_dir_max_bytes)
+    return work
 
 
 def build_reconciler(settings: Settings, backends: Backends) -> Reconciler:
@@ -274,6 +294,8 @@ class Container:
     metrics: Metrics = field(default_factory=Metrics)
     # Whether the originals open (readiness `originals_key`); None: not checked.
     keys: KeyCheck | None = None
+    # A worker's work folders (None: a process that runs no jobs).
+    work: WorkDir | None = None
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -288,6 +310,7 @@ class Container:
             owner=owner,
             on_lease_renewed=on_lease_renewed,
             metrics=self.metrics,
+            work_dir=self.work,
         )
 
     def export_picture_gauges(self) -> None:
@@ -314,6 +337,8 @@ class Container:
         if self._closed:
             return
         self._closed = True
+        if self.work is not None:
+            self.work.close()
         self.backends.close()
 
 
@@ -333,6 +358,11 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
             backends.close()
             raise
     gate = build_gate(settings)
+    try:
+        work = open_work_dir(settings) if with_detector else None
+    except BaseException:
+        backends.close()
+        raise
     return Container(
         settings=settings,
         backends=backends,
@@ -342,6 +372,7 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         detector=detector,
         metrics=metrics,
         keys=_checked_keys(originals),
+        work=work,
     )
 
 

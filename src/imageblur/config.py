@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -463,6 +464,20 @@ class Settings(BaseSettings):
         "not fit waits (one alone always runs): bounds the memory of the worker and of "
         "`imageblur blur`.",
     )
+    work_dir: Path | None = Field(
+        None,
+        description="Folder of a worker's temporary files, on a local file system: it "
+        "gets a folder `imageblur-work`, one folder per worker in it and one per job, "
+        "removed when the job ends; what a crashed worker left is removed at the next "
+        "start. Unset: DATA_DIR with the local store, else the system temp dir (TMPDIR).",
+    )
+    work_dir_max_bytes: int | None = Field(
+        None,
+        ge=1 << 20,
+        description="Work space a worker's jobs may count on at once, beside the free "
+        "space: set it under a Kubernetes emptyDir's sizeLimit, which the free space does "
+        "not show. A job that needs more than is left waits, as for an outage.",
+    )
     lease_s: float = Field(300.0, gt=0, description="How long a claimed job is held.")
     max_attempts: int = Field(
         5,
@@ -704,6 +719,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_work_dir(self) -> Settings:
+        # Work files inside the local store's folders would be listed as objects (and
+        # collected by its garbage collection mid-job).
+        if self.work_dir is not None and self.store == "local":
+            work = self.work_dir.resolve()
+            for folder in ("originals", "results"):
+                store = (self.data_dir / folder).resolve()
+                if work == store or store in work.parents:
+                    raise ValueError(
+                        f"IMAGEBLUR_WORK_DIR ({self.work_dir}) is inside the local store's "
+                        f"{store}: choose a folder outside DATA_DIR/{folder}"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _check_uncertain_floor(self) -> Settings:
         # The size-dependent thresholds never go below the main one, so the main
         # threshold and the extra detectors' are the lowest in use.
@@ -740,6 +770,14 @@ class Settings(BaseSettings):
         if self.reviewer_tokens is not None:
             return parse_reviewers(self.reviewer_tokens.get_secret_value())
         return {}
+
+    @property
+    def work_root(self) -> Path:
+        """Where the work folders go: IMAGEBLUR_WORK_DIR, else beside the embedded
+        store's data, else the system temp dir."""
+        if self.work_dir is not None:
+            return self.work_dir
+        return self.data_dir if self.store == "local" else Path(tempfile.gettempdir())
 
     @property
     def sqlite_file(self) -> Path:

@@ -45,6 +45,7 @@ from imageblur.leases import LeaseKeeper, LeaseTerms
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
 from imageblur.ports import JobLeases
+from imageblur.workdir import WorkDir, WorkSpaceShort
 
 log = get_logger(__name__)
 
@@ -52,6 +53,17 @@ log = get_logger(__name__)
 def worker_identity() -> str:
     """Unique per process: a lease names the process that holds it."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def work_space_needed(kind: JobKind, record: ImageRecord) -> int:
+    """Bytes of work folder a job of `kind` may write at most, checked free before it
+    starts. A picture is read, decoded, anonymized and encoded in memory (its pixels
+    bounded by the pixel budget), and a sandboxed HEIC/AVIF decoder writes nothing:
+    none. A kind that spools to disk (a video) states its own."""
+    return 0
+
+
+WorkNeed = Callable[[JobKind, ImageRecord], int]
 
 
 def _code_of(exc: InvalidImage) -> ErrorCode:
@@ -106,6 +118,8 @@ class JobProcessor:
         clock: Callable[[], datetime] = utcnow,
         on_lease_renewed: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        work_dir: WorkDir | None = None,
+        work_need: WorkNeed = work_space_needed,
     ) -> None:
         self._b = backends
         self._repo: JobLeases = backends.repository
@@ -132,6 +146,9 @@ class JobProcessor:
         self._clock = clock
         self._on_lease_renewed = on_lease_renewed
         self._metrics = metrics or Metrics()
+        # None: no work folders (the unit tests of other things, `imageblur blur`).
+        self._work_dir = work_dir
+        self._work_need = work_need
 
     def _lease_owner(self) -> str:
         """Who holds the lease of the job this thread handles: the process and the
@@ -175,10 +192,16 @@ class JobProcessor:
         bound.info("job.claimed", kind=job.kind.value)
         if record.attempts == 1 and job.kind is JobKind.DETECT:  # the wait since upload
             self._metrics.claimed(created_at=record.created_at, now=self._clock())
+        return self._run(delivery, record, bound)
+
+    def _run(self, delivery: Delivery, record: ImageRecord, bound: Any) -> Outcome:
+        """Run a claimed job in its work folder; settle it by what it raised."""
+        job = delivery.job
         try:
-            if job.kind is JobKind.RENDER:
-                return self._render(delivery, record)
-            return self._process(delivery, record)
+            with self._job_folder(job.kind, record):
+                if job.kind is JobKind.RENDER:
+                    return self._render(delivery, record)
+                return self._process(delivery, record)
         except Cancelled:  # deleted, or the lease lost, mid-job: the work stopped early
             return self._lease_lost(delivery, record.id, None)
         except InvalidImage as exc:  # its message is public: the API answers it to uploads
@@ -190,6 +213,10 @@ class JobProcessor:
             return self._wait_for_keys(delivery, record, str(exc))
         except ProcessingError as exc:
             return self._fail(delivery, record, ErrorCode.INTERNAL_ERROR, str(exc))
+        except WorkSpaceShort as exc:  # the disk is not the image's fault: wait for it
+            bound.warning("job.work_space_short", need=exc.need, available=exc.available)
+            self._metrics.work_space_short.inc()
+            return self._wait_for_backend(delivery, record, f"{exc.backend}: {exc}")
         except BackendUnavailable as exc:
             return self._wait_for_backend(delivery, record, f"{exc.backend}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bug or a library failure: retry, then park
@@ -302,6 +329,17 @@ class JobProcessor:
                 height=result.height,
                 timings=result.timings,
             )
+
+    @contextlib.contextmanager
+    def _job_folder(self, kind: JobKind, record: ImageRecord) -> Iterator[None]:
+        """The job's own work folder, removed when it ends whatever the way; raises
+        `WorkSpaceShort` before the job starts when the space it needs is not free."""
+        if self._work_dir is None:
+            yield
+            return
+        name = f"{record.id}-{record.attempts}"
+        with self._work_dir.job(name, self._work_need(kind, record)):
+            yield
 
     @contextlib.contextmanager
     def _keep_lease(self, image_id: str) -> Iterator[None]:

@@ -118,6 +118,11 @@ class Metrics:
         self.plates = Counter(
             "imageblur_plates", "Licence plates hidden in finished images.", registry=r
         )
+        self.work_space_short = Counter(
+            "imageblur_work_space_short",
+            "Jobs given back to wait because the work dir lacked the space they need.",
+            registry=r,
+        )
         self.megapixels = Histogram(
             "imageblur_image_megapixels",
             "Size of the images anonymized.",

@@ -22,6 +22,7 @@ import resource
 import signal
 import subprocess
 import sys
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ _ENVIRONMENT = (
     "LD_LIBRARY_PATH",
     "MALLOC_ARENA_MAX",
 )
+# The folder a child's temporary files go to (its TMPDIR), when the caller runs a job
+# that has one (`workdir.WorkDir.job` sets it): removed with the job, so nothing a
+# decoder leaves outlives it. Unset: the caller's TMPDIR, if any.
+temp_dir: ContextVar[Path | None] = ContextVar("imageblur_sandbox_temp_dir", default=None)
 # What a child may run: module -> functions, fixed here (never from configuration).
 _TARGETS = {"imageblur.imaging": {"decode_check"}, "imageblur.sandbox": {"own_limits"}}
 
@@ -58,6 +63,9 @@ def run(target: str, data: bytes, *args: str, cpu_s: int, memory_bytes: int, wal
         raise ValueError(f"not a sandbox target: {target}")
     cmd = [sys.executable, "-m", "imageblur.sandbox", target, str(cpu_s), str(memory_bytes), *args]
     env = {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
+    folder = temp_dir.get()
+    if folder is not None:
+        env["TMPDIR"] = str(folder)
     child = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )

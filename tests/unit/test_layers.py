@@ -28,6 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"domain", "pixel_budget"},
     "imaging": CORE | {"heif", "metadata", "jpeg_scans", "png_chunks", "sandbox"},
     "sandbox": set(),
+    # A worker's work folders: the job's folder, its free space, a dead worker's swept.
+    "workdir": {"domain", "logs", "sandbox"},
     "allocator": set(),
     "png_chunks": set(),
     "blurring": CORE,
@@ -52,7 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     # How long a job holds its lease: renewals that follow its progress, and the watch
     # on its record.
     "leases": CORE | {"cancel", "logs"},
-    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel", "leases"},
+    "jobs": CORE | {"backends", "anonymizer", "logs", "metrics", "cancel", "leases", "workdir"},
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # The readiness of the originals key, over the store's key check objects.
     "keycheck": CORE | {"logs"},
@@ -64,7 +66,7 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
     | {"jobs", "reconciler", "services", "review", "metrics", "metadata"}
-    | {"pixel_budget", "keycheck"},
+    | {"pixel_budget", "keycheck", "workdir"},
     # A middleware sees requests, never the use cases: it may not import the routes,
     # the services or the wiring.
     "entrypoints.middleware.": CORE | {"config", "logs", "metrics", "tokens", "entrypoints.errors"},
