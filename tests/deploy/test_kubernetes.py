@@ -750,3 +750,38 @@ def _label_selector_picks(selector: Doc, labels: dict[str, str]) -> bool:
         if op == "DoesNotExist" and value is not None:
             return False
     return True
+
+
+_QUANTITY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+def _bytes(quantity: str) -> int:
+    unit = quantity[-2:]
+    return int(quantity[:-2]) * _QUANTITY[unit] if unit in _QUANTITY else int(quantity)
+
+
+def test_every_worker_works_in_a_bounded_folder_of_its_own(
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pod that runs `imageblur worker` has its work dir on an emptyDir of its own
+    (not /tmp, not the data volume) with a sizeLimit, and a budget under that limit: the
+    free space the worker sees is the node's disk, and past the limit the pod is
+    evicted mid-job (docs/operations.md, "Work folders")."""
+    workers = [
+        d
+        for d in docs
+        if (spec := pod_spec(d)) is not None and spec["containers"][0].get("args") == ["worker"]
+    ]
+    assert workers
+    for worker in workers:
+        spec: Any = pod_spec(worker)
+        container = spec["containers"][0]
+        settings = _settings(monkeypatch, _effective_env(docs, container))
+        assert settings.work_dir is not None, worker["metadata"]["name"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = str(settings.work_dir)
+        assert volume in mounts and volume not in ("/tmp", str(settings.data_dir))
+        [work] = [v for v in spec["volumes"] if v["name"] == mounts[volume]]
+        limit = _bytes(work["emptyDir"]["sizeLimit"])
+        assert settings.work_dir_max_bytes is not None
+        assert settings.work_dir_max_bytes <= 0.9 * limit
