@@ -160,7 +160,13 @@ class Server:
         )
 
     def stored_files(self) -> list[Path]:
-        return sorted(p for p in self.data_dir.rglob("*") if p.is_file() and "sqlite" not in p.name)
+        """The objects and files the server keeps: not its database, not the worker's
+        work folders (`imageblur-work`, its lock file while it runs)."""
+        return sorted(
+            p
+            for p in self.data_dir.rglob("*")
+            if p.is_file() and "sqlite" not in p.name and "imageblur-work" not in p.parts
+        )
 
 
 @contextmanager

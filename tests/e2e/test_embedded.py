@@ -337,3 +337,32 @@ def test_with_review_off_a_picture_is_done_with_its_regions_and_cannot_be_correc
     approve = client.post(f"/picture/{image_id}/approve")
     assert approve.status_code == 401 and approve.json()["error"] == "unauthorized"
     assert client.get("/picture/0123456789abcdef0123456789abcdef/regions").status_code == 404
+
+
+def test_work_folders_are_swept_after_a_crash_and_left_empty(tmp_path: Path) -> None:
+    """The embedded worker's work folders live under DATA_DIR/imageblur-work: a job's is
+    gone once it is done, a killed server's is removed at the next start, and a clean
+    stop leaves none."""
+    data = tmp_path / "data"
+    space = data / "imageblur-work"
+
+    def owners() -> list[Path]:
+        return sorted(p for p in space.iterdir() if p.is_dir())
+
+    with run_server(data) as first, first.client() as client:
+        created = client.post("/picture", files={"image": ("a.jpg", jpeg_bytes())}).json()
+        assert first.wait_done(client, created["id"])["status"] == "done"
+        [crashed] = owners()
+        assert list(crashed.iterdir()) == []  # the job's folder went with the job
+        (crashed / "job.x").mkdir()  # as if a job were in hand at the kill
+        (crashed / "job.x" / "spool").write_bytes(b"x" * 1000)
+        first.process.kill()
+        first.process.wait()
+    with run_server(data) as second, second.client() as client:
+        [live] = owners()
+        assert live != crashed and not crashed.exists()
+        assert not (space / f"{crashed.name}.lock").exists()
+        created = client.post("/picture", files={"image": ("b.jpg", jpeg_bytes(seed=3))}).json()
+        assert second.wait_done(client, created["id"])["status"] == "done"
+        assert list(live.iterdir()) == []
+    assert owners() == [] and list(space.iterdir()) == []  # stopped cleanly: nothing left
