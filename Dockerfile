@@ -76,7 +76,8 @@ RUN apt-get update \
 COPY --from=build /opt/imageblur /opt/imageblur
 
 # The root filesystem may be read-only: the service writes only to IMAGEBLUR_DATA_DIR
-# (/data, mount a volume) and /tmp. No .pyc files are written at run time.
+# (/data, mount a volume) and /tmp, and a worker to IMAGEBLUR_WORK_DIR if set (its
+# default: /data with the local store, else /tmp). No .pyc files are written at run time.
 ENV PATH=/opt/imageblur/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

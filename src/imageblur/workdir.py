@@ -26,11 +26,13 @@ flock works on local file systems; the root must not be on NFS.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -111,6 +113,7 @@ class WorkDir:
         """Take this worker's folder (its lock held until `close` or the process ends),
         then remove what dead workers left; the owners removed."""
         self.space.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_own(self.space)
         pending = self.space / f"{_PENDING}{self.owner}"
         fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody holds it
@@ -149,7 +152,7 @@ class WorkDir:
         with self._mutex:
             if need_bytes > 0:
                 self._check_space(need_bytes)
-            folder = Path(tempfile.mkdtemp(prefix=f"{_UNSAFE.sub('_', name)}.", dir=self.folder))
+            folder = self._new_folder(name, need_bytes)
             self._promised[folder] = need_bytes
         token, child_token = _job_folder.set(folder), sandbox.temp_dir.set(folder)
         try:
@@ -160,6 +163,16 @@ class WorkDir:
             with self._mutex:
                 self._promised.pop(folder, None)
             _remove(folder)
+
+    def _new_folder(self, name: str, need: int) -> Path:
+        # Made again if gone: a cleaner of /tmp (systemd-tmpfiles) ages idle folders out.
+        try:
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f"{_UNSAFE.sub('_', name)}.", dir=self.folder))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # full: wait, as for want of space
+                raise WorkSpaceShort(need, 0) from exc
+            raise
 
     def _check_space(self, need: int) -> None:
         promised = sum(self._promised.values())
@@ -178,6 +191,16 @@ class WorkDir:
             _lock_of(self.folder).unlink()
         os.close(self._lock_fd)
         self._lock_fd = None
+
+
+def _check_own(space: Path) -> None:
+    """The root may be a shared /tmp: `imageblur-work` must be our own folder, not a
+    symbolic link or another user's, before anything is written or removed in it."""
+    found = os.lstat(space)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+        raise PermissionError(
+            errno.EPERM, "a symbolic link, not a folder, or another user's", str(space)
+        )
 
 
 def _lock_of(folder: Path) -> Path:

@@ -115,3 +115,13 @@ def test_decode_limits_benchmark_runs_on_small_images() -> None:
     assert checks["jpeg-progressive-444"]["answer"] == "accepted"
     assert "peak_rss_mb" in json.dumps(report["worker"])
     assert_names_the_commit(report)
+
+
+def test_work_dir_benchmark_runs_on_a_few_pictures() -> None:
+    report = run_json("bench/work_dir.py", "--quick")
+    assert report["outcomes"] == ["done"] * 3
+    assert report["pictures"] == ["bill-gates.jpg", "linus-trovalds.jpg", "small.heic"]
+    peak = report["peak"]
+    assert isinstance(peak, dict) and set(peak) == {"work_dir", "system_temp"}
+    assert report["left"] == []
+    assert_names_the_commit(report)

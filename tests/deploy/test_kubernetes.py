@@ -770,7 +770,8 @@ def test_every_worker_works_in_a_bounded_folder_of_its_own(
     workers = [
         d
         for d in docs
-        if (spec := pod_spec(d)) is not None and spec["containers"][0].get("args") == ["worker"]
+        if (spec := pod_spec(d)) is not None
+        and (spec["containers"][0].get("args") or [""])[0] == "worker"
     ]
     assert workers
     for worker in workers:

@@ -5,10 +5,13 @@ live worker's folder, nor anything outside its own `imageblur-work/`."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +75,34 @@ def test_close_removes_the_workers_folder_and_lock(tmp_path: Path) -> None:
         (folder / "spool").write_bytes(b"x")
         work.close()  # a stop that did not wait for the job
     assert list(work.space.iterdir()) == []
+
+
+def test_a_folder_a_temp_cleaner_removed_is_made_again(work: WorkDir) -> None:
+    shutil.rmtree(work.folder)  # systemd-tmpfiles ages idle folders of /tmp out
+    with work.job("img") as folder:
+        assert folder.is_dir()
+
+
+def test_a_full_disk_when_a_job_starts_makes_it_wait(
+    work: WorkDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(**_: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(WorkSpaceShort), work.job("picture"):
+        pass
+
+
+def test_a_work_dir_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    # A shared /tmp: someone else may have made imageblur-work first, as a link.
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / NAMESPACE).symlink_to(tmp_path / "theirs")
+    with pytest.raises(PermissionError, match="symbolic link"):
+        WorkDir(tmp_path).open()
+    with pytest.raises(SettingsError, match="IMAGEBLUR_WORK_DIR"):
+        open_work_dir(Settings(data_dir=tmp_path / "data", work_dir=tmp_path))
+    assert list((tmp_path / "theirs").iterdir()) == []
 
 
 # --- free space ------------------------------------------------------------------------
