@@ -647,6 +647,12 @@ def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> Non
     assert set(_app_workloads(long_docs)) == {*APP_COMPONENTS, "worker-long"}
 
 
+def test_the_long_workers_work_in_a_bounded_folder_of_their_own(
+    long_docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_every_worker_works_in_a_bounded_folder_of_its_own(long_docs, monkeypatch)
+
+
 def test_the_two_pools_take_their_kinds(
     long_docs: list[Doc], video_kind: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
