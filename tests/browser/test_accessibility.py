@@ -18,7 +18,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from browser.conftest import ARTIFACTS, Page, fresh_page
-from support import LINUS, REPO, Server, run_server
+from browser.test_review import REVIEWER_TOKEN as DESK
+from browser.test_review import UNCERTAIN
+from support import BILL, LINUS, REPO, Server, run_server
 
 AXE = Path(REPO / "build" / "axe" / "node_modules" / "axe-core" / "axe.min.js")
 TOKEN = "a11y-test-token-0123456789"
@@ -91,6 +93,49 @@ def test_axe_finds_nothing_in_the_main_states(page: Page, axe_source: str, schem
     page.find("#token-cancel").click()
     page.driver.set_window_size(375, 900)
     found["phone width"] = violations(page, axe_source)
+    assert {state: v for state, v in found.items() if v} == {}
+
+
+@pytest.fixture(scope="module")
+def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Review on; the face scores below the threshold (an uncertain candidate)."""
+    with run_server(tmp_path_factory.mktemp("a11y-review") / "data", env=UNCERTAIN) as srv:
+        yield srv
+
+
+@pytest.fixture
+def review_page(driver: webdriver.Chrome, review_server: Server) -> Iterator[Page]:
+    """On the review server, the tab holding a reviewer's token."""
+    for fresh in fresh_page(driver, review_server.url):
+        driver.execute_script("sessionStorage.setItem('imageblur.token', arguments[0])", DESK)
+        yield fresh
+    theme(driver, None)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_nothing_on_the_review_screen(
+    review_page: Page, axe_source: str, scheme: str
+) -> None:
+    """The reviewer's states: the review screen with its lists and the box form, a box
+    being typed in (previewed), and the approval's confirmation."""
+    page = review_page
+    theme(page.driver, scheme)
+    page.open()
+    page.find("#file-input").send_keys(str(BILL))
+    page.wait(
+        lambda: page.find_all("#uploads .card[data-status=review]"),
+        timeout_s=180,
+        what="the picture in review",
+    )
+    page.visible("#uploads .card[data-status=review] button").click()  # Compare
+    page.visible("#result .review")
+    found = {"review screen": violations(page, axe_source)}
+    page.find("#result .review fieldset input").send_keys(Keys.ARROW_UP)  # box previewed
+    found["a box being typed in"] = violations(page, axe_source)
+    page.visible("#approve-button").click()
+    page.visible("#approve-dialog")
+    found["approval confirmation"] = violations(page, axe_source)
+    page.find("#approve-cancel").click()
     assert {state: v for state, v in found.items() if v} == {}
 
 
