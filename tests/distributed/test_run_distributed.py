@@ -291,7 +291,14 @@ def test_a_worker_killed_mid_batch_is_restarted_and_every_picture_ends_done_once
             result_keys = sorted(o.key for o in results.list())
             results.close()
             records = [repo.get(i) for i in ids]
-            assert result_keys == sorted(r.output_key for r in records if r and r.output_key)
+            recorded = {r.output_key for r in records if r and r.output_key}
+            assert len(recorded) == len(ids) and recorded <= set(result_keys)
+            # The kill may land between the victim's store and its `complete`: that
+            # attempt's own key is left for the reconciler's collection (per-attempt keys,
+            # docs/operations.md), never a record's. One victim: at most one such key.
+            orphans = set(result_keys) - recorded
+            assert len(orphans) <= 1, orphans
+            assert all(key.rsplit("-a", 1)[0] in ids for key in orphans), orphans
             for image_id in ids:  # exactly one result: one `done` transition each
                 assert run.transitions_to(image_id).count("done") == 1
         finally:
