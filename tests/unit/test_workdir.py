@@ -225,7 +225,7 @@ def test_a_job_states_its_need_by_kind_and_record(world: World, work: WorkDir) -
 # --- what a crashed worker left ------------------------------------------------------
 
 _CHILD = """
-import sys, time
+import sys
 from pathlib import Path
 from imageblur.workdir import WorkDir
 work = WorkDir(Path(sys.argv[1]), owner=sys.argv[2])
@@ -233,13 +233,16 @@ work.open()
 with work.job("img") as folder:
     (folder / "spool").write_bytes(b"x" * 1000)
     print("ready", flush=True)
-    time.sleep(600)
+    sys.stdin.read()  # holds its job until the test closes stdin or kills it
 """
 
 
 def _worker_process(root: Path, owner: str) -> subprocess.Popen[str]:
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(root), owner], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CHILD, str(root), owner],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None
     while (line := child.stdout.readline()) not in ("ready\n", ""):
