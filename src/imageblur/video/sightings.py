@@ -1,0 +1,64 @@
+"""What the detection pass hands to tracking, and what rendering asks of it.
+
+Pass 1 decodes the video and detects on (every n-th) upright frame, giving one
+`FrameSightings` per frame it looked at, in presentation order. A `MaskPlan` built
+from them answers, for every frame pass 2 renders, which boxes to hide there. The
+per-frame plan hides exactly what was detected in that frame; the tracking plan
+(`video.tracking`) also hides a face between its sightings, before and after them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from imageblur.domain import Face
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSightings:
+    """The detections of one frame that was looked at. `index` counts decoded frames
+    from 0 in presentation order; `time_s` is its presentation time; `cut` marks the
+    first frame of a new shot (no track crosses it)."""
+
+    index: int
+    time_s: float
+    faces: tuple[Face, ...]
+    cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenBox:
+    """A box to hide in one frame, in pixels of the upright frame (may reach past its
+    edges: the renderer clips). `track` names the face track it belongs to (-1 when
+    the plan has no tracks)."""
+
+    face: Face
+    track: int = -1
+
+
+class MaskPlan(Protocol):
+    """Which boxes to hide in each rendered frame."""
+
+    @property
+    def tracks(self) -> int:
+        """How many distinct faces (tracks) the plan hides: a record's `faces`."""
+
+    def boxes_at(self, index: int, time_s: float) -> Sequence[HiddenBox]:
+        """The boxes to hide in frame `index` (presentation time `time_s`)."""
+
+
+class PerFramePlan:
+    """Hides each frame's own detections only: the open tools' behaviour, kept as the
+    benchmark's baseline and as `tracking off`."""
+
+    def __init__(self, frames: Sequence[FrameSightings]) -> None:
+        self._by_index = {f.index: f.faces for f in frames}
+
+    @property
+    def tracks(self) -> int:
+        return max((len(faces) for faces in self._by_index.values()), default=0)
+
+    def boxes_at(self, index: int, time_s: float) -> Sequence[HiddenBox]:
+        return [HiddenBox(face) for face in self._by_index.get(index, ())]
