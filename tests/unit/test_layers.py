@@ -58,6 +58,9 @@ ALLOWED: dict[str, set[str]] = {
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # The readiness of the originals key, over the store's key check objects.
     "keycheck": CORE | {"logs"},
+    # Videos: probing, decoding, tracking and rendering; the core's ports and the same
+    # blur and detection code pictures use.
+    "video.": CORE | {"video.", "blurring", "imaging", "metadata", "cancel", "logs"},
     # A decorator of the port it implements (encryption around any store), with the
     # streamed envelope and the stream helpers the stores share.
     "adapters.encrypted_store": {"domain", "ports", "adapters."},
