@@ -29,6 +29,7 @@ from imageblur.services import ImageService
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
+    from imageblur.video.pipeline import VideoOptions
     from imageblur.adapters.encrypted_store import EncryptedStore
 
 log = get_logger(__name__)
@@ -179,6 +180,26 @@ def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
     """The worker's anonymizer: its job threads share one pixel budget."""
     budget = PixelBudget(settings.worker_pixel_budget)
     return Anonymizer(detector, anonymize_options(settings), budget=budget)
+
+
+def video_options(settings: Settings) -> VideoOptions:
+    """What the settings decide for a video: its limits, and the pictures' look."""
+    from imageblur.domain import MaskGeometry
+    from imageblur.video.pipeline import VideoOptions
+    from imageblur.video.probe import VideoLimits
+    from imageblur.video.render_pass import Look
+
+    geometry = MaskGeometry(
+        scale=settings.mask_scale, margin_px=settings.mask_margin_px, shape=settings.mask_shape
+    )
+    return VideoOptions(
+        limits=VideoLimits(
+            max_seconds=settings.max_video_seconds, max_pixels=settings.max_video_pixels
+        ),
+        look=Look(mode=settings.blur_mode, geometry=geometry),
+        detect_stride=settings.video_detect_stride,
+        keep_metadata=parse_policy(settings.keep_metadata),
+    )
 
 
 def anonymize_options(settings: Settings) -> AnonymizeOptions:

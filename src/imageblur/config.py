@@ -352,6 +352,33 @@ class Settings(BaseSettings):
         "MAX_CONCURRENT_CHECKS); one that does not fit waits (one alone always runs).",
     )
 
+    # --- videos -----------------------------------------------------------------
+    max_video_bytes: int = Field(
+        2_000_000_000,
+        ge=1,
+        description="Largest accepted video upload, enforced while streaming (413).",
+    )
+    max_video_seconds: int = Field(
+        1800,
+        ge=1,
+        le=86_400,
+        description="Longest accepted video, from its header and again while decoding "
+        "(413 too_long).",
+    )
+    max_video_pixels: int = Field(
+        3840 * 2160,
+        ge=1,
+        le=7680 * 4320,
+        description="Largest accepted video frame, width x height (413 too_many_pixels).",
+    )
+    video_detect_stride: int = Field(
+        1,
+        ge=1,
+        le=30,
+        description="Detect faces on every n-th frame of a video (and on the first frame "
+        "after each cut); 1: every frame.",
+    )
+
     # --- anonymization ----------------------------------------------------------
     blur_mode: Literal["blur", "pixelate", "solid"] = Field(
         "blur", description="How a face is hidden."

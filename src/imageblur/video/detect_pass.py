@@ -1,0 +1,54 @@
+"""Pass 1: decode, turn each frame upright, flag cuts, detect faces every n-th frame.
+
+Memory is a function of the frame size only: one decoded frame (and the decoder's few
+reference frames) at a time; what is kept per frame is its sightings, a few numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from imageblur.ports import FaceDetector
+from imageblur.video.cuts import CutDetector
+from imageblur.video.frames import frames
+from imageblur.video.orientation import Orientation
+from imageblur.video.probe import VideoInfo
+from imageblur.video.sightings import FrameSightings
+
+FrameSeen = Callable[[int], None]  # called with the frames decoded so far
+
+
+class DetectPass:
+    """Looks at every `stride`-th frame, and at the first frame of each shot (a cut
+    restarts the count, so a new shot's faces are seen on its first frame).
+    `orientation` is the first frame's, once `run` has started: the output keeps its
+    display matrix."""
+
+    def __init__(self, detector: FaceDetector, *, stride: int) -> None:
+        if stride < 1:
+            raise ValueError(f"stride must be at least 1, not {stride}")
+        self._detector = detector
+        self._stride = stride
+        self.orientation = Orientation()
+
+    def run(
+        self, path: Path, info: VideoInfo, *, on_frame: FrameSeen | None = None
+    ) -> Iterator[FrameSightings]:
+        """One `FrameSightings` per frame looked at, in presentation order."""
+        cuts = CutDetector()
+        since_look = 0
+        for decoded in frames(path, info):
+            orientation = Orientation.of(decoded.frame)
+            if decoded.index == 0:
+                self.orientation = orientation
+            image = orientation.upright(decoded.frame.to_ndarray(format="rgb24"))
+            cut = cuts.is_cut(image)
+            if cut or decoded.index == 0 or since_look + 1 >= self._stride:
+                since_look = 0
+                faces = tuple(self._detector.detect(image))
+                yield FrameSightings(decoded.index, decoded.time_s, faces, cut=cut)
+            else:
+                since_look += 1
+            if on_frame is not None:
+                on_frame(decoded.index + 1)

@@ -1,0 +1,157 @@
+"""Pass 2: decode again, hide each frame's boxes with the pictures' blur, encode, mux
+the audio beside it.
+
+A frame with nothing to hide goes to the encoder as decoded (no colour round trip); a
+frame with boxes is converted to RGB, hidden with `blurring.hide_masks` (the masks of
+`blurring.mask_outlines`, found upright and mapped to the stored frame) and converted
+back with the same colour matrix and range. Memory: one frame in hand, plus the
+encoder's look-ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.container
+import cv2
+import numpy as np
+from av.audio.stream import AudioStream
+from av.video.frame import PictureType, VideoFrame
+from av.video.stream import VideoStream
+
+from imageblur.blurring import Mode, hide_masks, mask_outlines, masks_of
+from imageblur.domain import MaskGeometry
+from imageblur.video.encode import (
+    PIXEL_FORMAT,
+    AudioOutcome,
+    AudioTrack,
+    add_video,
+    audio_outcome,
+    encoded_size,
+    open_output,
+)
+from imageblur.video.frames import Decoded, FrameChecker, opened, translated_errors, video_stream
+from imageblur.video.orientation import Orientation
+from imageblur.video.probe import VideoInfo
+from imageblur.video.progress import Throttled
+from imageblur.video.sightings import HiddenBox, MaskPlan
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """How boxes are hidden: the pictures' settings (IMAGEBLUR_BLUR_MODE, the mask
+    scale, margin and shape)."""
+
+    mode: Mode
+    geometry: MaskGeometry
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    frames: int
+    audio: AudioOutcome
+    width: int
+    height: int
+
+
+def render(
+    source_path: Path,
+    target_path: Path,
+    info: VideoInfo,
+    plan: MaskPlan,
+    *,
+    look: Look,
+    orientation: Orientation,
+    keep_metadata: frozenset[str],
+    progress: Throttled,
+) -> Rendered:
+    """Write the anonymized video to `target_path` (the caller removes it on error)."""
+    with opened(source_path, info) as source:
+        stream = video_stream(source, info)
+        output = open_output(target_path, info, source, keep=keep_metadata)
+        with output:
+            encoder = add_video(output, stream, info, orientation)
+            tracks = [AudioTrack(output, s, info) for s in source.streams.audio]
+            frames = _FrameRenderer(info, plan, look, orientation, encoder, output)
+            checker = FrameChecker(info)
+            by_index = {t.source.index: t for t in tracks}
+            demuxed: list[VideoStream | AudioStream] = [stream, *(t.source for t in tracks)]
+            with translated_errors(checker):
+                for packet in source.demux(*demuxed):
+                    track = by_index.get(packet.stream.index)
+                    if track is not None:
+                        track.feed(packet)
+                        continue
+                    for frame in packet.decode():
+                        frames.write(checker.check(frame))
+                        progress(checker.count)
+                checker.finish()
+                output.mux(encoder.encode(None))
+                for track in tracks:
+                    track.flush()
+    width, height = encoded_size(info)
+    return Rendered(checker.count, audio_outcome(tracks), width, height)
+
+
+class _FrameRenderer:
+    def __init__(
+        self,
+        info: VideoInfo,
+        plan: MaskPlan,
+        look: Look,
+        orientation: Orientation,
+        encoder: VideoStream,
+        output: av.container.OutputContainer,
+    ) -> None:
+        self._info, self._plan, self._look = info, plan, look
+        self._orientation = orientation
+        self._encoder, self._output = encoder, output
+        self._size = encoded_size(info)
+        self._last_pts: int | None = None
+
+    def write(self, decoded: Decoded) -> None:
+        frame = decoded.frame
+        boxes = self._plan.boxes_at(decoded.index, decoded.time_s)
+        padded = self._size != (frame.width, frame.height)
+        if boxes or padded:
+            out = self._hidden(frame, boxes)
+        else:
+            same = frame.format.name == PIXEL_FORMAT
+            out = frame if same else frame.reformat(format=PIXEL_FORMAT)
+            out.pict_type = PictureType.NONE  # the encoder places its own key frames
+        out.pts, out.time_base = self._pts(frame, decoded.index), frame.time_base
+        self._output.mux(self._encoder.encode(out))
+
+    def _pts(self, frame: VideoFrame, index: int) -> int:
+        """The frame's own timestamp; one tick after the last if it has none or repeats
+        it (an encoder refuses both)."""
+        pts = frame.pts
+        if pts is None:
+            base = frame.time_base or self._encoder.time_base
+            assert base is not None
+            pts = round(index / self._info.fps / base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return int(pts)
+
+    def _hidden(self, frame: VideoFrame, boxes: Sequence[HiddenBox]) -> VideoFrame:
+        rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+        height, width = rgb.shape[:2]
+        up_w, up_h = self._orientation.upright_size(width, height)
+        outlines = mask_outlines([b.face for b in boxes], up_w, up_h, self._look.geometry)
+        turn = self._orientation.to_stored
+        stored = [(turn(box, width, height), shape) for box, shape in outlines]
+        hide_masks(rgb, masks_of(stored), mode=self._look.mode, in_place=True)
+        pad_w, pad_h = self._size[0] - width, self._size[1] - height
+        if pad_w or pad_h:
+            rgb = cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        out = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        return out.reformat(
+            format=PIXEL_FORMAT,
+            dst_colorspace=frame.colorspace,
+            dst_color_range=frame.color_range,
+        )
