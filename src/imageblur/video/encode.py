@@ -35,12 +35,15 @@ class Encoder:
 
 
 # libx264 `veryfast`: a 10-frame look-ahead (memory: 10 frames, not 40 as `medium`) at
-# about twice `medium`'s speed; CRF 20 is visually near-lossless for camera footage.
+# about twice `medium`'s speed; CRF 20 is visually near-lossless for camera footage. No
+# B-frames (`bf` 0): frames are then stored in the order they are shown, so an MP4's
+# durations, stored as the gaps between decoding times, carry a variable frame rate and
+# the last frame's duration over exactly (B-frames shift them by the reorder delay).
 # libvpx `realtime` with cpu-used 8: the fastest VP9, row-multithreaded.
 ENCODERS: dict[OutputContainer, Encoder] = {
     "mp4": Encoder(
         "libx264",
-        {"preset": "veryfast", "crf": "20", "profile": "high"},
+        {"preset": "veryfast", "crf": "20", "profile": "high", "bf": "0"},
         even_size=True,
     ),
     "webm": Encoder(

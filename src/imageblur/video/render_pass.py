@@ -85,11 +85,12 @@ def render(
                     if track is not None:
                         track.feed(packet)
                         continue
+                    frames.expect(packet.pts, packet.duration)
                     for frame in packet.decode():
                         frames.write(checker.check(frame))
                         progress(checker.count)
                 checker.finish()
-                output.mux(encoder.encode(None))
+                frames.flush()
                 for track in tracks:
                     track.flush()
     width, height = encoded_size(info)
@@ -111,6 +112,10 @@ class _FrameRenderer:
         self._encoder, self._output = encoder, output
         self._size = encoded_size(info)
         self._last_pts: int | None = None
+        self._given: dict[int, int] = {}  # pts -> duration of the packets in the decoder
+        self._durations: dict[int, int] = {}
+        self._held: Packet | None = None
+        self._end_pts = 0  # pts -> duration of the frames in the encoder
 
     def write(self, decoded: Decoded) -> None:
         frame = decoded.frame
@@ -123,7 +128,25 @@ class _FrameRenderer:
             out = frame if same else frame.reformat(format=PIXEL_FORMAT)
             out.pict_type = PictureType.NONE  # the encoder places its own key frames
         out.pts, out.time_base = self._pts(frame, decoded.index), frame.time_base
-        self._output.mux(self._encoder.encode(out))
+        # The duration the container gave the frame's packet (a decoder may not carry it).
+        self._durations[out.pts] = self._given.pop(frame.pts, None) or frame.duration
+        self._mux(out)
+
+    def expect(self, pts: int | None, duration: int | None) -> None:
+        """A video packet's timestamp and duration, before it is decoded."""
+        if pts is not None and duration:
+            self._given[pts] = duration
+
+    def flush(self) -> None:
+        self._mux(None)
+
+    def _mux(self, frame: VideoFrame | None) -> None:
+        """Encode and mux, each packet with its own frame's duration (the encoder may
+        lose it; the last frame's is the result's end)."""
+        for packet in self._encoder.encode(frame):
+            if packet.pts is not None:
+                packet.duration = self._durations.pop(packet.pts, None) or packet.duration
+            self._output.mux(packet)
 
     def _pts(self, frame: VideoFrame, index: int) -> int:
         """The frame's own timestamp; one tick after the last if it has none or repeats
