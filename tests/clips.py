@@ -93,7 +93,9 @@ def _audio_stream(out: av.container.OutputContainer, codec: str) -> av.audio.str
     return stream
 
 
-def _write_tone(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
+def _write_tone(
+    out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float
+) -> None:
     samples = 1024
     fmt = stream.codec_context.format.name
     for start in range(0, int(seconds * 48_000), samples):
@@ -105,7 +107,9 @@ def _write_tone(out: av.container.OutputContainer, stream: av.audio.stream.Audio
         else:
             data = np.repeat(wave[None, :], 2, axis=0)
             layout = data.T.reshape(1, -1) if not fmt.endswith("p") else data
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(layout), format=fmt, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(layout), format=fmt, layout="stereo"
+        )
         frame.sample_rate, frame.pts = 48_000, start
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))

@@ -29,8 +29,8 @@ from imageblur.services import ImageService
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
-    from imageblur.video.pipeline import VideoOptions
     from imageblur.adapters.encrypted_store import EncryptedStore
+    from imageblur.video.pipeline import VideoOptions
 
 log = get_logger(__name__)
 

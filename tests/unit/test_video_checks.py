@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clips import Clip, write_sound
 
+from clips import Clip, write_sound
 from imageblur.video.errors import BrokenVideo, InvalidVideo
 from imageblur.video.frames import frames
 from imageblur.video.probe import VideoLimits, probe

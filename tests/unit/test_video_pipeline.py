@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
-from clips import Clip, decoded
 from PIL import Image
 
+from clips import Clip, decoded
 from imageblur.bootstrap import build_detector, video_options
 from imageblur.config import load_settings
 from imageblur.ports import FaceDetector
@@ -40,7 +39,9 @@ def face() -> np.ndarray:
     return np.asarray(photo.resize((320, 180)))
 
 
-def _run(src: Path, tmp_path: Path, detector: FaceDetector, options: VideoOptions) -> tuple[Path, VideoResult]:
+def _run(
+    src: Path, tmp_path: Path, detector: FaceDetector, options: VideoOptions
+) -> tuple[Path, VideoResult]:
     target = tmp_path / "out.result"
     result = blur_video(src, target, detector, options)
     return target, result
@@ -202,7 +203,9 @@ def test_metadata_is_dropped_except_what_the_policy_keeps(
     # What the muxer writes itself (the creation time it copies when it is kept).
     written = {"language", "handler_name", "vendor_id", "encoder"}
     assert stream_keys <= written | ({"creation_time"} & kept)
-    assert not any("Core Media" in v for s in av.open(str(target)).streams for v in s.metadata.values())
+    assert not any(
+        "Core Media" in v for s in av.open(str(target)).streams for v in s.metadata.values()
+    )
 
 
 @pytest.mark.parametrize(("container", "name"), [("mp4", "cover.mp4"), ("matroska", "cover.mkv")])
@@ -268,4 +271,8 @@ def test_a_plan_decides_what_is_hidden_and_progress_comes_in_frames(
     blur_video(src, target, detector, options, make_plan=plan, on_progress=reports.append)
     corners = [f.to_ndarray(format="rgb24")[6:14, 6:14].max() for f in decoded(target)]
     assert [c < 40 for c in corners] == [i % 2 == 1 for i in range(10)]
-    assert (reports[-1].stage, reports[-1].frames_done, reports[-1].frames_total) == ("render", 10, 10)
+    assert (reports[-1].stage, reports[-1].frames_done, reports[-1].frames_total) == (
+        "render",
+        10,
+        10,
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imageblur.ports import FaceDetector
 from imageblur.video.cuts import CutDetector
-from imageblur.video.frames import frames
+from imageblur.video.frames import frames, rgb_of
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import VideoInfo
 from imageblur.video.sightings import FrameSightings
@@ -42,7 +42,7 @@ class DetectPass:
             orientation = Orientation.of(decoded.frame)
             if decoded.index == 0:
                 self.orientation = orientation
-            image = orientation.upright(decoded.frame.to_ndarray(format="rgb24"))
+            image = orientation.upright(rgb_of(decoded.frame))
             cut = cuts.is_cut(image)
             if cut or decoded.index == 0 or since_look + 1 >= self._stride:
                 since_look = 0

@@ -16,8 +16,10 @@ from typing import Literal
 
 import av
 import av.container
+from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.packet import Packet
+from av.stream import Stream
 from av.video.stream import VideoStream
 
 from imageblur.video.metadata import kept_metadata
@@ -95,6 +97,7 @@ def add_video(
     encoder = ENCODERS[info.output]
     rate = Fraction(info.fps).limit_denominator(1001)
     stream = output.add_stream(encoder.codec, rate=rate, options=dict(encoder.options))
+    assert isinstance(stream, VideoStream)
     stream.width, stream.height = encoded_size(info)
     stream.pix_fmt = PIXEL_FORMAT
     # The input's time base: every timestamp is kept as it was (variable frame rate).
@@ -127,7 +130,7 @@ class AudioTrack:
             self._stream = _reencoder(output, source, info.output)
         self._stream.metadata.clear()  # language, handler name: dropped
 
-    def feed(self, packet: Packet) -> None:
+    def feed(self, packet: Packet[Stream]) -> None:
         if self.copied:
             if packet.size == 0:  # the demuxer's flush packet: nothing to copy
                 return
@@ -135,7 +138,7 @@ class AudioTrack:
             self._output.mux(packet)
             return
         for frame in packet.decode():
-            frame.pts = None  # the encoder's own count of samples from the start
+            assert isinstance(frame, AudioFrame)
             self._output.mux(self._stream.encode(frame))
 
     def flush(self) -> None:
@@ -154,6 +157,7 @@ def _reencoder(
         rate = ctx.sample_rate if ctx.sample_rate in AAC_RATES else 48000
         layout = ctx.layout.name if ctx.channels <= 2 else "stereo"
     stream = output.add_stream(codec, rate=rate)
+    assert isinstance(stream, AudioStream)
     stream.layout = layout
     return stream
 

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 import av.container
-from av.audio.stream import AudioStream
-from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
+from imageblur.ports import RGBImage
 from imageblur.video.errors import BrokenVideo
 from imageblur.video.probe import PROBE_TIMEOUT_S, VideoInfo, open_input
 
@@ -31,6 +31,12 @@ READ_TIMEOUT_S = 60.0
 # list may trim) is truncated.
 TRUNCATED_SHARE = 0.98
 TRUNCATED_SLACK = 2
+
+
+def rgb_of(frame: VideoFrame) -> RGBImage:
+    """The frame as 8-bit RGB, with its own colour matrix and range."""
+    rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+    return cast(RGBImage, rgb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +80,6 @@ def frames(path: Path, info: VideoInfo) -> Iterator[Decoded]:
                 for frame in packet.decode():
                     yield checker.check(frame)
         checker.finish()
-
-
-def packets(
-    container: av.container.InputContainer, streams: list[VideoStream | AudioStream]
-) -> Iterator[Packet]:
-    """The packets of `streams` in file order, the final flush packets included."""
-    yield from container.demux(*streams)
 
 
 class FrameChecker:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
@@ -34,9 +35,11 @@ class Orientation:
 
     @classmethod
     def of(cls, frame: VideoFrame) -> Orientation:
-        for data in frame.side_data:
-            if data.type == SideDataType.DISPLAYMATRIX and len(bytes(data)) == 36:
-                matrix = struct.unpack("<9i", bytes(data))
+        side_data: Any = frame.side_data  # PyAV's stub types it as a TypedDict
+        if SideDataType.DISPLAYMATRIX in side_data:
+            raw = bytes(memoryview(side_data[SideDataType.DISPLAYMATRIX]))
+            if len(raw) == 36:
+                matrix = struct.unpack("<9i", raw)
                 return cls(matrix, round(frame.rotation / 90) % 4)
         return cls()
 

@@ -33,7 +33,14 @@ from imageblur.video.encode import (
     encoded_size,
     open_output,
 )
-from imageblur.video.frames import Decoded, FrameChecker, opened, translated_errors, video_stream
+from imageblur.video.frames import (
+    Decoded,
+    FrameChecker,
+    opened,
+    rgb_of,
+    translated_errors,
+    video_stream,
+)
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import VideoInfo
 from imageblur.video.progress import Throttled
@@ -87,6 +94,7 @@ def render(
                         continue
                     frames.expect(packet.pts, packet.duration)
                     for frame in packet.decode():
+                        assert isinstance(frame, VideoFrame)
                         frames.write(checker.check(frame))
                         progress(checker.count)
                 checker.finish()
@@ -113,9 +121,7 @@ class _FrameRenderer:
         self._size = encoded_size(info)
         self._last_pts: int | None = None
         self._given: dict[int, int] = {}  # pts -> duration of the packets in the decoder
-        self._durations: dict[int, int] = {}
-        self._held: Packet | None = None
-        self._end_pts = 0  # pts -> duration of the frames in the encoder
+        self._durations: dict[int, int] = {}  # pts -> duration of the frames in the encoder
 
     def write(self, decoded: Decoded) -> None:
         frame = decoded.frame
@@ -129,7 +135,8 @@ class _FrameRenderer:
             out.pict_type = PictureType.NONE  # the encoder places its own key frames
         out.pts, out.time_base = self._pts(frame, decoded.index), frame.time_base
         # The duration the container gave the frame's packet (a decoder may not carry it).
-        self._durations[out.pts] = self._given.pop(frame.pts, None) or frame.duration
+        given = self._given.pop(frame.pts, 0) if frame.pts is not None else 0
+        self._durations[out.pts] = given or frame.duration or 0
         self._mux(out)
 
     def expect(self, pts: int | None, duration: int | None) -> None:
@@ -144,8 +151,8 @@ class _FrameRenderer:
         """Encode and mux, each packet with its own frame's duration (the encoder may
         lose it; the last frame's is the result's end)."""
         for packet in self._encoder.encode(frame):
-            if packet.pts is not None:
-                packet.duration = self._durations.pop(packet.pts, None) or packet.duration
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
             self._output.mux(packet)
 
     def _pts(self, frame: VideoFrame, index: int) -> int:
@@ -162,7 +169,7 @@ class _FrameRenderer:
         return int(pts)
 
     def _hidden(self, frame: VideoFrame, boxes: Sequence[HiddenBox]) -> VideoFrame:
-        rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+        rgb = rgb_of(frame)
         height, width = rgb.shape[:2]
         up_w, up_h = self._orientation.upright_size(width, height)
         outlines = mask_outlines([b.face for b in boxes], up_w, up_h, self._look.geometry)
@@ -171,8 +178,8 @@ class _FrameRenderer:
         hide_masks(rgb, masks_of(stored), mode=self._look.mode, in_place=True)
         pad_w, pad_h = self._size[0] - width, self._size[1] - height
         if pad_w or pad_h:
-            rgb = cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-        out = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            rgb = np.asarray(cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE))
+        out = VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
         return out.reformat(
             format=PIXEL_FORMAT,
             dst_colorspace=frame.colorspace,
