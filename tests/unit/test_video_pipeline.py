@@ -231,8 +231,9 @@ def test_a_corrupt_stream_mid_file_fails_and_leaves_nothing(
     broken.write_bytes(bytes(data))
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(BrokenVideo):
+    with pytest.raises(BrokenVideo) as caught:
         blur_video(broken, out / "result.mp4", detector, options)
+    assert caught.value.code == "corrupt_video"
     assert list(out.iterdir()) == []
 
 
@@ -245,8 +246,9 @@ def test_a_stream_cut_short_fails_as_truncated(
     cut.write_bytes(data[: len(data) * 2 // 3])  # the index first, then two thirds of the frames
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(BrokenVideo):
+    with pytest.raises(BrokenVideo) as caught:
         blur_video(cut, out / "result.mp4", detector, options)
+    assert caught.value.code == "truncated_video"
     assert list(out.iterdir()) == []
 
 
