@@ -389,3 +389,27 @@ def test_ctrl_c_stops_blur_promptly_leaving_only_whole_files(tmp_path: Path) -> 
     assert 0 < len(written) < 60
     for path in written:  # each result whole: written by the main thread before it stopped
         assert decode(path.read_bytes()).shape == (768, 1024, 3)
+
+
+def test_blur_handles_videos_beside_pictures(tmp_path: Path) -> None:
+    from clips import Clip, decoded
+
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(BILL, album / "bill.jpg")
+    Clip(frames=10, audio=["aac"]).write(album / "clip.mp4")
+    Clip(container="mov", frames=5).write(album / "phone.MOV")
+    (album / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64)
+    out = tmp_path / "out"
+    result = imageblur("blur", str(album), "-o", str(out), "--mode", "solid")
+    assert result.returncode == 1, result.stderr  # the broken one
+    assert "1 of 1 images anonymized" in result.stdout
+    assert "2 of 3 videos anonymized" in result.stdout
+    assert "broken.mp4: skipped: the video could not be read" in result.stderr
+    assert sorted(p.name for p in (out / "album").iterdir()) == [
+        "bill.jpg",
+        "clip.mp4",
+        "phone.mp4",
+    ]
+    assert len(decoded(out / "album" / "clip.mp4")) == 10
+    assert len(decoded(out / "album" / "phone.mp4")) == 5

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from imageblur.anonymizer import AnonymizedImage
     from imageblur.bootstrap import Container
     from imageblur.entrypoints.metrics_server import MetricsServer
+    from imageblur.ports import FaceDetector
 
 log = get_logger("imageblur.cli")
 
@@ -68,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "(IMAGEBLUR_WORKER_KINDS; default: every kind)",
     )
 
-    p = sub.add_parser("blur", help="anonymize local files or folders, no server needed")
+    p = sub.add_parser(
+        "blur", help="anonymize local pictures and videos, files or folders, no server needed"
+    )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
     p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
@@ -304,38 +307,59 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
 
 
 def _collect(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
-    """(file, its path relative to the output folder) for every image under `paths`."""
+    """(file, its path relative to the output folder) for every image and video under
+    `paths`."""
+    from imageblur.entrypoints.blur_videos import VIDEO_SUFFIXES
+
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     for path in paths:
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                if file.is_file() and file.suffix.lower() in suffixes:
                     yield file, file.relative_to(path.parent)
         else:
             yield path, Path(path.name)
 
 
 def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
-    from tqdm import tqdm
-
-    from imageblur.bootstrap import build_detector, worker_anonymizer
+    """Pictures first, several in flight; then videos, one at a time."""
+    from imageblur.bootstrap import build_detector
+    from imageblur.entrypoints.blur_videos import blur_videos, is_video
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"imageblur: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    files = list(_collect(paths))
+    collected = list(_collect(paths))
+    videos = [item for item in collected if is_video(item[0])]  # by their bytes
+    files = [item for item in collected if item not in videos]
+    detector = build_detector(settings)
+    out_root = output.resolve()
+    failures = _blur_pictures(settings, detector, files, out_root) if files or not videos else 0
+    if videos:
+        failures += blur_videos(settings, detector, videos, out_root)
+    return 1 if failures else 0
+
+
+def _blur_pictures(
+    settings: Settings, detector: FaceDetector, files: Sequence[tuple[Path, Path]], out_root: Path
+) -> int:
+    """Anonymize the pictures; the number that failed."""
+    from tqdm import tqdm
+
+    from imageblur.bootstrap import worker_anonymizer
+
     # The worker's anonymizer, with its pixel budget, and as many images in flight as it
     # has jobs (IMAGEBLUR_WORKER_THREADS): one image decodes, blurs or encodes while
     # another's detection runs, and two large photos never hold their pixels at once.
-    anonymize = worker_anonymizer(settings, build_detector(settings))
-    out_root = output.resolve()
+    anonymize = worker_anonymizer(settings, detector)
     work = functools.partial(_anonymize_file, anonymize, out_root)
     failures = 0
     with contextlib.closing(_in_flight(files, work, threads=settings.worker_threads)) as done:
         for outcome in tqdm(done, total=len(files), unit="image", disable=None):
             failures += _report(outcome)
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
-    return 1 if failures else 0
+    return failures
 
 
 @dataclass(frozen=True, slots=True)
