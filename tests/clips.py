@@ -42,6 +42,7 @@ class Clip:
     rotation: int | None = None  # counter-clockwise degrees, as VideoFrame.rotation
     audio: Sequence[str] = ()  # audio codecs, one stream each
     metadata: dict[str, str] = field(default_factory=dict)
+    video_metadata: dict[str, str] = field(default_factory=dict)  # `timecode`: a tmcd track
     muxer_options: dict[str, str] = field(default_factory=dict)
     picture: Callable[[int], Image] | None = None
     cover: bool = False  # an attached picture (MP4 `covr`, Matroska attachment)
@@ -53,6 +54,7 @@ class Clip:
         video = out.add_stream(self.codec, rate=self.fps, options=_fast(self.codec))
         video.width, video.height, video.pix_fmt = self.width, self.height, self.pix_fmt
         video.codec_context.time_base = TIME_BASE
+        video.metadata.update(self.video_metadata)
         if self.rotation is not None:
             video.set_display_rotation(self.rotation)
         audio = [_audio_stream(out, codec) for codec in self.audio]

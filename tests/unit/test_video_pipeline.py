@@ -190,14 +190,17 @@ def test_metadata_is_dropped_except_what_the_policy_keeps(
         container="mov",
         metadata=PHONE_METADATA,
         muxer_options={"movflags": "use_metadata_tags"},
+        video_metadata={"timecode": "01:00:00:00", "handler_name": "Core Media Video"},
         audio=["aac"],
     ).write(tmp_path / "phone.mov")
+    assert [t for t, _ in _streams(src)] == ["video", "audio", "data"]  # the timecode track
     options = video_options(load_settings(keep_metadata=keep))
     target, _ = _run(src, tmp_path, detector, options)
     with av.open(str(target)) as c:
         keys = set(c.metadata) - {"major_brand", "minor_version", "compatible_brands", "encoder"}
         stream_keys = {k for s in c.streams for k in s.metadata}
         values = " ".join(c.metadata.values())
+    assert [t for t, _ in _streams(target)] == ["video", "audio"]
     assert {k.removesuffix("-eng") for k in keys} == kept
     assert "Apple" not in values and "iPhone" not in values and "office" not in values
     # What the muxer writes itself (the creation time it copies when it is kept).
@@ -278,3 +281,14 @@ def test_a_plan_decides_what_is_hidden_and_progress_comes_in_frames(
         10,
         10,
     )
+
+
+def test_ten_bit_input_is_stored_eight_bit(
+    tmp_path: Path, detector: FaceDetector, options: VideoOptions
+) -> None:
+    src = Clip(pix_fmt="yuv420p10le").write(tmp_path / "ten.mp4")
+    target, result = _run(src, tmp_path, detector, options)
+    with av.open(str(target)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.format.name, ctx.profile) == ("yuv420p", "High")  # what phones play
+    assert result.frames == 10

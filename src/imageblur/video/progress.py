@@ -59,7 +59,9 @@ class Throttled:
         self._report()
 
     def finish(self) -> None:
-        self.frames_total = max(self.frames_total, self._done)
+        """The stage is over: the frames done are all there were (the header's count
+        was an estimate)."""
+        self.frames_total = self._done
         if self._callback is not None:
             self._report()
 
