@@ -69,7 +69,7 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
     | {"jobs", "reconciler", "services", "review", "metrics", "metadata"}
-    | {"pixel_budget", "keycheck", "workdir"},
+    | {"pixel_budget", "keycheck", "workdir", "video."},
     # A middleware sees requests, never the use cases: it may not import the routes,
     # the services or the wiring.
     "entrypoints.middleware.": CORE | {"config", "logs", "metrics", "tokens", "entrypoints.errors"},

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from imageblur.anonymizer import AnonymizedImage
     from imageblur.bootstrap import Container
     from imageblur.entrypoints.metrics_server import MetricsServer
-    from imageblur.ports import FaceDetector
 
 log = get_logger("imageblur.cli")
 
@@ -323,7 +322,7 @@ def _collect(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
 
 def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
     """Pictures first, several in flight; then videos, one at a time."""
-    from imageblur.bootstrap import build_detector
+    from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.entrypoints.blur_videos import blur_videos, is_video
 
     missing = [p for p in paths if not p.exists()]
@@ -335,27 +334,33 @@ def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
     files = [item for item in collected if item not in videos]
     detector = build_detector(settings)
     out_root = output.resolve()
-    failures = _blur_pictures(settings, detector, files, out_root) if files or not videos else 0
+    failures = 0
+    if files or not videos:
+        # The worker's anonymizer, with its pixel budget: see `_blur_pictures`.
+        anonymize = worker_anonymizer(settings, detector)
+        failures += _blur_pictures(anonymize, files, out_root, threads=settings.worker_threads)
     if videos:
         failures += blur_videos(settings, detector, videos, out_root)
     return 1 if failures else 0
 
 
 def _blur_pictures(
-    settings: Settings, detector: FaceDetector, files: Sequence[tuple[Path, Path]], out_root: Path
+    anonymize: Callable[[bytes], AnonymizedImage],
+    files: Sequence[tuple[Path, Path]],
+    out_root: Path,
+    *,
+    threads: int,
 ) -> int:
-    """Anonymize the pictures; the number that failed."""
+    """Anonymize the pictures; the number that failed.
+
+    With the worker's anonymizer, its pixel budget, and as many images in flight as it
+    has jobs (IMAGEBLUR_WORKER_THREADS): one image decodes, blurs or encodes while
+    another's detection runs, and two large photos never hold their pixels at once."""
     from tqdm import tqdm
 
-    from imageblur.bootstrap import worker_anonymizer
-
-    # The worker's anonymizer, with its pixel budget, and as many images in flight as it
-    # has jobs (IMAGEBLUR_WORKER_THREADS): one image decodes, blurs or encodes while
-    # another's detection runs, and two large photos never hold their pixels at once.
-    anonymize = worker_anonymizer(settings, detector)
     work = functools.partial(_anonymize_file, anonymize, out_root)
     failures = 0
-    with contextlib.closing(_in_flight(files, work, threads=settings.worker_threads)) as done:
+    with contextlib.closing(_in_flight(files, work, threads=threads)) as done:
         for outcome in tqdm(done, total=len(files), unit="image", disable=None):
             failures += _report(outcome)
     print(f"{len(files) - failures} of {len(files)} images anonymized into {out_root}")
