@@ -73,6 +73,17 @@ def test_a_webm_with_an_unknown_codec_is_refused_by_name(tmp_path: Path) -> None
     assert "codec unknown" in refusal.message
 
 
+def test_an_unknown_audio_codec_is_refused_not_dropped(tmp_path: Path) -> None:
+    clip = Clip(container="webm", codec="libvpx-vp9", audio=["libopus"])
+    data = clip.write(tmp_path / "clip.webm").read_bytes()
+    assert data.count(b"A_OPUS") == 1
+    path = tmp_path / "odd.webm"
+    path.write_bytes(data.replace(b"A_OPUS", b"A_QQUS"))
+    refusal = _refusal(path)
+    assert (refusal.http_status, refusal.code) == (415, "unsupported_codec")
+    assert "audio codec unknown" in refusal.message
+
+
 def test_a_codec_outside_the_list_is_named(tmp_path: Path) -> None:
     path = Clip(container="matroska", codec="ffv1", pix_fmt="yuv420p").write(tmp_path / "a.mkv")
     refusal = _refusal(path)

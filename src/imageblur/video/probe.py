@@ -177,7 +177,7 @@ def _check(
         frames_allowed=allowed,
         max_seconds=limits.max_seconds,
         pixel_format=stream.codec_context.format.name if stream.codec_context.format else "",
-        audio=tuple(_audio_info(s) for s in container.streams.audio),
+        audio=_audio_streams(container),
     )
 
 
@@ -231,6 +231,20 @@ def _frame_counts(
         )
     expected = stream.frames or max(1, round(seconds * fps))
     return expected, allowed
+
+
+def _audio_streams(container: av.container.InputContainer) -> tuple[AudioInfo, ...]:
+    """The audio streams; one we could neither copy nor decode is refused rather than
+    dropped in silence (every codec an output copies has a decoder)."""
+    streams = tuple(_audio_info(s) for s in container.streams.audio)
+    for audio in streams:
+        if not _decodable(audio.codec):
+            raise InvalidVideo(
+                f"the audio codec {audio.codec} cannot be decoded here",
+                http_status=415,
+                code="unsupported_codec",
+            )
+    return streams
 
 
 def _audio_info(stream: AudioStream) -> AudioInfo:
