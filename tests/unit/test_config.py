@@ -53,6 +53,10 @@ def test_yaml_file_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         ("IMAGEBLUR_MAX_JPEG_SCANS", "501", "IMAGEBLUR_MAX_JPEG_SCANS"),
         ("IMAGEBLUR_MAX_JPEG_SCANS", "0", "IMAGEBLUR_MAX_JPEG_SCANS"),
         ("IMAGEBLUR_API_PIXEL_BUDGET", "0", "IMAGEBLUR_API_PIXEL_BUDGET"),
+        ("IMAGEBLUR_MAX_VIDEO_BYTES", "0", "IMAGEBLUR_MAX_VIDEO_BYTES"),
+        ("IMAGEBLUR_MAX_VIDEO_SECONDS", "0", "IMAGEBLUR_MAX_VIDEO_SECONDS"),
+        ("IMAGEBLUR_MAX_VIDEO_PIXELS", "100000000", "IMAGEBLUR_MAX_VIDEO_PIXELS"),  # past 8K
+        ("IMAGEBLUR_VIDEO_DETECT_STRIDE", "0", "IMAGEBLUR_VIDEO_DETECT_STRIDE"),
     ],
 )
 def test_wrong_values_fail_naming_the_setting(
