@@ -39,10 +39,11 @@ class DetectPass:
         cuts = CutDetector()
         since_look = 0
         for decoded in frames(path, info):
-            orientation = Orientation.of(decoded.frame)
             if decoded.index == 0:
-                self.orientation = orientation
-            image = orientation.upright(rgb_of(decoded.frame))
+                # The stream's matrix, from its first frame: MP4 and Matroska hold one
+                # per track, and pass 2 maps every frame's masks through it.
+                self.orientation = Orientation.of(decoded.frame)
+            image = self.orientation.upright(rgb_of(decoded.frame))
             cut = cuts.is_cut(image)
             if cut or decoded.index == 0 or since_look + 1 >= self._stride:
                 since_look = 0

@@ -35,6 +35,9 @@ class Orientation:
 
     @classmethod
     def of(cls, frame: VideoFrame) -> Orientation:
+        """The frame's matrix. Read once per video: with PyAV 18, looking at a frame's
+        `side_data` keeps the whole frame alive (measured: about 10 MB more per 2160p
+        frame read, never given back), so it must not be done per frame."""
         side_data: Any = frame.side_data  # PyAV's stub types it as a TypedDict
         if SideDataType.DISPLAYMATRIX in side_data:
             raw = bytes(memoryview(side_data[SideDataType.DISPLAYMATRIX]))
