@@ -142,10 +142,11 @@ def test_two_audio_streams_are_both_copied(
     assert _streams(target) == [("video", "h264"), ("audio", "aac"), ("audio", "aac")]
 
 
-def test_pcm_audio_in_mov_is_reencoded_to_aac(
-    tmp_path: Path, detector: FaceDetector, options: VideoOptions
+@pytest.mark.parametrize("container", ["mov", "mp4"])
+def test_pcm_audio_is_reencoded_to_aac(
+    tmp_path: Path, detector: FaceDetector, options: VideoOptions, container: str
 ) -> None:
-    src = Clip(container="mov", audio=["pcm_s16le"]).write(tmp_path / "camera.mov")
+    src = Clip(container=container, audio=["pcm_s16le"]).write(tmp_path / f"camera.{container}")
     target, result = _run(src, tmp_path, detector, options)
     assert result.audio == "reencoded"
     assert result.content_type == "video/mp4"

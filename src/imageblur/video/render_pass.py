@@ -86,6 +86,9 @@ def render(
             checker = FrameChecker(info)
             by_index = {t.source.index: t for t in tracks}
             demuxed: list[VideoStream | AudioStream] = [stream, *(t.source for t in tracks)]
+            # The encoders opened and the header written here, outside the translation
+            # below: a failure to set up the output is ours, not a corrupt input.
+            output.start_encoding()
             with translated_errors(checker):
                 for packet in source.demux(*demuxed):
                     track = by_index.get(packet.stream.index)
