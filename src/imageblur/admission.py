@@ -54,3 +54,37 @@ class UploadGate:
         """Inside `checking`: hold `pixels` of the budget for the block, waiting until they
         fit or nothing else is decoding. The header is read first, under the slot only."""
         return self.budget.hold(pixels)
+
+
+class StreamSlots:
+    """How many large uploads this process streams to the store at once. Each holds a
+    thread of the pool and the store's part buffer (an S3 part, an envelope segment) for
+    as long as its client sends; past the bound a new one is refused at once
+    (`Overloaded`: 503 with Retry-After), before its body is read."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("need at least one slot")
+        self.limit = limit
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one slot for the block; raises `Overloaded` at once when all are taken."""
+        with self._lock:
+            if self._in_flight >= self.limit:
+                raise Overloaded(
+                    f"{self.limit} large uploads are already in flight here; retry shortly"
+                )
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1

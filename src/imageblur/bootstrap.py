@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from imageblur.admission import UploadGate
+from imageblur.admission import StreamSlots, UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
 from imageblur.config import Settings, SettingsError
@@ -317,6 +317,8 @@ class Container:
     keys: KeyCheck | None = None
     # A worker's work folders (None: a process that runs no jobs).
     work: WorkDir | None = None
+    # The API's large uploads streamed to the store at once (`streamed_upload`).
+    streams: StreamSlots = field(default_factory=lambda: StreamSlots(1))
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -394,6 +396,7 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         metrics=metrics,
         keys=_checked_keys(originals),
         work=work,
+        streams=StreamSlots(settings.max_streamed_uploads),
     )
 
 

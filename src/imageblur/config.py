@@ -337,6 +337,14 @@ class Settings(BaseSettings):
         description="Uploads decoded at once per API process (memory bound); past 4 times "
         "as many in hand, uploads get 503 at once.",
     )
+    max_streamed_uploads: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="Large uploads (streamed to the store as they arrive) in flight at "
+        "once per API process; each holds a thread and a store part buffer (S3: 8 MiB). "
+        "Past it, 503 at once.",
+    )
     page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
     max_jpeg_scans: int = Field(
         jpeg_scans.MAX_SCANS,
