@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,3 +504,38 @@ def test_a_malformed_body_is_refused_and_nothing_is_stored(
         assert answer.json()["error"] == code
         assert answer.json()["message"]
     assert plain_app.objects() == []
+
+
+@pytest.mark.slow
+def test_uploads_in_flight_hold_memory_in_proportion_to_the_bound(
+    tmp_path: Path, moto_server: servers.MotoServer
+) -> None:
+    """The bound's worst case on S3 (its part buffers are the largest): as many uploads
+    as it allows, at once; the figure per upload is in docs/operations.md."""
+    slots, total = 4, 128 * MIB
+    env = {"IMAGEBLUR_MAX_STREAMED_UPLOADS": str(slots)}
+    with serve(tmp_path, moto=moto_server, encrypted=True, env=env) as app:
+        with app.client() as client:  # warm, as above
+            warm = client.post(
+                "/upload", content=multipart(20 * MIB), headers={"Content-Type": MULTIPART}
+            )
+            assert warm.status_code == 201, warm.text
+        peak = _PeakRss(app)
+
+        def one(_: int) -> int:
+            with app.client() as client:
+                answer = client.post(
+                    "/upload",
+                    content=_watched(multipart(total), app, peak),
+                    headers={"Content-Type": MULTIPART},
+                    timeout=600,
+                )
+                assert answer.status_code == 201, answer.text
+                size: int = answer.json()["size"]
+                return size
+
+        with ThreadPoolExecutor(slots) as pool:
+            assert list(pool.map(one, range(slots))) == [total] * slots
+        growth = peak.growth()
+    print(f"the app's RSS grew by {growth / MIB:.1f} MiB for {slots} uploads at once")
+    assert growth < slots * RSS_BOUND, f"the app's RSS grew by {growth / MIB:.0f} MiB"
