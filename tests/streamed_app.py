@@ -8,6 +8,7 @@ IMAGEBLUR_MAX_STREAMED_UPLOADS) and answers errors with the API's handlers.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,9 @@ from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.streamed_upload import stream_upload
 
 FIELD = "file"
+# The tests' own knob: a stalled upload is refused after this (the component's default
+# is a minute).
+IDLE_TIMEOUT_S = float(os.environ.get("STREAMED_IDLE_TIMEOUT_S", "60"))
 
 
 def create() -> FastAPI:
@@ -38,6 +42,7 @@ def create() -> FastAPI:
             slots=slots,
             field=FIELD,
             filename=filename,
+            idle_timeout_s=IDLE_TIMEOUT_S,
         )
         body = {
             "key": got.key,

@@ -456,6 +456,19 @@ def test_a_client_gone_mid_upload_leaves_nothing(
         assert app.own_disk() == []
 
 
+def test_a_stalled_upload_is_refused_and_frees_its_slot(tmp_path: Path) -> None:
+    with serve(tmp_path, env={"STREAMED_IDLE_TIMEOUT_S": "2"}) as app:
+        upload = OpenUpload(app)
+        upload.send(part_head())
+        upload.send(next(blocks(MIB)))
+        # Then nothing: the app gives up after 2 s of silence (the answer is awaited).
+        status, body = upload.answer()
+        assert (status, body["error"]) == (408, "upload_stalled"), body
+        upload.cut()
+        wait_until(lambda: app.in_flight() == 0, timeout_s=30, what="the slot to be free")
+        assert app.objects() == []
+
+
 def test_past_the_bound_an_upload_is_refused_at_once(tmp_path: Path) -> None:
     with serve(tmp_path, env={"IMAGEBLUR_MAX_STREAMED_UPLOADS": "1"}) as app:
         first = OpenUpload(app)

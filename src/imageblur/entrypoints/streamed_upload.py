@@ -38,6 +38,8 @@ from imageblur.ports import ObjectStore
 # What the event loop gathers before handing bytes to the store's thread: one hand-over
 # (a thread round trip) per piece, not per network read (64 KiB from uvicorn).
 PIECE_BYTES = 256 * 1024
+# How long a body may send nothing before it is refused (408 upload_stalled).
+IDLE_TIMEOUT_S = 60.0
 # The start of the upload kept for the caller, to tell its format by its magic bytes.
 HEAD_BYTES = 4096
 _MULTIPART = "multipart/form-data"
@@ -74,14 +76,16 @@ async def stream_upload(
     field: str = "image",
     filename: str | None = None,
     stored_type: str = "application/octet-stream",
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> Streamed:
     """Store the upload under `key` (made by the server) as it arrives: the multipart
     file part named `field`, or the whole body of any other Content-Type (its name is
     then `filename`, from the query), as `stored_type` (the client's Content-Type is a
     label, not a fact about the bytes). Raises `Overloaded` when every slot is taken,
-    `Rejected` (413 too_large, 400 bad_multipart, missing_file, upload_interrupted; the
-    API's JSON errors) for a body it refuses, and the store's errors: in every case
-    nothing is stored under `key`."""
+    `Rejected` for a body it refuses (413 too_large; 400 bad_multipart, missing_file,
+    upload_interrupted; 408 upload_stalled when nothing comes for `idle_timeout_s`: the
+    API's JSON errors), and the store's errors: in every case nothing is stored under
+    `key`."""
     with slots.admit():
         declared = request.headers.get("content-length", "")
         content_type = request.headers.get("content-type", "")
@@ -89,7 +93,7 @@ async def stream_upload(
         cap = max_bytes + MULTIPART_OVERHEAD_BYTES if multipart else max_bytes
         if declared.isdigit() and int(declared) > cap:
             raise too_large(max_bytes)  # refused before a byte is read
-        body = _Body(request, cap=cap, max_bytes=max_bytes)
+        body = _Body(request, cap=cap, max_bytes=max_bytes, idle_timeout_s=idle_timeout_s)
         source = (
             _MultipartFile(body, content_type, field, max_bytes)
             if multipart
@@ -157,18 +161,24 @@ class _Tally:
 
 
 class _Body:
-    """The request body's chunks, stopped past `cap` bytes; a client gone is a refusal
-    like any other (its answer is never read, but the log says what happened)."""
+    """The request body's chunks, stopped past `cap` bytes, or when none comes for
+    `idle_timeout_s` (a stalled client would hold its slot and thread for ever); a
+    client gone is a refusal like any other (its answer is never read, but the log says
+    what happened)."""
 
-    def __init__(self, request: Request, *, cap: int, max_bytes: int) -> None:
+    def __init__(
+        self, request: Request, *, cap: int, max_bytes: int, idle_timeout_s: float
+    ) -> None:
         self._request = request
         self._cap = cap
         self._max_bytes = max_bytes
+        self._idle_timeout_s = idle_timeout_s
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         total = 0
+        stream = self._request.stream()
         try:
-            async for chunk in self._request.stream():
+            while (chunk := await self._next(stream)) is not None:
                 total += len(chunk)
                 if total > self._cap:
                     raise too_large(self._max_bytes)
@@ -176,6 +186,19 @@ class _Body:
         except ClientDisconnect:
             raise Rejected(
                 400, "upload_interrupted", "the client went away before the upload ended"
+            ) from None
+        finally:
+            await stream.aclose()
+
+    async def _next(self, stream: AsyncGenerator[bytes, None]) -> bytes | None:
+        try:
+            async with asyncio.timeout(self._idle_timeout_s):
+                return await anext(stream, None)
+        except TimeoutError:
+            raise Rejected(
+                408,
+                "upload_stalled",
+                f"no bytes of the upload came for {self._idle_timeout_s:g} s",
             ) from None
 
 
