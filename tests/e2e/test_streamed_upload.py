@@ -39,6 +39,7 @@ TESTS = REPO / "tests"
 APP = [sys.executable, "-m", "uvicorn", "streamed_app:create", "--factory"]
 
 MIB = 1 << 20
+GIB = 1 << 30
 # The server may grow by less than this while a large upload streams through it.
 RSS_BOUND = 64 * MIB
 BOUNDARY = "streamedtestboundary7f3a"
@@ -394,15 +395,15 @@ def _large_upload(app: App, total: int) -> None:
 
 @pytest.mark.slow
 def test_a_gigabyte_upload_streams_to_the_local_store_in_bounded_memory(tmp_path: Path) -> None:
-    with serve(tmp_path, encrypted=True, env={"IMAGEBLUR_MAX_UPLOAD_BYTES": str(2 << 30)}) as app:
-        _large_upload(app, 1 << 30)
+    with serve(tmp_path, encrypted=True, env={"IMAGEBLUR_MAX_UPLOAD_BYTES": str(2 * GIB)}) as app:
+        _large_upload(app, GIB)
 
 
 @pytest.mark.slow
 def test_a_large_upload_streams_to_s3_in_bounded_memory(
     tmp_path: Path, moto_server: servers.MotoServer
 ) -> None:
-    env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(2 << 30)}
+    env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(2 * GIB)}
     with serve(tmp_path, moto=moto_server, encrypted=True, env=env) as app:
         _large_upload(app, 512 * MIB)
 
@@ -526,7 +527,7 @@ def test_uploads_in_flight_hold_memory_in_proportion_to_the_bound(
     """The bound's worst case on S3 (its part buffers are the largest): as many uploads
     as it allows, at once; the figure per upload is in docs/operations.md."""
     slots, total = 4, 128 * MIB
-    env = {"IMAGEBLUR_MAX_STREAMED_UPLOADS": str(slots)}
+    env = {"IMAGEBLUR_MAX_STREAMED_UPLOADS": str(slots), "IMAGEBLUR_MAX_UPLOAD_BYTES": str(GIB)}
     with serve(tmp_path, moto=moto_server, encrypted=True, env=env) as app:
         with app.client() as client:  # warm, as above
             warm = client.post(

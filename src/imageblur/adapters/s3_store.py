@@ -392,8 +392,11 @@ def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     for chunk in chunks:
         buffer += chunk
         while len(buffer) >= size:
-            yield bytes(buffer[:size])
+            # Through a view: `buffer[:size]` would copy the part once more.
+            with memoryview(buffer) as view:
+                part = bytes(view[:size])
             del buffer[:size]
+            yield part
     if buffer:
         yield bytes(buffer)
 
