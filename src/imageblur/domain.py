@@ -67,8 +67,15 @@ def attempt_key(image_id: str, attempt: int, extension: str) -> str:
 def body_digest(data: bytes, name: str | None) -> str:
     """What an `Idempotency-Key` is bound to: the SHA-256 of the uploaded bytes and the
     client's file name (length-prefixed, so no two pairs share a digest)."""
+    hasher = body_hasher(name)
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def body_hasher(name: str | None) -> hashlib._Hash:
+    """`body_digest` for bytes that come in pieces: `update` it with each."""
     label = (name or "").encode("utf-8", "surrogatepass")
-    return hashlib.sha256(b"%d:" % len(label) + label + data).hexdigest()
+    return hashlib.sha256(b"%d:" % len(label) + label)
 
 
 def image_id_of_key(key: str) -> str | None:

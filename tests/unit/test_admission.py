@@ -1,4 +1,5 @@
-"""The upload gate: admits up to a bound, refuses past it at once, frees on exit."""
+"""The upload gate: admits up to a bound, refuses past it at once, frees on exit; and
+the slots of streamed uploads, the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from imageblur.admission import UploadGate
+from imageblur.admission import StreamSlots, UploadGate
 from imageblur.domain import Overloaded
 from support import wait_until
 
@@ -82,3 +83,18 @@ def blocked_on_a_lock(thread: threading.Thread) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def test_streamed_uploads_past_their_bound_are_refused_and_slots_come_back() -> None:
+    slots = StreamSlots(2)
+    with contextlib.ExitStack() as held:
+        held.enter_context(slots.admit())
+        with pytest.raises(ValueError), slots.admit():  # a failed one gives its slot back
+            raise ValueError("client gone")
+        held.enter_context(slots.admit())
+        assert slots.in_flight == 2
+        with pytest.raises(Overloaded, match="2 large uploads"), slots.admit():
+            pass
+    assert slots.in_flight == 0
+    with pytest.raises(ValueError):
+        StreamSlots(0)

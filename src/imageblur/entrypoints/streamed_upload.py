@@ -30,6 +30,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from imageblur.admission import StreamSlots
+from imageblur.domain import body_hasher
 from imageblur.entrypoints.errors import Rejected
 from imageblur.entrypoints.uploads import MULTIPART_OVERHEAD_BYTES
 from imageblur.imaging import megabytes
@@ -110,9 +111,7 @@ async def _store(source: _Source, store: ObjectStore, key: str, stored_type: str
     def pull() -> Iterator[bytes]:
         # In the store's thread: each piece is read for it in the event loop.
         while (piece := asyncio.run_coroutine_threadsafe(_next(pieces), loop).result()) is not None:
-            if tally.hasher is None:  # the name is known once the part's headers are read
-                tally.start(source.filename)
-            tally.add(piece)
+            tally.add(piece, source.filename)  # the name is known before the first piece
             yield piece
 
     try:
@@ -121,14 +120,11 @@ async def _store(source: _Source, store: ObjectStore, key: str, stored_type: str
         )
     finally:
         await pieces.aclose()
-    if tally.hasher is None:  # no bytes at all: an empty file
-        tally.start(source.filename)
-    assert tally.hasher is not None
     return Streamed(
         key=key,
         size=tally.size,
         head=bytes(tally.head),
-        body_sha256=tally.hasher.hexdigest(),
+        body_sha256=tally.digest(source.filename),
         filename=source.filename,
         content_type=source.content_type,
     )
@@ -145,19 +141,19 @@ class _Tally:
     def __init__(self) -> None:
         self.size = 0
         self.head = bytearray()
-        self.hasher: hashlib._Hash | None = None
+        self._hasher: hashlib._Hash | None = None
 
-    def start(self, name: str | None) -> None:
-        # As `domain.body_digest`: the length-prefixed name, then the bytes.
-        label = (name or "").encode("utf-8", "surrogatepass")
-        self.hasher = hashlib.sha256(b"%d:" % len(label) + label)
-
-    def add(self, piece: bytes) -> None:
-        assert self.hasher is not None
+    def add(self, piece: bytes, name: str | None) -> None:
+        if self._hasher is None:
+            self._hasher = body_hasher(name)
         self.size += len(piece)
         if len(self.head) < HEAD_BYTES:
             self.head += piece[: HEAD_BYTES - len(self.head)]
-        self.hasher.update(piece)
+        self._hasher.update(piece)
+
+    def digest(self, name: str | None) -> str:
+        """`domain.body_digest` of the bytes added and `name`."""
+        return (self._hasher or body_hasher(name)).hexdigest()
 
 
 class _Body:
