@@ -1,7 +1,7 @@
 """A minimal app around `stream_upload`, for the tests (no public route streams an
-upload yet: `POST /video` will). It is wired from the settings as the API is (the
-originals' store, encrypted when IMAGEBLUR_ORIGINALS_KEY is set; local or S3; the bound
-IMAGEBLUR_MAX_STREAMED_UPLOADS) and answers errors with the API's handlers.
+upload yet: `POST /video` will). It takes the API's container (`bootstrap.build`: the
+originals' store, encrypted when IMAGEBLUR_ORIGINALS_KEY is set, local or S3; the slots
+of IMAGEBLUR_MAX_STREAMED_UPLOADS) and answers errors with the API's handlers.
 
     PYTHONPATH=tests python -m uvicorn streamed_app:create --factory --port 21100
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from imageblur.admission import StreamSlots
-from imageblur.bootstrap import build_originals
+from imageblur.bootstrap import build
 from imageblur.config import Settings
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.streamed_upload import stream_upload
@@ -28,9 +29,15 @@ IDLE_TIMEOUT_S = float(os.environ.get("STREAMED_IDLE_TIMEOUT_S", "60"))
 
 def create() -> FastAPI:
     settings = Settings()
-    originals = build_originals(settings)
-    slots = StreamSlots(settings.max_streamed_uploads)
-    app = FastAPI()
+    container = build(settings, with_detector=False)
+    originals, slots = container.backends.originals, container.streams
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        container.close()
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.post("/upload")
     async def upload(request: Request, filename: str | None = None) -> JSONResponse:

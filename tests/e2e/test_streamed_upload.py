@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 import servers
-from imageblur.adapters.encrypted_store import EncryptedStore
+from imageblur.adapters.encrypted_store import KEY_CHECK_PREFIX, EncryptedStore
 from imageblur.adapters.segmented_envelope import MAGIC
 from imageblur.bootstrap import build_originals
 from imageblur.config import Settings
@@ -70,17 +70,20 @@ class App:
 
     def objects(self) -> list[str]:
         """Every object of the originals' store, temp files and (S3) uploads in progress
-        included."""
+        included; not the key check object the app writes at start."""
         if self.moto is None:
             folder = Path(self.env["IMAGEBLUR_DATA_DIR"]) / "originals"
-            return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+            found = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        else:
+            found = self._s3_objects()
+        return sorted(key for key in found if not key.startswith(KEY_CHECK_PREFIX))
+
+    def _s3_objects(self) -> list[str]:
+        assert self.moto is not None
         s3, bucket = _s3_client(self.moto), self.env["IMAGEBLUR_S3_INPUT_BUCKET"]
-        try:
-            listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
-            pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-        except s3.exceptions.NoSuchBucket:
-            return []  # not made yet: nothing stored
-        return [o["Key"] for o in listed] + [f"pending:{u['Key']}" for u in pending]
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return [o["Key"] for o in listed] + [f"{u['Key']} (upload in progress)" for u in pending]
 
     def own_disk(self) -> list[Path]:
         """What the app left in its temp folder (where Starlette spools file parts)."""
