@@ -1,0 +1,245 @@
+"""The tracking plan: each face track's key boxes, and the rule that turns them into the
+box to hide in any frame. Built by `video.tracking.build_plan`; stored as one compact
+JSON object (key boxes plus the rule's settings) for a later review screen.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+from imageblur.domain import Face, RegionKind
+from imageblur.video.sightings import HiddenBox
+
+FORMAT = "imageblur.track-plan/1"
+RULE = (
+    "at a key frame its box; between two keys the box interpolated linearly in time; "
+    "up to pre_roll_s before the first key and post_roll_s after the last the end box "
+    "moved with the track's velocity; every box not at a key grown (width and height "
+    "times 1 + growth_per_s x seconds to the nearest key) about its centre; never at or "
+    "before frame `after` nor at or after frame `before` (shot limits)"
+)
+_BUCKET_S = 1.0  # the time index's bucket: a lookup checks the tracks of one bucket
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSettings:
+    """How sightings are linked into tracks and how long a track is hidden.
+
+    Defaults are chosen for faces in phone, dashcam and bodycam clips at 24-60 frames/s
+    with detection on every frame up to every 5th or so (tests/unit/test_tracking.py).
+    """
+
+    # Linking.
+    max_gap_s: float = 1.0  # longest gap (missed detections, occlusion) a track bridges
+    max_shift: float = 1.0  # farthest a face may land from its predicted centre, in box sizes
+    max_shift_per_s: float = 2.0  # ... plus this many box sizes per second since last seen
+    max_size_ratio: float = 1.6  # a face's size may change at most this much between sightings
+    velocity_window_s: float = 0.5  # the track's velocity: over its sightings of this span
+    # Scores: sightings below `min_score` are ignored; a track is kept when one of its
+    # sightings reaches `confirm_score` (0: every sighting counts; see video.tracking).
+    min_score: float = 0.0
+    confirm_score: float = 0.0
+    # Hiding beyond the sightings.
+    pre_roll_s: float = 0.5  # hidden this long before the first sighting
+    post_roll_s: float = 0.5  # and this long after the last
+    growth_per_s: float = 0.6  # a box away from a sighting grows 60% per second about its centre
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"tracking setting {f.name} must be >= 0")
+        if self.max_size_ratio < 1:
+            raise ValueError("tracking setting max_size_ratio must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One sighting of a track: frame index, presentation time, box and score."""
+
+    index: int
+    time_s: float
+    box: tuple[float, float, float, float]
+    score: float
+
+    @classmethod
+    def of(cls, index: int, time_s: float, face: Face) -> Key:
+        return cls(index, time_s, (face.x0, face.y0, face.x1, face.y1), face.score)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTrack:
+    """A face track: its key boxes in frame order and the shot it lives in (frames
+    `after_index` < i < `before_index`; `before_index` None: to the end)."""
+
+    number: int
+    kind: RegionKind
+    keys: tuple[Key, ...]
+    after_index: int = -1
+    before_index: int | None = None
+
+
+class TrackPlan:
+    """A `MaskPlan` hiding each track over its life and the rolls around it."""
+
+    def __init__(self, tracks: Sequence[PlanTrack], settings: TrackSettings) -> None:
+        self._tracks = tuple(tracks)
+        self._settings = settings
+        self._indexes = [[k.index for k in t.keys] for t in self._tracks]
+        self._velocities = [_end_velocities(t.keys, settings) for t in self._tracks]
+        # Time buckets -> tracks alive in them: a track spans at most its sightings times
+        # max_gap_s plus the rolls, so the index grows with sightings, never frames.
+        self._buckets: dict[int, list[int]] = {}
+        for number, track in enumerate(self._tracks):
+            start = track.keys[0].time_s - settings.pre_roll_s
+            end = track.keys[-1].time_s + settings.post_roll_s
+            for bucket in range(_bucket(start), _bucket(end) + 1):
+                self._buckets.setdefault(bucket, []).append(number)
+
+    @property
+    def tracks(self) -> int:
+        return len(self._tracks)
+
+    @property
+    def settings(self) -> TrackSettings:
+        return self._settings
+
+    @property
+    def track_list(self) -> tuple[PlanTrack, ...]:
+        return self._tracks
+
+    def boxes_at(self, index: int, time_s: float) -> Sequence[HiddenBox]:
+        hidden: list[HiddenBox] = []
+        for number in self._buckets.get(_bucket(time_s), ()):
+            face = self._box_of(number, index, time_s)
+            if face is not None:
+                hidden.append(HiddenBox(face, self._tracks[number].number))
+        return hidden
+
+    def _box_of(self, number: int, index: int, time_s: float) -> Face | None:
+        track, s = self._tracks[number], self._settings
+        if index <= track.after_index or (
+            track.before_index is not None and index >= track.before_index
+        ):
+            return None
+        keys, indexes = track.keys, self._indexes[number]
+        at = bisect.bisect_left(indexes, index)
+        if at < len(keys) and indexes[at] == index:
+            return _face(keys[at].box, keys[at].score, track.kind)
+        if at == 0:
+            dt = time_s - keys[0].time_s
+            if dt < -s.pre_roll_s - 1e-9:
+                return None
+            return self._rolled(track, keys[0], self._velocities[number][0], dt)
+        if at == len(keys):
+            dt = time_s - keys[-1].time_s
+            if dt > s.post_roll_s + 1e-9:
+                return None
+            return self._rolled(track, keys[-1], self._velocities[number][1], dt)
+        a, b = keys[at - 1], keys[at]
+        span = b.time_s - a.time_s
+        w = (time_s - a.time_s) / span if span > 0 else (index - a.index) / (b.index - a.index)
+        w = min(max(w, 0.0), 1.0)
+        box = tuple(pa + (pb - pa) * w for pa, pb in zip(a.box, b.box, strict=True))
+        near_s = min(abs(time_s - a.time_s), abs(b.time_s - time_s))
+        grown = _grow(cast(tuple[float, float, float, float], box), s.growth_per_s * near_s)
+        return _face(grown, min(a.score, b.score), track.kind)
+
+    def _rolled(self, track: PlanTrack, key: Key, velocity: tuple[float, float], dt: float) -> Face:
+        x0, y0, x1, y1 = key.box
+        dx, dy = velocity[0] * dt, velocity[1] * dt
+        box = _grow((x0 + dx, y0 + dy, x1 + dx, y1 + dy), self._settings.growth_per_s * abs(dt))
+        return _face(box, key.score, track.kind)
+
+    def to_json(self) -> str:
+        """The plan as one compact JSON object: key boxes per track, the rule, settings."""
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "rule": RULE,
+                "settings": asdict(self._settings),
+                "tracks": [
+                    {
+                        "kind": t.kind,
+                        "after": t.after_index,
+                        "before": t.before_index,
+                        "keys": [
+                            [
+                                k.index,
+                                round(k.time_s, 6),
+                                *(round(v, 2) for v in k.box),
+                                round(k.score, 4),
+                            ]
+                            for k in t.keys
+                        ],
+                    }
+                    for t in self._tracks
+                ],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrackPlan:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} object")
+        settings = TrackSettings(**data["settings"])
+        tracks = [_track_of(number, t) for number, t in enumerate(data["tracks"])]
+        return cls(tracks, settings)
+
+
+def _track_of(number: int, data: dict[str, Any]) -> PlanTrack:
+    keys = tuple(
+        Key(int(i), float(t), (float(x0), float(y0), float(x1), float(y1)), float(score))
+        for i, t, x0, y0, x1, y1, score in data["keys"]
+    )
+    if not keys:
+        raise ValueError("a track without keys")
+    before = data["before"]
+    kind = cast(RegionKind, data["kind"])
+    return PlanTrack(
+        number, kind, keys, int(data["after"]), None if before is None else int(before)
+    )
+
+
+def _end_velocities(
+    keys: Sequence[Key], settings: TrackSettings
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The centre's velocity over the first and over the last `velocity_window_s` of
+    sightings (0 for a track seen once): what the pre- and post-roll follow."""
+    window = settings.velocity_window_s
+    first_end = next((k for k in reversed(keys) if k.time_s - keys[0].time_s <= window), keys[0])
+    last_start = next((k for k in keys if keys[-1].time_s - k.time_s <= window), keys[-1])
+    return _velocity(keys[0], first_end), _velocity(last_start, keys[-1])
+
+
+def _velocity(a: Key, b: Key) -> tuple[float, float]:
+    dt = b.time_s - a.time_s
+    if dt <= 0:
+        return 0.0, 0.0
+    (ax, ay), (bx, by) = a.centre, b.centre
+    return (bx - ax) / dt, (by - ay) / dt
+
+
+def _grow(box: tuple[float, float, float, float], by: float) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    half_w, half_h = (x1 - x0) * by / 2, (y1 - y0) * by / 2
+    return x0 - half_w, y0 - half_h, x1 + half_w, y1 + half_h
+
+
+def _face(box: tuple[float, float, float, float], score: float, kind: RegionKind) -> Face:
+    return Face(box[0], box[1], box[2], box[3], score, kind)
+
+
+def _bucket(time_s: float) -> int:
+    return math.floor(time_s / _BUCKET_S)

@@ -1,0 +1,179 @@
+"""Link a video's sightings into face tracks, and plan to hide each track over its life.
+
+Detection hands one `FrameSightings` per looked-at frame (every frame, or every n-th).
+`build_plan` links the sightings of one face across frames (greedy one-to-one matching
+on the box predicted from the track's motion: its centre distance, scaled by the box
+size, plus one minus the IoU), and returns a `TrackPlan` that hides each track:
+
+- at each sighting, the sighting's own box, so a tracked plan never hides less than the
+  per-frame plan of the same sightings;
+- between two sightings (a frame detection skipped, a missed detection, a short
+  occlusion up to `max_gap_s`), the box interpolated linearly in time;
+- for `pre_roll_s` before the first sighting and `post_roll_s` after the last, the box
+  moved with the track's velocity and grown with the distance in time;
+- never across a cut: a cut closes every open track, and no roll crosses it.
+
+The linker is an online pass over the sightings, so a plan is built while pass 1 still
+decodes; the plan is kept as key boxes only, so memory grows with the number of
+sightings, never with the number of frames.
+
+Low-score sightings: a track is kept when at least one of its sightings reaches
+`confirm_score`; its other sightings count however low their score. A detection pass
+may therefore hand sightings down to a lower score than the detector's threshold and set
+`confirm_score` to that threshold: a face whose score dips for a few frames stays
+hidden by its own boxes, while a lone low-score box (a false one, mostly) is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from imageblur.domain import Face, RegionKind
+from imageblur.video.sightings import FrameSightings
+from imageblur.video.track_plan import Key, PlanTrack, TrackPlan, TrackSettings
+
+__all__ = ["TrackPlan", "TrackSettings", "build_plan"]
+
+
+def build_plan(
+    frames: Iterable[FrameSightings], settings: TrackSettings | None = None
+) -> TrackPlan:
+    """The tracking plan of a video's sightings, given in presentation order."""
+    settings = settings or TrackSettings()
+    linker = _Linker(settings)
+    for frame in frames:
+        linker.add(frame)
+    return TrackPlan(linker.finish(), settings)
+
+
+@dataclass(slots=True)
+class _OpenTrack:
+    kind: RegionKind
+    keys: list[Key]
+    after_index: int  # frames at or before this belong to an earlier shot
+    before_index: int | None = None  # the first frame of the next shot, once known
+    velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, px/s
+    best_score: float = field(default=0.0)
+
+
+class _Linker:
+    """The online part: one frame at a time, tracks open within the current shot."""
+
+    def __init__(self, settings: TrackSettings) -> None:
+        self._settings = settings
+        self._open: list[_OpenTrack] = []
+        self._shot: list[_OpenTrack] = []  # every track of the current shot
+        self._done: list[_OpenTrack] = []
+        self._last_index = -1
+        self._shot_after = -1  # the last looked-at frame before the current shot
+
+    def add(self, frame: FrameSightings) -> None:
+        if frame.index <= self._last_index:
+            raise ValueError(
+                f"sightings out of order: frame {frame.index} after {self._last_index}"
+            )
+        if frame.cut:
+            self._cut(frame.index)
+        self._expire(frame.time_s)
+        faces = [f for f in frame.faces if f.score >= self._settings.min_score]
+        matched = self._match(faces, frame.time_s)
+        for face_no, face in enumerate(faces):
+            key = Key.of(frame.index, frame.time_s, face)
+            track = matched.get(face_no)
+            if track is None:
+                track = _OpenTrack(face.kind, [], after_index=self._shot_after)
+                self._open.append(track)
+                self._shot.append(track)
+            self._extend(track, key)
+        self._last_index = frame.index
+
+    def finish(self) -> list[PlanTrack]:
+        confirm = self._settings.confirm_score
+        kept = [t for t in self._done + self._shot if t.best_score >= confirm]
+        kept.sort(key=lambda t: (t.keys[0].index, t.keys[0].box))
+        return [
+            PlanTrack(no, t.kind, tuple(t.keys), t.after_index, t.before_index)
+            for no, t in enumerate(kept)
+        ]
+
+    def _cut(self, index: int) -> None:
+        # The cut lies somewhere after the last looked-at frame: its tracks may roll up
+        # to just before this frame, the new shot's back to just after that one, so the
+        # frames in between are covered by both (hiding more, never less).
+        for track in self._shot:
+            track.before_index = index
+        self._done.extend(self._shot)
+        self._shot, self._open = [], []
+        self._shot_after = self._last_index
+
+    def _expire(self, time_s: float) -> None:
+        limit = self._settings.max_gap_s
+        self._open = [t for t in self._open if time_s - t.keys[-1].time_s <= limit]
+
+    def _match(self, faces: list[Face], time_s: float) -> dict[int, _OpenTrack]:
+        """Greedy one-to-one matching, cheapest pair first, within the gates."""
+        pairs: list[tuple[float, int, int]] = []
+        for track_no, track in enumerate(self._open):
+            for face_no, face in enumerate(faces):
+                if face.kind == track.kind:
+                    cost = self._cost(track, face, time_s)
+                    if cost is not None:
+                        pairs.append((cost, track_no, face_no))
+        pairs.sort()
+        matched: dict[int, _OpenTrack] = {}
+        used: set[int] = set()
+        for _, track_no, face_no in pairs:
+            if track_no not in used and face_no not in matched:
+                used.add(track_no)
+                matched[face_no] = self._open[track_no]
+        return matched
+
+    def _cost(self, track: _OpenTrack, face: Face, time_s: float) -> float | None:
+        s = self._settings
+        last = track.keys[-1]
+        dt = time_s - last.time_s
+        x0, y0, x1, y1 = last.box
+        dx, dy = track.velocity[0] * dt, track.velocity[1] * dt
+        predicted = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+        size = math.sqrt(max(x1 - x0, 1.0) * max(y1 - y0, 1.0))
+        face_size = math.sqrt(max(face.width, 1.0) * max(face.height, 1.0))
+        if max(size, face_size) > s.max_size_ratio * min(size, face_size):
+            return None
+        pcx, pcy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
+        fcx, fcy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
+        distance = math.hypot(fcx - pcx, fcy - pcy) / ((size + face_size) / 2)
+        if distance > s.max_shift + s.max_shift_per_s * dt:
+            return None
+        return distance + 1.0 - _iou(predicted, (face.x0, face.y0, face.x1, face.y1))
+
+    def _extend(self, track: _OpenTrack, key: Key) -> None:
+        track.keys.append(key)
+        track.best_score = max(track.best_score, key.score)
+        # Velocity over the sightings of the last `velocity_window_s`: one noisy box
+        # should not fling the prediction.
+        window = self._settings.velocity_window_s
+        first = key
+        for earlier in reversed(track.keys[:-1]):
+            if key.time_s - earlier.time_s > window:
+                break
+            first = earlier
+        if first is not key and key.time_s > first.time_s:
+            track.velocity = _velocity(first, key)
+
+
+def _velocity(a: Key, b: Key) -> tuple[float, float]:
+    dt = b.time_s - a.time_s
+    (ax, ay), (bx, by) = a.centre, b.centre
+    return (bx - ax) / dt, (by - ay) / dt
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
