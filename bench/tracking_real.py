@@ -45,6 +45,7 @@ from imageblur.blurring import full_mask, mask_outlines
 from imageblur.bootstrap import build_detector
 from imageblur.config import Settings
 from imageblur.domain import Face, MaskGeometry
+from imageblur.ports import RegionDetector
 from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
 from imageblur.video.tracking import TrackSettings, build_plan
 
@@ -75,6 +76,7 @@ class Clip:
     height: int
     times: list[float]
     detections: list[list[Face]]
+    uncertain: list[list[Face]]  # below the detector's threshold, above its floor
     truth: list[list[list[float] | None]]
     cuts: list[int]
 
@@ -130,16 +132,25 @@ def main() -> None:
 def _detected(path: Path, record: dict[str, Any], detector: Any) -> Clip:
     times: list[float] = []
     detections: list[list[Face]] = []
+    uncertain: list[list[Face]] = []
     with av.open(str(path)) as box:
         for frame in box.decode(video=0):
             times.append(float(frame.time or 0.0))
-            detections.append(detector.detect(frame.to_ndarray(format="rgb24")))
+            image = frame.to_ndarray(format="rgb24")
+            hidden, unsure = (
+                detector.detect_regions(image)
+                if isinstance(detector, RegionDetector)
+                else (detector.detect(image), [])
+            )
+            detections.append(hidden)
+            uncertain.append(unsure)
     return Clip(
         path,
         int(record["width"]),
         int(record["height"]),
         times,
         detections,
+        uncertain,
         record["boxes"],
         list(record["cuts"]),
     )
@@ -151,6 +162,7 @@ def _json_of(clip: Clip) -> dict[str, Any]:
         "height": clip.height,
         "times": clip.times,
         "detections": [[[f.x0, f.y0, f.x1, f.y1, f.score] for f in fs] for fs in clip.detections],
+        "uncertain": [[[f.x0, f.y0, f.x1, f.y1, f.score] for f in fs] for fs in clip.uncertain],
         "truth": clip.truth,
         "cuts": clip.cuts,
     }

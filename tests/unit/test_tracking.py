@@ -236,3 +236,17 @@ def _misses(rng: random.Random, frames: int) -> set[int]:
         start = rng.randint(5, frames - 15)
         misses.update(range(start, start + rng.randint(1, 10)))
     return misses
+
+
+def test_a_lone_box_is_hidden_as_far_as_the_skipped_frames_around_it_only() -> None:
+    # Looked at every 3rd frame; a box seen once at frame 30 (a false one, mostly).
+    frames = [
+        FrameSightings(i, i / FPS, (box(300, 300),) if i == 30 else ()) for i in range(0, 90, 3)
+    ]
+    plan = build_plan(frames)
+    hidden = [i for i in range(90) if plan.boxes_at(i, i / FPS)]
+    assert hidden == [27, 28, 29, 30, 31, 32, 33]  # to the looked-at frames around it
+    # A track seen for a long time gets the whole roll.
+    long = build_plan(sightings([linear(300, 300, 0.0)], 90, seen=lambda _, i: 30 <= i <= 60))
+    roll = round(long.settings.pre_roll_s * FPS)
+    assert [i for i in range(90) if long.boxes_at(i, i / FPS)] == list(range(30 - roll, 61 + roll))

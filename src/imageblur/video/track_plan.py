@@ -18,7 +18,7 @@ from imageblur.video.sightings import HiddenBox
 FORMAT = "imageblur.track-plan/1"
 RULE = (
     "at a key frame its box; between two keys the box interpolated linearly in time; "
-    "up to pre_roll_s before the first key and post_roll_s after the last the end box "
+    "up to roll[0] s before the first key and roll[1] s after the last the end box "
     "moved with the track's velocity; every box not at a key grown (width and height "
     "times 1 + growth_per_s x seconds to the nearest key) about its centre; never at or "
     "before frame `after` nor at or after frame `before` (shot limits)"
@@ -47,6 +47,9 @@ class TrackSettings:
     # Hiding beyond the sightings.
     pre_roll_s: float = 0.5  # hidden this long before the first sighting
     post_roll_s: float = 0.5  # and this long after the last
+    # ... but at most this many times the track's span (first to last sighting), never
+    # less than to the looked-at frames around it (video.tracking._Linker._rolls).
+    roll_per_span: float = 1.0
     growth_per_s: float = 0.6  # a box away from a sighting grows 60% per second about its centre
 
     def __post_init__(self) -> None:
@@ -78,14 +81,17 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class PlanTrack:
-    """A face track: its key boxes in frame order and the shot it lives in (frames
-    `after_index` < i < `before_index`; `before_index` None: to the end)."""
+    """A face track: its key boxes in frame order, the shot it lives in (frames
+    `after_index` < i < `before_index`; `before_index` None: to the end) and how long
+    it is hidden before its first and after its last sighting."""
 
     number: int
     kind: RegionKind
     keys: tuple[Key, ...]
     after_index: int = -1
     before_index: int | None = None
+    pre_roll_s: float = 0.0
+    post_roll_s: float = 0.0
 
 
 class TrackPlan:
@@ -100,8 +106,8 @@ class TrackPlan:
         # max_gap_s plus the rolls, so the index grows with sightings, never frames.
         self._buckets: dict[int, list[int]] = {}
         for number, track in enumerate(self._tracks):
-            start = track.keys[0].time_s - settings.pre_roll_s
-            end = track.keys[-1].time_s + settings.post_roll_s
+            start = track.keys[0].time_s - track.pre_roll_s
+            end = track.keys[-1].time_s + track.post_roll_s
             for bucket in range(_bucket(start), _bucket(end) + 1):
                 self._buckets.setdefault(bucket, []).append(number)
 
@@ -137,12 +143,12 @@ class TrackPlan:
             return _face(keys[at].box, keys[at].score, track.kind)
         if at == 0:
             dt = time_s - keys[0].time_s
-            if dt < -s.pre_roll_s - 1e-9:
+            if dt < -track.pre_roll_s - 1e-9:
                 return None
             return self._rolled(track, keys[0], self._velocities[number][0], dt)
         if at == len(keys):
             dt = time_s - keys[-1].time_s
-            if dt > s.post_roll_s + 1e-9:
+            if dt > track.post_roll_s + 1e-9:
                 return None
             return self._rolled(track, keys[-1], self._velocities[number][1], dt)
         a, b = keys[at - 1], keys[at]
@@ -172,6 +178,7 @@ class TrackPlan:
                         "kind": t.kind,
                         "after": t.after_index,
                         "before": t.before_index,
+                        "roll": [round(t.pre_roll_s, 6), round(t.post_roll_s, 6)],
                         "keys": [
                             [
                                 k.index,
@@ -207,9 +214,9 @@ def _track_of(number: int, data: dict[str, Any]) -> PlanTrack:
         raise ValueError("a track without keys")
     before = data["before"]
     kind = cast(RegionKind, data["kind"])
-    return PlanTrack(
-        number, kind, keys, int(data["after"]), None if before is None else int(before)
-    )
+    pre, post = (float(v) for v in data["roll"])
+    after = int(data["after"])
+    return PlanTrack(number, kind, keys, after, None if before is None else int(before), pre, post)
 
 
 def _end_velocities(

@@ -56,6 +56,8 @@ class _OpenTrack:
     before_index: int | None = None  # the first frame of the next shot, once known
     velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, px/s
     best_score: float = field(default=0.0)
+    previous_looked_s: float = 0.0  # the looked-at frame before its first sighting
+    next_looked_s: float | None = None  # ... and after its last one, once known
 
 
 class _Linker:
@@ -66,7 +68,7 @@ class _Linker:
         self._open: list[_OpenTrack] = []
         self._shot: list[_OpenTrack] = []  # every track of the current shot
         self._done: list[_OpenTrack] = []
-        self._last_index = -1
+        self._last_index, self._last_s = -1, 0.0
         self._shot_after = -1  # the last looked-at frame before the current shot
 
     def add(self, frame: FrameSightings) -> None:
@@ -74,6 +76,9 @@ class _Linker:
             raise ValueError(
                 f"sightings out of order: frame {frame.index} after {self._last_index}"
             )
+        for waiting in self._open:  # not seen in the frame before: this one is next
+            if waiting.next_looked_s is None:
+                waiting.next_looked_s = frame.time_s
         if frame.cut:
             self._cut(frame.index)
         self._expire(frame.time_s)
@@ -83,20 +88,38 @@ class _Linker:
             key = Key.of(frame.index, frame.time_s, face)
             track = matched.get(face_no)
             if track is None:
-                track = _OpenTrack(face.kind, [], after_index=self._shot_after)
+                track = _OpenTrack(
+                    face.kind, [], after_index=self._shot_after, previous_looked_s=self._last_s
+                )
                 self._open.append(track)
                 self._shot.append(track)
             self._extend(track, key)
-        self._last_index = frame.index
+        self._last_index, self._last_s = frame.index, frame.time_s
 
     def finish(self) -> list[PlanTrack]:
         confirm = self._settings.confirm_score
         kept = [t for t in self._done + self._shot if t.best_score >= confirm]
         kept.sort(key=lambda t: (t.keys[0].index, t.keys[0].box))
         return [
-            PlanTrack(no, t.kind, tuple(t.keys), t.after_index, t.before_index)
+            PlanTrack(no, t.kind, tuple(t.keys), t.after_index, t.before_index, *self._rolls(t))
             for no, t in enumerate(kept)
         ]
+
+    def _rolls(self, track: _OpenTrack) -> tuple[float, float]:
+        """How long before and after its sightings a track is hidden: up to the rolls
+        of the settings, at most `roll_per_span` times its own span (a lone box, a false
+        one mostly, is not worth a second of hidden background), but always as far as
+        the looked-at frames around it: no frame detection skipped next to a sighting
+        is left open."""
+        s = self._settings
+        first, last = track.keys[0].time_s, track.keys[-1].time_s
+        earned = s.roll_per_span * (last - first)
+        to_previous = first - track.previous_looked_s
+        to_next = s.post_roll_s if track.next_looked_s is None else track.next_looked_s - last
+        return (
+            min(s.pre_roll_s, max(earned, to_previous)),
+            min(s.post_roll_s, max(earned, to_next)),
+        )
 
     def _cut(self, index: int) -> None:
         # The cut lies somewhere after the last looked-at frame: its tracks may roll up
@@ -150,6 +173,7 @@ class _Linker:
 
     def _extend(self, track: _OpenTrack, key: Key) -> None:
         track.keys.append(key)
+        track.next_looked_s = None
         track.best_score = max(track.best_score, key.score)
         # Velocity over the sightings of the last `velocity_window_s`: one noisy box
         # should not fling the prediction.
