@@ -12,8 +12,10 @@ with the worker's detector and settings (`bootstrap.build_detector`, the preset
 applied); detection on every n-th frame is simulated by keeping those frames'
 sightings. A cut is flagged on the first looked-at frame at or after the clip's true
 cut (a stand-in for a cut detector). Plans: `per-frame` (every frame detected, tracking
-off) and `tracked` at each stride (`video.tracking.build_plan`, default settings but
-for `--set`). With `--work DIR` the clips and their detections are kept there, and a
+off), `tracked` at each stride (`video.tracking.build_plan`, default settings but
+for `--set`) and with `--uncertain` `confirmed` at each stride (the detector's
+uncertain candidates added, a track kept when one of its sightings is a detection the
+detector hides; see `_sightings`). With `--work DIR` the clips and their detections are kept there, and a
 second run with the same DIR reuses them (a settings sweep without detecting again).
 
 Figures from the masks the worker would draw (`blurring.mask_outlines` with the
@@ -31,7 +33,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,10 @@ def main() -> None:
         plans: dict[str, MaskPlan] = {"per-frame": PerFramePlan(_sightings(clip, 1))}
         for stride in strides:
             plans[f"tracked/{stride}"] = build_plan(_sightings(clip, stride), tracking)
+            if args.uncertain:
+                confirmed = replace(tracking, confirm_score=0.5)
+                sightings = _sightings(clip, stride, uncertain=True)
+                plans[f"confirmed/{stride}"] = build_plan(sightings, confirmed)
         for name, plan in plans.items():
             _score(clip, plan, geometry, tallies.setdefault(name, Tally()))
     report = {
@@ -170,24 +176,35 @@ def _json_of(clip: Clip) -> dict[str, Any]:
 
 def _clip_of(data: dict[str, Any]) -> Clip:
     detections = [[Face(*row) for row in fs] for fs in data["detections"]]
+    uncertain = [[Face(*row) for row in fs] for fs in data.get("uncertain", [])]
     return Clip(
         Path(),
         data["width"],
         data["height"],
         data["times"],
         detections,
+        uncertain or [[] for _ in detections],
         data["truth"],
         data["cuts"],
     )
 
 
-def _sightings(clip: Clip, stride: int) -> list[FrameSightings]:
+def _sightings(clip: Clip, stride: int, *, uncertain: bool = False) -> list[FrameSightings]:
+    """The sightings detection on every `stride`-th frame would give. With `uncertain`,
+    the detector's uncertain candidates too, scores mapped so that a hidden detection
+    scores >= 0.5 and an uncertain one < 0.5 (the detector's thresholds depend on the
+    box size, so no single score separates them): with `confirm_score=0.5` a track
+    needs one detection the detector itself would hide."""
     looked = range(0, len(clip.times), stride)
     flagged = {min((i for i in looked if i >= c), default=-1) for c in clip.cuts}
-    return [
-        FrameSightings(i, clip.times[i], tuple(clip.detections[i]), cut=i in flagged)
-        for i in looked
-    ]
+
+    def faces(i: int) -> tuple[Face, ...]:
+        if not uncertain:
+            return tuple(clip.detections[i])
+        sure = [replace(f, score=0.5 + f.score / 2) for f in clip.detections[i]]
+        return (*sure, *(replace(f, score=f.score / 2) for f in clip.uncertain[i]))
+
+    return [FrameSightings(i, clip.times[i], faces(i), cut=i in flagged) for i in looked]
 
 
 def _score(clip: Clip, plan: MaskPlan, geometry: MaskGeometry, tally: Tally) -> None:
@@ -236,11 +253,11 @@ def _table(report: dict[str, Any]) -> str:
     lines = [
         f"commit {report['commit']}, {report['clips']} generated clips {report['size']}, "
         f"{report['seconds']} s, detection {report['detect_frames_per_s']:.1f} frames/s",
-        f"{'plan':<11} {'exp>=20':>8} {'exp>=40':>8} {'flashes':>8} {'background':>10}",
+        f"{'plan':<12} {'exp>=20':>8} {'exp>=40':>8} {'flashes':>8} {'background':>10}",
     ]
     for name, r in report["plans"].items():
         lines.append(
-            f"{name:<11} {r['exposed_20']:>8.2%} {r['exposed_40']:>8.2%} {r['flashes']:>8} "
+            f"{name:<12} {r['exposed_20']:>8.2%} {r['exposed_40']:>8.2%} {r['flashes']:>8} "
             f"{r['background_hidden']:>10.2%}"
         )
     return "\n".join(lines)
@@ -257,6 +274,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--strides", default="1,2,3,5")
     parser.add_argument("--work", default=None, help="keep the clips here")
+    parser.add_argument(
+        "--uncertain",
+        action="store_true",
+        help="also plan with the uncertain candidates, kept when a track confirms them",
+    )
     parser.add_argument("--set", action="append", default=[], help="a TrackSettings field=value")
     parser.add_argument("--json", action="store_true")
     return parser
