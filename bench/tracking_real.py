@@ -15,8 +15,9 @@ cut (a stand-in for a cut detector). Plans: `per-frame` (every frame detected, t
 off), `tracked` at each stride (`video.tracking.build_plan`, default settings but
 for `--set`) and with `--uncertain` `confirmed` at each stride (the detector's
 uncertain candidates added, a track kept when one of its sightings is a detection the
-detector hides; see `_sightings`). With `--work DIR` the clips and their detections are kept there, and a
-second run with the same DIR reuses them (a settings sweep without detecting again).
+detector hides; see `_sightings`). With `--work DIR` the clips and their detections are
+kept there, and a second run with the same DIR reuses them (a settings sweep without
+detecting again).
 
 Figures from the masks the worker would draw (`blurring.mask_outlines` with the
 worker's geometry), not from encoded pixels: exposed face-frames (faces >= 20 px and
