@@ -45,6 +45,10 @@ ALLOWED: dict[str, set[str]] = {
     | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients", "jpeg_scans"}
     | {"pixel_budget", "cancel"},
     "backends": CORE | {"logs"},
+    # Videos: the contract between detection and rendering, and tracking, are pure.
+    "video.sightings": {"domain"},
+    "video.track_plan": {"domain", "video.sightings"},
+    "video.tracking": {"domain", "video.sightings", "video.track_plan"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
