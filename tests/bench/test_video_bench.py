@@ -4,6 +4,7 @@ and `check`'s figures read back from the pixels."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,32 @@ def test_check_reads_the_ideal_output_as_all_hidden_and_counts_a_flash(
     flashes = check(clip, flashing)
     assert flashes["flashes"] == 2
     assert flashes["exposed_face_frames_20"] == pytest.approx(3 / 30)
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, *args, "--json"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_the_linker_comparison_runs_without_the_libraries() -> None:
+    report = run_json("bench/tracking_ab.py", "--scenes", "3")
+    assert {"per-frame", "ours"} <= set(report["linkers"])
+    assert report["linkers"]["ours"]["exposed_face_frames"] <= 0.05
+
+
+def test_the_real_detector_comparison_runs_on_a_tiny_clip(tmp_path: Path) -> None:
+    dataset = ROOT.parent / "shared" / "wider-face-dev"
+    args = ("--clips", "1", "--seconds", "0.5", "--size", "320x180", "--strides", "1,3")
+    report = run_json("bench/tracking_real.py", str(dataset), *args, "--work", str(tmp_path))
+    assert set(report["plans"]) == {"per-frame", "tracked/1", "tracked/3"}
+    assert report["plans"]["per-frame"]["face_frames_20"] > 0
