@@ -82,6 +82,8 @@ def check(
     summary = report.summary()
     summary["input_frames"] = _count(clip)
     summary["output_frames"] = _count(output)
+    # Frames are paired by order: a dropped or added frame shifts every pair after it.
+    summary["frames_match"] = summary["input_frames"] == summary["output_frames"]
     summary.update(_streams(clip, output))
     return summary
 

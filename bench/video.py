@@ -103,7 +103,8 @@ def _fill(image: np.ndarray[Any, Any], boxes: list[list[float] | None], scale: f
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"commit {report['commit']}",
-        f"frames: input {report['input_frames']}, output {report['output_frames']}",
+        f"frames: input {report['input_frames']}, output {report['output_frames']}"
+        + ("" if report["frames_match"] else " (DIFFERENT: frames paired by order, figures off)"),
         f"exposed face-frames >= 20 px: {report['exposed_face_frames_20']:.2%} "
         f"of {report['face_frames_20']}",
         f"exposed face-frames >= 40 px: {report['exposed_face_frames_40']:.2%} "

@@ -75,6 +75,7 @@ def test_check_reads_the_ideal_output_as_all_hidden_and_counts_a_flash(
     assert report["exposed_face_frames_20"] == report["exposed_face_frames_40"] == 0.0
     assert report["flashes"] == 0
     assert report["output_frames"] == report["input_frames"] == 30
+    assert report["frames_match"] is True
     assert report["sound_kept"] is True
     assert report["metadata_left"] == {}
     flashes = check(clip, flashing)
