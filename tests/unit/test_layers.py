@@ -45,10 +45,6 @@ ALLOWED: dict[str, set[str]] = {
     | {"imaging", "blurring", "jpeg_patch", "jpeg_coefficients", "jpeg_scans"}
     | {"pixel_budget", "cancel"},
     "backends": CORE | {"logs"},
-    # Videos: the contract between detection and rendering, and tracking, are pure.
-    "video.sightings": {"domain"},
-    "video.track_plan": {"domain", "video.sightings"},
-    "video.tracking": {"domain", "video.sightings", "video.track_plan"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
@@ -62,6 +58,11 @@ ALLOWED: dict[str, set[str]] = {
     "reconciler": CORE | {"backends", "jobs", "logs"},
     # The readiness of the originals key, over the store's key check objects.
     "keycheck": CORE | {"logs"},
+    # Videos. The contract between detection and rendering, and tracking, are pure
+    # (these rules come first: the first that matches applies).
+    "video.sightings": {"domain"},
+    "video.track_plan": {"domain", "video.sightings"},
+    "video.tracking": {"domain", "video.sightings", "video.track_plan"},
     # Videos: probing, decoding, tracking and rendering; the core's ports and the same
     # blur and detection code pictures use.
     "video.": CORE | {"video.", "blurring", "imaging", "metadata", "cancel", "logs"},
