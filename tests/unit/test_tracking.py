@@ -179,6 +179,22 @@ def test_the_plan_survives_a_json_round_trip() -> None:
     assert stored == sum(len(f.faces) for f in frames) < 2 * 90
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"format": "other"}',
+        '{"format": "imageblur.track-plan/1", "settings": {"nope": 1}, "tracks": []}',
+        '{"format": "imageblur.track-plan/1", "settings": {}, "tracks": [{"kind": "face"}]}',
+        '{"format": "imageblur.track-plan/1", "settings": {}, "tracks": [{"kind": "face",'
+        ' "after": -1, "before": null, "roll": [0, 0], "keys": []}]}',
+    ],
+)
+def test_a_stored_plan_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a valid track plan"):
+        TrackPlan.from_json(text)
+
+
 def test_sightings_out_of_order_are_refused() -> None:
     with pytest.raises(ValueError, match="out of order"):
         build_plan([FrameSightings(5, 0.2, ()), FrameSightings(3, 0.1, ())])

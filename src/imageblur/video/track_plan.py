@@ -197,11 +197,15 @@ class TrackPlan:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TrackPlan:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} object")
-        settings = TrackSettings(**data["settings"])
-        tracks = [_track_of(number, t) for number, t in enumerate(data["tracks"])]
+        """The plan `to_json` wrote; ValueError for anything else."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} object")
+            settings = TrackSettings(**data["settings"])
+            tracks = [_track_of(number, t) for number, t in enumerate(data["tracks"])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid track plan: {exc}") from exc
         return cls(tracks, settings)
 
 
