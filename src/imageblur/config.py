@@ -380,11 +380,16 @@ class Settings(BaseSettings):
         description="Largest accepted video frame, width x height (413 too_many_pixels).",
     )
     video_detect_stride: int = Field(
-        1,
+        3,
         ge=1,
         le=30,
         description="Detect faces on every n-th frame of a video (and on the first frame "
         "after each cut); 1: every frame.",
+    )
+    video_tracking: bool = Field(
+        True,
+        description="Follow faces between frames: hide a face between its sightings, "
+        "shortly before and after them; off hides each looked-at frame's own detections only.",
     )
 
     # --- anonymization ----------------------------------------------------------

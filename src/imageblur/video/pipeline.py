@@ -26,6 +26,7 @@ from imageblur.video.probe import VideoInfo, VideoLimits, probe
 from imageblur.video.progress import ProgressCallback, Throttled
 from imageblur.video.render_pass import Look, render
 from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
+from imageblur.video.tracking import build_plan
 
 PlanMaker = Callable[[Sequence[FrameSightings]], MaskPlan]
 
@@ -38,6 +39,9 @@ class VideoOptions:
     look: Look
     detect_stride: int = 1
     keep_metadata: frozenset[str] = frozenset()
+    # Off: each looked-at frame hides its own detections only (the open tools' way,
+    # the benchmark's baseline).
+    tracking: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class VideoResult:
     content_type: str
 
 
+def _plan_maker(options: VideoOptions) -> PlanMaker:
+    return build_plan if options.tracking else PerFramePlan
+
+
 def output_extension(info: VideoInfo) -> str:
     return f".{info.output}"
 
@@ -64,7 +72,7 @@ def blur_video(
     detector: FaceDetector,
     options: VideoOptions,
     *,
-    make_plan: PlanMaker = PerFramePlan,
+    make_plan: PlanMaker | None = None,
     on_progress: ProgressCallback | None = None,
     info: VideoInfo | None = None,
 ) -> VideoResult:
@@ -76,7 +84,7 @@ def blur_video(
     detect = DetectPass(detector, stride=options.detect_stride)
     seen = list(detect.run(source, info, on_frame=detecting))
     detecting.finish()
-    plan = make_plan(seen)
+    plan = (make_plan or _plan_maker(options))(seen)
     rendering = Throttled(on_progress, "render", detecting.frames_total)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
