@@ -70,6 +70,7 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
         "mask_scale": PRIVACY_MASK_SCALE,
         "mask_margin_px": PRIVACY_MASK_MARGIN_PX,
         "detection_mirrored_passes": 0,
+        "detection_small_face_pass_scale": None,
     },
     "tidy": {
         "detection_threshold": 0.39,
@@ -78,14 +79,16 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
         "mask_scale": 1.25,
         "mask_margin_px": 3.0,
         "detection_mirrored_passes": 0,
+        "detection_small_face_pass_scale": None,
     },
     "thorough": {
-        "detection_threshold": 0.21,
-        "detection_small_threshold": 0.5,
-        "detection_large_threshold": 0.3,
+        "detection_threshold": 0.24,
+        "detection_small_threshold": 0.65,
+        "detection_large_threshold": 0.4,
         "mask_scale": PRIVACY_MASK_SCALE,
         "mask_margin_px": PRIVACY_MASK_MARGIN_PX,
         "detection_mirrored_passes": 2,
+        "detection_small_face_pass_scale": 1.41,
     },
 }
 
@@ -95,7 +98,11 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
 # RetinaFace MobileNet-0.25 and 1 point more with SCRFD-2.5G for the same blurred
 # background and stray regions (docs/detection.md, "The thorough preset").
 BROUGHT_PRESETS: dict[str, dict[str, float | None]] = {
-    "thorough": {"detection_threshold": 0.7, "detection_mirrored_passes": 1},
+    "thorough": {
+        "detection_threshold": 0.7,
+        "detection_mirrored_passes": 1,
+        "detection_small_face_pass_scale": None,
+    },
 }
 
 # How each token setting is checked at load (tokens.py says why each rule).
@@ -397,14 +404,14 @@ class Settings(BaseSettings):
         "blur", description="How a face is hidden."
     )
     mask_shape: Literal["ellipse", "box"] = Field("ellipse", description="Shape of the mask.")
-    # The defaults of the six preset-controlled settings below are the `privacy`
+    # The defaults of the seven preset-controlled settings below are the `privacy`
     # preset's (DETECTION_PRESETS); a preset fills in whichever of them is not set.
     detection_preset: Literal["privacy", "tidy", "thorough"] = Field(
         "privacy",
         description="`privacy`: hide more faces, more blurred background; `tidy`: fewer "
         "blurred patches, more faces missed; `thorough`: `privacy` plus a second look at "
         "the mirrored picture, fewer faces missed for 1.8 times the detection time. Sets "
-        "the six settings below unless they are set.",
+        "the seven settings below unless they are set.",
     )
     detection_threshold: float = Field(
         PRIVACY_THRESHOLD, gt=0.0, lt=1.0, description="Face score threshold."
@@ -435,6 +442,14 @@ class Settings(BaseSettings):
         le=8,
         description="How many of the finest pyramid scales run again on the horizontally "
         "mirrored picture, their sightings grouped with the others' (`thorough`: 2).",
+    )
+    detection_small_face_pass_scale: float | None = Field(
+        None,
+        gt=1.0,
+        le=2.0,
+        description="One more pass over the picture enlarged this many times, keeping only "
+        "regions under 28 px, its sightings grouped with the others' (`thorough`: 1.41; "
+        "unset: none).",
     )
     # Minimal, for the detect helper's branch; the crypto helper adds the validated one.
     detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")

@@ -10,7 +10,7 @@ import pytest
 from imageblur.config import SettingsError, load_settings
 from imageblur.entrypoints.startup import check_api, check_worker
 
-THOROUGH_THRESHOLDS = (0.21, 0.5, 0.3)  # threshold, small, large: docs/detection.md
+THOROUGH_THRESHOLDS = (0.24, 0.65, 0.4)  # threshold, small, large: docs/detection.md
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,13 +135,27 @@ def test_the_thorough_preset_looks_twice_at_higher_thresholds(
     assert s.detection_large_threshold == THOROUGH_THRESHOLDS[2]
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
     assert s.detection_mirrored_passes == 2
+    assert s.detection_small_face_pass_scale == 1.41
     # The other presets look once; an explicit setting wins over the preset's.
     monkeypatch.setenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", "0")
-    assert load_settings().detection_mirrored_passes == 0
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE", "1.2")
+    s = load_settings()
+    assert (s.detection_mirrored_passes, s.detection_small_face_pass_scale) == (0, 1.2)
     for preset in ("privacy", "tidy"):
         monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", preset)
         monkeypatch.delenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", raising=False)
-        assert load_settings().detection_mirrored_passes == 0
+        monkeypatch.delenv("IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE", raising=False)
+        s = load_settings()
+        assert (s.detection_mirrored_passes, s.detection_small_face_pass_scale) == (0, None)
+
+
+@pytest.mark.parametrize("value", ["1.0", "0.5", "2.5", "x"])
+def test_a_small_face_pass_must_enlarge_at_most_twice(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE", value)
+    with pytest.raises(SettingsError, match="detection_small_face_pass_scale"):
+        load_settings()
 
 
 @pytest.mark.parametrize("preset", ["privacy", "tidy", "thorough"])
@@ -507,6 +521,8 @@ def test_a_brought_detector_looks_twice_at_its_own_higher_threshold_when_thoroug
     brought = {"detector": "scrfd", "model_path": model, "model_sha256": "0" * 64}
     s = load_settings(**brought)
     assert (s.detection_threshold, s.detection_mirrored_passes) == (0.7, 1)
+    # The enlarged pass was measured with CenterFace only: a brought family goes without.
+    assert s.detection_small_face_pass_scale is None
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)  # the preset's mask still
     explicit = load_settings(**brought, detection_threshold=0.6, detection_mirrored_passes=0)
     assert (explicit.detection_threshold, explicit.detection_mirrored_passes) == (0.6, 0)

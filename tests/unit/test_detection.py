@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from imageblur.cancel import Cancelled, cancellable
+from imageblur.cancel import Cancelled, Progress, cancellable, watched
 from imageblur.config import Settings
 from imageblur.detection.centerface import centerface_detector, default_model_path
 from imageblur.detection.pyramid import (
+    SMALL_PASS_MAX_PX,
     PyramidConfig,
     PyramidDetector,
     group,
@@ -36,7 +37,7 @@ SHIPPED = {  # the shipped thresholds, size-dependent
     "large_threshold": Settings.model_fields["detection_large_threshold"].default,
 }
 SHIPPED_LEVELS = (SHIPPED["small_threshold"], SHIPPED["large_threshold"])
-THOROUGH_LEVELS = (0.21, 0.5, 0.3)  # the `thorough` preset's thresholds, as applied
+THOROUGH_LEVELS = (0.24, 0.65, 0.4)  # the `thorough` preset's thresholds, as applied
 
 
 def load_rgb(name: str) -> np.ndarray:
@@ -268,7 +269,7 @@ def test_the_worker_and_blur_command_get_the_preset(monkeypatch: pytest.MonkeyPa
     thorough = build_detector(settings)
     assert isinstance(thorough, PyramidDetector)
     assert (thorough.threshold, *thorough.thresholds.levels()) == THOROUGH_LEVELS
-    assert thorough.pyramid == replace(detector.pyramid, mirrored=2)
+    assert thorough.pyramid == replace(detector.pyramid, mirrored=2, small_pass_scale=1.41)
     options = anonymize_options(settings)
     assert (options.mask_scale, options.margin_px) == (1.1, 12.0)
 
@@ -360,6 +361,49 @@ def test_the_mirrored_pass_sees_the_same_box_and_adds_up(width: int) -> None:
     assert (twice.x0, twice.y0, twice.x1, twice.y1) == (17, 40, 26, 52)
     # Its own pass in the noisy-or: 1 - 0.7 * 0.7.
     assert (once.score, twice.score) == pytest.approx((0.3, 0.51))
+
+
+@pytest.mark.parametrize(("side", "score"), [(12, 0.51), (40, 0.3)])
+def test_the_small_face_pass_adds_up_for_small_boxes_only(side: int, score: float) -> None:
+    image = np.zeros((250, 301, 3), np.uint8)
+    image[40 : 40 + side, 17 : 17 + side] = 255
+    cfg = PyramidConfig(coarsest_side_px=100, floor_score=0.05)  # scales 1, 1/2, 1/4
+    enlarged = PyramidDetector(
+        BrightBox(), threshold=0.2, pyramid=replace(cfg, small_pass_scale=1.5)
+    )
+    (face,) = enlarged.detect(image)
+    # The finest pass leads the group (first of equal scores): its box, exactly.
+    assert (face.x0, face.y0, face.x1, face.y1) == (17, 40, 17 + side, 40 + side)
+    # 12 px: the enlarged pass sees it too (1 - 0.7 * 0.7); 40 px: over SMALL_PASS_MAX_PX,
+    # the enlarged pass's sighting is dropped and the score is the plain passes' alone.
+    assert face.score == pytest.approx(score)
+    assert cfg.small_pass_max_px == SMALL_PASS_MAX_PX and 12 < SMALL_PASS_MAX_PX < 40
+
+
+def test_the_extra_passes_run_once_each_and_count_as_work() -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Counting(BrightBox):
+        def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+            calls.append(tile.shape[:2])
+            return super().run(tile, floor)
+
+    image = np.zeros((250, 301, 3), np.uint8)
+    cfg = PyramidConfig(coarsest_side_px=100, tile_px=4096)
+    runs: list[tuple[dict[str, float], list[tuple[int, int]]]] = [
+        ({}, []),
+        ({"small_pass_scale": 1.5}, [(375, 452)]),
+        ({"small_pass_scale": 1.5, "mirrored": 1}, [(375, 452), (250, 301)]),
+    ]
+    for looks, extra in runs:
+        calls.clear()
+        detector = PyramidDetector(Counting(), threshold=0.2, pyramid=replace(cfg, **looks))
+        with watched(Progress()) as progress:
+            detector.detect(image)
+        assert calls == [(250, 301), (125, 150), (62, 75), *extra]
+        assert progress.done == progress.total == len(calls)  # every tile is announced
+    with pytest.raises(ValueError, match="enlarges"):
+        PyramidConfig(small_pass_scale=1.0)
 
 
 def test_the_mirrored_pass_only_runs_where_configured() -> None:

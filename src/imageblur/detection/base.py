@@ -23,7 +23,8 @@ class DetectorChoice:
     """One detector as configured, with the names of the settings that chose its model
     (for messages). `small_threshold` and `large_threshold` apply to the families whose
     scores were measured by size (CenterFace's); the others take one threshold.
-    `mirrored_passes`: the pyramid's `mirrored` (the `thorough` preset's extra look)."""
+    `mirrored_passes` and `small_pass_scale`: the pyramid's `mirrored` and
+    `small_pass_scale` (the `thorough` preset's extra looks), for any family."""
 
     family: Family
     threshold: float
@@ -33,8 +34,13 @@ class DetectorChoice:
     small_threshold: float | None = None
     large_threshold: float | None = None
     mirrored_passes: int = 0
+    small_pass_scale: float | None = None
     path_setting: str = "IMAGEBLUR_MODEL_PATH"
     sha256_setting: str = "IMAGEBLUR_MODEL_SHA256"
+
+    def pyramid(self, base: PyramidConfig) -> PyramidConfig:
+        """The family's pyramid with this choice's extra looks."""
+        return replace(base, mirrored=self.mirrored_passes, small_pass_scale=self.small_pass_scale)
 
     def source(self) -> ModelSource:
         if self.model_path is None or not self.model_sha256:
@@ -102,7 +108,7 @@ def brought_detector(
     return PyramidDetector(
         model(session, source, choice.classes),
         threshold=choice.threshold,
-        pyramid=replace(pyramid, mirrored=choice.mirrored_passes),
+        pyramid=choice.pyramid(pyramid),
         uncertain_floor=uncertain_floor,
     )
 

@@ -11,7 +11,6 @@ detection beside it).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,7 @@ def detector(
         small_threshold=choice.small_threshold,
         large_threshold=choice.large_threshold,
         threads=threads,
-        pyramid=replace(PYRAMID, mirrored=choice.mirrored_passes),
+        pyramid=choice.pyramid(PYRAMID),
         runtime=runtime,
         uncertain_floor=uncertain_floor,
     )

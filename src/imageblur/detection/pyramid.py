@@ -54,6 +54,11 @@ ALIGN = 32  # the networks downsample 5 times; inputs are padded to multiples of
 # of CenterFace touching no face are under 14 px, against 1 in 10 of those on faces
 # >= 20 px tall (docs/detection.md).
 SIZE_KNOTS_PX = (14.0, 22.0, 64.0, 128.0)
+# The boxes an enlarged small-face pass keeps: under 28 px in the image. On the WIDER FACE
+# development subset, at the `thorough` preset's thresholds, keeping those under 24 or
+# 26 px protects fewer faces >= 20 px, under 32 px hides more background for none more
+# (docs/detection.md, "The thorough preset").
+SMALL_PASS_MAX_PX = 28.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,10 @@ class PyramidConfig:
     `mirrored`: how many of the finest scales run a second time on the horizontally
     mirrored image (the `thorough` preset: 2); a mirrored pass counts as a pass of its
     own in the noisy-or, so a face weakly seen both ways adds up (docs/detection.md).
+    `small_pass_scale` (the `thorough` preset: 1.41) adds a pass on the image enlarged
+    that much, beside the others rather than instead of the finest (unlike `upscale`),
+    keeping only boxes under `small_pass_max_px` image pixels: its own pass in the
+    noisy-or.
     """
 
     scale_step: float = 0.5
@@ -82,6 +91,12 @@ class PyramidConfig:
     floor_score: float = 0.1
     upscale: float | None = None
     mirrored: int = 0
+    small_pass_scale: float | None = None
+    small_pass_max_px: float = SMALL_PASS_MAX_PX
+
+    def __post_init__(self) -> None:
+        if self.small_pass_scale is not None and not 1.0 < self.small_pass_scale <= 2.0:
+            raise ValueError(f"the small-face pass enlarges 1-2x, got {self.small_pass_scale}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,38 +212,44 @@ class PyramidDetector:
         return regions(dets[hidden]), regions(dets[listed])
 
     def _candidates(self, image: RGBImage, floor: float) -> FloatArray:
-        """Rows x0 y0 x1 y1 score pass kind of every pass, each in its size band."""
+        """Rows x0 y0 x1 y1 score pass kind of every pass, each in its size band: the
+        pyramid's, the enlarged one, then the mirrored ones."""
         height, width = image.shape[:2]
         scales = pyramid_scales(width, height, self.pyramid)
+        enlarged = self.pyramid.small_pass_scale
+        work = [*scales, *([enlarged] if enlarged else []), *scales[: self.pyramid.mirrored]]
         # The size of the work, in tiles: the lease keeper measures the job's rate in them.
-        expect(sum(len(self._windows(_scaled_size(width, height, s))) for s in scales))
+        expect(sum(len(self._windows(_scaled_size(width, height, s))) for s in work))
         found: list[FloatArray] = []
         for index, scale in enumerate(scales):
             dets = self._at_scale(image, scale, floor)
             last = index == len(scales) - 1
             keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)
-            passes = np.full(int(keep.sum()), index, np.float32)
-            found.append(np.column_stack([dets[keep][:, :5], passes, dets[keep][:, 5]]))
-        found.extend(self._mirrored_passes(image, scales, floor))
+            found.append(_numbered(dets[keep], index))
+        plain = len(scales)
+        if enlarged is not None:
+            dets = self._at_scale(image, enlarged, floor)
+            found.append(_numbered(dets[box_size(dets) < self.pyramid.small_pass_max_px], plain))
+            plain += 1
+        found.extend(self._mirrored_passes(image, scales, floor, first=plain))
         return np.concatenate(found).astype(np.float32)
 
     def _mirrored_passes(
-        self, image: RGBImage, scales: list[float], floor: float
+        self, image: RGBImage, scales: list[float], floor: float, *, first: int
     ) -> list[FloatArray]:
         """The finest `mirrored` scales run again on the mirrored image, boxes mapped
-        back; each its own pass (numbered after the plain ones), in its scale's band."""
+        back; each its own pass (numbered from `first`, after the plain ones), in its
+        scale's band."""
         count = min(self.pyramid.mirrored, len(scales))
         if count <= 0:
             return []
         flipped = np.ascontiguousarray(image[:, ::-1])
         found: list[FloatArray] = []
         for index, scale in enumerate(scales[:count]):
-            checkpoint()
             dets = unmirrored(self._at_scale(flipped, scale, floor), image.shape[1])
             last = index == len(scales) - 1
             keep = size_band(dets, scale, self.pyramid, first=index == 0, last=last)
-            passes = np.full(int(keep.sum()), len(scales) + index, np.float32)
-            found.append(np.column_stack([dets[keep][:, :5], passes, dets[keep][:, 5]]))
+            found.append(_numbered(dets[keep], first + index))
         return found
 
     def _at_scale(self, image: RGBImage, scale: float, floor: float) -> FloatArray:
@@ -255,6 +276,12 @@ class PyramidDetector:
         """The tiles of a pass over an image of `size` (width, height)."""
         overlap = int(self.pyramid.max_face_px)
         return list(tiles(size[0], size[1], self.pyramid.tile_px, overlap))
+
+
+def _numbered(dets: FloatArray, number: int) -> FloatArray:
+    """Rows x0 y0 x1 y1 score kind of one pass as candidates: x0 y0 x1 y1 score pass kind."""
+    passes = np.full(len(dets), number, np.float32)
+    return np.column_stack([dets[:, :5], passes, dets[:, 5]])
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
