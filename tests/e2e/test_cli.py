@@ -94,8 +94,9 @@ def test_config_shows_the_presets_effective_detection_values() -> None:
     } <= lines
     thorough = imageblur("config", env={"IMAGEBLUR_DETECTION_PRESET": "thorough"})
     assert {
-        "IMAGEBLUR_DETECTION_THRESHOLD=0.21",
+        "IMAGEBLUR_DETECTION_THRESHOLD=0.24",
         "IMAGEBLUR_DETECTION_MIRRORED_PASSES=2",
+        "IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE=1.41",
     } <= set(thorough.stdout.splitlines())
 
 
