@@ -409,9 +409,10 @@ class Settings(BaseSettings):
     detection_preset: Literal["privacy", "tidy", "thorough"] = Field(
         "privacy",
         description="`privacy`: hide more faces, more blurred background; `tidy`: fewer "
-        "blurred patches, more faces missed; `thorough`: `privacy` plus a second look at "
-        "the mirrored picture, fewer faces missed for 1.8 times the detection time. Sets "
-        "the seven settings below unless they are set.",
+        "blurred patches, more faces missed; `thorough`: `privacy` plus looks at the "
+        "mirrored picture and at the picture enlarged for small faces, fewer faces missed "
+        "for about 3 times the detection time. Sets the seven settings below unless they "
+        "are set.",
     )
     detection_threshold: float = Field(
         PRIVACY_THRESHOLD, gt=0.0, lt=1.0, description="Face score threshold."
