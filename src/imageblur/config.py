@@ -96,7 +96,9 @@ DETECTION_PRESETS: dict[str, dict[str, float | None]] = {
 # the finest scale mirrored and a threshold of 0.7 instead of 0.5. On the first 100
 # images of the development subset that protects 1.5 points more faces >= 20 px with
 # RetinaFace MobileNet-0.25 and 1 point more with SCRFD-2.5G for the same blurred
-# background and stray regions (docs/detection.md, "The thorough preset").
+# background and stray regions. No enlarged small-face pass: with RetinaFace it protects no
+# more than a lower threshold at the same background, for twice the detection time
+# (docs/detection.md, "The thorough preset", "Brought families").
 BROUGHT_PRESETS: dict[str, dict[str, float | None]] = {
     "thorough": {
         "detection_threshold": 0.7,
