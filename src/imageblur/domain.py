@@ -97,11 +97,23 @@ class Status(StrEnum):
     # rows, so it can never run detection over a re-render and drop the manual regions.
     # The API shows it as `pending`.
     RENDERING = "rendering"
+    # A video's job, queued and running: statuses of their own (the job kinds rule,
+    # `JOB_KINDS`), so that a pod of an older release never claims nor re-publishes it.
+    # The API shows them as `pending` and `processing`.
+    VIDEO_PENDING = "video_pending"
+    VIDEO_PROCESSING = "video_processing"
 
     @property
     def public(self) -> str:
         """The status the API shows."""
-        return Status.PENDING.value if self is Status.RENDERING else self.value
+        return _PUBLIC_STATUS.get(self, self.value)
+
+
+_PUBLIC_STATUS = {
+    Status.RENDERING: Status.PENDING.value,
+    Status.VIDEO_PENDING: Status.PENDING.value,
+    Status.VIDEO_PROCESSING: Status.PROCESSING.value,
+}
 
 
 class Review(StrEnum):
@@ -118,6 +130,7 @@ class ErrorCode(StrEnum):
     details are in the worker's log lines, under the upload's request id."""
 
     INVALID_IMAGE = "invalid_image"  # the worker could not decode it
+    INVALID_VIDEO = "invalid_video"  # corrupt or truncated, found while decoding
     TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG past the scan limit
     ORIGINAL_MISSING = "original_missing"  # gone from the store
     ORIGINAL_UNREADABLE = "original_unreadable"  # no configured key opens it
@@ -145,6 +158,7 @@ class ErrorCode(StrEnum):
 
 _ERROR_MESSAGES = {
     ErrorCode.INVALID_IMAGE: "the image could not be decoded",
+    ErrorCode.INVALID_VIDEO: "the video could not be decoded to its end",
     ErrorCode.TOO_MANY_SCANS: "the JPEG has more progressive scans than allowed",
     ErrorCode.ORIGINAL_MISSING: "the original is missing from the store",
     ErrorCode.ORIGINAL_UNREADABLE: "the original could not be opened with the configured keys",
@@ -154,6 +168,12 @@ _ERROR_MESSAGES = {
 }
 MAX_ERROR_CHARS = 200  # of the public `error` text
 
+
+# What a record holds: a picture, or a video (its own routes, `/video/...`).
+MediaKind = Literal["picture", "video"]
+# What became of a video's sound: copied as it was, re-encoded for the output
+# container, or there was none.
+AudioOutcome = Literal["kept", "reencoded", "none"]
 
 # Region sources and kinds as the API spells them.
 RegionSource = Literal["detector", "manual"]
@@ -189,6 +209,19 @@ class ImageRecord:
     held_until: datetime | None = None  # an unreviewed hold ends (expires) then
     error_code: ErrorCode | None = None  # beside `error`, always both or neither
     body_sha256: str | None = None  # `body_digest` of the upload (idempotency key reuse)
+    kind: MediaKind = "picture"
+    # A video's facts, from its header at upload (`frames` counted again while decoding);
+    # None for a picture. `width` and `height` above are its frames'.
+    duration_s: float | None = None
+    fps: float | None = None
+    frames: int | None = None
+    video_codec: str | None = None
+    audio: AudioOutcome | None = None  # once done
+    # A running video job's progress, written by its lease keeper about once a second
+    # (`JobLeases.note_progress`), never per frame; cleared when the job ends.
+    frames_done: int | None = None
+    frames_total: int | None = None
+    eta_s: float | None = None
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
@@ -202,6 +235,7 @@ MAX_JOB_ATTEMPT = 10**9
 class JobKind(StrEnum):
     DETECT = "detect"  # the first job: find the regions, hide them
     RENDER = "render"  # after a correction: hide exactly the recorded regions, no detection
+    VIDEO = "video"  # a video: detect and track, hide every face in every frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +274,10 @@ LEGACY_KINDS = frozenset({"detect", "render"})
 JOB_KINDS: Mapping[str, KindRoute] = {
     "detect": KindRoute(Status.PENDING.value, Status.PROCESSING.value, own_queue=False),
     "render": KindRoute(Status.RENDERING.value, Status.RENDERING.value, own_queue=False),
+    # A 30-minute video at a few frames per second on a small node: hours, not seconds.
+    "video": KindRoute(
+        Status.VIDEO_PENDING.value, Status.VIDEO_PROCESSING.value, longest_s=6 * 3600.0
+    ),
 }
 
 

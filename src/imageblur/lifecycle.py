@@ -35,6 +35,7 @@ class Guard(StrEnum):
 
     DETECT = "the job is a detection"
     RENDER = "the job is a render"
+    VIDEO = "the job is a video's"
     HOLD = "a review hold is given"
     NO_HOLD = "no review hold is given"
     REVISION = "the revision is the one the caller saw"
@@ -112,12 +113,15 @@ _P, _W, _D, _F, _R, _N = (
     Status.REVIEW,
     Status.RENDERING,
 )
-LEASED = (_W, _N)  # the statuses whose job is held under a lease
-QUEUED = (_P, _N)  # the statuses whose job waits in the queue
+_VP, _VW = Status.VIDEO_PENDING, Status.VIDEO_PROCESSING
+LEASED = (_W, _N, _VW)  # the statuses whose job is held under a lease
+QUEUED = (_P, _N, _VP)  # the statuses whose job waits in the queue
 _CLAIM = "lease_owner lease_expires_at attempts"
 _UNLEASE = "lease_owner lease_expires_at"
 _RESULT = "output_key url faces plates"
 _OK = "error error_code " + _UNLEASE
+_PROGRESS = "frames_done frames_total eta_s"
+_VIDEO_RESULT = "output_key url faces frames audio"
 
 TRANSITIONS: tuple[Transition, ...] = (
     # "*": every field, from the new record.
@@ -126,7 +130,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("claim", _P, _W, guards=(Guard.DETECT,), sets=_CLAIM),
     _t("claim", _W, _W, lease=Lease.EXPIRED, guards=(Guard.DETECT,), sets=_CLAIM),
     _t("claim", _N, _N, lease=Lease.FREE, guards=(Guard.RENDER,), sets=_CLAIM),
+    # A video is added as video_pending (its record says so: `add` stores the record's
+    # status), and claimed by its own kind only.
+    _t("claim", _VP, _VW, guards=(Guard.VIDEO,), sets=_CLAIM),
+    _t("claim", _VW, _VW, lease=Lease.EXPIRED, guards=(Guard.VIDEO,), sets=_CLAIM),
     _t("extend_lease", LEASED, None, lease=Lease.HELD, sets="lease_expires_at", stamps=False),
+    # A video job's progress, by its lease keeper: also its check that the lease is
+    # still its own (refused: deleted, or taken over).
+    _t("note_progress", _VW, None, lease=Lease.HELD, sets=_PROGRESS, stamps=False),
     # The end of a job: a detection to done, or to review when held; a render (back) to
     # review, its regions the record's already.
     _t(
@@ -160,9 +171,31 @@ TRANSITIONS: tuple[Transition, ...] = (
         clears=_OK,
         effects=(Audit("rendered", "worker"),),
     ),
+    # A video's end: done, or held for review as a picture is (no correction yet).
+    _t(
+        "complete_video",
+        _VW,
+        _D,
+        lease=Lease.HELD,
+        guards=(Guard.NO_HOLD,),
+        sets=_VIDEO_RESULT,
+        clears=_OK + " " + _PROGRESS,
+        effects=(Audit("processed", "worker"),),
+    ),
+    _t(
+        "complete_video",
+        _VW,
+        _R,
+        lease=Lease.HELD,
+        guards=(Guard.HOLD,),
+        review=Review.PENDING,
+        sets=_VIDEO_RESULT + " held_until",
+        clears=_OK + " " + _PROGRESS,
+        effects=(Audit("processed", "worker"),),
+    ),
     _t(
         "fail",
-        _W,
+        (_W, _VW),
         _F,
         lease=Lease.HELD,
         sets="error error_code",
@@ -201,6 +234,14 @@ TRANSITIONS: tuple[Transition, ...] = (
         clears=_UNLEASE + " published_at",
     ),
     _t(
+        "release",
+        _VW,
+        _VP,
+        lease=Lease.HELD,
+        sets="error error_code attempts",
+        clears=_UNLEASE + " published_at",
+    ),
+    _t(
         "mark_published",
         QUEUED,
         None,
@@ -219,6 +260,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t("requeue_stale", _W, _P, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _N, _N, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _VW, _VP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     # A reviewer's side.
     _t(
         "correct",
@@ -275,6 +317,7 @@ def _publish_due(r: ImageRecord, c: Call) -> bool:
 _GUARDS: dict[Guard, Callable[[ImageRecord, Call], bool]] = {
     Guard.DETECT: lambda r, c: c.kind is JobKind.DETECT,
     Guard.RENDER: lambda r, c: c.kind is JobKind.RENDER,
+    Guard.VIDEO: lambda r, c: c.kind is JobKind.VIDEO,
     Guard.HOLD: lambda r, c: c.hold_until is not None,
     Guard.NO_HOLD: lambda r, c: c.hold_until is None,
     Guard.REVISION: lambda r, c: r.revision == c.expected_revision,

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imageblur.domain import (
+    AudioOutcome,
     DeadLetter,
     Delivery,
     ErrorCode,
@@ -21,6 +22,7 @@ from imageblur.domain import (
     ImageRecord,
     Job,
     JobKind,
+    MediaKind,
     ObjectRange,
     PictureStats,
     Region,
@@ -105,10 +107,12 @@ class Pictures(PictureLookup, Protocol):
         caller can tell another body) instead of inserting. Raises `Conflict` if a record
         with its id exists."""
 
-    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
-        """Newest first."""
+    def list(
+        self, *, limit: int, offset: int = 0, kind: MediaKind = "picture"
+    ) -> Sequence[ImageRecord]:
+        """The records of one kind (pictures, or videos), newest first."""
 
-    def count(self) -> int: ...
+    def count(self, *, kind: MediaKind = "picture") -> int: ...
 
     def picture_stats(self) -> PictureStats:
         """Pictures per status and the oldest pending upload, for the metrics gauges:
@@ -142,6 +146,39 @@ class JobLeases(PictureLookup, Protocol):
         """Hold a claimed job (processing or rendering) until now + lease_s: a worker
         renews its lease while it works, so a slow image is not taken over. False if the
         lease was lost."""
+
+    def note_progress(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        frames_done: int,
+        frames_total: int,
+        eta_s: float | None,
+        now: datetime,
+    ) -> bool:
+        """A running video job's progress, written by its lease keeper (about once a
+        second, never per frame): on video_processing held by `owner`, without a time
+        stamp or an audit line. False if the lease was lost (deleted, taken over): the
+        same write is the keeper's check."""
+
+    def complete_video(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        frames: int,
+        audio: AudioOutcome,
+        now: datetime,
+        hold_until: datetime | None = None,
+    ) -> bool:
+        """The end of a video job held by `owner`: video_processing -> done, or -> review
+        (review pending, held until `hold_until`); `faces` is the number of face tracks
+        hidden, `frames` the frames decoded, `audio` what became of the sound; the
+        progress is cleared. Appends the event `processed`. False if the lease was lost."""
 
     def complete(
         self,

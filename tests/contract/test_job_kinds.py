@@ -2,8 +2,9 @@
 
 The rule (docs/operations.md, "Job kinds and rolling upgrades"): every job kind newer
 than detect and render has its record's own statuses, queued and leased, and a queue of
-its own. No such kind exists yet, so a test-only kind, `probe`, stands for the video and
-batch kinds: it is added to `domain.JOB_KINDS` the way they will be, one row.
+its own. The video kind (issue 25) is the first real one; a test-only kind, `probe`,
+stands beside it for the next (bucket batches): it is added to `domain.JOB_KINDS` the way
+they will be, one row.
 
 Against the previous release's claim conditions and message parser, frozen in
 `previous_release.py`: on SQLite, PostgreSQL and the fake's rules, a row of the new kind
@@ -60,6 +61,13 @@ def test_every_kind_follows_the_rule() -> None:
         assert {JOB_KINDS[kind].queued, JOB_KINDS[kind].leased} <= {s.value for s in Status}
 
 
+def test_the_video_kind_is_a_new_long_kind() -> None:
+    assert "video" in NEW_KINDS and JOB_KINDS["video"].long
+    assert kind_of_status(Status.VIDEO_PENDING.value) == "video"
+    assert kind_of_status(Status.VIDEO_PROCESSING.value) == "video"
+    assert kind_queue("jobs", "video") == "jobs.video"
+
+
 def test_the_kind_of_a_status_and_its_queue() -> None:
     assert kind_of_status("pending") == "detect"
     assert kind_of_status("processing") == "detect"
@@ -89,6 +97,7 @@ def _rows() -> list[tuple[str, prev.Row]]:
 
 def _taken(claimed: set[str], requeued: set[str]) -> None:
     new_statuses = {s for r in NEW_KINDS.values() for s in (r.queued, r.leased)}
+    assert {"video_pending", "video_processing", "probe_queued"} <= new_statuses
     for name in claimed | requeued:
         assert name.split(":")[1] not in new_statuses, f"the previous release took {name}"
     # The harness works: the old kinds' rows are taken.
@@ -206,23 +215,26 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
         queue.check()  # declares the topology: `base`, `base.probe`, `base.dead`
         probe = Job(image_id=ID).to_json().replace(b'"detect"', b'"probe"')
         queue.publish_body(probe, kind="probe")
+        queue.publish(Job(image_id=ID, kind=JobKind.VIDEO))
         queue.publish(Job(image_id=ID, kind=JobKind.RENDER))
         channel = connection.channel()
         jobs = _previous_consumer_takes(channel, base)
         assert [j["kind"] for j in jobs] == ["render"]  # the harness takes an old kind
         assert _depth(channel, prev.dead_queue(base)) == 0
         assert _depth(channel, kind_queue(base, "probe", KINDS)) == 1
-        # This release, knowing the kind, consumes its queue beside the main one.
-        assert queue.job_queues == (base, f"{base}.probe")
+        assert _depth(channel, kind_queue(base, "video", KINDS)) == 1
+        # This release, knowing the kinds, consumes their queues beside the main one.
+        assert queue.job_queues == (base, f"{base}.video", f"{base}.probe")
     finally:
         connection.close()
         queue.delete_topology()
         queue.close()
 
 
-def test_this_release_consumes_only_the_main_queue() -> None:
+def test_this_release_consumes_only_the_queues_of_the_kinds_it_knows() -> None:
     """What makes this release the safe "previous release" of the next kind: its
-    handle publishes every kind it knows to, and consumes only, `<queue>`."""
+    handle consumes `<queue>` and the queues of the kinds it knows (`<queue>.video`),
+    never another kind's."""
     queue = RabbitMQJobQueue(
         "amqp://guest:guest@127.0.0.1:1/%2F",
         queue="jobs",
@@ -230,7 +242,7 @@ def test_this_release_consumes_only_the_main_queue() -> None:
         prefetch=1,
         timeout_s=1,
     )
-    assert queue.job_queues == ("jobs",)
+    assert queue.job_queues == ("jobs", "jobs.video")
 
 
 # --- queues per kind (item 6): a worker consumes only its kinds' queues --------------------

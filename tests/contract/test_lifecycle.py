@@ -57,6 +57,30 @@ def _render_failed(repo: Repository) -> ImageRecord:
     return rec
 
 
+def _video_pending(repo: Repository) -> ImageRecord:
+    return repo.add(record(status=Status.VIDEO_PENDING, kind="video", frames=120, fps=30.0))
+
+
+def _video_processing(repo: Repository) -> ImageRecord:
+    rec = _video_pending(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.VIDEO)
+    return rec
+
+
+def _video_progressing(repo: Repository) -> ImageRecord:
+    rec = _video_processing(repo)
+    assert repo.note_progress(rec.id, owner="w", frames_done=3, frames_total=120, eta_s=9.5, now=T0)
+    return rec
+
+
+def _video_done(repo: Repository) -> ImageRecord:
+    rec = _video_processing(repo)
+    assert repo.complete_video(
+        rec.id, owner="w", output_key="o", url="u", faces=1, frames=120, audio="kept", now=T0
+    )
+    return rec
+
+
 # Every state a picture can be in, made through the repository's own operations.
 STATES: dict[str, Callable[[Repository], ImageRecord]] = {
     "pending": lambda repo: repo.add(record()),
@@ -67,6 +91,10 @@ STATES: dict[str, Callable[[Repository], ImageRecord]] = {
     "review after a failed render": _render_failed,
     "rendering": _rendering,
     "rendering, leased": _rendering_held,
+    "video pending": _video_pending,
+    "video processing": _video_processing,
+    "video processing, with progress": _video_progressing,
+    "video done": _video_done,
 }
 
 
@@ -121,6 +149,31 @@ def _ops() -> dict[str, Op]:
                     plates=2,
                     now=now,
                     regions=CORRECTED,
+                    hold_until=hold,
+                ),
+            )
+        ops[f"note_progress by {owner}"] = Op(
+            "note_progress",
+            lambda now, r, owner=owner: lifecycle.Call(now=now, owner=owner),
+            lambda repo, r, now, owner=owner: repo.note_progress(
+                r.id, owner=owner, frames_done=60, frames_total=121, eta_s=1.5, now=now
+            ),
+        )
+        for hold in (None, OTHER_HOLD):
+            ops[f"complete_video by {owner}, hold {hold is not None}"] = Op(
+                "complete_video",
+                lambda now, r, owner=owner, hold=hold: lifecycle.Call(
+                    now=now, owner=owner, hold_until=hold
+                ),
+                lambda repo, r, now, owner=owner, hold=hold: repo.complete_video(
+                    r.id,
+                    owner=owner,
+                    output_key="o3",
+                    url="u3",
+                    faces=4,
+                    frames=118,
+                    audio="reencoded",
+                    now=now,
                     hold_until=hold,
                 ),
             )
@@ -248,7 +301,7 @@ def test_mark_published_changes_no_field_of_the_record(repo: Repository) -> None
         for seen in (before.updated_at, before.updated_at - timedelta(seconds=1)):
             call = lifecycle.Call(now=LIVE, if_updated_at=seen)
             t = lifecycle.find("mark_published", before, call)
-            assert t is None or before.status in (Status.PENDING, Status.RENDERING), state
+            assert t is None or before.status in lifecycle.QUEUED, state
             repo.mark_published(before.id, now=LIVE, if_updated_at=seen)
             assert repo.get(before.id) == before, state
 

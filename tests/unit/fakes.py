@@ -19,6 +19,7 @@ from typing import BinaryIO, cast
 from imageblur import lifecycle
 from imageblur.adapters import transitions
 from imageblur.domain import (
+    AudioOutcome,
     Conflict,
     ErrorCode,
     Event,
@@ -26,6 +27,7 @@ from imageblur.domain import (
     Face,
     ImageRecord,
     JobKind,
+    MediaKind,
     ObjectMissing,
     ObjectRange,
     PictureStats,
@@ -262,17 +264,22 @@ class FakeRepository:
         with self.db.lock:
             return {i: self.db.records[i] for i in image_ids if i in self.db.records}
 
-    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+    def list(
+        self, *, limit: int, offset: int = 0, kind: MediaKind = "picture"
+    ) -> Sequence[ImageRecord]:
         self._guard("list")
         with self.db.lock:
             ordered = sorted(
-                self.db.records.values(), key=lambda r: (r.created_at, r.id), reverse=True
+                (r for r in self.db.records.values() if r.kind == kind),
+                key=lambda r: (r.created_at, r.id),
+                reverse=True,
             )
         return ordered[offset : offset + limit]
 
-    def count(self) -> int:
+    def count(self, *, kind: MediaKind = "picture") -> int:
         self._guard("count")
-        return len(self.db.records)
+        with self.db.lock:
+            return sum(1 for r in self.db.records.values() if r.kind == kind)
 
     def picture_stats(self) -> PictureStats:
         self._guard("picture_stats")
@@ -385,6 +392,48 @@ class FakeRepository:
         expires = now + timedelta(seconds=lease_s)
         call = lifecycle.Call(now=now, owner=owner)
         return self._apply("extend_lease", image_id, call, lease_expires_at=expires) is not None
+
+    def note_progress(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        frames_done: int,
+        frames_total: int,
+        eta_s: float | None,
+        now: datetime,
+    ) -> bool:
+        self._guard("note_progress")
+        call = lifecycle.Call(now=now, owner=owner)
+        progress = {"frames_done": frames_done, "frames_total": frames_total, "eta_s": eta_s}
+        return self._apply("note_progress", image_id, call, **progress) is not None
+
+    def complete_video(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        frames: int,
+        audio: AudioOutcome,
+        now: datetime,
+        hold_until: datetime | None = None,
+    ) -> bool:
+        self._guard("complete_video")
+        result: dict[str, object] = {
+            "output_key": output_key,
+            "url": url,
+            "faces": faces,
+            "frames": frames,
+            "audio": audio,
+        }
+        if hold_until is not None:
+            result["held_until"] = hold_until
+        call = lifecycle.Call(now=now, owner=owner, hold_until=hold_until)
+        applied = self._apply("complete_video", image_id, call, **result)
+        return self._effects(applied, detail=transitions.tracked(tracks=faces)) is not None
 
     def complete(
         self,

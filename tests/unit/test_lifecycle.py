@@ -91,7 +91,7 @@ def test_a_failed_render_is_not_approved() -> None:
 
 
 def test_every_status_change_but_a_lease_or_a_requeue_is_in_the_audit_trail() -> None:
-    quiet = {"extend_lease", "release", "mark_published", "requeue_stale"}
+    quiet = {"extend_lease", "note_progress", "release", "mark_published", "requeue_stale"}
     for t in lifecycle.TRANSITIONS:
         if t.operation == "claim":
             continue  # a worker's claim is in its logs, not the picture's trail

@@ -3,9 +3,9 @@
 RabbitMQ does, and a worker that takes pictures and long jobs keeps a thread for
 pictures, so that long jobs never hold every thread.
 
-No long kind exists yet (videos come later): as in tests/contract/test_job_kinds.py, a
-test-only kind, `probe`, is added to `domain.JOB_KINDS` the way the video kind will be,
-one row, here a long one."""
+The video kind (issue 25) is the first long kind; as in tests/contract/test_job_kinds.py,
+a test-only kind, `probe`, is added beside it to `domain.JOB_KINDS` the way the next long
+kind will be, one row."""
 
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ from unit.world import container_of
 ID = "0123456789abcdef0123456789abcdef"
 PROBE = KindRoute(queued="probe_queued", leased="probe_running", longest_s=1800.0)
 PICTURES = frozenset({"detect", "render"})
-ALL = PICTURES | {"probe"}
+LONG = frozenset({"video", "probe"})
+ALL = PICTURES | LONG
 
 
 @pytest.fixture
 def probe_kind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """This release's registry with a long kind in it, as the video release's will be."""
+    """This release's registry with one more long kind in it, as the next release's."""
     monkeypatch.setitem(JOB_KINDS, "probe", PROBE)  # type: ignore[arg-type]
     yield
 
@@ -46,7 +47,7 @@ def probe_body() -> bytes:
 
 
 def test_every_kind_by_default() -> None:
-    assert load_settings(worker_kinds="").job_kinds() == PICTURES
+    assert load_settings(worker_kinds="").job_kinds() == PICTURES | {"video"}
     assert load_settings(worker_kinds=" render , detect ").worker_kinds == "render,detect"
     assert load_settings(worker_kinds="pictures").job_kinds() == PICTURES
 
@@ -54,7 +55,7 @@ def test_every_kind_by_default() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("video", "unknown job kind 'video'"),
+        ("movie", "unknown job kind 'movie'"),
         ("detect,thumbnails", "unknown job kind 'thumbnails'"),
         ("detect", "detect, render share one queue"),
     ],
@@ -71,14 +72,19 @@ def test_the_worker_flag_sets_it() -> None:
 
 def test_the_pools_follow_the_registry(probe_kind: None) -> None:
     assert select_kinds("") == ALL
-    assert select_kinds("long") == {"probe"}
+    assert select_kinds("long") == LONG
     assert select_kinds("pictures") == PICTURES
-    assert select_kinds("probe,pictures") == ALL
-    assert load_settings(worker_kinds="long").job_kinds() == {"probe"}
+    assert select_kinds("probe,video,pictures") == ALL
+    assert load_settings(worker_kinds="long").job_kinds() == LONG
 
 
-def test_a_worker_taking_nothing_does_not_start(tmp_path: Path) -> None:
-    """Today `long` names no kind: a long worker of this release would idle for ever."""
+def test_a_worker_taking_nothing_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry without a long kind (the release before videos): a long worker would
+    idle for ever."""
+    check_worker(load_settings(worker_kinds="long", data_dir=tmp_path))  # videos
+    monkeypatch.delitem(JOB_KINDS, "video")  # type: ignore[attr-defined]
     settings = load_settings(worker_kinds="long", data_dir=tmp_path)
     assert settings.job_kinds() == frozenset()
     with pytest.raises(SettingsError, match="selects no job kind"):
@@ -130,7 +136,7 @@ def test_thread_plans(probe_kind: None) -> None:
     # pictures and long jobs: the first thread is kept for pictures
     assert thread_kinds(ALL, 3) == [PICTURES, ALL, ALL]
     # one thread: pictures keep it, and one more runs the long jobs
-    assert thread_kinds(ALL, 1) == [PICTURES, {"probe"}]
+    assert thread_kinds(ALL, 1) == [PICTURES, LONG]
 
 
 class RecordingQueue(MemoryJobQueue):
@@ -148,7 +154,7 @@ class RecordingQueue(MemoryJobQueue):
 
 
 @pytest.mark.parametrize(
-    ("threads", "expected"), [(2, [PICTURES, ALL]), (1, [PICTURES, {"probe"}])]
+    ("threads", "expected"), [(2, [PICTURES, ALL]), (1, [PICTURES, LONG])]
 )
 def test_the_embedded_worker_keeps_a_thread_for_pictures(
     probe_kind: None, tmp_path: Path, threads: int, expected: list[frozenset[str]]

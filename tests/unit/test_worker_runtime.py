@@ -90,7 +90,8 @@ def test_a_job_longer_than_the_heartbeat_age_keeps_the_worker_alive_until_it_han
         heartbeat_file=heartbeat,
         heartbeat_max_age_s=max_age_s,
         lease_s=2.0,  # renewed every 2/3 s, for 8 s at most
-        worker_threads=1,  # no other loop touches the heartbeat while the job hangs
+        worker_threads=1,  # no other loop touches the heartbeat while the job hangs:
+        worker_kinds="pictures",  # (with long kinds too, a second thread would run)
         receive_timeout_s=0.2,
         shutdown_grace_s=5,
     )

@@ -29,12 +29,14 @@ from psycopg.rows import dict_row
 
 from imageblur.adapters import postgres_schema, sql_lifecycle, sql_rows, transitions
 from imageblur.domain import (
+    AudioOutcome,
     Conflict,
     ErrorCode,
     Event,
     EventRole,
     ImageRecord,
     JobKind,
+    MediaKind,
     PictureStats,
     Region,
     RepositoryUnavailable,
@@ -48,7 +50,9 @@ from imageblur.lifecycle import Guard
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
 _EXACT_COUNT_ROWS = 100_000
 # Counted exactly whatever the table's size: the open and held statuses (partial indexes).
-_EXACT_STATUSES = "('pending', 'processing', 'rendering', 'review')"
+_EXACT_STATUSES = (
+    "('pending', 'processing', 'rendering', 'review', 'video_pending', 'video_processing')"
+)
 
 _COLUMNS = sql_rows.COLUMN_LIST
 _VALUES = sql_rows.placeholders(lambda name: f"%({name})s")
@@ -293,18 +297,21 @@ class PostgresImageRepository:
             cur.execute(query, (builtins.list(image_ids),))
             return {row["id"]: _record(row) for row in cur.fetchall()}
 
-    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+    def list(
+        self, *, limit: int, offset: int = 0, kind: MediaKind = "picture"
+    ) -> Sequence[ImageRecord]:
         query = sql.SQL(
-            "SELECT " + _COLUMNS + " FROM {s}.images "
+            "SELECT " + _COLUMNS + " FROM {s}.images WHERE kind = %s "
             "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
         ).format(s=self._s)
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (limit, offset))
+            cur.execute(query, (kind, limit, offset))
             return [_record(row) for row in cur.fetchall()]
 
-    def count(self) -> int:
+    def count(self, *, kind: MediaKind = "picture") -> int:
+        query = sql.SQL("SELECT count(*) FROM {s}.images WHERE kind = %s").format(s=self._s)
         with self._conn() as conn:
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {s}.images").format(s=self._s))
+            row = conn.execute(query, (kind,))
             result = row.fetchone()
         return int(result[0]) if result else 0
 
@@ -332,8 +339,7 @@ class PostgresImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
-        given = frozenset({guard})
+        given = frozenset({sql_lifecycle.CLAIM_GUARD[kind]})
         return self._transition(
             _to("claim", given=given) + ", lease_owner = %(owner)s, "
             "lease_expires_at = %(expires)s, attempts = i.attempts + 1",
@@ -356,6 +362,71 @@ class PostgresImageRepository:
         with self._conn() as conn:
             cur = conn.execute(query, params)
             return cur.rowcount == 1
+
+    def note_progress(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        frames_done: int,
+        frames_total: int,
+        eta_s: float | None,
+        now: datetime,
+    ) -> bool:
+        # Not a change of status: no audit row, no time stamp.
+        query = sql.SQL(
+            "UPDATE {s}.images SET frames_done = %(done)s, frames_total = %(total)s, "
+            "eta_s = %(eta)s WHERE id = %(id)s AND (" + _where("note_progress", table="") + ")"
+        ).format(s=self._s)
+        params = {
+            "done": frames_done,
+            "total": frames_total,
+            "eta": eta_s,
+            "id": image_id,
+            "owner": owner,
+        }
+        with self._conn() as conn:
+            return conn.execute(query, params).rowcount == 1
+
+    def complete_video(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        frames: int,
+        audio: AudioOutcome,
+        now: datetime,
+        hold_until: datetime | None = None,
+    ) -> bool:
+        given = frozenset({Guard.HOLD if hold_until is not None else Guard.NO_HOLD})
+        held = "held_until = %(hold)s, " if hold_until is not None else ""
+        done = self._transition(
+            _to("complete_video", given=given)
+            + ", "
+            + held
+            + "output_key = %(output_key)s, url = %(url)s, faces = %(faces)s, "
+            "frames = %(frames)s, audio = %(audio)s, error = NULL, error_code = NULL, "
+            "lease_owner = NULL, lease_expires_at = NULL, frames_done = NULL, "
+            "frames_total = NULL, eta_s = NULL",
+            _where("complete_video", given=given),
+            {
+                "id": image_id,
+                "owner": owner,
+                "now": now,
+                "output_key": output_key,
+                "url": url,
+                "faces": faces,
+                "frames": frames,
+                "audio": audio,
+                "hold": hold_until,
+            },
+            event=sql_lifecycle.event("complete_video", given=given),
+            detail=transitions.tracked(tracks=faces),
+        )
+        return done is not None
 
     def complete(
         self,

@@ -105,6 +105,32 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN error_code  text,
         ADD COLUMN body_sha256 text;
     """,
+    # 9: videos. The status check gains the video job's own statuses (NOT VALID, as in
+    # 7); the record's kind (a default: every existing row a picture, no rewrite since
+    # PostgreSQL 11), a video's facts, sound and progress (nullable: no rewrite); the
+    # open-jobs index covers video jobs; lists by kind from their own index.
+    """
+    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
+    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
+        ('pending', 'processing', 'done', 'failed', 'review', 'rendering',
+         'video_pending', 'video_processing')) NOT VALID;
+    ALTER TABLE {s}.images
+        ADD COLUMN kind         text NOT NULL DEFAULT 'picture'
+                                CHECK (kind IN ('picture', 'video')),
+        ADD COLUMN duration_s   double precision,
+        ADD COLUMN fps          double precision,
+        ADD COLUMN frames       integer,
+        ADD COLUMN video_codec  text,
+        ADD COLUMN audio        text CHECK (audio IN ('kept', 'reencoded', 'none')),
+        ADD COLUMN frames_done  integer,
+        ADD COLUMN frames_total integer,
+        ADD COLUMN eta_s        double precision;
+    DROP INDEX {s}.images_open_idx;
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing', 'rendering', 'video_pending',
+                         'video_processing');
+    CREATE INDEX images_kind_created_idx ON {s}.images (kind, created_at DESC, id DESC);
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from imageblur.domain import EventRole, Status
+from imageblur.domain import EventRole, JobKind, Status
 from imageblur.lifecycle import TRANSITIONS, Guard, Lease, Transition
 
 # Conditions on the call, not on the row: the adapter picks the transitions they select.
-CALL_GUARDS = frozenset({Guard.DETECT, Guard.RENDER, Guard.HOLD, Guard.NO_HOLD})
+CALL_GUARDS = frozenset({Guard.DETECT, Guard.RENDER, Guard.VIDEO, Guard.HOLD, Guard.NO_HOLD})
+# The call guard that selects a claim's transitions, by the job's kind.
+CLAIM_GUARD = {
+    JobKind.DETECT: Guard.DETECT,
+    JobKind.RENDER: Guard.RENDER,
+    JobKind.VIDEO: Guard.VIDEO,
+}
 
 Param = Callable[[str], str]  # a named parameter as the driver writes it
 Column = Callable[[str], str]  # a column, qualified as the statement needs

@@ -20,12 +20,14 @@ from typing import Any
 
 from imageblur.adapters import sql_lifecycle, sql_rows, sqlite_schema, transitions
 from imageblur.domain import (
+    AudioOutcome,
     Conflict,
     ErrorCode,
     Event,
     EventRole,
     ImageRecord,
     JobKind,
+    MediaKind,
     PictureStats,
     Region,
     RepositoryUnavailable,
@@ -273,15 +275,18 @@ class SqliteImageRepository:
             found.update((row["id"], _row_to_record(row)) for row in rows)
         return found
 
-    def list(self, *, limit: int, offset: int = 0) -> Sequence[ImageRecord]:
+    def list(
+        self, *, limit: int, offset: int = 0, kind: MediaKind = "picture"
+    ) -> Sequence[ImageRecord]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM images ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            (limit, offset),
+            f"SELECT {_COLUMNS} FROM images WHERE kind = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (kind, limit, offset),
         )
         return [_row_to_record(r) for r in rows]
 
-    def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+    def count(self, *, kind: MediaKind = "picture") -> int:
+        return int(self._query("SELECT COUNT(*) FROM images WHERE kind = ?", (kind,))[0][0])
 
     def picture_stats(self) -> PictureStats:
         """Counted exactly (an embedded database is small; the status index covers it);
@@ -312,8 +317,7 @@ class SqliteImageRepository:
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        guard = Guard.RENDER if kind is JobKind.RENDER else Guard.DETECT
-        given = frozenset({guard})
+        given = frozenset({sql_lifecycle.CLAIM_GUARD[kind]})
         with self._tx() as conn:
             cur = conn.execute(
                 f"UPDATE images SET {_to('claim', given=given)}, lease_owner = :owner, "
@@ -338,6 +342,74 @@ class SqliteImageRepository:
             f"WHERE id = :id AND ({_where('extend_lease')})",
             {"expires": _ts(now + timedelta(seconds=lease_s)), "id": image_id, "owner": owner},
         )
+
+    def note_progress(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        frames_done: int,
+        frames_total: int,
+        eta_s: float | None,
+        now: datetime,
+    ) -> bool:
+        # Not synced: a note lost in a crash is only an older progress shown.
+        with self._tx(durable=False) as conn:
+            cur = conn.execute(
+                "UPDATE images SET frames_done = :done, frames_total = :total, eta_s = :eta "
+                f"WHERE id = :id AND ({_where('note_progress')})",
+                {
+                    "done": frames_done,
+                    "total": frames_total,
+                    "eta": eta_s,
+                    "id": image_id,
+                    "owner": owner,
+                },
+            )
+            return cur.rowcount == 1
+
+    def complete_video(
+        self,
+        image_id: str,
+        *,
+        owner: str,
+        output_key: str,
+        url: str,
+        faces: int,
+        frames: int,
+        audio: AudioOutcome,
+        now: datetime,
+        hold_until: datetime | None = None,
+    ) -> bool:
+        given = frozenset({Guard.HOLD if hold_until is not None else Guard.NO_HOLD})
+        params = {
+            "id": image_id,
+            "owner": owner,
+            "output_key": output_key,
+            "url": url,
+            "faces": faces,
+            "frames": frames,
+            "audio": audio,
+            "now": _ts(now),
+            "hold": _ts(hold_until) if hold_until is not None else None,
+        }
+        with self._tx() as conn:
+            cur = conn.execute(
+                f"UPDATE images SET {_to('complete_video', given=given)}, "
+                "held_until = COALESCE(:hold, held_until), output_key = :output_key, "
+                "url = :url, faces = :faces, frames = :frames, audio = :audio, "
+                "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
+                "frames_done = NULL, frames_total = NULL, eta_s = NULL, updated_at = :now "
+                f"WHERE id = :id AND ({_where('complete_video', given=given)})",
+                params,
+            )
+            record = _fetch(conn, image_id) if cur.rowcount == 1 else None
+            if record is None:
+                return False
+            who, action = sql_lifecycle.event("complete_video", given=given)
+            detail = transitions.tracked(tracks=faces)
+            _log(conn, image_id, transitions.event(record, role=who, action=action, detail=detail))
+            return True
 
     def complete(
         self,

@@ -102,6 +102,11 @@ def detected(*, faces: int, plates: int, regions: Sequence[Region]) -> str:
     return ", ".join(parts)
 
 
+def tracked(*, tracks: int) -> str:
+    """A video's outcome: "3 face tracks hidden"."""
+    return f"{_count(tracks, 'face track')} hidden"
+
+
 def drawn(regions: Sequence[Region]) -> str:
     """The regions a correction asks for, or a render hid: "2 regions hidden, 1 manual"."""
     hidden = sum(1 for r in regions if r.hidden)
