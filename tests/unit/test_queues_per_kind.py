@@ -153,9 +153,7 @@ class RecordingQueue(MemoryJobQueue):
         return super().receive(timeout_s=timeout_s, kinds=kinds)
 
 
-@pytest.mark.parametrize(
-    ("threads", "expected"), [(2, [PICTURES, ALL]), (1, [PICTURES, LONG])]
-)
+@pytest.mark.parametrize(("threads", "expected"), [(2, [PICTURES, ALL]), (1, [PICTURES, LONG])])
 def test_the_embedded_worker_keeps_a_thread_for_pictures(
     probe_kind: None, tmp_path: Path, threads: int, expected: list[frozenset[str]]
 ) -> None:
