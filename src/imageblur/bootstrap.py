@@ -22,10 +22,11 @@ from imageblur.logs import get_logger
 from imageblur.metadata import parse_policy
 from imageblur.metrics import Metrics, count_backend_errors
 from imageblur.pixel_budget import PixelBudget
-from imageblur.ports import FaceDetector, JobQueue, ObjectStore
+from imageblur.ports import FaceDetector, JobQueue, ObjectStore, VideoAnonymizer, VideoProbe
 from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
 from imageblur.services import ImageService
+from imageblur.videos import VideoService
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -239,6 +240,39 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
     )
 
 
+@dataclass(frozen=True, slots=True)
+class VideoParts:
+    """The video pipeline's two faces the service uses: the probe (the API's check
+    before anything is stored) and the anonymizer (the worker's job). Given to `build`
+    by whoever has them: the lead wires the pipeline of `imageblur.video` here once it
+    is in the build; the end-to-end tests give a temporary copy-through one."""
+
+    probe: VideoProbe
+    anonymizer: VideoAnonymizer
+
+
+def build_videos(
+    settings: Settings, backends: Backends, parts: VideoParts | None
+) -> VideoService | None:
+    """The video use cases, or None with IMAGEBLUR_VIDEO off; on without the pipeline
+    stops the start with a message naming the setting."""
+    if not settings.video:
+        return None
+    if parts is None:
+        raise SettingsError(
+            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
+            "wire yet: unset IMAGEBLUR_VIDEO"
+        )
+    presigned = settings.result_delivery == "presigned"
+    return VideoService(
+        backends=backends,
+        probe=parts.probe,
+        playback_secret=settings.playback_secret(),
+        playback_ttl_s=settings.playback_ttl_s,
+        presigned_ttl_s=settings.presigned_ttl_s if presigned else None,
+    )
+
+
 def build_review(settings: Settings, backends: Backends) -> ReviewService:
     return ReviewService(backends=backends, keep_originals=settings.keep_originals)
 
@@ -252,11 +286,13 @@ def build_processor(
     on_lease_renewed: Callable[[], None] | None = None,
     metrics: Metrics | None = None,
     work_dir: WorkDir | None = None,
+    video: VideoAnonymizer | None = None,
 ) -> JobProcessor:
     s = settings
     return JobProcessor(
         backends=backends,
         anonymizer=worker_anonymizer(s, detector),
+        video=video if s.video else None,
         retry=RetryPolicy(
             max_attempts=s.max_attempts,
             base_delay_s=s.retry_base_delay_s,
@@ -321,6 +357,9 @@ class Container:
     work: WorkDir | None = None
     # The API's large uploads streamed to the store at once (`streamed_upload`).
     streams: StreamSlots = field(default_factory=lambda: StreamSlots(1))
+    # The video use cases (None: IMAGEBLUR_VIDEO off) and the pipeline behind them.
+    videos: VideoService | None = None
+    video_parts: VideoParts | None = None
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -336,6 +375,7 @@ class Container:
             on_lease_renewed=on_lease_renewed,
             metrics=self.metrics,
             work_dir=self.work,
+            video=self.video_parts.anonymizer if self.video_parts else None,
         )
 
     def export_picture_gauges(self) -> None:
@@ -367,9 +407,16 @@ class Container:
         self.backends.close()
 
 
-def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = None) -> Container:
+def build(
+    settings: Settings,
+    *,
+    with_detector: bool,
+    metrics: Metrics | None = None,
+    video: VideoParts | None = None,
+) -> Container:
     """Wire the process. With `with_detector` the face model is loaded (workers only).
-    `metrics`: the process's collectors, when the API made them before the container."""
+    `metrics`: the process's collectors, when the API made them before the container.
+    `video`: the video pipeline (`VideoParts`), used with IMAGEBLUR_VIDEO on."""
     detector = build_detector(settings) if with_detector else None
     metrics = metrics if metrics is not None else Metrics()
     originals = build_originals(settings)
@@ -384,6 +431,7 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
             raise
     gate = build_gate(settings)
     try:
+        videos = build_videos(settings, backends, video)
         work = open_work_dir(settings) if with_detector else None
     except BaseException:
         backends.close()
@@ -399,6 +447,8 @@ def build(settings: Settings, *, with_detector: bool, metrics: Metrics | None = 
         keys=_checked_keys(originals),
         work=work,
         streams=StreamSlots(settings.max_streamed_uploads),
+        videos=videos,
+        video_parts=video,
     )
 
 

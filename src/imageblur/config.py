@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import tempfile
 from collections.abc import Callable
@@ -126,6 +128,9 @@ SECRET_SETTINGS = (
     "originals_key",
     "originals_old_keys",
 )
+
+
+PLAYBACK_KEY_MIN_CHARS = 32
 
 
 def _secret_list(secret: SecretStr | None) -> list[str]:
@@ -335,6 +340,22 @@ class Settings(BaseSettings):
         "proxy", description="Serve results through the API, or redirect to a presigned URL."
     )
     presigned_ttl_s: int = Field(300, ge=1, le=604800, description="Presigned URL lifetime.")
+
+    # --- videos (the service side: routes, job, playback) -----------------------
+    video: bool = Field(
+        False,
+        description="Take videos: POST /video and the video job kind. Off: every /video "
+        "route answers 404 video_disabled. Needs the video pipeline in the build.",
+    )
+    playback_key: SecretStr | None = Field(
+        None,
+        description="Key of the signed playback URLs (`playback_url`: GET /video/{id}/file "
+        "without a bearer header), at least 32 characters, the same on every API process; "
+        "unset: derived from IMAGEBLUR_API_TOKEN.",
+    )
+    playback_ttl_s: int = Field(
+        300, ge=10, le=86_400, description="How long a video's `playback_url` is valid."
+    )
 
     # --- limits -----------------------------------------------------------------
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted upload.")
@@ -685,6 +706,24 @@ class Settings(BaseSettings):
     def job_kinds(self) -> frozenset[str]:
         """The job kinds this worker takes (IMAGEBLUR_WORKER_KINDS, validated at load)."""
         return select_kinds(self.worker_kinds)
+
+    @field_validator("playback_key")
+    @classmethod
+    def _long_playback_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < PLAYBACK_KEY_MIN_CHARS:
+            raise ValueError(f"at least {PLAYBACK_KEY_MIN_CHARS} characters (or unset)")
+        return value
+
+    def playback_secret(self) -> bytes:
+        """The key the signed playback URLs are made with: IMAGEBLUR_PLAYBACK_KEY, else
+        one derived from IMAGEBLUR_API_TOKEN (every API process with the same tokens signs
+        alike; rotating the tokens ends the URLs in flight, which live minutes). Without
+        an API token the API is open and a playback URL needs no signature: the derived
+        key is then a constant."""
+        if self.playback_key is not None:
+            return self.playback_key.get_secret_value().strip().encode()
+        tokens = ",".join(sorted(self.api_tokens())).encode()
+        return hmac.new(b"imageblur playback url v1", tokens, hashlib.sha256).digest()
 
     @field_validator("keep_metadata")
     @classmethod

@@ -560,6 +560,41 @@ class ObjectRange:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class VideoFacts:
+    """What a video's header says, once its probe accepted it: the container (`mp4`,
+    `mov`, `webm`: from the bytes, never the name), the first video stream's codec, its
+    frames' stored size, duration, frame rate and frame count (the header's, an
+    estimate that decoding checks again), and its first audio stream's codec (None: no
+    sound)."""
+
+    container: str
+    video_codec: str
+    width: int
+    height: int
+    duration_s: float
+    fps: float
+    frames: int
+    audio_codec: str | None = None
+
+    @property
+    def extension(self) -> str:
+        """Of the original as stored (`<id>.mp4`)."""
+        return f".{self.container}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizedVideo:
+    """What a video job made: the frames decoded, the face tracks hidden (the record's
+    `faces`), what became of the sound, and the result's extension and content type."""
+
+    frames: int
+    tracks: int
+    audio: AudioOutcome
+    extension: str
+    content_type: str
+
+
 # --- errors -----------------------------------------------------------------
 
 
@@ -571,6 +606,18 @@ class InvalidImage(ImageblurError):  # noqa: N818 - a domain name, not a "...Err
     """The upload is not an image we accept. `http_status` says which 4xx fits."""
 
     def __init__(self, message: str, *, http_status: int = 400, code: str = "invalid_image"):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+
+
+class VideoRefused(ImageblurError):  # noqa: N818 - a domain name
+    """The upload is not a video we accept (its probe says why): nothing is stored, and
+    the API answers `http_status` with `code` (415 unsupported_media_type or
+    unsupported_codec, 413 too_large, too_long or too_many_pixels, 400 invalid_video)."""
+
+    def __init__(self, message: str, *, http_status: int = 400, code: str = "invalid_video"):
         super().__init__(message)
         self.message = message
         self.http_status = http_status
@@ -629,6 +676,10 @@ class QueueUnavailable(BackendUnavailable):
 class Overloaded(ImageblurError):  # noqa: N818
     """This process has too much work in hand right now; retry shortly (503). Not a back
     end's outage: nothing is down, there is only more work than this process takes."""
+
+
+class NotSupported(ImageblurError):  # noqa: N818
+    """An action this kind of record does not have (yet): a video's correction (409)."""
 
 
 class StaleRevision(ImageblurError):  # noqa: N818

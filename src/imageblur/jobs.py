@@ -13,18 +13,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from imageblur.anonymizer import AnonymizedImage, Anonymizer
 from imageblur.backends import Backends
-from imageblur.cancel import Cancelled, checkpoint, watched
+from imageblur.cancel import Cancelled, Progress, checkpoint, watched
 from imageblur.domain import (
     MAX_ERROR_CHARS,
     BackendUnavailable,
@@ -37,6 +40,7 @@ from imageblur.domain import (
     OriginalUnreadable,
     ProcessingError,
     QueueUnavailable,
+    VideoRefused,
     attempt_key,
     render_key,
     utcnow,
@@ -44,10 +48,42 @@ from imageblur.domain import (
 from imageblur.leases import LeaseKeeper, LeaseTerms
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
-from imageblur.ports import JobLeases
-from imageblur.workdir import WorkDir, WorkSpaceShort
+from imageblur.ports import JobLeases, VideoAnonymizer, VideoProgress
+from imageblur.workdir import WorkDir, WorkSpaceShort, job_folder
 
 log = get_logger(__name__)
+
+STREAM_CHUNK_BYTES = 1024 * 1024  # a video's original and result, to and from the store
+
+
+def _reporter(progress: Progress) -> VideoProgress:
+    """A video's progress callback: counts frames for the lease keeper (which writes
+    them to the record about once a second) and stops the work once it is cancelled."""
+
+    def report(done: int, total: int) -> None:
+        progress.done, progress.total = done, total
+        if progress.cancelled.is_set():
+            raise Cancelled("the job's lease was lost")
+
+    return report
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(STREAM_CHUNK_BYTES):
+            yield chunk
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """The job's own work folder (`workdir`), or, in a process without work folders
+    (unit tests), a temporary folder of its own; removed when the job ends either way."""
+    folder = job_folder()
+    if folder is not None:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="imageblur-video-") as made:
+        yield Path(made)
 
 
 def worker_identity() -> str:
@@ -55,11 +91,20 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# Room beside a video's original and result (the pipeline's own small files).
+VIDEO_WORK_SLACK_BYTES = 16 * 1024 * 1024
+# How often a video job's lease keeper writes its progress (and checks its record).
+VIDEO_PROGRESS_S = 1.0
+
+
 def work_space_needed(kind: JobKind, record: ImageRecord) -> int:
     """Bytes of work folder a job of `kind` may write at most, checked free before it
     starts. A picture is read, decoded, anonymized and encoded in memory (its pixels
     bounded by the pixel budget), and a sandboxed HEIC/AVIF decoder writes nothing:
-    none. A kind that spools to disk (a video) states its own."""
+    none. A video is downloaded to the folder and its result written there: twice its
+    size (the result is re-encoded at a like bit rate), and some slack."""
+    if kind is JobKind.VIDEO:
+        return 2 * record.bytes + VIDEO_WORK_SLACK_BYTES
     return 0
 
 
@@ -120,6 +165,7 @@ class JobProcessor:
         metrics: Metrics | None = None,
         work_dir: WorkDir | None = None,
         work_need: WorkNeed = work_space_needed,
+        video: VideoAnonymizer | None = None,
     ) -> None:
         self._b = backends
         self._repo: JobLeases = backends.repository
@@ -149,6 +195,9 @@ class JobProcessor:
         # None: no work folders (the unit tests of other things, `imageblur blur`).
         self._work_dir = work_dir
         self._work_need = work_need
+        # None: this worker runs no video (IMAGEBLUR_VIDEO off here).
+        self._video = video
+        self._video_terms = replace(self._lease_terms, check_s=VIDEO_PROGRESS_S)
 
     def _lease_owner(self) -> str:
         """Who holds the lease of the job this thread handles: the process and the
@@ -199,11 +248,16 @@ class JobProcessor:
         job = delivery.job
         try:
             with self._job_folder(job.kind, record):
+                if job.kind is JobKind.VIDEO:
+                    return self._process_video(delivery, record)
                 if job.kind is JobKind.RENDER:
                     return self._render(delivery, record)
                 return self._process(delivery, record)
         except Cancelled:  # deleted, or the lease lost, mid-job: the work stopped early
             return self._lease_lost(delivery, record.id, None)
+        except VideoRefused as exc:  # the pipeline refused what the API's probe passed
+            reason = f"cannot process the video: {exc.message}"
+            return self._fail(delivery, record, ErrorCode.INVALID_VIDEO, reason, public=exc.message)
         except InvalidImage as exc:  # its message is public: the API answers it to uploads
             reason = f"cannot decode the image: {exc.message}"
             return self._fail(delivery, record, _code_of(exc), reason, public=exc.message)
@@ -211,8 +265,10 @@ class JobProcessor:
             return self._fail(delivery, record, ErrorCode.ORIGINAL_MISSING, str(exc))
         except OriginalUnreadable as exc:  # names key ids only
             return self._wait_for_keys(delivery, record, str(exc))
-        except ProcessingError as exc:
-            return self._fail(delivery, record, ErrorCode.INTERNAL_ERROR, str(exc))
+        except ProcessingError as exc:  # for a video: corrupt or truncated mid-file
+            video = job.kind is JobKind.VIDEO
+            code = ErrorCode.INVALID_VIDEO if video else ErrorCode.INTERNAL_ERROR
+            return self._fail(delivery, record, code, str(exc))
         except WorkSpaceShort as exc:  # the disk is not the image's fault: wait for it
             bound.warning("job.work_space_short", need=exc.need, available=exc.available)
             self._metrics.work_space_short.inc()
@@ -247,6 +303,58 @@ class JobProcessor:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
+
+    def _process_video(self, delivery: Delivery, record: ImageRecord) -> Outcome:
+        """A video: its original streamed into the job's folder, anonymized there
+        (`VideoAnonymizer`, whose progress the lease keeper writes to the record about
+        once a second), the result streamed to the store under its attempt's key; the
+        folder goes with the job, whatever the way it ends."""
+        if self._video is None:  # given back, uncounted, for a worker that runs videos
+            reason = "videos are not enabled on this worker (IMAGEBLUR_VIDEO)"
+            return self._wait_for_backend(delivery, record, reason)
+        with self._keep_lease(record.id, video=True) as progress, _scratch() as folder:
+            source = folder / f"original{Path(record.input_key).suffix}"
+            with self._metrics.stage("read"):
+                self._download(record.input_key, source)
+            result = self._video.anonymize(source, folder / "result", _reporter(progress))
+            checkpoint()  # deleted meanwhile: store nothing
+            key = attempt_key(record.id, record.attempts, result.extension)
+            with self._metrics.stage("store"):
+                chunks = _file_chunks(folder / "result")
+                self._b.results.put_stream(key, chunks, content_type=result.content_type)
+        now = self._clock()
+        hold_until = None if self._review_ttl_s is None else now + self._review_ttl
+        done = self._repo.complete_video(
+            record.id,
+            owner=self._lease_owner(),
+            output_key=key,
+            url=self._b.results.url(key),
+            faces=result.tracks,
+            frames=result.frames,
+            audio=result.audio,
+            now=now,
+            hold_until=hold_until,
+        )
+        if not done:
+            return self._lease_lost(delivery, record.id, key)
+        log.info(
+            "job.done",
+            image_id=record.id,
+            kind=JobKind.VIDEO.value,
+            faces=result.tracks,
+            frames=result.frames,
+            audio=result.audio,
+            held_for_review=hold_until is not None,
+        )
+        if hold_until is None and not self._keep_originals:
+            self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
+        self._settle(self._queue.ack, delivery)
+        return Outcome.DONE
+
+    def _download(self, key: str, target: Path) -> None:
+        """An original streamed from the store into a file, a chunk at a time."""
+        with self._b.originals.open(key) as src, target.open("wb") as out:
+            shutil.copyfileobj(src, out, STREAM_CHUNK_BYTES)
 
     def _render(self, delivery: Delivery, record: ImageRecord) -> Outcome:
         """A correction's job: hide exactly the recorded regions, no detection; the result
@@ -342,7 +450,7 @@ class JobProcessor:
             yield
 
     @contextlib.contextmanager
-    def _keep_lease(self, image_id: str) -> Iterator[None]:
+    def _keep_lease(self, image_id: str, *, video: bool = False) -> Iterator[Progress]:
         """Renew the lease while the job runs and makes progress (`leases.LeaseKeeper`):
         on a slow or throttled node a large image may take longer than one lease, and a
         job taken over mid-way would run twice and count an attempt it did not fail.
@@ -353,14 +461,15 @@ class JobProcessor:
             self._repo,
             image_id,
             self._lease_owner(),  # the job's thread's, not the keeper's
-            self._lease_terms,
+            self._video_terms if video else self._lease_terms,
             clock=self._clock,  # leases are measured on it (a test's, too)
             on_renewed=self._on_lease_renewed,
+            notes_progress=video,
         )
         keeper.start()
         try:
-            with watched(keeper.progress):
-                yield
+            with watched(keeper.progress) as progress:
+                yield progress
         finally:
             keeper.stop()
 
@@ -407,7 +516,8 @@ class JobProcessor:
         """Once a detect job has failed or is parked, its original is deleted at once
         (unless kept): nobody will process it. A render's picture is back in review,
         where a reviewer still needs it."""
-        if delivery.job.kind is JobKind.DETECT and not self._keep_originals:
+        first = delivery.job.kind in (JobKind.DETECT, JobKind.VIDEO)
+        if first and not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
 
     def _wait_for_backend(self, delivery: Delivery, record: ImageRecord, reason: str) -> Outcome:

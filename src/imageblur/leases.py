@@ -100,9 +100,13 @@ class LeaseKeeper:
         *,
         clock: Callable[[], datetime],
         on_renewed: Callable[[], None] | None = None,
+        notes_progress: bool = False,
     ) -> None:
         self._repo, self._id, self._owner, self._terms = repo, image_id, owner, terms
         self._clock, self._on_renewed = clock, on_renewed
+        # A video's keeper writes the job's progress at every check (`note_progress`,
+        # which is also the check): the record shows it, never written per frame.
+        self._notes_progress = notes_progress
         self.progress = Progress()
         self._policy = RenewalPolicy(floor_s=terms.floor_s)
         self._renewing = True
@@ -167,6 +171,25 @@ class LeaseKeeper:
 
     def _still_ours(self) -> bool:
         """The record exists and its lease is ours (even expired, until someone takes
-        it): a read, cheaper than a renewal."""
+        it): a read, cheaper than a renewal; for a job that notes its progress, the
+        progress note, refused the same way."""
+        done, total = self.progress.done, self.progress.total
+        if self._notes_progress and total > 0:
+            now = self._clock()
+            return self._repo.note_progress(
+                self._id,
+                owner=self._owner,
+                frames_done=done,
+                frames_total=total,
+                eta_s=self._eta_s(done, total, now),
+                now=now,
+            )
         record = self._repo.get(self._id)
         return record is not None and record.lease_owner == self._owner
+
+    def _eta_s(self, done: int, total: int, now: datetime) -> float | None:
+        """What is left at the rate since the claim; None before any progress."""
+        elapsed_s = (now - self._started).total_seconds()
+        if done <= 0 or elapsed_s <= 0:
+            return None
+        return round(max(total - done, 0) * elapsed_s / done, 1)

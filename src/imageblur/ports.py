@@ -4,14 +4,16 @@ in the core imports a driver.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from imageblur.domain import (
+    AnonymizedVideo,
     AudioOutcome,
     DeadLetter,
     Delivery,
@@ -27,6 +29,7 @@ from imageblur.domain import (
     PictureStats,
     Region,
     StoredObject,
+    VideoFacts,
 )
 
 RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, C-contiguous
@@ -359,3 +362,27 @@ class RegionDetector(FaceDetector, Protocol):
         """(hidden, uncertain): exactly what `detect` returns, and the groups that scored
         below the threshold their size needs but at least the detector's uncertain
         floor, not hidden."""
+
+
+class VideoProbe(Protocol):
+    """Checks a video from its header, under a time limit, before anything is stored."""
+
+    def __call__(self, source: Path) -> VideoFacts:
+        """The video's facts; raises `VideoRefused` (with its HTTP status and code) for a
+        file that is not a video we accept: its bytes, codec, size, length, frame size
+        or frame count."""
+
+
+# (frames done, frames in all): called by a video's work as it goes, as often as it
+# likes; raises `cancel.Cancelled` once nobody wants the result.
+VideoProgress = Callable[[int, int], None]
+
+
+class VideoAnonymizer(Protocol):
+    """Anonymizes one video file into another: every face hidden in every frame."""
+
+    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
+        """Write the anonymized copy of `source` to `target` (whole, or not at all).
+        Raises `VideoRefused` if `source` is not a video it accepts, and
+        `ProcessingError` (its message public) for one found corrupt or truncated while
+        decoding; whatever `progress` raises stops it."""

@@ -20,6 +20,7 @@ from imageblur.domain import (
     Job,
     JobKind,
     NotFound,
+    NotSupported,
     OriginalGone,
     QueueUnavailable,
     Region,
@@ -99,6 +100,8 @@ class ReviewService:
         record = self._repo.get(image_id) if is_image_id(image_id) else None
         if record is None:
             raise NotFound(f"no image with id {image_id}")
+        if record.kind != "picture":
+            raise NotSupported(f"{image_id} is a video: its regions cannot be corrected yet")
         if record.status in (Status.DONE, Status.FAILED):
             raise OriginalGone(
                 f"image {image_id} is {record.status.value}: its original is deleted, "

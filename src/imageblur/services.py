@@ -179,7 +179,7 @@ class ImageService:
 
     def get(self, image_id: str) -> ImageRecord:
         record = self._pictures.get(image_id) if is_image_id(image_id) else None
-        if record is None:
+        if record is None or record.kind != "picture":  # a video's routes are /video/...
             raise NotFound(f"no image with id {image_id}")
         return record
 
@@ -189,7 +189,8 @@ class ImageService:
     def delete(self, image_id: str) -> ImageRecord:
         """Remove the record, then every stored object of it (originals and result).
         An object whose deletion fails is unreferenced from then on, and collected."""
-        record = self._pictures.delete(image_id) if is_image_id(image_id) else None
+        self.get(image_id)  # a video is not deleted through /picture
+        record = self._pictures.delete(image_id)
         if record is None:
             raise NotFound(f"no image with id {image_id}")
         b = self._b

@@ -48,6 +48,10 @@ ALLOWED: dict[str, set[str]] = {
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
+    # The API's video use cases: the pictures' name rule, the signed playback URLs.
+    "videos": CORE | {"backends", "logs", "services", "playback"},
+    # Signed playback URLs: pure.
+    "playback": set(),
     # A correction's shape and the region list it makes: pure, like the domain.
     "corrections": CORE,
     "review": CORE | {"backends", "corrections", "logs"},
@@ -73,7 +77,7 @@ ALLOWED: dict[str, set[str]] = {
     # The one place that reads settings and picks adapters.
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
-    | {"jobs", "reconciler", "services", "review", "metrics", "metadata"}
+    | {"jobs", "reconciler", "services", "review", "metrics", "metadata", "videos"}
     | {"pixel_budget", "keycheck", "workdir", "video."},
     # A middleware sees requests, never the use cases: it may not import the routes,
     # the services or the wiring.

@@ -4,14 +4,15 @@ in embedded mode, runs the worker in the same process)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from imageblur import __version__
-from imageblur.bootstrap import build
+from imageblur import __version__, playback
+from imageblur.bootstrap import VideoParts, build
 from imageblur.config import Settings
 from imageblur.entrypoints import page
 from imageblur.entrypoints.errors import install_error_handlers
@@ -25,6 +26,7 @@ from imageblur.entrypoints.middleware.trusted_host import TrustedHostMiddleware
 from imageblur.entrypoints.review_routes import router as review_router
 from imageblur.entrypoints.routes import router
 from imageblur.entrypoints.startup import check_api, check_embedded
+from imageblur.entrypoints.video_routes import router as video_router
 from imageblur.entrypoints.worker import WorkerRuntime
 from imageblur.logs import get_logger
 from imageblur.metrics import Metrics
@@ -39,11 +41,12 @@ def _lifespan(
     *,
     run_worker: bool,
     on_worker_failure: Callable[[], None] | None,
+    video: VideoParts | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await run_in_threadpool(
-            build, settings, with_detector=run_worker, metrics=metrics
+            build, settings, with_detector=run_worker, metrics=metrics, video=video
         )
         container.export_picture_gauges()
         runtime = WorkerRuntime(container, on_failure=on_worker_failure) if run_worker else None
@@ -62,15 +65,27 @@ def _lifespan(
     return lifespan
 
 
+def _playback_check(settings: Settings) -> Callable[[str, str], bool]:
+    """Whether a request without a token carries a valid playback URL (`playback`)."""
+    secret = settings.playback_secret()
+
+    def signed(path: str, query: str) -> bool:
+        return settings.video and playback.verify(secret, path, query, now=time.time())
+
+    return signed
+
+
 def create_app(
     settings: Settings,
     *,
     run_worker: bool = False,
     on_worker_failure: Callable[[], None] | None = None,
+    video: VideoParts | None = None,
 ) -> FastAPI:
     """The API alone (`api`), or with the worker in the same process (`serve`), whose
     metrics then show on the API's /metrics too. `on_worker_failure`: called if one of
-    the worker's threads ends on its own (`serve` then stops, exit non-zero)."""
+    the worker's threads ends on its own (`serve` then stops, exit non-zero). `video`:
+    the video pipeline, for IMAGEBLUR_VIDEO (`bootstrap.VideoParts`)."""
     check_api(settings)  # raises SettingsError: refuses to run open
     if run_worker:
         check_embedded(settings)
@@ -80,7 +95,11 @@ def create_app(
         version=__version__,
         description="Upload a picture; get it back with every face blurred.",
         lifespan=_lifespan(
-            settings, metrics, run_worker=run_worker, on_worker_failure=on_worker_failure
+            settings,
+            metrics,
+            run_worker=run_worker,
+            on_worker_failure=on_worker_failure,
+            video=video,
         ),
         root_path=settings.root_path,
         # Off by default: their pages load scripts from a CDN into the origin where the
@@ -90,6 +109,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(review_router)
+    app.include_router(video_router)
     app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)
@@ -105,6 +125,7 @@ def create_app(
             root_path=settings.root_path,
             public_paths=PUBLIC_PATHS | page.PUBLIC_PATHS,
             public_prefixes=page.PUBLIC_PREFIXES,
+            signed=_playback_check(settings),
         )
     if is_loopback(settings.host):
         app.add_middleware(TrustedHostMiddleware, trusted=split_hosts(settings.trusted_hosts))

@@ -24,11 +24,13 @@ from imageblur.domain import (
     NotFound,
     NotInReview,
     NotReady,
+    NotSupported,
     OriginalGone,
     Overloaded,
     RenderFailed,
     Rendering,
     StaleRevision,
+    VideoRefused,
 )
 from imageblur.logs import get_logger
 
@@ -50,6 +52,7 @@ class Rejected(ImageblurError):  # noqa: N818 - an HTTP-level refusal with its o
 ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     Rejected: (400, "bad_request"),
     InvalidImage: (400, "invalid_image"),
+    VideoRefused: (400, "invalid_video"),
     InvalidCorrection: (400, "invalid_json"),
     InvalidRegions: (422, "invalid_regions"),
     ReasonRequired: (422, "reason_required"),
@@ -58,6 +61,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     StaleRevision: (412, "stale_revision"),
     OriginalGone: (409, "original_gone"),
     NotInReview: (409, "not_in_review"),
+    NotSupported: (409, "not_supported"),
     IdempotencyKeyReused: (409, "idempotency_key_reused"),
     Rendering: (409, "rendering"),
     RenderFailed: (409, "render_failed"),
@@ -80,7 +84,7 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 
 
 def status_and_code(exc: ImageblurError) -> tuple[int, str]:
-    if isinstance(exc, InvalidImage | Rejected):
+    if isinstance(exc, InvalidImage | VideoRefused | Rejected):
         return exc.http_status, exc.code
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
@@ -91,7 +95,7 @@ def status_and_code(exc: ImageblurError) -> tuple[int, str]:
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageblurError)
     status, code = status_and_code(exc)
-    message = exc.message if isinstance(exc, InvalidImage) else str(exc)
+    message = exc.message if isinstance(exc, InvalidImage | VideoRefused) else str(exc)
     if isinstance(exc, BackendUnavailable):
         log.warning("backend.unavailable", backend=exc.backend, error=str(exc))
         message = f"the {exc.backend} is unavailable; retry later"

@@ -7,6 +7,7 @@ the request's body is read.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from starlette.datastructures import URL, Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,7 +31,7 @@ PUBLIC_PATHS = frozenset(
 )
 
 
-ROLE_KEY = "imageblur.role"  # in the request scope: "api" or "reviewer"
+ROLE_KEY = "imageblur.role"  # in the request scope: "api", "reviewer" or "playback"
 REVIEWER_KEY = "imageblur.reviewer"  # in the request scope: the reviewer's name
 
 
@@ -53,7 +54,9 @@ class BearerTokenMiddleware:
     `root_path` is the proxy prefix, stripped before the public paths match. A reviewer's
     token ({name: token}) is accepted everywhere too, and marks the request's role
     `reviewer` and its reviewer's name (routes check them); with `tokens` empty only the
-    reviewer's actions need a token and every other request counts as role `api`."""
+    reviewer's actions need a token and every other request counts as role `api`.
+    `signed(path, query)`: whether a request without a token carries a valid signed
+    URL (a video's playback URL), which then passes as role `playback`."""
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class BearerTokenMiddleware:
         root_path: str = "",
         public_paths: frozenset[str] = PUBLIC_PATHS,
         public_prefixes: tuple[str, ...] = (),
+        signed: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._app = app
         self._tokens = [token.encode() for token in tokens]
@@ -71,6 +75,7 @@ class BearerTokenMiddleware:
         self._prefix = root_path.rstrip("/")
         self._public = public_paths
         self._public_prefixes = public_prefixes
+        self._signed = signed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._public_path(scope):
@@ -83,6 +88,10 @@ class BearerTokenMiddleware:
                 scope[REVIEWER_KEY] = reviewer
             await self._app(scope, receive, send)
             return
+        if self._signed_url(scope):
+            scope[ROLE_KEY] = "playback"
+            await self._app(scope, receive, send)
+            return
         response = error_response(
             401,
             "unauthorized",
@@ -92,10 +101,20 @@ class BearerTokenMiddleware:
         await response(scope, receive, send)
 
     def _public_path(self, scope: Scope) -> bool:
+        path = self._path(scope)
+        return path in self._public or path.startswith(self._public_prefixes)
+
+    def _signed_url(self, scope: Scope) -> bool:
+        if self._signed is None or scope.get("method") not in ("GET", "HEAD"):
+            return False
+        query = scope.get("query_string", b"").decode("latin-1")
+        return self._signed(self._path(scope), query)
+
+    def _path(self, scope: Scope) -> str:
         path = URL(scope=scope).path
         if self._prefix and path.startswith(self._prefix):
             path = path[len(self._prefix) :]
-        return path in self._public or path.startswith(self._public_prefixes)
+        return path
 
     def _role(self, scope: Scope) -> tuple[str | None, str | None]:
         """(reviewer, their name), (api, None), or (None, None): refused."""
