@@ -1,0 +1,202 @@
+"""The video use cases on the fakes (issue 25): an upload checked by the probe before
+anything is stored, then stored, recorded and queued on the video kind's own queue; the
+video job through the `VideoAnonymizer` port (a fake here: the real pipeline and a
+copy-through one run in tests/e2e/test_video.py), its progress written by the lease
+keeper, a delete that stops it, a corrupt video that fails it, and no temp file left."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imageblur.domain import (
+    AnonymizedVideo,
+    ErrorCode,
+    IdempotencyKeyReused,
+    JobKind,
+    ProcessingError,
+    Status,
+    VideoFacts,
+    VideoRefused,
+    body_digest,
+)
+from imageblur.jobs import Outcome
+from imageblur.ports import VideoProgress
+from imageblur.videos import Ingested, VideoService
+from support import wait_until
+from unit.world import World
+
+CLIP = b"\x00\x00\x00\x18ftypmp42" + b"frames" * 1000
+FACTS = VideoFacts(
+    container="mp4", video_codec="h264", width=64, height=48, duration_s=2.0, fps=10.0, frames=20
+)
+
+
+def probe(path: Path) -> VideoFacts:
+    """Accepts what starts like an MP4; refuses the rest as not a video."""
+    if path.read_bytes()[4:8] != b"ftyp":
+        raise VideoRefused("not a video", http_status=415, code="unsupported_media_type")
+    return FACTS
+
+
+def service(world: World) -> VideoService:
+    return VideoService(
+        backends=world.backends,
+        probe=probe,
+        playback_secret=b"k" * 32,
+        playback_ttl_s=300,
+        clock=world.clock,
+    )
+
+
+def upload(tmp_path: Path, data: bytes = CLIP, name: str = "clip.mp4") -> Ingested:
+    path = tmp_path / "spooled"
+    path.write_bytes(data)
+    return Ingested(path, len(data), body_digest(data, name), data[:64], name, "video/mp4")
+
+
+class FakeVideoAnonymizer:
+    """Copies the video, reporting its frames; `during(done, progress)` runs at each."""
+
+    def __init__(
+        self, during: Callable[[int, VideoProgress], None] = lambda done, progress: None
+    ) -> None:
+        self.during = during
+        self.sources: list[Path] = []
+
+    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
+        self.sources.append(source)
+        for done in range(1, FACTS.frames + 1):
+            progress(done, FACTS.frames)
+            self.during(done, progress)
+        target.write_bytes(source.read_bytes()[::-1])
+        return AnonymizedVideo(
+            frames=FACTS.frames, tracks=2, audio="kept", extension=".mp4", content_type="video/mp4"
+        )
+
+
+def test_a_video_is_stored_recorded_and_queued_on_its_own_kind(
+    world: World, tmp_path: Path
+) -> None:
+    record = service(world).submit(upload(tmp_path), request_id="req-1")
+    assert record.kind == "video" and record.status is Status.VIDEO_PENDING
+    assert (record.width, record.frames, record.fps, record.video_codec) == (64, 20, 10.0, "h264")
+    assert world.originals.get(record.input_key) == CLIP
+    assert record.input_key == f"{record.id}.mp4" and record.content_type == "video/mp4"
+    delivery = world.queue.receive(timeout_s=0.1, kinds={"video"})
+    assert delivery is not None and delivery.job.kind is JobKind.VIDEO
+    assert world.queue.receive(timeout_s=0.1, kinds={"detect", "render"}) is None
+    assert world.repo.list(limit=10) == [] and world.repo.count(kind="video") == 1
+
+
+def test_a_refused_video_stores_nothing(world: World, tmp_path: Path) -> None:
+    with pytest.raises(VideoRefused) as refused:
+        service(world).submit(upload(tmp_path, b"plain text, not a video"))
+    assert refused.value.http_status == 415
+    assert list(world.originals.list()) == [] and world.repo.count(kind="video") == 0
+
+
+def test_an_idempotency_key_replays_the_first_video(world: World, tmp_path: Path) -> None:
+    videos = service(world)
+    first = videos.submit(upload(tmp_path), idempotency_key="k1")
+    assert videos.submit(upload(tmp_path), idempotency_key="k1").id == first.id
+    with pytest.raises(IdempotencyKeyReused):
+        videos.submit(upload(tmp_path, CLIP + b"x"), idempotency_key="k1")
+    assert [o.key for o in world.originals.list()] == [first.input_key]
+
+
+def test_the_video_job_stores_the_result_and_records_its_outcome(
+    world: World, tmp_path: Path
+) -> None:
+    record = service(world).submit(upload(tmp_path))
+    pipeline = FakeVideoAnonymizer()
+    outcome = world.processor(video=pipeline).handle(world.next_delivery())
+    assert outcome is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE
+    assert (done.faces, done.frames, done.audio) == (2, 20, "kept")
+    assert done.output_key == f"{record.id}-a1.mp4" and done.frames_done is None
+    assert world.results.get(done.output_key) == CLIP[::-1]
+    assert not world.originals.exists(record.input_key)  # the original goes once done
+    assert not pipeline.sources[0].exists()  # and the job's temp files with the job
+
+
+def test_progress_is_written_by_the_lease_keeper_while_the_job_runs(
+    world: World, tmp_path: Path
+) -> None:
+    record = service(world).submit(upload(tmp_path))
+
+    def progress_shows(done: int, progress: VideoProgress) -> None:
+        if done == 5:  # the job waits here until its record shows how far it got
+            seen = wait_until(
+                lambda: (world.repo.get(record.id) or record).frames_done,
+                timeout_s=10,
+                what="the keeper to write the progress",
+            )
+            assert seen == 5
+
+    world.processor(video=FakeVideoAnonymizer(progress_shows)).handle(world.next_delivery())
+    trail = [e.action for e in world.repo.history(record.id)]
+    assert trail == ["uploaded", "processed"]  # progress is no line of the trail
+
+
+def test_a_video_deleted_while_processing_stops_its_job(world: World, tmp_path: Path) -> None:
+    videos = service(world)
+    record = videos.submit(upload(tmp_path))
+    deleted = threading.Event()
+
+    def delete_at_frame_3(done: int, progress: VideoProgress) -> None:
+        if done == 3:
+            videos.delete(record.id)
+            deleted.set()
+            # The keeper's next note is refused: the job is cancelled, and the next
+            # report of its progress raises `Cancelled`, which stops the work.
+            wait_until(
+                lambda: progress(3, FACTS.frames),
+                timeout_s=10,
+                what="the job to be stopped",
+                retry_on=(),
+            )
+
+    pipeline = FakeVideoAnonymizer(delete_at_frame_3)
+    outcome = world.processor(video=pipeline).handle(world.next_delivery())
+    assert deleted.is_set() and outcome is Outcome.SKIPPED
+    assert list(world.results.list()) == [] and list(world.originals.list()) == []
+    assert not pipeline.sources[0].exists()
+
+
+def test_a_corrupt_video_fails_for_good_with_nothing_left(world: World, tmp_path: Path) -> None:
+    record = service(world).submit(upload(tmp_path))
+
+    def corrupt(done: int, progress: VideoProgress) -> None:
+        if done == 10:
+            raise ProcessingError("invalid data found when decoding frame 10")
+
+    outcome = world.processor(video=FakeVideoAnonymizer(corrupt)).handle(world.next_delivery())
+    assert outcome is Outcome.FAILED
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert failed.error_code is ErrorCode.INVALID_VIDEO
+    assert list(world.results.list()) == [] and list(world.originals.list()) == []
+
+
+def test_a_worker_without_the_pipeline_gives_the_job_back(world: World, tmp_path: Path) -> None:
+    record = service(world).submit(upload(tmp_path))
+    assert world.processor().handle(world.next_delivery()) is Outcome.RETRY
+    back = world.repo.get(record.id)
+    assert back is not None and back.status is Status.VIDEO_PENDING and back.attempts == 0
+    assert world.originals.exists(record.input_key)
+
+
+def test_pictures_routes_never_show_a_video(world: World, tmp_path: Path) -> None:
+    from imageblur.domain import NotFound
+
+    record = service(world).submit(upload(tmp_path))
+    with pytest.raises(NotFound):
+        world.images.get(record.id)
+    with pytest.raises(NotFound):
+        world.images.delete(record.id)
+    assert service(world).get(record.id) == record
