@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imageblur import __version__, playback
 from imageblur.bootstrap import VideoParts, build
-from imageblur.config import Settings
+from imageblur.config import Settings, SettingsError
 from imageblur.entrypoints import page
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.metrics_route import router as metrics_router
@@ -87,6 +87,11 @@ def create_app(
     the worker's threads ends on its own (`serve` then stops, exit non-zero). `video`:
     the video pipeline, for IMAGEBLUR_VIDEO (`bootstrap.VideoParts`)."""
     check_api(settings)  # raises SettingsError: refuses to run open
+    if settings.video and video is None:
+        raise SettingsError(
+            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
+            "wire yet: unset IMAGEBLUR_VIDEO"
+        )
     if run_worker:
         check_embedded(settings)
     metrics = Metrics()

@@ -1,0 +1,298 @@
+"""Videos through real HTTP (issue 25, the service side): a server process (uvicorn, the
+embedded default: SQLite, the local store, the in-process queue, the worker in the same
+process) with IMAGEBLUR_VIDEO on and the API token set, and the TEMPORARY copy-through
+pipeline of tests/video_copy.py (tests/e2e/video_server.py) until the real one is wired.
+Upload (multipart and raw, Idempotency-Key), status with progress, the result by
+ranges and through its signed playback URL, lists apart from pictures, refusals with
+nothing stored, DELETE while processing; and `imageblur serve` itself with videos off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support import Server, jpeg_bytes, run_server, wait_until
+from video_copy import make_clip
+
+TOKEN = "video-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PORTS = iter(range(21610, 21700))  # this suite's own ports
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
+    """tests/e2e/video_server.py in a process of its own, ready when /healthz answers."""
+    port = next(PORTS)
+    log_path = data_dir.parent / f"{data_dir.name}-video.log"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "IMAGEBLUR_PORT": str(port),
+        "IMAGEBLUR_DATA_DIR": str(data_dir),
+        "IMAGEBLUR_LOG_FORMAT": "json",
+        "IMAGEBLUR_DETECTOR_THREADS": "1",
+        "IMAGEBLUR_VIDEO": "true",
+        "IMAGEBLUR_API_TOKEN": TOKEN,
+        "IMAGEBLUR_MAX_VIDEO_BYTES": "1000000",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "e2e.video_server"],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
+        return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+
+    try:
+        wait_until(
+            healthy,
+            timeout_s=60,
+            interval_s=0.2,
+            what="the video server to start",
+            retry_on=(httpx.TransportError,),
+            details=server.logs,
+        )
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A slow job (0.15 s a frame, 3 s a clip): long enough to watch and to delete.
+    with video_server(
+        tmp_path_factory.mktemp("video") / "data", VIDEO_TEST_FRAME_DELAY_S="0.15"
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as c:
+        yield c
+
+
+def wait_video(client: httpx.Client, image_id: str, server: Server) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def finished() -> bool:
+        seen.update(client.get(f"/video/{image_id}").json())
+        return seen["status"] in ("done", "failed")
+
+    wait_until(
+        finished, timeout_s=60, interval_s=0.1, what=f"video {image_id}", details=server.logs
+    )
+    return seen
+
+
+def test_a_video_is_accepted_processed_and_served_by_ranges(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    created = client.post("/video", files={"video": ("clip.mp4", clip, "video/mp4")})
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert created.headers["location"] == f"/video/{body['id']}"
+    assert (body["kind"], body["status"], body["name"]) == ("video", "pending", "clip.mp4")
+    assert (body["width"], body["height"], body["frames"], body["fps"]) == (160, 120, 20, 10.0)
+    assert body["video_codec"] == "h264" and body["duration_s"] == pytest.approx(2.0)
+    assert body["playback_url"] is None and body["audio"] is None
+
+    def progress_shown() -> dict[str, Any] | None:
+        shown = client.get(f"/video/{body['id']}").json()
+        return shown["progress"] if shown["status"] == "processing" else None
+
+    progress = wait_until(progress_shown, timeout_s=30, what="progress while processing")
+    assert 0 < progress["frames_done"] <= progress["frames_total"] == 20
+
+    done = wait_video(client, body["id"], server)
+    assert done["status"] == "done", done
+    assert (done["frames"], done["audio"], done["faces"], done["progress"]) == (20, "none", 0, None)
+    whole = client.get(f"/video/{body['id']}/file")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["accept-ranges"] == "bytes"
+    size = len(whole.content)
+    assert int(whole.headers["content-length"]) == size and whole.content[4:8] == b"ftyp"
+
+    part = client.get(f"/video/{body['id']}/file", headers={"Range": "bytes=4-11"})
+    assert part.status_code == 206 and part.content == whole.content[4:12]
+    assert part.headers["content-range"] == f"bytes 4-11/{size}"
+    tail = client.get(f"/video/{body['id']}/file", headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == whole.content[-10:]
+    opened = client.get(f"/video/{body['id']}/file", headers={"Range": "bytes=100-"})
+    assert opened.status_code == 206 and opened.content == whole.content[100:]
+    for bad in (f"bytes={size}-", "bytes=5-2", "bytes=0-1,4-5", "pages=1-2", "bytes=-0"):
+        refused = client.get(f"/video/{body['id']}/file", headers={"Range": bad})
+        assert refused.status_code == 416, bad
+        assert refused.json()["error"] == "range_not_satisfiable"
+        assert refused.headers["content-range"] == f"bytes */{size}"
+
+
+def test_the_playback_url_plays_without_a_bearer_header(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    image_id = client.post("/video", files={"video": ("p.mp4", clip, "video/mp4")}).json()["id"]
+    done = wait_video(client, image_id, server)
+    url = done["playback_url"]
+    assert url.startswith(f"/video/{image_id}/file?expires=") and done["playback_expires_at"]
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        played = anonymous.get(url, headers={"Range": "bytes=0-99"})
+        assert played.status_code == 206 and len(played.content) == 100
+        assert anonymous.get(f"/video/{image_id}/file").status_code == 401
+        altered = url[:-2] + ("AA" if not url.endswith("AA") else "BB")
+        assert anonymous.get(altered).status_code == 401
+        assert anonymous.get(url.replace("expires=", "expires=1")).status_code == 401
+        # It opens that file only: not the record, not another route.
+        assert anonymous.get(url.replace("/file?", "?")).status_code == 401
+        assert anonymous.delete(url).status_code == 401
+
+
+def test_a_raw_upload_with_an_idempotency_key_is_replayed(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    headers = {"Content-Type": "video/mp4", "Idempotency-Key": "raw-1"}
+    first = client.post("/video?filename=raw.mp4", content=clip, headers=headers)
+    assert first.status_code == 202, first.text
+    again = client.post("/video?filename=raw.mp4", content=clip, headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    other = client.post("/video?filename=raw.mp4", content=clip + b"\0", headers=headers)
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+    assert wait_video(client, first.json()["id"], server)["status"] == "done"
+
+
+def test_videos_and_pictures_are_listed_apart(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    video_id = client.post("/video", files={"video": ("l.mp4", clip, "video/mp4")}).json()["id"]
+    picture = client.post("/picture", files={"image": ("l.jpg", jpeg_bytes(), "image/jpeg")})
+    picture_id = picture.json()["id"]
+    videos = client.get("/videos?limit=100").json()
+    assert video_id in {v["id"] for v in videos["items"]}
+    assert picture_id not in {v["id"] for v in videos["items"]}
+    assert all(v["kind"] == "video" for v in videos["items"])
+    pictures = client.get("/pictures?limit=100").json()
+    assert picture_id in {p["id"] for p in pictures["items"]}
+    assert video_id not in {p["id"] for p in pictures["items"]}
+    assert client.get(f"/picture/{video_id}").status_code == 404
+    assert client.get(f"/video/{picture_id}").status_code == 404
+    wait_video(client, video_id, server)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b"just some text", "text/plain", 415, "unsupported_media_type"),
+        (b"just some text, claiming to be a video", "video/mp4", 415, "unsupported_media_type"),
+        (b"\0" * 1_000_001, "video/mp4", 413, "too_large"),
+    ],
+    ids=["not a video type", "not a video", "too large"],
+)
+def test_a_refused_upload_stores_nothing(
+    server: Server, client: httpx.Client, body: bytes, content_type: str, status: int, code: str
+) -> None:
+    before = server.stored_files()
+    refused = client.post(
+        "/video?filename=x.mp4", content=body, headers={"Content-Type": content_type}
+    )
+    assert refused.status_code == status and refused.json()["error"] == code, refused.text
+    assert server.stored_files() == before
+    missing = client.post("/video", files={"other": ("x.mp4", b"x", "video/mp4")})
+    assert missing.status_code == 400 and missing.json()["error"] == "missing_video"
+
+
+def test_delete_while_processing_stops_the_job_and_leaves_nothing(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    image_id = client.post("/video", files={"video": ("d.mp4", clip, "video/mp4")}).json()["id"]
+    wait_until(
+        lambda: client.get(f"/video/{image_id}").json()["progress"],
+        timeout_s=30,
+        what="the job to be running",
+    )
+    assert client.delete(f"/video/{image_id}").status_code == 204
+    assert client.get(f"/video/{image_id}").status_code == 404
+    wait_until(
+        lambda: f'"image_id": "{image_id}"' in server.logs() and "job.cancelled" in server.logs(),
+        timeout_s=10,
+        what="the job to stop",
+        details=server.logs,
+    )
+    wait_until(
+        lambda: not [p for p in server.stored_files() if image_id in p.name],
+        timeout_s=10,
+        what="every object of the video to go",
+    )
+    work = server.data_dir / "imageblur-work"
+    wait_until(
+        lambda: not [p for p in work.rglob("*") if image_id in str(p)],
+        timeout_s=10,
+        what="the job's work folder to go",
+    )
+
+
+def test_openapi_declares_the_video_routes_and_their_errors(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    expected = {
+        ("/video", "post"): {"400", "401", "404", "409", "413", "415", "422", "503"},
+        ("/video/{image_id}", "get"): {"401", "404", "422", "503"},
+        ("/video/{image_id}", "delete"): {"401", "404", "422", "503"},
+        ("/video/{image_id}/file", "get"): {"401", "404", "409", "416", "422", "503"},
+        ("/videos", "get"): {"401", "404", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert {s for s in responses if s[0] in "45"} == statuses, (path, method)
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+    body = spec["paths"]["/video"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body and "video/mp4" in body
+
+
+def test_with_videos_off_the_routes_say_so(tmp_path: Path, clip: bytes) -> None:
+    """`imageblur serve` itself, as shipped: videos off by default."""
+    with run_server(tmp_path / "data", port=next(PORTS)) as srv, srv.client() as client:
+        for response in (
+            client.post("/video", files={"video": ("c.mp4", clip, "video/mp4")}),
+            client.get("/videos"),
+            client.get("/video/0123456789abcdef0123456789abcdef"),
+        ):
+            assert response.status_code == 404
+            assert response.json()["error"] == "video_disabled"
+        assert srv.stored_files() == []
+
+
+def test_videos_on_without_the_pipeline_refuse_to_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "imageblur.entrypoints.cli", "serve"],
+        env={**os.environ, "IMAGEBLUR_VIDEO": "true", "IMAGEBLUR_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "IMAGEBLUR_VIDEO" in done.stderr

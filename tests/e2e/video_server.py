@@ -1,0 +1,27 @@
+"""TEMPORARY: `imageblur serve` with the test's copy-through video pipeline
+(tests/video_copy.py), as a server process for tests/e2e/test_video_api.py: the
+settings from the environment as the CLI reads them, the app and uvicorn as `serve`
+runs them. Once the real pipeline is wired in `bootstrap`, the tests run `imageblur
+serve` itself (`support.run_server`) and this goes."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from imageblur.bootstrap import VideoParts
+from imageblur.config import load_settings
+from imageblur.entrypoints.api import create_app
+from imageblur.logs import configure_logging
+from video_copy import CopyThrough, frame_delay_s, probe
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    parts = VideoParts(probe=probe, anonymizer=CopyThrough(frame_delay_s()))
+    app = create_app(settings, run_worker=True, video=parts)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()
