@@ -33,7 +33,7 @@ _Needed = Callable[[ImageRecord, str], bool]  # is this stored object still need
 def _result_needed(record: ImageRecord, key: str) -> bool:
     """The current result, and any while a job may be writing one right now; a render's
     result superseded by a newer one (a crash between storing and cleaning up) is not."""
-    working = record.status in (Status.PENDING, Status.PROCESSING, Status.RENDERING)
+    working = kind_of_status(record.status) is not None  # a job of any kind waits or runs
     return working or key == record.output_key
 
 

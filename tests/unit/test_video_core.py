@@ -200,3 +200,22 @@ def test_pictures_routes_never_show_a_video(world: World, tmp_path: Path) -> Non
     with pytest.raises(NotFound):
         world.images.delete(record.id)
     assert service(world).get(record.id) == record
+
+
+def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: Path) -> None:
+    """A worker that died mid-video (its lease left to expire, its message lost with
+    it): the reconciler re-publishes the job on the video queue, another worker takes it
+    over and finishes it; the dead one's attempt leaves nothing."""
+    record = service(world).submit(upload(tmp_path))
+    world.next_delivery()  # taken by the worker that dies: never settled
+    assert world.repo.claim(
+        record.id, owner="dead", lease_s=60, now=world.clock(), kind=JobKind.VIDEO
+    )
+    world.clock.advance(120)  # its lease expires
+    assert world.reconciler().run_once().republished == 1
+    delivery = world.queue.receive(timeout_s=0.1, kinds={"video"})
+    assert delivery is not None and delivery.job.kind is JobKind.VIDEO
+    assert world.processor(owner="w2", video=FakeVideoAnonymizer()).handle(delivery) is Outcome.DONE
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE and done.attempts == 2
+    assert [o.key for o in world.results.list()] == [f"{record.id}-a2.mp4"]
