@@ -23,7 +23,7 @@ from tests.deploy.conftest import (
 )
 
 from imageblur.config import Settings, load_settings
-from imageblur.domain import JOB_KINDS, KindRoute, kind_queue
+from imageblur.domain import JOB_KINDS, kind_queue
 from imageblur.entrypoints.startup import check_api, check_worker
 
 # Custom resources: no schema ships with kubernetes-validate. Only these kinds are skipped;
@@ -611,9 +611,9 @@ def test_the_workloads_pass_their_start_up_checks(
 
 # --- the long-job workers (components/long-jobs, opt-in; issue 24, item 6) ------------------
 
-# The video kind as the video issue will add it (domain.JOB_KINDS, one row): this release
-# has no long kind, so the component's workers and trigger are checked against it.
-VIDEO = KindRoute(queued="video_queued", leased="video_running", longest_s=1800.0)
+# The video kind (domain.JOB_KINDS), the first long kind: the component's workers and
+# trigger are checked against it.
+VIDEO = JOB_KINDS["video"]
 _with_long: dict[str, list[Doc]] = {}
 
 
@@ -632,9 +632,11 @@ def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Do
 
 
 def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
-    """No long kind exists: a long worker of this release would refuse to start."""
+    """Videos are off until their pipeline is wired (IMAGEBLUR_VIDEO): long workers
+    would have nothing to take."""
     assert not find(docs, "Deployment", "imageblur-worker-long")
-    assert load_settings(worker_kinds="long").job_kinds() == frozenset()
+    assert load_settings(worker_kinds="long").job_kinds() == frozenset({"video"})
+    assert not load_settings().video
 
 
 def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> None:

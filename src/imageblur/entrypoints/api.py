@@ -65,6 +65,15 @@ def _lifespan(
     return lifespan
 
 
+def _check_video(settings: Settings, video: VideoParts | None) -> None:
+    """Videos on need their pipeline: refused at once, not at the first upload."""
+    if settings.video and video is None:
+        raise SettingsError(
+            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
+            "wire yet: unset IMAGEBLUR_VIDEO"
+        )
+
+
 def _playback_check(settings: Settings) -> Callable[[str, str], bool]:
     """Whether a request without a token carries a valid playback URL (`playback`)."""
     secret = settings.playback_secret()
@@ -87,11 +96,7 @@ def create_app(
     the worker's threads ends on its own (`serve` then stops, exit non-zero). `video`:
     the video pipeline, for IMAGEBLUR_VIDEO (`bootstrap.VideoParts`)."""
     check_api(settings)  # raises SettingsError: refuses to run open
-    if settings.video and video is None:
-        raise SettingsError(
-            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
-            "wire yet: unset IMAGEBLUR_VIDEO"
-        )
+    _check_video(settings, video)
     if run_worker:
         check_embedded(settings)
     metrics = Metrics()

@@ -46,7 +46,7 @@ def check_worker(settings: Settings) -> None:
         _refuse(
             [
                 f"IMAGEBLUR_WORKER_KINDS={settings.worker_kinds} selects no job kind of "
-                "this release (no long kind exists yet): the worker would take nothing"
+                "this release: the worker would take nothing"
             ]
         )
     longest = max((JOB_KINDS[k].longest_s or 0.0 for k in settings.job_kinds()), default=0.0)
