@@ -14,7 +14,7 @@ import pytest
 
 from imageblur.adapters.memory_queue import MemoryJobQueue
 from imageblur.adapters.rabbitmq_queue import RabbitMQJobQueue
-from imageblur.domain import DeadLetter, Delivery, Job, QueueUnavailable
+from imageblur.domain import DeadLetter, Delivery, Job, JobKind, QueueUnavailable
 from imageblur.ports import JobQueue
 from security.poison import POISON
 from support import free_port, wait_until
@@ -88,6 +88,20 @@ def test_the_request_id_travels_with_the_job_and_its_retries(queue: JobQueue) ->
     again = queue.receive(timeout_s=10)
     assert again is not None
     assert again.job == Job(image_id=iid("traced"), attempt=1, request_id="req-42")
+    queue.ack(again)
+
+
+def test_a_video_job_waits_on_its_own_queue_and_is_retried_there(queue: JobQueue) -> None:
+    """The video kind's queue (issue 25): a thread kept for pictures never receives it,
+    and its retry comes back to the video queue, not the pictures'."""
+    queue.publish(Job(image_id=iid("v"), kind=JobKind.VIDEO, request_id="req-v"))
+    assert queue.receive(timeout_s=0.5, kinds={"detect", "render"}) is None
+    d = queue.receive(timeout_s=5, kinds={"video"})
+    assert d is not None and d.job == Job(iid("v"), kind=JobKind.VIDEO, request_id="req-v")
+    queue.retry(d, delay_s=0.2, reason="store unavailable")
+    assert queue.receive(timeout_s=1, kinds={"detect", "render"}) is None
+    again = queue.receive(timeout_s=30, kinds={"video"})
+    assert again is not None and again.job == Job(iid("v"), 1, "req-v", JobKind.VIDEO)
     queue.ack(again)
 
 

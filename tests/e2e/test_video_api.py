@@ -33,6 +33,8 @@ def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
     """tests/e2e/video_server.py in a process of its own, ready when /healthz answers."""
     port = next(PORTS)
     log_path = data_dir.parent / f"{data_dir.name}-video.log"
+    spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
+    spool.mkdir()
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
@@ -43,6 +45,7 @@ def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
         "IMAGEBLUR_VIDEO": "true",
         "IMAGEBLUR_API_TOKEN": TOKEN,
         "IMAGEBLUR_MAX_VIDEO_BYTES": "1000000",
+        "TMPDIR": str(spool),
         **env,
     }
     with log_path.open("wb") as log:
@@ -76,6 +79,10 @@ def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def spool_of(server: Server) -> Path:
+    return server.data_dir.parent / "spool"
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +230,20 @@ def test_a_refused_upload_stores_nothing(
     assert server.stored_files() == before
     missing = client.post("/video", files={"other": ("x.mp4", b"x", "video/mp4")})
     assert missing.status_code == 400 and missing.json()["error"] == "missing_video"
+    broken = client.post(
+        "/video", content=b"--b\r\nnot a part", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert broken.status_code == 400 and broken.json()["error"] == "bad_multipart"
+    assert server.stored_files() == before
+    assert list(spool_of(server).iterdir()) == []
+
+
+def test_the_byte_cap_holds_while_streaming(server: Server, client: httpx.Client) -> None:
+    """A chunked body (no Content-Length to refuse it early) is cut at the cap."""
+    chunks = iter([b"\0" * 65536] * 20)  # 1.3 MB, over the server's 1 MB
+    refused = client.post("/video", content=chunks, headers={"Content-Type": "video/mp4"})
+    assert refused.status_code == 413 and refused.json()["error"] == "too_large"
+    assert list(spool_of(server).iterdir()) == []  # the spooled part went with the refusal
 
 
 def test_delete_while_processing_stops_the_job_and_leaves_nothing(

@@ -10,6 +10,7 @@ behind the same function, `ingest`.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from imageblur.domain import VideoRefused, body_hasher
+from imageblur.domain import Overloaded, VideoRefused, body_hasher
 from imageblur.imaging import megabytes
 from imageblur.videos import Ingested
 
@@ -52,8 +53,8 @@ async def ingest(
     """The upload in a new file under `spool_dir` (the system's temp dir by default):
     the multipart body's file part `part`, or a raw body with a `video/*` (or
     application/octet-stream) Content-Type, named by `filename`. Raises `VideoRefused`
-    (413 too_large past `max_bytes`, 415 for another body, 400 for a malformed one),
-    leaving no file behind."""
+    (413 too_large past `max_bytes`, 415 for another body, 400 for a malformed one) or
+    `Overloaded` (503: the spool's disk is full), leaving no file behind."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
         cap = max_bytes + MULTIPART_OVERHEAD_BYTES
@@ -81,8 +82,10 @@ async def ingest(
                 async for chunk in _capped(request.stream(), cap, max_bytes):
                     sink.write(chunk)
             sink.finish()
-    except BaseException:
+    except BaseException as exc:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - one cheap call, on failure only
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Overloaded("no room to take the upload now; retry later") from exc
         raise
     return Ingested(
         path=path,
