@@ -6,7 +6,9 @@ keeper, a delete that stops it, a corrupt video that fails it, and no temp file 
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,3 +221,31 @@ def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: P
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.attempts == 2
     assert [o.key for o in world.results.list()] == [f"{record.id}-a2.mp4"]
+
+
+def test_progress_is_written_about_once_a_second_never_per_frame(
+    world: World, tmp_path: Path
+) -> None:
+    """Frames reported every 50 ms (20 a second); the record written once per keeper
+    tick (1 s), however many frames pass."""
+    record = service(world).submit(upload(tmp_path))
+    writes: list[float] = []
+
+    def count(operation: str) -> None:
+        if operation == "note_progress":
+            writes.append(time.monotonic())
+
+    world.repo.before = count
+    frames = threading.Event()
+
+    def slow(done: int, progress: VideoProgress) -> None:
+        frames.wait(0.05)  # 50 ms of "work" per frame (never set: a bounded pause)
+
+    started = time.monotonic()
+    world.processor(video=FakeVideoAnonymizer(slow)).handle(world.next_delivery())
+    elapsed_s = time.monotonic() - started
+    assert FACTS.frames == 20 and 1 <= len(writes) <= elapsed_s / 1.0 + 1
+    gaps = [b - a for a, b in itertools.pairwise(writes)]
+    assert all(gap >= 0.5 for gap in gaps), gaps
+    done = world.repo.get(record.id)
+    assert done is not None and done.status is Status.DONE
