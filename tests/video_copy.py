@@ -7,8 +7,8 @@ point tests/e2e/video_server.py at the real pipeline, once that lands."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from imageblur.domain import AnonymizedVideo, ProcessingError, VideoFacts, VideoRefused
 from imageblur.ports import VideoProgress
+from support import wait_until
 
 _CONTAINERS = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "webm"}
 
@@ -53,13 +54,34 @@ def probe(source: Path) -> VideoFacts:
         raise VideoRefused("not a video", http_status=415, code="unsupported_media_type") from exc
 
 
+HELD_FRAMES = 30  # a clip this long is held at frame HOLD_AT until the test lets it go
+HOLD_AT = 5
+
+
+def gate_name(clip: bytes) -> str:
+    """The file in the gate folder that lets a held clip go on."""
+    return hashlib.sha256(clip).hexdigest()[:16]
+
+
 class CopyThrough:
     """Decodes and re-encodes every frame (H.264, MP4), reporting each; hides nothing.
-    `frame_delay_s` (the launcher's VIDEO_TEST_FRAME_DELAY_S): a slow job, for the tests
-    that act while one runs."""
+    With a `gate` folder (the launcher's VIDEO_TEST_GATE), a clip of `HELD_FRAMES` frames
+    waits at frame `HOLD_AT`, reporting its progress, until the test makes its
+    `gate_name` file there (or the job is cancelled): a job the tests act on while it
+    runs."""
 
-    def __init__(self, frame_delay_s: float = 0.0) -> None:
-        self.frame_delay_s = frame_delay_s
+    def __init__(self, gate: Path | None = None) -> None:
+        self.gate = gate
+
+    def _hold(self, source: Path, done: int, total: int, progress: VideoProgress) -> None:
+        assert self.gate is not None
+        opened = self.gate / gate_name(source.read_bytes())
+
+        def released() -> bool:
+            progress(done, total)  # raises `Cancelled` once nobody wants the result
+            return opened.exists()
+
+        wait_until(released, timeout_s=120, interval_s=0.1, what="the test's go", retry_on=())
 
     def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
         facts = probe(source)
@@ -76,8 +98,8 @@ class CopyThrough:
                     out.mux(encoder.encode(picture))
                     frames += 1
                     progress(frames, max(facts.frames, frames))
-                    if self.frame_delay_s:
-                        time.sleep(self.frame_delay_s)  # a slow job on purpose (test-only)
+                    if self.gate and facts.frames == HELD_FRAMES and frames == HOLD_AT:
+                        self._hold(source, frames, facts.frames, progress)
                 out.mux(encoder.encode(None))
             partial.replace(target)
         except av.FFmpegError as exc:
@@ -89,19 +111,23 @@ class CopyThrough:
         )
 
 
-def make_clip(path: Path, *, frames: int = 20, width: int = 160, height: int = 120) -> Path:
-    """An H.264 MP4 of moving colour bars, 10 frames per second, no sound."""
+def make_clip(
+    path: Path, *, frames: int = 20, width: int = 160, height: int = 120, seed: int = 0
+) -> Path:
+    """An H.264 MP4 of moving colour bars, 10 frames per second, no sound; `seed`
+    shifts the colours (another clip, other bytes)."""
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(frames):
             pixels = np.zeros((height, width, 3), np.uint8)
             pixels[:, :, 0] = (np.arange(width) * 3 + index * 10) % 256
-            pixels[:, :, 1] = 128
+            pixels[:, :, 1] = (128 + seed * 37) % 256
             out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, "rgb24")))
         out.mux(stream.encode(None))
     return path
 
 
-def frame_delay_s() -> float:
-    return float(os.environ.get("VIDEO_TEST_FRAME_DELAY_S", "0"))
+def gate() -> Path | None:
+    folder = os.environ.get("VIDEO_TEST_GATE")
+    return Path(folder) if folder else None

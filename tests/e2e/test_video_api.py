@@ -8,6 +8,7 @@ nothing stored, DELETE while processing; and `imageblur serve` itself with video
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from support import Server, jpeg_bytes, run_server, wait_until
-from video_copy import make_clip
+from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip
 
 TOKEN = "video-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,11 +93,19 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # A slow job (0.15 s a frame, 3 s a clip): long enough to watch and to delete.
-    with video_server(
-        tmp_path_factory.mktemp("video") / "data", VIDEO_TEST_FRAME_DELAY_S="0.15"
-    ) as srv:
+    root = tmp_path_factory.mktemp("video")
+    (root / "gate").mkdir()  # a held clip goes on once its file is made here
+    with video_server(root / "data", VIDEO_TEST_GATE=str(root / "gate")) as srv:
         yield srv
+
+
+def held_clip(tmp_path: Path, seed: int) -> bytes:
+    """A clip the server's pipeline holds at frame 5 until `let_go`."""
+    return make_clip(tmp_path / f"held-{seed}.mp4", frames=HELD_FRAMES, seed=seed).read_bytes()
+
+
+def let_go(server: Server, clip: bytes) -> None:
+    (server.data_dir.parent / "gate" / gate_name(clip)).touch()
 
 
 @pytest.fixture
@@ -119,15 +128,16 @@ def wait_video(client: httpx.Client, image_id: str, server: Server) -> dict[str,
 
 
 def test_a_video_is_accepted_processed_and_served_by_ranges(
-    server: Server, client: httpx.Client, clip: bytes
+    server: Server, client: httpx.Client, tmp_path: Path
 ) -> None:
+    clip = held_clip(tmp_path, seed=1)
     created = client.post("/video", files={"video": ("clip.mp4", clip, "video/mp4")})
     assert created.status_code == 202, created.text
     body = created.json()
     assert created.headers["location"] == f"/video/{body['id']}"
     assert (body["kind"], body["status"], body["name"]) == ("video", "pending", "clip.mp4")
-    assert (body["width"], body["height"], body["frames"], body["fps"]) == (160, 120, 20, 10.0)
-    assert body["video_codec"] == "h264" and body["duration_s"] == pytest.approx(2.0)
+    assert (body["width"], body["height"], body["frames"], body["fps"]) == (160, 120, 30, 10.0)
+    assert body["video_codec"] == "h264" and body["duration_s"] == pytest.approx(3.0)
     assert body["playback_url"] is None and body["audio"] is None
 
     def progress_shown() -> dict[str, Any] | None:
@@ -135,11 +145,12 @@ def test_a_video_is_accepted_processed_and_served_by_ranges(
         return shown["progress"] if shown["status"] == "processing" else None
 
     progress = wait_until(progress_shown, timeout_s=30, what="progress while processing")
-    assert 0 < progress["frames_done"] <= progress["frames_total"] == 20
-
+    assert (progress["frames_done"], progress["frames_total"]) == (HOLD_AT, HELD_FRAMES)
+    assert progress["eta_s"] is None or progress["eta_s"] >= 0
+    let_go(server, clip)
     done = wait_video(client, body["id"], server)
     assert done["status"] == "done", done
-    assert (done["frames"], done["audio"], done["faces"], done["progress"]) == (20, "none", 0, None)
+    assert (done["frames"], done["audio"], done["faces"], done["progress"]) == (30, "none", 0, None)
     whole = client.get(f"/video/{body['id']}/file")
     assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
     assert whole.headers["accept-ranges"] == "bytes"
@@ -247,8 +258,9 @@ def test_the_byte_cap_holds_while_streaming(server: Server, client: httpx.Client
 
 
 def test_delete_while_processing_stops_the_job_and_leaves_nothing(
-    server: Server, client: httpx.Client, clip: bytes
+    server: Server, client: httpx.Client, tmp_path: Path
 ) -> None:
+    clip = held_clip(tmp_path, seed=2)  # held until it is cancelled: never let go
     image_id = client.post("/video", files={"video": ("d.mp4", clip, "video/mp4")}).json()["id"]
     wait_until(
         lambda: client.get(f"/video/{image_id}").json()["progress"],
@@ -257,12 +269,13 @@ def test_delete_while_processing_stops_the_job_and_leaves_nothing(
     )
     assert client.delete(f"/video/{image_id}").status_code == 204
     assert client.get(f"/video/{image_id}").status_code == 404
-    wait_until(
-        lambda: f'"image_id": "{image_id}"' in server.logs() and "job.cancelled" in server.logs(),
-        timeout_s=10,
-        what="the job to stop",
-        details=server.logs,
-    )
+
+    def stopped() -> bool:
+        lines = [json.loads(x) for x in server.logs().splitlines() if x.startswith("{")]
+        events = {e["event"] for e in lines if e.get("image_id") == image_id}
+        return {"job.cancelled", "job.lease_lost"} <= events
+
+    wait_until(stopped, timeout_s=10, what="the job to stop", details=server.logs)
     wait_until(
         lambda: not [p for p in server.stored_files() if image_id in p.name],
         timeout_s=10,

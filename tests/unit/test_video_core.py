@@ -6,7 +6,6 @@ keeper, a delete that stops it, a corrupt video that fails it, and no temp file 
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -226,8 +225,8 @@ def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: P
 def test_progress_is_written_about_once_a_second_never_per_frame(
     world: World, tmp_path: Path
 ) -> None:
-    """Frames reported every 50 ms (20 a second); the record written once per keeper
-    tick (1 s), however many frames pass."""
+    """Twenty frames reported, two progress writes: each write is the keeper's, at its
+    tick (1 s), whatever number of frames passed since the last one."""
     record = service(world).submit(upload(tmp_path))
     writes: list[float] = []
 
@@ -236,16 +235,14 @@ def test_progress_is_written_about_once_a_second_never_per_frame(
             writes.append(time.monotonic())
 
     world.repo.before = count
-    frames = threading.Event()
 
-    def slow(done: int, progress: VideoProgress) -> None:
-        frames.wait(0.05)  # 50 ms of "work" per frame (never set: a bounded pause)
+    def halfway_and_at_the_end(done: int, progress: VideoProgress) -> None:
+        if done in (10, 20):  # wait for the keeper's next write, frames reported
+            wanted = done // 10
+            wait_until(lambda: len(writes) >= wanted, timeout_s=10, what="a progress write")
 
-    started = time.monotonic()
-    world.processor(video=FakeVideoAnonymizer(slow)).handle(world.next_delivery())
-    elapsed_s = time.monotonic() - started
-    assert FACTS.frames == 20 and 1 <= len(writes) <= elapsed_s / 1.0 + 1
-    gaps = [b - a for a, b in itertools.pairwise(writes)]
-    assert all(gap >= 0.5 for gap in gaps), gaps
+    world.processor(video=FakeVideoAnonymizer(halfway_and_at_the_end)).handle(world.next_delivery())
+    assert 2 <= len(writes) <= 3  # 20 frames; a third write may race the job's end
+    assert writes[1] - writes[0] >= 0.5  # the keeper's pace (1 s ticks), not the frames'
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE
