@@ -8,6 +8,7 @@ nothing stored, DELETE while processing; and `imageblur serve` itself with video
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -330,3 +331,44 @@ def test_videos_on_without_the_pipeline_refuse_to_start(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "IMAGEBLUR_VIDEO" in done.stderr
+
+
+def test_with_review_a_video_is_held_sealed_and_approved(tmp_path: Path, clip: bytes) -> None:
+    """IMAGEBLUR_REVIEW=required: the original is sealed while stored (the streamed
+    envelope, v2) and kept; the result is held in review, playable; a correction answers
+    409 not_supported; approval releases it and deletes the original."""
+    reviewer = "video-reviewer-token-0123456789"
+    env = {
+        "IMAGEBLUR_REVIEW": "required",
+        "IMAGEBLUR_ORIGINALS_KEY": base64.b64encode(bytes(range(32))).decode(),
+        "IMAGEBLUR_REVIEWER_TOKEN": reviewer,
+    }
+    with video_server(tmp_path / "data", **env) as srv:
+        with httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as api:
+            image_id = api.post("/video", files={"video": ("r.mp4", clip, "video/mp4")}).json()[
+                "id"
+            ]
+            held = wait_until(
+                lambda: (
+                    (shown := api.get(f"/video/{image_id}").json())["status"] == "review" and shown
+                ),
+                timeout_s=60,
+                what="the video held for review",
+                details=srv.logs,
+            )
+            assert held["review"] == "pending" and held["playback_url"]
+            originals = [p for p in srv.stored_files() if p.name == f"{image_id}.mp4"]
+            assert len(originals) == 1  # kept for the reviewer, and sealed (version 2)
+            assert originals[0].read_bytes()[:9] == b"\x89IBLUR\r\n\x02"
+            assert api.get(f"/video/{image_id}/file").status_code == 200
+        with httpx.Client(
+            base_url=srv.url, timeout=30, headers={"Authorization": f"Bearer {reviewer}"}
+        ) as desk:
+            body = {"regions": [{"x": 1, "y": 1, "width": 10, "height": 10, "hidden": True}]}
+            corrected = desk.put(
+                f"/picture/{image_id}/regions", json=body, headers={"If-Match": '"0"'}
+            )
+            assert corrected.status_code == 409 and corrected.json()["error"] == "not_supported"
+            assert desk.post(f"/picture/{image_id}/approve").status_code == 200
+            assert desk.get(f"/video/{image_id}").json()["status"] == "done"
+        assert not [p for p in srv.stored_files() if p.name == f"{image_id}.mp4"]
