@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,64 +22,7 @@ import pytest
 
 from support import Server, jpeg_bytes, run_server, wait_until
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip
-
-TOKEN = "video-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PORTS = iter(range(21610, 21700))  # this suite's own ports
-TESTS = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
-    """tests/e2e/video_server.py in a process of its own, ready when /healthz answers."""
-    port = next(PORTS)
-    log_path = data_dir.parent / f"{data_dir.name}-video.log"
-    spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
-    spool.mkdir()
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "IMAGEBLUR_PORT": str(port),
-        "IMAGEBLUR_DATA_DIR": str(data_dir),
-        "IMAGEBLUR_LOG_FORMAT": "json",
-        "IMAGEBLUR_DETECTOR_THREADS": "1",
-        "IMAGEBLUR_VIDEO": "true",
-        "IMAGEBLUR_API_TOKEN": TOKEN,
-        "IMAGEBLUR_MAX_VIDEO_BYTES": "1000000",
-        "TMPDIR": str(spool),
-        **env,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "e2e.video_server"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
-        return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-
-    try:
-        wait_until(
-            healthy,
-            timeout_s=60,
-            interval_s=0.2,
-            what="the video server to start",
-            retry_on=(httpx.TransportError,),
-            details=server.logs,
-        )
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from video_servers import AUTH, PORTS, video_server
 
 
 def spool_of(server: Server) -> Path:
