@@ -1,9 +1,9 @@
-"""TEMPORARY: a real, minimal video pipeline for the service's end-to-end tests, until
-the real one (`imageblur.video`: probe, detect, track, render) is wired in
-`bootstrap.VideoParts`. PyAV throughout: `probe` reads the container's header,
-`CopyThrough` decodes every frame and encodes it again as H.264 in MP4, hiding nothing
-(no detection) and carrying no sound; `make_clip` writes a test clip. Remove it, and
-point tests/e2e/video_server.py at the real pipeline, once that lands."""
+"""A minimal video pipeline for the service's tests that act while a job runs (its
+progress, a DELETE): `CopyThrough` decodes every frame and encodes it again as H.264 in
+MP4, hiding nothing (no detection) and carrying no sound, and holds a clip of
+`HELD_FRAMES` frames until the test lets it go, so that no test races a job's end. The
+other video tests run the real pipeline (`imageblur.video`). PyAV throughout: `probe`
+reads the container's header; `make_clip` writes a test clip."""
 
 from __future__ import annotations
 

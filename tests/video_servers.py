@@ -1,6 +1,6 @@
-"""TEMPORARY, with tests/video_copy.py: a server process with the copy-through video
-pipeline (tests/e2e/video_server.py), for the end-to-end and distributed video tests,
-until `imageblur serve` itself has the real pipeline (then `support.run_server`)."""
+"""A server process with the holding copy-through video pipeline of tests/video_copy.py
+(tests/e2e/video_server.py), for the tests that act while a video job runs; the
+others run `imageblur serve` itself (`support.run_server`)."""
 
 from __future__ import annotations
 

@@ -243,26 +243,30 @@ def build_images(settings: Settings, backends: Backends, gate: UploadGate) -> Im
 @dataclass(frozen=True, slots=True)
 class VideoParts:
     """The video pipeline's two faces the service uses: the probe (the API's check
-    before anything is stored) and the anonymizer (the worker's job). Given to `build`
-    by whoever has them: the lead wires the pipeline of `imageblur.video` here once it
-    is in the build; the end-to-end tests give a temporary copy-through one."""
+    before anything is stored) and the anonymizer (the worker's job; None in a process
+    that runs no jobs). `build` makes them from `imageblur.video` (`video_parts`); a
+    test may give others."""
 
     probe: VideoProbe
-    anonymizer: VideoAnonymizer
+    anonymizer: VideoAnonymizer | None
+
+
+def video_parts(settings: Settings, detector: FaceDetector | None) -> VideoParts:
+    """The pipeline of `imageblur.video` behind the ports (`video.service_parts`);
+    imported here only, when videos are on."""
+    from imageblur.video.service_parts import PipelineAnonymizer, PipelineProbe
+
+    options = video_options(settings)
+    anonymizer = PipelineAnonymizer(detector, options) if detector is not None else None
+    return VideoParts(probe=PipelineProbe(options), anonymizer=anonymizer)
 
 
 def build_videos(
     settings: Settings, backends: Backends, parts: VideoParts | None
 ) -> VideoService | None:
-    """The video use cases, or None with IMAGEBLUR_VIDEO off; on without the pipeline
-    stops the start with a message naming the setting."""
-    if not settings.video:
+    """The video use cases, or None with IMAGEBLUR_VIDEO off."""
+    if not settings.video or parts is None:
         return None
-    if parts is None:
-        raise SettingsError(
-            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
-            "wire yet: unset IMAGEBLUR_VIDEO"
-        )
     presigned = settings.result_delivery == "presigned"
     return VideoService(
         backends=backends,
@@ -416,7 +420,8 @@ def build(
 ) -> Container:
     """Wire the process. With `with_detector` the face model is loaded (workers only).
     `metrics`: the process's collectors, when the API made them before the container.
-    `video`: the video pipeline (`VideoParts`), used with IMAGEBLUR_VIDEO on."""
+    `video`: the video pipeline (`VideoParts`) with IMAGEBLUR_VIDEO on; by default
+    `imageblur.video`'s (`video_parts`)."""
     detector = build_detector(settings) if with_detector else None
     metrics = metrics if metrics is not None else Metrics()
     originals = build_originals(settings)
@@ -430,6 +435,8 @@ def build(
             backends.close()
             raise
     gate = build_gate(settings)
+    if settings.video and video is None:
+        video = video_parts(settings, detector)
     try:
         videos = build_videos(settings, backends, video)
         work = open_work_dir(settings) if with_detector else None

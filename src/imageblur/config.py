@@ -345,7 +345,7 @@ class Settings(BaseSettings):
     video: bool = Field(
         False,
         description="Take videos: POST /video and the video job kind. Off: every /video "
-        "route answers 404 video_disabled. Needs the video pipeline in the build.",
+        "route answers 404 video_disabled.",
     )
     playback_key: SecretStr | None = Field(
         None,

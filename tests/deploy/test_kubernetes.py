@@ -632,8 +632,8 @@ def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Do
 
 
 def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
-    """Videos are off until their pipeline is wired (IMAGEBLUR_VIDEO): long workers
-    would have nothing to take."""
+    """Videos are off by default (IMAGEBLUR_VIDEO): long workers would have nothing
+    to take."""
     assert not find(docs, "Deployment", "imageblur-worker-long")
     assert load_settings(worker_kinds="long").job_kinds() == frozenset({"video"})
     assert not load_settings().video

@@ -1,7 +1,6 @@
 """A video through the distributed back ends (issue 25): PostgreSQL, RabbitMQ (the
 video kind's own queue) and S3 (moto: the original written by a multipart upload,
-the result read by ranged GETs), in one server process with the TEMPORARY copy-through
-pipeline (tests/video_servers.py) until the real one is wired."""
+the result read by ranged GETs), in one `imageblur serve` with the real pipeline."""
 
 from __future__ import annotations
 
@@ -14,13 +13,19 @@ from typing import Any
 import httpx
 
 from distributed.harness import Backends
-from support import wait_until
+from support import run_server, wait_until
 from video_copy import make_clip
-from video_servers import AUTH, video_server
+from video_servers import AUTH, PORTS, TOKEN
 
 
 def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Path) -> None:
-    env = {**backends.env(), "IMAGEBLUR_RECEIVE_TIMEOUT_S": "0.5"}
+    env = {
+        **backends.env(),
+        "IMAGEBLUR_RECEIVE_TIMEOUT_S": "0.5",
+        "IMAGEBLUR_VIDEO": "true",
+        "IMAGEBLUR_API_TOKEN": TOKEN,
+        "IMAGEBLUR_DETECTOR_THREADS": "1",
+    }
     subprocess.run(
         [sys.executable, "-m", "imageblur.entrypoints.cli", "migrate"],
         env={**os.environ, **env},
@@ -29,7 +34,7 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
     )
     clip = make_clip(tmp_path / "clip.mp4").read_bytes()
     with (
-        video_server(tmp_path / "data", **env) as srv,
+        run_server(tmp_path / "data", env=env, port=next(PORTS)) as srv,
         httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as api,
     ):
         created = api.post("/video", files={"video": ("clip.mp4", clip, "video/mp4")})

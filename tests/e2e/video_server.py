@@ -1,8 +1,6 @@
-"""TEMPORARY: `imageblur serve` with the test's copy-through video pipeline
-(tests/video_copy.py), as a server process for tests/e2e/test_video_api.py: the
-settings from the environment as the CLI reads them, the app and uvicorn as `serve`
-runs them. Once the real pipeline is wired in `bootstrap`, the tests run `imageblur
-serve` itself (`support.run_server`) and this goes."""
+"""`imageblur serve` with the holding copy-through video pipeline (tests/video_copy.py),
+as a server process for the tests that act while a video job runs: the settings from
+the environment as the CLI reads them, the app and uvicorn as `serve` runs them."""
 
 from __future__ import annotations
 

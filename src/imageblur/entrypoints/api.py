@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imageblur import __version__, playback
 from imageblur.bootstrap import VideoParts, build
-from imageblur.config import Settings, SettingsError
+from imageblur.config import Settings
 from imageblur.entrypoints import page
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.metrics_route import router as metrics_router
@@ -65,15 +65,6 @@ def _lifespan(
     return lifespan
 
 
-def _check_video(settings: Settings, video: VideoParts | None) -> None:
-    """Videos on need their pipeline: refused at once, not at the first upload."""
-    if settings.video and video is None:
-        raise SettingsError(
-            "IMAGEBLUR_VIDEO=true needs the video pipeline, which this build does not "
-            "wire yet: unset IMAGEBLUR_VIDEO"
-        )
-
-
 def _playback_check(settings: Settings) -> Callable[[str, str], bool]:
     """Whether a request without a token carries a valid playback URL (`playback`)."""
     secret = settings.playback_secret()
@@ -94,9 +85,8 @@ def create_app(
     """The API alone (`api`), or with the worker in the same process (`serve`), whose
     metrics then show on the API's /metrics too. `on_worker_failure`: called if one of
     the worker's threads ends on its own (`serve` then stops, exit non-zero). `video`:
-    the video pipeline, for IMAGEBLUR_VIDEO (`bootstrap.VideoParts`)."""
+    another video pipeline than `imageblur.video`'s, for IMAGEBLUR_VIDEO (a test's)."""
     check_api(settings)  # raises SettingsError: refuses to run open
-    _check_video(settings, video)
     if run_worker:
         check_embedded(settings)
     metrics = Metrics()
