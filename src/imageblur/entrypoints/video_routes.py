@@ -56,7 +56,8 @@ async def post_video(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> JSONResponse:
-    with services.gate.admit():
+    # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS).
+    with services.streams.admit():
         upload = await ingest(
             request, part="video", max_bytes=services.settings.max_video_bytes, filename=filename
         )
