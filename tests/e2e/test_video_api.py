@@ -24,7 +24,9 @@ from video_servers import AUTH, PORTS, TOKEN, video_server
 
 
 def spool_of(server: Server) -> Path:
-    return server.data_dir.parent / "spool"
+    folder = server.data_dir.parent / "spool" / "imageblur-spool"
+    folder.mkdir(parents=True, exist_ok=True)  # made by the first upload
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def video_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
+    spool = data_dir.parent / "spool"  # the server's TMPDIR: uploads are spooled under it
     spool.mkdir(exist_ok=True)
     return {
         "IMAGEBLUR_VIDEO": "true",
@@ -212,7 +214,7 @@ def test_a_refused_upload_stores_nothing(
     assert refused.status_code == status and refused.json()["error"] == code, refused.text
     assert server.stored_files() == before
     missing = client.post("/video", files={"other": ("x.mp4", b"x", "video/mp4")})
-    assert missing.status_code == 400 and missing.json()["error"] == "missing_video"
+    assert missing.status_code == 400 and missing.json()["error"] == "missing_file"
     broken = client.post(
         "/video", content=b"--b\r\nnot a part", headers={"Content-Type": "multipart/form-data"}
     )

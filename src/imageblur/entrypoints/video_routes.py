@@ -56,20 +56,24 @@ async def post_video(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> JSONResponse:
-    # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS).
-    with services.streams.admit():
-        upload = await ingest(
-            request, part="video", max_bytes=services.settings.max_video_bytes, filename=filename
+    # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS),
+    # held while the body is read.
+    upload = await ingest(
+        request,
+        part="video",
+        max_bytes=services.settings.max_video_bytes,
+        slots=services.streams,
+        filename=filename,
+    )
+    try:
+        record = await run_in_threadpool(
+            videos.submit,
+            upload,
+            idempotency_key=idempotency_key,
+            request_id=request_id_of(request.scope),
         )
-        try:
-            record = await run_in_threadpool(
-                videos.submit,
-                upload,
-                idempotency_key=idempotency_key,
-                request_id=request_id_of(request.scope),
-            )
-        finally:
-            await run_in_threadpool(upload.path.unlink, missing_ok=True)
+    finally:
+        await run_in_threadpool(upload.path.unlink, missing_ok=True)
     return JSONResponse(
         _shown(videos, record, root).model_dump(mode="json"),
         status_code=202,
