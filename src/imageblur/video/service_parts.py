@@ -15,7 +15,6 @@ from imageblur.video.errors import InvalidVideo
 from imageblur.video.pipeline import PlanMaker, VideoOptions, blur_video
 from imageblur.video.probe import VideoInfo, probe
 from imageblur.video.progress import Progress
-from imageblur.video.sightings import PerFramePlan
 
 # The record's container, by the probe's family (MP4 and MOV are one family).
 _CONTAINERS = {"mp4": "mp4", "matroska": "webm"}
@@ -56,8 +55,9 @@ class PipelineAnonymizer:
     render. Progress counts both passes: `frames_total` is twice the frames."""
 
     def __init__(
-        self, detector: FaceDetector, options: VideoOptions, make_plan: PlanMaker = PerFramePlan
+        self, detector: FaceDetector, options: VideoOptions, make_plan: PlanMaker | None = None
     ) -> None:
+        # None: the options' plan (tracking, or per frame: IMAGEBLUR_VIDEO_TRACKING).
         self._detector, self._options, self._make_plan = detector, options, make_plan
 
     def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
