@@ -37,7 +37,7 @@ from pydantic_settings import (
 
 from imageblur import jpeg_scans
 from imageblur.detection.families import CLASS_MAPPED, SHIPPED, Family, parse_classes
-from imageblur.domain import select_kinds
+from imageblur.domain import JOB_KINDS, select_kinds
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -704,8 +704,14 @@ class Settings(BaseSettings):
         return ",".join(n.strip() for n in value.split(",") if n.strip())
 
     def job_kinds(self) -> frozenset[str]:
-        """The job kinds this worker takes (IMAGEBLUR_WORKER_KINDS, validated at load)."""
-        return select_kinds(self.worker_kinds)
+        """The job kinds this worker takes (IMAGEBLUR_WORKER_KINDS, validated at load),
+        among those enabled here."""
+        return select_kinds(self.worker_kinds) & self.enabled_kinds()
+
+    def enabled_kinds(self) -> frozenset[str]:
+        """Every job kind but those switched off: with IMAGEBLUR_VIDEO off a worker
+        neither consumes the video queue nor waits a video's shutdown grace."""
+        return frozenset(JOB_KINDS) - (frozenset() if self.video else {"video"})
 
     @field_validator("playback_key")
     @classmethod

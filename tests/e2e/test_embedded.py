@@ -353,7 +353,8 @@ def test_work_folders_are_swept_after_a_crash_and_left_empty(tmp_path: Path) -> 
         created = client.post("/picture", files={"image": ("a.jpg", jpeg_bytes())}).json()
         assert first.wait_done(client, created["id"])["status"] == "done"
         [crashed] = owners()
-        assert list(crashed.iterdir()) == []  # the job's folder went with the job
+        # The job's folder goes with the job, just after its record reads done.
+        wait_until(lambda: list(crashed.iterdir()) == [], what="the job's folder removed")
         (crashed / "job.x").mkdir()  # as if a job were in hand at the kill
         (crashed / "job.x" / "spool").write_bytes(b"x" * 1000)
         first.process.kill()
@@ -364,5 +365,5 @@ def test_work_folders_are_swept_after_a_crash_and_left_empty(tmp_path: Path) -> 
         assert not (space / f"{crashed.name}.lock").exists()
         created = client.post("/picture", files={"image": ("b.jpg", jpeg_bytes(seed=3))}).json()
         assert second.wait_done(client, created["id"])["status"] == "done"
-        assert list(live.iterdir()) == []
+        wait_until(lambda: list(live.iterdir()) == [], what="the job's folder removed")
     assert owners() == [] and list(space.iterdir()) == []  # stopped cleanly: nothing left

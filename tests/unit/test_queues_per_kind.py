@@ -47,7 +47,10 @@ def probe_body() -> bytes:
 
 
 def test_every_kind_by_default() -> None:
-    assert load_settings(worker_kinds="").job_kinds() == PICTURES | {"video"}
+    assert load_settings(worker_kinds="", video=True).job_kinds() == PICTURES | {"video"}
+    # With videos off (the default) a worker neither consumes their queue nor waits
+    # their shutdown grace.
+    assert load_settings(worker_kinds="").job_kinds() == PICTURES
     assert load_settings(worker_kinds=" render , detect ").worker_kinds == "render,detect"
     assert load_settings(worker_kinds="pictures").job_kinds() == PICTURES
 
@@ -75,7 +78,7 @@ def test_the_pools_follow_the_registry(probe_kind: None) -> None:
     assert select_kinds("long") == LONG
     assert select_kinds("pictures") == PICTURES
     assert select_kinds("probe,video,pictures") == ALL
-    assert load_settings(worker_kinds="long").job_kinds() == LONG
+    assert load_settings(worker_kinds="long", video=True).job_kinds() == LONG
 
 
 def test_a_worker_taking_nothing_does_not_start(
@@ -83,7 +86,7 @@ def test_a_worker_taking_nothing_does_not_start(
 ) -> None:
     """A registry without a long kind (the release before videos): a long worker would
     idle for ever."""
-    check_worker(load_settings(worker_kinds="long", data_dir=tmp_path))  # videos
+    check_worker(load_settings(worker_kinds="long", data_dir=tmp_path, video=True))
     monkeypatch.delitem(JOB_KINDS, "video")  # type: ignore[attr-defined]
     settings = load_settings(worker_kinds="long", data_dir=tmp_path)
     assert settings.job_kinds() == frozenset()
@@ -157,7 +160,9 @@ class RecordingQueue(MemoryJobQueue):
 def test_the_embedded_worker_keeps_a_thread_for_pictures(
     probe_kind: None, tmp_path: Path, threads: int, expected: list[frozenset[str]]
 ) -> None:
-    settings = load_settings(data_dir=tmp_path, worker_threads=threads, receive_timeout_s=0.1)
+    settings = load_settings(
+        data_dir=tmp_path, worker_threads=threads, receive_timeout_s=0.1, video=True
+    )
     queue = RecordingQueue()
     container = container_of(settings, FakeRepository(), FakeDetector(), queue)
     runtime = WorkerRuntime(container)

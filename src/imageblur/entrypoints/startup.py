@@ -46,7 +46,8 @@ def check_worker(settings: Settings) -> None:
         _refuse(
             [
                 f"IMAGEBLUR_WORKER_KINDS={settings.worker_kinds} selects no job kind of "
-                "this release: the worker would take nothing"
+                "this release that is enabled here (IMAGEBLUR_VIDEO for `video`): the "
+                "worker would take nothing"
             ]
         )
     longest = max((JOB_KINDS[k].longest_s or 0.0 for k in settings.job_kinds()), default=0.0)
@@ -74,7 +75,7 @@ def check_worker(settings: Settings) -> None:
 def check_embedded(settings: Settings) -> None:
     """Refuse `serve` on the in-process queue with a worker that leaves kinds untaken:
     nothing else consumes that queue, so their jobs would wait for ever."""
-    if settings.queue == "memory" and settings.job_kinds() != frozenset(JOB_KINDS):
+    if settings.queue == "memory" and settings.job_kinds() != settings.enabled_kinds():
         _refuse(
             [
                 f"IMAGEBLUR_WORKER_KINDS={settings.worker_kinds}: `serve` on the in-process "
