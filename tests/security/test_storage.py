@@ -21,7 +21,7 @@ import servers
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.domain import ImageRecord, Status, StoreRefused
-from support import jpeg_bytes, run_server
+from support import jpeg_bytes, run_server, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -188,8 +188,9 @@ def test_with_the_switch_a_processed_picture_leaves_no_version_behind(
         assert created.status_code == 202, created.text
         image_id = created.json()["id"]
         assert srv.wait_done(client, image_id)["status"] == "done"
-        # The original is deleted once processed: no version, no delete marker.
-        assert left_behind(s3, originals) == []
+        # The original is deleted once processed (just after the record reads done): no
+        # version, no delete marker.
+        wait_until(lambda: left_behind(s3, originals) == [], what="the original deleted")
         assert [kind for kind, _ in left_behind(s3, results)] == ["version"]
         assert client.delete(f"/picture/{image_id}").status_code == 204
         assert left_behind(s3, results) == []
