@@ -635,8 +635,10 @@ def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
     """Videos are off by default (IMAGEBLUR_VIDEO): long workers would have nothing
     to take."""
     assert not find(docs, "Deployment", "imageblur-worker-long")
-    assert load_settings(worker_kinds="long").job_kinds() == frozenset({"video"})
+    assert load_settings(worker_kinds="long", video=True).job_kinds() == frozenset({"video"})
     assert not load_settings().video
+    # Without the switch a long worker takes nothing, and refuses to start.
+    assert load_settings(worker_kinds="long").job_kinds() == frozenset()
 
 
 def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> None:
