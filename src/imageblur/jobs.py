@@ -316,7 +316,8 @@ class JobProcessor:
             source = folder / f"original{Path(record.input_key).suffix}"
             with self._metrics.stage("read"):
                 self._download(record.input_key, source)
-            result = self._video.anonymize(source, folder / "result", _reporter(progress))
+            with self._metrics.stage("video"):
+                result = self._video.anonymize(source, folder / "result", _reporter(progress))
             checkpoint()  # deleted meanwhile: store nothing
             key = attempt_key(record.id, record.attempts, result.extension)
             with self._metrics.stage("store"):
@@ -346,6 +347,7 @@ class JobProcessor:
             audio=result.audio,
             held_for_review=hold_until is not None,
         )
+        self._metrics.video_done(seconds=record.duration_s, frames=result.frames)
         if hold_until is None and not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)

@@ -123,6 +123,17 @@ class Metrics:
             "Jobs given back to wait because the work dir lacked the space they need.",
             registry=r,
         )
+        self.video_seconds = Counter(
+            "imageblur_video_seconds",
+            "Seconds of video anonymized (finished video jobs).",
+            registry=r,
+        )
+        self.video_frames = Counter(
+            "imageblur_video_frames",
+            "Frames of video rendered (finished video jobs); per second with the "
+            'stage="video" time of imageblur_job_stage_seconds.',
+            registry=r,
+        )
         self.megapixels = Histogram(
             "imageblur_image_megapixels",
             "Size of the images anonymized.",
@@ -165,6 +176,10 @@ class Metrics:
         self.megapixels.observe(width * height / 1e6)
         for stage, seconds in timings.items():
             self.job_stage.labels(stage=stage).observe(seconds)
+
+    def video_done(self, *, seconds: float | None, frames: int) -> None:
+        self.video_seconds.inc(seconds or 0.0)
+        self.video_frames.inc(frames)
 
     def claimed(self, *, created_at: datetime, now: datetime) -> None:
         self.queue_wait.observe(max((now - created_at).total_seconds(), 0.0))

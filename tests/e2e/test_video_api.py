@@ -125,6 +125,14 @@ def test_a_video_is_accepted_processed_and_served_by_ranges(
     assert (done["frames"], done["audio"], done["progress"]) == (20, "none", None)
     assert isinstance(done["faces"], int)  # face tracks: colour bars have none to speak of
     assert list(spool_of(server).iterdir()) == []  # the spooled upload is gone
+    # Counted just after the record reads done: 2 s and 20 frames of video.
+    wait_until(
+        lambda: (
+            _sample(client, "imageblur_video_seconds_total") >= 2.0
+            and _sample(client, "imageblur_video_frames_total") >= 20
+        ),
+        what="the video counted in /metrics",
+    )
     whole = client.get(f"/video/{body['id']}/file")
     assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
     assert whole.headers["accept-ranges"] == "bytes"
@@ -338,3 +346,11 @@ def test_with_review_a_video_is_held_sealed_and_approved(tmp_path: Path, clip: b
             assert desk.post(f"/picture/{image_id}/approve").status_code == 200
             assert desk.get(f"/video/{image_id}").json()["status"] == "done"
         assert not [p for p in srv.stored_files() if p.name == f"{image_id}.mp4"]
+
+
+def _sample(client: httpx.Client, name: str) -> float:
+    """A counter's value in /metrics (0 before its first sample)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
