@@ -22,9 +22,10 @@ TESTS = Path(__file__).resolve().parent
 
 
 @contextmanager
-def video_server(data_dir: Path, **env: str) -> Iterator[Server]:
-    """tests/e2e/video_server.py in a process of its own, ready when /healthz answers."""
-    port = next(PORTS)
+def video_server(data_dir: Path, port: int | None = None, **env: str) -> Iterator[Server]:
+    """tests/e2e/video_server.py in a process of its own, ready when /healthz answers;
+    on `port`, else the next of the video suites' own."""
+    port = port or next(PORTS)
     log_path = data_dir.parent / f"{data_dir.name}-video.log"
     spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
     spool.mkdir()

@@ -16,6 +16,7 @@ from selenium import webdriver
 
 from browser.conftest import Page, fresh_page
 from support import BILL, LINUS, Server, jpeg_bytes, run_server
+from video_copy import make_clip
 
 # A file name that would be markup if the page ever used it as HTML.
 MARKUP_NAME = "<img src=x onerror=alert(1)>linus.jpg"
@@ -250,8 +251,22 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Server) 
     policy = page.headers["content-security-policy"]
     assert "default-src 'self'" in policy
     assert "img-src 'self' blob:" in policy
+    assert "media-src 'self';" in policy  # a video's result: this origin, no blob:, no other
     assert "unsafe-inline" not in policy
     assert page.headers["x-content-type-options"] == "nosniff"
     script = httpx.get(server.url + "/web/js/main.js")
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
+
+
+def test_without_videos_the_page_offers_none(page: Page, tmp_path: Path) -> None:
+    """IMAGEBLUR_VIDEO off: GET /limits says no videos and the page stays as it was."""
+    page.open()
+    page.wait(lambda: page.find("#upload").get_attribute("data-videos") == "off")
+    page.wait(lambda: page.find("#file-input").get_attribute("accept"))
+    assert "video" not in page.find("#upload").text.lower()
+    assert "video" not in (page.find("#file-input").get_attribute("accept") or "")
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    page.find("#file-input").send_keys(str(clip))
+    error = page.visible("#uploads .card .error")
+    assert "This is not a picture the service accepts." in error.text

@@ -90,6 +90,7 @@ def test_the_limits_are_public_and_the_refusals_speak_mb_and_megapixels(tmp_path
     assert limits.status_code == 200
     body = limits.json()
     assert body["max_upload_bytes"] == 1_500_000 and body["max_pixels"] == 2_000_000
+    assert body["videos"] is None  # IMAGEBLUR_VIDEO off: the page offers no videos
     assert [f["content_types"][0] for f in body["formats"]] == list(imaging.SUPPORTED_CONTENT_TYPES)
     assert _missing(body["accepted"]) == []
     assert _missing(" ".join(e for f in body["formats"] for e in f["extensions"])) == []

@@ -21,6 +21,7 @@ def test_the_policy_allows_this_origin_and_blobs_only() -> None:
     assert policy["default-src"] == ["'self'"]
     assert policy["img-src"] == ["'self'", "blob:"]
     assert policy["connect-src"] == ["'self'"]
+    assert policy["media-src"] == ["'self'"]  # a video's result, from its playback URL
     assert policy["script-src"] == ["'self'"]
     assert policy["style-src"] == ["'self'"]
     assert policy["object-src"] == ["'none'"]
@@ -50,6 +51,7 @@ def test_presigned_results_allow_the_store_origin(style: str, expected: list[str
     policy = directives(content_security_policy(settings))
     assert policy["img-src"] == ["'self'", "blob:", *expected]
     assert policy["connect-src"] == ["'self'", *expected]
+    assert policy["media-src"] == ["'self'", *expected]  # a video's presigned playback URL
 
 
 def test_presigned_results_on_aws_allow_the_bucket_hosts() -> None:

@@ -19,6 +19,7 @@ from imageblur.entrypoints.schemas import (
     Limits,
     Picture,
     PictureList,
+    VideoLimits,
     errors,
     limits,
     picture,
@@ -168,7 +169,15 @@ async def get_limits(services: Services) -> Limits:
     # Public like /healthz: the page states the limits, and checks a file against them,
     # before any token is given; they are the server's settings, no data.
     settings = services.settings
-    return limits(settings.max_upload_bytes, settings.max_pixels)
+    videos = None
+    if services.videos is not None:  # the /video routes answer: say what they take
+        videos = VideoLimits(
+            max_bytes=settings.max_video_bytes,
+            max_seconds=settings.max_video_seconds,
+            max_pixels=settings.max_video_pixels,
+            accepted="MP4, MOV or WebM",
+        )
+    return limits(settings.max_upload_bytes, settings.max_pixels, videos)
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -38,6 +38,15 @@ class AcceptedFormat(BaseModel):
     extensions: list[str]
 
 
+class VideoLimits(BaseModel):
+    """What a video upload may be (POST /video), when the server takes videos."""
+
+    max_bytes: int
+    max_seconds: int
+    max_pixels: int
+    accepted: str  # the containers in one phrase, as the video probe's refusal names them
+
+
 class Limits(BaseModel):
     """What an upload may be, for a client to say before sending (the web page does)."""
 
@@ -45,12 +54,14 @@ class Limits(BaseModel):
     max_pixels: int
     formats: list[AcceptedFormat]
     accepted: str  # the formats in one phrase: "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
+    videos: VideoLimits | None = None  # None: this server takes no videos (IMAGEBLUR_VIDEO)
 
 
-def limits(max_upload_bytes: int, max_pixels: int) -> Limits:
+def limits(max_upload_bytes: int, max_pixels: int, videos: VideoLimits | None = None) -> Limits:
     return Limits(
         max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels,
+        videos=videos,
         formats=[
             AcceptedFormat(
                 name=f.label,

@@ -3,8 +3,10 @@
 The page runs with the user's API token in its memory, so its policy is strict: scripts,
 styles and fetches from this origin only, nothing inline; images also from `blob:` (the
 results are fetched with the token and shown as object URLs, and the "before" picture is
-the user's own file). With presigned delivery the result's fetch is redirected to the
-object store, so its origin is allowed for fetches and images too.
+the user's own file); media (a video's result, played from its signed playback URL) from
+this origin only. With presigned delivery the result's fetch is redirected to the object
+store, and a video's playback URL is the store's, so its origin is allowed for fetches,
+images and media too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def content_security_policy(settings: Settings) -> str:
             "default-src 'self'",
             f"img-src 'self' blob:{store}",
             f"connect-src 'self'{store}",
+            f"media-src 'self'{store}",
             "script-src 'self'",
             "style-src 'self'",
             "object-src 'none'",

@@ -124,11 +124,12 @@ export async function getJson(path, options = {}) {
   return (await request(path, options)).json();
 }
 
-// XMLHttpRequest, not fetch: only it reports upload progress.
-function sendOnce(file, onProgress) {
+// XMLHttpRequest, not fetch: only it reports upload progress. A picture goes to
+// POST picture (part `image`), a video to POST video (part `video`).
+function sendOnce(file, onProgress, kind) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', apiUrl('picture'));
+    xhr.open('POST', apiUrl(kind === 'video' ? 'video' : 'picture'));
     for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener('progress', (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
@@ -143,15 +144,15 @@ function sendOnce(file, onProgress) {
       reject(new ApiError(0, 'network', 'the upload did not reach the server'));
     });
     const form = new FormData();
-    form.append('image', file, file.name);
+    form.append(kind === 'video' ? 'video' : 'image', file, file.name);
     xhr.send(form);
   });
 }
 
-export async function uploadPicture(file, onProgress) {
+export async function uploadFile(file, onProgress, kind = 'picture') {
   for (;;) {
     try {
-      return await sendOnce(file, onProgress);
+      return await sendOnce(file, onProgress, kind);
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 401) throw error;
       await promptAfter401();

@@ -4,6 +4,7 @@
 import { getJson } from './api.js';
 import { $, delay } from './dom.js';
 import { megabytes, megapixels } from './messages.js';
+import { showVideos, withVideos } from './videos.js';
 
 const RETRY_MAX_MS = 30_000;
 let limits = null;
@@ -40,7 +41,8 @@ function show(body) {
   $('limits').textContent = `Accepted: ${body.accepted}; up to ${megabytes(body.max_upload_bytes)}`
     + ` and ${megapixels(body.max_pixels)} each.`;
   const accept = body.formats.flatMap((f) => [...f.content_types, ...f.extensions]);
-  $('file-input').setAttribute('accept', accept.join(','));
+  showVideos(body.videos);
+  $('file-input').setAttribute('accept', withVideos(accept).join(','));
   return body;
 }
 

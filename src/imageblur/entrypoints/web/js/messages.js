@@ -55,27 +55,28 @@ export function sentence(text) {
   return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
 }
 
-// Headline for an ApiError; the caller shows error.message under it.
-export function errorHeadline(error) {
+// Headline for an ApiError; the caller shows error.message under it. `kind`: what was
+// sent or asked for, a picture or a video.
+export function errorHeadline(error, kind = 'picture') {
   switch (error.status) {
     case 0:
       return 'Cannot reach the server.';
     case 400:
-      return 'The server could not read this picture.';
+      return `The server could not read this ${kind}.`;
     case 401:
       return error.code === 'no_token' ? 'This server needs its API token.'
         : 'The API token is missing or wrong.';
     case 404:
-      return 'This picture is gone (deleted).';
+      return `This ${kind} is gone (deleted).`;
     case 409:
       return 'Not ready yet.';
     case 413:
-      return error.code === 'too_many_pixels'
-        ? 'This picture has too many pixels for the server.'
+      if (error.code === 'too_many_pixels') return `This ${kind} has too many pixels for the server.`;
+      return error.code === 'too_long' ? 'This video is too long for the server.'
         : 'This file is too large for the server.';
     case 415:
       // The server's message, shown under it, names the formats (GET /limits has them too).
-      return 'This is not a picture the service accepts.';
+      return `This is not a ${kind} the service accepts.`;
     case 503:
       return error.retryAfterS
         ? `The server is busy; try again in ${error.retryAfterS} s.`

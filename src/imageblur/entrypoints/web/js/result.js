@@ -1,6 +1,7 @@
 // The result view: the anonymized picture, the hidden regions drawn over it on demand,
 // a before/after slider whose "before" is the person's own file (never fetched from the
-// server), and a download button.
+// server), and a download button. A video's result plays in a <video> element instead,
+// from its playback URL (signed: a <video> element cannot send the bearer header).
 import { getJson } from './api.js';
 import { $, focusQuietly, formatBytes, svg } from './dom.js';
 import { errorHeadline, facesWords, statusWords } from './messages.js';
@@ -27,6 +28,8 @@ export function initResult() {
   });
   $('regions-button').addEventListener('click', toggleRegions);
   on('picture:open', (record) => open(record));
+  on('video:open', (record) => openVideo(record));
+  $('result-video').addEventListener('error', renewPlayback);
   on('picture:deleted', (id) => {
     if (current && current.id === id) close();
   });
@@ -42,7 +45,7 @@ export function setRegionsSource(draw) {
   regionsSource = draw;
 }
 
-async function open(record) {
+function show(record) {
   const focused = document.activeElement;
   if (focused && focused !== document.body && !$('result').contains(focused)) opener = focused;
   current = record;
@@ -51,6 +54,11 @@ async function open(record) {
   showFacts(record);
   $('result').scrollIntoView({ block: 'start' });
   $('result-title').focus({ preventScroll: true });
+}
+
+async function open(record) {
+  show(record);
+  $('figure').hidden = false;
   if (!(await showAfter(record))) return;
   const file = originalFile(record.id);
   if (file) showBefore(file);
@@ -78,8 +86,60 @@ export async function refreshResult(record) {
 
 function showFacts(record) {
   $('result-name').textContent = record.name;
+  const seconds = record.duration_s ? `${Number(record.duration_s.toFixed(1))} s` : '';
   $('result-meta').textContent = [statusWords(record.status), facesWords(record.faces),
-    `${record.width} × ${record.height}`, formatBytes(record.bytes)].filter(Boolean).join(' · ');
+    `${record.width} × ${record.height}`, seconds, formatBytes(record.bytes)]
+    .filter(Boolean).join(' · ');
+}
+
+// A video: the record is asked for again, for a playback URL that has not expired (they
+// last minutes), then played from it; the download link is the same URL.
+async function openVideo(record) {
+  show(record);
+  $('figure').hidden = true;
+  try {
+    const fresh = await getJson(`video/${encodeURIComponent(record.id)}`);
+    if (current !== record) return;
+    current = fresh;
+    showFacts(fresh);
+    if (!fresh.playback_url) throw new Error('it has no result (any more)');
+    const url = new URL(fresh.playback_url, document.baseURI).href;
+    const video = $('result-video');
+    video.setAttribute('aria-label', `The anonymized ${fresh.name}`);
+    video.src = url;
+    video.hidden = false;
+    const link = $('download-link');
+    link.href = url;
+    link.download = downloadName(fresh.name.replace(/\.[^.]*$/, '') + extensionOf(fresh));
+    link.setAttribute('aria-label', `Download the anonymized ${fresh.name}`);
+    link.hidden = false;
+  } catch (error) {
+    $('result-note').textContent = `${errorHeadline(error, 'video')} ${error.message}`;
+  }
+}
+
+// The result's own container (an MOV comes back as MP4).
+function extensionOf(record) {
+  return record.content_type === 'video/webm' ? '.webm' : '.mp4';
+}
+
+// The playback URL expired while the video was open (a seek after minutes): ask for a
+// fresh one once, and go on from where it was.
+async function renewPlayback() {
+  const video = $('result-video');
+  const record = current;
+  if (!record || record.kind !== 'video' || video.dataset.renewed === record.id) return;
+  video.dataset.renewed = record.id;
+  const at = video.currentTime;
+  try {
+    const fresh = await getJson(`video/${encodeURIComponent(record.id)}`);
+    if (current !== record || !fresh.playback_url) return;
+    video.src = new URL(fresh.playback_url, document.baseURI).href;
+    video.currentTime = at;
+    $('download-link').href = video.src;
+  } catch (error) {
+    $('result-note').textContent = `${errorHeadline(error, 'video')} ${error.message}`;
+  }
 }
 
 // The anonymized picture and its download link; false when it could not be fetched (or
@@ -108,6 +168,12 @@ function resetView() {
   for (const id of ['before-image', 'divider', 'regions', 'regions-legend', 'compare-controls',
     'compare-pick', 'download-link', 'regions-button']) $(id).toggleAttribute('hidden', true);
   $('after-image').removeAttribute('src');
+  const video = $('result-video');
+  video.pause();
+  video.removeAttribute('src');
+  video.removeAttribute('data-renewed');
+  video.hidden = true;
+  video.load(); // lets go of the previous video
   $('before-image').removeAttribute('src');
   $('compare-file').value = '';
   $('result-note').textContent = '';

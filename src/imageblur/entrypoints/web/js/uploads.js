@@ -2,7 +2,7 @@
 // status, live, until done, review or failed. A card's status is a live region that names
 // its file and is written only when its words change, so each change is heard once.
 import {
-  ApiError, getJson, isUnreachable, lastAnswerTime, uploadPicture,
+  ApiError, getJson, isUnreachable, lastAnswerTime, uploadFile,
 } from './api.js';
 import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
 import { refusal, whenLimits } from './limits.js';
@@ -11,6 +11,9 @@ import {
   statusWords,
 } from './messages.js';
 import { announce, forget, on, rememberOriginal, resultUrl } from './pictures.js';
+import {
+  looksLikeVideo, PROGRESS_SAY_MS, progressWords, videoRefusal, videosOn,
+} from './videos.js';
 
 const POLL_MS = 1000;
 // A poll the server accepted but does not answer counts as no answer after this.
@@ -47,7 +50,7 @@ export function initUploads() {
     const card = cards.get(record.id);
     if (card) showFinal(card, record);
   });
-  whenLimits(); // stated on the page before any upload
+  whenLimits(); // stated on the page before any upload (and whether videos are taken)
 }
 
 function addFiles(files) {
@@ -60,7 +63,10 @@ function addFiles(files) {
 
 async function start(card) {
   await delay(ANNOUNCE_DELAY_MS);
-  const refused = await refusal(card.file);
+  await whenLimits();
+  // A video goes as one only when the server takes them; else it is judged as a picture.
+  if (videosOn() && looksLikeVideo(card.file)) card.kind = 'video';
+  const refused = card.kind === 'video' ? videoRefusal(card.file) : await refusal(card.file);
   if (refused) showRefusal(card, refused.headline, refused.detail, false);
   else send(card);
 }
@@ -68,8 +74,10 @@ async function start(card) {
 function makeCard(file) {
   const card = {
     file,
+    kind: 'picture',
     id: null,
     statusText: null,
+    saidAt: 0, // when a video's progress was last read out
     progress: h('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` }),
     status: h('p', { class: 'status', role: 'status' }),
     error: h('p', { class: 'error', role: 'alert', hidden: true }),
@@ -100,15 +108,18 @@ async function send(card) {
   setStatus(card, 'Uploading…');
   for (let attempt = 0; ; attempt += 1) {
     try {
-      const record = await uploadPicture(card.file, (share) => {
+      const record = await uploadFile(card.file, (share) => {
         card.progress.value = Math.round(share * 100);
-      });
+      }, card.kind);
       card.progress.value = 100;
       card.id = record.id;
       cards.set(record.id, card);
-      rememberOriginal(record.id, card.file);
       card.element.dataset.id = record.id;
-      announce('picture:changed', record.id);
+      card.element.dataset.kind = card.kind;
+      if (card.kind === 'picture') {
+        rememberOriginal(record.id, card.file);
+        announce('picture:changed', record.id); // the history lists pictures
+      }
       await follow(card, record);
       return;
     } catch (error) {
@@ -127,7 +138,8 @@ async function send(card) {
 
 function showError(card, error) {
   const apiError = error instanceof ApiError ? error : new ApiError(0, 'network', error.message);
-  showRefusal(card, errorHeadline(apiError), sentence(apiError.message), isRetryable(apiError));
+  showRefusal(card, errorHeadline(apiError, card.kind), sentence(apiError.message),
+    isRetryable(apiError));
 }
 
 function showRefusal(card, headline, detail, retryable) {
@@ -152,6 +164,7 @@ function showRefusal(card, headline, detail, retryable) {
 async function follow(card, record) {
   const started = Date.now();
   let current = record;
+  const path = `${card.kind}/${encodeURIComponent(card.id)}`;
   setStatus(card, statusWords(current.status));
   while (!isFinal(current.status) && cards.has(card.id)) {
     if (Date.now() - started > POLL_LIMIT_MS) {
@@ -160,16 +173,33 @@ async function follow(card, record) {
     }
     await delay(POLL_MS);
     try {
-      current = await getJson(`picture/${encodeURIComponent(card.id)}`, { timeoutMs: POLL_TIMEOUT_MS });
+      current = await getJson(path, { timeoutMs: POLL_TIMEOUT_MS });
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) return; // deleted meanwhile
       setStatus(card, isUnreachable(error) ? outageText(lastAnswerTime())
-        : `${errorHeadline(error)} Retrying…`);
+        : `${errorHeadline(error, card.kind)} Retrying…`);
       continue;
     }
-    if (!isFinal(current.status)) setStatus(card, statusWords(current.status));
+    if (current.progress) showProgress(card, current.progress);
+    else if (!isFinal(current.status)) setStatus(card, statusWords(current.status));
   }
   if (cards.has(card.id)) await showFinal(card, current);
+}
+
+// A video's frames: the bar moves on every poll, the words (a live region) change at most
+// every PROGRESS_SAY_MS, so a screen reader is not talked over once a second.
+function showProgress(card, progress) {
+  const bar = card.progress;
+  if (bar.getAttribute('aria-label') !== `Faces hidden in ${card.file.name}`) {
+    bar.setAttribute('aria-label', `Faces hidden in ${card.file.name}`);
+    bar.hidden = false;
+  }
+  bar.max = Math.max(progress.frames_total, 1);
+  bar.value = Math.min(progress.frames_done, bar.max);
+  const now = Date.now();
+  if (card.statusText?.startsWith('Hiding faces') && now - card.saidAt < PROGRESS_SAY_MS) return;
+  card.saidAt = now;
+  setStatus(card, progressWords(progress));
 }
 
 async function showFinal(card, record) {
@@ -185,6 +215,11 @@ async function showFinal(card, record) {
     return;
   }
   if (!hasResult(record.status)) return;
+  if (card.kind === 'video') {
+    card.actions.replaceChildren(h('button', { type: 'button', 'aria-label': `Play ${record.name}`,
+      onclick: () => announce('video:open', record) }, 'Play'));
+    return;
+  }
   card.actions.replaceChildren(h('button', { type: 'button', 'aria-label': `Compare ${record.name}`,
     onclick: () => announce('picture:open', record) }, 'Compare'));
   try {
