@@ -14,6 +14,7 @@ import pytest
 from selenium import webdriver
 
 from browser.conftest import Page, fresh_page
+from browser.test_accessibility import AXE, violations
 from support import Server, free_port
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip
 from video_servers import TOKEN, video_server
@@ -37,6 +38,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE.is_file():
+        raise AssertionError(f"{AXE} is missing: `make axe` installs it")
+    return AXE.read_text()
+
+
 @pytest.fixture
 def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
     for page in fresh_page(driver, server.url):
@@ -52,7 +60,7 @@ def test_the_limits_say_what_a_video_may_be(server: Server) -> None:
 
 
 def test_a_video_uploads_shows_its_progress_and_plays(
-    page: Page, server: Server, tmp_path: Path
+    page: Page, server: Server, tmp_path: Path, axe_source: str
 ) -> None:
     clip = make_clip(tmp_path / MARKUP_NAME, frames=HELD_FRAMES)
     page.open()
@@ -77,6 +85,7 @@ def test_a_video_uploads_shows_its_progress_and_plays(
         str(HOLD_AT),
         str(HELD_FRAMES),
     )
+    assert violations(page, axe_source) == []
 
     (server.data_dir.parent / "gate" / gate_name(clip.read_bytes())).touch()
     page.visible("#uploads .card[data-status=done] button").click()  # Play
@@ -97,3 +106,6 @@ def test_a_video_uploads_shows_its_progress_and_plays(
     seeked = page.driver.execute_async_script(SEEK, duration * 0.8)
     assert seeked["error"] is None
     assert seeked["time"] == pytest.approx(duration * 0.8, abs=0.2)
+    ranged = f'"path": "/video/{card.get_attribute("data-id")}/file", "status": 206'
+    page.wait(lambda: ranged in server.logs(), what="the result served by ranges")
+    assert violations(page, axe_source) == []
