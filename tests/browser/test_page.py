@@ -265,6 +265,7 @@ def test_without_videos_the_page_offers_none(page: Page, tmp_path: Path) -> None
     page.wait(lambda: page.find("#upload").get_attribute("data-videos") == "off")
     page.wait(lambda: page.find("#file-input").get_attribute("accept"))
     assert "video" not in page.find("#upload").text.lower()
+    assert not page.find("#video-history").is_displayed()
     assert "video" not in (page.find("#file-input").get_attribute("accept") or "")
     clip = make_clip(tmp_path / "clip.mp4", frames=2)
     page.find("#file-input").send_keys(str(clip))

@@ -17,7 +17,7 @@ from browser.conftest import Page, fresh_page
 from browser.test_accessibility import AXE, violations
 from support import Server, free_port
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip
-from video_servers import TOKEN, video_server
+from video_servers import AUTH, TOKEN, video_server
 
 # A file name that would be markup if the page ever used it as HTML.
 MARKUP_NAME = "<img src=x onerror=alert(1)>clip.mp4"
@@ -109,3 +109,14 @@ def test_a_video_uploads_shows_its_progress_and_plays(
     ranged = f'"path": "/video/{card.get_attribute("data-id")}/file", "status": 206'
     page.wait(lambda: ranged in server.logs(), what="the result served by ranges")
     assert violations(page, axe_source) == []
+
+    # The history lists it under "Videos"; its delete, in two steps, removes it.
+    video_id = card.get_attribute("data-id")
+    row = page.visible(f"#video-list [data-id='{video_id}'][data-status=done]")
+    assert row.find_element("css selector", "[data-action=view]").text == "Play"
+    row.find_element("css selector", "[data-action=delete]").click()
+    row.find_element("css selector", "[data-action=delete]").click()  # "Really delete?"
+    page.wait(lambda: not page.find_all(f"#video-list [data-id='{video_id}']"))
+    assert page.find("#result").get_attribute("hidden") is not None  # its view closed
+    status = httpx.get(f"{server.url}/video/{video_id}", headers=AUTH).status_code
+    assert status == 404

@@ -1,11 +1,13 @@
 // History: the recent pictures, newest first, a page at a time, with status, face count,
-// a view button and delete (in two steps, so one stray click deletes nothing).
+// a view button and delete (in two steps, so one stray click deletes nothing). When the
+// server takes videos, the newest videos follow in a list of their own (one page).
 // A refresh updates only the rows that changed, in place: the control a person is on
 // (found by picture id) keeps its focus while uploads finish around it.
 import { ApiError, getJson, request } from './api.js';
 import { $, focusQuietly, formatDate, h } from './dom.js';
 import { errorHeadline, facesWords, hasResult, statusWords } from './messages.js';
 import { announce, forget, on } from './pictures.js';
+import { videosOn } from './videos.js';
 
 const PAGE_SIZE = 10;
 let offset = 0;
@@ -67,7 +69,7 @@ async function load() {
     return load();
   }
   say(body.total === 0 ? 'No pictures yet.' : '');
-  update(body.items);
+  update(body.items, $('history-list'));
   const position = $('history-position');
   const text = body.total === 0 ? ''
     : `${offset + 1}–${offset + body.items.length} of ${body.total}`;
@@ -78,6 +80,23 @@ async function load() {
     keepPagerFocus(pagerFocus);
     pagerFocus = null;
   }
+  if (videosOn()) await loadVideos();
+}
+
+// The newest videos (GET videos): one page, no pager.
+async function loadVideos() {
+  let body;
+  try {
+    body = await getJson(`videos?limit=${PAGE_SIZE}`);
+  } catch {
+    return; // the pictures' status line already says what is wrong
+  }
+  $('video-history').hidden = false;
+  const text = body.total === 0 ? 'No videos yet.'
+    : body.total > body.items.length ? `The newest ${body.items.length} of ${body.total}.` : '';
+  const message = $('video-history-message');
+  if (message.textContent !== text) message.textContent = text;
+  update(body.items, $('video-list'));
 }
 
 // The status line: the last action's notice, then the state; written only on a change,
@@ -91,8 +110,7 @@ function say(text) {
 // The list shows `items` in order: rows kept (updated in place when their record
 // changed), new rows inserted, rows no longer on the page removed. A row that stays is
 // never detached, so focus inside it stays too.
-function update(items) {
-  const list = $('history-list');
+function update(items, list) {
   const wanted = new Set(items.map((record) => record.id));
   const lost = removeRows(list, wanted);
   items.forEach((record, index) => {
@@ -105,7 +123,7 @@ function update(items) {
     const at = list.children[index] || null;
     if (at !== entry.element) list.insertBefore(entry.element, at);
   });
-  if (lost) focusRowAt(lost.index, lost.action);
+  if (lost) focusRowAt(list, lost.index, lost.action);
 }
 
 // Remove the rows not in `wanted`; when focus was in one (or it is the row being
@@ -133,8 +151,10 @@ function makeRow(record) {
   entry.name = h('p', { class: 'file-name' });
   entry.meta = h('p', { class: 'meta' });
   entry.error = h('p', { class: 'error', hidden: true });
+  const video = record.kind === 'video';
   entry.view = h('button', { type: 'button', 'data-action': 'view',
-    onclick: () => announce('picture:open', entry.record) }, 'View');
+    onclick: () => announce(video ? 'video:open' : 'picture:open', entry.record) },
+  video ? 'Play' : 'View');
   entry.remove = deleteButton(entry);
   entry.actions = h('div', { class: 'toolbar' }, entry.remove);
   entry.element = h('li', { class: 'history-row' },
@@ -159,7 +179,7 @@ function fill(entry, record) {
   const failed = record.status === 'failed' && record.error;
   entry.error.textContent = failed ? record.error : '';
   entry.error.hidden = !failed;
-  entry.view.setAttribute('aria-label', `View ${record.name}`);
+  entry.view.setAttribute('aria-label', `${entry.view.textContent} ${record.name}`);
   if (!entry.remove.armed) entry.remove.setAttribute('aria-label', `Delete ${record.name}`);
   if (hasResult(record.status) && !entry.view.parentNode) entry.actions.prepend(entry.view);
   if (!hasResult(record.status) && entry.view.parentNode) {
@@ -214,7 +234,8 @@ async function remove(entry, button) {
   button.busy = true;
   button.setAttribute('aria-disabled', 'true');
   try {
-    await request(`picture/${encodeURIComponent(record.id)}`, { method: 'DELETE' });
+    const kind = record.kind === 'video' ? 'video' : 'picture';
+    await request(`${kind}/${encodeURIComponent(record.id)}`, { method: 'DELETE' });
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 404)) {
       notice = `${record.name} was not deleted. ${errorHeadline(error)} ${error.message}`;
@@ -232,8 +253,8 @@ async function remove(entry, button) {
   await refresh();
 }
 
-function focusRowAt(index, action) {
-  const items = $('history-list').children;
+function focusRowAt(list, index, action) {
+  const items = list.children;
   const item = items[Math.min(index, items.length - 1)];
   const control = item?.querySelector(`[data-action="${action}"]`)
     || item?.querySelector('[data-action]');

@@ -195,7 +195,7 @@ function close() {
   current = null;
   $('result').hidden = true;
   if (!hadFocus) return;
-  const again = id && (document.querySelector(`#history-list [data-id="${CSS.escape(id)}"] [data-action="view"]`)
+  const again = id && (document.querySelector(`#history [data-id="${CSS.escape(id)}"] [data-action="view"]`)
     || document.querySelector(`#uploads [data-id="${CSS.escape(id)}"] .toolbar button`));
   const target = opener?.isConnected ? opener : again;
   opener = null;

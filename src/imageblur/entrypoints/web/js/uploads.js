@@ -116,10 +116,8 @@ async function send(card) {
       cards.set(record.id, card);
       card.element.dataset.id = record.id;
       card.element.dataset.kind = card.kind;
-      if (card.kind === 'picture') {
-        rememberOriginal(record.id, card.file);
-        announce('picture:changed', record.id); // the history lists pictures
-      }
+      if (card.kind === 'picture') rememberOriginal(record.id, card.file);
+      announce('picture:changed', record.id);
       await follow(card, record);
       return;
     } catch (error) {
@@ -189,11 +187,8 @@ async function follow(card, record) {
 // A video's frames: the bar moves on every poll, the words (a live region) change at most
 // every PROGRESS_SAY_MS, so a screen reader is not talked over once a second.
 function showProgress(card, progress) {
-  const bar = card.progress;
-  if (bar.getAttribute('aria-label') !== `Faces hidden in ${card.file.name}`) {
-    bar.setAttribute('aria-label', `Faces hidden in ${card.file.name}`);
-    bar.hidden = false;
-  }
+  const bar = card.progress; // the upload's bar, now counting frames
+  bar.setAttribute('aria-label', `Frames done in ${card.file.name}`);
   bar.max = Math.max(progress.frames_total, 1);
   bar.value = Math.min(progress.frames_done, bar.max);
   const now = Date.now();
