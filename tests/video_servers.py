@@ -13,18 +13,27 @@ from pathlib import Path
 
 import httpx
 
-from support import Server, wait_until
+from support import Server, free_port, wait_until
 
 TOKEN = "video-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PORTS = iter(range(21610, 21700))  # the video suites' own ports
+
+
+def _free_ports() -> Iterator[int]:
+    while True:
+        yield free_port()
+
+
+# Ports the kernel hands out, as for every other server of the suite: two runs of the
+# suite on one machine never collide.
+PORTS = _free_ports()
 TESTS = Path(__file__).resolve().parent
 
 
 @contextmanager
 def video_server(data_dir: Path, port: int | None = None, **env: str) -> Iterator[Server]:
     """tests/e2e/video_server.py in a process of its own, ready when /healthz answers;
-    on `port`, else the next of the video suites' own."""
+    on `port`, else a free one."""
     port = port or next(PORTS)
     log_path = data_dir.parent / f"{data_dir.name}-video.log"
     spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
