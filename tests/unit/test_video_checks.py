@@ -12,7 +12,7 @@ import pytest
 from clips import Clip, write_sound
 from imageblur.video.errors import BrokenVideo, InvalidVideo
 from imageblur.video.frames import frames
-from imageblur.video.probe import VideoLimits, probe
+from imageblur.video.probe import VideoLimits, probe, sniff_container
 
 LIMITS = VideoLimits(max_seconds=1800, max_pixels=3840 * 2160)
 EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "example-pictures"
@@ -128,3 +128,13 @@ def test_decoding_enforces_the_duration_whatever_the_header_said(tmp_path: Path)
     with pytest.raises(BrokenVideo) as caught:
         list(frames(path, lying))
     assert caught.value.code == "too_long"
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"mif1", b"avif", b"avis"])
+def test_a_heif_or_avif_picture_is_not_taken_for_a_video(brand: bytes) -> None:
+    """Both are ISO-BMFF files, as MP4 is: the major brand says they are pictures."""
+    head = b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1heic"
+    with pytest.raises(InvalidVideo):
+        sniff_container(head)
+    assert sniff_container(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2") == "mp4"
+    assert sniff_container(b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ") == "mp4"

@@ -92,9 +92,17 @@ class VideoInfo:
         return DEMUXERS[self.family]
 
 
+# HEIF and AVIF pictures are ISO-BMFF files too (`ftyp` first): their major brand says
+# they are pictures, and they go the pictures' way.
+_IMAGE_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+
+
 def sniff_container(head: bytes) -> Family:
     """The container family from the first bytes (`InvalidVideo` 415 if neither)."""
-    if len(head) >= 8 and head[4:8] in _QUICKTIME_ATOMS:
+    picture = head[4:8] == b"ftyp" and head[8:12] in _IMAGE_BRANDS
+    if len(head) >= 8 and head[4:8] in _QUICKTIME_ATOMS and not picture:
         return "mp4"
     if head.startswith(_EBML_MAGIC):
         return "matroska"
