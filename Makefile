@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-libs browser axe run test lint typecheck unit model lock clean promtool
+.PHONY: help install system-libs browser axe run test lint typecheck unit model int8-model lock clean promtool
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,15 @@ axe: $(AXE)  ## axe-core for the accessibility browser tests (npm; Debian's npm 
 
 model: $(STAMP)  ## (re)fetch and verify the face model
 	$(BIN)/python scripts/fetch_model.py
+
+# The int8 model is stored in the repository (src/imageblur/models/centerface-int8.*,
+# hashes pinned in detection/centerface.py); this remakes it with NNCF in a throwaway
+# environment, so neither .venv nor the container image ever holds NNCF.
+int8-model: $(STAMP)  ## remake the shipped int8 face model with NNCF (maintainers; then pin its hashes)
+	rm -rf .venv-quantize && $(PYTHON) -m venv .venv-quantize
+	.venv-quantize/bin/python -m pip install --quiet -c constraints.txt -e . nncf==3.4.0
+	.venv-quantize/bin/python scripts/quantize_model.py
+	rm -rf .venv-quantize
 
 run: install  ## serve the embedded default (API + worker, SQLite, local folder) on IMAGEBLUR_PORT
 	$(BIN)/imageblur serve

@@ -166,6 +166,7 @@ def build_detector(settings: Settings) -> FaceDetector:
                 # The preset's extra look is the main detector's, as its thresholds are.
                 mirrored_passes=0 if index else settings.detection_mirrored_passes,
                 small_pass_scale=None if index else settings.detection_small_face_pass_scale,
+                precision=settings.detection_precision,
                 path_setting=path_name,
                 sha256_setting=sha_name,
             )

@@ -485,6 +485,12 @@ class Settings(BaseSettings):
     detector_runtime: Literal["openvino", "onnxruntime"] = Field(
         "openvino", description="Inference runtime for the face model (the same graph)."
     )
+    detection_precision: Literal["int8", "float"] = Field(
+        "int8",
+        description="Weights CenterFace runs with: `int8`, the quantized model shipped in "
+        "the package (OpenVINO only), or `float`, the ONNX file as published (the default "
+        "with IMAGEBLUR_DETECTOR_RUNTIME=onnxruntime or IMAGEBLUR_MODEL_PATH set).",
+    )
     model_path: Path | None = Field(
         None, description="ONNX model file; default: the CenterFace installed with the package."
     )
@@ -673,6 +679,18 @@ class Settings(BaseSettings):
             preset |= BROUGHT_PRESETS.get(str(data.get("detection_preset", "privacy")), {})
         return {**preset, **data}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _float_for_onnx_files(cls, data: Any) -> Any:
+        # The int8 model is an OpenVINO IR shipped in the package: onnxruntime, or an
+        # ONNX file named by IMAGEBLUR_MODEL_PATH, runs float unless int8 is asked for
+        # explicitly (then refused in _check_detectors).
+        if not isinstance(data, dict):
+            return data
+        if str(data.get("detector_runtime")) == "onnxruntime" or data.get("model_path"):
+            return {"detection_precision": "float", **data}
+        return data
+
     @field_validator("originals_key", "originals_old_keys", mode="before")
     @classmethod
     def _blank_key_is_unset(cls, value: Any) -> Any:
@@ -738,6 +756,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_detectors(self) -> Settings:
+        if self.detection_precision == "int8" and self.detector_runtime != "openvino":
+            raise ValueError(
+                "detection_precision int8 runs on detector_runtime openvino only: set "
+                "IMAGEBLUR_DETECTION_PRECISION=float for onnxruntime"
+            )
+        if self.detection_precision == "int8" and self.model_path is not None:
+            raise ValueError(
+                "detection_precision int8 runs the int8 model shipped in the package, not "
+                "IMAGEBLUR_MODEL_PATH: set IMAGEBLUR_DETECTION_PRECISION=float to run that file"
+            )
         check_detector(self.detector, self.model_path, self.model_sha256, self.detector_classes)
         for index, spec in enumerate(self.extra_detectors):
             check_detector(spec.family, spec.model_path, spec.model_sha256, spec.classes, index)

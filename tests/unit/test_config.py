@@ -196,6 +196,38 @@ def test_an_unknown_preset_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch)
         load_settings()
 
 
+def test_the_shipped_detector_runs_int8_on_openvino_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("IMAGEBLUR_DETECTION_PRECISION", "IMAGEBLUR_DETECTOR_RUNTIME"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings().detection_precision == "int8"
+    assert load_settings(detection_precision="float").detection_precision == "float"
+
+
+def test_onnx_runs_float_unless_int8_is_asked_for_then_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The int8 model is an OpenVINO IR: onnxruntime, or an ONNX file of one's own, runs
+    # the float graph; asking for int8 with either names the setting to change.
+    monkeypatch.setenv("IMAGEBLUR_DETECTOR_RUNTIME", "onnxruntime")
+    assert load_settings().detection_precision == "float"
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRECISION", "int8")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTION_PRECISION=float"):
+        load_settings()
+    monkeypatch.delenv("IMAGEBLUR_DETECTOR_RUNTIME")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_MODEL_PATH"):
+        load_settings(model_path="/models/centerface.onnx")
+    monkeypatch.delenv("IMAGEBLUR_DETECTION_PRECISION")
+    assert load_settings(model_path="/models/centerface.onnx").detection_precision == "float"
+
+
+def test_an_unknown_precision_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRECISION", "fp16")
+    with pytest.raises(SettingsError, match="IMAGEBLUR_DETECTION_PRECISION"):
+        load_settings()
+
+
 # --- review, roles and the originals key ------------------------------------------------
 
 KEY = base64.b64encode(b"\x07" * 32).decode()

@@ -13,7 +13,7 @@ import numpy as np
 
 from imageblur.detection.families import Family
 from imageblur.detection.pyramid import ALIGN, FloatArray, PyramidConfig, PyramidDetector, round_up
-from imageblur.detection.runtime import ModelError, ModelSource, onnxruntime_session
+from imageblur.detection.runtime import ModelError, ModelSource, Precision, onnxruntime_session
 from imageblur.domain import RegionKind
 from imageblur.ports import RGBImage
 
@@ -24,7 +24,8 @@ class DetectorChoice:
     (for messages). `small_threshold` and `large_threshold` apply to the families whose
     scores were measured by size (CenterFace's); the others take one threshold.
     `mirrored_passes` and `small_pass_scale`: the pyramid's `mirrored` and
-    `small_pass_scale` (the `thorough` preset's extra looks), for any family."""
+    `small_pass_scale` (the `thorough` preset's extra looks), for any family.
+    `precision`: CenterFace's (`int8`: the shipped int8 model); the others run float."""
 
     family: Family
     threshold: float
@@ -35,6 +36,7 @@ class DetectorChoice:
     large_threshold: float | None = None
     mirrored_passes: int = 0
     small_pass_scale: float | None = None
+    precision: Precision = "float"
     path_setting: str = "IMAGEBLUR_MODEL_PATH"
     sha256_setting: str = "IMAGEBLUR_MODEL_SHA256"
 

@@ -25,6 +25,8 @@ import numpy.typing as npt
 from imageblur.domain import ImageblurError
 
 Runtime = Literal["openvino", "onnxruntime"]
+# CenterFace's weights: the shipped int8 model, or the float ONNX graph.
+Precision = Literal["int8", "float"]
 
 # Compiled kernels are cached per input shape. Every upload has its own size, so a big
 # cache only grows (~6 MB per shape seen); a few entries keep the pyramid's common
@@ -111,12 +113,21 @@ class OpenVINOSession:
     (scaling, decoding the output maps, grouping) runs beside another job's inference.
     """
 
-    def __init__(self, model_bytes: bytes, *, threads: int, outputs: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        threads: int,
+        outputs: Sequence[str],
+        weights: bytes = b"",
+    ) -> None:
+        """`model_bytes`: an ONNX graph, or an OpenVINO IR (its XML) with its `weights`
+        (the .bin file's bytes)."""
         import openvino as ov  # imported here: only a detector needs it
         from openvino.preprocess import PrePostProcessor
 
         core = ov.Core()
-        model = core.read_model(model_bytes, b"")
+        model = core.read_model(model_bytes, weights)
         steps = PrePostProcessor(model)
         steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         steps.input().model().set_layout(ov.Layout("NCHW"))
