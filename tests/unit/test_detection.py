@@ -14,7 +14,11 @@ import pytest
 
 from imageblur.cancel import Cancelled, Progress, cancellable, watched
 from imageblur.config import Settings
-from imageblur.detection.centerface import centerface_detector, default_model_path
+from imageblur.detection.centerface import (
+    centerface_detector,
+    default_model_path,
+    int8_model_path,
+)
 from imageblur.detection.pyramid import (
     SMALL_PASS_MAX_PX,
     PyramidConfig,
@@ -158,6 +162,57 @@ def test_wrong_model_hash_is_refused(tmp_path: Path) -> None:
     digest = hashlib.sha256(b"not a model").hexdigest()
     with pytest.raises(ModelError, match=f"{digest}.*make model"):
         centerface_detector(model_path=fake, threshold=THRESHOLD)
+
+
+@pytest.fixture(scope="module")
+def int8_detector() -> PyramidDetector:
+    return centerface_detector(**SHIPPED, precision="int8")
+
+
+def test_the_int8_model_finds_the_example_faces(
+    detector: PyramidDetector, int8_detector: PyramidDetector
+) -> None:
+    # The quantized network, on the pictures it was partly calibrated with (crops and
+    # scales of them): each face once, where the float model puts it.
+    for name in ("bill-gates.jpg", "linus-trovalds.jpg"):
+        image = load_rgb(name)
+        ours, reference = int8_detector.detect(image), detector.detect(image)
+        assert len(ours) == len(reference) == 1
+        assert ours[0].score > 0.8
+        box, ref = ours[0], reference[0]
+        assert covered(box, ref.x0, ref.y0, ref.x1, ref.y1) > 0.9
+        assert box.width < 1.2 * ref.width and box.height < 1.2 * ref.height
+
+
+def test_the_int8_model_is_shipped_in_the_package() -> None:
+    xml = int8_model_path()
+    assert xml.parent == default_model_path().parent
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+
+
+def test_an_int8_model_with_another_hash_is_refused(tmp_path: Path) -> None:
+    # A copy of the shipped files loads; a changed byte in either file is refused,
+    # naming the file and the hash it has.
+    xml, weights = tmp_path / "m.xml", tmp_path / "m.bin"
+    xml.write_bytes(int8_model_path().read_bytes())
+    weights.write_bytes(int8_model_path().with_suffix(".bin").read_bytes())
+    centerface_detector(model_path=xml, threshold=THRESHOLD, precision="int8")
+    for path in (weights, xml):
+        data = bytearray(path.read_bytes())
+        data[-2] ^= 1
+        path.write_bytes(bytes(data))
+        digest = hashlib.sha256(data).hexdigest()
+        with pytest.raises(ModelError, match=f"{path.name} has sha256 {digest}"):
+            centerface_detector(model_path=xml, threshold=THRESHOLD, precision="int8")
+    xml.write_bytes(int8_model_path().read_bytes())
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"not readable: .*m\.bin"):
+        centerface_detector(model_path=xml, threshold=THRESHOLD, precision="int8")
+
+
+def test_the_int8_model_runs_on_openvino_only() -> None:
+    with pytest.raises(ValueError, match="openvino"):
+        centerface_detector(threshold=THRESHOLD, precision="int8", runtime="onnxruntime")
 
 
 def test_bad_arguments_are_refused() -> None:

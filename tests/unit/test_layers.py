@@ -136,3 +136,18 @@ def test_no_function_is_longer_than_60_lines(path: Path) -> None:
     )
     long = [(f.name, f.end_lineno - f.lineno + 1) for f in functions if f.end_lineno]
     assert [(name, n) for name, n in long if n > 60] == []
+
+
+def test_no_module_imports_the_quantizer() -> None:
+    # NNCF makes the int8 model at build time (scripts/quantize_model.py); the API and
+    # the worker only read the files it wrote, so it is no dependency of the package.
+    def third_party(path: Path) -> set[str]:
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        return names
+
+    assert [_name(p) for p in MODULES if "nncf" in third_party(p)] == []
