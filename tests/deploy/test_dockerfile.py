@@ -53,3 +53,11 @@ def test_dockerignore_keeps_the_context_small() -> None:
 def test_runtime_image_carries_the_jpeg_library() -> None:
     # jpeg_patch loads libturbojpeg at run time; without it every JPEG is re-encoded whole.
     assert re.search(r"apt-get install[^&]*\blibturbojpeg0\b", STAGES[-1].replace("\\\n", " "))
+
+
+def test_the_int8_model_comes_with_the_sources_and_the_build_checks_it() -> None:
+    # Stored in the repository (not fetched): the context must let it in, and the build
+    # stage fails if the installed package lacks either file.
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert not [line for line in ignored if "int8" in line or line.endswith((".xml", ".bin"))]
+    assert "centerface-int8.xml" in STAGES[0] and "centerface-int8.bin" in STAGES[0]

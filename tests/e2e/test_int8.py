@@ -20,9 +20,9 @@ def test_the_example_faces_are_hidden_at_each_precision(tmp_path: Path, precisio
     if precision == "float":
         env["IMAGEBLUR_DETECTION_PRECISION"] = "float"
     out = tmp_path / "out"
+    command = [sys.executable, "-m", "imageblur.entrypoints.cli", "blur"]
     result = subprocess.run(
-        [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", str(BILL), str(LINUS)]
-        + ["-o", str(out)],
+        [*command, str(BILL), str(LINUS), "-o", str(out)],
         capture_output=True,
         text=True,
         env=env,
