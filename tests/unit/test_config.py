@@ -136,17 +136,22 @@ def test_the_thorough_preset_looks_twice_at_higher_thresholds(
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)
     assert s.detection_mirrored_passes == 2
     assert s.detection_small_face_pass_scale == 1.41
+    assert s.detection_precision == "float"  # its thresholds are the float model's
     # The other presets look once; an explicit setting wins over the preset's.
     monkeypatch.setenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", "0")
     monkeypatch.setenv("IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE", "1.2")
+    monkeypatch.setenv("IMAGEBLUR_DETECTION_PRECISION", "int8")
     s = load_settings()
     assert (s.detection_mirrored_passes, s.detection_small_face_pass_scale) == (0, 1.2)
+    assert s.detection_precision == "int8"
+    monkeypatch.delenv("IMAGEBLUR_DETECTION_PRECISION")
     for preset in ("privacy", "tidy"):
         monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", preset)
         monkeypatch.delenv("IMAGEBLUR_DETECTION_MIRRORED_PASSES", raising=False)
         monkeypatch.delenv("IMAGEBLUR_DETECTION_SMALL_FACE_PASS_SCALE", raising=False)
         s = load_settings()
         assert (s.detection_mirrored_passes, s.detection_small_face_pass_scale) == (0, None)
+        assert s.detection_precision == "int8"
 
 
 @pytest.mark.parametrize("value", ["1.0", "0.5", "2.5", "x"])
