@@ -50,6 +50,11 @@ ALLOWED: dict[str, set[str]] = {
     "services": CORE | {"backends", "admission", "imaging", "logs"},
     # The API's video use cases: the pictures' name rule, the signed playback URLs.
     "videos": CORE | {"backends", "logs", "services", "playback"},
+    # Webhooks: the signature and the address policy are pure; a delivery attempt
+    # resolves and connects.
+    "webhooks.signing": set(),
+    "webhooks.addresses": set(),
+    "webhooks.": {"webhooks."},
     # Signed playback URLs: pure.
     "playback": set(),
     # A correction's shape and the region list it makes: pure, like the domain.

@@ -1,0 +1,64 @@
+"""A webhook receiver on loopback, for the tests: it records every POST it gets and
+answers with the statuses it is told to, in turn (then 204)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    port: int
+    answers: list[int] = field(default_factory=list)  # statuses to give first, in turn
+    redirect_to: str | None = None
+    got: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def next_status(self) -> int:
+        with self.lock:
+            return self.answers.pop(0) if self.answers else 204
+
+
+@contextmanager
+def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
+    receiver = Receiver(0, list(answers or []))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with receiver.lock:
+                receiver.got.append(Received(self.path, dict(self.headers), body))
+            status = 302 if receiver.redirect_to else receiver.next_status()
+            self.send_response(status)
+            if receiver.redirect_to:
+                self.send_header("Location", receiver.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
