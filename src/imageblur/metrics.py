@@ -99,7 +99,10 @@ class Metrics:
     def _job_collectors(self, r: CollectorRegistry) -> None:
         """The worker's: outcomes, stage times, queue wait, faces and plates, image sizes."""
         self.jobs = Counter(
-            "imageblur_jobs", "Jobs settled by a worker, by outcome.", ["outcome"], registry=r
+            "imageblur_jobs",
+            "Jobs settled by a worker, by outcome and kind (detect, render, video).",
+            ["outcome", "kind"],
+            registry=r,
         )
         self.job_stage = Histogram(
             "imageblur_job_stage_seconds",
@@ -156,10 +159,12 @@ class Metrics:
             "imageblur_gc_deleted", "Unneeded objects deleted, by kind.", ["kind"], registry=r
         )
 
-    def outcomes(self, names: Iterable[str]) -> None:
-        """Make the job outcome series exist at 0 (the worker knows its outcomes)."""
-        for name in names:
-            self.jobs.labels(outcome=name)
+    def outcomes(self, names: Iterable[str], kinds: Iterable[str]) -> None:
+        """Make the job outcome series exist at 0, for each kind of job the worker takes
+        (the worker knows its outcomes)."""
+        for kind in sorted(kinds):
+            for name in names:
+                self.jobs.labels(outcome=name, kind=kind)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:

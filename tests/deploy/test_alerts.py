@@ -104,7 +104,7 @@ def exported_names() -> set[str]:
     """Every sample name the code exports, as Prometheus stores it (counter `_total`,
     histogram `_bucket`, `_sum`, `_count`, gauges as named)."""
     metrics = Metrics()
-    metrics.outcomes(Outcome)
+    metrics.outcomes(Outcome, ["detect"])
     metrics.watch_worker_ready(lambda: True)
     metrics.watch_pictures(
         lambda: PictureStats(counts={}, oldest_pending_at=None),

@@ -40,11 +40,13 @@ def test_api_and_worker_ports_show_real_uploads(
     n = len(ids)
     after = wait_for_sample(
         workers_total,
-        lambda s: delta(workers_before, s, "imageblur_jobs_total", outcome="done") >= n,
+        lambda s: (
+            delta(workers_before, s, "imageblur_jobs_total", kind="detect", outcome="done") >= n
+        ),
         timeout_s=30,
         what=f"{n} jobs counted done on the workers' ports",
     )
-    assert delta(workers_before, after, "imageblur_jobs_total", outcome="done") == n
+    assert delta(workers_before, after, "imageblur_jobs_total", kind="detect", outcome="done") == n
     for stage in ("read", "decode", "detect", "blur", "encode", "store"):
         assert delta(workers_before, after, "imageblur_job_stage_seconds_count", stage=stage) == n
     assert delta(workers_before, after, "imageblur_queue_wait_seconds_count") == n

@@ -196,7 +196,10 @@ def test_make_run_distributed_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None
             lambda: (
                 sum(
                     metrics_scrape.get(
-                        metrics_scrape.scrape(w), "imageblur_jobs_total", outcome="done"
+                        metrics_scrape.scrape(w),
+                        "imageblur_jobs_total",
+                        kind="detect",
+                        outcome="done",
                     )
                     for w in workers
                 )

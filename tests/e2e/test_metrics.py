@@ -53,7 +53,7 @@ def test_uploads_good_and_bad_move_the_series_by_the_right_amounts(server: Serve
     # The worker counts a job once it is settled, just after the record says done.
     after = wait_for_sample(
         lambda: scrape(url),
-        lambda s: delta(before, s, "imageblur_jobs_total", outcome="done") >= 2,
+        lambda s: delta(before, s, "imageblur_jobs_total", kind="detect", outcome="done") >= 2,
         timeout_s=30,
         what="two jobs counted done",
     )
@@ -72,9 +72,9 @@ def test_uploads_good_and_bad_move_the_series_by_the_right_amounts(server: Serve
     assert delta(before, after, "imageblur_uploads_rejected_total", reason=reason) == 1
     assert total(after, "imageblur_uploads_rejected_total") == 1
 
-    assert delta(before, after, "imageblur_jobs_total", outcome="done") == 2
+    assert delta(before, after, "imageblur_jobs_total", kind="detect", outcome="done") == 2
     for outcome in ("retry", "failed", "dead_lettered", "skipped"):
-        assert get(after, "imageblur_jobs_total", outcome=outcome) == 0, outcome
+        assert get(after, "imageblur_jobs_total", kind="detect", outcome=outcome) == 0, outcome
     for stage in ("read", "decode", "detect", "blur", "encode", "store"):
         assert delta(before, after, "imageblur_job_stage_seconds_count", stage=stage) == 2
         assert delta(before, after, "imageblur_job_stage_seconds_sum", stage=stage) > 0

@@ -168,7 +168,7 @@ def test_a_republished_job_carries_the_uploads_request_id(world: World) -> None:
 
 def test_a_workers_metrics_port_asks_for_the_token_when_one_is_set() -> None:
     metrics = Metrics()
-    metrics.outcomes(Outcome)
+    metrics.outcomes(Outcome, ["detect"])
     server = MetricsServer(metrics.registry, host="127.0.0.1", port=0, token="t" * 20)
     port = server.start()
     try:
@@ -179,7 +179,7 @@ def test_a_workers_metrics_port_asks_for_the_token_when_one_is_set() -> None:
         right = {"Authorization": "Bearer " + "t" * 20}
         answer = httpx.get(f"{url}/metrics", headers=right, timeout=5)
         assert answer.status_code == 200
-        assert 'imageblur_jobs_total{outcome="done"} 0.0' in answer.text
+        assert 'imageblur_jobs_total{kind="detect",outcome="done"} 0.0' in answer.text
         assert httpx.get(f"{url}/other", headers=right, timeout=5).status_code == 404
     finally:
         server.stop()

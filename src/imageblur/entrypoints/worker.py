@@ -91,7 +91,7 @@ class WorkerRuntime:
         s = self._c.settings
         # A job that renews its lease is making progress: it keeps the heartbeat fresh.
         processor = self._c.processor(on_lease_renewed=self._beat)
-        self._c.metrics.outcomes(Outcome)
+        self._c.metrics.outcomes(Outcome, s.enabled_kinds())
         self._c.metrics.watch_worker_ready(lambda: self._c.key_problem() is None)
         if self._burst:
             # One pass first, so that a drained queue really means nothing is left to do.
@@ -178,7 +178,7 @@ class WorkerRuntime:
                 log.exception("job.unhandled_error", image_id=delivery.job.image_id)
                 self._settle_unhandled(delivery, f"internal error: {type(exc).__name__}")
             else:
-                self._c.metrics.jobs.labels(outcome=outcome).inc()
+                self._c.metrics.jobs.labels(outcome=outcome, kind=delivery.job.kind).inc()
 
     def _settle_unhandled(self, delivery: Delivery, reason: str) -> None:
         """Settle a job whose handling raised: an unsettled message would hold its
