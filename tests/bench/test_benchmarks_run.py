@@ -92,6 +92,9 @@ def test_load_benchmark_runs_a_few_uploads() -> None:
     assert small["accepted"] + small["rejected_503"] <= 20
     for key in ("uploads_per_s", "p99_ms", "worker_images_per_s"):
         assert key in small
+    # It reads the worker's finished jobs from /metrics: zero in both windows means it
+    # no longer finds them there (as when the counter gained its `kind` label).
+    assert report["worker_idle_images_per_s"] > 0 or small["worker_images_per_s"] > 0
     assert_names_the_commit(report)
 
 
