@@ -2,7 +2,7 @@
 progress, a DELETE): `CopyThrough` decodes every frame and encodes it again as H.264 in
 MP4, hiding nothing (no detection) and carrying no sound, and holds a clip of
 `HELD_FRAMES` frames until the test lets it go, so that no test races a job's end. The
-other video tests run the real pipeline (`imageblur.video`). PyAV throughout: `probe`
+other video tests run the real pipeline (`imageblur.video`). PyAV throughout: `CopyProbe`
 reads the container's header; `make_clip` writes a test clip."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -22,36 +23,50 @@ from support import wait_until
 _CONTAINERS = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "webm"}
 
 
-def probe(source: Path) -> VideoFacts:
-    """The header's facts; `VideoRefused` 415 for what PyAV cannot open or holds no
-    video stream."""
-    try:
-        with av.open(str(source), "r") as container:
-            names = container.format.name.split(",")
-            kind = next((_CONTAINERS[n] for n in names if n in _CONTAINERS), None)
-            if kind is None or not container.streams.video:
-                raise VideoRefused("not a video", http_status=415, code="unsupported_media_type")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or 0) or 1.0
-            duration_s = float(container.duration or 0) / av.time_base
-            frames = stream.frames or round(duration_s * fps)
-            if kind == "mov":  # the ISO family: QuickTime's own brand, else MP4
-                with source.open("rb") as file:
-                    kind = "mov" if file.read(12)[8:12] == b"qt  " else "mp4"
-            return VideoFacts(
-                container=kind,
-                video_codec=stream.codec_context.name,
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
-                duration_s=round(duration_s, 3),
-                fps=round(fps, 3),
-                frames=frames,
-                audio_codec=container.streams.audio[0].codec_context.name
-                if container.streams.audio
-                else None,
-            )
-    except av.FFmpegError as exc:
-        raise VideoRefused("not a video", http_status=415, code="unsupported_media_type") from exc
+class CopyProbe:
+    """`VideoProbe` as plain PyAV: the container from the first bytes, the header's
+    facts from the stored object; `VideoRefused` 415 for what PyAV cannot open or holds
+    no video stream."""
+
+    def extension(self, head: bytes) -> str:
+        if head[4:8] == b"ftyp":
+            return ".mp4"
+        if head.startswith(b"\x1a\x45\xdf\xa3"):
+            return ".webm"
+        raise VideoRefused("not a video", http_status=415, code="unsupported_video")
+
+    def __call__(self, source: BinaryIO) -> VideoFacts:
+        brand = source.read(12)[8:12]
+        source.seek(0)
+        try:
+            with av.open(source, "r") as container:
+                return _facts(container, brand)
+        except av.FFmpegError as exc:
+            raise VideoRefused("not a video", http_status=415, code="unsupported_video") from exc
+
+
+def _facts(container: av.container.InputContainer, brand: bytes) -> VideoFacts:
+    names = container.format.name.split(",")
+    kind = next((_CONTAINERS[n] for n in names if n in _CONTAINERS), None)
+    if kind is None or not container.streams.video:
+        raise VideoRefused("not a video", http_status=415, code="unsupported_video")
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or 0) or 1.0
+    duration_s = float(container.duration or 0) / av.time_base
+    if kind == "mov":  # the ISO family: QuickTime's own brand, else MP4
+        kind = "mov" if brand == b"qt  " else "mp4"
+    return VideoFacts(
+        container=kind,
+        video_codec=stream.codec_context.name,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        duration_s=round(duration_s, 3),
+        fps=round(fps, 3),
+        frames=stream.frames or round(duration_s * fps),
+        audio_codec=container.streams.audio[0].codec_context.name
+        if container.streams.audio
+        else None,
+    )
 
 
 HELD_FRAMES = 30  # a clip this long is held at frame HOLD_AT until the test lets it go
@@ -84,7 +99,8 @@ class CopyThrough:
         wait_until(released, timeout_s=120, interval_s=0.1, what="the test's go", retry_on=())
 
     def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
-        facts = probe(source)
+        with source.open("rb") as file:
+            facts = CopyProbe()(file)
         partial = target.with_name(f".{target.name}.part")
         frames = 0
         try:
@@ -131,3 +147,24 @@ def make_clip(
 def gate() -> Path | None:
     folder = os.environ.get("VIDEO_TEST_GATE")
     return Path(folder) if folder else None
+
+
+def top_level_atoms(mp4: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, offset, size) of each top-level atom of an MP4."""
+    atoms, offset = [], 0
+    while offset < len(mp4):
+        size, kind = int.from_bytes(mp4[offset : offset + 4], "big"), mp4[offset + 4 : offset + 8]
+        atoms.append((kind, offset, size))
+        offset += size
+    return atoms
+
+
+def padded_before_moov(mp4: bytes, pad_bytes: int) -> bytes:
+    """The MP4 with a `free` atom of `pad_bytes` inserted before its `moov`, which must be
+    its last atom (as FFmpeg writes it without faststart): still a valid MP4 (the sample
+    offsets point into `mdat`, before the padding), with its header `pad_bytes` further
+    from the start: a probe must seek to the end to find it."""
+    kind, offset, _ = top_level_atoms(mp4)[-1]
+    assert kind == b"moov", "the clip's moov is not its last atom"
+    free = pad_bytes.to_bytes(4, "big") + b"free" + b"\0" * (pad_bytes - 8)
+    return mp4[:offset] + free + mp4[offset:]

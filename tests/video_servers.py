@@ -36,7 +36,7 @@ def video_server(data_dir: Path, port: int | None = None, **env: str) -> Iterato
     on `port`, else a free one."""
     port = port or next(PORTS)
     log_path = data_dir.parent / f"{data_dir.name}-video.log"
-    spool = data_dir.parent / "spool"  # the server's TMPDIR: where uploads are spooled
+    spool = data_dir.parent / "spool"  # the server's TMPDIR: uploads never go there
     spool.mkdir()
     full_env = {
         **os.environ,

@@ -26,8 +26,8 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 # What a client may send as X-Request-ID: short, and safe in logs and headers.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # An original or a result: `<id>.<ext>`, a detection's `<id>-a<attempt>.<ext>`, a
-# re-render's `<id>-r<revision>.<ext>`.
-_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?\.[a-z]{3,4}$")
+# re-render's `<id>-r<revision>.<ext>`; an extension may hold a digit (a video's `.mp4`).
+_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?\.[a-z][a-z0-9]{2,3}$")
 
 
 def new_image_id() -> str:

@@ -365,12 +365,18 @@ class RegionDetector(FaceDetector, Protocol):
 
 
 class VideoProbe(Protocol):
-    """Checks a video from its header, under a time limit, before anything is stored."""
+    """Checks a video from its container header, under a time limit, before it is
+    recorded: the upload's first bytes as they arrive, then the stored object."""
 
-    def __call__(self, source: Path) -> VideoFacts:
-        """The video's facts; raises `VideoRefused` (with its HTTP status and code) for a
-        file that is not a video we accept: its bytes, codec, size, length, frame size
-        or frame count."""
+    def extension(self, head: bytes) -> str:
+        """The original's extension (`.mp4`, `.webm`) from the upload's first bytes (its
+        container, never its name); raises `VideoRefused` (415) for anything else."""
+
+    def __call__(self, source: BinaryIO) -> VideoFacts:
+        """The facts of the video in `source`, a seekable binary file (read where the
+        header is: an MP4 may keep it at its end); raises `VideoRefused` (with its HTTP
+        status and code) for a file that is not a video we accept: its bytes, codec,
+        size, length, frame size or frame count."""
 
 
 # (frames done, frames in all): called by a video's work as it goes, as often as it

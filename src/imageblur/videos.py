@@ -1,11 +1,13 @@
 """The API's use cases for videos: submit, read, list, delete, and serve the result.
 
-An upload arrives as a file the API spooled (`Ingested`), checked by the video probe
-(`VideoProbe`: the header only, under a time limit) before anything is stored; then, as
-for pictures, the original (streamed, `ObjectStore.put_stream`), the record (status
-`video_pending`, kind `video`), the job (kind `video`, on its own queue). A crash
-between any two leaves an unreferenced object (collected) or a queued record
-(re-published by the reconciler). The result is served by ranges, never whole in memory.
+An upload is streamed into the originals store as it arrives (`ObjectStore.put_stream`,
+under a key of a new video's: `upload_key`), never held whole on the API's disk or in
+its memory; then checked by the video probe (`VideoProbe`: the container header only,
+under a time limit), reading the stored object by ranges (`ranged_reader`); a refused
+upload is deleted at once. Then, as for pictures, the record (status `video_pending`,
+kind `video`) and the job (kind `video`, on its own queue). A crash between any two
+leaves an unreferenced object (collected) or a queued record (re-published by the
+reconciler). The result is served by ranges, never whole in memory.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from imageblur import playback
 from imageblur.backends import Backends
@@ -29,34 +30,37 @@ from imageblur.domain import (
     QueueUnavailable,
     Status,
     VideoFacts,
+    image_id_of_key,
     is_image_id,
     new_image_id,
     object_key,
     utcnow,
 )
 from imageblur.logs import get_logger
-from imageblur.ports import Pictures, VideoProbe
+from imageblur.ports import ObjectStore, Pictures, VideoProbe
+from imageblur.ranged_reader import open_ranged
 from imageblur.services import clean_name
 
 log = get_logger(__name__)
 
-CHUNK_BYTES = 1024 * 1024  # read from the spool file, and from the store by ranges
-# The original's type by container; the result's: MP4 and MOV give MP4, WebM gives WebM.
-ORIGINAL_TYPES = {"mp4": "video/mp4", "mov": "video/quicktime", "webm": "video/webm"}
+CHUNK_BYTES = 1024 * 1024  # read from the store by ranges
+# The original's type by extension; the result's by container: MP4 and MOV give MP4,
+# WebM gives WebM.
+ORIGINAL_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}
 RESULT_TYPES = {"mp4": "video/mp4", "mov": "video/mp4", "webm": "video/webm"}
 _SERVED = (Status.DONE, Status.REVIEW)  # statuses with a result to serve
 
 
 @dataclass(frozen=True, slots=True)
 class Ingested:
-    """An upload read off the wire into a file of the API's (the caller removes it):
-    its size, `body_digest` (the file name and the bytes: what an `Idempotency-Key` is
-    bound to), its first bytes, the client's file name and declared type (labels only)."""
+    """An upload streamed into the originals store under `key` (made by `upload_key`),
+    not yet checked: its size, `body_digest` (the file name and the bytes: what an
+    `Idempotency-Key` is bound to), the client's file name and declared type (labels
+    only)."""
 
-    path: Path
+    key: str
     size: int
     digest: str
-    head: bytes
     filename: str | None
     content_type: str | None
 
@@ -87,12 +91,6 @@ def result_name(name: str, facts: VideoFacts) -> str:
     return name
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            yield chunk
-
-
 class VideoService:
     """The API's video use cases (IMAGEBLUR_VIDEO). `playback_secret` signs the
     playback URLs (`playback`); with `presigned_ttl_s`, the store's presigned URL is
@@ -118,6 +116,23 @@ class VideoService:
         self._clock = clock
         self._new_id = id_factory
 
+    @property
+    def originals(self) -> ObjectStore:
+        """Where uploads are streamed (`upload_key`)."""
+        return self._b.originals
+
+    def upload_key(self) -> Callable[[bytes], tuple[str, str]]:
+        """The key (and type) a new video's upload is streamed under, from its first
+        bytes (the container: `<id>.mp4`, `<id>.webm`); it raises `VideoRefused` (415)
+        for bytes of no container we take, before anything is stored."""
+        image_id = self._new_id()
+
+        def key(head: bytes) -> tuple[str, str]:
+            extension = self._probe.extension(head)
+            return object_key(image_id, extension), ORIGINAL_TYPES[extension]
+
+        return key
+
     def submit(
         self,
         upload: Ingested,
@@ -125,11 +140,19 @@ class VideoService:
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> ImageRecord:
-        """Check, store and queue an upload. Raises `VideoRefused` (nothing stored),
-        `IdempotencyKeyReused` (nothing kept) or `BackendUnavailable` (nothing left that
-        the reconciler would not clean up)."""
-        facts = self._probe(upload.path)
-        image_id = self._new_id()
+        """Check a stored upload from its header, then record and queue it. Raises
+        `VideoRefused` or `IdempotencyKeyReused` (the upload deleted: nothing stays
+        stored), or `BackendUnavailable` (nothing left that the reconciler would not
+        clean up)."""
+        image_id = image_id_of_key(upload.key)
+        if image_id is None:
+            raise ValueError(f"{upload.key} is not a key of upload_key's")
+        try:
+            with open_ranged(self._b.originals, upload.key) as source:
+                facts = self._probe(source)
+        except BaseException:
+            self._b.delete_quietly(self._b.originals, upload.key, image_id=image_id)
+            raise
         now = self._clock()
         name = clean_name(upload.filename, extension=facts.extension)
         record = ImageRecord(
@@ -140,7 +163,7 @@ class VideoService:
             bytes=upload.size,
             width=facts.width,
             height=facts.height,
-            input_key=object_key(image_id, facts.extension),
+            input_key=upload.key,
             created_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
@@ -152,12 +175,10 @@ class VideoService:
             frames=facts.frames,
             video_codec=facts.video_codec,
         )
-        original_type = ORIGINAL_TYPES.get(facts.container, "application/octet-stream")
-        return self._store(record, upload.path, original_type)
+        return self._record(record)
 
-    def _store(self, record: ImageRecord, path: Path, original_type: str) -> ImageRecord:
+    def _record(self, record: ImageRecord) -> ImageRecord:
         b, image_id, key = self._b, record.id, record.input_key
-        b.originals.put_stream(key, _chunks(path), content_type=original_type)
         try:
             stored = self._records.add(record)
         except BackendUnavailable:

@@ -1,6 +1,7 @@
 """A video through the distributed back ends (issue 25): PostgreSQL, RabbitMQ (the
-video kind's own queue) and S3 (moto: the original written by a multipart upload,
-the result read by ranged GETs), in one `imageblur serve` with the real pipeline."""
+video kind's own queue) and S3 (moto: the upload streamed into a multipart upload, never
+to the API's TMPDIR, and probed there by ranged GETs, deleted if refused; the result
+read by ranged GETs), in one `imageblur serve` with the real pipeline."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
         "IMAGEBLUR_VIDEO": "true",
         "IMAGEBLUR_API_TOKEN": TOKEN,
         "IMAGEBLUR_DETECTOR_THREADS": "1",
+        "TMPDIR": str(tmp_path / "tmp"),  # where an upload must never go
+        "IMAGEBLUR_WORK_DIR": str(tmp_path / "work"),  # the worker's, apart
     }
+    (tmp_path / "tmp").mkdir()
     subprocess.run(
         [sys.executable, "-m", "imageblur.entrypoints.cli", "migrate"],
         env={**os.environ, **env},
@@ -37,6 +41,12 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
         run_server(tmp_path / "data", env=env, port=next(PORTS)) as srv,
         httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as api,
     ):
+        stored_before = [o.key for o in backends.store("input").list()]
+        truncated = clip[: len(clip) // 2]
+        refused = api.post("/video", files={"video": ("t.mp4", truncated, "video/mp4")})
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_video"
+        assert [o.key for o in backends.store("input").list()] == stored_before
+        assert not _pending_uploads(backends)
         created = api.post("/video", files={"video": ("clip.mp4", clip, "video/mp4")})
         assert created.status_code == 202, created.text
         image_id = created.json()["id"]
@@ -47,6 +57,7 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
             return seen["status"] in ("done", "failed")
 
         wait_until(done, timeout_s=60, what="the video done", details=srv.logs)
+        assert [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()] == []
         assert seen["status"] == "done" and seen["url"].startswith("s3://"), seen
         whole = api.get(f"/video/{image_id}/file")
         part = api.get(f"/video/{image_id}/file", headers={"Range": "bytes=8-15"})
@@ -62,3 +73,10 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
         assert api.delete(f"/video/{image_id}").status_code == 204
         for role in ("input", "output"):
             assert not [o for o in backends.store(role).list() if image_id in o.key], role
+
+
+def _pending_uploads(backends: Backends) -> list[object]:
+    """The input bucket's multipart uploads in progress."""
+    store = backends.store("input")
+    found = store._client.list_multipart_uploads(Bucket=store._bucket)
+    return list(found.get("Uploads", []))

@@ -18,15 +18,18 @@ from typing import Any
 import httpx
 import pytest
 
+from clips import write_sound
 from support import Server, jpeg_bytes, run_server, wait_until
-from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip
+from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip, padded_before_moov
 from video_servers import AUTH, PORTS, TOKEN, video_server
 
+MP4_START = b"\0\0\0\x18ftypisom\0\0\2\0isomiso2"  # what an MP4's first bytes are
 
-def spool_of(server: Server) -> Path:
-    folder = server.data_dir.parent / "spool" / "imageblur-spool"
-    folder.mkdir(parents=True, exist_ok=True)  # made by the first upload
-    return folder
+
+def tmp_files(server: Server) -> list[Path]:
+    """The files in the server's TMPDIR: an upload is streamed to the store, never
+    written there."""
+    return [p for p in (server.data_dir.parent / "spool").rglob("*") if not p.is_dir()]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def video_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    spool = data_dir.parent / "spool"  # the server's TMPDIR: uploads are spooled under it
+    spool = data_dir.parent / "spool"  # the server's TMPDIR: uploads never go there
     spool.mkdir(exist_ok=True)
     return {
         "IMAGEBLUR_VIDEO": "true",
@@ -124,7 +127,7 @@ def test_a_video_is_accepted_processed_and_served_by_ranges(
     assert done["status"] == "done", done
     assert (done["frames"], done["audio"], done["progress"]) == (20, "none", None)
     assert isinstance(done["faces"], int)  # face tracks: colour bars have none to speak of
-    assert list(spool_of(server).iterdir()) == []  # the spooled upload is gone
+    assert tmp_files(server) == []  # the upload went to the store, never to TMPDIR
     # Counted just after the record reads done: 2 s and 20 frames of video.
     wait_until(
         lambda: (
@@ -228,15 +231,77 @@ def test_a_refused_upload_stores_nothing(
     )
     assert broken.status_code == 400 and broken.json()["error"] == "bad_multipart"
     assert server.stored_files() == before
-    assert list(spool_of(server).iterdir()) == []
+    assert tmp_files(server) == []
+
+
+def _partial_uploads(server: Server) -> list[int]:
+    """The sizes of the local store's files being written (temp files, then renamed)."""
+    return [p.stat().st_size for p in server.stored_files() if p.name.endswith(".partial")]
+
+
+def test_an_upload_streams_into_the_store_and_never_to_tmpdir(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    """Half-way through a chunked upload, the store holds what came (its temp file) and
+    the API's TMPDIR holds nothing; the header, past 900 kB of padding at the end of the
+    file, is found by ranged reads of the stored object."""
+    body = padded_before_moov(clip, 900_000)
+    seen: dict[str, Any] = {}
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:600_000]
+        seen["partial"] = wait_until(
+            lambda: [n for n in _partial_uploads(server) if n >= 256 * 1024],
+            what="the upload's first pieces in the store",
+        )
+        seen["tmp"] = tmp_files(server)
+        yield body[600_000:]
+
+    created = client.post(
+        "/video?filename=padded.mp4", content=chunks(), headers={"Content-Type": "video/mp4"}
+    )
+    assert created.status_code == 202, created.text
+    assert seen["tmp"] == [] and seen["partial"], seen
+    assert created.json()["bytes"] == len(body) and created.json()["frames"] == 20
+    done = wait_video(client, created.json()["id"], server)
+    assert done["status"] == "done", done
+    assert tmp_files(server) == [] and _partial_uploads(server) == []
+
+
+def refused_uploads(tmp_path: Path, clip: bytes) -> dict[str, tuple[bytes, int, str]]:
+    """Uploads that start as a video does (so they are stored), each with the answer the
+    probe gives once it reads the stored object's header."""
+    return {
+        "truncated": (clip[: len(clip) // 2], 400, "invalid_video"),
+        "audio only": (write_sound(tmp_path / "a.mp4", "aac").read_bytes(), 415, "no_video"),
+        "too many pixels": (
+            make_clip(tmp_path / "big.mp4", frames=1, width=4000, height=2200).read_bytes(),
+            413,
+            "too_many_pixels",
+        ),
+    }
+
+
+def test_an_upload_the_probe_refuses_is_deleted_from_the_store(
+    server: Server, client: httpx.Client, clip: bytes, tmp_path: Path
+) -> None:
+    before = server.stored_files()
+    for what, (body, status, code) in refused_uploads(tmp_path, clip).items():
+        refused = client.post("/video", files={"video": ("x.mp4", body, "video/mp4")})
+        assert (refused.status_code, refused.json()["error"]) == (status, code), what
+        assert server.stored_files() == before, what
+    assert tmp_files(server) == []
 
 
 def test_the_byte_cap_holds_while_streaming(server: Server, client: httpx.Client) -> None:
-    """A chunked body (no Content-Length to refuse it early) is cut at the cap."""
-    chunks = iter([b"\0" * 65536] * 20)  # 1.3 MB, over the server's 1 MB
+    """A chunked body (no Content-Length to refuse it early) that starts like an MP4 (so
+    it is being stored) is cut at the cap, and what was stored of it goes."""
+    before = server.stored_files()
+    chunks = iter([MP4_START + b"\0" * 65536] + [b"\0" * 65536] * 20)  # over 1 MB
     refused = client.post("/video", content=chunks, headers={"Content-Type": "video/mp4"})
     assert refused.status_code == 413 and refused.json()["error"] == "too_large"
-    assert list(spool_of(server).iterdir()) == []  # the spooled part went with the refusal
+    assert server.stored_files() == before
+    assert tmp_files(server) == []
 
 
 def test_delete_while_processing_stops_the_job_and_leaves_nothing(
@@ -319,6 +384,10 @@ def test_with_review_a_video_is_held_sealed_and_approved(tmp_path: Path, clip: b
     data = tmp_path / "data"
     with run_server(data, env=video_env(data, **env), port=next(PORTS)) as srv:
         with httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as api:
+            # Probed through the envelope by ranges; refused, it is deleted.
+            before, truncated = srv.stored_files(), clip[: len(clip) // 2]
+            refused = api.post("/video", files={"video": ("t.mp4", truncated, "video/mp4")})
+            assert refused.status_code == 400 and srv.stored_files() == before
             image_id = api.post("/video", files={"video": ("r.mp4", clip, "video/mp4")}).json()[
                 "id"
             ]

@@ -10,13 +10,13 @@ from imageblur.bootstrap import VideoParts
 from imageblur.config import load_settings
 from imageblur.entrypoints.api import create_app
 from imageblur.logs import configure_logging
-from video_copy import CopyThrough, gate, probe
+from video_copy import CopyProbe, CopyThrough, gate
 
 
 def main() -> None:
     settings = load_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    parts = VideoParts(probe=probe, anonymizer=CopyThrough(gate()))
+    parts = VideoParts(probe=CopyProbe(), anonymizer=CopyThrough(gate()))
     app = create_app(settings, run_worker=True, video=parts)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
 

@@ -49,7 +49,9 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs"},
     # The API's video use cases: the pictures' name rule, the signed playback URLs.
-    "videos": CORE | {"backends", "logs", "services", "playback"},
+    "videos": CORE | {"backends", "logs", "services", "playback", "ranged_reader"},
+    # A stored object read as a seekable file, through the store's port.
+    "ranged_reader": CORE,
     # Webhooks: the signature and the address policy are pure; a delivery attempt
     # resolves and connects.
     "webhooks.signing": set(),

@@ -6,10 +6,12 @@ keeper, a delete that stops it, a corrupt video that fails it, and no temp file 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -36,11 +38,22 @@ FACTS = VideoFacts(
 )
 
 
-def probe(path: Path) -> VideoFacts:
-    """Accepts what starts like an MP4; refuses the rest as not a video."""
-    if path.read_bytes()[4:8] != b"ftyp":
-        raise VideoRefused("not a video", http_status=415, code="unsupported_media_type")
-    return FACTS
+class FakeProbe:
+    """Takes what starts like an MP4 as one; refuses, once stored, one that says so."""
+
+    def extension(self, head: bytes) -> str:
+        if head[4:8] != b"ftyp":
+            raise VideoRefused("not a video", http_status=415, code="unsupported_video")
+        return ".mp4"
+
+    def __call__(self, source: BinaryIO) -> VideoFacts:
+        source.seek(-7, os.SEEK_END)  # what it checks is at the end, as an MP4's moov may be
+        if source.read() == b"refused":
+            raise VideoRefused("no video stream", http_status=415, code="no_video")
+        return FACTS
+
+
+probe = FakeProbe()
 
 
 def service(world: World) -> VideoService:
@@ -53,10 +66,13 @@ def service(world: World) -> VideoService:
     )
 
 
-def upload(tmp_path: Path, data: bytes = CLIP, name: str = "clip.mp4") -> Ingested:
-    path = tmp_path / "spooled"
-    path.write_bytes(data)
-    return Ingested(path, len(data), body_digest(data, name), data[:64], name, "video/mp4")
+def upload(world: World, data: bytes = CLIP, name: str = "clip.mp4") -> Ingested:
+    """Streamed into the originals store as the API does, under `upload_key`'s key."""
+    key, content_type = service(world).upload_key()(data[:4096])
+    world.originals.put_stream(
+        key, [data[i : i + 999] for i in range(0, len(data), 999)], content_type=content_type
+    )
+    return Ingested(key, len(data), body_digest(data, name), name, "video/mp4")
 
 
 class FakeVideoAnonymizer:
@@ -82,7 +98,7 @@ class FakeVideoAnonymizer:
 def test_a_video_is_stored_recorded_and_queued_on_its_own_kind(
     world: World, tmp_path: Path
 ) -> None:
-    record = service(world).submit(upload(tmp_path), request_id="req-1")
+    record = service(world).submit(upload(world), request_id="req-1")
     assert record.kind == "video" and record.status is Status.VIDEO_PENDING
     assert (record.width, record.frames, record.fps, record.video_codec) == (64, 20, 10.0, "h264")
     assert world.originals.get(record.input_key) == CLIP
@@ -93,26 +109,31 @@ def test_a_video_is_stored_recorded_and_queued_on_its_own_kind(
     assert world.repo.list(limit=10) == [] and world.repo.count(kind="video") == 1
 
 
-def test_a_refused_video_stores_nothing(world: World, tmp_path: Path) -> None:
-    with pytest.raises(VideoRefused) as refused:
-        service(world).submit(upload(tmp_path, b"plain text, not a video"))
-    assert refused.value.http_status == 415
+def test_a_refused_video_stores_nothing(world: World) -> None:
+    with pytest.raises(VideoRefused) as refused:  # before a byte is stored
+        upload(world, b"plain text, not a video")
+    assert (refused.value.http_status, refused.value.code) == (415, "unsupported_video")
+    stored = upload(world, CLIP + b"refused")
+    assert [o.key for o in world.originals.list()] == [stored.key]
+    with pytest.raises(VideoRefused) as refused:  # by the probe, reading the stored object
+        service(world).submit(stored)
+    assert refused.value.code == "no_video"
     assert list(world.originals.list()) == [] and world.repo.count(kind="video") == 0
 
 
 def test_an_idempotency_key_replays_the_first_video(world: World, tmp_path: Path) -> None:
     videos = service(world)
-    first = videos.submit(upload(tmp_path), idempotency_key="k1")
-    assert videos.submit(upload(tmp_path), idempotency_key="k1").id == first.id
+    first = videos.submit(upload(world), idempotency_key="k1")
+    assert videos.submit(upload(world), idempotency_key="k1").id == first.id
     with pytest.raises(IdempotencyKeyReused):
-        videos.submit(upload(tmp_path, CLIP + b"x"), idempotency_key="k1")
+        videos.submit(upload(world, CLIP + b"x"), idempotency_key="k1")
     assert [o.key for o in world.originals.list()] == [first.input_key]
 
 
 def test_the_video_job_stores_the_result_and_records_its_outcome(
     world: World, tmp_path: Path
 ) -> None:
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
     pipeline = FakeVideoAnonymizer()
     outcome = world.processor(video=pipeline).handle(world.next_delivery())
     assert outcome is Outcome.DONE
@@ -128,7 +149,7 @@ def test_the_video_job_stores_the_result_and_records_its_outcome(
 def test_progress_is_written_by_the_lease_keeper_while_the_job_runs(
     world: World, tmp_path: Path
 ) -> None:
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
 
     def progress_shows(done: int, progress: VideoProgress) -> None:
         if done == 5:  # the job waits here until its record shows how far it got
@@ -146,7 +167,7 @@ def test_progress_is_written_by_the_lease_keeper_while_the_job_runs(
 
 def test_a_video_deleted_while_processing_stops_its_job(world: World, tmp_path: Path) -> None:
     videos = service(world)
-    record = videos.submit(upload(tmp_path))
+    record = videos.submit(upload(world))
     deleted = threading.Event()
 
     def delete_at_frame_3(done: int, progress: VideoProgress) -> None:
@@ -170,7 +191,7 @@ def test_a_video_deleted_while_processing_stops_its_job(world: World, tmp_path: 
 
 
 def test_a_corrupt_video_fails_for_good_with_nothing_left(world: World, tmp_path: Path) -> None:
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
 
     def corrupt(done: int, progress: VideoProgress) -> None:
         if done == 10:
@@ -185,7 +206,7 @@ def test_a_corrupt_video_fails_for_good_with_nothing_left(world: World, tmp_path
 
 
 def test_a_worker_without_the_pipeline_gives_the_job_back(world: World, tmp_path: Path) -> None:
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
     assert world.processor().handle(world.next_delivery()) is Outcome.RETRY
     back = world.repo.get(record.id)
     assert back is not None and back.status is Status.VIDEO_PENDING and back.attempts == 0
@@ -195,7 +216,7 @@ def test_a_worker_without_the_pipeline_gives_the_job_back(world: World, tmp_path
 def test_pictures_routes_never_show_a_video(world: World, tmp_path: Path) -> None:
     from imageblur.domain import NotFound
 
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
     with pytest.raises(NotFound):
         world.images.get(record.id)
     with pytest.raises(NotFound):
@@ -207,7 +228,7 @@ def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: P
     """A worker that died mid-video (its lease left to expire, its message lost with
     it): the reconciler re-publishes the job on the video queue, another worker takes it
     over and finishes it; the dead one's attempt leaves nothing."""
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
     world.next_delivery()  # taken by the worker that dies: never settled
     assert world.repo.claim(
         record.id, owner="dead", lease_s=60, now=world.clock(), kind=JobKind.VIDEO
@@ -227,7 +248,7 @@ def test_progress_is_written_about_once_a_second_never_per_frame(
 ) -> None:
     """Twenty frames reported, two progress writes: each write is the keeper's, at its
     tick (1 s), whatever number of frames passed since the last one."""
-    record = service(world).submit(upload(tmp_path))
+    record = service(world).submit(upload(world))
     writes: list[float] = []
 
     def count(operation: str) -> None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+import itertools
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -44,6 +45,11 @@ IDLE_TIMEOUT_S = 60.0
 # The start of the upload kept for the caller, to tell its format by its magic bytes.
 HEAD_BYTES = 4096
 _MULTIPART = "multipart/form-data"
+
+# A key chosen from the upload's first bytes (at least HEAD_BYTES of them, fewer only if
+# the upload is shorter), with the type it is stored as: for a format told by its magic
+# bytes, which come only with the body. It may raise to refuse the upload unstored.
+KeyFor = Callable[[bytes], tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ async def stream_upload(
     request: Request,
     *,
     store: ObjectStore,
-    key: str,
+    key: str | KeyFor,
     max_bytes: int,
     slots: StreamSlots,
     field: str = "image",
@@ -82,11 +88,12 @@ async def stream_upload(
     """Store the upload under `key` (made by the server) as it arrives: the multipart
     file part named `field`, or the whole body of any other Content-Type (its name is
     then `filename`, from the query), as `stored_type` (the client's Content-Type is a
-    label, not a fact about the bytes). Raises `Overloaded` when every slot is taken,
-    `Rejected` for a body it refuses (413 too_large; 400 bad_multipart, missing_file,
-    upload_interrupted; 408 upload_stalled when nothing comes for `idle_timeout_s`: the
-    API's JSON errors), and the store's errors: in every case nothing is stored under
-    `key`."""
+    label, not a fact about the bytes); or, with a `KeyFor`, under the key and type it
+    makes of the first bytes (what it raises refuses the upload). Raises `Overloaded`
+    when every slot is taken, `Rejected` for a body it refuses (413 too_large; 400
+    bad_multipart, missing_file, upload_interrupted; 408 upload_stalled when nothing
+    comes for `idle_timeout_s`: the API's JSON errors), and the store's errors: in every
+    case nothing is stored under `key`."""
     with slots.admit():
         declared = request.headers.get("content-length", "")
         content_type = request.headers.get("content-type", "")
@@ -103,7 +110,9 @@ async def stream_upload(
         return await _store(source, store, key, stored_type)
 
 
-async def _store(source: _Source, store: ObjectStore, key: str, stored_type: str) -> Streamed:
+async def _store(
+    source: _Source, store: ObjectStore, key: str | KeyFor, stored_type: str
+) -> Streamed:
     loop = asyncio.get_running_loop()
     pieces = source.pieces()
     tally = _Tally()
@@ -114,20 +123,37 @@ async def _store(source: _Source, store: ObjectStore, key: str, stored_type: str
             tally.add(piece, source.filename)  # the name is known before the first piece
             yield piece
 
+    def put() -> str:
+        chunks = pull()
+        if isinstance(key, str):
+            store.put_stream(key, chunks, content_type=stored_type)
+            return key
+        first = _head(chunks)  # nothing is stored before the key is made
+        name, content_type = key(first)
+        store.put_stream(name, itertools.chain((first,), chunks), content_type=content_type)
+        return name
+
     try:
-        await anyio.to_thread.run_sync(
-            lambda: store.put_stream(key, pull(), content_type=stored_type)
-        )
+        stored_key = await anyio.to_thread.run_sync(put)
     finally:
         await pieces.aclose()
     return Streamed(
-        key=key,
+        key=stored_key,
         size=tally.size,
         head=bytes(tally.head),
         body_sha256=tally.digest(source.filename),
         filename=source.filename,
         content_type=source.content_type,
     )
+
+
+def _head(chunks: Iterator[bytes]) -> bytes:
+    """The first pieces, up to HEAD_BYTES at least (a piece may be short only at the
+    end of the upload)."""
+    head = b""
+    while len(head) < HEAD_BYTES and (piece := next(chunks, None)) is not None:
+        head += piece
+    return head
 
 
 async def _next(pieces: AsyncIterator[bytes]) -> bytes | None:

@@ -1,25 +1,19 @@
-"""A video upload read off the wire into a spool file of the API's: the multipart
-body's `video` part, or the raw body, parsed as it arrives by `streamed_upload` (the
-byte cap while streaming, a stalled or interrupted body refused, one of the process's
-large-upload slots held), written by a local store over the spool folder (a temp file,
-then renamed). The file is the probe's input: it reads the container's header, which
-an MP4 may keep at its end, so the whole file is needed before anything is stored."""
+"""A video upload streamed into the originals store as it arrives: the multipart body's
+`video` part, or the raw body, parsed as it comes by `streamed_upload` (the byte cap
+while streaming, a stalled or interrupted body refused, one of the process's large-upload
+slots held), under the key `VideoService.upload_key` makes of its first bytes (its
+container: anything else is refused before a byte is stored). Nothing is written to the
+API's disk; the probe then reads the stored object's header by ranges
+(`VideoService.submit`)."""
 
 from __future__ import annotations
 
-import tempfile
-import uuid
-from pathlib import Path
-
 from starlette.requests import Request
 
-from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.admission import StreamSlots
 from imageblur.domain import VideoRefused
 from imageblur.entrypoints.streamed_upload import stream_upload
-from imageblur.videos import Ingested
-
-SPOOL = "imageblur-spool"  # under the temp dir (TMPDIR): uploads being read and probed
+from imageblur.videos import Ingested, VideoService
 
 
 def _media_type(request: Request) -> str:
@@ -28,19 +22,19 @@ def _media_type(request: Request) -> str:
 
 async def ingest(
     request: Request,
+    videos: VideoService,
     *,
     part: str = "video",
     max_bytes: int,
     slots: StreamSlots,
     filename: str | None = None,
-    spool_dir: Path | None = None,
 ) -> Ingested:
-    """The upload in a new file under `spool_dir` (`<temp dir>/imageblur-spool` by
-    default): the multipart body's file part `part`, or a raw body with a `video/*` (or
+    """The upload stored in `videos.originals`, unchecked but for its container: the
+    multipart body's file part `part`, or a raw body with a `video/*` (or
     application/octet-stream) Content-Type, named by `filename`. Raises `VideoRefused`
-    (415) for another Content-Type, and what `stream_upload` raises (413 too_large, 400
-    bad_multipart or missing_file, 408 upload_stalled, 503 overloaded), leaving no file
-    behind."""
+    (415) for another Content-Type or bytes of no video container we take, and what
+    `stream_upload` raises (413 too_large, 400 bad_multipart or missing_file, 408
+    upload_stalled, 503 overloaded), leaving nothing stored."""
     media_type = _media_type(request)
     if not (
         media_type in ("multipart/form-data", "application/octet-stream")
@@ -52,22 +46,19 @@ async def ingest(
             http_status=415,
             code="unsupported_media_type",
         )
-    root = spool_dir or Path(tempfile.gettempdir()) / SPOOL
-    key = f"upload-{uuid.uuid4().hex}.video"
     streamed = await stream_upload(
         request,
-        store=LocalObjectStore(root),
-        key=key,
+        store=videos.originals,
+        key=videos.upload_key(),
         max_bytes=max_bytes,
         slots=slots,
         field=part,
         filename=filename,
     )
     return Ingested(
-        path=root / key,
+        key=streamed.key,
         size=streamed.size,
         digest=streamed.body_sha256,
-        head=streamed.head,
         filename=streamed.filename,
         content_type=streamed.content_type,
     )

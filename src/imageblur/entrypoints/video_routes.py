@@ -57,23 +57,22 @@ async def post_video(
     ] = None,
 ) -> JSONResponse:
     # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS),
-    # held while the body is read.
+    # held while the body is streamed into the store; checked there (and deleted if
+    # refused) by `submit`.
     upload = await ingest(
         request,
+        videos,
         part="video",
         max_bytes=services.settings.max_video_bytes,
         slots=services.streams,
         filename=filename,
     )
-    try:
-        record = await run_in_threadpool(
-            videos.submit,
-            upload,
-            idempotency_key=idempotency_key,
-            request_id=request_id_of(request.scope),
-        )
-    finally:
-        await run_in_threadpool(upload.path.unlink, missing_ok=True)
+    record = await run_in_threadpool(
+        videos.submit,
+        upload,
+        idempotency_key=idempotency_key,
+        request_id=request_id_of(request.scope),
+    )
     return JSONResponse(
         _shown(videos, record, root).model_dump(mode="json"),
         status_code=202,

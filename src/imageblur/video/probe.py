@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import av.container
@@ -112,24 +112,37 @@ def sniff_container(head: bytes) -> Family:
 
 
 def open_input(
-    path: Path, family: Family, *, timeout_s: float, read_timeout_s: float | None = None
+    source: Path | BinaryIO,
+    family: Family,
+    *,
+    timeout_s: float,
+    read_timeout_s: float | None = None,
 ) -> av.container.InputContainer:
-    """The file opened with the family's demuxer: opening bounded by `timeout_s`, each
-    later read by `read_timeout_s` (default the same)."""
+    """The file (a path, or a seekable binary file such as ranged reads of a stored
+    object) opened with the family's demuxer: opening bounded by `timeout_s`, each later
+    read by `read_timeout_s` (default the same)."""
     return av.open(
-        str(path),
+        str(source) if isinstance(source, Path) else source,
+        "r",
         format=DEMUXERS[family],
         timeout=(timeout_s, read_timeout_s or timeout_s),
         options={"probesize": str(PROBE_BYTES), "analyzeduration": str(PROBE_DURATION_US)},
     )
 
 
-def probe(path: Path, limits: VideoLimits, *, timeout_s: float = PROBE_TIMEOUT_S) -> VideoInfo:
-    """Check the video at `path` from its header; `InvalidVideo` says why it is refused."""
-    with path.open("rb") as file:
-        family = sniff_container(file.read(64))
+def probe(
+    source: Path | BinaryIO, limits: VideoLimits, *, timeout_s: float = PROBE_TIMEOUT_S
+) -> VideoInfo:
+    """Check the video at `source` (a path, or a seekable binary file: the header may be
+    at the end) from its header; `InvalidVideo` says why it is refused."""
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            family = sniff_container(file.read(64))
+    else:
+        family = sniff_container(source.read(64))
+        source.seek(0)
     try:
-        container = open_input(path, family, timeout_s=timeout_s)
+        container = open_input(source, family, timeout_s=timeout_s)
     except av.FFmpegError as exc:
         raise InvalidVideo(
             f"the video could not be read (truncated or damaged): {_reason(exc)}"

@@ -8,12 +8,13 @@ into `AnonymizedVideo`. `BrokenVideo`, a `ProcessingError`, fails the job as it 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from imageblur.domain import AnonymizedVideo, VideoFacts, VideoRefused
 from imageblur.ports import FaceDetector, VideoProgress
 from imageblur.video.errors import InvalidVideo
 from imageblur.video.pipeline import PlanMaker, VideoOptions, blur_video
-from imageblur.video.probe import VideoInfo, probe
+from imageblur.video.probe import VideoInfo, probe, sniff_container
 from imageblur.video.progress import Progress
 
 # The record's container, by the probe's family (MP4 and MOV are one family).
@@ -43,7 +44,13 @@ class PipelineProbe:
     def __init__(self, options: VideoOptions) -> None:
         self._options = options
 
-    def __call__(self, source: Path) -> VideoFacts:
+    def extension(self, head: bytes) -> str:
+        try:
+            return f".{_CONTAINERS[sniff_container(head)]}"
+        except InvalidVideo as exc:
+            raise _refused(exc) from exc
+
+    def __call__(self, source: BinaryIO) -> VideoFacts:
         try:
             return facts_of(probe(source, self._options.limits))
         except InvalidVideo as exc:
