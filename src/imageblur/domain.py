@@ -57,6 +57,14 @@ def render_key(image_id: str, revision: int, extension: str) -> str:
     return f"{image_id}-r{revision}{extension}"
 
 
+TRACKS_TYPE = "application/json"  # a video's tracks object (`video.track_plan`)
+
+
+def tracks_key(image_id: str, attempt: int) -> str:
+    """A video job's tracks, beside its result (`attempt_key`): of the attempt's own."""
+    return attempt_key(image_id, attempt, ".json")
+
+
 def attempt_key(image_id: str, attempt: int, extension: str) -> str:
     """The result of a detection has a key of its own attempt: a worker whose lease
     lapsed, finishing late, then never overwrites nor deletes the result of the worker
@@ -222,6 +230,9 @@ class ImageRecord:
     frames_done: int | None = None
     frames_total: int | None = None
     eta_s: float | None = None
+    # A done video's face tracks (key boxes per track and the interpolation rule), one
+    # compact JSON object in the results store (`tracks_key`); None: none kept.
+    tracks_key: str | None = None
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
@@ -592,6 +603,9 @@ class AnonymizedVideo:
     audio: AudioOutcome
     extension: str
     content_type: str
+    # The tracks as one compact JSON object (`video.track_plan`); None: none to keep
+    # (tracking off: each frame hides its own detections).
+    track_plan: bytes | None = None
 
 
 # --- errors -----------------------------------------------------------------

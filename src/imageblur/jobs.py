@@ -30,6 +30,8 @@ from imageblur.backends import Backends
 from imageblur.cancel import Cancelled, Progress, checkpoint, watched
 from imageblur.domain import (
     MAX_ERROR_CHARS,
+    TRACKS_TYPE,
+    AnonymizedVideo,
     BackendUnavailable,
     Delivery,
     ErrorCode,
@@ -43,6 +45,7 @@ from imageblur.domain import (
     VideoRefused,
     attempt_key,
     render_key,
+    tracks_key,
     utcnow,
 )
 from imageblur.leases import LeaseKeeper, LeaseTerms
@@ -319,10 +322,7 @@ class JobProcessor:
             with self._metrics.stage("video"):
                 result = self._video.anonymize(source, folder / "result", _reporter(progress))
             checkpoint()  # deleted meanwhile: store nothing
-            key = attempt_key(record.id, record.attempts, result.extension)
-            with self._metrics.stage("store"):
-                chunks = _file_chunks(folder / "result")
-                self._b.results.put_stream(key, chunks, content_type=result.content_type)
+            key, plan_key = self._store_video(record, result, folder / "result")
         now = self._clock()
         hold_until = None if self._review_ttl_s is None else now + self._review_ttl
         done = self._repo.complete_video(
@@ -335,8 +335,11 @@ class JobProcessor:
             audio=result.audio,
             now=now,
             hold_until=hold_until,
+            tracks_key=plan_key,
         )
         if not done:
+            if plan_key is not None:
+                self._b.delete_quietly(self._b.results, plan_key, image_id=record.id)
             return self._lease_lost(delivery, record.id, key)
         log.info(
             "job.done",
@@ -352,6 +355,20 @@ class JobProcessor:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
+
+    def _store_video(
+        self, record: ImageRecord, result: AnonymizedVideo, path: Path
+    ) -> tuple[str, str | None]:
+        """The result streamed to the store, and its tracks beside it, under this
+        attempt's keys (`attempt_key`, `tracks_key`): (result key, tracks key or None)."""
+        key = attempt_key(record.id, record.attempts, result.extension)
+        plan_key = None if result.track_plan is None else tracks_key(record.id, record.attempts)
+        with self._metrics.stage("store"):
+            chunks = _file_chunks(path)
+            self._b.results.put_stream(key, chunks, content_type=result.content_type)
+            if plan_key is not None and result.track_plan is not None:
+                self._b.results.put(plan_key, result.track_plan, content_type=TRACKS_TYPE)
+        return key, plan_key
 
     def _download(self, key: str, target: Path) -> None:
         """An original streamed from the store into a file, a chunk at a time."""

@@ -177,10 +177,12 @@ class JobLeases(PictureLookup, Protocol):
         audio: AudioOutcome,
         now: datetime,
         hold_until: datetime | None = None,
+        tracks_key: str | None = None,
     ) -> bool:
         """The end of a video job held by `owner`: video_processing -> done, or -> review
         (review pending, held until `hold_until`); `faces` is the number of face tracks
-        hidden, `frames` the frames decoded, `audio` what became of the sound; the
+        hidden, `frames` the frames decoded, `audio` what became of the sound,
+        `tracks_key` where its tracks are in the results store (None: none); the
         progress is cleared. Appends the event `processed`. False if the lease was lost."""
 
     def complete(

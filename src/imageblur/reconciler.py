@@ -31,10 +31,11 @@ _Needed = Callable[[ImageRecord, str], bool]  # is this stored object still need
 
 
 def _result_needed(record: ImageRecord, key: str) -> bool:
-    """The current result, and any while a job may be writing one right now; a render's
-    result superseded by a newer one (a crash between storing and cleaning up) is not."""
+    """The current result (and a video's tracks), and any while a job may be writing one
+    right now; a render's result superseded by a newer one (a crash between storing and
+    cleaning up) is not."""
     working = kind_of_status(record.status) is not None  # a job of any kind waits or runs
-    return working or key == record.output_key
+    return working or key in (record.output_key, record.tracks_key)
 
 
 @dataclass(frozen=True, slots=True)

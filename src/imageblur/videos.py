@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from imageblur import playback
 from imageblur.backends import Backends
 from imageblur.domain import (
+    TRACKS_TYPE,
     BackendUnavailable,
     IdempotencyKeyReused,
     ImageRecord,
@@ -236,8 +237,9 @@ class VideoService:
             raise NotFound(f"no video with id {image_id}")
         b = self._b
         b.delete_quietly(b.originals, record.input_key, image_id=image_id)
-        if record.output_key:
-            b.delete_quietly(b.results, record.output_key, image_id=image_id)
+        for key in (record.output_key, record.tracks_key):
+            if key:
+                b.delete_quietly(b.results, key, image_id=image_id)
         log.info("video.deleted", image_id=image_id)
         return record
 
@@ -253,6 +255,23 @@ class VideoService:
             size=size,
             content_type=record.content_type,
             name=record.name,
+            final=record.status is Status.DONE,
+        )
+
+    def tracks(self, image_id: str) -> VideoFile:
+        """The face tracks of a video with a result (key boxes per track and the rule
+        that hides a face between them: `video.track_plan`); `NotReady` when it has none
+        (not done yet, or processed with tracking off)."""
+        record = self.get(image_id)
+        if record.status not in _SERVED or record.tracks_key is None:
+            raise NotReady(f"video {image_id} has no face tracks ({record.status.public})")
+        size = self._b.results.get_range(record.tracks_key, 0, 0).size
+        stem = record.name.rpartition(".")[0] or record.name
+        return VideoFile(
+            key=record.tracks_key,
+            size=size,
+            content_type=TRACKS_TYPE,
+            name=f"{stem}.tracks.json",
             final=record.status is Status.DONE,
         )
 

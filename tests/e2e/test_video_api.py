@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
-from clips import write_sound
+from clips import Clip, write_sound
 from support import Server, jpeg_bytes, run_server, wait_until
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip, padded_before_moov
 from video_servers import AUTH, PORTS, TOKEN, video_server
@@ -232,6 +234,42 @@ def test_a_refused_upload_stores_nothing(
     assert broken.status_code == 400 and broken.json()["error"] == "bad_multipart"
     assert server.stored_files() == before
     assert tmp_files(server) == []
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "example-pictures"
+
+
+def test_a_videos_face_tracks_are_stored_as_one_object_and_deleted_with_it(
+    server: Server, client: httpx.Client, tmp_path: Path
+) -> None:
+    """Bill Gates' photo panning a pixel a frame: one face track, its key boxes where
+    the face is, in one JSON object of the results store beside the result, served at
+    `tracks_url`, and gone with the video."""
+    photo = Image.open(EXAMPLE / "bill-gates.jpg").convert("RGB").resize((320, 180))
+    face = np.asarray(photo)
+    frames = [np.roll(face, i, axis=1) for i in range(20)]
+    src = Clip(width=320, height=180, frames=20, fps=10, picture=frames.__getitem__)
+    body = src.write(tmp_path / "face.mp4").read_bytes()
+    image_id = client.post("/video", files={"video": ("face.mp4", body, "video/mp4")}).json()["id"]
+    done = wait_video(client, image_id, server)
+    assert done["status"] == "done" and done["faces"] == 1, done
+    assert done["tracks_url"] == f"/video/{image_id}/tracks"
+    stored = [p for p in server.stored_files() if p.name == f"{image_id}-a1.json"]
+    assert len(stored) == 1  # in the results store, beside the result
+    tracks = client.get(done["tracks_url"])
+    assert tracks.status_code == 200 and tracks.headers["content-type"] == "application/json"
+    assert tracks.content == stored[0].read_bytes()
+    plan = tracks.json()
+    assert plan["format"] == "imageblur.track-plan/1" and "interpolated" in plan["rule"]
+    (track,) = plan["tracks"]
+    assert track["kind"] == "face" and len(track["keys"]) >= 5  # every 3rd frame looked at
+    for index, _, x0, y0, x1, y1, score in track["keys"]:
+        assert 0 <= index < 20 and score > 0.5
+        centre_x = (x0 + x1) / 2 - index  # the photo moves a pixel a frame
+        assert 100 < centre_x < 220 and 0 < y0 < y1 < 180, track["keys"]
+    assert client.delete(f"/video/{image_id}").status_code == 204
+    assert not [p for p in server.stored_files() if p.name.startswith(image_id)]
+    assert client.get(f"/video/{image_id}/tracks").status_code == 404
 
 
 def _partial_uploads(server: Server) -> list[int]:

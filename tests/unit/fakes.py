@@ -420,6 +420,7 @@ class FakeRepository:
         audio: AudioOutcome,
         now: datetime,
         hold_until: datetime | None = None,
+        tracks_key: str | None = None,
     ) -> bool:
         self._guard("complete_video")
         result: dict[str, object] = {
@@ -428,6 +429,7 @@ class FakeRepository:
             "faces": faces,
             "frames": frames,
             "audio": audio,
+            "tracks_key": tracks_key,
         }
         if hold_until is not None:
             result["held_until"] = hold_until

@@ -400,6 +400,7 @@ class PostgresImageRepository:
         audio: AudioOutcome,
         now: datetime,
         hold_until: datetime | None = None,
+        tracks_key: str | None = None,
     ) -> bool:
         given = frozenset({Guard.HOLD if hold_until is not None else Guard.NO_HOLD})
         held = "held_until = %(hold)s, " if hold_until is not None else ""
@@ -408,7 +409,8 @@ class PostgresImageRepository:
             + ", "
             + held
             + "output_key = %(output_key)s, url = %(url)s, faces = %(faces)s, "
-            "frames = %(frames)s, audio = %(audio)s, error = NULL, error_code = NULL, "
+            "frames = %(frames)s, audio = %(audio)s, tracks_key = %(tracks_key)s, "
+            "error = NULL, error_code = NULL, "
             "lease_owner = NULL, lease_expires_at = NULL, frames_done = NULL, "
             "frames_total = NULL, eta_s = NULL",
             _where("complete_video", given=given),
@@ -421,6 +423,7 @@ class PostgresImageRepository:
                 "faces": faces,
                 "frames": frames,
                 "audio": audio,
+                "tracks_key": tracks_key,
                 "hold": hold_until,
             },
             event=sql_lifecycle.event("complete_video", given=given),

@@ -131,6 +131,11 @@ MIGRATIONS: tuple[str, ...] = (
                          'video_processing');
     CREATE INDEX images_kind_created_idx ON {s}.images (kind, created_at DESC, id DESC);
     """,
+    # 10: a done video's tracks object in the results store (NULL: none, and every row
+    # of an older release). Nullable without a default: no rewrite.
+    """
+    ALTER TABLE {s}.images ADD COLUMN tracks_key text;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -380,6 +380,7 @@ class SqliteImageRepository:
         audio: AudioOutcome,
         now: datetime,
         hold_until: datetime | None = None,
+        tracks_key: str | None = None,
     ) -> bool:
         given = frozenset({Guard.HOLD if hold_until is not None else Guard.NO_HOLD})
         params = {
@@ -390,6 +391,7 @@ class SqliteImageRepository:
             "faces": faces,
             "frames": frames,
             "audio": audio,
+            "tracks_key": tracks_key,
             "now": _ts(now),
             "hold": _ts(hold_until) if hold_until is not None else None,
         }
@@ -398,6 +400,7 @@ class SqliteImageRepository:
                 f"UPDATE images SET {_to('complete_video', given=given)}, "
                 "held_until = COALESCE(:hold, held_until), output_key = :output_key, "
                 "url = :url, faces = :faces, frames = :frames, audio = :audio, "
+                "tracks_key = :tracks_key, "
                 "error = NULL, error_code = NULL, lease_owner = NULL, lease_expires_at = NULL, "
                 "frames_done = NULL, frames_total = NULL, eta_s = NULL, updated_at = :now "
                 f"WHERE id = :id AND ({_where('complete_video', given=given)})",

@@ -170,6 +170,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
     CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
     """,
+    # 9: a done video's tracks object in the results store (NULL: none, and every row of
+    # an older release).
+    """
+    ALTER TABLE images ADD COLUMN tracks_key TEXT;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

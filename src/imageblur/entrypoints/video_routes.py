@@ -129,6 +129,28 @@ async def get_video_file(
     )
 
 
+@router.get(
+    "/video/{image_id}/tracks",
+    responses={
+        200: {"content": {"application/json": {}}},
+        **errors(401, 404, 409, 422, 503),
+    },
+    response_class=Response,
+    summary="The face tracks of a processed video: key boxes per track and the rule",
+)
+async def get_video_tracks(videos: Videos, image_id: str) -> Response:
+    # One compact JSON object (`video.track_plan`, format imageblur.track-plan/1),
+    # streamed from the results store by ranges.
+    found = await run_in_threadpool(videos.tracks, image_id)
+    headers = {
+        "Content-Length": str(found.size),
+        "Content-Disposition": f'inline; filename="{_ascii(found.name)}"',
+        "Cache-Control": "private, max-age=300" if found.final else "no-store",
+    }
+    chunks = iterate_in_threadpool(videos.read(found.key, 0, found.size))
+    return StreamingResponse(chunks, media_type=found.content_type, headers=headers)
+
+
 def _ascii(name: str) -> str:
     return name.encode("ascii", "ignore").decode().replace('"', "") or "video"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from imageblur.domain import ErrorCode, ImageRecord
+from imageblur.domain import ErrorCode, ImageRecord, Status
 from imageblur.entrypoints.schemas import Error
 from imageblur.videos import Playback
 
@@ -46,6 +46,9 @@ class Video(BaseModel):
     progress: Progress | None = None  # while processing
     playback_url: str | None = None  # once done: plays in a <video> element, no bearer
     playback_expires_at: datetime | None = None
+    # Once done with tracking on: GET it (with the bearer header) for the face tracks,
+    # their key boxes and the rule that hides a face between and around them.
+    tracks_url: str | None = None
 
 
 class VideoList(BaseModel):
@@ -88,7 +91,12 @@ def video(record: ImageRecord, root: str = "", playback: Playback | None = None)
         progress=progress,
         playback_url=playback.url if playback else None,
         playback_expires_at=playback.expires_at if playback else None,
+        tracks_url=f"{root}/video/{record.id}/tracks" if _has_tracks(record) else None,
     )
+
+
+def _has_tracks(record: ImageRecord) -> bool:
+    return record.tracks_key is not None and record.status in (Status.DONE, Status.REVIEW)
 
 
 _ERROR_MEANINGS = {

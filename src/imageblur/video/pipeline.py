@@ -26,6 +26,7 @@ from imageblur.video.probe import VideoInfo, VideoLimits, probe
 from imageblur.video.progress import ProgressCallback, Throttled
 from imageblur.video.render_pass import Look, render
 from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
+from imageblur.video.track_plan import TrackPlan
 from imageblur.video.tracking import build_plan
 
 PlanMaker = Callable[[Sequence[FrameSightings]], MaskPlan]
@@ -56,6 +57,9 @@ class VideoResult:
     height: int
     extension: str
     content_type: str
+    # The tracks as one compact JSON object (`TrackPlan.to_json`); None: the plan has
+    # no tracks to keep (tracking off).
+    track_plan: str | None = None
 
 
 def _plan_maker(options: VideoOptions) -> PlanMaker:
@@ -112,4 +116,5 @@ def blur_video(
         height=rendered.height,
         extension=output_extension(info),
         content_type=CONTENT_TYPES[info.output],
+        track_plan=plan.to_json() if isinstance(plan, TrackPlan) else None,
     )

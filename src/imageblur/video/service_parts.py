@@ -89,4 +89,5 @@ class PipelineAnonymizer:
             audio=result.audio,
             extension=result.extension,
             content_type=result.content_type,
+            track_plan=None if result.track_plan is None else result.track_plan.encode(),
         )
