@@ -121,7 +121,7 @@ _UNLEASE = "lease_owner lease_expires_at"
 _RESULT = "output_key url faces plates"
 _OK = "error error_code " + _UNLEASE
 _PROGRESS = "frames_done frames_total eta_s"
-_VIDEO_RESULT = "output_key url faces frames audio"
+_VIDEO_RESULT = "output_key url faces frames audio tracks_key"
 
 TRANSITIONS: tuple[Transition, ...] = (
     # "*": every field, from the new record.

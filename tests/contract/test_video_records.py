@@ -79,12 +79,14 @@ def test_a_video_completes_with_its_outcome_and_without_its_progress(repo: Repos
     repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.VIDEO)
     repo.note_progress(rec.id, owner="w", frames_done=60, frames_total=120, eta_s=2.0, now=T0)
     done = {"output_key": "o.mp4", "url": "u", "faces": 2, "frames": 119, "audio": "kept"}
+    done["tracks_key"] = "o.json"
     assert not repo.complete_video(rec.id, owner="x", now=T0, **done)  # type: ignore[arg-type]
     assert not repo.complete(rec.id, owner="w", output_key="o", url="u", faces=1, now=T0)
     assert repo.complete_video(rec.id, owner="w", now=T0, **done)  # type: ignore[arg-type]
     got = repo.get(rec.id)
     assert got is not None and got.status is Status.DONE
     assert (got.output_key, got.faces, got.frames, got.audio) == ("o.mp4", 2, 119, "kept")
+    assert got.tracks_key == "o.json"
     assert (got.frames_done, got.frames_total, got.eta_s, got.lease_owner) == (None,) * 4
     assert [e.action for e in repo.history(rec.id)] == ["uploaded", "processed"]
 

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +34,7 @@ from support import wait_until
 from unit.world import World
 
 CLIP = b"\x00\x00\x00\x18ftypmp42" + b"frames" * 1000
+PLAN = b'{"format":"imageblur.track-plan/1","tracks":[]}'
 FACTS = VideoFacts(
     container="mp4", video_codec="h264", width=64, height=48, duration_s=2.0, fps=10.0, frames=20
 )
@@ -91,7 +93,12 @@ class FakeVideoAnonymizer:
             self.during(done, progress)
         target.write_bytes(source.read_bytes()[::-1])
         return AnonymizedVideo(
-            frames=FACTS.frames, tracks=2, audio="kept", extension=".mp4", content_type="video/mp4"
+            frames=FACTS.frames,
+            tracks=2,
+            audio="kept",
+            extension=".mp4",
+            content_type="video/mp4",
+            track_plan=PLAN,
         )
 
 
@@ -142,8 +149,33 @@ def test_the_video_job_stores_the_result_and_records_its_outcome(
     assert (done.faces, done.frames, done.audio) == (2, 20, "kept")
     assert done.output_key == f"{record.id}-a1.mp4" and done.frames_done is None
     assert world.results.get(done.output_key) == CLIP[::-1]
+    assert done.tracks_key == f"{record.id}-a1.json"  # the tracks, beside the result
+    assert world.results.get(done.tracks_key) == PLAN
     assert not world.originals.exists(record.input_key)  # the original goes once done
     assert not pipeline.sources[0].exists()  # and the job's temp files with the job
+    videos = service(world)
+    assert videos.tracks(record.id).key == done.tracks_key
+    videos.delete(record.id)
+    assert list(world.results.list()) == []  # the result and the tracks went with it
+
+
+def test_orphaned_video_objects_are_collected_and_referenced_ones_kept(world: World) -> None:
+    """What crashes leave: an upload never recorded (a `.mp4` original), a result and
+    its tracks of an attempt whose lease was lost; the done video's stay."""
+    record = service(world).submit(upload(world))
+    world.processor(video=FakeVideoAnonymizer()).handle(world.next_delivery())
+    done = world.repo.get(record.id)
+    assert done is not None and done.tracks_key is not None
+    orphan = service(world).upload_key()(CLIP)[0]
+    world.originals.put(orphan, CLIP, content_type="video/mp4")
+    for key in (f"{record.id}-a2.mp4", f"{record.id}-a2.json"):
+        world.results.put(key, b"x", content_type="application/octet-stream")
+    for store in (world.originals, world.results):
+        for key in store.objects:
+            store.age(key, 3600)
+    world.clock.now = datetime.now(UTC) + timedelta(hours=2)
+    assert world.reconciler().collect_garbage() == (1, 2)
+    assert sorted(world.results.objects) == sorted([done.output_key, done.tracks_key])
 
 
 def test_progress_is_written_by_the_lease_keeper_while_the_job_runs(
@@ -240,7 +272,8 @@ def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: P
     assert world.processor(owner="w2", video=FakeVideoAnonymizer()).handle(delivery) is Outcome.DONE
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.attempts == 2
-    assert [o.key for o in world.results.list()] == [f"{record.id}-a2.mp4"]
+    keys = sorted(o.key for o in world.results.list())
+    assert keys == [f"{record.id}-a2.json", f"{record.id}-a2.mp4"]  # the result and tracks
 
 
 def test_progress_is_written_about_once_a_second_never_per_frame(

@@ -18,6 +18,7 @@ from imageblur.ports import FaceDetector
 from imageblur.video.errors import BrokenVideo
 from imageblur.video.pipeline import VideoOptions, VideoResult, blur_video
 from imageblur.video.sightings import FrameSightings, HiddenBox
+from imageblur.video.track_plan import TrackPlan
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "example-pictures"
 
@@ -63,6 +64,8 @@ def test_a_face_in_every_frame_is_hidden_in_every_frame(
     )
     target, result = _run(src, tmp_path, detector, options)
     assert (result.frames, result.faces) == (20, 1)
+    assert result.track_plan is not None  # the tracks, kept as one JSON object
+    assert TrackPlan.from_json(result.track_plan).tracks == 1
     for frame, (box,) in zip(decoded(target), boxes, strict=True):
         x0, y0, x1, y1 = (int(v) for v in (box.x0, box.y0, box.x1, box.y1))
         inner = frame.to_ndarray(format="rgb24")[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4]
