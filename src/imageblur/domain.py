@@ -26,8 +26,9 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 # What a client may send as X-Request-ID: short, and safe in logs and headers.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # An original or a result: `<id>.<ext>`, a detection's `<id>-a<attempt>.<ext>`, a
-# re-render's `<id>-r<revision>.<ext>`; an extension may hold a digit (a video's `.mp4`).
-_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?\.[a-z][a-z0-9]{2,3}$")
+# re-render's `<id>-r<revision>.<ext>`, a video job's tracks `<id>-a<attempt>.tracks.json`;
+# an extension may hold a digit (a video's `.mp4`).
+_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?(?:\.tracks)?\.[a-z][a-z0-9]{2,3}$")
 
 
 def new_image_id() -> str:
@@ -61,8 +62,10 @@ TRACKS_TYPE = "application/json"  # a video's tracks object (`video.track_plan`)
 
 
 def tracks_key(image_id: str, attempt: int) -> str:
-    """A video job's tracks, beside its result (`attempt_key`): of the attempt's own."""
-    return attempt_key(image_id, attempt, ".json")
+    """A video job's tracks, beside its result (`attempt_key`): of the attempt's own. Not
+    `<id>-a<n>.json`: the previous release's garbage collection would take that for a
+    result no record names and delete it; it ignores keys of this shape."""
+    return attempt_key(image_id, attempt, ".tracks.json")
 
 
 def attempt_key(image_id: str, attempt: int, extension: str) -> str:

@@ -2,7 +2,8 @@
 its claim and re-publish conditions (the WHERE that `adapters/sql_lifecycle` builds
 from `lifecycle.TRANSITIONS`, as SQLite and PostgreSQL run it, and the same as the unit
 tests' fake applies it), the queue it consumes and its message parser (`Job.from_json`:
-a message it cannot run, such as one of a kind it does not know, is dead-lettered).
+a message it cannot run, such as one of a kind it does not know, is dead-lettered), and
+the object keys its garbage collection takes.
 
 Copied from the release that brought the job kinds rule (issue 24): do NOT update this
 file when the claim conditions or the parser change. A new kind must stay invisible to
@@ -16,6 +17,10 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+
+# `domain._KEY`: the object keys its garbage collection recognises (and deletes when no
+# record needs them); any other key it leaves alone.
+COLLECTED_KEY = re.compile(r"^([0-9a-f]{32})(?:-[ar][0-9]{1,9})?\.[a-z]{3,4}$")
 
 # lifecycle.TRANSITIONS' "claim" rows, by the kind the message names, and
 # "requeue_stale" (parameters written `:name`; PostgreSQL's `%(name)s`, see `sql`).

@@ -254,7 +254,7 @@ def test_a_videos_face_tracks_are_stored_as_one_object_and_deleted_with_it(
     done = wait_video(client, image_id, server)
     assert done["status"] == "done" and done["faces"] == 1, done
     assert done["tracks_url"] == f"/video/{image_id}/tracks"
-    stored = [p for p in server.stored_files() if p.name == f"{image_id}-a1.json"]
+    stored = [p for p in server.stored_files() if p.name == f"{image_id}-a1.tracks.json"]
     assert len(stored) == 1  # in the results store, beside the result
     tracks = client.get(done["tracks_url"])
     assert tracks.status_code == 200 and tracks.headers["content-type"] == "application/json"

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import pytest
 
+from contract import previous_release
 from imageblur.domain import (
     AnonymizedVideo,
     ErrorCode,
@@ -26,6 +27,8 @@ from imageblur.domain import (
     VideoFacts,
     VideoRefused,
     body_digest,
+    image_id_of_key,
+    tracks_key,
 )
 from imageblur.jobs import Outcome
 from imageblur.ports import VideoProgress
@@ -149,7 +152,7 @@ def test_the_video_job_stores_the_result_and_records_its_outcome(
     assert (done.faces, done.frames, done.audio) == (2, 20, "kept")
     assert done.output_key == f"{record.id}-a1.mp4" and done.frames_done is None
     assert world.results.get(done.output_key) == CLIP[::-1]
-    assert done.tracks_key == f"{record.id}-a1.json"  # the tracks, beside the result
+    assert done.tracks_key == f"{record.id}-a1.tracks.json"  # the tracks, beside the result
     assert world.results.get(done.tracks_key) == PLAN
     assert not world.originals.exists(record.input_key)  # the original goes once done
     assert not pipeline.sources[0].exists()  # and the job's temp files with the job
@@ -168,7 +171,7 @@ def test_orphaned_video_objects_are_collected_and_referenced_ones_kept(world: Wo
     assert done is not None and done.tracks_key is not None
     orphan = service(world).upload_key()(CLIP)[0]
     world.originals.put(orphan, CLIP, content_type="video/mp4")
-    for key in (f"{record.id}-a2.mp4", f"{record.id}-a2.json"):
+    for key in (f"{record.id}-a2.mp4", f"{record.id}-a2.tracks.json"):
         world.results.put(key, b"x", content_type="application/octet-stream")
     for store in (world.originals, world.results):
         for key in store.objects:
@@ -273,7 +276,7 @@ def test_a_killed_workers_video_is_finished_by_another(world: World, tmp_path: P
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE and done.attempts == 2
     keys = sorted(o.key for o in world.results.list())
-    assert keys == [f"{record.id}-a2.json", f"{record.id}-a2.mp4"]  # the result and tracks
+    assert keys == [f"{record.id}-a2.mp4", f"{record.id}-a2.tracks.json"]  # result and tracks
 
 
 def test_progress_is_written_about_once_a_second_never_per_frame(
@@ -300,3 +303,14 @@ def test_progress_is_written_about_once_a_second_never_per_frame(
     assert writes[1] - writes[0] >= 0.5  # the keeper's pace (1 s ticks), not the frames'
     done = world.repo.get(record.id)
     assert done is not None and done.status is Status.DONE
+
+
+def test_the_previous_releases_collection_never_takes_a_videos_tracks() -> None:
+    """During a rolling upgrade, the previous release's sweep deletes any key of its
+    shape that no record's `output_key` names: the tracks' key is not of its shape, and
+    this release's sweep knows it."""
+    image_id = "0123456789abcdef0123456789abcdef"
+    key = tracks_key(image_id, 1)
+    assert previous_release.COLLECTED_KEY.fullmatch(key) is None
+    assert previous_release.COLLECTED_KEY.fullmatch(f"{image_id}-a1.jpg") is not None
+    assert image_id_of_key(key) == image_id == image_id_of_key(f"{image_id}-a1.mp4")
