@@ -162,6 +162,24 @@ def test_the_video_job_stores_the_result_and_records_its_outcome(
     assert list(world.results.list()) == []  # the result and the tracks went with it
 
 
+def test_a_job_that_loses_its_video_after_storing_deletes_its_result_and_tracks(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The video deleted between the job's storing and its recording (past the last
+    checkpoint): the job's own result and tracks go, nothing is left."""
+    record = service(world).submit(upload(world))
+    put = world.results.put
+
+    def put_then_delete(key: str, data: bytes, *, content_type: str) -> None:
+        put(key, data, content_type=content_type)
+        world.repo.delete(record.id)  # as DELETE /video/{id} would, a moment too late
+
+    monkeypatch.setattr(world.results, "put", put_then_delete)
+    outcome = world.processor(video=FakeVideoAnonymizer()).handle(world.next_delivery())
+    assert outcome is Outcome.SKIPPED
+    assert list(world.results.list()) == []
+
+
 def test_orphaned_video_objects_are_collected_and_referenced_ones_kept(world: World) -> None:
     """What crashes leave: an upload never recorded (a `.mp4` original), a result and
     its tracks of an attempt whose lease was lost; the done video's stay."""
