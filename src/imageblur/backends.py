@@ -13,12 +13,21 @@ from typing import Protocol
 
 from imageblur.domain import BackendUnavailable
 from imageblur.logs import get_logger
-from imageblur.ports import JobLeases, JobQueue, ObjectStore, Pictures, Reviews, Schema, Upkeep
+from imageblur.ports import (
+    JobLeases,
+    JobQueue,
+    ObjectStore,
+    Outbox,
+    Pictures,
+    Reviews,
+    Schema,
+    Upkeep,
+)
 
 log = get_logger(__name__)
 
 
-class Repository(Pictures, JobLeases, Reviews, Upkeep, Schema, Protocol):
+class Repository(Pictures, JobLeases, Reviews, Upkeep, Outbox, Schema, Protocol):
     """Every role of the image metadata, as each adapter implements them in one class.
     The bundle carries this one object; each use case keeps it typed as the roles it
     uses (`ports`), so mypy holds it to them."""

@@ -548,6 +548,25 @@ class Event:
     reasons: Mapping[str, str] | None = None  # {region id: why a reviewer un-hid it}
 
 
+WebhookOutcome = Literal["delivered", "given_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMessage:
+    """A row of the webhook outbox: one event of one record, to one URL, sent until
+    delivered or given up. `id` is the `webhook-id` header, the same on every retry."""
+
+    id: str
+    image_id: str
+    event: str  # picture.done, picture.failed, picture.review, video.done, ...
+    url: str
+    created_at: datetime  # the transition's time: the event's
+    attempts: int = 0  # claims so far (one per attempt, finished or not)
+    next_attempt_at: datetime | None = None
+    outcome: WebhookOutcome | None = None  # None: still to be delivered
+    last_error: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class PictureStats:
     """Pictures per status, and when the oldest pending one was uploaded (the gauges)."""

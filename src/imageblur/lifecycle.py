@@ -54,9 +54,25 @@ class Audit:
     role: EventRole | None = None
 
 
-# A side effect of a transition, run in its transaction. Only the audit line today; an
-# outbox row or a batch counter becomes another member of this union.
-Effect = Audit
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """A webhook outbox row (`<kind>.<status>`: `picture.done`, `video.failed`, ...),
+    written in the transaction of the change when the record has somewhere to send it
+    (the server's IMAGEBLUR_WEBHOOK_URL). docs/operations.md, "Webhooks"."""
+
+
+# A side effect of a transition, run in its transaction.
+Effect = Audit | Notify
+
+# A change of status into one of these is an event a client is told about (a webhook):
+# the end of a job, a hold for review, and every return to review (after a re-render,
+# or a render that failed).
+NOTIFIED = frozenset({Status.DONE, Status.FAILED, Status.REVIEW})
+
+
+def webhook_event(kind: str, status: Status) -> str:
+    """The event's name: the record's kind and the status it came to."""
+    return f"{kind}.{status.public}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,11 @@ class Transition:
         """The audit trail's action of this transition, if it appends one."""
         return next((e.action for e in self.effects if isinstance(e, Audit)), None)
 
+    @property
+    def notifies(self) -> bool:
+        """Whether this transition writes a webhook outbox row."""
+        return any(isinstance(e, Notify) for e in self.effects)
+
 
 def _t(
     operation: str,
@@ -91,9 +112,13 @@ def _t(
     effects: tuple[Effect, ...] = (),
     stamps: bool = True,
 ) -> Transition:
+    sources = frozenset(source if isinstance(source, tuple) else (source,))
+    # The rule of webhooks, written once: a change of status into a notified one.
+    if target in NOTIFIED and target not in sources:
+        effects = (*effects, Notify())
     return Transition(
         operation=operation,
-        source=frozenset(source if isinstance(source, tuple) else (source,)),
+        source=sources,
         target=target,
         lease=lease,
         guards=frozenset(guards),

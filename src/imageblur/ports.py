@@ -30,6 +30,7 @@ from imageblur.domain import (
     Region,
     StoredObject,
     VideoFacts,
+    WebhookMessage,
 )
 
 RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, C-contiguous
@@ -302,6 +303,41 @@ class Upkeep(Protocol):
         already `owner`'s; True if `owner` holds it now. Lets one process out of many
         run a periodic job such as garbage collection, and another take over when that
         process dies."""
+
+
+class Outbox(Protocol):
+    """The webhook outbox: rows written by the transitions that notify (`lifecycle.Notify`,
+    in their transaction, when the repository was given a webhook URL), sent by each
+    worker's sender. A row is taken under a lease, so of many senders one has it at a
+    time, and a sender that died leaves it to another once the lease ends."""
+
+    def claim_webhooks(
+        self, *, owner: str, lease_s: float, now: datetime, limit: int
+    ) -> Sequence[WebhookMessage]:
+        """Take up to `limit` rows due at `now` (undelivered, not given up, next attempt
+        due, no live lease), oldest due first: leased to `owner` until now + lease_s,
+        attempts + 1. Concurrent callers never take the same row."""
+
+    def webhook_delivered(self, webhook_id: str, *, now: datetime) -> bool:
+        """The row was delivered (whoever holds its lease now: it was). False if it is
+        gone (deleted with its record) or finished already."""
+
+    def webhook_retry(
+        self, webhook_id: str, *, owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        """An attempt failed: due again at `next_attempt_at`, the lease freed, `error`
+        kept. False unless `owner` holds the row's lease."""
+
+    def webhook_given_up(self, webhook_id: str, *, owner: str, reason: str, now: datetime) -> bool:
+        """No more attempts: the row is finished as given up, and the record's audit
+        trail gets the event `webhook_given_up` (role system) with the event's name and
+        the reason, in one transaction. False unless `owner` holds the row's lease."""
+
+    def webhooks(self, image_id: str) -> Sequence[WebhookMessage]:
+        """The record's outbox rows, oldest first (what became of its events)."""
+
+    def outbox_depth(self) -> int:
+        """Rows still to be delivered (the `imageblur_webhook_outbox` gauge)."""
 
 
 class Schema(Protocol):

@@ -147,7 +147,8 @@ def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Obj
 def repo_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], Repository]]:
-    """Makes repositories sharing one database (as separate processes would)."""
+    """Makes repositories sharing one database (as separate processes would);
+    `factory(webhook_url=...)`: one whose notifying transitions write outbox rows."""
     made: list[Repository] = []
     with_schema = request.param == "postgres"
     schema_cm = (
@@ -156,15 +157,20 @@ def repo_factory(
     schema = schema_cm.__enter__() if schema_cm is not None else ""
     database = FakeDatabase()
 
-    def factory() -> Repository:
+    def factory(*, webhook_url: str | None = None) -> Repository:
         repo: Repository
         if request.param == "sqlite":
-            repo = SqliteImageRepository(tmp_path / "meta.sqlite3")
+            repo = SqliteImageRepository(tmp_path / "meta.sqlite3", webhook_url=webhook_url)
         elif request.param == "fake":
-            repo = FakeRepository(database)
+            repo = FakeRepository(database, webhook_url=webhook_url)
         else:
             repo = PostgresImageRepository(
-                servers.PG_ADMIN_DSN, schema=schema, pool_min=1, pool_max=8, timeout_s=5
+                servers.PG_ADMIN_DSN,
+                schema=schema,
+                pool_min=1,
+                pool_max=8,
+                timeout_s=5,
+                webhook_url=webhook_url,
             )
         made.append(repo)
         return repo

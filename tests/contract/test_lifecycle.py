@@ -3,7 +3,8 @@ refusal, on every repository (SQLite, PostgreSQL, the unit tests' fake): each op
 is called on a picture in each state, at a time when leases are live and at one when
 they have expired and holds are due, and the row after it must be what the table says:
 the status, the review, the fields it sets and clears (and no other), the time stamp,
-the audit line; or, when the table refuses, the row and its trail unchanged."""
+the audit line, the webhook outbox row; or, when the table refuses, the row, its trail
+and its outbox unchanged."""
 
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ LIVE = T0 + timedelta(seconds=1)  # every lease (30 s from T0) is live, no hold 
 LATE = HOLD + timedelta(seconds=1)  # every lease has expired, every hold is due
 OTHER_HOLD = HOLD + timedelta(days=1)
 _RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord))
+HOOK = "http://hooks.example/imageblur"
+
+
+@pytest.fixture
+def repo(repo_factory: Callable[..., Repository]) -> Repository:
+    """Every repository here notifies: its transitions' outbox rows are checked too."""
+    made = repo_factory(webhook_url=HOOK)
+    made.migrate()
+    return made
+
+
+def _events(repo: Repository, image_id: str) -> list[str]:
+    return [m.event for m in repo.webhooks(image_id)]
 
 
 def _processing(repo: Repository) -> ImageRecord:
@@ -243,6 +257,10 @@ def _expect(
         k: v for k, v in _fields(before).items() if k in kept
     }
     assert trail[-1:] == ([t.event] if t.event else trail[-1:])
+    if t.notifies:
+        (newest, *_) = reversed(repo.webhooks(before.id))
+        assert newest.event == lifecycle.webhook_event(after.kind, after.status)
+        assert (newest.url, newest.created_at, newest.outcome) == (HOOK, now, None)
 
 
 def _states(repo: Repository) -> list[tuple[str, ImageRecord]]:
@@ -263,12 +281,15 @@ def test_an_operation_does_what_the_table_says_from_every_state(
     for state, before in _states(repo):
         t = lifecycle.find(op.name, before, op.call(now, before))
         trail = repo.history(before.id)
+        events = _events(repo, before.id)
         regions = repo.regions(before.id)
         accepted = op.run(repo, before, now)
         assert accepted is (t is not None), f"{op_name} from {state}"
         _expect(repo, before, t, now)
         grew = len(repo.history(before.id)) - len(trail)
         assert grew == (1 if t is not None and t.event else 0), f"{op_name} from {state}"
+        notified = len(_events(repo, before.id)) - len(events)
+        assert notified == (1 if t is not None and t.notifies else 0), f"{op_name} from {state}"
         if t is None or "regions" not in t.sets:
             assert repo.regions(before.id) == regions, f"{op_name} from {state}"
 
@@ -290,10 +311,14 @@ def test_expiry_takes_what_the_table_says(repo: Repository, now: datetime) -> No
     states = _states(repo)
     call = lifecycle.Call(now=now)
     expected = {r.id: lifecycle.find("expire_holds", r, call) for _, r in states}
+    events = {r.id: _events(repo, r.id) for _, r in states}
     expired = {r.id for r in repo.expire_holds(now=now, limit=100)}
     assert expired == {i for i, t in expected.items() if t is not None}
     for _, before in states:
         _expect(repo, before, expected[before.id], now)
+        t = expected[before.id]
+        grew = len(_events(repo, before.id)) - len(events[before.id])
+        assert grew == (1 if t is not None and t.notifies else 0)
 
 
 def test_mark_published_changes_no_field_of_the_record(repo: Repository) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO, cast
 
 from imageblur import lifecycle
-from imageblur.adapters import transitions
+from imageblur.adapters import outbox, transitions
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -36,6 +36,7 @@ from imageblur.domain import (
     Status,
     StoredObject,
     StoreUnavailable,
+    WebhookMessage,
 )
 from imageblur.ports import RGBImage
 
@@ -204,6 +205,9 @@ class FakeDatabase:
     leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     regions: dict[str, tuple[Region, ...]] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=dict)
+    # The webhook outbox, in insertion order, and each row's lease (owner, until).
+    outbox: dict[str, WebhookMessage] = field(default_factory=dict)
+    outbox_leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     migrated: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -212,8 +216,11 @@ class FakeRepository:
     """Every repository role in dicts. Its transitions are `imageblur.lifecycle`'s table,
     applied (each under one lock, as each is one statement in the SQL adapters)."""
 
-    def __init__(self, database: FakeDatabase | None = None) -> None:
+    def __init__(
+        self, database: FakeDatabase | None = None, *, webhook_url: str | None = None
+    ) -> None:
         self.db = database or FakeDatabase()
+        self.webhook_url = webhook_url
         self.down = False
         self.before: Callable[[str], None] | None = None
 
@@ -297,6 +304,9 @@ class FakeRepository:
             self.db.published_at.pop(image_id, None)
             self.db.regions.pop(image_id, None)
             self.db.events.pop(image_id, None)
+            for gone in [m.id for m in self.db.outbox.values() if m.image_id == image_id]:
+                del self.db.outbox[gone]
+                self.db.outbox_leases.pop(gone, None)
             return self.db.records.pop(image_id, None)
 
     def _apply(
@@ -347,11 +357,17 @@ class FakeRepository:
         reviewer: str | None = None,
         reasons: Mapping[str, str] | None = None,
     ) -> ImageRecord | None:
-        """Run the applied transition's side effects (its audit line); the record."""
+        """Run the applied transition's side effects (its audit line, its outbox row);
+        the record."""
         if applied is None:
             return None
         record, t = applied
         for effect in t.effects:
+            if isinstance(effect, lifecycle.Notify):
+                if self.webhook_url is not None:
+                    message = outbox.new_message(record, self.webhook_url)
+                    self.db.outbox[message.id] = message
+                continue
             effect_role = effect.role or role
             assert effect_role is not None, f"{t.operation}: whose event?"
             self._log(
@@ -603,6 +619,90 @@ class FakeRepository:
         self._guard("history")
         with self.db.lock:
             return list(self.db.events.get(image_id, ()))
+
+    def claim_webhooks(
+        self, *, owner: str, lease_s: float, now: datetime, limit: int
+    ) -> Sequence[WebhookMessage]:
+        self._guard("claim_webhooks")
+        with self.db.lock:
+
+            def due(m: WebhookMessage) -> bool:
+                lease = self.db.outbox_leases.get(m.id)
+                free = lease is None or lease[1] <= now
+                return (
+                    m.outcome is None
+                    and m.next_attempt_at is not None
+                    and (m.next_attempt_at <= now and free)
+                )
+
+            picked = sorted(
+                (m for m in self.db.outbox.values() if due(m)),
+                key=lambda m: (m.next_attempt_at or now, m.id),
+            )[:limit]
+            claimed = []
+            for m in picked:
+                taken = replace(m, attempts=m.attempts + 1)
+                self.db.outbox[m.id] = taken
+                self.db.outbox_leases[m.id] = (owner, now + timedelta(seconds=lease_s))
+                claimed.append(taken)
+            return claimed
+
+    def _outbox_row(self, webhook_id: str, owner: str | None) -> WebhookMessage | None:
+        """The unfinished row, if `owner` (when given) holds its lease."""
+        m = self.db.outbox.get(webhook_id)
+        lease = self.db.outbox_leases.get(webhook_id)
+        if m is None or m.outcome is not None:
+            return None
+        if owner is not None and (lease is None or lease[0] != owner):
+            return None
+        return m
+
+    def webhook_delivered(self, webhook_id: str, *, now: datetime) -> bool:
+        self._guard("webhook_delivered")
+        with self.db.lock:
+            m = self._outbox_row(webhook_id, None)
+            if m is None:
+                return False
+            self.db.outbox[webhook_id] = replace(m, outcome="delivered")
+            self.db.outbox_leases.pop(webhook_id, None)
+            return True
+
+    def webhook_retry(
+        self, webhook_id: str, *, owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        self._guard("webhook_retry")
+        with self.db.lock:
+            m = self._outbox_row(webhook_id, owner)
+            if m is None:
+                return False
+            changed = replace(m, next_attempt_at=next_attempt_at, last_error=error)
+            self.db.outbox[webhook_id] = changed
+            self.db.outbox_leases.pop(webhook_id, None)
+            return True
+
+    def webhook_given_up(self, webhook_id: str, *, owner: str, reason: str, now: datetime) -> bool:
+        self._guard("webhook_given_up")
+        with self.db.lock:
+            m = self._outbox_row(webhook_id, owner)
+            if m is None:
+                return False
+            self.db.outbox[webhook_id] = replace(m, outcome="given_up", last_error=reason)
+            self.db.outbox_leases.pop(webhook_id, None)
+            record = self.db.records.get(m.image_id)
+            if record is not None:
+                line = outbox.given_up(record, event=m.event, reason=reason, now=now)
+                self.db.events.setdefault(record.id, []).append(line)
+            return True
+
+    def webhooks(self, image_id: str) -> Sequence[WebhookMessage]:
+        self._guard("webhooks")
+        with self.db.lock:
+            return [m for m in self.db.outbox.values() if m.image_id == image_id]
+
+    def outbox_depth(self) -> int:
+        self._guard("outbox_depth")
+        with self.db.lock:
+            return sum(1 for m in self.db.outbox.values() if m.outcome is None)
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         self._guard("take_lease")

@@ -96,3 +96,20 @@ def test_every_status_change_but_a_lease_or_a_requeue_is_in_the_audit_trail() ->
         if t.operation == "claim":
             continue  # a worker's claim is in its logs, not the picture's trail
         assert (t.event is None) is (t.operation in quiet), t
+
+
+def test_a_change_into_done_failed_or_review_notifies_and_nothing_else() -> None:
+    notified = {Status.DONE, Status.FAILED, Status.REVIEW}
+    for t in lifecycle.TRANSITIONS:
+        changes = t.target is not None and t.target not in t.source
+        assert t.notifies is (changes and t.target in notified), t
+    # Every return to review is told: after a re-render, and after a render that failed.
+    back = {
+        t.operation for t in lifecycle.TRANSITIONS if t.notifies and Status.RENDERING in t.source
+    }
+    assert back == {"complete", "fail"}
+
+
+def test_an_event_is_named_by_kind_and_public_status() -> None:
+    assert lifecycle.webhook_event("picture", Status.DONE) == "picture.done"
+    assert lifecycle.webhook_event("video", Status.REVIEW) == "video.review"

@@ -10,7 +10,9 @@ at once and must not block one another.
 Each transition is also appended to `image_transitions` in the same statement, an
 audit trail that lets an operator (and the fault tests, `tests/distributed/harness.py`)
 prove a job went `done` once. The picture's own audit trail (`image_events`, what
-`history()` reads: who did what) is appended in the same transaction.
+`history()` reads: who did what) is appended in the same transaction, and so is the
+webhook outbox row of a transition that notifies (`webhook_outbox`, when a webhook URL is
+set). Senders take outbox rows with `FOR UPDATE SKIP LOCKED`, as reconcilers take jobs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from imageblur.adapters import postgres_schema, sql_lifecycle, sql_rows, transitions
+from imageblur.adapters import outbox, postgres_schema, sql_lifecycle, sql_rows, transitions
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -41,6 +43,7 @@ from imageblur.domain import (
     Region,
     RepositoryUnavailable,
     Status,
+    WebhookMessage,
     regions_from_json,
     regions_to_json,
 )
@@ -89,7 +92,11 @@ class PostgresImageRepository:
         pool_max: int,
         timeout_s: float,
         statement_timeout_s: float = 30.0,
+        webhook_url: str | None = None,
     ) -> None:
+        """`webhook_url`: where the events of a notifying transition go (the server's
+        IMAGEBLUR_WEBHOOK_URL); None: no outbox rows."""
+        self._webhook_url = webhook_url
         self._schema = schema
         self._s = sql.Identifier(schema)
         self._timeout_s = timeout_s
@@ -149,10 +156,12 @@ class PostgresImageRepository:
         detail: str | Callable[[Sequence[Region]], str] | None = None,
         reviewer: str | None = None,
         reasons: Mapping[str, str] | None = None,
+        notifies: bool = False,
     ) -> ImageRecord | None:
         """One conditional UPDATE plus its row in `image_transitions` (one statement) and,
-        given an `event` (role, action), its line in the picture's audit trail, in the same
-        transaction. `detail` may be made from the regions as they are after the change."""
+        given an `event` (role, action), its line in the picture's audit trail, and when it
+        `notifies`, its webhook outbox row, in the same transaction. `detail` may be made
+        from the regions as they are after the change."""
         # The regions (up to MAX_REGIONS of them) are read back only to describe them.
         extra = ", regions" if callable(detail) else ""
         query = sql.SQL(
@@ -183,7 +192,23 @@ class PostgresImageRepository:
                     reasons=reasons,
                 )
                 self._log(cur, [(record.id, line)])
+            if notifies:
+                self._notify(cur, [record])
         return record
+
+    def _notify(self, cur: psycopg.Cursor[Any], records: Sequence[ImageRecord]) -> None:
+        """The outbox rows of transitions that notify (`lifecycle.Notify`), in their
+        transaction; none without a webhook URL."""
+        if self._webhook_url is None or not records:
+            return
+        url = self._webhook_url
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {s}.webhook_outbox (" + outbox.INSERT_COLUMNS + ") "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            ).format(s=self._s),
+            [outbox.insert_values(outbox.new_message(r, url), _utc) for r in records],
+        )
 
     def _log(self, cur: psycopg.Cursor[Any], lines: Sequence[tuple[str, Event]]) -> None:
         """Append to the audit trail, in the transaction of the change it records."""
@@ -324,10 +349,13 @@ class PostgresImageRepository:
                 (image_id,),
             )
             row = cur.fetchone()
-            cur.execute(
-                sql.SQL("DELETE FROM {s}.image_events WHERE image_id = %s").format(s=self._s),
-                (image_id,),
-            )
+            for table in ("image_events", "webhook_outbox"):
+                cur.execute(
+                    sql.SQL("DELETE FROM {s}.{t} WHERE image_id = %s").format(
+                        s=self._s, t=sql.Identifier(table)
+                    ),
+                    (image_id,),
+                )
         return _record(row) if row else None
 
     def claim(
@@ -428,6 +456,7 @@ class PostgresImageRepository:
             },
             event=sql_lifecycle.event("complete_video", given=given),
             detail=transitions.tracked(tracks=faces),
+            notifies=sql_lifecycle.notifies("complete_video", given=given),
         )
         return done is not None
 
@@ -475,6 +504,7 @@ class PostgresImageRepository:
             params,
             event=sql_lifecycle.event("complete", source=Status.PROCESSING, given=given),
             detail=transitions.detected(faces=faces, plates=plates, regions=regions),
+            notifies=sql_lifecycle.notifies("complete", source=Status.PROCESSING, given=given),
         )
         if processed is not None:
             return True
@@ -485,6 +515,7 @@ class PostgresImageRepository:
             params,
             event=sql_lifecycle.event("complete", source=Status.RENDERING),
             detail=transitions.drawn,
+            notifies=sql_lifecycle.notifies("complete", source=Status.RENDERING),
         )
         return rendered is not None
 
@@ -502,6 +533,7 @@ class PostgresImageRepository:
             params,
             event=sql_lifecycle.event("fail", source=Status.PROCESSING),
             detail=error,
+            notifies=sql_lifecycle.notifies("fail", source=Status.PROCESSING),
         )
         if failed is not None:
             return True
@@ -512,6 +544,7 @@ class PostgresImageRepository:
             params,
             event=sql_lifecycle.event("fail", source=Status.RENDERING),
             detail=error,
+            notifies=sql_lifecycle.notifies("fail", source=Status.RENDERING),
         )
         return returned is not None
 
@@ -644,6 +677,7 @@ class PostgresImageRepository:
             {"id": image_id, "now": now},
             event=sql_lifecycle.event("approve", role=role),
             reviewer=reviewer,
+            notifies=sql_lifecycle.notifies("approve"),
         )
         if approved is not None:
             return approved
@@ -670,6 +704,8 @@ class PostgresImageRepository:
                 cur,
                 [(r.id, transitions.event(r, role=who, action=action)) for r in expired],
             )
+            if sql_lifecycle.notifies("expire_holds"):
+                self._notify(cur, expired)
         return expired
 
     def history(self, image_id: str) -> Sequence[Event]:
@@ -681,6 +717,98 @@ class PostgresImageRepository:
             cur.execute(query, (image_id,))
             rows = cur.fetchall()
         return [transitions.event_of_row(r, timestamp=_utc) for r in rows]
+
+    # --- the webhook outbox ---------------------------------------------------------------
+
+    def claim_webhooks(
+        self, *, owner: str, lease_s: float, now: datetime, limit: int
+    ) -> Sequence[WebhookMessage]:
+        # SKIP LOCKED: the senders of many workers each take different rows, none waits.
+        query = sql.SQL(
+            "WITH picked AS (SELECT id FROM {s}.webhook_outbox WHERE outcome IS NULL "
+            "AND next_attempt_at <= %(now)s "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= %(now)s) "
+            "ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "UPDATE {s}.webhook_outbox w SET lease_owner = %(owner)s, "
+            "lease_expires_at = %(expires)s, attempts = w.attempts + 1 "
+            "FROM picked WHERE w.id = picked.id "
+            "RETURNING " + ", ".join(f"w.{c.strip()}" for c in outbox.COLUMNS.split(","))
+        ).format(s=self._s)
+        params = {
+            "now": now,
+            "limit": limit,
+            "owner": owner,
+            "expires": now + timedelta(seconds=lease_s),
+        }
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        claimed = [outbox.message_of_row(row, timestamp=_utc) for row in rows]
+        return sorted(claimed, key=lambda m: (m.next_attempt_at or now, m.id))
+
+    def _outbox_update(self, set_where: str, params: dict[str, Any]) -> bool:
+        query = sql.SQL("UPDATE {s}.webhook_outbox SET " + set_where).format(s=self._s)
+        with self._conn() as conn:
+            return conn.execute(query, params).rowcount == 1
+
+    def webhook_delivered(self, webhook_id: str, *, now: datetime) -> bool:
+        return self._outbox_update(
+            "outcome = 'delivered', finished_at = %(now)s, lease_owner = NULL, "
+            "lease_expires_at = NULL WHERE id = %(id)s AND outcome IS NULL",
+            {"id": webhook_id, "now": now},
+        )
+
+    def webhook_retry(
+        self, webhook_id: str, *, owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        return self._outbox_update(
+            "next_attempt_at = %(next)s, last_error = %(error)s, lease_owner = NULL, "
+            "lease_expires_at = NULL "
+            "WHERE id = %(id)s AND outcome IS NULL AND lease_owner = %(owner)s",
+            {"id": webhook_id, "owner": owner, "next": next_attempt_at, "error": error},
+        )
+
+    def webhook_given_up(self, webhook_id: str, *, owner: str, reason: str, now: datetime) -> bool:
+        query = sql.SQL(
+            "UPDATE {s}.webhook_outbox SET outcome = 'given_up', finished_at = %(now)s, "
+            "last_error = %(reason)s, lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = %(id)s AND outcome IS NULL AND lease_owner = %(owner)s "
+            "RETURNING image_id, event"
+        ).format(s=self._s)
+        params = {"id": webhook_id, "owner": owner, "now": now, "reason": reason}
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            row = cur.fetchone()
+            if row is None:
+                return False
+            cur.execute(
+                sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = %s").format(s=self._s),
+                (row["image_id"],),
+            )
+            found = cur.fetchone()
+            if found is not None:
+                record = _record(found)
+                line = outbox.given_up(record, event=row["event"], reason=reason, now=now)
+                self._log(cur, [(record.id, line)])
+        return True
+
+    def webhooks(self, image_id: str) -> Sequence[WebhookMessage]:
+        query = sql.SQL(
+            "SELECT " + outbox.COLUMNS + " FROM {s}.webhook_outbox WHERE image_id = %s "
+            "ORDER BY created_at, id"
+        ).format(s=self._s)
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, (image_id,))
+            rows = cur.fetchall()
+        return [outbox.message_of_row(row, timestamp=_utc) for row in rows]
+
+    def outbox_depth(self) -> int:
+        query = sql.SQL("SELECT count(*) FROM {s}.webhook_outbox WHERE outcome IS NULL").format(
+            s=self._s
+        )
+        with self._conn() as conn:
+            row = conn.execute(query).fetchone()
+        return int(row[0]) if row else 0
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         # The upsert locks the row and re-checks the WHERE after a concurrent writer

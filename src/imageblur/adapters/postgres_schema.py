@@ -136,6 +136,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.images ADD COLUMN tracks_key text;
     """,
+    # 11: the webhook outbox (docs/operations.md, "Webhooks"): one row per event to send,
+    # written in the transaction of the status change, taken by the senders with
+    # FOR UPDATE SKIP LOCKED; `delete` removes the rows with their record.
+    """
+    CREATE TABLE {s}.webhook_outbox (
+        id               text PRIMARY KEY,
+        image_id         text NOT NULL,
+        event            text NOT NULL,
+        url              text NOT NULL,
+        created_at       timestamptz NOT NULL,
+        attempts         integer NOT NULL DEFAULT 0,
+        next_attempt_at  timestamptz NOT NULL,
+        lease_owner      text,
+        lease_expires_at timestamptz,
+        outcome          text CHECK (outcome IN ('delivered', 'given_up')),
+        finished_at      timestamptz,
+        last_error       text
+    );
+    CREATE INDEX webhook_outbox_due_idx ON {s}.webhook_outbox (next_attempt_at)
+        WHERE outcome IS NULL;
+    CREATE INDEX webhook_outbox_image_idx ON {s}.webhook_outbox (image_id, created_at);
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from imageblur.domain import EventRole, JobKind, Status
-from imageblur.lifecycle import TRANSITIONS, Guard, Lease, Transition
+from imageblur.lifecycle import TRANSITIONS, Audit, Guard, Lease, Transition
 
 # Conditions on the call, not on the row: the adapter picks the transitions they select.
 CALL_GUARDS = frozenset({Guard.DETECT, Guard.RENDER, Guard.VIDEO, Guard.HOLD, Guard.NO_HOLD})
@@ -155,6 +155,7 @@ def event(
         (effect.role or role, effect.action)
         for t in _chosen(operation, given, source)
         for effect in t.effects
+        if isinstance(effect, Audit)
     }
     if len(lines) != 1:
         raise ValueError(f"{operation} from {source}: audit lines {sorted(map(str, lines))}")
@@ -162,3 +163,14 @@ def event(
     if who is None:
         raise ValueError(f"{operation}: the table leaves the role to the caller; give it")
     return who, action
+
+
+def notifies(
+    operation: str, *, given: frozenset[Guard] = frozenset(), source: Status | None = None
+) -> bool:
+    """Whether `operation` from `source` writes a webhook outbox row (`lifecycle.Notify`):
+    the same for every transition the choice selects, else the caller must name more."""
+    found = {t.notifies for t in _chosen(operation, given, source)}
+    if len(found) != 1:
+        raise ValueError(f"{operation} from {source}: notifies from some sources only")
+    return found.pop()

@@ -3,7 +3,8 @@
 One connection guarded by a lock (SQLite serialises writers anyway); WAL so readers do
 not block the worker. Every state change is a single conditional UPDATE, so the job
 state machine has the same guarantees as on PostgreSQL; its line in the picture's audit
-trail (`image_events`) is appended in the same transaction.
+trail (`image_events`) and its webhook outbox row (`webhook_outbox`, when it notifies and
+a webhook URL is set) are written in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from imageblur.adapters import sql_lifecycle, sql_rows, sqlite_schema, transitions
+from imageblur.adapters import outbox, sql_lifecycle, sql_rows, sqlite_schema, transitions
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -32,6 +33,7 @@ from imageblur.domain import (
     Region,
     RepositoryUnavailable,
     Status,
+    WebhookMessage,
     regions_from_json,
     regions_to_json,
 )
@@ -138,9 +140,18 @@ def _log(conn: sqlite3.Connection, image_id: str, event: Event) -> None:
     )
 
 
+def _message_of_row(row: sqlite3.Row) -> WebhookMessage:
+    return outbox.message_of_row(row, timestamp=_parse_ts)
+
+
 class SqliteImageRepository:
-    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, path: Path, *, timeout_s: float = 10.0, webhook_url: str | None = None
+    ) -> None:
+        """`webhook_url`: where the events of a notifying transition go (the server's
+        IMAGEBLUR_WEBHOOK_URL); None: no outbox rows."""
         self._path = path
+        self._webhook_url = webhook_url
         self._timeout_s = timeout_s
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -306,6 +317,7 @@ class SqliteImageRepository:
                 return None
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             conn.execute("DELETE FROM image_events WHERE image_id = ?", (image_id,))
+            conn.execute("DELETE FROM webhook_outbox WHERE image_id = ?", (image_id,))
             return record
 
     def claim(
@@ -335,6 +347,17 @@ class SqliteImageRepository:
     def _transition(self, sql: str, params: Mapping[str, Any]) -> bool:
         with self._tx() as conn:
             return conn.execute(sql, params).rowcount == 1
+
+    def _notify(self, conn: sqlite3.Connection, record: ImageRecord, notifies: bool) -> None:
+        """The outbox row of a transition that notifies (`lifecycle.Notify`), in its
+        transaction; none without a webhook URL."""
+        if notifies and self._webhook_url is not None:
+            message = outbox.new_message(record, self._webhook_url)
+            conn.execute(
+                f"INSERT INTO webhook_outbox ({outbox.INSERT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                outbox.insert_values(message, _ts),
+            )
 
     def extend_lease(self, image_id: str, *, owner: str, lease_s: float, now: datetime) -> bool:
         return self._transition(
@@ -412,6 +435,7 @@ class SqliteImageRepository:
             who, action = sql_lifecycle.event("complete_video", given=given)
             detail = transitions.tracked(tracks=faces)
             _log(conn, image_id, transitions.event(record, role=who, action=action, detail=detail))
+            self._notify(conn, record, sql_lifecycle.notifies("complete_video", given=given))
             return True
 
     def complete(
@@ -457,6 +481,9 @@ class SqliteImageRepository:
                 image_id,
                 transitions.event(record, role=who, action=action, detail=detail),
             )
+            self._notify(
+                conn, record, sql_lifecycle.notifies("complete", source=source, given=given)
+            )
             return True
 
     def fail(
@@ -484,6 +511,7 @@ class SqliteImageRepository:
             who, action = sql_lifecycle.event("fail", source=source)
             event = transitions.event(record, role=who, action=action, detail=error)
             _log(conn, image_id, event)
+            self._notify(conn, record, sql_lifecycle.notifies("fail", source=source))
             return True
 
     def release(
@@ -620,6 +648,7 @@ class SqliteImageRepository:
             who, action = sql_lifecycle.event("approve", role=role)
             line = transitions.event(record, role=who, action=action, reviewer=reviewer)
             _log(conn, image_id, line)
+            self._notify(conn, record, sql_lifecycle.notifies("approve"))
             return record
 
     def expire_holds(self, *, now: datetime, limit: int) -> Sequence[ImageRecord]:
@@ -640,6 +669,7 @@ class SqliteImageRepository:
                 assert record is not None  # changed just now, in this transaction
                 who, action = sql_lifecycle.event("expire_holds")
                 _log(conn, image_id, transitions.event(record, role=who, action=action))
+                self._notify(conn, record, sql_lifecycle.notifies("expire_holds"))
                 expired.append(record)
             return expired
 
@@ -650,6 +680,84 @@ class SqliteImageRepository:
             (image_id,),
         )
         return [transitions.event_of_row(r, timestamp=_parse_ts) for r in rows]
+
+    # --- the webhook outbox ---------------------------------------------------------------
+
+    def claim_webhooks(
+        self, *, owner: str, lease_s: float, now: datetime, limit: int
+    ) -> Sequence[WebhookMessage]:
+        # One process holds the file's write lock: no other sender can take the rows
+        # between the SELECT and the UPDATE.
+        with self._tx() as conn:
+            due = conn.execute(
+                "SELECT id FROM webhook_outbox WHERE outcome IS NULL "
+                "AND next_attempt_at <= :now "
+                "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
+                "ORDER BY next_attempt_at, id LIMIT :limit",
+                {"now": _ts(now), "limit": limit},
+            ).fetchall()
+            ids = [row["id"] for row in due]
+            conn.executemany(
+                "UPDATE webhook_outbox SET lease_owner = ?, lease_expires_at = ?, "
+                "attempts = attempts + 1 WHERE id = ?",
+                [(owner, _ts(now + timedelta(seconds=lease_s)), i) for i in ids],
+            )
+            rows = [
+                conn.execute(
+                    f"SELECT {outbox.COLUMNS} FROM webhook_outbox WHERE id = ?", (i,)
+                ).fetchone()
+                for i in ids
+            ]
+        return [_message_of_row(row) for row in rows]
+
+    def webhook_delivered(self, webhook_id: str, *, now: datetime) -> bool:
+        return self._transition(
+            "UPDATE webhook_outbox SET outcome = 'delivered', finished_at = :now, "
+            "lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = :id AND outcome IS NULL",
+            {"id": webhook_id, "now": _ts(now)},
+        )
+
+    def webhook_retry(
+        self, webhook_id: str, *, owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        return self._transition(
+            "UPDATE webhook_outbox SET next_attempt_at = :next, last_error = :error, "
+            "lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = :id AND outcome IS NULL AND lease_owner = :owner",
+            {"id": webhook_id, "owner": owner, "next": _ts(next_attempt_at), "error": error},
+        )
+
+    def webhook_given_up(self, webhook_id: str, *, owner: str, reason: str, now: datetime) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE webhook_outbox SET outcome = 'given_up', finished_at = :now, "
+                "last_error = :reason, lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = :id AND outcome IS NULL AND lease_owner = :owner",
+                {"id": webhook_id, "owner": owner, "now": _ts(now), "reason": reason},
+            )
+            if cur.rowcount != 1:
+                return False
+            row = conn.execute(
+                "SELECT image_id, event FROM webhook_outbox WHERE id = ?", (webhook_id,)
+            ).fetchone()
+            record = _fetch(conn, row["image_id"])
+            if record is not None:
+                line = outbox.given_up(record, event=row["event"], reason=reason, now=now)
+                _log(conn, record.id, line)
+            return True
+
+    def webhooks(self, image_id: str) -> Sequence[WebhookMessage]:
+        rows = self._query(
+            f"SELECT {outbox.COLUMNS} FROM webhook_outbox WHERE image_id = ? "
+            "ORDER BY created_at, rowid",
+            (image_id,),
+        )
+        return [_message_of_row(row) for row in rows]
+
+    def outbox_depth(self) -> int:
+        rows = self._query("SELECT COUNT(*) FROM webhook_outbox WHERE outcome IS NULL")
+        return int(rows[0][0])
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         with self._tx() as conn:

@@ -175,6 +175,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE images ADD COLUMN tracks_key TEXT;
     """,
+    # 10: the webhook outbox (docs/operations.md, "Webhooks"): one row per event to send,
+    # written in the transaction of the status change; no foreign key, so that a later
+    # rebuild of `images` (SQLite's way to alter a CHECK) cannot take the rows with it:
+    # `delete` removes them with their record.
+    """
+    CREATE TABLE webhook_outbox (
+        id TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        outcome TEXT CHECK (outcome IN ('delivered','given_up')),
+        finished_at TEXT,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE outcome IS NULL;
+    CREATE INDEX webhook_outbox_image ON webhook_outbox (image_id, created_at);
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

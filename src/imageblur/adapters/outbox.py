@@ -1,0 +1,74 @@
+"""What both SQL adapters (and the unit tests' fake) do alike for the webhook outbox:
+the row a notifying transition writes, a row read back, and the audit line of a
+delivery given up."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from imageblur.adapters.transitions import MAX_DETAIL_CHARS
+from imageblur.domain import Event, ImageRecord, WebhookMessage
+from imageblur.lifecycle import webhook_event
+
+# The columns a claim returns, in `WebhookMessage`'s order.
+COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_at, outcome, last_error"
+INSERT_COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_at"
+GIVEN_UP = "webhook_given_up"  # the audit trail's action
+
+
+def new_message(record: ImageRecord, url: str) -> WebhookMessage:
+    """The row of the event `record` (as it is after its transition) has just come to:
+    due at once. The id is the `webhook-id` of every attempt."""
+    return WebhookMessage(
+        id=f"msg_{uuid.uuid4().hex}",
+        image_id=record.id,
+        event=webhook_event(record.kind, record.status),
+        url=url,
+        created_at=record.updated_at,
+        next_attempt_at=record.updated_at,
+    )
+
+
+def insert_values(message: WebhookMessage, timestamp: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """The values of `INSERT_COLUMNS`, each time as the adapter stores one."""
+    assert message.next_attempt_at is not None  # a new row is due
+    return (
+        message.id,
+        message.image_id,
+        message.event,
+        message.url,
+        timestamp(message.created_at),
+        message.attempts,
+        timestamp(message.next_attempt_at),
+    )
+
+
+def message_of_row(row: Any, *, timestamp: Callable[[Any], datetime]) -> WebhookMessage:
+    """A row as both SQL adapters read it back (each says how it stores a time)."""
+    return WebhookMessage(
+        id=row["id"],
+        image_id=row["image_id"],
+        event=row["event"],
+        url=row["url"],
+        created_at=timestamp(row["created_at"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=timestamp(row["next_attempt_at"]),
+        outcome=row["outcome"],
+        last_error=row["last_error"],
+    )
+
+
+def given_up(record: ImageRecord, *, event: str, reason: str, now: datetime) -> Event:
+    """The audit line of a delivery given up: which event, and why (never the URL's
+    path or query, which may hold a receiver's token: the host at most, in `reason`)."""
+    return Event(
+        at=now,
+        role="system",
+        action=GIVEN_UP,
+        status=record.status.public,
+        revision=record.revision,
+        detail=f"{event}: {reason}"[:MAX_DETAIL_CHARS],
+    )
