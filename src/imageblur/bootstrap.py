@@ -27,6 +27,8 @@ from imageblur.reconciler import Reconciler
 from imageblur.review import ReviewService
 from imageblur.services import ImageService
 from imageblur.videos import VideoService
+from imageblur.webhooks.addresses import HostPolicy
+from imageblur.webhooks.sender import Render, SenderTerms, WebhookSender
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -61,10 +63,11 @@ def build_repository(settings: Settings) -> Repository:
             pool_min=settings.postgres_pool_min,
             pool_max=settings.postgres_pool_max,
             timeout_s=settings.postgres_timeout_s,
+            webhook_url=settings.webhook_url,
         )
     from imageblur.adapters.sqlite_repo import SqliteImageRepository
 
-    return SqliteImageRepository(settings.sqlite_file)
+    return SqliteImageRepository(settings.sqlite_file, webhook_url=settings.webhook_url)
 
 
 def build_store(settings: Settings, role: Literal["input", "output"]) -> ObjectStore:
@@ -345,6 +348,26 @@ def build_reconciler(settings: Settings, backends: Backends) -> Reconciler:
     )
 
 
+def build_sender(
+    settings: Settings, backends: Backends, metrics: Metrics, *, render: Render, owner: str
+) -> WebhookSender | None:
+    """A worker's webhook sender, or None without a signing secret (no webhooks: the
+    repository writes no outbox rows without IMAGEBLUR_WEBHOOK_URL, which needs one)."""
+    keys = settings.webhook_keys()
+    if not keys:
+        return None
+    terms = SenderTerms(
+        keys=keys,
+        operator_url=settings.webhook_url,
+        allowed=HostPolicy.parse(settings.webhook_allowed_hosts),
+        patience_s=settings.webhook_patience_s,
+        lease_s=settings.webhook_lease_s,
+    )
+    return WebhookSender(
+        repository=backends.repository, render=render, terms=terms, owner=owner, metrics=metrics
+    )
+
+
 @dataclass
 class Container:
     """Everything a process needs, built once and closed once."""
@@ -393,6 +416,10 @@ class Container:
 
     def reconciler(self) -> Reconciler:
         return build_reconciler(self.settings, self.backends)
+
+    def sender(self, *, render: Render, owner: str) -> WebhookSender | None:
+        """The webhook sender of a worker process (None: webhooks are off)."""
+        return build_sender(self.settings, self.backends, self.metrics, render=render, owner=owner)
 
     def key_problem(self) -> str | None:
         """None when this process can open the originals, else why (key ids only)."""

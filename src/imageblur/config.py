@@ -47,6 +47,8 @@ from imageblur.tokens import (
     parse_reviewers,
     split_tokens,
 )
+from imageblur.webhooks.addresses import RefusedAddressError, parse_url
+from imageblur.webhooks.signing import SecretError, parse_secrets
 
 ENV_PREFIX = "IMAGEBLUR_"
 
@@ -131,6 +133,7 @@ SECRET_SETTINGS = (
     "s3_secret_access_key",
     "originals_key",
     "originals_old_keys",
+    "webhook_secret",
 )
 
 
@@ -658,6 +661,37 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long a stopping worker may finish its job."
     )
 
+    # --- webhooks -----------------------------------------------------------------
+    webhook_url: str | None = Field(
+        None,
+        description="Where every event (`picture.done`, `picture.failed`, `picture.review`, "
+        "the video ones) is POSTed, signed: the operator's receiver, exempt from "
+        "IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS; needs IMAGEBLUR_WEBHOOK_SECRET.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="The Standard Webhooks signing secret: `whsec_` + base64 of 24 to 64 "
+        "random bytes; several, space-separated, sign each delivery with each (rotation).",
+    )
+    webhook_allowed_hosts: str = Field(
+        "*",
+        description="Where a client's callback URL may go: `*` (any public address), host "
+        "names (exact or `*.suffix`), IP addresses or CIDRs; an internal address or range "
+        "is allowed only when listed.",
+    )
+    webhook_patience_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long an event is retried (delays from 5 s, doubling, at most 1 h) "
+        "before it is given up, in the picture's history.",
+    )
+    webhook_lease_s: float = Field(
+        60.0,
+        ge=1,
+        description="How long a worker's sender holds a delivery it took; if the worker "
+        "dies, another sender takes it after this.",
+    )
+
     # --- logs -------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="`auto`: console on a terminal, JSON otherwise."
@@ -841,6 +875,38 @@ class Settings(BaseSettings):
         if isinstance(text, str) and PLACEHOLDER in text:
             raise ValueError(f"holds the placeholder {PLACEHOLDER}: set a real secret")
         return value
+
+    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _blank_webhook_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        # Checked at start, so a wrong secret never shows as failed deliveries a day
+        # later; the messages never hold the secret.
+        if self.webhook_secret is not None:
+            try:
+                parse_secrets(self.webhook_secret.get_secret_value())
+            except SecretError as exc:
+                raise ValueError(str(exc)) from None
+        if self.webhook_url is None:
+            return self
+        if self.webhook_secret is None:
+            raise ValueError(
+                "IMAGEBLUR_WEBHOOK_URL needs IMAGEBLUR_WEBHOOK_SECRET: `whsec_` followed by "
+                "the base64 of 24 to 64 random bytes (`echo whsec_$(openssl rand -base64 32)`)"
+            )
+        try:
+            parse_url(self.webhook_url)
+        except RefusedAddressError as exc:
+            raise ValueError(f"IMAGEBLUR_WEBHOOK_URL: {exc}") from None
+        return self
+
+    def webhook_keys(self) -> list[bytes]:
+        """The HMAC keys of IMAGEBLUR_WEBHOOK_SECRET (validated at load); empty: unset."""
+        secret = self.webhook_secret
+        return parse_secrets(secret.get_secret_value()) if secret is not None else []
 
     @model_validator(mode="after")
     def _check_kept_originals(self) -> Settings:

@@ -51,6 +51,13 @@ QUEUE_WAIT_BUCKETS = (
 HTTP_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+# From a receiver on the same network answering at once to a day of retries (the
+# default patience).
+WEBHOOK_LATENCY_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0, 14400.0, 86400.0,
+)  # fmt: skip
+WEBHOOK_OUTCOMES = ("delivered", "retry", "given_up")
 # Thumbnails, 1080p (2 MP), 12 MP phone photos, up to the 50 MP limit.
 MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 36.0, 50.0)
 
@@ -66,6 +73,7 @@ class Metrics:
         self._http_collectors(r)
         self._job_collectors(r)
         self._maintenance_collectors(r)
+        self._webhook_collectors(r)
         self._worker_ready: Gauge | None = None
         # Series that alerts take `increase()` of exist from the start at 0: a series
         # born at 1 would hide its first increase.
@@ -73,6 +81,8 @@ class Metrics:
             self.job_stage.labels(stage=stage)
         for kind in GC_KINDS:
             self.gc_deleted.labels(kind=kind)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome=outcome)
 
     def _http_collectors(self, r: CollectorRegistry) -> None:
         """The API's: requests, their times, refused uploads."""
@@ -158,6 +168,35 @@ class Metrics:
         self.gc_deleted = Counter(
             "imageblur_gc_deleted", "Unneeded objects deleted, by kind.", ["kind"], registry=r
         )
+
+    def _webhook_collectors(self, r: CollectorRegistry) -> None:
+        """A worker's sender's: its attempts, how long events took, the outbox's depth."""
+        self.webhook_deliveries = Counter(
+            "imageblur_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered, retry (failed, tried again "
+            "later), given_up (refused address, or patience spent).",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "imageblur_webhook_delivery_seconds",
+            "From an event (the status change) to its delivery, retries included.",
+            buckets=WEBHOOK_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_outbox = Gauge(
+            "imageblur_webhook_outbox",
+            "Webhook events not yet delivered nor given up (the whole outbox: every worker "
+            "reports the same number; read it with max()).",
+            registry=r,
+        )
+
+    def webhook_attempted(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome=outcome).inc()
+
+    def webhook_delivered(self, *, latency_s: float) -> None:
+        self.webhook_attempted("delivered")
+        self.webhook_latency.observe(max(latency_s, 0.0))
 
     def outcomes(self, names: Iterable[str], kinds: Iterable[str]) -> None:
         """Make the job outcome series exist at 0, for each kind of job the worker takes

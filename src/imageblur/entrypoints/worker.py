@@ -1,4 +1,5 @@
-"""The worker: receive -> process -> ack / retry / dead letter, and a reconciler beside it.
+"""The worker: receive -> process -> ack / retry / dead letter, and a reconciler beside it,
+and the webhook sender (with IMAGEBLUR_WEBHOOK_SECRET set).
 
 Each job thread receives the kinds `thread_kinds` gives it (IMAGEBLUR_WORKER_KINDS; one
 thread kept for pictures when long kinds are taken too). Stopping (SIGTERM, or the
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -28,18 +29,28 @@ from imageblur.domain import (
     JOB_KINDS,
     BackendUnavailable,
     Delivery,
+    ImageRecord,
     Job,
     KindRoute,
     QueueUnavailable,
 )
+from imageblur.entrypoints import schemas, video_schemas
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.logs import get_logger
 from imageblur.reconciler import Reconciler
+from imageblur.webhooks.sender import WebhookSender
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
 
 RECONCILER_STOP_S = 5.0
+
+
+def shown(record: ImageRecord, root: str = "") -> dict[str, Any]:
+    """A record as GET /picture/{id} (or /video/{id}) shows it: a webhook's `data`."""
+    if record.kind == "video":
+        return video_schemas.video(record, root).model_dump(mode="json")
+    return schemas.picture(record, root).model_dump(mode="json")
 
 
 @contextmanager
@@ -86,6 +97,7 @@ class WorkerRuntime:
         self._failure_lock = threading.Lock()
         self._threads: list[threading.Thread] = []  # the job threads
         self._reconciler: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
 
     def start(self) -> None:
         s = self._c.settings
@@ -99,6 +111,11 @@ class WorkerRuntime:
             self._c.metrics.reconciled(republished=republished)
         else:
             self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
+        sender = self._c.sender(
+            render=partial(shown, root=s.root_path), owner=f"{processor.owner}:webhooks"
+        )
+        if sender is not None and not self._burst:
+            self._sender = self._start("webhooks", self._send, sender)
         plan = thread_kinds(s.job_kinds(), s.worker_threads)
         for n, kinds in enumerate(plan):
             # A burst run's job threads end once the queue is drained, as asked.
@@ -204,6 +221,9 @@ class WorkerRuntime:
             except OSError as exc:
                 log.warning("worker.heartbeat_failed", error=exc.strerror)
 
+    def _send(self, sender: WebhookSender) -> None:
+        sender.run(self._stop)
+
     def _reconcile(self, reconciler: Reconciler) -> None:
         interval_s = self._c.settings.reconcile_interval_s
         gc_interval_s = self._c.settings.gc_interval_s
@@ -243,16 +263,15 @@ class WorkerRuntime:
         deadline = time.monotonic() + grace  # one grace for all threads, not one each
         for thread in self._threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
-        if self._reconciler is not None:
-            # Its work is idempotent and safe to drop, and a call to a back end that hangs
-            # (a store shutting down with us) must not hold the stop for the whole grace;
-            # the thread is a daemon and ends with the process.
-            self._reconciler.join(
-                timeout=min(max(deadline - time.monotonic(), 0.0), RECONCILER_STOP_S)
-            )
-        busy = [
-            t.name for t in [*self._threads, self._reconciler] if t is not None and t.is_alive()
-        ]
+        # The reconciler's work and the sender's are safe to drop (a delivery cut short
+        # is sent again after its lease), and a call to a back end that hangs (a store
+        # shutting down with us) must not hold the stop for the whole grace; the threads
+        # are daemons and end with the process.
+        for helper in (self._reconciler, self._sender):
+            if helper is not None:
+                helper.join(timeout=min(max(deadline - time.monotonic(), 0.0), RECONCILER_STOP_S))
+        threads = [*self._threads, self._reconciler, self._sender]
+        busy = [t.name for t in threads if t is not None and t.is_alive()]
         if busy:
             log.warning("worker.stopped_with_threads_busy", threads=busy)
         log.info("worker.stopped")

@@ -1,0 +1,168 @@
+"""The webhook sender over the unit tests' fake repository and real sockets (a loopback
+receiver): what it sends, how it retries under one webhook-id, when it gives up, and
+what it records. Signatures are checked with an HMAC written here."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+
+from tests.webhook_receiver import Receiver, webhook_receiver
+
+from imageblur.domain import ImageRecord, Status
+from imageblur.metrics import Metrics
+from imageblur.webhooks.addresses import HostPolicy
+from imageblur.webhooks.sender import SenderTerms, WebhookSender, retry_delay_s
+from imageblur.webhooks.signing import parse_secrets
+
+from .fakes import Clock, FakeRepository
+
+KEY = os.urandom(32)
+
+
+def _terms(operator_url: str | None, *, allowed: str = "*", patience_s: float = 600) -> SenderTerms:
+    return SenderTerms(
+        keys=parse_secrets("whsec_" + base64.b64encode(KEY).decode()),
+        operator_url=operator_url,
+        allowed=HostPolicy.parse(allowed),
+        patience_s=patience_s,
+        lease_s=30,
+    )
+
+
+def _shown(record: ImageRecord) -> dict[str, object]:
+    return {"id": record.id, "status": record.status.public}
+
+
+def _done(repo: FakeRepository, clock: Clock) -> str:
+    record = ImageRecord(
+        id="p1",
+        name="bill-gates.jpg",
+        status=Status.PENDING,
+        content_type="image/jpeg",
+        bytes=1,
+        width=1,
+        height=1,
+        input_key="in/p1",
+        created_at=clock.now,
+        updated_at=clock.now,
+    )
+    repo.add(record)
+    assert repo.claim("p1", owner="w", lease_s=30, now=clock.now)
+    assert repo.complete("p1", owner="w", output_key="o", url="u", faces=1, now=clock.now)
+    return "p1"
+
+
+def _sender(
+    repo: FakeRepository, clock: Clock, terms: SenderTerms, metrics: Metrics
+) -> WebhookSender:
+    return WebhookSender(
+        repository=repo,
+        render=_shown,
+        terms=terms,
+        owner="s",
+        metrics=metrics,
+        clock=clock,
+        jitter=lambda: 0.999,
+    )
+
+
+def _verified(receiver: Receiver) -> list[str]:
+    """The webhook-id of each delivery received, each signature checked."""
+    ids = []
+    for got in receiver.got:
+        h = {k.lower(): v for k, v in got.headers.items()}
+        signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + got.body
+        digest = hmac.new(KEY, signed, hashlib.sha256).digest()
+        assert h["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+        ids.append(h["webhook-id"])
+    return ids
+
+
+def test_an_event_is_delivered_signed_in_its_envelope() -> None:
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    with webhook_receiver() as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        clock.advance(2)
+        sender = _sender(repo, clock, _terms(receiver.url, allowed="hooks.example"), metrics)
+        assert sender.send_due() == 1
+        assert sender.send_due() == 0
+    (webhook_id,) = _verified(receiver)
+    (row,) = repo.webhooks(image_id)
+    assert (row.id, row.outcome, row.attempts) == (webhook_id, "delivered", 1)
+    assert json.loads(receiver.got[0].body) == {
+        "type": "picture.done",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "data": {"id": "p1", "status": "done"},
+    }
+    assert metrics.webhook_deliveries.labels(outcome="delivered")._value.get() == 1
+    assert metrics.webhook_latency._sum.get() == 2.0
+
+
+def test_a_receiver_that_fails_twice_gets_the_event_under_one_id() -> None:
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    with webhook_receiver([500, 500]) as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        sender = _sender(repo, clock, _terms(receiver.url), metrics)
+        assert sender.send_due() == 1
+        (row,) = repo.webhooks(image_id)
+        assert (row.last_error, row.outcome) == ("HTTP 500", None)
+        assert sender.send_due() == 0  # not due yet
+        for _ in range(2):
+            clock.now = repo.webhooks(image_id)[0].next_attempt_at or clock.now
+            assert sender.send_due() == 1
+    ids = _verified(receiver)
+    assert len(ids) == 3 and len(set(ids)) == 1
+    assert repo.webhooks(image_id)[0].outcome == "delivered"
+    assert metrics.webhook_deliveries.labels(outcome="retry")._value.get() == 2
+
+
+def test_the_delays_grow_from_5_s_to_an_hour_jittered() -> None:
+    assert [round(retry_delay_s(n, 0.999)) for n in (1, 2, 3)] == [5, 10, 20]
+    assert retry_delay_s(40, 0.999) <= 3600
+    assert retry_delay_s(1, 0.0) == 2.5
+
+
+def test_an_event_is_given_up_after_the_patience_and_the_history_says_why() -> None:
+    repo, clock = FakeRepository(), Clock()
+    with webhook_receiver([500] * 50) as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        sender = _sender(repo, clock, _terms(receiver.url, patience_s=60), Metrics())
+        while repo.webhooks(image_id)[0].outcome is None:
+            clock.now = repo.webhooks(image_id)[0].next_attempt_at or clock.now
+            assert sender.send_due() == 1
+    (row,) = repo.webhooks(image_id)
+    assert row.outcome == "given_up" and 3 <= row.attempts <= 6
+    last = repo.history(image_id)[-1]
+    assert (last.action, last.role) == ("webhook_given_up", "system")
+    assert last.detail is not None and last.detail.startswith("picture.done: HTTP 500, after")
+
+
+def test_a_refused_address_is_given_up_at_once() -> None:
+    repo, clock = FakeRepository(), Clock()
+    with webhook_receiver() as receiver:
+        # A client's URL (not the operator's) to loopback, which the list does not name.
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        _sender(repo, clock, _terms(None, allowed="*"), Metrics()).send_due()
+    assert receiver.got == []
+    (row,) = repo.webhooks(image_id)
+    assert row.outcome == "given_up" and "internal address" in (row.last_error or "")
+    assert "internal address" in (repo.history(image_id)[-1].detail or "")
+
+
+def test_the_event_of_a_deleted_picture_is_not_sent() -> None:
+    repo, clock = FakeRepository(), Clock()
+    with webhook_receiver() as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        sender = _sender(repo, clock, _terms(receiver.url), Metrics())
+        repo.delete(image_id)
+        assert sender.send_due() == 0
+    assert receiver.got == []
