@@ -1,5 +1,6 @@
 """A webhook receiver on loopback, for the tests: it records every POST it gets and
-answers with the statuses it is told to, in turn (then 204)."""
+answers with the statuses it is told to, in turn (then 204); told to `hold`, it keeps
+each request unanswered (recorded) until `release()`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ class Receiver:
     answers: list[int] = field(default_factory=list)  # statuses to give first, in turn
     redirect_to: str | None = None
     got: list[Received] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)  # the statuses sent back, in turn
     lock: threading.Lock = field(default_factory=threading.Lock)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def hold(self) -> None:
+        """Keep the requests from now on unanswered until `release()`."""
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
 
     @property
     def url(self) -> str:
@@ -37,18 +47,23 @@ class Receiver:
 @contextmanager
 def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
     receiver = Receiver(0, list(answers or []))
+    receiver.release()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with receiver.lock:
                 receiver.got.append(Received(self.path, dict(self.headers), body))
+            # Bounded: a test that forgets to release must not hang the server's stop.
+            receiver.released.wait(timeout=60)
             status = 302 if receiver.redirect_to else receiver.next_status()
             self.send_response(status)
             if receiver.redirect_to:
                 self.send_header("Location", receiver.redirect_to)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            with receiver.lock:
+                receiver.answered.append(status)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -60,5 +75,6 @@ def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.release()
         server.shutdown()
         server.server_close()

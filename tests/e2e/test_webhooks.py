@@ -1,0 +1,101 @@
+"""Webhooks on the embedded default: `imageblur serve` as a real process, its worker's
+sender posting to a loopback receiver (the operator's IMAGEBLUR_WEBHOOK_URL, which the
+allowed hosts do not apply to). Every signature is checked with an HMAC written here
+from the Standard Webhooks specification, under both secrets of a rotation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.webhook_receiver import Receiver, webhook_receiver
+
+from support import BILL, run_server, wait_until
+
+KEYS = [os.urandom(32), os.urandom(24)]  # the old secret and the new, while rotating
+SECRETS = " ".join("whsec_" + base64.b64encode(k).decode() for k in KEYS)
+
+
+def _env(receiver: Receiver) -> dict[str, str]:
+    return {
+        "IMAGEBLUR_WEBHOOK_URL": receiver.url,
+        "IMAGEBLUR_WEBHOOK_SECRET": SECRETS,
+        # Not loopback: the operator's URL is exempt from the list.
+        "IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS": "hooks.example",
+        # A dead worker's delivery is taken over this soon.
+        "IMAGEBLUR_WEBHOOK_LEASE_S": "3",
+    }
+
+
+def verified(receiver: Receiver) -> list[tuple[str, dict[str, Any]]]:
+    """(webhook-id, body) of every delivery received, each signed by both secrets."""
+    found = []
+    for got in receiver.got:
+        h = {k.lower(): v for k, v in got.headers.items()}
+        signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + got.body
+        expected = [
+            "v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()).decode()
+            for k in KEYS
+        ]
+        assert h["webhook-signature"].split(" ") == expected
+        assert h["content-type"] == "application/json"
+        found.append((h["webhook-id"], json.loads(got.body)))
+    return found
+
+
+def _upload(client: Any) -> str:
+    answer = client.post("/picture", files={"image": (BILL.name, BILL.read_bytes())})
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def _delivered(receiver: Receiver) -> bool:
+    with receiver.lock:
+        return 204 in receiver.answered
+
+
+def test_a_receiver_that_fails_twice_gets_picture_done_once_signed_under_one_id(
+    tmp_path: Path,
+) -> None:
+    with (
+        webhook_receiver([500, 500]) as receiver,
+        run_server(tmp_path / "data", env=_env(receiver)) as server,
+        server.client() as c,
+    ):
+        image_id = _upload(c)
+        wait_until(lambda: _delivered(receiver), timeout_s=90, details=server.logs)
+        history = c.get(f"/picture/{image_id}/history").json()
+    deliveries = verified(receiver)
+    assert receiver.answered == [500, 500, 204]
+    assert len({webhook_id for webhook_id, _ in deliveries}) == 1
+    body = deliveries[-1][1]
+    assert body["type"] == "picture.done"
+    assert (body["data"]["id"], body["data"]["status"]) == (image_id, "done")
+    assert body["data"]["faces"] >= 1 and body["timestamp"].endswith("Z")
+    assert "webhook_given_up" not in json.dumps(history)
+
+
+def test_a_server_killed_mid_delivery_sends_the_event_again_after_restart(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with webhook_receiver() as receiver:
+        receiver.hold()
+        with run_server(data, env=_env(receiver)) as server, server.client() as c:
+            image_id = _upload(c)
+            wait_until(lambda: receiver.got, timeout_s=90, details=server.logs)
+            server.process.kill()  # mid-delivery: the receiver has not answered
+            server.process.wait()
+        receiver.release()
+        with run_server(data, env=_env(receiver)) as server:
+            wait_until(lambda: _delivered(receiver), timeout_s=90, details=server.logs)
+    deliveries = verified(receiver)
+    assert len(deliveries) >= 2
+    assert len({webhook_id for webhook_id, _ in deliveries}) == 1
+    assert {body["type"] for _, body in deliveries} == {"picture.done"}
+    assert {body["data"]["id"] for _, body in deliveries} == {image_id}
