@@ -4,11 +4,16 @@ each request unanswered (recorded) until `release()`."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -34,6 +39,28 @@ class Receiver:
 
     def release(self) -> None:
         self.released.set()
+
+    def delivered(self) -> bool:
+        """Some request was answered 204."""
+        with self.lock:
+            return 204 in self.answered
+
+    def verified(self, keys: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+        """(webhook-id, body) of every request received, its signature checked with an
+        HMAC written here from the Standard Webhooks specification: one `v1,` signature
+        per key, in order."""
+        found = []
+        for got in self.got:
+            h = {k.lower(): v for k, v in got.headers.items()}
+            signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + got.body
+            expected = [
+                "v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()).decode()
+                for k in keys
+            ]
+            assert h["webhook-signature"].split(" ") == expected
+            assert h["content-type"] == "application/json"
+            found.append((h["webhook-id"], json.loads(got.body)))
+        return found
 
     @property
     def url(self) -> str:
