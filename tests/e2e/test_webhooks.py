@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.webhook_receiver import Receiver, webhook_receiver
 
+from metrics_scrape import get, scrape
 from support import BILL, run_server, wait_until
 
 KEYS = [os.urandom(32), os.urandom(24)]  # the old secret and the new, while rotating
@@ -30,6 +31,12 @@ def _env(receiver: Receiver) -> dict[str, str]:
     }
 
 
+def _attempts(logs: str) -> list[tuple[str, int, tuple[str, str]]]:
+    """(outcome, status, (image id, webhook id)) of each `webhook.attempt` log line."""
+    lines = [json.loads(line) for line in logs.splitlines() if '"webhook.attempt"' in line]
+    return [(e["outcome"], e["status"], (e["image_id"], e["webhook_id"])) for e in lines]
+
+
 def _upload(client: Any) -> str:
     answer = client.post("/picture", files={"image": (BILL.name, BILL.read_bytes())})
     assert answer.status_code == 202, answer.text
@@ -45,8 +52,17 @@ def test_a_receiver_that_fails_twice_gets_picture_done_once_signed_under_one_id(
         server.client() as c,
     ):
         image_id = _upload(c)
-        wait_until(lambda: receiver.delivered(), timeout_s=90, details=server.logs)
+        wait_until(receiver.delivered, timeout_s=90, details=server.logs)
         history = c.get(f"/picture/{image_id}/history").json()
+        url = f"{server.url}/metrics"
+        series = "imageblur_webhook_deliveries_total"
+
+        def settled() -> bool:  # the counter and the log line come after the row
+            delivered = get(scrape(url), series, outcome="delivered") == 1
+            return delivered and "delivered" in [a[0] for a in _attempts(server.logs())]
+
+        wait_until(settled, timeout_s=10)
+        samples, logged = scrape(url), _attempts(server.logs())
     deliveries = receiver.verified(KEYS)
     assert receiver.answered == [500, 500, 204]
     assert len({webhook_id for webhook_id, _ in deliveries}) == 1
@@ -55,6 +71,15 @@ def test_a_receiver_that_fails_twice_gets_picture_done_once_signed_under_one_id(
     assert (body["data"]["id"], body["data"]["status"]) == (image_id, "done")
     assert body["data"]["faces"] >= 1 and body["timestamp"].endswith("Z")
     assert "webhook_given_up" not in json.dumps(history)
+    assert get(samples, series, outcome="retry") == 2
+    assert get(samples, "imageblur_webhook_delivery_seconds_count") == 1
+    assert [(outcome, status) for outcome, status, _ in logged] == [
+        ("retry", 500),
+        ("retry", 500),
+        ("delivered", 204),
+    ]
+    assert {ids for _, _, ids in logged} == {(image_id, deliveries[0][0])}
+    assert SECRETS.split()[0].removeprefix("whsec_") not in server.logs()
 
 
 def test_a_server_killed_mid_delivery_sends_the_event_again_after_restart(

@@ -230,7 +230,7 @@ class SqliteImageRepository:
         finally:
             os.close(fd)
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return list(self._connection().execute(sql, params).fetchall())
@@ -686,16 +686,20 @@ class SqliteImageRepository:
     def claim_webhooks(
         self, *, owner: str, lease_s: float, now: datetime, limit: int
     ) -> Sequence[WebhookMessage]:
-        # One process holds the file's write lock: no other sender can take the rows
-        # between the SELECT and the UPDATE.
-        with self._tx() as conn:
-            due = conn.execute(
-                "SELECT id FROM webhook_outbox WHERE outcome IS NULL "
-                "AND next_attempt_at <= :now "
-                "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
-                "ORDER BY next_attempt_at, id LIMIT :limit",
-                {"now": _ts(now), "limit": limit},
-            ).fetchall()
+        due_sql = (
+            "SELECT id FROM webhook_outbox WHERE outcome IS NULL "
+            "AND next_attempt_at <= :now "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
+            "ORDER BY next_attempt_at, id LIMIT :limit"
+        )
+        params: dict[str, Any] = {"now": _ts(now), "limit": limit}
+        # A sender looks every second: a look that finds nothing takes no write lock.
+        if not self._query(due_sql, params):
+            return []
+        # Not synced: a claim lost in a crash only sends the event once more. Inside
+        # the write lock no other sender takes the rows between the SELECT and the UPDATE.
+        with self._tx(durable=False) as conn:
+            due = conn.execute(due_sql, params).fetchall()
             ids = [row["id"] for row in due]
             conn.executemany(
                 "UPDATE webhook_outbox SET lease_owner = ?, lease_expires_at = ?, "
