@@ -563,3 +563,45 @@ def test_a_brought_detector_looks_twice_at_its_own_higher_threshold_when_thoroug
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)  # the preset's mask still
     explicit = load_settings(**brought, detection_threshold=0.6, detection_mirrored_passes=0)
     assert (explicit.detection_threshold, explicit.detection_mirrored_passes) == (0.6, 0)
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"webhook_url": "http://hooks.example/in"}, "needs IMAGEBLUR_WEBHOOK_SECRET"),
+        ({"webhook_url": "ftp://hooks.example/in", "webhook_secret": WEBHOOK_SECRET}, "http://"),
+        (
+            {"webhook_url": "http://u:p@hooks.example/", "webhook_secret": WEBHOOK_SECRET},
+            "user name or password",
+        ),
+        ({"webhook_secret": "whsec_" + base64.b64encode(b"s" * 16).decode()}, "16 bytes"),
+        ({"webhook_secret": "s3cret-but-not-whsec"}, "does not start with whsec_"),
+    ],
+)
+def test_webhook_settings_are_checked_at_start_without_showing_the_secret(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], says: str
+) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    with pytest.raises(SettingsError, match=says) as caught:
+        load_settings(**settings)
+    secret = settings.get("webhook_secret", "")
+    assert not secret or secret.removeprefix("whsec_") not in str(caught.value)
+
+
+def test_a_webhook_url_with_its_secret_loads_and_blank_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IMAGEBLUR_CONFIG", raising=False)
+    monkeypatch.setenv("IMAGEBLUR_WEBHOOK_URL", "http://10.0.0.5:8000/hook")
+    monkeypatch.setenv("IMAGEBLUR_WEBHOOK_SECRET", f"{WEBHOOK_SECRET} {WEBHOOK_SECRET}")
+    s = load_settings()
+    assert s.webhook_keys() == [b"s" * 32, b"s" * 32]
+    assert WEBHOOK_SECRET not in str(s.masked())
+    assert (s.webhook_allowed_hosts, s.webhook_patience_s) == ("*", 86400.0)
+    monkeypatch.setenv("IMAGEBLUR_WEBHOOK_URL", " ")
+    monkeypatch.setenv("IMAGEBLUR_WEBHOOK_SECRET", "")
+    unset = load_settings()
+    assert (unset.webhook_url, unset.webhook_keys()) == (None, [])
