@@ -364,8 +364,9 @@ class FakeRepository:
         record, t = applied
         for effect in t.effects:
             if isinstance(effect, lifecycle.Notify):
-                if self.webhook_url is not None:
-                    message = outbox.new_message(record, self.webhook_url)
+                url = outbox.destination(record, self.webhook_url)
+                if url is not None:
+                    message = outbox.new_message(record, url)
                     self.db.outbox[message.id] = message
                 continue
             effect_role = effect.role or role

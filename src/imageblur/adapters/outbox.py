@@ -19,6 +19,13 @@ INSERT_COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_a
 GIVEN_UP = "webhook_given_up"  # the audit trail's action
 
 
+def destination(record: ImageRecord, server_url: str | None) -> str | None:
+    """Where the events of `record` go: the server's IMAGEBLUR_WEBHOOK_URL, as the
+    repository was built with (None: nowhere, no row). The one place a record's own
+    `callback_url` (an upload option, issue 26) will take its place."""
+    return server_url
+
+
 def new_message(record: ImageRecord, url: str) -> WebhookMessage:
     """The row of the event `record` (as it is after its transition) has just come to:
     due at once. The id is the `webhook-id` of every attempt."""

@@ -199,15 +199,15 @@ class PostgresImageRepository:
     def _notify(self, cur: psycopg.Cursor[Any], records: Sequence[ImageRecord]) -> None:
         """The outbox rows of transitions that notify (`lifecycle.Notify`), in their
         transaction; none without a webhook URL."""
-        if self._webhook_url is None or not records:
+        to = [(r, url) for r in records if (url := outbox.destination(r, self._webhook_url))]
+        if not to:
             return
-        url = self._webhook_url
         cur.executemany(
             sql.SQL(
                 "INSERT INTO {s}.webhook_outbox (" + outbox.INSERT_COLUMNS + ") "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)"
             ).format(s=self._s),
-            [outbox.insert_values(outbox.new_message(r, url), _utc) for r in records],
+            [outbox.insert_values(outbox.new_message(r, url), _utc) for r, url in to],
         )
 
     def _log(self, cur: psycopg.Cursor[Any], lines: Sequence[tuple[str, Event]]) -> None:

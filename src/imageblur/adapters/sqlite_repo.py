@@ -351,8 +351,9 @@ class SqliteImageRepository:
     def _notify(self, conn: sqlite3.Connection, record: ImageRecord, notifies: bool) -> None:
         """The outbox row of a transition that notifies (`lifecycle.Notify`), in its
         transaction; none without a webhook URL."""
-        if notifies and self._webhook_url is not None:
-            message = outbox.new_message(record, self._webhook_url)
+        url = outbox.destination(record, self._webhook_url)
+        if notifies and url is not None:
+            message = outbox.new_message(record, url)
             conn.execute(
                 f"INSERT INTO webhook_outbox ({outbox.INSERT_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
