@@ -16,6 +16,18 @@ from tests.webhook_receiver import Receiver, webhook_receiver
 from metrics_scrape import get, scrape
 from support import BILL, run_server, wait_until
 
+from .test_review import (
+    API_TOKEN,
+    MANUAL_BOX,
+    REVIEWER_TOKEN,
+    client,
+    keep_all,
+    put,
+    regions,
+    review_env,
+    upload_in_review,
+)
+
 KEYS = [os.urandom(32), os.urandom(24)]  # the old secret and the new, while rotating
 SECRETS = " ".join("whsec_" + base64.b64encode(k).decode() for k in KEYS)
 
@@ -103,3 +115,37 @@ def test_a_server_killed_mid_delivery_sends_the_event_again_after_restart(
     assert len({webhook_id for webhook_id, _ in deliveries}) == 1
     assert {body["type"] for _, body in deliveries} == {"picture.done"}
     assert {body["data"]["id"] for _, body in deliveries} == {image_id}
+
+
+def test_review_then_a_re_render_then_approval_are_three_events(tmp_path: Path) -> None:
+    """Held: `picture.review`; corrected and re-rendered: `picture.review` again; approved
+    by a reviewer through the API: `picture.done`; each its own webhook-id."""
+    with (
+        webhook_receiver() as receiver,
+        run_server(tmp_path / "data", env={**_env(receiver), **review_env()}) as server,
+        client(server, API_TOKEN) as api,
+        client(server, REVIEWER_TOKEN) as reviewer,
+    ):
+
+        def events(n: int) -> bool:
+            with receiver.lock:
+                return receiver.answered.count(204) >= n
+
+        image_id = upload_in_review(api)
+        wait_until(lambda: events(1), timeout_s=60, details=server.logs)
+        etag, listed = regions(reviewer, image_id)
+        x, y, w, h = MANUAL_BOX
+        wanted = [*keep_all(listed), {"x": x, "y": y, "width": w, "height": h, "hidden": True}]
+        assert put(reviewer, image_id, {"regions": wanted}, etag).status_code == 202
+        wait_until(lambda: events(2), timeout_s=90, details=server.logs)
+        assert reviewer.post(f"/picture/{image_id}/approve").status_code == 200
+        wait_until(lambda: events(3), timeout_s=60, details=server.logs)
+    deliveries = receiver.verified(KEYS)
+    assert [(body["type"], body["data"]["id"]) for _, body in deliveries] == [
+        ("picture.review", image_id),
+        ("picture.review", image_id),
+        ("picture.done", image_id),
+    ]
+    assert len({webhook_id for webhook_id, _ in deliveries}) == 3
+    assert deliveries[1][1]["data"]["revision"] == 1
+    assert deliveries[2][1]["data"]["review"] == "approved"
