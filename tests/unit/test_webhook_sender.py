@@ -166,3 +166,21 @@ def test_the_event_of_a_deleted_picture_is_not_sent() -> None:
         repo.delete(image_id)
         assert sender.send_due() == 0
     assert receiver.got == []
+
+
+def test_a_record_that_cannot_be_shown_is_retried_then_given_up_not_stuck() -> None:
+    repo, clock = FakeRepository(), Clock()
+
+    def broken(record: ImageRecord) -> dict[str, object]:
+        raise ValueError("a bug")
+
+    repo.webhook_url = "http://hooks.example/in"
+    image_id = _done(repo, clock)
+    sender = WebhookSender(
+        repository=repo, render=broken, terms=_terms(None, patience_s=30), owner="s", clock=clock
+    )
+    while repo.webhooks(image_id)[0].outcome is None:
+        clock.now = repo.webhooks(image_id)[0].next_attempt_at or clock.now
+        assert sender.send_due() == 1
+    (row,) = repo.webhooks(image_id)
+    assert row.outcome == "given_up" and "internal error: ValueError" in (row.last_error or "")

@@ -115,7 +115,12 @@ class WebhookSender:
         record = self._repo.get(message.image_id)
         if record is None:  # deleted meanwhile: its rows went with it
             return
-        body = envelope(message, self._render(record))
+        try:
+            body = envelope(message, self._render(record))
+        except Exception as exc:  # a bug: retried like a failed attempt, given up in time
+            log.exception("webhook.render_error", image_id=record.id, webhook_id=message.id)
+            self._settle(message, delivery.Attempt(error=f"internal error: {type(exc).__name__}"))
+            return
         stamp = int(self._clock().timestamp())
         headers = signed_headers(self._terms.keys, message.id, stamp, body)
         attempt = self._post(message.url, body, headers, policy=self._terms.policy(message.url))
