@@ -3,6 +3,7 @@ and gives the application a complete, valid distributed configuration."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 from tests.deploy.conftest import (
+    K8S,
     LONG_JOBS,
     OVERLAYS,
     Doc,
@@ -25,6 +27,7 @@ from tests.deploy.conftest import (
 from imageblur.config import Settings, load_settings
 from imageblur.domain import JOB_KINDS, kind_queue
 from imageblur.entrypoints.startup import check_api, check_worker
+from imageblur.webhooks.addresses import REFUSED
 
 # Custom resources: no schema ships with kubernetes-validate. Only these kinds are skipped;
 # any other object without a schema fails the test.
@@ -796,3 +799,33 @@ def test_every_worker_works_in_a_bounded_folder_of_its_own(
         limit = _bytes(work["emptyDir"]["sizeLimit"])
         assert settings.work_dir_max_bytes is not None
         assert settings.work_dir_max_bytes <= 0.9 * limit
+
+
+# --- webhook deliveries (components/webhooks, opt-in; issue 26, item 3) ---------------------
+
+
+@pytest.fixture
+def webhook_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    return render_with(overlay, K8S / "components" / "webhooks", tmp_path_factory.mktemp("wh"))
+
+
+def test_webhook_egress_is_opt_in(docs: list[Doc]) -> None:
+    assert not find(docs, "NetworkPolicy", "imageblur-webhook-egress")
+
+
+def test_webhook_egress_lets_workers_out_but_never_inward(webhook_docs: list[Doc]) -> None:
+    test_validates_against_kubernetes_schemas(webhook_docs, K8S_VERSIONS[0])
+    policy = one(webhook_docs, "NetworkPolicy", "imageblur-webhook-egress")
+    (components,) = [
+        e["values"]
+        for e in policy["spec"]["podSelector"]["matchExpressions"]
+        if e["key"] == "app.kubernetes.io/component"
+    ]
+    assert set(components) == {"worker", "worker-long"}  # never the API
+    (rule,) = policy["spec"]["egress"]
+    assert {p["port"] for p in rule["ports"]} == {80, 443}
+    excepted = {
+        ipaddress.ip_network(net) for block in rule["to"] for net in block["ipBlock"]["except"]
+    }
+    # Every range the sender refuses is refused here too.
+    assert set(REFUSED) <= excepted
