@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from imageblur import imaging, jpeg_patch, jpeg_scans
@@ -28,7 +28,7 @@ from imageblur.blurring import (
     opaque_masks,
 )
 from imageblur.cancel import checkpoint, expect
-from imageblur.domain import MAX_REGIONS, Face, MaskGeometry, Region, RegionKind
+from imageblur.domain import MAX_REGIONS, Face, MaskGeometry, Region, RegionKind, UploadOptions
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage
@@ -78,12 +78,27 @@ class Anonymizer:
         options: AnonymizeOptions,
         *,
         budget: PixelBudget | None = None,
+        choices: UploadOptions | None = None,
     ) -> None:
         """`budget`: the pixels that calls in flight at once may hold (None: no limit);
-        shared by the worker's job threads."""
+        shared by the worker's job threads. `choices`: an upload's options (`choosing`)."""
         self._detector = detector
         self._options = options
         self._budget = budget
+        self._choices = choices
+
+    def choosing(self, choices: UploadOptions | None) -> Anonymizer:
+        """This anonymizer as an upload's options change it (None: as it is): its mode
+        and the metadata kept; the detector and the pixel budget are shared."""
+        if choices is None:
+            return self
+        changes: dict[str, object] = {}
+        if choices.mode is not None:
+            changes["mode"] = choices.mode
+        if choices.keep_metadata is not None:
+            changes["keep_metadata"] = choices.keep_metadata
+        options = replace(self._options, **changes)  # type: ignore[arg-type]
+        return Anonymizer(self._detector, options, budget=self._budget, choices=choices)
 
     @property
     def detector(self) -> FaceDetector:

@@ -49,6 +49,7 @@ from imageblur.tokens import (
 )
 from imageblur.webhooks.addresses import RefusedAddressError, parse_url
 from imageblur.webhooks.signing import SecretError, parse_secrets
+from imageblur.upload_options import DEFAULT_ALLOWED, OPTION_NAMES, parse_allowed
 
 ENV_PREFIX = "IMAGEBLUR_"
 
@@ -535,6 +536,13 @@ class Settings(BaseSettings):
         "model, owner names, XMP face regions and comments are never kept; ICC always is.",
     )
 
+    allowed_options: str = Field(
+        ",".join(sorted(DEFAULT_ALLOWED)),
+        description="Options a client may choose per upload, comma-separated: "
+        f"{', '.join(OPTION_NAMES)}; empty: none. Default: all but `ignore` (which leaves "
+        "faces a detector found unhidden).",
+    )
+
     # --- worker -----------------------------------------------------------------
     worker_threads: int = Field(
         2,
@@ -786,6 +794,14 @@ class Settings(BaseSettings):
             return self.playback_key.get_secret_value().strip().encode()
         tokens = ",".join(sorted(self.api_tokens())).encode()
         return hmac.new(b"imageblur playback url v1", tokens, hashlib.sha256).digest()
+
+    @field_validator("allowed_options")
+    @classmethod
+    def _known_options(cls, value: str) -> str:
+        return ",".join(sorted(parse_allowed(value)))
+
+    def allowed_upload_options(self) -> frozenset[str]:
+        return parse_allowed(self.allowed_options)
 
     @field_validator("keep_metadata")
     @classmethod

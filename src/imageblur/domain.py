@@ -113,6 +113,14 @@ class Status(StrEnum):
     # The API shows them as `pending` and `processing`.
     VIDEO_PENDING = "video_pending"
     VIDEO_PROCESSING = "video_processing"
+    # A picture uploaded with options (`UploadOptions`), queued, running, and a
+    # correction's re-render of one: statuses of their own (the job kinds rule), so that
+    # a worker of an older release, which would ignore the options (a `hide` rectangle,
+    # the mode, the metadata kept), never claims nor re-publishes it. Shown as `pending`,
+    # `processing` and `pending`.
+    OPTIONS_PENDING = "options_pending"
+    OPTIONS_PROCESSING = "options_processing"
+    OPTIONS_RENDERING = "options_rendering"
 
     @property
     def public(self) -> str:
@@ -124,7 +132,16 @@ _PUBLIC_STATUS = {
     Status.RENDERING: Status.PENDING.value,
     Status.VIDEO_PENDING: Status.PENDING.value,
     Status.VIDEO_PROCESSING: Status.PROCESSING.value,
+    Status.OPTIONS_PENDING: Status.PENDING.value,
+    Status.OPTIONS_PROCESSING: Status.PROCESSING.value,
+    Status.OPTIONS_RENDERING: Status.PENDING.value,
 }
+# A correction's re-render waits for (or is in) its job: approval waits for it.
+RENDERING_STATUSES = frozenset({Status.RENDERING, Status.OPTIONS_RENDERING})
+# A first job (detection) waits for or is in its job: nothing to correct yet.
+DETECTING_STATUSES = frozenset(
+    {Status.PENDING, Status.PROCESSING, Status.OPTIONS_PENDING, Status.OPTIONS_PROCESSING}
+)
 
 
 class Review(StrEnum):
@@ -187,8 +204,90 @@ MediaKind = Literal["picture", "video"]
 AudioOutcome = Literal["kept", "reencoded", "none"]
 
 # Region sources and kinds as the API spells them.
-RegionSource = Literal["detector", "manual"]
+# `request`: a `hide` rectangle of the upload's options (never un-hidden by a reviewer).
+RegionSource = Literal["detector", "manual", "request"]
 MAX_REGIONS = 5_000  # kept per picture, highest scores first
+
+
+BlurMode = Literal["blur", "pixelate", "solid"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    """A rectangle in pixels of the upright image (a `hide` or `ignore` option)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    """What a client chose for one upload (`upload_options.parse` checks it); None or
+    empty: the server's setting. Stored with the record, as canonical JSON."""
+
+    mode: BlurMode | None = None
+    preset: str | None = None
+    keep_metadata: frozenset[str] | None = None
+    hide: tuple[Rect, ...] = ()
+    ignore: tuple[Rect, ...] = ()
+    review: bool = False  # `review=required`: held for review whatever the server's setting
+    # Who asked for `ignore` (a token's fingerprint, or "anonymous"): the audit trail's.
+    asked_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options set, as `GET /picture/{id}` shows them and the row stores them."""
+        data: dict[str, Any] = {}
+        if self.mode is not None:
+            data["mode"] = self.mode
+        if self.preset is not None:
+            data["preset"] = self.preset
+        if self.keep_metadata is not None:
+            data["keep_metadata"] = sorted(self.keep_metadata)
+        if self.hide:
+            data["hide"] = [r.to_dict() for r in self.hide]
+        if self.ignore:
+            data["ignore"] = [r.to_dict() for r in self.ignore]
+        if self.review:
+            data["review"] = "required"
+        return data
+
+    def to_json(self) -> str:
+        stored = self.to_dict()
+        if self.asked_by is not None:
+            stored["asked_by"] = self.asked_by
+        return json.dumps(stored, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> UploadOptions:
+        data = json.loads(text)
+        keep = data.get("keep_metadata")
+        return cls(
+            mode=data.get("mode"),
+            preset=data.get("preset"),
+            keep_metadata=None if keep is None else frozenset(keep),
+            hide=tuple(Rect(**r) for r in data.get("hide", ())),
+            ignore=tuple(Rect(**r) for r in data.get("ignore", ())),
+            review=data.get("review") == "required",
+            asked_by=data.get("asked_by"),
+        )
+
+    def digest(self) -> str:
+        """What an `Idempotency-Key` is bound to beside the body: the options chosen
+        (who asked is not a choice)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def bound_digest(body_sha256: str, options: UploadOptions | None) -> str:
+    """The body's digest, bound to the options too when there are any (an upload with no
+    options keeps the digest an older release stored)."""
+    if options is None:
+        return body_sha256
+    return hashlib.sha256(f"{body_sha256}:{options.digest()}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +335,9 @@ class ImageRecord:
     # A done video's face tracks (key boxes per track and the interpolation rule), one
     # compact JSON object in the results store (`tracks_key`); None: none kept.
     tracks_key: str | None = None
+    # The client's choices for this upload; None: none (the server's settings). A record
+    # with options runs as the job kinds `options` and `options_render`.
+    options: UploadOptions | None = None
 
     def with_changes(self, **changes: Any) -> ImageRecord:
         return replace(self, **changes)
@@ -250,6 +352,20 @@ class JobKind(StrEnum):
     DETECT = "detect"  # the first job: find the regions, hide them
     RENDER = "render"  # after a correction: hide exactly the recorded regions, no detection
     VIDEO = "video"  # a video: detect and track, hide every face in every frame
+    # DETECT and RENDER of a picture uploaded with options: kinds of their own, which a
+    # worker of an older release never receives nor claims (it would ignore the options).
+    OPTIONS = "options"
+    OPTIONS_RENDER = "options_render"
+
+    @property
+    def detects(self) -> bool:
+        """A picture's first job: find the regions, hide them."""
+        return self in (JobKind.DETECT, JobKind.OPTIONS)
+
+    @property
+    def renders(self) -> bool:
+        """A correction's job: hide exactly the recorded regions."""
+        return self in (JobKind.RENDER, JobKind.OPTIONS_RENDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +407,9 @@ JOB_KINDS: Mapping[str, KindRoute] = {
     # Twice a 30-minute video (IMAGEBLUR_MAX_VIDEO_SECONDS' default), until the video
     # pipeline's speed is measured: the long workers' shutdown grace covers it.
     "video": KindRoute(Status.VIDEO_PENDING.value, Status.VIDEO_PROCESSING.value, longest_s=3600.0),
+    # A picture uploaded with options, and its re-renders (`UploadOptions`).
+    "options": KindRoute(Status.OPTIONS_PENDING.value, Status.OPTIONS_PROCESSING.value),
+    "options_render": KindRoute(Status.OPTIONS_RENDERING.value, Status.OPTIONS_RENDERING.value),
 }
 
 

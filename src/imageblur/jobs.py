@@ -242,7 +242,7 @@ class JobProcessor:
                 delivery, record, ErrorCode.WORKER_STOPPED, ErrorCode.WORKER_STOPPED.message
             )
         bound.info("job.claimed", kind=job.kind.value)
-        if record.attempts == 1 and job.kind is JobKind.DETECT:  # the wait since upload
+        if record.attempts == 1 and job.kind.detects:  # the wait since upload
             self._metrics.claimed(created_at=record.created_at, now=self._clock())
         return self._run(delivery, record, bound)
 
@@ -253,7 +253,7 @@ class JobProcessor:
             with self._job_folder(job.kind, record):
                 if job.kind is JobKind.VIDEO:
                     return self._process_video(delivery, record)
-                if job.kind is JobKind.RENDER:
+                if job.kind.renders:
                     return self._render(delivery, record)
                 return self._process(delivery, record)
         except Cancelled:  # deleted, or the lease lost, mid-job: the work stopped early
@@ -288,8 +288,10 @@ class JobProcessor:
         with self._keep_lease(record.id):
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
-            # The record says which format the result is in (decided at upload).
-            result = self._anonymize(original, content_type=record.content_type)
+            # The record says which format the result is in (decided at upload), and
+            # what the client chose (`options`).
+            anonymize = self._anonymize.choosing(record.options)
+            result = anonymize(original, content_type=record.content_type)
             checkpoint()  # deleted meanwhile: store nothing
             # A key of this attempt's: see `attempt_key`.
             key = attempt_key(record.id, record.attempts, result.extension)
@@ -385,7 +387,8 @@ class JobProcessor:
             revision, regions = found
             with self._metrics.stage("read"):
                 original = self._b.originals.get(record.input_key)
-            result = self._anonymize.render(original, regions, content_type=record.content_type)
+            anonymize = self._anonymize.choosing(record.options)
+            result = anonymize.render(original, regions, content_type=record.content_type)
             checkpoint()
             key = render_key(record.id, revision, result.extension)
             out_key = self._store_result(record, result, key)
@@ -535,7 +538,7 @@ class JobProcessor:
         """Once a detect job has failed or is parked, its original is deleted at once
         (unless kept): nobody will process it. A render's picture is back in review,
         where a reviewer still needs it."""
-        first = delivery.job.kind in (JobKind.DETECT, JobKind.VIDEO)
+        first = delivery.job.kind.detects or delivery.job.kind is JobKind.VIDEO
         if first and not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
 

@@ -36,6 +36,10 @@ class Guard(StrEnum):
     DETECT = "the job is a detection"
     RENDER = "the job is a render"
     VIDEO = "the job is a video's"
+    OPTIONS_DETECT = "the job is a detection of a picture with options"
+    OPTIONS_RENDER = "the job is a render of a picture with options"
+    OPTIONS = "the picture was uploaded with options"
+    NO_OPTIONS = "the picture was uploaded without options"
     HOLD = "a review hold is given"
     NO_HOLD = "no review hold is given"
     REVISION = "the revision is the one the caller saw"
@@ -139,8 +143,10 @@ _P, _W, _D, _F, _R, _N = (
     Status.RENDERING,
 )
 _VP, _VW = Status.VIDEO_PENDING, Status.VIDEO_PROCESSING
-LEASED = (_W, _N, _VW)  # the statuses whose job is held under a lease
-QUEUED = (_P, _N, _VP)  # the statuses whose job waits in the queue
+# A picture with options: its detection and re-render, as _P/_W and _N are for others.
+_OP, _OW, _ON = Status.OPTIONS_PENDING, Status.OPTIONS_PROCESSING, Status.OPTIONS_RENDERING
+LEASED = (_W, _N, _VW, _OW, _ON)  # the statuses whose job is held under a lease
+QUEUED = (_P, _N, _VP, _OP, _ON)  # the statuses whose job waits in the queue
 _CLAIM = "lease_owner lease_expires_at attempts"
 _UNLEASE = "lease_owner lease_expires_at"
 _RESULT = "output_key url faces plates"
@@ -159,6 +165,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     # status), and claimed by its own kind only.
     _t("claim", _VP, _VW, guards=(Guard.VIDEO,), sets=_CLAIM),
     _t("claim", _VW, _VW, lease=Lease.EXPIRED, guards=(Guard.VIDEO,), sets=_CLAIM),
+    # A picture with options is added as options_pending, and claimed by its own kinds.
+    _t("claim", _OP, _OW, guards=(Guard.OPTIONS_DETECT,), sets=_CLAIM),
+    _t("claim", _OW, _OW, lease=Lease.EXPIRED, guards=(Guard.OPTIONS_DETECT,), sets=_CLAIM),
+    _t("claim", _ON, _ON, lease=Lease.FREE, guards=(Guard.OPTIONS_RENDER,), sets=_CLAIM),
     _t("extend_lease", LEASED, None, lease=Lease.HELD, sets="lease_expires_at", stamps=False),
     # A video job's progress, by its lease keeper: also its check that the lease is
     # still its own (refused: deleted, or taken over).
@@ -167,7 +177,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     # review, its regions the record's already.
     _t(
         "complete",
-        _W,
+        (_W, _OW),
         _D,
         lease=Lease.HELD,
         guards=(Guard.NO_HOLD,),
@@ -177,7 +187,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "complete",
-        _W,
+        (_W, _OW),
         _R,
         lease=Lease.HELD,
         guards=(Guard.HOLD,),
@@ -188,7 +198,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "complete",
-        _N,
+        (_N, _ON),
         _R,
         lease=Lease.HELD,
         review=Review.PENDING,
@@ -220,7 +230,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "fail",
-        (_W, _VW),
+        (_W, _VW, _OW),
         _F,
         lease=Lease.HELD,
         sets="error error_code",
@@ -232,7 +242,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     # a correction renders).
     _t(
         "fail",
-        _N,
+        (_N, _ON),
         _R,
         lease=Lease.HELD,
         review=Review.PENDING,
@@ -267,6 +277,22 @@ TRANSITIONS: tuple[Transition, ...] = (
         clears=_UNLEASE + " published_at",
     ),
     _t(
+        "release",
+        _OW,
+        _OP,
+        lease=Lease.HELD,
+        sets="error error_code attempts",
+        clears=_UNLEASE + " published_at",
+    ),
+    _t(
+        "release",
+        _ON,
+        _ON,
+        lease=Lease.HELD,
+        sets="error error_code attempts",
+        clears=_UNLEASE + " published_at",
+    ),
+    _t(
         "mark_published",
         QUEUED,
         None,
@@ -286,12 +312,25 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("requeue_stale", _W, _P, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _N, _N, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _VW, _VP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _OW, _OP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _ON, _ON, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     # A reviewer's side.
     _t(
         "correct",
         (_R, _N),
         _N,
-        guards=(Guard.REVISION,),
+        guards=(Guard.REVISION, Guard.NO_OPTIONS),
+        sets="revision regions attempts",
+        clears=_OK + " published_at",
+        effects=(Audit("corrected"),),
+    ),
+    # A picture with options is re-rendered by its own kind (an older worker would
+    # render it without them).
+    _t(
+        "correct",
+        (_R, _ON),
+        _ON,
+        guards=(Guard.REVISION, Guard.OPTIONS),
         sets="revision regions attempts",
         clears=_OK + " published_at",
         effects=(Audit("corrected"),),
@@ -343,6 +382,10 @@ _GUARDS: dict[Guard, Callable[[ImageRecord, Call], bool]] = {
     Guard.DETECT: lambda r, c: c.kind is JobKind.DETECT,
     Guard.RENDER: lambda r, c: c.kind is JobKind.RENDER,
     Guard.VIDEO: lambda r, c: c.kind is JobKind.VIDEO,
+    Guard.OPTIONS_DETECT: lambda r, c: c.kind is JobKind.OPTIONS,
+    Guard.OPTIONS_RENDER: lambda r, c: c.kind is JobKind.OPTIONS_RENDER,
+    Guard.OPTIONS: lambda r, c: r.options is not None,
+    Guard.NO_OPTIONS: lambda r, c: r.options is None,
     Guard.HOLD: lambda r, c: c.hold_until is not None,
     Guard.NO_HOLD: lambda r, c: c.hold_until is None,
     Guard.REVISION: lambda r, c: r.revision == c.expected_revision,

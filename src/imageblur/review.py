@@ -14,6 +14,7 @@ from datetime import datetime
 from imageblur import corrections
 from imageblur.backends import Backends
 from imageblur.domain import (
+    DETECTING_STATUSES,
     Event,
     EventRole,
     ImageRecord,
@@ -28,6 +29,7 @@ from imageblur.domain import (
     StaleRevision,
     Status,
     is_image_id,
+    kind_of_status,
     utcnow,
 )
 from imageblur.logs import get_logger
@@ -107,12 +109,14 @@ class ReviewService:
                 f"image {image_id} is {record.status.value}: its original is deleted, "
                 "so it cannot be corrected (corrections need IMAGEBLUR_REVIEW=required)"
             )
-        if record.status in (Status.PENDING, Status.PROCESSING):
+        if record.status in DETECTING_STATUSES:
             raise Rendering(f"image {image_id} is still being processed: retry when in review")
         return record
 
     def _publish_render(self, record: ImageRecord) -> None:
-        job = Job(image_id=record.id, request_id=record.request_id, kind=JobKind.RENDER)
+        # The kind the record's status names: `options_render` for a picture with options.
+        kind = JobKind(kind_of_status(record.status) or JobKind.RENDER)
+        job = Job(image_id=record.id, request_id=record.request_id, kind=kind)
         try:
             self._b.queue.publish(job)
         except QueueUnavailable:

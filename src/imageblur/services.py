@@ -21,12 +21,15 @@ from imageblur.domain import (
     IdempotencyKeyReused,
     ImageRecord,
     Job,
+    JobKind,
     NotFound,
     NotReady,
     ObjectMissing,
     QueueUnavailable,
     Status,
+    UploadOptions,
     body_digest,
+    bound_digest,
     is_image_id,
     new_image_id,
     object_key,
@@ -38,7 +41,8 @@ from imageblur.ports import Pictures
 log = get_logger(__name__)
 
 MAX_NAME_CHARS = 255
-_SERVED = (Status.DONE, Status.REVIEW, Status.RENDERING)  # statuses with a result to serve
+# Statuses with a result to serve.
+_SERVED = (Status.DONE, Status.REVIEW, Status.RENDERING, Status.OPTIONS_RENDERING)
 
 
 def clean_name(name: str | None, *, extension: str) -> str:
@@ -103,10 +107,13 @@ class ImageService:
         name: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        options: UploadOptions | None = None,
     ) -> ImageRecord:
-        """Check, store and queue an upload. Raises `InvalidImage` (nothing stored),
-        `IdempotencyKeyReused` (the key came before with another body: nothing kept) or
-        `BackendUnavailable` (nothing left that the reconciler would not clean up)."""
+        """Check, store and queue an upload, with the client's `options` (a job of kind
+        `options`). Raises `InvalidImage` (nothing stored), `InvalidOption`,
+        `IdempotencyKeyReused` (the key came before with another body or other options:
+        nothing kept) or `BackendUnavailable` (nothing left that the reconciler would
+        not clean up)."""
         with self._gate.checking():
             checked = imaging.check(
                 data,
@@ -122,7 +129,7 @@ class ImageService:
         record = ImageRecord(
             id=image_id,
             name=result_name(clean_name(name, extension=result.extension), checked, result),
-            status=Status.PENDING,
+            status=Status.PENDING if options is None else Status.OPTIONS_PENDING,
             content_type=result.content_type,
             bytes=len(data),
             width=checked.width,
@@ -132,7 +139,12 @@ class ImageService:
             updated_at=now,
             idempotency_key=idempotency_key,
             request_id=request_id,
-            body_sha256=body_digest(data, name) if idempotency_key is not None else None,
+            body_sha256=(
+                bound_digest(body_digest(data, name), options)
+                if idempotency_key is not None
+                else None
+            ),
+            options=options,
         )
         return self._store(record, data, original_type=checked.format.content_type)
 
@@ -150,13 +162,14 @@ class ImageService:
             if stored.body_sha256 not in (None, record.body_sha256):
                 log.warning("image.idempotency_key_reused", image_id=stored.id)
                 raise IdempotencyKeyReused(
-                    "this Idempotency-Key was sent before with another image or file name; "
-                    "use a new key for a new upload"
+                    "this Idempotency-Key was sent before with another image, file name "
+                    "or options; use a new key for a new upload"
                 )
             log.info("image.replayed", image_id=stored.id)
             return stored
         try:
-            b.queue.publish(Job(image_id=image_id, request_id=record.request_id))
+            kind = JobKind.DETECT if record.options is None else JobKind.OPTIONS
+            b.queue.publish(Job(image_id=image_id, request_id=record.request_id, kind=kind))
         except QueueUnavailable:
             # Undo, so that the client's retry after our 503 does not make a second
             # image. If the undo fails too, the reconciler publishes the pending record.

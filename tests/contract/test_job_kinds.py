@@ -68,6 +68,18 @@ def test_the_video_kind_is_a_new_long_kind() -> None:
     assert kind_queue("jobs", "video") == "jobs.video"
 
 
+def test_the_options_kinds_are_new_picture_kinds() -> None:
+    """A picture uploaded with options (issue 26): an older worker would ignore them (a
+    `hide` rectangle, the mode), so its detection and re-renders are kinds of their own."""
+    assert {"options", "options_render"} <= set(NEW_KINDS)
+    assert not JOB_KINDS["options"].long and not JOB_KINDS["options_render"].long
+    assert kind_of_status(Status.OPTIONS_PENDING.value) == "options"
+    assert kind_of_status(Status.OPTIONS_PROCESSING.value) == "options"
+    assert kind_of_status(Status.OPTIONS_RENDERING.value) == "options_render"
+    assert kind_queue("jobs", "options") == "jobs.options"
+    assert kind_queue("jobs", "options_render") == "jobs.options_render"
+
+
 def test_the_kind_of_a_status_and_its_queue() -> None:
     assert kind_of_status("pending") == "detect"
     assert kind_of_status("processing") == "detect"
@@ -98,6 +110,7 @@ def _rows() -> list[tuple[str, prev.Row]]:
 def _taken(claimed: set[str], requeued: set[str]) -> None:
     new_statuses = {s for r in NEW_KINDS.values() for s in (r.queued, r.leased)}
     assert {"video_pending", "video_processing", "probe_queued"} <= new_statuses
+    assert {"options_pending", "options_processing", "options_rendering"} <= new_statuses
     for name in claimed | requeued:
         assert name.split(":")[1] not in new_statuses, f"the previous release took {name}"
     # The harness works: the old kinds' rows are taken.
@@ -216,6 +229,8 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
         probe = Job(image_id=ID).to_json().replace(b'"detect"', b'"probe"')
         queue.publish_body(probe, kind="probe")
         queue.publish(Job(image_id=ID, kind=JobKind.VIDEO))
+        queue.publish(Job(image_id=ID, kind=JobKind.OPTIONS))
+        queue.publish(Job(image_id=ID, kind=JobKind.OPTIONS_RENDER))
         queue.publish(Job(image_id=ID, kind=JobKind.RENDER))
         channel = connection.channel()
         jobs = _previous_consumer_takes(channel, base)
@@ -223,8 +238,16 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
         assert _depth(channel, prev.dead_queue(base)) == 0
         assert _depth(channel, kind_queue(base, "probe", KINDS)) == 1
         assert _depth(channel, kind_queue(base, "video", KINDS)) == 1
+        assert _depth(channel, kind_queue(base, "options", KINDS)) == 1
+        assert _depth(channel, kind_queue(base, "options_render", KINDS)) == 1
         # This release, knowing the kinds, consumes their queues beside the main one.
-        assert queue.job_queues == (base, f"{base}.video", f"{base}.probe")
+        assert queue.job_queues == (
+            base,
+            f"{base}.video",
+            f"{base}.options",
+            f"{base}.options_render",
+            f"{base}.probe",
+        )
     finally:
         connection.close()
         queue.delete_topology()
@@ -242,7 +265,7 @@ def test_this_release_consumes_only_the_queues_of_the_kinds_it_knows() -> None:
         prefetch=1,
         timeout_s=1,
     )
-    assert queue.job_queues == ("jobs", "jobs.video")
+    assert queue.job_queues == ("jobs", "jobs.video", "jobs.options", "jobs.options_render")
 
 
 # --- queues per kind (item 6): a worker consumes only its kinds' queues --------------------

@@ -17,7 +17,14 @@ import pytest
 
 from imageblur import lifecycle
 from imageblur.backends import Repository
-from imageblur.domain import ErrorCode, ImageblurError, ImageRecord, JobKind, Status
+from imageblur.domain import (
+    ErrorCode,
+    ImageblurError,
+    ImageRecord,
+    JobKind,
+    Status,
+    UploadOptions,
+)
 from unit.fakes import FakeRepository
 
 from .test_image_repository import CORRECTED, HOLD, T0, detected, record
@@ -95,6 +102,52 @@ def _video_done(repo: Repository) -> ImageRecord:
     return rec
 
 
+# A picture uploaded with options runs as the kinds `options` and `options_render`.
+OPTIONS = UploadOptions(mode="solid")
+
+
+def _options_pending(repo: Repository) -> ImageRecord:
+    return repo.add(record(status=Status.OPTIONS_PENDING, options=OPTIONS))
+
+
+def _options_processing(repo: Repository) -> ImageRecord:
+    rec = _options_pending(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.OPTIONS)
+    return rec
+
+
+def _options_review(repo: Repository) -> ImageRecord:
+    rec = _options_processing(repo)
+    assert repo.complete(
+        rec.id, owner="w", output_key="o", url="u", faces=1, now=T0, hold_until=HOLD
+    )
+    return rec
+
+
+def _options_rendering(repo: Repository) -> ImageRecord:
+    rec = _options_review(repo)
+    repo.correct(rec.id, expected_revision=0, regions=CORRECTED, role="api", now=T0)
+    return rec
+
+
+def _options_rendering_held(repo: Repository) -> ImageRecord:
+    rec = _options_rendering(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.OPTIONS_RENDER)
+    return rec
+
+
+def _options_failed(repo: Repository) -> ImageRecord:
+    rec = _options_processing(repo)
+    assert repo.fail(rec.id, owner="w", error="bad", code=ErrorCode.INTERNAL_ERROR, now=T0)
+    return rec
+
+
+def _options_render_failed(repo: Repository) -> ImageRecord:
+    rec = _options_rendering_held(repo)
+    assert repo.fail(rec.id, owner="w", error="bad", code=ErrorCode.INTERNAL_ERROR, now=T0)
+    return rec
+
+
 # Every state a picture can be in, made through the repository's own operations.
 STATES: dict[str, Callable[[Repository], ImageRecord]] = {
     "pending": lambda repo: repo.add(record()),
@@ -109,6 +162,13 @@ STATES: dict[str, Callable[[Repository], ImageRecord]] = {
     "video processing": _video_processing,
     "video processing, with progress": _video_progressing,
     "video done": _video_done,
+    "options pending": _options_pending,
+    "options processing": _options_processing,
+    "options review": _options_review,
+    "options review after a failed render": _options_render_failed,
+    "options rendering": _options_rendering,
+    "options rendering, leased": _options_rendering_held,
+    "options failed": _options_failed,
 }
 
 

@@ -351,9 +351,13 @@ def test_keda_scales_workers_on_the_job_queue(
         monkeypatch,
         _effective_env(docs, pod_spec(worker)["containers"][0]),  # type: ignore[index]
     )
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"]["queueName"] == settings.rabbitmq_queue
+    triggers = scaled["spec"]["triggers"]
+    queues = {t["metadata"]["queueName"] for t in triggers}
+    # every picture kind's queue: the main one, and those of pictures with options
+    assert queues == {kind_queue(settings.rabbitmq_queue, k) for k in settings.job_kinds()}
+    assert all(t["type"] == "rabbitmq" for t in triggers)
+    assert len({t["authenticationRef"]["name"] for t in triggers}) == 1
+    trigger = triggers[0]
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     (ref,) = auth["spec"]["secretTargetRef"]
     assert ref["parameter"] == "host"
@@ -667,7 +671,7 @@ def test_the_two_pools_take_their_kinds(
     pictures, long = (
         _worker_settings(long_docs, workloads[c], monkeypatch) for c in ("worker", "worker-long")
     )
-    assert pictures.job_kinds() == {"detect", "render"}
+    assert pictures.job_kinds() == {"detect", "render", "options", "options_render"}
     assert long.job_kinds() == {"video"}
     assert long.worker_threads == 1  # one long job per pod; KEDA scales the pods
     for settings in (pictures, long):

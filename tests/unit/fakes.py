@@ -19,6 +19,7 @@ from typing import BinaryIO, cast
 from imageblur import lifecycle
 from imageblur.adapters import outbox, transitions
 from imageblur.domain import (
+    RENDERING_STATUSES,
     AudioOutcome,
     Conflict,
     ErrorCode,
@@ -470,7 +471,7 @@ class FakeRepository:
         self._guard("complete")
         with self.db.lock:
             record = self.db.records.get(image_id)
-            rendering = record is not None and record.status is Status.RENDERING
+            rendering = record is not None and record.status in RENDERING_STATUSES
             result: dict[str, object] = {
                 "output_key": output_key,
                 "url": url,

@@ -27,7 +27,7 @@ from unit.world import container_of
 
 ID = "0123456789abcdef0123456789abcdef"
 PROBE = KindRoute(queued="probe_queued", leased="probe_running", longest_s=1800.0)
-PICTURES = frozenset({"detect", "render"})
+PICTURES = frozenset({"detect", "render", "options", "options_render"})
 LONG = frozenset({"video", "probe"})
 ALL = PICTURES | LONG
 

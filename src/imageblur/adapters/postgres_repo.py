@@ -54,7 +54,8 @@ from imageblur.lifecycle import Guard
 _EXACT_COUNT_ROWS = 100_000
 # Counted exactly whatever the table's size: the open and held statuses (partial indexes).
 _EXACT_STATUSES = (
-    "('pending', 'processing', 'rendering', 'review', 'video_pending', 'video_processing')"
+    "('pending', 'processing', 'rendering', 'review', 'video_pending', 'video_processing', "
+    "'options_pending', 'options_processing', 'options_rendering')"
 )
 
 _COLUMNS = sql_rows.COLUMN_LIST
@@ -74,8 +75,9 @@ def _where(operation: str, *, table: str = "i", **choice: Any) -> str:
 
 def _to(operation: str, **choice: Any) -> str:
     """The status and review `operation` leaves, from the state machine's table."""
-    status = sql_lifecycle.status_to(operation, column=lambda name: f"i.{name}", **choice)
-    review = sql_lifecycle.review_to(operation, column=lambda name: f"i.{name}", **choice)
+    column, param = (lambda name: f"i.{name}"), (lambda name: f"%({name})s")
+    status = sql_lifecycle.status_to(operation, column=column, param=param, **choice)
+    review = sql_lifecycle.review_to(operation, column=column, param=param, **choice)
     return f"{status}, {review}"
 
 

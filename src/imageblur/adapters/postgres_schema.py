@@ -158,6 +158,22 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE outcome IS NULL;
     CREATE INDEX webhook_outbox_image_idx ON {s}.webhook_outbox (image_id, created_at);
     """,
+    # 12: options per upload. The status check gains the statuses of the job kinds
+    # `options` and `options_render` (NOT VALID, as in 7); the upload's options as JSON
+    # text (nullable: no rewrite); the open-jobs index covers their jobs.
+    """
+    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
+    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
+        ('pending', 'processing', 'done', 'failed', 'review', 'rendering',
+         'video_pending', 'video_processing', 'options_pending', 'options_processing',
+         'options_rendering')) NOT VALID;
+    ALTER TABLE {s}.images ADD COLUMN options text;
+    DROP INDEX {s}.images_open_idx;
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing', 'rendering', 'video_pending',
+                         'video_processing', 'options_pending', 'options_processing',
+                         'options_rendering');
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

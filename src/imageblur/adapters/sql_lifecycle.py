@@ -12,12 +12,24 @@ from imageblur.domain import EventRole, JobKind, Status
 from imageblur.lifecycle import TRANSITIONS, Audit, Guard, Lease, Transition
 
 # Conditions on the call, not on the row: the adapter picks the transitions they select.
-CALL_GUARDS = frozenset({Guard.DETECT, Guard.RENDER, Guard.VIDEO, Guard.HOLD, Guard.NO_HOLD})
+CALL_GUARDS = frozenset(
+    {
+        Guard.DETECT,
+        Guard.RENDER,
+        Guard.VIDEO,
+        Guard.OPTIONS_DETECT,
+        Guard.OPTIONS_RENDER,
+        Guard.HOLD,
+        Guard.NO_HOLD,
+    }
+)
 # The call guard that selects a claim's transitions, by the job's kind.
 CLAIM_GUARD = {
     JobKind.DETECT: Guard.DETECT,
     JobKind.RENDER: Guard.RENDER,
     JobKind.VIDEO: Guard.VIDEO,
+    JobKind.OPTIONS: Guard.OPTIONS_DETECT,
+    JobKind.OPTIONS_RENDER: Guard.OPTIONS_RENDER,
 }
 
 Param = Callable[[str], str]  # a named parameter as the driver writes it
@@ -47,12 +59,18 @@ def _guard(guard: Guard, p: Param, c: Column) -> str:
         Guard.PUBLISH_DUE: f"(({c('published_at')} IS NULL AND {c('updated_at')} <= "
         f"{p('pending_before')}) OR {c('published_at')} <= {p('published_before')})",
         Guard.UNCHANGED: f"{c('updated_at')} = {p('if_updated_at')}",
+        Guard.OPTIONS: f"{c('options')} IS NOT NULL",
+        Guard.NO_OPTIONS: f"{c('options')} IS NULL",
     }[guard]
 
 
-def condition(t: Transition, *, param: Param, column: Column = lambda name: name) -> str:
-    """The row condition of one transition (its call guards are the caller's choice)."""
-    parts = [f"{column('status')} IN {statuses(t.source)}"]
+def condition(
+    t: Transition, *, param: Param, column: Column = lambda name: name, status: Status | None = None
+) -> str:
+    """The row condition of one transition (its call guards are the caller's choice);
+    `status`: for rows of that status only."""
+    source = t.source if status is None else frozenset({status})
+    parts = [f"{column('status')} IN {statuses(source)}"]
     lease = _lease(t.lease, param, column)
     parts += [lease] if lease else []
     parts += [_guard(g, param, column) for g in sorted(t.guards - CALL_GUARDS)]
@@ -97,13 +115,29 @@ def _to(
     column: Column,
     given: frozenset[Guard],
     source: Status | None,
+    param: Param | None,
 ) -> str:
-    """`field = <expression>`: the value the table gives each source status."""
+    """`field = <expression>`: the value the table gives each source status, or, where
+    transitions from one status are told apart by a row guard (a correction of a
+    picture with options or without), the value of the transition whose condition holds
+    (then `param` is needed)."""
     by_source: dict[Status, str] = {}
-    for t in _chosen(operation, given, source):
-        for status in t.source if source is None else t.source & {source}:
-            if by_source.setdefault(status, value(t, status)) != value(t, status):
-                raise ValueError(f"{operation} from {status}: two {field}s; name a guard")
+    pairs = [
+        (t, status)
+        for t in _chosen(operation, given, source)
+        for status in sorted(t.source if source is None else t.source & {source})
+    ]
+    split = False
+    for t, status in pairs:
+        split |= by_source.setdefault(status, value(t, status)) != value(t, status)
+    if split:
+        if param is None:
+            raise ValueError(f"{operation}: {field} by row guards needs the driver's param")
+        whens = " ".join(
+            f"WHEN {condition(t, param=param, column=column, status=s)} THEN {value(t, s)}"
+            for t, s in pairs
+        )
+        return f"{field} = CASE {whens} ELSE {column(field)} END"
     values = set(by_source.values())
     if len(values) == 1:
         return f"{field} = {values.pop()}"
@@ -117,13 +151,14 @@ def status_to(
     column: Column = lambda name: name,
     given: frozenset[Guard] = frozenset(),
     source: Status | None = None,
+    param: Param | None = None,
 ) -> str:
     """The SET of the status `operation` leads to, from each status it starts from."""
 
     def target(t: Transition, status: Status) -> str:
         return f"'{(t.target or status).value}'"
 
-    return _to("status", target, operation, column, given, source)
+    return _to("status", target, operation, column, given, source, param)
 
 
 def review_to(
@@ -132,6 +167,7 @@ def review_to(
     column: Column = lambda name: name,
     given: frozenset[Guard] = frozenset(),
     source: Status | None = None,
+    param: Param | None = None,
 ) -> str:
     """The SET of the review state `operation` leaves, from each status it starts from
     (the column itself where the table leaves it as it is)."""
@@ -139,7 +175,7 @@ def review_to(
     def review(t: Transition, status: Status) -> str:
         return f"'{t.review.value}'" if t.review is not None else column("review")
 
-    return _to("review", review, operation, column, given, source)
+    return _to("review", review, operation, column, given, source, param)
 
 
 def event(

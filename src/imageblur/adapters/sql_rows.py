@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, get_args, get_type_hints
 
-from imageblur.domain import ErrorCode, ImageRecord
+from imageblur.domain import ErrorCode, ImageRecord, UploadOptions
 
 
 class Row(Protocol):
@@ -57,6 +57,8 @@ def to_row(record: ImageRecord, *, timestamp: Callable[[datetime], Any]) -> dict
             value = value.value
         elif value is not None and name in _TIMESTAMPS:
             value = timestamp(value)
+        elif isinstance(value, UploadOptions):
+            value = value.to_json()
         row[name] = value
     return row
 
@@ -70,5 +72,7 @@ def to_record(row: Row, *, timestamp: Callable[[Any], datetime]) -> ImageRecord:
         elif value is not None and name in _TIMESTAMPS:
             value = timestamp(value)
         values[name] = value
+    if values["options"] is not None:
+        values["options"] = UploadOptions.from_json(values["options"])
     values["error_code"] = ErrorCode.read(values["error_code"], error=values["error"])
     return ImageRecord(**values)

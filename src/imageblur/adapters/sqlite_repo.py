@@ -52,8 +52,9 @@ def _where(operation: str, **choice: Any) -> str:
 
 def _to(operation: str, **choice: Any) -> str:
     """The status and review `operation` leaves, from the state machine's table."""
-    status = sql_lifecycle.status_to(operation, **choice)
-    return f"{status}, {sql_lifecycle.review_to(operation, **choice)}"
+    param = lambda name: f":{name}"  # noqa: E731 - the driver's named style
+    status = sql_lifecycle.status_to(operation, param=param, **choice)
+    return f"{status}, {sql_lifecycle.review_to(operation, param=param, **choice)}"
 
 
 # The end of a job held by :owner. A render goes (back) to review, its regions the

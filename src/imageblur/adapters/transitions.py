@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from imageblur.domain import (
+    DETECTING_STATUSES,
+    RENDERING_STATUSES,
     Event,
     EventRole,
     ImageblurError,
@@ -126,7 +128,7 @@ def correction_refused(
         return NotFound(image_id)
     if status in (Status.DONE, Status.FAILED):
         return OriginalGone(f"picture {image_id} is {status.value}: its original is gone")
-    if status in (Status.PENDING, Status.PROCESSING):
+    if status in DETECTING_STATUSES:
         return Rendering(f"picture {image_id} is not processed yet: nothing to correct")
     return StaleRevision(f"picture {image_id} is at revision {revision}, not {expected_revision}")
 
@@ -136,7 +138,7 @@ def approval_refused(image_id: str, record: ImageRecord | None) -> ImageblurErro
     if record is None:
         return NotFound(image_id)
     status = record.status
-    if status is Status.RENDERING:
+    if status in RENDERING_STATUSES:
         return Rendering(f"picture {image_id} has a correction still rendering")
     if status is Status.REVIEW and record.error_code is not None:
         return RenderFailed(

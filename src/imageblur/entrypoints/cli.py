@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
     p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
     p.add_argument(
+        "--keep-metadata",
+        dest="keep_metadata",
+        metavar="GROUPS",
+        help="metadata groups kept, comma-separated (IMAGEBLUR_KEEP_METADATA): gps, datetime, "
+        "camera_settings, copyright",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         dest="worker_threads",

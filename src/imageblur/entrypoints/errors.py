@@ -33,6 +33,7 @@ from imageblur.domain import (
     VideoRefused,
 )
 from imageblur.logs import get_logger
+from imageblur.upload_options import InvalidOption, OptionNotAllowed
 
 log = get_logger(__name__)
 
@@ -58,6 +59,8 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     ReasonRequired: (422, "reason_required"),
     TooManyRegions: (422, "too_many_regions"),
     DuplicateRegion: (422, "duplicate_region"),
+    InvalidOption: (422, "invalid_option"),
+    OptionNotAllowed: (403, "option_not_allowed"),
     StaleRevision: (412, "stale_revision"),
     OriginalGone: (409, "original_gone"),
     NotInReview: (409, "not_in_review"),
@@ -75,12 +78,14 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, *, field: str | None = None, **headers: str
+) -> JSONResponse:
+    """The error body; `field`: the option an upload's refusal is about."""
     if status == 503:
         headers.setdefault("Retry-After", str(RETRY_AFTER_S))
-    return JSONResponse(
-        {"error": code, "message": message}, status_code=status, headers=headers or None
-    )
+    body = {"error": code, "message": message} | ({"field": field} if field else {})
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def status_and_code(exc: ImageblurError) -> tuple[int, str]:
@@ -101,7 +106,8 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
         message = f"the {exc.backend} is unavailable; retry later"
     elif isinstance(exc, Overloaded):
         log.warning("api.overloaded", error=str(exc))
-    return error_response(status, code, message)
+    field = exc.field if isinstance(exc, InvalidOption | OptionNotAllowed) else None
+    return error_response(status, code, message, field=field)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

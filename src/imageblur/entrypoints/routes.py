@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from imageblur import imaging
+from imageblur import imaging, upload_options
 from imageblur.bootstrap import Container
 from imageblur.domain import ImageRecord, InvalidImage
+from imageblur.entrypoints.middleware.auth import asked_by
 from imageblur.entrypoints.middleware.request_id import request_id_of
 from imageblur.entrypoints.schemas import (
     UPLOAD_BODY,
@@ -57,12 +58,15 @@ Root = Annotated[str, Depends(_root)]
 
 async def _read_upload(
     request: Request, filename: str | None, max_bytes: int
-) -> tuple[bytes, str | None]:
+) -> tuple[bytes, str | None, dict[str, str]]:
+    """The image, its name, and the fields its options are among: the multipart body's
+    other fields, or a raw upload's query parameters."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         return await read_multipart(request, max_bytes=max_bytes)
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return await read_raw(request, max_bytes=max_bytes), filename
+        data = await read_raw(request, max_bytes=max_bytes)
+        return data, filename, dict(request.query_params)
     raise InvalidImage(
         "send multipart/form-data with a file part named 'image', "
         "or the raw image with an image/* Content-Type",
@@ -75,9 +79,13 @@ async def _read_upload(
     "/picture",
     status_code=202,
     response_model=Picture,
-    responses=errors(400, 401, 409, 413, 415, 422, 503),
+    responses=errors(400, 401, 403, 409, 413, 415, 422, 503),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a picture to anonymize",
+    description="Options (multipart fields before the file part, or query parameters of a "
+    "raw upload): `mode`, `preset`, `keep_metadata`, `hide` and `ignore` (JSON lists of "
+    '`{"x", "y", "width", "height"}`), `review=required`; the server\'s settings are '
+    "the defaults, IMAGEBLUR_ALLOWED_OPTIONS the ones a client may choose.",
 )
 async def post_picture(
     request: Request,
@@ -91,13 +99,21 @@ async def post_picture(
     # Admitted from before the body is read: each upload in hand holds up to
     # IMAGEBLUR_MAX_UPLOAD_BYTES of memory, so the gate bounds that memory too.
     with services.gate.admit():
-        data, name = await _read_upload(request, filename, services.settings.max_upload_bytes)
+        data, name, fields = await _read_upload(
+            request, filename, services.settings.max_upload_bytes
+        )
+        options = upload_options.parse(
+            fields,
+            allowed=services.settings.allowed_upload_options(),
+            asked_by=asked_by(request.scope),
+        )
         record: ImageRecord = await run_in_threadpool(
             services.images.submit,
             data,
             name=name,
             idempotency_key=idempotency_key,
             request_id=request_id_of(request.scope),
+            options=options,
         )
     return JSONResponse(
         picture(record, root).model_dump(mode="json"),

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from imageblur import imaging
 from imageblur.domain import ErrorCode, ImageRecord
+from imageblur.upload_options import OPTION_NAMES
 
 
 class Picture(BaseModel):
@@ -30,6 +31,8 @@ class Picture(BaseModel):
     request_id: str | None = None  # the upload's X-Request-ID, to find its log lines
     review: str | None = None  # null (never held), pending, approved, expired
     revision: int = 0  # of the regions (GET /picture/{id}/regions)
+    # The upload's options (mode, preset, keep_metadata, hide, ignore, review); null: none.
+    options: dict[str, Any] | None = None
 
 
 class AcceptedFormat(BaseModel):
@@ -89,7 +92,7 @@ class RegionOut(BaseModel):
     width: int
     height: int
     score: float | None
-    source: str  # detector, manual
+    source: str  # detector, manual, request (a `hide` option)
     kind: str  # face, plate
     uncertain: bool  # scored below the detection threshold (a candidate for a reviewer)
     hidden: bool
@@ -118,6 +121,7 @@ class History(BaseModel):
 class Error(BaseModel):
     error: str
     message: str
+    field: str | None = None  # the option refused (invalid_option, option_not_allowed)
 
 
 def picture(record: ImageRecord, root: str = "") -> Picture:
@@ -140,13 +144,15 @@ def picture(record: ImageRecord, root: str = "") -> Picture:
         request_id=record.request_id,
         review=record.review.value if record.review is not None else None,
         revision=record.revision,
+        options=record.options.to_dict() if record.options is not None else None,
     )
 
 
 _ERROR_MEANINGS = {
     400: "Bad request: a malformed body, or an image that is corrupt or empty.",
     401: "The API token is missing or wrong (only when IMAGEBLUR_API_TOKEN is set).",
-    403: "forbidden: this token's role may not do this (the reviewer token may).",
+    403: "forbidden: this token's role may not do this (the reviewer token may); "
+    "option_not_allowed: an upload option the server does not allow (`field`).",
     404: "No image with that id.",
     409: "The anonymized image is not available (yet, or any more); for review actions: "
     "original_gone, not_in_review or rendering; for an upload: idempotency_key_reused.",
@@ -155,7 +161,8 @@ _ERROR_MEANINGS = {
     "gives both limits.",
     415: f"Not {imaging.ACCEPTED_FORMATS} (judged by the magic bytes), an animated image, "
     "or an unsupported Content-Type.",
-    422: "A parameter or header has an invalid value; invalid_regions for a correction.",
+    422: "A parameter or header has an invalid value; invalid_regions for a correction; "
+    "invalid_option (`field`) or review_unavailable for an upload.",
     428: "if_match_required: send If-Match with the revision of the regions you edited.",
     503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
 }
@@ -176,7 +183,10 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        **{name: {"type": "string"} for name in OPTION_NAMES},
+                        "image": {"type": "string", "format": "binary"},
+                    },
                 }
             },
             **{

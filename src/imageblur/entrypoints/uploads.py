@@ -54,8 +54,11 @@ async def read_raw(request: Request, *, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-async def read_multipart(request: Request, *, max_bytes: int) -> tuple[bytes, str | None]:
-    """The `image` part's bytes and its client-side file name (a label only)."""
+async def read_multipart(
+    request: Request, *, max_bytes: int
+) -> tuple[bytes, str | None, dict[str, str]]:
+    """The `image` part's bytes, its client-side file name (a label only) and the
+    body's other fields, as text (an upload's options)."""
     limit = max_bytes + MULTIPART_OVERHEAD_BYTES
     _check_declared_length(request, limit, max_bytes)
     parser = MultiPartParser(
@@ -79,6 +82,7 @@ async def read_multipart(request: Request, *, max_bytes: int) -> tuple[bytes, st
         data = await part.read()
         if len(data) > max_bytes:
             raise too_large(max_bytes)
-        return data, part.filename
+        fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        return data, part.filename, fields
     finally:
         await form.close()

@@ -6,6 +6,7 @@ the request's body is read.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable
 
@@ -46,6 +47,19 @@ def reviewer_of(scope: Scope) -> str | None:
     """The name of the reviewer whose token this request carries; None for any other."""
     name = scope.get(REVIEWER_KEY)
     return name if isinstance(name, str) and role_of(scope) == "reviewer" else None
+
+
+def asked_by(scope: Scope) -> str:
+    """Who sent this request, for an audit trail: a reviewer's name, else the first 8
+    hex digits of the SHA-256 of its token (never the token), else `anonymous`."""
+    reviewer = reviewer_of(scope)
+    if reviewer is not None:
+        return f"reviewer {reviewer}"
+    scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
+    token = given.strip()
+    if scheme.lower() != "bearer" or not token or role_of(scope) is None:
+        return "anonymous"
+    return f"token {hashlib.sha256(token.encode()).hexdigest()[:8]}"
 
 
 class BearerTokenMiddleware:

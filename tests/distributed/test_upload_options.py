@@ -1,0 +1,60 @@
+"""Options per upload (issue 26) on the distributed set-up (API and workers as
+processes, PostgreSQL, RabbitMQ, S3): applied by a worker of the `options` kind, from its
+own queue, and shown by GET."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import pytest
+from PIL import ExifTags, Image
+
+import support
+from photo_metadata import DATETIME_ORIGINAL, photo
+
+from .conftest import DeploymentFactory
+from .harness import EXAMPLES, Backends, Deployment
+
+pytestmark = pytest.mark.slow
+
+
+def _upload(app: Deployment, data: bytes, **fields: str) -> str:
+    response = httpx.post(
+        f"{app.url}/picture",
+        data=fields,
+        files={"image": ("upload.jpg", data, "image/jpeg")},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def _done(app: Deployment, client: httpx.Client, image_id: str) -> dict[str, Any]:
+    final = support.wait_status(client, image_id, {"done", "failed"}, context=app.logs)
+    assert final["status"] == "done", final
+    return final
+
+
+def test_options_are_applied_by_the_workers(backends: Backends, deploy: DeploymentFactory) -> None:
+    app = deploy(backends, workers=1)
+    bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
+    solid = _upload(app, bill, mode="solid")
+    dated = _upload(app, photo("JPEG", width=120, height=80), keep_metadata="datetime")
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        final = _done(app, client, solid)
+        assert final["options"] == {"mode": "solid"}
+        pixels = support.decode(client.get(f"/picture/{solid}/image").content)
+        x0, y0, x1, y1 = support.BILL_FACE
+        face = pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200].astype(float)
+        assert face.std(axis=(0, 1)).max() < 3
+        assert _done(app, client, dated)["options"] == {"keep_metadata": ["datetime"]}
+        exif = Image.open(io.BytesIO(client.get(f"/picture/{dated}/image").content)).getexif()
+    assert exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == DATETIME_ORIGINAL
+    assert not exif.get_ifd(ExifTags.IFD.GPSInfo)
+    # Claimed as the `options` kind: statuses an older worker never claims.
+    assert backends.transitions(solid)[:2] == [
+        (None, "options_pending"),
+        ("options_pending", "options_processing"),
+    ]
