@@ -28,7 +28,15 @@ from imageblur.blurring import (
     opaque_masks,
 )
 from imageblur.cancel import checkpoint, expect
-from imageblur.domain import MAX_REGIONS, Face, MaskGeometry, Region, RegionKind, UploadOptions
+from imageblur.domain import (
+    MAX_REGIONS,
+    Face,
+    MaskGeometry,
+    Rect,
+    Region,
+    RegionKind,
+    UploadOptions,
+)
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage
@@ -128,6 +136,13 @@ class Anonymizer:
         masks = masks_of(mask_outlines(hidden, width, height, geometry))
         regions = regions_of(hidden, uncertain, width, height, mask=geometry)
         kinds = [face.kind for face in hidden]
+        if self._choices is not None and self._choices.hide:
+            # The upload's `hide` rectangles: hidden whole, whatever was detected.
+            asked = requested_regions(self._choices.hide, width, height)
+            masks += merged_masks(
+                [(box, "box") for r in asked if (box := _clipped(r, width, height))]
+            )
+            regions += asked
         return self._finish(data, decoded, masks, kinds, regions, clock, content_type)
 
     def render(
@@ -148,7 +163,8 @@ class Anonymizer:
         height, width = decoded.rgb.shape[:2]
         chosen = [region for region in regions if region.hidden]
         masks = self._render_masks(chosen, width, height)
-        kinds = [region.kind for region in chosen]
+        # An upload's `hide` rectangles are not counted as faces (as when first drawn).
+        kinds = [region.kind for region in chosen if region.source != "request"]
         return self._finish(data, decoded, masks, kinds, list(regions), clock, content_type)
 
     def _render_masks(self, chosen: Sequence[Region], width: int, height: int) -> list[Mask]:
@@ -157,15 +173,16 @@ class Anonymizer:
         shaped = [
             item
             for region in chosen
-            if region.source != "manual"
+            if region.source == "detector"
             for item in self._shaped(region, width, height)
         ]
-        # A person drew these boxes: all of each is hidden, whatever the mask shape. Merged,
-        # so that their number does not multiply the work.
+        # A person drew these boxes (a reviewer, or the client with `hide`): all of each is
+        # hidden, whatever the mask shape. Merged, so that their number does not multiply
+        # the work.
         drawn: list[Outline] = [
             (box, "box")
             for region in chosen
-            if region.source == "manual" and (box := _clipped(region, width, height))
+            if region.source != "detector" and (box := _clipped(region, width, height))
         ]
         if sum((x1 - x0) * (y1 - y0) for (x0, y0, x1, y1), _ in shaped) <= width * height:
             # One mask per detector region, the blur's strength by each: the first render's.
@@ -314,6 +331,32 @@ def regions_of(
         _region(f"r{index}", face, unsure, width, height, mask)
         for index, (face, unsure) in enumerate(kept, 1)
     ]
+
+
+def requested_regions(hide: Sequence[Rect], width: int, height: int) -> list[Region]:
+    """An upload's `hide` rectangles as the record lists them: "q1", "q2", ..., source
+    `request`, hidden, clipped to the image (one wholly outside is left out: the API
+    refuses it)."""
+    regions = []
+    for index, rect in enumerate(hide, 1):
+        x0, y0 = max(rect.x, 0), max(rect.y, 0)
+        x1, y1 = min(rect.x + rect.width, width), min(rect.y + rect.height, height)
+        if x1 > x0 and y1 > y0:
+            regions.append(
+                Region(
+                    id=f"q{index}",
+                    x=x0,
+                    y=y0,
+                    width=x1 - x0,
+                    height=y1 - y0,
+                    score=None,
+                    source="request",
+                    kind="face",
+                    uncertain=False,
+                    hidden=True,
+                )
+            )
+    return regions
 
 
 def _score(item: tuple[Face, bool]) -> float:

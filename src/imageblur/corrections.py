@@ -37,6 +37,11 @@ class ReasonRequired(InvalidRegions):
 MAX_REASON_CHARS = 500
 
 
+class RequestedRegion(InvalidRegions):
+    """A region the upload asked hidden (`hide`), shown by a correction (422
+    invalid_regions): a reviewer can never show it."""
+
+
 class TooManyRegions(InvalidRegions):
     """More manual regions than MAX_MANUAL_REGIONS (422 too_many_regions)."""
 
@@ -113,9 +118,11 @@ def apply(
 ) -> list[Region]:
     """The record's new regions. Raises `InvalidRegions` for the first region that cannot
     be applied: an unknown id, a box under 1 px or entirely outside the image, more than
-    MAX_REGIONS, more than MAX_MANUAL_REGIONS manual ones (`TooManyRegions`), or a
-    duplicate (`DuplicateRegion`); `ReasonRequired` for a region the detector hid, shown
-    without a reason. A box partly outside is clipped to the image."""
+    MAX_REGIONS, more than MAX_MANUAL_REGIONS manual ones and the upload's `hide`
+    rectangles (`TooManyRegions`), a duplicate (`DuplicateRegion`), or a `hide`
+    rectangle shown (`RequestedRegion`); `ReasonRequired` for a region the detector hid,
+    shown without a reason. A box partly outside is clipped to the image. The upload's
+    `hide` rectangles stay, hidden, whether the list names them or not."""
     if len(wanted) > MAX_REGIONS:
         raise InvalidRegions(f"{len(wanted)} regions: at most {MAX_REGIONS} per picture")
     by_id = {region.id: region for region in current}
@@ -125,6 +132,11 @@ def apply(
         if isinstance(item, KeptRegion):
             if item.id not in by_id:
                 raise InvalidRegions(f"regions[{index}]: no region with id {item.id!r}")
+            if by_id[item.id].source == "request" and not item.hidden:
+                raise RequestedRegion(
+                    f"regions[{index}]: region {item.id} is hidden at the upload's request "
+                    "(its hide option): it cannot be shown"
+                )
             if _reveals_detection(by_id[item.id], item) and item.reason is None:
                 raise ReasonRequired(
                     f"regions[{index}]: region {item.id} was hidden by the detector; showing "
@@ -134,6 +146,8 @@ def apply(
             continue
         out.append(_manual(index, item, f"m{next_number}", width=width, height=height))
         next_number += 1
+    listed = {r.id for r in out}
+    out += [r for r in current if r.source == "request" and r.id not in listed]
     _check_unique(out)
     return out
 
@@ -156,11 +170,12 @@ def _reveals_detection(current: Region, wanted: KeptRegion) -> bool:
 
 def _check_unique(regions: Sequence[Region]) -> None:
     """Refuse a list the render would pay for twice (or more) for nothing."""
-    manual = [r for r in regions if r.source == "manual"]
+    # The upload's `hide` rectangles count as manual ones: each is drawn the same way.
+    manual = [r for r in regions if r.source in ("manual", "request")]
     if len(manual) > MAX_MANUAL_REGIONS:
         raise TooManyRegions(
-            f"{len(manual)} manual regions: at most {MAX_MANUAL_REGIONS} per picture; "
-            "draw one box over neighbouring faces"
+            f"{len(manual)} manual regions (with the upload's hide rectangles): at most "
+            f"{MAX_MANUAL_REGIONS} per picture; draw one box over neighbouring faces"
         )
     seen_ids: set[str] = set()
     seen_boxes: dict[tuple[int, int, int, int], int] = {}

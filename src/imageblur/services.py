@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from imageblur import imaging
+from imageblur import imaging, upload_options
 from imageblur.admission import UploadGate
 from imageblur.backends import Backends
 from imageblur.domain import (
@@ -121,6 +121,7 @@ class ImageService:
                 max_scans=self._max_jpeg_scans,
                 hold=self._gate.decoding,
             )
+        upload_options.check_fits(options, width=checked.width, height=checked.height)
         image_id = self._new_id()
         key = object_key(image_id, checked.format.extension)
         now = self._clock()

@@ -85,6 +85,21 @@ def parse(
     )
 
 
+def check_fits(options: UploadOptions | None, *, width: int, height: int) -> None:
+    """Refuse a `hide` or `ignore` rectangle wholly outside the upright picture (it
+    would hide, or spare, nothing: a client's mistake, such as a rotated coordinate)."""
+    if options is None:
+        return
+    for name, rects in (("hide", options.hide), ("ignore", options.ignore)):
+        for index, r in enumerate(rects):
+            if r.x >= width or r.y >= height:
+                raise InvalidOption(
+                    name,
+                    f"{name}[{index}] lies outside the {width}x{height} picture "
+                    "(pixels of the upright picture)",
+                )
+
+
 def _metadata(value: str | None) -> frozenset[str] | None:
     if value is None:
         return None

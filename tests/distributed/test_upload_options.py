@@ -5,6 +5,7 @@ own queue, and shown by GET."""
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import httpx
@@ -40,15 +41,21 @@ def _done(app: Deployment, client: httpx.Client, image_id: str) -> dict[str, Any
 def test_options_are_applied_by_the_workers(backends: Backends, deploy: DeploymentFactory) -> None:
     app = deploy(backends, workers=1)
     bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
-    solid = _upload(app, bill, mode="solid")
+    hide = {"x": 400, "y": 300, "width": 200, "height": 200}
+    solid = _upload(app, bill, mode="solid", hide=json.dumps([hide]))
     dated = _upload(app, photo("JPEG", width=120, height=80), keep_metadata="datetime")
     with httpx.Client(base_url=app.url, timeout=30) as client:
         final = _done(app, client, solid)
-        assert final["options"] == {"mode": "solid"}
-        pixels = support.decode(client.get(f"/picture/{solid}/image").content)
+        assert final["options"] == {"mode": "solid", "hide": [hide]}
+        pixels = support.decode(client.get(f"/picture/{solid}/image").content).astype(float)
         x0, y0, x1, y1 = support.BILL_FACE
-        face = pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200].astype(float)
+        face = pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200]
         assert face.std(axis=(0, 1)).max() < 3
+        assert pixels[308:492, 408:592].std(axis=(0, 1)).max() < 3  # the hide rectangle
+        listed = client.get(f"/picture/{solid}/regions").json()["regions"]
+        assert [
+            (r["id"], r["source"], r["hidden"]) for r in listed if r["source"] == "request"
+        ] == [("q1", "request", True)]
         assert _done(app, client, dated)["options"] == {"keep_metadata": ["datetime"]}
         exif = Image.open(io.BytesIO(client.get(f"/picture/{dated}/image").content)).getexif()
     assert exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == DATETIME_ORIGINAL

@@ -414,3 +414,18 @@ def test_blur_handles_videos_beside_pictures(tmp_path: Path) -> None:
     ]
     assert len(decoded(out / "album" / "clip.mp4")) == 10
     assert len(decoded(out / "album" / "phone.mp4")) == 5
+
+
+def test_blur_takes_the_upload_options_as_flags(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = imageblur(
+        "blur", str(BILL), "-o", str(out), "--mode", "solid", "--hide", "400,300,200,200"
+    )
+    assert result.returncode == 0, result.stderr
+    pixels = decode((out / "bill-gates.jpg").read_bytes()).astype(float)
+    corner = pixels[308:492, 408:592]
+    assert corner.std(axis=(0, 1)).max() < 3  # hidden with one flat colour
+    x0, y0, x1, y1 = BILL_FACE
+    assert pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200].std(axis=(0, 1)).max() < 3
+    bad = imageblur("blur", str(BILL), "-o", str(out), "--hide", "0,0,-1,5")
+    assert bad.returncode == 2 and "X,Y,W,H" in bad.stderr

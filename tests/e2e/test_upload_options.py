@@ -17,7 +17,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from photo_metadata import DATETIME_ORIGINAL, photo
-from support import BILL, BILL_FACE, Server, decode, run_server, wait_status
+from support import BILL, BILL_FACE, Server, decode, detail, run_server, wait_status
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,73 @@ def test_a_re_render_keeps_the_options(review_server: Server) -> None:
         assert box.std(axis=(0, 1)).max() < 3, box.std(axis=(0, 1))
         actions = [e["action"] for e in api.get(f"/picture/{image_id}/history").json()["events"]]
         assert actions == ["uploaded", "processed", "corrected", "rendered"]
+
+
+# --- hide ---------------------------------------------------------------------------------
+
+HIDE = {"x": 400, "y": 300, "width": 200, "height": 200}  # away from the face, with detail
+
+
+def _hidden_corner(pixels: np.ndarray) -> np.ndarray:
+    x, y, w, h = HIDE["x"], HIDE["y"], HIDE["width"], HIDE["height"]
+    return pixels[y + 8 : y + h - 8, x + 8 : x + w - 8].astype(float)
+
+
+def test_a_hide_rectangle_is_hidden_and_listed_as_requested(server: Server) -> None:
+    with server.client() as client:
+        fields = {"mode": "solid", "hide": json.dumps([HIDE])}
+        final = _done(server, client, _upload(client, BILL.read_bytes(), **fields))
+        assert final["options"] == {"mode": "solid", "hide": [HIDE]}
+        pixels = decode(client.get(f"/picture/{final['id']}/image").content)
+        corner = _hidden_corner(pixels)
+        assert corner.std(axis=(0, 1)).max() < 3  # one flat colour
+        before = _hidden_corner(decode(BILL.read_bytes()))
+        assert np.abs(corner - before).mean() > 5  # and not the picture's own
+        listed = client.get(f"/picture/{final['id']}/regions").json()["regions"]
+        requested = [r for r in listed if r["source"] == "request"]
+        assert requested == [
+            {
+                "id": "q1", **HIDE, "score": None, "source": "request", "kind": "face",
+                "uncertain": False, "hidden": True,
+            }
+        ]  # fmt: skip
+        assert final["faces"] == 1  # the face found, not the rectangle
+
+
+def test_a_hide_rectangle_outside_the_picture_is_refused(server: Server) -> None:
+    outside = [{"x": 5000, "y": 0, "width": 10, "height": 10}]
+    with server.client() as client:
+        response = _upload(client, BILL.read_bytes(), hide=json.dumps(outside))
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "hide"
+
+
+def test_a_reviewer_cannot_show_a_hide_rectangle(review_server: Server) -> None:
+    with _as(review_server, API_TOKEN) as api, _as(review_server, REVIEWER_TOKEN) as reviewer:
+        response = _upload(api, BILL.read_bytes(), hide=json.dumps([HIDE]))
+        assert response.status_code == 202, response.text
+        image_id = response.json()["id"]
+        assert wait_status(api, image_id, {"review", "failed"})["status"] == "review"
+        listed = reviewer.get(f"/picture/{image_id}/regions")
+        etag, regions = listed.headers["etag"], listed.json()["regions"]
+        shown = [{"id": r["id"], "hidden": r["source"] != "request"} for r in regions]
+        refused = reviewer.put(
+            f"/picture/{image_id}/regions", json={"regions": shown}, headers={"If-Match": etag}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "invalid_regions"
+        # Left out of a correction, it stays, hidden.
+        others = [
+            {"id": r["id"], "hidden": r["hidden"]} for r in regions if r["source"] != "request"
+        ]
+        kept = reviewer.put(
+            f"/picture/{image_id}/regions", json={"regions": others}, headers={"If-Match": etag}
+        )
+        assert kept.status_code == 202, kept.text
+        rendered = wait_status(api, image_id, {"review"}, context=review_server.logs)
+        assert rendered["revision"] == 1
+        after = reviewer.get(f"/picture/{image_id}/regions").json()["regions"]
+        assert [r["id"] for r in after if r["source"] == "request" and r["hidden"]] == ["q1"]
+        pixels = decode(api.get(f"/picture/{image_id}/image").content)
+        before = _hidden_corner(decode(BILL.read_bytes()))
+        assert detail(_hidden_corner(pixels)) < 0.3 * detail(before)

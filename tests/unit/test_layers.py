@@ -17,7 +17,9 @@ ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     # The closed sets it validates against live with the code that uses them (leaves).
     "config": {"domain", "metadata", "detection.families", "tokens", "jpeg_scans"}
-    | {"webhooks.signing", "webhooks.addresses"},
+    | {"webhooks.signing", "webhooks.addresses", "upload_options"},
+    # An upload's options as sent, checked: pure parsing, like the domain.
+    "upload_options": {"domain", "metadata"},
     "metadata": set(),
     # Who may call the API, as settings write it: pure parsing, a leaf.
     "tokens": set(),
@@ -48,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "backends": CORE | {"logs"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
-    "services": CORE | {"backends", "admission", "imaging", "logs"},
+    "services": CORE | {"backends", "admission", "imaging", "logs", "upload_options"},
     # The API's video use cases: the pictures' name rule, the signed playback URLs.
     "videos": CORE | {"backends", "logs", "services", "playback", "ranged_reader"},
     # A stored object read as a seekable file, through the store's port.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from imageblur import __version__
 from imageblur.allocator import limit_arenas
 from imageblur.config import Settings, SettingsError, load_settings
-from imageblur.domain import ImageblurError
+from imageblur.domain import ImageblurError, Rect, UploadOptions
 from imageblur.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -73,14 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     p.add_argument("-o", "--output", type=Path, default=Path("blurred"), help="output folder")
-    p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
-    p.add_argument(
-        "--keep-metadata",
-        dest="keep_metadata",
-        metavar="GROUPS",
-        help="metadata groups kept, comma-separated (IMAGEBLUR_KEEP_METADATA): gps, datetime, "
-        "camera_settings, copyright",
-    )
+    _add_choices(p)
     p.add_argument(
         "--threads",
         type=int,
@@ -139,7 +132,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "worker":
         return _worker(settings, burst=args.burst)
     if command == "blur":
-        return _blur(settings, args.paths, args.output)
+        return _blur(settings, args.paths, args.output, hide=tuple(args.hide or ()))
     if command == "migrate":
         return _migrate(settings)
     if command == "reseal":
@@ -327,8 +320,42 @@ def _collect(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
             yield path, Path(path.name)
 
 
-def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
-    """Pictures first, several in flight; then videos, one at a time."""
+def _add_choices(p: argparse.ArgumentParser) -> None:
+    """`imageblur blur`'s choices, those an upload's options make on the API."""
+    p.add_argument("--mode", dest="blur_mode", choices=["blur", "pixelate", "solid"])
+    p.add_argument(
+        "--keep-metadata",
+        dest="keep_metadata",
+        metavar="GROUPS",
+        help="metadata groups kept, comma-separated (IMAGEBLUR_KEEP_METADATA): gps, datetime, "
+        "camera_settings, copyright",
+    )
+    p.add_argument(
+        "--hide",
+        action="append",
+        type=_rectangle,
+        metavar="X,Y,W,H",
+        help="a rectangle always hidden, in pixels of the upright picture (again for more); "
+        "pictures only",
+    )
+
+
+def _rectangle(text: str) -> Rect:
+    """`X,Y,W,H` as `--hide` takes it."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: X,Y,W,H in whole pixels")
+    x, y, width, height = (int(p) for p in parts)
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height at least 1")
+    return Rect(x, y, width, height)
+
+
+def _blur(
+    settings: Settings, paths: Sequence[Path], output: Path, *, hide: tuple[Rect, ...] = ()
+) -> int:
+    """Pictures first, several in flight; then videos, one at a time. `hide`: rectangles
+    hidden in every picture, as an upload's `hide` option."""
     from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.entrypoints.blur_videos import blur_videos, is_video
 
@@ -345,6 +372,8 @@ def _blur(settings: Settings, paths: Sequence[Path], output: Path) -> int:
     if files or not videos:
         # The worker's anonymizer, with its pixel budget: see `_blur_pictures`.
         anonymize = worker_anonymizer(settings, detector)
+        if hide:
+            anonymize = anonymize.choosing(UploadOptions(hide=hide))
         failures += _blur_pictures(anonymize, files, out_root, threads=settings.worker_threads)
     if videos:
         failures += blur_videos(settings, detector, videos, out_root)
