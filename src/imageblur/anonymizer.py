@@ -133,8 +133,9 @@ class Anonymizer:
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
         geometry = self._options.geometry
+        hidden, spared = self._spared(hidden)
         masks = masks_of(mask_outlines(hidden, width, height, geometry))
-        regions = regions_of(hidden, uncertain, width, height, mask=geometry)
+        regions = regions_of(hidden, uncertain, width, height, mask=geometry, ignored=spared)
         kinds = [face.kind for face in hidden]
         if self._choices is not None and self._choices.hide:
             # The upload's `hide` rectangles: hidden whole, whatever was detected.
@@ -144,6 +145,20 @@ class Anonymizer:
             )
             regions += asked
         return self._finish(data, decoded, masks, kinds, regions, clock, content_type)
+
+    def _spared(self, hidden: list[Face]) -> tuple[list[Face], list[Face]]:
+        """(hidden, ignored): the upload's `ignore` option spares a detection whose box
+        lies at least half inside one of its rectangles, unless it touches a `hide`
+        rectangle (`hide` wins)."""
+        if self._choices is None or not self._choices.ignore:
+            return hidden, []
+        ignore, hide = self._choices.ignore, self._choices.hide
+        spared = [
+            f
+            for f in hidden
+            if any(_inside(f, r) >= 0.5 for r in ignore) and not any(_inside(f, r) for r in hide)
+        ]
+        return [f for f in hidden if f not in spared], spared
 
     def render(
         self, data: bytes, regions: Sequence[Region], *, content_type: str | None = None
@@ -318,19 +333,33 @@ def regions_of(
     *,
     mask: MaskGeometry | None = None,
     max_regions: int = MAX_REGIONS,
+    ignored: Sequence[Face] = (),
 ) -> list[Region]:
-    """The record's regions: the hidden faces and the uncertain candidates, "r1", "r2",
-    ... by score, highest first, at most `max_regions`, each with the `mask` geometry it
-    was (or would have been) hidden with. Past the cap the hidden ones are kept first,
-    so that a re-render never shows a region the first render hid (unless a picture had
+    """The record's regions: the hidden faces, those the upload's `ignore` spared
+    (`ignored`: listed, not hidden) and the uncertain candidates, "r1", "r2", ... by
+    score, highest first, at most `max_regions`, each with the `mask` geometry it was
+    (or would have been) hidden with. Past the cap the hidden ones are kept first, so
+    that a re-render never shows a region the first render hid (unless a picture had
     more than `max_regions` of them)."""
-    ranked = sorted(((f, False) for f in hidden), key=_score)
-    ranked += sorted(((f, True) for f in uncertain), key=_score)
+    ranked = sorted(((f, _HIDDEN) for f in hidden), key=_score)
+    ranked += sorted(((f, _IGNORED) for f in ignored), key=_score)
+    ranked += sorted(((f, _UNCERTAIN) for f in uncertain), key=_score)
     kept = sorted(ranked[:max_regions], key=_score)  # stable: ties keep hidden first
     return [
-        _region(f"r{index}", face, unsure, width, height, mask)
-        for index, (face, unsure) in enumerate(kept, 1)
+        _region(f"r{index}", face, state, width, height, mask)
+        for index, (face, state) in enumerate(kept, 1)
     ]
+
+
+_HIDDEN, _UNCERTAIN, _IGNORED = "hidden", "uncertain", "ignored"
+
+
+def _inside(face: Face, rect: Rect) -> float:
+    """The share of the face's box that lies inside `rect`."""
+    w = min(face.x1, rect.x + rect.width) - max(face.x0, rect.x)
+    h = min(face.y1, rect.y + rect.height) - max(face.y0, rect.y)
+    area = face.width * face.height
+    return max(w, 0) * max(h, 0) / area if area > 0 else 0.0
 
 
 def requested_regions(hide: Sequence[Rect], width: int, height: int) -> list[Region]:
@@ -359,12 +388,12 @@ def requested_regions(hide: Sequence[Rect], width: int, height: int) -> list[Reg
     return regions
 
 
-def _score(item: tuple[Face, bool]) -> float:
+def _score(item: tuple[Face, str]) -> float:
     return -item[0].score
 
 
 def _region(
-    region_id: str, face: Face, uncertain: bool, width: int, height: int, mask: MaskGeometry | None
+    region_id: str, face: Face, state: str, width: int, height: int, mask: MaskGeometry | None
 ) -> Region:
     """The detection box rounded outward to whole pixels, clipped to the image (at
     least one pixel across)."""
@@ -379,9 +408,10 @@ def _region(
         score=round(face.score, 4),
         source="detector",
         kind=face.kind,
-        uncertain=uncertain,
-        hidden=not uncertain,
+        uncertain=state == _UNCERTAIN,
+        hidden=state == _HIDDEN,
         mask=mask,
+        ignored=state == _IGNORED,
     )
 
 

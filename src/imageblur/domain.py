@@ -607,9 +607,12 @@ class Region:
     # A detector region's mask as first drawn; None for a manual region, and for one
     # stored by an older release (masked with the current settings).
     mask: MaskGeometry | None = None
+    # A detection the upload's `ignore` option left unhidden (a reviewer may hide it).
+    ignored: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        mask = {} if self.mask is None else {"mask": self.mask.to_dict()}
+        mask: dict[str, Any] = {} if self.mask is None else {"mask": self.mask.to_dict()}
+        mask |= {"ignored": True} if self.ignored else {}
         return {
             "id": self.id,
             "x": self.x,
@@ -639,6 +642,7 @@ class Region:
             uncertain=bool(data.get("uncertain", False)),
             hidden=bool(data["hidden"]),
             mask=MaskGeometry.from_dict(data["mask"]) if data.get("mask") else None,
+            ignored=bool(data.get("ignored", False)),
         )
 
 

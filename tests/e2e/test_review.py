@@ -119,6 +119,7 @@ def test_a_held_picture_lists_its_regions_and_serves_its_result(
     first = faces[0]
     assert set(first) == {
         "id", "x", "y", "width", "height", "score", "source", "kind", "uncertain", "hidden",
+        "ignored",
     }  # fmt: skip
     x0, y0, x1, y1 = BILL_FACE
     assert first["x"] < x1 and first["x"] + first["width"] > x0
@@ -166,6 +167,7 @@ def test_a_manual_box_is_hidden_by_a_re_render_then_approval_deletes_the_origina
         {
             "id": manual[0]["id"], "x": x, "y": y, "width": w, "height": h, "score": None,
             "source": "manual", "kind": "face", "uncertain": False, "hidden": True,
+            "ignored": False,
         }
     ]  # fmt: skip
     before = decode(BILL.read_bytes())[y : y + h, x : x + w]

@@ -5,6 +5,7 @@ options shown by GET and bound to an Idempotency-Key."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -231,7 +232,7 @@ def test_a_hide_rectangle_is_hidden_and_listed_as_requested(server: Server) -> N
         assert requested == [
             {
                 "id": "q1", **HIDE, "score": None, "source": "request", "kind": "face",
-                "uncertain": False, "hidden": True,
+                "uncertain": False, "hidden": True, "ignored": False,
             }
         ]  # fmt: skip
         assert final["faces"] == 1  # the face found, not the rectangle
@@ -274,3 +275,36 @@ def test_a_reviewer_cannot_show_a_hide_rectangle(review_server: Server) -> None:
         pixels = decode(api.get(f"/picture/{image_id}/image").content)
         before = _hidden_corner(decode(BILL.read_bytes()))
         assert detail(_hidden_corner(pixels)) < 0.3 * detail(before)
+
+
+# --- ignore -------------------------------------------------------------------------------
+
+OVER_FACE = {"x": 650, "y": 250, "width": 850, "height": 1000}  # BILL_FACE, and room
+
+
+def test_ignore_spares_a_detection_and_lists_it_ignored(tmp_path: Path) -> None:
+    env = {"IMAGEBLUR_ALLOWED_OPTIONS": "mode,ignore,hide", "IMAGEBLUR_API_TOKEN": API_TOKEN}
+    with run_server(tmp_path / "data", env=env) as running, _as(running, API_TOKEN) as api:
+        final = _done(running, api, _upload(api, BILL.read_bytes(), ignore=json.dumps([OVER_FACE])))
+        assert final["options"] == {"ignore": [OVER_FACE]}
+        assert final["faces"] == 0
+        listed = api.get(f"/picture/{final['id']}/regions").json()["regions"]
+        confident = [r for r in listed if not r["uncertain"]]
+        assert confident and all(r["ignored"] and not r["hidden"] for r in confident), listed
+        x0, y0, x1, y1 = BILL_FACE
+        face = (slice(y0 + 200, y1 - 200), slice(x0 + 150, x1 - 150))
+        out = decode(api.get(f"/picture/{final['id']}/image").content)
+        assert detail(out[face]) > 0.8 * detail(decode(BILL.read_bytes())[face])  # shown
+        events = api.get(f"/picture/{final['id']}/history").json()["events"]
+        fingerprint = hashlib.sha256(API_TOKEN.encode()).hexdigest()[:8]
+        assert events[0]["detail"] == f"options: ignore; ignore asked by token {fingerprint}"
+
+        # `hide` wins: a detection that touches a hide rectangle is hidden.
+        inside = {"x": 1000, "y": 600, "width": 20, "height": 20}
+        both = {"ignore": json.dumps([OVER_FACE]), "hide": json.dumps([inside])}
+        final = _done(running, api, _upload(api, BILL.read_bytes(), **both))
+        assert final["faces"] == 1
+        listed = api.get(f"/picture/{final['id']}/regions").json()["regions"]
+        assert not [r for r in listed if r["ignored"]]
+        out = decode(api.get(f"/picture/{final['id']}/image").content)
+        assert detail(out[face]) < 0.25 * detail(decode(BILL.read_bytes())[face])

@@ -245,7 +245,7 @@ class FakeRepository:
             if record.id in self.db.records:
                 raise Conflict(f"an image with id {record.id} exists")
             self.db.records[record.id] = record
-            self._log(record, role="api", action="uploaded")
+            self._log(record, role="api", action="uploaded", detail=transitions.uploaded(record))
             return record
 
     def _log(

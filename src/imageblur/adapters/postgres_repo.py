@@ -286,7 +286,9 @@ class PostgresImageRepository:
                 cur.execute(log, params)
                 added = _record(row)
                 who, action = sql_lifecycle.event("add")
-                self._log(cur, [(added.id, transitions.event(added, role=who, action=action))])
+                detail = transitions.uploaded(added)
+                line = transitions.event(added, role=who, action=action, detail=detail)
+                self._log(cur, [(added.id, line)])
                 return added
             # Lost to an existing row: the same idempotency key (or the same id).
             if record.idempotency_key is not None:

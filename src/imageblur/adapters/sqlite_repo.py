@@ -268,7 +268,12 @@ class SqliteImageRepository:
                     sql_rows.to_row(record, timestamp=_ts),
                 )
                 who, action = sql_lifecycle.event("add")
-                _log(conn, record.id, transitions.event(record, role=who, action=action))
+                detail = transitions.uploaded(record)
+                _log(
+                    conn,
+                    record.id,
+                    transitions.event(record, role=who, action=action, detail=detail),
+                )
         except sqlite3.IntegrityError as exc:  # the id is taken (the key was looked up)
             raise Conflict(f"an image with id {record.id} exists") from exc
         return record

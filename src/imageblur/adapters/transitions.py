@@ -54,6 +54,17 @@ def event(
     )
 
 
+def uploaded(record: ImageRecord) -> str | None:
+    """An upload's options, for its "uploaded" event: "options: mode, ignore; ignore asked
+    by token 1a2b3c4d" (who asks to leave detections unhidden is on the record)."""
+    if record.options is None:
+        return None
+    text = "options: " + ", ".join(record.options.to_dict())
+    if record.options.ignore:
+        text += f"; ignore asked by {record.options.asked_by or 'anonymous'}"
+    return text
+
+
 def stored_detail(line: Event) -> str | None:
     """The `detail` column of an event: its text, or for a reviewer's event JSON of the
     text, the reviewer and their reasons. In the column an older release already has,

@@ -96,6 +96,7 @@ class RegionOut(BaseModel):
     kind: str  # face, plate
     uncertain: bool  # scored below the detection threshold (a candidate for a reviewer)
     hidden: bool
+    ignored: bool = False  # a detection left unhidden at the upload's request (`ignore`)
 
 
 class RegionList(BaseModel):
