@@ -313,6 +313,7 @@ def build_processor(
         outage_patience_s=s.outage_patience_s,
         keep_originals=s.keep_originals,
         review_ttl_s=s.review_ttl_s if s.review == "required" else None,
+        requested_review_ttl_s=s.review_ttl_s,
         owner=owner,
         on_lease_renewed=on_lease_renewed,
         metrics=metrics,

@@ -800,6 +800,13 @@ class Settings(BaseSettings):
     def _known_options(cls, value: str) -> str:
         return ",".join(sorted(parse_allowed(value)))
 
+    def review_possible(self) -> bool:
+        """Whether a picture can be held for review here: its original sealed, and
+        reviewers to see it (what an upload's `review=required` needs)."""
+        return (
+            self.originals_key is not None and self.api_token is not None and bool(self.reviewers())
+        )
+
     def allowed_upload_options(self) -> frozenset[str]:
         return parse_allowed(self.allowed_options)
 

@@ -162,6 +162,7 @@ class JobProcessor:
         lease_check_interval_s: float = 2.0,
         keep_originals: bool,
         review_ttl_s: float | None = None,
+        requested_review_ttl_s: float | None = None,
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_lease_renewed: Callable[[], None] | None = None,
@@ -191,6 +192,9 @@ class JobProcessor:
         # None: review off (done at once); else how long a result is held for review.
         self._review_ttl_s = review_ttl_s
         self._review_ttl = timedelta(seconds=review_ttl_s or 0)
+        # The hold of a picture whose upload asked for review (`review=required`) on a
+        # server that holds none otherwise (the API refuses it without the means).
+        self._requested_review_ttl = timedelta(seconds=requested_review_ttl_s or 0)
         self.owner = owner or worker_identity()
         self._clock = clock
         self._on_lease_renewed = on_lease_renewed
@@ -297,7 +301,7 @@ class JobProcessor:
             key = attempt_key(record.id, record.attempts, result.extension)
             out_key = self._store_result(record, result, key)
         now = self._clock()
-        hold_until = None if self._review_ttl_s is None else now + self._review_ttl
+        hold_until = self._hold_until(record, now)
         done = self._complete(
             record, result, out_key, now, regions=result.regions, hold_until=hold_until
         )
@@ -308,6 +312,14 @@ class JobProcessor:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
         self._settle(self._queue.ack, delivery)
         return Outcome.DONE
+
+    def _hold_until(self, record: ImageRecord, now: datetime) -> datetime | None:
+        """When a first job's result stops waiting for review; None: not held."""
+        if self._review_ttl_s is not None:
+            return now + self._review_ttl
+        if record.options is not None and record.options.review:
+            return now + self._requested_review_ttl
+        return None
 
     def _process_video(self, delivery: Delivery, record: ImageRecord) -> Outcome:
         """A video: its original streamed into the job's folder, anonymized there

@@ -42,6 +42,24 @@ class OptionNotAllowed(ImageblurError):  # noqa: N818 - a domain name
         self.field = option
 
 
+class ReviewUnavailable(InvalidOption):
+    """`review=required` on a server that cannot hold a picture for review: no
+    originals key, or no reviewers (422 review_unavailable)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "review",
+            "review=required needs a server with an originals key (IMAGEBLUR_ORIGINALS_KEY) "
+            "and reviewers (IMAGEBLUR_REVIEWER_TOKENS): this one has not both",
+        )
+
+
+def check_review(options: UploadOptions | None, *, available: bool) -> None:
+    """Refuse `review=required` where nobody could review (`ReviewUnavailable`)."""
+    if options is not None and options.review and not available:
+        raise ReviewUnavailable()
+
+
 def parse_allowed(text: str) -> frozenset[str]:
     """IMAGEBLUR_ALLOWED_OPTIONS: comma-separated option names; `ValueError` for others."""
     names = frozenset(n.strip() for n in text.split(",") if n.strip())

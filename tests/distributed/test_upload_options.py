@@ -4,6 +4,7 @@ own queue, and shown by GET."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from typing import Any
@@ -65,3 +66,61 @@ def test_options_are_applied_by_the_workers(backends: Backends, deploy: Deployme
         (None, "options_pending"),
         ("options_pending", "options_processing"),
     ]
+
+
+KEY = base64.b64encode(bytes(range(1, 33))).decode()
+API_TOKEN = "distributed-api-token-0123456789"
+DESK_TOKEN = "photo-desk-token-0123456789"
+OVER_FACE = {"x": 650, "y": 250, "width": 850, "height": 1000}
+
+
+def test_review_and_ignore_and_a_re_render_keep_the_options(
+    backends: Backends, deploy: DeploymentFactory
+) -> None:
+    """Review off on the server: the upload asks for it. The re-render of a correction
+    (kind `options_render`) keeps the mode and what `ignore` spared."""
+    app = deploy(
+        backends,
+        workers=1,
+        originals_key=KEY,
+        api_token=API_TOKEN,
+        reviewer_tokens=f"photo-desk:{DESK_TOKEN}",
+        allowed_options="mode,ignore,review",
+    )
+    desk = {"Authorization": f"Bearer {DESK_TOKEN}"}
+    bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
+    fields = {"mode": "solid", "review": "required", "ignore": json.dumps([OVER_FACE])}
+    response = httpx.post(
+        f"{app.url}/picture",
+        data=fields,
+        files={"image": ("bill.jpg", bill, "image/jpeg")},
+        headers=desk,
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    image_id = response.json()["id"]
+    with httpx.Client(base_url=app.url, timeout=30, headers=desk) as client:
+        held = support.wait_status(client, image_id, {"review", "done", "failed"}, context=app.logs)
+        assert held["status"] == "review", held
+        listed = client.get(f"/picture/{image_id}/regions")
+        regions = listed.json()["regions"]
+        assert [r for r in regions if r["ignored"] and not r["hidden"]], regions
+        box = {"x": 400, "y": 300, "width": 200, "height": 200, "hidden": True}
+        wanted = [{"id": r["id"], "hidden": r["hidden"]} for r in regions] + [box]
+        corrected = client.put(
+            f"/picture/{image_id}/regions",
+            json={"regions": wanted},
+            headers={"If-Match": listed.headers["etag"]},
+        )
+        assert corrected.status_code == 202, corrected.text
+        rendered = support.wait_status(client, image_id, {"review"}, context=app.logs)
+        assert rendered["revision"] == 1 and rendered["options"]["mode"] == "solid"
+        pixels = support.decode(client.get(f"/picture/{image_id}/image").content).astype(float)
+        assert pixels[308:492, 408:592].std(axis=(0, 1)).max() < 3  # solid, as uploaded
+        x0, y0, x1, y1 = support.BILL_FACE
+        original = support.decode(bill)[y0 + 200 : y1 - 200, x0 + 150 : x1 - 150]
+        face = pixels[y0 + 200 : y1 - 200, x0 + 150 : x1 - 150]
+        assert support.detail(face) > 0.8 * support.detail(original)  # still spared
+        assert client.post(f"/picture/{image_id}/approve").status_code == 200
+    renders = [b for _, b in backends.transitions(image_id)]
+    assert "options_rendering" in renders and "rendering" not in renders

@@ -308,3 +308,35 @@ def test_ignore_spares_a_detection_and_lists_it_ignored(tmp_path: Path) -> None:
         assert not [r for r in listed if r["ignored"]]
         out = decode(api.get(f"/picture/{final['id']}/image").content)
         assert detail(out[face]) < 0.25 * detail(decode(BILL.read_bytes())[face])
+
+
+# --- review -------------------------------------------------------------------------------
+
+
+def test_review_required_holds_a_picture_on_a_server_without_review(tmp_path: Path) -> None:
+    env = {k: v for k, v in REVIEW_ENV.items() if k != "IMAGEBLUR_REVIEW"}  # review off
+    with (
+        run_server(tmp_path / "data", env=env) as running,
+        _as(running, API_TOKEN) as api,
+        _as(running, REVIEWER_TOKEN) as reviewer,
+    ):
+        response = _upload(api, BILL.read_bytes(), review="required")
+        assert response.status_code == 202, response.text
+        image_id = response.json()["id"]
+        held = wait_status(api, image_id, {"review", "done", "failed"}, context=running.logs)
+        assert held["status"] == "review" and held["review"] == "pending", held
+        assert held["options"] == {"review": "required"}
+        approved = reviewer.post(f"/picture/{image_id}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "done"
+        # Without the option the server holds nothing.
+        plain = _done(running, api, _upload(api, BILL.read_bytes()))
+        assert plain["review"] is None
+
+
+def test_review_required_needs_a_server_that_can_hold(server: Server) -> None:
+    with server.client() as client:  # no originals key, no reviewers
+        response = _upload(client, BILL.read_bytes(), review="required")
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "review_unavailable"
+        assert response.json()["field"] == "review"

@@ -33,7 +33,7 @@ from imageblur.domain import (
     VideoRefused,
 )
 from imageblur.logs import get_logger
-from imageblur.upload_options import InvalidOption, OptionNotAllowed
+from imageblur.upload_options import InvalidOption, OptionNotAllowed, ReviewUnavailable
 
 log = get_logger(__name__)
 
@@ -59,6 +59,7 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     ReasonRequired: (422, "reason_required"),
     TooManyRegions: (422, "too_many_regions"),
     DuplicateRegion: (422, "duplicate_region"),
+    ReviewUnavailable: (422, "review_unavailable"),
     InvalidOption: (422, "invalid_option"),
     OptionNotAllowed: (403, "option_not_allowed"),
     StaleRevision: (412, "stale_revision"),

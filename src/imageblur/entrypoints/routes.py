@@ -107,6 +107,7 @@ async def post_picture(
             allowed=services.settings.allowed_upload_options(),
             asked_by=asked_by(request.scope),
         )
+        upload_options.check_review(options, available=services.settings.review_possible())
         record: ImageRecord = await run_in_threadpool(
             services.images.submit,
             data,
