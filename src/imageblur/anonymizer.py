@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -30,8 +30,10 @@ from imageblur.blurring import (
 from imageblur.cancel import checkpoint, expect
 from imageblur.domain import (
     MAX_REGIONS,
+    DetectionThresholds,
     Face,
     MaskGeometry,
+    PresetChoice,
     Rect,
     Region,
     RegionKind,
@@ -39,7 +41,7 @@ from imageblur.domain import (
 )
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
-from imageblur.ports import FaceDetector, RegionDetector, RGBImage
+from imageblur.ports import FaceDetector, RegionDetector, RGBImage, TunableDetector
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,27 +88,46 @@ class Anonymizer:
         options: AnonymizeOptions,
         *,
         budget: PixelBudget | None = None,
+        presets: Callable[[str], PresetChoice] | None = None,
         choices: UploadOptions | None = None,
+        thresholds: DetectionThresholds | None = None,
     ) -> None:
         """`budget`: the pixels that calls in flight at once may hold (None: no limit);
-        shared by the worker's job threads. `choices`: an upload's options (`choosing`)."""
+        shared by the worker's job threads. `presets`: what an upload's `preset` makes
+        of the settings (None: presets are not applied). `choices` and `thresholds`: an
+        upload's options, and its preset's detection thresholds (`choosing`)."""
         self._detector = detector
         self._options = options
         self._budget = budget
+        self._presets = presets
         self._choices = choices
+        self._thresholds = thresholds
 
     def choosing(self, choices: UploadOptions | None) -> Anonymizer:
-        """This anonymizer as an upload's options change it (None: as it is): its mode
-        and the metadata kept; the detector and the pixel budget are shared."""
+        """This anonymizer as an upload's options change it (None: as it is): its mode,
+        the metadata kept, the preset's thresholds and mask growth; the detector and the
+        pixel budget are shared."""
         if choices is None:
             return self
         changes: dict[str, object] = {}
+        thresholds = None
+        if choices.preset is not None and self._presets is not None:
+            preset = self._presets(choices.preset)
+            changes |= {"mask_scale": preset.mask_scale, "margin_px": preset.mask_margin_px}
+            thresholds = preset.thresholds
         if choices.mode is not None:
             changes["mode"] = choices.mode
         if choices.keep_metadata is not None:
             changes["keep_metadata"] = choices.keep_metadata
         options = replace(self._options, **changes)  # type: ignore[arg-type]
-        return Anonymizer(self._detector, options, budget=self._budget, choices=choices)
+        return Anonymizer(
+            self._detector,
+            options,
+            budget=self._budget,
+            presets=self._presets,
+            choices=choices,
+            thresholds=thresholds,
+        )
 
     @property
     def detector(self) -> FaceDetector:
@@ -129,7 +150,7 @@ class Anonymizer:
         clock = _Stopwatch(("decode", "detect", "blur", "encode"))
         decoded = self._decode(data)
         clock.lap("decode")
-        hidden, uncertain = _detect(self._detector, decoded.rgb)
+        hidden, uncertain = _detect(self._detector, decoded.rgb, self._thresholds)
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
         geometry = self._options.geometry
@@ -421,8 +442,13 @@ def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
     return start, end - start
 
 
-def _detect(detector: FaceDetector, rgb: RGBImage) -> tuple[list[Face], list[Face]]:
-    """(hidden, uncertain); a detector that lists no candidates has none."""
+def _detect(
+    detector: FaceDetector, rgb: RGBImage, thresholds: DetectionThresholds | None = None
+) -> tuple[list[Face], list[Face]]:
+    """(hidden, uncertain); a detector that lists no candidates has none. `thresholds`:
+    an upload's preset's, for a detector that takes them per call."""
+    if thresholds is not None and isinstance(detector, TunableDetector):
+        return detector.detect_regions(rgb, thresholds)
     if isinstance(detector, RegionDetector):
         return detector.detect_regions(rgb)
     return detector.detect(rgb), []

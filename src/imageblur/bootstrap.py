@@ -185,7 +185,9 @@ def build_detector(settings: Settings) -> FaceDetector:
 def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
     """The worker's anonymizer: its job threads share one pixel budget."""
     budget = PixelBudget(settings.worker_pixel_budget)
-    return Anonymizer(detector, anonymize_options(settings), budget=budget)
+    return Anonymizer(
+        detector, anonymize_options(settings), budget=budget, presets=settings.preset_choice
+    )
 
 
 def video_options(settings: Settings) -> VideoOptions:

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -37,7 +38,7 @@ from pydantic_settings import (
 
 from imageblur import jpeg_scans
 from imageblur.detection.families import CLASS_MAPPED, SHIPPED, Family, parse_classes
-from imageblur.domain import JOB_KINDS, select_kinds
+from imageblur.domain import JOB_KINDS, DetectionThresholds, PresetChoice, select_kinds
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -115,6 +116,25 @@ BROUGHT_PRESETS: dict[str, dict[str, float | None]] = {
         "detection_small_face_pass_scale": None,
     },
 }
+
+
+def _preset_values(name: str, data: dict[str, Any]) -> dict[str, float | str | None]:
+    """A preset's settings, for the main detector `data` names (empty for a name that
+    is not a preset: the field's own check names it)."""
+    preset = DETECTION_PRESETS.get(name)
+    if preset is None:
+        return {}
+    if str(data.get("detector", SHIPPED)) != SHIPPED:
+        # The presets' thresholds are CenterFace scores; a brought model's scores
+        # mean something else, so its threshold is an extra detector's default.
+        preset = {**preset, "detection_threshold": BROUGHT_DETECTOR_THRESHOLD}
+        preset |= BROUGHT_PRESETS.get(name, {})
+    return preset
+
+
+def _maybe_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
 
 # How each token setting is checked at load (tokens.py says why each rule).
 _TOKEN_CHECKS: dict[str, Callable[[str], object]] = {
@@ -229,6 +249,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
     _config_file: ClassVar[Path | None] = None
+    # The detection preset's settings given explicitly (`_apply_preset`).
+    _explicit: frozenset[str] = PrivateAttr(default=frozenset())
 
     # --- HTTP -------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -708,22 +730,33 @@ class Settings(BaseSettings):
         "info", description="Lowest level logged."
     )
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
+    def _apply_preset(cls, data: Any, handler: Callable[[Any], Settings]) -> Settings:
         """Fill in the preset's values of the settings not given explicitly (by flag,
-        environment or file): an explicit value always wins over the preset."""
+        environment or file): an explicit value always wins over the preset. Which were
+        explicit is kept: an upload's `preset` changes only the others."""
         if not isinstance(data, dict):
-            return data
-        preset = DETECTION_PRESETS.get(str(data.get("detection_preset", "privacy")))
-        if preset is None:  # a wrong name: the field's own check names it
-            return data
-        if str(data.get("detector", SHIPPED)) != SHIPPED:
-            # The presets' thresholds are CenterFace scores; a brought model's scores
-            # mean something else, so its threshold is an extra detector's default.
-            preset = {**preset, "detection_threshold": BROUGHT_DETECTOR_THRESHOLD}
-            preset |= BROUGHT_PRESETS.get(str(data.get("detection_preset", "privacy")), {})
-        return {**preset, **data}
+            return handler(data)
+        preset = _preset_values(str(data.get("detection_preset", "privacy")), data)
+        settings = handler({**preset, **data})
+        settings._explicit = frozenset(k for k in data if k in DETECTION_PRESETS["privacy"])
+        return settings
+
+    def preset_choice(self, name: str) -> PresetChoice:
+        """What an upload's `preset` makes of this server's detection: the preset's
+        thresholds and mask growth, except those the operator set explicitly."""
+        values = {**_preset_values(name, {"detector": self.detector})}
+        values |= {k: getattr(self, k) for k in self._explicit}
+        return PresetChoice(
+            thresholds=DetectionThresholds(
+                threshold=float(values["detection_threshold"]),  # type: ignore[arg-type]
+                small=_maybe_float(values["detection_small_threshold"]),
+                large=_maybe_float(values["detection_large_threshold"]),
+            ),
+            mask_scale=float(values["mask_scale"]),  # type: ignore[arg-type]
+            mask_margin_px=float(values["mask_margin_px"]),  # type: ignore[arg-type]
+        )
 
     @model_validator(mode="before")
     @classmethod

@@ -226,6 +226,26 @@ class Rect:
 
 
 @dataclass(frozen=True, slots=True)
+class DetectionThresholds:
+    """A detector's scores needed for one call: `threshold`, and those of small and large
+    boxes (None: the threshold); the pyramid's `SizeThresholds` applies them."""
+
+    threshold: float
+    small: float | None = None
+    large: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresetChoice:
+    """What an upload's `preset` changes in its job (`Settings.preset_choice`): the main
+    detector's size thresholds and the mask's growth."""
+
+    thresholds: DetectionThresholds
+    mask_scale: float
+    mask_margin_px: float
+
+
+@dataclass(frozen=True, slots=True)
 class UploadOptions:
     """What a client chose for one upload (`upload_options.parse` checks it); None or
     empty: the server's setting. Stored with the record, as canonical JSON."""

@@ -17,6 +17,7 @@ from imageblur.domain import (
     AudioOutcome,
     DeadLetter,
     Delivery,
+    DetectionThresholds,
     ErrorCode,
     Event,
     EventRole,
@@ -400,6 +401,17 @@ class RegionDetector(FaceDetector, Protocol):
         """(hidden, uncertain): exactly what `detect` returns, and the groups that scored
         below the threshold their size needs but at least the detector's uncertain
         floor, not hidden."""
+
+
+@runtime_checkable
+class TunableDetector(RegionDetector, Protocol):
+    """A region detector whose thresholds a call may set (an upload's `preset`): the
+    pyramid's families, and several of them combined."""
+
+    def detect_regions(
+        self, image: RGBImage, thresholds: DetectionThresholds | None = None
+    ) -> tuple[list[Face], list[Face]]:
+        """As `RegionDetector.detect_regions`, at `thresholds` (None: the detector's)."""
 
 
 class VideoProbe(Protocol):

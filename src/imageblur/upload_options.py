@@ -60,6 +60,18 @@ def check_review(options: UploadOptions | None, *, available: bool) -> None:
         raise ReviewUnavailable()
 
 
+def check_preset(options: UploadOptions | None, *, server_preset: str) -> None:
+    """Refuse `preset=thorough` on a server that does not run it: its thresholds are
+    set for extra detection passes (and the float model) that a server sets up at start,
+    and applied alone they would hide fewer faces than `privacy`."""
+    if options is not None and options.preset == "thorough" and server_preset != "thorough":
+        raise InvalidOption(
+            "preset",
+            "preset=thorough needs a server that runs it (IMAGEBLUR_DETECTION_PRESET=thorough): "
+            "its extra detection passes are set up at start; use privacy or tidy",
+        )
+
+
 def parse_allowed(text: str) -> frozenset[str]:
     """IMAGEBLUR_ALLOWED_OPTIONS: comma-separated option names; `ValueError` for others."""
     names = frozenset(n.strip() for n in text.split(",") if n.strip())

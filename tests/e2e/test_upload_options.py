@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from e2e.test_detection_preset import black, expected_hidden, lifted_png
 from photo_metadata import DATETIME_ORIGINAL, photo
 from support import BILL, BILL_FACE, Server, decode, detail, run_server, wait_status
 
@@ -340,3 +341,30 @@ def test_review_required_needs_a_server_that_can_hold(server: Server) -> None:
         assert response.status_code == 422, response.text
         assert response.json()["error"] == "review_unavailable"
         assert response.json()["field"] == "review"
+
+
+# --- preset -------------------------------------------------------------------------------
+
+
+def test_a_preset_sets_its_values_but_those_the_operator_set(tmp_path: Path) -> None:
+    source, rgb = lifted_png(tmp_path)
+    data = source.read_bytes()
+    env = {"IMAGEBLUR_MASK_SCALE": "1.6"}  # explicit: a preset never changes it
+    with run_server(tmp_path / "data", env=env) as running, running.client() as client:
+
+        def hidden(**fields: str) -> np.ndarray:
+            files = {"image": ("linus.png", data, "image/png")}
+            response = client.post("/picture", data={"mode": "solid", **fields}, files=files)
+            final = _done(running, client, response)
+            return black(client.get(f"/picture/{final['id']}/image").content)
+
+        tidy = hidden(preset="tidy")
+        assert np.array_equal(tidy, expected_hidden(rgb, detection_preset="tidy", mask_scale=1.6))
+        privacy = hidden()
+        assert np.array_equal(privacy, expected_hidden(rgb, mask_scale=1.6))
+        assert not np.array_equal(tidy, privacy)
+        refused = client.post(
+            "/picture", data={"preset": "thorough"}, files={"image": ("l.png", data)}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "preset"

@@ -23,8 +23,8 @@ from imageblur.detection.pyramid import (
     regions,
 )
 from imageblur.detection.runtime import Runtime
-from imageblur.domain import Face
-from imageblur.ports import FaceDetector, RegionDetector, RGBImage
+from imageblur.domain import DetectionThresholds, Face
+from imageblur.ports import FaceDetector, RegionDetector, RGBImage, TunableDetector
 
 __all__ = ["CombinedDetector", "DetectorChoice", "make_detector"]
 
@@ -81,8 +81,15 @@ class CombinedDetector:
     def detect(self, image: RGBImage) -> list[Face]:
         return self.detect_regions(image)[0]
 
-    def detect_regions(self, image: RGBImage) -> tuple[list[Face], list[Face]]:
-        found = [_regions(detector, image) for detector in self.detectors]
+    def detect_regions(
+        self, image: RGBImage, thresholds: DetectionThresholds | None = None
+    ) -> tuple[list[Face], list[Face]]:
+        """`thresholds`: this call's for the main (first) detector, an upload's preset;
+        the extra detectors keep their own (their scores mean other things)."""
+        found = [
+            _regions(detector, image, thresholds if index == 0 else None)
+            for index, detector in enumerate(self.detectors)
+        ]
         height, width = image.shape[:2]
         hidden = self._grouped([h for h, _ in found], width, height)
         unsure = self._grouped([u for _, u in found], width, height)
@@ -100,7 +107,11 @@ class CombinedDetector:
         return regions(clipped(grouped(np.concatenate(rows), self._iou), width, height))
 
 
-def _regions(detector: FaceDetector, image: RGBImage) -> tuple[list[Face], list[Face]]:
+def _regions(
+    detector: FaceDetector, image: RGBImage, thresholds: DetectionThresholds | None = None
+) -> tuple[list[Face], list[Face]]:
+    if thresholds is not None and isinstance(detector, TunableDetector):
+        return detector.detect_regions(image, thresholds)
     if isinstance(detector, RegionDetector):
         return detector.detect_regions(image)
     return detector.detect(image), []

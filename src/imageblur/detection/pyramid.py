@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from imageblur.cancel import checkpoint, expect
 from imageblur.detection.families import KINDS
-from imageblur.domain import Face
+from imageblur.domain import DetectionThresholds, Face
 from imageblur.ports import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
@@ -126,6 +126,14 @@ class SizeThresholds:
         return size_thresholds(dets, self.threshold, *self.levels())
 
 
+def _size_thresholds(
+    given: SizeThresholds | DetectionThresholds | None,
+) -> SizeThresholds | None:
+    if given is None or isinstance(given, SizeThresholds):
+        return given
+    return SizeThresholds(given.threshold, given.small, given.large)
+
+
 def size_thresholds(
     dets: FloatArray, threshold: float, small_threshold: float, large_threshold: float
 ) -> FloatArray:
@@ -192,12 +200,13 @@ class PyramidDetector:
         return self.detect_regions(image)[0]
 
     def detect_regions(
-        self, image: RGBImage, thresholds: SizeThresholds | None = None
+        self, image: RGBImage, thresholds: SizeThresholds | DetectionThresholds | None = None
     ) -> tuple[list[Face], list[Face]]:
         """(hidden, uncertain): the regions `detect` returns, and the groups scoring at
         least the uncertain floor but below the threshold their size needs, at least
-        `uncertain_min_px` across. `thresholds`: this call's (default: the detector's)."""
-        policy = thresholds or self.thresholds
+        `uncertain_min_px` across. `thresholds`: this call's (default: the detector's;
+        an upload's preset passes its own)."""
+        policy = _size_thresholds(thresholds) or self.thresholds
         check_image(image)
         height, width = image.shape[:2]
         pass_floor = min(policy.threshold, self.pyramid.floor_score)

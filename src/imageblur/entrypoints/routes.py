@@ -108,6 +108,7 @@ async def post_picture(
             asked_by=asked_by(request.scope),
         )
         upload_options.check_review(options, available=services.settings.review_possible())
+        upload_options.check_preset(options, server_preset=services.settings.detection_preset)
         record: ImageRecord = await run_in_threadpool(
             services.images.submit,
             data,
