@@ -7,13 +7,16 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
 import support
+from e2e.test_detection_preset import black, lifted_png
 from photo_metadata import DATETIME_ORIGINAL, photo
 
 from .conftest import DeploymentFactory
@@ -39,12 +42,17 @@ def _done(app: Deployment, client: httpx.Client, image_id: str) -> dict[str, Any
     return final
 
 
-def test_options_are_applied_by_the_workers(backends: Backends, deploy: DeploymentFactory) -> None:
+def test_options_are_applied_by_the_workers(
+    backends: Backends, deploy: DeploymentFactory, tmp_path: Path
+) -> None:
     app = deploy(backends, workers=1)
     bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
     hide = {"x": 400, "y": 300, "width": 200, "height": 200}
     solid = _upload(app, bill, mode="solid", hide=json.dumps([hide]))
     dated = _upload(app, photo("JPEG", width=120, height=80), keep_metadata="datetime")
+    source, _ = lifted_png(tmp_path)
+    tidy = _upload(app, source.read_bytes(), mode="solid", preset="tidy")
+    privacy = _upload(app, source.read_bytes(), mode="solid")
     with httpx.Client(base_url=app.url, timeout=30) as client:
         final = _done(app, client, solid)
         assert final["options"] == {"mode": "solid", "hide": [hide]}
@@ -59,8 +67,15 @@ def test_options_are_applied_by_the_workers(backends: Backends, deploy: Deployme
         ] == [("q1", "request", True)]
         assert _done(app, client, dated)["options"] == {"keep_metadata": ["datetime"]}
         exif = Image.open(io.BytesIO(client.get(f"/picture/{dated}/image").content)).getexif()
+        assert _done(app, client, tidy)["options"] == {"mode": "solid", "preset": "tidy"}
+        tidy_out = client.get(f"/picture/{tidy}/image").content
+        _done(app, client, privacy)
+        privacy_out = client.get(f"/picture/{privacy}/image").content
     assert exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == DATETIME_ORIGINAL
     assert not exif.get_ifd(ExifTags.IFD.GPSInfo)
+    # The exact mask is checked on the embedded default (tests/e2e/test_upload_options.py);
+    # here, that the worker took the preset: another mask than the server's own preset.
+    assert black(tidy_out).any() and not np.array_equal(black(tidy_out), black(privacy_out))
     # Claimed as the `options` kind: statuses an older worker never claims.
     assert backends.transitions(solid)[:2] == [
         (None, "options_pending"),
