@@ -58,6 +58,7 @@ def create() -> FastAPI:
             "body_sha256": got.body_sha256,
             "filename": got.filename,
             "content_type": got.content_type,
+            "fields": got.fields,
         }
         return JSONResponse(body, status_code=201)
 

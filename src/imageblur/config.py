@@ -48,9 +48,9 @@ from imageblur.tokens import (
     parse_reviewers,
     split_tokens,
 )
+from imageblur.upload_options import DEFAULT_ALLOWED, OPTION_NAMES, parse_allowed
 from imageblur.webhooks.addresses import RefusedAddressError, parse_url
 from imageblur.webhooks.signing import SecretError, parse_secrets
-from imageblur.upload_options import DEFAULT_ALLOWED, OPTION_NAMES, parse_allowed
 
 ENV_PREFIX = "IMAGEBLUR_"
 

@@ -72,6 +72,16 @@ def check_preset(options: UploadOptions | None, *, server_preset: str) -> None:
         )
 
 
+def refuse_for_videos(fields: Mapping[str, str]) -> None:
+    """Options are for pictures: a video upload that names one is refused (422
+    invalid_option) rather than run with the server's settings unsaid."""
+    for name in OPTION_NAMES:
+        if name in fields:
+            raise InvalidOption(
+                name, f"{name}: options per upload apply to pictures only, not yet to videos"
+            )
+
+
 def parse_allowed(text: str) -> frozenset[str]:
     """IMAGEBLUR_ALLOWED_OPTIONS: comma-separated option names; `ValueError` for others."""
     names = frozenset(n.strip() for n in text.split(",") if n.strip())

@@ -293,6 +293,8 @@ def _round_trip(app: App, *, encrypted: bool) -> None:
         assert got["content_type"] == "video/mp4"
         assert bytes.fromhex(got["head"]) == b"".join(blocks(4096))
         assert got["body_sha256"] == digest_of(total, "clip.mp4")
+        # The other fields, as text: an upload's options (sent before the file part).
+        assert got["fields"] == {"title": "a clip", "note": "x" * 1000}
         stored = _read_back(app, got["key"], encrypted=encrypted)
         assert hashlib.sha256(stored).digest() == hashlib.sha256(b"".join(blocks(total))).digest()
         # A raw body (POST /video will take one too), its name from the query.
@@ -555,3 +557,20 @@ def test_uploads_in_flight_hold_memory_in_proportion_to_the_bound(
         growth = peak.growth()
     print(f"the app's RSS grew by {growth / MIB:.1f} MiB for {slots} uploads at once")
     assert growth < slots * RSS_BOUND, f"the app's RSS grew by {growth / MIB:.0f} MiB"
+
+
+def test_fields_are_bounded(plain_app: App) -> None:
+    """An upload's options come as fields before the file part: small text, few."""
+    with plain_app.client() as client:
+        long = client.post(
+            "/upload",
+            content=multipart(1000, before=field("hide", "[" + " " * 20_000 + "]")),
+            headers={"Content-Type": MULTIPART},
+        )
+        assert long.status_code == 400 and long.json()["error"] == "bad_multipart", long.text
+        many = b"".join(field(f"f{i}", "v") for i in range(17))
+        answer = client.post(
+            "/upload", content=multipart(1000, before=many), headers={"Content-Type": MULTIPART}
+        )
+        assert answer.status_code == 400 and answer.json()["error"] == "bad_multipart"
+        assert plain_app.objects() == []

@@ -461,3 +461,27 @@ def _sample(client: httpx.Client, name: str) -> float:
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     return 0.0
+
+
+def test_options_per_upload_are_refused_for_videos(
+    server: Server, client: httpx.Client, clip: bytes
+) -> None:
+    """Options apply to pictures only (issue 26, not yet to videos): named, refused
+    before the video is stored."""
+    before = server.stored_files()
+    field = client.post(
+        "/video", data={"mode": "solid"}, files={"video": ("c.mp4", clip, "video/mp4")}
+    )
+    assert field.status_code == 422, field.text
+    assert field.json() | {"message": ""} == {
+        "error": "invalid_option",
+        "message": "",
+        "field": "mode",
+    }
+    query = client.post("/video?hide=[]", content=clip, headers={"Content-Type": "video/mp4"})
+    assert query.status_code == 422 and query.json()["field"] == "hide", query.text
+    after = client.post(
+        "/video", data={"note": "x", "review": "required"}, files={"video": ("c.mp4", clip)}
+    )
+    assert after.status_code == 422 and after.json()["field"] == "review", after.text
+    assert server.stored_files() == before

@@ -20,9 +20,10 @@ client's connection and its unread body without bound).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -37,6 +38,8 @@ from imageblur.entrypoints.uploads import MULTIPART_OVERHEAD_BYTES
 from imageblur.imaging import megabytes
 from imageblur.ports import ObjectStore
 
+# Checks the fields of a multipart body (an upload's options); raises to refuse it.
+FieldCheck = Callable[[Mapping[str, str]], None]
 # What the event loop gathers before handing bytes to the store's thread: one hand-over
 # (a thread round trip) per piece, not per network read (64 KiB from uvicorn).
 PIECE_BYTES = 256 * 1024
@@ -45,6 +48,10 @@ IDLE_TIMEOUT_S = 60.0
 # The start of the upload kept for the caller, to tell its format by its magic bytes.
 HEAD_BYTES = 4096
 _MULTIPART = "multipart/form-data"
+# The other parts of a multipart body (an upload's options: small text, sent before the
+# file part, so they are known when it starts): at most this many, each this long.
+MAX_FIELDS = 16
+MAX_FIELD_BYTES = 16 * 1024
 
 # A key chosen from the upload's first bytes (at least HEAD_BYTES of them, fewer only if
 # the upload is shorter), with the type it is stored as: for a format told by its magic
@@ -55,9 +62,9 @@ KeyFor = Callable[[bytes], tuple[str, str]]
 @dataclass(frozen=True, slots=True)
 class Streamed:
     """What was stored under `key`: its size, its first bytes (up to HEAD_BYTES), the
-    client's file name and Content-Type (labels only, never trusted), and `body_sha256`,
+    client's file name and Content-Type (labels only, never trusted), `body_sha256`,
     the `domain.body_digest` of the bytes and that name (what an Idempotency-Key is
-    bound to)."""
+    bound to), and the multipart body's other fields, as text (an upload's options)."""
 
     key: str
     size: int
@@ -65,6 +72,7 @@ class Streamed:
     body_sha256: str
     filename: str | None
     content_type: str | None
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def too_large(max_bytes: int) -> Rejected:
@@ -84,6 +92,7 @@ async def stream_upload(
     filename: str | None = None,
     stored_type: str = "application/octet-stream",
     idle_timeout_s: float = IDLE_TIMEOUT_S,
+    check_fields: FieldCheck | None = None,
 ) -> Streamed:
     """Store the upload under `key` (made by the server) as it arrives: the multipart
     file part named `field`, or the whole body of any other Content-Type (its name is
@@ -93,7 +102,9 @@ async def stream_upload(
     when every slot is taken, `Rejected` for a body it refuses (413 too_large; 400
     bad_multipart, missing_file, upload_interrupted; 408 upload_stalled when nothing
     comes for `idle_timeout_s`: the API's JSON errors), and the store's errors: in every
-    case nothing is stored under `key`."""
+    case nothing is stored under `key`. `check_fields`: called with the multipart body's
+    other fields when the file part starts, and again at the body's end (fields after
+    it); what it raises refuses the upload, before anything is stored."""
     with slots.admit():
         declared = request.headers.get("content-length", "")
         content_type = request.headers.get("content-type", "")
@@ -103,7 +114,7 @@ async def stream_upload(
             raise too_large(max_bytes)  # refused before a byte is read
         body = _Body(request, cap=cap, max_bytes=max_bytes, idle_timeout_s=idle_timeout_s)
         source = (
-            _MultipartFile(body, content_type, field, max_bytes)
+            _MultipartFile(body, content_type, field, max_bytes, check_fields)
             if multipart
             else _RawFile(body, content_type or None, filename)
         )
@@ -144,6 +155,7 @@ async def _store(
         body_sha256=tally.digest(source.filename),
         filename=source.filename,
         content_type=source.content_type,
+        fields=dict(source.fields),
     )
 
 
@@ -229,6 +241,10 @@ class _Source:
 
     filename: str | None = None
     content_type: str | None = None
+    fields: dict[str, str]
+
+    def __init__(self) -> None:
+        self.fields = {}
 
     def pieces(self) -> AsyncGenerator[bytes, None]:
         raise NotImplementedError
@@ -236,6 +252,7 @@ class _Source:
 
 class _RawFile(_Source):
     def __init__(self, body: _Body, content_type: str | None, filename: str | None) -> None:
+        super().__init__()
         self._body = body
         self.content_type = content_type
         self.filename = filename
@@ -255,7 +272,16 @@ class _MultipartFile(_Source):
     """The part named `field` of a multipart body. The pieces end only at the body's
     closing boundary, so a body cut short after the part stores nothing either."""
 
-    def __init__(self, body: _Body, content_type: str, field: str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        body: _Body,
+        content_type: str,
+        field: str,
+        max_bytes: int,
+        check_fields: FieldCheck | None = None,
+    ) -> None:
+        super().__init__()
+        self._check_fields = check_fields
         self._body = body
         self._field = field
         self._max_bytes = max_bytes
@@ -283,6 +309,7 @@ class _MultipartFile(_Source):
         self._found = False
         self._size = 0
         self._ended = False
+        self._text: tuple[str, bytearray] | None = None  # a field being read: name, bytes
 
     async def pieces(self) -> AsyncGenerator[bytes, None]:
         async for chunk in self._body.chunks():
@@ -295,6 +322,8 @@ class _MultipartFile(_Source):
                 self._buffer.clear()
         if not self._ended:
             raise _bad("the body ends before its closing boundary")
+        if self._check_fields is not None:
+            self._check_fields(self.fields)  # those after the file part too
         if not self._found:
             raise Rejected(
                 400,
@@ -323,18 +352,29 @@ class _MultipartFile(_Source):
 
     def _on_headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if options.get(b"name", b"").decode("utf-8", "replace") != self._field:
-            self._in_file = False  # another field: its bytes count toward the cap only
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name != self._field:
+            self._in_file = False
+            if b"filename" not in options:  # a text field: kept (another file: skipped)
+                if len(self.fields) >= MAX_FIELDS:
+                    raise _bad(f"more than {MAX_FIELDS} fields")
+                self._text = (name, bytearray())
             return
         if self._found:
             raise _bad(f"more than one part is named {self._field!r}")
         self._found = self._in_file = True
-        name = options.get(b"filename")
-        self.filename = name.decode("utf-8", "replace") if name is not None else None
+        if self._check_fields is not None:
+            self._check_fields(self.fields)  # before a byte of the file is stored
+        given = options.get(b"filename")
+        self.filename = given.decode("utf-8", "replace") if given is not None else None
         part_type = self._headers.get(b"content-type", b"").decode("latin-1").strip()
         self.content_type = part_type or None
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            self._text[1].extend(data[start:end])
+            if len(self._text[1]) > MAX_FIELD_BYTES:
+                raise _bad(f"the field {self._text[0]!r} is longer than {MAX_FIELD_BYTES} bytes")
         if self._in_file:
             self._size += end - start
             if self._size > self._max_bytes:
@@ -343,6 +383,10 @@ class _MultipartFile(_Source):
 
     def _on_part_end(self) -> None:
         self._in_file = False
+        if self._text is not None:
+            name, value = self._text
+            self.fields[name] = value.decode("utf-8", "replace")
+            self._text = None
 
     def _on_end(self) -> None:
         self._ended = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from imageblur import upload_options
 from imageblur.admission import StreamSlots
 from imageblur.domain import VideoRefused
 from imageblur.entrypoints.streamed_upload import stream_upload
@@ -54,6 +55,8 @@ async def ingest(
         slots=slots,
         field=part,
         filename=filename,
+        # Options per upload are for pictures: refused before the video is stored.
+        check_fields=upload_options.refuse_for_videos,
     )
     return Ingested(
         key=streamed.key,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from imageblur import upload_options
 from imageblur.domain import ImageRecord
 from imageblur.entrypoints.errors import Rejected, error_response
 from imageblur.entrypoints.middleware.request_id import request_id_of
@@ -56,6 +57,7 @@ async def post_video(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> JSONResponse:
+    upload_options.refuse_for_videos(request.query_params)  # before the body is read
     # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS),
     # held while the body is streamed into the store; checked there (and deleted if
     # refused) by `submit`.
