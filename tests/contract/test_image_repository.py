@@ -28,6 +28,7 @@ from imageblur.domain import (
     Review,
     StaleRevision,
     Status,
+    UploadOptions,
 )
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -486,6 +487,13 @@ def test_picture_stats_count_each_status_and_find_the_oldest_pending(
     after = repo.picture_stats()
     assert after.oldest_pending_at == newer.created_at
     assert after.counts["processing"] == 1
+    # A picture uploaded with options waits as options_pending: pending all the same.
+    optioned = repo.add(
+        record(at=T0 - 2 * DAY, status=Status.OPTIONS_PENDING, options=UploadOptions(mode="solid"))
+    )
+    stats = repo.picture_stats()
+    assert stats.oldest_pending_at == optioned.created_at
+    assert stats.counts["options_pending"] == 1
 
 
 # --- review and correct -----------------------------------------------------------------

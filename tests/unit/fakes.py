@@ -293,7 +293,8 @@ class FakeRepository:
         self._guard("picture_stats")
         with self.db.lock:
             records = list(self.db.records.values())
-        pending = [r.created_at for r in records if r.status is Status.PENDING]
+        queued = (Status.PENDING, Status.OPTIONS_PENDING)
+        pending = [r.created_at for r in records if r.status in queued]
         return PictureStats(
             counts=dict(Counter(r.status.value for r in records)),
             oldest_pending_at=min(pending, default=None),

@@ -856,10 +856,14 @@ class PostgresImageRepository:
                     s=s, w=where
                 )
             ).fetchall()
+            # Pending with or without options: each from an index of its own (LEAST
+            # ignores a NULL).
             oldest = conn.execute(
-                sql.SQL("SELECT min(created_at) FROM {s}.images WHERE status = 'pending'").format(
-                    s=s
-                )
+                sql.SQL(
+                    "SELECT LEAST("
+                    "(SELECT min(created_at) FROM {s}.images WHERE status = 'pending'), "
+                    "(SELECT min(created_at) FROM {s}.images WHERE status = 'options_pending'))"
+                ).format(s=s)
             ).fetchone()
         counts = {str(status): int(n) for status, n in counted}
         if not exact:

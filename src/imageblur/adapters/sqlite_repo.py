@@ -309,7 +309,10 @@ class SqliteImageRepository:
         """Counted exactly (an embedded database is small; the status index covers it);
         the oldest pending upload from its own index."""
         counted = self._query("SELECT status, COUNT(*) FROM images GROUP BY status")
-        oldest = self._query("SELECT MIN(created_at) FROM images WHERE status = 'pending'")
+        # Pending with or without options.
+        oldest = self._query(
+            "SELECT MIN(created_at) FROM images WHERE status IN ('pending', 'options_pending')"
+        )
         oldest_at = oldest[0][0]
         return PictureStats(
             counts={str(row[0]): int(row[1]) for row in counted},
