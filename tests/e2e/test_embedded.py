@@ -272,7 +272,7 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
 def test_openapi_declares_the_errors_of_each_route(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     expected = {
-        ("/picture", "post"): {"400", "401", "409", "413", "415", "422", "503"},
+        ("/picture", "post"): {"400", "401", "403", "409", "413", "415", "422", "503"},
         ("/picture/{image_id}", "get"): {"401", "404", "422", "503"},
         ("/picture/{image_id}", "delete"): {"401", "404", "422", "503"},
         ("/picture/{image_id}/image", "get"): {"401", "404", "409", "422", "503"},
