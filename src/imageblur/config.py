@@ -49,7 +49,7 @@ from imageblur.tokens import (
     split_tokens,
 )
 from imageblur.upload_options import DEFAULT_ALLOWED, OPTION_NAMES, parse_allowed
-from imageblur.webhooks.addresses import RefusedAddressError, parse_url
+from imageblur.webhooks.addresses import HostPolicy, RefusedAddressError, parse_url
 from imageblur.webhooks.signing import SecretError, parse_secrets
 
 ENV_PREFIX = "IMAGEBLUR_"
@@ -958,6 +958,10 @@ class Settings(BaseSettings):
         except RefusedAddressError as exc:
             raise ValueError(f"IMAGEBLUR_WEBHOOK_URL: {exc}") from None
         return self
+
+    def webhook_policy(self) -> HostPolicy:
+        """Where a client's `callback_url` may lead (IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS)."""
+        return HostPolicy.parse(self.webhook_allowed_hosts)
 
     def webhook_keys(self) -> list[bytes]:
         """The HMAC keys of IMAGEBLUR_WEBHOOK_SECRET (validated at load); empty: unset."""

@@ -258,6 +258,8 @@ class UploadOptions:
     review: bool = False  # `review=required`: held for review whatever the server's setting
     # Who asked for `ignore` (a token's fingerprint, or "anonymous"): the audit trail's.
     asked_by: str | None = None
+    # Where this upload's webhook events go instead of IMAGEBLUR_WEBHOOK_URL.
+    callback_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The options set, as `GET /picture/{id}` shows them and the row stores them."""
@@ -274,6 +276,8 @@ class UploadOptions:
             data["ignore"] = [r.to_dict() for r in self.ignore]
         if self.review:
             data["review"] = "required"
+        if self.callback_url is not None:
+            data["callback_url"] = self.callback_url
         return data
 
     def to_json(self) -> str:
@@ -294,6 +298,7 @@ class UploadOptions:
             ignore=tuple(Rect(**r) for r in data.get("ignore", ())),
             review=data.get("review") == "required",
             asked_by=data.get("asked_by"),
+            callback_url=data.get("callback_url"),
         )
 
     def digest(self) -> str:

@@ -15,8 +15,9 @@ from typing import Any, get_args
 
 from imageblur.domain import BlurMode, ImageblurError, Rect, UploadOptions
 from imageblur.metadata import parse_policy
+from imageblur.webhooks.addresses import HostPolicy, RefusedAddressError, parse_url
 
-OPTION_NAMES = ("mode", "preset", "keep_metadata", "hide", "ignore", "review")
+OPTION_NAMES = ("mode", "preset", "keep_metadata", "hide", "ignore", "review", "callback_url")
 # `ignore` shows faces a detector found: the operator opts in to it.
 DEFAULT_ALLOWED = tuple(name for name in OPTION_NAMES if name != "ignore")
 PRESETS = ("privacy", "tidy", "thorough")
@@ -122,7 +123,25 @@ def parse(
         ignore=ignore,
         review=review is not None,
         asked_by=asked_by if ignore else None,
+        callback_url=_callback(given.get("callback_url")),
     )
+
+
+def check_callback(options: UploadOptions | None, *, policy: HostPolicy, signing: bool) -> None:
+    """Refuse a `callback_url` this server would never deliver to: no signing secret
+    (IMAGEBLUR_WEBHOOK_SECRET), or a literal address (or a name) the allowed-hosts list
+    refuses. A name's addresses are checked again at each delivery."""
+    if options is None or options.callback_url is None:
+        return
+    if not signing:
+        raise InvalidOption(
+            "callback_url",
+            "callback_url needs a server that signs webhooks (IMAGEBLUR_WEBHOOK_SECRET)",
+        )
+    try:
+        policy.check_host(parse_url(options.callback_url).host)
+    except RefusedAddressError as exc:
+        raise InvalidOption("callback_url", f"callback_url: {exc}") from None
 
 
 def check_fits(options: UploadOptions | None, *, width: int, height: int) -> None:
@@ -138,6 +157,16 @@ def check_fits(options: UploadOptions | None, *, width: int, height: int) -> Non
                     f"{name}[{index}] lies outside the {width}x{height} picture "
                     "(pixels of the upright picture)",
                 )
+
+
+def _callback(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_url(value)
+    except RefusedAddressError as exc:
+        raise InvalidOption("callback_url", f"callback_url: {exc}") from None
+    return value
 
 
 def _metadata(value: str | None) -> frozenset[str] | None:

@@ -6,6 +6,7 @@ Standard Webhooks specification (`Receiver.verified`), under both secrets of a r
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from pathlib import Path
@@ -149,3 +150,65 @@ def test_review_then_a_re_render_then_approval_are_three_events(tmp_path: Path) 
     assert len({webhook_id for webhook_id, _ in deliveries}) == 3
     assert deliveries[1][1]["data"]["revision"] == 1
     assert deliveries[2][1]["data"]["review"] == "approved"
+
+
+def test_a_callback_url_gets_the_uploads_events_with_its_options_applied(
+    tmp_path: Path,
+) -> None:
+    """Issue 26's walk-through: solid mode, only the date kept, a corner hidden, and one
+    `picture.done` to the upload's own callback (no IMAGEBLUR_WEBHOOK_URL), allowed by
+    the allowed-hosts list naming loopback."""
+    from PIL import ExifTags, Image
+
+    from photo_metadata import DATETIME_ORIGINAL, photo
+    from support import decode
+
+    env = {"IMAGEBLUR_WEBHOOK_SECRET": SECRETS, "IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
+    corner = {"x": 0, "y": 0, "width": 50, "height": 50}
+    with (
+        webhook_receiver() as receiver,
+        run_server(tmp_path / "data", env=env) as server,
+        server.client() as c,
+    ):
+        fields = {
+            "mode": "solid",
+            "keep_metadata": "datetime",
+            "hide": json.dumps([corner]),
+            "callback_url": receiver.url,
+        }
+        data = photo("JPEG", orientation=1, width=120, height=90)
+        answer = c.post("/picture", data=fields, files={"image": ("p.jpg", data, "image/jpeg")})
+        assert answer.status_code == 202, answer.text
+        final = server.wait_done(c, answer.json()["id"])
+        assert final["options"]["callback_url"] == receiver.url
+        wait_until(receiver.delivered, timeout_s=60, details=server.logs)
+        out = c.get(f"/picture/{final['id']}/image").content
+    ((_, body),) = receiver.verified(KEYS)
+    assert body["type"] == "picture.done" and body["data"]["id"] == final["id"]
+    assert decode(out)[2:48, 2:48].std(axis=(0, 1)).max() < 3  # the corner: one flat colour
+    exif = Image.open(io.BytesIO(out)).getexif()
+    assert exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == DATETIME_ORIGINAL
+    assert not exif.get_ifd(ExifTags.IFD.GPSInfo)
+
+
+def test_a_callback_url_the_server_would_not_deliver_to_is_refused(tmp_path: Path) -> None:
+    """A loopback literal under the default list (any public address), or any callback
+    on a server without a signing secret: 422 naming the field, nothing stored."""
+    refused = [
+        ({"IMAGEBLUR_WEBHOOK_SECRET": SECRETS}, "http://127.0.0.1:9/hook", "internal address"),
+        ({"IMAGEBLUR_WEBHOOK_SECRET": SECRETS}, "http://[::ffff:10.0.0.1]/", "internal address"),
+        ({"IMAGEBLUR_WEBHOOK_SECRET": SECRETS}, "ftp://hooks.example/", "http:// or https://"),
+        ({}, "https://hooks.example/in", "IMAGEBLUR_WEBHOOK_SECRET"),
+    ]
+    for number, (env, url, says) in enumerate(refused):
+        with run_server(tmp_path / f"data{number}", env=env) as server, server.client() as c:
+            answer = c.post(
+                "/picture",
+                data={"callback_url": url},
+                files={"image": (BILL.name, BILL.read_bytes())},
+            )
+            assert answer.status_code == 422, answer.text
+            error = answer.json()
+            assert error["error"] == "invalid_option" and error["field"] == "callback_url"
+            assert says in error["message"]
+            assert c.get("/pictures").json()["items"] == []

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"domain", "metadata", "detection.families", "tokens", "jpeg_scans"}
     | {"webhooks.signing", "webhooks.addresses", "upload_options"},
     # An upload's options as sent, checked: pure parsing, like the domain.
-    "upload_options": {"domain", "metadata"},
+    "upload_options": {"domain", "metadata", "webhooks.addresses"},
     "metadata": set(),
     # Who may call the API, as settings write it: pure parsing, a leaf.
     "tokens": set(),

@@ -20,9 +20,11 @@ GIVEN_UP = "webhook_given_up"  # the audit trail's action
 
 
 def destination(record: ImageRecord, server_url: str | None) -> str | None:
-    """Where the events of `record` go: the server's IMAGEBLUR_WEBHOOK_URL, as the
-    repository was built with (None: nowhere, no row). The one place a record's own
-    `callback_url` (an upload option, issue 26) will take its place."""
+    """Where the events of `record` go: the upload's own `callback_url` (an option),
+    else the server's IMAGEBLUR_WEBHOOK_URL as the repository was built with (None:
+    nowhere, no row)."""
+    if record.options is not None and record.options.callback_url is not None:
+        return record.options.callback_url
     return server_url
 
 

@@ -109,6 +109,11 @@ async def post_picture(
         )
         upload_options.check_review(options, available=services.settings.review_possible())
         upload_options.check_preset(options, server_preset=services.settings.detection_preset)
+        upload_options.check_callback(
+            options,
+            policy=services.settings.webhook_policy(),
+            signing=services.settings.webhook_secret is not None,
+        )
         record: ImageRecord = await run_in_threadpool(
             services.images.submit,
             data,
