@@ -75,6 +75,7 @@ from imageblur.blurring import full_mask, hide_masks, mask_outlines, masks_of
 from imageblur.bootstrap import build_detector
 from imageblur.config import DETECTION_PRESETS, DetectorSpec, Settings, load_settings
 from imageblur.detection.centerface import UNCERTAIN_MIN_PX
+from imageblur.detection.families import SHIPPED
 from imageblur.detection.pyramid import size_thresholds
 from imageblur.detection.runtime import file_sha256
 from imageblur.domain import Face, MaskGeometry, MaskShape
@@ -82,7 +83,8 @@ from imageblur.ports import FaceDetector, RegionDetector
 
 # Thresholds of the curve; a small-face threshold stays at least the threshold. Not
 # below 0.1, the lowest per-pass score that joins a group: the grouping stays the same.
-CURVE = (0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.39, 0.45, 0.5, 0.6)
+# From 0.5 up for the brought families (their default 0.5, `thorough`'s 0.7).
+CURVE = (0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.39, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 FP_IOU = 0.5
 NO_OVERLAP_IOU = 0.1
 MATCH_IOU = 0.5
@@ -124,10 +126,12 @@ class Point:
 
     @classmethod
     def of(cls, settings: Settings) -> Point:
+        # A brought family takes one threshold at every size (bootstrap.build_detector).
+        sized = settings.detector == SHIPPED
         return cls(
             settings.detection_threshold,
-            settings.detection_small_threshold,
-            settings.detection_large_threshold,
+            settings.detection_small_threshold if sized else None,
+            settings.detection_large_threshold if sized else None,
             settings.mask_scale,
             settings.mask_margin_px,
             settings.mask_shape,
@@ -375,10 +379,9 @@ def our_hidden(copy: Path, faces: Sequence[Face], point: Point) -> np.ndarray:
     return hidden
 
 
-def detector_settings(settings: Settings, choices: Sequence[str], lowest: float) -> Settings:
-    """The settings with the detectors of `--detector` (FAMILY[:MODEL[:THRESHOLD]]), the
-    main one at the curve's lowest threshold at every size (`Point` applies the
-    size-dependent thresholds afterwards, at each point of the curve)."""
+def detector_specs(choices: Sequence[str], classes: str) -> list[DetectorSpec]:
+    """The detectors of `--detector` (FAMILY[:MODEL[:THRESHOLD]]); a yolo model's class
+    map is `classes` (IMAGEBLUR_DETECTOR_CLASSES)."""
     specs = []
     for text in choices:
         family, _, rest = text.partition(":")
@@ -390,10 +393,30 @@ def detector_settings(settings: Settings, choices: Sequence[str], lowest: float)
                 model_path=path,
                 model_sha256=file_sha256(path) if path else None,
                 threshold=float(threshold or 0.5),
-                classes=settings.detector_classes if family == "yolo" else "",
+                classes=classes if family == "yolo" else "",
             )
         )
-    main = specs[0] if specs else None
+    return specs
+
+
+def main_detector(specs: Sequence[DetectorSpec]) -> dict[str, object]:
+    """The settings naming the main detector (the first of `specs`), so the preset maps
+    to that family's values as the service maps them (`config.preset_values`)."""
+    if not specs:
+        return {}
+    main = specs[0]
+    return {
+        "detector": main.family,
+        "model_path": main.model_path,
+        "model_sha256": main.model_sha256,
+        "detector_classes": main.classes,
+    }
+
+
+def detector_settings(settings: Settings, specs: Sequence[DetectorSpec], lowest: float) -> Settings:
+    """The settings with the extra detectors of `--detector`, the main one at the curve's
+    lowest threshold at every size (`Point` applies the size-dependent thresholds
+    afterwards, at each point of the curve)."""
     changes: dict[str, object] = {
         "detection_threshold": lowest,
         "detection_small_threshold": lowest,
@@ -401,15 +424,8 @@ def detector_settings(settings: Settings, choices: Sequence[str], lowest: float)
         # Uncertain candidates are replayed from `detect`'s faces (Point.uncertain), not
         # listed by the detector; the setting must only stay below the lowest threshold.
         "uncertain_floor": lowest / 2,
+        "extra_detectors": list(specs[1:]),
     }
-    if main is not None:
-        changes |= {
-            "detector": main.family,
-            "model_path": main.model_path,
-            "model_sha256": main.model_sha256,
-            "detector_classes": main.classes,
-            "extra_detectors": specs[1:],
-        }
     return load_settings(**{**settings.model_dump(), **changes})
 
 
@@ -447,8 +463,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Point]:
         help="family and model; repeat to run several together (default: the settings')",
     )
     args = parser.parse_args(argv)
-    # Unset flags fall back to the worker's settings, the preset applied as it does.
+    args.specs = detector_specs(args.detector, load_settings().detector_classes)
+    # Unset flags fall back to the worker's settings, the preset applied as it does, for
+    # the main detector's family.
     settings = load_settings(
+        **main_detector(args.specs),
         detection_preset=args.preset,
         detection_threshold=args.threshold,
         detection_small_threshold=args.small_threshold,
@@ -470,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         truths = truths[: args.limit]
     lowest = min(point.threshold, *CURVE)
-    detector = build_detector(detector_settings(settings, args.detector, lowest))
+    detector = build_detector(detector_settings(settings, args.specs, lowest))
     with tempfile.TemporaryDirectory(prefix="imageblur-eval-") as tmp_text:
         tmp = Path(tmp_text)
         images = [args.dataset / "images" / t.name for t in truths]

@@ -37,7 +37,13 @@ from pydantic_settings import (
 )
 
 from imageblur import jpeg_scans
-from imageblur.detection.families import CLASS_MAPPED, SHIPPED, Family, parse_classes
+from imageblur.detection.families import (
+    CLASS_MAPPED,
+    FAMILIES,
+    SHIPPED,
+    Family,
+    parse_classes,
+)
 from imageblur.domain import JOB_KINDS, DetectionThresholds, PresetChoice, select_kinds
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
@@ -102,34 +108,49 @@ DETECTION_PRESETS: dict[str, dict[str, float | str | None]] = {
     },
 }
 
-# What a preset sets otherwise for a brought family (RetinaFace, SCRFD, YOLO). `thorough`:
-# the finest scale mirrored and a threshold of 0.7 instead of 0.5. On the first 100
-# images of the development subset that protects 1.5 points more faces >= 20 px with
-# RetinaFace MobileNet-0.25 and 1 point more with SCRFD-2.5G for the same blurred
-# background and stray regions. No enlarged small-face pass: with RetinaFace it protects no
-# more than a lower threshold at the same background, for twice the detection time
-# (docs/detection.md, "The thorough preset", "Brought families").
-BROUGHT_PRESETS: dict[str, dict[str, float | None]] = {
-    "thorough": {
-        "detection_threshold": 0.7,
-        "detection_mirrored_passes": 1,
-        "detection_small_face_pass_scale": None,
-    },
+# What a preset sets otherwise for each brought family, decided family by family by
+# measurement (docs/detection.md, "The thorough preset", "Brought families"). A brought
+# family takes one threshold at every size (its scores were never measured by size), so
+# no size-dependent thresholds; the presets' thresholds are CenterFace scores, so its own
+# threshold is an extra detector's default unless the family's entry sets one. `thorough`
+# mirrors the finest scale and raises the threshold to give back the false alarms that
+# adds; no enlarged small-face pass: with RetinaFace it protects no more than a lower
+# threshold at the same background, for twice the detection time.
+_BROUGHT_BASE: dict[str, float | None] = {
+    "detection_threshold": BROUGHT_DETECTOR_THRESHOLD,
+    "detection_small_threshold": None,
+    "detection_large_threshold": None,
 }
+_BROUGHT_THOROUGH: dict[str, float | None] = {
+    "detection_threshold": 0.7,
+    "detection_mirrored_passes": 1,
+    "detection_small_face_pass_scale": None,
+}
+BROUGHT_PRESETS: dict[Family, dict[str, dict[str, float | None]]] = {
+    # First 100 images: +1.5 points protected >= 20 px for the same background.
+    "retinaface": {"thorough": _BROUGHT_THOROUGH},
+    "scrfd": {"thorough": _BROUGHT_THOROUGH},
+    # No YOLO face model is fetched for measuring: the other brought families' look.
+    "yolo": {"thorough": _BROUGHT_THOROUGH},
+}
+
+
+def preset_values(preset: str, family: Family) -> dict[str, float | str | None] | None:
+    """The settings `preset` sets for a main detector of `family` (None: no such preset):
+    the one mapping of the service, the CLI and bench/detection.py."""
+    values = DETECTION_PRESETS.get(preset)
+    if values is None or family == SHIPPED:
+        return values
+    return {**values, **_BROUGHT_BASE, **BROUGHT_PRESETS[family].get(preset, {})}
 
 
 def _preset_values(name: str, data: dict[str, Any]) -> dict[str, float | str | None]:
     """A preset's settings, for the main detector `data` names (empty for a name that
     is not a preset: the field's own check names it)."""
-    preset = DETECTION_PRESETS.get(name)
-    if preset is None:
+    family = str(data.get("detector", SHIPPED))
+    if family not in FAMILIES:  # a wrong name: the field's own check names it
         return {}
-    if str(data.get("detector", SHIPPED)) != SHIPPED:
-        # The presets' thresholds are CenterFace scores; a brought model's scores
-        # mean something else, so its threshold is an extra detector's default.
-        preset = {**preset, "detection_threshold": BROUGHT_DETECTOR_THRESHOLD}
-        preset |= BROUGHT_PRESETS.get(name, {})
-    return preset
+    return preset_values(name, family) or {}
 
 
 def _maybe_float(value: object) -> float | None:
