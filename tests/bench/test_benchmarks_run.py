@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from imageblur.config import load_settings
+from imageblur.detection.runtime import file_sha256
+
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT.parent / "shared" / "wider-face-dev"
 
@@ -55,6 +58,42 @@ def test_detection_benchmark_takes_the_thorough_preset() -> None:
         check=True,
     ).stdout
     assert "preset thorough, mirrored passes 2, small-face pass x1.41" in text
+
+
+def test_detection_benchmark_gives_a_brought_family_its_own_preset_values() -> None:
+    # The bench maps a preset as the service does (config.preset_values), per family:
+    # not CenterFace's thresholds, one threshold at every size.
+    model = ROOT / ".cache" / "models" / "retinaface-mnet025.onnx"
+    if not model.is_file():
+        subprocess.run([sys.executable, "scripts/fetch_test_models.py"], cwd=ROOT, check=True)
+    report = run_json(
+        "bench/detection.py",
+        str(DATASET),
+        "--limit",
+        "1",
+        "--preset",
+        "thorough",
+        "--detector",
+        f"retinaface:{model}",
+    )
+    expected = load_settings(
+        detection_preset="thorough",
+        detector="retinaface",
+        model_path=model,
+        model_sha256=file_sha256(model),
+    )
+    looks = ("threshold", "small_threshold", "large_threshold", "mirrored_passes")
+    assert tuple(report[k] for k in looks) == (
+        expected.detection_threshold,
+        None,
+        None,
+        expected.detection_mirrored_passes,
+    )
+    assert report["small_face_pass_scale"] == expected.detection_small_face_pass_scale
+    assert (
+        expected.detection_threshold
+        != load_settings(detection_preset="thorough").detection_threshold
+    )
 
 
 def test_speed_benchmark_runs_on_a_few_photos() -> None:
