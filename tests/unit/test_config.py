@@ -549,20 +549,33 @@ def test_a_brought_detector_keeps_its_own_threshold_whatever_the_preset(
     assert load_settings(**brought, detection_threshold=0.3).detection_threshold == 0.3
 
 
-def test_a_brought_detector_looks_twice_at_its_own_higher_threshold_when_thorough(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+# What `thorough` sets for each brought family (docs/detection.md, "Brought families"):
+# threshold, mirrored passes, small-face pass.
+BROUGHT_THOROUGH = {
+    "retinaface": (0.7, 1, None),
+    "scrfd": (0.65, 1, None),
+    "yolo": (0.5, 0, None),  # not measured: looks once
+}
+
+
+@pytest.mark.parametrize("family", sorted(BROUGHT_THOROUGH))
+def test_each_brought_family_gets_its_own_thorough_looks_and_threshold(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, family: str
 ) -> None:
     model = tmp_path / "r.onnx"
     model.write_bytes(b"x")
     monkeypatch.setenv("IMAGEBLUR_DETECTION_PRESET", "thorough")
-    brought = {"detector": "scrfd", "model_path": model, "model_sha256": "0" * 64}
+    brought = {"detector": family, "model_path": model, "model_sha256": "0" * 64}
+    if family == "yolo":
+        brought["detector_classes"] = "0=face"
     s = load_settings(**brought)
-    assert (s.detection_threshold, s.detection_mirrored_passes) == (0.7, 1)
-    # The enlarged pass was measured with CenterFace only: a brought family goes without.
-    assert s.detection_small_face_pass_scale is None
+    looks = (s.detection_threshold, s.detection_mirrored_passes)
+    assert (*looks, s.detection_small_face_pass_scale) == BROUGHT_THOROUGH[family]
+    # One threshold at every size: not CenterFace's size-dependent ones.
+    assert (s.detection_small_threshold, s.detection_large_threshold) == (None, None)
     assert (s.mask_scale, s.mask_margin_px) == (1.1, 12.0)  # the preset's mask still
-    explicit = load_settings(**brought, detection_threshold=0.6, detection_mirrored_passes=0)
-    assert (explicit.detection_threshold, explicit.detection_mirrored_passes) == (0.6, 0)
+    explicit = load_settings(**brought, detection_threshold=0.6, detection_mirrored_passes=2)
+    assert (explicit.detection_threshold, explicit.detection_mirrored_passes) == (0.6, 2)
 
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
