@@ -18,6 +18,7 @@ from imageblur.detection.centerface import (
     centerface_detector,
     default_model_path,
     int8_model_path,
+    prepared_graph,
 )
 from imageblur.detection.pyramid import (
     SMALL_PASS_MAX_PX,
@@ -29,7 +30,7 @@ from imageblur.detection.pyramid import (
     tiles,
     unmirrored,
 )
-from imageblur.detection.runtime import ModelError
+from imageblur.detection.runtime import SHAPE_STEP_PX, ModelError, OpenVINOSession
 from imageblur.domain import Face
 from support import LINUS_FACE
 
@@ -141,6 +142,19 @@ def test_both_runtimes_find_the_same_faces(detector: PyramidDetector) -> None:
     for a, b in pairs:
         assert abs(a.score - b.score) < 0.05
         assert max(abs(a.x0 - b.x0), abs(a.y0 - b.y0), abs(a.x1 - b.x1), abs(a.y1 - b.y1)) < 4
+
+
+def test_openvino_pads_tiles_to_a_few_shapes() -> None:
+    # Each new input shape costs OpenVINO a kernel preparation: tiles of 100 x 300 and
+    # 128 x 320 both go in as 128 x 384 (the heatmap, at a quarter of the input).
+    assert SHAPE_STEP_PX == 128
+    graph = prepared_graph(default_model_path())
+    session = OpenVINOSession(graph, threads=1, outputs=["537"])  # the heatmap
+    image = load_rgb("linus-trovalds.jpg")
+    tile = np.ascontiguousarray(image[:100, :300])
+    for height, width in ((100, 300), (128, 320)):
+        (heatmap,) = session.run_tile(tile, height, width)
+        assert heatmap.shape == (1, 1, 32, 96)
 
 
 def test_rejects_wrong_input(detector: PyramidDetector) -> None:

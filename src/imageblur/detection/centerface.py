@@ -148,7 +148,8 @@ def detector(
 
 
 class CenterFaceModel:
-    """The CenterFace network as a `TileModel`: any tile size, padded to 32."""
+    """The CenterFace network as a `TileModel`: any tile size, padded to 32 (OpenVINO
+    pads further, to fewer shapes: `runtime.SHAPE_STEP_PX`)."""
 
     input_px = None
 
