@@ -8,6 +8,7 @@ stops waiting for its re-render, with a message."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -361,3 +362,32 @@ def test_a_save_stops_waiting_for_its_render_with_a_message(page: Page, server: 
     page.find("#save-button").click()
     page.wait(lambda: "still not rendered after 15 minutes" in review_message(page), timeout_s=60)
     assert page.find("#save-button").get_attribute("aria-disabled") == "false"
+
+
+@pytest.mark.parametrize("page", ["detector_server"], indirect=True)
+def test_a_rectangle_the_upload_asked_to_hide_cannot_be_shown(
+    page: Page, detector_server: Server
+) -> None:
+    """A `hide` option's region (source `request`) is listed ticked, disabled and says
+    why; the reviewer's save keeps it hidden."""
+    corner = {"x": 0, "y": 0, "width": 64, "height": 64}
+    with client(detector_server, API_TOKEN) as api:
+        created = api.post(
+            "/picture",
+            data={"hide": json.dumps([corner])},
+            files={"image": (BILL.name, BILL.read_bytes())},
+        )
+        assert created.status_code == 202, created.text
+        image_id = created.json()["id"]
+        wait_status(api, image_id, "review")
+        _, listed = regions(api, image_id)
+    [asked] = [r for r in listed if r["source"] == "request"]
+    page.open()
+    page.visible(f"#history-list .history-row[data-id='{image_id}'] button").click()  # View
+    page.visible("#result .review")
+    checkbox = page.wait(
+        lambda: page.find(f"#result .review input[data-region='{asked['id']}']"), what="box"
+    )
+    assert checkbox.is_selected() and not checkbox.is_enabled()
+    label = page.find(f"#result .review label[for='region-{asked['id']}']").text
+    assert "asked for by the upload: always hidden" in label

@@ -117,6 +117,8 @@ class Review {
     const id = `region-${region.id}`;
     const box = h('input', { type: 'checkbox', id, 'data-region': region.id });
     box.checked = region.hidden;
+    // A rectangle the upload asked to hide stays hidden: the server refuses to show it.
+    box.disabled = region.source === 'request';
     const state = h('span', { class: 'region-state' });
     const reason = this.reasonField(region);
     const showState = () => {
@@ -134,10 +136,16 @@ class Review {
         : 'shown: outline only, not blurred'}${region.hidden === region.saved ? ', as saved.'
         : '. Not saved yet.'}`;
     });
-    const score = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
     return h('li', {}, box, h('label', { for: id, class: 'inline' },
-      `Hide ${region.kind} ${region.id} (${score}, ${region.width} × ${region.height} px)`, state),
-    reason);
+      `Hide ${region.kind} ${region.id} (${this.origin(region)}, ${region.width} × `
+      + `${region.height} px)`, state), reason);
+  }
+
+  // Where a region comes from, as its label says it.
+  origin(region) {
+    if (region.source === 'request') return 'asked for by the upload: always hidden';
+    const found = region.score === null ? 'manual' : `score ${region.score.toFixed(2)}`;
+    return region.ignored ? `${found}, in an area the upload asked to leave` : found;
   }
 
   regionName(region) {
