@@ -15,9 +15,11 @@ import numpy as np
 from imageblur.detection.base import DetectorChoice
 from imageblur.detection.families import KINDS, Family
 from imageblur.detection.pyramid import (
+    PLAIN,
     FloatArray,
     PyramidConfig,
     PyramidDetector,
+    View,
     clipped,
     grouped,
     regions,
@@ -26,7 +28,7 @@ from imageblur.detection.runtime import Runtime
 from imageblur.domain import DetectionThresholds, Face
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage, TunableDetector
 
-__all__ = ["CombinedDetector", "DetectorChoice", "make_detector"]
+__all__ = ["CombinedDetector", "DetectorChoice", "detect_in_view", "make_detector"]
 
 
 class FamilyModule(Protocol):
@@ -82,12 +84,17 @@ class CombinedDetector:
         return self.detect_regions(image)[0]
 
     def detect_regions(
-        self, image: RGBImage, thresholds: DetectionThresholds | None = None
+        self,
+        image: RGBImage,
+        thresholds: DetectionThresholds | None = None,
+        *,
+        view: View = PLAIN,
     ) -> tuple[list[Face], list[Face]]:
         """`thresholds`: this call's for the main (first) detector, an upload's preset;
-        the extra detectors keep their own (their scores mean other things)."""
+        the extra detectors keep their own (their scores mean other things). `view`: how
+        each detector that takes views scans."""
         found = [
-            _regions(detector, image, thresholds if index == 0 else None)
+            _regions(detector, image, thresholds if index == 0 else None, view)
             for index, detector in enumerate(self.detectors)
         ]
         height, width = image.shape[:2]
@@ -108,13 +115,26 @@ class CombinedDetector:
 
 
 def _regions(
-    detector: FaceDetector, image: RGBImage, thresholds: DetectionThresholds | None = None
+    detector: FaceDetector,
+    image: RGBImage,
+    thresholds: DetectionThresholds | None = None,
+    view: View = PLAIN,
 ) -> tuple[list[Face], list[Face]]:
+    if isinstance(detector, PyramidDetector | CombinedDetector):
+        return detector.detect_regions(image, thresholds, view=view)
     if thresholds is not None and isinstance(detector, TunableDetector):
         return detector.detect_regions(image, thresholds)
     if isinstance(detector, RegionDetector):
         return detector.detect_regions(image)
     return detector.detect(image), []
+
+
+def detect_in_view(detector: FaceDetector, image: RGBImage, view: View) -> list[Face]:
+    """What `detector` hides in `image` scanned in `view` (boxes in the image's
+    coordinates); a detector that takes no views (a test's stand-in) scans its own way."""
+    if isinstance(detector, PyramidDetector | CombinedDetector):
+        return detector.detect_regions(image, view=view)[0]
+    return detector.detect(image)
 
 
 def _overlap(a: Face, b: Face, iou: float) -> bool:

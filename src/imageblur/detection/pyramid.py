@@ -100,6 +100,26 @@ class PyramidConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class View:
+    """How one call scans the image, on top of the pyramid's own passes. `mirrored`:
+    every pass runs on the horizontally mirrored image, boxes mapped back. `scale_offset`
+    (in [1, 2)) multiplies every scale after the finest, so the coarser passes fall
+    between the plain grid's (2 ** 0.5: scales 1, 0.71, 0.35, ... instead of 1, 0.5,
+    0.25, ...). A network that misses a face one way may find it another: video
+    detection varies the view from one detected frame to the next (docs/video.md)."""
+
+    mirrored: bool = False
+    scale_offset: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.scale_offset < 2.0:
+            raise ValueError(f"the scale offset is in [1, 2), got {self.scale_offset}")
+
+
+PLAIN = View()
+
+
+@dataclass(frozen=True, slots=True)
 class SizeThresholds:
     """The score a group needs, by its size (SIZE_KNOTS_PX): `small` up to 14 px, rising
     or falling linearly to `threshold` from 22 to 64 px, then linearly to `large` from
@@ -200,17 +220,26 @@ class PyramidDetector:
         return self.detect_regions(image)[0]
 
     def detect_regions(
-        self, image: RGBImage, thresholds: SizeThresholds | DetectionThresholds | None = None
+        self,
+        image: RGBImage,
+        thresholds: SizeThresholds | DetectionThresholds | None = None,
+        *,
+        view: View = PLAIN,
     ) -> tuple[list[Face], list[Face]]:
         """(hidden, uncertain): the regions `detect` returns, and the groups scoring at
         least the uncertain floor but below the threshold their size needs, at least
         `uncertain_min_px` across. `thresholds`: this call's (default: the detector's;
-        an upload's preset passes its own)."""
+        an upload's preset passes its own); `view`: how this call scans (boxes always in
+        the image's coordinates)."""
         policy = _size_thresholds(thresholds) or self.thresholds
         check_image(image)
         height, width = image.shape[:2]
         pass_floor = min(policy.threshold, self.pyramid.floor_score)
-        groups = grouped(self._candidates(image, pass_floor), self.pyramid.group_iou)
+        scanned = np.ascontiguousarray(image[:, ::-1]) if view.mirrored else image
+        candidates = self._candidates(scanned, pass_floor, view.scale_offset)
+        groups = grouped(candidates, self.pyramid.group_iou)
+        if view.mirrored:
+            unmirrored(groups, width)
         dets = clipped(groups, width, height)
         # Sized as returned (clipped), so an evaluation replaying these regions at another
         # threshold applies the very same rule.
@@ -220,11 +249,11 @@ class PyramidDetector:
         listed = ~hidden & (dets[:, 4] >= floor) & (box_size(dets) >= self.uncertain_min_px)
         return regions(dets[hidden]), regions(dets[listed])
 
-    def _candidates(self, image: RGBImage, floor: float) -> FloatArray:
+    def _candidates(self, image: RGBImage, floor: float, scale_offset: float) -> FloatArray:
         """Rows x0 y0 x1 y1 score pass kind of every pass, each in its size band: the
         pyramid's, the enlarged one, then the mirrored ones."""
         height, width = image.shape[:2]
-        scales = pyramid_scales(width, height, self.pyramid)
+        scales = pyramid_scales(width, height, self.pyramid, scale_offset)
         enlarged = self.pyramid.small_pass_scale
         work = [*scales, *([enlarged] if enlarged else []), *scales[: self.pyramid.mirrored]]
         # The size of the work, in tiles: the lease keeper measures the job's rate in them.
@@ -507,12 +536,13 @@ def box_size(dets: FloatArray) -> FloatArray:
     return np.asarray(np.sqrt(w * h), np.float32)
 
 
-def pyramid_scales(width: int, height: int, cfg: PyramidConfig) -> list[float]:
-    """[upscale,] 1, step, step^2, ... until the shorter side fits `coarsest_side_px`."""
+def pyramid_scales(width: int, height: int, cfg: PyramidConfig, offset: float = 1.0) -> list[float]:
+    """[upscale,] 1, step, step^2, ... until the shorter side fits `coarsest_side_px`;
+    every scale after 1 multiplied by `offset` (a `View`'s)."""
     scales = [1.0]
     short = min(width, height)
     while short * scales[-1] > cfg.coarsest_side_px:
-        scales.append(scales[-1] * cfg.scale_step)
+        scales.append(cfg.scale_step ** len(scales) * offset)
     if cfg.upscale is not None and cfg.upscale > 1.0:
         scales.insert(0, cfg.upscale)
     return scales
