@@ -192,9 +192,7 @@ def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
 
 def video_options(settings: Settings) -> VideoOptions:
     """What the settings decide for a video: its limits, and the pictures' look."""
-    from imageblur.detection.pyramid import PLAIN
     from imageblur.domain import MaskGeometry
-    from imageblur.video.detect_pass import VARIED_VIEWS
     from imageblur.video.pipeline import VideoOptions
     from imageblur.video.probe import VideoLimits
     from imageblur.video.render_pass import Look
@@ -209,7 +207,6 @@ def video_options(settings: Settings) -> VideoOptions:
         look=Look(mode=settings.blur_mode, geometry=geometry),
         detect_stride=settings.video_detect_stride,
         tracking=settings.video_tracking,
-        detect_views=VARIED_VIEWS if settings.video_varied_views else (PLAIN,),
         keep_metadata=parse_policy(settings.keep_metadata),
     )
 

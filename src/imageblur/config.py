@@ -476,12 +476,6 @@ class Settings(BaseSettings):
         description="Follow faces between frames: hide a face between its sightings, "
         "shortly before and after them; off hides each looked-at frame's own detections only.",
     )
-    video_varied_views: bool = Field(
-        True,
-        description="Scan each detected frame of a video another way in turn (plain, "
-        "mirrored, at shifted scales), at the cost of one scan per frame: a face one "
-        "way misses is found another way in a nearby frame. Off: the plain way always.",
-    )
 
     # --- anonymization ----------------------------------------------------------
     blur_mode: Literal["blur", "pixelate", "solid"] = Field(

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageblur.detection.pyramid import PLAIN, View
 from imageblur.ports import FaceDetector
 from imageblur.video.detect_pass import DetectPass
 from imageblur.video.encode import CONTENT_TYPES, AudioOutcome
@@ -44,8 +43,6 @@ class VideoOptions:
     # Off: each looked-at frame hides its own detections only (the open tools' way,
     # the benchmark's baseline).
     tracking: bool = True
-    # The detector's views, one per detected frame in turn (`DetectPass`).
-    detect_views: tuple[View, ...] = (PLAIN,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +85,7 @@ def blur_video(
     or `BrokenVideo` (found while decoding); `target` is then untouched."""
     info = info or probe(source, options.limits)
     detecting = Throttled(on_progress, "detect", info.frames)
-    detect = DetectPass(detector, stride=options.detect_stride, views=options.detect_views)
+    detect = DetectPass(detector, stride=options.detect_stride)
     seen = list(detect.run(source, info, on_frame=detecting))
     detecting.finish()
     plan = (make_plan or _plan_maker(options))(seen)
