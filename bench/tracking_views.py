@@ -3,7 +3,7 @@
 
     python bench/tracking_views.py DATASET_DIR [--clips 6] [--size 1280x720] [--fps 30]
         [--seconds 4] [--strides 1,2,3] [--rotations P,PM,PS,PMS,PMSX,PE,PME,PMSE]
-        [--enlarged] [--work DIR] [--json]
+        [--views PMSX] [--enlarged] [--work DIR] [--json]
 
 The clips, truth and figures of `bench/tracking_real.py` (generated clips from the
 first `--clips` photos of a dataset in WIDER FACE layout; figures from the masks the
@@ -83,8 +83,8 @@ def main() -> None:
             data = json.loads(cached.read_text())
         else:
             record = make_clip(args.dataset / "images" / truth.name, out, boxes, spec)  # type: ignore[arg-type]
-            data = _detected(out, record, detector, seconds)
-            counted.update({name: counted[name] + len(data["times"]) for name in VIEWS})
+            data = _detected(out, record, detector, seconds, args.views)
+            counted.update({name: counted[name] + len(data["times"]) for name in args.views})
             cached.write_text(json.dumps(data))
         enlarged = Path(f"{out}.E.json")
         if args.enlarged and not enlarged.exists():
@@ -143,16 +143,21 @@ def main() -> None:
 
 
 def _detected(
-    path: Path, record: dict[str, Any], detector: PyramidDetector, seconds: dict[str, float]
+    path: Path,
+    record: dict[str, Any],
+    detector: PyramidDetector,
+    seconds: dict[str, float],
+    names: str,
 ) -> dict[str, Any]:
-    """The clip's frames detected in every view, as JSON, timing each view."""
+    """The clip's frames detected in the views `names`, as JSON, timing each view."""
     times: list[float] = []
-    views: dict[str, list[list[list[float]]]] = {name: [] for name in VIEWS}
+    views: dict[str, list[list[list[float]]]] = {name: [] for name in names}
     with av.open(str(path)) as box:
         for frame in box.decode(video=0):
             times.append(float(frame.time or 0.0))
             image = frame.to_ndarray(format="rgb24")
-            for name, view in VIEWS.items():
+            for name in names:
+                view = VIEWS[name]
                 started = time.perf_counter()
                 hidden, _ = detector.detect_regions(image, view=view)
                 seconds[name] += time.perf_counter() - started
@@ -234,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--enlarged", action="store_true", help="also view E (the enlarged small-face pass)"
     )
+    parser.add_argument("--views", default="PMSX", help="the views detected (of PMSX)")
     parser.add_argument("--work", default=None, help="keep the clips here")
     parser.add_argument("--json", action="store_true")
     return parser
