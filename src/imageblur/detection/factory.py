@@ -28,7 +28,7 @@ from imageblur.detection.runtime import Runtime
 from imageblur.domain import DetectionThresholds, Face
 from imageblur.ports import FaceDetector, RegionDetector, RGBImage, TunableDetector
 
-__all__ = ["CombinedDetector", "DetectorChoice", "detect_in_view", "make_detector"]
+__all__ = ["CombinedDetector", "DetectorChoice", "make_detector"]
 
 
 class FamilyModule(Protocol):
@@ -127,14 +127,6 @@ def _regions(
     if isinstance(detector, RegionDetector):
         return detector.detect_regions(image)
     return detector.detect(image), []
-
-
-def detect_in_view(detector: FaceDetector, image: RGBImage, view: View) -> list[Face]:
-    """What `detector` hides in `image` scanned in `view` (boxes in the image's
-    coordinates); a detector that takes no views (a test's stand-in) scans its own way."""
-    if isinstance(detector, PyramidDetector | CombinedDetector):
-        return detector.detect_regions(image, view=view)[0]
-    return detector.detect(image)
 
 
 def _overlap(a: Face, b: Face, iou: float) -> bool:
