@@ -23,10 +23,12 @@ from imageblur.entrypoints.schemas import (
     VideoLimits,
     errors,
     limits,
+    option_limits,
     picture,
 )
 from imageblur.entrypoints.uploads import read_multipart, read_raw
 from imageblur.logs import get_logger
+from imageblur.metadata import parse_policy
 from imageblur.services import ImageService
 
 log = get_logger("imageblur.entrypoints.api")
@@ -200,7 +202,12 @@ async def get_limits(services: Services) -> Limits:
             max_pixels=settings.max_video_pixels,
             accepted="MP4, MOV or WebM",
         )
-    return limits(settings.max_upload_bytes, settings.max_pixels, videos)
+    options = option_limits(
+        allowed=settings.allowed_upload_options(),
+        mode=settings.blur_mode,
+        keep_metadata=parse_policy(settings.keep_metadata),
+    )
+    return limits(settings.max_upload_bytes, settings.max_pixels, videos, options)
 
 
 @router.get("/healthz", summary="The process is alive")

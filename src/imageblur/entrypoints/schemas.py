@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from imageblur import imaging
-from imageblur.domain import ErrorCode, ImageRecord
-from imageblur.upload_options import OPTION_NAMES
+from imageblur.domain import BlurMode, ErrorCode, ImageRecord
+from imageblur.metadata import KEEP_GROUPS
+from imageblur.upload_options import MAX_RECTANGLES, OPTION_NAMES
 
 
 class Picture(BaseModel):
@@ -50,6 +51,31 @@ class VideoLimits(BaseModel):
     accepted: str  # the containers in one phrase, as the video probe's refusal names them
 
 
+class OptionLimits(BaseModel):
+    """Which options a picture's upload may carry (IMAGEBLUR_ALLOWED_OPTIONS), and the
+    server's own choices where an upload names none."""
+
+    allowed: list[str]  # option names; any other is refused (403 option_not_allowed)
+    modes: list[str]  # values of `mode`
+    metadata_groups: list[str]  # values of `keep_metadata` (comma-separated)
+    mode: str  # the server's own (IMAGEBLUR_BLUR_MODE)
+    keep_metadata: list[str]  # the server's own groups (IMAGEBLUR_KEEP_METADATA)
+    max_rectangles: int  # of `hide`, and of `ignore`
+
+
+def option_limits(
+    *, allowed: frozenset[str], mode: str, keep_metadata: frozenset[str]
+) -> OptionLimits:
+    return OptionLimits(
+        allowed=[name for name in OPTION_NAMES if name in allowed],
+        modes=list(get_args(BlurMode)),
+        metadata_groups=list(KEEP_GROUPS),
+        mode=mode,
+        keep_metadata=[group for group in KEEP_GROUPS if group in keep_metadata],
+        max_rectangles=MAX_RECTANGLES,
+    )
+
+
 class Limits(BaseModel):
     """What an upload may be, for a client to say before sending (the web page does)."""
 
@@ -58,13 +84,20 @@ class Limits(BaseModel):
     formats: list[AcceptedFormat]
     accepted: str  # the formats in one phrase: "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
     videos: VideoLimits | None = None  # None: this server takes no videos (IMAGEBLUR_VIDEO)
+    options: OptionLimits | None = None  # a picture's options per upload
 
 
-def limits(max_upload_bytes: int, max_pixels: int, videos: VideoLimits | None = None) -> Limits:
+def limits(
+    max_upload_bytes: int,
+    max_pixels: int,
+    videos: VideoLimits | None = None,
+    options: OptionLimits | None = None,
+) -> Limits:
     return Limits(
         max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels,
         videos=videos,
+        options=options,
         formats=[
             AcceptedFormat(
                 name=f.label,
