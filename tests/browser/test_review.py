@@ -112,21 +112,31 @@ def shown_result(page: Page) -> tuple[str, float]:
     return src, float(page.driver.execute_script(DETAIL_IN_BOX, image, *BOX))
 
 
-def draw_box(page: Page, x: int, y: int, width: int, height: int, picture: tuple[int, int]) -> None:
-    """Drag with the mouse over the regions layer, from (x, y) to the opposite corner, in
+def draw_box(
+    page: Page,
+    x: int,
+    y: int,
+    width: int,
+    height: int,
+    picture: tuple[int, int],
+    layer: str = "#regions",
+) -> None:
+    """Drag with the mouse over a regions layer, from (x, y) to the opposite corner, in
     pixels of the picture; Selenium's offsets are from the layer's centre."""
-    layer = page.find("#regions")
-    page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", layer)
-    size = layer.size
+    layer_element = page.find(layer)
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", layer_element)
+    size = layer_element.size
     scale_x, scale_y = size["width"] / picture[0], size["height"] / picture[1]
 
     def offset(px: float, py: float) -> tuple[int, int]:
         return round(px * scale_x - size["width"] / 2), round(py * scale_y - size["height"] / 2)
 
     actions = ActionChains(page.driver, duration=50)
-    actions.move_to_element_with_offset(layer, *offset(x, y)).click_and_hold()
+    actions.move_to_element_with_offset(layer_element, *offset(x, y)).click_and_hold()
     for step in (0.25, 0.5, 0.75, 1.0):
-        actions.move_to_element_with_offset(layer, *offset(x + width * step, y + height * step))
+        actions.move_to_element_with_offset(
+            layer_element, *offset(x + width * step, y + height * step)
+        )
     actions.release().perform()
 
 

@@ -125,8 +125,9 @@ export async function getJson(path, options = {}) {
 }
 
 // XMLHttpRequest, not fetch: only it reports upload progress. A picture goes to
-// POST picture (part `image`), a video to POST video (part `video`).
-function sendOnce(file, onProgress, kind) {
+// POST picture (part `image`), a video to POST video (part `video`); `fields` (a
+// picture's options) go before the file part, where the server reads them.
+function sendOnce(file, onProgress, kind, fields) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', apiUrl(kind === 'video' ? 'video' : 'picture'));
@@ -144,15 +145,16 @@ function sendOnce(file, onProgress, kind) {
       reject(new ApiError(0, 'network', 'the upload did not reach the server'));
     });
     const form = new FormData();
+    for (const [name, value] of Object.entries(fields)) form.append(name, value);
     form.append(kind === 'video' ? 'video' : 'image', file, file.name);
     xhr.send(form);
   });
 }
 
-export async function uploadFile(file, onProgress, kind = 'picture') {
+export async function uploadFile(file, onProgress, kind = 'picture', fields = {}) {
   for (;;) {
     try {
-      return await sendOnce(file, onProgress, kind);
+      return await sendOnce(file, onProgress, kind, fields);
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 401) throw error;
       await promptAfter401();

@@ -1,4 +1,5 @@
 // The page: upload, result, history and the token prompt, wired together.
+import { initAreas } from './areas.js';
 import { initHistory, refresh } from './history.js';
 import { initOutage } from './outage.js';
 import './review.js';
@@ -8,6 +9,7 @@ import { initUploads } from './uploads.js';
 
 initTokenButton(() => refresh());
 initUploads();
+initAreas();
 initResult();
 initHistory();
 initOutage();

@@ -4,6 +4,7 @@
 import {
   ApiError, getJson, isUnreachable, lastAnswerTime, uploadFile,
 } from './api.js';
+import { batchFields, optionsWords } from './choices.js';
 import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
 import { refusal, whenLimits } from './limits.js';
 import {
@@ -53,9 +54,12 @@ export function initUploads() {
   whenLimits(); // stated on the page before any upload (and whether videos are taken)
 }
 
-function addFiles(files) {
+// Every picture of a batch goes with the same choices, as they stood when it was picked;
+// `fields` adds more (one picture's areas, js/areas.js).
+export function addFiles(files, fields = {}) {
+  const chosen = { ...batchFields(), ...fields };
   for (const file of files) {
-    const card = makeCard(file);
+    const card = makeCard(file, chosen);
     $('uploads').prepend(card.element);
     start(card);
   }
@@ -71,9 +75,10 @@ async function start(card) {
   else send(card);
 }
 
-function makeCard(file) {
+function makeCard(file, fields) {
   const card = {
     file,
+    fields,
     kind: 'picture',
     id: null,
     statusText: null,
@@ -81,13 +86,14 @@ function makeCard(file) {
     progress: h('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` }),
     status: h('p', { class: 'status', role: 'status' }),
     error: h('p', { class: 'error', role: 'alert', hidden: true }),
+    options: h('p', { class: 'meta options', hidden: true }),
     result: h('div', { class: 'thumb' }),
     actions: h('div', { class: 'toolbar' }),
   };
   card.element = h('li', { class: 'card' },
     h('p', { class: 'file-name', text: file.name }),
     h('p', { class: 'meta', text: formatBytes(file.size) }),
-    card.progress, card.status, card.error, card.result, card.actions);
+    card.progress, card.status, card.options, card.error, card.result, card.actions);
   return card;
 }
 
@@ -108,9 +114,11 @@ async function send(card) {
   setStatus(card, 'Uploading…');
   for (let attempt = 0; ; attempt += 1) {
     try {
+      // Options are for pictures: the server refuses them with a video.
+      const fields = card.kind === 'picture' ? card.fields : {};
       const record = await uploadFile(card.file, (share) => {
         card.progress.value = Math.round(share * 100);
-      }, card.kind);
+      }, card.kind, fields);
       card.progress.value = 100;
       card.id = record.id;
       cards.set(record.id, card);
@@ -203,6 +211,9 @@ async function showFinal(card, record) {
   announce('picture:changed', record.id);
   const faces = facesWords(record.faces);
   setStatus(card, faces ? `${statusWords(record.status)}: ${faces}` : statusWords(record.status));
+  // As the server recorded them, not as asked: what this result was made with.
+  card.options.textContent = optionsWords(record.options);
+  card.options.hidden = !card.options.textContent;
   if (record.status === 'failed') {
     card.error.replaceChildren(named(card), h('strong', { text: 'The server could not anonymize it.' }),
       ' ', h('span', { text: record.error || 'no reason given' }));

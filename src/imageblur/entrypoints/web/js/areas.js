@@ -1,0 +1,238 @@
+// Areas of one picture (issue 26): rectangles to hide whatever is found there (and, where
+// the server allows `ignore`, to leave as they are), drawn on a preview with the pointer
+// or typed in by their numbers from the keyboard, as the review screen's box form does
+// (js/review.js); sent with that picture as `hide` / `ignore` JSON. Their pixels are
+// those of the upright picture: the browser shows a picture upright (its EXIF orientation
+// applied), as the server reads it, and the layer's viewBox is the picture's full size,
+// so a preview shown smaller still gives full pixels.
+import { allows, maxRectangles } from './choices.js';
+import { $, h, svg } from './dom.js';
+import { addFiles } from './uploads.js';
+
+const MIN_DRAWN_PX = 4; // a smaller drag is a slip of the pointer, not an area
+const KIND_WORDS = { hide: 'hidden', ignore: 'left as it is' };
+let picture = null; // {file, url, width, height}
+let areas = []; // {kind, x, y, width, height}
+let previewing = false;
+
+export function initAreas() {
+  $('areas-open').addEventListener('click', () => showAreas($('areas').hidden));
+  $('areas-file').addEventListener('change', () => {
+    const file = $('areas-file').files[0];
+    if (file) load(file);
+  });
+  $('areas-cancel').addEventListener('click', () => {
+    showAreas(false);
+    $('areas-open').focus();
+  });
+  $('areas-send').addEventListener('click', send);
+  $('areas-draw').addEventListener('click', toggleDrawing);
+}
+
+function showAreas(on) {
+  $('areas-sent').textContent = '';
+  $('areas').hidden = !on;
+  $('areas-open').setAttribute('aria-expanded', String(on));
+  if (on) $('areas-file').focus();
+  else reset();
+}
+
+function reset() {
+  if (picture) URL.revokeObjectURL(picture.url);
+  picture = null;
+  areas = [];
+  $('areas-file').value = '';
+  $('areas-work').hidden = true;
+  $('areas-message').textContent = '';
+  if ($('areas-draw').getAttribute('aria-pressed') === 'true') toggleDrawing();
+}
+
+function load(file) {
+  reset();
+  const url = URL.createObjectURL(file);
+  const image = $('areas-image');
+  image.onload = () => {
+    picture = { file, url, width: image.naturalWidth, height: image.naturalHeight };
+    image.alt = `Preview of ${file.name}`;
+    $('areas-form').replaceChildren(boxForm());
+    $('areas-work').hidden = false;
+    render();
+    $('areas-message').textContent = `${file.name} is shown, ${picture.width} × ${picture.height} `
+      + 'pixels: add areas by their numbers or draw them, then upload it.';
+  };
+  image.onerror = () => {
+    URL.revokeObjectURL(url);
+    $('areas-message').textContent = `This browser cannot show ${file.name}, so no areas can be `
+      + 'marked on it; upload it with the file picker below instead.';
+  };
+  image.src = url;
+}
+
+// An area by its numbers, in pixels of the picture (the arrow keys step them), drawn
+// dotted on the preview while the form has focus.
+function boxForm() {
+  const { width, height } = picture;
+  const field = (name, label, value, max) => {
+    const input = h('input', { type: 'number', id: `area-${name}`, name, min: 0, max, step: 1,
+      value, inputmode: 'numeric', required: true });
+    return h('span', { class: 'box-field' }, h('label', { for: input.id, text: label }), input);
+  };
+  const kinds = allows('ignore') ? h('span', { class: 'box-field' },
+    h('label', { for: 'area-kind', text: 'The area is' }),
+    h('select', { id: 'area-kind', name: 'kind' },
+      ...['hide', 'ignore'].filter(allows).map((kind) => h('option', { value: kind, text: KIND_WORDS[kind] })))) : null;
+  const form = h('fieldset', { class: 'add-box', id: 'area-fieldset' },
+    h('legend', { text: `Add an area by its position, in pixels of the picture (${width} × ${height}); `
+      + 'it is drawn dotted on the preview while you type' }),
+    field('x', 'Left (x)', Math.round(width * 0.4), width - 1),
+    field('y', 'Top (y)', Math.round(height * 0.4), height - 1),
+    field('width', 'Width', Math.round(width * 0.2), width),
+    field('height', 'Height', Math.round(height * 0.2), height),
+    kinds,
+    h('button', { type: 'button', id: 'area-add', onclick: addTyped }, 'Add this area'));
+  const preview = (on) => {
+    previewing = on;
+    render();
+  };
+  form.addEventListener('input', () => preview(true));
+  form.addEventListener('focusin', () => preview(true));
+  form.addEventListener('focusout', (event) => {
+    if (!form.contains(event.relatedTarget)) preview(false);
+  });
+  return form;
+}
+
+function kindChosen() {
+  if (allows('hide') && !allows('ignore')) return 'hide';
+  return $('area-kind')?.value || 'ignore';
+}
+
+// The area in the form, or a sentence saying what is wrong with it (and which field).
+function formBox() {
+  const value = (name) => Number.parseInt($(`area-${name}`).value, 10);
+  const box = { x: value('x'), y: value('y'), width: value('width'), height: value('height') };
+  const bad = Object.keys(box).find((k) => Number.isNaN(box[k]) || box[k] < 0);
+  if (bad) return { error: `The ${bad} of the area must be a whole number, 0 or more.`, field: bad };
+  if (box.width < 1 || box.height < 1) {
+    return { error: 'The area must be at least 1 pixel wide and high.', field: box.width < 1 ? 'width' : 'height' };
+  }
+  if (box.x + box.width > picture.width) {
+    return { error: `The area goes past the right edge: left + width must be at most ${picture.width}.`, field: 'width' };
+  }
+  if (box.y + box.height > picture.height) {
+    return { error: `The area goes past the bottom edge: top + height must be at most ${picture.height}.`, field: 'height' };
+  }
+  return { box };
+}
+
+function addTyped() {
+  const { box, error, field } = formBox();
+  for (const input of $('area-fieldset').querySelectorAll('input')) input.removeAttribute('aria-invalid');
+  if (error) {
+    $(`area-${field}`).setAttribute('aria-invalid', 'true');
+    $('areas-message').textContent = error;
+    $(`area-${field}`).focus();
+    return;
+  }
+  add({ kind: kindChosen(), ...box });
+  previewing = false; // drawn as added now; the next edit previews again
+  render();
+}
+
+function add(area) {
+  const same = areas.filter((a) => a.kind === area.kind).length;
+  if (same >= maxRectangles()) {
+    $('areas-message').textContent = `At most ${maxRectangles()} areas ${KIND_WORDS[area.kind]}.`;
+    return;
+  }
+  areas.push(area);
+  render();
+  $('areas-message').textContent = `Area ${areas.length} added, ${KIND_WORDS[area.kind]}: `
+    + `${area.width} × ${area.height} px at (${area.x}, ${area.y}).`;
+}
+
+function render() {
+  if (!picture) return;
+  const focusedId = $('areas-list').contains(document.activeElement) ? document.activeElement.id : null;
+  $('areas-list').replaceChildren(...areas.map((area, i) => h('li', {},
+    `Area ${i + 1}, ${KIND_WORDS[area.kind]}: ${area.width} × ${area.height} px at (${area.x}, ${area.y}) `,
+    h('button', { type: 'button', class: 'secondary', id: `remove-area-${i + 1}`,
+      onclick: () => remove(i) }, `Remove area ${i + 1}`))));
+  if (focusedId) $(focusedId)?.focus();
+  const layer = $('areas-layer');
+  layer.setAttribute('viewBox', `0 0 ${picture.width} ${picture.height}`);
+  layer.setAttribute('preserveAspectRatio', 'none');
+  const preview = previewing ? formBox().box : null;
+  layer.replaceChildren(...areas.map((area) => svg('rect', {
+    x: area.x, y: area.y, width: area.width, height: area.height,
+    class: area.kind === 'hide' ? 'area-hide' : 'area-ignore',
+  })), ...(preview ? [svg('rect', { class: 'preview-box', ...preview })] : []));
+}
+
+// Focus goes to the next area's Remove (the one now in its place), else the form.
+function remove(i) {
+  areas.splice(i, 1);
+  render();
+  $('areas-message').textContent = `Area ${i + 1} removed.`;
+  ($(`remove-area-${Math.min(i + 1, areas.length)}`) || $('area-add')).focus();
+}
+
+// Drawing: pointer events, so a mouse, a pen and a finger all work.
+function toggleDrawing() {
+  const layer = $('areas-layer');
+  const button = $('areas-draw');
+  const on = button.getAttribute('aria-pressed') !== 'true';
+  button.setAttribute('aria-pressed', String(on));
+  layer.classList.toggle('drawing', on);
+  layer.onpointerdown = on ? (event) => startBox(event, layer) : null;
+}
+
+function startBox(event, layer) {
+  event.preventDefault();
+  layer.setPointerCapture(event.pointerId);
+  const start = toImage(event, layer);
+  const rect = svg('rect', { class: 'drawing-box', x: start.x, y: start.y, width: 0, height: 0 });
+  layer.append(rect);
+  const box = (point) => ({
+    x: Math.round(Math.min(start.x, point.x)),
+    y: Math.round(Math.min(start.y, point.y)),
+    width: Math.round(Math.abs(point.x - start.x)),
+    height: Math.round(Math.abs(point.y - start.y)),
+  });
+  layer.onpointermove = (move) => {
+    for (const [key, value] of Object.entries(box(toImage(move, layer)))) rect.setAttribute(key, value);
+  };
+  layer.onpointerup = (up) => {
+    layer.onpointermove = null;
+    layer.onpointerup = null;
+    const drawn = box(toImage(up, layer));
+    if (drawn.width >= MIN_DRAWN_PX && drawn.height >= MIN_DRAWN_PX) add({ kind: kindChosen(), ...drawn });
+    else render();
+  };
+}
+
+// A point on the preview, in pixels of the full picture.
+function toImage(event, layer) {
+  const bounds = layer.getBoundingClientRect();
+  const clamp = (v, max) => Math.max(0, Math.min(max, v));
+  return {
+    x: clamp(((event.clientX - bounds.left) / bounds.width) * picture.width, picture.width),
+    y: clamp(((event.clientY - bounds.top) / bounds.height) * picture.height, picture.height),
+  };
+}
+
+function send() {
+  if (!picture) return;
+  const fields = {};
+  for (const kind of ['hide', 'ignore']) {
+    const chosen = areas.filter((a) => a.kind === kind)
+      .map(({ x, y, width, height }) => ({ x, y, width, height }));
+    if (chosen.length) fields[kind] = JSON.stringify(chosen);
+  }
+  addFiles([picture.file], fields);
+  const said = `${picture.file.name} sent with ${areas.length === 1 ? '1 area' : `${areas.length} areas`}; `
+    + 'its card is below.';
+  showAreas(false);
+  $('areas-open').focus();
+  $('areas-sent').textContent = said;
+}
