@@ -80,6 +80,13 @@ def test_axe_finds_nothing_in_the_main_states(page: Page, axe_source: str, schem
     page.open()
     page.wait(lambda: page.find("#limits").text, what="the limits stated")
     found = {"initial": violations(page, axe_source)}
+    page.visible("#areas-open").click()  # areas of one picture, one typed in
+    page.find("#areas-file").send_keys(str(LINUS))
+    page.visible("#area-add").click()
+    page.visible("#remove-area-1")
+    page.find("#area-x").click()  # the form has focus: its area is previewed
+    found["areas of one picture"] = violations(page, axe_source)
+    page.find("#areas-cancel").click()
     upload_and_open(page)
     page.visible("#regions-button").click()
     page.visible("#regions-legend")
@@ -188,7 +195,8 @@ def test_the_focus_ring_and_field_borders_stand_out_3_to_1(page: Page, scheme: s
         lambda: page.find_all("#history-list .history-row") or page.find("#history-message").text
     )
     weak = []
-    for ring in focus_rings(page, 8):  # header button, file input, history controls
+    # Header button, the choices (mode, metadata, areas), file input, history controls.
+    for ring in focus_rings(page, 14):
         if ring["what"].startswith("<body"):
             break  # past the last control
         if ring["what"] == "" or ring["outline"] == "none" or ring["width"] < 2:
