@@ -5,6 +5,7 @@
 // those of the upright picture: the browser shows a picture upright (its EXIF orientation
 // applied), as the server reads it, and the layer's viewBox is the picture's full size,
 // so a preview shown smaller still gives full pixels.
+import { dragBox } from './boxes.js';
 import { allows, maxRectangles } from './choices.js';
 import { $, h, svg } from './dom.js';
 import { addFiles } from './uploads.js';
@@ -37,18 +38,19 @@ function showAreas(on) {
   else reset();
 }
 
-function reset() {
+// `keepFile`: another picture was just chosen, and the picker shows its name.
+function reset({ keepFile = false } = {}) {
   if (picture) URL.revokeObjectURL(picture.url);
   picture = null;
   areas = [];
-  $('areas-file').value = '';
+  if (!keepFile) $('areas-file').value = '';
   $('areas-work').hidden = true;
   $('areas-message').textContent = '';
   if ($('areas-draw').getAttribute('aria-pressed') === 'true') toggleDrawing();
 }
 
 function load(file) {
-  reset();
+  reset({ keepFile: true });
   const url = URL.createObjectURL(file);
   const image = $('areas-image');
   image.onload = () => {
@@ -177,7 +179,7 @@ function remove(i) {
   ($(`remove-area-${Math.min(i + 1, areas.length)}`) || $('area-add')).focus();
 }
 
-// Drawing: pointer events, so a mouse, a pen and a finger all work.
+// Drawing: js/boxes.js.
 function toggleDrawing() {
   const layer = $('areas-layer');
   const button = $('areas-draw');
@@ -188,37 +190,10 @@ function toggleDrawing() {
 }
 
 function startBox(event, layer) {
-  event.preventDefault();
-  layer.setPointerCapture(event.pointerId);
-  const start = toImage(event, layer);
-  const rect = svg('rect', { class: 'drawing-box', x: start.x, y: start.y, width: 0, height: 0 });
-  layer.append(rect);
-  const box = (point) => ({
-    x: Math.round(Math.min(start.x, point.x)),
-    y: Math.round(Math.min(start.y, point.y)),
-    width: Math.round(Math.abs(point.x - start.x)),
-    height: Math.round(Math.abs(point.y - start.y)),
-  });
-  layer.onpointermove = (move) => {
-    for (const [key, value] of Object.entries(box(toImage(move, layer)))) rect.setAttribute(key, value);
-  };
-  layer.onpointerup = (up) => {
-    layer.onpointermove = null;
-    layer.onpointerup = null;
-    const drawn = box(toImage(up, layer));
+  dragBox(event, layer, picture, (drawn) => {
     if (drawn.width >= MIN_DRAWN_PX && drawn.height >= MIN_DRAWN_PX) add({ kind: kindChosen(), ...drawn });
     else render();
-  };
-}
-
-// A point on the preview, in pixels of the full picture.
-function toImage(event, layer) {
-  const bounds = layer.getBoundingClientRect();
-  const clamp = (v, max) => Math.max(0, Math.min(max, v));
-  return {
-    x: clamp(((event.clientX - bounds.left) / bounds.width) * picture.width, picture.width),
-    y: clamp(((event.clientY - bounds.top) / bounds.height) * picture.height, picture.height),
-  };
+  });
 }
 
 function send() {

@@ -5,6 +5,7 @@
 // "shown", a box is added by its numbers (previewed on the picture) as well as by a drag,
 // each change is said in the status line, and approval asks first.
 import { ApiError, getJson, request } from './api.js';
+import { dragBox } from './boxes.js';
 import { $, delay, focusQuietly, h, svg } from './dom.js';
 import { errorHeadline, isFinal, statusWords } from './messages.js';
 import { announce, forget } from './pictures.js';
@@ -264,7 +265,7 @@ class Review {
       preview ? [svg('rect', { class: 'preview-box', ...preview })] : []);
   }
 
-  // Drawing: pointer events, so a mouse, a pen and a finger all work.
+  // Drawing: js/boxes.js.
   toggleDrawing() {
     const layer = $('regions');
     const on = this.drawButton.getAttribute('aria-pressed') !== 'true';
@@ -279,38 +280,10 @@ class Review {
   }
 
   startBox(event, layer) {
-    event.preventDefault();
-    layer.setPointerCapture(event.pointerId);
-    const start = this.toImage(event, layer);
-    const rect = svg('rect', { class: 'drawing-box', x: start.x, y: start.y, width: 0, height: 0 });
-    layer.append(rect);
-    const box = (point) => ({
-      x: Math.round(Math.min(start.x, point.x)),
-      y: Math.round(Math.min(start.y, point.y)),
-      width: Math.round(Math.abs(point.x - start.x)),
-      height: Math.round(Math.abs(point.y - start.y)),
-    });
-    layer.onpointermove = (move) => {
-      for (const [key, value] of Object.entries(box(this.toImage(move, layer)))) {
-        rect.setAttribute(key, value);
-      }
-    };
-    layer.onpointerup = (up) => {
-      layer.onpointermove = null;
-      layer.onpointerup = null;
-      const drawn = box(this.toImage(up, layer));
+    dragBox(event, layer, this.record, (drawn) => {
       if (drawn.width >= MIN_BOX_PX && drawn.height >= MIN_BOX_PX) this.added.push(drawn);
       this.render();
-    };
-  }
-
-  toImage(event, layer) {
-    const bounds = layer.getBoundingClientRect();
-    const clamp = (v, max) => Math.max(0, Math.min(max, v));
-    return {
-      x: clamp(((event.clientX - bounds.left) / bounds.width) * this.record.width, this.record.width),
-      y: clamp(((event.clientY - bounds.top) / bounds.height) * this.record.height, this.record.height),
-    };
+    });
   }
 
   async save() {
