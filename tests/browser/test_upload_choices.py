@@ -83,6 +83,8 @@ def test_a_batch_goes_with_the_mode_and_the_metadata_chosen(page: Page, server: 
         assert card.find_element("css selector", ".options").text == (
             "Options: faces filled with a solid colour; metadata kept: Date and time, GPS position."
         )
+    page.find("#uploads .card[data-status=done] button").click()  # Compare: the same words
+    assert page.visible("#result-options").text.startswith("Options: faces filled with a solid")
     # The next batch without choices goes with none.
     Select(page.find("#mode-select")).select_by_value("")
     for group in ("gps", "datetime"):

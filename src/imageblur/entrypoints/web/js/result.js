@@ -3,6 +3,7 @@
 // server), and a download button. A video's result plays in a <video> element instead,
 // from its playback URL (signed: a <video> element cannot send the bearer header).
 import { getJson } from './api.js';
+import { optionsWords } from './choices.js';
 import { $, focusQuietly, formatBytes, svg } from './dom.js';
 import { errorHeadline, facesWords, statusWords } from './messages.js';
 import { forget, on, originalFile, resultUrl } from './pictures.js';
@@ -90,6 +91,7 @@ function showFacts(record) {
   $('result-meta').textContent = [statusWords(record.status), facesWords(record.faces),
     `${record.width} × ${record.height}`, seconds, formatBytes(record.bytes)]
     .filter(Boolean).join(' · ');
+  $('result-options').textContent = optionsWords(record.options);
 }
 
 // A video: the record is asked for again, for a playback URL that has not expired (they
