@@ -167,7 +167,8 @@ def test_a_picture_from_the_history_compares_with_a_file_chosen_again(
     row = f"#history-list .history-row[data-id='{created.json()['id']}']"
     page.visible(f"{row} button").click()  # View
     page.visible("#after-image")
-    assert "stays on your computer" in page.find("#result-note").text
+    # The note is written after the image shows: waited for, not read at once.
+    page.wait(lambda: "stays on your computer" in page.find("#result-note").text)
     # A file the browser cannot show (like HEIC): it says so instead of a slider.
     page.visible("#compare-file").send_keys(str(pictures["text"]))
     page.wait(lambda: "cannot show" in page.find("#result-note").text)
