@@ -129,9 +129,10 @@ class OpenVINOSession:
         threads: int,
         outputs: Sequence[str],
         weights: bytes = b"",
+        shape_step_px: int = SHAPE_STEP_PX,
     ) -> None:
         """`model_bytes`: an ONNX graph, or an OpenVINO IR (its XML) with its `weights`
-        (the .bin file's bytes)."""
+        (the .bin file's bytes). `shape_step_px`: tiles go in padded to multiples of it."""
         import openvino as ov  # imported here: only a detector needs it
         from openvino.preprocess import PrePostProcessor
 
@@ -153,13 +154,14 @@ class OpenVINOSession:
         self._outputs = [self._compiled.output(name) for name in outputs]
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
+        self._step = shape_step_px
 
     def run_tile(
         self, tile: npt.NDArray[np.uint8], height: int, width: int
     ) -> list[npt.NDArray[np.float32]]:
         h, w = tile.shape[:2]
         # At least height x width, in steps of SHAPE_STEP_PX: fewer shapes to compile.
-        shape = (1, _stepped(height), _stepped(width), 3)
+        shape = (1, _stepped(height, self._step), _stepped(width, self._step), 3)
         blob = np.zeros(shape, np.uint8)
         blob[0, :h, :w] = tile
         with self._lock:
@@ -168,5 +170,5 @@ class OpenVINOSession:
             return [np.array(result[output]) for output in self._outputs]
 
 
-def _stepped(size_px: int) -> int:
-    return -(-size_px // SHAPE_STEP_PX) * SHAPE_STEP_PX
+def _stepped(size_px: int, step_px: int) -> int:
+    return -(-size_px // step_px) * step_px
