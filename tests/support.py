@@ -189,30 +189,41 @@ def run_server(
         "IMAGEBLUR_DETECTOR_THREADS": "2",
         **(env or {}),
     }
+    argv = [sys.executable, "-m", "imageblur.entrypoints.cli", command]
+    url = f"http://127.0.0.1:{port}"
+    health = f"{url}/healthz"
+    with serving(argv, full_env, log_path, health_url=health, what="the server") as process:
+        yield Server(url, data_dir, process, log_path)
+
+
+@contextmanager
+def serving(
+    argv: list[str], env: dict[str, str], log_path: Path, *, health_url: str, what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` in a process of its own, its output in `log_path`, yielded once
+    `health_url` answers 200; terminated (killed after 30 s) on the way out."""
+
+    def logs() -> str:
+        return log_path.read_text(errors="replace")
+
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imageblur.entrypoints.cli", command],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def healthy() -> bool:
         if process.poll() is not None:  # not retried: no point waiting for it
-            raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
-        return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+            raise AssertionError(f"{what} exited with {process.returncode}:\n{logs()}")
+        return httpx.get(health_url, timeout=1).status_code == 200
 
     try:
         wait_until(
             healthy,
             timeout_s=60,
             interval_s=0.2,
-            what="the server to start",
+            what=f"{what} to start",
             retry_on=(httpx.TransportError,),
-            details=server.logs,
+            details=logs,
         )
-        yield server
+        yield process
     finally:
         process.terminate()
         try:

@@ -5,15 +5,12 @@ others run `imageblur serve` itself (`support.run_server`)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from support import Server, free_port, wait_until
+from support import Server, free_port, serving
 
 TOKEN = "video-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -51,34 +48,8 @@ def video_server(data_dir: Path, port: int | None = None, **env: str) -> Iterato
         "TMPDIR": str(spool),
         **env,
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "e2e.video_server"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{server.logs()}")
-        return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-
-    try:
-        wait_until(
-            healthy,
-            timeout_s=60,
-            interval_s=0.2,
-            what="the video server to start",
-            retry_on=(httpx.TransportError,),
-            details=server.logs,
-        )
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    argv = [sys.executable, "-m", "e2e.video_server"]
+    url = f"http://127.0.0.1:{port}"
+    health = f"{url}/healthz"
+    with serving(argv, full_env, log_path, health_url=health, what="the video server") as process:
+        yield Server(url, data_dir, process, log_path)

@@ -33,7 +33,7 @@ from imageblur.bootstrap import build_originals
 from imageblur.config import Settings
 from imageblur.domain import body_digest
 from imageblur.imaging import megabytes
-from support import REPO, free_port, wait_until
+from support import REPO, free_port, serving, wait_until
 
 TESTS = REPO / "tests"
 APP = [sys.executable, "-m", "uvicorn", "streamed_app:create", "--factory"]
@@ -152,36 +152,11 @@ def serve(
         }
     port = free_port()
     log_path = tmp_path / "app.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*APP, "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **settings, "TMPDIR": str(tmp_dir), "PYTHONPATH": str(TESTS)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    app = App(f"http://127.0.0.1:{port}", process, settings, tmp_dir, log_path, moto)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the app exited with {process.returncode}:\n{app.logs()}")
-        return httpx.get(f"{app.url}/healthz", timeout=1).status_code == 200
-
-    try:
-        wait_until(
-            healthy,
-            timeout_s=60,
-            what="the app to start",
-            retry_on=(httpx.TransportError,),
-            details=app.logs,
-        )
-        yield app
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    argv = [*APP, "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, **settings, "TMPDIR": str(tmp_dir), "PYTHONPATH": str(TESTS)}
+    url = f"http://127.0.0.1:{port}"
+    with serving(argv, env, log_path, health_url=f"{url}/healthz", what="the app") as process:
+        yield App(url, process, settings, tmp_dir, log_path, moto)
 
 
 # --- bodies ------------------------------------------------------------------------------

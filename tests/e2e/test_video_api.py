@@ -206,6 +206,8 @@ def test_videos_and_pictures_are_listed_apart(
     assert client.get(f"/picture/{video_id}").status_code == 404
     assert client.get(f"/video/{picture_id}").status_code == 404
     wait_video(client, video_id, server)
+    # Done before the next test counts the stored files: its result is written late.
+    server.wait_done(client, picture_id)
 
 
 @pytest.mark.parametrize(
