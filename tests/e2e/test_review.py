@@ -20,35 +20,17 @@ from PIL import Image, UnidentifiedImageError
 
 from imageblur.adapters.encrypted_store import EncryptedStore, Keyring
 from imageblur.adapters.local_store import LocalObjectStore
+from review_support import API_TOKEN, KEY, REVIEWER_TOKEN, client, review_env
 from support import BILL, BILL_FACE, Server, decode, detail, run_server, wait_status
 
-API_TOKEN = "api-token-0123456789abcdef"
-REVIEWER_TOKEN = "reviewer-token-0123456789abcdef"
-KEY = base64.b64encode(bytes(range(32))).decode()
 # An area of bill-gates.jpg away from the face, with detail to lose when hidden.
 MANUAL_BOX = (400, 300, 200, 200)
-
-
-def review_env(**extra: str) -> dict[str, str]:
-    return {
-        "IMAGEBLUR_REVIEW": "required",
-        "IMAGEBLUR_ORIGINALS_KEY": KEY,
-        "IMAGEBLUR_API_TOKEN": API_TOKEN,
-        "IMAGEBLUR_REVIEWER_TOKEN": REVIEWER_TOKEN,
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with run_server(tmp_path_factory.mktemp("review") / "data", env=review_env()) as srv:
         yield srv
-
-
-def client(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    )
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ picture does, and a body the parser cannot take is a 4xx, never a 500.
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,41 +22,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from review_support import API_TOKEN, REVIEWER_TOKEN, client, review_env
 from support import Server, decode, run_server, wait_status
 
-API_TOKEN = "api-token-0123456789abcdef"
-REVIEWER_TOKEN = "reviewer-token-0123456789abcdef"
-KEY = base64.b64encode(bytes(range(32))).decode()
 WIDTH, HEIGHT = 4000, 3000  # 12 MP: 36 MB of RGB pixels
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {
-        "IMAGEBLUR_REVIEW": "required",
-        "IMAGEBLUR_ORIGINALS_KEY": KEY,
-        "IMAGEBLUR_API_TOKEN": API_TOKEN,
-        "IMAGEBLUR_REVIEWER_TOKEN": REVIEWER_TOKEN,
-    }
-    with run_server(tmp_path_factory.mktemp("bombs") / "data", env=env) as srv:
+    with run_server(tmp_path_factory.mktemp("bombs") / "data", env=review_env()) as srv:
         yield srv
-
-
-def client(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
-    )
 
 
 @pytest.fixture
 def api(server: Server) -> Iterator[httpx.Client]:
-    with client(server, API_TOKEN) as c:
+    with client(server, API_TOKEN, 60) as c:
         yield c
 
 
 @pytest.fixture
 def reviewer(server: Server) -> Iterator[httpx.Client]:
-    with client(server, REVIEWER_TOKEN) as c:
+    with client(server, REVIEWER_TOKEN, 60) as c:
         yield c
 
 
@@ -99,7 +84,7 @@ def peak_rss_bytes(server: Server) -> int:
 
 @pytest.fixture(scope="module")
 def small_picture(server: Server) -> str:
-    with client(server, API_TOKEN) as api:
+    with client(server, API_TOKEN, 60) as api:
         return upload_in_review(api, texture_jpeg(640, 480))
 
 
