@@ -398,9 +398,10 @@ class Settings(BaseSettings):
 
     # --- videos (the service side: routes, job, playback) -----------------------
     video: bool = Field(
-        False,
+        True,
         description="Take videos: POST /video and the video job kind. Off: every /video "
-        "route answers 404 video_disabled.",
+        "route answers 404 video_disabled (the Kubernetes base sets it off until the "
+        "long-job workers are enabled).",
     )
     playback_key: SecretStr | None = Field(
         None,
@@ -600,9 +601,9 @@ class Settings(BaseSettings):
     worker_kinds: str = Field(
         "",
         description="Job kinds this worker takes, comma-separated: kind names (`detect`, "
-        "`render`) or `pictures` (every picture kind), `long` (every long kind: none in "
-        "this release); empty: every kind. Detect and render share a queue: both or "
-        "neither. A worker taking pictures and long jobs keeps one thread for pictures.",
+        "`render`) or `pictures` (every picture kind), `long` (every long kind: `video`); "
+        "empty: every kind. Detect and render share a queue: both or neither. A worker "
+        "taking pictures and long jobs keeps one thread for pictures.",
     )
     worker_pixel_budget: int = Field(
         16_000_000,

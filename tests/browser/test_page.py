@@ -25,7 +25,8 @@ MAX_UPLOAD_BYTES = 1_000_000  # the example pictures are smaller
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}
+    # Videos off: tests/browser/test_video_page.py covers the page with them.
+    env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "IMAGEBLUR_VIDEO": "false"}
     with run_server(tmp_path_factory.mktemp("browser") / "data", env=env) as srv:
         yield srv
 

@@ -639,13 +639,14 @@ def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Do
 
 
 def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
-    """Videos are off by default (IMAGEBLUR_VIDEO): long workers would have nothing
-    to take."""
+    """Videos are off in the base's settings (IMAGEBLUR_VIDEO, on by default elsewhere):
+    long workers would have nothing to take."""
     assert not find(docs, "Deployment", "imageblur-worker-long")
     assert load_settings(worker_kinds="long", video=True).job_kinds() == frozenset({"video"})
-    assert not load_settings().video
+    configs = [d for d in find(docs, "ConfigMap") if d["data"].get("IMAGEBLUR_STORE")]
+    assert [c["data"]["IMAGEBLUR_VIDEO"] for c in configs] == ["false"]
     # Without the switch a long worker takes nothing, and refuses to start.
-    assert load_settings(worker_kinds="long").job_kinds() == frozenset()
+    assert load_settings(worker_kinds="long", video=False).job_kinds() == frozenset()
 
 
 def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> None:

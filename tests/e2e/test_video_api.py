@@ -399,8 +399,9 @@ def test_openapi_declares_the_video_routes_and_their_errors(client: httpx.Client
 
 
 def test_with_videos_off_the_routes_say_so(tmp_path: Path, clip: bytes) -> None:
-    """`imageblur serve` itself, as shipped: videos off by default."""
-    with run_server(tmp_path / "data", port=next(PORTS)) as srv, srv.client() as client:
+    """`imageblur serve` itself with IMAGEBLUR_VIDEO off (as the Kubernetes base sets it)."""
+    env = {"IMAGEBLUR_VIDEO": "false"}
+    with run_server(tmp_path / "data", port=next(PORTS), env=env) as srv, srv.client() as client:
         for response in (
             client.post("/video", files={"video": ("c.mp4", clip, "video/mp4")}),
             client.get("/videos"),

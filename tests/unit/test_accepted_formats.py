@@ -62,6 +62,7 @@ async def _limits_and_refusals(tmp_path: Path) -> list[httpx.Response]:
         api_token="limits-test-token-0123456789",
         max_upload_bytes=1_500_000,
         max_pixels=2_000_000,
+        video=False,
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)

@@ -47,10 +47,10 @@ def probe_body() -> bytes:
 
 
 def test_every_kind_by_default() -> None:
-    assert load_settings(worker_kinds="", video=True).job_kinds() == PICTURES | {"video"}
-    # With videos off (the default) a worker neither consumes their queue nor waits
-    # their shutdown grace.
-    assert load_settings(worker_kinds="").job_kinds() == PICTURES
+    assert load_settings(worker_kinds="").job_kinds() == PICTURES | {"video"}
+    # With videos off (as the Kubernetes base sets it) a worker neither consumes their
+    # queue nor waits their shutdown grace.
+    assert load_settings(worker_kinds="", video=False).job_kinds() == PICTURES
     assert load_settings(worker_kinds=" render , detect ").worker_kinds == "render,detect"
     assert load_settings(worker_kinds="pictures").job_kinds() == PICTURES
 
