@@ -16,7 +16,13 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from imageblur.domain import AnonymizedVideo, ProcessingError, VideoFacts, VideoRefused
+from imageblur.domain import (
+    AnonymizedVideo,
+    ProcessingError,
+    UploadOptions,
+    VideoFacts,
+    VideoRefused,
+)
 from imageblur.ports import VideoProgress
 from support import wait_until
 
@@ -98,7 +104,14 @@ class CopyThrough:
 
         wait_until(released, timeout_s=120, interval_s=0.1, what="the test's go", retry_on=())
 
-    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
+    def anonymize(
+        self,
+        source: Path,
+        target: Path,
+        progress: VideoProgress,
+        *,
+        options: UploadOptions | None = None,
+    ) -> AnonymizedVideo:
         with source.open("rb") as file:
             facts = CopyProbe()(file)
         partial = target.with_name(f".{target.name}.part")

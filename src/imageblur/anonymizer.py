@@ -26,6 +26,7 @@ from imageblur.blurring import (
     masks_of,
     merged_masks,
     opaque_masks,
+    spared,
 )
 from imageblur.cancel import checkpoint, expect
 from imageblur.domain import (
@@ -173,13 +174,7 @@ class Anonymizer:
         rectangle (`hide` wins)."""
         if self._choices is None or not self._choices.ignore:
             return hidden, []
-        ignore, hide = self._choices.ignore, self._choices.hide
-        spared = [
-            f
-            for f in hidden
-            if any(_inside(f, r) >= 0.5 for r in ignore) and not any(_inside(f, r) for r in hide)
-        ]
-        return [f for f in hidden if f not in spared], spared
+        return spared(hidden, ignore=self._choices.ignore, hide=self._choices.hide)
 
     def render(
         self, data: bytes, regions: Sequence[Region], *, content_type: str | None = None
@@ -373,14 +368,6 @@ def regions_of(
 
 
 _HIDDEN, _UNCERTAIN, _IGNORED = "hidden", "uncertain", "ignored"
-
-
-def _inside(face: Face, rect: Rect) -> float:
-    """The share of the face's box that lies inside `rect`."""
-    w = min(face.x1, rect.x + rect.width) - max(face.x0, rect.x)
-    h = min(face.y1, rect.y + rect.height) - max(face.y0, rect.y)
-    area = face.width * face.height
-    return max(w, 0) * max(h, 0) / area if area > 0 else 0.0
 
 
 def requested_regions(hide: Sequence[Rect], width: int, height: int) -> list[Region]:

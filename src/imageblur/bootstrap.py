@@ -263,7 +263,11 @@ def video_parts(settings: Settings, detector: FaceDetector | None) -> VideoParts
     from imageblur.video.service_parts import PipelineAnonymizer, PipelineProbe
 
     options = video_options(settings)
-    anonymizer = PipelineAnonymizer(detector, options) if detector is not None else None
+    anonymizer = (
+        PipelineAnonymizer(detector, options, presets=settings.preset_choice)
+        if detector is not None
+        else None
+    )
     return VideoParts(probe=PipelineProbe(options), anonymizer=anonymizer)
 
 

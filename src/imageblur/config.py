@@ -44,7 +44,13 @@ from imageblur.detection.families import (
     Family,
     parse_classes,
 )
-from imageblur.domain import JOB_KINDS, DetectionThresholds, PresetChoice, select_kinds
+from imageblur.domain import (
+    JOB_KINDS,
+    DetectionThresholds,
+    JobKind,
+    PresetChoice,
+    select_kinds,
+)
 from imageblur.metadata import parse_policy
 from imageblur.tokens import (
     DEFAULT_TRUSTED_HOSTS,
@@ -834,7 +840,8 @@ class Settings(BaseSettings):
     def enabled_kinds(self) -> frozenset[str]:
         """Every job kind but those switched off: with IMAGEBLUR_VIDEO off a worker
         neither consumes the video queue nor waits a video's shutdown grace."""
-        return frozenset(JOB_KINDS) - (frozenset() if self.video else {"video"})
+        videos = frozenset({JobKind.VIDEO.value, JobKind.VIDEO_OPTIONS.value})
+        return frozenset(JOB_KINDS) - (frozenset() if self.video else videos)
 
     @field_validator("playback_key")
     @classmethod

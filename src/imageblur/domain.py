@@ -121,6 +121,11 @@ class Status(StrEnum):
     OPTIONS_PENDING = "options_pending"
     OPTIONS_PROCESSING = "options_processing"
     OPTIONS_RENDERING = "options_rendering"
+    # A video uploaded with options, queued and running (the job kind `video_options`):
+    # a worker of an earlier release would run it as a plain video, hiding no `hide`
+    # rectangle and keeping the server's metadata. Shown as `pending` and `processing`.
+    VIDEO_OPTIONS_PENDING = "video_options_pending"
+    VIDEO_OPTIONS_PROCESSING = "video_options_processing"
 
     @property
     def public(self) -> str:
@@ -135,6 +140,8 @@ _PUBLIC_STATUS = {
     Status.OPTIONS_PENDING: Status.PENDING.value,
     Status.OPTIONS_PROCESSING: Status.PROCESSING.value,
     Status.OPTIONS_RENDERING: Status.PENDING.value,
+    Status.VIDEO_OPTIONS_PENDING: Status.PENDING.value,
+    Status.VIDEO_OPTIONS_PROCESSING: Status.PROCESSING.value,
 }
 # A correction's re-render waits for (or is in) its job: approval waits for it.
 RENDERING_STATUSES = frozenset({Status.RENDERING, Status.OPTIONS_RENDERING})
@@ -381,6 +388,8 @@ class JobKind(StrEnum):
     # worker of an older release never receives nor claims (it would ignore the options).
     OPTIONS = "options"
     OPTIONS_RENDER = "options_render"
+    # VIDEO of a video uploaded with options, likewise.
+    VIDEO_OPTIONS = "video_options"
 
     @property
     def detects(self) -> bool:
@@ -391,6 +400,11 @@ class JobKind(StrEnum):
     def renders(self) -> bool:
         """A correction's job: hide exactly the recorded regions."""
         return self in (JobKind.RENDER, JobKind.OPTIONS_RENDER)
+
+    @property
+    def video(self) -> bool:
+        """A video's job: detect and track, hide every face in every frame."""
+        return self in (JobKind.VIDEO, JobKind.VIDEO_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +449,12 @@ JOB_KINDS: Mapping[str, KindRoute] = {
     # A picture uploaded with options, and its re-renders (`UploadOptions`).
     "options": KindRoute(Status.OPTIONS_PENDING.value, Status.OPTIONS_PROCESSING.value),
     "options_render": KindRoute(Status.OPTIONS_RENDERING.value, Status.OPTIONS_RENDERING.value),
+    # A video uploaded with options: a long kind, as `video`.
+    "video_options": KindRoute(
+        Status.VIDEO_OPTIONS_PENDING.value,
+        Status.VIDEO_OPTIONS_PROCESSING.value,
+        longest_s=3600.0,
+    ),
 }
 
 

@@ -106,7 +106,7 @@ def work_space_needed(kind: JobKind, record: ImageRecord) -> int:
     bounded by the pixel budget), and a sandboxed HEIC/AVIF decoder writes nothing:
     none. A video is downloaded to the folder and its result written there: twice its
     size (the result is re-encoded at a like bit rate), and some slack."""
-    if kind is JobKind.VIDEO:
+    if kind.video:
         return 2 * record.bytes + VIDEO_WORK_SLACK_BYTES
     return 0
 
@@ -255,7 +255,7 @@ class JobProcessor:
         job = delivery.job
         try:
             with self._job_folder(job.kind, record):
-                if job.kind is JobKind.VIDEO:
+                if job.kind.video:
                     return self._process_video(delivery, record)
                 if job.kind.renders:
                     return self._render(delivery, record)
@@ -273,8 +273,7 @@ class JobProcessor:
         except OriginalUnreadable as exc:  # names key ids only
             return self._wait_for_keys(delivery, record, str(exc))
         except ProcessingError as exc:  # for a video: corrupt or truncated mid-file
-            video = job.kind is JobKind.VIDEO
-            code = ErrorCode.INVALID_VIDEO if video else ErrorCode.INTERNAL_ERROR
+            code = ErrorCode.INVALID_VIDEO if job.kind.video else ErrorCode.INTERNAL_ERROR
             return self._fail(delivery, record, code, str(exc))
         except WorkSpaceShort as exc:  # the disk is not the image's fault: wait for it
             bound.warning("job.work_space_short", need=exc.need, available=exc.available)
@@ -334,11 +333,13 @@ class JobProcessor:
             with self._metrics.stage("read"):
                 self._download(record.input_key, source)
             with self._metrics.stage("video"):
-                result = self._video.anonymize(source, folder / "result", _reporter(progress))
+                result = self._video.anonymize(
+                    source, folder / "result", _reporter(progress), options=record.options
+                )
             checkpoint()  # deleted meanwhile: store nothing
             key, plan_key = self._store_video(record, result, folder / "result")
         now = self._clock()
-        hold_until = None if self._review_ttl_s is None else now + self._review_ttl
+        hold_until = self._hold_until(record, now)
         done = self._repo.complete_video(
             record.id,
             owner=self._lease_owner(),
@@ -358,7 +359,7 @@ class JobProcessor:
         log.info(
             "job.done",
             image_id=record.id,
-            kind=JobKind.VIDEO.value,
+            kind=delivery.job.kind.value,
             faces=result.tracks,
             frames=result.frames,
             audio=result.audio,
@@ -550,7 +551,7 @@ class JobProcessor:
         """Once a detect job has failed or is parked, its original is deleted at once
         (unless kept): nobody will process it. A render's picture is back in review,
         where a reviewer still needs it."""
-        first = delivery.job.kind.detects or delivery.job.kind is JobKind.VIDEO
+        first = delivery.job.kind.detects or delivery.job.kind.video
         if first and not self._keep_originals:
             self._b.delete_quietly(self._b.originals, record.input_key, image_id=record.id)
 

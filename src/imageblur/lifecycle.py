@@ -36,6 +36,7 @@ class Guard(StrEnum):
     DETECT = "the job is a detection"
     RENDER = "the job is a render"
     VIDEO = "the job is a video's"
+    VIDEO_OPTIONS = "the job is a video's with options"
     OPTIONS_DETECT = "the job is a detection of a picture with options"
     OPTIONS_RENDER = "the job is a render of a picture with options"
     OPTIONS = "the picture was uploaded with options"
@@ -143,10 +144,12 @@ _P, _W, _D, _F, _R, _N = (
     Status.RENDERING,
 )
 _VP, _VW = Status.VIDEO_PENDING, Status.VIDEO_PROCESSING
+# A video with options: its job, as _VP/_VW are for others.
+_XP, _XW = Status.VIDEO_OPTIONS_PENDING, Status.VIDEO_OPTIONS_PROCESSING
 # A picture with options: its detection and re-render, as _P/_W and _N are for others.
 _OP, _OW, _ON = Status.OPTIONS_PENDING, Status.OPTIONS_PROCESSING, Status.OPTIONS_RENDERING
-LEASED = (_W, _N, _VW, _OW, _ON)  # the statuses whose job is held under a lease
-QUEUED = (_P, _N, _VP, _OP, _ON)  # the statuses whose job waits in the queue
+LEASED = (_W, _N, _VW, _OW, _ON, _XW)  # the statuses whose job is held under a lease
+QUEUED = (_P, _N, _VP, _OP, _ON, _XP)  # the statuses whose job waits in the queue
 _CLAIM = "lease_owner lease_expires_at attempts"
 _UNLEASE = "lease_owner lease_expires_at"
 _RESULT = "output_key url faces plates"
@@ -165,6 +168,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     # status), and claimed by its own kind only.
     _t("claim", _VP, _VW, guards=(Guard.VIDEO,), sets=_CLAIM),
     _t("claim", _VW, _VW, lease=Lease.EXPIRED, guards=(Guard.VIDEO,), sets=_CLAIM),
+    # A video with options is added as video_options_pending, claimed by its own kind.
+    _t("claim", _XP, _XW, guards=(Guard.VIDEO_OPTIONS,), sets=_CLAIM),
+    _t("claim", _XW, _XW, lease=Lease.EXPIRED, guards=(Guard.VIDEO_OPTIONS,), sets=_CLAIM),
     # A picture with options is added as options_pending, and claimed by its own kinds.
     _t("claim", _OP, _OW, guards=(Guard.OPTIONS_DETECT,), sets=_CLAIM),
     _t("claim", _OW, _OW, lease=Lease.EXPIRED, guards=(Guard.OPTIONS_DETECT,), sets=_CLAIM),
@@ -172,7 +178,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("extend_lease", LEASED, None, lease=Lease.HELD, sets="lease_expires_at", stamps=False),
     # A video job's progress, by its lease keeper: also its check that the lease is
     # still its own (refused: deleted, or taken over).
-    _t("note_progress", _VW, None, lease=Lease.HELD, sets=_PROGRESS, stamps=False),
+    _t("note_progress", (_VW, _XW), None, lease=Lease.HELD, sets=_PROGRESS, stamps=False),
     # The end of a job: a detection to done, or to review when held; a render (back) to
     # review, its regions the record's already.
     _t(
@@ -209,7 +215,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     # A video's end: done, or held for review as a picture is (no correction yet).
     _t(
         "complete_video",
-        _VW,
+        (_VW, _XW),
         _D,
         lease=Lease.HELD,
         guards=(Guard.NO_HOLD,),
@@ -219,7 +225,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "complete_video",
-        _VW,
+        (_VW, _XW),
         _R,
         lease=Lease.HELD,
         guards=(Guard.HOLD,),
@@ -230,7 +236,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "fail",
-        (_W, _VW, _OW),
+        (_W, _VW, _OW, _XW),
         _F,
         lease=Lease.HELD,
         sets="error error_code",
@@ -278,6 +284,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t(
         "release",
+        _XW,
+        _XP,
+        lease=Lease.HELD,
+        sets="error error_code attempts",
+        clears=_UNLEASE + " published_at",
+    ),
+    _t(
+        "release",
         _OW,
         _OP,
         lease=Lease.HELD,
@@ -312,6 +326,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("requeue_stale", _W, _P, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _N, _N, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _VW, _VP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
+    _t("requeue_stale", _XW, _XP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _OW, _OP, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     _t("requeue_stale", _ON, _ON, lease=Lease.EXPIRED, clears=_UNLEASE + " published_at"),
     # A reviewer's side.
@@ -382,6 +397,7 @@ _GUARDS: dict[Guard, Callable[[ImageRecord, Call], bool]] = {
     Guard.DETECT: lambda r, c: c.kind is JobKind.DETECT,
     Guard.RENDER: lambda r, c: c.kind is JobKind.RENDER,
     Guard.VIDEO: lambda r, c: c.kind is JobKind.VIDEO,
+    Guard.VIDEO_OPTIONS: lambda r, c: c.kind is JobKind.VIDEO_OPTIONS,
     Guard.OPTIONS_DETECT: lambda r, c: c.kind is JobKind.OPTIONS,
     Guard.OPTIONS_RENDER: lambda r, c: c.kind is JobKind.OPTIONS_RENDER,
     Guard.OPTIONS: lambda r, c: r.options is not None,

@@ -30,6 +30,7 @@ from imageblur.domain import (
     PictureStats,
     Region,
     StoredObject,
+    UploadOptions,
     VideoFacts,
     WebhookMessage,
 )
@@ -437,8 +438,16 @@ VideoProgress = Callable[[int, int], None]
 class VideoAnonymizer(Protocol):
     """Anonymizes one video file into another: every face hidden in every frame."""
 
-    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
-        """Write the anonymized copy of `source` to `target` (whole, or not at all).
+    def anonymize(
+        self,
+        source: Path,
+        target: Path,
+        progress: VideoProgress,
+        *,
+        options: UploadOptions | None = None,
+    ) -> AnonymizedVideo:
+        """Write the anonymized copy of `source` to `target` (whole, or not at all), as
+        the upload's `options` choose (None: the server's settings).
         Raises `VideoRefused` if `source` is not a video it accepts, and
         `ProcessingError` (its message public) for one found corrupt or truncated while
         decoding; whatever `progress` raises stops it."""

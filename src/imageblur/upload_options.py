@@ -73,14 +73,22 @@ def check_preset(options: UploadOptions | None, *, server_preset: str) -> None:
         )
 
 
-def refuse_for_videos(fields: Mapping[str, str]) -> None:
-    """Options are for pictures: a video upload that names one is refused (422
-    invalid_option) rather than run with the server's settings unsaid."""
-    for name in OPTION_NAMES:
-        if name in fields:
-            raise InvalidOption(
-                name, f"{name}: options per upload apply to pictures only, not yet to videos"
-            )
+# The metadata groups a video's container can keep (`video.metadata`).
+VIDEO_METADATA = frozenset({"gps", "datetime"})
+
+
+def check_video(options: UploadOptions | None) -> None:
+    """Refuse what a video cannot take: metadata groups beyond its container's
+    location and creation time (422 invalid_option, field keep_metadata)."""
+    if options is None or options.keep_metadata is None:
+        return
+    extra = sorted(options.keep_metadata - VIDEO_METADATA)
+    if extra:
+        raise InvalidOption(
+            "keep_metadata",
+            f"keep_metadata: a video keeps only {', '.join(sorted(VIDEO_METADATA))}, "
+            f"not {', '.join(extra)}",
+        )
 
 
 def parse_allowed(text: str) -> frozenset[str]:
@@ -147,16 +155,36 @@ def check_callback(options: UploadOptions | None, *, policy: HostPolicy, signing
 def check_fits(options: UploadOptions | None, *, width: int, height: int) -> None:
     """Refuse a `hide` or `ignore` rectangle wholly outside the upright picture (it
     would hide, or spare, nothing: a client's mistake, such as a rotated coordinate)."""
+    for name, index in _outside(options, width, height):
+        raise InvalidOption(
+            name,
+            f"{name}[{index}] lies outside the {width}x{height} picture "
+            "(pixels of the upright picture)",
+        )
+
+
+def check_fits_video(options: UploadOptions | None, *, width: int, height: int) -> None:
+    """`check_fits` for a video's frames as stored: its turn (a display matrix) is read
+    while decoding, so a rectangle is refused only if it lies outside the frame both
+    ways up."""
+    for name, index in _outside(options, width, height):
+        if (name, index) in _outside(options, height, width):
+            raise InvalidOption(
+                name,
+                f"{name}[{index}] lies outside the {width}x{height} frames "
+                "(pixels of the upright frame)",
+            )
+
+
+def _outside(options: UploadOptions | None, width: int, height: int) -> list[tuple[str, int]]:
     if options is None:
-        return
-    for name, rects in (("hide", options.hide), ("ignore", options.ignore)):
-        for index, r in enumerate(rects):
-            if r.x >= width or r.y >= height:
-                raise InvalidOption(
-                    name,
-                    f"{name}[{index}] lies outside the {width}x{height} picture "
-                    "(pixels of the upright picture)",
-                )
+        return []
+    return [
+        (name, index)
+        for name, rects in (("hide", options.hide), ("ignore", options.ignore))
+        for index, r in enumerate(rects)
+        if r.x >= width or r.y >= height
+    ]
 
 
 def _callback(value: str | None) -> str | None:

@@ -13,11 +13,11 @@ reconciler). The result is served by ranges, never whole in memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from imageblur import playback
+from imageblur import playback, upload_options
 from imageblur.backends import Backends
 from imageblur.domain import (
     TRACKS_TYPE,
@@ -30,7 +30,9 @@ from imageblur.domain import (
     NotReady,
     QueueUnavailable,
     Status,
+    UploadOptions,
     VideoFacts,
+    bound_digest,
     image_id_of_key,
     is_image_id,
     new_image_id,
@@ -57,13 +59,14 @@ class Ingested:
     """An upload streamed into the originals store under `key` (made by `upload_key`),
     not yet checked: its size, `body_digest` (the file name and the bytes: what an
     `Idempotency-Key` is bound to), the client's file name and declared type (labels
-    only)."""
+    only), and the multipart body's other fields (the options)."""
 
     key: str
     size: int
     digest: str
     filename: str | None
     content_type: str | None
+    fields: Mapping[str, str] = field(default_factory=dict)  # a multipart body's others
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +143,20 @@ class VideoService:
         *,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        options: UploadOptions | None = None,
     ) -> ImageRecord:
-        """Check a stored upload from its header, then record and queue it. Raises
-        `VideoRefused` or `IdempotencyKeyReused` (the upload deleted: nothing stays
-        stored), or `BackendUnavailable` (nothing left that the reconciler would not
-        clean up)."""
+        """Check a stored upload from its header, then record and queue it, with the
+        client's `options` (a job of kind `video_options`). Raises `VideoRefused`,
+        `InvalidOption` (a rectangle outside the frames) or `IdempotencyKeyReused` (the
+        upload deleted: nothing stays stored), or `BackendUnavailable` (nothing left
+        that the reconciler would not clean up)."""
         image_id = image_id_of_key(upload.key)
         if image_id is None:
             raise ValueError(f"{upload.key} is not a key of upload_key's")
         try:
             with open_ranged(self._b.originals, upload.key) as source:
                 facts = self._probe(source)
+            upload_options.check_fits_video(options, width=facts.width, height=facts.height)
         except BaseException:
             self._b.delete_quietly(self._b.originals, upload.key, image_id=image_id)
             raise
@@ -159,7 +165,7 @@ class VideoService:
         record = ImageRecord(
             id=image_id,
             name=result_name(name, facts),
-            status=Status.VIDEO_PENDING,
+            status=Status.VIDEO_PENDING if options is None else Status.VIDEO_OPTIONS_PENDING,
             content_type=RESULT_TYPES.get(facts.container, "video/mp4"),
             bytes=upload.size,
             width=facts.width,
@@ -169,12 +175,15 @@ class VideoService:
             updated_at=now,
             idempotency_key=idempotency_key,
             request_id=request_id,
-            body_sha256=upload.digest if idempotency_key is not None else None,
+            body_sha256=(
+                bound_digest(upload.digest, options) if idempotency_key is not None else None
+            ),
             kind="video",
             duration_s=facts.duration_s,
             fps=facts.fps,
             frames=facts.frames,
             video_codec=facts.video_codec,
+            options=options,
         )
         return self._record(record)
 
@@ -190,13 +199,14 @@ class VideoService:
             if stored.body_sha256 not in (None, record.body_sha256) or stored.kind != "video":
                 log.warning("video.idempotency_key_reused", image_id=stored.id)
                 raise IdempotencyKeyReused(
-                    "this Idempotency-Key was sent before with another upload or file name; "
-                    "use a new key for a new upload"
+                    "this Idempotency-Key was sent before with another upload, file name or "
+                    "options; use a new key for a new upload"
                 )
             log.info("video.replayed", image_id=stored.id)
             return stored
         try:
-            job = Job(image_id=image_id, request_id=record.request_id, kind=JobKind.VIDEO)
+            kind = JobKind.VIDEO if record.options is None else JobKind.VIDEO_OPTIONS
+            job = Job(image_id=image_id, request_id=record.request_id, kind=kind)
             b.queue.publish(job)
         except QueueUnavailable:
             try:  # undo, so that the client's retry does not make a second video

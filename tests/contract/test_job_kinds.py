@@ -80,6 +80,15 @@ def test_the_options_kinds_are_new_picture_kinds() -> None:
     assert kind_queue("jobs", "options_render") == "jobs.options_render"
 
 
+def test_the_video_options_kind_is_a_new_long_kind() -> None:
+    """A video uploaded with options (issue 26): a worker that runs videos but not their
+    options would hide no `hide` rectangle, so it is a kind of its own."""
+    assert "video_options" in NEW_KINDS and JOB_KINDS["video_options"].long
+    assert kind_of_status(Status.VIDEO_OPTIONS_PENDING.value) == "video_options"
+    assert kind_of_status(Status.VIDEO_OPTIONS_PROCESSING.value) == "video_options"
+    assert kind_queue("jobs", "video_options") == "jobs.video_options"
+
+
 def test_the_kind_of_a_status_and_its_queue() -> None:
     assert kind_of_status("pending") == "detect"
     assert kind_of_status("processing") == "detect"
@@ -111,6 +120,7 @@ def _taken(claimed: set[str], requeued: set[str]) -> None:
     new_statuses = {s for r in NEW_KINDS.values() for s in (r.queued, r.leased)}
     assert {"video_pending", "video_processing", "probe_queued"} <= new_statuses
     assert {"options_pending", "options_processing", "options_rendering"} <= new_statuses
+    assert {"video_options_pending", "video_options_processing"} <= new_statuses
     for name in claimed | requeued:
         assert name.split(":")[1] not in new_statuses, f"the previous release took {name}"
     # The harness works: the old kinds' rows are taken.
@@ -231,6 +241,7 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
         queue.publish(Job(image_id=ID, kind=JobKind.VIDEO))
         queue.publish(Job(image_id=ID, kind=JobKind.OPTIONS))
         queue.publish(Job(image_id=ID, kind=JobKind.OPTIONS_RENDER))
+        queue.publish(Job(image_id=ID, kind=JobKind.VIDEO_OPTIONS))
         queue.publish(Job(image_id=ID, kind=JobKind.RENDER))
         channel = connection.channel()
         jobs = _previous_consumer_takes(channel, base)
@@ -240,12 +251,14 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
         assert _depth(channel, kind_queue(base, "video", KINDS)) == 1
         assert _depth(channel, kind_queue(base, "options", KINDS)) == 1
         assert _depth(channel, kind_queue(base, "options_render", KINDS)) == 1
+        assert _depth(channel, kind_queue(base, "video_options", KINDS)) == 1
         # This release, knowing the kinds, consumes their queues beside the main one.
         assert queue.job_queues == (
             base,
             f"{base}.video",
             f"{base}.options",
             f"{base}.options_render",
+            f"{base}.video_options",
             f"{base}.probe",
         )
     finally:
@@ -266,7 +279,13 @@ def test_this_release_consumes_only_the_queues_of_the_kinds_it_knows() -> None:
         timeout_s=1,
     )
     assert queue.job_queues[0] == "jobs"
-    assert set(queue.job_queues) == {"jobs", "jobs.video", "jobs.options", "jobs.options_render"}
+    assert set(queue.job_queues) == {
+        "jobs",
+        "jobs.video",
+        "jobs.options",
+        "jobs.options_render",
+        "jobs.video_options",
+    }
 
 
 # --- queues per kind (item 6): a worker consumes only its kinds' queues --------------------

@@ -106,6 +106,25 @@ def _video_done(repo: Repository) -> ImageRecord:
 OPTIONS = UploadOptions(mode="solid")
 
 
+# A video uploaded with options runs as the kind `video_options`.
+def _video_options_pending(repo: Repository) -> ImageRecord:
+    return repo.add(
+        record(
+            status=Status.VIDEO_OPTIONS_PENDING,
+            kind="video",
+            frames=120,
+            fps=30.0,
+            options=OPTIONS,
+        )
+    )
+
+
+def _video_options_processing(repo: Repository) -> ImageRecord:
+    rec = _video_options_pending(repo)
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.VIDEO_OPTIONS)
+    return rec
+
+
 def _options_pending(repo: Repository) -> ImageRecord:
     return repo.add(record(status=Status.OPTIONS_PENDING, options=OPTIONS))
 
@@ -162,6 +181,8 @@ STATES: dict[str, Callable[[Repository], ImageRecord]] = {
     "video processing": _video_processing,
     "video processing, with progress": _video_progressing,
     "video done": _video_done,
+    "video options pending": _video_options_pending,
+    "video options processing": _video_options_processing,
     "options pending": _options_pending,
     "options processing": _options_processing,
     "options review": _options_review,

@@ -52,7 +52,8 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs", "upload_options"},
     # The API's video use cases: the pictures' name rule, the signed playback URLs.
-    "videos": CORE | {"backends", "logs", "services", "playback", "ranged_reader"},
+    "videos": CORE
+    | {"backends", "logs", "services", "playback", "ranged_reader", "upload_options"},
     # A stored object read as a seekable file, through the store's port.
     "ranged_reader": CORE,
     # Webhooks: the signature and the address policy are pure; a delivery attempt

@@ -28,7 +28,8 @@ from unit.world import container_of
 ID = "0123456789abcdef0123456789abcdef"
 PROBE = KindRoute(queued="probe_queued", leased="probe_running", longest_s=1800.0)
 PICTURES = frozenset({"detect", "render", "options", "options_render"})
-LONG = frozenset({"video", "probe"})
+VIDEOS = frozenset({"video", "video_options"})
+LONG = VIDEOS | {"probe"}
 ALL = PICTURES | LONG
 
 
@@ -47,7 +48,7 @@ def probe_body() -> bytes:
 
 
 def test_every_kind_by_default() -> None:
-    assert load_settings(worker_kinds="").job_kinds() == PICTURES | {"video"}
+    assert load_settings(worker_kinds="").job_kinds() == PICTURES | VIDEOS
     # With videos off (as the Kubernetes base sets it) a worker neither consumes their
     # queue nor waits their shutdown grace.
     assert load_settings(worker_kinds="", video=False).job_kinds() == PICTURES
@@ -77,7 +78,7 @@ def test_the_pools_follow_the_registry(probe_kind: None) -> None:
     assert select_kinds("") == ALL
     assert select_kinds("long") == LONG
     assert select_kinds("pictures") == PICTURES
-    assert select_kinds("probe,video,pictures") == ALL
+    assert select_kinds("probe,video,video_options,pictures") == ALL
     assert load_settings(worker_kinds="long", video=True).job_kinds() == LONG
 
 
@@ -87,7 +88,8 @@ def test_a_worker_taking_nothing_does_not_start(
     """A registry without a long kind (the release before videos): a long worker would
     idle for ever."""
     check_worker(load_settings(worker_kinds="long", data_dir=tmp_path, video=True))
-    monkeypatch.delitem(JOB_KINDS, "video")  # type: ignore[attr-defined]
+    for kind in VIDEOS:
+        monkeypatch.delitem(JOB_KINDS, kind)  # type: ignore[attr-defined]
     settings = load_settings(worker_kinds="long", data_dir=tmp_path)
     assert settings.job_kinds() == frozenset()
     with pytest.raises(SettingsError, match="selects no job kind"):

@@ -24,6 +24,7 @@ from imageblur.domain import (
     JobKind,
     ProcessingError,
     Status,
+    UploadOptions,
     VideoFacts,
     VideoRefused,
     body_digest,
@@ -89,7 +90,14 @@ class FakeVideoAnonymizer:
         self.during = during
         self.sources: list[Path] = []
 
-    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
+    def anonymize(
+        self,
+        source: Path,
+        target: Path,
+        progress: VideoProgress,
+        *,
+        options: UploadOptions | None = None,
+    ) -> AnonymizedVideo:
         self.sources.append(source)
         for done in range(1, FACTS.frames + 1):
             progress(done, FACTS.frames)

@@ -55,7 +55,8 @@ _EXACT_COUNT_ROWS = 100_000
 # Counted exactly whatever the table's size: the open and held statuses (partial indexes).
 _EXACT_STATUSES = (
     "('pending', 'processing', 'rendering', 'review', 'video_pending', 'video_processing', "
-    "'options_pending', 'options_processing', 'options_rendering')"
+    "'options_pending', 'options_processing', 'options_rendering', 'video_options_pending', "
+    "'video_options_processing')"
 )
 
 _COLUMNS = sql_rows.COLUMN_LIST

@@ -174,6 +174,21 @@ MIGRATIONS: tuple[str, ...] = (
                          'video_processing', 'options_pending', 'options_processing',
                          'options_rendering');
     """,
+    # 13: options per upload for videos: the status check and the open-jobs index gain
+    # the statuses of the job kind `video_options` (NOT VALID, as in 7).
+    """
+    ALTER TABLE {s}.images DROP CONSTRAINT images_status_check;
+    ALTER TABLE {s}.images ADD CONSTRAINT images_status_check CHECK (status IN
+        ('pending', 'processing', 'done', 'failed', 'review', 'rendering',
+         'video_pending', 'video_processing', 'options_pending', 'options_processing',
+         'options_rendering', 'video_options_pending', 'video_options_processing')) NOT VALID;
+    DROP INDEX {s}.images_open_idx;
+    CREATE INDEX images_open_idx ON {s}.images (status, updated_at)
+        WHERE status IN ('pending', 'processing', 'rendering', 'video_pending',
+                         'video_processing', 'options_pending', 'options_processing',
+                         'options_rendering', 'video_options_pending',
+                         'video_options_processing');
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

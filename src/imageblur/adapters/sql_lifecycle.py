@@ -17,6 +17,7 @@ CALL_GUARDS = frozenset(
         Guard.DETECT,
         Guard.RENDER,
         Guard.VIDEO,
+        Guard.VIDEO_OPTIONS,
         Guard.OPTIONS_DETECT,
         Guard.OPTIONS_RENDER,
         Guard.HOLD,
@@ -28,6 +29,7 @@ CLAIM_GUARD = {
     JobKind.DETECT: Guard.DETECT,
     JobKind.RENDER: Guard.RENDER,
     JobKind.VIDEO: Guard.VIDEO,
+    JobKind.VIDEO_OPTIONS: Guard.VIDEO_OPTIONS,
     JobKind.OPTIONS: Guard.OPTIONS_DETECT,
     JobKind.OPTIONS_RENDER: Guard.OPTIONS_RENDER,
 }

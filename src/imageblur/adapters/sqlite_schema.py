@@ -261,6 +261,70 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
     CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
     """,
+    # 12: options per upload for videos. A table rebuild again (the status check): the
+    # statuses of the job kind `video_options`.
+    """
+    CREATE TABLE images_v12 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed',
+            'review','rendering','video_pending','video_processing','options_pending',
+            'options_processing','options_rendering','video_options_pending',
+            'video_options_processing')),
+        content_type TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT,
+        faces INTEGER,
+        plates INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        idempotency_key TEXT UNIQUE,
+        request_id TEXT,
+        published_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        review TEXT CHECK (review IN ('pending','approved','expired')),
+        revision INTEGER NOT NULL DEFAULT 0,
+        held_until TEXT,
+        regions TEXT,
+        error_code TEXT,
+        body_sha256 TEXT,
+        kind TEXT NOT NULL DEFAULT 'picture' CHECK (kind IN ('picture','video')),
+        duration_s REAL,
+        fps REAL,
+        frames INTEGER,
+        video_codec TEXT,
+        audio TEXT CHECK (audio IN ('kept','reencoded','none')),
+        frames_done INTEGER,
+        frames_total INTEGER,
+        eta_s REAL,
+        tracks_key TEXT,
+        options TEXT
+    );
+    INSERT INTO images_v12 (id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
+        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
+        video_codec, audio, frames_done, frames_total, eta_s, tracks_key, options)
+    SELECT id, name, url, status, content_type, bytes, width, height,
+        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
+        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
+        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
+        video_codec, audio, frames_done, frames_total, eta_s, tracks_key, options FROM images;
+    DROP TABLE images;
+    ALTER TABLE images_v12 RENAME TO images;
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_kind_created ON images (kind, created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -4,15 +4,17 @@ errors and answered by the handlers in `errors.py`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from imageblur import imaging, upload_options
 from imageblur.bootstrap import Container
-from imageblur.domain import ImageRecord, InvalidImage
+from imageblur.domain import ImageRecord, InvalidImage, UploadOptions
 from imageblur.entrypoints.middleware.auth import asked_by
 from imageblur.entrypoints.middleware.request_id import request_id_of
 from imageblur.entrypoints.schemas import (
@@ -77,6 +79,26 @@ async def _read_upload(
     )
 
 
+def checked_options(
+    fields: Mapping[str, str], services: Container, scope: Scope, *, video: bool = False
+) -> UploadOptions | None:
+    """The upload's options among `fields`, checked against this server (what it allows,
+    whether it can review, its preset, where it may deliver; for a video, what a video
+    can take): raises `InvalidOption` or `OptionNotAllowed`."""
+    settings = services.settings
+    options = upload_options.parse(
+        fields, allowed=settings.allowed_upload_options(), asked_by=asked_by(scope)
+    )
+    if video:
+        upload_options.check_video(options)
+    upload_options.check_review(options, available=settings.review_possible())
+    upload_options.check_preset(options, server_preset=settings.detection_preset)
+    upload_options.check_callback(
+        options, policy=settings.webhook_policy(), signing=settings.webhook_secret is not None
+    )
+    return options
+
+
 @router.post(
     "/picture",
     status_code=202,
@@ -104,18 +126,7 @@ async def post_picture(
         data, name, fields = await _read_upload(
             request, filename, services.settings.max_upload_bytes
         )
-        options = upload_options.parse(
-            fields,
-            allowed=services.settings.allowed_upload_options(),
-            asked_by=asked_by(request.scope),
-        )
-        upload_options.check_review(options, available=services.settings.review_possible())
-        upload_options.check_preset(options, server_preset=services.settings.detection_preset)
-        upload_options.check_callback(
-            options,
-            policy=services.settings.webhook_policy(),
-            signing=services.settings.webhook_secret is not None,
-        )
+        options = checked_options(fields, services, request.scope)
         record: ImageRecord = await run_in_threadpool(
             services.images.submit,
             data,

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from imageblur import upload_options
 from imageblur.admission import StreamSlots
 from imageblur.domain import VideoRefused
-from imageblur.entrypoints.streamed_upload import stream_upload
+from imageblur.entrypoints.streamed_upload import FieldCheck, stream_upload
 from imageblur.videos import Ingested, VideoService
 
 
-def _media_type(request: Request) -> str:
+def media_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
@@ -29,14 +28,16 @@ async def ingest(
     max_bytes: int,
     slots: StreamSlots,
     filename: str | None = None,
+    check_fields: FieldCheck | None = None,
 ) -> Ingested:
     """The upload stored in `videos.originals`, unchecked but for its container: the
     multipart body's file part `part`, or a raw body with a `video/*` (or
-    application/octet-stream) Content-Type, named by `filename`. Raises `VideoRefused`
-    (415) for another Content-Type or bytes of no video container we take, and what
-    `stream_upload` raises (413 too_large, 400 bad_multipart or missing_file, 408
-    upload_stalled, 503 overloaded), leaving nothing stored."""
-    media_type = _media_type(request)
+    application/octet-stream) Content-Type, named by `filename`; `check_fields` sees
+    the multipart body's other fields (the options) before the video is stored. Raises
+    `VideoRefused` (415) for another Content-Type or bytes of no video container we
+    take, and what `stream_upload` raises (413 too_large, 400 bad_multipart or
+    missing_file, 408 upload_stalled, 503 overloaded), leaving nothing stored."""
+    media_type = media_type_of(request)
     if not (
         media_type in ("multipart/form-data", "application/octet-stream")
         or media_type.startswith("video/")
@@ -55,8 +56,7 @@ async def ingest(
         slots=slots,
         field=part,
         filename=filename,
-        # Options per upload are for pictures: refused before the video is stored.
-        check_fields=upload_options.refuse_for_videos,
+        check_fields=check_fields,
     )
     return Ingested(
         key=streamed.key,
@@ -64,4 +64,5 @@ async def ingest(
         digest=streamed.body_sha256,
         filename=streamed.filename,
         content_type=streamed.content_type,
+        fields=streamed.fields,
     )

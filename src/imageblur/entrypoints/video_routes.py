@@ -4,18 +4,18 @@ by ranges. Off, each answers 404 `video_disabled`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from imageblur import upload_options
 from imageblur.domain import ImageRecord
 from imageblur.entrypoints.errors import Rejected, error_response
 from imageblur.entrypoints.middleware.request_id import request_id_of
-from imageblur.entrypoints.routes import Root, Services
-from imageblur.entrypoints.video_ingest import ingest
+from imageblur.entrypoints.routes import Root, Services, checked_options
+from imageblur.entrypoints.video_ingest import ingest, media_type_of
 from imageblur.entrypoints.video_schemas import UPLOAD_BODY, Video, VideoList, errors, video
 from imageblur.videos import VideoService
 
@@ -43,9 +43,15 @@ def _shown(videos: VideoService, record: ImageRecord, root: str) -> Video:
     "/video",
     status_code=202,
     response_model=Video,
-    responses=errors(400, 401, 404, 409, 413, 415, 422, 503),
+    responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a video to anonymize",
+    description="Options (multipart fields before the file part, or query parameters of a "
+    "raw upload), as for pictures: `mode`, `preset`, `keep_metadata` (`gps`, `datetime`: "
+    "what a video's container keeps), `hide` and `ignore` (JSON lists of "
+    '`{"x", "y", "width", "height"}` in pixels of the upright frame; `hide` is hidden in '
+    "every frame), `review=required`, `callback_url`; IMAGEBLUR_ALLOWED_OPTIONS the ones a "
+    "client may choose.",
 )
 async def post_video(
     request: Request,
@@ -57,7 +63,15 @@ async def post_video(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> JSONResponse:
-    upload_options.refuse_for_videos(request.query_params)  # before the body is read
+    raw = media_type_of(request) != "multipart/form-data"
+    # A raw upload's options are its query parameters: checked before the body is read;
+    # a multipart body's, when its file part starts (and again at its end).
+    if raw:
+        checked_options(request.query_params, services, request.scope, video=True)
+
+    def check(fields: Mapping[str, str]) -> None:
+        checked_options(fields, services, request.scope, video=True)
+
     # One of the large uploads this process takes at once (IMAGEBLUR_MAX_STREAMED_UPLOADS),
     # held while the body is streamed into the store; checked there (and deleted if
     # refused) by `submit`.
@@ -68,12 +82,16 @@ async def post_video(
         max_bytes=services.settings.max_video_bytes,
         slots=services.streams,
         filename=filename,
+        check_fields=None if raw else check,
     )
+    fields = request.query_params if raw else upload.fields
+    options = checked_options(fields, services, request.scope, video=True)
     record = await run_in_threadpool(
         videos.submit,
         upload,
         idempotency_key=idempotency_key,
         request_id=request_id_of(request.scope),
+        options=options,
     )
     return JSONResponse(
         _shown(videos, record, root).model_dump(mode="json"),

@@ -49,6 +49,9 @@ class Video(BaseModel):
     # Once done with tracking on: GET it (with the bearer header) for the face tracks,
     # their key boxes and the rule that hides a face between and around them.
     tracks_url: str | None = None
+    # The upload's options (mode, preset, keep_metadata, hide, ignore, review,
+    # callback_url); null: none.
+    options: dict[str, Any] | None = None
 
 
 class VideoList(BaseModel):
@@ -92,6 +95,7 @@ def video(record: ImageRecord, root: str = "", playback: Playback | None = None)
         playback_url=playback.url if playback else None,
         playback_expires_at=playback.expires_at if playback else None,
         tracks_url=f"{root}/video/{record.id}/tracks" if _has_tracks(record) else None,
+        options=record.options.to_dict() if record.options is not None else None,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imageblur.domain import Rect
 from imageblur.ports import FaceDetector
 from imageblur.video.detect_pass import DetectPass
 from imageblur.video.encode import CONTENT_TYPES, AudioOutcome
@@ -43,6 +44,9 @@ class VideoOptions:
     # Off: each looked-at frame hides its own detections only (the open tools' way,
     # the benchmark's baseline).
     tracking: bool = True
+    # An upload's `hide` rectangles, in pixels of the upright frame: hidden whole in
+    # every frame, whatever was detected.
+    hide: tuple[Rect, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ def blur_video(
             look=options.look,
             orientation=detect.orientation,
             keep_metadata=options.keep_metadata,
+            hide=options.hide,
             progress=rendering,
         )
         partial.replace(target)

@@ -22,8 +22,8 @@ from av.audio.stream import AudioStream
 from av.video.frame import PictureType, VideoFrame
 from av.video.stream import VideoStream
 
-from imageblur.blurring import Mode, hide_masks, mask_outlines, masks_of
-from imageblur.domain import MaskGeometry
+from imageblur.blurring import Box, Mode, hide_masks, mask_outlines, masks_of, merged_masks
+from imageblur.domain import MaskGeometry, Rect
 from imageblur.video.encode import (
     PIXEL_FORMAT,
     AudioOutcome,
@@ -74,15 +74,17 @@ def render(
     orientation: Orientation,
     keep_metadata: frozenset[str],
     progress: Throttled,
+    hide: Sequence[Rect] = (),
 ) -> Rendered:
-    """Write the anonymized video to `target_path` (the caller removes it on error)."""
+    """Write the anonymized video to `target_path` (the caller removes it on error);
+    `hide`: rectangles of the upright frame hidden whole in every frame."""
     with opened(source_path, info) as source:
         stream = video_stream(source, info)
         output = open_output(target_path, info, source, keep=keep_metadata)
         with output:
             encoder = add_video(output, stream, info, orientation)
             tracks = [AudioTrack(output, s, info) for s in source.streams.audio]
-            frames = _FrameRenderer(info, plan, look, orientation, encoder, output)
+            frames = _FrameRenderer(info, plan, look, orientation, encoder, output, hide)
             checker = FrameChecker(info)
             by_index = {t.source.index: t for t in tracks}
             demuxed: list[VideoStream | AudioStream] = [stream, *(t.source for t in tracks)]
@@ -117,8 +119,9 @@ class _FrameRenderer:
         orientation: Orientation,
         encoder: VideoStream,
         output: av.container.OutputContainer,
+        hide: Sequence[Rect] = (),
     ) -> None:
-        self._info, self._plan, self._look = info, plan, look
+        self._info, self._plan, self._look, self._hide = info, plan, look, hide
         self._orientation = orientation
         self._encoder, self._output = encoder, output
         self._size = encoded_size(info)
@@ -130,7 +133,7 @@ class _FrameRenderer:
         frame = decoded.frame
         boxes = self._plan.boxes_at(decoded.index, decoded.time_s)
         padded = self._size != (frame.width, frame.height)
-        if boxes or padded:
+        if boxes or padded or self._hide:
             out = self._hidden(frame, boxes)
         else:
             same = frame.format.name == PIXEL_FORMAT
@@ -178,7 +181,12 @@ class _FrameRenderer:
         outlines = mask_outlines([b.face for b in boxes], up_w, up_h, self._look.geometry)
         turn = self._orientation.to_stored
         stored = [(turn(box, width, height), shape) for box, shape in outlines]
-        hide_masks(rgb, masks_of(stored), mode=self._look.mode, in_place=True)
+        masks = masks_of(stored)
+        if self._hide:  # the upload's rectangles, whole (merged: each pixel hidden once)
+            asked = [_clipped(r, up_w, up_h) for r in self._hide]
+            turned = [turn(b, width, height) for b in asked if b is not None]
+            masks += merged_masks([(b, "box") for b in turned])
+        hide_masks(rgb, masks, mode=self._look.mode, in_place=True)
         pad_w, pad_h = self._size[0] - width, self._size[1] - height
         if pad_w or pad_h:
             rgb = np.asarray(cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE))
@@ -188,3 +196,10 @@ class _FrameRenderer:
             dst_colorspace=frame.colorspace,
             dst_color_range=frame.color_range,
         )
+
+
+def _clipped(rect: Rect, width: int, height: int) -> Box | None:
+    """A rectangle clipped to the upright frame; None when none of it is inside."""
+    x0, y0 = max(rect.x, 0), max(rect.y, 0)
+    x1, y1 = min(rect.x + rect.width, width), min(rect.y + rect.height, height)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None

@@ -7,11 +7,23 @@ into `AnonymizedVideo`. `BrokenVideo`, a `ProcessingError`, fails the job as it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from imageblur.domain import AnonymizedVideo, VideoFacts, VideoRefused
-from imageblur.ports import FaceDetector, VideoProgress
+from imageblur.blurring import spared
+from imageblur.domain import (
+    AnonymizedVideo,
+    DetectionThresholds,
+    Face,
+    PresetChoice,
+    Rect,
+    UploadOptions,
+    VideoFacts,
+    VideoRefused,
+)
+from imageblur.ports import FaceDetector, RGBImage, TunableDetector, VideoProgress
 from imageblur.video.errors import InvalidVideo
 from imageblur.video.pipeline import PlanMaker, VideoOptions, blur_video
 from imageblur.video.probe import VideoInfo, probe, sniff_container
@@ -57,17 +69,85 @@ class PipelineProbe:
             raise _refused(exc) from exc
 
 
-class PipelineAnonymizer:
-    """`VideoAnonymizer`: probe again (the worker trusts no record), detect, plan and
-    render. Progress counts both passes: `frames_total` is twice the frames."""
+class ChosenDetector:
+    """`FaceDetector` as an upload's options change it: its preset's thresholds (for a
+    detector that takes them per call), and its `ignore` rectangles, which spare a
+    detection lying at least half inside one (`blurring.spared`; `hide` wins)."""
 
     def __init__(
-        self, detector: FaceDetector, options: VideoOptions, make_plan: PlanMaker | None = None
+        self,
+        detector: FaceDetector,
+        *,
+        thresholds: DetectionThresholds | None,
+        ignore: tuple[Rect, ...],
+        hide: tuple[Rect, ...],
+    ) -> None:
+        self._detector, self._thresholds = detector, thresholds
+        self._ignore, self._hide = ignore, hide
+
+    def detect(self, image: RGBImage) -> list[Face]:
+        if self._thresholds is not None and isinstance(self._detector, TunableDetector):
+            faces = self._detector.detect_regions(image, self._thresholds)[0]
+        else:
+            faces = self._detector.detect(image)
+        if not self._ignore:
+            return faces
+        return spared(faces, ignore=self._ignore, hide=self._hide)[0]
+
+
+def chosen(
+    detector: FaceDetector,
+    options: VideoOptions,
+    choices: UploadOptions | None,
+    presets: Callable[[str], PresetChoice] | None = None,
+) -> tuple[FaceDetector, VideoOptions]:
+    """The detector and options of one video, as its upload's `choices` change the
+    server's: the mode, the metadata kept, the preset (thresholds and mask growth),
+    `hide` (every frame) and `ignore`."""
+    if choices is None:
+        return detector, options
+    look, thresholds = options.look, None
+    if choices.preset is not None and presets is not None:
+        preset = presets(choices.preset)
+        geometry = replace(look.geometry, scale=preset.mask_scale, margin_px=preset.mask_margin_px)
+        look, thresholds = replace(look, geometry=geometry), preset.thresholds
+    if choices.mode is not None:
+        look = replace(look, mode=choices.mode)
+    keep = options.keep_metadata if choices.keep_metadata is None else choices.keep_metadata
+    options = replace(options, look=look, keep_metadata=keep, hide=choices.hide)
+    if thresholds is not None or choices.ignore:
+        detector = ChosenDetector(
+            detector, thresholds=thresholds, ignore=choices.ignore, hide=choices.hide
+        )
+    return detector, options
+
+
+class PipelineAnonymizer:
+    """`VideoAnonymizer`: probe again (the worker trusts no record), detect, plan and
+    render. Progress counts both passes: `frames_total` is twice the frames. `presets`:
+    what an upload's `preset` makes of the settings (None: presets are not applied)."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        options: VideoOptions,
+        make_plan: PlanMaker | None = None,
+        presets: Callable[[str], PresetChoice] | None = None,
     ) -> None:
         # None: the options' plan (tracking, or per frame: IMAGEBLUR_VIDEO_TRACKING).
         self._detector, self._options, self._make_plan = detector, options, make_plan
+        self._presets = presets
 
-    def anonymize(self, source: Path, target: Path, progress: VideoProgress) -> AnonymizedVideo:
+    def anonymize(
+        self,
+        source: Path,
+        target: Path,
+        progress: VideoProgress,
+        *,
+        options: UploadOptions | None = None,
+    ) -> AnonymizedVideo:
+        detector, video_options = chosen(self._detector, self._options, options, self._presets)
+
         def report(step: Progress) -> None:
             done = step.frames_done + (step.frames_total if step.stage == "render" else 0)
             progress(done, 2 * step.frames_total)
@@ -76,8 +156,8 @@ class PipelineAnonymizer:
             result = blur_video(
                 source,
                 target,
-                self._detector,
-                self._options,
+                detector,
+                video_options,
                 make_plan=self._make_plan,
                 on_progress=report,
             )
