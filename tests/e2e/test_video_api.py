@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from tests.webhook_receiver import webhook_receiver
 
-from clips import Clip, write_sound
+from clips import Clip, decoded, write_sound
 from support import Server, jpeg_bytes, run_server, wait_until
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip, padded_before_moov
 from video_servers import AUTH, PORTS, TOKEN, video_server
@@ -382,7 +384,7 @@ def test_delete_while_processing_stops_the_job_and_leaves_nothing(
 def test_openapi_declares_the_video_routes_and_their_errors(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     expected = {
-        ("/video", "post"): {"400", "401", "404", "409", "413", "415", "422", "503"},
+        ("/video", "post"): {"400", "401", "403", "404", "409", "413", "415", "422", "503"},
         ("/video/{image_id}", "get"): {"401", "404", "422", "503"},
         ("/video/{image_id}", "delete"): {"401", "404", "422", "503"},
         ("/video/{image_id}/file", "get"): {"401", "404", "409", "416", "422", "503"},
@@ -396,6 +398,10 @@ def test_openapi_declares_the_video_routes_and_their_errors(client: httpx.Client
             assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
     body = spec["paths"]["/video"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "video/mp4" in body
+    # The options a video takes are documented with the route (issue 26).
+    described = spec["paths"]["/video"]["post"]["description"]
+    assert all(name in described for name in ("mode", "keep_metadata", "hide", "callback_url"))
+    assert "options" in spec["components"]["schemas"]["Video"]["properties"]
 
 
 def test_with_videos_off_the_routes_say_so(tmp_path: Path, clip: bytes) -> None:
@@ -466,25 +472,77 @@ def _sample(client: httpx.Client, name: str) -> float:
     return 0.0
 
 
-def test_options_per_upload_are_refused_for_videos(
+def test_options_per_upload_apply_to_videos_and_a_callback_gets_video_done(
+    tmp_path: Path, clip: bytes
+) -> None:
+    """Issue 26 for videos: solid mode, only the date kept and a corner hidden in every
+    frame; stored, shown by GET, bound to the Idempotency-Key; one `video.done` to the
+    upload's own callback, its signature checked with an HMAC written in the test."""
+    key = os.urandom(32)
+    env = {
+        "IMAGEBLUR_WEBHOOK_SECRET": "whsec_" + base64.b64encode(key).decode(),
+        "IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    corner = {"x": 0, "y": 0, "width": 50, "height": 50}
+    data = tmp_path / "data"
+    with (
+        webhook_receiver() as receiver,
+        run_server(data, env=video_env(data, **env), port=next(PORTS)) as srv,
+        httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as api,
+    ):
+        fields = {
+            "mode": "solid",
+            "keep_metadata": "datetime",
+            "hide": json.dumps([corner]),
+            "callback_url": receiver.url,
+        }
+        files = {"video": ("c.mp4", clip, "video/mp4")}
+        keyed = {"Idempotency-Key": "options-1"}
+        answer = api.post("/video", data=fields, files=files, headers=keyed)
+        assert answer.status_code == 202, answer.text
+        image_id = answer.json()["id"]
+        other = api.post("/video", data={**fields, "mode": "blur"}, files=files, headers=keyed)
+        assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+        done = wait_video(api, image_id, srv)
+        assert done["status"] == "done", done
+        assert done["options"] == {
+            "mode": "solid",
+            "keep_metadata": ["datetime"],
+            "hide": [corner],
+            "callback_url": receiver.url,
+        }
+        wait_until(receiver.delivered, timeout_s=60, details=srv.logs)
+        result = tmp_path / "result.mp4"
+        result.write_bytes(api.get(f"/video/{image_id}/file").content)
+    ((_, body),) = receiver.verified([key])
+    assert body["type"] == "video.done" and body["data"]["id"] == image_id
+    frames = [f.to_ndarray(format="rgb24") for f in decoded(result)]
+    assert len(frames) == 20
+    for frame in frames:  # the corner: one flat colour in every frame; the rest not
+        assert frame[4:46, 4:46].std(axis=(0, 1)).max() < 3
+        assert frame[60:110, 60:150].std(axis=(0, 1)).max() > 10
+
+
+def test_options_a_video_cannot_take_are_refused_naming_the_field(
     server: Server, client: httpx.Client, clip: bytes
 ) -> None:
-    """Options apply to pictures only (issue 26, not yet to videos): named, refused
-    before the video is stored."""
+    """422 invalid_option with the field, and nothing stored: before the video is (a
+    multipart field, a raw upload's query), or deleted once its frames are known (a
+    rectangle outside them)."""
     before = server.stored_files()
-    field = client.post(
-        "/video", data={"mode": "solid"}, files={"video": ("c.mp4", clip, "video/mp4")}
-    )
-    assert field.status_code == 422, field.text
-    assert field.json() | {"message": ""} == {
-        "error": "invalid_option",
-        "message": "",
-        "field": "mode",
-    }
-    query = client.post("/video?hide=[]", content=clip, headers={"Content-Type": "video/mp4"})
-    assert query.status_code == 422 and query.json()["field"] == "hide", query.text
-    after = client.post(
-        "/video", data={"note": "x", "review": "required"}, files={"video": ("c.mp4", clip)}
-    )
-    assert after.status_code == 422 and after.json()["field"] == "review", after.text
+    files = {"video": ("c.mp4", clip, "video/mp4")}
+    refused = [
+        ({"data": {"keep_metadata": "datetime,camera_settings"}, "files": files}, "keep_metadata"),
+        ({"data": {"note": "x", "mode": "sepia"}, "files": files}, "mode"),
+        ({"data": {"hide": json.dumps([{"x": 500, "y": 0, "width": 5, "height": 5}])}}, "hide"),
+        ({"data": {"ignore": "[]"}, "files": files}, "ignore"),  # not allowed: 403
+    ]
+    for number, (request, field) in enumerate(refused):
+        answer = client.post("/video", **{"files": files, **request})
+        expected = 403 if field == "ignore" else 422
+        assert answer.status_code == expected, (number, answer.text)
+        assert answer.json()["field"] == field
+    raw = {"Content-Type": "video/mp4"}
+    query = client.post("/video?review=maybe", content=clip, headers=raw)
+    assert query.status_code == 422 and query.json()["field"] == "review", query.text
     assert server.stored_files() == before

@@ -109,6 +109,7 @@ _ERROR_MEANINGS = {
     "allow, an absurd frame rate).",
     401: "The API token is missing or wrong (only when IMAGEBLUR_API_TOKEN is set); for "
     "the file, a playback URL that expired or was altered.",
+    403: "option_not_allowed: an upload option the server does not allow (`field`).",
     404: "No video with that id (not_found), or videos are not enabled on this server "
     "(video_disabled: IMAGEBLUR_VIDEO).",
     409: "not_ready: the video has no result (yet, or any more); for an upload: "
@@ -121,7 +122,8 @@ _ERROR_MEANINGS = {
     "decode (unsupported_codec, naming it).",
     416: "range_not_satisfiable: the Range is malformed, names several ranges, or starts "
     "past the end (Content-Range gives the size).",
-    422: "A parameter or header has an invalid value.",
+    422: "A parameter or header has an invalid value; invalid_option (`field`: an option "
+    "this server, or a video, cannot take) or review_unavailable for an upload.",
     503: "A back end is unavailable, or the API is overloaded; retry after Retry-After.",
 }
 
