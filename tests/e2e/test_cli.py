@@ -429,3 +429,29 @@ def test_blur_takes_the_upload_options_as_flags(tmp_path: Path) -> None:
     assert pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200].std(axis=(0, 1)).max() < 3
     bad = imageblur("blur", str(BILL), "-o", str(out), "--hide", "0,0,-1,5")
     assert bad.returncode == 2 and "X,Y,W,H" in bad.stderr
+
+
+def test_blur_takes_ignore_and_preset_and_hides_in_videos_too(tmp_path: Path) -> None:
+    """`--ignore` leaves a face inside its rectangle as it is; `--preset` is the
+    detection preset's setting; `--hide` covers every frame of a video as well."""
+    from clips import Clip, decoded
+    from imageblur.entrypoints import cli
+
+    assert cli._parser().parse_args(["blur", "x", "--preset", "tidy"]).detection_preset == "tidy"
+    x0, y0, x1, y1 = BILL_FACE
+    around = f"{x0 - 20},{y0 - 20},{x1 - x0 + 40},{y1 - y0 + 40}"
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(BILL, album / "bill.jpg")
+    Clip(width=160, height=120, frames=6).write(album / "clip.mp4")
+    out = tmp_path / "out"
+    args = ["--mode", "solid", "--preset", "tidy", "--ignore", around, "--hide", "0,0,40,30"]
+    result = imageblur("blur", str(album), "-o", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    pixels = decode((out / "album" / "bill.jpg").read_bytes()).astype(float)
+    assert pixels[y0 + 250 : y1 - 250, x0 + 200 : x1 - 200].std(axis=(0, 1)).max() > 10
+    assert pixels[4:26, 4:36].std(axis=(0, 1)).max() < 3  # hidden with one flat colour
+    frames = [f.to_ndarray(format="rgb24") for f in decoded(out / "album" / "clip.mp4")]
+    assert len(frames) == 6
+    assert all(f[4:26, 4:36].std(axis=(0, 1)).max() < 3 for f in frames)
+    assert all(f[60:110, 60:150].std(axis=(0, 1)).max() > 10 for f in frames)

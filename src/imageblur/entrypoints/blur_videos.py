@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imageblur.config import Settings
+from imageblur.domain import UploadOptions
 from imageblur.logs import get_logger
 from imageblur.ports import FaceDetector
 
@@ -35,12 +36,19 @@ def is_video(path: Path) -> bool:
 
 
 def blur_videos(
-    settings: Settings, detector: FaceDetector, files: Sequence[tuple[Path, Path]], out_root: Path
+    settings: Settings,
+    detector: FaceDetector,
+    files: Sequence[tuple[Path, Path]],
+    out_root: Path,
+    *,
+    areas: UploadOptions | None = None,
 ) -> int:
-    """Anonymize each (video, path relative to `out_root`); the number that failed."""
+    """Anonymize each (video, path relative to `out_root`); the number that failed.
+    `areas`: the `hide` and `ignore` rectangles, as an upload's options."""
     from imageblur.bootstrap import video_options
+    from imageblur.video.service_parts import chosen
 
-    options = video_options(settings)
+    detector, options = chosen(detector, video_options(settings), areas)
     failures = 0
     for source, relative in files:
         failures += _blur_one(source, out_root / relative, detector, options)

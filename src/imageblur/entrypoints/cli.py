@@ -132,7 +132,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "worker":
         return _worker(settings, burst=args.burst)
     if command == "blur":
-        return _blur(settings, args.paths, args.output, hide=tuple(args.hide or ()))
+        areas = UploadOptions(hide=tuple(args.hide or ()), ignore=tuple(args.ignore or ()))
+        return _blur(settings, args.paths, args.output, areas=areas)
     if command == "migrate":
         return _migrate(settings)
     if command == "reseal":
@@ -331,12 +332,26 @@ def _add_choices(p: argparse.ArgumentParser) -> None:
         "camera_settings, copyright",
     )
     p.add_argument(
+        "--preset",
+        dest="detection_preset",
+        choices=["privacy", "tidy", "thorough"],
+        help="detection preset (IMAGEBLUR_DETECTION_PRESET)",
+    )
+    p.add_argument(
         "--hide",
         action="append",
         type=_rectangle,
         metavar="X,Y,W,H",
-        help="a rectangle always hidden, in pixels of the upright picture (again for more); "
-        "pictures only",
+        help="a rectangle always hidden, in pixels of the upright picture or frame (again "
+        "for more)",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        type=_rectangle,
+        metavar="X,Y,W,H",
+        help="a rectangle where detections are not hidden (a face at least half inside it "
+        "is left as it is, unless a --hide rectangle touches it; again for more)",
     )
 
 
@@ -352,10 +367,11 @@ def _rectangle(text: str) -> Rect:
 
 
 def _blur(
-    settings: Settings, paths: Sequence[Path], output: Path, *, hide: tuple[Rect, ...] = ()
+    settings: Settings, paths: Sequence[Path], output: Path, *, areas: UploadOptions | None = None
 ) -> int:
-    """Pictures first, several in flight; then videos, one at a time. `hide`: rectangles
-    hidden in every picture, as an upload's `hide` option."""
+    """Pictures first, several in flight; then videos, one at a time. `areas`: the
+    `hide` and `ignore` rectangles of every picture and video, as an upload's options
+    (the other choices are settings: `--mode`, `--preset`, `--keep-metadata`)."""
     from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.entrypoints.blur_videos import blur_videos, is_video
 
@@ -372,11 +388,11 @@ def _blur(
     if files or not videos:
         # The worker's anonymizer, with its pixel budget: see `_blur_pictures`.
         anonymize = worker_anonymizer(settings, detector)
-        if hide:
-            anonymize = anonymize.choosing(UploadOptions(hide=hide))
+        if areas is not None and (areas.hide or areas.ignore):
+            anonymize = anonymize.choosing(areas)
         failures += _blur_pictures(anonymize, files, out_root, threads=settings.worker_threads)
     if videos:
-        failures += blur_videos(settings, detector, videos, out_root)
+        failures += blur_videos(settings, detector, videos, out_root, areas=areas)
     return 1 if failures else 0
 
 
