@@ -369,6 +369,7 @@ def build_sender(
         allowed=HostPolicy.parse(settings.webhook_allowed_hosts),
         patience_s=settings.webhook_patience_s,
         lease_s=settings.webhook_lease_s,
+        retention_s=settings.webhook_retention_s,
     )
     return WebhookSender(
         repository=backends.repository, render=render, terms=terms, owner=owner, metrics=metrics

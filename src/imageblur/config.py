@@ -753,6 +753,12 @@ class Settings(BaseSettings):
         description="How long a worker's sender holds a delivery it took; if the worker "
         "dies, another sender takes it after this.",
     )
+    webhook_retention_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a delivered or given-up event's outbox row is kept; then the "
+        "senders delete it (a given-up one stays in the picture's history).",
+    )
 
     # --- logs -------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(

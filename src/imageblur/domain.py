@@ -733,6 +733,11 @@ class WebhookMessage:
     next_attempt_at: datetime | None = None
     outcome: WebhookOutcome | None = None  # None: still to be delivered
     last_error: str | None = None
+    # The operator's event (IMAGEBLUR_WEBHOOK_URL, not an upload's `callback_url`): sent
+    # to the sender's current operator URL, whatever `url` was when it was written, and
+    # exempt from the allowed hosts.
+    to_operator: bool = False
+    finished_at: datetime | None = None  # delivered or given up then
 
 
 @dataclass(frozen=True, slots=True)

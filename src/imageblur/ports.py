@@ -341,6 +341,11 @@ class Outbox(Protocol):
     def outbox_depth(self) -> int:
         """Rows still to be delivered (the `imageblur_webhook_outbox` gauge)."""
 
+    def sweep_webhooks(self, *, finished_before: datetime) -> int:
+        """Delete rows delivered or given up before `finished_before`, at most a batch
+        (`outbox.SWEEP_BATCH`) a call: how many went. What became of an event stays in
+        the audit trail when it was given up."""
+
 
 class Schema(Protocol):
     """The database itself: its schema, its reachability, its connections."""

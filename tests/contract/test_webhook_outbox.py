@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from imageblur.backends import Repository
-from imageblur.domain import ErrorCode, JobKind, Status
+from imageblur.domain import ErrorCode, JobKind, Status, UploadOptions
 
 from .test_image_repository import T0, record
 
@@ -39,6 +39,7 @@ def test_a_picture_done_has_one_row_due_at_once(repo: Repository) -> None:
     (row,) = repo.webhooks(image_id)
     assert (row.event, row.url, row.attempts, row.outcome) == ("picture.done", HOOK, 0, None)
     assert row.id.startswith("msg_") and row.created_at == row.next_attempt_at == T0
+    assert row.to_operator and row.finished_at is None  # the operator's: sent to its URL
     assert repo.outbox_depth() == 1
 
 
@@ -153,3 +154,31 @@ def test_concurrent_senders_never_take_one_row_twice(
     with ThreadPoolExecutor(4) as pool:
         taken = [i for ids in pool.map(drain, range(4)) for i in ids]
     assert len(taken) == len(set(taken)) == 20
+
+
+def test_a_callbacks_row_is_not_the_operators(repo: Repository) -> None:
+    """An upload's `callback_url` takes the place of the operator's URL, unflagged: the
+    sender holds it to the allowed hosts."""
+    hook = "https://client.example/in"
+    rec = repo.add(record(status=Status.OPTIONS_PENDING, options=UploadOptions(callback_url=hook)))
+    assert repo.claim(rec.id, owner="w", lease_s=30, now=T0, kind=JobKind.OPTIONS)
+    assert repo.complete(rec.id, owner="w", output_key="o", url="u", faces=1, now=T0)
+    (row,) = repo.webhooks(rec.id)
+    assert (row.url, row.to_operator) == (hook, False)
+    (taken,) = repo.claim_webhooks(owner="a", lease_s=60, now=T0, limit=5)
+    assert (taken.url, taken.to_operator) == (hook, False)
+
+
+def test_finished_rows_are_swept_by_their_finish_time(repo: Repository) -> None:
+    delivered, given_up, waiting = _done(repo), _done(repo), _done(repo)
+    taken = {m.image_id: m for m in repo.claim_webhooks(owner="a", lease_s=60, now=T0, limit=5)}
+    assert repo.webhook_delivered(taken[delivered].id, now=LATER)
+    assert repo.webhook_given_up(taken[given_up].id, owner="a", reason="x", now=T0)
+    assert repo.webhooks(delivered)[0].finished_at == LATER
+    assert repo.sweep_webhooks(finished_before=T0) == 0  # strictly before
+    assert repo.sweep_webhooks(finished_before=LATER) == 1
+    assert repo.webhooks(given_up) == [] and len(repo.webhooks(delivered)) == 1
+    assert repo.sweep_webhooks(finished_before=LATER + timedelta(days=9)) == 1
+    assert repo.webhooks(delivered) == []
+    assert len(repo.webhooks(waiting)) == 1 and repo.outbox_depth() == 1  # never unsent
+    assert repo.history(given_up)[-1].action == "webhook_given_up"  # the trail stays

@@ -366,9 +366,9 @@ class FakeRepository:
         record, t = applied
         for effect in t.effects:
             if isinstance(effect, lifecycle.Notify):
-                url = outbox.destination(record, self.webhook_url)
-                if url is not None:
-                    message = outbox.new_message(record, url)
+                to = outbox.destination(record, self.webhook_url)
+                if to is not None:
+                    message = outbox.new_message(record, to[0], to_operator=to[1])
                     self.db.outbox[message.id] = message
                 continue
             effect_role = effect.role or role
@@ -666,7 +666,7 @@ class FakeRepository:
             m = self._outbox_row(webhook_id, None)
             if m is None:
                 return False
-            self.db.outbox[webhook_id] = replace(m, outcome="delivered")
+            self.db.outbox[webhook_id] = replace(m, outcome="delivered", finished_at=now)
             self.db.outbox_leases.pop(webhook_id, None)
             return True
 
@@ -689,7 +689,9 @@ class FakeRepository:
             m = self._outbox_row(webhook_id, owner)
             if m is None:
                 return False
-            self.db.outbox[webhook_id] = replace(m, outcome="given_up", last_error=reason)
+            self.db.outbox[webhook_id] = replace(
+                m, outcome="given_up", last_error=reason, finished_at=now
+            )
             self.db.outbox_leases.pop(webhook_id, None)
             record = self.db.records.get(m.image_id)
             if record is not None:
@@ -706,6 +708,18 @@ class FakeRepository:
         self._guard("outbox_depth")
         with self.db.lock:
             return sum(1 for m in self.db.outbox.values() if m.outcome is None)
+
+    def sweep_webhooks(self, *, finished_before: datetime) -> int:
+        self._guard("sweep_webhooks")
+        with self.db.lock:
+            gone = [
+                m.id
+                for m in self.db.outbox.values()
+                if m.finished_at is not None and m.finished_at < finished_before
+            ][: outbox.SWEEP_BATCH]
+            for webhook_id in gone:
+                del self.db.outbox[webhook_id]
+            return len(gone)
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         self._guard("take_lease")

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+from dataclasses import replace
 
 from tests.webhook_receiver import Receiver, webhook_receiver
 
@@ -150,6 +151,7 @@ def test_a_refused_address_is_given_up_at_once() -> None:
         # A client's URL (not the operator's) to loopback, which the list does not name.
         repo.webhook_url = receiver.url
         image_id = _done(repo, clock)
+        _as_callback(repo, image_id)
         _sender(repo, clock, _terms(None, allowed="*"), Metrics()).send_due()
     assert receiver.got == []
     (row,) = repo.webhooks(image_id)
@@ -184,3 +186,77 @@ def test_a_record_that_cannot_be_shown_is_retried_then_given_up_not_stuck() -> N
         assert sender.send_due() == 1
     (row,) = repo.webhooks(image_id)
     assert row.outcome == "given_up" and "internal error: ValueError" in (row.last_error or "")
+
+
+def test_the_operators_event_goes_to_its_current_url_exempt_from_the_allowed_hosts() -> None:
+    """The operator changed IMAGEBLUR_WEBHOOK_URL while an event waited: it goes to the
+    new URL, a loopback one the allowed hosts (`hooks.example`) do not name."""
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    repo.webhook_url = "http://old.example/hook"
+    image_id = _done(repo, clock)
+    (row,) = repo.webhooks(image_id)
+    assert row.to_operator and row.url == "http://old.example/hook"
+    with webhook_receiver() as receiver:
+        sender = _sender(repo, clock, _terms(receiver.url, allowed="hooks.example"), metrics)
+        assert sender.send_due() == 1
+    assert len(_verified(receiver)) == 1
+    assert repo.webhooks(image_id)[0].outcome == "delivered"
+
+
+def test_the_operators_event_is_given_up_once_its_url_is_unset() -> None:
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    repo.webhook_url = "http://old.example/hook"
+    image_id = _done(repo, clock)
+    assert _sender(repo, clock, _terms(None), metrics).send_due() == 1
+    (row,) = repo.webhooks(image_id)
+    assert row.outcome == "given_up" and "IMAGEBLUR_WEBHOOK_URL" in (row.last_error or "")
+
+
+def test_a_callback_is_held_to_the_allowed_hosts_even_at_the_operators_old_url() -> None:
+    """A row not flagged as the operator's is checked against the list; one at the
+    operator's current URL (written before rows were flagged) is not."""
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    with webhook_receiver() as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        _as_callback(repo, image_id)  # as an older release wrote the operator's rows
+        sender = _sender(repo, clock, _terms(receiver.url, allowed="hooks.example"), metrics)
+        assert sender.send_due() == 1
+        assert repo.webhooks(image_id)[0].outcome == "delivered"
+        second = _done_again(repo, clock)
+        _as_callback(repo, second)
+        moved = _terms("http://new.example/hook", allowed="hooks.example")
+        assert _sender(repo, clock, moved, metrics).send_due() == 1
+    (refused,) = repo.webhooks(second)
+    assert refused.outcome == "given_up" and "internal address" in (refused.last_error or "")
+
+
+def _as_callback(repo: FakeRepository, image_id: str) -> None:
+    """The record's row as a client's callback's (or an older release's): not flagged
+    as the operator's."""
+    (row,) = repo.webhooks(image_id)
+    repo.db.outbox[row.id] = replace(row, to_operator=False)
+
+
+def _done_again(repo: FakeRepository, clock: Clock) -> str:
+    record = repo.get("p1")
+    assert record is not None
+    repo.add(replace(record, id="p2", status=Status.PENDING, input_key="in/p2"))
+    assert repo.claim("p2", owner="w", lease_s=30, now=clock.now)
+    assert repo.complete("p2", owner="w", output_key="o2", url="u", faces=1, now=clock.now)
+    return "p2"
+
+
+def test_finished_rows_are_swept_after_the_retention() -> None:
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    with webhook_receiver() as receiver:
+        repo.webhook_url = receiver.url
+        image_id = _done(repo, clock)
+        terms = replace(_terms(receiver.url), retention_s=3600)
+        sender = _sender(repo, clock, terms, metrics)
+        assert sender.send_due() == 1
+    assert sender.sweep() == 0  # kept for the retention
+    clock.advance(3599)
+    assert sender.sweep() == 0 and len(repo.webhooks(image_id)) == 1
+    clock.advance(2)
+    assert sender.sweep() == 1 and repo.webhooks(image_id) == []

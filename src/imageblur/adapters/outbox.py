@@ -14,21 +14,28 @@ from imageblur.domain import Event, ImageRecord, WebhookMessage
 from imageblur.lifecycle import webhook_event
 
 # The columns a claim returns, in `WebhookMessage`'s order.
-COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_at, outcome, last_error"
-INSERT_COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_at"
+COLUMNS = (
+    "id, image_id, event, url, created_at, attempts, next_attempt_at, outcome, last_error, "
+    "to_operator, finished_at"
+)
+INSERT_COLUMNS = "id, image_id, event, url, created_at, attempts, next_attempt_at, to_operator"
+# How many finished rows one sweep deletes at most (one statement, a short lock).
+SWEEP_BATCH = 1000
 GIVEN_UP = "webhook_given_up"  # the audit trail's action
 
 
-def destination(record: ImageRecord, server_url: str | None) -> str | None:
-    """Where the events of `record` go: the upload's own `callback_url` (an option),
-    else the server's IMAGEBLUR_WEBHOOK_URL as the repository was built with (None:
-    nowhere, no row)."""
+def destination(record: ImageRecord, server_url: str | None) -> tuple[str, bool] | None:
+    """Where the events of `record` go, and whether that is the operator's: the upload's
+    own `callback_url` (an option), else the server's IMAGEBLUR_WEBHOOK_URL as the
+    repository was built with (None: nowhere, no row). An operator's row is sent to the
+    sender's current URL (`WebhookMessage.to_operator`): the one stored here only says
+    where it was meant to go when it was written."""
     if record.options is not None and record.options.callback_url is not None:
-        return record.options.callback_url
-    return server_url
+        return record.options.callback_url, False
+    return None if server_url is None else (server_url, True)
 
 
-def new_message(record: ImageRecord, url: str) -> WebhookMessage:
+def new_message(record: ImageRecord, url: str, *, to_operator: bool = False) -> WebhookMessage:
     """The row of the event `record` (as it is after its transition) has just come to:
     due at once. The id is the `webhook-id` of every attempt."""
     return WebhookMessage(
@@ -38,6 +45,7 @@ def new_message(record: ImageRecord, url: str) -> WebhookMessage:
         url=url,
         created_at=record.updated_at,
         next_attempt_at=record.updated_at,
+        to_operator=to_operator,
     )
 
 
@@ -52,6 +60,7 @@ def insert_values(message: WebhookMessage, timestamp: Callable[[datetime], Any])
         timestamp(message.created_at),
         message.attempts,
         timestamp(message.next_attempt_at),
+        message.to_operator,
     )
 
 
@@ -67,6 +76,8 @@ def message_of_row(row: Any, *, timestamp: Callable[[Any], datetime]) -> Webhook
         next_attempt_at=timestamp(row["next_attempt_at"]),
         outcome=row["outcome"],
         last_error=row["last_error"],
+        to_operator=bool(row["to_operator"]),
+        finished_at=None if row["finished_at"] is None else timestamp(row["finished_at"]),
     )
 
 

@@ -202,15 +202,18 @@ class PostgresImageRepository:
     def _notify(self, cur: psycopg.Cursor[Any], records: Sequence[ImageRecord]) -> None:
         """The outbox rows of transitions that notify (`lifecycle.Notify`), in their
         transaction; none without a webhook URL."""
-        to = [(r, url) for r in records if (url := outbox.destination(r, self._webhook_url))]
+        to = [(r, where) for r in records if (where := outbox.destination(r, self._webhook_url))]
         if not to:
             return
         cur.executemany(
             sql.SQL(
                 "INSERT INTO {s}.webhook_outbox (" + outbox.INSERT_COLUMNS + ") "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(s=self._s),
-            [outbox.insert_values(outbox.new_message(r, url), _utc) for r, url in to],
+            [
+                outbox.insert_values(outbox.new_message(r, url, to_operator=mine), _utc)
+                for r, (url, mine) in to
+            ],
         )
 
     def _log(self, cur: psycopg.Cursor[Any], lines: Sequence[tuple[str, Event]]) -> None:
@@ -814,6 +817,14 @@ class PostgresImageRepository:
         with self._conn() as conn:
             row = conn.execute(query).fetchone()
         return int(row[0]) if row else 0
+
+    def sweep_webhooks(self, *, finished_before: datetime) -> int:
+        query = sql.SQL(
+            "DELETE FROM {s}.webhook_outbox WHERE id IN (SELECT id FROM {s}.webhook_outbox "
+            "WHERE outcome IS NOT NULL AND finished_at < %s LIMIT %s)"
+        ).format(s=self._s)
+        with self._conn() as conn:
+            return conn.execute(query, (finished_before, outbox.SWEEP_BATCH)).rowcount
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         # The upsert locks the row and re-checks the WHERE after a concurrent writer

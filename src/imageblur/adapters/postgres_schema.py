@@ -189,6 +189,14 @@ MIGRATIONS: tuple[str, ...] = (
                          'options_rendering', 'video_options_pending',
                          'video_options_processing');
     """,
+    # 14: the webhook outbox: the operator's rows flagged (sent to the sender's current
+    # IMAGEBLUR_WEBHOOK_URL; those written before are not; a constant default: no
+    # rewrite) and finished rows swept (by their finish time).
+    """
+    ALTER TABLE {s}.webhook_outbox ADD COLUMN to_operator boolean NOT NULL DEFAULT false;
+    CREATE INDEX webhook_outbox_finished_idx ON {s}.webhook_outbox (finished_at)
+        WHERE outcome IS NOT NULL;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

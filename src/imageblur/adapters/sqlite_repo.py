@@ -360,12 +360,12 @@ class SqliteImageRepository:
     def _notify(self, conn: sqlite3.Connection, record: ImageRecord, notifies: bool) -> None:
         """The outbox row of a transition that notifies (`lifecycle.Notify`), in its
         transaction; none without a webhook URL."""
-        url = outbox.destination(record, self._webhook_url)
-        if notifies and url is not None:
-            message = outbox.new_message(record, url)
+        to = outbox.destination(record, self._webhook_url)
+        if notifies and to is not None:
+            message = outbox.new_message(record, to[0], to_operator=to[1])
             conn.execute(
                 f"INSERT INTO webhook_outbox ({outbox.INSERT_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 outbox.insert_values(message, _ts),
             )
 
@@ -772,6 +772,14 @@ class SqliteImageRepository:
     def outbox_depth(self) -> int:
         rows = self._query("SELECT COUNT(*) FROM webhook_outbox WHERE outcome IS NULL")
         return int(rows[0][0])
+
+    def sweep_webhooks(self, *, finished_before: datetime) -> int:
+        with self._tx(durable=False) as conn:  # lost in a crash: swept again
+            return conn.execute(
+                "DELETE FROM webhook_outbox WHERE id IN (SELECT id FROM webhook_outbox "
+                "WHERE outcome IS NOT NULL AND finished_at < ? LIMIT ?)",
+                (_ts(finished_before), outbox.SWEEP_BATCH),
+            ).rowcount
 
     def take_lease(self, name: str, *, owner: str, ttl_s: float, now: datetime) -> bool:
         with self._tx() as conn:

@@ -325,6 +325,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
     CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
     """,
+    # 13: the webhook outbox: the operator's rows flagged (sent to the sender's current
+    # IMAGEBLUR_WEBHOOK_URL; those written before are not) and finished rows swept.
+    """
+    ALTER TABLE webhook_outbox ADD COLUMN to_operator INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX webhook_outbox_finished ON webhook_outbox (finished_at)
+        WHERE outcome IS NOT NULL;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -34,6 +34,7 @@ MAX_DELAY_S = 3600.0
 IDLE_S = 1.0  # between looks at an outbox with nothing due
 BACKOFF_S = 5.0  # after the database failed
 DEPTH_EVERY_S = 15.0  # how often the outbox depth gauge is read
+SWEEP_EVERY_S = 60.0  # how often finished rows past their retention are deleted
 
 # The record as the API shows it (a dict of JSON values).
 Render = Callable[[ImageRecord], Mapping[str, Any]]
@@ -73,9 +74,18 @@ class SenderTerms:
     allowed: HostPolicy  # IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS, for every other URL
     patience_s: float
     lease_s: float
+    retention_s: float = 86400.0  # how long a finished row is kept (then swept)
 
-    def policy(self, url: str) -> HostPolicy:
-        return HostPolicy.anywhere() if url == self.operator_url else self.allowed
+    def target(self, message: WebhookMessage) -> tuple[str, HostPolicy] | None:
+        """Where `message` goes and under which policy: an operator's row to the current
+        IMAGEBLUR_WEBHOOK_URL, exempt from the allowed hosts (None: unset since); any
+        other to its own URL, under them, unless it is the operator's URL (a row written
+        before operator rows were flagged)."""
+        if message.to_operator:
+            url = self.operator_url
+            return None if url is None else (url, HostPolicy.anywhere())
+        exempt = message.url == self.operator_url
+        return message.url, HostPolicy.anywhere() if exempt else self.allowed
 
 
 class WebhookSender:
@@ -121,19 +131,26 @@ class WebhookSender:
             log.exception("webhook.render_error", image_id=record.id, webhook_id=message.id)
             self._settle(message, delivery.Attempt(error=f"internal error: {type(exc).__name__}"))
             return
+        target = self._terms.target(message)
+        if target is None:
+            unset = "IMAGEBLUR_WEBHOOK_URL is no longer set here"
+            self._settle(message, delivery.Attempt(error=unset, final=True))
+            return
+        url, policy = target
         stamp = int(self._clock().timestamp())
         headers = signed_headers(self._terms.keys, message.id, stamp, body)
-        attempt = self._post(message.url, body, headers, policy=self._terms.policy(message.url))
-        self._settle(message, attempt)
+        self._settle(message, self._post(url, body, headers, policy=policy), url=url)
 
-    def _settle(self, message: WebhookMessage, attempt: delivery.Attempt) -> None:
+    def _settle(
+        self, message: WebhookMessage, attempt: delivery.Attempt, *, url: str | None = None
+    ) -> None:
         now = self._clock()
         said = {
             "image_id": message.image_id,
             "webhook_id": message.id,
             "webhook_event": message.event,
             "attempt": message.attempts,
-            "host": _host(message.url),
+            "host": _host(url or message.url),
             "status": attempt.status,
         }
         if attempt.delivered:
@@ -158,15 +175,27 @@ class WebhookSender:
         self._metrics.webhook_attempted("retry")
         log.warning("webhook.attempt", outcome="retry", error=reason, retry_in_s=delay_s, **said)
 
+    def sweep(self) -> int:
+        """Delete a batch of the rows finished (delivered or given up) longer ago than
+        the retention: how many went."""
+        before = self._clock() - timedelta(seconds=self._terms.retention_s)
+        swept = self._repo.sweep_webhooks(finished_before=before)
+        if swept:
+            log.info("webhook.swept", rows=swept)
+        return swept
+
     def run(self, stop: threading.Event) -> None:
         """Send until `stop`: at once while events are due, else every `IDLE_S`."""
-        next_depth = time.monotonic()
+        next_depth = next_sweep = time.monotonic()
         while not stop.is_set():
             pause_s = 0.0
             try:
                 if time.monotonic() >= next_depth:
                     self._metrics.webhook_outbox.set(self._repo.outbox_depth())
                     next_depth = time.monotonic() + DEPTH_EVERY_S
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + SWEEP_EVERY_S
                 if not self.send_due():
                     pause_s = IDLE_S
             except BackendUnavailable as exc:
