@@ -370,6 +370,7 @@ def build_sender(
         patience_s=settings.webhook_patience_s,
         lease_s=settings.webhook_lease_s,
         retention_s=settings.webhook_retention_s,
+        concurrency=settings.webhook_concurrency,
     )
     return WebhookSender(
         repository=backends.repository, render=render, terms=terms, owner=owner, metrics=metrics

@@ -753,6 +753,13 @@ class Settings(BaseSettings):
         description="How long a worker's sender holds a delivery it took; if the worker "
         "dies, another sender takes it after this.",
     )
+    webhook_concurrency: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="Deliveries a worker's sender has in flight at once (each a thread): "
+        "a slow receiver holds one of them, not every event behind it.",
+    )
     webhook_retention_s: float = Field(
         86400.0,
         gt=0,

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 from dataclasses import replace
 
 from tests.webhook_receiver import Receiver, webhook_receiver
@@ -18,6 +19,7 @@ from imageblur.metrics import Metrics
 from imageblur.webhooks.addresses import HostPolicy
 from imageblur.webhooks.sender import SenderTerms, WebhookSender, retry_delay_s
 from imageblur.webhooks.signing import parse_secrets
+from support import wait_until
 
 from .fakes import Clock, FakeRepository
 
@@ -238,13 +240,13 @@ def _as_callback(repo: FakeRepository, image_id: str) -> None:
     repo.db.outbox[row.id] = replace(row, to_operator=False)
 
 
-def _done_again(repo: FakeRepository, clock: Clock) -> str:
+def _done_again(repo: FakeRepository, clock: Clock, image_id: str = "p2") -> str:
     record = repo.get("p1")
     assert record is not None
-    repo.add(replace(record, id="p2", status=Status.PENDING, input_key="in/p2"))
-    assert repo.claim("p2", owner="w", lease_s=30, now=clock.now)
-    assert repo.complete("p2", owner="w", output_key="o2", url="u", faces=1, now=clock.now)
-    return "p2"
+    repo.add(replace(record, id=image_id, status=Status.PENDING, input_key=f"in/{image_id}"))
+    assert repo.claim(image_id, owner="w", lease_s=30, now=clock.now)
+    assert repo.complete(image_id, owner="w", output_key="o", url="u", faces=1, now=clock.now)
+    return image_id
 
 
 def test_finished_rows_are_swept_after_the_retention() -> None:
@@ -260,3 +262,32 @@ def test_finished_rows_are_swept_after_the_retention() -> None:
     assert sender.sweep() == 0 and len(repo.webhooks(image_id)) == 1
     clock.advance(2)
     assert sender.sweep() == 1 and repo.webhooks(image_id) == []
+
+
+def test_the_sender_keeps_up_to_its_concurrency_in_flight() -> None:
+    """Four deliveries held by a slow receiver take four places: the other two events
+    wait, unclaimed, until one comes free; then every event is delivered."""
+    repo, clock, metrics = FakeRepository(), Clock(), Metrics()
+    with webhook_receiver() as receiver:
+        repo.webhook_url = receiver.url
+        ids = [_done(repo, clock)] + [_done_again(repo, clock, f"p{n}") for n in range(2, 7)]
+        receiver.hold()
+        terms = replace(_terms(receiver.url), concurrency=4)
+        sender = _sender(repo, clock, terms, metrics)
+        stop = threading.Event()
+        thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: len(receiver.got) == 4, timeout_s=30, what="four in flight")
+            claimed = [m for i in ids for m in repo.webhooks(i) if m.attempts]
+            assert len(claimed) == 4  # the others wait for a place
+            receiver.release()
+            wait_until(
+                lambda: all(repo.webhooks(i)[0].outcome == "delivered" for i in ids),
+                timeout_s=30,
+                what="every event delivered",
+            )
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    assert sorted(_verified(receiver)) == sorted(m.id for i in ids for m in repo.webhooks(i))

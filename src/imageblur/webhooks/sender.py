@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -75,6 +76,7 @@ class SenderTerms:
     patience_s: float
     lease_s: float
     retention_s: float = 86400.0  # how long a finished row is kept (then swept)
+    concurrency: int = 1  # deliveries in flight at once (`run`)
 
     def target(self, message: WebhookMessage) -> tuple[str, HostPolicy] | None:
         """Where `message` goes and under which policy: an operator's row to the current
@@ -89,7 +91,9 @@ class SenderTerms:
 
 
 class WebhookSender:
-    """Sends the outbox's due events, one at a time, until `stop` is set."""
+    """Sends the outbox's due events until `stop` is set, up to `terms.concurrency` at
+    once: one slow receiver (each attempt may wait its time-outs) must not hold back
+    every other event."""
 
     def __init__(
         self,
@@ -184,8 +188,41 @@ class WebhookSender:
             log.info("webhook.swept", rows=swept)
         return swept
 
+    def _send_logged(self, message: WebhookMessage) -> None:
+        """`_send` in a pool thread: what it raises is logged (the row is sent again
+        after its lease)."""
+        try:
+            self._send(message)
+        except Exception:
+            log.exception("webhook.sender_error", webhook_id=message.id)
+
+    def _take(self, pool: ThreadPoolExecutor, in_flight: set[Future[None]]) -> bool:
+        """Claim as many due events as there are free places, each sent in `pool`;
+        whether to look again at once (some were due, or every place was busy until one
+        came free or `IDLE_S` passed)."""
+        in_flight -= {f for f in in_flight if f.done()}
+        free = self._terms.concurrency - len(in_flight)
+        if free <= 0:
+            wait(in_flight, timeout=IDLE_S, return_when=FIRST_COMPLETED)
+            return True
+        taken = self._repo.claim_webhooks(
+            owner=self._owner, lease_s=self._terms.lease_s, now=self._clock(), limit=free
+        )
+        in_flight |= {pool.submit(self._send_logged, m) for m in taken}
+        return bool(taken)
+
     def run(self, stop: threading.Event) -> None:
-        """Send until `stop`: at once while events are due, else every `IDLE_S`."""
+        """Send until `stop`: at once while events are due (and places free), else every
+        `IDLE_S`. Deliveries still in flight at the stop finish on their own (or their
+        rows are sent again after the lease)."""
+        pool = ThreadPoolExecutor(self._terms.concurrency, thread_name_prefix="webhook")
+        try:
+            self._loop(stop, pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self, stop: threading.Event, pool: ThreadPoolExecutor) -> None:
+        in_flight: set[Future[None]] = set()
         next_depth = next_sweep = time.monotonic()
         while not stop.is_set():
             pause_s = 0.0
@@ -196,7 +233,7 @@ class WebhookSender:
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     next_sweep = time.monotonic() + SWEEP_EVERY_S
-                if not self.send_due():
+                if not self._take(pool, in_flight):
                     pause_s = IDLE_S
             except BackendUnavailable as exc:
                 log.warning("webhook.sender_unavailable", error=str(exc))
