@@ -114,7 +114,8 @@ async function send(card) {
   setStatus(card, 'Uploading…');
   for (let attempt = 0; ; attempt += 1) {
     try {
-      // Options are for pictures: the server refuses them with a video.
+      // The page's choices are a picture's (a video keeps fewer metadata groups, and its
+      // areas would be in its frames' pixels): a video goes with the server's settings.
       const fields = card.kind === 'picture' ? card.fields : {};
       const record = await uploadFile(card.file, (share) => {
         card.progress.value = Math.round(share * 100);
