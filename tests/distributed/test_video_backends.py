@@ -5,6 +5,7 @@ read by ranged GETs), in one `imageblur serve` with the real pipeline."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 
 from distributed.harness import Backends
-from support import run_server, wait_until
+from support import Server, run_server, wait_until
 from video_copy import make_clip
 from video_servers import AUTH, PORTS, TOKEN
 
@@ -77,6 +78,36 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
         assert api.delete(f"/video/{image_id}").status_code == 204
         for role in ("input", "output"):
             assert not [o for o in backends.store(role).list() if image_id in o.key], role
+        _with_options(api, srv, backends, clip)
+
+
+def _with_options(api: httpx.Client, srv: Server, backends: Backends, clip: bytes) -> None:
+    """A video uploaded with options (issue 26) runs as the kind `video_options`, through
+    its own queue and PostgreSQL's statuses of its own, and keeps its options."""
+    fields = {"mode": "solid", "hide": '[{"x": 0, "y": 0, "width": 40, "height": 30}]'}
+    created = api.post("/video", data=fields, files={"video": ("o.mp4", clip, "video/mp4")})
+    assert created.status_code == 202, created.text
+    image_id = created.json()["id"]
+    shown = wait_until(
+        lambda: (got := api.get(f"/video/{image_id}").json())["status"] == "done" and got,
+        timeout_s=60,
+        what="the video with options done",
+        details=srv.logs,
+    )
+    assert shown["options"]["mode"] == "solid", shown
+    claims = [
+        json.loads(line)
+        for line in srv.logs().splitlines()
+        if '"job.claimed"' in line and image_id in line
+    ]
+    assert [c["kind"] for c in claims] == ["video_options"]
+    repository = backends.repository()
+    try:
+        stored = repository.get(image_id)
+        assert stored is not None and stored.options is not None
+        assert stored.options.hide[0].width == 40
+    finally:
+        repository.close()
 
 
 def _pending_uploads(backends: Backends) -> list[object]:
