@@ -23,6 +23,8 @@ from imageblur.domain import (
     IdempotencyKeyReused,
     JobKind,
     ProcessingError,
+    Rect,
+    Review,
     Status,
     UploadOptions,
     VideoFacts,
@@ -33,6 +35,7 @@ from imageblur.domain import (
 )
 from imageblur.jobs import Outcome
 from imageblur.ports import VideoProgress
+from imageblur.upload_options import InvalidOption
 from imageblur.videos import Ingested, VideoService
 from support import wait_until
 from unit.world import World
@@ -89,6 +92,7 @@ class FakeVideoAnonymizer:
     ) -> None:
         self.during = during
         self.sources: list[Path] = []
+        self.options: list[UploadOptions | None] = []  # each call's
 
     def anonymize(
         self,
@@ -99,6 +103,7 @@ class FakeVideoAnonymizer:
         options: UploadOptions | None = None,
     ) -> AnonymizedVideo:
         self.sources.append(source)
+        self.options.append(options)
         for done in range(1, FACTS.frames + 1):
             progress(done, FACTS.frames)
             self.during(done, progress)
@@ -340,3 +345,31 @@ def test_the_previous_releases_collection_never_takes_a_videos_tracks() -> None:
     assert previous_release.COLLECTED_KEY.fullmatch(key) is None
     assert previous_release.COLLECTED_KEY.fullmatch(f"{image_id}-a1.jpg") is not None
     assert image_id_of_key(key) == image_id == image_id_of_key(f"{image_id}-a1.mp4")
+
+
+def test_a_video_with_options_runs_as_its_own_kind_and_is_held_when_asked(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 26: the options stored, bound to the Idempotency-Key, queued as
+    `video_options`, handed to the pipeline; `review=required` holds it, and the hold is
+    an event (`video.review`) for its callback."""
+    hook = "https://hooks.example/in"
+    chosen = UploadOptions(mode="solid", hide=(Rect(0, 0, 10, 10),), review=True, callback_url=hook)
+    videos = service(world)
+    record = videos.submit(upload(world), idempotency_key="k", options=chosen)
+    assert record.status is Status.VIDEO_OPTIONS_PENDING and record.options == chosen
+    with pytest.raises(IdempotencyKeyReused):  # the same video, other options
+        videos.submit(upload(world), idempotency_key="k", options=UploadOptions(mode="blur"))
+    with pytest.raises(InvalidOption):  # outside the 64 x 48 frames both ways up
+        videos.submit(upload(world), options=UploadOptions(hide=(Rect(70, 0, 5, 5),)))
+    assert [o.key for o in world.originals.list()] == [record.input_key]
+    delivery = world.queue.receive(timeout_s=0.1, kinds={"video"})
+    assert delivery is None  # not the plain video kind's: a worker before this never sees it
+    pipeline = FakeVideoAnonymizer()
+    processor = world.processor(video=pipeline, requested_review_ttl_s=60.0)
+    assert processor.handle(world.next_delivery()) is Outcome.DONE
+    assert pipeline.options == [chosen]
+    held = world.repo.get(record.id)
+    assert held is not None and held.status is Status.REVIEW and held.review is Review.PENDING
+    (event,) = world.repo.webhooks(record.id)
+    assert (event.event, event.url, event.to_operator) == ("video.review", hook, False)
