@@ -2,7 +2,9 @@
 
 Keys are made by the server, but the store still guards paths (no absolute paths, no
 `..`, no escaping the root through symlinks) and writes atomically (temp file in the
-same folder, fsync, rename), so a crash never leaves a half-written object.
+same folder, fsync, rename), so a crash never leaves a half-written object. Writes in
+flight share their folder's sync (`GroupSync`): one folder fsync makes every rename
+before it durable.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from imageblur.adapters.group_sync import GroupSync
 from imageblur.adapters.streams import check_range, guarded_reader
 from imageblur.domain import ObjectMissing, ObjectRange, StoredObject, StoreUnavailable
 
@@ -30,6 +34,15 @@ _ABANDONED_AFTER_S = 3600.0
 class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self._root = root.resolve()
+        self._folder_syncs: dict[Path, GroupSync] = {}  # a few: keys make few folders
+        self._folder_syncs_lock = threading.Lock()
+
+    def _folder_sync(self, folder: Path) -> GroupSync:
+        with self._folder_syncs_lock:
+            sync = self._folder_syncs.get(folder)
+            if sync is None:
+                sync = self._folder_syncs[folder] = GroupSync(lambda: _fsync_dir(folder))
+            return sync
 
     def _path(self, key: str) -> Path:
         if not _KEY.fullmatch(key) or ".." in key.split("/") or key.endswith(_TMP_SUFFIX):
@@ -49,6 +62,8 @@ class LocalObjectStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+        folder_sync = self._folder_sync(path.parent)
+        ticket = folder_sync.ticket()  # before the rename the folder's sync must cover
         try:
             with os.fdopen(fd, "wb") as fh:
                 _write_all(key, fh, chunks)
@@ -58,7 +73,8 @@ class LocalObjectStore:
             raise
         # The rename is durable only once the folder is synced: without it, a power
         # cut after our 202 could keep the record (SQLite syncs) and lose the file.
-        _io(key, lambda: _fsync_dir(path.parent))
+        # Concurrent puts share one folder sync; a failed one fails each of them.
+        _io(key, lambda: folder_sync.wait(ticket))
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

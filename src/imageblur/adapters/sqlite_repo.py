@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imageblur.adapters import outbox, sql_lifecycle, sql_rows, sqlite_schema, transitions
+from imageblur.adapters.group_sync import GroupSync
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -157,6 +158,7 @@ class SqliteImageRepository:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._wal = False  # the journal is a WAL, synced by `_sync_wal`
+        self._wal_sync = GroupSync(self._fsync_wal)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -192,6 +194,7 @@ class SqliteImageRepository:
     def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction. `durable`: on disk when the block returns (what a 202
         promises); not for what a crash may lose harmlessly."""
+        ticket = self._wal_sync.ticket()  # before the commit writes the WAL
         with self._lock:
             conn = self._connection()
             try:
@@ -209,25 +212,29 @@ class SqliteImageRepository:
                     conn.execute("ROLLBACK")
                 raise
         if durable and self._wal:
-            self._sync_wal()
+            self._sync_wal(ticket)
 
-    def _sync_wal(self) -> None:
+    def _sync_wal(self, ticket: int) -> None:
         """Make every transaction committed so far durable: fsync the WAL, outside the lock.
         A sync inside the commit (synchronous=FULL) held the one lock for the disk's
         latency, so writers queued one sync each (2 of an upload's 4, the largest wait on
-        a busy disk); here concurrent commits share one sync, and the next writer need not
-        wait for it (a group commit). A WAL that is gone was checkpointed into the
-        database file, which the checkpoint synced."""
+        a busy disk); here the next writer need not wait for it, and the commits that
+        wait share one sync (a group commit: `GroupSync`), which fails them all if it
+        fails."""
+        try:
+            self._wal_sync.wait(ticket)
+        except OSError as exc:
+            raise RepositoryUnavailable(f"cannot sync the SQLite WAL: {exc}") from exc
+
+    def _fsync_wal(self) -> None:
+        """A WAL that is gone was checkpointed into the database file, which the
+        checkpoint synced."""
         try:
             fd = os.open(f"{self._path}-wal", os.O_RDONLY)
         except FileNotFoundError:
             return
-        except OSError as exc:
-            raise RepositoryUnavailable(f"cannot open the SQLite WAL: {exc}") from exc
         try:
             os.fsync(fd)
-        except OSError as exc:
-            raise RepositoryUnavailable(f"cannot sync the SQLite WAL: {exc}") from exc
         finally:
             os.close(fd)
 
