@@ -137,6 +137,15 @@ def test_load_benchmark_runs_a_few_uploads() -> None:
     assert_names_the_commit(report)
 
 
+def test_durable_writes_benchmark_runs_a_few_uploads() -> None:
+    report = run_json("bench/durable_writes.py", "-n", "20", "-c", "4", "--kib", "4")
+    assert report["uploads"] == 20
+    # At least the original's own fsync, and at most the three an upload asks for.
+    assert isinstance(report["fsyncs_per_upload"], float)
+    assert 1.0 <= report["fsyncs_per_upload"] <= 3.0
+    assert_names_the_commit(report)
+
+
 def assert_names_the_commit(report: dict[str, object]) -> None:
     """The figures name the commit they measured (dirty: the tree had changes)."""
     head = subprocess.run(
