@@ -90,17 +90,20 @@ class Anonymizer:
         *,
         budget: PixelBudget | None = None,
         presets: Callable[[str], PresetChoice] | None = None,
+        detectors: Callable[[str], FaceDetector] | None = None,
         choices: UploadOptions | None = None,
         thresholds: DetectionThresholds | None = None,
     ) -> None:
         """`budget`: the pixels that calls in flight at once may hold (None: no limit);
         shared by the worker's job threads. `presets`: what an upload's `preset` makes
-        of the settings (None: presets are not applied). `choices` and `thresholds`: an
+        of the settings, and `detectors` the detector it looks with (None: presets are
+        not applied; `detector` for every preset). `choices` and `thresholds`: an
         upload's options, and its preset's detection thresholds (`choosing`)."""
         self._detector = detector
         self._options = options
         self._budget = budget
         self._presets = presets
+        self._detectors = detectors
         self._choices = choices
         self._thresholds = thresholds
 
@@ -126,13 +129,23 @@ class Anonymizer:
             options,
             budget=self._budget,
             presets=self._presets,
+            detectors=self._detectors,
             choices=choices,
             thresholds=thresholds,
         )
 
     @property
     def detector(self) -> FaceDetector:
+        """The detector of the server's preset (an upload's may look with another)."""
         return self._detector
+
+    def _looking(self) -> FaceDetector:
+        """The detector this upload's preset looks with; taken only when detecting, so
+        that a render (no detection) never loads one."""
+        preset = self._choices.preset if self._choices is not None else None
+        if preset is None or self._detectors is None:
+            return self._detector
+        return self._detectors(preset)
 
     @property
     def options(self) -> AnonymizeOptions:
@@ -144,14 +157,17 @@ class Anonymizer:
         `content_type` is the result's format when the caller has decided it already (the
         record's, set at upload); otherwise it follows `options.output_format`.
         """
+        detector = self._looking()  # loaded (the first time) before pixels are held
         with self._hold(data):
-            return self._anonymize(data, content_type)
+            return self._anonymize(detector, data, content_type)
 
-    def _anonymize(self, data: bytes, content_type: str | None) -> AnonymizedImage:
+    def _anonymize(
+        self, detector: FaceDetector, data: bytes, content_type: str | None
+    ) -> AnonymizedImage:
         clock = _Stopwatch(("decode", "detect", "blur", "encode"))
         decoded = self._decode(data)
         clock.lap("decode")
-        hidden, uncertain = _detect(self._detector, decoded.rgb, self._thresholds)
+        hidden, uncertain = _detect(detector, decoded.rgb, self._thresholds)
         clock.lap("detect")
         height, width = decoded.rgb.shape[:2]
         geometry = self._options.geometry

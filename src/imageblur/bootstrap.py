@@ -15,6 +15,7 @@ from imageblur.admission import StreamSlots, UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
 from imageblur.config import Settings, SettingsError
+from imageblur.detection.presets import PresetDetectors
 from imageblur.domain import Status
 from imageblur.jobs import JobProcessor, RetryPolicy
 from imageblur.keycheck import KeyCheck
@@ -183,11 +184,39 @@ def build_detector(settings: Settings) -> FaceDetector:
 
 
 def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
-    """The worker's anonymizer: its job threads share one pixel budget."""
+    """The worker's anonymizer: its job threads share one pixel budget, and `detector`
+    (the server's preset's) and any other preset's an upload asks for."""
     budget = PixelBudget(settings.worker_pixel_budget)
     return Anonymizer(
-        detector, anonymize_options(settings), budget=budget, presets=settings.preset_choice
+        detector,
+        anonymize_options(settings),
+        budget=budget,
+        presets=settings.preset_choice,
+        detectors=preset_detectors(settings, detector),
     )
+
+
+def preset_detectors(settings: Settings, detector: FaceDetector) -> PresetDetectors:
+    """An upload's preset looks with `detector` unless its extra looks or precision
+    differ from the server's preset's; then with the detector a server started with that
+    preset loads, loaded on first use (it costs memory: docs/detection.md)."""
+    return PresetDetectors(
+        detector,
+        server_preset=settings.detection_preset,
+        looks=lambda name: _looks(settings.with_preset(name)),
+        load=lambda name: _preset_detector(settings, name),
+    )
+
+
+def _looks(settings: Settings) -> tuple[int, float | None, str]:
+    """What sets a preset's detector apart; thresholds do not (they are set per call)."""
+    s = settings
+    return (s.detection_mirrored_passes, s.detection_small_face_pass_scale, s.detection_precision)
+
+
+def _preset_detector(settings: Settings, name: str) -> FaceDetector:
+    log.info("detector.loading", preset=name, reason="an upload's preset looks otherwise")
+    return build_detector(settings.with_preset(name))
 
 
 def video_options(settings: Settings) -> VideoOptions:

@@ -145,6 +145,10 @@ BROUGHT_PRESETS: dict[Family, dict[str, dict[str, float | None]]] = {
 }
 
 
+# Every setting a preset may set (`thorough` also sets the precision).
+_PRESET_SET = frozenset(k for values in DETECTION_PRESETS.values() for k in values)
+
+
 def preset_values(preset: str, family: Family) -> dict[str, float | str | None] | None:
     """The settings `preset` sets for a main detector of `family` (None: no such preset):
     the one mapping of the service, the CLI and bench/detection.py."""
@@ -161,10 +165,6 @@ def _preset_values(name: str, data: dict[str, Any]) -> dict[str, float | str | N
     if family not in FAMILIES:  # a wrong name: the field's own check names it
         return {}
     return preset_values(name, family) or {}
-
-
-def _maybe_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 # How each token setting is checked at load (tokens.py says why each rule).
@@ -785,22 +785,35 @@ class Settings(BaseSettings):
             return handler(data)
         preset = _preset_values(str(data.get("detection_preset", "privacy")), data)
         settings = handler({**preset, **data})
-        settings._explicit = frozenset(k for k in data if k in DETECTION_PRESETS["privacy"])
+        settings._explicit = frozenset(k for k in data if k in _PRESET_SET)
         return settings
+
+    def with_preset(self, name: str) -> Settings:
+        """These settings as a server started with IMAGEBLUR_DETECTION_PRESET=`name` and
+        the same explicit settings has them: what an upload's `preset` detects and hides
+        with (its thresholds, mask growth, extra looks and precision)."""
+        values: dict[str, float | str | None] = {"detection_precision": self._default_precision()}
+        values |= _preset_values(name, {"detector": self.detector})
+        given = {k: v for k, v in values.items() if k not in self._explicit}
+        return self.model_copy(update={**given, "detection_preset": name})
+
+    def _default_precision(self) -> str:
+        # What `_float_for_onnx_files` and the field's default give with no preset.
+        onnx_file = self.detector_runtime == "onnxruntime" or self.model_path is not None
+        return "float" if onnx_file else "int8"
 
     def preset_choice(self, name: str) -> PresetChoice:
         """What an upload's `preset` makes of this server's detection: the preset's
         thresholds and mask growth, except those the operator set explicitly."""
-        values = {**_preset_values(name, {"detector": self.detector})}
-        values |= {k: getattr(self, k) for k in self._explicit}
+        chosen = self.with_preset(name)
         return PresetChoice(
             thresholds=DetectionThresholds(
-                threshold=float(values["detection_threshold"]),  # type: ignore[arg-type]
-                small=_maybe_float(values["detection_small_threshold"]),
-                large=_maybe_float(values["detection_large_threshold"]),
+                threshold=chosen.detection_threshold,
+                small=chosen.detection_small_threshold,
+                large=chosen.detection_large_threshold,
             ),
-            mask_scale=float(values["mask_scale"]),  # type: ignore[arg-type]
-            mask_margin_px=float(values["mask_margin_px"]),  # type: ignore[arg-type]
+            mask_scale=chosen.mask_scale,
+            mask_margin_px=chosen.mask_margin_px,
         )
 
     @model_validator(mode="before")

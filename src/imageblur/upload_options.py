@@ -61,26 +61,25 @@ def check_review(options: UploadOptions | None, *, available: bool) -> None:
         raise ReviewUnavailable()
 
 
-def check_preset(options: UploadOptions | None, *, server_preset: str) -> None:
-    """Refuse `preset=thorough` on a server that does not run it: its thresholds are
-    set for extra detection passes (and the float model) that a server sets up at start,
-    and applied alone they would hide fewer faces than `privacy`."""
-    if options is not None and options.preset == "thorough" and server_preset != "thorough":
-        raise InvalidOption(
-            "preset",
-            "preset=thorough needs a server that runs it (IMAGEBLUR_DETECTION_PRESET=thorough): "
-            "its extra detection passes are set up at start; use privacy or tidy",
-        )
-
-
 # The metadata groups a video's container can keep (`video.metadata`).
 VIDEO_METADATA = frozenset({"gps", "datetime"})
 
 
-def check_video(options: UploadOptions | None) -> None:
-    """Refuse what a video cannot take: metadata groups beyond its container's
-    location and creation time (422 invalid_option, field keep_metadata)."""
-    if options is None or options.keep_metadata is None:
+def check_video(options: UploadOptions | None, *, server_preset: str) -> None:
+    """Refuse what a video cannot take (422 invalid_option): metadata groups beyond its
+    container's location and creation time, and `preset=thorough` on a server that does
+    not run it (a video's detection has the server's detector only; a picture's worker
+    loads the preset's own, `detection.presets`)."""
+    if options is None:
+        return
+    if options.preset == "thorough" and server_preset != "thorough":
+        raise InvalidOption(
+            "preset",
+            "preset=thorough for a video needs a server that runs it "
+            "(IMAGEBLUR_DETECTION_PRESET=thorough): a video is detected with the server's "
+            "own detector; pictures take it on any server",
+        )
+    if options.keep_metadata is None:
         return
     extra = sorted(options.keep_metadata - VIDEO_METADATA)
     if extra:

@@ -95,41 +95,81 @@ def test_the_service_hides_what_the_default_preset_calls_for(tmp_path: Path) -> 
     assert np.array_equal(black(out.content), expected_hidden(rgb))
 
 
-def test_a_reviewer_sees_the_regions_of_the_thorough_preset(tmp_path: Path) -> None:
-    # The worker's regions (hidden and uncertain, boxes and scores) are those of the
-    # preset's detector, mirrored pass included: on the example face shrunk to 26 px
-    # its scores are not the privacy preset's, and it lists a weak sighting of the
-    # mirrored pass as an uncertain candidate, where the privacy preset lists none.
+REGION_KEYS = ("x", "y", "width", "height", "score", "uncertain", "hidden")
+
+
+def small_face(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """The example face shrunk to 26 px: there the thorough preset's scores are not the
+    privacy preset's, and it lists a weak sighting of the mirrored pass as an uncertain
+    candidate, where the privacy preset lists none."""
     rgb = decode(LINUS.read_bytes())
     rgb = np.ascontiguousarray(cv2.resize(rgb, (210, 118), interpolation=cv2.INTER_AREA))
     source = tmp_path / "small.png"
     Image.fromarray(rgb).save(source)
+    return source, rgb
+
+
+def preset_regions(rgb: np.ndarray, preset: str) -> list[tuple[object, ...]]:
+    """The regions (hidden and uncertain) of a server running `preset`, computed here."""
+    found = build_detector(load_settings(detection_preset=preset)).detect_regions(rgb)
+    regions = regions_of(*found, rgb.shape[1], rgb.shape[0])
+    return [tuple(r.to_dict()[k] for k in REGION_KEYS) for r in regions]
+
+
+def reviewed_regions(
+    tmp_path: Path, source: Path, uploads: list[dict[str, str]], server_preset: str
+) -> list[list[tuple[object, ...]]]:
+    """The regions a reviewer is shown of `source` uploaded once with each of `uploads`'
+    options, on a server running `server_preset` that holds every picture for review."""
     tokens = {
         "IMAGEBLUR_API_TOKEN": "api-token-0123456789abcdef",
         "IMAGEBLUR_REVIEWER_TOKENS": "ann:reviewer-token-0123456789abcdef",
     }
     env = {
-        "IMAGEBLUR_DETECTION_PRESET": "thorough",
+        "IMAGEBLUR_DETECTION_PRESET": server_preset,
         "IMAGEBLUR_REVIEW": "required",
         "IMAGEBLUR_ORIGINALS_KEY": base64.b64encode(bytes(range(32))).decode(),
         **tokens,
     }
     auth = {"Authorization": f"Bearer {tokens['IMAGEBLUR_API_TOKEN']}"}
+    listed = []
     with (
         run_server(tmp_path / "data", env=env) as server,
         httpx.Client(base_url=server.url, timeout=30, headers=auth) as client,
     ):
-        files = {"image": (source.name, source.read_bytes(), "image/png")}
-        image_id = client.post("/picture", files=files).json()["id"]
-        assert wait_status(client, image_id, {"review", "failed"})["status"] == "review"
-        listed = client.get(f"/picture/{image_id}/regions").json()["regions"]
-    keys = ("x", "y", "width", "height", "score", "uncertain", "hidden")
-    wanted = {}
-    for preset in ("thorough", "privacy"):
-        found = build_detector(load_settings(detection_preset=preset)).detect_regions(rgb)
-        regions = regions_of(*found, rgb.shape[1], rgb.shape[0])
-        wanted[preset] = [tuple(r.to_dict()[k] for k in keys) for r in regions]
-    assert [tuple(r[k] for k in keys) for r in listed] == wanted["thorough"]
-    assert [r["uncertain"] for r in listed] == [False, True]
+        for fields in uploads:
+            files = {"image": (source.name, source.read_bytes(), "image/png")}
+            response = client.post("/picture", data=fields, files=files)
+            assert response.status_code == 202, response.text
+            image_id = response.json()["id"]
+            assert wait_status(client, image_id, {"review", "failed"})["status"] == "review"
+            regions = client.get(f"/picture/{image_id}/regions").json()["regions"]
+            listed.append([tuple(r[k] for k in REGION_KEYS) for r in regions])
+    return listed
+
+
+def test_a_reviewer_sees_the_regions_of_the_thorough_preset(tmp_path: Path) -> None:
+    # The worker's regions (hidden and uncertain, boxes and scores) are those of the
+    # preset's detector, mirrored pass included; an upload's `preset=privacy` there
+    # looks as a privacy server does (no mirrored pass, the int8 model).
+    source, rgb = small_face(tmp_path)
+    served, privacy = reviewed_regions(tmp_path, source, [{}, {"preset": "privacy"}], "thorough")
+    wanted = {preset: preset_regions(rgb, preset) for preset in ("thorough", "privacy")}
+    assert served == wanted["thorough"]
+    assert [r[-2] for r in served] == [False, True]
     assert [r[-2] for r in wanted["privacy"]] == [False]
-    assert listed[0]["score"] > wanted["privacy"][0][4]
+    assert served[0][4] > wanted["privacy"][0][4]
+    assert privacy == wanted["privacy"]
+
+
+def test_an_upload_asks_for_the_thorough_preset_on_any_server(tmp_path: Path) -> None:
+    # On a privacy server, `preset=thorough` detects as a thorough server does: the
+    # same boxes and scores, the mirrored pass's weak sighting listed as an uncertain
+    # candidate for the reviewer. The next upload without it looks as before.
+    source, rgb = small_face(tmp_path)
+    uploads = [{"preset": "thorough"}, {}, {"preset": "thorough"}]
+    thorough, plain, again = reviewed_regions(tmp_path, source, uploads, "privacy")
+    assert thorough == preset_regions(rgb, "thorough")
+    assert [r[-2] for r in thorough] == [False, True]
+    assert plain == preset_regions(rgb, "privacy")
+    assert again == thorough  # the thorough detector, loaded once, still serves it

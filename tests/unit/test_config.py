@@ -154,6 +154,42 @@ def test_the_thorough_preset_looks_twice_at_higher_thresholds(
         assert s.detection_precision == "int8"
 
 
+# The settings a preset decides: what an upload's `preset` must set as a server would.
+PRESET_DECIDES = (
+    "detection_threshold",
+    "detection_small_threshold",
+    "detection_large_threshold",
+    "mask_scale",
+    "mask_margin_px",
+    "detection_mirrored_passes",
+    "detection_small_face_pass_scale",
+    "detection_precision",
+)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"detection_preset": "thorough"},
+        {"detector_runtime": "onnxruntime"},
+        {"mask_scale": 1.6, "detection_mirrored_passes": 1},
+        {"detection_preset": "thorough", "detection_precision": "int8"},
+    ],
+)
+@pytest.mark.parametrize("preset", ["privacy", "tidy", "thorough"])
+def test_an_uploads_preset_sets_what_a_server_started_with_it_has(
+    given: dict[str, object], preset: str
+) -> None:
+    # `with_preset` (an upload's `preset`) and a server started with that preset and the
+    # same explicit settings agree on every setting a preset decides.
+    chosen = load_settings(**given).with_preset(preset)
+    started = load_settings(**{**given, "detection_preset": preset})
+    for name in PRESET_DECIDES:
+        assert getattr(chosen, name) == getattr(started, name), name
+    assert chosen.detection_preset == preset
+
+
 @pytest.mark.parametrize("value", ["1.0", "0.5", "2.5", "x"])
 def test_a_small_face_pass_must_enlarge_at_most_twice(
     monkeypatch: pytest.MonkeyPatch, value: str

@@ -5,6 +5,7 @@ thresholds; and what a video cannot take. Clips generated here, the real detecto
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,10 +125,18 @@ def test_the_options_change_only_what_they_name(
 
 
 def test_what_a_video_cannot_take_is_refused_naming_the_field() -> None:
-    upload_options.check_video(UploadOptions(keep_metadata=frozenset({"gps", "datetime"})))
+    check = functools.partial(upload_options.check_video, server_preset="privacy")
+    check(UploadOptions(keep_metadata=frozenset({"gps", "datetime"})))
     with pytest.raises(InvalidOption, match="camera_settings") as refused:
-        upload_options.check_video(UploadOptions(keep_metadata=frozenset({"camera_settings"})))
+        check(UploadOptions(keep_metadata=frozenset({"camera_settings"})))
     assert refused.value.field == "keep_metadata"
+    # A video looks with the server's detector: `thorough` only where the server runs it
+    # (a picture takes it anywhere: tests/e2e/test_detection_preset.py).
+    with pytest.raises(InvalidOption, match="thorough") as looks:
+        check(UploadOptions(preset="thorough"))
+    assert looks.value.field == "preset"
+    check(UploadOptions(preset="tidy"))
+    upload_options.check_video(UploadOptions(preset="thorough"), server_preset="thorough")
     # A rectangle is refused only outside the frame both ways up (the turn is read later).
     turned = UploadOptions(hide=(Rect(150, 10, 5, 5),))
     upload_options.check_fits_video(turned, width=120, height=160)

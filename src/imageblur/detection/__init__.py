@@ -9,6 +9,7 @@
 - `centerface` (shipped), `retinaface`, `scrfd`, `yolo`: one family each, a module named
   after it that knows one export's tensors.
 - `factory`: a detector from the configured families, several run together as one.
+- `presets`: the detector each preset an upload asks for looks with, loaded on first use.
 
 This module imports nothing, so that reading `families` loads no runtime.
 """
