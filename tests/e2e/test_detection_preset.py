@@ -24,9 +24,10 @@ from imageblur.domain import MaskGeometry
 from support import LINUS, decode, run_server, wait_status
 
 
-def blur_command(source: Path, out: Path, env: dict[str, str]) -> None:
+def blur_command(source: Path, out: Path, env: dict[str, str], flags: list[str]) -> None:
+    command = [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", *flags]
     result = subprocess.run(
-        [sys.executable, "-m", "imageblur.entrypoints.cli", "blur", str(source), "-o", str(out)],
+        [*command, str(source), "-o", str(out)],
         capture_output=True,
         text=True,
         env={**os.environ, "IMAGEBLUR_LOG_FORMAT": "json", **env},
@@ -72,11 +73,17 @@ def test_blur_command_uses_the_preset_and_explicit_overrides(tmp_path: Path) -> 
             {"IMAGEBLUR_DETECTION_PRESET": "thorough"},
             {"detection_preset": "thorough"},
         ),
+        # The flag wins over the environment, as every flag does.
+        "--preset thorough": (
+            {"IMAGEBLUR_DETECTION_PRESET": "tidy"},
+            {"detection_preset": "thorough"},
+        ),
     }
     hidden = {}
     for label, (extra_env, settings) in runs.items():
         out = tmp_path / label
-        blur_command(source, out, {**env, **extra_env})
+        flags = label.split() if label.startswith("--") else []
+        blur_command(source, out, {**env, **extra_env}, flags)
         hidden[label] = black((out / "linus.png").read_bytes())
         assert np.array_equal(hidden[label], expected_hidden(rgb, **settings)), label
     assert not np.array_equal(hidden["privacy"], hidden["tidy, mask x1.6"])
