@@ -106,9 +106,11 @@ def checked_options(
     openapi_extra=UPLOAD_BODY,
     summary="Upload a picture to anonymize",
     description="Options (multipart fields before the file part, or query parameters of a "
-    "raw upload): `mode`, `preset`, `keep_metadata`, `hide` and `ignore` (JSON lists of "
-    '`{"x", "y", "width", "height"}`), `review=required`; the server\'s settings are '
-    "the defaults, IMAGEBLUR_ALLOWED_OPTIONS the ones a client may choose.",
+    "raw upload): `mode`, `preset` (`privacy`, `tidy` or `thorough`, on any server: the "
+    "picture detected as a server started with it would), `keep_metadata`, `hide` and "
+    '`ignore` (JSON lists of `{"x", "y", "width", "height"}`), `review=required`; the '
+    "server's settings are the defaults, IMAGEBLUR_ALLOWED_OPTIONS the ones a client may "
+    "choose.",
 )
 async def post_picture(
     request: Request,
