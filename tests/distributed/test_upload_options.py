@@ -16,7 +16,7 @@ import pytest
 from PIL import ExifTags, Image
 
 import support
-from e2e.test_detection_preset import black, lifted_png
+from e2e.test_detection_preset import black, expected_hidden, lifted_png
 from photo_metadata import DATETIME_ORIGINAL, photo
 
 from .conftest import DeploymentFactory
@@ -42,8 +42,16 @@ def _done(app: Deployment, client: httpx.Client, image_id: str) -> dict[str, Any
     return final
 
 
+@pytest.fixture(scope="module")
+def thorough_mask(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """What a thorough server hides of `lifted_png`, computed in this process: before the
+    tests count their threads (a detector here keeps its runtime's)."""
+    _, rgb = lifted_png(tmp_path_factory.mktemp("thorough"))
+    return expected_hidden(rgb, detection_preset="thorough")
+
+
 def test_options_are_applied_by_the_workers(
-    backends: Backends, deploy: DeploymentFactory, tmp_path: Path
+    backends: Backends, deploy: DeploymentFactory, tmp_path: Path, thorough_mask: np.ndarray
 ) -> None:
     app = deploy(backends, workers=1)
     bill = (EXAMPLES / "bill-gates.jpg").read_bytes()
@@ -53,6 +61,8 @@ def test_options_are_applied_by_the_workers(
     source, _ = lifted_png(tmp_path)
     tidy = _upload(app, source.read_bytes(), mode="solid", preset="tidy")
     privacy = _upload(app, source.read_bytes(), mode="solid")
+    # On a privacy server: the worker loads the thorough detector for it.
+    thorough = _upload(app, source.read_bytes(), mode="solid", preset="thorough")
     with httpx.Client(base_url=app.url, timeout=30) as client:
         final = _done(app, client, solid)
         assert final["options"] == {"mode": "solid", "hide": [hide]}
@@ -71,11 +81,14 @@ def test_options_are_applied_by_the_workers(
         tidy_out = client.get(f"/picture/{tidy}/image").content
         _done(app, client, privacy)
         privacy_out = client.get(f"/picture/{privacy}/image").content
+        _done(app, client, thorough)
+        thorough_out = client.get(f"/picture/{thorough}/image").content
     assert exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == DATETIME_ORIGINAL
     assert not exif.get_ifd(ExifTags.IFD.GPSInfo)
     # The exact mask is checked on the embedded default (tests/e2e/test_upload_options.py);
     # here, that the worker took the preset: another mask than the server's own preset.
     assert black(tidy_out).any() and not np.array_equal(black(tidy_out), black(privacy_out))
+    assert np.array_equal(black(thorough_out), thorough_mask)
     # Claimed as the `options` kind: statuses an older worker never claims.
     assert backends.transitions(solid)[:2] == [
         (None, "options_pending"),
