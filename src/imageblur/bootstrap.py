@@ -183,16 +183,19 @@ def build_detector(settings: Settings) -> FaceDetector:
     )
 
 
-def worker_anonymizer(settings: Settings, detector: FaceDetector) -> Anonymizer:
+def worker_anonymizer(
+    settings: Settings, detector: FaceDetector, detectors: PresetDetectors | None = None
+) -> Anonymizer:
     """The worker's anonymizer: its job threads share one pixel budget, and `detector`
-    (the server's preset's) and any other preset's an upload asks for."""
+    (the server's preset's) and any other preset's an upload asks for (`detectors`, when
+    the process's videos share them; else its own)."""
     budget = PixelBudget(settings.worker_pixel_budget)
     return Anonymizer(
         detector,
         anonymize_options(settings),
         budget=budget,
         presets=settings.preset_choice,
-        detectors=preset_detectors(settings, detector),
+        detectors=detectors or preset_detectors(settings, detector),
     )
 
 
@@ -286,17 +289,23 @@ class VideoParts:
     anonymizer: VideoAnonymizer | None
 
 
-def video_parts(settings: Settings, detector: FaceDetector | None) -> VideoParts:
+def video_parts(
+    settings: Settings, detector: FaceDetector | None, detectors: PresetDetectors | None = None
+) -> VideoParts:
     """The pipeline of `imageblur.video` behind the ports (`video.service_parts`);
-    imported here only, when videos are on."""
+    imported here only, when videos are on. `detectors`: each preset's detector, as the
+    process's pictures have them (else the video's own)."""
     from imageblur.video.service_parts import PipelineAnonymizer, PipelineProbe
 
     options = video_options(settings)
-    anonymizer = (
-        PipelineAnonymizer(detector, options, presets=settings.preset_choice)
-        if detector is not None
-        else None
-    )
+    anonymizer = None
+    if detector is not None:
+        anonymizer = PipelineAnonymizer(
+            detector,
+            options,
+            presets=settings.preset_choice,
+            detectors=detectors or preset_detectors(settings, detector),
+        )
     return VideoParts(probe=PipelineProbe(options), anonymizer=anonymizer)
 
 
@@ -330,11 +339,12 @@ def build_processor(
     metrics: Metrics | None = None,
     work_dir: WorkDir | None = None,
     video: VideoAnonymizer | None = None,
+    detectors: PresetDetectors | None = None,
 ) -> JobProcessor:
     s = settings
     return JobProcessor(
         backends=backends,
-        anonymizer=worker_anonymizer(s, detector),
+        anonymizer=worker_anonymizer(s, detector, detectors),
         video=video if s.video else None,
         retry=RetryPolicy(
             max_attempts=s.max_attempts,
@@ -426,6 +436,9 @@ class Container:
     # The video use cases (None: IMAGEBLUR_VIDEO off) and the pipeline behind them.
     videos: VideoService | None = None
     video_parts: VideoParts | None = None
+    # Each preset's detector, shared by pictures and videos (a second copy of a model
+    # costs hundreds of MB); None: a process without a detector.
+    detectors: PresetDetectors | None = None
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -442,6 +455,7 @@ class Container:
             metrics=self.metrics,
             work_dir=self.work,
             video=self.video_parts.anonymizer if self.video_parts else None,
+            detectors=self.detectors,
         )
 
     def export_picture_gauges(self) -> None:
@@ -501,8 +515,9 @@ def build(
             backends.close()
             raise
     gate = build_gate(settings)
+    detectors = None if detector is None else preset_detectors(settings, detector)
     if settings.video and video is None:
-        video = video_parts(settings, detector)
+        video = video_parts(settings, detector, detectors)
     try:
         videos = build_videos(settings, backends, video)
         work = open_work_dir(settings) if with_detector else None
@@ -522,6 +537,7 @@ def build(
         streams=StreamSlots(settings.max_streamed_uploads),
         videos=videos,
         video_parts=video,
+        detectors=detectors,
     )
 
 

@@ -65,21 +65,10 @@ def check_review(options: UploadOptions | None, *, available: bool) -> None:
 VIDEO_METADATA = frozenset({"gps", "datetime"})
 
 
-def check_video(options: UploadOptions | None, *, server_preset: str) -> None:
+def check_video(options: UploadOptions | None) -> None:
     """Refuse what a video cannot take (422 invalid_option): metadata groups beyond its
-    container's location and creation time, and `preset=thorough` on a server that does
-    not run it (a video's detection has the server's detector only; a picture's worker
-    loads the preset's own, `detection.presets`)."""
-    if options is None:
-        return
-    if options.preset == "thorough" and server_preset != "thorough":
-        raise InvalidOption(
-            "preset",
-            "preset=thorough for a video needs a server that runs it "
-            "(IMAGEBLUR_DETECTION_PRESET=thorough): a video is detected with the server's "
-            "own detector; pictures take it on any server",
-        )
-    if options.keep_metadata is None:
+    container's location and creation time."""
+    if options is None or options.keep_metadata is None:
         return
     extra = sorted(options.keep_metadata - VIDEO_METADATA)
     if extra:

@@ -475,9 +475,10 @@ def _sample(client: httpx.Client, name: str) -> float:
 def test_options_per_upload_apply_to_videos_and_a_callback_gets_video_done(
     tmp_path: Path, clip: bytes
 ) -> None:
-    """Issue 26 for videos: solid mode, only the date kept and a corner hidden in every
-    frame; stored, shown by GET, bound to the Idempotency-Key; one `video.done` to the
-    upload's own callback, its signature checked with an HMAC written in the test."""
+    """Issue 26 for videos: solid mode, only the date kept, a corner hidden in every
+    frame and the thorough preset on a privacy server (issue 28); stored, shown by GET,
+    bound to the Idempotency-Key; one `video.done` to the upload's own callback, its
+    signature checked with an HMAC written in the test."""
     key = os.urandom(32)
     env = {
         "IMAGEBLUR_WEBHOOK_SECRET": "whsec_" + base64.b64encode(key).decode(),
@@ -492,6 +493,7 @@ def test_options_per_upload_apply_to_videos_and_a_callback_gets_video_done(
     ):
         fields = {
             "mode": "solid",
+            "preset": "thorough",
             "keep_metadata": "datetime",
             "hide": json.dumps([corner]),
             "callback_url": receiver.url,
@@ -507,6 +509,7 @@ def test_options_per_upload_apply_to_videos_and_a_callback_gets_video_done(
         assert done["status"] == "done", done
         assert done["options"] == {
             "mode": "solid",
+            "preset": "thorough",
             "keep_metadata": ["datetime"],
             "hide": [corner],
             "callback_url": receiver.url,

@@ -5,7 +5,6 @@ thresholds; and what a video cannot take. Clips generated here, the real detecto
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from imageblur.ports import FaceDetector
 from imageblur.upload_options import InvalidOption
 from imageblur.video.pipeline import VideoOptions, blur_video
 from imageblur.video.service_parts import ChosenDetector, chosen
+from unit.fakes import FakeDetector
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "example-pictures"
 
@@ -124,19 +124,39 @@ def test_the_options_change_only_what_they_name(
     assert grown.keep_metadata == {"gps"}
 
 
+def test_a_preset_looks_with_its_own_detector(
+    detector: FaceDetector, options: VideoOptions
+) -> None:
+    """The worker's detector of the upload's preset (`detection.presets`: thorough's
+    is loaded on first use), as pictures look with it, on any server."""
+    thorough = FakeDetector([])
+    asked: list[str] = []
+
+    def detectors(name: str) -> FaceDetector:
+        asked.append(name)
+        return thorough
+
+    preset = PresetChoice(DetectionThresholds(threshold=0.5), mask_scale=1.0, mask_margin_px=0)
+
+    def choose(choices: UploadOptions) -> FaceDetector:
+        return chosen(detector, options, choices, lambda _: preset, detectors)[0]
+
+    looks = choose(UploadOptions(preset="thorough"))
+    assert isinstance(looks, ChosenDetector)  # the preset's thresholds, per call
+    assert looks._detector is thorough and asked == ["thorough"]
+    plain = choose(UploadOptions(mode="solid"))
+    assert plain is detector and asked == ["thorough"]  # no preset asked: the server's
+
+
 def test_what_a_video_cannot_take_is_refused_naming_the_field() -> None:
-    check = functools.partial(upload_options.check_video, server_preset="privacy")
+    check = upload_options.check_video
     check(UploadOptions(keep_metadata=frozenset({"gps", "datetime"})))
     with pytest.raises(InvalidOption, match="camera_settings") as refused:
         check(UploadOptions(keep_metadata=frozenset({"camera_settings"})))
     assert refused.value.field == "keep_metadata"
-    # A video looks with the server's detector: `thorough` only where the server runs it
-    # (a picture takes it anywhere: tests/e2e/test_detection_preset.py).
-    with pytest.raises(InvalidOption, match="thorough") as looks:
-        check(UploadOptions(preset="thorough"))
-    assert looks.value.field == "preset"
-    check(UploadOptions(preset="tidy"))
-    upload_options.check_video(UploadOptions(preset="thorough"), server_preset="thorough")
+    # Every preset, on any server: the worker loads a preset's own detector.
+    for preset in ("privacy", "tidy", "thorough"):
+        check(UploadOptions(preset=preset))
     # A rectangle is refused only outside the frame both ways up (the turn is read later).
     turned = UploadOptions(hide=(Rect(150, 10, 5, 5),))
     upload_options.check_fits_video(turned, width=120, height=160)

@@ -83,14 +83,14 @@ def checked_options(
     fields: Mapping[str, str], services: Container, scope: Scope, *, video: bool = False
 ) -> UploadOptions | None:
     """The upload's options among `fields`, checked against this server (what it allows,
-    whether it can review, where it may deliver; for a video, what a video can take,
-    its preset included): raises `InvalidOption` or `OptionNotAllowed`."""
+    whether it can review, where it may deliver; for a video, what a video can take):
+    raises `InvalidOption` or `OptionNotAllowed`."""
     settings = services.settings
     options = upload_options.parse(
         fields, allowed=settings.allowed_upload_options(), asked_by=asked_by(scope)
     )
     if video:
-        upload_options.check_video(options, server_preset=settings.detection_preset)
+        upload_options.check_video(options)
     upload_options.check_review(options, available=settings.review_possible())
     upload_options.check_callback(
         options, policy=settings.webhook_policy(), signing=settings.webhook_secret is not None

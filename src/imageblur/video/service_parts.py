@@ -100,14 +100,17 @@ def chosen(
     options: VideoOptions,
     choices: UploadOptions | None,
     presets: Callable[[str], PresetChoice] | None = None,
+    detectors: Callable[[str], FaceDetector] | None = None,
 ) -> tuple[FaceDetector, VideoOptions]:
     """The detector and options of one video, as its upload's `choices` change the
-    server's: the mode, the metadata kept, the preset (thresholds and mask growth),
-    `hide` (every frame) and `ignore`."""
+    server's: the mode, the metadata kept, the preset (its detector from `detectors`,
+    thresholds and mask growth), `hide` (every frame) and `ignore`."""
     if choices is None:
         return detector, options
     look, thresholds = options.look, None
     if choices.preset is not None and presets is not None:
+        if detectors is not None:
+            detector = detectors(choices.preset)
         preset = presets(choices.preset)
         geometry = replace(look.geometry, scale=preset.mask_scale, margin_px=preset.mask_margin_px)
         look, thresholds = replace(look, geometry=geometry), preset.thresholds
@@ -125,7 +128,8 @@ def chosen(
 class PipelineAnonymizer:
     """`VideoAnonymizer`: probe again (the worker trusts no record), detect, plan and
     render. Progress counts both passes: `frames_total` is twice the frames. `presets`:
-    what an upload's `preset` makes of the settings (None: presets are not applied)."""
+    what an upload's `preset` makes of the settings (None: presets are not applied), and
+    `detectors` the detector it looks with (None: `detector`, whatever the preset)."""
 
     def __init__(
         self,
@@ -133,10 +137,11 @@ class PipelineAnonymizer:
         options: VideoOptions,
         make_plan: PlanMaker | None = None,
         presets: Callable[[str], PresetChoice] | None = None,
+        detectors: Callable[[str], FaceDetector] | None = None,
     ) -> None:
         # None: the options' plan (tracking, or per frame: IMAGEBLUR_VIDEO_TRACKING).
         self._detector, self._options, self._make_plan = detector, options, make_plan
-        self._presets = presets
+        self._presets, self._detectors = presets, detectors
 
     def anonymize(
         self,
@@ -146,7 +151,9 @@ class PipelineAnonymizer:
         *,
         options: UploadOptions | None = None,
     ) -> AnonymizedVideo:
-        detector, video_options = chosen(self._detector, self._options, options, self._presets)
+        detector, video_options = chosen(
+            self._detector, self._options, options, self._presets, self._detectors
+        )
 
         def report(step: Progress) -> None:
             done = step.frames_done + (step.frames_total if step.stage == "render" else 0)
