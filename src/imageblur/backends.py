@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from imageblur.batches.ports import BatchItems, BatchRecords
 from imageblur.domain import BackendUnavailable
 from imageblur.logs import get_logger
 from imageblur.ports import (
@@ -27,7 +28,9 @@ from imageblur.ports import (
 log = get_logger(__name__)
 
 
-class Repository(Pictures, JobLeases, Reviews, Upkeep, Outbox, Schema, Protocol):
+class Repository(
+    Pictures, JobLeases, Reviews, Upkeep, Outbox, BatchRecords, BatchItems, Schema, Protocol
+):
     """Every role of the image metadata, as each adapter implements them in one class.
     The bundle carries this one object; each use case keeps it typed as the roles it
     uses (`ports`), so mypy holds it to them."""

@@ -41,6 +41,8 @@ from imageblur.domain import (
 )
 from imageblur.ports import RGBImage
 
+from .fake_batches import BatchTables, FakeBatches
+
 
 class Spilled:
     """A streamed object's bytes, in an anonymous temp file: off the heap, so that a
@@ -211,9 +213,10 @@ class FakeDatabase:
     outbox_leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     migrated: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    batch_tables: BatchTables = field(default_factory=BatchTables)
 
 
-class FakeRepository:
+class FakeRepository(FakeBatches):
     """Every repository role in dicts. Its transitions are `imageblur.lifecycle`'s table,
     applied (each under one lock, as each is one statement in the SQL adapters)."""
 
@@ -221,6 +224,7 @@ class FakeRepository:
         self, database: FakeDatabase | None = None, *, webhook_url: str | None = None
     ) -> None:
         self.db = database or FakeDatabase()
+        self.batch_tables = self.db.batch_tables
         self.webhook_url = webhook_url
         self.down = False
         self.before: Callable[[str], None] | None = None

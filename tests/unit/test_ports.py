@@ -12,17 +12,23 @@ from imageblur import ports
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.backends import Repository
+from imageblur.batches import ports as batch_ports
 
 from .fakes import FakeRepository
 
 MAX_METHODS = 12
 
 
+PORT_MODULES = (ports, batch_ports)
+_PORT_NAMES = {m.__name__ for m in PORT_MODULES}
+
+
 def _protocols() -> list[type]:
     return [
         cls
-        for _, cls in inspect.getmembers(ports, inspect.isclass)
-        if cls.__module__ == ports.__name__ and Protocol in cls.__mro__[1:]
+        for module in PORT_MODULES
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__ and Protocol in cls.__mro__[1:]
     ]
 
 
@@ -31,7 +37,7 @@ def _methods(protocol: type) -> set[str]:
     return {
         name
         for cls in protocol.__mro__
-        if cls.__module__ == ports.__name__
+        if cls.__module__ in _PORT_NAMES
         for name, value in vars(cls).items()
         if inspect.isfunction(value) and not name.startswith("_")
     }

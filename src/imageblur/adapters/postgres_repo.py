@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from imageblur.adapters import outbox, postgres_schema, sql_lifecycle, sql_rows, transitions
+from imageblur.adapters.sql_batches import Dialect, Row, Run, SqlBatches
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -82,7 +83,11 @@ def _to(operation: str, **choice: Any) -> str:
     return f"{status}, {review}"
 
 
-class PostgresImageRepository:
+def _aware(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+class PostgresImageRepository(SqlBatches):
     """Every repository role (`backends.Repository`) on PostgreSQL; thread-safe (the
     pool hands out connections)."""
 
@@ -142,6 +147,21 @@ class PostgresImageRepository:
                 yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise RepositoryUnavailable(f"database error: {_describe(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _batch_tx(self) -> Iterator[Run]:
+        """A transaction for `SqlBatches`."""
+        with self._conn() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+
+            def run(query: str, params: Mapping[str, Any]) -> list[Row]:
+                cur.execute(query.encode(), params)
+                return builtins.list(cur.fetchall()) if cur.description else []
+
+            yield run
+
+    def _batch_dialect(self) -> Dialect:
+        quoted = '"' + self._schema.replace('"', '""') + '".'
+        return Dialect(tables=quoted, named=True, ts_in=lambda t: t, ts_out=_aware)
 
     def _one(self, query: sql.Composed, params: dict[str, Any]) -> ImageRecord | None:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:

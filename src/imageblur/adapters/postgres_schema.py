@@ -197,6 +197,69 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_outbox_finished_idx ON {s}.webhook_outbox (finished_at)
         WHERE outcome IS NOT NULL;
     """,
+    # 15: bucket batches (issue 27): a batch, and its items in a table of their own,
+    # never in `images` (no picture listing, gauge or original's deletion reaches an
+    # item; its source is borrowed: `borrowed` is 1 by a CHECK); partial indexes for the
+    # listed items waiting to be published, leased ones, failed ones, done item keys (a
+    # later batch skips them) and the keys a batch wrote (its purge).
+    """
+    CREATE TABLE {s}.batches (
+        id            text PRIMARY KEY,
+        batch_key     text NOT NULL,
+        source_store  text NOT NULL CHECK (source_store IN ('s3', 'file')),
+        source_bucket text NOT NULL,
+        source_prefix text NOT NULL,
+        target_store  text NOT NULL CHECK (target_store IN ('s3', 'file')),
+        target_bucket text NOT NULL,
+        target_prefix text NOT NULL,
+        options       text NOT NULL,
+        dry_run       integer NOT NULL,
+        status        text NOT NULL
+                      CHECK (status IN ('listing', 'running', 'done', 'cancelled', 'failed')),
+        listing_after text,
+        listed_all    integer NOT NULL DEFAULT 0,
+        error         text,
+        created_at    timestamptz NOT NULL,
+        updated_at    timestamptz NOT NULL,
+        finished_at   timestamptz
+    );
+    CREATE UNIQUE INDEX batches_key_open ON {s}.batches (batch_key)
+        WHERE status IN ('listing', 'running');
+    CREATE INDEX batches_created ON {s}.batches (created_at DESC, id DESC);
+    CREATE TABLE {s}.batch_items (
+        id               text PRIMARY KEY,
+        batch_id         text NOT NULL,
+        item_key         text NOT NULL,
+        source_store     text NOT NULL,
+        source_bucket    text NOT NULL,
+        source_key       text NOT NULL,
+        source_tag       text NOT NULL,
+        source_size      bigint NOT NULL,
+        borrowed         integer NOT NULL DEFAULT 1 CHECK (borrowed = 1),
+        state            text NOT NULL CHECK (state IN
+                         ('listed', 'queued', 'processing', 'done', 'failed', 'skipped')),
+        target_key       text,
+        wrote_target     integer NOT NULL DEFAULT 0,
+        reason           text,
+        faces            integer,
+        attempts         integer NOT NULL DEFAULT 0,
+        lease_owner      text,
+        lease_expires_at timestamptz,
+        created_at       timestamptz NOT NULL,
+        updated_at       timestamptz NOT NULL
+    );
+    CREATE UNIQUE INDEX batch_items_source ON {s}.batch_items (batch_id, source_key);
+    CREATE INDEX batch_items_state ON {s}.batch_items (batch_id, state);
+    CREATE INDEX batch_items_listed ON {s}.batch_items (batch_id, source_key)
+        WHERE state = 'listed';
+    CREATE INDEX batch_items_leased ON {s}.batch_items (lease_expires_at)
+        WHERE state = 'processing';
+    CREATE INDEX batch_items_done_key ON {s}.batch_items (item_key) WHERE state = 'done';
+    CREATE INDEX batch_items_failed ON {s}.batch_items (batch_id, source_key)
+        WHERE state = 'failed';
+    CREATE INDEX batch_items_written ON {s}.batch_items (batch_id, target_key)
+        WHERE wrote_target = 1;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -21,6 +21,7 @@ from typing import Any
 
 from imageblur.adapters import outbox, sql_lifecycle, sql_rows, sqlite_schema, transitions
 from imageblur.adapters.group_sync import GroupSync
+from imageblur.adapters.sql_batches import Dialect, Row, Run, SqlBatches
 from imageblur.domain import (
     AudioOutcome,
     Conflict,
@@ -142,11 +143,14 @@ def _log(conn: sqlite3.Connection, image_id: str, event: Event) -> None:
     )
 
 
+_DIALECT = Dialect(tables="", named=False, ts_in=_ts, ts_out=_parse_ts)
+
+
 def _message_of_row(row: sqlite3.Row) -> WebhookMessage:
     return outbox.message_of_row(row, timestamp=_parse_ts)
 
 
-class SqliteImageRepository:
+class SqliteImageRepository(SqlBatches):
     def __init__(
         self, path: Path, *, timeout_s: float = 10.0, webhook_url: str | None = None
     ) -> None:
@@ -237,6 +241,19 @@ class SqliteImageRepository:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    @contextmanager
+    def _batch_tx(self) -> Iterator[Run]:
+        """A transaction for `SqlBatches`."""
+        with self._tx() as conn:
+
+            def run(sql: str, params: Mapping[str, Any]) -> list[Row]:
+                return [dict(row) for row in conn.execute(sql, params).fetchall()]
+
+            yield run
+
+    def _batch_dialect(self) -> Dialect:
+        return _DIALECT
 
     def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

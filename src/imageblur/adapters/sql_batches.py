@@ -1,0 +1,485 @@
+"""Batches and their items (issue 27) on both SQL adapters: one implementation over a
+small dialect (how a parameter, a table and a time stamp are written), mixed into
+`SqliteImageRepository` and `PostgresImageRepository`, which give it a transaction.
+
+Every change of an item is one conditional statement, as the pictures' transitions are:
+a claim takes a queued item (or one whose lease expired) of an open batch, and only the
+lease holder ends it. Counts are read from the items, grouped by state (an index on
+`(batch_id, state)`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from imageblur.batches.model import (
+    ALREADY_DONE,
+    CANCELLED,
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchRefused,
+    BatchStatus,
+    ItemState,
+    Location,
+    StoreKind,
+)
+
+Row = Mapping[str, Any]
+# Runs one statement in the caller's transaction: its rows (none for a plain write).
+Run = Callable[[str, Mapping[str, Any]], list[Row]]
+
+_OPEN = "('listing', 'running')"
+_BATCH_COLUMNS = (
+    "id, batch_key, source_store, source_bucket, source_prefix, target_store, target_bucket, "
+    "target_prefix, options, dry_run, status, listing_after, listed_all, error, created_at, "
+    "updated_at, finished_at"
+)
+_ITEM_COLUMNS = (
+    "id, batch_id, item_key, source_store, source_bucket, source_key, source_tag, "
+    "source_size, borrowed, state, target_key, wrote_target, reason, faces, attempts, "
+    "created_at, updated_at"
+)
+_IDS_PER_QUERY = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """`tables`: the schema's prefix of a table name ('' or '"schema".'); `named`: whether
+    parameters are written `%(name)s` (psycopg) rather than `:name` (sqlite3)."""
+
+    tables: str
+    named: bool
+    ts_in: Callable[[datetime], Any]
+    ts_out: Callable[[Any], datetime]
+
+    def sql(self, text: str) -> str:
+        text = text.replace("{t}", self.tables)
+        return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", text) if self.named else text
+
+
+class SqlBatches:
+    """`BatchRecords` and `BatchItems` for a SQL adapter that gives `_batch_tx` (one
+    transaction, its `Run`) and `_batch_dialect`."""
+
+    def _batch_tx(self) -> AbstractContextManager[Run]:
+        raise NotImplementedError
+
+    def _batch_dialect(self) -> Dialect:
+        raise NotImplementedError
+
+    def _run(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        with self._batch_tx() as run:
+            return run(self._batch_dialect().sql(text), params or {})
+
+    # --- BatchRecords ---------------------------------------------------------------
+
+    def add_batch(self, batch: Batch, *, max_running: int) -> tuple[Batch, bool]:
+        d = self._batch_dialect()
+        with self._batch_tx() as run:
+            found = _open_with_key(run, d, batch.key)
+            if found is not None:
+                return _with_counts(run, d, found), False
+            running = run(
+                d.sql(f"SELECT COUNT(*) AS n FROM {{t}}batches WHERE status IN {_OPEN}"), {}
+            )
+            if int(running[0]["n"]) >= max_running:
+                raise BatchRefused(
+                    f"{max_running} batches are running: at most that many at once",
+                    http_status=429,
+                    code="too_many_batches",
+                )
+            added = run(d.sql(_INSERT_BATCH), _batch_params(batch, d))
+            if not added:  # another post of the same batch won the unique index
+                again = _open_with_key(run, d, batch.key)
+                assert again is not None, "the unique index named a batch that is gone"
+                return _with_counts(run, d, again), False
+            return batch, True
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        d = self._batch_dialect()
+        with self._batch_tx() as run:
+            rows = run(
+                d.sql(f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches WHERE id = :id"), {"id": batch_id}
+            )
+            return _with_counts(run, d, _batch(rows[0], d)) if rows else None
+
+    def list_batches(self, *, limit: int, offset: int = 0) -> Sequence[Batch]:
+        d = self._batch_dialect()
+        with self._batch_tx() as run:
+            rows = run(
+                d.sql(
+                    f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches "
+                    "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset"
+                ),
+                {"limit": limit, "offset": offset},
+            )
+            return [_with_counts(run, d, _batch(row, d)) for row in rows]
+
+    def cancel_batch(self, batch_id: str, *, now: datetime) -> Batch | None:
+        d = self._batch_dialect()
+        params = {"id": batch_id, "now": d.ts_in(now), "reason": CANCELLED}
+        with self._batch_tx() as run:
+            run(
+                d.sql(
+                    "UPDATE {t}batches SET status = 'cancelled', finished_at = :now, "
+                    f"updated_at = :now WHERE id = :id AND status IN {_OPEN}"
+                ),
+                params,
+            )
+            run(
+                d.sql(
+                    "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
+                    "updated_at = :now WHERE batch_id = :id AND state IN ('listed', 'queued')"
+                ),
+                params,
+            )
+            rows = run(d.sql(f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches WHERE id = :id"), params)
+            return _with_counts(run, d, _batch(rows[0], d)) if rows else None
+
+    def item_failures(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[BatchItem]:
+        d = self._batch_dialect()
+        rows = self._run(
+            f"SELECT {_ITEM_COLUMNS} FROM {{t}}batch_items WHERE batch_id = :id "
+            "AND state = 'failed' AND source_key > :after ORDER BY source_key LIMIT :limit",
+            {"id": batch_id, "after": after or "", "limit": limit},
+        )
+        return [_item(row, d) for row in rows]
+
+    def retry_failed(self, batch_id: str, *, now: datetime) -> int:
+        d = self._batch_dialect()
+        params = {"id": batch_id, "now": d.ts_in(now)}
+        with self._batch_tx() as run:
+            retried = run(
+                d.sql(
+                    "UPDATE {t}batch_items SET state = 'listed', reason = NULL, attempts = 0, "
+                    "updated_at = :now WHERE batch_id = :id AND state = 'failed' AND "
+                    "batch_id IN (SELECT id FROM {t}batches WHERE status <> 'cancelled') "
+                    "RETURNING id"
+                ),
+                params,
+            )
+            if retried:
+                run(
+                    d.sql(
+                        "UPDATE {t}batches SET status = 'running', finished_at = NULL, "
+                        "updated_at = :now WHERE id = :id AND status IN ('done', 'failed')"
+                    ),
+                    params,
+                )
+            return len(retried)
+
+    def written_keys(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[str]:
+        rows = self._run(
+            "SELECT target_key FROM {t}batch_items WHERE batch_id = :id AND wrote_target = 1 "
+            "AND target_key > :after ORDER BY target_key LIMIT :limit",
+            {"id": batch_id, "after": after or "", "limit": limit},
+        )
+        return [str(row["target_key"]) for row in rows]
+
+    # --- BatchItems -------------------------------------------------------------------
+
+    def open_batches(self) -> Sequence[Batch]:
+        d = self._batch_dialect()
+        rows = self._run(
+            f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches WHERE status IN {_OPEN} "
+            "ORDER BY created_at, id"
+        )
+        return [_batch(row, d) for row in rows]
+
+    def add_items(
+        self,
+        batch_id: str,
+        items: Sequence[BatchItem],
+        *,
+        after: str | None,
+        listed_all: bool,
+        now: datetime,
+    ) -> int:
+        d = self._batch_dialect()
+        insert = d.sql(_INSERT_ITEM)
+        with self._batch_tx() as run:
+            listing = run(
+                d.sql("SELECT id FROM {t}batches WHERE id = :id AND status = 'listing'"),
+                {"id": batch_id},
+            )
+            if not listing:
+                return 0
+            added = sum(len(run(insert, _item_params(item, d))) for item in items)
+            run(
+                d.sql(
+                    "UPDATE {t}batches SET listing_after = :after, listed_all = :all, "
+                    "status = CASE WHEN :all = 1 THEN 'running' ELSE status END, "
+                    "updated_at = :now WHERE id = :id"
+                ),
+                {"id": batch_id, "after": after, "all": int(listed_all), "now": d.ts_in(now)},
+            )
+            return added
+
+    def to_publish(self, batch_id: str, *, window: int) -> Sequence[BatchItem]:
+        d = self._batch_dialect()
+        with self._batch_tx() as run:
+            busy = run(
+                d.sql(
+                    "SELECT COUNT(*) AS n FROM {t}batch_items WHERE batch_id = :id "
+                    "AND state IN ('queued', 'processing')"
+                ),
+                {"id": batch_id},
+            )
+            room = window - int(busy[0]["n"])
+            if room <= 0:
+                return []
+            rows = run(
+                d.sql(
+                    f"SELECT {_ITEM_COLUMNS} FROM {{t}}batch_items WHERE batch_id = :id "
+                    "AND state = 'listed' AND batch_id IN "
+                    f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) "
+                    "ORDER BY source_key LIMIT :room"
+                ),
+                {"id": batch_id, "room": room},
+            )
+            return [_item(row, d) for row in rows]
+
+    def mark_queued(self, item_ids: Sequence[str], *, now: datetime) -> None:
+        d = self._batch_dialect()
+        with self._batch_tx() as run:
+            for start in range(0, len(item_ids), _IDS_PER_QUERY):
+                chunk = item_ids[start : start + _IDS_PER_QUERY]
+                names = {f"i{n}": item_id for n, item_id in enumerate(chunk)}
+                marks = ", ".join(f":{name}" for name in names)
+                run(
+                    d.sql(
+                        "UPDATE {t}batch_items SET state = 'queued', updated_at = :now "
+                        f"WHERE state = 'listed' AND id IN ({marks})"
+                    ),
+                    {**names, "now": d.ts_in(now)},
+                )
+
+    def claim_item(
+        self, item_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> BatchItem | None:
+        d = self._batch_dialect()
+        rows = self._run(
+            "UPDATE {t}batch_items SET state = 'processing', lease_owner = :owner, "
+            "lease_expires_at = :until, attempts = attempts + 1, updated_at = :now "
+            "WHERE id = :id AND (state IN ('listed', 'queued') OR (state = 'processing' "
+            "AND lease_expires_at <= :now)) AND batch_id IN "
+            f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) RETURNING {_ITEM_COLUMNS}",
+            {
+                "id": item_id,
+                "owner": owner,
+                "now": d.ts_in(now),
+                "until": d.ts_in(now + timedelta(seconds=lease_s)),
+            },
+        )
+        return _item(rows[0], d) if rows else None
+
+    def finish_item(
+        self,
+        item_id: str,
+        *,
+        owner: str,
+        state: str,
+        now: datetime,
+        reason: str | None = None,
+        faces: int | None = None,
+        target_key: str | None = None,
+        wrote_target: bool = False,
+    ) -> bool:
+        if state not in ("done", "failed", "skipped", "queued"):
+            raise ValueError(f"an item cannot end {state!r}")
+        d = self._batch_dialect()
+        rows = self._run(
+            "UPDATE {t}batch_items SET state = :state, reason = :reason, faces = :faces, "
+            "target_key = COALESCE(:target_key, target_key), "
+            "wrote_target = CASE WHEN :wrote = 1 THEN 1 ELSE wrote_target END, "
+            "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now "
+            "WHERE id = :id AND state = 'processing' AND lease_owner = :owner RETURNING id",
+            {
+                "id": item_id,
+                "owner": owner,
+                "state": state,
+                "reason": reason,
+                "faces": faces,
+                "target_key": target_key,
+                "wrote": int(wrote_target),
+                "now": d.ts_in(now),
+            },
+        )
+        return bool(rows)
+
+    def requeue_stale_items(
+        self, *, now: datetime, queued_before: datetime, limit: int
+    ) -> Sequence[BatchItem]:
+        d = self._batch_dialect()
+        rows = self._run(
+            "UPDATE {t}batch_items SET state = 'queued', lease_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = :now WHERE id IN (SELECT id FROM "
+            "{t}batch_items WHERE (state = 'processing' AND lease_expires_at <= :now) OR "
+            "(state = 'queued' AND updated_at <= :before) LIMIT :limit) AND batch_id IN "
+            f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) RETURNING {_ITEM_COLUMNS}",
+            {"now": d.ts_in(now), "before": d.ts_in(queued_before), "limit": limit},
+        )
+        return [_item(row, d) for row in rows]
+
+    def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
+        d = self._batch_dialect()
+        rows = self._run(
+            "UPDATE {t}batches SET status = 'done', finished_at = :now, updated_at = :now "
+            f"WHERE status IN {_OPEN} AND listed_all = 1 AND NOT EXISTS (SELECT 1 FROM "
+            "{t}batch_items i WHERE i.batch_id = {t}batches.id AND i.state IN "
+            f"('listed', 'queued', 'processing')) RETURNING {_BATCH_COLUMNS}",
+            {"now": d.ts_in(now)},
+        )
+        return [_batch(row, d) for row in rows]
+
+
+_INSERT_BATCH = (
+    f"INSERT INTO {{t}}batches ({_BATCH_COLUMNS}) VALUES (:id, :batch_key, :source_store, "
+    ":source_bucket, :source_prefix, :target_store, :target_bucket, :target_prefix, :options, "
+    ":dry_run, :status, :listing_after, :listed_all, :error, :created_at, :updated_at, "
+    ":finished_at) ON CONFLICT (batch_key) WHERE status IN ('listing', 'running') "
+    "DO NOTHING RETURNING id"
+)
+# A source key the batch has is not added twice; an item an earlier batch finished
+# (same item key) is added as skipped.
+_INSERT_ITEM = (
+    f"INSERT INTO {{t}}batch_items ({_ITEM_COLUMNS}) SELECT :id, :batch_id, :item_key, "
+    ":source_store, :source_bucket, :source_key, :source_tag, :source_size, 1, "
+    "CASE WHEN d.id IS NULL THEN 'listed' ELSE 'skipped' END, NULL, 0, "
+    f"CASE WHEN d.id IS NULL THEN NULL ELSE '{ALREADY_DONE}' END, NULL, 0, :now, :now "
+    "FROM (SELECT 1 AS one) o LEFT JOIN (SELECT id FROM {t}batch_items WHERE "
+    "item_key = :item_key AND state = 'done' LIMIT 1) d ON 1 = 1 "
+    # WHERE true: without it SQLite would read ON CONFLICT as the join's condition.
+    "WHERE true ON CONFLICT (batch_id, source_key) DO NOTHING RETURNING id"
+)
+
+
+def _open_with_key(run: Run, d: Dialect, key: str) -> Batch | None:
+    rows = run(
+        d.sql(
+            f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches "
+            f"WHERE batch_key = :key AND status IN {_OPEN}"
+        ),
+        {"key": key},
+    )
+    return _batch(rows[0], d) if rows else None
+
+
+def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
+    rows = run(
+        d.sql(
+            "SELECT state, reason, COUNT(*) AS n, SUM(faces) AS faces FROM {t}batch_items "
+            "WHERE batch_id = :id GROUP BY state, reason"
+        ),
+        {"id": batch.id},
+    )
+    by_state: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    faces = 0
+    for row in rows:
+        state, n = str(row["state"]), int(row["n"])
+        by_state[state] = by_state.get(state, 0) + n
+        if state == "skipped":
+            reason = str(row["reason"] or "unknown")
+            skipped[reason] = skipped.get(reason, 0) + n
+        if state == "done":
+            faces += int(row["faces"] or 0)
+    counts = BatchCounts(
+        listed=sum(by_state.values()),
+        queued=by_state.get("queued", 0) + by_state.get("processing", 0),
+        done=by_state.get("done", 0),
+        failed=by_state.get("failed", 0),
+        skipped=skipped,
+        faces=faces,
+    )
+    return _replace_counts(batch, counts)
+
+
+def _replace_counts(batch: Batch, counts: BatchCounts) -> Batch:
+    return replace(batch, counts=counts)
+
+
+def _batch_params(batch: Batch, d: Dialect) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "batch_key": batch.key,
+        "source_store": batch.source.store,
+        "source_bucket": batch.source.bucket,
+        "source_prefix": batch.source.prefix,
+        "target_store": batch.target.store,
+        "target_bucket": batch.target.bucket,
+        "target_prefix": batch.target.prefix,
+        "options": json.dumps(dict(batch.options), sort_keys=True),
+        "dry_run": int(batch.dry_run),
+        "status": batch.status,
+        "listing_after": batch.listing_after,
+        "listed_all": int(batch.listed_all),
+        "error": batch.error,
+        "created_at": d.ts_in(batch.created_at),
+        "updated_at": d.ts_in(batch.updated_at),
+        "finished_at": d.ts_in(batch.finished_at) if batch.finished_at else None,
+    }
+
+
+def _batch(row: Row, d: Dialect) -> Batch:
+    return Batch(
+        id=str(row["id"]),
+        key=str(row["batch_key"]),
+        source=Location(
+            cast(StoreKind, row["source_store"]), row["source_bucket"], row["source_prefix"]
+        ),
+        target=Location(
+            cast(StoreKind, row["target_store"]), row["target_bucket"], row["target_prefix"]
+        ),
+        options=json.loads(row["options"]),
+        dry_run=bool(row["dry_run"]),
+        status=cast(BatchStatus, row["status"]),
+        listing_after=row["listing_after"],
+        listed_all=bool(row["listed_all"]),
+        error=row["error"],
+        created_at=d.ts_out(row["created_at"]),
+        updated_at=d.ts_out(row["updated_at"]),
+        finished_at=d.ts_out(row["finished_at"]) if row["finished_at"] is not None else None,
+    )
+
+
+def _item_params(item: BatchItem, d: Dialect) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "batch_id": item.batch_id,
+        "item_key": item.item_key,
+        "source_store": item.source_store,
+        "source_bucket": item.source_bucket,
+        "source_key": item.source_key,
+        "source_tag": item.source_tag,
+        "source_size": item.source_size,
+        "now": d.ts_in(item.created_at),
+    }
+
+
+def _item(row: Row, d: Dialect) -> BatchItem:
+    return BatchItem(
+        id=str(row["id"]),
+        batch_id=str(row["batch_id"]),
+        item_key=str(row["item_key"]),
+        source_store=cast(StoreKind, row["source_store"]),
+        source_bucket=str(row["source_bucket"]),
+        source_key=str(row["source_key"]),
+        source_tag=str(row["source_tag"]),
+        source_size=int(row["source_size"]),
+        borrowed=bool(row["borrowed"]),
+        state=cast(ItemState, row["state"]),
+        target_key=row["target_key"],
+        wrote_target=bool(row["wrote_target"]),
+        reason=row["reason"],
+        faces=row["faces"],
+        attempts=int(row["attempts"]),
+        created_at=d.ts_out(row["created_at"]),
+        updated_at=d.ts_out(row["updated_at"]),
+    )

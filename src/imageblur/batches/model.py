@@ -1,0 +1,180 @@
+"""A batch, its items and their locations: pure data and rules, no I/O.
+
+A batch item's source is *borrowed*: the service reads it (as it was when listed, by
+its tag) and never writes nor deletes it. Items live in their own table, never in the
+pictures' `images`, so no path that deletes a picture's original can reach one, no
+picture listing shows one and no picture gauge counts one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from imageblur.domain import ImageblurError
+
+StoreKind = Literal["s3", "file"]
+BatchStatus = Literal["listing", "running", "done", "cancelled", "failed"]
+ItemState = Literal["listed", "queued", "processing", "done", "failed", "skipped"]
+# An item's state is open until it is done, failed or skipped.
+OPEN_STATES: tuple[ItemState, ...] = ("listed", "queued", "processing")
+ENDED_STATUSES: tuple[BatchStatus, ...] = ("done", "cancelled", "failed")
+
+# Why an item was skipped (`skipped` by reason in a batch's counts).
+CHANGED = "changed"  # the source's tag is not the one listed
+NOT_AN_IMAGE = "not_an_image"  # its first bytes are no format we take
+TARGET_EXISTS = "target_exists"  # a target object this batch did not write
+ALREADY_DONE = "already_done"  # an earlier batch wrote it (same item key)
+SOURCE_GONE = "source_gone"  # deleted between listing and reading
+CANCELLED = "cancelled"
+
+
+class BatchRefused(ImageblurError):  # noqa: N818 - a domain name
+    """A batch the server will not run: `http_status` and `code` say why (403
+    bucket_not_allowed, 422 overlapping_locations or invalid_location, 429
+    too_many_batches)."""
+
+    def __init__(self, message: str, *, http_status: int, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+
+
+class SourceChanged(ImageblurError):  # noqa: N818
+    """A source object's tag is not the one recorded when it was listed (or it is gone)."""
+
+
+class TargetExists(ImageblurError):  # noqa: N818
+    """A conditional write found an object under the target key already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place objects are read from or written to: an S3 bucket, or (`file`) a folder
+    named by its path under one of `IMAGEBLUR_BATCH_ROOTS`; and a key prefix in it."""
+
+    store: StoreKind
+    bucket: str
+    prefix: str = ""
+
+    def overlaps(self, other: Location) -> bool:
+        """Whether a key could lie under both (one prefix starts the other)."""
+        if (self.store, self.bucket) != (other.store, other.bucket):
+            return False
+        return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+
+    def to_json(self) -> dict[str, str]:
+        return {"store": self.store, "bucket": self.bucket, "prefix": self.prefix}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    """One listed source object. `tag`: its S3 ETag, or `<size>:<mtime ns>` for a file,
+    so a change between listing and reading is seen."""
+
+    key: str
+    size: int
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """Progress, counted from the items."""
+
+    listed: int = 0
+    queued: int = 0  # queued or processing
+    done: int = 0
+    failed: int = 0
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    faces: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    id: str
+    key: str  # what makes two posts the same batch (`batch_key`)
+    source: Location
+    target: Location
+    options: Mapping[str, Any]
+    dry_run: bool
+    status: BatchStatus
+    created_at: datetime
+    updated_at: datetime
+    listing_after: str | None = None  # the last key listed: where listing resumes
+    listed_all: bool = False
+    finished_at: datetime | None = None
+    error: str | None = None
+    counts: BatchCounts = field(default_factory=BatchCounts)
+
+    @property
+    def total(self) -> int | None:
+        """Known once the source is listed to its end."""
+        return self.counts.listed if self.listed_all else None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One source object of a batch. `borrowed` is always true: the source is never
+    the service's to delete; the column exists so the rule is stated in the data too."""
+
+    id: str  # an image-id-shaped id, carried by the job message
+    batch_id: str
+    item_key: str
+    source_store: StoreKind
+    source_bucket: str
+    source_key: str
+    source_tag: str
+    source_size: int
+    state: ItemState
+    created_at: datetime
+    updated_at: datetime
+    borrowed: bool = True
+    target_key: str | None = None
+    wrote_target: bool = False  # this batch wrote `target_key` (purge deletes only those)
+    reason: str | None = None  # why skipped or failed
+    faces: int | None = None
+    attempts: int = 0
+
+
+def new_batch_id() -> str:
+    return f"bat_{uuid.uuid4().hex}"
+
+
+def is_batch_id(text: str) -> bool:
+    rest = text.removeprefix("bat_")
+    return len(text) == 36 and len(rest) == 32 and all(c in "0123456789abcdef" for c in rest)
+
+
+def _digest(*parts: object) -> str:
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def batch_key(
+    source: Location, target: Location, options: Mapping[str, Any], *, dry_run: bool
+) -> str:
+    """Posting the same locations and options again is the same batch."""
+    return _digest(source.to_json(), target.to_json(), dict(options), dry_run)
+
+
+def item_key(
+    source: Location, obj: SourceObject, target: Location, options: Mapping[str, Any]
+) -> str:
+    """The same source object (as tagged), into the same target with the same options, is
+    the same work whatever batch lists it: a later batch skips it once it is written."""
+    return _digest(source.store, source.bucket, obj.key, obj.tag, target.to_json(), dict(options))
+
+
+def result_key(source: Location, target: Location, key: str, extension: str) -> str:
+    """The source key under the target prefix, its extension replaced as `imageblur
+    blur` replaces it (`Path.with_suffix`)."""
+    relative = key.removeprefix(source.prefix)
+    folder, _, name = relative.rpartition("/")
+    stem = name.removesuffix(PurePosixPath(name).suffix)
+    return target.prefix + (f"{folder}/" if folder else "") + stem + extension

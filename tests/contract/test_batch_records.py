@@ -1,0 +1,296 @@
+"""Bucket batches' records (`batches.ports.BatchRecords` and `BatchItems`) on every
+repository: SQLite, PostgreSQL and the unit tests' fake. A batch posted twice is one;
+listing is stored page by page and resumes where it stopped; at most a window of items
+is queued; an item is claimed once, ended only by its lease holder; counts come from the
+items; items are never pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import pytest
+
+from imageblur.backends import Repository
+from imageblur.batches.model import (
+    Batch,
+    BatchItem,
+    BatchRefused,
+    Location,
+    SourceObject,
+    batch_key,
+    item_key,
+    new_batch_id,
+)
+from imageblur.domain import new_image_id
+
+from .test_image_repository import T0, record
+
+SOURCE = Location("s3", "in", "photos/")
+TARGET = Location("s3", "out", "blurred/")
+
+
+def batch(*, source: Location = SOURCE, target: Location = TARGET, at: datetime = T0) -> Batch:
+    return Batch(
+        id=new_batch_id(),
+        key=batch_key(source, target, {}, dry_run=False),
+        source=source,
+        target=target,
+        options={},
+        dry_run=False,
+        status="listing",
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def items(of: Batch, keys: Sequence[str], *, tag: str = "etag1") -> list[BatchItem]:
+    made = []
+    for key in keys:
+        obj = SourceObject(key=key, size=10, tag=tag)
+        made.append(
+            BatchItem(
+                id=new_image_id(),
+                batch_id=of.id,
+                item_key=item_key(of.source, obj, of.target, of.options),
+                source_store=of.source.store,
+                source_bucket=of.source.bucket,
+                source_key=key,
+                source_tag=tag,
+                source_size=10,
+                state="listed",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    return made
+
+
+def listed(repo: Repository, keys: Sequence[str], *, done: bool = True) -> Batch:
+    b, _ = repo.add_batch(batch(), max_running=10)
+    repo.add_items(b.id, items(b, keys), after=keys[-1] if keys else None, listed_all=done, now=T0)
+    return b
+
+
+def test_a_batch_posted_twice_is_one(repo: Repository) -> None:
+    first, created = repo.add_batch(batch(), max_running=10)
+    assert created
+    again, created_again = repo.add_batch(batch(), max_running=10)
+    assert (again.id, created_again) == (first.id, False)
+    other, created_other = repo.add_batch(
+        batch(target=Location("s3", "out", "b2/")), max_running=10
+    )
+    assert created_other and other.id != first.id
+    assert {b.id for b in repo.list_batches(limit=10)} == {other.id, first.id}
+    assert len(repo.list_batches(limit=1, offset=1)) == 1
+    got = repo.get_batch(first.id)
+    assert got is not None
+    assert (got.source, got.target, got.status, got.dry_run) == (SOURCE, TARGET, "listing", False)
+    assert got.created_at == T0 and got.total is None
+
+
+def test_at_most_max_running_batches_are_open(repo: Repository) -> None:
+    first, _ = repo.add_batch(batch(), max_running=1)
+    with pytest.raises(BatchRefused) as refused:
+        repo.add_batch(batch(target=Location("s3", "out", "other/")), max_running=1)
+    assert (refused.value.http_status, refused.value.code) == (429, "too_many_batches")
+    # The same batch is still answered (it is the open one), and a cancelled one frees
+    # its place; posting it again then starts a new batch.
+    assert repo.add_batch(batch(), max_running=1)[0].id == first.id
+    cancelled = repo.cancel_batch(first.id, now=T0)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    fresh, created = repo.add_batch(batch(), max_running=1)
+    assert created and fresh.id != first.id
+
+
+def test_listing_is_stored_page_by_page_and_resumes(repo_factory: Callable[[], Repository]) -> None:
+    repo = repo_factory()
+    repo.migrate()
+    b, _ = repo.add_batch(batch(), max_running=10)
+    assert (
+        repo.add_items(
+            b.id, items(b, ["photos/a", "photos/b"]), after="photos/b", listed_all=False, now=T0
+        )
+        == 2
+    )
+    # Another process (the API restarted) reads the position and goes on from there; a
+    # page listed twice (a crash after storing it) adds nothing twice.
+    other = repo_factory()
+    (open_batch,) = other.open_batches()
+    assert (open_batch.id, open_batch.listing_after, open_batch.listed_all) == (
+        b.id,
+        "photos/b",
+        False,
+    )
+    assert (
+        other.add_items(
+            b.id, items(b, ["photos/b", "photos/c"]), after="photos/c", listed_all=True, now=T0
+        )
+        == 1
+    )
+    got = other.get_batch(b.id)
+    assert got is not None
+    assert (got.status, got.total, got.counts.listed, got.listing_after) == (
+        "running",
+        3,
+        3,
+        "photos/c",
+    )
+    # A listing that is over takes no more items.
+    assert (
+        other.add_items(b.id, items(b, ["photos/d"]), after="photos/d", listed_all=True, now=T0)
+        == 0
+    )
+
+
+def test_an_item_an_earlier_batch_wrote_is_skipped(repo: Repository) -> None:
+    first = listed(repo, ["photos/a"])
+    (item,) = repo.to_publish(first.id, window=10)
+    assert repo.claim_item(item.id, owner="w", lease_s=30, now=T0)
+    assert repo.finish_item(
+        item.id,
+        owner="w",
+        state="done",
+        now=T0,
+        faces=2,
+        target_key="blurred/a.jpg",
+        wrote_target=True,
+    )
+    repo.cancel_batch(first.id, now=T0)  # ended: the same locations may be posted again
+    second, created = repo.add_batch(batch(), max_running=10)
+    assert created
+    repo.add_items(
+        second.id,
+        items(second, ["photos/a", "photos/b"]),
+        after="photos/b",
+        listed_all=True,
+        now=T0,
+    )
+    got = repo.get_batch(second.id)
+    assert got is not None
+    assert (got.counts.listed, dict(got.counts.skipped)) == (2, {"already_done": 1})
+    assert [i.source_key for i in repo.to_publish(second.id, window=10)] == ["photos/b"]
+
+
+def test_at_most_a_window_is_queued_topping_up_as_items_end(repo: Repository) -> None:
+    b = listed(repo, [f"photos/{n:02}" for n in range(5)])
+    first = repo.to_publish(b.id, window=2)
+    assert [i.source_key for i in first] == ["photos/00", "photos/01"]
+    repo.mark_queued([i.id for i in first], now=T0)
+    assert repo.to_publish(b.id, window=2) == []
+    assert repo.claim_item(first[0].id, owner="w", lease_s=30, now=T0)
+    assert repo.to_publish(b.id, window=2) == []  # processing still counts
+    assert repo.finish_item(first[0].id, owner="w", state="done", now=T0, faces=0)
+    assert [i.source_key for i in repo.to_publish(b.id, window=2)] == ["photos/02"]
+    got = repo.get_batch(b.id)
+    assert got is not None and (got.counts.queued, got.counts.done) == (1, 1)
+
+
+def test_an_item_is_claimed_once_and_ended_by_its_holder(repo: Repository) -> None:
+    b = listed(repo, ["photos/a"])
+    (item,) = repo.to_publish(b.id, window=10)
+    repo.mark_queued([item.id], now=T0)
+    claimed = repo.claim_item(item.id, owner="a", lease_s=10, now=T0)
+    assert claimed is not None and (claimed.state, claimed.attempts, claimed.borrowed) == (
+        "processing",
+        1,
+        True,
+    )
+    assert repo.claim_item(item.id, owner="b", lease_s=10, now=T0 + timedelta(seconds=5)) is None
+    # The lease lapsed: another worker takes it; the first may no longer end it.
+    later = T0 + timedelta(seconds=11)
+    again = repo.claim_item(item.id, owner="b", lease_s=10, now=later)
+    assert again is not None and again.attempts == 2
+    assert not repo.finish_item(item.id, owner="a", state="done", now=later)
+    assert repo.finish_item(item.id, owner="b", state="skipped", reason="changed", now=later)
+    assert not repo.finish_item(item.id, owner="b", state="done", now=later)  # once
+    got = repo.get_batch(b.id)
+    assert got is not None and dict(got.counts.skipped) == {"changed": 1}
+
+
+def test_counts_come_from_the_items(repo: Repository) -> None:
+    keys = ["photos/a", "photos/b", "photos/c", "photos/d"]
+    b = listed(repo, keys)
+    ends = [
+        {"state": "done", "faces": 3, "target_key": "blurred/a.jpg", "wrote_target": True},
+        {"state": "done", "faces": 1, "target_key": "blurred/b.png", "wrote_target": True},
+        {"state": "failed", "reason": "invalid_image"},
+        {"state": "skipped", "reason": "target_exists", "target_key": "blurred/d.jpg"},
+    ]
+    for item, end in zip(repo.to_publish(b.id, window=10), ends, strict=True):
+        assert repo.claim_item(item.id, owner="w", lease_s=30, now=T0)
+        assert repo.finish_item(item.id, owner="w", now=T0, **end)  # type: ignore[arg-type]
+    got = repo.get_batch(b.id)
+    assert got is not None
+    c = got.counts
+    assert (c.listed, c.queued, c.done, c.failed, c.faces) == (4, 0, 2, 1, 4)
+    assert dict(c.skipped) == {"target_exists": 1}
+    assert repo.written_keys(b.id, limit=10, after=None) == ["blurred/a.jpg", "blurred/b.png"]
+    assert repo.written_keys(b.id, limit=10, after="blurred/a.jpg") == ["blurred/b.png"]
+    (failure,) = repo.item_failures(b.id, limit=10, after=None)
+    assert (failure.source_key, failure.reason) == ("photos/c", "invalid_image")
+    assert repo.item_failures(b.id, limit=10, after="photos/c") == []
+    # Everything ended: the batch is done, once.
+    (settled,) = repo.settle_batches(now=T0)
+    assert (settled.id, settled.status, settled.finished_at) == (b.id, "done", T0)
+    assert repo.settle_batches(now=T0) == []
+
+
+def test_a_retry_runs_the_failed_ones_again(repo: Repository) -> None:
+    b = listed(repo, ["photos/a", "photos/b"])
+    for item in repo.to_publish(b.id, window=10):
+        assert repo.claim_item(item.id, owner="w", lease_s=30, now=T0)
+        assert repo.finish_item(item.id, owner="w", state="failed", reason="x", now=T0)
+    repo.settle_batches(now=T0)
+    assert repo.retry_failed(b.id, now=T0) == 2
+    got = repo.get_batch(b.id)
+    assert got is not None and (got.status, got.counts.failed, got.finished_at) == (
+        "running",
+        0,
+        None,
+    )
+    assert len(repo.to_publish(b.id, window=10)) == 2
+
+
+def test_a_listing_batch_is_not_settled(repo: Repository) -> None:
+    b = listed(repo, [], done=False)
+    assert repo.settle_batches(now=T0) == []
+    assert repo.get_batch(b.id).status == "listing"  # type: ignore[union-attr]
+
+
+def test_cancelling_drops_what_waits_and_stops_claims(repo: Repository) -> None:
+    b = listed(repo, ["photos/a", "photos/b", "photos/c"])
+    waiting = repo.to_publish(b.id, window=10)
+    repo.mark_queued([waiting[0].id], now=T0)
+    assert repo.claim_item(waiting[2].id, owner="w", lease_s=30, now=T0)
+    got = repo.cancel_batch(b.id, now=T0)
+    assert got is not None and got.status == "cancelled"
+    assert dict(got.counts.skipped) == {"cancelled": 2} and got.counts.queued == 1
+    assert repo.claim_item(waiting[0].id, owner="w", lease_s=30, now=T0) is None
+    assert repo.to_publish(b.id, window=10) == []
+    # The running item may still end (its result is kept).
+    assert repo.finish_item(waiting[2].id, owner="w", state="done", now=T0, faces=0)
+    assert repo.cancel_batch("bat_" + "0" * 32, now=T0) is None
+
+
+def test_stale_items_are_requeued_but_never_unpublished_ones(repo: Repository) -> None:
+    b = listed(repo, ["photos/a", "photos/b", "photos/c"])
+    a, bb, _ = repo.to_publish(b.id, window=10)
+    repo.mark_queued([a.id, bb.id], now=T0)
+    assert repo.claim_item(a.id, owner="w", lease_s=10, now=T0)
+    later = T0 + timedelta(seconds=60)
+    # Before the grace: only the lapsed lease.
+    found = repo.requeue_stale_items(now=later, queued_before=T0 - timedelta(seconds=1), limit=10)
+    assert [i.source_key for i in found] == ["photos/a"]
+    # Past the grace, the queued one whose message may be lost; never the listed one.
+    found = repo.requeue_stale_items(now=later, queued_before=T0, limit=10)
+    assert [i.source_key for i in found] == ["photos/b"]
+    assert all(i.state == "queued" for i in found)
+
+
+def test_items_are_not_pictures(repo: Repository) -> None:
+    repo.add(record())
+    stats = repo.picture_stats()
+    listed(repo, [f"photos/{n}" for n in range(3)])
+    assert repo.count() == 1 and len(repo.list(limit=10)) == 1
+    assert repo.picture_stats() == stats

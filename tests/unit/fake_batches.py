@@ -1,0 +1,293 @@
+"""Batches and their items in dicts, mixed into `FakeRepository`: the rules of
+`imageblur.adapters.sql_batches`, written again over dicts (tests/contract/
+test_batch_records.py holds both to one contract)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from imageblur.batches.model import (
+    ALREADY_DONE,
+    CANCELLED,
+    OPEN_STATES,
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchRefused,
+)
+
+_OPEN = ("listing", "running")
+
+
+@dataclass
+class BatchTables:
+    batches: dict[str, Batch] = field(default_factory=dict)
+    items: dict[str, BatchItem] = field(default_factory=dict)
+    # item id -> (lease owner, until)
+    leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class FakeBatches:
+    """`BatchRecords` and `BatchItems` over `self.batch_tables`."""
+
+    batch_tables: BatchTables
+
+    def _guard(self, operation: str) -> None:
+        raise NotImplementedError
+
+    def _items_of(self, batch_id: str) -> list[BatchItem]:
+        return [i for i in self.batch_tables.items.values() if i.batch_id == batch_id]
+
+    def _counted(self, batch: Batch) -> Batch:
+        items = self._items_of(batch.id)
+        states = Counter(i.state for i in items)
+        counts = BatchCounts(
+            listed=len(items),
+            queued=states["queued"] + states["processing"],
+            done=states["done"],
+            failed=states["failed"],
+            skipped=dict(Counter(i.reason or "unknown" for i in items if i.state == "skipped")),
+            faces=sum(i.faces or 0 for i in items if i.state == "done"),
+        )
+        return replace(batch, counts=counts)
+
+    def add_batch(self, batch: Batch, *, max_running: int) -> tuple[Batch, bool]:
+        self._guard("add_batch")
+        t = self.batch_tables
+        with t.lock:
+            for existing in t.batches.values():
+                if existing.key == batch.key and existing.status in _OPEN:
+                    return self._counted(existing), False
+            if sum(b.status in _OPEN for b in t.batches.values()) >= max_running:
+                raise BatchRefused(
+                    f"{max_running} batches are running: at most that many at once",
+                    http_status=429,
+                    code="too_many_batches",
+                )
+            t.batches[batch.id] = batch
+            return batch, True
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        self._guard("get_batch")
+        with self.batch_tables.lock:
+            found = self.batch_tables.batches.get(batch_id)
+            return self._counted(found) if found else None
+
+    def list_batches(self, *, limit: int, offset: int = 0) -> Sequence[Batch]:
+        self._guard("list_batches")
+        with self.batch_tables.lock:
+            ordered = sorted(
+                self.batch_tables.batches.values(), key=lambda b: (b.created_at, b.id), reverse=True
+            )
+            return [self._counted(b) for b in ordered[offset : offset + limit]]
+
+    def cancel_batch(self, batch_id: str, *, now: datetime) -> Batch | None:
+        self._guard("cancel_batch")
+        t = self.batch_tables
+        with t.lock:
+            batch = t.batches.get(batch_id)
+            if batch is None:
+                return None
+            if batch.status in _OPEN:
+                t.batches[batch_id] = replace(
+                    batch, status="cancelled", finished_at=now, updated_at=now
+                )
+                for item in self._items_of(batch_id):
+                    if item.state in ("listed", "queued"):
+                        t.items[item.id] = replace(
+                            item, state="skipped", reason=CANCELLED, updated_at=now
+                        )
+            return self._counted(t.batches[batch_id])
+
+    def item_failures(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[BatchItem]:
+        self._guard("item_failures")
+        with self.batch_tables.lock:
+            failed = sorted(
+                (
+                    i
+                    for i in self._items_of(batch_id)
+                    if i.state == "failed" and i.source_key > (after or "")
+                ),
+                key=lambda i: i.source_key,
+            )
+            return failed[:limit]
+
+    def retry_failed(self, batch_id: str, *, now: datetime) -> int:
+        self._guard("retry_failed")
+        t = self.batch_tables
+        with t.lock:
+            batch = t.batches.get(batch_id)
+            if batch is None or batch.status == "cancelled":
+                return 0
+            failed = [i for i in self._items_of(batch_id) if i.state == "failed"]
+            for item in failed:
+                t.items[item.id] = replace(
+                    item, state="listed", reason=None, attempts=0, updated_at=now
+                )
+            if failed and batch.status in ("done", "failed"):
+                t.batches[batch_id] = replace(
+                    batch, status="running", finished_at=None, updated_at=now
+                )
+            return len(failed)
+
+    def written_keys(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[str]:
+        self._guard("written_keys")
+        with self.batch_tables.lock:
+            keys = sorted(
+                i.target_key
+                for i in self._items_of(batch_id)
+                if i.wrote_target and i.target_key is not None and i.target_key > (after or "")
+            )
+            return keys[:limit]
+
+    def open_batches(self) -> Sequence[Batch]:
+        self._guard("open_batches")
+        with self.batch_tables.lock:
+            found = [b for b in self.batch_tables.batches.values() if b.status in _OPEN]
+            return sorted(found, key=lambda b: (b.created_at, b.id))
+
+    def add_items(
+        self,
+        batch_id: str,
+        items: Sequence[BatchItem],
+        *,
+        after: str | None,
+        listed_all: bool,
+        now: datetime,
+    ) -> int:
+        self._guard("add_items")
+        t = self.batch_tables
+        with t.lock:
+            batch = t.batches.get(batch_id)
+            if batch is None or batch.status != "listing":
+                return 0
+            have = {i.source_key for i in self._items_of(batch_id)}
+            done = {i.item_key for i in t.items.values() if i.state == "done"}
+            added = 0
+            for item in items:
+                if item.source_key in have:
+                    continue
+                have.add(item.source_key)
+                skip = item.item_key in done
+                t.items[item.id] = replace(
+                    item,
+                    state="skipped" if skip else "listed",
+                    reason=ALREADY_DONE if skip else None,
+                    updated_at=item.created_at,
+                )
+                added += 1
+            t.batches[batch_id] = replace(
+                batch,
+                listing_after=after,
+                listed_all=listed_all,
+                status="running" if listed_all else batch.status,
+                updated_at=now,
+            )
+            return added
+
+    def to_publish(self, batch_id: str, *, window: int) -> Sequence[BatchItem]:
+        self._guard("to_publish")
+        t = self.batch_tables
+        with t.lock:
+            batch = t.batches.get(batch_id)
+            if batch is None or batch.status not in _OPEN:
+                return []
+            items = self._items_of(batch_id)
+            room = window - sum(i.state in ("queued", "processing") for i in items)
+            listed = sorted((i for i in items if i.state == "listed"), key=lambda i: i.source_key)
+            return listed[: max(room, 0)]
+
+    def mark_queued(self, item_ids: Sequence[str], *, now: datetime) -> None:
+        self._guard("mark_queued")
+        t = self.batch_tables
+        with t.lock:
+            for item_id in item_ids:
+                item = t.items.get(item_id)
+                if item is not None and item.state == "listed":
+                    t.items[item_id] = replace(item, state="queued", updated_at=now)
+
+    def claim_item(
+        self, item_id: str, *, owner: str, lease_s: float, now: datetime
+    ) -> BatchItem | None:
+        self._guard("claim_item")
+        t = self.batch_tables
+        with t.lock:
+            item = t.items.get(item_id)
+            if item is None or t.batches[item.batch_id].status not in _OPEN:
+                return None
+            expired = item.state == "processing" and t.leases[item_id][1] <= now
+            if item.state not in ("listed", "queued") and not expired:
+                return None
+            t.leases[item_id] = (owner, now + timedelta(seconds=lease_s))
+            claimed = replace(item, state="processing", attempts=item.attempts + 1, updated_at=now)
+            t.items[item_id] = claimed
+            return claimed
+
+    def finish_item(
+        self,
+        item_id: str,
+        *,
+        owner: str,
+        state: str,
+        now: datetime,
+        reason: str | None = None,
+        faces: int | None = None,
+        target_key: str | None = None,
+        wrote_target: bool = False,
+    ) -> bool:
+        self._guard("finish_item")
+        if state not in ("done", "failed", "skipped", "queued"):
+            raise ValueError(f"an item cannot end {state!r}")
+        t = self.batch_tables
+        with t.lock:
+            item = t.items.get(item_id)
+            if item is None or item.state != "processing" or t.leases[item_id][0] != owner:
+                return False
+            del t.leases[item_id]
+            t.items[item_id] = replace(
+                item,
+                state=state,  # type: ignore[arg-type]
+                reason=reason,
+                faces=faces,
+                target_key=target_key if target_key is not None else item.target_key,
+                wrote_target=item.wrote_target or wrote_target,
+                updated_at=now,
+            )
+            return True
+
+    def requeue_stale_items(
+        self, *, now: datetime, queued_before: datetime, limit: int
+    ) -> Sequence[BatchItem]:
+        self._guard("requeue_stale_items")
+        t = self.batch_tables
+        found: list[BatchItem] = []
+        with t.lock:
+            for item in list(t.items.values()):
+                if len(found) >= limit or t.batches[item.batch_id].status not in _OPEN:
+                    continue
+                lapsed = item.state == "processing" and t.leases[item.id][1] <= now
+                lost = item.state == "queued" and item.updated_at <= queued_before
+                if lapsed or lost:
+                    t.leases.pop(item.id, None)
+                    t.items[item.id] = replace(item, state="queued", updated_at=now)
+                    found.append(t.items[item.id])
+        return found
+
+    def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
+        self._guard("settle_batches")
+        t = self.batch_tables
+        settled: list[Batch] = []
+        with t.lock:
+            for batch in list(t.batches.values()):
+                if batch.status not in _OPEN or not batch.listed_all:
+                    continue
+                if any(i.state in OPEN_STATES for i in self._items_of(batch.id)):
+                    continue
+                t.batches[batch.id] = replace(batch, status="done", finished_at=now, updated_at=now)
+                settled.append(t.batches[batch.id])
+        return settled
