@@ -390,6 +390,8 @@ class JobKind(StrEnum):
     OPTIONS_RENDER = "options_render"
     # VIDEO of a video uploaded with options, likewise.
     VIDEO_OPTIONS = "video_options"
+    # One source object of a bucket batch (issue 27): its message carries the item's id.
+    BATCH = "batch"
 
     @property
     def detects(self) -> bool:
@@ -432,6 +434,11 @@ class KindRoute:
         return self.longest_s is not None
 
 
+# The batch kind's item states, as its route names them (not `Status` values: a batch
+# item is no image record).
+BATCH_QUEUED = "batch_queued"
+BATCH_PROCESSING = "batch_processing"
+
 # Statuses a release before the kinds rule claims or re-publishes: a new kind never
 # uses one of them, nor the main queue those releases consume.
 LEGACY_STATUSES = frozenset({Status.PENDING.value, Status.PROCESSING.value, Status.RENDERING.value})
@@ -455,6 +462,12 @@ JOB_KINDS: Mapping[str, KindRoute] = {
         Status.VIDEO_OPTIONS_PROCESSING.value,
         longest_s=3600.0,
     ),
+    # A bucket batch's item. Its records are rows of `batch_items` (states `queued` and
+    # `processing`), a table no earlier release reads; these names stand for them. In
+    # the long pool, not for one job's length but for their number: a batch may hold
+    # every thread of a worker but the one kept for pictures, and the long workers
+    # scale apart on its queue. Its longest job is a large picture's.
+    "batch": KindRoute(BATCH_QUEUED, BATCH_PROCESSING, longest_s=300.0),
 }
 
 

@@ -58,7 +58,19 @@ def test_every_kind_follows_the_rule() -> None:
         assert not statuses & taken, f"{kind} shares a status with another kind"
         taken |= statuses
     for kind in JOB_KINDS:  # a real kind's statuses are statuses a record can have
+        if kind == "batch":  # its records are batch items, in a table of their own
+            continue
         assert {JOB_KINDS[kind].queued, JOB_KINDS[kind].leased} <= {s.value for s in Status}
+
+
+def test_the_batch_kind_has_its_own_queue_and_no_image_status() -> None:
+    """A bucket batch's item (issue 27) is a row of `batch_items`, which no earlier
+    release reads; its messages go to `<queue>.batch`, in the long pool (a batch may
+    hold every thread but the one kept for pictures)."""
+    route = JOB_KINDS["batch"]
+    assert route.own_queue and route.long
+    assert not {route.queued, route.leased} & {s.value for s in Status}
+    assert kind_queue("jobs", "batch") == "jobs.batch"
 
 
 def test_the_video_kind_is_a_new_long_kind() -> None:
@@ -259,6 +271,7 @@ def test_a_new_kinds_message_never_reaches_the_previous_release(rabbitmq_url: st
             f"{base}.options",
             f"{base}.options_render",
             f"{base}.video_options",
+            f"{base}.batch",
             f"{base}.probe",
         )
     finally:
@@ -285,6 +298,7 @@ def test_this_release_consumes_only_the_queues_of_the_kinds_it_knows() -> None:
         "jobs.options",
         "jobs.options_render",
         "jobs.video_options",
+        "jobs.batch",
     }
 
 

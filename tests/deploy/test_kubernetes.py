@@ -640,15 +640,15 @@ def long_docs(overlay: str, tmp_path_factory: pytest.TempPathFactory) -> list[Do
 
 def test_no_overlay_enables_the_long_workers_yet(docs: list[Doc]) -> None:
     """Videos are off in the base's settings (IMAGEBLUR_VIDEO, on by default elsewhere):
-    long workers would have nothing to take."""
+    long workers would have only bucket batches' items to take."""
     assert not find(docs, "Deployment", "imageblur-worker-long")
     assert load_settings(worker_kinds="long", video=True).job_kinds() == frozenset(
-        {"video", "video_options"}
+        {"video", "video_options", "batch"}
     )
     configs = [d for d in find(docs, "ConfigMap") if d["data"].get("IMAGEBLUR_STORE")]
     assert [c["data"]["IMAGEBLUR_VIDEO"] for c in configs] == ["false"]
-    # Without the switch a long worker takes nothing, and refuses to start.
-    assert load_settings(worker_kinds="long", video=False).job_kinds() == frozenset()
+    # Without the switch a long worker takes only bucket batches' items.
+    assert load_settings(worker_kinds="long", video=False).job_kinds() == {"batch"}
 
 
 def test_the_long_workers_render_valid_and_hardened(long_docs: list[Doc]) -> None:
@@ -675,7 +675,7 @@ def test_the_two_pools_take_their_kinds(
         _worker_settings(long_docs, workloads[c], monkeypatch) for c in ("worker", "worker-long")
     )
     assert pictures.job_kinds() == {"detect", "render", "options", "options_render"}
-    assert long.job_kinds() == {"video", "video_options"}
+    assert long.job_kinds() == {"video", "video_options", "batch"}
     assert long.worker_threads == 1  # one long job per pod; KEDA scales the pods
     for settings in (pictures, long):
         check_worker(settings)  # both start

@@ -176,8 +176,8 @@ class FakeBatches:
                 skip = item.item_key in done
                 t.items[item.id] = replace(
                     item,
-                    state="skipped" if skip else "listed",
-                    reason=ALREADY_DONE if skip else None,
+                    state="skipped" if skip else item.state,
+                    reason=ALREADY_DONE if skip else item.reason,
                     updated_at=item.created_at,
                 )
                 added += 1

@@ -51,6 +51,11 @@ ALLOWED: dict[str, set[str]] = {
     # Bucket batches: their records and rules are pure; their ports name them.
     "batches.model": {"domain"},
     "batches.ports": {"domain", "batches.model"},
+    # Which locations a batch may name: pure checks over the model.
+    "batches.rules": {"domain", "batches.model"},
+    # The batches' use cases (the API's, the pump, the worker's item): their ports, an
+    # upload's options and the anonymizer the pictures use.
+    "batches.": CORE | {"batches.", "logs", "upload_options", "anonymizer", "imaging"},
     # The Prometheus collectors, and the proxies that count back-end errors.
     "metrics": CORE | {"backends"},
     "services": CORE | {"backends", "admission", "imaging", "logs", "upload_options"},

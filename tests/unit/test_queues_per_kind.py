@@ -29,7 +29,7 @@ ID = "0123456789abcdef0123456789abcdef"
 PROBE = KindRoute(queued="probe_queued", leased="probe_running", longest_s=1800.0)
 PICTURES = frozenset({"detect", "render", "options", "options_render"})
 VIDEOS = frozenset({"video", "video_options"})
-LONG = VIDEOS | {"probe"}
+LONG = VIDEOS | {"batch", "probe"}
 ALL = PICTURES | LONG
 
 
@@ -48,10 +48,10 @@ def probe_body() -> bytes:
 
 
 def test_every_kind_by_default() -> None:
-    assert load_settings(worker_kinds="").job_kinds() == PICTURES | VIDEOS
+    assert load_settings(worker_kinds="").job_kinds() == PICTURES | VIDEOS | {"batch"}
     # With videos off (as the Kubernetes base sets it) a worker neither consumes their
     # queue nor waits their shutdown grace.
-    assert load_settings(worker_kinds="", video=False).job_kinds() == PICTURES
+    assert load_settings(worker_kinds="", video=False).job_kinds() == PICTURES | {"batch"}
     assert load_settings(worker_kinds=" render , detect ").worker_kinds == "render,detect"
     assert load_settings(worker_kinds="pictures").job_kinds() == PICTURES
 
@@ -78,7 +78,7 @@ def test_the_pools_follow_the_registry(probe_kind: None) -> None:
     assert select_kinds("") == ALL
     assert select_kinds("long") == LONG
     assert select_kinds("pictures") == PICTURES
-    assert select_kinds("probe,video,video_options,pictures") == ALL
+    assert select_kinds("probe,video,video_options,batch,pictures") == ALL
     assert load_settings(worker_kinds="long", video=True).job_kinds() == LONG
 
 
@@ -88,7 +88,7 @@ def test_a_worker_taking_nothing_does_not_start(
     """A registry without a long kind (the release before videos): a long worker would
     idle for ever."""
     check_worker(load_settings(worker_kinds="long", data_dir=tmp_path, video=True))
-    for kind in VIDEOS:
+    for kind in (*VIDEOS, "batch"):
         monkeypatch.delitem(JOB_KINDS, kind)  # type: ignore[attr-defined]
     settings = load_settings(worker_kinds="long", data_dir=tmp_path)
     assert settings.job_kinds() == frozenset()

@@ -351,8 +351,8 @@ _INSERT_BATCH = (
 _INSERT_ITEM = (
     f"INSERT INTO {{t}}batch_items ({_ITEM_COLUMNS}) SELECT :id, :batch_id, :item_key, "
     ":source_store, :source_bucket, :source_key, :source_tag, :source_size, 1, "
-    "CASE WHEN d.id IS NULL THEN 'listed' ELSE 'skipped' END, NULL, 0, "
-    f"CASE WHEN d.id IS NULL THEN NULL ELSE '{ALREADY_DONE}' END, NULL, 0, :now, :now "
+    "CASE WHEN d.id IS NULL THEN :state ELSE 'skipped' END, NULL, 0, "
+    f"CASE WHEN d.id IS NULL THEN :reason ELSE '{ALREADY_DONE}' END, NULL, 0, :now, :now "
     "FROM (SELECT 1 AS one) o LEFT JOIN (SELECT id FROM {t}batch_items WHERE "
     "item_key = :item_key AND state = 'done' LIMIT 1) d ON 1 = 1 "
     # WHERE true: without it SQLite would read ON CONFLICT as the join's condition.
@@ -459,6 +459,8 @@ def _item_params(item: BatchItem, d: Dialect) -> dict[str, Any]:
         "source_key": item.source_key,
         "source_tag": item.source_tag,
         "source_size": item.source_size,
+        "state": item.state,
+        "reason": item.reason,
         "now": d.ts_in(item.created_at),
     }
 

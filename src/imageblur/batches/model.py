@@ -64,10 +64,17 @@ class Location:
     prefix: str = ""
 
     def overlaps(self, other: Location) -> bool:
-        """Whether a key could lie under both (one prefix starts the other)."""
-        if (self.store, self.bucket) != (other.store, other.bucket):
+        """Whether an object could lie under both (one prefix starts the other). A
+        folder's objects are files: folder and prefix are one path there."""
+        mine, theirs = self._space(), other._space()
+        if mine[0] != theirs[0]:
             return False
-        return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+        return mine[1].startswith(theirs[1]) or theirs[1].startswith(mine[1])
+
+    def _space(self) -> tuple[str, str]:
+        if self.store == "file":
+            return "file", f"{self.bucket.rstrip('/')}/{self.prefix}"
+        return f"s3:{self.bucket}", self.prefix
 
     def to_json(self) -> dict[str, str]:
         return {"store": self.store, "bucket": self.bucket, "prefix": self.prefix}

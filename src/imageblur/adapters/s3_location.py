@@ -1,0 +1,74 @@
+"""A batch's S3 location: one bucket, listed page by page from a stored position
+(`StartAfter`), a source read only as it was listed (`IfMatch` its ETag), a target
+written only where nothing is (`IfNoneMatch: *`), so no object the batch did not write
+is ever replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+
+from imageblur.batches.model import SourceChanged, SourceObject, TargetExists
+from imageblur.domain import StoreUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION = frozenset({"PreconditionFailed", "412"})
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Location:
+    """`ObjectLocation` on one bucket, through a client the wiring made."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, operation)(Bucket=self._bucket, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _PRECONDITION and "IfNoneMatch" in kwargs:
+                raise TargetExists(f"{kwargs['Key']!r} exists") from exc
+            if _code(exc) in _PRECONDITION | _MISSING and "IfMatch" in kwargs:
+                raise SourceChanged(f"{kwargs['Key']!r} changed or is gone") from exc
+            raise StoreUnavailable(f"S3 {operation} on {self._bucket} failed: {exc}") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StoreUnavailable(f"S3 {operation} on {self._bucket} failed: {exc}") from exc
+
+    def list_page(
+        self, prefix: str, *, after: str | None, limit: int
+    ) -> tuple[Sequence[SourceObject], bool]:
+        page = self._call("list_objects_v2", Prefix=prefix, StartAfter=after or "", MaxKeys=limit)
+        found = [
+            SourceObject(key=o["Key"], size=int(o["Size"]), tag=str(o["ETag"]))
+            for o in page.get("Contents", [])
+            if not o["Key"].endswith("/")  # a folder marker, not a picture
+        ]
+        return found, not page.get("IsTruncated", False)
+
+    def read(self, key: str, *, tag: str, max_bytes: int) -> bytes:
+        answer = self._call("get_object", Key=key, IfMatch=tag)
+        try:
+            # One byte more than allowed tells the caller it is too large.
+            data: bytes = answer["Body"].read(max_bytes + 1)
+            answer["Body"].close()
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
+        return data
+
+    def write_new(self, key: str, data: bytes, *, content_type: str) -> None:
+        self._call("put_object", Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", Key=key)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,125 @@
+"""The API's batch use cases: post (checked, idempotent), read, list, stop (with an
+optional purge of what the batch wrote), its failures, a retry of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from imageblur import upload_options
+from imageblur.batches.model import Batch, BatchItem, BatchRefused, batch_key, new_batch_id
+from imageblur.batches.ports import BatchRecords, Locations
+from imageblur.batches.rules import BatchRules
+from imageblur.domain import NotFound, utcnow
+from imageblur.logs import get_logger
+
+log = get_logger(__name__)
+
+# The options that make sense for a whole batch: those of every picture alike.
+BATCH_OPTIONS = frozenset({"mode", "keep_metadata", "preset"})
+_PURGE_PAGE = 1000
+
+
+class BatchService:
+    def __init__(
+        self,
+        repository: BatchRecords,
+        locations: Locations,
+        rules: BatchRules,
+        *,
+        max_batches: int,
+        allowed_options: frozenset[str],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._repo = repository
+        self._locations = locations
+        self._rules = rules
+        self._max_batches = max_batches
+        self._allowed = allowed_options & BATCH_OPTIONS
+        self._clock = clock
+
+    def submit(self, body: Mapping[str, Any]) -> tuple[Batch, bool]:
+        """The batch `body` names, added (True) or the open one with the same key."""
+        source = self._rules.location(body.get("source"), name="source")
+        target = self._rules.location(body.get("target"), name="target")
+        self._rules.check_pair(source, target)
+        options = self._options(body.get("options"))
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise BatchRefused(
+                "dry_run must be true or false", http_status=422, code="invalid_batch"
+            )
+        now = self._clock()
+        batch = Batch(
+            id=new_batch_id(),
+            key=batch_key(source, target, options, dry_run=dry_run),
+            source=source,
+            target=target,
+            options=options,
+            dry_run=dry_run,
+            status="listing",
+            created_at=now,
+            updated_at=now,
+        )
+        added, created = self._repo.add_batch(batch, max_running=self._max_batches)
+        if created:
+            log.info(
+                "batch.posted", batch_id=added.id, source=source.to_json(), target=target.to_json()
+            )
+        return added, created
+
+    def _options(self, given: Any) -> dict[str, str]:
+        if given is None:
+            return {}
+        if not isinstance(given, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in given.items()
+        ):
+            raise BatchRefused(
+                "options must be an object of strings", http_status=422, code="invalid_option"
+            )
+        upload_options.parse(given, allowed=self._allowed)  # raises for a refused one
+        unknown = set(given) - BATCH_OPTIONS
+        if unknown:
+            raise BatchRefused(
+                f"not a batch option: {', '.join(sorted(unknown))}",
+                http_status=422,
+                code="invalid_option",
+            )
+        return dict(given)
+
+    def get(self, batch_id: str) -> Batch:
+        found = self._repo.get_batch(batch_id)
+        if found is None:
+            raise NotFound(f"no batch {batch_id}")
+        return found
+
+    def list(self, *, limit: int, offset: int) -> Sequence[Batch]:
+        return self._repo.list_batches(limit=limit, offset=offset)
+
+    def cancel(self, batch_id: str, *, purge: bool) -> Batch:
+        """Stop it; with `purge`, delete the target objects this batch wrote (and only
+        those: its items record which)."""
+        stopped = self._repo.cancel_batch(batch_id, now=self._clock())
+        if stopped is None:
+            raise NotFound(f"no batch {batch_id}")
+        if purge:
+            target = self._locations.open(stopped.target)
+            try:
+                after: str | None = None
+                while keys := self._repo.written_keys(batch_id, limit=_PURGE_PAGE, after=after):
+                    for key in keys:
+                        target.delete(key)
+                    after = keys[-1]
+            finally:
+                target.close()
+            log.info("batch.purged", batch_id=batch_id)
+        return stopped
+
+    def failures(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[BatchItem]:
+        self.get(batch_id)
+        return self._repo.item_failures(batch_id, limit=limit, after=after)
+
+    def retry(self, batch_id: str) -> int:
+        self.get(batch_id)
+        return self._repo.retry_failed(batch_id, now=self._clock())
