@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Literal
 from imageblur.admission import StreamSlots, UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
+from imageblur.batches.model import Location
+from imageblur.batches.pump import BatchPump, PumpSettings
+from imageblur.batches.rules import BatchRules, parse_list, rules_from
+from imageblur.batches.runner import BatchRunner
+from imageblur.batches.service import BatchService
 from imageblur.config import Settings, SettingsError
 from imageblur.detection.presets import PresetDetectors
 from imageblur.domain import Status
@@ -33,6 +38,7 @@ from imageblur.webhooks.sender import Render, SenderTerms, WebhookSender
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
+    from imageblur.adapters.batch_locations import BatchLocations
     from imageblur.adapters.encrypted_store import EncryptedStore
     from imageblur.video.pipeline import VideoOptions
 
@@ -439,6 +445,8 @@ class Container:
     # Each preset's detector, shared by pictures and videos (a second copy of a model
     # costs hundreds of MB); None: a process without a detector.
     detectors: PresetDetectors | None = None
+    # The bucket batches' use cases (the API's).
+    batches: BatchService | None = None
     _closed: bool = field(default=False, repr=False)
 
     def processor(
@@ -468,6 +476,14 @@ class Container:
 
     def reconciler(self) -> Reconciler:
         return build_reconciler(self.settings, self.backends)
+
+    def batch_pump(self, *, owner: str) -> BatchPump:
+        return build_batch_pump(self.settings, self.backends, owner=owner)
+
+    def batch_runner(self, *, owner: str) -> BatchRunner:
+        if self.detector is None:
+            raise RuntimeError("this container was built without a face detector")
+        return build_batch_runner(self.settings, self.backends, self.detector, owner=owner)
 
     def sender(self, *, render: Render, owner: str) -> WebhookSender | None:
         """The webhook sender of a worker process (None: webhooks are off)."""
@@ -538,6 +554,7 @@ def build(
         videos=videos,
         video_parts=video,
         detectors=detectors,
+        batches=build_batch_service(settings, backends),
     )
 
 
@@ -547,3 +564,84 @@ def _checked_keys(originals: EncryptedStore) -> KeyCheck:
     keys = KeyCheck(originals)
     keys.problem()
     return keys
+
+
+# --- bucket batches (issue 27) ---------------------------------------------------------
+
+
+def build_batch_locations(settings: Settings) -> BatchLocations:
+    from imageblur.adapters.batch_locations import BatchLocations
+
+    s = settings
+    key_id, secret = s.s3_access_key_id, s.s3_secret_access_key
+    return BatchLocations(
+        endpoint_url=s.s3_endpoint_url,
+        region=s.s3_region,
+        access_key_id=key_id.get_secret_value() if key_id else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        addressing_style=s.s3_addressing_style,
+        timeout_s=s.s3_timeout_s,
+    )
+
+
+def batch_rules(settings: Settings) -> BatchRules:
+    """Where batches may read and write: never where the service keeps its own objects
+    (its buckets and prefixes, or the embedded default's data folder)."""
+    s = settings
+    own: list[Location]
+    if s.store == "s3":
+        own = [
+            Location("s3", s.s3_input_bucket, s.s3_input_prefix),
+            Location("s3", s.s3_output_bucket, s.s3_output_prefix),
+        ]
+    else:
+        own = [Location("file", str(s.data_dir.resolve()), "")]
+    return rules_from(parse_list(s.batch_buckets), parse_list(s.batch_roots), own)
+
+
+def build_batch_service(settings: Settings, backends: Backends) -> BatchService:
+    return BatchService(
+        backends.repository,
+        build_batch_locations(settings),
+        batch_rules(settings),
+        max_batches=settings.max_batches,
+        allowed_options=settings.allowed_upload_options(),
+    )
+
+
+def build_batch_pump(settings: Settings, backends: Backends, *, owner: str) -> BatchPump:
+    s = settings
+    return BatchPump(
+        backends.repository,
+        backends.queue,
+        build_batch_locations(s),
+        owner=owner,
+        settings=PumpSettings(
+            window=s.batch_window,
+            page_size=s.batch_page_size,
+            queued_grace_s=s.queued_grace_s,
+            lease_s=max(30.0, 3 * s.batch_pump_interval_s),
+        ),
+    )
+
+
+def build_batch_runner(
+    settings: Settings, backends: Backends, detector: FaceDetector, *, owner: str
+) -> BatchRunner:
+    s = settings
+    retry = RetryPolicy(
+        max_attempts=s.max_attempts,
+        base_delay_s=s.retry_base_delay_s,
+        max_delay_s=s.retry_max_delay_s,
+    )
+    return BatchRunner(
+        backends.repository,
+        backends.queue,
+        build_batch_locations(s),
+        worker_anonymizer(s, detector),
+        owner=owner,
+        lease_s=s.lease_s,
+        max_bytes=s.max_upload_bytes,
+        max_attempts=s.max_attempts,
+        retry_delay_s=retry.delay_s,
+    )

@@ -419,6 +419,28 @@ class Settings(BaseSettings):
         300, ge=10, le=86_400, description="How long a video's `playback_url` is valid."
     )
 
+    # --- bucket batches (issue 27) ----------------------------------------------
+    batch_buckets: str = Field(
+        "",
+        description="Comma-separated S3 buckets that batches may read and write (others: "
+        "403 bucket_not_allowed); never the service's own originals and results.",
+    )
+    batch_roots: str = Field(
+        "",
+        description="Comma-separated folders under which batches may name `file:` "
+        "locations (the embedded default's batches over local folders).",
+    )
+    max_batches: int = Field(4, ge=1, description="Batches listing or running at once.")
+    batch_window: int = Field(
+        1000, ge=1, description="Most items of one batch queued or running at once."
+    )
+    batch_page_size: int = Field(
+        1000, ge=1, le=1000, description="Source objects listed per page (S3 takes 1000)."
+    )
+    batch_pump_interval_s: float = Field(
+        1.0, gt=0, description="How often listing, topping up and settling run."
+    )
+
     # --- limits -----------------------------------------------------------------
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted upload.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height.")

@@ -94,13 +94,19 @@ def test_at_most_max_running_batches_are_open(repo: Repository) -> None:
     with pytest.raises(BatchRefused) as refused:
         repo.add_batch(batch(target=Location("s3", "out", "other/")), max_running=1)
     assert (refused.value.http_status, refused.value.code) == (429, "too_many_batches")
-    # The same batch is still answered (it is the open one), and a cancelled one frees
-    # its place; posting it again then starts a new batch.
+    # The same batch is still answered (open or done); a cancelled one frees its key:
+    # posting it again then starts a new batch.
     assert repo.add_batch(batch(), max_running=1)[0].id == first.id
+    repo.add_items(first.id, [], after=None, listed_all=True, now=T0)
+    (done,) = repo.settle_batches(now=T0)
+    assert repo.add_batch(batch(), max_running=1) == (done, False)  # done: still the one
     cancelled = repo.cancel_batch(first.id, now=T0)
-    assert cancelled is not None and cancelled.status == "cancelled"
-    fresh, created = repo.add_batch(batch(), max_running=1)
-    assert created and fresh.id != first.id
+    assert cancelled is not None and cancelled.status == "done"  # ended: as it was
+    other, created = repo.add_batch(batch(target=Location("s3", "out", "o/")), max_running=1)
+    assert created  # a done batch does not count against the limit
+    assert repo.cancel_batch(other.id, now=T0).status == "cancelled"  # type: ignore[union-attr]
+    fresh, created = repo.add_batch(batch(target=Location("s3", "out", "o/")), max_running=1)
+    assert created and fresh.id != other.id
 
 
 def test_listing_is_stored_page_by_page_and_resumes(repo_factory: Callable[[], Repository]) -> None:

@@ -61,7 +61,7 @@ class FakeBatches:
         t = self.batch_tables
         with t.lock:
             for existing in t.batches.values():
-                if existing.key == batch.key and existing.status in _OPEN:
+                if existing.key == batch.key and existing.status != "cancelled":
                     return self._counted(existing), False
             if sum(b.status in _OPEN for b in t.batches.values()) >= max_running:
                 raise BatchRefused(

@@ -99,7 +99,7 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
     | {"jobs", "reconciler", "services", "review", "metrics", "metadata", "videos"}
-    | {"pixel_budget", "keycheck", "workdir", "video.", "webhooks."},
+    | {"pixel_budget", "keycheck", "workdir", "video.", "webhooks.", "batches."},
     # A middleware sees requests, never the use cases: it may not import the routes,
     # the services or the wiring.
     "entrypoints.middleware.": CORE | {"config", "logs", "metrics", "tokens", "entrypoints.errors"},

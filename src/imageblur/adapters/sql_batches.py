@@ -82,7 +82,7 @@ class SqlBatches:
     def add_batch(self, batch: Batch, *, max_running: int) -> tuple[Batch, bool]:
         d = self._batch_dialect()
         with self._batch_tx() as run:
-            found = _open_with_key(run, d, batch.key)
+            found = _with_key(run, d, batch.key)
             if found is not None:
                 return _with_counts(run, d, found), False
             running = run(
@@ -96,7 +96,7 @@ class SqlBatches:
                 )
             added = run(d.sql(_INSERT_BATCH), _batch_params(batch, d))
             if not added:  # another post of the same batch won the unique index
-                again = _open_with_key(run, d, batch.key)
+                again = _with_key(run, d, batch.key)
                 assert again is not None, "the unique index named a batch that is gone"
                 return _with_counts(run, d, again), False
             return batch, True
@@ -343,7 +343,7 @@ _INSERT_BATCH = (
     f"INSERT INTO {{t}}batches ({_BATCH_COLUMNS}) VALUES (:id, :batch_key, :source_store, "
     ":source_bucket, :source_prefix, :target_store, :target_bucket, :target_prefix, :options, "
     ":dry_run, :status, :listing_after, :listed_all, :error, :created_at, :updated_at, "
-    ":finished_at) ON CONFLICT (batch_key) WHERE status IN ('listing', 'running') "
+    ":finished_at) ON CONFLICT (batch_key) WHERE status <> 'cancelled' "
     "DO NOTHING RETURNING id"
 )
 # A source key the batch has is not added twice; an item an earlier batch finished
@@ -360,11 +360,12 @@ _INSERT_ITEM = (
 )
 
 
-def _open_with_key(run: Run, d: Dialect, key: str) -> Batch | None:
+def _with_key(run: Run, d: Dialect, key: str) -> Batch | None:
+    """The batch of this key that is not cancelled: one at most (a unique index)."""
     rows = run(
         d.sql(
             f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches "
-            f"WHERE batch_key = :key AND status IN {_OPEN}"
+            "WHERE batch_key = :key AND status <> 'cancelled'"
         ),
         {"key": key},
     )

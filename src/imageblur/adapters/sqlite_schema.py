@@ -334,7 +334,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 14: bucket batches (issue 27): a batch, and its items in a table of their own,
     # never in `images` (no picture listing, gauge or original's deletion reaches an
-    # item; its source is borrowed: `borrowed` is 1 by a CHECK); partial indexes for the
+    # item; its source is borrowed: `borrowed` is 1 by a CHECK); one batch per key until
+    # it is cancelled (a post of the same batch answers it); partial indexes for the
     # listed items waiting to be published, leased ones, failed ones, done item keys (a
     # later batch skips them) and the keys a batch wrote (its purge).
     """
@@ -358,8 +359,8 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at    text NOT NULL,
         finished_at   text
     );
-    CREATE UNIQUE INDEX batches_key_open ON batches (batch_key)
-        WHERE status IN ('listing', 'running');
+    CREATE UNIQUE INDEX batches_key ON batches (batch_key)
+        WHERE status <> 'cancelled';
     CREATE INDEX batches_created ON batches (created_at DESC, id DESC);
     CREATE TABLE batch_items (
         id               text PRIMARY KEY,

@@ -14,7 +14,8 @@ class BatchRecords(Protocol):
     """The API's side: batches as clients see them (with their counts)."""
 
     def add_batch(self, batch: Batch, *, max_running: int) -> tuple[Batch, bool]:
-        """Add `batch`, or return the open batch with its key (False: not added).
+        """Add `batch`, or return the batch with its key that is not cancelled (False:
+        not added; a done batch is answered as it is).
         `BatchRefused` (too_many_batches) when `max_running` batches are open."""
         ...
 

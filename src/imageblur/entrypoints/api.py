@@ -15,6 +15,7 @@ from imageblur import __version__, playback
 from imageblur.bootstrap import VideoParts, build
 from imageblur.config import Settings
 from imageblur.entrypoints import page
+from imageblur.entrypoints.batch_routes import router as batch_router
 from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.metrics_route import router as metrics_router
 from imageblur.entrypoints.middleware.access_log import AccessLogMiddleware
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(router)
     app.include_router(review_router)
     app.include_router(video_router)
+    app.include_router(batch_router)
     app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)

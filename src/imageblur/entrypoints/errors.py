@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from imageblur.batches.model import BatchRefused
 from imageblur.corrections import (
     DuplicateRegion,
     InvalidCorrection,
@@ -52,6 +53,7 @@ class Rejected(ImageblurError):  # noqa: N818 - an HTTP-level refusal with its o
 
 ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     Rejected: (400, "bad_request"),
+    BatchRefused: (422, "invalid_batch"),
     InvalidImage: (400, "invalid_image"),
     VideoRefused: (400, "invalid_video"),
     InvalidCorrection: (400, "invalid_json"),
@@ -90,7 +92,7 @@ def error_response(
 
 
 def status_and_code(exc: ImageblurError) -> tuple[int, str]:
-    if isinstance(exc, InvalidImage | VideoRefused | Rejected):
+    if isinstance(exc, InvalidImage | VideoRefused | Rejected | BatchRefused):
         return exc.http_status, exc.code
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
@@ -101,7 +103,9 @@ def status_and_code(exc: ImageblurError) -> tuple[int, str]:
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageblurError)
     status, code = status_and_code(exc)
-    message = exc.message if isinstance(exc, InvalidImage | VideoRefused) else str(exc)
+    message = (
+        exc.message if isinstance(exc, InvalidImage | VideoRefused | BatchRefused) else str(exc)
+    )
     if isinstance(exc, BackendUnavailable):
         log.warning("backend.unavailable", backend=exc.backend, error=str(exc))
         message = f"the {exc.backend} is unavailable; retry later"

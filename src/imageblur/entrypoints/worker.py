@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from imageblur.batches.pump import BatchPump
+from imageblur.batches.runner import BatchRunner
 from imageblur.bootstrap import Container
 from imageblur.domain import (
     JOB_KINDS,
@@ -31,6 +33,7 @@ from imageblur.domain import (
     Delivery,
     ImageRecord,
     Job,
+    JobKind,
     KindRoute,
     QueueUnavailable,
 )
@@ -98,6 +101,8 @@ class WorkerRuntime:
         self._threads: list[threading.Thread] = []  # the job threads
         self._reconciler: threading.Thread | None = None
         self._sender: threading.Thread | None = None
+        self._pump: threading.Thread | None = None
+        self._runner: BatchRunner | None = None  # bucket batches' items
 
     def start(self) -> None:
         s = self._c.settings
@@ -116,6 +121,11 @@ class WorkerRuntime:
         )
         if sender is not None and not self._burst:
             self._sender = self._start("webhooks", self._send, sender)
+        if "batch" in s.job_kinds():
+            self._runner = self._c.batch_runner(owner=f"{processor.owner}:batches")
+        if not self._burst:
+            pump = self._c.batch_pump(owner=f"{processor.owner}:pump")
+            self._pump = self._start("batches", self._pump_batches, pump)
         plan = thread_kinds(s.job_kinds(), s.worker_threads)
         for n, kinds in enumerate(plan):
             # A burst run's job threads end once the queue is drained, as asked.
@@ -190,7 +200,10 @@ class WorkerRuntime:
     def _handle(self, processor: JobProcessor, delivery: Delivery) -> None:
         with job_log_context(delivery.job):
             try:
-                outcome = processor.handle(delivery)
+                if delivery.job.kind is JobKind.BATCH and self._runner is not None:
+                    outcome: str = self._runner.handle(delivery)
+                else:
+                    outcome = processor.handle(delivery)
             except Exception as exc:  # the loop must outlive any one job
                 log.exception("job.unhandled_error", image_id=delivery.job.image_id)
                 self._settle_unhandled(delivery, f"internal error: {type(exc).__name__}")
@@ -257,6 +270,20 @@ class WorkerRuntime:
                 log.exception("reconciler.error")
             self._stop.wait(interval_s)
 
+    def _pump_batches(self, pump: BatchPump) -> None:
+        """List, top up and settle bucket batches (one process at a time: the pump's
+        lease), every IMAGEBLUR_BATCH_PUMP_INTERVAL_S."""
+        while not self._stop.is_set():
+            try:
+                report = pump.run_once()
+                if report.listed or report.published or report.republished or report.settled:
+                    log.info("batches.pass", **vars(report))
+            except BackendUnavailable as exc:
+                log.warning("batches.unavailable", error=str(exc))
+            except Exception:  # one bad pass must not end the pump
+                log.exception("batches.error")
+            self._stop.wait(self._c.settings.batch_pump_interval_s)
+
     def stop(self, *, timeout_s: float | None = None) -> None:
         self._stop.set()
         grace = self._c.settings.shutdown_grace_s if timeout_s is None else timeout_s
@@ -267,10 +294,10 @@ class WorkerRuntime:
         # is sent again after its lease), and a call to a back end that hangs (a store
         # shutting down with us) must not hold the stop for the whole grace; the threads
         # are daemons and end with the process.
-        for helper in (self._reconciler, self._sender):
+        for helper in (self._reconciler, self._sender, self._pump):
             if helper is not None:
                 helper.join(timeout=min(max(deadline - time.monotonic(), 0.0), RECONCILER_STOP_S))
-        threads = [*self._threads, self._reconciler, self._sender]
+        threads = [*self._threads, self._reconciler, self._sender, self._pump]
         busy = [t.name for t in threads if t is not None and t.is_alive()]
         if busy:
             log.warning("worker.stopped_with_threads_busy", threads=busy)
