@@ -1,0 +1,120 @@
+"""Bucket batches (issue 27) between S3 buckets (the moto server), through a real server
+process on S3 stores: anonymized copies under the target prefix, every source object
+with its ETag and bytes as they were, a repost that creates nothing, and the service's
+own buckets refused as a batch's source or target."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+import servers
+from support import BILL, Server, jpeg_bytes, run_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[servers.MotoServer]:
+    server = servers.MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def buckets(moto: servers.MotoServer) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {name: f"{name}-{tag}" for name in ("photos", "blurred", "input", "output")}
+
+
+@pytest.fixture(scope="module")
+def s3(moto: servers.MotoServer, buckets: dict[str, str]) -> Any:
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    for name in ("photos", "blurred"):
+        client.create_bucket(Bucket=buckets[name])
+    return client
+
+
+@pytest.fixture(scope="module")
+def server(
+    moto: servers.MotoServer, buckets: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    env = moto.env() | {
+        "IMAGEBLUR_STORE": "s3",
+        "IMAGEBLUR_S3_INPUT_BUCKET": buckets["input"],
+        "IMAGEBLUR_S3_OUTPUT_BUCKET": buckets["output"],
+        "IMAGEBLUR_S3_CREATE_BUCKETS": "true",
+        # The service's output bucket is allowed here, so that only the overlap rule
+        # keeps batches out of it.
+        "IMAGEBLUR_BATCH_BUCKETS": ",".join(buckets[n] for n in ("photos", "blurred", "output")),
+        "IMAGEBLUR_BATCH_PUMP_INTERVAL_S": "0.2",
+    }
+    data: Path = tmp_path_factory.mktemp("batches-s3") / "data"
+    with run_server(data, env=env) as running:
+        yield running
+
+
+def _objects(s3: Any, bucket: str) -> dict[str, str]:
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listed}
+
+
+def test_a_batch_between_buckets(server: Server, s3: Any, buckets: dict[str, str]) -> None:
+    sources = {
+        "street/2026/bill-gates.jpg": BILL.read_bytes(),
+        "street/2026/a.jpg": jpeg_bytes(seed=7),
+        "street/readme.md": b"# not a picture",
+        "other/b.jpg": jpeg_bytes(seed=8),
+    }
+    for key, data in sources.items():
+        s3.put_object(Bucket=buckets["photos"], Key=key, Body=data)
+    before = _objects(s3, buckets["photos"])
+    body = {
+        "source": {"bucket": buckets["photos"], "prefix": "street/"},
+        "target": {"bucket": buckets["blurred"], "prefix": "anonymized/"},
+    }
+    with server.client() as client:
+        posted = client.post("/batches", json=body)
+        assert posted.status_code == 202, posted.text
+        batch_id = posted.json()["id"]
+        seen: dict[str, Any] = {}
+
+        def ended() -> bool:
+            seen.update(client.get(f"/batches/{batch_id}").json())
+            return seen["status"] != "listing" and seen["status"] != "running"
+
+        wait_until(ended, timeout_s=120, interval_s=0.2, what="the batch", details=server.logs)
+        assert (seen["status"], seen["total"], seen["done"]) == ("done", 3, 2), seen
+        assert seen["skipped"] == {"not_an_image": 1} and seen["faces"] >= 1
+        again = client.post("/batches", json=body)
+        assert (again.status_code, again.json()["id"]) == (200, batch_id)
+    assert _objects(s3, buckets["photos"]) == before
+    for key, data in sources.items():
+        assert s3.get_object(Bucket=buckets["photos"], Key=key)["Body"].read() == data
+    assert set(_objects(s3, buckets["blurred"])) == {
+        "anonymized/2026/bill-gates.jpg",
+        "anonymized/2026/a.jpg",
+    }
+
+
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_the_services_own_buckets_are_refused(
+    server: Server, buckets: dict[str, str], role: str
+) -> None:
+    own = {"bucket": buckets["output"], "prefix": ""}
+    other = {"bucket": buckets["photos"] if role == "target" else buckets["blurred"], "prefix": ""}
+    body = (
+        {"source": own, "target": other} if role == "source" else {"source": other, "target": own}
+    )
+    with server.client() as client:
+        answer = client.post("/batches", json=body)
+    assert (answer.status_code, answer.json()["error"]) == (422, "overlapping_locations")
