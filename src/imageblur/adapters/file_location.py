@@ -78,7 +78,11 @@ class FileLocation:
         with os.fdopen(fd, "rb") as file:
             if _tag(os.fstat(file.fileno())) != tag:
                 raise SourceChanged(f"{key!r} changed since it was listed")
-            return file.read(max_bytes + 1)
+            data = file.read(max_bytes + 1)
+            # Written to while read: what was read may be neither version.
+            if _tag(os.fstat(file.fileno())) != tag:
+                raise SourceChanged(f"{key!r} changed while it was read")
+            return data
 
     def write_new(self, key: str, data: bytes, *, content_type: str) -> None:
         path = self._path(key)
