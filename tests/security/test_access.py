@@ -316,3 +316,16 @@ def test_the_anonymous_switch_opens_an_address_on_purpose_and_says_so(tmp_path: 
     with run_server(tmp_path / "data", command="api", env=env) as srv, client(srv) as c:
         assert c.get("/pictures").status_code == 200
         assert '"api.open_to_anyone"' in srv.logs()
+
+
+@pytest.mark.parametrize("path", ["/batches", "/batches/bat_" + "0" * 32])
+def test_batches_take_the_api_token_only(server: Server, path: str) -> None:
+    """Bucket batches (issue 27) read and write whole buckets: the API token's, never a
+    reviewer's nor an anonymous caller's."""
+    with client(server, PHOTO_DESK) as reviewer, client(server) as anonymous:
+        assert reviewer.get(path).status_code == 403
+        assert anonymous.get(path).status_code == 401
+        assert reviewer.post("/batches", json={}).status_code == 403
+    with client(server, API_NEW) as api:
+        assert api.get(path).status_code in (200, 404)
+        assert api.post("/batches", json={}).json()["error"] == "invalid_location"
