@@ -629,7 +629,7 @@ class Settings(BaseSettings):
     worker_kinds: str = Field(
         "",
         description="Job kinds this worker takes, comma-separated: kind names (`detect`, "
-        "`render`) or `pictures` (every picture kind), `long` (every long kind: `video`); "
+        "`render`) or `pictures` (every picture kind), `long` (every long kind: `video`, `batch`); "
         "empty: every kind. Detect and render share a queue: both or neither. A worker "
         "taking pictures and long jobs keeps one thread for pictures.",
     )
