@@ -300,3 +300,16 @@ def test_items_are_not_pictures(repo: Repository) -> None:
     listed(repo, [f"photos/{n}" for n in range(3)])
     assert repo.count() == 1 and len(repo.list(limit=10)) == 1
     assert repo.picture_stats() == stats
+
+
+def test_a_batch_that_cannot_go_on_fails(repo: Repository) -> None:
+    b = listed(repo, ["photos/a", "photos/b"], done=False)
+    (first, _) = repo.to_publish(b.id, window=10)
+    assert repo.claim_item(first.id, owner="w", lease_s=30, now=T0)
+    assert repo.fail_batch(b.id, error="NoSuchBucket", now=T0)
+    assert not repo.fail_batch(b.id, error="again", now=T0)  # ended already
+    got = repo.get_batch(b.id)
+    assert got is not None
+    assert (got.status, got.error, got.finished_at) == ("failed", "NoSuchBucket", T0)
+    assert dict(got.counts.skipped) == {"cancelled": 1} and got.counts.queued == 1
+    assert repo.open_batches() == []

@@ -27,7 +27,7 @@ def moto() -> Iterator[servers.MotoServer]:
 @pytest.fixture(scope="module")
 def buckets(moto: servers.MotoServer) -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
-    return {name: f"{name}-{tag}" for name in ("photos", "blurred", "input", "output")}
+    return {name: f"{name}-{tag}" for name in ("photos", "blurred", "input", "output", "missing")}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,9 @@ def server(
         "IMAGEBLUR_S3_CREATE_BUCKETS": "true",
         # The service's output bucket is allowed here, so that only the overlap rule
         # keeps batches out of it.
-        "IMAGEBLUR_BATCH_BUCKETS": ",".join(buckets[n] for n in ("photos", "blurred", "output")),
+        "IMAGEBLUR_BATCH_BUCKETS": ",".join(
+            buckets[n] for n in ("photos", "blurred", "output", "missing")
+        ),
         "IMAGEBLUR_BATCH_PUMP_INTERVAL_S": "0.2",
     }
     data: Path = tmp_path_factory.mktemp("batches-s3") / "data"
@@ -118,3 +120,22 @@ def test_the_services_own_buckets_are_refused(
     with server.client() as client:
         answer = client.post("/batches", json=body)
     assert (answer.status_code, answer.json()["error"]) == (422, "overlapping_locations")
+
+
+def test_a_bucket_that_is_not_there_fails_the_batch(
+    server: Server, buckets: dict[str, str]
+) -> None:
+    body = {
+        "source": {"bucket": buckets["missing"], "prefix": ""},
+        "target": {"bucket": buckets["blurred"], "prefix": "from-missing/"},
+    }
+    with server.client() as client:
+        batch_id = client.post("/batches", json=body).json()["id"]
+        seen: dict[str, Any] = {}
+
+        def ended() -> bool:
+            seen.update(client.get(f"/batches/{batch_id}").json())
+            return seen["status"] not in ("listing", "running")
+
+        wait_until(ended, timeout_s=60, interval_s=0.2, what="the batch", details=server.logs)
+    assert seen["status"] == "failed" and "NoSuchBucket" in seen["error"], seen

@@ -278,6 +278,23 @@ class FakeBatches:
                     found.append(t.items[item.id])
         return found
 
+    def fail_batch(self, batch_id: str, *, error: str, now: datetime) -> bool:
+        self._guard("fail_batch")
+        t = self.batch_tables
+        with t.lock:
+            batch = t.batches.get(batch_id)
+            if batch is None or batch.status not in _OPEN:
+                return False
+            t.batches[batch_id] = replace(
+                batch, status="failed", error=error, finished_at=now, updated_at=now
+            )
+            for item in self._items_of(batch_id):
+                if item.state in ("listed", "queued"):
+                    t.items[item.id] = replace(
+                        item, state="skipped", reason=CANCELLED, updated_at=now
+                    )
+            return True
+
     def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
         self._guard("settle_batches")
         t = self.batch_tables

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from imageblur.batches.model import SourceChanged, SourceObject, TargetExists
+from imageblur.batches.model import LocationRefused, SourceChanged, SourceObject, TargetExists
 from imageblur.domain import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION = frozenset({"PreconditionFailed", "412"})
+# The bucket is not there or not ours to use: no retry fixes it.
+_REFUSED = frozenset({"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "403"})
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -39,6 +41,8 @@ class S3Location:
                 raise TargetExists(f"{kwargs['Key']!r} exists") from exc
             if _code(exc) in _PRECONDITION | _MISSING and "IfMatch" in kwargs:
                 raise SourceChanged(f"{kwargs['Key']!r} changed or is gone") from exc
+            if _code(exc) in _REFUSED:
+                raise LocationRefused(f"S3 {operation} on {self._bucket}: {_code(exc)}") from exc
             raise StoreUnavailable(f"S3 {operation} on {self._bucket} failed: {exc}") from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise StoreUnavailable(f"S3 {operation} on {self._bucket} failed: {exc}") from exc

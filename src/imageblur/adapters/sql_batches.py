@@ -327,6 +327,27 @@ class SqlBatches:
         )
         return [_item(row, d) for row in rows]
 
+    def fail_batch(self, batch_id: str, *, error: str, now: datetime) -> bool:
+        d = self._batch_dialect()
+        params = {"id": batch_id, "error": error, "now": d.ts_in(now), "reason": CANCELLED}
+        with self._batch_tx() as run:
+            failed = run(
+                d.sql(
+                    "UPDATE {t}batches SET status = 'failed', error = :error, finished_at = :now, "
+                    f"updated_at = :now WHERE id = :id AND status IN {_OPEN} RETURNING id"
+                ),
+                params,
+            )
+            if failed:
+                run(
+                    d.sql(
+                        "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
+                        "updated_at = :now WHERE batch_id = :id AND state IN ('listed', 'queued')"
+                    ),
+                    params,
+                )
+            return bool(failed)
+
     def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
         d = self._batch_dialect()
         rows = self._run(

@@ -50,6 +50,11 @@ class SourceChanged(ImageblurError):  # noqa: N818
     """A source object's tag is not the one recorded when it was listed (or it is gone)."""
 
 
+class LocationRefused(ImageblurError):  # noqa: N818
+    """A location that answers, but will not be read or written as asked (no such
+    bucket, access denied): waiting will not fix it, so its batch fails."""
+
+
 class TargetExists(ImageblurError):  # noqa: N818
     """A conditional write found an object under the target key already."""
 

@@ -103,6 +103,11 @@ class BatchItems(Protocol):
         `listed` (never published): the topping up publishes those, within the window."""
         ...
 
+    def fail_batch(self, batch_id: str, *, error: str, now: datetime) -> bool:
+        """An open batch that cannot go on (its location refused): `failed`, with why;
+        its items not yet running dropped (`skipped: cancelled`)."""
+        ...
+
     def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
         """Batches listed to the end with no open item become `done` (returned)."""
         ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from imageblur.batches.model import Batch, BatchItem, SourceObject, item_key
+from imageblur.batches.model import Batch, BatchItem, LocationRefused, SourceObject, item_key
 from imageblur.batches.ports import BatchItems, Locations
 from imageblur.domain import Job, JobKind, new_image_id, utcnow
 from imageblur.logs import get_logger
@@ -68,8 +68,13 @@ class BatchPump:
         if not self._repo.take_lease(LEASE, owner=self._owner, ttl_s=self._s.lease_s, now=now):
             return report
         for batch in self._repo.open_batches():
-            if batch.status == "listing":
-                report.listed += self._list(batch)
+            try:
+                if batch.status == "listing":
+                    report.listed += self._list(batch)
+            except LocationRefused as exc:  # no bucket, no access: waiting will not help
+                log.warning("batch.failed", batch_id=batch.id, error=str(exc))
+                self._repo.fail_batch(batch.id, error=str(exc), now=self._clock())
+                continue
             if not batch.dry_run:
                 report.published += self._top_up(batch)
         grace = timedelta(seconds=self._s.queued_grace_s)

@@ -19,6 +19,7 @@ from imageblur.batches.model import (
     TARGET_EXISTS,
     Batch,
     BatchItem,
+    LocationRefused,
     SourceChanged,
     TargetExists,
     result_key,
@@ -81,6 +82,11 @@ class BatchRunner:
             state, fields = self._ended_by_attempts(item) or self._run(batch, item)
         except BackendUnavailable as exc:
             return self._again(delivery, item, str(exc))
+        except LocationRefused as exc:  # access denied to this object, say
+            log.warning(
+                "batch.item_refused", batch_id=batch.id, key=item.source_key, error=str(exc)
+            )
+            state, fields = "failed", {"reason": "location_refused"}
         except Exception:  # a bug on this item: it fails, the batch goes on
             log.exception("batch.item_error", batch_id=batch.id, key=item.source_key)
             state, fields = "failed", {"reason": "internal_error"}

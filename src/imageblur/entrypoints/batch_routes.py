@@ -63,6 +63,7 @@ def shown(batch: Batch, root: str = "") -> dict[str, Any]:
         "failed": c.failed,
         "skipped": dict(c.skipped),
         "faces": c.faces,
+        "error": batch.error,
         "created_at": batch.created_at.isoformat(),
         "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
         "url": f"{root}/batches/{batch.id}",
