@@ -313,3 +313,8 @@ def test_a_batch_that_cannot_go_on_fails(repo: Repository) -> None:
     assert (got.status, got.error, got.finished_at) == ("failed", "NoSuchBucket", T0)
     assert dict(got.counts.skipped) == {"cancelled": 1} and got.counts.queued == 1
     assert repo.open_batches() == []
+    # Its failed items retried, it goes on listing from where it stopped.
+    assert repo.finish_item(first.id, owner="w", state="failed", reason="x", now=T0)
+    assert repo.retry_failed(b.id, now=T0) == 1
+    (again,) = repo.open_batches()
+    assert (again.status, again.error) == ("listing", None)

@@ -131,7 +131,11 @@ class FakeBatches:
                 )
             if failed and batch.status in ("done", "failed"):
                 t.batches[batch_id] = replace(
-                    batch, status="running", finished_at=None, updated_at=now
+                    batch,
+                    status="running" if batch.listed_all else "listing",
+                    finished_at=None,
+                    error=None,
+                    updated_at=now,
                 )
             return len(failed)
 

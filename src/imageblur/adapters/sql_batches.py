@@ -167,8 +167,10 @@ class SqlBatches:
             if retried:
                 run(
                     d.sql(
-                        "UPDATE {t}batches SET status = 'running', finished_at = NULL, "
-                        "updated_at = :now WHERE id = :id AND status IN ('done', 'failed')"
+                        "UPDATE {t}batches SET finished_at = NULL, error = NULL, "
+                        "updated_at = :now, "
+                        "status = CASE WHEN listed_all = 1 THEN 'running' ELSE 'listing' END "
+                        "WHERE id = :id AND status IN ('done', 'failed')"
                     ),
                     params,
                 )

@@ -36,7 +36,7 @@ class BatchRecords(Protocol):
 
     def retry_failed(self, batch_id: str, *, now: datetime) -> int:
         """Failed items back to `listed` (published again by the topping up); a batch that
-        had ended runs again. How many."""
+        had ended runs again (listing on, if its listing had not ended). How many."""
         ...
 
     def written_keys(self, batch_id: str, *, limit: int, after: str | None) -> Sequence[str]:
