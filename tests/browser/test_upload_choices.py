@@ -22,6 +22,7 @@ from browser.conftest import Page, fresh_page
 from browser.test_review import draw_box
 from photo_metadata import photo
 from support import BILL, LINUS, Server, decode, run_server
+from video_copy import make_clip
 
 # A file name that would be markup if the page ever used it as HTML.
 MARKUP_NAME = "<img src=x onerror=alert(1)>bill.jpg"
@@ -183,3 +184,22 @@ def test_only_the_choices_the_operator_allows_are_offered(
         page.find("#areas-file").send_keys(str(BILL))
         page.visible("#area-fieldset")
         assert not page.find_all("#area-kind")  # no `ignore`: every area is hidden
+
+
+def test_a_video_of_the_batch_goes_with_the_mode_and_the_groups_it_keeps(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """A video takes the batch's mode and, of its metadata groups, those a video's
+    container keeps (location, date): the server would refuse the others."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=4)
+    page.open()
+    Select(page.visible("#mode-select")).select_by_value("pixelate")
+    for group in ("gps", "camera_settings"):
+        page.find(f"#keep-{group}").send_keys(Keys.SPACE)
+    page.find("#file-input").send_keys(str(clip))
+    card = "#uploads .card[data-kind=video][data-status=done]"
+    page.wait(lambda: page.find_all(card), timeout_s=180, what="the video done")
+    video_id = page.find(card).get_attribute("data-id")
+    with httpx.Client(base_url=server.url) as api:
+        options = api.get(f"/video/{video_id}").json()["options"]
+    assert options == {"mode": "pixelate", "keep_metadata": ["gps"]}

@@ -1,7 +1,7 @@
 // Choices for the next uploads (issue 26): how faces are hidden and which metadata the
 // result keeps, offered only as far as the server allows (GET limits `options`), and sent
-// with every picture of a batch as multipart fields before the file part. Videos take no
-// options (the server refuses them), so a video goes without.
+// with every picture of a batch as multipart fields before the file part. A video of the
+// batch goes with the mode and the metadata groups a video keeps (`videoFields`).
 import { $, h } from './dom.js';
 
 const MODE_WORDS = { blur: 'Blur', pixelate: 'Pixelate', solid: 'Solid colour' };
@@ -12,6 +12,8 @@ const GROUP_WORDS = {
   camera_settings: 'Camera settings (exposure, lens)',
   copyright: 'Artist and copyright',
 };
+// What a video's container can keep (the server refuses the others for a video).
+const VIDEO_GROUPS = ['gps', 'datetime'];
 let offered = null; // GET limits' `options`, once the server said
 
 // Whether the server takes this option (IMAGEBLUR_ALLOWED_OPTIONS); false until it said.
@@ -57,6 +59,18 @@ export function batchFields() {
     if (!same) fields.keep_metadata = kept.join(',');
   }
   return fields;
+}
+
+// A batch's fields as a video takes them: the mode, and of the metadata groups chosen
+// those a video keeps; areas are a picture's pixels, so they stay with pictures.
+export function videoFields(fields) {
+  const out = {};
+  if (fields.mode) out.mode = fields.mode;
+  if (fields.keep_metadata !== undefined) {
+    const groups = fields.keep_metadata.split(',').filter((group) => VIDEO_GROUPS.includes(group));
+    out.keep_metadata = groups.join(',');
+  }
+  return out;
 }
 
 function count(n, one, many) {

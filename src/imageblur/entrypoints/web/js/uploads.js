@@ -4,7 +4,7 @@
 import {
   ApiError, getJson, isUnreachable, lastAnswerTime, uploadFile,
 } from './api.js';
-import { batchFields, optionsWords } from './choices.js';
+import { batchFields, optionsWords, videoFields } from './choices.js';
 import { $, delay, formatBytes, h, removeKeepingFocus } from './dom.js';
 import { refusal, whenLimits } from './limits.js';
 import {
@@ -114,9 +114,7 @@ async function send(card) {
   setStatus(card, 'Uploading…');
   for (let attempt = 0; ; attempt += 1) {
     try {
-      // The page's choices are a picture's (a video keeps fewer metadata groups, and its
-      // areas would be in its frames' pixels): a video goes with the server's settings.
-      const fields = card.kind === 'picture' ? card.fields : {};
+      const fields = card.kind === 'picture' ? card.fields : videoFields(card.fields);
       const record = await uploadFile(card.file, (share) => {
         card.progress.value = Math.round(share * 100);
       }, card.kind, fields);
