@@ -157,6 +157,34 @@ def test_openvino_pads_tiles_to_a_few_shapes() -> None:
         assert heatmap.shape == (1, 1, 32, 96)
 
 
+def test_openvino_gives_calls_in_flight_together_a_thread_each() -> None:
+    # A call alone runs on every thread; one that starts while another runs takes a
+    # one-thread request of its own (and the other does from its next tile): the same
+    # numbers either way.
+    graph = prepared_graph(default_model_path())
+    session = OpenVINOSession(graph, threads=2, outputs=["537"])  # the heatmap
+    tile = np.ascontiguousarray(load_rgb("linus-trovalds.jpg")[:200, :300])
+    (alone,) = session.run_tile(tile, 200, 300)
+    first = session._take()
+    second = session._take()
+    assert first[0] is session._alone
+    assert second[0] is session._shared
+    (beside,) = session.run_tile(tile, 200, 300)  # a third call, two others in flight
+    session._give_back(*first)
+    third = session._take()  # the second still runs
+    assert third[0] is session._shared
+    assert third[1] is not second[1]
+    session._give_back(*second)
+    session._give_back(*third)
+    assert session._take()[0] is session._alone  # alone again
+    np.testing.assert_allclose(beside, alone, atol=1e-6)
+
+
+def test_openvino_on_one_thread_has_one_request() -> None:
+    session = OpenVINOSession(prepared_graph(default_model_path()), threads=1, outputs=["537"])
+    assert session._shared is None
+
+
 def test_rejects_wrong_input(detector: PyramidDetector) -> None:
     with pytest.raises(ValueError):
         detector.detect(np.zeros((10, 10), np.uint8))
