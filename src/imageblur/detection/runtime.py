@@ -120,10 +120,11 @@ class OpenVINOSession:
     request of its own that runs on one thread, and so does the other from its next
     tile on: with two images in flight on two cores each then has a core, and no
     operator waits at a barrier for a thread that another image (or another process)
-    holds. On the real photos of the development subset, 2 in flight, that took 26% less
-    CPU and 25-40% less wall time per photo than one two-thread request taken in turn,
-    for the same peak RSS (docs/detection.md, "Two images, two cores"). With one
-    thread (`threads=1`, or a single usable core) calls take the one request in turn.
+    holds. On real photos, 2 in flight on a busy machine, detection took about a quarter
+    less CPU and 17-38% less wall time per photo than with one two-thread request taken
+    in turn, for about 100 MB more peak RSS (both requests hold activations at once;
+    docs/detection.md, "Two images, two cores"). With one thread (`threads=1`, or a
+    single usable core) calls take the one request in turn.
     """
 
     def __init__(
