@@ -163,6 +163,8 @@ def test_openvino_gives_calls_in_flight_together_a_thread_each() -> None:
     # numbers either way.
     graph = prepared_graph(default_model_path())
     session = OpenVINOSession(graph, threads=2, outputs=["537"])  # the heatmap
+    if session._shared is None:
+        pytest.skip("one physical core: OpenVINO runs one thread, one request")
     tile = np.ascontiguousarray(load_rgb("linus-trovalds.jpg")[:200, :300])
     (alone,) = session.run_tile(tile, 200, 300)
     first = session._take()
@@ -178,6 +180,17 @@ def test_openvino_gives_calls_in_flight_together_a_thread_each() -> None:
     session._give_back(*third)
     assert session._take()[0] is session._alone  # alone again
     np.testing.assert_allclose(beside, alone, atol=1e-6)
+
+
+def test_openvino_calls_in_flight_together_share_the_threads() -> None:
+    graph = prepared_graph(default_model_path())
+    session = OpenVINOSession(graph, threads=4, outputs=["537"])
+    if session._shared is None:
+        pytest.skip("one physical core: OpenVINO runs one thread, one request")
+    # OpenVINO takes at most the physical cores (2 on the reference machine).
+    alone = session._alone.compiled.get_property("INFERENCE_NUM_THREADS")
+    assert 2 <= alone <= 4
+    assert session._shared.compiled.get_property("INFERENCE_NUM_THREADS") == alone // 2
 
 
 def test_openvino_on_one_thread_has_one_request() -> None:
