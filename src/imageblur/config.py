@@ -560,7 +560,12 @@ class Settings(BaseSettings):
         "unset: none).",
     )
     # Minimal, for the detect helper's branch; the crypto helper adds the validated one.
-    detector_threads: int = Field(0, ge=0, description="Inference threads; 0 = all cores.")
+    detector_threads: int = Field(
+        0,
+        ge=0,
+        description="Inference threads of a detection alone, 0 = all cores; detections "
+        "in flight together take half of them each (OpenVINO, the default runtime).",
+    )
     detector: DetectorFamily = Field(
         SHIPPED,
         description="Detector family: centerface (shipped), retinaface, scrfd or yolo "
