@@ -122,7 +122,7 @@ class OpenVINOSession:
     operator waits at a barrier for a thread that another image (or another process)
     holds. On real photos, 2 in flight on a busy machine, detection took about a quarter
     less CPU and 17-38% less wall time per photo than with one two-thread request taken
-    in turn, for about 100 MB more peak RSS (both requests hold activations at once;
+    in turn, for 80-140 MB more peak RSS (both requests hold activations at once;
     docs/detection.md, "Two images, two cores"). With one thread (`threads=1`, or a
     single usable core) calls take the one request in turn.
     """
