@@ -2,7 +2,8 @@
 """Tracking against the per-frame plan, with the real detector on generated clips.
 
     python bench/tracking_real.py DATASET_DIR [--clips 12] [--size 1280x720] [--fps 30]
-        [--seconds 4] [--strides 1,2,3,5] [--work DIR] [--set FIELD=VALUE ...] [--json]
+        [--seconds 4] [--strides 1,2,3,5] [--coasts 0,2,4] [--work DIR]
+        [--set FIELD=VALUE ...] [--json]
 
 Clips (generated, `bench/clip_camera.py`) from the first `--clips` photos by path of a
 dataset in WIDER FACE layout (e.g. ../shared/wider-face-dev; ~1024 px photos are
@@ -11,13 +12,15 @@ re-entering the frame; their valid faces are the truth. Every frame is detected 
 with the worker's detector and settings (`bootstrap.build_detector`, the preset
 applied); detection on every n-th frame is simulated by keeping those frames'
 sightings. A cut is flagged on the first looked-at frame at or after the clip's true
-cut (a stand-in for a cut detector). Plans: `per-frame` (every frame detected, tracking
-off), `tracked` at each stride (`video.tracking.build_plan`, default settings but
-for `--set`) and with `--uncertain` `confirmed` at each stride (the detector's
-uncertain candidates added, a track kept when one of its sightings is a detection the
-detector hides; see `_sightings`). With `--work DIR` the clips and their detections are
-kept there, and a second run with the same DIR reuses them (a settings sweep without
-detecting again).
+cut (a stand-in for a cut detector). The camera's motion between looked-at frames is
+measured as the detection pass does (`video.motion`); `--coasts` plans tracking with
+each of these `coast_s` (how long a lost track follows the camera). Plans: `per-frame`
+(every frame detected, tracking off), `tracked` at each stride
+(`video.tracking.build_plan`, default settings but for `--set`) and with `--uncertain`
+`confirmed` at each stride (the detector's uncertain candidates added, a track kept
+when one of its sightings is a detection the detector hides; see `_sightings`). With
+`--work DIR` the clips and their detections are kept there, and a second run with the
+same DIR reuses them (a settings sweep without detecting again).
 
 Figures from the masks the worker would draw (`blurring.mask_outlines` with the
 worker's geometry), not from encoded pixels: exposed face-frames (faces >= 20 px and
@@ -49,6 +52,7 @@ from imageblur.bootstrap import build_detector
 from imageblur.config import Settings
 from imageblur.domain import Face, MaskGeometry
 from imageblur.ports import RegionDetector
+from imageblur.video.motion import CameraMotion, MotionEstimator
 from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
 from imageblur.video.tracking import TrackSettings, build_plan
 
@@ -88,6 +92,7 @@ def main() -> None:
     args = _parser().parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     strides = [int(v) for v in args.strides.split(",")]
+    coasts = [float(v) for v in args.coasts.split(",")] if args.coasts else [None]
     settings = Settings()
     detector = build_detector(settings)
     geometry = MaskGeometry(
@@ -116,10 +121,14 @@ def main() -> None:
             cached.write_text(json.dumps(_json_of(clip)))
         plans: dict[str, MaskPlan] = {"per-frame": PerFramePlan(_sightings(clip, 1))}
         for stride in strides:
-            plans[f"tracked/{stride}"] = build_plan(_sightings(clip, stride), tracking)
+            motions = _motions(out, clip, stride)
+            for coast in coasts:
+                coasting = tracking if coast is None else replace(tracking, coast_s=coast)
+                name = f"tracked/{stride}" + ("" if coast is None else f" coast {coast:g}")
+                plans[name] = build_plan(_sightings(clip, stride, motions), coasting)
             if args.uncertain:
                 confirmed = replace(tracking, confirm_score=0.5)
-                sightings = _sightings(clip, stride, uncertain=True)
+                sightings = _sightings(clip, stride, motions, uncertain=True)
                 plans[f"confirmed/{stride}"] = build_plan(sightings, confirmed)
         for name, plan in plans.items():
             _score(clip, plan, geometry, tallies.setdefault(name, Tally()))
@@ -190,14 +199,48 @@ def _clip_of(data: dict[str, Any]) -> Clip:
     )
 
 
-def _sightings(clip: Clip, stride: int, *, uncertain: bool = False) -> list[FrameSightings]:
+def _motions(path: Path, clip: Clip, stride: int) -> list[CameraMotion | None]:
+    """The camera's motion into each frame detection on every `stride`-th frame looks
+    at, as the detection pass measures it (reset at the flagged cuts); cached beside
+    the clip."""
+    cached = Path(f"{path}.motion{stride}.json")
+    if cached.exists():
+        rows = json.loads(cached.read_text())
+        return [None if r is None else CameraMotion(*r) for r in rows]
+    looked, flagged = _looked(clip, stride)
+    estimator, motions = MotionEstimator(), []
+    with av.open(str(path)) as box:
+        for i, frame in enumerate(box.decode(video=0)):
+            if i in looked:
+                if i in flagged:
+                    estimator.reset()
+                motions.append(estimator.estimate(frame.to_ndarray(format="rgb24")))
+    rows = [None if m is None else [m.scale, m.dx, m.dy] for m in motions]
+    cached.write_text(json.dumps(rows))
+    return motions
+
+
+def _looked(clip: Clip, stride: int) -> tuple[range, set[int]]:
+    """The frames detection on every `stride`-th frame looks at, and those of them
+    flagged as cuts (the first looked-at frame at or after a true cut)."""
+    looked = range(0, len(clip.times), stride)
+    return looked, {min((i for i in looked if i >= c), default=-1) for c in clip.cuts}
+
+
+def _sightings(
+    clip: Clip,
+    stride: int,
+    motions: Sequence[CameraMotion | None] = (),
+    *,
+    uncertain: bool = False,
+) -> list[FrameSightings]:
     """The sightings detection on every `stride`-th frame would give. With `uncertain`,
     the detector's uncertain candidates too, scores mapped so that a hidden detection
     scores >= 0.5 and an uncertain one < 0.5 (the detector's thresholds depend on the
     box size, so no single score separates them): with `confirm_score=0.5` a track
-    needs one detection the detector itself would hide."""
-    looked = range(0, len(clip.times), stride)
-    flagged = {min((i for i in looked if i >= c), default=-1) for c in clip.cuts}
+    needs one detection the detector itself would hide. `motions`: the camera's, per
+    looked-at frame (none: unknown)."""
+    looked, flagged = _looked(clip, stride)
 
     def faces(i: int) -> tuple[Face, ...]:
         if not uncertain:
@@ -205,7 +248,13 @@ def _sightings(clip: Clip, stride: int, *, uncertain: bool = False) -> list[Fram
         sure = [replace(f, score=0.5 + f.score / 2) for f in clip.detections[i]]
         return (*sure, *(replace(f, score=f.score / 2) for f in clip.uncertain[i]))
 
-    return [FrameSightings(i, clip.times[i], faces(i), cut=i in flagged) for i in looked]
+    def motion(k: int) -> CameraMotion | None:
+        return motions[k] if k < len(motions) else None
+
+    return [
+        FrameSightings(i, clip.times[i], faces(i), cut=i in flagged, motion=motion(k))
+        for k, i in enumerate(looked)
+    ]
 
 
 def _score(clip: Clip, plan: MaskPlan, geometry: MaskGeometry, tally: Tally) -> None:
@@ -279,6 +328,9 @@ def _parser() -> argparse.ArgumentParser:
         "--uncertain",
         action="store_true",
         help="also plan with the uncertain candidates, kept when a track confirms them",
+    )
+    parser.add_argument(
+        "--coasts", default="", help="plan tracking with each of these coast_s (e.g. 0,2,4)"
     )
     parser.add_argument("--set", action="append", default=[], help="a TrackSettings field=value")
     parser.add_argument("--json", action="store_true")

@@ -36,7 +36,7 @@ import av
 from clip_camera import ClipSpec, make_clip
 from detection import read_truth
 from provenance import measured_commit
-from tracking_real import Clip, Tally, _score
+from tracking_real import Clip, Tally, _looked, _score
 
 from imageblur.bootstrap import build_detector
 from imageblur.config import Settings
@@ -192,8 +192,7 @@ def _sightings(
 ) -> list[FrameSightings]:
     """The sightings detection on every `stride`-th frame would give, the k-th looked-at
     frame in view `rotation[k % len(rotation)]` (with `together`, in all of them)."""
-    looked = range(0, len(clip.times), stride)
-    flagged = {min((i for i in looked if i >= c), default=-1) for c in clip.cuts}
+    looked, flagged = _looked(clip, stride)
 
     def faces(k: int, i: int) -> tuple[Face, ...]:
         if together:

@@ -1,4 +1,5 @@
-"""Pass 1: decode, turn each frame upright, flag cuts, detect faces every n-th frame.
+"""Pass 1: decode, turn each frame upright, flag cuts, detect faces every n-th frame
+and measure the camera's motion between the frames it looks at.
 
 Memory is a function of the frame size only: one decoded frame (and the decoder's few
 reference frames) at a time; what is kept per frame is its sightings, a few numbers.
@@ -12,6 +13,7 @@ from pathlib import Path
 from imageblur.ports import FaceDetector
 from imageblur.video.cuts import CutDetector
 from imageblur.video.frames import frames, rgb_of
+from imageblur.video.motion import MotionEstimator
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import VideoInfo
 from imageblur.video.sightings import FrameSightings
@@ -37,6 +39,7 @@ class DetectPass:
     ) -> Iterator[FrameSightings]:
         """One `FrameSightings` per frame looked at, in presentation order."""
         cuts = CutDetector()
+        motion = MotionEstimator()
         since_look = 0
         for decoded in frames(path, info):
             if decoded.index == 0:
@@ -47,8 +50,11 @@ class DetectPass:
             cut = cuts.is_cut(image)
             if cut or decoded.index == 0 or since_look + 1 >= self._stride:
                 since_look = 0
+                if cut:
+                    motion.reset()
+                moved = motion.estimate(image)
                 faces = tuple(self._detector.detect(image))
-                yield FrameSightings(decoded.index, decoded.time_s, faces, cut=cut)
+                yield FrameSightings(decoded.index, decoded.time_s, faces, cut=cut, motion=moved)
             else:
                 since_look += 1
             if on_frame is not None:

@@ -14,18 +14,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from imageblur.domain import Face
+from imageblur.video.motion import CameraMotion
 
 
 @dataclass(frozen=True, slots=True)
 class FrameSightings:
     """The detections of one frame that was looked at. `index` counts decoded frames
     from 0 in presentation order; `time_s` is its presentation time; `cut` marks the
-    first frame of a new shot (no track crosses it)."""
+    first frame of a new shot (no track crosses it). `motion` is the camera's motion
+    from the previous looked-at frame to this one, None when unknown (the first frame,
+    a cut, a frame with too little texture): tracking moves a lost face's box with it."""
 
     index: int
     time_s: float
     faces: tuple[Face, ...]
     cut: bool = False
+    motion: CameraMotion | None = None
 
 
 @dataclass(frozen=True, slots=True)

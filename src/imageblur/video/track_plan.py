@@ -15,13 +15,16 @@ from typing import Any, cast
 from imageblur.domain import Face, RegionKind
 from imageblur.video.sightings import HiddenBox
 
-FORMAT = "imageblur.track-plan/1"
+FORMAT = "imageblur.track-plan/2"
+FORMATS = ("imageblur.track-plan/1", FORMAT)  # /1: without `coast` (no coasted keys)
 RULE = (
     "at a key frame its box; between two keys the box interpolated linearly in time; "
     "up to roll[0] s before the first key and roll[1] s after the last the end box "
-    "moved with the track's velocity; every box not at a key grown (width and height "
-    "times 1 + growth_per_s x seconds to the nearest key) about its centre; never at or "
-    "before frame `after` nor at or after frame `before` (shot limits)"
+    "moved with the track's velocity; the first coast[0] and the last coast[1] keys are "
+    "not sightings but the box moved with the camera; every box not at a sighting grown "
+    "(width and height times 1 + growth_per_s x the seconds to the nearest sighting, at "
+    "most max_growth_s) about its centre; never at or before frame `after` nor at or "
+    "after frame `before` (shot limits)"
 )
 _BUCKET_S = 1.0  # the time index's bucket: a lookup checks the tracks of one bucket
 
@@ -51,6 +54,12 @@ class TrackSettings:
     # less than to the looked-at frames around it (video.tracking._Linker._rolls).
     roll_per_span: float = 1.0
     growth_per_s: float = 0.6  # a box away from a sighting grows 60% per second about its centre
+    max_growth_s: float = 0.5  # ... for at most this long (a box coasting for seconds)
+    # Coasting: a track seen at least `coast_min_sightings` times is followed beyond its
+    # sightings (before the first, after the last) by the camera's motion, for up to
+    # `coast_s`, stopping at a cut or where the motion is unknown (0: no coasting).
+    coast_s: float = 4.0
+    coast_min_sightings: int = 2
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -83,7 +92,8 @@ class Key:
 class PlanTrack:
     """A face track: its key boxes in frame order, the shot it lives in (frames
     `after_index` < i < `before_index`; `before_index` None: to the end) and how long
-    it is hidden before its first and after its last sighting."""
+    it is hidden before its first and after its last key. The first `coast[0]` and the
+    last `coast[1]` keys are coasted (the box moved with the camera), not sightings."""
 
     number: int
     kind: RegionKind
@@ -92,6 +102,12 @@ class PlanTrack:
     before_index: int | None = None
     pre_roll_s: float = 0.0
     post_roll_s: float = 0.0
+    coast: tuple[int, int] = (0, 0)
+
+    @property
+    def sighted(self) -> tuple[float, float]:
+        """The times of the first and the last sighting (coasted keys aside)."""
+        return self.keys[self.coast[0]].time_s, self.keys[-1 - self.coast[1]].time_s
 
 
 class TrackPlan:
@@ -132,7 +148,7 @@ class TrackPlan:
         return hidden
 
     def _box_of(self, number: int, index: int, time_s: float) -> Face | None:
-        track, s = self._tracks[number], self._settings
+        track = self._tracks[number]
         if index <= track.after_index or (
             track.before_index is not None and index >= track.before_index
         ):
@@ -140,31 +156,41 @@ class TrackPlan:
         keys, indexes = track.keys, self._indexes[number]
         at = bisect.bisect_left(indexes, index)
         if at < len(keys) and indexes[at] == index:
-            return _face(keys[at].box, keys[at].score, track.kind)
+            key = keys[at]
+            return self._grown(track, key.box, key.score, _away(track.sighted, time_s))
         if at == 0:
             dt = time_s - keys[0].time_s
             if dt < -track.pre_roll_s - 1e-9:
                 return None
-            return self._rolled(track, keys[0], self._velocities[number][0], dt)
+            return self._rolled(track, keys[0], self._velocities[number][0], dt, time_s)
         if at == len(keys):
             dt = time_s - keys[-1].time_s
             if dt > track.post_roll_s + 1e-9:
                 return None
-            return self._rolled(track, keys[-1], self._velocities[number][1], dt)
+            return self._rolled(track, keys[-1], self._velocities[number][1], dt, time_s)
         a, b = keys[at - 1], keys[at]
         span = b.time_s - a.time_s
         w = (time_s - a.time_s) / span if span > 0 else (index - a.index) / (b.index - a.index)
         w = min(max(w, 0.0), 1.0)
         box = tuple(pa + (pb - pa) * w for pa, pb in zip(a.box, b.box, strict=True))
-        near_s = min(abs(time_s - a.time_s), abs(b.time_s - time_s))
-        grown = _grow(cast(tuple[float, float, float, float], box), s.growth_per_s * near_s)
-        return _face(grown, min(a.score, b.score), track.kind)
+        away = _away(track.sighted, time_s) or min(time_s - a.time_s, b.time_s - time_s)
+        score = min(a.score, b.score)
+        return self._grown(track, cast(tuple[float, float, float, float], box), score, away)
 
-    def _rolled(self, track: PlanTrack, key: Key, velocity: tuple[float, float], dt: float) -> Face:
+    def _rolled(
+        self, track: PlanTrack, key: Key, velocity: tuple[float, float], dt: float, time_s: float
+    ) -> Face:
         x0, y0, x1, y1 = key.box
         dx, dy = velocity[0] * dt, velocity[1] * dt
-        box = _grow((x0 + dx, y0 + dy, x1 + dx, y1 + dy), self._settings.growth_per_s * abs(dt))
-        return _face(box, key.score, track.kind)
+        box = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+        return self._grown(track, box, key.score, _away(track.sighted, time_s))
+
+    def _grown(
+        self, track: PlanTrack, box: tuple[float, float, float, float], score: float, away: float
+    ) -> Face:
+        """`box` grown for being `away` seconds from the nearest sighting."""
+        s = self._settings
+        return _face(_grow(box, s.growth_per_s * min(away, s.max_growth_s)), score, track.kind)
 
     def to_json(self) -> str:
         """The plan as one compact JSON object: key boxes per track, the rule, settings."""
@@ -179,6 +205,7 @@ class TrackPlan:
                         "after": t.after_index,
                         "before": t.before_index,
                         "roll": [round(t.pre_roll_s, 6), round(t.post_roll_s, 6)],
+                        "coast": list(t.coast),
                         "keys": [
                             [
                                 k.index,
@@ -200,7 +227,7 @@ class TrackPlan:
         """The plan `to_json` wrote; ValueError for anything else."""
         try:
             data = json.loads(text)
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
+            if not isinstance(data, dict) or data.get("format") not in FORMATS:
                 raise ValueError(f"not a {FORMAT} object")
             settings = TrackSettings(**data["settings"])
             tracks = [_track_of(number, t) for number, t in enumerate(data["tracks"])]
@@ -220,7 +247,13 @@ def _track_of(number: int, data: dict[str, Any]) -> PlanTrack:
     kind = cast(RegionKind, data["kind"])
     pre, post = (float(v) for v in data["roll"])
     after = int(data["after"])
-    return PlanTrack(number, kind, keys, after, None if before is None else int(before), pre, post)
+    coast_before, coast_after = (int(v) for v in data.get("coast", (0, 0)))
+    if coast_before < 0 or coast_after < 0 or coast_before + coast_after >= len(keys):
+        raise ValueError("a track without a sighting")
+    before_index = None if before is None else int(before)
+    return PlanTrack(
+        number, kind, keys, after, before_index, pre, post, (coast_before, coast_after)
+    )
 
 
 def _end_velocities(
@@ -240,6 +273,11 @@ def _velocity(a: Key, b: Key) -> tuple[float, float]:
         return 0.0, 0.0
     (ax, ay), (bx, by) = a.centre, b.centre
     return (bx - ax) / dt, (by - ay) / dt
+
+
+def _away(sighted: tuple[float, float], time_s: float) -> float:
+    """Seconds from `time_s` to the sightings' span, 0 within it."""
+    return max(sighted[0] - time_s, time_s - sighted[1], 0.0)
 
 
 def _grow(box: tuple[float, float, float, float], by: float) -> tuple[float, float, float, float]:

@@ -11,6 +11,9 @@ size, plus one minus the IoU), and returns a `TrackPlan` that hides each track:
   occlusion up to `max_gap_s`), the box interpolated linearly in time;
 - for `pre_roll_s` before the first sighting and `post_roll_s` after the last, the box
   moved with the track's velocity and grown with the distance in time;
+- beyond its first and last sightings, for a track seen at least twice, the box moved
+  with the camera (`FrameSightings.motion`) for up to `coast_s` ("coasting"): a face
+  found only while the camera is zoomed in stays hidden as it zooms out;
 - never across a cut: a cut closes every open track, and no roll crosses it.
 
 The linker is an online pass over the sightings, so a plan is built while pass 1 still
@@ -27,10 +30,12 @@ hidden by its own boxes, while a lone low-score box (a false one, mostly) is dro
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imageblur.domain import Face, RegionKind
+from imageblur.video.motion import CameraMotion
 from imageblur.video.sightings import FrameSightings
 from imageblur.video.track_plan import Key, PlanTrack, TrackPlan, TrackSettings
 
@@ -58,6 +63,8 @@ class _OpenTrack:
     best_score: float = field(default=0.0)
     previous_looked_s: float = 0.0  # the looked-at frame before its first sighting
     next_looked_s: float | None = None  # ... and after its last one, once known
+    coast_before: list[Key] = field(default_factory=list)  # moved back with the camera
+    coast_after: list[Key] = field(default_factory=list)  # ... and on, since the last sighting
 
 
 class _Linker:
@@ -70,6 +77,10 @@ class _Linker:
         self._done: list[_OpenTrack] = []
         self._last_index, self._last_s = -1, 0.0
         self._shot_after = -1  # the last looked-at frame before the current shot
+        # The looked-at frames of the last `coast_s` of the shot, with the camera's
+        # motion into each (for coasting a new track back), and the tracks coasting on.
+        self._history: deque[tuple[int, float, CameraMotion | None]] = deque()
+        self._coasting: list[_OpenTrack] = []
 
     def add(self, frame: FrameSightings) -> None:
         if frame.index <= self._last_index:
@@ -81,9 +92,11 @@ class _Linker:
                 waiting.next_looked_s = frame.time_s
         if frame.cut:
             self._cut(frame.index)
+        self._remember(frame)
         self._expire(frame.time_s)
         faces = [f for f in frame.faces if f.score >= self._settings.min_score]
         matched = self._match(faces, frame.time_s)
+        seen: list[_OpenTrack] = []
         for face_no, face in enumerate(faces):
             key = Key.of(frame.index, frame.time_s, face)
             track = matched.get(face_no)
@@ -91,19 +104,81 @@ class _Linker:
                 track = _OpenTrack(
                     face.kind, [], after_index=self._shot_after, previous_looked_s=self._last_s
                 )
+                track.coast_before = self._coasted_back(key)
                 self._open.append(track)
                 self._shot.append(track)
             self._extend(track, key)
+            seen.append(track)
+        self._coast_on(frame, seen)
         self._last_index, self._last_s = frame.index, frame.time_s
 
     def finish(self) -> list[PlanTrack]:
         confirm = self._settings.confirm_score
         kept = [t for t in self._done + self._shot if t.best_score >= confirm]
         kept.sort(key=lambda t: (t.keys[0].index, t.keys[0].box))
-        return [
-            PlanTrack(no, t.kind, tuple(t.keys), t.after_index, t.before_index, *self._rolls(t))
-            for no, t in enumerate(kept)
-        ]
+        return [self._planned(no, t) for no, t in enumerate(kept)]
+
+    def _planned(self, number: int, track: _OpenTrack) -> PlanTrack:
+        pre, post = self._rolls(track)
+        before, after = track.coast_before, track.coast_after
+        if len(track.keys) < self._settings.coast_min_sightings:
+            before, after = [], []  # a lone box (a false one, mostly) does not coast
+        # A coasted side rolls on in full: the camera's motion carries it.
+        pre = self._settings.pre_roll_s if before else pre
+        post = self._settings.post_roll_s if after else post
+        keys = (*before, *track.keys, *after)
+        return PlanTrack(
+            number,
+            track.kind,
+            keys,
+            track.after_index,
+            track.before_index,
+            pre,
+            post,
+            (len(before), len(after)),
+        )
+
+    def _remember(self, frame: FrameSightings) -> None:
+        oldest = frame.time_s - self._settings.coast_s
+        while self._history and self._history[0][1] < oldest:
+            self._history.popleft()
+        self._history.append((frame.index, frame.time_s, frame.motion))
+
+    def _coasted_back(self, key: Key) -> list[Key]:
+        """`key`'s box moved back with the camera over the looked-at frames before it
+        (the last one is `key`'s own frame), as far as the motion is known."""
+        keys: list[Key] = []
+        box = key.box
+        history = list(self._history)
+        for (_, _, motion), (index, time_s, _) in zip(
+            reversed(history[1:]), reversed(history[:-1]), strict=True
+        ):
+            if motion is None:
+                break
+            box = motion.inverse().box(box)
+            keys.append(Key(index, time_s, box, key.score))
+        keys.reverse()
+        return keys
+
+    def _coast_on(self, frame: FrameSightings, seen: list[_OpenTrack]) -> None:
+        """Moves the box of each track not seen in this frame on with the camera, for
+        up to `coast_s` after its last sighting; a track seen again stops coasting (its
+        gap is interpolated instead) until it is lost again."""
+        for track in seen:
+            track.coast_after = []
+        still = list(seen)
+        seen_ids = {id(t) for t in seen}
+        for track in self._coasting:
+            last = track.keys[-1]
+            if id(track) in seen_ids or frame.motion is None:
+                continue
+            if frame.time_s - last.time_s > self._settings.coast_s:
+                continue
+            base = track.coast_after[-1].box if track.coast_after else last.box
+            moved = Key(frame.index, frame.time_s, frame.motion.box(base), last.score)
+            track.coast_after.append(moved)
+            still.append(track)
+        self._coasting = still
 
     def _rolls(self, track: _OpenTrack) -> tuple[float, float]:
         """How long before and after its sightings a track is hidden: up to the rolls
@@ -128,7 +203,8 @@ class _Linker:
         for track in self._shot:
             track.before_index = index
         self._done.extend(self._shot)
-        self._shot, self._open = [], []
+        self._shot, self._open, self._coasting = [], [], []
+        self._history.clear()
         self._shot_after = self._last_index
 
     def _expire(self, time_s: float) -> None:
