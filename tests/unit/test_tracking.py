@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 
 from imageblur.domain import Face
+from imageblur.video.motion import CameraMotion
 from imageblur.video.sightings import FrameSightings, HiddenBox, PerFramePlan
 from imageblur.video.tracking import TrackPlan, TrackSettings, build_plan
 
@@ -266,3 +268,122 @@ def test_a_lone_box_is_hidden_as_far_as_the_skipped_frames_around_it_only() -> N
     long = build_plan(sightings([linear(300, 300, 0.0)], 90, seen=lambda _, i: 30 <= i <= 60))
     roll = round(long.settings.pre_roll_s * FPS)
     assert [i for i in range(90) if long.boxes_at(i, i / FPS)] == list(range(30 - roll, 61 + roll))
+
+
+# Coasting: a camera zooming out about the frame's centre over 3 s, a face that shrinks
+# from 60 px to 33 px with it and is detected only while at least 45 px tall.
+CENTRE = (640.0, 360.0)
+
+
+def _zoom(i: int) -> float:
+    return 0.98**i
+
+
+def _zoomed_face(i: int) -> Face:
+    s = _zoom(i)
+    cx, cy = CENTRE[0] + 200 * s, CENTRE[1] - 100 * s
+    return box(cx, cy, SIZE * s)
+
+
+def _camera(j: int, i: int) -> CameraMotion:
+    """The zoom's motion from frame j to frame i."""
+    scale = _zoom(i) / _zoom(j)
+    return CameraMotion(scale, CENTRE[0] * (1 - scale), CENTRE[1] * (1 - scale))
+
+
+def _zoom_sightings(
+    frames: int, seen: Callable[[int], bool], unknown: frozenset[int] = frozenset()
+) -> list[FrameSightings]:
+    looked = range(0, frames, 3)
+    return [
+        FrameSightings(
+            i,
+            i / FPS,
+            (_zoomed_face(i),) if seen(i) else (),
+            motion=None if i == 0 or i in unknown else _camera(i - 3, i),
+        )
+        for i in looked
+    ]
+
+
+def _large(i: int) -> bool:
+    return _zoomed_face(i).height >= 45
+
+
+def test_a_face_lost_as_the_camera_zooms_out_stays_hidden_by_the_camera_motion() -> None:
+    frames = _zoom_sightings(90, _large)
+    assert max(f.index for f in frames if f.faces) < 15  # lost after half a second
+    plan = build_plan(frames)
+    assert plan.tracks == 1
+    for i in range(90):
+        assert covered(_zoomed_face(i), plan.boxes_at(i, i / FPS)) >= 0.95, i
+    # Without coasting, the face is exposed once the roll ends.
+    plain = build_plan(frames, TrackSettings(coast_s=0))
+    assert covered(_zoomed_face(60), plain.boxes_at(60, 60 / FPS)) == 0
+
+
+def test_a_face_found_only_once_zoomed_in_is_hidden_before_by_the_camera_motion() -> None:
+    # The same zoom played backwards: the camera zooms in, the face is found late.
+    def face(i: int) -> Face:
+        return _zoomed_face(89 - i)
+
+    looked = range(0, 90, 3)
+    frames = [
+        FrameSightings(
+            i,
+            i / FPS,
+            (face(i),) if face(i).height >= 45 else (),
+            motion=None if i == 0 else _camera(89 - (i - 3), 89 - i),
+        )
+        for i in looked
+    ]
+    assert min(f.index for f in frames if f.faces) > 70
+    plan = build_plan(frames)
+    for i in range(90):
+        assert covered(face(i), plan.boxes_at(i, i / FPS)) >= 0.95, i
+
+
+def test_coasting_is_bounded_in_time_and_stops_where_the_motion_is_unknown() -> None:
+    frames = _zoom_sightings(240, _large)
+    settings = TrackSettings(coast_s=2.0)
+    plan = build_plan(frames, settings)
+    last_seen = max(f.index for f in frames if f.faces)
+    end = last_seen + round((settings.coast_s + settings.post_roll_s) * FPS)
+    assert plan.boxes_at(end - 3, (end - 3) / FPS)
+    assert not plan.boxes_at(end + 4, (end + 4) / FPS)
+    # The motion unknown at frame 30 (a blurred frame): coasting stops at 27, then the roll.
+    stopped = build_plan(_zoom_sightings(240, _large, unknown=frozenset({30})))
+    roll = round(settings.post_roll_s * FPS)
+    assert stopped.boxes_at(27 + roll, (27 + roll) / FPS)
+    assert not stopped.boxes_at(27 + roll + 2, (27 + roll + 2) / FPS)
+
+
+def test_a_lone_box_does_not_coast_and_a_cut_stops_coasting() -> None:
+    lone = build_plan(_zoom_sightings(90, lambda i: i == 6))
+    assert [i for i in range(90) if lone.boxes_at(i, i / FPS)] == list(range(3, 10))
+    cut_at = 42
+    frames = [
+        replace(f, cut=True, motion=None) if f.index == cut_at else f
+        for f in _zoom_sightings(90, _large)
+    ]
+    plan = build_plan(frames)
+    assert plan.boxes_at(cut_at - 3, (cut_at - 3) / FPS)
+    assert [i for i in range(cut_at, 90) if plan.boxes_at(i, i / FPS)] == []
+
+
+def test_a_coasted_plan_survives_a_json_round_trip_and_a_first_format_plan_reads() -> None:
+    plan = build_plan(_zoom_sightings(90, _large))
+    data = json.loads(plan.to_json())
+    assert data["format"] == "imageblur.track-plan/2"
+    (track,) = data["tracks"]
+    sighted = sum(1 for f in _zoom_sightings(90, _large) if f.faces)
+    assert track["coast"][1] > 0 and len(track["keys"]) == sighted + sum(track["coast"])
+    again = TrackPlan.from_json(plan.to_json())
+    for i in range(90):
+        (a,), (b,) = plan.boxes_at(i, i / FPS), again.boxes_at(i, i / FPS)
+        assert (b.face.x0, b.face.y1) == pytest.approx((a.face.x0, a.face.y1), abs=0.02)
+    # A plan stored before coasting (format /1, no `coast`): every key a sighting.
+    data["format"] = "imageblur.track-plan/1"
+    del track["coast"]
+    old = TrackPlan.from_json(json.dumps(data))
+    assert old.track_list[0].coast == (0, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,11 +15,13 @@ from PIL import Image
 from clips import Clip, decoded
 from imageblur.bootstrap import build_detector, video_options
 from imageblur.config import load_settings
+from imageblur.domain import Face
 from imageblur.ports import FaceDetector
 from imageblur.video.errors import BrokenVideo
 from imageblur.video.pipeline import VideoOptions, VideoResult, blur_video
 from imageblur.video.sightings import FrameSightings, HiddenBox
-from imageblur.video.track_plan import TrackPlan
+from imageblur.video.track_plan import TrackPlan, TrackSettings
+from imageblur.video.tracking import build_plan
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "example-pictures"
 
@@ -296,3 +299,62 @@ def test_ten_bit_input_is_stored_eight_bit(
         ctx = c.streams.video[0].codec_context
         assert (ctx.format.name, ctx.profile) == ("yuv420p", "High")  # what phones play
     assert result.frames == 10
+
+
+class _Shortsighted:
+    """The real detector, blind to faces under 100 px: what a face the network finds
+    only while the camera is zoomed in looks like to tracking."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self._detector = detector
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return [f for f in self._detector.detect(image) if f.height >= 100]
+
+
+def test_a_face_lost_as_the_camera_zooms_out_stays_hidden_by_the_camera_motion(
+    tmp_path: Path, detector: FaceDetector, options: VideoOptions, face: np.ndarray
+) -> None:
+    (found,) = detector.detect(face)
+    cx, cy = (found.x0 + found.x1) / 2, (found.y0 + found.y1) / 2
+    frames, fps = 45, 15
+
+    def zoom(i: int) -> float:  # from 1.6 to 0.4 times the photo, about its face
+        return 1.6 - 1.2 * i / (frames - 1)
+
+    def picture(i: int) -> np.ndarray:
+        s = zoom(i)
+        matrix = np.array([[s, 0, 160 - s * cx], [0, s, 90 - s * cy]])
+        return cv2.warpAffine(face, matrix, (320, 180))
+
+    src = Clip(width=320, height=180, frames=frames, fps=fps, picture=picture).write(
+        tmp_path / "zoom.mp4"
+    )
+    shortsighted = _Shortsighted(detector)
+    assert not shortsighted.detect(picture(frames - 1))  # lost for the last second or so
+    hidden = {}
+    for coast_s in (0.0, 4.0):
+        settings = TrackSettings(coast_s=coast_s)
+        target = tmp_path / f"coast{coast_s:g}.result"
+        blur_video(
+            src,
+            target,
+            shortsighted,
+            options,
+            make_plan=lambda seen, settings=settings: build_plan(seen, settings),
+        )
+        hidden[coast_s] = [
+            _hidden(frame.to_ndarray(format="rgb24"), found, zoom(i), (cx, cy))
+            for i, frame in enumerate(decoded(target))
+        ]
+    assert all(hidden[4.0])
+    assert not all(hidden[0.0])  # without coasting, the end of the clip shows the face
+
+
+def _hidden(image: np.ndarray, found: Face, s: float, centre: tuple[float, float]) -> bool:
+    """Whether the face's box in this frame (the photo's box scaled by `s` about
+    its centre, which the camera keeps in the frame's centre) is solid black."""
+    half_w, half_h = found.width * s / 2 * 0.8, found.height * s / 2 * 0.8
+    x0, x1 = int(160 - half_w), int(160 + half_w)
+    y0, y1 = int(max(0, 90 - half_h)), int(min(180, 90 + half_h))
+    return bool(np.percentile(image[y0:y1, x0:x1], 95) < 40)
