@@ -303,11 +303,11 @@ def _table(report: dict[str, Any]) -> str:
     lines = [
         f"commit {report['commit']}, {report['clips']} generated clips {report['size']}, "
         f"{report['seconds']} s, detection {report['detect_frames_per_s']:.1f} frames/s",
-        f"{'plan':<12} {'exp>=20':>8} {'exp>=40':>8} {'flashes':>8} {'background':>10}",
+        f"{'plan':<18} {'exp>=20':>8} {'exp>=40':>8} {'flashes':>8} {'background':>10}",
     ]
     for name, r in report["plans"].items():
         lines.append(
-            f"{name:<12} {r['exposed_20']:>8.2%} {r['exposed_40']:>8.2%} {r['flashes']:>8} "
+            f"{name:<18} {r['exposed_20']:>8.2%} {r['exposed_40']:>8.2%} {r['flashes']:>8} "
             f"{r['background_hidden']:>10.2%}"
         )
     return "\n".join(lines)

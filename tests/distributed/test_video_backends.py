@@ -74,7 +74,7 @@ def test_a_video_on_postgresql_rabbitmq_and_s3(backends: Backends, tmp_path: Pat
         tracks_key = f"{image_id}-a1.tracks.json"  # the tracks, beside the result in S3
         assert backends.store("output").exists(tracks_key)
         tracks = api.get(seen["tracks_url"])
-        assert tracks.json()["format"] == "imageblur.track-plan/1"
+        assert tracks.json()["format"] == "imageblur.track-plan/2"
         assert api.delete(f"/video/{image_id}").status_code == 204
         for role in ("input", "output"):
             assert not [o for o in backends.store(role).list() if image_id in o.key], role

@@ -264,7 +264,7 @@ def test_a_videos_face_tracks_are_stored_as_one_object_and_deleted_with_it(
     assert tracks.status_code == 200 and tracks.headers["content-type"] == "application/json"
     assert tracks.content == stored[0].read_bytes()
     plan = tracks.json()
-    assert plan["format"] == "imageblur.track-plan/1" and "interpolated" in plan["rule"]
+    assert plan["format"] == "imageblur.track-plan/2" and "interpolated" in plan["rule"]
     (track,) = plan["tracks"]
     assert track["kind"] == "face" and len(track["keys"]) >= 5  # every 3rd frame looked at
     for index, _, x0, y0, x1, y1, score in track["keys"]:

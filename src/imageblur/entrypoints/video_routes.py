@@ -159,7 +159,7 @@ async def get_video_file(
     summary="The face tracks of a processed video: key boxes per track and the rule",
 )
 async def get_video_tracks(videos: Videos, image_id: str) -> Response:
-    # One compact JSON object (`video.track_plan`, format imageblur.track-plan/1),
+    # One compact JSON object (`video.track_plan`, format imageblur.track-plan/2),
     # streamed from the results store by ranges.
     found = await run_in_threadpool(videos.tracks, image_id)
     headers = {
