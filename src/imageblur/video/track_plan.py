@@ -21,7 +21,9 @@ RULE = (
     "at a key frame its box; between two keys the box interpolated linearly in time; "
     "up to roll[0] s before the first key and roll[1] s after the last the end box "
     "moved with the track's velocity; the first coast[0] and the last coast[1] keys are "
-    "not sightings but the box moved with the camera; every box not at a sighting grown "
+    "not sightings but the end box moved with the camera, hidden besides (before the "
+    "first sighting, after the last; rolled on up to settings pre_roll_s / post_roll_s "
+    "beyond the outermost); every box not at a sighting grown "
     "(width and height times 1 + growth_per_s x the seconds to the nearest sighting, at "
     "most max_growth_s) about its centre; never at or before frame `after` nor at or "
     "after frame `before` (shot limits)"
@@ -110,20 +112,57 @@ class PlanTrack:
         return self.keys[self.coast[0]].time_s, self.keys[-1 - self.coast[1]].time_s
 
 
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """Keys hidden by one rule: a track's sightings with its rolls, or a coasted end
+    (the coasted keys and the sighting they start from, rolled on by the settings'
+    rolls), shown only outside the sightings' span."""
+
+    keys: tuple[Key, ...]
+    indexes: tuple[int, ...]
+    velocities: tuple[tuple[float, float], tuple[float, float]]
+    pre_roll_s: float
+    post_roll_s: float
+    side: int = 0  # 0: the sightings; -1: coasted before them; 1: after them
+
+    @classmethod
+    def of(
+        cls, keys: Sequence[Key], pre: float, post: float, settings: TrackSettings, side: int = 0
+    ) -> _Segment:
+        velocities = _end_velocities(keys, settings)
+        return cls(tuple(keys), tuple(k.index for k in keys), velocities, pre, post, side)
+
+
+def _segments(track: PlanTrack, settings: TrackSettings) -> list[_Segment]:
+    first, last = track.coast[0], len(track.keys) - 1 - track.coast[1]
+    sighted = track.keys[first : last + 1]
+    segments = [_Segment.of(sighted, track.pre_roll_s, track.post_roll_s, settings)]
+    if track.coast[0]:
+        before = track.keys[: first + 1]
+        segments.append(_Segment.of(before, settings.pre_roll_s, 0.0, settings, -1))
+    if track.coast[1]:
+        after = track.keys[last:]
+        segments.append(_Segment.of(after, 0.0, settings.post_roll_s, settings, 1))
+    return segments
+
+
 class TrackPlan:
-    """A `MaskPlan` hiding each track over its life and the rolls around it."""
+    """A `MaskPlan` hiding each track over its life and the rolls around it.
+
+    A coasted end adds a second box beside the rolls (never instead of them): where the
+    camera's motion and the track's own velocity disagree, both are hidden."""
 
     def __init__(self, tracks: Sequence[PlanTrack], settings: TrackSettings) -> None:
         self._tracks = tuple(tracks)
         self._settings = settings
-        self._indexes = [[k.index for k in t.keys] for t in self._tracks]
-        self._velocities = [_end_velocities(t.keys, settings) for t in self._tracks]
+        self._segments = [_segments(t, settings) for t in self._tracks]
         # Time buckets -> tracks alive in them: a track spans at most its sightings times
-        # max_gap_s plus the rolls, so the index grows with sightings, never frames.
+        # max_gap_s plus the rolls and its coasting, so the index grows with sightings,
+        # never frames.
         self._buckets: dict[int, list[int]] = {}
-        for number, track in enumerate(self._tracks):
-            start = track.keys[0].time_s - track.pre_roll_s
-            end = track.keys[-1].time_s + track.post_roll_s
+        for number, segments in enumerate(self._segments):
+            start = min(g.keys[0].time_s - g.pre_roll_s for g in segments)
+            end = max(g.keys[-1].time_s + g.post_roll_s for g in segments)
             for bucket in range(_bucket(start), _bucket(end) + 1):
                 self._buckets.setdefault(bucket, []).append(number)
 
@@ -142,32 +181,38 @@ class TrackPlan:
     def boxes_at(self, index: int, time_s: float) -> Sequence[HiddenBox]:
         hidden: list[HiddenBox] = []
         for number in self._buckets.get(_bucket(time_s), ()):
-            face = self._box_of(number, index, time_s)
-            if face is not None:
-                hidden.append(HiddenBox(face, self._tracks[number].number))
+            track = self._tracks[number]
+            if index <= track.after_index or (
+                track.before_index is not None and index >= track.before_index
+            ):
+                continue
+            first, last = track.sighted
+            for segment in self._segments[number]:
+                if (segment.side < 0 and time_s >= first) or (segment.side > 0 and time_s <= last):
+                    continue
+                face = self._box_of(track, segment, index, time_s)
+                if face is not None:
+                    hidden.append(HiddenBox(face, track.number))
         return hidden
 
-    def _box_of(self, number: int, index: int, time_s: float) -> Face | None:
-        track = self._tracks[number]
-        if index <= track.after_index or (
-            track.before_index is not None and index >= track.before_index
-        ):
-            return None
-        keys, indexes = track.keys, self._indexes[number]
+    def _box_of(
+        self, track: PlanTrack, segment: _Segment, index: int, time_s: float
+    ) -> Face | None:
+        keys, indexes = segment.keys, segment.indexes
         at = bisect.bisect_left(indexes, index)
         if at < len(keys) and indexes[at] == index:
             key = keys[at]
             return self._grown(track, key.box, key.score, _away(track.sighted, time_s))
         if at == 0:
             dt = time_s - keys[0].time_s
-            if dt < -track.pre_roll_s - 1e-9:
+            if dt < -segment.pre_roll_s - 1e-9:
                 return None
-            return self._rolled(track, keys[0], self._velocities[number][0], dt, time_s)
+            return self._rolled(track, keys[0], segment.velocities[0], dt, time_s)
         if at == len(keys):
             dt = time_s - keys[-1].time_s
-            if dt > track.post_roll_s + 1e-9:
+            if dt > segment.post_roll_s + 1e-9:
                 return None
-            return self._rolled(track, keys[-1], self._velocities[number][1], dt, time_s)
+            return self._rolled(track, keys[-1], segment.velocities[1], dt, time_s)
         a, b = keys[at - 1], keys[at]
         span = b.time_s - a.time_s
         w = (time_s - a.time_s) / span if span > 0 else (index - a.index) / (b.index - a.index)

@@ -123,9 +123,6 @@ class _Linker:
         before, after = track.coast_before, track.coast_after
         if len(track.keys) < self._settings.coast_min_sightings:
             before, after = [], []  # a lone box (a false one, mostly) does not coast
-        # A coasted side rolls on in full: the camera's motion carries it.
-        pre = self._settings.pre_roll_s if before else pre
-        post = self._settings.post_roll_s if after else post
         keys = (*before, *track.keys, *after)
         return PlanTrack(
             number,
