@@ -43,7 +43,7 @@ from typing import Any
 
 import av
 import numpy as np
-from clip_camera import ClipSpec, make_clip
+from clip_camera import Box, ClipSpec, make_clip
 from detection import read_truth
 from provenance import measured_commit
 
@@ -99,21 +99,18 @@ def main() -> None:
         scale=settings.mask_scale, margin_px=settings.mask_margin_px, shape=settings.mask_shape
     )
     tracking = TrackSettings(**{k: float(v) for k, v in (o.split("=") for o in args.set)})
-    photos = [t for t in read_truth(args.dataset) if (~t.invalid).any()][: args.clips]
+    jobs = clip_jobs(args.dataset, args.clips, (width, height), args.fps, args.seconds)
     work = Path(args.work or tempfile.mkdtemp(prefix="tracking-real-"))
     work.mkdir(parents=True, exist_ok=True)
     tallies: dict[str, Tally] = {}
     detect_s, frames_total = 0.0, 0
-    for number, truth in enumerate(photos):
-        boxes = [tuple(float(v) for v in b) for b in truth.boxes[~truth.invalid]]
-        boxes.sort(key=lambda b: -(b[3] - b[1]))  # the camera follows the largest face
-        spec = ClipSpec(width, height, args.fps, args.seconds, number % 3 == 1, number % 3 == 2)
-        out = work / f"clip{number:02d}.mp4"
+    for job in jobs:
+        out = work / job.name
         cached = Path(f"{out}.detections.json")
         if cached.exists():  # a kept --work folder: the same clip, detected before
             clip = _clip_of(json.loads(cached.read_text()))
         else:
-            record = make_clip(args.dataset / "images" / truth.name, out, boxes, spec)  # type: ignore[arg-type]
+            record = make_clip(job.photo, out, job.boxes, job.spec)
             started = time.perf_counter()
             clip = _detected(out, record, detector)
             detect_s += time.perf_counter() - started
@@ -135,7 +132,7 @@ def main() -> None:
     report = {
         "commit": measured_commit(),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "clips": len(photos),
+        "clips": len(jobs),
         "size": args.size,
         "seconds": args.seconds,
         "tracking": asdict(tracking),
@@ -143,6 +140,34 @@ def main() -> None:
         "plans": {name: t.row() for name, t in tallies.items()},
     }
     print(json.dumps(report) if args.json else _table(report))
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One benchmark clip to make: from `photo`, the camera following `boxes[0]`."""
+
+    name: str
+    photo: Path
+    boxes: list[Box]
+    spec: ClipSpec
+
+
+def clip_jobs(
+    dataset: Path, clips: int, size: tuple[int, int], fps: int, seconds: float
+) -> list[ClipJob]:
+    """The benchmark's clips: the first `clips` photos by path with a valid face, every
+    third with a cut, every third with the main face leaving and re-entering."""
+    photos = [t for t in read_truth(dataset) if (~t.invalid).any()][:clips]
+    jobs = []
+    for number, truth in enumerate(photos):
+        boxes: list[Box] = [
+            (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+            for b in truth.boxes[~truth.invalid]
+        ]
+        boxes.sort(key=lambda b: -(b[3] - b[1]))  # the camera follows the largest face
+        spec = ClipSpec(*size, fps, seconds, number % 3 == 1, number % 3 == 2)
+        jobs.append(ClipJob(f"clip{number:02d}.mp4", dataset / "images" / truth.name, boxes, spec))
+    return jobs
 
 
 def _detected(path: Path, record: dict[str, Any], detector: Any) -> Clip:

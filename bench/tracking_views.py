@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import av
-from clip_camera import ClipSpec, make_clip
-from detection import read_truth
+from clip_camera import make_clip
 from provenance import measured_commit
-from tracking_real import Clip, Tally, _looked, _score
+from tracking_real import Clip, Tally, _looked, _score, clip_jobs
 
 from imageblur.bootstrap import build_detector
 from imageblur.config import Settings
@@ -67,22 +66,19 @@ def main() -> None:
         scale=settings.mask_scale, margin_px=settings.mask_margin_px, shape=settings.mask_shape
     )
     tracking = TrackSettings()
-    photos = [t for t in read_truth(args.dataset) if (~t.invalid).any()][: args.clips]
+    jobs = clip_jobs(args.dataset, args.clips, (width, height), args.fps, args.seconds)
     work = Path(args.work or tempfile.mkdtemp(prefix="tracking-views-"))
     work.mkdir(parents=True, exist_ok=True)
     tallies: dict[str, Tally] = {}
     seconds = dict.fromkeys(VIEWS, 0.0)
     counted = dict.fromkeys(VIEWS, 0)
-    for number, truth in enumerate(photos):
-        boxes = [tuple(float(v) for v in b) for b in truth.boxes[~truth.invalid]]
-        boxes.sort(key=lambda b: -(b[3] - b[1]))  # the camera follows the largest face
-        spec = ClipSpec(width, height, args.fps, args.seconds, number % 3 == 1, number % 3 == 2)
-        out = work / f"clip{number:02d}.mp4"
+    for job in jobs:
+        out = work / job.name
         cached = Path(f"{out}.views.json")
         if cached.exists():
             data = json.loads(cached.read_text())
         else:
-            record = make_clip(args.dataset / "images" / truth.name, out, boxes, spec)  # type: ignore[arg-type]
+            record = make_clip(job.photo, out, job.boxes, job.spec)
             data = _detected(out, record, detector, seconds, args.views)
             counted.update({name: counted[name] + len(data["times"]) for name in args.views})
             cached.write_text(json.dumps(data))
@@ -130,7 +126,7 @@ def main() -> None:
     report = {
         "commit": measured_commit(),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "clips": len(photos),
+        "clips": len(jobs),
         "size": args.size,
         "seconds": args.seconds,
         "tracking": asdict(tracking),
