@@ -313,7 +313,7 @@ def _large(i: int) -> bool:
 def test_a_face_lost_as_the_camera_zooms_out_stays_hidden_by_the_camera_motion() -> None:
     frames = _zoom_sightings(90, _large)
     assert max(f.index for f in frames if f.faces) < 15  # lost after half a second
-    plan = build_plan(frames)
+    plan = build_plan(frames, TrackSettings(coast_s=3.0))
     assert plan.tracks == 1
     for i in range(90):
         assert covered(_zoomed_face(i), plan.boxes_at(i, i / FPS)) >= 0.95, i
@@ -390,7 +390,7 @@ def test_a_coasted_plan_survives_a_json_round_trip_and_a_first_format_plan_reads
     again = TrackPlan.from_json(plan.to_json())
     for i in range(90):
         a, b = plan.boxes_at(i, i / FPS), again.boxes_at(i, i / FPS)
-        assert len(a) == len(b) >= 1
+        assert len(a) == len(b) >= (i < 60)
         for ha, hb in zip(a, b, strict=True):
             assert (hb.face.x0, hb.face.y1) == pytest.approx((ha.face.x0, ha.face.y1), abs=0.02)
     # A plan stored before coasting (format /1, no `coast`): every key a sighting.

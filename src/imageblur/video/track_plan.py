@@ -60,7 +60,7 @@ class TrackSettings:
     # Coasting: a track seen at least `coast_min_sightings` times is followed beyond its
     # sightings (before the first, after the last) by the camera's motion, for up to
     # `coast_s`, stopping at a cut or where the motion is unknown (0: no coasting).
-    coast_s: float = 4.0
+    coast_s: float = 2.0
     coast_min_sightings: int = 2
 
     def __post_init__(self) -> None:
