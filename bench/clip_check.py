@@ -17,6 +17,8 @@ A face counts in a frame when at least half of its box is inside the frame; its 
 the box's height. It is *exposed* when less than 80% of the informative pixels of its
 box (clipped to the frame) are hidden. A *flash* is a run of exposed frames of one face
 with hidden frames on both sides (in the frames where it counts, >= 20 px).
+An output whose frames are another size (deface writes 1080p as 1920 x 1088) is scaled
+back to the input's size and judged so; `output_size` says so.
 *Background hidden* is the share of informative pixels outside every face box that are
 hidden (the masks' own margin around a face counts there, for every tool alike).
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -63,6 +66,7 @@ class Report:
             "flashes": sum(flashes),
             "flashes_per_face": flashes,
             "background_hidden": self.background_hidden / max(self.background, 1),
+            "background_pixels": self.background,
         }
 
 
@@ -74,12 +78,17 @@ def check(
     per_frame: list[list[list[float] | None]] = truth["boxes"]
     report = Report(faces=[_Face() for _ in (per_frame[0] if per_frame else [])])
     colour = np.array(solid, dtype=np.int16)
+    resized_from = None
     for index, (before, after) in enumerate(zip(_frames(clip), _frames(output), strict=False)):
         if before.shape != after.shape:
-            raise SystemExit(f"frame {index}: output {after.shape} is not input {before.shape}")
+            # deface's writer (imageio-ffmpeg) scales frames to a multiple of 16 pixels
+            # (1080 -> 1088 rows): judge what it wrote scaled back to the input's size.
+            resized_from = after.shape[1::-1]
+            after = cv2.resize(after, before.shape[1::-1], interpolation=cv2.INTER_AREA)
         boxes = per_frame[index] if index < len(per_frame) else []
         _score_frame(report, before, after, boxes, colour)
     summary = report.summary()
+    summary["output_size"] = list(resized_from) if resized_from else None
     summary["input_frames"] = _count(clip)
     summary["output_frames"] = _count(output)
     # Frames are paired by order: a dropped or added frame shifts every pair after it.

@@ -186,12 +186,18 @@ def worker_contender(tmp: Path, inflight: int, threads: int) -> Contender:
     return Contender("worker", command, env=os.environ.copy(), self_reported_peak=True)
 
 
-def cli_contender(folder: Path, every: int, threads: int) -> Contender:
-    """`imageblur blur FOLDER -o OUT` when it gets the whole folder, else the files."""
+def imageblur_command() -> str:
+    """The installed `imageblur` command, beside this Python if it is there."""
     script = Path(sys.executable).parent / "imageblur"
     found = str(script) if script.exists() else shutil.which("imageblur")
     if found is None:
         raise SystemExit("no `imageblur` command beside this Python: run `make install`")
+    return found
+
+
+def cli_contender(folder: Path, every: int, threads: int) -> Contender:
+    """`imageblur blur FOLDER -o OUT` when it gets the whole folder, else the files."""
+    found = imageblur_command()
 
     def command(photos: Sequence[Path], out: Path) -> list[str]:
         targets = [folder] if len(photos) == every else photos

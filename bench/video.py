@@ -5,6 +5,8 @@
         [--size 1280x720] [--fps 30] [--seconds 8] [--cut] [--leave-reenter]
     python bench/video.py check IN OUT --boxes BOXES.json [--solid R,G,B] [--json]
     python bench/video.py oracle IN OUT --boxes BOXES.json [--scale 1.25] [--miss 10,11]
+    python bench/video.py run [--sizes 720p,1080p,2160p] [--clips 12] [--out DIR]
+        [--skip-deface | --deface PATH] [--deface-venv DIR] [--seconds 8] [--json]
 
 `make-clip` writes a clip (generated: a virtual camera pans and zooms over PHOTO,
 H.264 + AAC tone in MP4 with a phone's location, creation time, make and model) and
@@ -19,6 +21,15 @@ is kept and which metadata is left (`bench/clip_check.py` documents the pixel ru
 `oracle` writes the ideal output from the true boxes (each grown `--scale` about its
 centre, filled black; `--miss` leaves those frames' faces exposed, to show what a flash
 looks like in `check`'s figures): a reference for `check` itself.
+
+`run` is the benchmark (`bench/video_run.py`): `--clips` clips of `--seconds` s at 30
+fps per size from the first photos by path of ../shared/wider-face-dev (`--dataset`),
+each through our pipeline (solid, tracking at the default stride), our per-frame mode
+and deface 1.5.0 (`--replacewith solid --keep-audio`; `--deface PATH` a deface command,
+else installed into `--deface-venv`), each a whole process; at 2160p 2 clips, ours only,
+for peak memory. Prints a table per size and the item-6 targets (`bench/video_report.py`).
+The clips and outputs go to `--out` (default: a new temporary folder); clips already
+there are reused.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,10 @@ import numpy as np
 from clip_camera import ClipSpec, make_clip
 from clip_check import check
 from provenance import measured_commit
+from video_report import table, targets
+from video_run import run
+
+DATASET = Path(__file__).resolve().parents[2] / "shared" / "wider-face-dev"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,9 +71,27 @@ def main(argv: list[str] | None = None) -> None:
         report = check(Path(args.clip), Path(args.output), Path(args.boxes), solid=solid)  # type: ignore[arg-type]
         report["commit"] = measured_commit()
         print(json.dumps(report) if args.json else _table(report))
+    elif args.command == "run":
+        benchmark(args)
     else:
         misses = {int(v) for v in args.miss.split(",") if v}
         oracle(Path(args.clip), Path(args.output), Path(args.boxes), args.scale, misses)
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    from speed import install_deface
+
+    work = Path(args.out or tempfile.mkdtemp(prefix="video-bench-"))
+    deface = None if args.skip_deface else args.deface
+    if deface is None and not args.skip_deface:
+        venv = Path(args.deface_venv or work / "deface-venv")
+        deface = install_deface(venv)
+    sizes = [s for s in args.sizes.split(",") if s]
+    report = run(Path(args.dataset), sizes, args.clips, work, deface, seconds=args.seconds)
+    report["commit"] = measured_commit()
+    report["targets"] = targets(report["sizes"])
+    report["out"] = str(work)
+    print(json.dumps(report) if args.json else table(report))
 
 
 def oracle(clip: Path, output: Path, boxes_file: Path, scale: float, misses: set[int]) -> None:
@@ -144,6 +178,16 @@ def _parser() -> argparse.ArgumentParser:
     check_ = commands.choices["check"]
     check_.add_argument("--solid", default="0,0,0", help="the fill colour R,G,B")
     check_.add_argument("--json", action="store_true")
+    run_ = commands.add_parser("run", help="the benchmark: ours, per-frame and deface")
+    run_.add_argument("--dataset", default=str(DATASET))
+    run_.add_argument("--sizes", default="720p,1080p,2160p", help="720p, 1080p, 2160p or WxH")
+    run_.add_argument("--clips", type=int, default=12, help="the first N clips (2160p: 2)")
+    run_.add_argument("--seconds", type=float, default=8.0)
+    run_.add_argument("--out", default=None, help="clips and outputs here (kept)")
+    run_.add_argument("--skip-deface", action="store_true")
+    run_.add_argument("--deface", type=Path, default=None, help="a deface command to run")
+    run_.add_argument("--deface-venv", default=None, help="deface installed (or found) here")
+    run_.add_argument("--json", action="store_true")
     oracle_ = commands.choices["oracle"]
     oracle_.add_argument("--scale", type=float, default=1.25)
     oracle_.add_argument("--miss", default="", help="frames whose faces are left exposed")
