@@ -110,3 +110,26 @@ def test_the_real_detector_comparison_runs_on_a_tiny_clip(tmp_path: Path) -> Non
     report = run_json("bench/tracking_real.py", str(dataset), *args, "--work", str(tmp_path))
     assert set(report["plans"]) == {"per-frame", "tracked/1", "tracked/3"}
     assert report["plans"]["per-frame"]["face_frames_20"] > 0
+
+
+def test_the_benchmark_runs_each_tool_on_a_tiny_clip(tmp_path: Path) -> None:
+    """`run` end to end on one 0.5 s clip: ours, per-frame and a stand-in for deface (it
+    copies the clip: everything exposed), so the plumbing stays working without deface."""
+    fake = tmp_path / "deface"
+    fake.write_text(
+        f"#!{sys.executable}\nimport shutil, sys\n"
+        "args = sys.argv[1:]\nclip = next(a for a in args if a.endswith('.mp4'))\n"
+        "shutil.copy(clip, args[args.index('-o') + 1])\n"
+    )
+    fake.chmod(0o755)
+    args = ("--sizes", "320x180", "--clips", "1", "--seconds", "0.5", "--deface", str(fake))
+    report = run_json("bench/video.py", "run", *args, "--out", str(tmp_path / "work"))
+    rows = report["sizes"]["320x180"]
+    assert set(rows) == {"ours", "per-frame", "deface"}
+    assert rows["ours"]["face_frames_20"] == rows["deface"]["face_frames_20"] > 0
+    assert rows["deface"]["exposed_face_frames_20"] == 1.0
+    assert rows["ours"]["frames"] == 15
+    assert rows["ours"]["sound_kept"] is True
+    assert rows["ours"]["metadata_left"] == []
+    assert rows["ours"]["peak_rss_mb"] > 0
+    assert {t["target"] for t in report["targets"]} >= {"flashes vs per-frame"}
