@@ -7,7 +7,7 @@ in turn, each tool runs as a whole process (start-up included, as a user running
 on one clip pays it): wall seconds, CPU seconds (user + sys) and peak RSS of the child
 from wait4 (`speed.timed_process`). Each output is read back from its pixels with
 `check` (solid mode): exposed face-frames, flashes, background hidden, sound, metadata.
-The tools:
+Each clip's figures are appended to `OUT/clips.jsonl` as they come. The tools:
 - `ours`: `imageblur blur CLIP -o DIR`, solid mode, tracking on at the default stride;
 - `per-frame`: the same with tracking off and every frame detected
   (IMAGEBLUR_VIDEO_TRACKING=false, IMAGEBLUR_VIDEO_DETECT_STRIDE=1);
@@ -157,8 +157,14 @@ def run_size(
             timed = timed_process(tool.argv(clip, out), out.parent, tool.env)
             if not out.exists():
                 raise SystemExit(f"{tool.name} wrote no {out}: {timed.stdout[-2000:]}")
-            tallies[tool.name].add(timed, video_s, check(clip, out))
+            report = check(clip, out)
+            tallies[tool.name].add(timed, video_s, report)
             print(f"{size} {clip.name} {tool.name}: {timed.wall_s:.1f} s", file=sys.stderr)
+            # Each clip's figures as they come: a long run on a busy machine can be read
+            # (or its end estimated) before it finishes.
+            with (work / "clips.jsonl").open("a") as log:
+                line = {"size": size, "clip": clip.name, "tool": tool.name, **vars(timed)}
+                log.write(json.dumps({**line, "stdout": None, "check": report}) + "\n")
             out.unlink()  # 2160p outputs are large; the figures are kept
     return {name: tally.row() for name, tally in tallies.items()}
 

