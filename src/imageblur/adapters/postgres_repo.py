@@ -395,7 +395,10 @@ class PostgresImageRepository(SqlBatches):
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        given = frozenset({sql_lifecycle.CLAIM_GUARD[kind]})
+        guard = sql_lifecycle.CLAIM_GUARD.get(kind)
+        if guard is None:  # a kind whose jobs claim no image (a batch's item), as the table
+            return None
+        given = frozenset({guard})
         return self._transition(
             _to("claim", given=given) + ", lease_owner = %(owner)s, "
             "lease_expires_at = %(expires)s, attempts = i.attempts + 1",

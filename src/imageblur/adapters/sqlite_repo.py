@@ -362,7 +362,10 @@ class SqliteImageRepository(SqlBatches):
         now: datetime,
         kind: JobKind = JobKind.DETECT,
     ) -> ImageRecord | None:
-        given = frozenset({sql_lifecycle.CLAIM_GUARD[kind]})
+        guard = sql_lifecycle.CLAIM_GUARD.get(kind)
+        if guard is None:  # a kind whose jobs claim no image (a batch's item), as the table
+            return None
+        given = frozenset({guard})
         with self._tx() as conn:
             cur = conn.execute(
                 f"UPDATE images SET {_to('claim', given=given)}, lease_owner = :owner, "
