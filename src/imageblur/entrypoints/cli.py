@@ -1,4 +1,5 @@
-"""The `imageblur` command: serve | api | worker | blur | alive | migrate | reseal | config."""
+"""The `imageblur` command: serve | api | worker | blur | batch | alive | migrate | reseal
+| config."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "pixels within IMAGEBLUR_WORKER_PIXEL_BUDGET)",
     )
 
+    _add_batch(sub)
     sub.add_parser(
         "alive", help="liveness probe of a worker: its heartbeat file is fresh (exit 0) or not"
     )
@@ -134,6 +136,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "blur":
         areas = UploadOptions(hide=tuple(args.hide or ()), ignore=tuple(args.ignore or ()))
         return _blur(settings, args.paths, args.output, areas=areas)
+    if command == "batch":
+        return _batch(settings, args)
     if command == "migrate":
         return _migrate(settings)
     if command == "reseal":
@@ -141,6 +145,46 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "alive":
         return _alive(settings)
     return _print_config(settings, as_json=args.json)
+
+
+def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="anonymize a bucket or folder into another on a running API (a bucket batch) "
+        "and follow it",
+    )
+    p.add_argument("source", metavar="SRC", help="s3://bucket/prefix or file:/folder")
+    p.add_argument("target", metavar="DST", help="s3://bucket/prefix or file:/folder")
+    p.add_argument("--url", help="the API (IMAGEBLUR_URL; default http://127.0.0.1:IMAGEBLUR_PORT)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a batch option: mode, keep_metadata or preset (again for more)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list and count, write nothing")
+
+
+def _batch(settings: Settings, args: argparse.Namespace) -> int:
+    """Post the batch (the token from IMAGEBLUR_API_TOKEN, never printed) and follow it."""
+    import os
+
+    from imageblur.entrypoints import batch_cli
+
+    url = args.url or os.environ.get("IMAGEBLUR_URL") or f"http://127.0.0.1:{settings.port}"
+    try:
+        body = {
+            "source": batch_cli.location(args.source),
+            "target": batch_cli.location(args.target),
+            "options": batch_cli.options(args.option),
+            "dry_run": args.dry_run,
+        }
+    except batch_cli.UsageError as exc:
+        print(f"imageblur: {exc}", file=sys.stderr)
+        return 2
+    tokens = settings.api_tokens()
+    return batch_cli.run(url, tokens[0] if tokens else None, body)
 
 
 def _serve(settings: Settings, *, run_worker: bool) -> int:
