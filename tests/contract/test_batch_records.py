@@ -13,6 +13,7 @@ import pytest
 
 from imageblur.backends import Repository
 from imageblur.batches.model import (
+    CANCELLED,
     Batch,
     BatchItem,
     BatchRefused,
@@ -22,7 +23,7 @@ from imageblur.batches.model import (
     item_key,
     new_batch_id,
 )
-from imageblur.domain import new_image_id
+from imageblur.domain import new_image_id, utcnow
 
 from .test_image_repository import T0, record
 
@@ -318,3 +319,20 @@ def test_a_batch_that_cannot_go_on_fails(repo: Repository) -> None:
     assert repo.retry_failed(b.id, now=T0) == 1
     (again,) = repo.open_batches()
     assert (again.status, again.error) == ("listing", None)
+
+
+def test_items_ended_in_the_last_minute_are_counted(repo: Repository) -> None:
+    keys = ["photos/a", "photos/b", "photos/c", "photos/d"]
+    b = listed(repo, keys)
+    now = utcnow()
+    old = now - timedelta(minutes=5)
+    ends = [(old, "done"), (now, "done"), (now, "failed"), (now, "cancelled")]
+    for item, (at, state) in zip(repo.to_publish(b.id, window=10), ends, strict=True):
+        assert repo.claim_item(item.id, owner="w", lease_s=30, now=at)
+        if state == "cancelled":  # dropped, not run: not counted
+            repo.finish_item(item.id, owner="w", now=at, state="skipped", reason=CANCELLED)
+        else:
+            assert repo.finish_item(item.id, owner="w", now=at, state=state)
+    got = repo.get_batch(b.id)
+    assert got is not None
+    assert (got.counts.ended_recently, got.counts.ended) == (2, 4)

@@ -87,6 +87,7 @@ def test_batch_runs_a_folder_to_its_end_and_prints_the_counts(server: Server, ro
     with _client(server) as client:
         (batch,) = client.get("/batches").json()["items"][:1]
     assert batch["options"] == {"mode": "pixelate"}
+    assert (batch["throughput_per_s"], batch["eta_s"]) == (0.0, 0)  # ended: nothing left
     again = _batch(server, f"file:{source}", f"file:{target}", "--option", "mode=pixelate")
     assert again.returncode == 0, again.stderr
     assert "already there" in again.stderr and batch["id"] in again.stdout

@@ -14,13 +14,22 @@ from imageblur.batches.model import (
     ALREADY_DONE,
     CANCELLED,
     OPEN_STATES,
+    RECENT_S,
     Batch,
     BatchCounts,
     BatchItem,
     BatchRefused,
 )
+from imageblur.domain import utcnow
 
 _OPEN = ("listing", "running")
+
+
+def _ended_recently(item: BatchItem, since: datetime) -> bool:
+    ended = item.state in ("done", "failed") or (
+        item.state == "skipped" and item.reason != CANCELLED
+    )
+    return ended and item.updated_at >= since
 
 
 @dataclass
@@ -45,6 +54,7 @@ class FakeBatches:
 
     def _counted(self, batch: Batch) -> Batch:
         items = self._items_of(batch.id)
+        since = utcnow() - timedelta(seconds=RECENT_S)
         states = Counter(i.state for i in items)
         counts = BatchCounts(
             listed=len(items),
@@ -53,6 +63,7 @@ class FakeBatches:
             failed=states["failed"],
             skipped=dict(Counter(i.reason or "unknown" for i in items if i.state == "skipped")),
             faces=sum(i.faces or 0 for i in items if i.state == "done"),
+            ended_recently=sum(1 for i in items if _ended_recently(i, since)),
         )
         return replace(batch, counts=counts)
 

@@ -20,6 +20,7 @@ from typing import Any, cast
 from imageblur.batches.model import (
     ALREADY_DONE,
     CANCELLED,
+    RECENT_S,
     Batch,
     BatchCounts,
     BatchItem,
@@ -29,6 +30,7 @@ from imageblur.batches.model import (
     Location,
     StoreKind,
 )
+from imageblur.domain import utcnow
 
 Row = Mapping[str, Any]
 # Runs one statement in the caller's transaction: its rows (none for a plain write).
@@ -396,13 +398,18 @@ def _with_key(run: Run, d: Dialect, key: str) -> Batch | None:
 
 
 def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
+    # The items ended in the last minute are counted in the same pass over the batch's
+    # items as the rest (no second scan): an ended item's `updated_at` is when it ended.
+    since = utcnow() - timedelta(seconds=RECENT_S)
     rows = run(
         d.sql(
-            "SELECT state, reason, COUNT(*) AS n, SUM(faces) AS faces FROM {t}batch_items "
-            "WHERE batch_id = :id GROUP BY state, reason"
+            "SELECT state, reason, COUNT(*) AS n, SUM(faces) AS faces, "
+            "SUM(CASE WHEN updated_at >= :since THEN 1 ELSE 0 END) AS recent "
+            "FROM {t}batch_items WHERE batch_id = :id GROUP BY state, reason"
         ),
-        {"id": batch.id},
+        {"id": batch.id, "since": d.ts_in(since)},
     )
+    recent = 0
     by_state: dict[str, int] = {}
     skipped: dict[str, int] = {}
     faces = 0
@@ -414,6 +421,8 @@ def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
             skipped[reason] = skipped.get(reason, 0) + n
         if state == "done":
             faces += int(row["faces"] or 0)
+        if state in ("done", "failed") or (state == "skipped" and row["reason"] != CANCELLED):
+            recent += int(row["recent"] or 0)
     counts = BatchCounts(
         listed=sum(by_state.values()),
         queued=by_state.get("queued", 0) + by_state.get("processing", 0),
@@ -421,6 +430,7 @@ def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
         failed=by_state.get("failed", 0),
         skipped=skipped,
         faces=faces,
+        ended_recently=recent,
     )
     return _replace_counts(batch, counts)
 

@@ -33,6 +33,9 @@ ALREADY_DONE = "already_done"  # an earlier batch wrote it (same item key)
 SOURCE_GONE = "source_gone"  # deleted between listing and reading
 CANCELLED = "cancelled"
 
+# Throughput is measured over this many seconds before a read.
+RECENT_S = 60
+
 
 class BatchRefused(ImageblurError):  # noqa: N818 - a domain name
     """A batch the server will not run: `http_status` and `code` say why (403
@@ -105,6 +108,12 @@ class BatchCounts:
     failed: int = 0
     skipped: Mapping[str, int] = field(default_factory=dict)
     faces: int = 0
+    # Items ended (done, failed, skipped but not dropped) in the last RECENT_S seconds.
+    ended_recently: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.failed + sum(self.skipped.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,28 @@ class BatchItem:
     reason: str | None = None  # why skipped or failed
     faces: int | None = None
     attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast a batch goes: items ended per second over the last minute (or since it
+    started, if younger), and the seconds left at that pace (None: no total yet, or no
+    pace to go by)."""
+
+    per_s: float
+    eta_s: float | None
+
+
+def pace(batch: Batch, now: datetime) -> Pace:
+    if batch.status in ENDED_STATUSES:
+        return Pace(0.0, 0.0)
+    age_s = (now - batch.created_at).total_seconds()
+    window_s = min(float(RECENT_S), max(age_s, 1.0))
+    per_s = batch.counts.ended_recently / window_s
+    total = batch.total
+    if total is None or per_s <= 0:
+        return Pace(per_s, None)
+    return Pace(per_s, max(total - batch.counts.ended, 0) / per_s)
 
 
 def new_batch_id() -> str:

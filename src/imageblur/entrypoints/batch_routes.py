@@ -11,11 +11,11 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from imageblur.batches.model import Batch, BatchItem, is_batch_id
+from imageblur.batches.model import Batch, BatchItem, is_batch_id, pace
 from imageblur.batches.rules import FILE_SCHEME
 from imageblur.batches.service import BatchService
 from imageblur.bootstrap import Container
-from imageblur.domain import NotFound
+from imageblur.domain import NotFound, utcnow
 from imageblur.entrypoints.errors import Rejected
 from imageblur.entrypoints.middleware.auth import role_of
 
@@ -49,6 +49,7 @@ def _where(store: str, bucket: str, prefix: str) -> dict[str, str]:
 def shown(batch: Batch, root: str = "") -> dict[str, Any]:
     """A batch as the API shows it: where, how far, and its links."""
     c = batch.counts
+    speed = pace(batch, utcnow())
     return {
         "id": batch.id,
         "status": batch.status,
@@ -63,6 +64,8 @@ def shown(batch: Batch, root: str = "") -> dict[str, Any]:
         "failed": c.failed,
         "skipped": dict(c.skipped),
         "faces": c.faces,
+        "throughput_per_s": round(speed.per_s, 3),
+        "eta_s": round(speed.eta_s) if speed.eta_s is not None else None,
         "error": batch.error,
         "created_at": batch.created_at.isoformat(),
         "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
