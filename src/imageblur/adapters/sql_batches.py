@@ -206,7 +206,6 @@ class SqlBatches:
         now: datetime,
     ) -> int:
         d = self._batch_dialect()
-        insert = d.sql(_INSERT_ITEM)
         with self._batch_tx() as run:
             listing = run(
                 d.sql("SELECT id FROM {t}batches WHERE id = :id AND status = 'listing'"),
@@ -214,7 +213,10 @@ class SqlBatches:
             )
             if not listing:
                 return 0
-            added = sum(len(run(insert, _item_params(item, d))) for item in items)
+            added = sum(
+                len(run(*_insert_items(d, items[start : start + _ROWS_PER_INSERT])))
+                for start in range(0, len(items), _ROWS_PER_INSERT)
+            )
             run(
                 d.sql(
                     "UPDATE {t}batches SET listing_after = :after, listed_all = :all, "
@@ -371,18 +373,39 @@ _INSERT_BATCH = (
     ":finished_at) ON CONFLICT (batch_key) WHERE status <> 'cancelled' "
     "DO NOTHING RETURNING id"
 )
-# A source key the batch has is not added twice; an item an earlier batch finished
-# (same item key) is added as skipped.
-_INSERT_ITEM = (
-    f"INSERT INTO {{t}}batch_items ({_ITEM_COLUMNS}) SELECT :id, :batch_id, :item_key, "
-    ":source_store, :source_bucket, :source_key, :source_tag, :source_size, 1, "
-    "CASE WHEN d.id IS NULL THEN :state ELSE 'skipped' END, NULL, 0, "
-    f"CASE WHEN d.id IS NULL THEN :reason ELSE '{ALREADY_DONE}' END, NULL, 0, :now, :now "
-    "FROM (SELECT 1 AS one) o LEFT JOIN (SELECT id FROM {t}batch_items WHERE "
-    "item_key = :item_key AND state = 'done' LIMIT 1) d ON 1 = 1 "
-    # WHERE true: without it SQLite would read ON CONFLICT as the join's condition.
+# One statement per listed page (a page is at most 1000 objects: 11,000 parameters, within
+# SQLite's 32,766 and PostgreSQL's 65,535). A source key the batch has is not added
+# twice; an item an earlier batch finished (same item key, the partial index
+# `batch_items_done_key`) is added as skipped. A VALUES list's columns are `column1`,
+# `column2`, ... on both databases.
+_ROWS_PER_INSERT = 1000
+_ITEM_VALUES = (
+    "id, batch_id, item_key, source_store, source_bucket, source_key, source_tag, "
+    "source_size, state, reason, now"
+).split(", ")
+_DONE_BEFORE = (
+    "EXISTS (SELECT 1 FROM {t}batch_items d WHERE d.item_key = v.column3 AND d.state = 'done')"
+)
+_INSERT_ITEMS = (
+    f"INSERT INTO {{t}}batch_items ({_ITEM_COLUMNS}) SELECT v.column1, v.column2, v.column3, "
+    "v.column4, v.column5, v.column6, v.column7, CAST(v.column8 AS BIGINT), 1, "
+    f"CASE WHEN {_DONE_BEFORE} THEN 'skipped' ELSE v.column9 END, NULL, 0, "
+    f"CASE WHEN {_DONE_BEFORE} THEN '{ALREADY_DONE}' ELSE v.column10 END, NULL, 0, "
+    "v.column11, v.column11 FROM (VALUES {rows}) AS v "
+    # WHERE true: without it SQLite would read ON CONFLICT as part of the FROM clause.
     "WHERE true ON CONFLICT (batch_id, source_key) DO NOTHING RETURNING id"
 )
+
+
+def _insert_items(d: Dialect, items: Sequence[BatchItem]) -> tuple[str, dict[str, Any]]:
+    """The one statement that adds `items`, and its parameters."""
+    params: dict[str, Any] = {}
+    rows = []
+    for n, item in enumerate(items):
+        values = _item_params(item, d)
+        params.update({f"{name}_{n}": values[name] for name in _ITEM_VALUES})
+        rows.append("(" + ", ".join(f":{name}_{n}" for name in _ITEM_VALUES) + ")")
+    return d.sql(_INSERT_ITEMS.replace("{rows}", ", ".join(rows))), params
 
 
 def _with_key(run: Run, d: Dialect, key: str) -> Batch | None:
