@@ -379,10 +379,19 @@ _INSERT_BATCH = (
 # `batch_items_done_key`) is added as skipped. A VALUES list's columns are `column1`,
 # `column2`, ... on both databases.
 _ROWS_PER_INSERT = 1000
-_ITEM_VALUES = (
-    "id, batch_id, item_key, source_store, source_bucket, source_key, source_tag, "
-    "source_size, state, reason, now"
-).split(", ")
+_ITEM_VALUES = [
+    "id",
+    "batch_id",
+    "item_key",
+    "source_store",
+    "source_bucket",
+    "source_key",
+    "source_tag",
+    "source_size",
+    "state",
+    "reason",
+    "now",
+]
 _DONE_BEFORE = (
     "EXISTS (SELECT 1 FROM {t}batch_items d WHERE d.item_key = v.column3 AND d.state = 'done')"
 )
