@@ -34,7 +34,7 @@ from imageblur.review import ReviewService
 from imageblur.services import ImageService
 from imageblur.videos import VideoService
 from imageblur.webhooks.addresses import HostPolicy
-from imageblur.webhooks.sender import Render, SenderTerms, WebhookSender
+from imageblur.webhooks.sender import Render, RenderBatch, SenderTerms, WebhookSender
 from imageblur.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -401,7 +401,13 @@ def build_reconciler(settings: Settings, backends: Backends) -> Reconciler:
 
 
 def build_sender(
-    settings: Settings, backends: Backends, metrics: Metrics, *, render: Render, owner: str
+    settings: Settings,
+    backends: Backends,
+    metrics: Metrics,
+    *,
+    render: Render,
+    owner: str,
+    render_batch: RenderBatch | None = None,
 ) -> WebhookSender | None:
     """A worker's webhook sender, or None without a signing secret (no webhooks: the
     repository writes no outbox rows without IMAGEBLUR_WEBHOOK_URL, which needs one)."""
@@ -418,7 +424,12 @@ def build_sender(
         concurrency=settings.webhook_concurrency,
     )
     return WebhookSender(
-        repository=backends.repository, render=render, terms=terms, owner=owner, metrics=metrics
+        repository=backends.repository,
+        render=render,
+        terms=terms,
+        owner=owner,
+        metrics=metrics,
+        render_batch=render_batch,
     )
 
 
@@ -485,9 +496,18 @@ class Container:
             raise RuntimeError("this container was built without a face detector")
         return build_batch_runner(self.settings, self.backends, self.detector, owner=owner)
 
-    def sender(self, *, render: Render, owner: str) -> WebhookSender | None:
+    def sender(
+        self, *, render: Render, owner: str, render_batch: RenderBatch | None = None
+    ) -> WebhookSender | None:
         """The webhook sender of a worker process (None: webhooks are off)."""
-        return build_sender(self.settings, self.backends, self.metrics, render=render, owner=owner)
+        return build_sender(
+            self.settings,
+            self.backends,
+            self.metrics,
+            render=render,
+            owner=owner,
+            render_batch=render_batch,
+        )
 
     def key_problem(self) -> str | None:
         """None when this process can open the originals, else why (key ids only)."""

@@ -336,3 +336,33 @@ def test_items_ended_in_the_last_minute_are_counted(repo: Repository) -> None:
     got = repo.get_batch(b.id)
     assert got is not None
     assert (got.counts.ended_recently, got.counts.ended) == (2, 4)
+
+
+def test_a_batch_that_ends_writes_one_batch_done_row(
+    repo_factory: Callable[..., Repository],
+) -> None:
+    """Done, cancelled or failed: one `batch.done` outbox row each, to the operator's
+    URL, in the transaction that ended it; none for a batch ended already."""
+    repo = repo_factory(webhook_url="https://hooks.example/in")
+    repo.migrate()
+    done, cancelled, failed = (
+        repo.add_batch(batch(source=Location("s3", "in", f"{name}/")), max_running=10)[0]
+        for name in ("done", "cancelled", "failed")
+    )
+    repo.add_items(done.id, [], after=None, listed_all=True, now=T0)
+    (settled,) = repo.settle_batches(now=T0)
+    assert settled.id == done.id
+    assert repo.cancel_batch(cancelled.id, now=T0) is not None
+    assert repo.fail_batch(failed.id, error="access denied", now=T0)
+    # Ended already: nothing more.
+    assert repo.cancel_batch(done.id, now=T0) is not None
+    assert not repo.fail_batch(cancelled.id, error="again", now=T0)
+    assert repo.settle_batches(now=T0) == []
+    for b in (done, cancelled, failed):
+        (row,) = repo.webhooks(b.id)
+        assert (row.event, row.url, row.to_operator) == (
+            "batch.done",
+            "https://hooks.example/in",
+            True,
+        )
+    assert repo.outbox_depth() == 3

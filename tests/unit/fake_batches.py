@@ -49,6 +49,10 @@ class FakeBatches:
     def _guard(self, operation: str) -> None:
         raise NotImplementedError
 
+    def _notify_ended(self, batch_id: str, now: datetime) -> None:
+        """The `batch.done` outbox row of a batch that has just ended."""
+        raise NotImplementedError
+
     def _items_of(self, batch_id: str) -> list[BatchItem]:
         return [i for i in self.batch_tables.items.values() if i.batch_id == batch_id]
 
@@ -108,6 +112,7 @@ class FakeBatches:
                 t.batches[batch_id] = replace(
                     batch, status="cancelled", finished_at=now, updated_at=now
                 )
+                self._notify_ended(batch_id, now)
                 for item in self._items_of(batch_id):
                     if item.state in ("listed", "queued"):
                         t.items[item.id] = replace(
@@ -303,6 +308,7 @@ class FakeBatches:
             t.batches[batch_id] = replace(
                 batch, status="failed", error=error, finished_at=now, updated_at=now
             )
+            self._notify_ended(batch_id, now)
             for item in self._items_of(batch_id):
                 if item.state in ("listed", "queued"):
                     t.items[item.id] = replace(
@@ -321,5 +327,6 @@ class FakeBatches:
                 if any(i.state in OPEN_STATES for i in self._items_of(batch.id)):
                     continue
                 t.batches[batch.id] = replace(batch, status="done", finished_at=now, updated_at=now)
+                self._notify_ended(batch.id, now)
                 settled.append(t.batches[batch.id])
         return settled

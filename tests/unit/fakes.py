@@ -10,6 +10,7 @@ import io
 import os
 import tempfile
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from typing import BinaryIO, cast
 
 from imageblur import lifecycle
 from imageblur.adapters import outbox, transitions
+from imageblur.batches.model import BATCH_DONE
 from imageblur.domain import (
     RENDERING_STATUSES,
     AudioOutcome,
@@ -653,6 +655,21 @@ class FakeRepository(FakeBatches):
                 self.db.outbox_leases[m.id] = (owner, now + timedelta(seconds=lease_s))
                 claimed.append(taken)
             return claimed
+
+    def _notify_ended(self, batch_id: str, now: datetime) -> None:
+        if self.webhook_url is None:
+            return
+        message = WebhookMessage(
+            id=f"msg_{uuid.uuid4().hex}",
+            image_id=batch_id,
+            event=BATCH_DONE,
+            url=self.webhook_url,
+            created_at=now,
+            next_attempt_at=now,
+            to_operator=True,
+        )
+        with self.db.lock:
+            self.db.outbox[message.id] = message
 
     def _outbox_row(self, webhook_id: str, owner: str | None) -> WebhookMessage | None:
         """The unfinished row, if `owner` (when given) holds its lease."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from typing import Any, cast
 
 from imageblur.batches.model import (
     ALREADY_DONE,
+    BATCH_DONE,
     CANCELLED,
     RECENT_S,
     Batch,
@@ -69,8 +71,32 @@ class SqlBatches:
     """`BatchRecords` and `BatchItems` for a SQL adapter that gives `_batch_tx` (one
     transaction, its `Run`) and `_batch_dialect`."""
 
+    # The server's IMAGEBLUR_WEBHOOK_URL, as the adapter was built with (None: no rows).
+    _webhook_url: str | None
+
     def _batch_tx(self) -> AbstractContextManager[Run]:
         raise NotImplementedError
+
+    def _notify_ended(self, run: Run, d: Dialect, batch_id: str, now: datetime) -> None:
+        """The one `batch.done` outbox row of a batch that has just ended (done,
+        cancelled or failed), in the transaction that ended it; to the operator's URL."""
+        if self._webhook_url is None:
+            return
+        run(
+            d.sql(
+                "INSERT INTO {t}webhook_outbox (id, image_id, event, url, created_at, attempts, "
+                "next_attempt_at, to_operator) VALUES (:mid, :id, :event, :url, :now, 0, :now, "
+                ":operator)"
+            ),
+            {
+                "mid": f"msg_{uuid.uuid4().hex}",
+                "id": batch_id,
+                "event": BATCH_DONE,
+                "url": self._webhook_url,
+                "now": d.ts_in(now),
+                "operator": True,
+            },
+        )
 
     def _batch_dialect(self) -> Dialect:
         raise NotImplementedError
@@ -127,13 +153,14 @@ class SqlBatches:
         d = self._batch_dialect()
         params = {"id": batch_id, "now": d.ts_in(now), "reason": CANCELLED}
         with self._batch_tx() as run:
-            run(
+            if run(
                 d.sql(
                     "UPDATE {t}batches SET status = 'cancelled', finished_at = :now, "
-                    f"updated_at = :now WHERE id = :id AND status IN {_OPEN}"
+                    f"updated_at = :now WHERE id = :id AND status IN {_OPEN} RETURNING id"
                 ),
                 params,
-            )
+            ):
+                self._notify_ended(run, d, batch_id, now)
             run(
                 d.sql(
                     "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
@@ -345,6 +372,7 @@ class SqlBatches:
                 params,
             )
             if failed:
+                self._notify_ended(run, d, batch_id, now)
                 run(
                     d.sql(
                         "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
@@ -356,14 +384,19 @@ class SqlBatches:
 
     def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
         d = self._batch_dialect()
-        rows = self._run(
-            "UPDATE {t}batches SET status = 'done', finished_at = :now, updated_at = :now "
-            f"WHERE status IN {_OPEN} AND listed_all = 1 AND NOT EXISTS (SELECT 1 FROM "
-            "{t}batch_items i WHERE i.batch_id = {t}batches.id AND i.state IN "
-            f"('listed', 'queued', 'processing')) RETURNING {_BATCH_COLUMNS}",
-            {"now": d.ts_in(now)},
-        )
-        return [_batch(row, d) for row in rows]
+        with self._batch_tx() as run:
+            rows = run(
+                d.sql(
+                    "UPDATE {t}batches SET status = 'done', finished_at = :now, "
+                    f"updated_at = :now WHERE status IN {_OPEN} AND listed_all = 1 AND NOT "
+                    "EXISTS (SELECT 1 FROM {t}batch_items i WHERE i.batch_id = {t}batches.id "
+                    f"AND i.state IN ('listed', 'queued', 'processing')) RETURNING {_BATCH_COLUMNS}"
+                ),
+                {"now": d.ts_in(now)},
+            )
+            for row in rows:
+                self._notify_ended(run, d, str(row["id"]), now)
+            return [_batch(row, d) for row in rows]
 
 
 _INSERT_BATCH = (

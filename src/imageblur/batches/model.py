@@ -33,6 +33,10 @@ ALREADY_DONE = "already_done"  # an earlier batch wrote it (same item key)
 SOURCE_GONE = "source_gone"  # deleted between listing and reading
 CANCELLED = "cancelled"
 
+# The webhook event of a batch that ended, whether done, cancelled or failed (its data's
+# `status` says which): one per batch.
+BATCH_DONE = "batch.done"
+
 # Throughput is measured over this many seconds before a read.
 RECENT_S = 60
 

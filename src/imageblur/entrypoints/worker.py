@@ -49,6 +49,15 @@ _T = TypeVar("_T")
 RECONCILER_STOP_S = 5.0
 
 
+def _batch_data(container: Container, root: str, batch_id: str) -> dict[str, Any] | None:
+    """A `batch.*` event's data: the batch as `GET /batches/{id}` shows it now (the
+    routes imported here, not at import: a worker has no other use for FastAPI)."""
+    from imageblur.entrypoints.batch_routes import shown as shown_batch
+
+    batch = container.backends.repository.get_batch(batch_id)
+    return None if batch is None else shown_batch(batch, root)
+
+
 def shown(record: ImageRecord, root: str = "") -> dict[str, Any]:
     """A record as GET /picture/{id} (or /video/{id}) shows it: a webhook's `data`."""
     if record.kind == "video":
@@ -117,7 +126,9 @@ class WorkerRuntime:
         else:
             self._reconciler = self._start("reconciler", self._reconcile, self._c.reconciler())
         sender = self._c.sender(
-            render=partial(shown, root=s.root_path), owner=f"{processor.owner}:webhooks"
+            render=partial(shown, root=s.root_path),
+            owner=f"{processor.owner}:webhooks",
+            render_batch=partial(_batch_data, self._c, s.root_path),
         )
         if sender is not None and not self._burst:
             self._sender = self._start("webhooks", self._send, sender)

@@ -38,7 +38,11 @@ DEPTH_EVERY_S = 15.0  # how often the outbox depth gauge is read
 SWEEP_EVERY_S = 60.0  # how often finished rows past their retention are deleted
 
 # The record as the API shows it (a dict of JSON values).
+BATCH_EVENTS = "batch."
 Render = Callable[[ImageRecord], Mapping[str, Any]]
+# A bucket batch's event data by its id (None: no such batch). Batches are not records:
+# their `batch.*` rows name a batch id where others name a picture's.
+RenderBatch = Callable[[str], Mapping[str, Any] | None]
 
 
 class Post(Protocol):
@@ -106,9 +110,11 @@ class WebhookSender:
         clock: Callable[[], datetime] = utcnow,
         post: Post = delivery.post,
         jitter: Callable[[], float] = random.random,
+        render_batch: RenderBatch | None = None,
     ) -> None:
         self._repo = repository
         self._render = render
+        self._render_batch = render_batch
         self._terms = terms
         self._owner = owner
         self._metrics = metrics or Metrics()
@@ -125,14 +131,21 @@ class WebhookSender:
             self._send(message)
         return len(taken)
 
-    def _send(self, message: WebhookMessage) -> None:
+    def _data(self, message: WebhookMessage) -> Mapping[str, Any] | None:
+        """The event's data, from its record or batch as it is now (None: gone)."""
+        if message.event.startswith(BATCH_EVENTS):
+            return None if self._render_batch is None else self._render_batch(message.image_id)
         record = self._repo.get(message.image_id)
-        if record is None:  # deleted meanwhile: its rows went with it
-            return
+        return None if record is None else self._render(record)
+
+    def _send(self, message: WebhookMessage) -> None:
         try:
-            body = envelope(message, self._render(record))
+            data = self._data(message)
+            if data is None:  # deleted meanwhile: its rows went with it
+                return
+            body = envelope(message, data)
         except Exception as exc:  # a bug: retried like a failed attempt, given up in time
-            log.exception("webhook.render_error", image_id=record.id, webhook_id=message.id)
+            log.exception("webhook.render_error", image_id=message.image_id, webhook_id=message.id)
             self._settle(message, delivery.Attempt(error=f"internal error: {type(exc).__name__}"))
             return
         target = self._terms.target(message)
