@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from imageblur.admission import StreamSlots, UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
+from imageblur.batches.gauges import BatchCollector
 from imageblur.batches.model import Location
 from imageblur.batches.pump import BatchPump, PumpSettings
 from imageblur.batches.rules import BatchRules, parse_list, rules_from
@@ -483,6 +484,13 @@ class Container:
             self.backends.repository.picture_stats,
             statuses=[status.value for status in Status],
             every_s=PICTURE_GAUGES_EVERY_S,
+        )
+        repository = self.backends.repository
+        self.metrics.registry.register(
+            BatchCollector(
+                lambda: [b for o in repository.open_batches() if (b := repository.get_batch(o.id))],
+                every_s=PICTURE_GAUGES_EVERY_S,
+            )
         )
 
     def reconciler(self) -> Reconciler:

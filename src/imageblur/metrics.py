@@ -58,6 +58,7 @@ WEBHOOK_LATENCY_BUCKETS = (
     300.0, 900.0, 3600.0, 14400.0, 86400.0,
 )  # fmt: skip
 WEBHOOK_OUTCOMES = ("delivered", "retry", "given_up")
+BATCH_OUTCOMES = ("done", "failed", "skipped", "retry")
 # Thumbnails, 1080p (2 MP), 12 MP phone photos, up to the 50 MP limit.
 MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 36.0, 50.0)
 
@@ -83,6 +84,8 @@ class Metrics:
             self.gc_deleted.labels(kind=kind)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome=outcome)
+        for outcome in BATCH_OUTCOMES:
+            self.batch_items.labels(outcome=outcome)
 
     def _http_collectors(self, r: CollectorRegistry) -> None:
         """The API's: requests, their times, refused uploads."""
@@ -128,6 +131,12 @@ class Metrics:
             registry=r,
         )
         self.faces = Counter("imageblur_faces", "Faces hidden in finished images.", registry=r)
+        self.batch_items = Counter(
+            "imageblur_batch_items",
+            "Bucket batch items a worker handled, by outcome (done, failed, skipped, retry).",
+            ["outcome"],
+            registry=r,
+        )
         self.plates = Counter(
             "imageblur_plates", "Licence plates hidden in finished images.", registry=r
         )

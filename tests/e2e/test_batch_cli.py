@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from metrics_scrape import get, scrape, total
 from support import BILL, Server, jpeg_bytes, png_bytes, run_server, wait_until
 
 TOKEN = "batch-cli-token-0123456789abcdef"
@@ -88,6 +89,12 @@ def test_batch_runs_a_folder_to_its_end_and_prints_the_counts(server: Server, ro
         (batch,) = client.get("/batches").json()["items"][:1]
     assert batch["options"] == {"mode": "pixelate"}
     assert (batch["throughput_per_s"], batch["eta_s"]) == (0.0, 0)  # ended: nothing left
+    samples = scrape(f"{server.url}/metrics", token=TOKEN)
+    assert get(samples, "imageblur_batch_items_total", outcome="done") == 2
+    assert get(samples, "imageblur_batch_items_total", outcome="skipped") == 1
+    # Ended: not open, so no series of its own (the label is bounded by the open ones).
+    assert ("imageblur_batches_open", frozenset()) in samples
+    assert total(samples, "imageblur_open_batch_items", batch_id=batch["id"]) == 0
     again = _batch(server, f"file:{source}", f"file:{target}", "--option", "mode=pixelate")
     assert again.returncode == 0, again.stderr
     assert "already there" in again.stderr and batch["id"] in again.stdout

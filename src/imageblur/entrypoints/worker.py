@@ -40,6 +40,7 @@ from imageblur.domain import (
 from imageblur.entrypoints import schemas, video_schemas
 from imageblur.jobs import JobProcessor, Outcome
 from imageblur.logs import get_logger
+from imageblur.metrics import BATCH_OUTCOMES
 from imageblur.reconciler import Reconciler
 from imageblur.webhooks.sender import WebhookSender
 
@@ -220,6 +221,8 @@ class WorkerRuntime:
                 self._settle_unhandled(delivery, f"internal error: {type(exc).__name__}")
             else:
                 self._c.metrics.jobs.labels(outcome=outcome, kind=delivery.job.kind).inc()
+                if delivery.job.kind is JobKind.BATCH and outcome in BATCH_OUTCOMES:
+                    self._c.metrics.batch_items.labels(outcome=outcome).inc()
 
     def _settle_unhandled(self, delivery: Delivery, reason: str) -> None:
         """Settle a job whose handling raised: an unsettled message would hold its
