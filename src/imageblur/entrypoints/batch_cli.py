@@ -120,8 +120,8 @@ def _post_and_follow(url: str, token: str | None, body: Mapping[str, Any], *, po
             return 2
         batch = posted.json()
         verb = "posted" if posted.status_code == 202 else "already there (the same batch)"
-        print(f"batch {batch['id']} {verb}: {url}/batches/{batch['id']}", file=sys.stderr)
-        try:
+        try:  # from before the line that names it: Ctrl-C at once still says how to stop it
+            print(f"batch {batch['id']} {verb}: {url}/batches/{batch['id']}", file=sys.stderr)
             final = follow(client, batch, poll_s=poll_s)
         except KeyboardInterrupt:
             print(
