@@ -52,8 +52,8 @@ from imageblur.bootstrap import build_detector
 from imageblur.config import Settings
 from imageblur.domain import Face, MaskGeometry
 from imageblur.ports import RegionDetector
-from imageblur.video.motion import CameraMotion, MotionEstimator
-from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
+from imageblur.video.motion import MotionEstimator
+from imageblur.video.sightings import CameraMotion, FrameSightings, MaskPlan, PerFramePlan
 from imageblur.video.tracking import TrackSettings, build_plan
 
 SIZES = (20, 40)

@@ -10,8 +10,7 @@ from dataclasses import replace
 import pytest
 
 from imageblur.domain import Face
-from imageblur.video.motion import CameraMotion
-from imageblur.video.sightings import FrameSightings, HiddenBox, PerFramePlan
+from imageblur.video.sightings import CameraMotion, FrameSightings, HiddenBox, PerFramePlan
 from imageblur.video.tracking import TrackPlan, TrackSettings, build_plan
 
 FPS = 30.0

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from imageblur.ports import RGBImage
-from imageblur.video.motion import CameraMotion, MotionEstimator
+from imageblur.video.motion import MotionEstimator
+from imageblur.video.sightings import CameraMotion
 
 SCENE = cv2.resize(
     (np.random.default_rng(7).random((90, 160, 3)) * 255).astype(np.uint8),

@@ -13,43 +13,18 @@ own count as outliers while the background follows the camera. The rotation is d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from imageblur.ports import RGBImage
+from imageblur.video.sightings import CameraMotion
 
 WIDTH = 320  # the grey copy's width: about 1 ms of optical flow per frame
 MAX_CORNERS = 200
 MIN_INLIERS = 12  # fewer points agreeing: the motion is unknown (a flat or blurred frame)
 MAX_ZOOM = 1.5  # a larger change of scale between two looked-at frames is not believed
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class CameraMotion:
-    """Maps a point of the previous looked-at frame to this frame (upright pixels):
-    x' = scale * x + dx, y' = scale * y + dy."""
-
-    scale: float = 1.0
-    dx: float = 0.0
-    dy: float = 0.0
-
-    def box(self, box: Box) -> Box:
-        """Where a box of the previous frame is in this one."""
-        s = self.scale
-        return (
-            s * box[0] + self.dx,
-            s * box[1] + self.dy,
-            s * box[2] + self.dx,
-            s * box[3] + self.dy,
-        )
-
-    def inverse(self) -> CameraMotion:
-        """The motion from this frame back to the previous one."""
-        return CameraMotion(1.0 / self.scale, -self.dx / self.scale, -self.dy / self.scale)
 
 
 Grey = npt.NDArray[np.uint8]

@@ -14,7 +14,32 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from imageblur.domain import Face
-from imageblur.video.motion import CameraMotion
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraMotion:
+    """Maps a point of the previous looked-at frame to this frame (upright pixels):
+    x' = scale * x + dx, y' = scale * y + dy."""
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+    def box(self, box: Box) -> Box:
+        """Where a box of the previous frame is in this one."""
+        s = self.scale
+        return (
+            s * box[0] + self.dx,
+            s * box[1] + self.dy,
+            s * box[2] + self.dx,
+            s * box[3] + self.dy,
+        )
+
+    def inverse(self) -> CameraMotion:
+        """The motion from this frame back to the previous one."""
+        return CameraMotion(1.0 / self.scale, -self.dx / self.scale, -self.dy / self.scale)
 
 
 @dataclass(frozen=True, slots=True)

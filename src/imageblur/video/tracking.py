@@ -35,8 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imageblur.domain import Face, RegionKind
-from imageblur.video.motion import CameraMotion
-from imageblur.video.sightings import FrameSightings
+from imageblur.video.sightings import CameraMotion, FrameSightings
 from imageblur.video.track_plan import Key, PlanTrack, TrackPlan, TrackSettings
 
 __all__ = ["TrackPlan", "TrackSettings", "build_plan"]
