@@ -39,6 +39,21 @@ def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         yield running
 
 
+@pytest.fixture(scope="module")
+def stalled(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose batch pump ran once at start and waits an hour for its next pass:
+    a batch posted there stays `listing`, so the CLI is still following it when
+    interrupted, however loaded the machine."""
+    home = tmp_path_factory.mktemp("batch-cli-stalled")
+    env = {
+        "IMAGEBLUR_BATCH_ROOTS": str(root),
+        "IMAGEBLUR_API_TOKEN": TOKEN,
+        "IMAGEBLUR_BATCH_PUMP_INTERVAL_S": "3600",
+    }
+    with run_server(home / "data", env=env) as running:
+        yield running
+
+
 def _argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "imageblur.entrypoints.cli", "batch", *args]
 
@@ -118,8 +133,9 @@ def test_a_refused_batch_exits_2_saying_why(
 
 
 def test_ctrl_c_leaves_the_batch_running_and_says_how_to_stop_it(
-    server: Server, root: Path
+    stalled: Server, root: Path
 ) -> None:
+    server = stalled
     source, target = root / "long-in", root / "long-out"
     _write(source, {f"{n:02}.jpg": jpeg_bytes(seed=n) for n in range(30)})
     process = subprocess.Popen(

@@ -325,7 +325,8 @@ def test_a_plate_is_hidden_as_a_whole_rectangle_even_with_ellipse_masks() -> Non
 
 def test_the_api_reads_the_detector_settings_without_loading_a_runtime() -> None:
     # The family names are all the settings need: the API process never loads
-    # onnxruntime or OpenVINO, nor a family's code.
+    # onnxruntime or OpenVINO, nor a family's code (`detection.presets` is a plain
+    # cache of detectors, imported by the bootstrap).
     code = (
         "import sys, imageblur.entrypoints.api\n"
         "from imageblur.config import load_settings\n"
@@ -335,4 +336,6 @@ def test_the_api_reads_the_detector_settings_without_loading_a_runtime() -> None
         " ('onnx', 'onnxruntime', 'openvino') or m.startswith('imageblur.detection')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[0] == "['imageblur.detection', 'imageblur.detection.families']"
+    assert out.stdout.split("\n")[0] == str(
+        ["imageblur.detection", "imageblur.detection.families", "imageblur.detection.presets"]
+    )
