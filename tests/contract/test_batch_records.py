@@ -90,6 +90,27 @@ def test_a_batch_posted_twice_is_one(repo: Repository) -> None:
     assert got.created_at == T0 and got.total is None
 
 
+def test_the_listing_can_keep_to_open_and_recently_ended_batches(repo: Repository) -> None:
+    """What the page's section asks for: the open ones and those ended since a time."""
+    made = [
+        repo.add_batch(
+            batch(target=Location("s3", "out", f"t{n}/"), at=T0 + timedelta(seconds=n)),
+            max_running=10,
+        )[0]
+        for n in range(3)
+    ]
+    long_ago, lately, running = made
+    repo.cancel_batch(long_ago.id, now=T0 + timedelta(minutes=1))
+    repo.cancel_batch(lately.id, now=T0 + timedelta(minutes=10))
+    since = T0 + timedelta(minutes=5)
+    assert [b.id for b in repo.list_batches(limit=10, ended_since=since)] == [running.id, lately.id]
+    assert [b.id for b in repo.list_batches(limit=1, offset=1, ended_since=since)] == [lately.id]
+    # At the very time it ended: still shown.
+    ended = repo.list_batches(limit=10, ended_since=T0 + timedelta(minutes=10))
+    assert lately.id in [b.id for b in ended]
+    assert len(repo.list_batches(limit=10)) == 3
+
+
 def test_at_most_max_running_batches_are_open(repo: Repository) -> None:
     first, _ = repo.add_batch(batch(), max_running=1)
     with pytest.raises(BatchRefused) as refused:

@@ -103,6 +103,12 @@ def test_a_batch_anonymizes_a_folder_and_leaves_its_sources(server: Server, root
         again = _post(client, f"file:{source}", f"file:{target}")
         assert again.status_code == 200 and again.json()["id"] == batch["id"]
         assert batch["id"] in [b["id"] for b in client.get("/batches").json()["items"]]
+        # The page's listing: open batches and those ended in the last N seconds.
+        recent = client.get("/batches", params={"ended_within_s": 3600}).json()["items"]
+        assert batch["id"] in [b["id"] for b in recent]
+        none = client.get("/batches", params={"ended_within_s": 0}).json()["items"]
+        assert batch["id"] not in [b["id"] for b in none]
+        assert client.get("/batches", params={"ended_within_s": -1}).status_code == 422
         # Items are no pictures.
         assert client.get("/pictures").json()["total"] == 0
     assert _sources(source) == before

@@ -93,11 +93,21 @@ class FakeBatches:
             found = self.batch_tables.batches.get(batch_id)
             return self._counted(found) if found else None
 
-    def list_batches(self, *, limit: int, offset: int = 0) -> Sequence[Batch]:
+    def list_batches(
+        self, *, limit: int, offset: int = 0, ended_since: datetime | None = None
+    ) -> Sequence[Batch]:
         self._guard("list_batches")
         with self.batch_tables.lock:
             ordered = sorted(
-                self.batch_tables.batches.values(), key=lambda b: (b.created_at, b.id), reverse=True
+                (
+                    b
+                    for b in self.batch_tables.batches.values()
+                    if ended_since is None
+                    or b.status in _OPEN
+                    or (b.finished_at is not None and b.finished_at >= ended_since)
+                ),
+                key=lambda b: (b.created_at, b.id),
+                reverse=True,
             )
             return [self._counted(b) for b in ordered[offset : offset + limit]]
 

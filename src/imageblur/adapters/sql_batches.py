@@ -137,15 +137,22 @@ class SqlBatches:
             )
             return _with_counts(run, d, _batch(rows[0], d)) if rows else None
 
-    def list_batches(self, *, limit: int, offset: int = 0) -> Sequence[Batch]:
+    def list_batches(
+        self, *, limit: int, offset: int = 0, ended_since: datetime | None = None
+    ) -> Sequence[Batch]:
         d = self._batch_dialect()
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        where = ""
+        if ended_since is not None:
+            where = f"WHERE status IN {_OPEN} OR finished_at >= :since "
+            params["since"] = d.ts_in(ended_since)
         with self._batch_tx() as run:
             rows = run(
                 d.sql(
-                    f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches "
+                    f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches {where}"
                     "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset"
                 ),
-                {"limit": limit, "offset": offset},
+                params,
             )
             return [_with_counts(run, d, _batch(row, d)) for row in rows]
 

@@ -21,8 +21,11 @@ class BatchRecords(Protocol):
 
     def get_batch(self, batch_id: str) -> Batch | None: ...
 
-    def list_batches(self, *, limit: int, offset: int = 0) -> Sequence[Batch]:
-        """Newest first."""
+    def list_batches(
+        self, *, limit: int, offset: int = 0, ended_since: datetime | None = None
+    ) -> Sequence[Batch]:
+        """Newest first. With `ended_since`, only the open batches and those that ended
+        at or after it."""
         ...
 
     def cancel_batch(self, batch_id: str, *, now: datetime) -> Batch | None:

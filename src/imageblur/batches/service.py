@@ -4,7 +4,7 @@ optional purge of what the batch wrote), its failures, a retry of them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from imageblur import upload_options
@@ -94,8 +94,15 @@ class BatchService:
             raise NotFound(f"no batch {batch_id}")
         return found
 
-    def list(self, *, limit: int, offset: int) -> Sequence[Batch]:
-        return self._repo.list_batches(limit=limit, offset=offset)
+    def list(
+        self, *, limit: int, offset: int, ended_within_s: int | None = None
+    ) -> Sequence[Batch]:
+        """Newest first; with `ended_within_s`, only the open batches and those that
+        ended in the last that many seconds (what the page shows)."""
+        since = None
+        if ended_within_s is not None:
+            since = self._clock() - timedelta(seconds=ended_within_s)
+        return self._repo.list_batches(limit=limit, offset=offset, ended_since=since)
 
     def cancel(self, batch_id: str, *, purge: bool) -> Batch:
         """Stop it; with `purge`, delete the target objects this batch wrote (and only

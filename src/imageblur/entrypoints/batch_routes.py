@@ -1,5 +1,6 @@
 """Bucket batches over HTTP (issue 27): POST /batches (the API token; not a reviewer's),
-GET /batches and /batches/{id} with its progress, DELETE /batches/{id} (`?purge=true`
+GET /batches (`?ended_within_s=N`: only the open ones and those ended in the last N
+seconds) and /batches/{id} with its progress, DELETE /batches/{id} (`?purge=true`
 deletes the keys this batch wrote), GET /batches/{id}/failures, POST
 /batches/{id}/retry."""
 
@@ -21,6 +22,9 @@ from imageblur.entrypoints.middleware.auth import role_of
 
 router = APIRouter()
 MAX_PAGE = 100
+# `?ended_within_s=`: open batches and those ended this recently (the page's section);
+# a week at most, beyond which the plain listing serves.
+MAX_ENDED_WITHIN_S = 7 * 24 * 3600
 
 
 async def _batches(request: Request) -> BatchService:
@@ -101,8 +105,11 @@ async def list_batches(
     batches: Batches,
     limit: Annotated[int, Query(ge=1)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    ended_within_s: Annotated[int | None, Query(ge=0, le=MAX_ENDED_WITHIN_S)] = None,
 ) -> dict[str, Any]:
-    found = await run_in_threadpool(batches.list, limit=min(limit, MAX_PAGE), offset=offset)
+    found = await run_in_threadpool(
+        batches.list, limit=min(limit, MAX_PAGE), offset=offset, ended_within_s=ended_within_s
+    )
     return {"items": [shown(b, _root(request)) for b in found], "limit": limit, "offset": offset}
 
 
