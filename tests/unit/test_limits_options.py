@@ -1,5 +1,6 @@
 """GET /limits says which options a picture's upload may carry (IMAGEBLUR_ALLOWED_OPTIONS)
-and the server's own choices: the web page offers only those (js/upload_choices.js)."""
+and the server's own choices: the web page offers only those (js/upload_choices.js); and
+whether batches run here (the page lists them only then, js/batches.js)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,12 @@ def test_the_limits_follow_the_operator(tmp_path: Path) -> None:
     assert options["allowed"] == ["hide", "ignore"]
     assert options["mode"] == "pixelate"
     assert options["keep_metadata"] == ["gps", "copyright"]
+
+
+def test_the_limits_say_whether_batches_run_here(tmp_path: Path) -> None:
+    """The page lists batches only on a server where a batch may name a location."""
+    assert asyncio.run(_limits(tmp_path / "none"))[0]["batches"] is False
+    roots = asyncio.run(_limits(tmp_path / "roots", batch_roots=str(tmp_path)))[0]
+    assert roots["batches"] is True
+    buckets = asyncio.run(_limits(tmp_path / "buckets", batch_buckets="some-bucket"))[0]
+    assert buckets["batches"] is True

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from imageblur import imaging, upload_options
+from imageblur.batches.rules import parse_list
 from imageblur.bootstrap import Container
 from imageblur.domain import ImageRecord, InvalidImage, UploadOptions
 from imageblur.entrypoints.middleware.auth import asked_by
@@ -219,7 +220,8 @@ async def get_limits(services: Services) -> Limits:
         mode=settings.blur_mode,
         keep_metadata=parse_policy(settings.keep_metadata),
     )
-    return limits(settings.max_upload_bytes, settings.max_pixels, videos, options)
+    batches = bool(parse_list(settings.batch_buckets) or parse_list(settings.batch_roots))
+    return limits(settings.max_upload_bytes, settings.max_pixels, videos, options, batches=batches)
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -85,6 +85,9 @@ class Limits(BaseModel):
     accepted: str  # the formats in one phrase: "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
     videos: VideoLimits | None = None  # None: this server takes no videos (IMAGEBLUR_VIDEO)
     options: OptionLimits | None = None  # a picture's options per upload
+    # Whether batches may name any location here (IMAGEBLUR_BATCH_BUCKETS or
+    # IMAGEBLUR_BATCH_ROOTS set): the page lists batches only then.
+    batches: bool = False
 
 
 def limits(
@@ -92,12 +95,15 @@ def limits(
     max_pixels: int,
     videos: VideoLimits | None = None,
     options: OptionLimits | None = None,
+    *,
+    batches: bool = False,
 ) -> Limits:
     return Limits(
         max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels,
         videos=videos,
         options=options,
+        batches=batches,
         formats=[
             AcceptedFormat(
                 name=f.label,

@@ -2,6 +2,7 @@
 // zone, given to the file picker, and checked here before a file is sent. Asked again
 // until the server answers; until then the page sends anyway and the server checks.
 import { getJson } from './api.js';
+import { showBatches } from './batches.js';
 import { showChoices } from './choices.js';
 import { $, delay } from './dom.js';
 import { megabytes, megapixels } from './messages.js';
@@ -44,6 +45,7 @@ function show(body) {
   const accept = body.formats.flatMap((f) => [...f.content_types, ...f.extensions]);
   showVideos(body.videos);
   showChoices(body.options);
+  showBatches(body.batches === true);
   $('file-input').setAttribute('accept', withVideos(accept).join(','));
   return body;
 }
