@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from imageblur import upload_options
 from imageblur.admission import StreamSlots, UploadGate
 from imageblur.anonymizer import AnonymizeOptions, Anonymizer
 from imageblur.backends import Backends, Repository
@@ -634,6 +636,11 @@ def build_batch_service(settings: Settings, backends: Backends) -> BatchService:
         batch_rules(settings),
         max_batches=settings.max_batches,
         allowed_options=settings.allowed_upload_options(),
+        check_callback=partial(
+            upload_options.check_callback,
+            policy=settings.webhook_policy(),
+            signing=settings.webhook_secret is not None,
+        ),
     )
 
 

@@ -7,6 +7,7 @@ items; items are never pictures."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -387,3 +388,32 @@ def test_a_batch_that_ends_writes_one_batch_done_row(
             True,
         )
     assert repo.outbox_depth() == 3
+
+
+@pytest.mark.parametrize("operator", ["https://hooks.example/in", None])
+def test_a_batch_with_its_own_callback_url_sends_its_batch_done_there(
+    repo_factory: Callable[..., Repository], operator: str | None
+) -> None:
+    """As a picture's events: to its own `callback_url` instead of the operator's URL
+    (set or not), kept with the batch; a batch without one still goes to the operator."""
+    repo = repo_factory(webhook_url=operator)
+    repo.migrate()
+    own = replace(
+        batch(source=Location("s3", "in", "own/")), callback_url="https://client.example/h"
+    )
+    added, _ = repo.add_batch(own, max_running=10)
+    got = repo.get_batch(added.id)
+    assert got is not None and got.callback_url == "https://client.example/h"
+    assert [b.callback_url for b in repo.list_batches(limit=10)] == ["https://client.example/h"]
+    plain, _ = repo.add_batch(batch(source=Location("s3", "in", "plain/")), max_running=10)
+    assert repo.cancel_batch(added.id, now=T0) is not None
+    assert repo.cancel_batch(plain.id, now=T0) is not None
+    (row,) = repo.webhooks(added.id)
+    assert (row.event, row.url, row.to_operator) == (
+        "batch.done",
+        "https://client.example/h",
+        False,
+    )
+    assert [(r.url, r.to_operator) for r in repo.webhooks(plain.id)] == (
+        [(operator, True)] if operator else []
+    )

@@ -1,7 +1,8 @@
 """A bucket batch's one `batch.done` webhook event (issue 27), through the outbox and the
 worker's sender to a loopback receiver (the operator's IMAGEBLUR_WEBHOOK_URL), signed as
 every event is: one when the batch is done, one when it is cancelled (its data's
-`status` says which), and no `picture.*` event for its items."""
+`status` says which), and no `picture.*` event for its items. A batch's own
+`callback_url` gets its event instead of the operator's URL, checked as an upload's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.webhook_receiver import Receiver, webhook_receiver
 
@@ -38,6 +40,8 @@ def server(
         "IMAGEBLUR_BATCH_WINDOW": "1",
         "IMAGEBLUR_WEBHOOK_URL": receiver.url,
         "IMAGEBLUR_WEBHOOK_SECRET": SECRETS,
+        # A batch's own callback may lead to loopback (the test's receivers), no further.
+        "IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
     }
     with run_server(tmp_path_factory.mktemp("batch-hooks") / "data", env=env) as running:
         yield running
@@ -47,15 +51,20 @@ def _events(receiver: Receiver, batch_id: str) -> list[dict[str, Any]]:
     return [body for _, body in receiver.verified(KEYS) if body["data"]["id"] == batch_id]
 
 
-def _post(server: Server, source: Path, target: Path) -> str:
+def _answer(server: Server, source: Path, target: Path, **options: str) -> httpx.Response:
     with server.client() as client:
-        answer = client.post(
+        return client.post(
             "/batches",
             json={
                 "source": {"bucket": f"file:{source}", "prefix": ""},
                 "target": {"bucket": f"file:{target}", "prefix": ""},
+                "options": options,
             },
         )
+
+
+def _post(server: Server, source: Path, target: Path, **options: str) -> str:
+    answer = _answer(server, source, target, **options)
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
 
@@ -105,3 +114,52 @@ def test_a_cancelled_batch_sends_one_batch_done_saying_so(
     )
     (event,) = _events(receiver, batch_id)
     assert (event["type"], event["data"]["status"]) == ("batch.done", "cancelled")
+
+
+def test_a_batch_with_its_own_callback_url_sends_its_event_there_only(
+    server: Server, receiver: Receiver, root: Path
+) -> None:
+    source = root / "own"
+    source.mkdir()
+    (source / "bill.jpg").write_bytes(BILL.read_bytes())
+    with webhook_receiver() as own:
+        answer = _answer(server, source, root / "own-out", callback_url=own.url, mode="solid")
+        assert answer.status_code == 202, answer.text
+        batch = answer.json()
+        assert batch["options"] == {"mode": "solid", "callback_url": own.url}
+        wait_until(
+            lambda: bool(_events(own, batch["id"])),
+            timeout_s=120,
+            interval_s=0.2,
+            what="the batch.done event at the batch's own callback",
+            details=server.logs,
+        )
+        (event,) = _events(own, batch["id"])
+    assert (event["type"], event["data"]["status"], event["data"]["done"]) == (
+        "batch.done",
+        "done",
+        1,
+    )
+    # One outbox row, to one place: the operator's URL got nothing of this batch.
+    assert _events(receiver, batch["id"]) == []
+    # The callback is in no key: the same batch posted with another is the same one.
+    again = _answer(server, source, root / "own-out", callback_url=receiver.url, mode="solid")
+    assert again.status_code == 200 and again.json()["id"] == batch["id"]
+    assert again.json()["options"]["callback_url"] == own.url
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://10.0.0.1/hook", "10.0.0.1"),  # not in IMAGEBLUR_WEBHOOK_ALLOWED_HOSTS
+        ("ftp://127.0.0.1/hook", "http:// or https://"),
+    ],
+)
+def test_a_batch_callback_url_the_server_would_not_deliver_to_is_refused(
+    server: Server, root: Path, url: str, says: str
+) -> None:
+    answer = _answer(server, root / "never", root / "never-out", callback_url=url)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert (error["error"], error["field"]) == ("invalid_option", "callback_url")
+    assert says in error["message"]

@@ -142,6 +142,24 @@ def test_where_a_batch_may_not_point(
     assert (answer.status_code, answer.json()["error"]) == (status, code), answer.text
 
 
+def test_a_callback_url_needs_a_server_that_signs_webhooks(server: Server, root: Path) -> None:
+    """As an upload's: without IMAGEBLUR_WEBHOOK_SECRET a batch's `callback_url` is
+    refused (422 naming the field), and no batch is made."""
+    with server.client() as client:
+        answer = _post(
+            client,
+            f"file:{root}/hook-in",
+            f"file:{root}/hook-out",
+            options={"callback_url": "https://hooks.example/in"},
+        )
+        assert answer.status_code == 422, answer.text
+        error = answer.json()
+        assert (error["error"], error["field"]) == ("invalid_option", "callback_url")
+        assert "IMAGEBLUR_WEBHOOK_SECRET" in error["message"]
+        listed = client.get("/batches", params={"limit": 100}).json()["items"]
+        assert not [b for b in listed if b["source"]["bucket"] == f"file:{root}/hook-in"]
+
+
 def test_a_batch_never_reaches_the_services_own_folder(server: Server, root: Path) -> None:
     with server.client() as client:
         for source, target in (

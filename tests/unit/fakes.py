@@ -20,6 +20,7 @@ from typing import BinaryIO, cast
 from imageblur import lifecycle
 from imageblur.adapters import outbox, transitions
 from imageblur.batches.model import BATCH_DONE
+from imageblur.batches.model import destination as batch_destination
 from imageblur.domain import (
     RENDERING_STATUSES,
     AudioOutcome,
@@ -657,16 +658,19 @@ class FakeRepository(FakeBatches):
             return claimed
 
     def _notify_ended(self, batch_id: str, now: datetime) -> None:
-        if self.webhook_url is None:
+        batch = self.batch_tables.batches.get(batch_id)
+        where = batch_destination(batch.callback_url if batch else None, self.webhook_url)
+        if where is None:
             return
+        url, to_operator = where
         message = WebhookMessage(
             id=f"msg_{uuid.uuid4().hex}",
             image_id=batch_id,
             event=BATCH_DONE,
-            url=self.webhook_url,
+            url=url,
             created_at=now,
             next_attempt_at=now,
-            to_operator=True,
+            to_operator=to_operator,
         )
         with self.db.lock:
             self.db.outbox[message.id] = message

@@ -99,7 +99,9 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": CORE
     | {"config", "logs", "adapters.", "admission", "anonymizer", "backends", "detection."}
     | {"jobs", "reconciler", "services", "review", "metrics", "metadata", "videos"}
-    | {"pixel_budget", "keycheck", "workdir", "video.", "webhooks.", "batches."},
+    | {"pixel_budget", "keycheck", "workdir", "video.", "webhooks.", "batches."}
+    # The callback check a batch's `callback_url` gets, with this server's terms.
+    | {"upload_options"},
     # A middleware sees requests, never the use cases: it may not import the routes,
     # the services or the wiring.
     "entrypoints.middleware.": CORE | {"config", "logs", "metrics", "tokens", "entrypoints.errors"},

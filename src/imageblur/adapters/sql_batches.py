@@ -31,6 +31,7 @@ from imageblur.batches.model import (
     ItemState,
     Location,
     StoreKind,
+    destination,
 )
 from imageblur.domain import utcnow
 
@@ -42,7 +43,7 @@ _OPEN = "('listing', 'running')"
 _BATCH_COLUMNS = (
     "id, batch_key, source_store, source_bucket, source_prefix, target_store, target_bucket, "
     "target_prefix, options, dry_run, status, listing_after, listed_all, error, created_at, "
-    "updated_at, finished_at"
+    "updated_at, finished_at, callback_url"
 )
 _ITEM_COLUMNS = (
     "id, batch_id, item_key, source_store, source_bucket, source_key, source_tag, "
@@ -79,9 +80,13 @@ class SqlBatches:
 
     def _notify_ended(self, run: Run, d: Dialect, batch_id: str, now: datetime) -> None:
         """The one `batch.done` outbox row of a batch that has just ended (done,
-        cancelled or failed), in the transaction that ended it; to the operator's URL."""
-        if self._webhook_url is None:
+        cancelled or failed), in the transaction that ended it; to its own
+        `callback_url`, else the operator's URL."""
+        rows = run(d.sql("SELECT callback_url FROM {t}batches WHERE id = :id"), {"id": batch_id})
+        where = destination(rows[0]["callback_url"] if rows else None, self._webhook_url)
+        if where is None:
             return
+        url, to_operator = where
         run(
             d.sql(
                 "INSERT INTO {t}webhook_outbox (id, image_id, event, url, created_at, attempts, "
@@ -92,9 +97,9 @@ class SqlBatches:
                 "mid": f"msg_{uuid.uuid4().hex}",
                 "id": batch_id,
                 "event": BATCH_DONE,
-                "url": self._webhook_url,
+                "url": url,
                 "now": d.ts_in(now),
-                "operator": True,
+                "operator": to_operator,
             },
         )
 
@@ -410,7 +415,7 @@ _INSERT_BATCH = (
     f"INSERT INTO {{t}}batches ({_BATCH_COLUMNS}) VALUES (:id, :batch_key, :source_store, "
     ":source_bucket, :source_prefix, :target_store, :target_bucket, :target_prefix, :options, "
     ":dry_run, :status, :listing_after, :listed_all, :error, :created_at, :updated_at, "
-    ":finished_at) ON CONFLICT (batch_key) WHERE status <> 'cancelled' "
+    ":finished_at, :callback_url) ON CONFLICT (batch_key) WHERE status <> 'cancelled' "
     "DO NOTHING RETURNING id"
 )
 # One statement per listed page (a page is at most 1000 objects: 11,000 parameters, within
@@ -530,6 +535,7 @@ def _batch_params(batch: Batch, d: Dialect) -> dict[str, Any]:
         "created_at": d.ts_in(batch.created_at),
         "updated_at": d.ts_in(batch.updated_at),
         "finished_at": d.ts_in(batch.finished_at) if batch.finished_at else None,
+        "callback_url": batch.callback_url,
     }
 
 
@@ -552,6 +558,7 @@ def _batch(row: Row, d: Dialect) -> Batch:
         created_at=d.ts_out(row["created_at"]),
         updated_at=d.ts_out(row["updated_at"]),
         finished_at=d.ts_out(row["finished_at"]) if row["finished_at"] is not None else None,
+        callback_url=row["callback_url"],
     )
 
 

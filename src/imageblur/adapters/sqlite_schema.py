@@ -396,6 +396,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX batch_items_written ON batch_items (batch_id, target_key)
         WHERE wrote_target = 1;
     """,
+    # 15: a batch's own `callback_url` (its `batch.done` goes there, not to the
+    # operator's IMAGEBLUR_WEBHOOK_URL); NULL for every earlier batch.
+    """
+    ALTER TABLE batches ADD COLUMN callback_url text;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -136,6 +136,10 @@ class Batch:
     finished_at: datetime | None = None
     error: str | None = None
     counts: BatchCounts = field(default_factory=BatchCounts)
+    # Where its `batch.done` goes instead of IMAGEBLUR_WEBHOOK_URL, as an upload's own
+    # `callback_url` (given among the options, kept apart from them: not part of the
+    # batch's key nor of its items', since it changes no result).
+    callback_url: str | None = None
 
     @property
     def total(self) -> int | None:
@@ -201,6 +205,15 @@ def is_batch_id(text: str) -> bool:
 def _digest(*parts: object) -> str:
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def destination(batch_callback: str | None, server_url: str | None) -> tuple[str, bool] | None:
+    """Where a batch's `batch.done` goes, and whether that is the operator's: its own
+    `callback_url`, else IMAGEBLUR_WEBHOOK_URL (None: nowhere, no outbox row), as a
+    picture's events (`adapters.outbox.destination`)."""
+    if batch_callback is not None:
+        return batch_callback, False
+    return None if server_url is None else (server_url, True)
 
 
 def batch_key(

@@ -11,7 +11,7 @@ from imageblur import upload_options
 from imageblur.batches.model import Batch, BatchItem, BatchRefused, batch_key, new_batch_id
 from imageblur.batches.ports import BatchRecords, Locations
 from imageblur.batches.rules import BatchRules
-from imageblur.domain import NotFound, utcnow
+from imageblur.domain import NotFound, UploadOptions, utcnow
 from imageblur.logs import get_logger
 
 log = get_logger(__name__)
@@ -19,6 +19,16 @@ log = get_logger(__name__)
 # The options that make sense for a whole batch: those of every picture alike.
 BATCH_OPTIONS = frozenset({"mode", "keep_metadata", "preset"})
 _PURGE_PAGE = 1000
+# Given among the options as an upload's is, and checked as that one is; kept apart from
+# them (`Batch.callback_url`): it changes no result, so it is in no key.
+CALLBACK = "callback_url"
+# Checks a `callback_url` as an upload's is (signing on, the allowed hosts):
+# `upload_options.check_callback` with this server's terms, raising `InvalidOption`.
+CheckCallback = Callable[[UploadOptions], None]
+
+
+def _no_callbacks(options: UploadOptions) -> None:
+    raise upload_options.InvalidOption(CALLBACK, "callback_url is not taken here")
 
 
 class BatchService:
@@ -30,13 +40,15 @@ class BatchService:
         *,
         max_batches: int,
         allowed_options: frozenset[str],
+        check_callback: CheckCallback = _no_callbacks,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._repo = repository
         self._locations = locations
         self._rules = rules
         self._max_batches = max_batches
-        self._allowed = allowed_options & BATCH_OPTIONS
+        self._allowed = allowed_options & (BATCH_OPTIONS | {CALLBACK})
+        self._check_callback = check_callback
         self._clock = clock
 
     def submit(self, body: Mapping[str, Any]) -> tuple[Batch, bool]:
@@ -44,7 +56,7 @@ class BatchService:
         source = self._rules.location(body.get("source"), name="source")
         target = self._rules.location(body.get("target"), name="target")
         self._rules.check_pair(source, target)
-        options = self._options(body.get("options"))
+        options, callback_url = self._options(body.get("options"))
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise BatchRefused(
@@ -61,6 +73,7 @@ class BatchService:
             status="listing",
             created_at=now,
             updated_at=now,
+            callback_url=callback_url,
         )
         added, created = self._repo.add_batch(batch, max_running=self._max_batches)
         if created:
@@ -69,24 +82,28 @@ class BatchService:
             )
         return added, created
 
-    def _options(self, given: Any) -> dict[str, str]:
+    def _options(self, given: Any) -> tuple[dict[str, str], str | None]:
+        """The options that make the work, and the `callback_url` (or None)."""
         if given is None:
-            return {}
+            return {}, None
         if not isinstance(given, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in given.items()
         ):
             raise BatchRefused(
                 "options must be an object of strings", http_status=422, code="invalid_option"
             )
-        upload_options.parse(given, allowed=self._allowed)  # raises for a refused one
-        unknown = set(given) - BATCH_OPTIONS
+        parsed = upload_options.parse(given, allowed=self._allowed)  # raises for a refused one
+        if parsed is not None and parsed.callback_url is not None:
+            self._check_callback(parsed)
+        unknown = set(given) - BATCH_OPTIONS - {CALLBACK}
         if unknown:
             raise BatchRefused(
                 f"not a batch option: {', '.join(sorted(unknown))}",
                 http_status=422,
                 code="invalid_option",
             )
-        return dict(given)
+        work = {name: value for name, value in given.items() if name != CALLBACK}
+        return work, parsed.callback_url if parsed is not None else None
 
     def get(self, batch_id: str) -> Batch:
         found = self._repo.get_batch(batch_id)

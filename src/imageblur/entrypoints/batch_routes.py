@@ -59,7 +59,9 @@ def shown(batch: Batch, root: str = "") -> dict[str, Any]:
         "status": batch.status,
         "source": _where(batch.source.store, batch.source.bucket, batch.source.prefix),
         "target": _where(batch.target.store, batch.target.bucket, batch.target.prefix),
-        "options": dict(batch.options),
+        # As an upload's: its `callback_url` among its options (kept apart inside).
+        "options": dict(batch.options)
+        | ({"callback_url": batch.callback_url} if batch.callback_url else {}),
         "dry_run": batch.dry_run,
         "total": batch.total,
         "listed": c.listed,

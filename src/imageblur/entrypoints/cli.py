@@ -161,7 +161,7 @@ def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a batch option: mode, keep_metadata or preset (again for more)",
+        help="a batch option: mode, keep_metadata, preset or callback_url (again for more)",
     )
     p.add_argument("--dry-run", action="store_true", help="list and count, write nothing")
 
