@@ -2,7 +2,8 @@
 folders: a batch posted through the API shows up open, with its pace and a progress bar
 named after it, is followed while it runs, and ends with its final counts, said once in
 the status line; a prefix someone typed is shown as text, never as HTML; axe finds
-nothing in the section, light or dark. A server without batch locations never asks."""
+nothing in the section, light or dark. A server without batch locations never asks, and
+a reviewer's token (which the server does not let list batches) sees no section."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from selenium import webdriver
 
 from browser.conftest import Page, fresh_page
 from browser.test_accessibility import AXE, theme, violations
+from browser.test_review import API_TOKEN, REVIEW, REVIEWER_TOKEN
 from support import BILL, Server, jpeg_bytes, png_bytes, run_server
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -179,3 +181,54 @@ def test_a_server_without_batches_is_never_asked(plain_page: Page) -> None:
     )
     assert not [u for u in urls if "/batches?" in u]
     assert not page.find("#batches").is_displayed()
+
+
+@pytest.fixture(scope="module")
+def token_server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {**REVIEW, "IMAGEBLUR_BATCH_ROOTS": str(root)}
+    with run_server(tmp_path_factory.mktemp("batch-page-token") / "data", env=env) as srv:
+        yield srv
+
+
+@pytest.fixture
+def token_page(driver: webdriver.Chrome, token_server: Server) -> Iterator[Page]:
+    yield from fresh_page(driver, token_server.url)
+
+
+def test_the_api_token_sees_batches_and_a_reviewers_does_not(
+    token_page: Page, token_server: Server, root: Path
+) -> None:
+    page = token_page
+    source = root / "token-in"
+    source.mkdir()
+    body = {
+        "source": {"bucket": f"file:{source}", "prefix": ""},
+        "target": {"bucket": f"file:{root}/token-out", "prefix": ""},
+    }
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    answer = httpx.post(f"{token_server.url}/batches", json=body, headers=bearer, timeout=30)
+    assert answer.status_code == 202, answer.text
+    row = _row(page, answer.json()["id"])
+    set_token = "sessionStorage.setItem('imageblur.token', arguments[0])"
+
+    page.driver.execute_script(set_token, API_TOKEN)  # on this origin's /healthz
+    page.open()
+    page.wait(lambda: page.find(row).is_displayed(), what="the batch shown to the API token")
+
+    # The server decides: a reviewer's token may not list batches, and the page shows none.
+    desk = {"Authorization": f"Bearer {REVIEWER_TOKEN}"}
+    assert httpx.get(f"{token_server.url}/batches", headers=desk, timeout=30).status_code == 403
+    page.allow_console("status of 403")
+    page.driver.execute_script(set_token, REVIEWER_TOKEN)
+    page.open()
+    page.wait(lambda: page.find("#history-message").text, what="the history loaded")
+    page.wait(
+        lambda: page.driver.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".some(e => e.name.includes('/batches?'))"
+        ),
+        what="the batches asked for",
+    )
+    assert not page.find("#batches").is_displayed()
+    assert page.find_all(row) == []
+    assert not page.find("#token-dialog").is_displayed()  # a 403 asks for no other token
