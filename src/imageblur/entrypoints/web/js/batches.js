@@ -39,6 +39,7 @@ let timer = null;
 let loading = null;
 let stopped = false; // the token cannot list batches: wait for another token
 let served = false; // GET limits said batches run here
+let failing = false; // the status line says the last read failed
 
 export function initBatches() {
   document.addEventListener('server:up', () => refreshBatches());
@@ -74,11 +75,18 @@ async function load() {
       // polling that would bring the token prompt back.
       stopped = true;
       $('batches').hidden = true;
+      $('batch-list').replaceChildren();
+      rows.clear();
       return;
     }
+    failing = true;
     say(`The batches could not be read: ${error.message}`);
     schedule(IDLE_POLL_MS);
     return;
+  }
+  if (failing) {
+    failing = false;
+    say('');
   }
   show(body.items);
   schedule(body.items.some(isOpen) ? OPEN_POLL_MS : IDLE_POLL_MS);
