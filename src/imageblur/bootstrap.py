@@ -24,7 +24,7 @@ from imageblur.batches.runner import BatchRunner
 from imageblur.batches.service import BatchService
 from imageblur.config import Settings, SettingsError
 from imageblur.detection.presets import PresetDetectors
-from imageblur.domain import Status
+from imageblur.domain import VIDEO_STATUSES, Status
 from imageblur.jobs import JobProcessor, RetryPolicy
 from imageblur.keycheck import KeyCheck
 from imageblur.logs import get_logger
@@ -484,7 +484,7 @@ class Container:
         """The API process exports the picture gauges (one reader per process)."""
         self.metrics.watch_pictures(
             self.backends.repository.picture_stats,
-            statuses=[status.value for status in Status],
+            statuses=[status.value for status in Status if status not in VIDEO_STATUSES],
             every_s=PICTURE_GAUGES_EVERY_S,
         )
         repository = self.backends.repository

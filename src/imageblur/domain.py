@@ -133,6 +133,16 @@ class Status(StrEnum):
         return _PUBLIC_STATUS.get(self, self.value)
 
 
+# The statuses only a video is in; a picture may be in any other.
+VIDEO_STATUSES = frozenset(
+    {
+        Status.VIDEO_PENDING,
+        Status.VIDEO_PROCESSING,
+        Status.VIDEO_OPTIONS_PENDING,
+        Status.VIDEO_OPTIONS_PROCESSING,
+    }
+)
+
 _PUBLIC_STATUS = {
     Status.RENDERING: Status.PENDING.value,
     Status.VIDEO_PENDING: Status.PENDING.value,

@@ -121,9 +121,9 @@ class Pictures(PictureLookup, Protocol):
     def count(self, *, kind: MediaKind = "picture") -> int: ...
 
     def picture_stats(self) -> PictureStats:
-        """Pictures per status and the oldest pending upload, for the metrics gauges:
-        cheap on a table of millions (indexes, or the planner's estimate for the
-        finished statuses of a large table), never a full scan per call."""
+        """Pictures (never videos) per status and the oldest pending upload, for the
+        metrics gauges: cheap on a table of millions (indexes, or the planner's estimate
+        for the finished statuses of a large table), never a full scan per call."""
 
     def delete(self, image_id: str) -> ImageRecord | None:
         """Remove the record, its regions and its history; return what it was, or None if

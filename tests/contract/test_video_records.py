@@ -44,6 +44,15 @@ def test_pictures_and_videos_are_listed_and_counted_apart(repo: Repository) -> N
     assert repo.count() == 2 and repo.count(kind="video") == 3
 
 
+def test_the_picture_stats_leave_videos_out(repo: Repository) -> None:
+    picture = repo.add(record(at=T0))
+    repo.add(video(created_at=T0 - timedelta(days=1)))  # queued, and older
+    repo.add(video(status=Status.DONE))  # done is a status of both kinds
+    stats = repo.picture_stats()
+    assert {k: v for k, v in stats.counts.items() if v} == {"pending": 1}
+    assert stats.oldest_pending_at == picture.created_at
+
+
 def test_only_a_video_claim_takes_a_video(repo: Repository) -> None:
     rec = repo.add(video())
     for kind in (JobKind.DETECT, JobKind.RENDER):

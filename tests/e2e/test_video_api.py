@@ -23,6 +23,7 @@ from PIL import Image
 from tests.webhook_receiver import webhook_receiver
 
 from clips import Clip, decoded, write_sound
+from metrics_scrape import get, scrape, total
 from support import Server, jpeg_bytes, run_server, wait_until
 from video_copy import HELD_FRAMES, HOLD_AT, gate_name, make_clip, padded_before_moov
 from video_servers import AUTH, PORTS, TOKEN, video_server
@@ -210,6 +211,27 @@ def test_videos_and_pictures_are_listed_apart(
     wait_video(client, video_id, server)
     # Done before the next test counts the stored files: its result is written late.
     server.wait_done(client, picture_id)
+
+
+def test_the_picture_gauges_count_pictures_alone(tmp_path: Path, clip: bytes) -> None:
+    """`imageblur_pictures{status}` leaves videos out, though done is both kinds' status.
+    A server of its own: its first scrape reads the database after both are done (the
+    gauges are read at most once per 15 s)."""
+    data = tmp_path / "data"
+    with (
+        run_server(data, env=video_env(data), port=next(PORTS)) as srv,
+        httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as client,
+    ):
+        video_id = client.post("/video", files={"video": ("g.mp4", clip, "video/mp4")})
+        picture = client.post("/picture", files={"image": ("g.jpg", jpeg_bytes(), "image/jpeg")})
+        assert wait_video(client, video_id.json()["id"], srv)["status"] == "done"
+        assert srv.wait_done(client, picture.json()["id"])["status"] == "done"
+        samples = scrape(f"{srv.url}/metrics", token=TOKEN)
+    assert get(samples, "imageblur_pictures", status="done") == 1
+    assert total(samples, "imageblur_pictures") == 1
+    assert not any(
+        labels == frozenset({("status", "video_pending")}) for _, labels in samples
+    )  # a status only videos are in is no picture's
 
 
 @pytest.mark.parametrize(

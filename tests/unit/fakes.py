@@ -299,7 +299,7 @@ class FakeRepository(FakeBatches):
     def picture_stats(self) -> PictureStats:
         self._guard("picture_stats")
         with self.db.lock:
-            records = list(self.db.records.values())
+            records = [r for r in self.db.records.values() if r.kind == "picture"]
         queued = (Status.PENDING, Status.OPTIONS_PENDING)
         pending = [r.created_at for r in records if r.status in queued]
         return PictureStats(

@@ -872,38 +872,35 @@ class PostgresImageRepository(SqlBatches):
     def picture_stats(self) -> PictureStats:
         """Open statuses counted exactly (a partial index holds only them), the rest
         estimated once the table is large, and the oldest pending upload from an index:
-        cheap on a table of millions, so that a metrics scrape never scans it."""
-        s = self._s
-        estimate = sql.SQL(
-            "SELECT c.reltuples, st.most_common_vals::text::text[], st.most_common_freqs "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "LEFT JOIN pg_stats st ON st.schemaname = n.nspname "
-            "AND st.tablename = c.relname AND st.attname = 'status' "
-            "WHERE n.nspname = %s AND c.relname = 'images'"
-        )
+        cheap on a table of millions, so that a metrics scrape never scans it. Pictures
+        only: videos share the table and the finished statuses."""
         with self._conn() as conn:
-            row = conn.execute(estimate, (self._schema,)).fetchone()
-            rows, values, freqs = row if row else (-1.0, None, None)
+            rows, statuses, kinds = _planner_stats(conn, self._schema)
             exact = rows < _EXACT_COUNT_ROWS  # -1: never analyzed (a new table)
-            where = sql.SQL("" if exact else "WHERE status IN " + _EXACT_STATUSES + " ")
+            where = "WHERE kind = 'picture' "
+            if not exact:
+                where += "AND status IN " + _EXACT_STATUSES + " "
             counted = conn.execute(
                 sql.SQL("SELECT status, count(*) FROM {s}.images {w}GROUP BY status").format(
-                    s=s, w=where
+                    s=self._s, w=sql.SQL(where)
                 )
             ).fetchall()
-            # Pending with or without options: each from an index of its own (LEAST
-            # ignores a NULL).
+            # Pending with or without options (statuses of pictures alone): each from an
+            # index of its own (LEAST ignores a NULL).
             oldest = conn.execute(
                 sql.SQL(
                     "SELECT LEAST("
                     "(SELECT min(created_at) FROM {s}.images WHERE status = 'pending'), "
                     "(SELECT min(created_at) FROM {s}.images WHERE status = 'options_pending'))"
-                ).format(s=s)
+                ).format(s=self._s)
             ).fetchone()
         counts = {str(status): int(n) for status, n in counted}
         if not exact:
-            for value, freq in zip(values or [], freqs or [], strict=False):
-                counts.setdefault(str(value), round(float(freq) * float(rows)))
+            # The planner keeps no joint statistics of kind and status: a finished status
+            # is shared between the kinds as the whole table is.
+            pictures = rows * kinds.get("picture", 0.0 if kinds else 1.0)
+            for value, freq in statuses.items():
+                counts.setdefault(value, round(freq * pictures))
         oldest_at = oldest[0] if oldest else None
         return PictureStats(
             counts=counts, oldest_pending_at=_utc(oldest_at) if oldest_at is not None else None
@@ -952,3 +949,27 @@ def _describe(exc: BaseException) -> str:
     # The first line only: psycopg messages can carry the query text with values.
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _planner_stats(
+    conn: psycopg.Connection[Any], schema: str
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """The `images` table's estimated rows (-1: never analyzed), and the share of its
+    rows of each common status and kind, from the planner's statistics."""
+    query = sql.SQL(
+        "SELECT c.reltuples, st.attname, st.most_common_vals::text::text[], "
+        "st.most_common_freqs "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_stats st ON st.schemaname = n.nspname "
+        "AND st.tablename = c.relname AND st.attname IN ('status', 'kind') "
+        "WHERE n.nspname = %s AND c.relname = 'images'"
+    )
+    found = conn.execute(query, (schema,)).fetchall()
+    rows = float(found[0][0]) if found else -1.0
+    shares: dict[str, dict[str, float]] = {"status": {}, "kind": {}}
+    for _, column, values, freqs in found:
+        if column is not None:
+            shares[column] = {
+                str(v): float(f) for v, f in zip(values or [], freqs or [], strict=False)
+            }
+    return rows, shares["status"], shares["kind"]

@@ -330,10 +330,13 @@ class SqliteImageRepository(SqlBatches):
         return int(self._query("SELECT COUNT(*) FROM images WHERE kind = ?", (kind,))[0][0])
 
     def picture_stats(self) -> PictureStats:
-        """Counted exactly (an embedded database is small; the status index covers it);
-        the oldest pending upload from its own index."""
-        counted = self._query("SELECT status, COUNT(*) FROM images GROUP BY status")
-        # Pending with or without options.
+        """Counted exactly (an embedded database is small); the oldest pending upload
+        from its own index. Pictures only: videos share the table and the finished
+        statuses."""
+        counted = self._query(
+            "SELECT status, COUNT(*) FROM images WHERE kind = 'picture' GROUP BY status"
+        )
+        # Pending with or without options (statuses of pictures alone).
         oldest = self._query(
             "SELECT MIN(created_at) FROM images WHERE status IN ('pending', 'options_pending')"
         )
