@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -28,9 +27,9 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from imageblur.backends import Backends
+from imageblur.cached_collector import CachedCollector
 from imageblur.domain import BackendUnavailable, PictureStats, utcnow
 
 STAGES = ("read", "decode", "detect", "blur", "encode", "store")
@@ -261,11 +260,9 @@ class Metrics:
         self.registry.register(PictureCollector(read, statuses=tuple(statuses), every_s=every_s))
 
 
-class PictureCollector(Collector):
-    """Gauges read from the database, cached: Prometheus may scrape every few seconds,
-    and several Prometheus servers may scrape each API pod. When the read fails the
-    gauges are left out (a stale number would look current) and the failure shows in
-    `imageblur_backend_errors_total`."""
+class PictureCollector(CachedCollector[PictureStats]):
+    """`imageblur_pictures{status}` and `imageblur_oldest_pending_age_seconds`, read
+    from the database at most once per `every_s`."""
 
     def __init__(
         self,
@@ -276,30 +273,19 @@ class PictureCollector(Collector):
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._read = read
+        super().__init__(read, every_s=every_s, clock=clock)
         self._statuses = statuses
-        self._every_s = every_s
-        self._clock = clock
         self._now = now
-        self._cached: PictureStats | None = None
-        self._read_at = float("-inf")
-        self._lock = threading.Lock()  # concurrent scrapes read the database once
 
-    def describe(self) -> Iterable[Metric]:
-        return []  # unknown until read; keeps registration from calling the database
-
-    def collect(self) -> Iterable[Metric]:
-        stats = self._stats()
-        if stats is None:
-            return []
+    def families(self, value: PictureStats) -> list[Metric]:
         pictures = GaugeMetricFamily(
             "imageblur_pictures",
             "Pictures by status (done and failed: the planner's estimate on PostgreSQL).",
             labels=["status"],
         )
         for status in self._statuses:
-            pictures.add_metric([status], stats.counts.get(status, 0))
-        oldest = stats.oldest_pending_at
+            pictures.add_metric([status], value.counts.get(status, 0))
+        oldest = value.oldest_pending_at
         age = 0.0 if oldest is None else max((self._now() - oldest).total_seconds(), 0.0)
         return [
             pictures,
@@ -309,17 +295,6 @@ class PictureCollector(Collector):
                 value=age,
             ),
         ]
-
-    def _stats(self) -> PictureStats | None:
-        with self._lock:
-            now = self._clock()
-            if now - self._read_at >= self._every_s:
-                self._read_at = now  # a failed read waits for the next interval too
-                try:
-                    self._cached = self._read()
-                except Exception:  # noqa: BLE001 - a scrape must never fail for this
-                    self._cached = None
-            return self._cached
 
 
 def count_backend_errors(backends: Backends, metrics: Metrics) -> Backends:
