@@ -163,6 +163,14 @@ class PostgresImageRepository(SqlBatches):
         quoted = '"' + self._schema.replace('"', '""') + '".'
         return Dialect(tables=quoted, named=True, ts_in=lambda t: t, ts_out=_aware)
 
+    def _rows(
+        self, query: sql.Composed, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The rows of one statement, outside a transaction, as dicts by column."""
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
     def _one(self, query: sql.Composed, params: dict[str, Any]) -> ImageRecord | None:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, params)
@@ -346,9 +354,8 @@ class PostgresImageRepository(SqlBatches):
         query = sql.SQL("SELECT " + _COLUMNS + " FROM {s}.images WHERE id = ANY(%s)").format(
             s=self._s
         )
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (builtins.list(image_ids),))
-            return {row["id"]: _record(row) for row in cur.fetchall()}
+        rows = self._rows(query, (builtins.list(image_ids),))
+        return {row["id"]: _record(row) for row in rows}
 
     def list(
         self, *, limit: int, offset: int = 0, kind: MediaKind = "picture"
@@ -357,9 +364,7 @@ class PostgresImageRepository(SqlBatches):
             "SELECT " + _COLUMNS + " FROM {s}.images WHERE kind = %s "
             "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
         ).format(s=self._s)
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (kind, limit, offset))
-            return [_record(row) for row in cur.fetchall()]
+        return [_record(row) for row in self._rows(query, (kind, limit, offset))]
 
     def count(self, *, kind: MediaKind = "picture") -> int:
         query = sql.SQL("SELECT count(*) FROM {s}.images WHERE kind = %s").format(s=self._s)
@@ -744,10 +749,7 @@ class PostgresImageRepository(SqlBatches):
             "SELECT at, role, action, status, revision, detail FROM {s}.image_events "
             "WHERE image_id = %s ORDER BY seq"
         ).format(s=self._s)
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (image_id,))
-            rows = cur.fetchall()
-        return [transitions.event_of_row(r, timestamp=_utc) for r in rows]
+        return [transitions.event_of_row(r, timestamp=_utc) for r in self._rows(query, (image_id,))]
 
     # --- the webhook outbox ---------------------------------------------------------------
 
@@ -771,10 +773,7 @@ class PostgresImageRepository(SqlBatches):
             "owner": owner,
             "expires": now + timedelta(seconds=lease_s),
         }
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall()
-        claimed = [outbox.message_of_row(row, timestamp=_utc) for row in rows]
+        claimed = [outbox.message_of_row(row, timestamp=_utc) for row in self._rows(query, params)]
         return sorted(claimed, key=lambda m: (m.next_attempt_at or now, m.id))
 
     def _outbox_update(self, set_where: str, params: dict[str, Any]) -> bool:
@@ -828,10 +827,9 @@ class PostgresImageRepository(SqlBatches):
             "SELECT " + outbox.COLUMNS + " FROM {s}.webhook_outbox WHERE image_id = %s "
             "ORDER BY created_at, id"
         ).format(s=self._s)
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (image_id,))
-            rows = cur.fetchall()
-        return [outbox.message_of_row(row, timestamp=_utc) for row in rows]
+        return [
+            outbox.message_of_row(row, timestamp=_utc) for row in self._rows(query, (image_id,))
+        ]
 
     def outbox_depth(self) -> int:
         query = sql.SQL("SELECT count(*) FROM {s}.webhook_outbox WHERE outcome IS NULL").format(
