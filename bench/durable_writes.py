@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -26,28 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from load import percentile_ms
 from provenance import measured_commit
 
 from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
-from imageblur.domain import ImageRecord, Status
-
-
-def record(image_id: str) -> ImageRecord:
-    now = datetime.now(UTC)
-    return ImageRecord(
-        id=image_id,
-        name="load.jpg",
-        status=Status.PENDING,
-        content_type="image/jpeg",
-        bytes=1,
-        width=640,
-        height=480,
-        input_key=f"{image_id}.jpg",
-        created_at=now,
-        updated_at=now,
-    )
+from records import pending_picture
 
 
 def counting_fsync() -> tuple[list[int], Callable[[], None]]:
@@ -76,7 +62,7 @@ def run(folder: Path, uploads: int, clients: int, body: bytes) -> dict[str, Any]
                     return
             t0, image_id = time.perf_counter(), uuid.uuid4().hex
             store.put(f"{image_id}.jpg", body, content_type="image/jpeg")
-            stored = repo.add(record(image_id))
+            stored = repo.add(pending_picture(at=datetime.now(UTC), image_id=image_id))
             repo.mark_published(image_id, now=datetime.now(UTC), if_updated_at=stored.updated_at)
             with lock:
                 latencies_s.append(time.perf_counter() - t0)

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from provenance import measured_commit
 
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
-from imageblur.domain import ImageRecord, Status, new_image_id
 from imageblur.logs import configure_logging
 from imageblur.webhooks.addresses import HostPolicy
 from imageblur.webhooks.sender import SenderTerms, WebhookSender
 from imageblur.webhooks.signing import parse_secrets
+from records import pending_picture
 from webhook_receiver import webhook_receiver
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -41,21 +41,7 @@ def _outbox(folder: Path, url: str, events: int) -> SqliteImageRepository:
     repo = SqliteImageRepository(folder / "bench.sqlite3", webhook_url=url)
     repo.migrate()
     for _ in range(events):
-        image_id = new_image_id()
-        repo.add(
-            ImageRecord(
-                id=image_id,
-                name="p.jpg",
-                status=Status.PENDING,
-                content_type="image/jpeg",
-                bytes=1,
-                width=1,
-                height=1,
-                input_key=f"{image_id}.jpg",
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
+        image_id = repo.add(pending_picture(at=NOW)).id
         assert repo.claim(image_id, owner="w", lease_s=60, now=NOW)
         assert repo.complete(image_id, owner="w", output_key="o", url="u", faces=0, now=NOW)
     return repo

@@ -30,27 +30,14 @@ from imageblur.domain import (
     Status,
     UploadOptions,
 )
+from records import pending_picture
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
 def record(*, at: datetime = T0, key: str | None = None, **changes: object) -> ImageRecord:
-    image_id = uuid.uuid4().hex
-    base = ImageRecord(
-        id=image_id,
-        name="bill-gates.jpg",
-        status=Status.PENDING,
-        content_type="image/jpeg",
-        bytes=1234,
-        width=640,
-        height=480,
-        input_key=f"in/{image_id}",
-        created_at=at,
-        updated_at=at,
-        idempotency_key=key,
-    )
-    return base.with_changes(**changes)
+    return pending_picture(at=at, key=key, **changes)
 
 
 def test_migrate_is_idempotent(repo: Repository) -> None:
