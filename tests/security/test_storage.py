@@ -20,7 +20,8 @@ import pytest
 import servers
 from imageblur.adapters.s3_store import S3ObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
-from imageblur.domain import ImageRecord, Status, StoreRefused
+from imageblur.domain import StoreRefused
+from records import pending_picture
 from support import jpeg_bytes, run_server, wait_until
 
 if TYPE_CHECKING:
@@ -205,21 +206,7 @@ def test_a_deleted_record_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> 
     now = datetime.now(UTC)
     names = [f"holiday-of-person-{i}-{uuid.uuid4().hex}.jpg" for i in range(3)]
     for name in names:
-        image_id = uuid.uuid4().hex
-        repo.add(
-            ImageRecord(
-                id=image_id,
-                name=name,
-                status=Status.PENDING,
-                content_type=JPEG,
-                bytes=1,
-                width=1,
-                height=1,
-                input_key=f"{image_id}.jpg",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        repo.add(pending_picture(at=now, name=name))
     gone = repo.list(limit=10)[1]
     assert repo.delete(gone.id) is not None  # the record and its history
     repo.close()  # the last connection checkpoints the WAL into the file

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,8 @@ from imageblur.adapters import local_store
 from imageblur.adapters.group_sync import GroupSync
 from imageblur.adapters.local_store import LocalObjectStore
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
-from imageblur.domain import ImageRecord, RepositoryUnavailable, Status, StoreUnavailable
+from imageblur.domain import ImageRecord, RepositoryUnavailable, StoreUnavailable
+from records import pending_picture
 from support import wait_until
 
 BOUND_S = 30.0  # every wait below is for a condition, bounded by this
@@ -162,19 +162,7 @@ def test_a_failed_folder_sync_fails_the_put(
 
 
 def new_record() -> ImageRecord:
-    image_id, at = uuid.uuid4().hex, datetime(2030, 1, 1, tzinfo=UTC)
-    return ImageRecord(
-        id=image_id,
-        name="a.jpg",
-        status=Status.PENDING,
-        content_type="image/jpeg",
-        bytes=1,
-        width=1,
-        height=1,
-        input_key=f"{image_id}.jpg",
-        created_at=at,
-        updated_at=at,
-    )
+    return pending_picture(at=datetime(2030, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture

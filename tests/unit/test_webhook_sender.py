@@ -19,6 +19,7 @@ from imageblur.metrics import Metrics
 from imageblur.webhooks.addresses import HostPolicy
 from imageblur.webhooks.sender import SenderTerms, WebhookSender, retry_delay_s
 from imageblur.webhooks.signing import parse_secrets
+from records import pending_picture
 from support import wait_until
 
 from .fakes import Clock, FakeRepository
@@ -41,19 +42,7 @@ def _shown(record: ImageRecord) -> dict[str, object]:
 
 
 def _done(repo: FakeRepository, clock: Clock) -> str:
-    record = ImageRecord(
-        id="p1",
-        name="bill-gates.jpg",
-        status=Status.PENDING,
-        content_type="image/jpeg",
-        bytes=1,
-        width=1,
-        height=1,
-        input_key="in/p1",
-        created_at=clock.now,
-        updated_at=clock.now,
-    )
-    repo.add(record)
+    repo.add(pending_picture(at=clock.now, image_id="p1"))
     assert repo.claim("p1", owner="w", lease_s=30, now=clock.now)
     assert repo.complete("p1", owner="w", output_key="o", url="u", faces=1, now=clock.now)
     return "p1"
