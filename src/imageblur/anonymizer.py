@@ -39,6 +39,7 @@ from imageblur.domain import (
     Region,
     RegionKind,
     UploadOptions,
+    drawn_region,
 )
 from imageblur.jpeg_coefficients import TurboJPEGError
 from imageblur.pixel_budget import PixelBudget
@@ -390,26 +391,13 @@ def requested_regions(hide: Sequence[Rect], width: int, height: int) -> list[Reg
     """An upload's `hide` rectangles as the record lists them: "q1", "q2", ..., source
     `request`, hidden, clipped to the image (one wholly outside is left out: the API
     refuses it)."""
-    regions = []
-    for index, rect in enumerate(hide, 1):
-        x0, y0 = max(rect.x, 0), max(rect.y, 0)
-        x1, y1 = min(rect.x + rect.width, width), min(rect.y + rect.height, height)
-        if x1 > x0 and y1 > y0:
-            regions.append(
-                Region(
-                    id=f"q{index}",
-                    x=x0,
-                    y=y0,
-                    width=x1 - x0,
-                    height=y1 - y0,
-                    score=None,
-                    source="request",
-                    kind="face",
-                    uncertain=False,
-                    hidden=True,
-                )
-            )
-    return regions
+    drawn = (
+        drawn_region(
+            f"q{index}", rect, source="request", hidden=True, image_width=width, image_height=height
+        )
+        for index, rect in enumerate(hide, 1)
+    )
+    return [region for region in drawn if region is not None]
 
 
 def _score(item: tuple[Face, str]) -> float:

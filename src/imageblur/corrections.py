@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from imageblur.domain import MAX_REGIONS, ImageblurError, Region
+from imageblur.domain import MAX_REGIONS, ImageblurError, Rect, Region, drawn_region
 
 _BOX = ("x", "y", "width", "height")
 _NUMBERED = re.compile(r"^[a-z](\d+)$")
@@ -203,19 +203,14 @@ def _manual(index: int, box: ManualBox, region_id: str, *, width: int, height: i
     where = f"regions[{index}]"
     if box.width < 1 or box.height < 1:
         raise InvalidRegions(f"{where}: width and height must be at least 1 pixel")
-    x0, y0 = max(box.x, 0), max(box.y, 0)
-    x1, y1 = min(box.x + box.width, width), min(box.y + box.height, height)
-    if x1 <= x0 or y1 <= y0:
-        raise InvalidRegions(f"{where}: the box lies entirely outside the {width}x{height} image")
-    return Region(
-        id=region_id,
-        x=x0,
-        y=y0,
-        width=x1 - x0,
-        height=y1 - y0,
-        score=None,
+    region = drawn_region(
+        region_id,
+        Rect(box.x, box.y, box.width, box.height),
         source="manual",
-        kind="face",
-        uncertain=False,
         hidden=box.hidden,
+        image_width=width,
+        image_height=height,
     )
+    if region is None:
+        raise InvalidRegions(f"{where}: the box lies entirely outside the {width}x{height} image")
+    return region

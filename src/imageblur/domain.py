@@ -231,7 +231,8 @@ BlurMode = Literal["blur", "pixelate", "solid"]
 
 @dataclass(frozen=True, slots=True)
 class Rect:
-    """A rectangle in pixels of the upright image (a `hide` or `ignore` option)."""
+    """A rectangle in pixels of the upright image (a `hide` or `ignore` option, a
+    reviewer's manual box)."""
 
     x: int
     y: int
@@ -712,6 +713,36 @@ class Region:
             mask=MaskGeometry.from_dict(data["mask"]) if data.get("mask") else None,
             ignored=bool(data.get("ignored", False)),
         )
+
+
+def drawn_region(
+    region_id: str,
+    rect: Rect,
+    *,
+    source: Literal["manual", "request"],
+    hidden: bool,
+    image_width: int,
+    image_height: int,
+) -> Region | None:
+    """A box a person drew (an upload's `hide` rectangle, a reviewer's manual box) as
+    the record lists it: clipped to the image, a face with no score; None when it lies
+    wholly outside."""
+    x0, y0 = max(rect.x, 0), max(rect.y, 0)
+    x1, y1 = min(rect.x + rect.width, image_width), min(rect.y + rect.height, image_height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Region(
+        id=region_id,
+        x=x0,
+        y=y0,
+        width=x1 - x0,
+        height=y1 - y0,
+        score=None,
+        source=source,
+        kind="face",
+        uncertain=False,
+        hidden=hidden,
+    )
 
 
 def regions_to_json(regions: Sequence[Region]) -> str:
