@@ -114,6 +114,16 @@ def test_an_area_typed_in_by_its_numbers_is_hidden(
     assert f"(2400 {TIMES} 1350)" in legend.text  # the picture's own pixels, not the preview's
     assert MARKUP_NAME in page.find("#areas-message").text  # the name as text ...
     assert not page.find_all("#areas-message *")  # ... never as markup
+    # An area past the picture's edge is refused, its field marked and focused.
+    type_number(page, "#area-x", 2300)
+    type_number(page, "#area-width", 200)
+    page.find("#area-add").send_keys(Keys.ENTER)
+    assert page.find("#areas-message").text == (
+        "The area goes past the right edge: left + width must be at most 2400."
+    )
+    assert page.find("#area-width").get_attribute("aria-invalid") == "true"
+    assert page.driver.switch_to.active_element == page.find("#area-width")
+    assert not page.find_all("#areas-list li")
     for name in ("x", "y", "width", "height"):
         type_number(page, f"#area-{name}", HIDE[name])
     # The preview draws the area dotted while the form has focus.

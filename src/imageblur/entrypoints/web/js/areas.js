@@ -5,7 +5,7 @@
 // those of the upright picture: the browser shows a picture upright (its EXIF orientation
 // applied), as the server reads it, and the layer's viewBox is the picture's full size,
 // so a preview shown smaller still gives full pixels.
-import { dragBox } from './boxes.js';
+import { boxForm, dragBox } from './boxes.js';
 import { allows, maxRectangles } from './choices.js';
 import { $, h, svg } from './dom.js';
 import { addFiles } from './uploads.js';
@@ -15,6 +15,7 @@ const KIND_WORDS = { hide: 'hidden', ignore: 'left as it is' };
 let picture = null; // {file, url, width, height}
 let areas = []; // {kind, x, y, width, height}
 let previewing = false;
+let typed = null; // the form that adds an area by its numbers
 
 export function initAreas() {
   $('areas-open').addEventListener('click', () => showAreas($('areas').hidden));
@@ -56,7 +57,8 @@ function load(file) {
   image.onload = () => {
     picture = { file, url, width: image.naturalWidth, height: image.naturalHeight };
     image.alt = `Preview of ${file.name}`;
-    $('areas-form').replaceChildren(boxForm());
+    typed = areaForm();
+    $('areas-form').replaceChildren(typed.element);
     $('areas-work').hidden = false;
     render();
     $('areas-message').textContent = `${file.name} is shown, ${picture.width} × ${picture.height} `
@@ -70,75 +72,38 @@ function load(file) {
   image.src = url;
 }
 
-// An area by its numbers, in pixels of the picture (the arrow keys step them), drawn
-// dotted on the preview while the form has focus.
-function boxForm() {
-  const { width, height } = picture;
-  const field = (name, label, value, max) => {
-    const input = h('input', { type: 'number', id: `area-${name}`, name, min: 0, max, step: 1,
-      value, inputmode: 'numeric', required: true });
-    return h('span', { class: 'box-field' }, h('label', { for: input.id, text: label }), input);
-  };
+// An area by its numbers (js/boxes.js), drawn dotted on the preview while the form has
+// focus.
+function areaForm() {
   const kinds = allows('ignore') ? h('span', { class: 'box-field' },
     h('label', { for: 'area-kind', text: 'The area is' }),
     h('select', { id: 'area-kind', name: 'kind' },
       ...['hide', 'ignore'].filter(allows).map((kind) => h('option', { value: kind, text: KIND_WORDS[kind] })))) : null;
-  const form = h('fieldset', { class: 'add-box', id: 'area-fieldset' },
-    h('legend', { text: `Add an area by its position, in pixels of the picture (${width} × ${height}); `
-      + 'it is drawn dotted on the preview while you type' }),
-    field('x', 'Left (x)', Math.round(width * 0.4), width - 1),
-    field('y', 'Top (y)', Math.round(height * 0.4), height - 1),
-    field('width', 'Width', Math.round(width * 0.2), width),
-    field('height', 'Height', Math.round(height * 0.2), height),
-    kinds,
-    h('button', { type: 'button', id: 'area-add', onclick: addTyped }, 'Add this area'));
-  const preview = (on) => {
-    previewing = on;
-    render();
-  };
-  form.addEventListener('input', () => preview(true));
-  form.addEventListener('focusin', () => preview(true));
-  form.addEventListener('focusout', (event) => {
-    if (!form.contains(event.relatedTarget)) preview(false);
+  return boxForm({
+    noun: 'area',
+    size: picture,
+    minPx: 1,
+    shownOn: 'preview',
+    extra: kinds,
+    addId: 'area-add',
+    onAdd: (box) => {
+      add({ kind: kindChosen(), ...box });
+      previewing = false; // drawn as added now; the next edit previews again
+      render();
+    },
+    say: (text) => {
+      $('areas-message').textContent = text;
+    },
+    onPreview: (on) => {
+      previewing = on;
+      render();
+    },
   });
-  return form;
 }
 
 function kindChosen() {
   if (allows('hide') && !allows('ignore')) return 'hide';
   return $('area-kind')?.value || 'ignore';
-}
-
-// The area in the form, or a sentence saying what is wrong with it (and which field).
-function formBox() {
-  const value = (name) => Number.parseInt($(`area-${name}`).value, 10);
-  const box = { x: value('x'), y: value('y'), width: value('width'), height: value('height') };
-  const bad = Object.keys(box).find((k) => Number.isNaN(box[k]) || box[k] < 0);
-  if (bad) return { error: `The ${bad} of the area must be a whole number, 0 or more.`, field: bad };
-  if (box.width < 1 || box.height < 1) {
-    return { error: 'The area must be at least 1 pixel wide and high.', field: box.width < 1 ? 'width' : 'height' };
-  }
-  if (box.x + box.width > picture.width) {
-    return { error: `The area goes past the right edge: left + width must be at most ${picture.width}.`, field: 'width' };
-  }
-  if (box.y + box.height > picture.height) {
-    return { error: `The area goes past the bottom edge: top + height must be at most ${picture.height}.`, field: 'height' };
-  }
-  return { box };
-}
-
-function addTyped() {
-  const { box, error, field } = formBox();
-  for (const input of $('area-fieldset').querySelectorAll('input')) input.removeAttribute('aria-invalid');
-  if (error) {
-    $(`area-${field}`).setAttribute('aria-invalid', 'true');
-    $('areas-message').textContent = error;
-    $(`area-${field}`).focus();
-    return;
-  }
-  add({ kind: kindChosen(), ...box });
-  previewing = false; // drawn as added now; the next edit previews again
-  render();
 }
 
 function add(area) {
@@ -164,7 +129,7 @@ function render() {
   const layer = $('areas-layer');
   layer.setAttribute('viewBox', `0 0 ${picture.width} ${picture.height}`);
   layer.setAttribute('preserveAspectRatio', 'none');
-  const preview = previewing ? formBox().box : null;
+  const preview = previewing ? typed.preview() : null;
   layer.replaceChildren(...areas.map((area) => svg('rect', {
     x: area.x, y: area.y, width: area.width, height: area.height,
     class: area.kind === 'hide' ? 'area-hide' : 'area-ignore',

@@ -5,7 +5,7 @@
 // "shown", a box is added by its numbers (previewed on the picture) as well as by a drag,
 // each change is said in the status line, and approval asks first.
 import { ApiError, getJson, request } from './api.js';
-import { dragBox } from './boxes.js';
+import { boxForm, dragBox } from './boxes.js';
 import { $, delay, focusQuietly, h, svg } from './dom.js';
 import { errorHeadline, isFinal, statusWords } from './messages.js';
 import { announce, forget } from './pictures.js';
@@ -186,81 +186,38 @@ class Review {
     return field;
   }
 
-  // A box by its numbers, in pixels of the picture (the arrow keys step them), drawn as
-  // a preview on the picture while the form has focus: the way to add a missed face
-  // without a pointer.
+  // A box by its numbers (js/boxes.js), drawn as a preview on the picture while the form
+  // has focus: the way to add a missed face without a pointer.
   boxForm() {
-    const { width, height } = this.record;
-    const field = (name, label, value, max) => {
-      const input = h('input', { type: 'number', id: `box-${name}`, name, min: 0, max, step: 1,
-        value, inputmode: 'numeric', required: true });
-      return h('span', { class: 'box-field' }, h('label', { for: input.id, text: label }), input);
-    };
-    this.form = h('fieldset', { class: 'add-box' },
-      h('legend', { text: `Add a box by its position, in pixels of the picture (${width} × ${height}); `
-        + 'it is drawn dotted on the picture while you type' }),
-      field('x', 'Left (x)', Math.round(width * 0.4), width - MIN_BOX_PX),
-      field('y', 'Top (y)', Math.round(height * 0.4), height - MIN_BOX_PX),
-      field('width', 'Width', Math.round(width * 0.2), width),
-      field('height', 'Height', Math.round(height * 0.2), height),
-      h('button', { type: 'button', id: 'add-box-button', onclick: () => this.addBox() },
-        'Add this box'));
-    this.form.addEventListener('input', () => {
-      this.previewing = true;
-      this.draw();
+    this.typed = boxForm({
+      noun: 'box',
+      size: this.record,
+      minPx: MIN_BOX_PX,
+      shownOn: 'picture',
+      addId: 'add-box-button',
+      onAdd: (box) => {
+        this.added.push(box);
+        this.previewing = false; // drawn as added now; the next edit previews again
+        this.render();
+        this.message.textContent = `New box ${this.added.length} added: ${box.width} × `
+          + `${box.height} px at (${box.x}, ${box.y}), hatched on the picture; it is hidden `
+          + 'when you save.';
+      },
+      say: (text) => {
+        this.message.textContent = text;
+      },
+      onPreview: (on) => {
+        this.previewing = on;
+        this.draw();
+      },
     });
-    this.form.addEventListener('focusin', () => {
-      this.previewing = true;
-      this.draw();
-    });
-    this.form.addEventListener('focusout', (event) => {
-      if (this.form.contains(event.relatedTarget)) return;
-      this.previewing = false;
-      this.draw();
-    });
-    return this.form;
-  }
-
-  // The box in the form, or a sentence saying what is wrong with it (and which field).
-  formBox() {
-    const value = (name) => Number.parseInt(this.form.querySelector(`[name=${name}]`).value, 10);
-    const box = { x: value('x'), y: value('y'), width: value('width'), height: value('height') };
-    const bad = Object.keys(box).find((k) => Number.isNaN(box[k]) || box[k] < 0);
-    if (bad) return { error: `The ${bad} of the box must be a whole number, 0 or more.`, field: bad };
-    if (box.width < MIN_BOX_PX || box.height < MIN_BOX_PX) {
-      const field = box.width < MIN_BOX_PX ? 'width' : 'height';
-      return { error: `The box must be at least ${MIN_BOX_PX} pixels wide and high.`, field };
-    }
-    if (box.x + box.width > this.record.width) {
-      return { error: `The box goes past the right edge: left + width must be at most ${this.record.width}.`, field: 'width' };
-    }
-    if (box.y + box.height > this.record.height) {
-      return { error: `The box goes past the bottom edge: top + height must be at most ${this.record.height}.`, field: 'height' };
-    }
-    return { box };
-  }
-
-  addBox() {
-    const { box, error, field } = this.formBox();
-    for (const input of this.form.querySelectorAll('input')) input.removeAttribute('aria-invalid');
-    if (error) {
-      const input = this.form.querySelector(`[name=${field}]`);
-      input.setAttribute('aria-invalid', 'true');
-      this.message.textContent = error;
-      input.focus();
-      return;
-    }
-    this.added.push(box);
-    this.previewing = false; // drawn as added now; the next edit previews again
-    this.render();
-    this.message.textContent = `New box ${this.added.length} added: ${box.width} × ${box.height} px `
-      + `at (${box.x}, ${box.y}), hatched on the picture; it is hidden when you save.`;
+    return this.typed.element;
   }
 
   draw() {
     const manual = this.added.map((box, i) => ({ ...box, id: `new${i + 1}`, hidden: true,
       uncertain: false }));
-    const preview = this.previewing ? this.formBox().box : null;
+    const preview = this.previewing ? this.typed.preview() : null;
     drawRegions(this.record, [...this.regions, ...manual],
       preview ? [svg('rect', { class: 'preview-box', ...preview })] : []);
   }
