@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from metrics_scrape import delta, scrape
 from support import (
     BILL,
     BILL_FACE,
@@ -24,7 +25,6 @@ from support import (
     detail,
     jpeg_bytes,
     run_server,
-    wait_status,
     wait_until,
 )
 
@@ -201,6 +201,21 @@ def gradient_jpeg(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+READ_STAGE = "imageblur_job_stage_seconds_count"
+
+
+def idle(client: httpx.Client) -> None:
+    """Wait until no picture is queued or running: a job of an earlier test's that ran
+    now would move the worker's counts too."""
+    wait_until(
+        lambda: all(
+            p["status"] in ("done", "failed")
+            for p in client.get("/pictures", params={"limit": 100}).json()["items"]
+        ),
+        what="the worker idle",
+    )
+
+
 def test_deleting_a_running_job_stops_it(
     server: Server, client: httpx.Client, record_property: pytest.RecordProperty
 ) -> None:
@@ -209,9 +224,20 @@ def test_deleting_a_running_job_stops_it(
     not at the next renewal (every 100 s): the test would time out waiting for that.
     The time from the deletion to the job's end is recorded from the server's log."""
     data = gradient_jpeg(8000, 6000)
+    # Deleted between its claim and the read of its original, the job would end
+    # original_missing, stopped by nothing this test is about: it deletes once the
+    # worker has read the original (the read stage counted, on an idle worker).
+    idle(client)
+    reads = scrape(f"{server.url}/metrics")
     response = client.post("/picture", files={"image": ("big.jpg", data, "image/jpeg")})
     image_id = response.json()["id"]
-    wait_status(client, image_id, {"processing"}, context=server.logs)
+    wait_until(
+        lambda: delta(reads, scrape(f"{server.url}/metrics"), READ_STAGE, stage="read") >= 1,
+        interval_s=0.1,
+        what="the original read",
+        details=server.logs,
+    )
+    assert client.get(f"/picture/{image_id}").json()["status"] == "processing"
     assert client.delete(f"/picture/{image_id}").status_code == 204
 
     def events() -> dict[str, datetime]:
