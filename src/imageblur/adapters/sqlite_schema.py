@@ -4,6 +4,100 @@ files: it ships inside the wheel with no package-data declaration."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+# A line of a generated migration ends by this column at the latest: the width the
+# released text was written to.
+_WIDTH = 93
+# The columns of `images` as its rebuilds declare them, in order: each rebuild has a
+# prefix of them, and copies the prefix the table had before it (status: its CHECK is the
+# rebuild's own).
+_IMAGE_COLUMNS = (
+    "id TEXT PRIMARY KEY",
+    "name TEXT NOT NULL",
+    "url TEXT",
+    None,
+    "content_type TEXT NOT NULL",
+    "bytes INTEGER NOT NULL",
+    "width INTEGER NOT NULL",
+    "height INTEGER NOT NULL",
+    "input_key TEXT NOT NULL",
+    "output_key TEXT",
+    "faces INTEGER",
+    "plates INTEGER",
+    "error TEXT",
+    "attempts INTEGER NOT NULL DEFAULT 0",
+    "lease_owner TEXT",
+    "lease_expires_at TEXT",
+    "idempotency_key TEXT UNIQUE",
+    "request_id TEXT",
+    "published_at TEXT",
+    "created_at TEXT NOT NULL",
+    "updated_at TEXT NOT NULL",
+    "review TEXT CHECK (review IN ('pending','approved','expired'))",
+    "revision INTEGER NOT NULL DEFAULT 0",
+    "held_until TEXT",
+    "regions TEXT",
+    "error_code TEXT",
+    "body_sha256 TEXT",
+    "kind TEXT NOT NULL DEFAULT 'picture' CHECK (kind IN ('picture','video'))",
+    "duration_s REAL",
+    "fps REAL",
+    "frames INTEGER",
+    "video_codec TEXT",
+    "audio TEXT CHECK (audio IN ('kept','reencoded','none'))",
+    "frames_done INTEGER",
+    "frames_total INTEGER",
+    "eta_s REAL",
+    "tracks_key TEXT",
+    "options TEXT",
+)
+_IMAGE_INDEXES = """
+    CREATE INDEX images_created ON images (created_at DESC, id DESC);
+    CREATE INDEX images_kind_created ON images (kind, created_at DESC, id DESC);
+    CREATE INDEX images_status ON images (status, updated_at);
+    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
+    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
+    """
+_STATUSES_V6 = ("pending", "processing", "done", "failed", "review", "rendering")
+_STATUSES_V8 = (*_STATUSES_V6, "video_pending", "video_processing")
+_STATUSES_V11 = (*_STATUSES_V8, "options_pending", "options_processing", "options_rendering")
+_STATUSES_V12 = (*_STATUSES_V11, "video_options_pending", "video_options_processing")
+
+
+def _rebuild_images(version: int, statuses: Sequence[str], *, columns: int, copied: int) -> str:
+    """Migration `version`, a rebuild of `images` to change its status CHECK (SQLite
+    cannot alter one) to `statuses`, with its first `columns` columns, the first `copied`
+    copied from the table it replaces, and the indexes made again: the text that release
+    shipped, to the byte (tests/unit/test_sqlite_schema.py pins it)."""
+    table = f"images_v{version}"
+    quoted = [f"'{status}'" for status in statuses]
+    check = _wrap("        status TEXT NOT NULL CHECK (status IN (", quoted, ",", "            ")
+    lines = [check + "))," if c is None else f"        {c}," for c in _IMAGE_COLUMNS[:columns]]
+    insert = f"    INSERT INTO {table} ("
+    names = [(c or "status").split()[0] for c in _IMAGE_COLUMNS[:copied]]
+    listed = _wrap(insert, names, ", ", "        ").removeprefix(insert)
+    return (
+        f"\n    CREATE TABLE {table} (\n"
+        + "\n".join(lines).removesuffix(",")
+        + f"\n    );\n{insert}{listed})\n    SELECT {listed} FROM images;\n"
+        + f"    DROP TABLE images;\n    ALTER TABLE {table} RENAME TO images;"
+        + _IMAGE_INDEXES
+    )
+
+
+def _wrap(first: str, items: Sequence[str], sep: str, indent: str) -> str:
+    """`items` after `first`, separated by `sep`; a line is broken (then `indent`) before
+    an item that would take it past _WIDTH, its trailing separator counted."""
+    lines, line = [], first
+    for item in items:
+        if line not in (first, indent) and len(line + item + sep.rstrip()) > _WIDTH:
+            lines.append(line.rstrip())
+            line = indent
+        line += item + sep
+    return "\n".join([*lines, line.removesuffix(sep)])
+
+
 # Versioned migrations: append only, never edit a released one.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -51,6 +145,8 @@ MIGRATIONS: tuple[str, ...] = (
     # check gains 'review' and 'rendering'; the review hold, the regions' revision and
     # the regions themselves (JSON text, read only by `regions()`, so lists stay light);
     # the audit trail. Every existing row is copied: review NULL, revision 0, no regions.
+    # Written out, not `_rebuild_images`: its CHECK is wrapped otherwise and it makes other
+    # indexes.
     """
     CREATE TABLE images_v6 (
         id TEXT PRIMARY KEY,
@@ -114,62 +210,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 8: videos. A table rebuild (SQLite cannot alter a CHECK): the status check gains
     # the video job's own statuses; the record's kind (every existing row a picture),
     # a video's facts, sound and progress; lists by kind from their own index.
-    """
-    CREATE TABLE images_v8 (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT,
-        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed',
-            'review','rendering','video_pending','video_processing')),
-        content_type TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        input_key TEXT NOT NULL,
-        output_key TEXT,
-        faces INTEGER,
-        plates INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at TEXT,
-        idempotency_key TEXT UNIQUE,
-        request_id TEXT,
-        published_at TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        review TEXT CHECK (review IN ('pending','approved','expired')),
-        revision INTEGER NOT NULL DEFAULT 0,
-        held_until TEXT,
-        regions TEXT,
-        error_code TEXT,
-        body_sha256 TEXT,
-        kind TEXT NOT NULL DEFAULT 'picture' CHECK (kind IN ('picture','video')),
-        duration_s REAL,
-        fps REAL,
-        frames INTEGER,
-        video_codec TEXT,
-        audio TEXT CHECK (audio IN ('kept','reencoded','none')),
-        frames_done INTEGER,
-        frames_total INTEGER,
-        eta_s REAL
-    );
-    INSERT INTO images_v8 (id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256)
-    SELECT id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256 FROM images;
-    DROP TABLE images;
-    ALTER TABLE images_v8 RENAME TO images;
-    CREATE INDEX images_created ON images (created_at DESC, id DESC);
-    CREATE INDEX images_kind_created ON images (kind, created_at DESC, id DESC);
-    CREATE INDEX images_status ON images (status, updated_at);
-    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
-    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
-    """,
+    _rebuild_images(8, _STATUSES_V8, columns=36, copied=27),
     # 9: a done video's tracks object in the results store (NULL: none, and every row of
     # an older release).
     """
@@ -200,131 +241,10 @@ MIGRATIONS: tuple[str, ...] = (
     # 11: options per upload. A table rebuild (SQLite cannot alter a CHECK): the status
     # check gains the statuses of the job kinds `options` and `options_render`; the
     # upload's options, as JSON (NULL: none, every existing row).
-    """
-    CREATE TABLE images_v11 (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT,
-        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed',
-            'review','rendering','video_pending','video_processing','options_pending',
-            'options_processing','options_rendering')),
-        content_type TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        input_key TEXT NOT NULL,
-        output_key TEXT,
-        faces INTEGER,
-        plates INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at TEXT,
-        idempotency_key TEXT UNIQUE,
-        request_id TEXT,
-        published_at TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        review TEXT CHECK (review IN ('pending','approved','expired')),
-        revision INTEGER NOT NULL DEFAULT 0,
-        held_until TEXT,
-        regions TEXT,
-        error_code TEXT,
-        body_sha256 TEXT,
-        kind TEXT NOT NULL DEFAULT 'picture' CHECK (kind IN ('picture','video')),
-        duration_s REAL,
-        fps REAL,
-        frames INTEGER,
-        video_codec TEXT,
-        audio TEXT CHECK (audio IN ('kept','reencoded','none')),
-        frames_done INTEGER,
-        frames_total INTEGER,
-        eta_s REAL,
-        tracks_key TEXT,
-        options TEXT
-    );
-    INSERT INTO images_v11 (id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
-        video_codec, audio, frames_done, frames_total, eta_s, tracks_key)
-    SELECT id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
-        video_codec, audio, frames_done, frames_total, eta_s, tracks_key FROM images;
-    DROP TABLE images;
-    ALTER TABLE images_v11 RENAME TO images;
-    CREATE INDEX images_created ON images (created_at DESC, id DESC);
-    CREATE INDEX images_kind_created ON images (kind, created_at DESC, id DESC);
-    CREATE INDEX images_status ON images (status, updated_at);
-    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
-    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
-    """,
+    _rebuild_images(11, _STATUSES_V11, columns=38, copied=37),
     # 12: options per upload for videos. A table rebuild again (the status check): the
     # statuses of the job kind `video_options`.
-    """
-    CREATE TABLE images_v12 (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT,
-        status TEXT NOT NULL CHECK (status IN ('pending','processing','done','failed',
-            'review','rendering','video_pending','video_processing','options_pending',
-            'options_processing','options_rendering','video_options_pending',
-            'video_options_processing')),
-        content_type TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        input_key TEXT NOT NULL,
-        output_key TEXT,
-        faces INTEGER,
-        plates INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at TEXT,
-        idempotency_key TEXT UNIQUE,
-        request_id TEXT,
-        published_at TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        review TEXT CHECK (review IN ('pending','approved','expired')),
-        revision INTEGER NOT NULL DEFAULT 0,
-        held_until TEXT,
-        regions TEXT,
-        error_code TEXT,
-        body_sha256 TEXT,
-        kind TEXT NOT NULL DEFAULT 'picture' CHECK (kind IN ('picture','video')),
-        duration_s REAL,
-        fps REAL,
-        frames INTEGER,
-        video_codec TEXT,
-        audio TEXT CHECK (audio IN ('kept','reencoded','none')),
-        frames_done INTEGER,
-        frames_total INTEGER,
-        eta_s REAL,
-        tracks_key TEXT,
-        options TEXT
-    );
-    INSERT INTO images_v12 (id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
-        video_codec, audio, frames_done, frames_total, eta_s, tracks_key, options)
-    SELECT id, name, url, status, content_type, bytes, width, height,
-        input_key, output_key, faces, plates, error, attempts, lease_owner, lease_expires_at,
-        idempotency_key, request_id, published_at, created_at, updated_at, review, revision,
-        held_until, regions, error_code, body_sha256, kind, duration_s, fps, frames,
-        video_codec, audio, frames_done, frames_total, eta_s, tracks_key, options FROM images;
-    DROP TABLE images;
-    ALTER TABLE images_v12 RENAME TO images;
-    CREATE INDEX images_created ON images (created_at DESC, id DESC);
-    CREATE INDEX images_kind_created ON images (kind, created_at DESC, id DESC);
-    CREATE INDEX images_status ON images (status, updated_at);
-    CREATE INDEX images_pending_created ON images (created_at) WHERE status = 'pending';
-    CREATE INDEX images_held ON images (held_until) WHERE status = 'review';
-    """,
+    _rebuild_images(12, _STATUSES_V12, columns=38, copied=38),
     # 13: the webhook outbox: the operator's rows flagged (sent to the sender's current
     # IMAGEBLUR_WEBHOOK_URL; those written before are not) and finished rows swept.
     """
