@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 import servers
+from imageblur.adapters import postgres_repo
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 
 DONE_ROWS = 150_000  # past the exact-count limit
@@ -44,9 +45,13 @@ def test_a_large_table_is_estimated_and_the_open_statuses_counted(postgres_dsn: 
                     (VIDEO_ROWS,),
                 )
                 conn.execute(sql.SQL("ANALYZE {s}.images").format(s=sql.Identifier(schema)))
+                # The exact counts read their partial indexes, never the whole table.
+                counting = sql.SQL("EXPLAIN " + postgres_repo._EXACT_COUNTS)
+                plan = conn.execute(counting.format(s=sql.Identifier(schema))).fetchall()
             stats = repo.picture_stats()
         finally:
             repo.close()
+    assert not [line for (line,) in plan if "Seq Scan" in line], plan
     assert stats.counts["pending"] == 7  # exact: from the partial index of open rows
     assert "video_pending" not in stats.counts
     assert abs(stats.counts["done"] - DONE_ROWS) < DONE_ROWS * 0.05  # the estimate

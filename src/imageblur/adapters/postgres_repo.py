@@ -53,11 +53,16 @@ from imageblur.lifecycle import Guard
 # Up to this many rows the gauges count exactly; past it, done and failed (the bulk of
 # the table) come from the planner's statistics (ANALYZE, kept by autovacuum).
 _EXACT_COUNT_ROWS = 100_000
-# Counted exactly whatever the table's size: the open and held statuses (partial indexes).
-_EXACT_STATUSES = (
-    "('pending', 'processing', 'rendering', 'review', 'video_pending', 'video_processing', "
+# Counted exactly whatever the table's size, each from its partial index: the open
+# statuses (images_open_idx: this list is its predicate, so that the planner uses it) and
+# the held one (images_held_idx). One IN list of both matches neither index: a full scan.
+_EXACT_COUNTS = (
+    "SELECT status, count(*) FROM {s}.images WHERE kind = 'picture' AND status IN "
+    "('pending', 'processing', 'rendering', 'video_pending', 'video_processing', "
     "'options_pending', 'options_processing', 'options_rendering', 'video_options_pending', "
-    "'video_options_processing')"
+    "'video_options_processing') GROUP BY status UNION ALL "
+    "SELECT status, count(*) FROM {s}.images WHERE kind = 'picture' AND status = 'review' "
+    "GROUP BY status"
 )
 
 _COLUMNS = sql_rows.COLUMN_LIST
@@ -868,21 +873,16 @@ class PostgresImageRepository(SqlBatches):
             return conn.execute(query, params).fetchone() is not None
 
     def picture_stats(self) -> PictureStats:
-        """Open statuses counted exactly (a partial index holds only them), the rest
-        estimated once the table is large, and the oldest pending upload from an index:
+        """Open and held statuses counted exactly (partial indexes hold only them), the
+        rest estimated once the table is large, and the oldest pending upload from an index:
         cheap on a table of millions, so that a metrics scrape never scans it. Pictures
         only: videos share the table and the finished statuses."""
         with self._conn() as conn:
             rows, statuses, kinds = _planner_stats(conn, self._schema)
             exact = rows < _EXACT_COUNT_ROWS  # -1: never analyzed (a new table)
-            where = "WHERE kind = 'picture' "
-            if not exact:
-                where += "AND status IN " + _EXACT_STATUSES + " "
-            counted = conn.execute(
-                sql.SQL("SELECT status, count(*) FROM {s}.images {w}GROUP BY status").format(
-                    s=self._s, w=sql.SQL(where)
-                )
-            ).fetchall()
+            every = "SELECT status, count(*) FROM {s}.images WHERE kind = 'picture' GROUP BY status"
+            counting = sql.SQL(every if exact else _EXACT_COUNTS).format(s=self._s)
+            counted = conn.execute(counting).fetchall()
             # Pending with or without options (statuses of pictures alone): each from an
             # index of its own (LEAST ignores a NULL).
             oldest = conn.execute(
