@@ -223,3 +223,22 @@ def test_a_running_batch_is_stopped(server: Server, root: Path) -> None:
         assert final["status"] == "cancelled"
         assert client.get("/batches/bat_" + "0" * 32).status_code == 404
     assert _sources(source) == before
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"hide": "[[1, 2, 3"}, "hide"),  # malformed JSON
+        ({"hide": "[[0, 0, 10, 10]]"}, "hide"),  # well formed: still one picture's option
+        ({"mode": "sparkle"}, "mode"),
+        ({"colour": "red"}, "colour"),
+        ("mode=pixelate", "options"),
+    ],
+)
+def test_a_refused_option_is_named(
+    server: Server, root: Path, options: object, field: str
+) -> None:
+    with server.client() as client:
+        answer = _post(client, f"file:{root}/opt-in", f"file:{root}/opt-out", options=options)
+        assert answer.status_code == 422, answer.text
+        assert (answer.json()["error"], answer.json()["field"]) == ("invalid_option", field)

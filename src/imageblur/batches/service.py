@@ -13,6 +13,7 @@ from imageblur.batches.ports import BatchRecords, Locations
 from imageblur.batches.rules import BatchRules
 from imageblur.domain import NotFound, UploadOptions, utcnow
 from imageblur.logs import get_logger
+from imageblur.upload_options import InvalidOption
 
 log = get_logger(__name__)
 
@@ -83,25 +84,26 @@ class BatchService:
         return added, created
 
     def _options(self, given: Any) -> tuple[dict[str, str], str | None]:
-        """The options that make the work, and the `callback_url` (or None)."""
+        """The options that make the work, and the `callback_url` (or None). Names a
+        batch takes first (`hide`, `ignore` and `review` are one picture's, refused
+        whatever their value, before it is read), then their values as an upload's are
+        checked; every refusal names its `field`."""
         if given is None:
             return {}, None
         if not isinstance(given, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in given.items()
         ):
-            raise BatchRefused(
-                "options must be an object of strings", http_status=422, code="invalid_option"
+            raise InvalidOption("options", "options must be an object of strings")
+        unknown = sorted(set(given) - BATCH_OPTIONS - {CALLBACK})
+        if unknown:
+            raise InvalidOption(
+                unknown[0],
+                f"not a batch option: {', '.join(unknown)} (a batch takes "
+                f"{', '.join(sorted(BATCH_OPTIONS | {CALLBACK}))})",
             )
         parsed = upload_options.parse(given, allowed=self._allowed)  # raises for a refused one
         if parsed is not None and parsed.callback_url is not None:
             self._check_callback(parsed)
-        unknown = set(given) - BATCH_OPTIONS - {CALLBACK}
-        if unknown:
-            raise BatchRefused(
-                f"not a batch option: {', '.join(sorted(unknown))}",
-                http_status=422,
-                code="invalid_option",
-            )
         work = {name: value for name, value in given.items() if name != CALLBACK}
         return work, parsed.callback_url if parsed is not None else None
 
