@@ -6,7 +6,9 @@ items; items are never pictures."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -130,6 +132,33 @@ def test_at_most_max_running_batches_are_open(repo: Repository) -> None:
     assert repo.cancel_batch(other.id, now=T0).status == "cancelled"  # type: ignore[union-attr]
     fresh, created = repo.add_batch(batch(target=Location("s3", "out", "o/")), max_running=1)
     assert created and fresh.id != other.id
+
+
+def test_concurrent_posts_never_open_more_than_max_running(
+    repo_factory: Callable[[], Repository],
+) -> None:
+    """Posts racing from separate processes (a repository each): the count of open
+    batches and the insert are one step, so no two both see room for the last one."""
+    first = repo_factory()
+    first.migrate()
+    posters = [first] + [repo_factory() for _ in range(5)]
+    start = threading.Barrier(len(posters) * 2)
+
+    def post(n: int) -> bool:
+        repo = posters[n % len(posters)]
+        start.wait(timeout=30)
+        try:
+            return repo.add_batch(batch(target=Location("s3", "out", f"race{n}/")), max_running=3)[
+                1
+            ]
+        except BatchRefused as refused:
+            assert refused.code == "too_many_batches"
+            return False
+
+    with ThreadPoolExecutor(max_workers=len(posters) * 2) as pool:
+        created = list(pool.map(post, range(len(posters) * 2)))
+    assert sum(created) == 3
+    assert sum(b.status == "listing" for b in first.list_batches(limit=100)) == 3
 
 
 def test_listing_is_stored_page_by_page_and_resumes(repo_factory: Callable[[], Repository]) -> None:

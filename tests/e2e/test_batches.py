@@ -235,9 +235,7 @@ def test_a_running_batch_is_stopped(server: Server, root: Path) -> None:
         ("mode=pixelate", "options"),
     ],
 )
-def test_a_refused_option_is_named(
-    server: Server, root: Path, options: object, field: str
-) -> None:
+def test_a_refused_option_is_named(server: Server, root: Path, options: object, field: str) -> None:
     with server.client() as client:
         answer = _post(client, f"file:{root}/opt-in", f"file:{root}/opt-out", options=options)
         assert answer.status_code == 422, answer.text

@@ -166,7 +166,16 @@ class PostgresImageRepository(SqlBatches):
 
     def _batch_dialect(self) -> Dialect:
         quoted = '"' + self._schema.replace('"', '""') + '".'
-        return Dialect(tables=quoted, named=True, ts_in=lambda t: t, ts_out=_aware)
+        # A transaction-scoped advisory lock per schema: posts wait for each other, and
+        # nothing else does (no table lock that would stall the pump's updates).
+        name = f"imageblur.batches:{self._schema}".replace("'", "''").replace("%", "%%")
+        return Dialect(
+            tables=quoted,
+            named=True,
+            ts_in=lambda t: t,
+            ts_out=_aware,
+            serialize_posts=f"SELECT pg_advisory_xact_lock(hashtext('{name}'))",
+        )
 
     def _rows(
         self, query: sql.Composed, params: Sequence[Any] | Mapping[str, Any]

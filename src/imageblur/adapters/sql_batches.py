@@ -56,12 +56,16 @@ _IDS_PER_QUERY = 500
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """`tables`: the schema's prefix of a table name ('' or '"schema".'); `named`: whether
-    parameters are written `%(name)s` (psycopg) rather than `:name` (sqlite3)."""
+    parameters are written `%(name)s` (psycopg) rather than `:name` (sqlite3);
+    `serialize_posts`: a statement that makes the rest of its transaction the only one
+    posting a batch ('' where every write transaction is alone already: SQLite's
+    `BEGIN IMMEDIATE`)."""
 
     tables: str
     named: bool
     ts_in: Callable[[datetime], Any]
     ts_out: Callable[[Any], datetime]
+    serialize_posts: str = ""
 
     def sql(self, text: str) -> str:
         text = text.replace("{t}", self.tables)
@@ -115,6 +119,10 @@ class SqlBatches:
     def add_batch(self, batch: Batch, *, max_running: int) -> tuple[Batch, bool]:
         d = self._batch_dialect()
         with self._batch_tx() as run:
+            # Counting the open batches and adding one are one step: two posts racing
+            # could otherwise both see room for the last one.
+            if d.serialize_posts:
+                run(d.serialize_posts, {})
             found = _with_key(run, d, batch.key)
             if found is not None:
                 return _with_counts(run, d, found), False
