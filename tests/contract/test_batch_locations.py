@@ -102,3 +102,32 @@ def test_a_target_is_never_overwritten(location: ObjectLocation) -> None:
     location.delete("a/b.jpg")
     location.delete("a/b.jpg")  # gone already: fine
     location.write_new("a/b.jpg", b"new", content_type="image/jpeg")
+
+
+def test_a_written_object_carries_the_mark_given_before_it_appeared(
+    location: ObjectLocation,
+) -> None:
+    marks: list[str] = []
+
+    def before(mark: str) -> None:
+        assert location.mark_of("new/x.jpg") is None  # not there yet
+        marks.append(mark)
+
+    location.write_new("new/x.jpg", b"x", content_type="image/jpeg", before=before)
+    assert location.mark_of("new/x.jpg") == marks[0]
+    with pytest.raises(TargetExists):
+        location.write_new("new/x.jpg", b"y", content_type="image/jpeg", before=marks.append)
+    assert location.mark_of("new/x.jpg") == marks[0] != marks[1]
+    # Another object (a file's identity, or an S3 object written without one) never
+    # carries a mark a write was given.
+    assert location.mark_of("a/b.jpg") not in marks
+    assert location.mark_of("nothing.jpg") is None
+
+    def refuse(mark: str) -> None:
+        raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError):
+        location.write_new("new/y.jpg", b"y", content_type="image/jpeg", before=refuse)
+    assert location.mark_of("new/y.jpg") is None
+    assert [o.key for o in location.list_page("new/", after=None, limit=10)[0]] == ["new/x.jpg"]
+    assert location.exists()

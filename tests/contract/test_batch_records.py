@@ -266,6 +266,38 @@ def test_an_item_is_claimed_once_and_ended_by_its_holder(repo: Repository) -> No
     assert got is not None and dict(got.counts.skipped) == {"changed": 1}
 
 
+def test_each_attempts_mark_is_kept_for_the_next(repo: Repository) -> None:
+    """An attempt records the mark of the object it is about to write, while it holds
+    the lease; the attempt that takes the item over gets every earlier mark."""
+    b = listed(repo, ["photos/a"])
+    (item,) = repo.to_publish(b.id, window=10)
+    first = repo.claim_item(item.id, owner="a", lease_s=10, now=T0)
+    assert first is not None and first.target_marks == ()
+    assert repo.record_mark(item.id, owner="a", target_key="blurred/a.jpg", mark="m1", now=T0)
+    assert not repo.record_mark(item.id, owner="b", target_key="blurred/a.jpg", mark="x", now=T0)
+    later = T0 + timedelta(seconds=11)
+    second = repo.claim_item(item.id, owner="b", lease_s=10, now=later)
+    assert second is not None and second.target_marks == ("m1",)
+    assert second.target_key == "blurred/a.jpg" and not second.wrote_target
+    # The first holder's lease is gone: it may record nothing more (so it writes nothing).
+    assert not repo.record_mark(
+        item.id, owner="a", target_key="blurred/a.jpg", mark="m9", now=later
+    )
+    assert repo.record_mark(item.id, owner="b", target_key="blurred/a.jpg", mark="m2", now=later)
+    third = repo.claim_item(item.id, owner="c", lease_s=10, now=later + timedelta(seconds=11))
+    assert third is not None and third.target_marks == ("m1", "m2")
+    assert repo.finish_item(
+        item.id,
+        owner="c",
+        state="done",
+        now=later,
+        faces=0,
+        target_key="blurred/a.jpg",
+        wrote_target=True,
+    )
+    assert repo.written_keys(b.id, limit=10, after=None) == ["blurred/a.jpg"]
+
+
 def test_counts_come_from_the_items(repo: Repository) -> None:
     keys = ["photos/a", "photos/b", "photos/c", "photos/d"]
     b = listed(repo, keys)

@@ -258,6 +258,20 @@ class FakeBatches:
             t.items[item_id] = claimed
             return claimed
 
+    def record_mark(
+        self, item_id: str, *, owner: str, target_key: str, mark: str, now: datetime
+    ) -> bool:
+        self._guard("record_mark")
+        t = self.batch_tables
+        with t.lock:
+            item = t.items.get(item_id)
+            if item is None or item.state != "processing" or t.leases[item_id][0] != owner:
+                return False
+            t.items[item_id] = replace(
+                item, target_key=target_key, target_marks=(*item.target_marks, mark), updated_at=now
+            )
+            return True
+
     def finish_item(
         self,
         item_id: str,

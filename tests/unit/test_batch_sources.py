@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,10 +43,10 @@ class Flaky(BatchLocations):
         if location.bucket.endswith("out"):
             write = opened.write_new
 
-            def write_new(key: str, data: bytes, *, content_type: str) -> None:
+            def write_new(key: str, data: bytes, *, content_type: str, **more: Any) -> None:
                 if Flaky.down:
                     raise StoreUnavailable("the target is down")
-                write(key, data, content_type=content_type)
+                write(key, data, content_type=content_type, **more)
 
             opened.write_new = write_new  # type: ignore[method-assign]
         return opened

@@ -266,6 +266,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.batches ADD COLUMN callback_url text;
     """,
+    # 17: a batch item's target marks: what each attempt marked the object it was about
+    # to write with (space-separated), so a retry knows an earlier attempt's result as
+    # its own (nullable: the previous release neither writes nor reads it).
+    """
+    ALTER TABLE {s}.batch_items ADD COLUMN target_marks text;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -5,7 +5,8 @@ is ever replaced."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
@@ -16,6 +17,7 @@ from imageblur.domain import StoreUnavailable
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
+_MARK = "imageblur-mark"  # x-amz-meta-imageblur-mark
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION = frozenset({"PreconditionFailed", "412"})
 # The bucket is not there or not ours to use: no retry fixes it.
@@ -33,10 +35,13 @@ class S3Location:
         self._client = client
         self._bucket = bucket
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
+    def _call(self, operation: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """The client's answer; None for a missing object or bucket if `missing_ok`."""
         try:
             return getattr(self._client, operation)(Bucket=self._bucket, **kwargs)
         except botocore.exceptions.ClientError as exc:
+            if missing_ok and _code(exc) in _MISSING | {"NoSuchBucket"}:
+                return None
             if _code(exc) in _PRECONDITION and "IfNoneMatch" in kwargs:
                 raise TargetExists(f"{kwargs['Key']!r} exists") from exc
             if _code(exc) in _PRECONDITION | _MISSING and "IfMatch" in kwargs:
@@ -68,8 +73,33 @@ class S3Location:
             raise StoreUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         return data
 
-    def write_new(self, key: str, data: bytes, *, content_type: str) -> None:
-        self._call("put_object", Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+    def write_new(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        before: Callable[[str], None] | None = None,
+    ) -> None:
+        mark = secrets.token_hex(16)  # in the object's metadata: which write put it there
+        if before is not None:
+            before(mark)
+        self._call(
+            "put_object",
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            IfNoneMatch="*",
+            Metadata={_MARK: mark},
+        )
+
+    def mark_of(self, key: str) -> str | None:
+        head = self._call("head_object", missing_ok=True, Key=key)
+        found = head.get("Metadata", {}).get(_MARK) if head is not None else None
+        return str(found) if found is not None else None
+
+    def exists(self) -> bool:
+        return self._call("head_bucket", missing_ok=True) is not None
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=key)

@@ -48,7 +48,7 @@ _BATCH_COLUMNS = (
 _ITEM_COLUMNS = (
     "id, batch_id, item_key, source_store, source_bucket, source_key, source_tag, "
     "source_size, borrowed, state, target_key, wrote_target, reason, faces, attempts, "
-    "created_at, updated_at"
+    "created_at, updated_at, target_marks"
 )
 _IDS_PER_QUERY = 500
 
@@ -332,6 +332,19 @@ class SqlBatches:
         )
         return _item(rows[0], d) if rows else None
 
+    def record_mark(
+        self, item_id: str, *, owner: str, target_key: str, mark: str, now: datetime
+    ) -> bool:
+        d = self._batch_dialect()
+        rows = self._run(
+            "UPDATE {t}batch_items SET target_key = :key, target_marks = "
+            "CASE WHEN target_marks IS NULL THEN :mark ELSE target_marks || ' ' || :mark END, "
+            "updated_at = :now WHERE id = :id AND state = 'processing' AND lease_owner = :owner "
+            "RETURNING id",
+            {"id": item_id, "owner": owner, "key": target_key, "mark": mark, "now": d.ts_in(now)},
+        )
+        return bool(rows)
+
     def finish_item(
         self,
         item_id: str,
@@ -453,7 +466,7 @@ _INSERT_ITEMS = (
     "v.column4, v.column5, v.column6, v.column7, CAST(v.column8 AS BIGINT), 1, "
     f"CASE WHEN {_DONE_BEFORE} THEN 'skipped' ELSE v.column9 END, NULL, 0, "
     f"CASE WHEN {_DONE_BEFORE} THEN '{ALREADY_DONE}' ELSE v.column10 END, NULL, 0, "
-    "v.column11, v.column11 FROM (VALUES {rows}) AS v "
+    "v.column11, v.column11, NULL FROM (VALUES {rows}) AS v "
     # WHERE true: without it SQLite would read ON CONFLICT as part of the FROM clause.
     "WHERE true ON CONFLICT (batch_id, source_key) DO NOTHING RETURNING id"
 )
@@ -605,4 +618,5 @@ def _item(row: Row, d: Dialect) -> BatchItem:
         attempts=int(row["attempts"]),
         created_at=d.ts_out(row["created_at"]),
         updated_at=d.ts_out(row["updated_at"]),
+        target_marks=tuple((row["target_marks"] or "").split()),
     )

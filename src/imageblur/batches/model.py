@@ -166,6 +166,10 @@ class BatchItem:
     borrowed: bool = True
     target_key: str | None = None
     wrote_target: bool = False  # this batch wrote `target_key` (purge deletes only those)
+    # The marks its attempts gave the object they were about to write (`record_mark`,
+    # before the write): an attempt that finds the target taken by one of them finds
+    # its own item's result, written by an attempt that lost its lease.
+    target_marks: tuple[str, ...] = ()
     reason: str | None = None  # why skipped or failed
     faces: int | None = None
     attempts: int = 0

@@ -3,7 +3,7 @@ location's objects (the sources read, the targets written)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -82,6 +82,13 @@ class BatchItems(Protocol):
         batch; attempts + 1. None: nothing to run (ended, dropped, leased)."""
         ...
 
+    def record_mark(
+        self, item_id: str, *, owner: str, target_key: str, mark: str, now: datetime
+    ) -> bool:
+        """Before a write: the target key and the mark the object will carry, added to
+        the item's marks, if `owner` holds its lease (False: it does not; do not write)."""
+        ...
+
     def finish_item(
         self,
         item_id: str,
@@ -130,8 +137,26 @@ class ObjectLocation(Protocol):
         gone; `InvalidImage`-free: the caller checks the bytes."""
         ...
 
-    def write_new(self, key: str, data: bytes, *, content_type: str) -> None:
-        """Write `key` only if nothing is there (`TargetExists` otherwise)."""
+    def write_new(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        before: Callable[[str], None] | None = None,
+    ) -> None:
+        """Write `key` only if nothing is there (`TargetExists` otherwise). `before` is
+        called with the object's mark before it can appear (what `mark_of` will read);
+        if it raises, nothing is written."""
+        ...
+
+    def mark_of(self, key: str) -> str | None:
+        """The mark of the object at `key` (None: nothing there, or not written with
+        one)."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether the bucket (or the folder) is there."""
         ...
 
     def delete(self, key: str) -> None: ...

@@ -34,6 +34,10 @@ log = get_logger(__name__)
 TOO_LARGE = "too_large"
 
 
+class LeaseLost(Exception):  # noqa: N818 - what happened, not a failure of the item
+    """Another worker took the item over (this one's lease lapsed): write nothing."""
+
+
 class RunnerRepository(BatchItems, Protocol):
     def get_batch(self, batch_id: str) -> Batch | None: ...
 
@@ -82,6 +86,10 @@ class BatchRunner:
             state, fields = self._ended_by_attempts(item) or self._run(batch, item)
         except BackendUnavailable as exc:
             return self._again(delivery, item, str(exc))
+        except LeaseLost:
+            log.info("batch.item_taken_over", batch_id=batch.id, key=item.source_key)
+            self._queue.ack(delivery)  # its new holder ends it
+            return "skipped"
         except LocationRefused as exc:  # access denied to this object, say
             log.warning(
                 "batch.item_refused", batch_id=batch.id, key=item.source_key, error=str(exc)
@@ -130,14 +138,32 @@ class BatchRunner:
         except InvalidImage as exc:
             return "failed", {"reason": exc.code}
         key = result_key(batch.source, batch.target, item.source_key, result.extension)
+        done: dict[str, Any] = {"faces": result.faces, "target_key": key, "wrote_target": True}
         target = self._locations.open(batch.target)
         try:
-            target.write_new(key, result.data, content_type=result.content_type)
+            target.write_new(
+                key,
+                result.data,
+                content_type=result.content_type,
+                before=lambda mark: self._record_mark(item, key, mark),
+            )
         except TargetExists:
+            # An earlier attempt of this item may have written it and then lost its
+            # lease before recording the end: the mark it recorded first says so.
+            if item.target_marks and target.mark_of(key) in item.target_marks:
+                return "done", done
             return "skipped", {"reason": TARGET_EXISTS, "target_key": key}
         finally:
             target.close()
-        return "done", {"faces": result.faces, "target_key": key, "wrote_target": True}
+        return "done", done
+
+    def _record_mark(self, item: BatchItem, key: str, mark: str) -> None:
+        """Before the object can appear: which object this attempt writes, so a later
+        attempt that finds it knows it as its item's own."""
+        if not self._repo.record_mark(
+            item.id, owner=self._owner, target_key=key, mark=mark, now=self._clock()
+        ):
+            raise LeaseLost(item.id)
 
     def _again(self, delivery: Delivery, item: BatchItem | None, reason: str) -> str:
         """A back end is down: the item waits in the queue (its lease given back)."""
