@@ -11,7 +11,7 @@ import pytest
 
 import servers
 from imageblur.adapters.batch_locations import BatchLocations
-from imageblur.batches.model import Location, SourceChanged, TargetExists
+from imageblur.batches.model import Location, LocationRefused, SourceChanged, TargetExists
 from imageblur.batches.ports import ObjectLocation
 
 KEYS = ["a.jpg", "a/b.jpg", "a/c/d.png", "a0.jpg", "b/e.jpg", "b/f.txt"]
@@ -131,3 +131,64 @@ def test_a_written_object_carries_the_mark_given_before_it_appeared(
     assert location.mark_of("new/y.jpg") is None
     assert [o.key for o in location.list_page("new/", after=None, limit=10)[0]] == ["new/x.jpg"]
     assert location.exists()
+
+
+def test_a_folder_write_never_follows_a_link(tmp_path: Path) -> None:
+    """Links planted in a target folder while a batch runs: at a key's folder, at its
+    name, or for the folder itself. Nothing is written outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept.jpg").write_bytes(b"outside")
+    folder = tmp_path / "out"
+    target = BatchLocations().open(Location("file", str(folder)))
+    target.write_new("q/first.jpg", b"1", content_type="image/jpeg")
+    (folder / "q/people").symlink_to(outside)
+    with pytest.raises(LocationRefused):
+        target.write_new("q/people/a.jpg", b"2", content_type="image/jpeg")
+    (folder / "q/kept.jpg").symlink_to(outside / "kept.jpg")
+    with pytest.raises(TargetExists):
+        target.write_new("q/kept.jpg", b"3", content_type="image/jpeg")
+    (folder / "q/dangling.jpg").symlink_to(outside / "new.jpg")
+    with pytest.raises(TargetExists):
+        target.write_new("q/dangling.jpg", b"4", content_type="image/jpeg")
+    target.delete("q/kept.jpg")  # the link goes, not what it names
+    folder.rename(tmp_path / "moved")
+    folder.symlink_to(outside)
+    with pytest.raises(LocationRefused):
+        target.write_new("q/b.jpg", b"5", content_type="image/jpeg")
+    assert sorted(p.name for p in outside.iterdir()) == ["kept.jpg"]
+    assert (outside / "kept.jpg").read_bytes() == b"outside"
+    assert not (tmp_path / "moved/q/kept.jpg").exists()
+
+
+def test_a_folder_source_never_leads_out_through_a_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "p").mkdir(parents=True)
+    (outside / "p/secret.jpg").write_bytes(b"secret")
+    folder = tmp_path / "in"
+    source = BatchLocations().open(Location("file", str(folder)))
+    source.write_new("p/a.jpg", b"a", content_type="image/jpeg")
+    source.write_new("q/b.jpg", b"b", content_type="image/jpeg")
+    (folder / "p/linked").symlink_to(outside / "p")
+    (folder / "p/linked.jpg").symlink_to(outside / "p/secret.jpg")
+    (folder / "r").symlink_to(outside / "p")
+    page, end = source.list_page("", after=None, limit=100)
+    assert [o.key for o in page] == ["p/a.jpg", "q/b.jpg"] and end
+    assert source.list_page("r/", after=None, limit=10) == ([], True)
+    secret = (outside / "p/secret.jpg").stat()
+    tag = f"{secret.st_size}:{secret.st_mtime_ns}"
+    for key in ("p/linked/secret.jpg", "p/linked.jpg", "r/secret.jpg"):
+        with pytest.raises(SourceChanged):
+            source.read(key, tag=tag, max_bytes=100)
+    # A listed folder swapped for a link before its file is read.
+    (listed, *_), _ = source.list_page("q/", after=None, limit=10)
+    (folder / "q").rename(tmp_path / "q-moved")
+    (folder / "q").symlink_to(tmp_path / "q-moved")
+    with pytest.raises(SourceChanged):
+        source.read("q/b.jpg", tag=listed.tag, max_bytes=100)
+    # The folder itself made a link: refused as a whole (its batch fails).
+    folder.rename(tmp_path / "in-moved")
+    folder.symlink_to(tmp_path / "in-moved")
+    with pytest.raises(LocationRefused):
+        source.list_page("", after=None, limit=10)
+    assert not source.exists()

@@ -90,7 +90,7 @@ def setup(request: pytest.FixtureRequest, repo: Repository, tmp_path: Path) -> I
     service = BatchService(
         repo,
         locations,
-        rules_from(buckets, [str(tmp_path)], []),
+        rules_from(buckets + [f"{b}-gone" for b in buckets], [str(tmp_path)], []),
         max_batches=2,
         allowed_options=frozenset(),
         clock=clock,

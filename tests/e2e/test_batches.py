@@ -132,6 +132,8 @@ def test_a_batch_anonymizes_a_folder_and_leaves_its_sources(server: Server, root
         ("file:{root}/x", "file:{root}/x/photos", 422, "overlapping_locations"),
         ("file:{root}/x/blurred", "file:{root}/x", 422, "overlapping_locations"),
         ("file:relative", "allowed-bucket", 422, "invalid_location"),
+        # No such folder: it would list as empty (a batch done with nothing in it).
+        ("file:{root}/no-such-folder", "file:{root}/o2", 422, "source_not_found"),
     ],
 )
 def test_where_a_batch_may_not_point(
@@ -240,3 +242,28 @@ def test_a_refused_option_is_named(server: Server, root: Path, options: object, 
         answer = _post(client, f"file:{root}/opt-in", f"file:{root}/opt-out", options=options)
         assert answer.status_code == 422, answer.text
         assert (answer.json()["error"], answer.json()["field"]) == ("invalid_option", field)
+
+
+def test_links_in_the_target_folder_are_never_followed(server: Server, root: Path) -> None:
+    """Links planted in the target folder (as if while the batch ran: nothing looks
+    before the first write): one for a key's folder, one at a key's name. No byte lands
+    outside the folder; those items fail or are skipped."""
+    source, target, outside = root / "link-in", root / "link-out", root / "elsewhere"
+    _write(source, {"photos/people/a.jpg": jpeg_bytes(seed=6), "photos/b.jpg": jpeg_bytes(seed=7)})
+    _write(outside, {"b.jpg": b"outside"})
+    (target / "blurred").mkdir(parents=True)
+    (target / "blurred/people").symlink_to(outside)
+    (target / "blurred/b.jpg").symlink_to(outside / "b.jpg")
+    with server.client() as client:
+        batch = _post(client, f"file:{source}", f"file:{target}").json()
+        final = _ended(server, client, batch["id"])
+        assert (final["done"], final["failed"], final["skipped"]) == (
+            0,
+            1,
+            {"target_exists": 1},
+        ), final
+        failures = client.get(f"/batches/{batch['id']}/failures").json()["items"]
+        assert [(f["key"], f["reason"]) for f in failures] == [
+            ("photos/people/a.jpg", "location_refused")
+        ]
+    assert _sources(outside) == {"b.jpg": _digest(b"outside")}

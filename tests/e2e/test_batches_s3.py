@@ -122,20 +122,24 @@ def test_the_services_own_buckets_are_refused(
     assert (answer.status_code, answer.json()["error"]) == (422, "overlapping_locations")
 
 
-def test_a_bucket_that_is_not_there_fails_the_batch(
-    server: Server, buckets: dict[str, str]
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_a_bucket_that_is_not_there_is_refused(
+    server: Server, buckets: dict[str, str], role: str
 ) -> None:
-    body = {
-        "source": {"bucket": buckets["missing"], "prefix": ""},
-        "target": {"bucket": buckets["blurred"], "prefix": "from-missing/"},
-    }
+    """Allowed by name, but not there: refused when posted (a source would list as
+    empty, a target fail every write). One that goes later fails its batch
+    (tests/contract/test_batch_missing.py)."""
+    missing = {"bucket": buckets["missing"], "prefix": ""}
+    there = {"bucket": buckets["blurred" if role == "source" else "photos"], "prefix": "m/"}
+    body = (
+        {"source": missing, "target": there}
+        if role == "source"
+        else {
+            "source": there,
+            "target": missing,
+        }
+    )
     with server.client() as client:
-        batch_id = client.post("/batches", json=body).json()["id"]
-        seen: dict[str, Any] = {}
-
-        def ended() -> bool:
-            seen.update(client.get(f"/batches/{batch_id}").json())
-            return seen["status"] not in ("listing", "running")
-
-        wait_until(ended, timeout_s=60, interval_s=0.2, what="the batch", details=server.logs)
-    assert seen["status"] == "failed" and "NoSuchBucket" in seen["error"], seen
+        answer = client.post("/batches", json=body)
+        assert (answer.status_code, answer.json()["error"]) == (422, f"{role}_not_found")
+        assert buckets["missing"] in answer.json()["message"]

@@ -43,8 +43,8 @@ RECENT_S = 60
 
 class BatchRefused(ImageblurError):  # noqa: N818 - a domain name
     """A batch the server will not run: `http_status` and `code` say why (403
-    bucket_not_allowed, 422 overlapping_locations or invalid_location, 429
-    too_many_batches)."""
+    bucket_not_allowed, 422 overlapping_locations, invalid_location, source_not_found or
+    target_not_found, 429 too_many_batches)."""
 
     def __init__(self, message: str, *, http_status: int, code: str) -> None:
         super().__init__(message)

@@ -8,7 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from imageblur import upload_options
-from imageblur.batches.model import Batch, BatchItem, BatchRefused, batch_key, new_batch_id
+from imageblur.batches.model import (
+    Batch,
+    BatchItem,
+    BatchRefused,
+    Location,
+    batch_key,
+    new_batch_id,
+)
 from imageblur.batches.ports import BatchRecords, Locations
 from imageblur.batches.rules import BatchRules
 from imageblur.domain import NotFound, UploadOptions, utcnow
@@ -63,6 +70,9 @@ class BatchService:
             raise BatchRefused(
                 "dry_run must be true or false", http_status=422, code="invalid_batch"
             )
+        self._check_there(source, name="source")  # the checks without I/O first
+        if target.store == "s3":  # a target folder is made as its keys need it
+            self._check_there(target, name="target")
         now = self._clock()
         batch = Batch(
             id=new_batch_id(),
@@ -82,6 +92,21 @@ class BatchService:
                 "batch.posted", batch_id=added.id, source=source.to_json(), target=target.to_json()
             )
         return added, created
+
+    def _check_there(self, location: Location, *, name: str) -> None:
+        """A bucket or folder that is not there would list as empty (a batch done with
+        nothing in it) or fail every write: refused now, by name."""
+        opened = self._locations.open(location)
+        try:
+            there = opened.exists()
+        finally:
+            opened.close()
+        if not there:
+            raise BatchRefused(
+                f"{name}.bucket {location.bucket!r} is not there",
+                http_status=422,
+                code=f"{name}_not_found",
+            )
 
     def _options(self, given: Any) -> tuple[dict[str, str], str | None]:
         """The options that make the work, and the `callback_url` (or None). Names a

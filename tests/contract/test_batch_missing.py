@@ -1,0 +1,72 @@
+"""Where a batch's locations are not (or no longer) there, on every repository and both
+location kinds: a source that is not there is refused when posted (`source_not_found`,
+as an S3 target is: `target_not_found`); a source that goes away before it is listed
+fails its batch with the reason, rather than ending `done` with a total of 0."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import boto3
+import pytest
+
+import servers
+from imageblur.batches.model import BatchRefused, Location
+
+from .test_batch_takeover import Setup, _bucket, setup
+
+__all__ = ["setup"]  # the fixture, shared
+
+
+def _body(s: Setup, *, source: Location | None = None, target: Location | None = None) -> Any:
+    source, target = source or s.source, target or s.target
+    return {
+        "source": {"bucket": _bucket(source), "prefix": source.prefix},
+        "target": {"bucket": _bucket(target), "prefix": target.prefix},
+    }
+
+
+def _missing(location: Location) -> Location:
+    if location.store == "file":
+        return Location("file", location.bucket + "-gone", location.prefix)
+    return Location("s3", location.bucket + "-gone", location.prefix)
+
+
+def test_a_location_that_is_not_there_is_refused(setup: Setup) -> None:
+    """(The setup allows the `-gone` buckets by name, and never makes them.)"""
+    s = setup
+    with pytest.raises(BatchRefused) as refused:
+        s.service.submit(_body(s, source=_missing(s.source)))
+    assert (refused.value.http_status, refused.value.code) == (422, "source_not_found")
+    if s.target.store == "s3":
+        with pytest.raises(BatchRefused) as refused:
+            s.service.submit(_body(s, target=_missing(s.target)))
+        assert refused.value.code == "target_not_found"
+    else:  # a target folder is made as its keys need it
+        assert s.service.submit(_body(s, target=_missing(s.target)))[1]
+    assert len(s.repo.list_batches(limit=10)) == (0 if s.target.store == "s3" else 1)
+
+
+def test_a_source_that_goes_away_fails_its_batch(
+    setup: Setup, request: pytest.FixtureRequest
+) -> None:
+    s = setup
+    batch, _ = s.service.submit(_body(s))
+    if s.source.store == "file":
+        shutil.rmtree(s.source.bucket)
+    else:
+        moto: servers.MotoServer = request.getfixturevalue("moto_server")
+        client = boto3.client(
+            "s3",
+            endpoint_url=moto.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.delete_object(Bucket=s.source.bucket, Key="p/a.jpg")
+        client.delete_bucket(Bucket=s.source.bucket)
+    s.pump.run_once()
+    got = s.service.get(batch.id)
+    assert got.status == "failed" and got.error, got
+    assert got.counts.listed == 0
