@@ -326,6 +326,54 @@ def test_counts_come_from_the_items(repo: Repository) -> None:
     assert repo.settle_batches(now=T0) == []
 
 
+def test_counts_follow_every_change_of_an_item(repo: Repository) -> None:
+    """Counts are kept as items change (not counted from them on each read): every
+    change moves them, and a second repository (another process) reads the same."""
+
+    def counts() -> tuple[int, int, int, int, dict[str, int], int]:
+        got = repo.get_batch(b.id)
+        assert got is not None
+        c = got.counts
+        assert {x.id: x.counts for x in repo.list_batches(limit=10)}[b.id] == c
+        return (c.listed, c.queued, c.done, c.failed, dict(c.skipped), c.faces)
+
+    b, _ = repo.add_batch(batch(), max_running=10)
+    keys = [f"photos/{k}" for k in "abcdef"]
+    repo.add_items(b.id, items(b, keys), after="photos/f", listed_all=False, now=T0)
+    assert counts() == (6, 0, 0, 0, {}, 0)
+    first = repo.to_publish(b.id, window=3)
+    assert len(first) == 3
+    repo.mark_queued([i.id for i in first[:2]], now=T0)
+    assert counts() == (6, 2, 0, 0, {}, 0)
+    # Claimed while still `listed` (its message out before it was marked): queued now.
+    assert repo.claim_item(first[2].id, owner="w", lease_s=30, now=T0)
+    assert repo.claim_item(first[0].id, owner="w", lease_s=30, now=T0)
+    assert counts() == (6, 3, 0, 0, {}, 0)
+    assert repo.finish_item(first[0].id, owner="w", state="done", faces=2, now=T0)
+    assert repo.finish_item(first[2].id, owner="w", state="queued", now=T0)  # a retry
+    assert counts() == (6, 2, 1, 0, {}, 2)
+    # A lapsed lease and a lost message: queued again, no count moves.
+    assert repo.claim_item(first[1].id, owner="w", lease_s=30, now=T0)
+    later = T0 + timedelta(seconds=31)
+    requeued = repo.requeue_stale_items(now=later, queued_before=later, limit=10)
+    assert {i.id for i in requeued} == {first[1].id, first[2].id}
+    assert counts() == (6, 2, 1, 0, {}, 2)
+    assert repo.claim_item(first[1].id, owner="w", lease_s=30, now=later)
+    assert repo.finish_item(first[1].id, owner="w", state="failed", reason="x", now=later)
+    assert repo.claim_item(first[2].id, owner="w", lease_s=30, now=later)
+    assert repo.finish_item(
+        first[2].id, owner="w", state="skipped", reason="target_exists", now=later
+    )
+    assert counts() == (6, 0, 1, 1, {"target_exists": 1}, 2)
+    assert repo.retry_failed(b.id, now=later) == 1
+    assert counts() == (6, 0, 1, 0, {"target_exists": 1}, 2)
+    repo.mark_queued([first[1].id], now=later)
+    assert counts() == (6, 1, 1, 0, {"target_exists": 1}, 2)
+    # Stopped: every item not running dropped (queued and listed alike).
+    repo.cancel_batch(b.id, now=later)
+    assert counts() == (6, 0, 1, 0, {"target_exists": 1, "cancelled": 4}, 2)
+
+
 def test_a_retry_runs_the_failed_ones_again(repo: Repository) -> None:
     b = listed(repo, ["photos/a", "photos/b"])
     for item in repo.to_publish(b.id, window=10):

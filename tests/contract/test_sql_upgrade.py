@@ -38,6 +38,8 @@ BEFORE_PLATES = {"sqlite": 4, "postgres": 5}
 BEFORE_REVIEW = {"sqlite": 5, "postgres": 6}
 # ... and before `error_code` and `body_sha256`.
 BEFORE_ERROR_CODES = {"sqlite": 6, "postgres": 7}
+# ... and before a batch's counts were kept (bucket batches' target marks the newest).
+BEFORE_BATCH_COUNTS = {"sqlite": 15, "postgres": 16}
 # The columns of `images` before review and correct.
 OLD_COLUMNS = [
     "id",
@@ -69,6 +71,7 @@ class SqlDatabase:
     schema: ModuleType  # the adapter's migrations
     factory: Callable[[], Repository]
     insert_old: Callable[[ImageRecord], None]  # a row as a release before review wrote it
+    execute: Callable[[str], None]  # one statement, `{t}` the tables' prefix
 
     def migrate_to(self, version: int) -> None:
         self.factory().migrate(to_version=version)
@@ -98,8 +101,17 @@ def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDataba
                 )
             conn.close()
 
+        def execute_sqlite(text: str) -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute(text.replace("{t}", ""))
+            conn.close()
+
         yield SqlDatabase(
-            "sqlite", sqlite_schema, lambda: sqlite_repo.SqliteImageRepository(path), insert_sqlite
+            "sqlite",
+            sqlite_schema,
+            lambda: sqlite_repo.SqliteImageRepository(path),
+            insert_sqlite,
+            execute_sqlite,
         )
         return
     request.getfixturevalue("postgres_dsn")  # started if down
@@ -123,7 +135,11 @@ def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDataba
             with psycopg.connect(servers.PG_ADMIN_DSN, autocommit=True) as conn:
                 conn.execute(query, _old_row(rec, lambda at: at))
 
-        yield SqlDatabase("postgres", postgres_schema, factory, insert_postgres)
+        def execute_postgres(text: str) -> None:
+            with psycopg.connect(servers.PG_ADMIN_DSN, autocommit=True) as conn:
+                conn.execute(text.replace("{t}", f'"{schema}".').encode())
+
+        yield SqlDatabase("postgres", postgres_schema, factory, insert_postgres, execute_postgres)
         for repo in made:
             repo.close()
 
@@ -233,3 +249,44 @@ def test_migrate_stops_at_the_version_asked_for(sql_db: SqlDatabase) -> None:
         repo.migrate(to_version=sql_db.schema.LATEST + 1)
     repo.migrate()
     repo.check()
+
+
+def test_a_database_with_batches_upgrades_to_kept_counts(sql_db: SqlDatabase) -> None:
+    """A batch's items as the release before kept counts wrote them: its counts are
+    filled from them by the migration, and move with its items from there."""
+    sql_db.migrate_to(BEFORE_BATCH_COUNTS[sql_db.name])
+    at = "2030-01-01T12:00:00.000000Z"
+    sql_db.execute(
+        "INSERT INTO {t}batches (id, batch_key, source_store, source_bucket, source_prefix, "
+        "target_store, target_bucket, target_prefix, options, dry_run, status, listed_all, "
+        f"created_at, updated_at) VALUES ('bat_{'0' * 32}', 'k', 's3', 'in', 'p/', 's3', "
+        f"'out', 'q/', '{{}}', 0, 'running', 1, '{at}', '{at}')"
+    )
+    states = [
+        ("listed", None, None),
+        ("processing", None, None),
+        ("done", None, 2),
+        ("done", None, 3),
+        ("failed", "x", None),
+        ("skipped", "target_exists", None),
+    ]
+    for n, (state, reason, faces) in enumerate(states):
+        sql_db.execute(
+            "INSERT INTO {t}batch_items (id, batch_id, item_key, source_store, source_bucket, "
+            "source_key, source_tag, source_size, state, reason, faces, created_at, updated_at) "
+            f"VALUES ('img_{n:032}', 'bat_{'0' * 32}', 'i{n}', 's3', 'in', 'p/{n}', 'e', 1, "
+            f"'{state}', {_literal(reason)}, {_literal(faces)}, '{at}', '{at}')"
+        )
+    repo = sql_db.factory()
+    repo.migrate()
+    got = repo.get_batch("bat_" + "0" * 32)
+    assert got is not None
+    c = got.counts
+    assert (c.listed, c.queued, c.done, c.failed, c.faces) == (6, 1, 2, 1, 5)
+    assert dict(c.skipped) == {"target_exists": 1}
+    assert repo.retry_failed(got.id, now=T0) == 1
+    assert repo.get_batch(got.id).counts.failed == 0  # type: ignore[union-attr]
+
+
+def _literal(value: object) -> str:
+    return "NULL" if value is None else f"'{value}'" if isinstance(value, str) else str(value)

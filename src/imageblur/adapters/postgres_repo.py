@@ -175,6 +175,7 @@ class PostgresImageRepository(SqlBatches):
             ts_in=lambda t: t,
             ts_out=_aware,
             serialize_posts=f"SELECT pg_advisory_xact_lock(hashtext('{name}'))",
+            for_update=" FOR UPDATE",
         )
 
     def _rows(

@@ -272,6 +272,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.batch_items ADD COLUMN target_marks text;
     """,
+    # 17: a batch's counts kept as its items change (in the same transaction), so reading
+    # a batch costs the same at a million items as at ten: `batch_counts` holds, per
+    # batch, how many items are in each state (`queued` counting the running ones too)
+    # and skipped for each reason, with their faces; the batch's row holds the
+    # items ended in its current and previous minute (its pace). Filled from the items
+    # of the batches there are (new tables: no earlier release writes them).
+    """
+    CREATE TABLE {s}.batch_counts (
+        batch_id text NOT NULL,
+        state    text NOT NULL,
+        reason   text NOT NULL DEFAULT '',
+        n        bigint NOT NULL DEFAULT 0,
+        faces    bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch_id, state, reason)
+    );
+    INSERT INTO {s}.batch_counts (batch_id, state, reason, n, faces)
+        SELECT batch_id, CASE WHEN state = 'processing' THEN 'queued' ELSE state END,
+            CASE WHEN state = 'skipped' THEN COALESCE(reason, '') ELSE '' END,
+            COUNT(*), COALESCE(SUM(CASE WHEN state = 'done' THEN faces ELSE 0 END), 0)
+        FROM {s}.batch_items GROUP BY 1, 2, 3;
+    ALTER TABLE {s}.batches ADD COLUMN pace_minute bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.batches ADD COLUMN pace_n bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.batches ADD COLUMN pace_prev bigint NOT NULL DEFAULT 0;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -4,14 +4,16 @@ small dialect (how a parameter, a table and a time stamp are written), mixed int
 
 Every change of an item is one conditional statement, as the pictures' transitions are:
 a claim takes a queued item (or one whose lease expired) of an open batch, and only the
-lease holder ends it. Counts are read from the items, grouped by state (an index on
-`(batch_id, state)`)."""
+lease holder ends it. A batch's counts are kept as its items change, in the same
+transaction (`batch_counts`: items by state and reason; the batch row: its pace), so a
+read costs the same at any size."""
 
 from __future__ import annotations
 
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -66,6 +68,7 @@ class Dialect:
     ts_in: Callable[[datetime], Any]
     ts_out: Callable[[Any], datetime]
     serialize_posts: str = ""
+    for_update: str = ""  # ' FOR UPDATE' where a read row must stay as read
 
     def sql(self, text: str) -> str:
         text = text.replace("{t}", self.tables)
@@ -181,13 +184,7 @@ class SqlBatches:
                 params,
             ):
                 self._notify_ended(run, d, batch_id, now)
-            run(
-                d.sql(
-                    "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
-                    "updated_at = :now WHERE batch_id = :id AND state IN ('listed', 'queued')"
-                ),
-                params,
-            )
+            _drop_open_items(run, d, params)
             rows = run(d.sql(f"SELECT {_BATCH_COLUMNS} FROM {{t}}batches WHERE id = :id"), params)
             return _with_counts(run, d, _batch(rows[0], d)) if rows else None
 
@@ -204,6 +201,7 @@ class SqlBatches:
         d = self._batch_dialect()
         params = {"id": batch_id, "now": d.ts_in(now)}
         with self._batch_tx() as run:
+            _lock_batch(run, d, batch_id)
             retried = run(
                 d.sql(
                     "UPDATE {t}batch_items SET state = 'listed', reason = NULL, attempts = 0, "
@@ -214,6 +212,9 @@ class SqlBatches:
                 params,
             )
             if retried:
+                _count(
+                    run, d, batch_id, {("failed", ""): -len(retried), ("listed", ""): len(retried)}
+                )
                 run(
                     d.sql(
                         "UPDATE {t}batches SET finished_at = NULL, error = NULL, "
@@ -255,15 +256,20 @@ class SqlBatches:
         d = self._batch_dialect()
         with self._batch_tx() as run:
             listing = run(
-                d.sql("SELECT id FROM {t}batches WHERE id = :id AND status = 'listing'"),
+                d.sql(
+                    "SELECT id FROM {t}batches WHERE id = :id AND status = 'listing'" + d.for_update
+                ),
                 {"id": batch_id},
             )
             if not listing:
                 return 0
-            added = sum(
-                len(run(*_insert_items(d, items[start : start + _ROWS_PER_INSERT])))
-                for start in range(0, len(items), _ROWS_PER_INSERT)
-            )
+            added: Counter[tuple[str, str]] = Counter()
+            for start in range(0, len(items), _ROWS_PER_INSERT):
+                for row in run(*_insert_items(d, items[start : start + _ROWS_PER_INSERT])):
+                    added[(str(row["state"]), _reason(str(row["state"]), row["reason"]))] += 1
+            _count(run, d, batch_id, added)
+            # Those skipped as they were added (done before, a dry run) ended now.
+            _pace(run, d, batch_id, sum(n for (s, _), n in added.items() if s == "skipped"), now)
             run(
                 d.sql(
                     "UPDATE {t}batches SET listing_after = :after, listed_all = :all, "
@@ -272,19 +278,19 @@ class SqlBatches:
                 ),
                 {"id": batch_id, "after": after, "all": int(listed_all), "now": d.ts_in(now)},
             )
-            return added
+            return sum(added.values())
 
     def to_publish(self, batch_id: str, *, window: int) -> Sequence[BatchItem]:
         d = self._batch_dialect()
         with self._batch_tx() as run:
             busy = run(
                 d.sql(
-                    "SELECT COUNT(*) AS n FROM {t}batch_items WHERE batch_id = :id "
-                    "AND state IN ('queued', 'processing')"
+                    "SELECT n FROM {t}batch_counts WHERE batch_id = :id "
+                    "AND state = 'queued' AND reason = ''"
                 ),
                 {"id": batch_id},
             )
-            room = window - int(busy[0]["n"])
+            room = window - (int(busy[0]["n"]) if busy else 0)
             if room <= 0:
                 return []
             rows = run(
@@ -305,32 +311,49 @@ class SqlBatches:
                 chunk = item_ids[start : start + _IDS_PER_QUERY]
                 names = {f"i{n}": item_id for n, item_id in enumerate(chunk)}
                 marks = ", ".join(f":{name}" for name in names)
-                run(
+                marked = run(
                     d.sql(
                         "UPDATE {t}batch_items SET state = 'queued', updated_at = :now "
-                        f"WHERE state = 'listed' AND id IN ({marks})"
+                        f"WHERE state = 'listed' AND id IN ({marks}) RETURNING batch_id"
                     ),
                     {**names, "now": d.ts_in(now)},
                 )
+                for batch_id, n in Counter(str(r["batch_id"]) for r in marked).items():
+                    _count(run, d, batch_id, {("listed", ""): -n, ("queued", ""): n})
 
     def claim_item(
         self, item_id: str, *, owner: str, lease_s: float, now: datetime
     ) -> BatchItem | None:
         d = self._batch_dialect()
-        rows = self._run(
-            "UPDATE {t}batch_items SET state = 'processing', lease_owner = :owner, "
-            "lease_expires_at = :until, attempts = attempts + 1, updated_at = :now "
-            "WHERE id = :id AND (state IN ('listed', 'queued') OR (state = 'processing' "
-            "AND lease_expires_at <= :now)) AND batch_id IN "
-            f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) RETURNING {_ITEM_COLUMNS}",
-            {
-                "id": item_id,
-                "owner": owner,
-                "now": d.ts_in(now),
-                "until": d.ts_in(now + timedelta(seconds=lease_s)),
-            },
-        )
-        return _item(rows[0], d) if rows else None
+        with self._batch_tx() as run:
+            # Which state it leaves says which count changes: one still `listed` (its
+            # message went out before it was marked queued) joins the queued ones.
+            was = run(
+                d.sql("SELECT state FROM {t}batch_items WHERE id = :id" + d.for_update),
+                {"id": item_id},
+            )
+            rows = run(
+                d.sql(
+                    "UPDATE {t}batch_items SET state = 'processing', lease_owner = :owner, "
+                    "lease_expires_at = :until, attempts = attempts + 1, updated_at = :now "
+                    "WHERE id = :id AND (state IN ('listed', 'queued') OR (state = 'processing' "
+                    "AND lease_expires_at <= :now)) AND batch_id IN "
+                    f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) "
+                    f"RETURNING {_ITEM_COLUMNS}"
+                ),
+                {
+                    "id": item_id,
+                    "owner": owner,
+                    "now": d.ts_in(now),
+                    "until": d.ts_in(now + timedelta(seconds=lease_s)),
+                },
+            )
+            if not rows:
+                return None
+            claimed = _item(rows[0], d)
+            if was and was[0]["state"] == "listed":
+                _count(run, d, claimed.batch_id, {("listed", ""): -1, ("queued", ""): 1})
+            return claimed
 
     def record_mark(
         self, item_id: str, *, owner: str, target_key: str, mark: str, now: datetime
@@ -360,24 +383,34 @@ class SqlBatches:
         if state not in ("done", "failed", "skipped", "queued"):
             raise ValueError(f"an item cannot end {state!r}")
         d = self._batch_dialect()
-        rows = self._run(
-            "UPDATE {t}batch_items SET state = :state, reason = :reason, faces = :faces, "
-            "target_key = COALESCE(:target_key, target_key), "
-            "wrote_target = CASE WHEN :wrote = 1 THEN 1 ELSE wrote_target END, "
-            "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now "
-            "WHERE id = :id AND state = 'processing' AND lease_owner = :owner RETURNING id",
-            {
-                "id": item_id,
-                "owner": owner,
-                "state": state,
-                "reason": reason,
-                "faces": faces,
-                "target_key": target_key,
-                "wrote": int(wrote_target),
-                "now": d.ts_in(now),
-            },
-        )
-        return bool(rows)
+        with self._batch_tx() as run:
+            rows = run(
+                d.sql(
+                    "UPDATE {t}batch_items SET state = :state, reason = :reason, "
+                    "faces = :faces, target_key = COALESCE(:target_key, target_key), "
+                    "wrote_target = CASE WHEN :wrote = 1 THEN 1 ELSE wrote_target END, "
+                    "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now "
+                    "WHERE id = :id AND state = 'processing' AND lease_owner = :owner "
+                    "RETURNING batch_id"
+                ),
+                {
+                    "id": item_id,
+                    "owner": owner,
+                    "state": state,
+                    "reason": reason,
+                    "faces": faces,
+                    "target_key": target_key,
+                    "wrote": int(wrote_target),
+                    "now": d.ts_in(now),
+                },
+            )
+            if rows and state != "queued":  # a retry stays among the queued
+                batch_id = str(rows[0]["batch_id"])
+                if state != "skipped" or reason != CANCELLED:
+                    _pace(run, d, batch_id, 1, now)  # the batch's row before its counts
+                ended = (state, _reason(state, reason))
+                _count(run, d, batch_id, {("queued", ""): -1, ended: 1}, faces=faces or 0)
+            return bool(rows)
 
     def requeue_stale_items(
         self, *, now: datetime, queued_before: datetime, limit: int
@@ -406,13 +439,7 @@ class SqlBatches:
             )
             if failed:
                 self._notify_ended(run, d, batch_id, now)
-                run(
-                    d.sql(
-                        "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
-                        "updated_at = :now WHERE batch_id = :id AND state IN ('listed', 'queued')"
-                    ),
-                    params,
-                )
+                _drop_open_items(run, d, params)
             return bool(failed)
 
     def settle_batches(self, *, now: datetime) -> Sequence[Batch]:
@@ -468,7 +495,7 @@ _INSERT_ITEMS = (
     f"CASE WHEN {_DONE_BEFORE} THEN '{ALREADY_DONE}' ELSE v.column10 END, NULL, 0, "
     "v.column11, v.column11, NULL FROM (VALUES {rows}) AS v "
     # WHERE true: without it SQLite would read ON CONFLICT as part of the FROM clause.
-    "WHERE true ON CONFLICT (batch_id, source_key) DO NOTHING RETURNING id"
+    "WHERE true ON CONFLICT (batch_id, source_key) DO NOTHING RETURNING state, reason"
 )
 
 
@@ -495,42 +522,115 @@ def _with_key(run: Run, d: Dialect, key: str) -> Batch | None:
     return _batch(rows[0], d) if rows else None
 
 
-def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
-    # The items ended in the last minute are counted in the same pass over the batch's
-    # items as the rest (no second scan): an ended item's `updated_at` is when it ended.
-    since = utcnow() - timedelta(seconds=RECENT_S)
-    rows = run(
+# Which counts an item's change moves: `batch_counts` rows by (state, reason), the
+# reason kept for skipped items only; `queued` counts the running ones too. The rows are
+# changed in one order (sorted), and after the batch's row where a transaction takes that
+# too, so two transactions never wait for each other in a circle.
+def _reason(state: str, reason: Any) -> str:
+    return str(reason or "") if state == "skipped" else ""
+
+
+def _count(
+    run: Run, d: Dialect, batch_id: str, deltas: Mapping[tuple[str, str], int], *, faces: int = 0
+) -> None:
+    for (state, reason), n in sorted(deltas.items()):
+        more_faces = faces if state == "done" else 0
+        if n == 0 and more_faces == 0:
+            continue
+        run(
+            d.sql(
+                "INSERT INTO {t}batch_counts AS c (batch_id, state, reason, n, faces) "
+                "VALUES (:id, :state, :reason, :n, :faces) ON CONFLICT (batch_id, state, reason) "
+                "DO UPDATE SET n = c.n + excluded.n, faces = c.faces + excluded.faces"
+            ),
+            {"id": batch_id, "state": state, "reason": reason, "n": n, "faces": more_faces},
+        )
+
+
+def _pace(run: Run, d: Dialect, batch_id: str, ended: int, now: datetime) -> None:
+    """`ended` items ended at `now`: counted in the batch's current minute (the one
+    before kept, an older one forgotten)."""
+    if ended <= 0:
+        return
+    run(
         d.sql(
-            "SELECT state, reason, COUNT(*) AS n, SUM(faces) AS faces, "
-            "SUM(CASE WHEN updated_at >= :since THEN 1 ELSE 0 END) AS recent "
-            "FROM {t}batch_items WHERE batch_id = :id GROUP BY state, reason"
+            "UPDATE {t}batches SET "
+            "pace_prev = CASE WHEN pace_minute = :minute THEN pace_prev "
+            "WHEN pace_minute = :minute - 1 THEN pace_n ELSE 0 END, "
+            "pace_n = CASE WHEN pace_minute = :minute THEN pace_n + :n ELSE :n END, "
+            "pace_minute = :minute WHERE id = :id"
         ),
-        {"id": batch.id, "since": d.ts_in(since)},
+        {"id": batch_id, "minute": _minute(now), "n": ended},
     )
-    recent = 0
+
+
+def _minute(at: datetime) -> int:
+    return int(at.timestamp() // RECENT_S)
+
+
+def _lock_batch(run: Run, d: Dialect, batch_id: str) -> None:
+    run(d.sql("SELECT id FROM {t}batches WHERE id = :id" + d.for_update), {"id": batch_id})
+
+
+def _drop_open_items(run: Run, d: Dialect, params: Mapping[str, Any]) -> None:
+    """A stopped batch's items not yet running: `skipped: cancelled` (one statement per
+    state they leave, so each count moves by what left it)."""
+    deltas: dict[tuple[str, str], int] = {}
+    for state in ("listed", "queued"):
+        dropped = run(
+            d.sql(
+                "UPDATE {t}batch_items SET state = 'skipped', reason = :reason, "
+                f"updated_at = :now WHERE batch_id = :id AND state = '{state}' RETURNING id"
+            ),
+            params,
+        )
+        deltas[(state, "")] = -len(dropped)
+        deltas[("skipped", CANCELLED)] = deltas.get(("skipped", CANCELLED), 0) + len(dropped)
+    _count(run, d, str(params["id"]), deltas)
+
+
+def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
+    """The batch with its counts: a few rows of `batch_counts` and its pace, whatever
+    the number of its items."""
+    rows = run(
+        d.sql("SELECT state, reason, n, faces FROM {t}batch_counts WHERE batch_id = :id"),
+        {"id": batch.id},
+    )
     by_state: dict[str, int] = {}
     skipped: dict[str, int] = {}
     faces = 0
     for row in rows:
         state, n = str(row["state"]), int(row["n"])
         by_state[state] = by_state.get(state, 0) + n
-        if state == "skipped":
-            reason = str(row["reason"] or "unknown")
-            skipped[reason] = skipped.get(reason, 0) + n
-        if state == "done":
-            faces += int(row["faces"] or 0)
-        if state in ("done", "failed") or (state == "skipped" and row["reason"] != CANCELLED):
-            recent += int(row["recent"] or 0)
+        if state == "skipped" and n:
+            skipped[str(row["reason"]) or "unknown"] = n
+        faces += int(row["faces"])
+    pace = run(
+        d.sql("SELECT pace_minute, pace_n, pace_prev FROM {t}batches WHERE id = :id"),
+        {"id": batch.id},
+    )
     counts = BatchCounts(
         listed=sum(by_state.values()),
-        queued=by_state.get("queued", 0) + by_state.get("processing", 0),
+        queued=by_state.get("queued", 0),
         done=by_state.get("done", 0),
         failed=by_state.get("failed", 0),
         skipped=skipped,
         faces=faces,
-        ended_recently=recent,
+        ended_recently=_recent(pace[0], utcnow()) if pace else 0,
     )
     return _replace_counts(batch, counts)
+
+
+def _recent(row: Row, now: datetime) -> int:
+    """Items ended in the last minute, from the counts of two whole minutes: all of the
+    current one and the share of the one before that the last 60 s still cover."""
+    minute, current, before = int(row["pace_minute"]), int(row["pace_n"]), int(row["pace_prev"])
+    elapsed = (now.timestamp() % RECENT_S) / RECENT_S
+    if minute == _minute(now):
+        return round(current + before * (1 - elapsed))
+    if minute == _minute(now) - 1:
+        return round(current * (1 - elapsed))
+    return 0
 
 
 def _replace_counts(batch: Batch, counts: BatchCounts) -> Batch:
