@@ -1,11 +1,13 @@
 """Where a batch's locations are not (or no longer) there, on every repository and both
 location kinds: a source that is not there is refused when posted (`source_not_found`,
 as an S3 target is: `target_not_found`); a source that goes away before it is listed
-fails its batch with the reason, rather than ending `done` with a total of 0."""
+fails its batch with the reason, rather than ending `done` with a total of 0; one that
+goes once listed fails its items (`location_refused`), not `skipped: changed`."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -28,9 +30,7 @@ def _body(s: Setup, *, source: Location | None = None, target: Location | None =
 
 
 def _missing(location: Location) -> Location:
-    if location.store == "file":
-        return Location("file", location.bucket + "-gone", location.prefix)
-    return Location("s3", location.bucket + "-gone", location.prefix)
+    return replace(location, bucket=location.bucket + "-gone")
 
 
 def test_a_location_that_is_not_there_is_refused(setup: Setup) -> None:
@@ -53,6 +53,26 @@ def test_a_source_that_goes_away_fails_its_batch(
 ) -> None:
     s = setup
     batch, _ = s.service.submit(_body(s))
+    _remove_source(s, request)
+    s.pump.run_once()
+    got = s.service.get(batch.id)
+    assert got.status == "failed" and got.error, got
+    assert got.counts.listed == 0
+
+
+def test_a_source_that_goes_once_listed_fails_its_items(
+    setup: Setup, request: pytest.FixtureRequest
+) -> None:
+    s = setup
+    batch, _ = s.service.submit(_body(s))
+    s.pump.run_once()
+    _remove_source(s, request)
+    assert s.runner("w").handle(s.delivery()) == "failed"
+    (failure,) = s.repo.item_failures(batch.id, limit=10, after=None)
+    assert (failure.source_key, failure.reason) == ("p/a.jpg", "location_refused")
+
+
+def _remove_source(s: Setup, request: pytest.FixtureRequest) -> None:
     if s.source.store == "file":
         shutil.rmtree(s.source.bucket)
     else:
@@ -66,7 +86,3 @@ def test_a_source_that_goes_away_fails_its_batch(
         )
         client.delete_object(Bucket=s.source.bucket, Key="p/a.jpg")
         client.delete_bucket(Bucket=s.source.bucket)
-    s.pump.run_once()
-    got = s.service.get(batch.id)
-    assert got.status == "failed" and got.error, got
-    assert got.counts.listed == 0

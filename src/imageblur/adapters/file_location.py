@@ -135,6 +135,8 @@ class FileLocation:
             with self._dir(folders) as parent:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         except (FileNotFoundError, _LinkOnTheWayError) as exc:
+            if not self.exists():  # not this file: the whole folder (as its S3 bucket)
+                raise LocationRefused(f"the folder {self._folder} is gone (or a link now)") from exc
             raise SourceChanged(f"{key!r} is gone (or a link now)") from exc
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # the file itself is a link now
