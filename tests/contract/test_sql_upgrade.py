@@ -39,7 +39,7 @@ BEFORE_REVIEW = {"sqlite": 5, "postgres": 6}
 # ... and before `error_code` and `body_sha256`.
 BEFORE_ERROR_CODES = {"sqlite": 6, "postgres": 7}
 # ... and before a batch's counts were kept (bucket batches' target marks the newest).
-BEFORE_BATCH_COUNTS = {"sqlite": 15, "postgres": 16}
+BEFORE_BATCH_COUNTS = {"sqlite": 16, "postgres": 17}
 # The columns of `images` before review and correct.
 OLD_COLUMNS = [
     "id",

@@ -272,7 +272,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.batch_items ADD COLUMN target_marks text;
     """,
-    # 17: a batch's counts kept as its items change (in the same transaction), so reading
+    # 18: a batch's counts kept as its items change (in the same transaction), so reading
     # a batch costs the same at a million items as at ten: `batch_counts` holds, per
     # batch, how many items are in each state (`queued` counting the running ones too)
     # and skipped for each reason, with their faces; the batch's row holds the
