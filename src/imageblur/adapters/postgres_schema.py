@@ -296,6 +296,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.batches ADD COLUMN pace_n bigint NOT NULL DEFAULT 0;
     ALTER TABLE {s}.batches ADD COLUMN pace_prev bigint NOT NULL DEFAULT 0;
     """,
+    # 19: a batch with its own `callback_url` is open as `callback_listing` and
+    # `callback_running`, statuses no earlier release knows (so none of its pods ends it
+    # and sends its `batch.done` to the operator's URL): the status check gains them
+    # (NOT VALID, as in 7).
+    """
+    ALTER TABLE {s}.batches DROP CONSTRAINT batches_status_check;
+    ALTER TABLE {s}.batches ADD CONSTRAINT batches_status_check CHECK (status IN
+        ('listing', 'running', 'done', 'cancelled', 'failed', 'callback_listing',
+         'callback_running')) NOT VALID;
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)

@@ -41,7 +41,17 @@ Row = Mapping[str, Any]
 # Runs one statement in the caller's transaction: its rows (none for a plain write).
 Run = Callable[[str, Mapping[str, Any]], list[Row]]
 
-_OPEN = "('listing', 'running')"
+# A batch with its own `callback_url` is open under statuses of its own, which no pod
+# of an earlier release knows (the rule for new job kinds, docs/operations.md): an older
+# worker's pump never lists, tops up, settles nor fails it, and an older API never
+# cancels it, so none of them writes its `batch.done` to the operator's URL. Read back
+# as `listing` and `running`; ended, it is `done`, `cancelled` or `failed` as any batch.
+_OWN_STATUS = {"listing": "callback_listing", "running": "callback_running"}
+_SHOWN_STATUS = {own: shown for shown, own in _OWN_STATUS.items()}
+_OPEN = "('listing', 'running', 'callback_listing', 'callback_running')"
+_LISTING = "('listing', 'callback_listing')"
+_RUNNING_AS = "CASE WHEN callback_url IS NULL THEN 'running' ELSE 'callback_running' END"
+_LISTING_AS = "CASE WHEN callback_url IS NULL THEN 'listing' ELSE 'callback_listing' END"
 _BATCH_COLUMNS = (
     "id, batch_key, source_store, source_bucket, source_prefix, target_store, target_bucket, "
     "target_prefix, options, dry_run, status, listing_after, listed_all, error, created_at, "
@@ -219,7 +229,8 @@ class SqlBatches:
                     d.sql(
                         "UPDATE {t}batches SET finished_at = NULL, error = NULL, "
                         "updated_at = :now, "
-                        "status = CASE WHEN listed_all = 1 THEN 'running' ELSE 'listing' END "
+                        f"status = CASE WHEN listed_all = 1 THEN {_RUNNING_AS} "
+                        f"ELSE {_LISTING_AS} END "
                         "WHERE id = :id AND status IN ('done', 'failed')"
                     ),
                     params,
@@ -257,7 +268,8 @@ class SqlBatches:
         with self._batch_tx() as run:
             listing = run(
                 d.sql(
-                    "SELECT id FROM {t}batches WHERE id = :id AND status = 'listing'" + d.for_update
+                    f"SELECT id FROM {{t}}batches WHERE id = :id AND status IN {_LISTING}"
+                    + d.for_update
                 ),
                 {"id": batch_id},
             )
@@ -273,7 +285,7 @@ class SqlBatches:
             run(
                 d.sql(
                     "UPDATE {t}batches SET listing_after = :after, listed_all = :all, "
-                    "status = CASE WHEN :all = 1 THEN 'running' ELSE status END, "
+                    f"status = CASE WHEN :all = 1 THEN {_RUNNING_AS} ELSE status END, "
                     "updated_at = :now WHERE id = :id"
                 ),
                 {"id": batch_id, "after": after, "all": int(listed_all), "now": d.ts_in(now)},
@@ -649,7 +661,7 @@ def _batch_params(batch: Batch, d: Dialect) -> dict[str, Any]:
         "target_prefix": batch.target.prefix,
         "options": json.dumps(dict(batch.options), sort_keys=True),
         "dry_run": int(batch.dry_run),
-        "status": batch.status,
+        "status": _stored_status(batch),
         "listing_after": batch.listing_after,
         "listed_all": int(batch.listed_all),
         "error": batch.error,
@@ -658,6 +670,12 @@ def _batch_params(batch: Batch, d: Dialect) -> dict[str, Any]:
         "finished_at": d.ts_in(batch.finished_at) if batch.finished_at else None,
         "callback_url": batch.callback_url,
     }
+
+
+def _stored_status(batch: Batch) -> str:
+    if batch.callback_url is None:
+        return batch.status
+    return _OWN_STATUS.get(batch.status, batch.status)
 
 
 def _batch(row: Row, d: Dialect) -> Batch:
@@ -672,7 +690,7 @@ def _batch(row: Row, d: Dialect) -> Batch:
         ),
         options=json.loads(row["options"]),
         dry_run=bool(row["dry_run"]),
-        status=cast(BatchStatus, row["status"]),
+        status=cast(BatchStatus, _SHOWN_STATUS.get(row["status"], row["status"])),
         listing_after=row["listing_after"],
         listed_all=bool(row["listed_all"]),
         error=row["error"],

@@ -351,6 +351,46 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE batches ADD COLUMN pace_n bigint NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN pace_prev bigint NOT NULL DEFAULT 0;
     """,
+    # 18: a batch with its own `callback_url` is open as `callback_listing` and
+    # `callback_running`, statuses no earlier release knows (so none of its pods ends it
+    # and sends its `batch.done` to the operator's URL): the status CHECK gains them, by
+    # a rebuild of `batches` (SQLite cannot alter a CHECK; one row per batch).
+    """
+    CREATE TABLE batches_v18 (
+        id            text PRIMARY KEY,
+        batch_key     text NOT NULL,
+        source_store  text NOT NULL CHECK (source_store IN ('s3', 'file')),
+        source_bucket text NOT NULL,
+        source_prefix text NOT NULL,
+        target_store  text NOT NULL CHECK (target_store IN ('s3', 'file')),
+        target_bucket text NOT NULL,
+        target_prefix text NOT NULL,
+        options       text NOT NULL,
+        dry_run       integer NOT NULL,
+        status        text NOT NULL
+                      CHECK (status IN ('listing', 'running', 'done', 'cancelled', 'failed',
+                                        'callback_listing', 'callback_running')),
+        listing_after text,
+        listed_all    integer NOT NULL DEFAULT 0,
+        error         text,
+        created_at    text NOT NULL,
+        updated_at    text NOT NULL,
+        finished_at   text,
+        callback_url  text,
+        pace_minute   bigint NOT NULL DEFAULT 0,
+        pace_n        bigint NOT NULL DEFAULT 0,
+        pace_prev     bigint NOT NULL DEFAULT 0
+    );
+    INSERT INTO batches_v18 SELECT id, batch_key, source_store, source_bucket, source_prefix,
+        target_store, target_bucket, target_prefix, options, dry_run, status, listing_after,
+        listed_all, error, created_at, updated_at, finished_at, callback_url, pace_minute, pace_n,
+        pace_prev FROM batches;
+    DROP TABLE batches;
+    ALTER TABLE batches_v18 RENAME TO batches;
+    CREATE UNIQUE INDEX batches_key ON batches (batch_key)
+        WHERE status <> 'cancelled';
+    CREATE INDEX batches_created ON batches (created_at DESC, id DESC);
+    """,
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)
