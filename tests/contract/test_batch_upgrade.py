@@ -4,7 +4,8 @@ the previous release"): on SQLite and PostgreSQL, as this release writes it, 557
 statements (frozen in `release_557906e.py`) never list, claim, re-publish, settle, fail
 nor cancel it or its items; this release ends it, and its event goes to its own URL.
 Each step also shows the same statements taking a batch without one (which 557906e's
-pods keep running), so that "never" is not a broken harness."""
+pods keep running), so that "never" is not a broken harness. The migration that allows
+those statuses keeps the batches stored before it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 import servers
 from contract import previous_release as prev
 from contract import release_557906e as old
+from imageblur.adapters import postgres_schema, sqlite_schema
 from imageblur.adapters.postgres_repo import PostgresImageRepository
 from imageblur.adapters.sqlite_repo import SqliteImageRepository
 from imageblur.backends import Repository
@@ -166,3 +168,26 @@ def test_this_release_keeps_a_retried_batch_with_its_own_callback_from_557906e(
     assert repo.retry_failed(own.id, now=T0) == 1
     assert _status(repo, own) == "running"
     assert own.id not in run(old.OPEN_BATCHES, {})
+
+
+def test_the_migration_keeps_the_batches_a_557906e_schema_holds(
+    repo_factory: Callable[[], Repository],
+) -> None:
+    """SQLite 16 rebuilds `batches` (PostgreSQL 17 widens its check in place): a batch
+    stored before it is read back as it was, and still answers a post of the same batch."""
+    repo = repo_factory()
+    if isinstance(repo, SqliteImageRepository):
+        before = len(sqlite_schema.MIGRATIONS) - 1
+    elif isinstance(repo, PostgresImageRepository):
+        before = len(postgres_schema.MIGRATIONS) - 1
+    else:
+        pytest.skip("the fake has no schema")
+    repo.migrate(to_version=before)
+    stored, _ = repo.add_batch(batch(source=Location("s3", "in", "kept/")), max_running=10)
+    repo.add_items(stored.id, items(stored, ["a.jpg"]), after="a.jpg", listed_all=True, now=T0)
+    repo.migrate()
+    got = repo.get_batch(stored.id)
+    assert got is not None
+    assert (got.status, got.key, got.total, got.callback_url) == ("running", stored.key, 1, None)
+    again, created = repo.add_batch(batch(source=Location("s3", "in", "kept/")), max_running=10)
+    assert (again.id, created) == (stored.id, False)
