@@ -3,7 +3,8 @@ its items, frozen here: its pump's read of the open batches and its listing chec
 statements by which its pump, its workers and its API take an item or end a batch
 (`adapters/sql_batches` as it was; each ended batch got its `batch.done` row, to the
 operator's URL, in the same transaction), with `{t}` for the schema's prefix and
-parameters written `:name` (see `previous_release.sql`).
+parameters written `:name` (see `previous_release.sql`). Each returns the ids only,
+where the release returned its rows' columns: the rows it takes are the same.
 
 Do NOT update this file when those statements change: a batch this release keeps from
 557906e's pods must stay out of reach of exactly these. `previous_release.py` holds the
