@@ -27,6 +27,15 @@ CLAIM_ITEM = (
     "AND lease_expires_at <= :now)) AND batch_id IN "
     f"(SELECT id FROM {{t}}batches WHERE status IN {_OPEN}) RETURNING id"
 )
+# A worker's end of the item it holds (done, failed, skipped, or back to queued); it
+# writes no kept count (`batch_counts` came after it).
+FINISH_ITEM = (
+    "UPDATE {t}batch_items SET state = :state, reason = :reason, faces = :faces, "
+    "target_key = COALESCE(:target_key, target_key), "
+    "wrote_target = CASE WHEN :wrote = 1 THEN 1 ELSE wrote_target END, "
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = :now "
+    "WHERE id = :id AND state = 'processing' AND lease_owner = :owner RETURNING id"
+)
 # The pump's re-publishing of items whose lease lapsed or whose message is long lost.
 REQUEUE_STALE_ITEMS = (
     "UPDATE {t}batch_items SET state = 'queued', lease_owner = NULL, "

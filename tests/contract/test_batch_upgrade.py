@@ -191,3 +191,23 @@ def test_the_migration_keeps_the_batches_a_557906e_schema_holds(
     assert (got.status, got.key, got.total, got.callback_url) == ("running", stored.key, 1, None)
     again, created = repo.add_batch(batch(source=Location("s3", "in", "kept/")), max_running=10)
     assert (again.id, created) == (stored.id, False)
+
+
+def test_items_a_557906e_worker_ends_leave_room_in_the_window(
+    database: tuple[Repository, OldRun],
+) -> None:
+    """A batch without a callback_url runs on both releases' workers: those of 557906e
+    end items without counting them, and this release's pump still tops the window up."""
+    repo, run = database
+    _, plain = _pair(repo, "window")
+    keys = ["a.jpg", "b.jpg", "c.jpg"]
+    repo.add_items(plain.id, items(plain, keys), after="c.jpg", listed_all=True, now=T0)
+    first = repo.to_publish(plain.id, window=2)
+    repo.mark_queued([i.id for i in first], now=T0)
+    claim = {"owner": "old", "now": T0, "until": T0 + timedelta(minutes=5)}
+    end = {"owner": "old", "now": T0, "state": "done", "reason": None, "faces": 0}
+    for item in first:
+        assert run(old.CLAIM_ITEM, {**claim, "id": item.id}) == {item.id}
+        ended = {**end, "id": item.id, "target_key": f"out/{item.source_key}", "wrote": 1}
+        assert run(old.FINISH_ITEM, ended) == {item.id}
+    assert [i.source_key for i in repo.to_publish(plain.id, window=2)] == ["c.jpg"]

@@ -295,14 +295,18 @@ class SqlBatches:
     def to_publish(self, batch_id: str, *, window: int) -> Sequence[BatchItem]:
         d = self._batch_dialect()
         with self._batch_tx() as run:
+            # From the items (at most about a window of them, by `batch_items_state`),
+            # not the kept counts: a worker of 557906e ends items without counting them,
+            # and a count left too high would shrink the window for good (a stalled
+            # batch) while such workers run beside this release's.
             busy = run(
                 d.sql(
-                    "SELECT n FROM {t}batch_counts WHERE batch_id = :id "
-                    "AND state = 'queued' AND reason = ''"
+                    "SELECT COUNT(*) AS n FROM {t}batch_items WHERE batch_id = :id "
+                    "AND state IN ('queued', 'processing')"
                 ),
                 {"id": batch_id},
             )
-            room = window - (int(busy[0]["n"]) if busy else 0)
+            room = window - int(busy[0]["n"])
             if room <= 0:
                 return []
             rows = run(
