@@ -193,11 +193,12 @@ def test_the_migration_keeps_the_batches_a_557906e_schema_holds(
     assert (again.id, created) == (stored.id, False)
 
 
-def test_items_a_557906e_worker_ends_leave_room_in_the_window(
+def test_items_a_557906e_worker_ends_leave_room_and_are_counted_at_the_end(
     database: tuple[Repository, OldRun],
 ) -> None:
     """A batch without a callback_url runs on both releases' workers: those of 557906e
-    end items without counting them, and this release's pump still tops the window up."""
+    end items without counting them; this release's pump still tops the window up, and
+    the batch's counts are right once it ends."""
     repo, run = database
     _, plain = _pair(repo, "window")
     keys = ["a.jpg", "b.jpg", "c.jpg"]
@@ -210,4 +211,14 @@ def test_items_a_557906e_worker_ends_leave_room_in_the_window(
         assert run(old.CLAIM_ITEM, {**claim, "id": item.id}) == {item.id}
         ended = {**end, "id": item.id, "target_key": f"out/{item.source_key}", "wrote": 1}
         assert run(old.FINISH_ITEM, ended) == {item.id}
-    assert [i.source_key for i in repo.to_publish(plain.id, window=2)] == ["c.jpg"]
+    (last,) = repo.to_publish(plain.id, window=2)
+    assert last.source_key == "c.jpg"
+    # This release ends the last one and settles the batch: its counts are right,
+    # those two included.
+    assert repo.claim_item(last.id, owner="new", lease_s=60, now=T0) is not None
+    assert repo.finish_item(last.id, owner="new", state="done", now=T0, faces=2)
+    assert [b.id for b in repo.settle_batches(now=T0)] == [plain.id]
+    got = repo.get_batch(plain.id)
+    assert got is not None
+    c = got.counts
+    assert (got.total, c.done, c.queued, c.failed, c.faces) == (3, 3, 0, 0, 2)
