@@ -4,8 +4,9 @@ the previous release"): on SQLite and PostgreSQL, as this release writes it, 557
 statements (frozen in `release_557906e.py`) never list, claim, re-publish, settle, fail
 nor cancel it or its items; this release ends it, and its event goes to its own URL.
 Each step also shows the same statements taking a batch without one (which 557906e's
-pods keep running), so that "never" is not a broken harness. The migration that allows
-those statuses keeps the batches stored before it."""
+pods keep running), so that "never" is not a broken harness. Such a batch, whose items
+557906e's workers end without counting them, still fills its window and ends with right
+counts. The migration that allows those statuses keeps the batches stored before it."""
 
 from __future__ import annotations
 
