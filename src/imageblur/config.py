@@ -459,6 +459,19 @@ class Settings(BaseSettings):
         "once per API process; each holds a thread and a store part buffer (S3: 8 MiB). "
         "Past it, 503 at once.",
     )
+    upload_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description="How long any request body may take before the rate floor applies "
+        "(slowloris); see UPLOAD_MIN_BYTES_PER_S.",
+    )
+    upload_min_bytes_per_s: int = Field(
+        32_768,
+        ge=1,
+        description="The floor under a request body's average rate once UPLOAD_GRACE_S is "
+        "spent: each this many bytes received give the body one second more; past that "
+        "deadline, 408 upload_too_slow.",
+    )
     page_size_max: int = Field(100, ge=1, description="Largest page of GET /pictures.")
     max_jpeg_scans: int = Field(
         jpeg_scans.MAX_SCANS,

@@ -20,6 +20,7 @@ from imageblur.entrypoints.errors import install_error_handlers
 from imageblur.entrypoints.metrics_route import router as metrics_router
 from imageblur.entrypoints.middleware.access_log import AccessLogMiddleware
 from imageblur.entrypoints.middleware.auth import PUBLIC_PATHS, BearerTokenMiddleware
+from imageblur.entrypoints.middleware.body_deadline import BodyDeadlineMiddleware
 from imageblur.entrypoints.middleware.head import HeadAsGetMiddleware
 from imageblur.entrypoints.middleware.http_metrics import HttpMetricsMiddleware
 from imageblur.entrypoints.middleware.request_id import RequestIdMiddleware
@@ -116,8 +117,13 @@ def create_app(
     page.mount(app, settings)
     install_error_handlers(app)
     # The last added runs first: request id, access log, metrics, Host check, token
-    # check, HEAD, routes. So a refused request is logged and counted, and every line
-    # carries its id.
+    # check, HEAD, the body's rate floor, routes. So a refused request is logged and
+    # counted, and every line carries its id.
+    app.add_middleware(
+        BodyDeadlineMiddleware,
+        grace_s=settings.upload_grace_s,
+        min_bytes_per_s=settings.upload_min_bytes_per_s,
+    )
     app.add_middleware(HeadAsGetMiddleware)
     if settings.api_token is not None:
         app.add_middleware(

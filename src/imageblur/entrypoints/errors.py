@@ -77,7 +77,8 @@ ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     BackendUnavailable: (503, "unavailable"),
 }
 RETRY_AFTER_S = 5
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+# 408: only a body slower than the floor (middleware/body_deadline.py) is answered so.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "upload_too_slow"}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
