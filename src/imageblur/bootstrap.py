@@ -345,6 +345,7 @@ def build_processor(
     *,
     owner: str | None = None,
     on_lease_renewed: Callable[[], None] | None = None,
+    on_stuck: Callable[[], None] | None = None,
     metrics: Metrics | None = None,
     work_dir: WorkDir | None = None,
     video: VideoAnonymizer | None = None,
@@ -370,6 +371,8 @@ def build_processor(
         requested_review_ttl_s=s.review_ttl_s,
         owner=owner,
         on_lease_renewed=on_lease_renewed,
+        stuck_s=s.job_stuck_s,
+        on_stuck=on_stuck,
         metrics=metrics,
         work_dir=work_dir,
     )
@@ -464,7 +467,11 @@ class Container:
     _closed: bool = field(default=False, repr=False)
 
     def processor(
-        self, *, owner: str | None = None, on_lease_renewed: Callable[[], None] | None = None
+        self,
+        *,
+        owner: str | None = None,
+        on_lease_renewed: Callable[[], None] | None = None,
+        on_stuck: Callable[[], None] | None = None,
     ) -> JobProcessor:
         if self.detector is None:
             raise RuntimeError("this container was built without a face detector")
@@ -474,6 +481,7 @@ class Container:
             self.detector,
             owner=owner,
             on_lease_renewed=on_lease_renewed,
+            on_stuck=on_stuck,
             metrics=self.metrics,
             work_dir=self.work,
             video=self.video_parts.anonymizer if self.video_parts else None,

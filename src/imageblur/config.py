@@ -759,6 +759,14 @@ class Settings(BaseSettings):
     heartbeat_max_age_s: float = Field(
         300.0, gt=0, description="`imageblur alive` fails when the heartbeat is older."
     )
+    job_stuck_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a job may stand still (no checkpoint passed, not ended) "
+        "once its lease was given up or lost before the worker process exits non-zero, "
+        "for its orchestrator to restart it: a thread hung in native code cannot be "
+        "stopped otherwise.",
+    )
     shutdown_grace_s: float = Field(
         60.0, ge=0, description="How long a stopping worker may finish its job."
     )

@@ -147,7 +147,8 @@ class JobProcessor:
     `lease_check_interval_s` between renewals, and the job stops once it is deleted;
     `on_lease_renewed` is called after every renewal that succeeded (the worker's
     heartbeat: a liveness probe then sees a long job that makes progress as alive, and a
-    hung one, whose renewals stopped, as stuck)."""
+    hung one, whose renewals stopped, as stuck); `on_stuck` is called once a job whose
+    lease was given up or lost has not moved for `stuck_s` (`leases`)."""
 
     def __init__(
         self,
@@ -166,6 +167,8 @@ class JobProcessor:
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_lease_renewed: Callable[[], None] | None = None,
+        stuck_s: float | None = None,
+        on_stuck: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         work_dir: WorkDir | None = None,
         work_need: WorkNeed = work_space_needed,
@@ -198,6 +201,7 @@ class JobProcessor:
         self.owner = owner or worker_identity()
         self._clock = clock
         self._on_lease_renewed = on_lease_renewed
+        self._stuck_s, self._on_stuck = stuck_s, on_stuck
         self._metrics = metrics or Metrics()
         # None: no work folders (the unit tests of other things, `imageblur blur`).
         self._work_dir = work_dir
@@ -500,6 +504,8 @@ class JobProcessor:
             clock=self._clock,  # leases are measured on it (a test's, too)
             on_renewed=self._on_lease_renewed,
             notes_progress=video,
+            stuck_s=self._stuck_s,
+            on_stuck=self._on_stuck,
         )
         keeper.start()
         try:

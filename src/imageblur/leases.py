@@ -12,12 +12,20 @@ Between renewals the keeper reads the job's record at least every `check_s` (2 s
 default): once the record is gone (the picture was deleted) or its lease is another's (a
 worker took an expired lease over, a newer correction superseded a render), the job is
 cancelled and stops at its next checkpoint.
+
+A job that neither returns nor passes a checkpoint for `stuck_s` after its lease was
+given up or lost is stuck: hung in native code, it will never see its cancellation, and
+a Python thread cannot be stopped from outside. The keeper then calls `on_stuck` (the
+worker makes its process exit non-zero, for its orchestrator to start a fresh one:
+replacing the thread would leave the hung one holding its memory, and the native
+runtime it hung in, for the life of the process).
 """
 
 from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,6 +109,8 @@ class LeaseKeeper:
         clock: Callable[[], datetime],
         on_renewed: Callable[[], None] | None = None,
         notes_progress: bool = False,
+        stuck_s: float | None = None,
+        on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self._repo, self._id, self._owner, self._terms = repo, image_id, owner, terms
         self._clock, self._on_renewed = clock, on_renewed
@@ -110,6 +120,8 @@ class LeaseKeeper:
         self.progress = Progress()
         self._policy = RenewalPolicy(floor_s=terms.floor_s)
         self._renewing = True
+        self._stall = _Stall(self.progress, stuck_s) if on_stuck and stuck_s else None
+        self._on_stuck = on_stuck
         self._stop = threading.Event()
         self._started = clock()
         # In the job's log context (its request id), which a new thread does not inherit.
@@ -139,11 +151,39 @@ class LeaseKeeper:
             except BackendUnavailable:
                 # Unknown, not lost: the next tick asks again (and the lease runs on).
                 log.warning("job.lease_not_checked", image_id=self._id)
-                continue
+                held = True
+            if not self._renewing and self._stall is not None:
+                self._stall.start()  # given up: from here the job must move or end
             if not held:  # deleted, or taken over: `complete` would say so too
                 log.info("job.cancelled", image_id=self._id)
                 self.progress.cancelled.set()
+                self._watch_for_a_hang()
                 return
+            if self._stall is not None and self._stall.stuck():
+                self._stuck()
+                return
+
+    def _watch_for_a_hang(self) -> None:
+        """After the cancellation, until the job ends: a job that moves stops at its
+        next checkpoint; one that does not for `stuck_s` is stuck."""
+        if self._stall is None:
+            return
+        threading.current_thread().name = f"hang-{self._id[:8]}"  # no longer keeps a lease
+        self._stall.start()
+        while not self._stop.wait(self._terms.tick_s):
+            if self._stall.stuck():
+                self._stuck()
+                return
+
+    def _stuck(self) -> None:
+        assert self._on_stuck is not None and self._stall is not None
+        log.error(
+            "job.stuck",
+            image_id=self._id,
+            still_s=round(self._stall.still_s(), 1),
+            done=self.progress.done,
+        )
+        self._on_stuck()
 
     def _renew(self) -> bool:
         """Renew if the policy agrees; False if the lease was lost."""
@@ -193,3 +233,28 @@ class LeaseKeeper:
         if done <= 0 or elapsed_s <= 0:
             return None
         return round(max(total - done, 0) * elapsed_s / done, 1)
+
+
+class _Stall:
+    """How long the job's progress has stood still, on the process's own clock (a hang
+    is the process's, whatever clock leases are measured on), counted once `start`ed."""
+
+    def __init__(self, progress: Progress, stuck_s: float) -> None:
+        self._progress = progress
+        self._stuck_s = stuck_s
+        self._seen = -1
+        self._since: float | None = None
+
+    def start(self) -> None:
+        if self._since is None:
+            self._seen, self._since = self._progress.done, time.monotonic()
+
+    def still_s(self) -> float:
+        if self._since is None:
+            return 0.0
+        if self._progress.done != self._seen:  # it moved: count again from now
+            self._seen, self._since = self._progress.done, time.monotonic()
+        return time.monotonic() - self._since
+
+    def stuck(self) -> bool:
+        return self._since is not None and self.still_s() >= self._stuck_s

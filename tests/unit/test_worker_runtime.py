@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+from imageblur.cancel import checkpoint
 from imageblur.config import load_settings
+from imageblur.domain import utcnow
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
 from support import jpeg_bytes, wait_until
 from unit.fakes import FakeDetector, FakeRepository
@@ -119,3 +121,86 @@ def test_a_job_longer_than_the_heartbeat_age_keeps_the_worker_alive_until_it_han
         runtime.stop()
         container.close()
     wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
+
+
+def test_a_job_hung_past_its_lease_ends_the_worker_for_a_restart(tmp_path: Path) -> None:
+    """A detection that never returns: the lease is renewed for its floor (4 x 1 s), then
+    given up, so another worker can take the job over; the job then stands still for
+    IMAGEBLUR_JOB_STUCK_S (1 s here), and the worker fails as a dead thread does (the
+    embedded server exits non-zero on it), since the hung thread cannot be stopped.
+    Only conditions are waited for: the take-over, the failure."""
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        lease_s=1.0,
+        job_stuck_s=1.0,
+        worker_threads=1,
+        worker_kinds="pictures",
+        receive_timeout_s=0.2,
+        shutdown_grace_s=1,
+    )
+    detector, repo, failed = HungDetector(), FakeRepository(), threading.Event()
+    container = container_of(settings, repo, detector)
+    runtime, before = WorkerRuntime(container, on_failure=failed.set), set(threading.enumerate())
+    runtime.start()
+    try:
+        record = container.images.submit(jpeg_bytes())
+        assert detector.entered.wait(30), "the job never started"
+        wait_until(
+            lambda: repo.claim(record.id, owner="w2", lease_s=600, now=utcnow()),
+            what="the hung job's lease to be given up and taken over",
+        )
+        wait_until(failed.is_set, what="the worker to fail on the stuck job")
+        assert runtime.failed
+        runtime.wait()  # returns: the hung thread is not waited for
+        assert not detector.release.is_set()  # the detection still hangs
+    finally:
+        detector.release.set()
+        runtime.stop()
+        container.close()
+    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
+
+
+def test_a_slow_job_that_moves_is_never_taken_for_a_stuck_one(tmp_path: Path) -> None:
+    """Past its lease's ceiling a job that still passes checkpoints is only cancelled
+    (taken over), never reported stuck: here it moves every 0.2 s for well over
+    IMAGEBLUR_JOB_STUCK_S after its lease was given up."""
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        lease_s=1.0,
+        job_stuck_s=1.0,
+        worker_threads=1,
+        worker_kinds="pictures",
+        receive_timeout_s=0.2,
+        shutdown_grace_s=5,
+    )
+    detector, failed = MovingDetector(), threading.Event()
+    container = container_of(settings, FakeRepository(), detector)
+    runtime, before = WorkerRuntime(container, on_failure=failed.set), set(threading.enumerate())
+    runtime.start()
+    try:
+        container.images.submit(jpeg_bytes())
+        wait_until(detector.ended.is_set, what="the slow job to end")
+        assert not failed.is_set() and not runtime.failed
+    finally:
+        runtime.stop()
+        container.close()
+    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
+
+
+class MovingDetector(FakeDetector):
+    """Detection that passes a checkpoint every 0.2 s, without saying its size, until
+    its lease was given up (the keeper only watches) and then 3 s more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+
+    def detect(self, image):  # type: ignore[no-untyped-def]
+        given_up_at: float | None = None
+        while given_up_at is None or time.monotonic() - given_up_at < 3.0:
+            checkpoint()
+            if given_up_at is None and not renewing():
+                given_up_at = time.monotonic()
+            threading.Event().wait(0.2)  # the work's own pace, not a wait for a result
+        self.ended.set()
+        return super().detect(image)

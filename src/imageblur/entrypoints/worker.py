@@ -117,7 +117,7 @@ class WorkerRuntime:
     def start(self) -> None:
         s = self._c.settings
         # A job that renews its lease is making progress: it keeps the heartbeat fresh.
-        processor = self._c.processor(on_lease_renewed=self._beat)
+        processor = self._c.processor(on_lease_renewed=self._beat, on_stuck=self._job_stuck)
         self._c.metrics.outcomes(Outcome, s.enabled_kinds())
         self._c.metrics.watch_worker_ready(lambda: self._c.key_problem() is None)
         if self._burst:
@@ -173,6 +173,12 @@ class WorkerRuntime:
         thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         return thread
+
+    def _job_stuck(self) -> None:
+        """A job hung past IMAGEBLUR_JOB_STUCK_S (its lease already given up, so another
+        worker takes it over): the thread cannot be stopped, so the process ends as if
+        it had died, non-zero, for its orchestrator to start a fresh one."""
+        self._thread_died(threading.current_thread().name)
 
     def _thread_died(self, name: str) -> None:
         log.error("worker.thread_died", thread=name)
@@ -321,7 +327,8 @@ class WorkerRuntime:
         """Block until the job threads end (after `stop`, a signal, or a drained queue in
         burst mode); `stop` then gives the reconciler a short while."""
         for thread in self._threads:
-            while thread.is_alive():
+            # A failure ends the wait: a hung job's thread never ends (`_job_stuck`).
+            while thread.is_alive() and not self._failed.is_set():
                 thread.join(timeout=0.5)
 
     def install_signal_handlers(self) -> None:
