@@ -118,6 +118,13 @@ def _code_of(exc: InvalidImage) -> ErrorCode:
     return ErrorCode.TOO_MANY_SCANS if exc.code == "too_many_scans" else ErrorCode.INVALID_IMAGE
 
 
+def _video_code(exc: ProcessingError) -> ErrorCode:
+    """A video's failure: its sound not written (the pipeline's `BrokenVideo` code,
+    read by value: the worker does not import the pipeline), else undecodable input."""
+    audio = getattr(exc, "code", None) == ErrorCode.AUDIO_FAILED.value
+    return ErrorCode.AUDIO_FAILED if audio else ErrorCode.INVALID_VIDEO
+
+
 class Outcome(StrEnum):
     DONE = "done"
     FAILED = "failed"
@@ -277,7 +284,7 @@ class JobProcessor:
         except OriginalUnreadable as exc:  # names key ids only
             return self._wait_for_keys(delivery, record, str(exc))
         except ProcessingError as exc:  # for a video: corrupt or truncated mid-file
-            code = ErrorCode.INVALID_VIDEO if job.kind.video else ErrorCode.INTERNAL_ERROR
+            code = _video_code(exc) if job.kind.video else ErrorCode.INTERNAL_ERROR
             return self._fail(delivery, record, code, str(exc))
         except WorkSpaceShort as exc:  # the disk is not the image's fault: wait for it
             bound.warning("job.work_space_short", need=exc.need, available=exc.available)

@@ -271,6 +271,26 @@ def test_a_corrupt_video_fails_for_good_with_nothing_left(world: World, tmp_path
     assert list(world.results.list()) == [] and list(world.originals.list()) == []
 
 
+def test_sound_not_written_fails_as_audio_failed_not_invalid_video(
+    world: World, tmp_path: Path
+) -> None:
+    from imageblur.video.errors import AUDIO_FAILED, BrokenVideo
+
+    record = service(world).submit(upload(world))
+
+    def refused(done: int, progress: VideoProgress) -> None:
+        if done == 10:
+            raise BrokenVideo("the sound could not be written to the result", code=AUDIO_FAILED)
+
+    outcome = world.processor(video=FakeVideoAnonymizer(refused)).handle(world.next_delivery())
+    assert outcome is Outcome.FAILED
+    failed = world.repo.get(record.id)
+    assert failed is not None and failed.status is Status.FAILED
+    assert failed.error_code is ErrorCode.AUDIO_FAILED
+    assert failed.error == ErrorCode.AUDIO_FAILED.message
+    assert list(world.results.list()) == [] and list(world.originals.list()) == []
+
+
 def test_a_worker_without_the_pipeline_gives_the_job_back(world: World, tmp_path: Path) -> None:
     record = service(world).submit(upload(world))
     assert world.processor().handle(world.next_delivery()) is Outcome.RETRY

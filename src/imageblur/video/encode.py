@@ -9,6 +9,8 @@ stored orientation with the input's display matrix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +24,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from imageblur.video.errors import AUDIO_FAILED, CORRUPT_AUDIO, BrokenVideo
 from imageblur.video.metadata import kept_metadata
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import OutputContainer, VideoInfo
@@ -131,19 +134,46 @@ class AudioTrack:
         self._stream.metadata.clear()  # language, handler name: dropped
 
     def feed(self, packet: Packet[Stream]) -> None:
+        """Raises `BrokenVideo`: `corrupt_audio` for a packet of the input that does not
+        decode, `audio_failed` for a failure to encode or mux into the result (the
+        render's own errors would otherwise read as a corrupt video)."""
         if self.copied:
             if packet.size == 0:  # the demuxer's flush packet: nothing to copy
                 return
             packet.stream = self._stream
-            self._output.mux(packet)
+            with _writing():
+                self._output.mux(packet)
             return
-        for frame in packet.decode():
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            raise BrokenVideo(
+                f"an audio packet of the video is corrupt: {_why(exc)}", code=CORRUPT_AUDIO
+            ) from None
+        for frame in frames:
             assert isinstance(frame, AudioFrame)
-            self._output.mux(self._stream.encode(frame))
+            with _writing():
+                self._output.mux(self._stream.encode(frame))
 
     def flush(self) -> None:
         if not self.copied:
-            self._output.mux(self._stream.encode(None))
+            with _writing():
+                self._output.mux(self._stream.encode(None))
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """Encoding or muxing a track's sound into the result."""
+    try:
+        yield
+    except av.FFmpegError as exc:
+        raise BrokenVideo(
+            f"the sound could not be written to the result: {_why(exc)}", code=AUDIO_FAILED
+        ) from None
+
+
+def _why(exc: av.FFmpegError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def _reencoder(

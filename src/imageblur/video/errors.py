@@ -21,9 +21,16 @@ class InvalidVideo(ImageblurError):  # noqa: N818 - a domain name, not a "...Err
         self.code = code
 
 
+# BrokenVideo's codes for the sound: an input's audio packet that does not decode, and
+# a failure to encode or mux the sound into the result (the job's `audio_failed`).
+CORRUPT_AUDIO = "corrupt_audio"
+AUDIO_FAILED = "audio_failed"
+
+
 class BrokenVideo(ProcessingError):  # noqa: N818
     """Decoding found what the header did not say: corrupt or truncated data, more
-    frames or a longer stream than announced. Retrying will not fix it."""
+    frames or a longer stream than announced; or the sound could not be written to the
+    result (`AUDIO_FAILED`). Retrying will not fix it."""
 
     def __init__(self, message: str, *, code: str = "corrupt_video"):
         super().__init__(message)
