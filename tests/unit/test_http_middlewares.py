@@ -17,7 +17,8 @@ from imageblur.entrypoints.api import create_app
 
 def test_the_middlewares_run_in_the_documented_order(tmp_path: Path) -> None:
     # Outermost first: a request refused by the Host or token check is still logged,
-    # counted and given its id; HEAD is turned into GET only for the routes.
+    # counted and given its id; HEAD is turned into GET only for the routes; the body's
+    # rate floor wraps only what the routes read.
     app = create_app(load_settings(data_dir=tmp_path, api_token="t" * 20))
     assert [getattr(m.cls, "__name__", "") for m in app.user_middleware] == [
         "RequestIdMiddleware",
@@ -26,6 +27,7 @@ def test_the_middlewares_run_in_the_documented_order(tmp_path: Path) -> None:
         "TrustedHostMiddleware",
         "BearerTokenMiddleware",
         "HeadAsGetMiddleware",
+        "BodyDeadlineMiddleware",
     ]
 
 

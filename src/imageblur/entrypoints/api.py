@@ -116,6 +116,11 @@ def create_app(
     app.include_router(metrics_router)
     page.mount(app, settings)
     install_error_handlers(app)
+    _add_middlewares(app, settings, metrics)
+    return app
+
+
+def _add_middlewares(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     # The last added runs first: request id, access log, metrics, Host check, token
     # check, HEAD, the body's rate floor, routes. So a refused request is logged and
     # counted, and every line carries its id.
@@ -140,4 +145,3 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, root_path=settings.root_path)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    return app

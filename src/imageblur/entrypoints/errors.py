@@ -51,6 +51,21 @@ class Rejected(ImageblurError):  # noqa: N818 - an HTTP-level refusal with its o
         self.code = code
 
 
+class BodyTooSlow(StarletteHTTPException):
+    """A request body slower than its floor (middleware/body_deadline.py): raised from
+    `receive` into the route reading the body, so the route's own cleanup runs (nothing
+    stored), and answered `408 upload_too_slow`. An `HTTPException`, because FastAPI
+    turns any other exception out of a body it parses into `400`."""
+
+    def __init__(self, received: int, elapsed_s: float, min_bytes_per_s: int) -> None:
+        super().__init__(
+            408,
+            f"the request body came too slowly: {received} bytes in {elapsed_s:.0f} s, "
+            f"below the floor of {min_bytes_per_s} bytes/s",
+            headers={"Connection": "close"},
+        )
+
+
 ERROR_TABLE: dict[type[ImageblurError], tuple[int, str]] = {
     Rejected: (400, "bad_request"),
     BatchRefused: (422, "invalid_batch"),

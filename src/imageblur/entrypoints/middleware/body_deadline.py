@@ -7,8 +7,10 @@ and its bytes in memory, a video's streamed-upload slot, a thread and the store'
 buffer). A client trickling a few bytes a second would hold them for ever; one sending
 nothing is cut only by the streamed uploads' idle timeout.
 
-The rule is Apache mod_reqtimeout's: a body has `grace_s` from the request's start, and
-each `min_bytes_per_s` bytes received give it one second more. So a body must have
+The rule is Apache mod_reqtimeout's: a body has `grace_s` from the route's first read of
+it (not the request's start: a route that does its own work first, a database read say,
+does not spend the client's time), and each `min_bytes_per_s` bytes received give it
+one second more. So a body must have
 arrived at `min_bytes_per_s` on average, once the grace is spent; an honest client at or
 above the floor is never cut, however large its body, and holding a slot costs a
 client `min_bytes_per_s` of bandwidth for as long as it holds it (worst case: `grace_s
@@ -20,24 +22,9 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CODE = "upload_too_slow"
-
-
-class BodyTooSlow(HTTPException):
-    """Raised from `receive` into the route reading the body, so the route's own cleanup
-    runs (nothing stored) and the error handlers answer it. An `HTTPException`, because
-    FastAPI turns any other exception out of a body it parses into `400`."""
-
-    def __init__(self, received: int, elapsed_s: float, min_bytes_per_s: int) -> None:
-        super().__init__(
-            408,
-            f"the request body came too slowly: {received} bytes in {elapsed_s:.0f} s, "
-            f"below the floor of {min_bytes_per_s} bytes/s",
-            headers={"Connection": "close"},
-        )
+from imageblur.entrypoints.errors import BodyTooSlow
 
 
 class BodyDeadlineMiddleware:
@@ -50,35 +37,28 @@ class BodyDeadlineMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        body = _Body(receive, grace_s=self._grace_s, min_bytes_per_s=self._min_bytes_per_s)
-        await self._app(scope, body.receive, send)
+        loop = asyncio.get_running_loop()
+        start: float | None = None  # the route's first read
+        received, ended = 0, False
 
+        async def receive_in_time() -> Message:
+            nonlocal start, received, ended
+            if ended:
+                return await receive()
+            if start is None:
+                start = loop.time()
+            deadline = start + self._grace_s + received / self._min_bytes_per_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                elapsed_s = loop.time() - start
+                raise BodyTooSlow(received, elapsed_s, self._min_bytes_per_s) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                ended = not message.get("more_body", False)
+            else:  # http.disconnect: nothing more will come
+                ended = True
+            return message
 
-class _Body:
-    def __init__(self, receive: Receive, *, grace_s: float, min_bytes_per_s: int) -> None:
-        self._receive = receive
-        self._grace_s = grace_s
-        self._min_bytes_per_s = min_bytes_per_s
-        self._loop = asyncio.get_running_loop()
-        self._start = self._loop.time()
-        self._received = 0
-        self._ended = False
-
-    def _deadline(self) -> float:
-        return self._start + self._grace_s + self._received / self._min_bytes_per_s
-
-    async def receive(self) -> Message:
-        if self._ended:
-            return await self._receive()
-        try:
-            async with asyncio.timeout_at(self._deadline()):
-                message = await self._receive()
-        except TimeoutError:
-            elapsed_s = self._loop.time() - self._start
-            raise BodyTooSlow(self._received, elapsed_s, self._min_bytes_per_s) from None
-        if message["type"] == "http.request":
-            self._received += len(message.get("body", b""))
-            self._ended = not message.get("more_body", False)
-        else:  # http.disconnect: nothing more will come
-            self._ended = True
-        return message
+        await self._app(scope, receive_in_time, send)
