@@ -50,11 +50,13 @@ class Trickle:
     """A raw HTTP upload whose body is sent a byte at a time, reading between bytes for
     an answer (each read waits at most a fraction of a second)."""
 
-    def __init__(self, server: Server, *, content_type: str, length: int) -> None:
+    def __init__(
+        self, server: Server, *, content_type: str, length: int, path: str = "/picture"
+    ) -> None:
         address = urlsplit(server.url)
         self.sock = socket.create_connection((address.hostname, address.port), timeout=10)
         self.sock.sendall(
-            f"POST /picture HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {length}\r\n\r\n".encode()
         )
         self.started = time.monotonic()
@@ -136,6 +138,20 @@ def test_a_trickled_raw_upload_is_refused_408(server: Server, tmp_dir: Path) -> 
     assert (status, body["error"]) == (408, "upload_too_slow"), body
     assert headers["connection"] == "close"
     assert "below the floor" in body["message"]
+    assert_nothing_kept(server, tmp_dir)
+
+
+def test_a_trickled_video_upload_is_refused_408(server: Server, tmp_dir: Path) -> None:
+    # Streamed to the store as it comes (a streamed-upload slot): cut there too.
+    upload = Trickle(server, content_type="video/mp4", length=10_000_000, path="/video")
+    # An MP4's first box (its container is told by it), a burst stored as it comes,
+    # then a trickle.
+    upload.send(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + os.urandom(300_000))
+    wait_until(server.stored_files, timeout_s=10, what="the store's write to start")
+    status, _, body = upload.trickle_until_answered()
+    assert (status, body["error"]) == (408, "upload_too_slow"), body
+    with server.client() as client:
+        assert client.get("/videos").json()["items"] == []
     assert_nothing_kept(server, tmp_dir)
 
 
