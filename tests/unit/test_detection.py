@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -180,6 +182,33 @@ def test_openvino_gives_calls_in_flight_together_a_thread_each() -> None:
     session._give_back(*third)
     assert session._take()[0] is session._alone  # alone again
     np.testing.assert_allclose(beside, alone, atol=1e-6)
+
+
+_FIRST_CALLS_AT_ONCE = """
+import threading, numpy as np
+from imageblur.detection.centerface import default_model_path, prepared_graph
+from imageblur.detection.runtime import OpenVINOSession
+session = OpenVINOSession(prepared_graph(default_model_path()), threads=2, outputs=["537"])
+start = threading.Barrier(2)
+def call():
+    start.wait()
+    session.run_tile(np.zeros((200, 300, 3), np.uint8), 200, 300)
+threads = [threading.Thread(target=call) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("both ended")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_first_calls_at_once_both_end(attempt: int) -> None:
+    # The binding's first numpy exchange could deadlock two threads making it at once
+    # (a pybind11 static guard taken with the GIL held): each attempt a new process,
+    # since only the first calls of a process can meet it.
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALLS_AT_ONCE], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "both ended", done.stderr
 
 
 def test_openvino_calls_in_flight_together_share_the_threads() -> None:

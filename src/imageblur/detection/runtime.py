@@ -157,6 +157,15 @@ class OpenVINOSession:
         self._running = 0
         self._changed = threading.Condition()
         self._step = shape_step_px
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One call on a tiny tile, before any thread may call: the binding's first
+        exchange of numpy arrays sets up pybind11's numpy table under a C++ static guard
+        that it enters holding the GIL and then waits for the GIL inside. Two threads
+        making their first calls at once deadlocked there for good (seen: `imageblur
+        blur`, both images in flight stuck in `tensor.data` with no CPU used)."""
+        self.run_tile(np.zeros((1, 1, 3), np.uint8), 1, 1)
 
     def run_tile(
         self, tile: npt.NDArray[np.uint8], height: int, width: int
