@@ -90,7 +90,7 @@ promtool:  ## install promtool (Debian's prometheus package) when missing
 	    $(APT_GET) install -y --no-install-recommends prometheus; }
 
 test: install promtool axe lint typecheck  ## every test: lint, types, unit, contract, end-to-end
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lock:  ## refresh constraints.txt from a clean install of the newest allowed versions
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
