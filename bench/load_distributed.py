@@ -92,13 +92,62 @@ def wait_until(check: object, timeout_s: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+@dataclass
+class Deployment:
+    """A running private deployment: its addresses and its processes by name (`api`,
+    `worker-0`, ...), which a benchmark may kill and start again."""
+
+    url: str
+    dsn: str
+    schema: str
+    s3_url: str
+    procs: dict[str, subprocess.Popen[bytes]]
+    commands: dict[str, list[str]]
+    env: dict[str, str]
+    logdir: Path
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (again) the process of that name; its output is appended to its log."""
+        with (self.logdir / f"{name}.log").open("ab") as fh:
+            proc = subprocess.Popen(
+                self.commands[name], env=self.env, stdout=fh, stderr=subprocess.STDOUT
+            )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as an OOM kill or a lost node would: nothing runs its clean-up."""
+        self.procs[name].kill()
+        self.procs[name].wait()
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        wait_until(
+            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
+            timeout_s,
+            "API",
+        )
+
+
 @contextlib.contextmanager
 def deployment(workers: int, worker_threads: int) -> Iterator[tuple[str, str, str]]:
     """Yields (api url, postgres dsn, schema); everything is torn down afterwards."""
+    with deployed(workers, worker_threads) as running:
+        yield running.url, running.dsn, running.schema
+
+
+@contextlib.contextmanager
+def deployed(
+    workers: int,
+    worker_threads: int,
+    *,
+    first_port: int | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """Starts the deployment (its S3 and API ports from `first_port` on, else any free
+    ones; `settings` on top of the environment's) and tears it all down afterwards."""
     tag = uuid.uuid4().hex[:10]
     schema, vhost, dsn = f"bench_{tag}", f"bench_{tag}", "postgresql://postgres@127.0.0.1/test"
-    s3_port, api_port = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
+    s3_port, api_port = (first_port, first_port + 1) if first_port else (free_port(), free_port())
     logdir = Path(tempfile.mkdtemp(prefix="imageblur-bench-"))
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"])
@@ -122,26 +171,37 @@ def deployment(workers: int, worker_threads: int) -> Iterator[tuple[str, str, st
         "IMAGEBLUR_LOG_LEVEL": "warning",
         "IMAGEBLUR_WORKER_THREADS": str(worker_threads),
         "IMAGEBLUR_DETECTOR_THREADS": "1",
+        **(settings or {}),
     }
-
-    def spawn(name: str, *args: str) -> None:
-        with (logdir / f"{name}.log").open("wb") as fh:
-            procs.append(subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT))
-
+    imageblur = str(BIN / "imageblur")
+    commands = {
+        "s3": [str(BIN / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+        "api": [imageblur, "api"],
+        **{f"worker-{i}": [imageblur, "worker"] for i in range(workers)},
+    }
+    running = Deployment(
+        url=f"http://127.0.0.1:{api_port}",
+        dsn=dsn,
+        schema=schema,
+        s3_url=f"http://127.0.0.1:{s3_port}",
+        procs={},
+        commands=commands,
+        env=env,
+        logdir=logdir,
+    )
     try:
-        spawn("s3", str(BIN / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port))
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{s3_port}", timeout=1), 30, "moto")
-        subprocess.run([str(BIN / "imageblur"), "migrate"], env=env, check=True)
-        spawn("api", str(BIN / "imageblur"), "api")
-        for i in range(workers):
-            spawn(f"worker-{i}", str(BIN / "imageblur"), "worker")
-        url = f"http://127.0.0.1:{api_port}"
-        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "API")
-        yield url, dsn, schema
+        running.spawn("s3")
+        wait_until(lambda: httpx.get(running.s3_url, timeout=1), 30, "moto")
+        subprocess.run([imageblur, "migrate"], env=env, check=True)
+        for name in commands:
+            if name != "s3":
+                running.spawn(name)
+        running.wait_ready()
+        yield running
     finally:
-        for proc in procs:
+        for proc in running.procs.values():
             proc.terminate()
-        for proc in procs:
+        for proc in running.procs.values():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -149,7 +209,7 @@ def deployment(workers: int, worker_threads: int) -> Iterator[tuple[str, str, st
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        print(f"(process logs in {logdir})")
+        print(f"(process logs in {logdir})", file=sys.stderr)
 
 
 # --- the load ----------------------------------------------------------------------------------
