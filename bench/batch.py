@@ -7,7 +7,9 @@ RabbitMQ vhost, one `api`, W `worker`s). Not a test: it prints figures, asserts 
 
 N small generated JPEGs (every tenth one a downscaled face from the examples) under one
 source prefix, put with 8 threads; then it posts the batch and prints: the time to list
-and enqueue everything (the batch `running`, its total known), items per second to
+and enqueue everything (the batch `running`, its total known) beside the time the S3
+server alone takes for one page of the listing (moto's grows with the bucket: at 100,000
+objects it bounds the listing), items per second to
 `done` with the workers (over the first `--throughput-items` if given: the batch is then
 stopped with `DELETE` there), the p99 of concurrent `POST /picture` during the batch,
 the peak memory (RSS of the process and its children, sampled every 0.5 s, and the
@@ -91,6 +93,14 @@ def etags(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         found.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
     return found
+
+
+def list_page_s(s3: Any, after: str) -> float:
+    """One page of the source as the pump asks for it: what the S3 server itself takes
+    (moto's grows with the bucket's size; S3's does not)."""
+    t0 = time.perf_counter()
+    s3.list_objects_v2(Bucket=SOURCE, Prefix="in/", StartAfter=after, MaxKeys=1000)
+    return time.perf_counter() - t0
 
 
 # --- what the processes hold ---------------------------------------------------------------
@@ -281,6 +291,7 @@ def throughput_phase(run: load_distributed.Deployment, args: argparse.Namespace)
     put_all(s3, "in/", pictures(args.count))
     put_s = time.perf_counter() - t0
     before = etags(s3, SOURCE, "in/")
+    page_s = list_page_s(s3, f"in/{args.count // 2:06}.jpg")
     db_before = schema_bytes(run.dsn, run.schema)
     memory = PeakMemory(run.procs, [n for n in run.procs if n != "s3"])
     stop, latencies = threading.Event(), list[float]()
@@ -319,6 +330,7 @@ def throughput_phase(run: load_distributed.Deployment, args: argparse.Namespace)
     return {
         "count": args.count,
         "put_s": round(put_s, 1),
+        "s3_list_page_s": round(page_s, 2),
         "listed_and_enqueued_s": round(listed_s, 1) if listed_s is not None else None,
         "items_measured": done_seen,
         "to_measured_s": round(to_goal_s, 1),
@@ -426,6 +438,9 @@ def show(report: dict[str, Any]) -> None:
     print(
         f"batch of {t['count']} pictures, {report['workers']} workers x 1 thread "
         f"(put in {t['put_s']}s); status {t['status']}, faces {t['faces']}"
+    )
+    print(
+        f"one ListObjectsV2 page of 1000 from the middle, before the batch: {t['s3_list_page_s']}s"
     )
     print(f"listed and enqueued (total known): {t['listed_and_enqueued_s']}s")
     print(
