@@ -104,9 +104,9 @@ def _has_tracks(record: ImageRecord) -> bool:
 
 
 _ERROR_MEANINGS = {
-    400: "Bad request: a malformed body (bad_multipart, missing_video), or a video whose "
-    "header is inconsistent (invalid_video: more frames than its duration and frame rate "
-    "allow, an absurd frame rate).",
+    400: "Bad request: a malformed body (bad_multipart, missing_file), or a video whose "
+    "header is inconsistent (too_many_frames: more frames than its duration and frame "
+    "rate allow; bad_frame_rate: an absurd frame rate).",
     401: "The API token is missing or wrong (only when IMAGEBLUR_API_TOKEN is set); for "
     "the file, a playback URL that expired or was altered.",
     403: "option_not_allowed: an upload option the server does not allow (`field`).",
