@@ -647,7 +647,8 @@ class Settings(BaseSettings):
     worker_kinds: str = Field(
         "",
         description="Job kinds this worker takes, comma-separated: kind names (`detect`, "
-        "`render`) or `pictures` (every picture kind), `long` (every long kind: `video`, `batch`); "
+        "`render`) or `pictures` (every picture kind), `long` (every long kind: `video`, "
+        "`video_options`, `batch`); "
         "empty: every kind. Detect and render share a queue: both or neither. A worker "
         "taking pictures and long jobs keeps one thread for pictures.",
     )
