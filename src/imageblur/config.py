@@ -321,8 +321,9 @@ class Settings(BaseSettings):
         None,
         description="Named reviewers, `photo-desk:<token>,night-desk:<token>` (names "
         "[a-z0-9._-]{1,64}; tokens at least 16 characters, all different, and different from "
-        "every API token): everything the API token may do, plus correcting regions and "
-        "approving, named in the audit trail. Needs IMAGEBLUR_API_TOKEN.",
+        "every API token): everything the API token may do but bucket batches, plus "
+        "correcting regions and approving, named in the audit trail. Needs "
+        "IMAGEBLUR_API_TOKEN.",
     )
     allow_anonymous: bool = Field(
         False,
