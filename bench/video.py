@@ -6,7 +6,8 @@
     python bench/video.py check IN OUT --boxes BOXES.json [--solid R,G,B] [--json]
     python bench/video.py oracle IN OUT --boxes BOXES.json [--scale 1.25] [--miss 10,11]
     python bench/video.py run [--sizes 720p,1080p,2160p] [--clips 12] [--out DIR]
-        [--skip-deface | --deface PATH] [--deface-venv DIR] [--seconds 8] [--json]
+        [--skip-deface | --deface PATH] [--deface-venv DIR] [--seconds 8]
+        [--tools ours,per-frame,deface] [--reuse] [--json]
 
 `make-clip` writes a clip (generated: a virtual camera pans and zooms over PHOTO,
 H.264 + AAC tone in MP4 with a phone's location, creation time, make and model) and
@@ -29,7 +30,9 @@ and deface 1.5.0 (`--replacewith solid --keep-audio`; `--deface PATH` a deface c
 else installed into `--deface-venv`), each a whole process; at 2160p 2 clips, ours only,
 for peak memory. Prints a table per size and the item-6 targets (`bench/video_report.py`).
 The clips and outputs go to `--out` (default: a new temporary folder); clips already
-there are reused.
+there are reused; with `--reuse`, so are the figures of a (size, clip, tool) already
+in `OUT/clips.jsonl` (resuming a run, or measuring one tool again beside the others'
+kept figures). `--tools`: only these tools run (the others' figures may be reused).
 """
 
 from __future__ import annotations
@@ -82,12 +85,23 @@ def benchmark(args: argparse.Namespace) -> None:
     from speed import install_deface
 
     work = Path(args.out or tempfile.mkdtemp(prefix="video-bench-"))
-    deface = None if args.skip_deface else args.deface
-    if deface is None and not args.skip_deface:
+    only = [t for t in args.tools.split(",") if t]
+    skip_deface = args.skip_deface or (bool(only) and "deface" not in only)
+    deface = None if skip_deface else args.deface
+    if deface is None and not skip_deface:
         venv = Path(args.deface_venv or work / "deface-venv")
         deface = install_deface(venv)
     sizes = [s for s in args.sizes.split(",") if s]
-    report = run(Path(args.dataset), sizes, args.clips, work, deface, seconds=args.seconds)
+    report = run(
+        Path(args.dataset),
+        sizes,
+        args.clips,
+        work,
+        deface,
+        seconds=args.seconds,
+        only=only,
+        reuse=args.reuse,
+    )
     report["commit"] = measured_commit()
     report["targets"] = targets(report["sizes"])
     report["out"] = str(work)
@@ -187,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     run_.add_argument("--skip-deface", action="store_true")
     run_.add_argument("--deface", type=Path, default=None, help="a deface command to run")
     run_.add_argument("--deface-venv", default=None, help="deface installed (or found) here")
+    run_.add_argument("--tools", default="", help="only these: ours, per-frame, deface")
+    run_.add_argument("--reuse", action="store_true", help="figures already in OUT are kept")
     run_.add_argument("--json", action="store_true")
     oracle_ = commands.choices["oracle"]
     oracle_.add_argument("--scale", type=float, default=1.25)

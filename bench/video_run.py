@@ -7,7 +7,11 @@ in turn, each tool runs as a whole process (start-up included, as a user running
 on one clip pays it): wall seconds, CPU seconds (user + sys) and peak RSS of the child
 from wait4 (`speed.timed_process`). Each output is read back from its pixels with
 `check` (solid mode): exposed face-frames, flashes, background hidden, sound, metadata.
-Each clip's figures are appended to `OUT/clips.jsonl` as they come. The tools:
+Each clip's figures are appended to `OUT/clips.jsonl` as they come (with the commit
+and the load average). With `reuse`, a (size, clip, tool) already there is not run
+again: its last line's figures are taken (a run resumed, or one tool measured again
+on the same clips while the others' figures are kept; the lines say when and at which
+commit each was measured). The tools (`only`: some of them):
 - `ours`: `imageblur blur CLIP -o DIR`, solid mode, tracking on at the default stride;
 - `per-frame`: the same with tracking off and every frame detected
   (IMAGEBLUR_VIDEO_TRACKING=false, IMAGEBLUR_VIDEO_DETECT_STRIDE=1);
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance import measured_commit
 from speed import Timed, _clean_env, imageblur_command, timed_process
 from tracking_real import ClipJob, clip_jobs
 
@@ -142,31 +147,49 @@ def run_size(
     clips: Sequence[ClipJob],
     contenders: Sequence[Tool],
     work: Path,
+    reuse: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every clip of one size through every tool, the tools in turn on each clip."""
     if size in OURS_ONLY:
-        clips, contenders = clips[: OURS_ONLY[size]], contenders[:1]
+        clips = clips[: OURS_ONLY[size]]
+        contenders = [t for t in contenders if t.name == "ours"]
     tallies = {tool.name: Tally() for tool in contenders}
+    done = _logged(work) if reuse else {}
     for job in clips:
         clip = work / size / job.name
         video_s = make(job, clip)
         for tool in contenders:
-            out = work / size / tool.name / clip.name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.unlink(missing_ok=True)
-            timed = timed_process(tool.argv(clip, out), out.parent, tool.env)
-            if not out.exists():
-                raise SystemExit(f"{tool.name} wrote no {out}: {timed.stdout[-2000:]}")
-            report = check(clip, out)
-            tallies[tool.name].add(timed, video_s, report)
-            print(f"{size} {clip.name} {tool.name}: {timed.wall_s:.1f} s", file=sys.stderr)
-            # Each clip's figures as they come: a long run on a busy machine can be read
-            # (or its end estimated) before it finishes.
-            with (work / "clips.jsonl").open("a") as log:
-                line = {"size": size, "clip": clip.name, "tool": tool.name, **vars(timed)}
-                log.write(json.dumps({**line, "stdout": None, "check": report}) + "\n")
-            out.unlink()  # 2160p outputs are large; the figures are kept
+            line = done.get((size, clip.name, tool.name)) or _measure(size, clip, tool, work)
+            timed = Timed(line["wall_s"], line["cpu_s"], line["peak_rss_mb"], "")
+            tallies[tool.name].add(timed, video_s, line["check"])
     return {name: tally.row() for name, tally in tallies.items()}
+
+
+def _measure(size: str, clip: Path, tool: Tool, work: Path) -> dict[str, Any]:
+    out = work / size / tool.name / clip.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    load = list(os.getloadavg())
+    timed = timed_process(tool.argv(clip, out), out.parent, tool.env)
+    if not out.exists():
+        raise SystemExit(f"{tool.name} wrote no {out}: {timed.stdout[-2000:]}")
+    report = check(clip, out)
+    print(f"{size} {clip.name} {tool.name}: {timed.wall_s:.1f} s", file=sys.stderr)
+    # Each clip's figures as they come: a long run on a busy machine can be read (or
+    # its end estimated) before it finishes, and resumed (`reuse`).
+    line = {"size": size, "clip": clip.name, "tool": tool.name, **vars(timed), "stdout": None}
+    line |= {"commit": measured_commit(), "load_average": load, "check": report}
+    with (work / "clips.jsonl").open("a") as log:
+        log.write(json.dumps(line) + "\n")
+    out.unlink()  # 2160p outputs are large; the figures are kept
+    return line
+
+
+def _logged(work: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The last line of each (size, clip, tool) in `work`'s clips.jsonl."""
+    path = work / "clips.jsonl"
+    lines = [json.loads(t) for t in path.read_text().splitlines()] if path.exists() else []
+    return {(line["size"], line["clip"], line["tool"]): line for line in lines}
 
 
 def make(job: ClipJob, clip: Path) -> float:
@@ -199,13 +222,15 @@ def run(
     deface: Path | None,
     fps: int = 30,
     seconds: float = 8.0,
+    only: Sequence[str] = (),
+    reuse: bool = False,
 ) -> dict[str, Any]:
     started, load_before = time.perf_counter(), list(os.getloadavg())
-    contenders = tools(deface)
+    contenders = [t for t in tools(deface) if not only or t.name in only]
     results = {}
     for size in sizes:
         jobs = clip_jobs(dataset, count, SIZES.get(size) or _size(size), fps, seconds)
-        results[size] = run_size(size, jobs, contenders, work)
+        results[size] = run_size(size, jobs, contenders, work, reuse)
     return {
         "sizes": results,
         "clips": [str(j.photo.relative_to(dataset / "images")) for j in jobs],
