@@ -25,8 +25,8 @@ RULE = (
     "first sighting, after the last; rolled on up to settings pre_roll_s / post_roll_s "
     "beyond the outermost); every box not at a sighting grown "
     "(width and height times 1 + growth_per_s x the seconds to the nearest sighting, at "
-    "most max_growth_s) about its centre; never at or before frame `after` nor at or "
-    "after frame `before` (shot limits)"
+    "most max_growth_s; coast_growth_per_s on a coasted end) about its centre; "
+    "never at or before frame `after` nor at or after frame `before` (shot limits)"
 )
 _BUCKET_S = 1.0  # the time index's bucket: a lookup checks the tracks of one bucket
 
@@ -62,6 +62,13 @@ class TrackSettings:
     # `coast_s`, stopping at a cut or where the motion is unknown (0: no coasting).
     coast_s: float = 2.0
     coast_min_sightings: int = 2
+    # ... and whose best sighting scores at least this (false boxes mostly score low).
+    coast_min_score: float = 0.0
+    # A coasted box follows the camera's measured motion, not a guess from the track's
+    # own: it grows at this rate instead of `growth_per_s`.
+    coast_growth_per_s: float = 0.6
+    # A track of one sighting scoring below this is dropped (0: none is).
+    lone_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -202,17 +209,18 @@ class TrackPlan:
         at = bisect.bisect_left(indexes, index)
         if at < len(keys) and indexes[at] == index:
             key = keys[at]
-            return self._grown(track, key.box, key.score, _away(track.sighted, time_s))
+            away = _away(track.sighted, time_s)
+            return self._grown(track, segment, key.box, key.score, away)
         if at == 0:
             dt = time_s - keys[0].time_s
             if dt < -segment.pre_roll_s - 1e-9:
                 return None
-            return self._rolled(track, keys[0], segment.velocities[0], dt, time_s)
+            return self._rolled(track, segment, keys[0], segment.velocities[0], dt, time_s)
         if at == len(keys):
             dt = time_s - keys[-1].time_s
             if dt > segment.post_roll_s + 1e-9:
                 return None
-            return self._rolled(track, keys[-1], segment.velocities[1], dt, time_s)
+            return self._rolled(track, segment, keys[-1], segment.velocities[1], dt, time_s)
         a, b = keys[at - 1], keys[at]
         span = b.time_s - a.time_s
         w = (time_s - a.time_s) / span if span > 0 else (index - a.index) / (b.index - a.index)
@@ -220,22 +228,36 @@ class TrackPlan:
         box = tuple(pa + (pb - pa) * w for pa, pb in zip(a.box, b.box, strict=True))
         away = _away(track.sighted, time_s) or min(time_s - a.time_s, b.time_s - time_s)
         score = min(a.score, b.score)
-        return self._grown(track, cast(tuple[float, float, float, float], box), score, away)
+        box_ = cast(tuple[float, float, float, float], box)
+        return self._grown(track, segment, box_, score, away)
 
     def _rolled(
-        self, track: PlanTrack, key: Key, velocity: tuple[float, float], dt: float, time_s: float
+        self,
+        track: PlanTrack,
+        segment: _Segment,
+        key: Key,
+        velocity: tuple[float, float],
+        dt: float,
+        time_s: float,
     ) -> Face:
         x0, y0, x1, y1 = key.box
         dx, dy = velocity[0] * dt, velocity[1] * dt
         box = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
-        return self._grown(track, box, key.score, _away(track.sighted, time_s))
+        return self._grown(track, segment, box, key.score, _away(track.sighted, time_s))
 
     def _grown(
-        self, track: PlanTrack, box: tuple[float, float, float, float], score: float, away: float
+        self,
+        track: PlanTrack,
+        segment: _Segment,
+        box: tuple[float, float, float, float],
+        score: float,
+        away: float,
     ) -> Face:
-        """`box` grown for being `away` seconds from the nearest sighting."""
+        """`box` grown for being `away` seconds from the nearest sighting (at the
+        coasting rate on a coasted end)."""
         s = self._settings
-        return _face(_grow(box, s.growth_per_s * min(away, s.max_growth_s)), score, track.kind)
+        rate = s.coast_growth_per_s if segment.side else s.growth_per_s
+        return _face(_grow(box, rate * min(away, s.max_growth_s)), score, track.kind)
 
     def to_json(self) -> str:
         """The plan as one compact JSON object: key boxes per track, the rule, settings."""
