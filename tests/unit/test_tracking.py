@@ -397,3 +397,20 @@ def test_a_coasted_plan_survives_a_json_round_trip_and_a_first_format_plan_reads
     del track["coast"]
     old = TrackPlan.from_json(json.dumps(data))
     assert old.track_list[0].coast == (0, 0)
+
+
+def test_a_coasted_box_follows_the_camera_ungrown_and_a_roll_still_grows() -> None:
+    frames = _zoom_sightings(90, _large)
+    last_seen = max(f.index for f in frames if f.faces)
+    plan, grown = build_plan(frames), build_plan(frames, TrackSettings(coast_growth_per_s=0.6))
+    at = last_seen + 30  # a second on: coasted, past the sightings' roll
+    (box,) = plan.boxes_at(at, at / FPS)
+    (bigger,) = grown.boxes_at(at, at / FPS)
+    # The camera zooms out: the coasted box shrinks with the face, grown by nothing.
+    assert box.face.height == pytest.approx(_zoomed_face(at).height, rel=0.05)
+    assert bigger.face.height > 1.2 * box.face.height
+    assert covered(_zoomed_face(at), [box]) >= 0.95
+    # In the roll after the last sighting both rules show: the rolled box is grown.
+    rolled = last_seen + 9
+    heights = sorted(h.face.height for h in plan.boxes_at(rolled, rolled / FPS))
+    assert len(heights) == 2 and heights[1] > 1.1 * heights[0]

@@ -62,13 +62,10 @@ class TrackSettings:
     # `coast_s`, stopping at a cut or where the motion is unknown (0: no coasting).
     coast_s: float = 2.0
     coast_min_sightings: int = 2
-    # ... and whose best sighting scores at least this (false boxes mostly score low).
-    coast_min_score: float = 0.0
     # A coasted box follows the camera's measured motion, not a guess from the track's
-    # own: it grows at this rate instead of `growth_per_s`.
-    coast_growth_per_s: float = 0.6
-    # A track of one sighting scoring below this is dropped (0: none is).
-    lone_min_score: float = 0.0
+    # own velocity: it grows at this rate instead (bench/tracking_real.py: growing it
+    # hid 0.8 points more background for no face hidden; docs/video.md).
+    coast_growth_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -215,12 +212,12 @@ class TrackPlan:
             dt = time_s - keys[0].time_s
             if dt < -segment.pre_roll_s - 1e-9:
                 return None
-            return self._rolled(track, segment, keys[0], segment.velocities[0], dt, time_s)
+            return self._rolled(track, keys[0], segment.velocities[0], dt, time_s)
         if at == len(keys):
             dt = time_s - keys[-1].time_s
             if dt > segment.post_roll_s + 1e-9:
                 return None
-            return self._rolled(track, segment, keys[-1], segment.velocities[1], dt, time_s)
+            return self._rolled(track, keys[-1], segment.velocities[1], dt, time_s)
         a, b = keys[at - 1], keys[at]
         span = b.time_s - a.time_s
         w = (time_s - a.time_s) / span if span > 0 else (index - a.index) / (b.index - a.index)
@@ -234,7 +231,6 @@ class TrackPlan:
     def _rolled(
         self,
         track: PlanTrack,
-        segment: _Segment,
         key: Key,
         velocity: tuple[float, float],
         dt: float,
@@ -243,20 +239,21 @@ class TrackPlan:
         x0, y0, x1, y1 = key.box
         dx, dy = velocity[0] * dt, velocity[1] * dt
         box = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
-        return self._grown(track, segment, box, key.score, _away(track.sighted, time_s))
+        # A roll is a guess from the track's velocity, a coasted end's roll too.
+        return self._grown(track, None, box, key.score, _away(track.sighted, time_s))
 
     def _grown(
         self,
         track: PlanTrack,
-        segment: _Segment,
+        segment: _Segment | None,
         box: tuple[float, float, float, float],
         score: float,
         away: float,
     ) -> Face:
         """`box` grown for being `away` seconds from the nearest sighting (at the
-        coasting rate on a coasted end)."""
+        coasting rate at and between a coasted end's keys; `segment` None: a roll)."""
         s = self._settings
-        rate = s.coast_growth_per_s if segment.side else s.growth_per_s
+        rate = s.coast_growth_per_s if segment is not None and segment.side else s.growth_per_s
         return _face(_grow(box, rate * min(away, s.max_growth_s)), score, track.kind)
 
     def to_json(self) -> str:

@@ -113,21 +113,15 @@ class _Linker:
 
     def finish(self) -> list[PlanTrack]:
         confirm = self._settings.confirm_score
-        lone = self._settings.lone_min_score
-        kept = [
-            t
-            for t in self._done + self._shot
-            if t.best_score >= confirm and (len(t.keys) > 1 or t.best_score >= lone)
-        ]
+        kept = [t for t in self._done + self._shot if t.best_score >= confirm]
         kept.sort(key=lambda t: (t.keys[0].index, t.keys[0].box))
         return [self._planned(no, t) for no, t in enumerate(kept)]
 
     def _planned(self, number: int, track: _OpenTrack) -> PlanTrack:
         pre, post = self._rolls(track)
         before, after = track.coast_before, track.coast_after
-        s = self._settings
-        if len(track.keys) < s.coast_min_sightings or track.best_score < s.coast_min_score:
-            before, after = [], []  # a lone or faint box (a false one, mostly) does not coast
+        if len(track.keys) < self._settings.coast_min_sightings:
+            before, after = [], []  # a lone box (a false one, mostly) does not coast
         keys = (*before, *track.keys, *after)
         return PlanTrack(
             number,
