@@ -59,6 +59,14 @@ def table(report: dict[str, Any]) -> str:
         + " at the start, "
         + ", ".join(f"{v:.1f}" for v in report["load_average"])
         + f" at the end; {report['duration_s'] / 60:.1f} min",
+        f"{report['measurements']} measurements ({report['reused']} reused from clips.jsonl) "
+        f"of commits {', '.join(c[:7] for c in report['measured_commits'])}"
+        + (
+            f"; 1-min load while measuring {report['measured_load_1min'][0]:.1f} to "
+            f"{report['measured_load_1min'][1]:.1f}"
+            if report["measured_load_1min"]
+            else ""
+        ),
         f"clips: {report['seconds']:g} s at {report['fps']} fps from "
         + ", ".join(report["clips"])
         + " (~1024 px photos, upscaled where the crop is smaller than the frame)",

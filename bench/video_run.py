@@ -148,8 +148,10 @@ def run_size(
     contenders: Sequence[Tool],
     work: Path,
     reuse: bool = False,
+    used: list[dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every clip of one size through every tool, the tools in turn on each clip."""
+    """Every clip of one size through every tool, the tools in turn on each clip
+    (each clip's line, measured or reused, appended to `used`)."""
     if size in OURS_ONLY:
         clips = clips[: OURS_ONLY[size]]
         contenders = [t for t in contenders if t.name == "ours"]
@@ -160,6 +162,8 @@ def run_size(
         video_s = make(job, clip)
         for tool in contenders:
             line = done.get((size, clip.name, tool.name)) or _measure(size, clip, tool, work)
+            if used is not None:
+                used.append({**line, "reused": (size, clip.name, tool.name) in done})
             timed = Timed(line["wall_s"], line["cpu_s"], line["peak_rss_mb"], "")
             tallies[tool.name].add(timed, video_s, line["check"])
     return {name: tally.row() for name, tally in tallies.items()}
@@ -227,10 +231,11 @@ def run(
 ) -> dict[str, Any]:
     started, load_before = time.perf_counter(), list(os.getloadavg())
     contenders = [t for t in tools(deface) if not only or t.name in only]
-    results = {}
+    results, used = {}, []
     for size in sizes:
         jobs = clip_jobs(dataset, count, SIZES.get(size) or _size(size), fps, seconds)
-        results[size] = run_size(size, jobs, contenders, work, reuse)
+        results[size] = run_size(size, jobs, contenders, work, reuse, used)
+    loads = [line["load_average"][0] for line in used if line.get("load_average")]
     return {
         "sizes": results,
         "clips": [str(j.photo.relative_to(dataset / "images")) for j in jobs],
@@ -239,6 +244,11 @@ def run(
         "duration_s": time.perf_counter() - started,
         "load_average_start": load_before,
         "load_average": list(os.getloadavg()),
+        # Per measurement (a reused one was measured earlier): what the figures are of.
+        "measurements": len(used),
+        "reused": sum(1 for line in used if line["reused"]),
+        "measured_commits": sorted({line.get("commit", "unknown") for line in used}),
+        "measured_load_1min": [min(loads), max(loads)] if loads else None,
         "cores": os.cpu_count(),
     }
 
