@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -27,11 +28,24 @@ BILL_FACE = (698, 279, 1449, 1220)
 LINUS_FACE = (163, 14, 200, 63)
 
 
+_PORTS = random.SystemRandom()  # not `random`'s state: hypothesis seeds that
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on now, below the kernel's ephemeral range: a port
+    the kernel picks (bind to 0) is one it also hands to outgoing connections, and one
+    such connection took a worker's metrics port in the seconds before the worker bound
+    it (two test processes at once make many)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = _PORTS.randrange(20000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between 20000 and {low}")
 
 
 # A loaded 2-core machine (another test run beside this one) stalls a process for

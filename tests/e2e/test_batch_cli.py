@@ -144,6 +144,9 @@ def test_ctrl_c_leaves_the_batch_running_and_says_how_to_stop_it(
         stderr=subprocess.PIPE,
         text=True,
         env=_env(server),
+        # As a terminal starts it: a runner started in the background (CI's shell) has
+        # SIGINT ignored, and a child inherits that, so Ctrl-C would never reach it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stderr is not None

@@ -66,22 +66,24 @@ class Trickle:
 
     def trickle_until_answered(self) -> tuple[int, dict[str, str], dict[str, str]]:
         """Status, headers and JSON body of the answer that cuts the trickle."""
-        answer = b""
+        answer = bytearray()
         self.sock.settimeout(0.2)
-        while time.monotonic() - self.started < ANSWER_S:
+
+        def answered() -> bool:
             # Refused once the server stopped reading: its answer is waiting.
             with contextlib.suppress(OSError):
                 self.sock.sendall(b"x")
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
-                continue
-            answer += chunk
-            if not chunk or _complete(answer):
-                break
+                return False
+            answer.extend(chunk)
+            return not chunk or _complete(bytes(answer))
+
+        wait_until(answered, timeout_s=ANSWER_S, interval_s=0, what="an answer", retry_on=())
         self.sock.close()
-        assert answer, f"no answer within {ANSWER_S} s"
-        return _parse(answer)
+        assert answer, "the server closed the connection without an answer"
+        return _parse(bytes(answer))
 
 
 def _complete(answer: bytes) -> bool:
