@@ -143,3 +143,57 @@ def test_a_bucket_that_is_not_there_is_refused(
         answer = client.post("/batches", json=body)
         assert (answer.status_code, answer.json()["error"]) == (422, f"{role}_not_found")
         assert buckets["missing"] in answer.json()["message"]
+
+
+def test_an_s3_outage_mid_batch_ends_with_every_item_written_once(
+    moto: servers.MotoServer, s3: Any, buckets: dict[str, str], tmp_path: Path
+) -> None:
+    """S3 stops answering while the batch runs (reads of sources and writes of targets
+    time out): the items wait for it instead of failing, and once it is back every
+    source has exactly one anonymized copy and is left as it was."""
+    photos, blurred = buckets["photos"], buckets["blurred"]
+    env = moto.env() | {
+        "IMAGEBLUR_STORE": "s3",
+        "IMAGEBLUR_S3_INPUT_BUCKET": buckets["input"],
+        "IMAGEBLUR_S3_OUTPUT_BUCKET": buckets["output"],
+        "IMAGEBLUR_S3_CREATE_BUCKETS": "true",
+        "IMAGEBLUR_BATCH_BUCKETS": f"{photos},{blurred}",
+        "IMAGEBLUR_BATCH_PUMP_INTERVAL_S": "0.2",
+        "IMAGEBLUR_S3_TIMEOUT_S": "1",
+        "IMAGEBLUR_RETRY_BASE_DELAY_S": "0.2",
+        "IMAGEBLUR_RETRY_MAX_DELAY_S": "0.5",
+    }
+    sources = {f"outage/{n:02}.jpg": jpeg_bytes(320, 240, seed=100 + n) for n in range(60)}
+    for key, data in sources.items():
+        s3.put_object(Bucket=photos, Key=key, Body=data)
+    before = {k: e for k, e in _objects(s3, photos).items() if k.startswith("outage/")}
+    body = {
+        "source": {"bucket": photos, "prefix": "outage/"},
+        "target": {"bucket": blurred, "prefix": "after-outage/"},
+    }
+    with run_server(tmp_path / "data", env=env) as srv, srv.client() as client:
+        posted = client.post("/batches", json=body)
+        assert posted.status_code == 202, posted.text
+        url = f"/batches/{posted.json()['id']}"
+        wait_until(lambda: client.get(url).json()["done"] >= 1, what="a first item done")
+        moto.pause()
+        try:
+            wait_until(
+                lambda: "batch.item_unavailable" in srv.logs(),
+                what="an item to meet the outage",
+                details=srv.logs,
+            )
+        finally:
+            moto.resume()
+        seen: dict[str, Any] = {}
+
+        def ended() -> bool:
+            seen.update(client.get(url).json())
+            return seen["status"] not in ("listing", "running")
+
+        wait_until(ended, timeout_s=180, interval_s=0.2, what="the batch", details=srv.logs)
+    assert (seen["status"], seen["done"], seen["failed"]) == ("done", 60, 0), seen
+    after = {k: e for k, e in _objects(s3, photos).items() if k.startswith("outage/")}
+    assert after == before
+    written = {k for k in _objects(s3, blurred) if k.startswith("after-outage/")}
+    assert written == {k.replace("outage/", "after-outage/", 1) for k in sources}
