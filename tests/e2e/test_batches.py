@@ -7,6 +7,7 @@ same afterwards."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     }
     with run_server(home / "data", env=env) as running:
         yield running
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def _sources(folder: Path) -> dict[str, str]:
@@ -267,3 +271,55 @@ def test_links_in_the_target_folder_are_never_followed(server: Server, root: Pat
             ("photos/people/a.jpg", "location_refused")
         ]
     assert _sources(outside) == {"b.jpg": _digest(b"outside")}
+
+
+def _padded(source: str, target: str, size: int) -> bytes:
+    """A batch's body that would be accepted but for its size (a long unknown key)."""
+    body = {
+        "source": {"bucket": source, "prefix": "photos/"},
+        "target": {"bucket": target, "prefix": "blurred/"},
+    }
+    text = json.dumps(body | {"padding": ""})
+    return text.replace('""', '"' + "x" * (size - len(text)) + '"').encode()
+
+
+def test_a_batch_body_over_64_kib_is_refused_unread(server: Server, root: Path) -> None:
+    """Declared (Content-Length) or streamed (chunked, no length), a body past 64 KiB
+    answers 413 too_large and makes no batch; one just under the cap is read."""
+    source, target = root / "big-in", root / "big-out"
+    _write(source, {"photos/a.png": png_bytes()})
+    over = _padded(f"file:{source}", f"file:{target}", 64 * 1024 + 1)
+
+    def chunked() -> Iterator[bytes]:
+        yield from (over[i : i + 4096] for i in range(0, len(over), 4096))
+
+    with server.client() as client:
+        declared = client.post("/batches", content=over, headers=JSON)
+        streamed = client.post("/batches", content=chunked(), headers=JSON)
+        assert "content-length" not in streamed.request.headers
+        for answer in (declared, streamed):
+            assert answer.status_code == 413, answer.text
+            assert answer.json()["error"] == "too_large"
+            assert "64 KiB" in answer.json()["message"]
+        listed = client.get("/batches", params={"limit": 100}).json()["items"]
+        assert not [b for b in listed if b["source"]["bucket"] == f"file:{source}"]
+        # Just under the cap: an unknown key is no refusal, so the batch is made.
+        under = _padded(f"file:{source}", f"file:{target}", 64 * 1024)
+        accepted = client.post("/batches", content=under, headers=JSON)
+        assert accepted.status_code == 202, accepted.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 422, "invalid_batch"),
+        (b"", 400, "invalid_json"),
+    ],
+)
+def test_a_batch_body_that_is_no_json_object(
+    server: Server, body: bytes, status: int, code: str
+) -> None:
+    with server.client() as client:
+        answer = client.post("/batches", content=body, headers=JSON)
+    assert (answer.status_code, answer.json()["error"]) == (status, code), answer.text

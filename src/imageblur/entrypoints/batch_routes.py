@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from imageblur.batches.model import Batch, BatchItem, is_batch_id, pace
+from imageblur.batches.model import Batch, BatchItem, BatchRefused, is_batch_id, pace
 from imageblur.batches.rules import FILE_SCHEME
 from imageblur.batches.service import BatchService
 from imageblur.bootstrap import Container
 from imageblur.domain import NotFound, utcnow
 from imageblur.entrypoints.errors import Rejected
+from imageblur.entrypoints.json_body import MAX_BATCH_BYTES, read_json
 from imageblur.entrypoints.middleware.auth import role_of
 
 router = APIRouter()
@@ -88,10 +89,26 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-@router.post("/batches", status_code=202, response_model=None)
-async def post_batch(
-    request: Request, batches: Batches, body: Annotated[dict[str, Any], Body()]
-) -> JSONResponse:
+# The body as OpenAPI shows it: read by `read_json`, not by FastAPI (which has no cap).
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The batch: `source` and `target` (`{bucket, prefix}`), `options`, "
+        f"`dry_run`; at most {MAX_BATCH_BYTES // 1024} KiB of JSON.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.post("/batches", status_code=202, response_model=None, openapi_extra=_BATCH_BODY)
+async def post_batch(request: Request, batches: Batches) -> JSONResponse:
+    body = await read_json(request, max_bytes=MAX_BATCH_BYTES, what="a batch")
+    if not isinstance(body, dict):
+        raise BatchRefused(
+            'the body must be a JSON object: {"source": ..., "target": ...}',
+            http_status=422,
+            code="invalid_batch",
+        )
     batch, created = await run_in_threadpool(batches.submit, body)
     location = f"{_root(request)}/batches/{batch.id}"
     return JSONResponse(

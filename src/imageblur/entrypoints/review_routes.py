@@ -4,7 +4,6 @@ name are checked here, on the server, from what the token check recorded."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
@@ -14,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from imageblur import corrections
 from imageblur.bootstrap import Container
-from imageblur.domain import InvalidImage, Region
+from imageblur.domain import Region
 from imageblur.entrypoints.errors import Rejected
+from imageblur.entrypoints.json_body import MAX_CORRECTION_BYTES, read_json
 from imageblur.entrypoints.middleware.auth import reviewer_of, role_of
 from imageblur.entrypoints.routes import Root
 from imageblur.entrypoints.schemas import (
@@ -27,12 +27,9 @@ from imageblur.entrypoints.schemas import (
     errors,
     picture,
 )
-from imageblur.entrypoints.uploads import read_raw
 from imageblur.review import ReviewService
 
 router = APIRouter()
-
-MAX_CORRECTION_BYTES = 1_000_000
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 
@@ -77,22 +74,6 @@ def _revision(if_match: str | None) -> int:
     return int(match.group(1))
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        raw = await read_raw(request, max_bytes=MAX_CORRECTION_BYTES)
-    except InvalidImage as exc:
-        if exc.http_status == 413:
-            raise Rejected(413, "too_large", "a correction body is at most 1 MB") from exc
-        raise
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise corrections.InvalidCorrection(f"the body is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        # Nesting deeper than the parser's stack (a few thousand "[" fit in 1 MB).
-        raise corrections.InvalidCorrection("the body's JSON is nested too deeply") from exc
-
-
 def _regions_out(revision: int, regions: list[Region]) -> dict[str, Any]:
     items = [RegionOut(**r.to_dict()) for r in regions]
     return RegionList(revision=revision, regions=items).model_dump(mode="json")
@@ -125,7 +106,9 @@ async def put_regions(
 ) -> JSONResponse:
     reviewer = _reviewer(request)
     expected = _revision(if_match)
-    wanted = corrections.parse(await _json_body(request))
+    wanted = corrections.parse(
+        await read_json(request, max_bytes=MAX_CORRECTION_BYTES, what="a correction")
+    )
     record = await run_in_threadpool(
         review.correct,
         image_id,
