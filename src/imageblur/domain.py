@@ -177,6 +177,7 @@ class ErrorCode(StrEnum):
     INVALID_IMAGE = "invalid_image"  # the worker could not decode it
     INVALID_VIDEO = "invalid_video"  # corrupt or truncated, found while decoding
     AUDIO_FAILED = "audio_failed"  # a video's sound could not be written to its result
+    ENCODE_FAILED = "encode_failed"  # a video's frames could not be encoded or written
     TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG past the scan limit
     ORIGINAL_MISSING = "original_missing"  # gone from the store
     ORIGINAL_UNREADABLE = "original_unreadable"  # no configured key opens it
@@ -206,6 +207,7 @@ _ERROR_MESSAGES = {
     ErrorCode.INVALID_IMAGE: "the image could not be decoded",
     ErrorCode.INVALID_VIDEO: "the video could not be decoded to its end",
     ErrorCode.AUDIO_FAILED: "the video's sound could not be written to the result",
+    ErrorCode.ENCODE_FAILED: "the anonymized video could not be encoded or written",
     ErrorCode.TOO_MANY_SCANS: "the JPEG has more progressive scans than allowed",
     ErrorCode.ORIGINAL_MISSING: "the original is missing from the store",
     ErrorCode.ORIGINAL_UNREADABLE: "the original could not be opened with the configured keys",

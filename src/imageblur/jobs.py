@@ -118,11 +118,14 @@ def _code_of(exc: InvalidImage) -> ErrorCode:
     return ErrorCode.TOO_MANY_SCANS if exc.code == "too_many_scans" else ErrorCode.INVALID_IMAGE
 
 
+# The pipeline's `BrokenVideo` codes that are the render's own failure, not the input's
+# (read by value: the worker does not import the pipeline).
+_OUR_FAILURES = {code.value: code for code in (ErrorCode.AUDIO_FAILED, ErrorCode.ENCODE_FAILED)}
+
+
 def _video_code(exc: ProcessingError) -> ErrorCode:
-    """A video's failure: its sound not written (the pipeline's `BrokenVideo` code,
-    read by value: the worker does not import the pipeline), else undecodable input."""
-    audio = getattr(exc, "code", None) == ErrorCode.AUDIO_FAILED.value
-    return ErrorCode.AUDIO_FAILED if audio else ErrorCode.INVALID_VIDEO
+    """A video's failure: its sound or its frames not written, else undecodable input."""
+    return _OUR_FAILURES.get(str(getattr(exc, "code", "")), ErrorCode.INVALID_VIDEO)
 
 
 class Outcome(StrEnum):

@@ -271,23 +271,27 @@ def test_a_corrupt_video_fails_for_good_with_nothing_left(world: World, tmp_path
     assert list(world.results.list()) == [] and list(world.originals.list()) == []
 
 
-def test_sound_not_written_fails_as_audio_failed_not_invalid_video(
-    world: World, tmp_path: Path
+@pytest.mark.parametrize("code", [ErrorCode.AUDIO_FAILED, ErrorCode.ENCODE_FAILED])
+def test_a_result_not_written_fails_as_ours_not_invalid_video(
+    world: World, tmp_path: Path, code: ErrorCode
 ) -> None:
-    from imageblur.video.errors import AUDIO_FAILED, BrokenVideo
+    """The render's own failures (the sound's, the frames') keep their code: an operator
+    is not told the client's file was bad."""
+    from imageblur.video.errors import AUDIO_FAILED, ENCODE_FAILED, BrokenVideo
 
+    assert (AUDIO_FAILED, ENCODE_FAILED) == (ErrorCode.AUDIO_FAILED, ErrorCode.ENCODE_FAILED)
     record = service(world).submit(upload(world))
 
     def refused(done: int, progress: VideoProgress) -> None:
         if done == 10:
-            raise BrokenVideo("the sound could not be written to the result", code=AUDIO_FAILED)
+            raise BrokenVideo("the result could not be written", code=code.value)
 
     outcome = world.processor(video=FakeVideoAnonymizer(refused)).handle(world.next_delivery())
     assert outcome is Outcome.FAILED
     failed = world.repo.get(record.id)
     assert failed is not None and failed.status is Status.FAILED
-    assert failed.error_code is ErrorCode.AUDIO_FAILED
-    assert failed.error == ErrorCode.AUDIO_FAILED.message
+    assert failed.error_code is code
+    assert failed.error == code.message
     assert list(world.results.list()) == [] and list(world.originals.list()) == []
 
 

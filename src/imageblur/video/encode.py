@@ -10,7 +10,7 @@ stored orientation with the input's display matrix.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +24,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
-from imageblur.video.errors import AUDIO_FAILED, CORRUPT_AUDIO, BrokenVideo
+from imageblur.video.errors import AUDIO_FAILED, CORRUPT_AUDIO, ENCODE_FAILED, BrokenVideo
 from imageblur.video.metadata import kept_metadata
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import OutputContainer, VideoInfo
@@ -169,6 +169,36 @@ def _writing() -> Iterator[None]:
     except av.FFmpegError as exc:
         raise BrokenVideo(
             f"the sound could not be written to the result: {_why(exc)}", code=AUDIO_FAILED
+        ) from None
+
+
+@contextmanager
+def writing(output: av.container.OutputContainer) -> Iterator[av.container.OutputContainer]:
+    """`output`, closed on the way out. Its setup and its trailer (written by the close)
+    are the render's own writes: a failure there is `encode_failed`. After an error the
+    close is only cleanup (the partial file is thrown away): its own failure (the same
+    full disk, say) must not hide the first error, a corrupt input's included."""
+    try:
+        with writing_video():
+            yield output
+    except BaseException:
+        with suppress(av.FFmpegError):
+            output.close()
+        raise
+    with writing_video():
+        output.close()
+
+
+@contextmanager
+def writing_video() -> Iterator[None]:
+    """Setting up the output, encoding and muxing the frames, writing the trailer: a
+    failure there is the render's (an encoder or muxer refusing, a disk that will not
+    take the bytes), never a corrupt input."""
+    try:
+        yield
+    except av.FFmpegError as exc:
+        raise BrokenVideo(
+            f"the anonymized video could not be written: {_why(exc)}", code=ENCODE_FAILED
         ) from None
 
 

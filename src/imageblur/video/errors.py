@@ -25,12 +25,16 @@ class InvalidVideo(ImageblurError):  # noqa: N818 - a domain name, not a "...Err
 # a failure to encode or mux the sound into the result (the job's `audio_failed`).
 CORRUPT_AUDIO = "corrupt_audio"
 AUDIO_FAILED = "audio_failed"
+# The video's frames not encoded or not written into the result (the encoder or the
+# muxer refused, the disk would not take them): the job's `encode_failed`, not the input.
+ENCODE_FAILED = "encode_failed"
 
 
 class BrokenVideo(ProcessingError):  # noqa: N818
     """Decoding found what the header did not say: corrupt or truncated data, more
-    frames or a longer stream than announced; or the sound could not be written to the
-    result (`AUDIO_FAILED`). Retrying will not fix it."""
+    frames or a longer stream than announced; or the sound (`AUDIO_FAILED`) or the
+    frames (`ENCODE_FAILED`) could not be written to the result. Retrying will not fix
+    it."""
 
     def __init__(self, message: str, *, code: str = "corrupt_video"):
         super().__init__(message)

@@ -32,6 +32,8 @@ from imageblur.video.encode import (
     audio_outcome,
     encoded_size,
     open_output,
+    writing,
+    writing_video,
 )
 from imageblur.video.frames import (
     Decoded,
@@ -80,8 +82,7 @@ def render(
     `hide`: rectangles of the upright frame hidden whole in every frame."""
     with opened(source_path, info) as source:
         stream = video_stream(source, info)
-        output = open_output(target_path, info, source, keep=keep_metadata)
-        with output:
+        with writing(open_output(target_path, info, source, keep=keep_metadata)) as output:
             encoder = add_video(output, stream, info, orientation)
             tracks = [AudioTrack(output, s, info) for s in source.streams.audio]
             frames = _FrameRenderer(info, plan, look, orientation, encoder, output, hide)
@@ -89,7 +90,8 @@ def render(
             by_index = {t.source.index: t for t in tracks}
             demuxed: list[VideoStream | AudioStream] = [stream, *(t.source for t in tracks)]
             # The encoders opened and the header written here, outside the translation
-            # below: a failure to set up the output is ours, not a corrupt input.
+            # below: a failure to set up the output is ours (`encode_failed`), not a
+            # corrupt input.
             output.start_encoding()
             with translated_errors(checker):
                 for packet in source.demux(*demuxed):
@@ -155,11 +157,13 @@ class _FrameRenderer:
 
     def _mux(self, frame: VideoFrame | None) -> None:
         """Encode and mux, each packet with its own frame's duration (the encoder may
-        lose it; the last frame's is the result's end)."""
-        for packet in self._encoder.encode(frame):
-            if packet.pts is not None and packet.pts in self._durations:
-                packet.duration = self._durations.pop(packet.pts)
-            self._output.mux(packet)
+        lose it; the last frame's is the result's end). Inside the input's error
+        translation, so its failures are told apart there: `encode_failed`."""
+        with writing_video():
+            for packet in self._encoder.encode(frame):
+                if packet.pts is not None and packet.pts in self._durations:
+                    packet.duration = self._durations.pop(packet.pts)
+                self._output.mux(packet)
 
     def _pts(self, frame: VideoFrame, index: int) -> int:
         """The frame's own timestamp; one tick after the last if it has none or repeats
