@@ -86,16 +86,81 @@ def _rebuild_images(version: int, statuses: Sequence[str], *, columns: int, copi
     )
 
 
-def _wrap(first: str, items: Sequence[str], sep: str, indent: str) -> str:
+def _wrap(first: str, items: Sequence[str], sep: str, indent: str, width: int = _WIDTH) -> str:
     """`items` after `first`, separated by `sep`; a line is broken (then `indent`) before
-    an item that would take it past _WIDTH, its trailing separator counted."""
+    an item that would take it past `width`, its trailing separator counted."""
     lines, line = [], first
     for item in items:
-        if line not in (first, indent) and len(line + item + sep.rstrip()) > _WIDTH:
+        if line not in (first, indent) and len(line + item + sep.rstrip()) > width:
             lines.append(line.rstrip())
             line = indent
         line += item + sep
     return "\n".join([*lines, line.removesuffix(sep)])
+
+
+# The columns of `batches` as its CREATE statements declare them, in order (the status:
+# its CHECK is the statement's own), and the indexes made with it.
+_BATCH_COLUMNS = (
+    ("id", "text PRIMARY KEY"),
+    ("batch_key", "text NOT NULL"),
+    ("source_store", "text NOT NULL CHECK (source_store IN ('s3', 'file'))"),
+    ("source_bucket", "text NOT NULL"),
+    ("source_prefix", "text NOT NULL"),
+    ("target_store", "text NOT NULL CHECK (target_store IN ('s3', 'file'))"),
+    ("target_bucket", "text NOT NULL"),
+    ("target_prefix", "text NOT NULL"),
+    ("options", "text NOT NULL"),
+    ("dry_run", "integer NOT NULL"),
+    ("status", None),
+    ("listing_after", "text"),
+    ("listed_all", "integer NOT NULL DEFAULT 0"),
+    ("error", "text"),
+    ("created_at", "text NOT NULL"),
+    ("updated_at", "text NOT NULL"),
+    ("finished_at", "text"),
+    ("callback_url", "text"),
+    ("pace_minute", "bigint NOT NULL DEFAULT 0"),
+    ("pace_n", "bigint NOT NULL DEFAULT 0"),
+    ("pace_prev", "bigint NOT NULL DEFAULT 0"),
+)
+_BATCH_INDEXES = """
+    CREATE UNIQUE INDEX batches_key ON batches (batch_key)
+        WHERE status <> 'cancelled';
+    CREATE INDEX batches_created ON batches (created_at DESC, id DESC);
+    """
+_BATCH_STATUSES_V14 = ("listing", "running", "done", "cancelled", "failed")
+_BATCH_STATUSES_V18 = (*_BATCH_STATUSES_V14, "callback_listing", "callback_running")
+# Migration 18's column list was written to this width (one line of 98 columns).
+_BATCH_INSERT_WIDTH = 98
+
+
+def _batches_table(table: str, statuses: Sequence[str], *, columns: int) -> str:
+    """The CREATE statement of `batches` (named `table`) with its first `columns`
+    columns and `statuses` in its status CHECK: migration 14 creates the table with
+    it, a rebuild (`_rebuild_batches`) its replacement."""
+    quoted = [f"'{status}'" for status in statuses]
+    check = _wrap(" " * 22 + "CHECK (status IN (", quoted, ", ", " " * 40)
+    lines = [
+        f"        {name:<13} " + (f"text NOT NULL\n{check}))," if decl is None else f"{decl},")
+        for name, decl in _BATCH_COLUMNS[:columns]
+    ]
+    return f"\n    CREATE TABLE {table} (\n" + "\n".join(lines).removesuffix(",") + "\n    );"
+
+
+def _rebuild_batches(version: int, statuses: Sequence[str], *, columns: int) -> str:
+    """Migration `version`, a rebuild of `batches` to change its status CHECK (SQLite
+    cannot alter one) to `statuses`, every one of its first `columns` columns copied:
+    the text that release shipped, to the byte (tests/unit/test_sqlite_schema.py)."""
+    table = f"batches_v{version}"
+    insert = f"    INSERT INTO {table} SELECT "
+    names = [name for name, _ in _BATCH_COLUMNS[:columns]]
+    listed = _wrap(insert, names, ", ", "        ", _BATCH_INSERT_WIDTH)
+    return (
+        _batches_table(table, statuses, columns=columns)
+        + f"\n{listed} FROM batches;\n"
+        + f"    DROP TABLE batches;\n    ALTER TABLE {table} RENAME TO batches;"
+        + _BATCH_INDEXES
+    )
 
 
 # Versioned migrations: append only, never edit a released one.
@@ -258,31 +323,9 @@ MIGRATIONS: tuple[str, ...] = (
     # it is cancelled (a post of the same batch answers it); partial indexes for the
     # listed items waiting to be published, leased ones, failed ones, done item keys (a
     # later batch skips them) and the keys a batch wrote (its purge).
-    """
-    CREATE TABLE batches (
-        id            text PRIMARY KEY,
-        batch_key     text NOT NULL,
-        source_store  text NOT NULL CHECK (source_store IN ('s3', 'file')),
-        source_bucket text NOT NULL,
-        source_prefix text NOT NULL,
-        target_store  text NOT NULL CHECK (target_store IN ('s3', 'file')),
-        target_bucket text NOT NULL,
-        target_prefix text NOT NULL,
-        options       text NOT NULL,
-        dry_run       integer NOT NULL,
-        status        text NOT NULL
-                      CHECK (status IN ('listing', 'running', 'done', 'cancelled', 'failed')),
-        listing_after text,
-        listed_all    integer NOT NULL DEFAULT 0,
-        error         text,
-        created_at    text NOT NULL,
-        updated_at    text NOT NULL,
-        finished_at   text
-    );
-    CREATE UNIQUE INDEX batches_key ON batches (batch_key)
-        WHERE status <> 'cancelled';
-    CREATE INDEX batches_created ON batches (created_at DESC, id DESC);
-    CREATE TABLE batch_items (
+    _batches_table("batches", _BATCH_STATUSES_V14, columns=17)
+    + _BATCH_INDEXES
+    + """CREATE TABLE batch_items (
         id               text PRIMARY KEY,
         batch_id         text NOT NULL,
         item_key         text NOT NULL,
@@ -355,42 +398,7 @@ MIGRATIONS: tuple[str, ...] = (
     # `callback_running`, statuses no earlier release knows (so none of its pods ends it
     # and sends its `batch.done` to the operator's URL): the status CHECK gains them, by
     # a rebuild of `batches` (SQLite cannot alter a CHECK; one row per batch).
-    """
-    CREATE TABLE batches_v18 (
-        id            text PRIMARY KEY,
-        batch_key     text NOT NULL,
-        source_store  text NOT NULL CHECK (source_store IN ('s3', 'file')),
-        source_bucket text NOT NULL,
-        source_prefix text NOT NULL,
-        target_store  text NOT NULL CHECK (target_store IN ('s3', 'file')),
-        target_bucket text NOT NULL,
-        target_prefix text NOT NULL,
-        options       text NOT NULL,
-        dry_run       integer NOT NULL,
-        status        text NOT NULL
-                      CHECK (status IN ('listing', 'running', 'done', 'cancelled', 'failed',
-                                        'callback_listing', 'callback_running')),
-        listing_after text,
-        listed_all    integer NOT NULL DEFAULT 0,
-        error         text,
-        created_at    text NOT NULL,
-        updated_at    text NOT NULL,
-        finished_at   text,
-        callback_url  text,
-        pace_minute   bigint NOT NULL DEFAULT 0,
-        pace_n        bigint NOT NULL DEFAULT 0,
-        pace_prev     bigint NOT NULL DEFAULT 0
-    );
-    INSERT INTO batches_v18 SELECT id, batch_key, source_store, source_bucket, source_prefix,
-        target_store, target_bucket, target_prefix, options, dry_run, status, listing_after,
-        listed_all, error, created_at, updated_at, finished_at, callback_url, pace_minute, pace_n,
-        pace_prev FROM batches;
-    DROP TABLE batches;
-    ALTER TABLE batches_v18 RENAME TO batches;
-    CREATE UNIQUE INDEX batches_key ON batches (batch_key)
-        WHERE status <> 'cancelled';
-    CREATE INDEX batches_created ON batches (created_at DESC, id DESC);
-    """,
+    _rebuild_batches(18, _BATCH_STATUSES_V18, columns=21),
 )
 # The version this release needs (`check`) and migrates to.
 LATEST = len(MIGRATIONS)
