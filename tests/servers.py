@@ -164,6 +164,15 @@ def _rabbitmqctl(*args: str, node: str | None = None) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
 
+def rabbitmq_connections(vhost: str, node: str | None = None) -> int:
+    """How many client connections the broker holds open in `vhost`."""
+    cmd = ["rabbitmqctl", *(["-n", node] if node else []), "-q", "list_connections"]
+    out = subprocess.run(
+        [*cmd, "-p", vhost, "state"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.strip() == "running")
+
+
 @contextlib.contextmanager
 def rabbitmq_vhost(node: str | None = None, port: int = RABBIT_PORT) -> Iterator[str]:
     """A fresh vhost for guest on the broker; yields its AMQP URL; deleted after."""

@@ -228,6 +228,10 @@ class Deployment:
                 proc.kill()
                 proc.wait()
 
+    def log_paths(self) -> list[Path]:
+        """Each process's log file (its stdout and stderr), in the order they started."""
+        return list(self._logs)
+
     def logs(self) -> str:
         return "\n".join(
             f"===== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self._logs

@@ -46,6 +46,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
+from imageblur.adapters.rabbitmq_close import close_quietly, hold_pika_errors_while_closing
 from imageblur.domain import (
     JOB_KINDS,
     DeadLetter,
@@ -109,8 +110,7 @@ class _Link:
             channel.confirm_delivery()
             self._declare(channel)
         except BaseException:
-            with contextlib.suppress(*_PIKA_ERRORS):
-                connection.close()
+            close_quietly(connection, self._name)
             raise
         self.connection, self.channel = connection, channel
         self.generation += 1
@@ -120,8 +120,7 @@ class _Link:
     def reset(self) -> None:
         connection, self.connection, self.channel = self.connection, None, None
         if connection is not None and connection.is_open:
-            with contextlib.suppress(*_PIKA_ERRORS):
-                connection.close()
+            close_quietly(connection, self._name)
 
 
 class RabbitMQJobQueue:
@@ -156,6 +155,7 @@ class RabbitMQJobQueue:
         self._delivery_limit = delivery_limit
         parameters = [_parameters(u, timeout_s) for u in split_urls(url)]
         self._delay_names: set[str] = set()
+        hold_pika_errors_while_closing()  # pika's loggers exist: it is imported
         self._publisher = _Link(parameters, self._declare, "publisher")
         self._consumer = _Link(parameters, self._declare_consumer, "consumer")
         self._buffer: collections.deque[tuple[Basic.Deliver, bytes]] = collections.deque()
