@@ -198,3 +198,53 @@ def test_trickling_uploads_fill_the_gate_then_free_it(server: Server, tmp_dir: P
         assert_nothing_kept(server, tmp_dir)
         accepted = client.post("/picture", files={"image": LINUS.read_bytes()})
         assert accepted.status_code == 202, accepted.text
+
+
+DRIBBLERS = 200
+
+
+def _process(server: Server) -> tuple[int, int]:
+    """The server's resident memory (KiB) and open file descriptors."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    return rss, len(list(Path(f"/proc/{server.process.pid}/fd").iterdir()))
+
+
+def test_connections_dribbling_headers_hold_a_socket_each_and_block_no_one(
+    server: Server,
+) -> None:
+    """Headers are not bounded by us (docs/operations.md, "Slow request headers"): what
+    a connection that never finishes its headers costs is one socket (a file descriptor)
+    and a few KiB; the server keeps answering everyone else meanwhile. Run with -s for
+    the figures."""
+    address = urlsplit(server.url)
+    rss_before, fds_before = _process(server)
+    dribblers = []
+    try:
+        for _ in range(DRIBBLERS):
+            sock = socket.create_connection((address.hostname, address.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            dribblers.append(sock)
+        wait_until(
+            lambda: _process(server)[1] >= fds_before + DRIBBLERS,
+            timeout_s=ANSWER_S,
+            what="every dribbling connection to be accepted",
+        )
+        with server.client() as client:
+            for _ in range(3):
+                for sock in dribblers:
+                    sock.sendall(b"a")
+                assert client.get("/healthz").status_code == 200
+        rss, fds = _process(server)
+        print(
+            f"{DRIBBLERS} connections dribbling headers: +{fds - fds_before} file descriptors, "
+            f"+{(rss - rss_before) / DRIBBLERS:.1f} KiB of RSS each"
+        )
+    finally:
+        for sock in dribblers:
+            sock.close()
+    wait_until(
+        lambda: _process(server)[1] <= fds_before + 10,
+        timeout_s=ANSWER_S,
+        what="the closed connections' sockets to be released",
+    )
