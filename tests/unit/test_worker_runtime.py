@@ -8,17 +8,57 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from imageblur.bootstrap import Container
 from imageblur.cancel import checkpoint
-from imageblur.config import load_settings
+from imageblur.config import Settings, load_settings
 from imageblur.domain import utcnow
 from imageblur.entrypoints.worker import RECONCILER_STOP_S, WorkerRuntime
+from imageblur.ports import FaceDetector
 from support import jpeg_bytes, wait_until
 from unit.fakes import FakeDetector, FakeRepository
 from unit.world import container_of
 
 IMAGEBLUR = Path(sys.executable).parent / "imageblur"
+
+
+def one_job_thread(tmp_path: Path, **changes: object) -> Settings:
+    """A worker with one job thread, for pictures only (no other loop beats the heartbeat
+    while its job hangs), that notices a stop within 0.2 s."""
+    return load_settings(
+        data_dir=tmp_path / "data",
+        worker_threads=1,
+        worker_kinds="pictures",
+        receive_timeout_s=0.2,
+        **changes,
+    )
+
+
+@contextmanager
+def running(
+    settings: Settings,
+    repo: FakeRepository,
+    detector: FaceDetector,
+    *,
+    on_failure: Callable[[], None] | None = None,
+    release: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[WorkerRuntime, Container]]:
+    """A started worker runtime on fakes; on the way out `release` lets go of what a test
+    hung (first, so that the stop is not held by it), then the runtime stops, and its
+    threads are waited for."""
+    container = container_of(settings, repo, detector)
+    runtime, before = WorkerRuntime(container, on_failure=on_failure), set(threading.enumerate())
+    runtime.start()
+    try:
+        yield runtime, container
+    finally:
+        release()
+        runtime.stop()
+        container.close()
+    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
 
 
 def test_stop_does_not_wait_for_a_hung_reconciler(tmp_path: Path) -> None:
@@ -33,20 +73,13 @@ def test_stop_does_not_wait_for_a_hung_reconciler(tmp_path: Path) -> None:
             release.wait(120)
 
     repo.before = hang_the_reconciler
-    container = container_of(settings, repo, FakeDetector())
-    runtime, before = WorkerRuntime(container), set(threading.enumerate())
-    runtime.start()
-    try:
+    with running(settings, repo, FakeDetector(), release=release.set) as (runtime, _):
         assert entered.wait(10)
         started = time.monotonic()
         runtime.stop()
         runtime.wait()
         # Bounded by the reconciler's short stop, not the 60 s grace nor its 120 s hang.
         assert time.monotonic() - started < RECONCILER_STOP_S + 10
-    finally:
-        release.set()
-        container.close()
-    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
 
 
 class HungDetector(FakeDetector):
@@ -87,21 +120,18 @@ def test_a_job_longer_than_the_heartbeat_age_keeps_the_worker_alive_until_it_han
     conditions are waited for: a probe that passes past the age into the job, the
     renewals' end, a probe that fails."""
     heartbeat, max_age_s = tmp_path / "alive", 1.5
-    settings = load_settings(
-        data_dir=tmp_path / "data",
+    settings = one_job_thread(
+        tmp_path,
         heartbeat_file=heartbeat,
         heartbeat_max_age_s=max_age_s,
         lease_s=2.0,  # renewed every 2/3 s, for 8 s at most
-        worker_threads=1,  # no other loop touches the heartbeat while the job hangs:
-        worker_kinds="pictures",  # (with long kinds too, a second thread would run)
-        receive_timeout_s=0.2,
         shutdown_grace_s=5,
     )
     detector = HungDetector()
-    container = container_of(settings, FakeRepository(), detector)
-    runtime, before = WorkerRuntime(container), set(threading.enumerate())
-    runtime.start()
-    try:
+    with running(settings, FakeRepository(), detector, release=detector.release.set) as (
+        _,
+        container,
+    ):
         container.images.submit(jpeg_bytes())
         assert detector.entered.wait(30), "the job never started"
         started = time.time()
@@ -116,11 +146,6 @@ def test_a_job_longer_than_the_heartbeat_age_keeps_the_worker_alive_until_it_han
         wait_until(
             lambda: not alive(heartbeat, max_age_s), what="a hung job (renewals over) to look dead"
         )
-    finally:
-        detector.release.set()
-        runtime.stop()
-        container.close()
-    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
 
 
 def test_a_job_hung_past_its_lease_ends_the_worker_for_a_restart(tmp_path: Path) -> None:
@@ -129,20 +154,12 @@ def test_a_job_hung_past_its_lease_ends_the_worker_for_a_restart(tmp_path: Path)
     IMAGEBLUR_JOB_STUCK_S (1 s here), and the worker fails as a dead thread does (the
     embedded server exits non-zero on it), since the hung thread cannot be stopped.
     Only conditions are waited for: the take-over, the failure."""
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        lease_s=1.0,
-        job_stuck_s=1.0,
-        worker_threads=1,
-        worker_kinds="pictures",
-        receive_timeout_s=0.2,
-        shutdown_grace_s=1,
-    )
+    settings = one_job_thread(tmp_path, lease_s=1.0, job_stuck_s=1.0, shutdown_grace_s=1)
     detector, repo, failed = HungDetector(), FakeRepository(), threading.Event()
-    container = container_of(settings, repo, detector)
-    runtime, before = WorkerRuntime(container, on_failure=failed.set), set(threading.enumerate())
-    runtime.start()
-    try:
+    with running(settings, repo, detector, on_failure=failed.set, release=detector.release.set) as (
+        runtime,
+        container,
+    ):
         record = container.images.submit(jpeg_bytes())
         assert detector.entered.wait(30), "the job never started"
         wait_until(
@@ -153,38 +170,21 @@ def test_a_job_hung_past_its_lease_ends_the_worker_for_a_restart(tmp_path: Path)
         assert runtime.failed
         runtime.wait()  # returns: the hung thread is not waited for
         assert not detector.release.is_set()  # the detection still hangs
-    finally:
-        detector.release.set()
-        runtime.stop()
-        container.close()
-    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
 
 
 def test_a_slow_job_that_moves_is_never_taken_for_a_stuck_one(tmp_path: Path) -> None:
     """Past its lease's ceiling a job that still passes checkpoints is only cancelled
     (taken over), never reported stuck: here it moves every 0.2 s for well over
     IMAGEBLUR_JOB_STUCK_S after its lease was given up."""
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        lease_s=1.0,
-        job_stuck_s=1.0,
-        worker_threads=1,
-        worker_kinds="pictures",
-        receive_timeout_s=0.2,
-        shutdown_grace_s=5,
-    )
+    settings = one_job_thread(tmp_path, lease_s=1.0, job_stuck_s=1.0, shutdown_grace_s=5)
     detector, failed = MovingDetector(), threading.Event()
-    container = container_of(settings, FakeRepository(), detector)
-    runtime, before = WorkerRuntime(container, on_failure=failed.set), set(threading.enumerate())
-    runtime.start()
-    try:
+    with running(settings, FakeRepository(), detector, on_failure=failed.set) as (
+        runtime,
+        container,
+    ):
         container.images.submit(jpeg_bytes())
         wait_until(detector.ended.is_set, what="the slow job to end")
         assert not failed.is_set() and not runtime.failed
-    finally:
-        runtime.stop()
-        container.close()
-    wait_until(lambda: set(threading.enumerate()) <= before, what="the worker's threads to end")
 
 
 class MovingDetector(FakeDetector):
