@@ -30,57 +30,20 @@ from provenance import measured_commit
 import imageblur
 import servers
 from imageblur.adapters.postgres_repo import PostgresImageRepository
-from imageblur.batches.model import (
-    Batch,
-    BatchItem,
-    Location,
-    SourceObject,
-    batch_key,
-    item_key,
-    new_batch_id,
-)
-from imageblur.domain import new_image_id
+from imageblur.batches.model import Batch, BatchItem, Location, SourceObject
+from records import listed_items, listing_batch
 
 PAGE = 1000
 ENDED = 500
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def _batch() -> Batch:
-    source, target = Location("s3", "in", "p/"), Location("s3", "out", "q/")
-    return Batch(
-        id=new_batch_id(),
-        key=batch_key(source, target, {}, dry_run=False),
-        source=source,
-        target=target,
-        options={},
-        dry_run=False,
-        status="listing",
-        created_at=T0,
-        updated_at=T0,
-    )
-
-
 def _page(batch: Batch, start: int, count: int) -> list[BatchItem]:
-    made = []
-    for n in range(start, min(start + PAGE, count)):
-        obj = SourceObject(key=f"p/{n:09}.jpg", size=1000, tag=f"e{n}")
-        made.append(
-            BatchItem(
-                id=new_image_id(),
-                batch_id=batch.id,
-                item_key=item_key(batch.source, obj, batch.target, {}),
-                source_store="s3",
-                source_bucket="in",
-                source_key=obj.key,
-                source_tag=obj.tag,
-                source_size=obj.size,
-                state="listed",
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-    return made
+    objects = (
+        SourceObject(key=f"p/{n:09}.jpg", size=1000, tag=f"e{n}")
+        for n in range(start, min(start + PAGE, count))
+    )
+    return listed_items(batch, objects, at=T0)
 
 
 def _timed(step: object, runs: int) -> list[float]:
@@ -109,7 +72,8 @@ def main() -> None:
     )
     try:
         repo.migrate()
-        batch, _ = repo.add_batch(_batch(), max_running=10)
+        source, target = Location("s3", "in", "p/"), Location("s3", "out", "q/")
+        batch, _ = repo.add_batch(listing_batch(source, target, at=T0), max_running=10)
         start = time.perf_counter()
         for first in range(0, args.count, PAGE):
             end = first + PAGE >= args.count

@@ -22,11 +22,9 @@ from imageblur.batches.model import (
     BatchRefused,
     Location,
     SourceObject,
-    batch_key,
-    item_key,
-    new_batch_id,
 )
-from imageblur.domain import new_image_id, utcnow
+from imageblur.domain import utcnow
+from records import listed_items, listing_batch
 
 from .test_image_repository import T0, record
 
@@ -35,39 +33,11 @@ TARGET = Location("s3", "out", "blurred/")
 
 
 def batch(*, source: Location = SOURCE, target: Location = TARGET, at: datetime = T0) -> Batch:
-    return Batch(
-        id=new_batch_id(),
-        key=batch_key(source, target, {}, dry_run=False),
-        source=source,
-        target=target,
-        options={},
-        dry_run=False,
-        status="listing",
-        created_at=at,
-        updated_at=at,
-    )
+    return listing_batch(source, target, at=at)
 
 
 def items(of: Batch, keys: Sequence[str], *, tag: str = "etag1") -> list[BatchItem]:
-    made = []
-    for key in keys:
-        obj = SourceObject(key=key, size=10, tag=tag)
-        made.append(
-            BatchItem(
-                id=new_image_id(),
-                batch_id=of.id,
-                item_key=item_key(of.source, obj, of.target, of.options),
-                source_store=of.source.store,
-                source_bucket=of.source.bucket,
-                source_key=key,
-                source_tag=tag,
-                source_size=10,
-                state="listed",
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-    return made
+    return listed_items(of, [SourceObject(key=key, size=10, tag=tag) for key in keys], at=T0)
 
 
 def listed(repo: Repository, keys: Sequence[str], *, done: bool = True) -> Batch:
