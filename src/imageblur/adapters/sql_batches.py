@@ -24,7 +24,6 @@ from imageblur.batches.model import (
     ALREADY_DONE,
     BATCH_DONE,
     CANCELLED,
-    RECENT_S,
     Batch,
     BatchCounts,
     BatchItem,
@@ -34,6 +33,8 @@ from imageblur.batches.model import (
     Location,
     StoreKind,
     destination,
+    ended_recently,
+    pace_minute,
 )
 from imageblur.domain import utcnow
 
@@ -595,12 +596,8 @@ def _pace(run: Run, d: Dialect, batch_id: str, ended: int, now: datetime) -> Non
             "pace_n = CASE WHEN pace_minute = :minute THEN pace_n + :n ELSE :n END, "
             "pace_minute = :minute WHERE id = :id"
         ),
-        {"id": batch_id, "minute": _minute(now), "n": ended},
+        {"id": batch_id, "minute": pace_minute(now), "n": ended},
     )
-
-
-def _minute(at: datetime) -> int:
-    return int(at.timestamp() // RECENT_S)
 
 
 def _lock_batch(run: Run, d: Dialect, batch_id: str) -> None:
@@ -651,21 +648,14 @@ def _with_counts(run: Run, d: Dialect, batch: Batch) -> Batch:
         failed=by_state.get("failed", 0),
         skipped=skipped,
         faces=faces,
-        ended_recently=_recent(pace[0], utcnow()) if pace else 0,
+        ended_recently=_recent(pace[0]) if pace else 0,
     )
     return _replace_counts(batch, counts)
 
 
-def _recent(row: Row, now: datetime) -> int:
-    """Items ended in the last minute, from the counts of two whole minutes: all of the
-    current one and the share of the one before that the last 60 s still cover."""
+def _recent(row: Row) -> int:
     minute, current, before = int(row["pace_minute"]), int(row["pace_n"]), int(row["pace_prev"])
-    elapsed = (now.timestamp() % RECENT_S) / RECENT_S
-    if minute == _minute(now):
-        return round(current + before * (1 - elapsed))
-    if minute == _minute(now) - 1:
-        return round(current * (1 - elapsed))
-    return 0
+    return ended_recently(minute, current, before, utcnow())
 
 
 def _replace_counts(batch: Batch, counts: BatchCounts) -> Batch:

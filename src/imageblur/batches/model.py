@@ -197,6 +197,24 @@ def pace(batch: Batch, now: datetime) -> Pace:
     return Pace(per_s, max(total - batch.counts.ended, 0) / per_s)
 
 
+def pace_minute(at: datetime) -> int:
+    """The minute `at` falls in: a batch keeps its ended items per minute (the current
+    one and the one before), so its pace costs the same to read at any size."""
+    return int(at.timestamp() // RECENT_S)
+
+
+def ended_recently(minute: int, current: int, before: int, now: datetime) -> int:
+    """Items ended in the last minute, from the counts of two whole minutes (`minute`
+    and the one before it): all of the current one and the share of the one before that
+    the last 60 s still cover."""
+    elapsed = (now.timestamp() % RECENT_S) / RECENT_S
+    if minute == pace_minute(now):
+        return round(current + before * (1 - elapsed))
+    if minute == pace_minute(now) - 1:
+        return round(current * (1 - elapsed))
+    return 0
+
+
 def new_batch_id() -> str:
     return f"bat_{uuid.uuid4().hex}"
 
