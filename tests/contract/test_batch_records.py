@@ -1,8 +1,9 @@
 """Bucket batches' records (`batches.ports.BatchRecords` and `BatchItems`) on every
 repository: SQLite, PostgreSQL and the unit tests' fake. A batch posted twice is one;
 listing is stored page by page and resumes where it stopped; at most a window of items
-is queued; an item is claimed once, ended only by its lease holder; counts come from the
-items; items are never pictures."""
+is queued; an item is claimed once, ended only by its lease holder; counts are kept as
+the items change, after each change alike on every repository; items are never
+pictures."""
 
 from __future__ import annotations
 
@@ -296,16 +297,21 @@ def test_counts_come_from_the_items(repo: Repository) -> None:
     assert repo.settle_batches(now=T0) == []
 
 
+def counts_of(repo: Repository, batch_id: str) -> tuple[int, int, int, int, dict[str, int], int]:
+    """Listed, queued, done, failed, skipped and faces, the same read alone and listed."""
+    got = repo.get_batch(batch_id)
+    assert got is not None
+    c = got.counts
+    assert {x.id: x.counts for x in repo.list_batches(limit=10)}[batch_id] == c
+    return (c.listed, c.queued, c.done, c.failed, dict(c.skipped), c.faces)
+
+
 def test_counts_follow_every_change_of_an_item(repo: Repository) -> None:
     """Counts are kept as items change (not counted from them on each read): every
     change moves them, and a second repository (another process) reads the same."""
 
     def counts() -> tuple[int, int, int, int, dict[str, int], int]:
-        got = repo.get_batch(b.id)
-        assert got is not None
-        c = got.counts
-        assert {x.id: x.counts for x in repo.list_batches(limit=10)}[b.id] == c
-        return (c.listed, c.queued, c.done, c.failed, dict(c.skipped), c.faces)
+        return counts_of(repo, b.id)
 
     b, _ = repo.add_batch(batch(), max_running=10)
     keys = [f"photos/{k}" for k in "abcdef"]
@@ -342,6 +348,41 @@ def test_counts_follow_every_change_of_an_item(repo: Repository) -> None:
     # Stopped: every item not running dropped (queued and listed alike).
     repo.cancel_batch(b.id, now=later)
     assert counts() == (6, 0, 1, 0, {"target_exists": 1, "cancelled": 4}, 2)
+
+
+def test_counts_follow_the_rarer_changes(repo: Repository) -> None:
+    """What the test above leaves out: an item skipped as it is listed (an earlier batch
+    wrote it), a lapsed lease taken over and a mark (no count moves), a batch that
+    fails, an item that ends after its batch stopped, a batch settled."""
+    first = listed(repo, ["photos/a"])
+    (a,) = repo.to_publish(first.id, window=10)
+    assert repo.claim_item(a.id, owner="w", lease_s=30, now=T0)
+    assert repo.finish_item(a.id, owner="w", state="done", faces=1, now=T0)
+    repo.cancel_batch(first.id, now=T0)  # ended: the same locations may be posted again
+    assert counts_of(repo, first.id) == (1, 0, 1, 0, {}, 1)
+    second, _ = repo.add_batch(batch(), max_running=10)
+    keys = ["photos/a", "photos/b", "photos/c"]
+    repo.add_items(second.id, items(second, keys), after=keys[-1], listed_all=False, now=T0)
+    assert counts_of(repo, second.id) == (3, 0, 0, 0, {"already_done": 1}, 0)
+    b, _ = repo.to_publish(second.id, window=10)
+    assert repo.claim_item(b.id, owner="w", lease_s=30, now=T0)
+    assert repo.record_mark(b.id, owner="w", target_key="blurred/b.jpg", mark="m", now=T0)
+    later = T0 + timedelta(seconds=31)
+    assert repo.claim_item(b.id, owner="w2", lease_s=30, now=later)
+    assert counts_of(repo, second.id) == (3, 1, 0, 0, {"already_done": 1}, 0)
+    assert repo.fail_batch(second.id, error="NoSuchBucket", now=later)
+    assert counts_of(repo, second.id) == (3, 1, 0, 0, {"already_done": 1, "cancelled": 1}, 0)
+    assert repo.finish_item(b.id, owner="w2", state="done", faces=2, now=later)
+    assert counts_of(repo, second.id) == (3, 0, 1, 0, {"already_done": 1, "cancelled": 1}, 2)
+    third, _ = repo.add_batch(batch(target=Location("s3", "out", "b3/")), max_running=10)
+    keys = ["photos/x", "photos/y"]
+    repo.add_items(third.id, items(third, keys), after=keys[-1], listed_all=True, now=T0)
+    for item in repo.to_publish(third.id, window=10):
+        assert repo.claim_item(item.id, owner="w", lease_s=30, now=T0)
+        assert repo.finish_item(item.id, owner="w", state="failed", reason="x", now=T0)
+    assert counts_of(repo, third.id) == (2, 0, 0, 2, {}, 0)
+    (settled,) = repo.settle_batches(now=T0)
+    assert settled.id == third.id and counts_of(repo, third.id) == (2, 0, 0, 2, {}, 0)
 
 
 def test_a_retry_runs_the_failed_ones_again(repo: Repository) -> None:
@@ -437,6 +478,12 @@ def test_items_ended_in_the_last_minute_are_counted(repo: Repository) -> None:
     got = repo.get_batch(b.id)
     assert got is not None
     assert (got.counts.ended_recently, got.counts.ended) == (2, 4)
+    # A failed item retried is still work done in the last minute (the pace is kept as
+    # items end, never taken back).
+    assert repo.retry_failed(b.id, now=now) == 1
+    got = repo.get_batch(b.id)
+    assert got is not None
+    assert (got.counts.ended_recently, got.counts.ended) == (2, 3)
 
 
 def test_a_batch_that_ends_writes_one_batch_done_row(
