@@ -20,6 +20,8 @@ from imageblur.detection.pyramid import (
 from imageblur.domain import Face
 from support import BILL
 
+from .test_detection import BrightBox
+
 SHIFTED = View(scale_offset=2**0.5)
 
 
@@ -37,20 +39,6 @@ def _bill() -> np.ndarray:
         pytest.skip(f"example picture missing: {BILL}")
     bgr = cv2.imread(str(BILL), cv2.IMREAD_COLOR)
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-
-
-class BrightBox:
-    """A stand-in network: the bounding box of a tile's bright pixels, scoring 0.3, so
-    whatever the pyramid does to the image shows in the boxes it maps back."""
-
-    input_px = None
-
-    def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
-        ys, xs = np.nonzero(tile[:, :, 0] > 127)
-        if xs.size == 0:
-            return np.zeros((0, 6), np.float32)
-        row = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 0.3, 0]
-        return np.array([row], np.float32)
 
 
 class Counting(BrightBox):
