@@ -21,12 +21,16 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pika
 import pika.exceptions
 import psycopg
 
 from support import free_port, wait_until
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -323,3 +327,15 @@ class MotoServer:
             "IMAGEBLUR_S3_ADDRESSING_STYLE": "path",
             "IMAGEBLUR_S3_REGION": "us-east-1",
         }
+
+    def client(self) -> S3Client:
+        """A boto3 S3 client of this server, with the dummy credentials of `env`."""
+        import boto3  # here: most users of this module never call S3 themselves
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )

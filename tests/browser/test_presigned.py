@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import httpx
 import pytest
 from selenium import webdriver
@@ -48,13 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterat
 
 def allow_page_origin(moto: MotoServer, origin: str) -> None:
     """The CORS rule docs/operations.md asks for on the results bucket."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = moto.client()
     s3.create_bucket(Bucket=OUTPUT_BUCKET)  # the server creates it on first use: maybe later
     rule = {"AllowedOrigins": [origin], "AllowedMethods": ["GET"], "MaxAgeSeconds": 3600}
     s3.put_bucket_cors(Bucket=OUTPUT_BUCKET, CORSConfiguration={"CORSRules": [rule]})

@@ -28,17 +28,8 @@ def s3_locations(moto: servers.MotoServer) -> BatchLocations:
 
 
 def make_bucket(moto: servers.MotoServer) -> str:
-    import boto3
-
     name = servers.unique("batch").replace("_", "-")
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=name)
+    moto.client().create_bucket(Bucket=name)
     return name
 
 

@@ -10,7 +10,6 @@ import shutil
 from dataclasses import replace
 from typing import Any
 
-import boto3
 import pytest
 
 import servers
@@ -77,12 +76,6 @@ def _remove_source(s: Setup, request: pytest.FixtureRequest) -> None:
         shutil.rmtree(s.source.bucket)
     else:
         moto: servers.MotoServer = request.getfixturevalue("moto_server")
-        client = boto3.client(
-            "s3",
-            endpoint_url=moto.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        client = moto.client()
         client.delete_object(Bucket=s.source.bucket, Key="p/a.jpg")
         client.delete_bucket(Bucket=s.source.bucket)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -23,13 +22,7 @@ COUNT = 30
 def test_a_batch_between_buckets_runs_on_the_workers(
     backends: Backends, deploy: DeploymentFactory
 ) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=backends.s3.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    s3 = backends.s3.client()
     source, target = f"{backends.input_bucket}-src", f"{backends.input_bucket}-dst"
     for bucket in (source, target):
         s3.create_bucket(Bucket=bucket)

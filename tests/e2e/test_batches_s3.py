@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 import servers
@@ -32,13 +31,7 @@ def buckets(moto: servers.MotoServer) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3(moto: servers.MotoServer, buckets: dict[str, str]) -> Any:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = moto.client()
     for name in ("photos", "blurred"):
         client.create_bucket(Bucket=buckets[name])
     return client

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -80,7 +79,7 @@ class App:
 
     def _s3_objects(self) -> list[str]:
         assert self.moto is not None
-        s3, bucket = _s3_client(self.moto), self.env["IMAGEBLUR_S3_INPUT_BUCKET"]
+        s3, bucket = self.moto.client(), self.env["IMAGEBLUR_S3_INPUT_BUCKET"]
         listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
         pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         return [o["Key"] for o in listed] + [f"{u['Key']} (upload in progress)" for u in pending]
@@ -100,16 +99,6 @@ class App:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no {field} for the app")
-
-
-def _s3_client(moto: servers.MotoServer) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import httpx
 import pytest
 
@@ -39,13 +38,7 @@ def moto_server() -> Iterator[servers.MotoServer]:
 
 @pytest.fixture(scope="module")
 def s3(moto_server: servers.MotoServer) -> Iterator[S3Client]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_server.client()
     yield client
     client.close()
 
