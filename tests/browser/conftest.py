@@ -19,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from support import REPO, wait_until
+from support import REPO, Server, wait_until
 
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", REPO / "build" / "browser"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -135,6 +135,13 @@ def driver() -> Iterator[webdriver.Chrome]:
         yield chrome
     finally:
         chrome.quit()
+
+
+@pytest.fixture
+def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
+    """A fresh page of the module's `server` (a module whose page needs more, a token in
+    the tab, has a `page` of its own)."""
+    yield from fresh_page(driver, server.url)
 
 
 def fresh_page(driver: webdriver.Chrome, url: str) -> Iterator[Page]:

@@ -220,11 +220,6 @@ def test_a_reviewer_adds_a_box_and_approves_with_the_keyboard_only(
 # --- focus around the history, the result view and the cards --------------------------
 
 
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
-
-
 def make_pictures(server: Server, count: int) -> list[str]:
     with server.client() as client:
         ids = [

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from selenium import webdriver
 
-from browser.conftest import Page, fresh_page
+from browser.conftest import Page
 from support import BILL, LINUS, Server, jpeg_bytes, run_server
 from video_copy import make_clip
 
@@ -29,11 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"IMAGEBLUR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "IMAGEBLUR_VIDEO": "false"}
     with run_server(tmp_path_factory.mktemp("browser") / "data", env=env) as srv:
         yield srv
-
-
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from selenium import webdriver
 
-from browser.conftest import Page, fresh_page
+from browser.conftest import Page
 from servers import MotoServer, unique
 from support import LINUS, Server, run_server
 
@@ -51,11 +50,6 @@ def allow_page_origin(moto: MotoServer, origin: str) -> None:
     s3.create_bucket(Bucket=OUTPUT_BUCKET)  # the server creates it on first use: maybe later
     rule = {"AllowedOrigins": [origin], "AllowedMethods": ["GET"], "MaxAgeSeconds": 3600}
     s3.put_bucket_cors(Bucket=OUTPUT_BUCKET, CORSConfiguration={"CORSRules": [rule]})
-
-
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
 
 
 def test_a_presigned_result_is_shown(page: Page, server: Server, moto: MotoServer) -> None:

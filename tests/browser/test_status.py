@@ -90,11 +90,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
-
-
 def test_each_status_names_its_file_and_is_written_once_per_change(page: Page) -> None:
     page.open()
     listen(page)

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from selenium import webdriver
 
-from browser.conftest import Page, fresh_page
+from browser.conftest import Page
 from support import LINUS, Server, run_server
 
 TOKEN = "browser-test-token-0123456789"
@@ -23,11 +22,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"IMAGEBLUR_API_TOKEN": TOKEN, "IMAGEBLUR_ROOT_PATH": PREFIX}
     with run_server(tmp_path_factory.mktemp("browser-token") / "data", env=env) as srv:
         yield srv
-
-
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
 
 
 def test_the_page_is_public_and_the_api_is_not(server: Server) -> None:

@@ -44,11 +44,6 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-@pytest.fixture
-def page(driver: webdriver.Chrome, server: Server) -> Iterator[Page]:
-    yield from fresh_page(driver, server.url)
-
-
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("choices")
