@@ -248,6 +248,7 @@ def video_options(settings: Settings) -> VideoOptions:
         look=Look(mode=settings.blur_mode, geometry=geometry),
         detect_stride=settings.video_detect_stride,
         tracking=settings.video_tracking,
+        second_look=settings.video_second_look,
         keep_metadata=parse_policy(settings.keep_metadata),
     )
 

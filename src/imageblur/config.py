@@ -519,6 +519,12 @@ class Settings(BaseSettings):
         description="Follow faces between frames: hide a face between its sightings, "
         "shortly before and after them; off hides each looked-at frame's own detections only.",
     )
+    video_second_look: bool = Field(
+        True,
+        description="With tracking: look again, finer, at faint detections; a faint track "
+        "no second look confirms is hidden where it was seen only, not before, after or "
+        "beyond (less blurred background).",
+    )
 
     # --- anonymization ----------------------------------------------------------
     blur_mode: Literal["blur", "pixelate", "solid"] = Field(

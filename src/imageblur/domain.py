@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -633,6 +634,33 @@ class Face:
 
 
 MaskShape = Literal["ellipse", "box"]
+
+
+@dataclass(frozen=True, slots=True)
+class CloserLook:
+    """How a detector looks again at one region (`ports.LooksCloser`): the region with
+    `margin` box sizes of context on each side, scaled so the box is `face_px` tall
+    (the scale kept within `min_scale` and `max_scale`), one pass of the network; a
+    candidate counts when its IoU with the region is at least `iou`. The defaults: a
+    128 px square, the smallest the OpenVINO runtime compiles (its shapes go in steps of
+    128 px), with the most context the box leaves room for (bench/second_look.py: 40 px
+    with a margin of 1 confirmed fewer true faint faces; docs/video.md)."""
+
+    face_px: float = 48.0
+    margin: float = 0.75
+    min_scale: float = 0.5
+    max_scale: float = 4.0
+    iou: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.face_px < 8 or self.margin < 0 or not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"not a usable closer look: {self}")
+
+    @property
+    def side_px(self) -> int:
+        """The side of the square the network sees (a multiple of 32, as the
+        networks' inputs are)."""
+        return -(-math.ceil(self.face_px * (1 + 2 * self.margin)) // 32) * 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from imageblur.domain import (
     AnonymizedVideo,
     AudioOutcome,
+    CloserLook,
     DeadLetter,
     Delivery,
     DetectionThresholds,
@@ -407,6 +408,16 @@ class RegionDetector(FaceDetector, Protocol):
         """(hidden, uncertain): exactly what `detect` returns, and the groups that scored
         below the threshold their size needs but at least the detector's uncertain
         floor, not hidden."""
+
+
+@runtime_checkable
+class LooksCloser(Protocol):
+    """A detector that can look again at one region, finer (`CloserLook`): the video
+    detection pass asks it about faint boxes (docs/video.md, "A second look at a
+    faint track")."""
+
+    def look_closer(self, image: RGBImage, face: Face, look: CloserLook) -> float:
+        """The best score the second look gives the region, 0 for none."""
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from imageblur.cancel import checkpoint, expect
 from imageblur.detection.families import KINDS
-from imageblur.domain import DetectionThresholds, Face
+from imageblur.domain import CloserLook, DetectionThresholds, Face
 from imageblur.ports import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
@@ -249,6 +249,33 @@ class PyramidDetector:
         listed = ~hidden & (dets[:, 4] >= floor) & (box_size(dets) >= self.uncertain_min_px)
         return regions(dets[hidden]), regions(dets[listed])
 
+    def look_closer(self, image: RGBImage, face: Face, look: CloserLook) -> float:
+        """A second, finer look at one region of `image`: a square around it, `margin`
+        box heights of context on each side, scaled so the box is `look.face_px` tall,
+        run through the network once. The best score of a candidate overlapping the box
+        (IoU at least `look.iou`), 0 for none. A faint false box (a texture the pyramid
+        saw at a few pixels) seldom still looks like a face enlarged; a small true face
+        does (docs/video.md, "A second look at a faint track"). The square is always
+        `look.side_px` across (beyond the image: black), so the runtime sees one input
+        shape: a new shape costs it a reshape."""
+        check_image(image)
+        scale = min(max(look.face_px / max(face.height, 1.0), look.min_scale), look.max_scale)
+        side = look.side_px
+        cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
+        tx, ty = side / 2 - scale * cx, side / 2 - scale * cy
+        warp = np.array([[scale, 0.0, tx], [0.0, scale, ty]], np.float64)
+        tile = np.asarray(
+            cv2.warpAffine(image, warp, (side, side), flags=cv2.INTER_LINEAR), np.uint8
+        )
+        dets = self.model.run(tile, self.pyramid.floor_score)
+        if len(dets) == 0:
+            return 0.0
+        dets[:, [0, 2]] = (dets[:, [0, 2]] - tx) / scale
+        dets[:, [1, 3]] = (dets[:, [1, 3]] - ty) / scale
+        box = np.array([face.x0, face.y0, face.x1, face.y1], np.float32)
+        near = _ious(box, dets) >= look.iou
+        return float(dets[near, 4].max()) if near.any() else 0.0
+
     def _candidates(self, image: RGBImage, floor: float, scale_offset: float) -> FloatArray:
         """Rows x0 y0 x1 y1 score pass kind of every pass, each in its size band: the
         pyramid's, the enlarged one, then the mirrored ones."""
@@ -314,6 +341,16 @@ class PyramidDetector:
         """The tiles of a pass over an image of `size` (width, height)."""
         overlap = int(self.pyramid.max_face_px)
         return list(tiles(size[0], size[1], self.pyramid.tile_px, overlap))
+
+
+def _ious(box: FloatArray, dets: FloatArray) -> FloatArray:
+    """The IoU of one box (x0 y0 x1 y1 ...) with each row of `dets`."""
+    iw = np.minimum(box[2], dets[:, 2]) - np.maximum(box[0], dets[:, 0])
+    ih = np.minimum(box[3], dets[:, 3]) - np.maximum(box[1], dets[:, 1])
+    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = np.maximum(dets[:, 2] - dets[:, 0], 0) * np.maximum(dets[:, 3] - dets[:, 1], 0)
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-6), np.float32)
 
 
 def _numbered(dets: FloatArray, number: int) -> FloatArray:

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from imageblur.ports import FaceDetector
+from imageblur.domain import Face
+from imageblur.ports import FaceDetector, LooksCloser, RGBImage
 from imageblur.video.cuts import CutDetector
 from imageblur.video.frames import frames, rgb_of
 from imageblur.video.motion import MotionEstimator
 from imageblur.video.orientation import Orientation
 from imageblur.video.probe import VideoInfo
-from imageblur.video.sightings import FrameSightings
+from imageblur.video.second_look import SecondLooks
+from imageblur.video.sightings import CameraMotion, FrameSightings
 
 FrameSeen = Callable[[int], None]  # called with the frames decoded so far
 
@@ -25,13 +27,17 @@ class DetectPass:
     """Looks at every `stride`-th frame, and at the first frame of each shot (a cut
     restarts the count, so a new shot's faces are seen on its first frame).
     `orientation` is the first frame's, once `run` has started: the output keeps its
-    display matrix."""
+    display matrix. `looks`: which faint sightings get a second look (None, or a
+    detector that cannot look closer: none)."""
 
-    def __init__(self, detector: FaceDetector, *, stride: int) -> None:
+    def __init__(
+        self, detector: FaceDetector, *, stride: int, looks: SecondLooks | None = None
+    ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be at least 1, not {stride}")
         self._detector = detector
         self._stride = stride
+        self._looks = looks if isinstance(detector, LooksCloser) else None
         self.orientation = Orientation()
 
     def run(
@@ -54,8 +60,23 @@ class DetectPass:
                     motion.reset()
                 moved = motion.estimate(image)
                 faces = tuple(self._detector.detect(image))
-                yield FrameSightings(decoded.index, decoded.time_s, faces, cut=cut, motion=moved)
+                closer = self._closer(image, faces, moved, cut=cut)
+                yield FrameSightings(
+                    decoded.index, decoded.time_s, faces, cut=cut, motion=moved, closer=closer
+                )
             else:
                 since_look += 1
             if on_frame is not None:
                 on_frame(decoded.index + 1)
+
+    def _closer(
+        self, image: RGBImage, faces: tuple[Face, ...], moved: CameraMotion | None, *, cut: bool
+    ) -> tuple[float | None, ...]:
+        """The second looks at this frame's faint sightings (empty: none taken)."""
+        looks, detector = self._looks, self._detector
+        if looks is None or not isinstance(detector, LooksCloser):
+            return ()
+        if cut:
+            looks.reset()
+        how = looks.policy.look
+        return looks.scores(faces, moved, lambda face: detector.look_closer(image, face, how))

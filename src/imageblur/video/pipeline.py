@@ -26,9 +26,10 @@ from imageblur.video.encode import CONTENT_TYPES, AudioOutcome
 from imageblur.video.probe import VideoInfo, VideoLimits, probe
 from imageblur.video.progress import ProgressCallback, Throttled
 from imageblur.video.render_pass import Look, render
+from imageblur.video.second_look import SecondLookPolicy, SecondLooks
 from imageblur.video.sightings import FrameSightings, MaskPlan, PerFramePlan
 from imageblur.video.track_plan import TrackPlan
-from imageblur.video.tracking import build_plan
+from imageblur.video.tracking import TrackSettings, build_plan
 
 PlanMaker = Callable[[Sequence[FrameSightings]], MaskPlan]
 
@@ -44,6 +45,9 @@ class VideoOptions:
     # Off: each looked-at frame hides its own detections only (the open tools' way,
     # the benchmark's baseline).
     tracking: bool = True
+    # With tracking: a second, finer look at faint sightings in pass 1; a faint track
+    # no look confirms is hidden at and between its sightings only (video.second_look).
+    second_look: bool = True
     # An upload's `hide` rectangles, in pixels of the upright frame: hidden whole in
     # every frame, whatever was detected.
     hide: tuple[Rect, ...] = ()
@@ -70,6 +74,14 @@ def _plan_maker(options: VideoOptions) -> PlanMaker:
     return build_plan if options.tracking else PerFramePlan
 
 
+def _second_looks(options: VideoOptions) -> SecondLooks | None:
+    """The second looks of pass 1, at the thresholds the tracking plan applies."""
+    if not (options.tracking and options.second_look):
+        return None
+    tracking = TrackSettings()
+    return SecondLooks(SecondLookPolicy(below=tracking.faint_score, confirm=tracking.closer_score))
+
+
 def output_extension(info: VideoInfo) -> str:
     return f".{info.output}"
 
@@ -89,7 +101,7 @@ def blur_video(
     or `BrokenVideo` (found while decoding); `target` is then untouched."""
     info = info or probe(source, options.limits)
     detecting = Throttled(on_progress, "detect", info.frames)
-    detect = DetectPass(detector, stride=options.detect_stride)
+    detect = DetectPass(detector, stride=options.detect_stride, looks=_second_looks(options))
     seen = list(detect.run(source, info, on_frame=detecting))
     detecting.finish()
     plan = (make_plan or _plan_maker(options))(seen)

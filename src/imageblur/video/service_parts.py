@@ -15,6 +15,7 @@ from typing import BinaryIO
 from imageblur.blurring import spared
 from imageblur.domain import (
     AnonymizedVideo,
+    CloserLook,
     DetectionThresholds,
     Face,
     PresetChoice,
@@ -23,7 +24,7 @@ from imageblur.domain import (
     VideoFacts,
     VideoRefused,
 )
-from imageblur.ports import FaceDetector, RGBImage, TunableDetector, VideoProgress
+from imageblur.ports import FaceDetector, LooksCloser, RGBImage, TunableDetector, VideoProgress
 from imageblur.video.errors import InvalidVideo
 from imageblur.video.pipeline import PlanMaker, VideoOptions, blur_video
 from imageblur.video.probe import VideoInfo, probe, sniff_container
@@ -93,6 +94,13 @@ class ChosenDetector:
         if not self._ignore:
             return faces
         return spared(faces, ignore=self._ignore, hide=self._hide)[0]
+
+    def look_closer(self, image: RGBImage, face: Face, look: CloserLook) -> float:
+        """The wrapped detector's second look; one that cannot look closer confirms
+        every box (1.0): its faint tracks are hidden as any other."""
+        if isinstance(self._detector, LooksCloser):
+            return self._detector.look_closer(image, face, look)
+        return 1.0
 
 
 def chosen(

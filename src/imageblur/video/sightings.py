@@ -48,13 +48,21 @@ class FrameSightings:
     from 0 in presentation order; `time_s` is its presentation time; `cut` marks the
     first frame of a new shot (no track crosses it). `motion` is the camera's motion
     from the previous looked-at frame to this one, None when unknown (the first frame,
-    a cut, a frame with too little texture): tracking moves a lost face's box with it."""
+    a cut, a frame with too little texture): tracking moves a lost face's box with it.
+    `closer`: per face (in `faces`' order), the score of a second, finer look at its
+    box (`detection.pyramid.CloserLook`), None where none was taken; empty: none at
+    all. Tracking hides a faint track beyond its sightings only if one confirmed it."""
 
     index: int
     time_s: float
     faces: tuple[Face, ...]
     cut: bool = False
     motion: CameraMotion | None = None
+    closer: tuple[float | None, ...] = ()
+
+    def closer_of(self, face_no: int) -> float | None:
+        """The second look's score of `faces[face_no]`, None if it had none."""
+        return self.closer[face_no] if face_no < len(self.closer) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,12 @@ class TrackSettings:
     # own velocity: it grows at this rate instead (bench/tracking_real.py: growing it
     # hid 0.8 points more background for no face hidden; docs/video.md).
     coast_growth_per_s: float = 0.0
+    # A second look (`FrameSightings.closer`, video.second_look): a track whose
+    # sightings all score under `faint_score` and whose second looks all score under
+    # `closer_score` (a faint false box, mostly) is hidden at and between its sightings
+    # only: no rolls, no coasting. A track without a second look is hidden as any other.
+    faint_score: float = 0.4
+    closer_score: float = 0.4
 
     def __post_init__(self) -> None:
         for f in fields(self):
