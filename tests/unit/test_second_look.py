@@ -17,9 +17,10 @@ from imageblur.bootstrap import build_detector, video_options
 from imageblur.config import load_settings
 from imageblur.detection.pyramid import PyramidDetector
 from imageblur.domain import CloserLook, Face
-from imageblur.ports import RGBImage
+from imageblur.ports import LooksCloser, RGBImage
 from imageblur.video.pipeline import blur_video
 from imageblur.video.second_look import SecondLookPolicy, SecondLooks
+from imageblur.video.service_parts import ChosenDetector
 from imageblur.video.sightings import CameraMotion, FrameSightings
 from imageblur.video.track_plan import TrackPlan
 from imageblur.video.tracking import TrackSettings, build_plan
@@ -179,3 +180,23 @@ def test_a_clip_of_a_small_real_face_stays_hidden_while_a_false_box_loses_its_ro
         x0, y0 = 200 + 2 * i + w // 3, 100 + h // 4  # the middle of the face
         inner = frame.to_ndarray(format="rgb24")[y0 : y0 + h // 3, x0 : x0 + w // 3]
         assert np.percentile(inner, 99) < 40, f"frame {i}"  # solid black
+
+
+class _Plain:
+    """A detector that cannot look closer (a test's fake, a brought family)."""
+
+    def detect(self, image: RGBImage) -> list[Face]:
+        return []
+
+
+def test_an_uploads_detector_looks_through_to_the_real_one_or_confirms_every_box(
+    detector: PyramidDetector,
+) -> None:
+    image = _canvas(_small_face(40), 200, 100)
+    (faint,) = detector.detect(image)
+    chosen = ChosenDetector(detector, thresholds=None, ignore=(), hide=())
+    assert isinstance(chosen, LooksCloser)
+    look = CloserLook()
+    assert chosen.look_closer(image, faint, look) == detector.look_closer(image, faint, look)
+    plain = ChosenDetector(_Plain(), thresholds=None, ignore=(), hide=())
+    assert plain.look_closer(image, faint, look) == 1.0  # hidden as any track, as before

@@ -14,7 +14,10 @@ size, plus one minus the IoU), and returns a `TrackPlan` that hides each track:
 - beyond its first and last sightings, for a track seen at least twice, the box moved
   with the camera (`FrameSightings.motion`) for up to `coast_s` ("coasting"): a face
   found only while the camera is zoomed in stays hidden as it zooms out;
-- never across a cut: a cut closes every open track, and no roll crosses it.
+- never across a cut: a cut closes every open track, and no roll crosses it;
+- a faint track (every sighting under `faint_score`) whose second looks
+  (`FrameSightings.closer`, `video.second_look`) all score under `closer_score`: at and
+  between its sightings only, no rolls, no coasting (a faint false box, mostly).
 
 The linker is an online pass over the sightings, so a plan is built while pass 1 still
 decodes; the plan is kept as key boxes only, so memory grows with the number of
