@@ -86,8 +86,8 @@ def main() -> None:
         for size, faint, close, budget in itertools.product(
             sizes, _floats(args.faint), _floats(args.closer), args.budgets.split(",")
         ):
-            per_chain, _, every = budget.partition(":")
-            policy = SecondLookPolicy(faint, close, int(per_chain), int(every or 0))
+            per_chain, every, iou = [*budget.split(":"), "0", "0.2"][:3]
+            policy = SecondLookPolicy(faint, close, int(per_chain), int(every), float(iou))
             frames, taken = _with_closer(base, closer[size], policy)
             tracking = TrackSettings(faint_score=faint, closer_score=close)
             name = f"{size}px faint<{faint:g} closer<{close:g} looks {budget}"
@@ -259,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--budgets",
         default="99,2:5",
-        help="looks per chain[:then every n-th], as SecondLookPolicy (99: every sighting)",
+        help="looks per chain[:then every n-th[:chained at this IoU]], as SecondLookPolicy "
+        "(99: every sighting)",
     )
     parser.add_argument("--cost", action="store_true", help="time the detection pass too")
     parser.add_argument("--json", action="store_true")
