@@ -86,7 +86,8 @@ def main() -> None:
         for size, faint, close, budget in itertools.product(
             sizes, _floats(args.faint), _floats(args.closer), args.budgets.split(",")
         ):
-            per_chain, every, iou = [*budget.split(":"), "0", "0.2"][:3]
+            given = budget.split(":")
+            per_chain, every, iou = [*given, *("0", "0.2")[len(given) - 1 :]][:3]
             policy = SecondLookPolicy(faint, close, int(per_chain), int(every), float(iou))
             frames, taken = _with_closer(base, closer[size], policy)
             tracking = TrackSettings(faint_score=faint, closer_score=close)
