@@ -520,10 +520,10 @@ class Settings(BaseSettings):
         "shortly before and after them; off hides each looked-at frame's own detections only.",
     )
     video_second_look: bool = Field(
-        True,
+        False,
         description="With tracking: look again, finer, at faint detections; a faint track "
         "no second look confirms is hidden where it was seen only, not before, after or "
-        "beyond (less blurred background).",
+        "beyond (less blurred background, a few more exposed faces: off by default).",
     )
 
     # --- anonymization ----------------------------------------------------------

@@ -169,7 +169,7 @@ def test_a_clip_of_a_small_real_face_stays_hidden_while_a_false_box_loses_its_ro
     src = Clip(width=640, height=360, frames=30, fps=30, picture=picture).write(
         tmp_path / "small.mp4"
     )
-    options = video_options(load_settings(blur_mode="solid"))
+    options = video_options(load_settings(blur_mode="solid", video_second_look=True))
     result = blur_video(src, tmp_path / "out.result", _FaintWithFalseBox(detector), options)
     assert result.track_plan is not None
     plan = TrackPlan.from_json(result.track_plan)

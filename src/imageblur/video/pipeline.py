@@ -47,7 +47,9 @@ class VideoOptions:
     tracking: bool = True
     # With tracking: a second, finer look at faint sightings in pass 1; a faint track
     # no look confirms is hidden at and between its sightings only (video.second_look).
-    second_look: bool = True
+    # Off by default: it hides less background but leaves a few more face-frames exposed
+    # (docs/video.md, "A second look at a faint track"), and privacy comes first.
+    second_look: bool = False
     # An upload's `hide` rectangles, in pixels of the upright frame: hidden whole in
     # every frame, whatever was detected.
     hide: tuple[Rect, ...] = ()
