@@ -7,11 +7,13 @@ import itertools
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from imageblur.cancel import Cancelled, Progress, cancellable, watched
@@ -159,29 +161,25 @@ def test_openvino_pads_tiles_to_a_few_shapes() -> None:
         assert heatmap.shape == (1, 1, 32, 96)
 
 
-def test_openvino_gives_calls_in_flight_together_a_thread_each() -> None:
-    # A call alone runs on every thread; one that starts while another runs takes a
-    # one-thread request of its own (and the other does from its next tile): the same
-    # numbers either way.
+def test_openvino_runs_calls_in_flight_together_on_streams_of_their_own() -> None:
+    # A call runs on a free stream of one thread: two calls at once, from two threads,
+    # give the numbers a call alone gives.
     graph = prepared_graph(default_model_path())
     session = OpenVINOSession(graph, threads=2, outputs=["537"])  # the heatmap
-    if session._shared is None:
-        pytest.skip("one physical core: OpenVINO runs one thread, one request")
+    if session.streams < 2:
+        pytest.skip("one physical core: OpenVINO runs one stream")
     tile = np.ascontiguousarray(load_rgb("linus-trovalds.jpg")[:200, :300])
     (alone,) = session.run_tile(tile, 200, 300)
-    first = session._take()
-    second = session._take()
-    assert first[0] is session._alone
-    assert second[0] is session._shared
-    (beside,) = session.run_tile(tile, 200, 300)  # a third call, two others in flight
-    session._give_back(*first)
-    third = session._take()  # the second still runs
-    assert third[0] is session._shared
-    assert third[1] is not second[1]
-    session._give_back(*second)
-    session._give_back(*third)
-    assert session._take()[0] is session._alone  # alone again
-    np.testing.assert_allclose(beside, alone, atol=1e-6)
+    start = threading.Barrier(2)
+
+    def call() -> npt.NDArray[np.float32]:
+        start.wait()
+        return session.run_tile(tile, 200, 300)[0]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = [f.result() for f in [pool.submit(call) for _ in range(2)]]
+    for heatmap in together:
+        np.testing.assert_array_equal(heatmap, alone)
 
 
 _FIRST_CALLS_AT_ONCE = """
@@ -211,20 +209,16 @@ def test_two_first_calls_at_once_both_end(attempt: int) -> None:
     assert done.stdout.strip() == "both ended", done.stderr
 
 
-def test_openvino_calls_in_flight_together_share_the_threads() -> None:
-    graph = prepared_graph(default_model_path())
-    session = OpenVINOSession(graph, threads=4, outputs=["537"])
-    if session._shared is None:
-        pytest.skip("one physical core: OpenVINO runs one thread, one request")
+def test_openvino_runs_a_stream_of_one_thread_per_core() -> None:
+    session = OpenVINOSession(prepared_graph(default_model_path()), threads=4, outputs=["537"])
     # OpenVINO takes at most the physical cores (2 on the reference machine).
-    alone = session._alone.compiled.get_property("INFERENCE_NUM_THREADS")
-    assert 2 <= alone <= 4
-    assert session._shared.compiled.get_property("INFERENCE_NUM_THREADS") == alone // 2
+    assert 1 <= session.streams <= 4
+    assert session._compiled.get_property("INFERENCE_NUM_THREADS") == session.streams
 
 
-def test_openvino_on_one_thread_has_one_request() -> None:
+def test_openvino_on_one_thread_has_one_stream() -> None:
     session = OpenVINOSession(prepared_graph(default_model_path()), threads=1, outputs=["537"])
-    assert session._shared is None
+    assert session.streams == 1
 
 
 def test_rejects_wrong_input(detector: PyramidDetector) -> None:

@@ -115,16 +115,15 @@ class OpenVINOSession:
     (OpenVINO's preprocessing, fused into the first layer), instead of a float32 copy in
     channels-first order made in numpy beforehand, four times the bytes.
 
-    A call alone runs on `threads` threads (every core by default): a lone large photo
-    is done as soon as it can be. A call that starts while another runs takes an infer
-    request of its own that runs on half as many threads (one on two cores), and so
-    does the other from its next tile on: two images in flight share the cores, and no
-    operator waits at a barrier for a thread that another image (or another process)
-    holds. On real photos, 2 in flight on a busy machine, detection took about a quarter
-    less CPU and 17-38% less wall time per photo than with one two-thread request taken
-    in turn, for 80-140 MB more peak RSS (both requests hold activations at once;
-    docs/detection.md, "Two images, two cores"). With one thread (`threads=1`, or a
-    single usable core) calls take the one request in turn.
+    One compiled model with a stream per thread (`threads`, every core by default), each
+    stream one thread and its own copy of the graph's working memory: a call runs on
+    whichever stream is free, so the worker's and the CLI's 2 images in flight each have
+    a core and no operator waits at a barrier for a thread that another image (or
+    another process) holds. One thread per call is also the least CPU per tile. The
+    streams share one set of kernels: the oneDNN kernels prepared for every tile shape
+    seen are kept (its cache), and a second compiled model with another thread count
+    kept a second set, about 100-150 MB more on the 300 real photos of the development
+    subset (docs/detection.md, Speed, "One model, a stream per core").
     """
 
     def __init__(
@@ -147,17 +146,27 @@ class OpenVINOSession:
         steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         steps.input().model().set_layout(ov.Layout("NCHW"))
         steps.input().preprocess().convert_element_type(ov.Type.f32)
-        built = steps.build()
-        self._alone = _Requests(core, built, threads or usable_cores(), outputs)
-        # OpenVINO takes no more threads than the physical cores, whatever was asked.
-        wide = int(self._alone.compiled.get_property("INFERENCE_NUM_THREADS"))
-        # Half each: the worker's and the CLI's 2 images in flight (worker_threads).
-        self._shared = _Requests(core, built, wide // 2, outputs) if wide > 1 else None
-        self._spare: list[Any] = []  # idle requests of the shared model
-        self._running = 0
-        self._changed = threading.Condition()
+        count = threads or usable_cores()
+        self._compiled = core.compile_model(
+            steps.build(),
+            "CPU",
+            {
+                "NUM_STREAMS": count,
+                "INFERENCE_NUM_THREADS": count,  # one per stream
+                "CPU_RUNTIME_CACHE_CAPACITY": _SHAPE_CACHE_ENTRIES,
+            },
+        )
+        self._outputs = [self._compiled.output(name) for name in outputs]
+        self._spare: list[Any] = []  # idle infer requests
+        self._lock = threading.Lock()
         self._step = shape_step_px
         self._warm_up()
+
+    @property
+    def streams(self) -> int:
+        """How many calls run at once, each on one thread (OpenVINO takes no more
+        streams than the physical cores, whatever was asked)."""
+        return int(self._compiled.get_property("NUM_STREAMS"))
 
     def _warm_up(self) -> None:
         """One call on a tiny tile, before any thread may call: the binding's first
@@ -175,52 +184,19 @@ class OpenVINOSession:
         shape = (1, _stepped(height, self._step), _stepped(width, self._step), 3)
         blob = np.zeros(shape, np.uint8)
         blob[0, :h, :w] = tile
-        requests, request = self._take()
+        with self._lock:
+            request = self._spare.pop() if self._spare else self._compiled.create_infer_request()
         try:
-            result = request.infer({0: blob})
+            # Started, not run in this thread: a synchronous call runs on the calling
+            # thread's stream, and threads may share one (then their calls wait for each
+            # other's); a started one goes to a free stream.
+            request.start_async({0: blob})
+            request.wait()
             # Copies, before the request goes back: it reuses its output buffers.
-            return [np.array(result[output]) for output in requests.outputs]
+            return [np.array(request.get_tensor(output).data) for output in self._outputs]
         finally:
-            self._give_back(requests, request)
-
-    def _take(self) -> tuple[_Requests, Any]:
-        """The many-thread request when no other call runs (it is then idle: only a call
-        alone takes it), else one of the shared model (without one, the only request,
-        once it is free)."""
-        with self._changed:
-            while self._shared is None and self._running:
-                self._changed.wait()
-            self._running += 1
-            if self._running == 1 or self._shared is None:
-                return self._alone, self._alone.request
-            spare = (
-                self._spare.pop() if self._spare else self._shared.compiled.create_infer_request()
-            )
-            return self._shared, spare
-
-    def _give_back(self, requests: _Requests, request: Any) -> None:
-        with self._changed:
-            self._running -= 1
-            if requests is self._shared:
+            with self._lock:
                 self._spare.append(request)
-            self._changed.notify()
-
-
-class _Requests:
-    """The graph compiled for `threads` threads, its outputs, and one infer request."""
-
-    def __init__(self, core: Any, model: Any, threads: int, outputs: Sequence[str]) -> None:
-        self.compiled = core.compile_model(
-            model,
-            "CPU",
-            {
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads,
-                "CPU_RUNTIME_CACHE_CAPACITY": _SHAPE_CACHE_ENTRIES,
-            },
-        )
-        self.outputs = [self.compiled.output(name) for name in outputs]
-        self.request = self.compiled.create_infer_request()
 
 
 def _stepped(size_px: int, step_px: int) -> int:
