@@ -284,6 +284,9 @@ def alternate(
 def worker_child(listing: Path, out: Path, inflight: int, threads: int) -> None:
     """Entry point of the child: the worker's path on every listed photo, K in flight."""
     from imageblur.adapters.local_store import LocalObjectStore
+    from imageblur.allocator import limit_arenas
+
+    limit_arenas()  # as `imageblur worker` does, before any thread starts
     from imageblur.bootstrap import build_detector, worker_anonymizer
     from imageblur.config import load_settings
 
@@ -330,8 +333,11 @@ def own_peak_rss_mb() -> float:
 
 
 def big_child(path: Path, threads: int) -> None:
+    from imageblur.allocator import limit_arenas
     from imageblur.anonymizer import Anonymizer
     from imageblur.bootstrap import anonymize_options, build_detector
+
+    limit_arenas()  # as `imageblur worker` does
     from imageblur.config import load_settings
 
     settings = load_settings(detector_threads=threads)

@@ -583,8 +583,8 @@ class Settings(BaseSettings):
     detector_threads: int = Field(
         0,
         ge=0,
-        description="Inference threads of a detection alone, 0 = all cores; detections "
-        "in flight together take half of them each (OpenVINO, the default runtime).",
+        description="Inference threads, 0 = all cores; on OpenVINO (the default runtime) "
+        "each runs one tile at a time, of whichever image in flight is next.",
     )
     detector: DetectorFamily = Field(
         SHIPPED,

@@ -570,6 +570,34 @@ def test_the_extra_passes_run_once_each_and_count_as_work() -> None:
         PyramidConfig(small_pass_scale=1.0)
 
 
+def test_tiles_at_once_give_the_rows_of_tiles_one_at_a_time() -> None:
+    # A model running two tiles at once (OpenVINO's streams) gets two of an image's tiles
+    # at a time, from other threads; the rows come back in the windows' order, and every
+    # tile still passes a checkpoint in the job's own thread.
+    threads: set[str] = set()
+
+    class TwoAtOnce(BrightBox):
+        tiles_at_once = 2
+
+        def run(self, tile: np.ndarray, floor: float) -> np.ndarray:
+            threads.add(threading.current_thread().name)
+            return super().run(tile, floor)
+
+    image = np.zeros((700, 900, 3), np.uint8)
+    image[100:160, 120:170] = 255  # seen by several overlapping tiles
+    image[500:520, 780:800] = 255
+    cfg = PyramidConfig(coarsest_side_px=100, tile_px=256, max_face_px=64)
+    one = PyramidDetector(BrightBox(), threshold=0.2, pyramid=cfg)
+    two = PyramidDetector(TwoAtOnce(), threshold=0.2, pyramid=cfg)
+    with watched(Progress()) as progress:
+        found = two.detect_regions(image)
+    assert found == one.detect_regions(image)
+    assert len(found[0]) >= 2
+    assert progress.done == progress.total > 2
+    # Passes of several tiles ran on the tile threads (those of one tile in the caller's).
+    assert {"tiles_0", "tiles_1"} <= threads
+
+
 def test_the_mirrored_pass_only_runs_where_configured() -> None:
     calls: list[tuple[int, int]] = []
 

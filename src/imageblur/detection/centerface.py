@@ -5,8 +5,8 @@ onnxruntime (the same graph either way; OpenVINO is faster here).
 Its thresholds depend on the box size (`pyramid.SizeThresholds`, measured on its scores)
 and uncertain candidates under UNCERTAIN_MIN_PX are not listed. The model is loaded once
 per detector; `detect` is thread-safe (an onnxruntime session may be run from several
-threads at once; the OpenVINO session runs one inference at a time and the rest of a
-detection beside it).
+threads at once; the OpenVINO session runs one tile per stream, a stream per core, and
+the pyramid hands it that many tiles at a time).
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ class CenterFaceModel:
 
     def __init__(self, session: Any) -> None:
         self._session = session
+        # OpenVINO runs a tile per stream at once; onnxruntime one at a time on every core.
+        self.tiles_at_once: int = getattr(session, "streams", 1)
 
     def run(self, tile: RGBImage, floor: float) -> FloatArray:
         """One network pass over a tile; boxes in tile pixels, rows x0 y0 x1 y1 score kind."""

@@ -19,7 +19,10 @@ A family only says how one tile goes through its network (`TileModel`);
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -47,6 +50,7 @@ PAIR_BATCH = 1 << 18
 LARGE_GROUP = 16
 LARGE_GROUP_PATIENCE = 3
 ALIGN = 32  # the networks downsample 5 times; inputs are padded to multiples of 32
+_POOL_LOCK = threading.Lock()
 
 # The box sizes (sqrt of the area, px) where the score a group needs changes: the small
 # threshold up to 14 px, the threshold from 22 to 64 px, the large threshold from 128 px,
@@ -205,6 +209,7 @@ class PyramidDetector:
         self.pyramid = pyramid
         self._floor = uncertain_floor
         self.uncertain_min_px = uncertain_min_px
+        self._tile_pool: ThreadPoolExecutor | None = None
 
     @property
     def threshold(self) -> float:
@@ -327,15 +332,43 @@ class PyramidDetector:
             inter = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
             scaled = np.asarray(cv2.resize(image, size, interpolation=inter))
         sx, sy = width / scaled.shape[1], height / scaled.shape[0]
+        windows = self._windows((scaled.shape[1], scaled.shape[0]))
         out: list[FloatArray] = [EMPTY]
-        for x0, y0, x1, y1 in self._windows((scaled.shape[1], scaled.shape[0])):
-            # One unit of progress; a job whose lease is lost stops here, between tiles.
-            checkpoint()
-            dets = self.model.run(scaled[y0:y1, x0:x1], floor)
+        for (x0, y0, _, _), dets in zip(windows, self._runs(scaled, windows, floor), strict=True):
             dets[:, [0, 2]] = (dets[:, [0, 2]] + x0) * sx
             dets[:, [1, 3]] = (dets[:, [1, 3]] + y0) * sy
             out.append(dets)
         return np.concatenate(out)
+
+    def _runs(
+        self, scaled: RGBImage, windows: list[tuple[int, int, int, int]], floor: float
+    ) -> Iterator[FloatArray]:
+        """The network's rows of each window, in order. A model that runs several tiles
+        at once (`tiles_at_once`: OpenVINO's streams) gets that many of this image's tiles
+        at a time, so a photo alone still uses every core; the same rows either way."""
+        at_once: int = getattr(self.model, "tiles_at_once", 1)
+        depth = min(at_once, len(windows))
+        pending: deque[Future[FloatArray]] = deque()
+        for x0, y0, x1, y1 in windows:
+            # One unit of progress; a job whose lease is lost stops here, between tiles.
+            checkpoint()
+            tile = scaled[y0:y1, x0:x1]
+            if depth <= 1:
+                yield self.model.run(tile, floor)
+                continue
+            pending.append(self._pool(at_once).submit(self.model.run, tile, floor))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def _pool(self, threads: int) -> ThreadPoolExecutor:
+        """The threads that wait for the model's tiles (the model does the work), made on
+        first use and shared by every call: the images in flight queue their tiles."""
+        with _POOL_LOCK:
+            if self._tile_pool is None:
+                self._tile_pool = ThreadPoolExecutor(threads, thread_name_prefix="tiles")
+            return self._tile_pool
 
     def _windows(self, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
         """The tiles of a pass over an image of `size` (width, height)."""

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
-    if command in ("serve", "api", "worker"):
+    if command in ("serve", "api", "worker", "blur"):
         limit_arenas()  # before any thread starts: see imageblur.allocator
     if command in ("serve", "api"):
         return _serve(settings, run_worker=command == "serve")
