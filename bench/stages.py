@@ -11,9 +11,11 @@ stage waits for another image's; per image, on average:
 - decode, blur (masks and hiding), patch/encode (the lossless JPEG patch, or the whole
   re-encode): the anonymizer's own stopwatch (`AnonymizedImage.timings`);
 - detect, and within it inference (the network's passes, `TileModel.run` with the
-  decoding of its output maps, one call per tile of each pyramid scale) and group (the
-  grouping of every pass's candidates, `detection.pyramid.grouped`): both timed by
-  wrapping those functions in this process; the product's code is not changed;
+  decoding of its output maps, one call per tile of each pyramid scale; summed over
+  the tiles, which OpenVINO runs two at a time on two cores, so it may exceed detect)
+  and group (the grouping of every pass's candidates, `detection.pyramid.grouped`):
+  both timed by wrapping those functions in this process; the product's code is not
+  changed;
 - other: what the call took beyond those stages (the pixel budget's header read, ...).
 
 Then, outside the timed calls: the share of 16 x 16 blocks each output changed and its
