@@ -8,11 +8,14 @@ N multipart uploads (noise-gradient JPEGs at quality 90: 640 x 480 is about 106 
 320 x 240 about 27 KiB) from one asyncio httpx client over C keep-alive connections,
 while the worker keeps working through its backlog. Only 202s count; 503s (and any other
 answer) are reported, never retried. Prints uploads/s, upload latency p50/p95/p99, and
-the worker's images/s during the burst beside its idle rate; the server's CPU seconds
-per upload and the client's are printed too (the load generator shares the cores).
-Asserts nothing.
+the worker's images/s during the burst beside its idle rate; the CPU per upload of the
+server, of its event-loop thread and of the client are printed too (the load generator
+shares the cores). CPU per upload moves far less than wall figures with the machine's
+load. `--api-only` runs `imageblur api` instead, no worker: the server's CPU per upload
+is then the API's own. Asserts nothing.
 
     .venv/bin/python bench/load.py [--json] [-n 500] [-c 16] [--sizes 640x480,320x240]
+                                   [--api-only]
 
 Each upload carries an Idempotency-Key, as a careful client's does. The figures are of
 the worker's backlog images (640 x 480, the FIFO queue serves them before the burst's);
@@ -75,9 +78,10 @@ def percentile_ms(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 1)
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process (or of one of its threads) so far."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -87,13 +91,14 @@ def own_cpu_s() -> float:
 
 
 @contextmanager
-def embedded_server(port: int, data_dir: Path) -> Iterator[tuple[str, int]]:
-    """`imageblur serve` with the defaults but its port and folder; yields (url, pid)."""
+def embedded_server(port: int, data_dir: Path, command: str) -> Iterator[tuple[str, int]]:
+    """`imageblur serve` (or `api`) with the defaults but its port and folder; yields
+    (url, pid)."""
     env = {**os.environ, "IMAGEBLUR_PORT": str(port), "IMAGEBLUR_DATA_DIR": str(data_dir)}
     log_path = data_dir.parent / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "imageblur"), "serve"],
+            [str(Path(sys.executable).parent / "imageblur"), command],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -102,7 +107,7 @@ def embedded_server(port: int, data_dir: Path) -> Iterator[tuple[str, int]]:
 
     def ready() -> bool:
         if process.poll() is not None:
-            raise SystemExit(f"imageblur serve exited with {process.returncode}, see {log_path}")
+            raise SystemExit(f"imageblur {command} exited ({process.returncode}), see {log_path}")
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
 
     try:
@@ -110,7 +115,7 @@ def embedded_server(port: int, data_dir: Path) -> Iterator[tuple[str, int]]:
             ready,
             timeout_s=START_TIMEOUT_S,
             interval_s=0.2,
-            what=f"imageblur serve to be ready on {url} (log: {log_path})",
+            what=f"imageblur {command} to be ready on {url} (log: {log_path})",
             retry_on=(httpx.TransportError,),
         )
         yield url, process.pid
@@ -191,18 +196,22 @@ class Backlog:
 
 async def measure_size(
     http: httpx.AsyncClient,
-    backlog: Backlog,
+    backlog: Backlog | None,
     pid: int,
     size: tuple[int, int],
     args: Any,
     keep: int,
 ) -> dict[str, Any]:
     images = [noise_jpeg(seed, *size) for seed in range(args.uploads)]
-    await backlog.top_up(keep)
+    if backlog is not None:
+        await backlog.top_up(keep)
     await asyncio.sleep(1.0)  # let the top-up's requests settle before the clock starts
-    done0, server0, own0 = await jobs_done(http), cpu_s(pid), own_cpu_s()
+    # The main thread runs uvicorn's event loop: the HTTP parsing, the middlewares, the
+    # routes; an upload's checks and writes run in the thread pool, the worker in others.
+    done0, own0 = await jobs_done(http), own_cpu_s()
+    server0, loop0 = cpu_s(pid), cpu_s(pid, pid)
     burst = await post_all(http, images, args.clients)
-    server1, own1 = cpu_s(pid), own_cpu_s()
+    server1, loop1, own1 = cpu_s(pid), cpu_s(pid, pid), own_cpu_s()
     done1 = await jobs_done(http)
     accepted = burst.answers.get("202", 0)
     return {
@@ -218,8 +227,9 @@ async def measure_size(
         "p95_ms": percentile_ms(burst.latencies_s, 95),
         "p99_ms": percentile_ms(burst.latencies_s, 99),
         "worker_images_per_s": round((done1 - done0) / burst.wall_s, 2),
-        "worker_ran_dry": done1 >= backlog.sent,
+        "worker_ran_dry": backlog is not None and done1 >= backlog.sent,
         "server_cpu_ms_per_upload": round((server1 - server0) * 1000 / max(accepted, 1), 2),
+        "loop_cpu_ms_per_upload": round((loop1 - loop0) * 1000 / max(accepted, 1), 2),
         "client_cpu_ms_per_upload": round((own1 - own0) * 1000 / max(accepted, 1), 2),
     }
 
@@ -227,30 +237,37 @@ async def measure_size(
 async def run(url: str, pid: int, args: Any) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        if args.api_only:
+            return {
+                "worker_idle_images_per_s": None,
+                "worker_idle_ran_dry": False,
+                "sizes": [await measure_size(http, None, pid, s, args, 0) for s in sizes(args)],
+            }
         backlog = Backlog(http, args.clients)
         await backlog.top_up(args.backlog)
         probe, _ = await backlog.rate(2.0)  # enough backlog for the window that follows
         await backlog.top_up(args.backlog + math.ceil(probe * args.idle_s * 1.5))
         idle_rate, idle_dry = await backlog.rate(args.idle_s)
         keep = args.backlog + math.ceil(idle_rate * args.idle_s)  # > a burst's share
-        sizes = []
-        for text in args.sizes.split(","):
-            width, height = (int(v) for v in text.split("x"))
-            sizes.append(await measure_size(http, backlog, pid, (width, height), args, keep))
         return {
             "worker_idle_images_per_s": round(idle_rate, 2),
             "worker_idle_ran_dry": idle_dry,
-            "sizes": sizes,
+            "sizes": [await measure_size(http, backlog, pid, s, args, keep) for s in sizes(args)],
         }
+
+
+def sizes(args: Any) -> list[tuple[int, int]]:
+    pairs = (text.split("x") for text in args.sizes.split(","))
+    return [(int(width), int(height)) for width, height in pairs]
 
 
 def report_text(report: dict[str, Any]) -> str:
     lines = [
         f"commit {report['commit']}  {report['date']}  {report['machine']}",
-        f"{report['clients']} connections, one asyncio httpx client; worker idle "
-        f"{report['worker_idle_images_per_s']} images/s (640x480 backlog)",
+        f"imageblur {report['server']}, {report['clients']} connections, one asyncio httpx "
+        f"client; worker idle {report['worker_idle_images_per_s']} images/s (640x480 backlog)",
         f"{'size':>8} {'KiB':>6} {'202':>5} {'503':>4} {'up/s':>7} {'p50':>7} {'p95':>7} "
-        f"{'p99 ms':>7} {'worker/s':>8} {'srv ms':>7} {'cli ms':>7}",
+        f"{'p99 ms':>7} {'worker/s':>8} {'srv ms':>7} {'loop ms':>7} {'cli ms':>7}",
     ]
     for s in report["sizes"]:
         dry = " (ran dry)" if s["worker_ran_dry"] else ""
@@ -258,9 +275,12 @@ def report_text(report: dict[str, Any]) -> str:
             f"{s['size']:>8} {s['body_kib']:>6} {s['accepted']:>5} {s['rejected_503']:>4} "
             f"{s['uploads_per_s']:>7} {s['p50_ms']:>7} {s['p95_ms']:>7} {s['p99_ms']:>7} "
             f"{s['worker_images_per_s']:>8} {s['server_cpu_ms_per_upload']:>7} "
-            f"{s['client_cpu_ms_per_upload']:>7}{dry}"
+            f"{s['loop_cpu_ms_per_upload']:>7} {s['client_cpu_ms_per_upload']:>7}{dry}"
         )
-    lines.append("srv/cli ms: CPU per accepted upload of the server (API + worker) / the client")
+    lines.append(
+        "CPU ms per accepted upload: srv the server's (API + worker, or the API alone with "
+        "--api-only), loop its event-loop thread's, cli the load client's"
+    )
     return "\n".join(lines)
 
 
@@ -272,17 +292,24 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=150, help="worker backlog kept")
     parser.add_argument("--idle-s", type=float, default=10.0, help="idle-rate window")
     parser.add_argument("--port", type=int, help="the server's port (default: a free one)")
+    parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="`imageblur api` alone, no worker: the server's CPU is then the API's own",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imageblur-load-") as tmp:
         data_dir = Path(tmp) / "data"
-        with embedded_server(args.port or free_port(), data_dir) as (url, pid):
+        command = "api" if args.api_only else "serve"
+        with embedded_server(args.port or free_port(), data_dir, command) as (url, pid):
             figures = asyncio.run(run(url, pid, args))
     report = {
         "commit": measured_commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "clients": args.clients,
+        "server": command,
         **figures,
     }
     print(json.dumps(report) if args.json else report_text(report))
