@@ -57,6 +57,20 @@ def test_truncation_is_detected() -> None:
     assert err.value.code == "corrupt_image"
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_in_its_last_rows_is_refused_at_any_scale(progressive: bool) -> None:
+    # The check decodes JPEGs at 1/8 scale: the entropy-coded data is still read to
+    # its end, so a file missing only its last rows (or its last scan) fails as before.
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    data = save(Image.fromarray(pixels), "JPEG", quality=90, progressive=progressive)
+    checked = imaging.check(data, max_pixels=10**6)
+    assert (checked.width, checked.height) == (320, 240)  # the full size, not the scaled
+    with pytest.raises(InvalidImage) as err:
+        imaging.check(data[: len(data) * 95 // 100], max_pixels=10**6)
+    assert err.value.code == "corrupt_image"
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_gives_an_upright_array(orientation: int) -> None:
     # A 30x20 picture whose top-left quadrant is white, stored rotated per `orientation`.
