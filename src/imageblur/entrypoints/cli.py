@@ -206,6 +206,7 @@ def _serve(settings: Settings, *, run_worker: bool) -> int:
             port=settings.port,
             log_config=None,  # ours, configured above
             server_header=False,
+            # `http` and `loop` stay "auto": httptools and uvloop, installed with us.
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         )
     )
