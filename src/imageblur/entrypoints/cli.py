@@ -490,6 +490,18 @@ def _anonymize_file(
         return _Outcome(source, target, skipped=str(exc))
 
 
+def _write_whole(target: Path, data: bytes) -> None:
+    """Write beside the target and rename: a Ctrl-C in the middle of the write leaves
+    no half-written result under the target's name, only nothing."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _report(outcome: _Outcome) -> int:
     """Write the result, or say why there is none (1: a failure). In the main thread and
     in the files' order, so that the output, the messages and the log read as when the
@@ -506,7 +518,7 @@ def _report(outcome: _Outcome) -> int:
         return 1
     target = outcome.target.with_suffix(result.extension)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(result.data)
+    _write_whole(target, result.data)
     log.info(
         "file.blurred",
         source=str(source),
