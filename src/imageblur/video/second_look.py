@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imageblur.domain import CloserLook, Face
-from imageblur.video.sightings import Box, CameraMotion
+from imageblur.video.sightings import Box, CameraMotion, box_iou
 
 Look = Callable[[Face], float]
 
@@ -111,17 +111,7 @@ def _best_overlap(box: Box, others: Sequence[Box], used: set[int], min_iou: floa
     for number, other in enumerate(others):
         if number in used:
             continue
-        overlap = _iou(box, other)
+        overlap = box_iou(box, other)
         if overlap >= best:
             best, found = overlap, number
     return found
-
-
-def _iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

@@ -99,3 +99,15 @@ class PerFramePlan:
 
     def boxes_at(self, index: int, time_s: float) -> Sequence[HiddenBox]:
         return [HiddenBox(face) for face in self._by_index.get(index, ())]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes: how the linker and the
+    second look's chaining both measure overlap."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

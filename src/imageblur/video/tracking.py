@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imageblur.domain import Face, RegionKind
-from imageblur.video.sightings import CameraMotion, FrameSightings
+from imageblur.video.sightings import CameraMotion, FrameSightings, box_iou
 from imageblur.video.track_plan import Key, PlanTrack, TrackPlan, TrackSettings
 
 __all__ = ["TrackPlan", "TrackSettings", "build_plan"]
@@ -265,7 +265,7 @@ class _Linker:
         distance = math.hypot(fcx - pcx, fcy - pcy) / ((size + face_size) / 2)
         if distance > s.max_shift + s.max_shift_per_s * dt:
             return None
-        return distance + 1.0 - _iou(predicted, (face.x0, face.y0, face.x1, face.y1))
+        return distance + 1.0 - box_iou(predicted, (face.x0, face.y0, face.x1, face.y1))
 
     def _extend(self, track: _OpenTrack, key: Key, closer: float | None) -> None:
         track.keys.append(key)
@@ -289,13 +289,3 @@ def _velocity(a: Key, b: Key) -> tuple[float, float]:
     dt = b.time_s - a.time_s
     (ax, ay), (bx, by) = a.centre, b.centre
     return (bx - ax) / dt, (by - ay) / dt
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
